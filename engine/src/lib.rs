@@ -1,1 +1,23 @@
-//! tryst-engine
+//! tryst-engine: the performance core of the tryst rendezvous relay.
+//!
+//! Layers, from pure to I/O:
+//! - [`head`]: bounded, push-style request-head parsing (httparse underneath).
+//! - [`target`]: CONNECT targets and rendezvous ids (`uuid:<UUID>`).
+//! - [`auth`]: the native HMAC-SHA256 park proof and its bounded replay cache.
+//! - [`room`]: the waiting room, a pure state machine over a slab.
+//! - [`reject`]: every refusal the engine can send, mapped to a status code in one place.
+//! - [`route`]: the routing contract between the engine and the relay.
+//! - [`driver`]: the only module with `unsafe`: worker processes, io_uring, splice.
+//!
+//! Everything except [`driver`] performs no I/O and never reads the clock: callers pass
+//! `now` in.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod driver;
+pub mod head;
+pub mod reject;
+pub mod room;
+pub mod route;
+pub mod target;
