@@ -37,10 +37,8 @@ fn main() -> std::io::Result<()> {
         workers: args.get(1).and_then(|w| w.parse().ok()).unwrap_or(2),
         ..EngineConfig::default()
     };
-    if let Ok(path) = std::env::var("NATIVE_RELAY_DATA_PATH") {
-        if path == "splice-uring" {
-            config.data_path = driver::DataPath::SpliceUring;
-        }
+    if std::env::var("NATIVE_RELAY_DATA_PATH").is_ok_and(|p| p == "splice-uring") {
+        config.data_path = driver::DataPath::SpliceUring;
     }
     if driver::is_worker() {
         let router = NativeRouter::new(StaticSecrets(secrets), NativeRouterConfig::default());
