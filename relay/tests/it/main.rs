@@ -1,1 +1,3 @@
-//! it
+//! Integration tests of the `tryst` binary (one test binary; topics are modules).
+
+mod cli;
