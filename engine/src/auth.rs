@@ -103,13 +103,7 @@ pub fn sign(secret: &Secret, op: Operation, id: &RendezvousId, ts: u64, nonce: &
 
 /// Formats a complete `Proxy-Authorization` value (`Tryst ts=…, nonce=…, mac=…`), as a
 /// hidden server sends it.
-pub fn proof_header(
-    secret: &Secret,
-    op: Operation,
-    id: &RendezvousId,
-    ts: u64,
-    nonce: &[u8],
-) -> String {
+pub fn proof_header(secret: &Secret, op: Operation, id: &RendezvousId, ts: u64, nonce: &[u8]) -> String {
     let _ = (secret, op, id, ts, nonce);
     todo!("implemented by the auth work")
 }

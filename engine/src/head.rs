@@ -16,10 +16,7 @@ pub struct HeadLimits {
 
 impl Default for HeadLimits {
     fn default() -> Self {
-        Self {
-            max_head_bytes: 16 * 1024,
-            max_headers: 64,
-        }
+        Self { max_head_bytes: 16 * 1024, max_headers: 64 }
     }
 }
 
@@ -83,10 +80,7 @@ impl RequestHead {
 
     /// How many headers carry this name (ASCII case-insensitive).
     pub fn header_count(&self, name: &str) -> usize {
-        self.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(name))
-            .count()
+        self.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count()
     }
 }
 

@@ -72,10 +72,7 @@ pub struct NativeRouterConfig {
 
 impl Default for NativeRouterConfig {
     fn default() -> Self {
-        Self {
-            proof_window_secs: 60,
-            replay_capacity: 1 << 20,
-        }
+        Self { proof_window_secs: 60, replay_capacity: 1 << 20 }
     }
 }
 

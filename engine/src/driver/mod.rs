@@ -70,10 +70,7 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// The request-head limits as the parser takes them.
     pub fn head_limits(&self) -> HeadLimits {
-        HeadLimits {
-            max_head_bytes: self.head_max_bytes,
-            max_headers: self.head_max_headers,
-        }
+        HeadLimits { max_head_bytes: self.head_max_bytes, max_headers: self.head_max_headers }
     }
 }
 
@@ -149,10 +146,7 @@ impl StatsSnapshot {
 
     /// Total refusals for one reason.
     pub fn rejections(&self, reason: Rejection) -> u64 {
-        self.workers
-            .iter()
-            .map(|w| w.rejections.get(reason.index()).copied().unwrap_or(0))
-            .sum()
+        self.workers.iter().map(|w| w.rejections.get(reason.index()).copied().unwrap_or(0)).sum()
     }
 }
 
