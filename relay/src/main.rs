@@ -4,6 +4,7 @@
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use std::io::IsTerminal as _;
 use tracing_subscriber::EnvFilter;
 use tryst_relay::cli::{Cli, Command};
 use tryst_relay::config::{self, ServeConfig};

@@ -1,3 +1,4 @@
 //! Integration tests of the `tryst` binary (one test binary; topics are modules).
 
 mod cli;
+mod serve;
