@@ -15,10 +15,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use tryst_engine::driver::DataPath;
 
-/// `tryst`: a rendezvous relay. Hidden servers park outbound connections under an id;
+/// tryst, a rendezvous relay: hidden servers park outbound connections under an id;
 /// clients reach them by naming the id.
 #[derive(Debug, Parser)]
-#[command(name = "tryst", version, about, long_about = None)]
+#[command(name = "tryst", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -68,8 +68,8 @@ pub struct Settings {
     )]
     #[serde(alias = "threads")]
     pub workers: Option<WorkerCount>,
-    /// Tunnel data path [default: splice-syscall].
-    #[arg(long, env = "TRYST_DATA_PATH", value_name = "PATH", value_parser = parse_data_path)]
+    /// Tunnel data path: splice-syscall or splice-uring [default: splice-syscall].
+    #[arg(long, env = "TRYST_DATA_PATH", value_name = "MODE", value_parser = parse_data_path)]
     pub data_path: Option<DataPath>,
     /// How long a client waits for a hidden server to park [default: 2s].
     #[arg(long, env = "TRYST_CLIENT_WAIT", value_name = "DURATION")]

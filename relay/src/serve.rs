@@ -127,6 +127,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let e = &config.engine;
     tracing::info!(
         %local,
+        pid = std::process::id(),
         workers = e.workers,
         sockets_per_worker = e.max_sockets_per_worker,
         data_path = ?e.data_path,
