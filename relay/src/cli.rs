@@ -56,7 +56,7 @@ pub struct Settings {
     /// Data directory [default: $XDG_DATA_HOME/tryst, else ~/.local/share/tryst].
     #[arg(long, env = "TRYST_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Secrets file [default: <data-dir>/secrets.toml].
+    /// Secrets file [default: secrets.toml in the data directory].
     #[arg(long, env = "TRYST_SECRETS", value_name = "FILE")]
     pub secrets: Option<PathBuf>,
     /// Worker processes, or `auto` [default: auto = max(cores, max-sockets / per-worker fd budget)].
@@ -138,7 +138,7 @@ pub struct ProvisionArgs {
     /// Data directory [default: $XDG_DATA_HOME/tryst, else ~/.local/share/tryst].
     #[arg(long, env = "TRYST_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Secrets file [default: <data-dir>/secrets.toml].
+    /// Secrets file [default: secrets.toml in the data directory].
     #[arg(long, env = "TRYST_SECRETS", value_name = "FILE")]
     pub secrets: Option<PathBuf>,
     /// Replace the secret if the id already has one.

@@ -185,3 +185,54 @@ fn serve_reports_bad_configuration_before_starting() {
         "nothing printed before the config is valid"
     );
 }
+
+#[test]
+fn provision_reads_paths_from_the_serve_config_file() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("from-config");
+    let config = home.path().join("tryst.toml");
+    fs::write(
+        &config,
+        format!("data-dir = {:?}\n", data.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = tryst(
+        home.path(),
+        &["provision", ID, "--config", config.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        fs::read_to_string(data.join("secrets.toml"))
+            .unwrap()
+            .contains(ID)
+    );
+}
+
+#[test]
+fn serve_refuses_an_invalid_secrets_file_before_listening() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    fs::create_dir(&data).unwrap();
+    fs::write(
+        data.join("secrets.toml"),
+        "[secrets]\n\"not-a-uuid\" = \"q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng\"\n",
+    )
+    .unwrap();
+    let out = tryst(
+        home.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("`not-a-uuid` is not a rendezvous id"), "{err}");
+    assert!(err.contains("secrets.toml"), "{err}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
