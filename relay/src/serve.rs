@@ -17,7 +17,7 @@ use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::Interest;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tryst_engine::driver::{Engine, run_worker};
 use tryst_engine::route::{NativeRouter, NativeRouterConfig};
 
@@ -111,6 +111,19 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     }
     drop(secrets);
 
+    // Signal handlers go in before the startup lines: whoever reads them may signal at
+    // once, and SIGHUP's or SIGTERM's default action would kill the supervisor.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tryst-http")
+        .enable_all()
+        .build()
+        .map_err(io_err("starting the tokio runtime"))?;
+    let signals = {
+        let _entered = runtime.enter();
+        Signals::install()?
+    };
+
     let listener = bind_listener(config.listen).map_err(|source| ServeError::Bind {
         addr: config.listen,
         source,
@@ -137,14 +150,28 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let worker_args = std::env::args_os().skip(1).collect();
     let engine = Engine::start(&config.engine, vec![listener], worker_args)
         .map_err(io_err("starting the workers"))?;
+    runtime.block_on(supervise(engine, &config, signals))
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("tryst-http")
-        .enable_all()
-        .build()
-        .map_err(io_err("starting the tokio runtime"))?;
-    runtime.block_on(supervise(engine, &config))
+/// The signals the supervisor acts on.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; needs a tokio runtime context.
+    fn install() -> Result<Self, ServeError> {
+        Ok(Self {
+            hangup: signal(SignalKind::hangup())
+                .map_err(io_err("installing the SIGHUP handler"))?,
+            terminate: signal(SignalKind::terminate())
+                .map_err(io_err("installing the SIGTERM handler"))?,
+            interrupt: signal(SignalKind::interrupt())
+                .map_err(io_err("installing the SIGINT handler"))?,
+        })
+    }
 }
 
 /// A duplicate of the HTTP inbox's fd, registered with tokio only to learn when the
@@ -154,7 +181,11 @@ fn inbox_readiness(engine: &Engine) -> io::Result<tokio::net::UnixDatagram> {
     tokio::net::UnixDatagram::from_std(std::os::unix::net::UnixDatagram::from(fd))
 }
 
-async fn supervise(mut engine: Engine, config: &ServeConfig) -> Result<(), ServeError> {
+async fn supervise(
+    mut engine: Engine,
+    config: &ServeConfig,
+    signals: Signals,
+) -> Result<(), ServeError> {
     let (stats, mut stats_requests) = StatsRequester::channel(64);
     let http = HttpService::new(
         HttpLimits {
@@ -165,12 +196,11 @@ async fn supervise(mut engine: Engine, config: &ServeConfig) -> Result<(), Serve
         stats,
     );
     let inbox = inbox_readiness(&engine).map_err(io_err("registering the HTTP inbox"))?;
-    let mut hangup =
-        signal(SignalKind::hangup()).map_err(io_err("installing the SIGHUP handler"))?;
-    let mut terminate =
-        signal(SignalKind::terminate()).map_err(io_err("installing the SIGTERM handler"))?;
-    let mut interrupt =
-        signal(SignalKind::interrupt()).map_err(io_err("installing the SIGINT handler"))?;
+    let Signals {
+        mut hangup,
+        mut terminate,
+        mut interrupt,
+    } = signals;
     let mut tick = tokio::time::interval(POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutting_down = false;

@@ -250,3 +250,12 @@ fn provisioned_server_is_reached_and_sighup_loads_new_ids() {
     }
     relay.stop();
 }
+
+#[test]
+fn signals_right_after_the_startup_lines_are_handled() {
+    let home = tempfile::tempdir().unwrap();
+    let relay = Relay::start(home.path(), &home.path().join("data"));
+    // Default actions would kill the process; handlers are installed before printing.
+    relay.signal(Signal::SIGHUP);
+    relay.stop();
+}
