@@ -1,1 +1,4 @@
-//! it
+//! Integration tests of the `tryst` binary (one test binary; topics are modules).
+
+mod cli;
+mod serve;
