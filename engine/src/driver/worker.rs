@@ -192,6 +192,12 @@ pub(crate) struct Worker<R> {
     peer_poll_armed: Vec<bool>,
     shutdown_deadline: Option<Instant>,
     now: Instant,
+    /// Descriptors the worker holds besides sockets and pipes (ring, inbox, peers,
+    /// listeners, stdio), measured at start.
+    fd_overhead: usize,
+    /// The socket cap implied by the current soft `RLIMIT_NOFILE`, re-read every second
+    /// (an operator may lower it on a running worker).
+    limit_cap: usize,
     next_idle_sweep: Instant,
     next_fd_count: Instant,
     scratch: Vec<u8>,
@@ -249,6 +255,8 @@ impl<R: Router> Worker<R> {
             pending_handoffs: VecDeque::new(),
             shutdown_deadline: None,
             now,
+            fd_overhead: sys::open_fds() as usize,
+            limit_cap: usize::MAX,
             next_idle_sweep: now,
             next_fd_count: now,
             scratch: vec![0; 64 * 1024],
@@ -502,7 +510,7 @@ impl<R: Router> Worker<R> {
             self.refuse(idx, Rejection::ShuttingDown);
             return;
         }
-        if self.socks.len() + 2 * self.pipes.held() >= self.cfg.max_sockets_per_worker {
+        if self.held_fds() >= self.socket_cap() {
             self.counters.add(Counter::AcceptBackoffs, 1);
             let idx = self.insert_sock(
                 fd,
@@ -529,6 +537,17 @@ impl<R: Router> Worker<R> {
         if !self.accept_armed[listener] && self.accept_paused_until.is_none() {
             self.arm_accept(listener);
         }
+    }
+
+    /// Sockets and pipe ends held now (what the socket cap limits).
+    fn held_fds(&self) -> usize {
+        self.socks.len() + 2 * self.pipes.held() + self.pending_handoffs.len()
+    }
+
+    /// The most sockets and pipe ends this worker may hold: the configured budget, or
+    /// less when the soft descriptor limit was lowered while running.
+    fn socket_cap(&self) -> usize {
+        self.cfg.max_sockets_per_worker.min(self.limit_cap)
     }
 
     fn pause_accepting(&mut self) {
@@ -1306,8 +1325,7 @@ impl<R: Router> Worker<R> {
         }
         // Accept back-off.
         if let Some(until) = self.accept_paused_until {
-            let below_cap =
-                self.socks.len() + 2 * self.pipes.held() < self.cfg.max_sockets_per_worker * 9 / 10;
+            let below_cap = self.held_fds() < self.socket_cap() * 9 / 10;
             if now >= until && below_cap {
                 self.accept_paused_until = None;
                 for i in 0..self.listeners.len() {
@@ -1323,6 +1341,8 @@ impl<R: Router> Worker<R> {
         if now >= self.next_fd_count {
             self.next_fd_count = now + Duration::from_secs(1);
             self.counters.set(Counter::Fds, sys::open_fds());
+            self.limit_cap = sys::soft_nofile()
+                .map_or(usize::MAX, |soft| soft.saturating_sub(self.fd_overhead + 16));
         }
     }
 
