@@ -153,5 +153,7 @@ pub(crate) fn raise_nofile() -> io::Result<u64> {
 /// The current soft `RLIMIT_NOFILE`.
 pub(crate) fn soft_nofile() -> Option<usize> {
     use nix::sys::resource::{Resource, getrlimit};
-    getrlimit(Resource::RLIMIT_NOFILE).ok().map(|(soft, _)| soft as usize)
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft as usize)
 }

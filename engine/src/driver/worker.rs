@@ -1341,8 +1341,9 @@ impl<R: Router> Worker<R> {
         if now >= self.next_fd_count {
             self.next_fd_count = now + Duration::from_secs(1);
             self.counters.set(Counter::Fds, sys::open_fds());
-            self.limit_cap = sys::soft_nofile()
-                .map_or(usize::MAX, |soft| soft.saturating_sub(self.fd_overhead + 16));
+            self.limit_cap = sys::soft_nofile().map_or(usize::MAX, |soft| {
+                soft.saturating_sub(self.fd_overhead + 16)
+            });
         }
     }
 

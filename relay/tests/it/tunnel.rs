@@ -599,7 +599,9 @@ fn worker_pids(metrics: &str) -> Vec<u32> {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -627,16 +629,23 @@ fn running_out_of_descriptors_backs_off_and_leaves_tunnels_alone() {
     let mut idle = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     let refusal = loop {
-        assert!(Instant::now() < deadline, "the worker never refused a connection");
+        assert!(
+            Instant::now() < deadline,
+            "the worker never refused a connection"
+        );
         let mut s = relay.connect();
-        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let mut buf = [0u8; 64];
         match s.read(&mut buf) {
             Ok(n) if n > 0 => break String::from_utf8_lossy(&buf[..n]).into_owned(),
             _ => idle.push(s),
         }
     };
-    assert!(refusal.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{refusal}");
+    assert!(
+        refusal.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{refusal}"
+    );
     // The tunnel made before is untouched.
     client.write_all(b"still flowing").unwrap();
     assert_eq!(read_exact_n(&mut server, 13), b"still flowing");
@@ -650,7 +659,10 @@ fn running_out_of_descriptors_backs_off_and_leaves_tunnels_alone() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(relay.metric("tryst_accept_backoffs_total") > 0, "accept never backed off");
+    assert!(
+        relay.metric("tryst_accept_backoffs_total") > 0,
+        "accept never backed off"
+    );
     let mut server2 = relay.park();
     let mut client2 = relay.reach(b"again");
     assert_eq!(read_exact_n(&mut server2, 5), b"again");
