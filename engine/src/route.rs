@@ -21,6 +21,45 @@ pub enum Classified {
     Http,
 }
 
+/// How a park treats connections already parked under the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParkMode {
+    /// Join the key's FIFO (tryst's default; the per-key cap evicts the oldest).
+    #[default]
+    Queue,
+    /// Close every connection already parked under the key first (node-rendezvous keeps
+    /// one parked socket per id and a new one replaces the old).
+    Replace,
+}
+
+/// What a client is told and what its hidden server receives when they pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReachPlan {
+    /// The key to reach.
+    pub key: RendezvousKey,
+    /// Bytes written to the client at pairing, before any byte from the server
+    /// (the native `HTTP/1.1 200`; empty for a mobile client whose request is forwarded).
+    pub greeting: Vec<u8>,
+    /// Bytes written to the server at pairing, before the client's early bytes (empty
+    /// natively; node-rendezvous mobile requests forward their rebuilt head here).
+    pub forward: Vec<u8>,
+    /// The exact response when no server parks within the client wait (`None`: the
+    /// engine's [`Rejection::NotParked`] response). Counted as `NotParked` either way.
+    pub not_parked: Option<Vec<u8>>,
+}
+
+impl ReachPlan {
+    /// The native plan: greet with `HTTP/1.1 200`, forward nothing extra.
+    pub fn native(key: RendezvousKey) -> Self {
+        Self {
+            key,
+            greeting: crate::reject::OK_RESPONSE.to_vec(),
+            forward: Vec::new(),
+            not_parked: None,
+        }
+    }
+}
+
 /// The owner's decision for a rendezvous request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -28,16 +67,33 @@ pub enum Route {
     Park {
         /// The key to park under.
         key: RendezvousKey,
+        /// Queue behind, or replace, connections already parked under the key.
+        mode: ParkMode,
     },
-    /// A client wants the server parked under `key`; answered `200` when paired.
-    Reach {
-        /// The key to reach.
-        key: RendezvousKey,
-    },
+    /// A client wants the server parked under the plan's key.
+    Reach(ReachPlan),
     /// Hand to the HTTP service after all.
     Http,
-    /// Refuse with this response, then close.
+    /// Refuse with the engine's response for this rejection, then close.
     Reject(Rejection),
+    /// Refuse with these exact bytes (a compatibility family's own error frame), counted
+    /// under the rejection, then close.
+    RejectWith(Rejection, Vec<u8>),
+}
+
+impl Route {
+    /// A native park (FIFO).
+    pub fn park(key: RendezvousKey) -> Self {
+        Self::Park {
+            key,
+            mode: ParkMode::Queue,
+        }
+    }
+
+    /// A native reach.
+    pub fn reach(key: RendezvousKey) -> Self {
+        Self::Reach(ReachPlan::native(key))
+    }
 }
 
 /// Routing policy supplied by the relay. Implementations must be pure apart from their
@@ -147,7 +203,7 @@ impl<S: SecretSource> Router for NativeRouter<S> {
             return Route::Reject(Rejection::MalformedProof);
         }
         match head.header("proxy-authorization") {
-            None => Route::Reach { key: id.into() },
+            None => Route::reach(id.into()),
             Some(value) => {
                 if let Err(e) = self.check_park(&id, value, now_unix) {
                     return Route::Reject(e.into());
@@ -155,7 +211,7 @@ impl<S: SecretSource> Router for NativeRouter<S> {
                 if !early.is_empty() {
                     return Route::Reject(Rejection::EarlyData);
                 }
-                Route::Park { key: id.into() }
+                Route::park(id.into())
             }
         }
     }
@@ -236,7 +292,7 @@ mod tests {
         let mut r = router();
         let h = park_head(&proof(b"route test", NOW, &[1; 16]));
         assert_eq!(r.classify(&h), Ok(Classified::Rendezvous(key())));
-        assert_eq!(r.route(&h, b"", NOW), Route::Park { key: key() });
+        assert_eq!(r.route(&h, b"", NOW), Route::park(key()));
     }
 
     #[test]
@@ -247,7 +303,7 @@ mod tests {
             ID.to_uppercase(),
             proof(b"route test", NOW, &[1; 16])
         );
-        assert_eq!(r.route(&head(&text), b"", NOW), Route::Park { key: key() });
+        assert_eq!(r.route(&head(&text), b"", NOW), Route::park(key()));
     }
 
     #[test]
@@ -258,14 +314,12 @@ mod tests {
         ));
         assert_eq!(r.classify(&h), Ok(Classified::Rendezvous(key())));
         // Early bytes from a client are its payload, not an error.
-        assert_eq!(r.route(&h, b"hello", NOW), Route::Reach { key: key() });
+        assert_eq!(r.route(&h, b"hello", NOW), Route::reach(key()));
         // Reaching an id nobody provisioned is also just a reach.
         let other = head("CONNECT uuid:00000000-0000-0000-0000-000000000000 HTTP/1.1\r\n\r\n");
         assert_eq!(
             r.route(&other, b"", NOW),
-            Route::Reach {
-                key: RendezvousKey([0; 16])
-            }
+            Route::reach(RendezvousKey([0; 16]))
         );
     }
 
@@ -307,7 +361,7 @@ mod tests {
     fn replayed_nonce() {
         let mut r = router();
         let h = park_head(&proof(b"route test", NOW, &[1; 16]));
-        assert_eq!(r.route(&h, b"", NOW), Route::Park { key: key() });
+        assert_eq!(r.route(&h, b"", NOW), Route::park(key()));
         assert_eq!(
             r.route(&h, b"", NOW + 1),
             Route::Reject(Rejection::ReplayedNonce)
@@ -327,7 +381,7 @@ mod tests {
         };
         let mut r = NativeRouter::new(secrets, config);
         let first = park_head(&proof(b"route test", NOW, &[1; 16]));
-        assert_eq!(r.route(&first, b"", NOW), Route::Park { key: key() });
+        assert_eq!(r.route(&first, b"", NOW), Route::park(key()));
         let second = park_head(&proof(b"route test", NOW, &[2; 16]));
         assert_eq!(
             r.route(&second, b"", NOW),
@@ -352,10 +406,7 @@ mod tests {
             Route::Reject(Rejection::MalformedProof)
         );
         // The refused duplicate did not consume the nonce.
-        assert_eq!(
-            r.route(&park_head(&good), b"", NOW),
-            Route::Park { key: key() }
-        );
+        assert_eq!(r.route(&park_head(&good), b"", NOW), Route::park(key()));
     }
 
     #[test]

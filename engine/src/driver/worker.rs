@@ -19,7 +19,7 @@ use super::{DataPath, EngineConfig};
 use crate::head::{HeadStatus, RequestHead, parse_head};
 use crate::reject::{OK_RESPONSE, Rejection};
 use crate::room::{EntryHandle, ParkOutcome, ReachOutcome, Role, Room, RoomLimits};
-use crate::route::{Classified, Route, Router};
+use crate::route::{Classified, ParkMode, Route, Router};
 use crate::target::RendezvousKey;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
@@ -94,7 +94,10 @@ enum SockState {
     /// A hidden server parked in the room.
     Parked { handle: EntryHandle },
     /// A client waiting in the room, with the bytes that followed its head.
-    Waiting { handle: EntryHandle, early: Vec<u8> },
+    Waiting {
+        handle: EntryHandle,
+        pairing: Box<Pairing>,
+    },
     /// Writing a refusal; then lingering.
     Refusing { response: Vec<u8>, written: usize },
     /// Refusal sent and write side shut; discarding input until EOF or the deadline.
@@ -109,6 +112,18 @@ struct Sock {
     state: SockState,
     /// `user_data` of the armed read-role and write-role polls.
     armed: [Option<u64>; 2],
+}
+
+/// What a waiting client carries into its pairing.
+#[derive(Debug)]
+struct Pairing {
+    key: RendezvousKey,
+    /// Written to the client first.
+    greeting: Vec<u8>,
+    /// Written to the server first: forwarded head, then the client's early bytes.
+    to_server: Vec<u8>,
+    /// Exact refusal when nobody parks in time (`None`: the engine's 404).
+    not_parked: Option<Vec<u8>>,
 }
 
 /// One direction of a tunnel: side `d` to side `1 - d`.
@@ -636,6 +651,12 @@ impl<R: Router> Worker<R> {
                 }
                 Ok(n) => {
                     buf.truncate(old + n);
+                    // A head only completes (or turns malformed) at a line end: parsing
+                    // only then keeps a byte-at-a-time sender from costing a full
+                    // re-parse per byte.
+                    if !buf[old..].contains(&b'\n') && buf.len() <= limit {
+                        continue;
+                    }
                     match self.try_parse(sock) {
                         Some(true) => return,  // complete: handled
                         Some(false) => return, // refused
@@ -727,9 +748,29 @@ impl<R: Router> Worker<R> {
             .unwrap_or(0);
         match self.router.route(head, &early, now_unix) {
             Route::Reject(r) => self.refuse(sock, r),
+            Route::RejectWith(r, response) => self.refuse_with(sock, r, response),
             Route::Http => self.hand_off(sock, self.workers),
-            Route::Park { key } => self.park(sock, key),
-            Route::Reach { key } => self.reach(sock, key, early),
+            Route::Park { key, mode } => {
+                if mode == ParkMode::Replace {
+                    let mut old = Vec::new();
+                    self.room.take_parked(&key, &mut old);
+                    for s in old {
+                        self.close_sock(s, false);
+                    }
+                }
+                self.park(sock, key);
+            }
+            Route::Reach(plan) => {
+                let mut to_server = plan.forward;
+                to_server.extend_from_slice(&early);
+                let pairing = Pairing {
+                    key: plan.key,
+                    greeting: plan.greeting,
+                    to_server,
+                    not_parked: plan.not_parked,
+                };
+                self.reach(sock, Box::new(pairing));
+            }
         }
     }
 
@@ -751,38 +792,47 @@ impl<R: Router> Worker<R> {
                 }
             }
             ParkOutcome::Paired { server, client } => {
+                let pairing = self.take_pairing(client);
                 if sys::send(self.socks[server].fd.as_fd(), OK_RESPONSE).ok()
                     != Some(OK_RESPONSE.len())
                 {
                     // The server vanished between its head and its 200: the client keeps
                     // waiting for another one.
                     self.close_sock(server, false);
-                    let early = match &mut self.socks[client].state {
-                        SockState::Waiting { early, .. } => std::mem::take(early),
-                        _ => Vec::new(),
-                    };
                     self.disarm(client);
-                    self.reach(client, key, early);
+                    self.reach(client, pairing);
                     return;
                 }
-                let early = match &mut self.socks[client].state {
-                    SockState::Waiting { early, .. } => std::mem::take(early),
-                    _ => Vec::new(),
-                };
-                self.pair(client, server, early);
+                self.pair(client, server, *pairing);
             }
         }
         self.sync_room_counters();
     }
 
-    fn reach(&mut self, sock: usize, key: RendezvousKey, early: Vec<u8>) {
-        match self.room.reach(key, sock, self.now) {
+    /// Takes a waiting client's pairing plan out of its state.
+    fn take_pairing(&mut self, client: usize) -> Box<Pairing> {
+        let empty = || {
+            Box::new(Pairing {
+                key: RendezvousKey([0; 16]),
+                greeting: Vec::new(),
+                to_server: Vec::new(),
+                not_parked: None,
+            })
+        };
+        match &mut self.socks[client].state {
+            SockState::Waiting { pairing, .. } => std::mem::replace(pairing, empty()),
+            _ => empty(),
+        }
+    }
+
+    fn reach(&mut self, sock: usize, pairing: Box<Pairing>) {
+        match self.room.reach(pairing.key, sock, self.now) {
             ReachOutcome::Full(sock) => self.refuse(sock, Rejection::TooManyWaiting),
             ReachOutcome::Waiting { handle } => {
-                self.socks[sock].state = SockState::Waiting { handle, early };
+                self.socks[sock].state = SockState::Waiting { handle, pairing };
                 self.arm(sock, 0, POLL_HANGUP);
             }
-            ReachOutcome::Paired { server, client } => self.pair(client, server, early),
+            ReachOutcome::Paired { server, client } => self.pair(client, server, *pairing),
         }
         self.sync_room_counters();
     }
@@ -883,10 +933,15 @@ impl<R: Router> Worker<R> {
     // ----- refusals -----
 
     fn refuse(&mut self, sock: usize, r: Rejection) {
+        self.refuse_with(sock, r, r.response());
+    }
+
+    /// Refuses with exact bytes, counted under `r`.
+    fn refuse_with(&mut self, sock: usize, r: Rejection, response: Vec<u8>) {
         self.counters.reject(r);
         self.disarm(sock);
         self.socks[sock].state = SockState::Refusing {
-            response: r.response(),
+            response,
             written: 0,
         };
         self.write_refusal(sock);
@@ -951,14 +1006,14 @@ impl<R: Router> Worker<R> {
 
     // ----- tunnels -----
 
-    fn pair(&mut self, client: usize, server: usize, early: Vec<u8>) {
+    fn pair(&mut self, client: usize, server: usize, pairing: Pairing) {
         self.disarm(client);
         self.disarm(server);
         let _ = sys::set_nodelay(self.socks[client].fd.as_fd());
         let _ = sys::set_nodelay(self.socks[server].fd.as_fd());
         let mut dirs = [Direction::default(), Direction::default()];
-        dirs[0].pending = early;
-        dirs[1].pending = OK_RESPONSE.to_vec();
+        dirs[0].pending = pairing.to_server;
+        dirs[1].pending = pairing.greeting;
         let t = self.tunnels.insert(Tunnel {
             socks: [client, server],
             dirs,
@@ -1302,7 +1357,10 @@ impl<R: Router> Worker<R> {
         self.room.expire(now, &mut expired);
         for e in expired.drain(..) {
             match e.role {
-                Role::Client => self.refuse(e.item, Rejection::NotParked),
+                Role::Client => match self.take_pairing(e.item).not_parked {
+                    Some(bytes) => self.refuse_with(e.item, Rejection::NotParked, bytes),
+                    None => self.refuse(e.item, Rejection::NotParked),
+                },
                 Role::Server => self.close_sock(e.item, false),
             }
         }
