@@ -9,6 +9,9 @@
 //! - [`route`]: the routing contract between the engine and the relay.
 //! - [`driver`]: the only module with `unsafe`: worker processes, io_uring, splice.
 //!
+//! Under `cfg(any(test, fuzzing))` a `fuzzing` module holds the fuzz harnesses shared
+//! by `fuzz/` and the corpus-replay test.
+//!
 //! Everything except [`driver`] performs no I/O and never reads the clock: callers pass
 //! `now` in.
 #![deny(unsafe_code)]
@@ -16,6 +19,8 @@
 
 pub mod auth;
 pub mod driver;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod head;
 pub mod reject;
 pub mod room;

@@ -1,0 +1,97 @@
+# Shared by scripts/fuzz-smoke.sh and fuzz/run-all.sh; sourced, not run.
+# Requires: FUZZ_DIR (absolute path of fuzz/).
+
+# Every [[bin]] name in fuzz/Cargo.toml, one per line: the target list.
+fuzz_targets() {
+    awk '
+        /^\[/ { in_bin = ($0 ~ /^\[\[bin\]\][[:space:]]*$/) }
+        in_bin && /^[[:space:]]*name[[:space:]]*=/ {
+            sub(/^[^=]*=[[:space:]]*"/, ""); sub(/".*$/, ""); print
+        }
+    ' "$FUZZ_DIR/Cargo.toml"
+}
+
+# Installs cargo-fuzz when `cargo fuzz` is missing.
+ensure_cargo_fuzz() {
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "== installing cargo-fuzz (cargo install cargo-fuzz --locked)"
+        cargo install cargo-fuzz --locked
+    fi
+}
+
+# The harnesses are decoded by `arbitrary` in two builds (fuzz/ and the engine's corpus
+# replay test); a version skew between the two lock files would make the replay test
+# decode seeds differently from the fuzzer.
+check_arbitrary_versions() {
+    local root main fuzz
+    root="$(dirname "$FUZZ_DIR")"
+    main="$(grep -A1 '^name = "arbitrary"$' "$root/Cargo.lock" | sed -n 's/^version = "\(.*\)"$/\1/p')"
+    fuzz="$(grep -A1 '^name = "arbitrary"$' "$FUZZ_DIR/Cargo.lock" | sed -n 's/^version = "\(.*\)"$/\1/p')"
+    if [ "$main" != "$fuzz" ]; then
+        echo "error: arbitrary is $main in Cargo.lock but $fuzz in fuzz/Cargo.lock;" \
+            "align them (cargo update -p arbitrary --precise ...)" >&2
+        return 1
+    fi
+}
+
+# Builds every target (release, debug assertions on: what `cargo fuzz run` uses).
+build_fuzz_targets() {
+    (cd "$FUZZ_DIR" && cargo +nightly fuzz build)
+}
+
+# run_fuzz_targets SECONDS SCRATCH [TARGET...]
+# Runs each target for SECONDS on a scratch copy of its committed corpus (new inputs land
+# in SCRATCH, never in fuzz/corpus), with fuzz/dict/<target>.dict when it exists. Crashes are written to
+# SCRATCH/artifacts/<target>/. Returns non-zero if any target failed, after running all.
+run_fuzz_targets() {
+    local seconds="$1" scratch="$2"
+    shift 2
+    local targets=("$@") failed=() t corpus artifacts dict log status
+    if [ ${#targets[@]} -eq 0 ]; then
+        mapfile -t targets < <(fuzz_targets)
+    fi
+    for t in "${targets[@]}"; do
+        corpus="$scratch/corpus/$t"
+        artifacts="$scratch/artifacts/$t"
+        log="$scratch/logs/$t.log"
+        mkdir -p "$corpus" "$artifacts" "$(dirname "$log")"
+        if [ -d "$FUZZ_DIR/corpus/$t" ]; then
+            find "$FUZZ_DIR/corpus/$t" -maxdepth 1 -type f ! -name '.*' -exec cp {} "$corpus/" \;
+        fi
+        local args=(-max_total_time="$seconds" -artifact_prefix="$artifacts/")
+        dict="$(dict_for "$t")"
+        if [ -n "$dict" ]; then
+            args+=(-dict="$dict")
+        fi
+        echo "== fuzz $t for ${seconds}s (seeds: $(find "$corpus" -type f | wc -l)${dict:+, dict: ${dict#"$FUZZ_DIR"/}})"
+        local before new
+        before="$(LC_ALL=C ls -A "$artifacts")"
+        status=0
+        (cd "$FUZZ_DIR" && cargo +nightly fuzz run "$t" "$corpus" -- "${args[@]}") \
+            >"$log" 2>&1 || status=$?
+        grep -E '^Done [0-9]+ runs' "$log" | tail -1 || true
+        # Artifacts this run wrote (a kept scratch directory may hold older ones).
+        new="$(comm -13 <(echo "$before") <(LC_ALL=C ls -A "$artifacts"))"
+        if [ "$status" -ne 0 ] || [ -n "$new" ]; then
+            echo "FAIL: fuzz target $t (exit $status); log: $log" >&2
+            tail -n 40 "$log" >&2
+            local a
+            while IFS= read -r a; do
+                [ -n "$a" ] && echo "FAIL: $t artifact: $artifacts/$a" >&2
+            done <<<"$new"
+            failed+=("$t")
+        fi
+    done
+    if [ ${#failed[@]} -ne 0 ]; then
+        echo "FAIL: fuzz targets with findings: ${failed[*]}" >&2
+        echo "Triage: fuzz/README.md (reproduce, minimise, keep as corpus/<target>/crash-*)." >&2
+        return 1
+    fi
+}
+
+# The dictionary for a target: fuzz/dict/<target>.dict (a symlink where targets share one).
+dict_for() {
+    if [ -e "$FUZZ_DIR/dict/$1.dict" ]; then
+        echo "$FUZZ_DIR/dict/$1.dict"
+    fi
+}
