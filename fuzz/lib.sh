@@ -74,7 +74,7 @@ run_fuzz_targets() {
         new="$(comm -13 <(echo "$before") <(LC_ALL=C ls -A "$artifacts"))"
         if [ "$status" -ne 0 ] || [ -n "$new" ]; then
             echo "FAIL: fuzz target $t (exit $status); log: $log" >&2
-            tail -n 40 "$log" >&2
+            grep -E 'panicked at|^SUMMARY|^ERROR|Test unit written|^Error' "$log" >&2 || tail -n 20 "$log" >&2
             local a
             while IFS= read -r a; do
                 [ -n "$a" ] && echo "FAIL: $t artifact: $artifacts/$a" >&2
