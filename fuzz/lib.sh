@@ -34,6 +34,17 @@ check_arbitrary_versions() {
     fi
 }
 
+# fuzz/Cargo.lock is committed and must match the manifests (engine dependencies
+# included): cargo fuzz has no --locked, so check it here.
+check_fuzz_lock() {
+    if ! cargo metadata --manifest-path "$FUZZ_DIR/Cargo.toml" --locked --format-version 1 \
+        >/dev/null; then
+        echo "error: fuzz/Cargo.lock is out of date; run 'cd fuzz && cargo +nightly fuzz build'" \
+            "and commit fuzz/Cargo.lock" >&2
+        return 1
+    fi
+}
+
 # Builds every target (release, debug assertions on: what `cargo fuzz run` uses).
 build_fuzz_targets() {
     (cd "$FUZZ_DIR" && cargo +nightly fuzz build)

@@ -21,6 +21,7 @@ shift
 scratch="${FUZZ_SCRATCH:-$FUZZ_DIR/target/long-runs}"
 
 check_arbitrary_versions
+check_fuzz_lock
 ensure_cargo_fuzz
 build_fuzz_targets
 run_fuzz_targets "$seconds" "$scratch" "$@"

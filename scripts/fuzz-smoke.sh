@@ -17,6 +17,7 @@ seconds="${1:-25}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 check_arbitrary_versions
+check_fuzz_lock
 ensure_cargo_fuzz
 mapfile -t targets < <(fuzz_targets)
 echo "== fuzz targets (${#targets[@]}): ${targets[*]}"
