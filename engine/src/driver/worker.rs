@@ -19,7 +19,7 @@ use super::{DataPath, EngineConfig};
 use crate::head::{HeadStatus, RequestHead, parse_head};
 use crate::reject::{OK_RESPONSE, Rejection};
 use crate::room::{EntryHandle, ParkOutcome, ReachOutcome, Role, Room, RoomLimits};
-use crate::route::{Classified, ParkMode, Route, Router};
+use crate::route::{Classified, ParkMode, Route, Router, Transport};
 use crate::target::RendezvousKey;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
@@ -719,7 +719,7 @@ impl<R: Router> Worker<R> {
                 ..
             }
         );
-        match self.router.classify(&head) {
+        match self.router.classify(&head, Transport::Plain) {
             Err(r) => self.refuse(sock, r),
             Ok(Classified::Http) => self.hand_off(sock, self.workers),
             Ok(Classified::Rendezvous(key)) => {
@@ -746,7 +746,7 @@ impl<R: Router> Worker<R> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        match self.router.route(head, &early, now_unix) {
+        match self.router.route(head, &early, now_unix, Transport::Plain) {
             Route::Reject(r) => self.refuse(sock, r),
             Route::RejectWith(r, response) => self.refuse_with(sock, r, response),
             Route::Http => self.hand_off(sock, self.workers),
