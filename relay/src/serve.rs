@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tryst_engine::driver::{Engine, run_worker};
+use tryst_engine::driver::{Engine, Listener, run_worker};
+use tryst_engine::route::Transport;
 use tryst_engine::route::{NativeRouter, NativeRouterConfig};
 
 /// Listen backlog (std's `TcpListener::bind` uses 128).
@@ -49,6 +50,9 @@ pub enum ServeError {
         /// Why.
         source: io::Error,
     },
+    /// The TLS certificate or key is unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Another I/O failure, with what was being done.
     #[error("{what}: {source}")]
     Io {
@@ -131,9 +135,39 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let local = listener
         .local_addr()
         .map_err(io_err("reading the bound address"))?;
+    let mut listeners = vec![Listener {
+        socket: listener,
+        transport: Transport::Plain,
+    }];
+    let mut tls_lines = String::new();
+    if let Some(tls) = &config.tls {
+        let loaded = crate::tls::load(tls, &config.data_dir, true)?;
+        let socket = bind_listener(tls.listen).map_err(|source| ServeError::Bind {
+            addr: tls.listen,
+            source,
+        })?;
+        let tls_local = socket
+            .local_addr()
+            .map_err(io_err("reading the bound address"))?;
+        tls_lines = format!(
+            "tryst: tls listening on {tls_local}\ntryst: tls certificate {} sha256 {}{}\n",
+            loaded.cert_path.display(),
+            loaded.fingerprint,
+            if loaded.generated {
+                " (generated now)"
+            } else {
+                ""
+            }
+        );
+        listeners.push(Listener {
+            socket,
+            transport: Transport::Tls,
+        });
+    }
     {
         let mut out = io::stdout().lock();
         out.write_all(startup_lines(local, &config.data_dir).as_bytes())
+            .and_then(|()| out.write_all(tls_lines.as_bytes()))
             .and_then(|()| out.flush())
             .map_err(io_err("writing to stdout"))?;
     }
@@ -148,7 +182,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     );
 
     let worker_args = std::env::args_os().skip(1).collect();
-    let engine = Engine::start(&config.engine, vec![listener], worker_args)
+    let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
     runtime.block_on(supervise(engine, &config, signals))
 }
@@ -296,7 +330,11 @@ pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
             ..NativeRouterConfig::default()
         },
     );
-    run_worker(&config.engine, router).map_err(io_err("worker"))
+    let tls = match &config.tls {
+        Some(tls) => Some(crate::tls::load(tls, &config.data_dir, false)?.config),
+        None => None,
+    };
+    run_worker(&config.engine, router, tls).map_err(io_err("worker"))
 }
 
 /// Provisions an id (see [`secrets::provision`]) and returns what to print.

@@ -15,11 +15,12 @@ mod msg;
 mod pipes;
 mod shm;
 mod sys;
+mod tls;
 mod worker;
 
 use crate::head::HeadLimits;
 use crate::reject::Rejection;
-use crate::route::Router;
+use crate::route::{Router, Transport};
 use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
@@ -141,6 +142,8 @@ pub struct WorkerStats {
     pub pipes: u64,
     /// Times accepting paused on EMFILE/ENFILE or the socket cap (total).
     pub accept_backoffs: u64,
+    /// TLS sessions terminated by this worker now.
+    pub tls_sessions: u64,
     /// Refusals by [`Rejection::index`] (total).
     pub rejections: Vec<u64>,
 }
@@ -174,6 +177,9 @@ pub struct HandedOff {
     pub stream: TcpStream,
     /// Bytes already read: the request head and whatever followed it.
     pub early: Vec<u8>,
+    /// How the client reached the relay. For [`Transport::Tls`] the relay terminated
+    /// TLS and `stream` is the plaintext end of a unix stream socket, not TCP.
+    pub transport: Transport,
 }
 
 /// The supervisor's end of the HTTP hand-off: a non-blocking unix datagram socket.
@@ -192,10 +198,14 @@ impl HttpInbox {
         loop {
             match msg::try_recv(self.recv.as_fd(), &mut buf)? {
                 None => return Ok(None),
-                Some(msg::Message::Conn(fd, early)) => {
+                Some(msg::Message::Conn(fd, early, transport)) => {
                     let stream = TcpStream::from(fd);
                     stream.set_nonblocking(false)?;
-                    return Ok(Some(HandedOff { stream, early }));
+                    return Ok(Some(HandedOff {
+                        stream,
+                        early,
+                        transport,
+                    }));
                 }
                 // Control messages are never sent to the supervisor.
                 Some(_) => {}
@@ -208,6 +218,16 @@ impl AsFd for HttpInbox {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.recv.as_fd()
     }
+}
+
+/// A listening socket and the transport its connections speak.
+#[derive(Debug)]
+pub struct Listener {
+    /// The bound, listening socket.
+    pub socket: TcpListener,
+    /// Plain, or TLS terminated by the workers (needs a TLS configuration in
+    /// [`run_worker`]).
+    pub transport: Transport,
 }
 
 /// Environment variable carrying a worker's index and descriptor layout.
@@ -230,7 +250,7 @@ struct WorkerSlot {
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     worker_args: Vec<OsString>,
     slots: Vec<WorkerSlot>,
     http_send: OwnedFd,
@@ -256,7 +276,7 @@ impl Engine {
     /// [`is_worker`] is true.
     pub fn start(
         config: &EngineConfig,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Listener>,
         worker_args: Vec<OsString>,
     ) -> io::Result<Self> {
         let workers = config.workers.max(1);
@@ -325,7 +345,7 @@ impl Engine {
         }
         for l in &self.listeners {
             mappings.push(FdMapping {
-                parent_fd: OwnedFd::from(l.try_clone()?),
+                parent_fd: OwnedFd::from(l.socket.try_clone()?),
                 child_fd: next,
             });
             next += 1;
@@ -335,7 +355,16 @@ impl Engine {
         cmd.args(&self.worker_args)
             .env(
                 WORKER_ENV,
-                format!("{index}:{workers}:{}", self.listeners.len()),
+                format!(
+                    "{index}:{workers}:{}",
+                    self.listeners
+                        .iter()
+                        .map(|l| match l.transport {
+                            Transport::Plain => 'p',
+                            Transport::Tls => 't',
+                        })
+                        .collect::<String>()
+                ),
             )
             .fd_mappings(mappings)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -375,6 +404,7 @@ impl Engine {
                     fds: c.get(Counter::Fds),
                     pipes: c.get(Counter::Pipes),
                     accept_backoffs: c.get(Counter::AcceptBackoffs),
+                    tls_sessions: c.get(Counter::TlsSessions),
                     rejections: c.rejections(),
                 }
             })
@@ -439,17 +469,43 @@ pub fn is_worker() -> bool {
     std::env::var_os(WORKER_ENV).is_some()
 }
 
-/// Runs this worker process's event loop until shutdown. `router` decides every request.
-pub fn run_worker<R: Router>(config: &EngineConfig, router: R) -> io::Result<()> {
+/// Runs this worker process's event loop until shutdown. `router` decides every request;
+/// `tls` terminates connections from TLS listeners (required when there are any).
+pub fn run_worker<R: Router>(
+    config: &EngineConfig,
+    router: R,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> io::Result<()> {
+    let malformed = || io::Error::new(io::ErrorKind::InvalidInput, "malformed TRYST_WORKER");
     let spec = std::env::var(WORKER_ENV)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "TRYST_WORKER is not set"))?;
-    let parts: Vec<usize> = spec.split(':').filter_map(|p| p.parse().ok()).collect();
-    let [index, workers, listeners] = parts[..] else {
+    let mut parts = spec.split(':');
+    let index: usize = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(malformed)?;
+    let workers: usize = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(malformed)?;
+    let kinds: Vec<Transport> = parts
+        .next()
+        .unwrap_or("")
+        .chars()
+        .map(|c| {
+            if c == 't' {
+                Transport::Tls
+            } else {
+                Transport::Plain
+            }
+        })
+        .collect();
+    if kinds.contains(&Transport::Tls) && tls.is_none() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "malformed TRYST_WORKER",
+            "a TLS listener needs a TLS configuration",
         ));
-    };
+    }
     if workers == 0 || index >= workers {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -482,13 +538,15 @@ pub fn run_worker<R: Router>(config: &EngineConfig, router: R) -> io::Result<()>
     let peers: Vec<OwnedFd> = (0..workers)
         .map(|j| take(FIRST_FD + 3 + j as RawFd))
         .collect();
-    let listeners: Vec<OwnedFd> = (0..listeners)
-        .map(|k| take(FIRST_FD + 3 + workers as RawFd + k as RawFd))
+    let listeners: Vec<(OwnedFd, Transport)> = kinds
+        .iter()
+        .enumerate()
+        .map(|(k, t)| (take(FIRST_FD + 3 + workers as RawFd + k as RawFd), *t))
         .collect();
     for fd in [&inbox, &http_out]
         .into_iter()
         .chain(&peers)
-        .chain(&listeners)
+        .chain(listeners.iter().map(|(fd, _)| fd))
     {
         set_cloexec(fd)?;
     }
@@ -506,7 +564,7 @@ pub fn run_worker<R: Router>(config: &EngineConfig, router: R) -> io::Result<()>
         ..config.clone()
     };
     tracing::info!(worker = index, pid = std::process::id(), "worker running");
-    worker::Worker::new(config, fds, router)?.run()
+    worker::Worker::new(config, fds, router, tls)?.run()
 }
 
 fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {

@@ -13,15 +13,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tryst_engine::auth::{Operation, Secret, proof_header};
 use tryst_engine::target::RendezvousId;
 
-const ID: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
+pub(crate) const ID: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
 const SECRET: [u8; 32] = [7; 32];
-const OK: &[u8] = b"HTTP/1.1 200\r\n\r\n";
+pub(crate) const OK: &[u8] = b"HTTP/1.1 200\r\n\r\n";
 
 /// A relay process for one test; killed on drop.
 pub(crate) struct Relay {
     child: Child,
     pub(crate) addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    /// The TLS listener's address, when started with `--tls-listen`.
+    pub(crate) tls_addr: Option<SocketAddr>,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Drop for Relay {
@@ -70,13 +72,29 @@ impl Relay {
             .spawn()
             .unwrap();
         let mut out = child.stdout.take().unwrap();
-        // Read the first stdout line byte by byte (the relay flushes it at start).
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let line = String::from_utf8(line).unwrap();
+        // Read the startup lines byte by byte (the relay flushes them at start).
+        let mut read_line = || {
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            String::from_utf8(line).unwrap()
+        };
+        let line = read_line();
+        let tls_addr = if extra.contains(&"--tls-listen") {
+            let _data_dir = read_line();
+            let tls = read_line();
+            let _certificate = read_line();
+            Some(
+                tls.strip_prefix("tryst: tls listening on ")
+                    .unwrap_or_else(|| panic!("unexpected tls line {tls:?}"))
+                    .parse()
+                    .unwrap(),
+            )
+        } else {
+            None
+        };
         let addr = line
             .strip_prefix("tryst: listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
@@ -87,7 +105,8 @@ impl Relay {
         Self {
             child,
             addr,
-            _dir: dir,
+            tls_addr,
+            dir,
         }
     }
 
