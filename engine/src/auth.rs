@@ -13,7 +13,30 @@
 //! secret can fill it.
 
 use crate::target::RendezvousId;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Domain-separation prefix, the first line of every signed message.
+const MESSAGE_PREFIX: &[u8] = b"tryst-proof-v1\n";
+/// Longest `Proxy-Authorization` value [`parse_proof`] looks at.
+pub const MAX_PROOF_VALUE_LEN: usize = 512;
+/// Fewest nonce bytes (16 hex digits).
+pub const MIN_NONCE_BYTES: usize = 8;
+/// Most nonce bytes (64 hex digits).
+pub const MAX_NONCE_BYTES: usize = 32;
+/// Most decimal digits accepted in `ts=` (`u64::MAX` has 20).
+const MAX_TS_DIGITS: usize = 20;
+/// Length of the unpadded base64url MAC.
+const MAC_B64_LEN: usize = 43;
+/// Key of the MAC computed for unknown ids, so their refusal costs the same time as a
+/// wrong MAC for a known id. Its value does not matter; the result is always refused.
+const DUMMY_KEY: [u8; 32] = [0x5a; 32];
 
 /// A per-id shared secret. Its `Debug` never prints the bytes.
 #[derive(Clone, PartialEq, Eq)]
@@ -89,33 +112,197 @@ pub enum ProofError {
     ReplayCacheFull,
 }
 
+/// Feeds the signed message to `sink` piece by piece, without allocating.
+fn write_message(
+    op: Operation,
+    id: &RendezvousId,
+    ts: u64,
+    nonce: &[u8],
+    mut sink: impl FnMut(&[u8]),
+) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    sink(MESSAGE_PREFIX);
+    sink(op.label().as_bytes());
+    sink(b"\n");
+    sink(&id.canonical());
+    sink(b"\n");
+    let mut digits = [0u8; MAX_TS_DIGITS];
+    let mut start = digits.len();
+    let mut rest = ts;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    sink(&digits[start..]);
+    sink(b"\n");
+    let mut chunk = [0u8; 64];
+    for part in nonce.chunks(chunk.len() / 2) {
+        for (i, b) in part.iter().enumerate() {
+            chunk[2 * i] = HEX[usize::from(b >> 4)];
+            chunk[2 * i + 1] = HEX[usize::from(b & 0x0f)];
+        }
+        sink(&chunk[..2 * part.len()]);
+    }
+}
+
 /// Builds the signed message for `op`, `id`, `ts` and `nonce`.
 pub fn proof_message(op: Operation, id: &RendezvousId, ts: u64, nonce: &[u8]) -> Vec<u8> {
-    let _ = (op, id, ts, nonce);
-    todo!("implemented by the auth work")
+    let mut out = Vec::with_capacity(96 + 2 * nonce.len());
+    write_message(op, id, ts, nonce, |part| out.extend_from_slice(part));
+    out
+}
+
+fn keyed(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length (long ones are hashed), so this cannot fail.
+    HmacSha256::new_from_slice(key).expect("HMAC accepts keys of every length")
+}
+
+fn mac_state(key: &[u8], op: Operation, id: &RendezvousId, ts: u64, nonce: &[u8]) -> HmacSha256 {
+    let mut mac = keyed(key);
+    write_message(op, id, ts, nonce, |part| mac.update(part));
+    mac
 }
 
 /// Computes the MAC for a proof.
 pub fn sign(secret: &Secret, op: Operation, id: &RendezvousId, ts: u64, nonce: &[u8]) -> [u8; 32] {
-    let _ = (secret, op, id, ts, nonce);
-    todo!("implemented by the auth work")
+    mac_state(secret.expose(), op, id, ts, nonce)
+        .finalize()
+        .into_bytes()
+        .into()
 }
 
 /// Formats a complete `Proxy-Authorization` value (`Tryst ts=…, nonce=…, mac=…`), as a
 /// hidden server sends it.
-pub fn proof_header(secret: &Secret, op: Operation, id: &RendezvousId, ts: u64, nonce: &[u8]) -> String {
-    let _ = (secret, op, id, ts, nonce);
-    todo!("implemented by the auth work")
+pub fn proof_header(
+    secret: &Secret,
+    op: Operation,
+    id: &RendezvousId,
+    ts: u64,
+    nonce: &[u8],
+) -> String {
+    let mac = sign(secret, op, id, ts, nonce);
+    format!(
+        "Tryst ts={ts}, nonce={}, mac={}",
+        hex::encode(nonce),
+        URL_SAFE_NO_PAD.encode(mac)
+    )
+}
+
+fn is_ows(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !is_ows(*first) {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !is_ows(*last) {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+fn parse_ts(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > MAX_TS_DIGITS {
+        return None;
+    }
+    v.iter().try_fold(0u64, |acc, &c| {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        acc.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+    })
+}
+
+fn parse_nonce(v: &[u8]) -> Option<Vec<u8>> {
+    let n = v.len();
+    if !n.is_multiple_of(2) || !(2 * MIN_NONCE_BYTES..=2 * MAX_NONCE_BYTES).contains(&n) {
+        return None;
+    }
+    hex::decode(v).ok()
+}
+
+fn parse_mac(v: &[u8]) -> Option<[u8; 32]> {
+    if v.len() != MAC_B64_LEN {
+        return None;
+    }
+    // 43 characters decode to at most 33 bytes; the engine rejects padding and
+    // non-zero trailing bits, so each MAC has exactly one accepted spelling.
+    let mut out = [0u8; 33];
+    let n = URL_SAFE_NO_PAD.decode_slice(v, &mut out).ok()?;
+    out.get(..n)?.try_into().ok()
 }
 
 /// Parses a `Proxy-Authorization` value. Bounded and panic-free.
+///
+/// Grammar: the scheme `Tryst` (any letter case), one or more spaces, then exactly the
+/// three parameters `ts`, `nonce` and `mac` in any order, separated by `,` with optional
+/// spaces or tabs around it. Parameter names match case-insensitively (RFC 9110 §11.2);
+/// values are bare tokens: `ts` 1 to 20 decimal digits fitting a `u64`, `nonce` 16 to 64
+/// hex digits (even count, any case), `mac` exactly 43 characters of unpadded base64url
+/// decoding to 32 bytes. Unknown, repeated, missing or empty parameters, quoted values
+/// and values longer than [`MAX_PROOF_VALUE_LEN`] bytes are all [`ProofError::Malformed`].
 pub fn parse_proof(value: &[u8]) -> Result<Proof, ProofError> {
-    let _ = value;
-    todo!("implemented by the auth work")
+    if value.len() > MAX_PROOF_VALUE_LEN {
+        return Err(ProofError::Malformed);
+    }
+    let value = trim_ows(value);
+    let scheme_end = value
+        .iter()
+        .position(|&b| b == b' ')
+        .ok_or(ProofError::Malformed)?;
+    let (scheme, params) = value.split_at(scheme_end);
+    if !scheme.eq_ignore_ascii_case(b"Tryst") {
+        return Err(ProofError::Malformed);
+    }
+    let (mut ts, mut nonce, mut mac) = (None, None, None);
+    for item in params.split(|&b| b == b',') {
+        let item = trim_ows(item);
+        let eq = item
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or(ProofError::Malformed)?;
+        let (name, v) = item.split_at(eq);
+        let v = v.get(1..).ok_or(ProofError::Malformed)?;
+        let slot_was_empty = if name.eq_ignore_ascii_case(b"ts") {
+            ts.replace(parse_ts(v).ok_or(ProofError::Malformed)?)
+                .is_none()
+        } else if name.eq_ignore_ascii_case(b"nonce") {
+            nonce
+                .replace(parse_nonce(v).ok_or(ProofError::Malformed)?)
+                .is_none()
+        } else if name.eq_ignore_ascii_case(b"mac") {
+            mac.replace(parse_mac(v).ok_or(ProofError::Malformed)?)
+                .is_none()
+        } else {
+            return Err(ProofError::Malformed);
+        };
+        if !slot_was_empty {
+            return Err(ProofError::Malformed);
+        }
+    }
+    match (ts, nonce, mac) {
+        (Some(ts), Some(nonce), Some(mac)) => Ok(Proof { ts, nonce, mac }),
+        _ => Err(ProofError::Malformed),
+    }
 }
 
 /// Verifies window and MAC (not replay): `|now - ts| <= window_secs`, then the MAC in
 /// constant time. `secret` is `None` for an unknown id (answered as [`ProofError::BadMac`]).
+///
+/// The window is checked first and for unknown ids too, and an unknown id still costs one
+/// MAC computation under a dummy key, so neither the answer nor its timing tells a peer
+/// whether an id is provisioned.
 pub fn verify(
     secret: Option<&Secret>,
     op: Operation,
@@ -124,23 +311,100 @@ pub fn verify(
     now_unix: u64,
     window_secs: u64,
 ) -> Result<(), ProofError> {
-    let _ = (secret, op, id, proof, now_unix, window_secs);
-    todo!("implemented by the auth work")
+    if now_unix.abs_diff(proof.ts) > window_secs {
+        return Err(ProofError::StaleTimestamp);
+    }
+    let key = secret.map_or(&DUMMY_KEY[..], Secret::expose);
+    let ok = mac_state(key, op, id, proof.ts, &proof.nonce)
+        .verify_slice(&proof.mac)
+        .is_ok();
+    if ok && secret.is_some() {
+        Ok(())
+    } else {
+        Err(ProofError::BadMac)
+    }
+}
+
+/// What the replay cache remembers: the id and the nonce (zero-padded, with its length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ReplayKey {
+    id: [u8; 16],
+    nonce_len: u8,
+    nonce: [u8; MAX_NONCE_BYTES],
+}
+
+impl ReplayKey {
+    fn new(id: &RendezvousId, nonce: &[u8]) -> Self {
+        let mut buf = [0u8; MAX_NONCE_BYTES];
+        match buf.get_mut(..nonce.len()) {
+            Some(prefix) => {
+                prefix.copy_from_slice(nonce);
+                // At most MAX_NONCE_BYTES (32), so it fits a u8.
+                Self {
+                    id: id.0,
+                    nonce_len: nonce.len() as u8,
+                    nonce: buf,
+                }
+            }
+            None => {
+                // Longer than a parsed proof can carry (only direct callers): fold it to
+                // its SHA-256, marked by a length no real nonce has.
+                buf.copy_from_slice(&<Sha256 as sha2::Digest>::digest(nonce));
+                Self {
+                    id: id.0,
+                    nonce_len: u8::MAX,
+                    nonce: buf,
+                }
+            }
+        }
+    }
 }
 
 /// Remembers (id, nonce) pairs seen within the window. Bounded: when full of unexpired
 /// entries it refuses new proofs ([`ProofError::ReplayCacheFull`]) instead of forgetting.
+///
+/// Retention: an entry inserted at `now` for a proof stamped `ts` is kept while
+/// `now' <= max(ts, now) + window` (saturating). [`verify`] accepts that `ts` again only
+/// while `now' <= ts + window`, so a nonce is remembered for as long as its proof could
+/// still pass the window check: it cannot be replayed. Callers insert only proofs that
+/// passed [`verify`], so every expiry lies within `[now + window, now + 2 * window]`.
+///
+/// Structure: a `HashSet` of keys for the membership test, and a `BTreeMap` from expiry
+/// second to the keys expiring then. Expiries are not monotone in insertion order (they
+/// follow `ts`), so a plain FIFO will not do; grouping by second keeps the map small (at
+/// most `2 * window + 1` live buckets with a steady clock, e.g. 121 for 60 s), so
+/// finding the oldest bucket is a near-constant step and each entry is removed exactly
+/// once: eviction is amortised O(1) per entry.
 #[derive(Debug)]
 pub struct ReplayCache {
-    _private: (),
+    capacity: usize,
+    window_secs: u64,
+    seen: HashSet<ReplayKey>,
+    by_expiry: BTreeMap<u64, Vec<ReplayKey>>,
 }
 
 impl ReplayCache {
-    /// A cache holding at most `capacity` entries, each kept for `2 * window_secs` past
-    /// its timestamp (long enough to cover the whole accepted window).
+    /// A cache holding at most `capacity` entries, each kept until
+    /// `max(ts, now) + window_secs` (long enough to cover the whole accepted window).
     pub fn new(capacity: usize, window_secs: u64) -> Self {
-        let _ = (capacity, window_secs);
-        todo!("implemented by the auth work")
+        Self {
+            capacity,
+            window_secs,
+            seen: HashSet::new(),
+            by_expiry: BTreeMap::new(),
+        }
+    }
+
+    /// Drops every entry whose expiry is before `now_unix`.
+    fn evict_expired(&mut self, now_unix: u64) {
+        while let Some(entry) = self.by_expiry.first_entry() {
+            if *entry.key() >= now_unix {
+                break;
+            }
+            for key in entry.remove() {
+                self.seen.remove(&key);
+            }
+        }
     }
 
     /// Records a verified proof's nonce. Errors if it was seen before or the cache is full.
@@ -151,17 +415,474 @@ impl ReplayCache {
         proof: &Proof,
         now_unix: u64,
     ) -> Result<(), ProofError> {
-        let _ = (id, proof, now_unix);
-        todo!("implemented by the auth work")
+        self.evict_expired(now_unix);
+        let key = ReplayKey::new(id, &proof.nonce);
+        if self.seen.contains(&key) {
+            return Err(ProofError::ReplayedNonce);
+        }
+        if self.seen.len() >= self.capacity {
+            return Err(ProofError::ReplayCacheFull);
+        }
+        let expiry = proof.ts.max(now_unix).saturating_add(self.window_secs);
+        self.seen.insert(key);
+        self.by_expiry.entry(expiry).or_default().push(key);
+        Ok(())
     }
 
     /// Entries currently held.
     pub fn len(&self) -> usize {
-        todo!("implemented by the auth work")
+        self.seen.len()
     }
 
     /// True when no entries are held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+    const TS: u64 = 1_700_000_000;
+    const NONCE_HEX: &str = "00112233445566778899aabbccddeeff";
+    /// HMAC-SHA256 computed independently with python3's `hmac` module:
+    /// `hmac.new(b"tryst known-vector secret", MESSAGE, hashlib.sha256)`.
+    const KNOWN_MAC_HEX: &str = "6b94286bb9d0cf4be68985ba635733e54e750cea383dd3a41d8fb7dfa4bb41a2";
+    const KNOWN_MAC_B64: &str = "a5Qoa7nQz0vmiYW6Y1cz5U51DOo4PdOkHY-336S7QaI";
+    const MESSAGE: &[u8] = b"tryst-proof-v1\npark\n6ba7b810-9dad-11d1-80b4-00c04fd430c8\n1700000000\n00112233445566778899aabbccddeeff";
+
+    fn id() -> RendezvousId {
+        RendezvousId::parse(ID).unwrap()
+    }
+    fn secret() -> Secret {
+        Secret::new(b"tryst known-vector secret".to_vec())
+    }
+    fn nonce() -> Vec<u8> {
+        hex::decode(NONCE_HEX).unwrap()
+    }
+    fn header_value(ts: u64, nonce_hex: &str, mac_b64: &str) -> String {
+        format!("Tryst ts={ts}, nonce={nonce_hex}, mac={mac_b64}")
+    }
+    fn signed(ts: u64, nonce: &[u8]) -> Proof {
+        parse_proof(proof_header(&secret(), Operation::Park, &id(), ts, nonce).as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn known_vector_matches_an_independent_implementation() {
+        assert_eq!(proof_message(Operation::Park, &id(), TS, &nonce()), MESSAGE);
+        let mac = sign(&secret(), Operation::Park, &id(), TS, &nonce());
+        assert_eq!(hex::encode(mac), KNOWN_MAC_HEX);
+        assert_eq!(
+            proof_header(&secret(), Operation::Park, &id(), TS, &nonce()),
+            header_value(TS, NONCE_HEX, KNOWN_MAC_B64)
+        );
+        let proof = parse_proof(header_value(TS, NONCE_HEX, KNOWN_MAC_B64).as_bytes()).unwrap();
+        assert_eq!(
+            proof,
+            Proof {
+                ts: TS,
+                nonce: nonce(),
+                mac
+            }
+        );
+        assert_eq!(
+            verify(Some(&secret()), Operation::Park, &id(), &proof, TS, 60),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn message_uses_canonical_id_decimal_ts_and_lower_hex_nonce() {
+        let upper = RendezvousId::parse(&ID.to_uppercase()).unwrap();
+        let msg = proof_message(Operation::Park, &upper, 0, &[0xAB; 8]);
+        assert_eq!(
+            msg,
+            format!("tryst-proof-v1\npark\n{ID}\n0\nabababababababab").into_bytes()
+        );
+        let msg = proof_message(Operation::Park, &upper, u64::MAX, &[0xff; 40]);
+        let want = format!(
+            "tryst-proof-v1\npark\n{ID}\n18446744073709551615\n{}",
+            "ff".repeat(40)
+        );
+        assert_eq!(msg, want.into_bytes());
+        // The signature is over exactly the message.
+        let mut mac = HmacSha256::new_from_slice(secret().expose()).unwrap();
+        mac.update(&proof_message(Operation::Park, &id(), 42, &nonce()));
+        let want: [u8; 32] = mac.finalize().into_bytes().into();
+        assert_eq!(sign(&secret(), Operation::Park, &id(), 42, &nonce()), want);
+    }
+
+    #[test]
+    fn parse_accepts_spelling_variants() {
+        let want = Proof {
+            ts: TS,
+            nonce: nonce(),
+            mac: hex::decode(KNOWN_MAC_HEX).unwrap().try_into().unwrap(),
+        };
+        let n = NONCE_HEX;
+        let m = KNOWN_MAC_B64;
+        let variants = [
+            format!("Tryst ts={TS}, nonce={n}, mac={m}"),
+            format!("tryst ts={TS},nonce={n},mac={m}"),
+            format!("TRYST   mac={m} ,  nonce={n}\t,\tts={TS}"),
+            format!("Tryst nonce={}, ts={TS}, mac={m}", n.to_uppercase()),
+            format!("Tryst TS={TS}, Nonce={n}, MAC={m}"),
+            format!("  Tryst ts=000{TS}, nonce={n}, mac={m}  "),
+        ];
+        for v in variants {
+            assert_eq!(parse_proof(v.as_bytes()), Ok(want.clone()), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn parse_refuses_malformed_values() {
+        let n = NONCE_HEX;
+        let m = KNOWN_MAC_B64;
+        let mut bad = vec![
+            String::new(),
+            "Tryst".to_string(),
+            "Tryst ".to_string(),
+            format!("Basic ts={TS}, nonce={n}, mac={m}"),
+            format!("Trysts ts={TS}, nonce={n}, mac={m}"),
+            format!("Tryst\tts={TS}, nonce={n}, mac={m}"),
+            format!("Tryst nonce={n}, mac={m}"),
+            format!("Tryst ts={TS}, mac={m}"),
+            format!("Tryst ts={TS}, nonce={n}"),
+            format!("Tryst ts={TS}, ts={TS}, nonce={n}, mac={m}"),
+            format!("Tryst ts={TS}, nonce={n}, nonce={n}, mac={m}"),
+            format!("Tryst ts={TS}, nonce={n}, mac={m}, mac={m}"),
+            format!("Tryst ts={TS}, nonce={n}, mac={m}, realm=x"),
+            format!("Tryst ts={TS}, nonce={n}, mac={m},"),
+            format!("Tryst ts={TS},, nonce={n}, mac={m}"),
+            format!("Tryst ts = {TS}, nonce={n}, mac={m}"),
+            format!("Tryst ts=\"{TS}\", nonce={n}, mac={m}"),
+            format!("Tryst ts, nonce={n}, mac={m}"),
+            format!("Tryst ts=, nonce={n}, mac={m}"),
+            format!("Tryst ts=-1, nonce={n}, mac={m}"),
+            format!("Tryst ts=+1, nonce={n}, mac={m}"),
+            format!("Tryst ts=1e9, nonce={n}, mac={m}"),
+            format!("Tryst ts=18446744073709551616, nonce={n}, mac={m}"), // u64::MAX + 1
+            format!("Tryst ts=000000000000000000001, nonce={n}, mac={m}"), // 21 digits
+            format!("Tryst ts={TS}, nonce={}, mac={m}", &n[..15]),
+            format!("Tryst ts={TS}, nonce={}, mac={m}", &n[..17]),
+            format!("Tryst ts={TS}, nonce={}, mac={m}", "a".repeat(65)),
+            format!("Tryst ts={TS}, nonce={}, mac={m}", "a".repeat(66)),
+            format!("Tryst ts={TS}, nonce=0x{}, mac={m}", &n[2..]),
+            format!("Tryst ts={TS}, nonce={}g, mac={m}", &n[..31]),
+            format!("Tryst ts={TS}, nonce={n}, mac={}", &m[..42]),
+            format!("Tryst ts={TS}, nonce={n}, mac={m}A"),
+            format!("Tryst ts={TS}, nonce={n}, mac={m}="),
+            format!("Tryst ts={TS}, nonce={n}, mac={}J", &m[..42]), // non-zero trailing bits
+            format!("Tryst ts={TS}, nonce={n}, mac={}", m.replace('-', "+")), // standard alphabet
+            format!("Tryst ts={TS}, nonce={n}, mac={}", "é".repeat(21)),
+        ];
+        // Over the value cap, even though otherwise well formed.
+        bad.push(format!(
+            "Tryst ts={TS}, nonce={n}, mac={m}{}",
+            " ".repeat(MAX_PROOF_VALUE_LEN)
+        ));
+        for v in &bad {
+            assert_eq!(
+                parse_proof(v.as_bytes()),
+                Err(ProofError::Malformed),
+                "{v:?}"
+            );
+        }
+        assert_eq!(
+            parse_proof(b"Tryst ts=1, nonce=\xff\xfe, mac=x"),
+            Err(ProofError::Malformed)
+        );
+    }
+
+    #[test]
+    fn parse_accepts_the_extreme_lengths() {
+        let max = signed(u64::MAX, &[7; MAX_NONCE_BYTES]);
+        assert_eq!(max.ts, u64::MAX);
+        assert_eq!(max.nonce.len(), 32);
+        let min = signed(0, &[7; MIN_NONCE_BYTES]);
+        assert_eq!((min.ts, min.nonce.len()), (0, 8));
+        // Padding up to the cap exactly is still parsed.
+        let v = proof_header(&secret(), Operation::Park, &id(), TS, &nonce());
+        let padded = format!("{v}{}", " ".repeat(MAX_PROOF_VALUE_LEN - v.len()));
+        assert_eq!(padded.len(), MAX_PROOF_VALUE_LEN);
+        assert!(parse_proof(padded.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn verify_refuses_every_mismatch_as_bad_mac() {
+        let proof = signed(TS, &nonce());
+        let park = Operation::Park;
+        assert_eq!(verify(Some(&secret()), park, &id(), &proof, TS, 60), Ok(()));
+        let other_secret = Secret::new(b"another secret".to_vec());
+        assert_eq!(
+            verify(Some(&other_secret), park, &id(), &proof, TS, 60),
+            Err(ProofError::BadMac)
+        );
+        assert_eq!(
+            verify(None, park, &id(), &proof, TS, 60),
+            Err(ProofError::BadMac)
+        );
+        let other_id = RendezvousId([1; 16]);
+        assert_eq!(
+            verify(Some(&secret()), park, &other_id, &proof, TS, 60),
+            Err(ProofError::BadMac)
+        );
+        let mut moved_ts = proof.clone();
+        moved_ts.ts += 1;
+        assert_eq!(
+            verify(Some(&secret()), park, &id(), &moved_ts, TS, 60),
+            Err(ProofError::BadMac)
+        );
+        let mut other_nonce = proof.clone();
+        other_nonce.nonce[0] ^= 1;
+        assert_eq!(
+            verify(Some(&secret()), park, &id(), &other_nonce, TS, 60),
+            Err(ProofError::BadMac)
+        );
+        for bit in [0, 7, 128, 255] {
+            let mut flipped = proof.clone();
+            flipped.mac[bit / 8] ^= 1 << (bit % 8);
+            assert_eq!(
+                verify(Some(&secret()), park, &id(), &flipped, TS, 60),
+                Err(ProofError::BadMac)
+            );
+        }
+        // A secret that happens to equal the dummy key still does not verify for `None`.
+        let dummy = Secret::new(DUMMY_KEY.to_vec());
+        let dummy_proof =
+            parse_proof(proof_header(&dummy, park, &id(), TS, &nonce()).as_bytes()).unwrap();
+        assert_eq!(
+            verify(Some(&dummy), park, &id(), &dummy_proof, TS, 60),
+            Ok(())
+        );
+        assert_eq!(
+            verify(None, park, &id(), &dummy_proof, TS, 60),
+            Err(ProofError::BadMac)
+        );
+    }
+
+    #[test]
+    fn window_edges_both_directions() {
+        let s = secret();
+        let check = |ts: u64, now: u64| {
+            verify(
+                Some(&s),
+                Operation::Park,
+                &id(),
+                &signed(ts, &nonce()),
+                now,
+                60,
+            )
+        };
+        assert_eq!(check(TS, TS + 60), Ok(()));
+        assert_eq!(check(TS, TS + 61), Err(ProofError::StaleTimestamp));
+        assert_eq!(check(TS, TS - 60), Ok(()));
+        assert_eq!(check(TS, TS - 61), Err(ProofError::StaleTimestamp));
+        assert_eq!(check(u64::MAX, u64::MAX - 60), Ok(()));
+        assert_eq!(
+            check(u64::MAX, u64::MAX - 61),
+            Err(ProofError::StaleTimestamp)
+        );
+        assert_eq!(check(u64::MAX - 60, u64::MAX), Ok(()));
+        assert_eq!(
+            check(u64::MAX - 61, u64::MAX),
+            Err(ProofError::StaleTimestamp)
+        );
+        assert_eq!(check(0, u64::MAX), Err(ProofError::StaleTimestamp));
+        assert_eq!(check(u64::MAX, 0), Err(ProofError::StaleTimestamp));
+        assert_eq!(check(0, 60), Ok(()));
+        assert_eq!(check(60, 0), Ok(()));
+        // The window is checked before the secret lookup's outcome shows.
+        let stale = signed(TS, &nonce());
+        assert_eq!(
+            verify(None, Operation::Park, &id(), &stale, TS + 61, 60),
+            Err(ProofError::StaleTimestamp)
+        );
+        // A zero window accepts only the same second.
+        assert_eq!(
+            verify(Some(&s), Operation::Park, &id(), &stale, TS, 0),
+            Ok(())
+        );
+        assert_eq!(
+            verify(Some(&s), Operation::Park, &id(), &stale, TS + 1, 0),
+            Err(ProofError::StaleTimestamp)
+        );
+    }
+
+    #[test]
+    fn replay_is_refused_per_id_and_nonce() {
+        let mut cache = ReplayCache::new(16, 60);
+        assert!(cache.is_empty());
+        let proof = signed(TS, &nonce());
+        assert_eq!(cache.check_and_insert(&id(), &proof, TS), Ok(()));
+        assert_eq!(
+            cache.check_and_insert(&id(), &proof, TS),
+            Err(ProofError::ReplayedNonce)
+        );
+        assert_eq!(
+            cache.check_and_insert(&id(), &proof, TS + 30),
+            Err(ProofError::ReplayedNonce)
+        );
+        // Same nonce spelled in upper case parses to the same bytes: still a replay.
+        let upper = header_value(TS, &NONCE_HEX.to_uppercase(), KNOWN_MAC_B64);
+        let upper = parse_proof(upper.as_bytes()).unwrap();
+        assert_eq!(
+            cache.check_and_insert(&id(), &upper, TS),
+            Err(ProofError::ReplayedNonce)
+        );
+        // Other id or other nonce: fresh.
+        assert_eq!(
+            cache.check_and_insert(&RendezvousId([9; 16]), &proof, TS),
+            Ok(())
+        );
+        assert_eq!(
+            cache.check_and_insert(&id(), &signed(TS, &[1; 8]), TS),
+            Ok(())
+        );
+        // A nonce that is a prefix of another is a different nonce.
+        let mut longer = nonce();
+        longer.push(0);
+        assert_eq!(
+            cache.check_and_insert(&id(), &signed(TS, &longer), TS),
+            Ok(())
+        );
+        assert_eq!(cache.len(), 4);
+    }
+
+    #[test]
+    fn nonce_is_remembered_for_as_long_as_its_ts_is_in_the_window() {
+        for ts_offset in [-60i64, -1, 0, 1, 60] {
+            let now = TS;
+            let ts = TS.checked_add_signed(ts_offset).unwrap();
+            let mut cache = ReplayCache::new(4, 60);
+            let proof = signed(ts, &nonce());
+            assert_eq!(cache.check_and_insert(&id(), &proof, now), Ok(()));
+            // Every second at which verify would still accept `ts` must see the replay.
+            let mut later = now;
+            while later <= ts + 60 {
+                assert_eq!(
+                    verify(Some(&secret()), Operation::Park, &id(), &proof, later, 60),
+                    Ok(())
+                );
+                assert_eq!(
+                    cache.check_and_insert(&id(), &proof, later),
+                    Err(ProofError::ReplayedNonce),
+                    "ts {ts_offset:+} at +{}",
+                    later - now
+                );
+                later += 1;
+            }
+            // Kept until max(ts, now) + window, then dropped.
+            let expiry = ts.max(now) + 60;
+            assert_eq!(
+                cache.check_and_insert(&id(), &signed(ts, &[2; 8]), expiry),
+                Ok(())
+            );
+            assert_eq!(cache.len(), 2);
+            assert_eq!(
+                cache.check_and_insert(&id(), &signed(ts, &[3; 8]), expiry + 1),
+                Ok(())
+            );
+            assert_eq!(cache.len(), 2, "the first entry expired at {expiry}");
+        }
+    }
+
+    #[test]
+    fn full_cache_refuses_and_never_forgets_early() {
+        let mut cache = ReplayCache::new(3, 60);
+        for i in 0..3u8 {
+            assert_eq!(
+                cache.check_and_insert(&id(), &signed(TS, &[i; 8]), TS),
+                Ok(())
+            );
+        }
+        assert_eq!(
+            cache.check_and_insert(&id(), &signed(TS, &[9; 8]), TS),
+            Err(ProofError::ReplayCacheFull)
+        );
+        assert_eq!(
+            cache.check_and_insert(&id(), &signed(TS, &[9; 8]), TS + 60),
+            Err(ProofError::ReplayCacheFull)
+        );
+        // A replay is reported as such even when full.
+        assert_eq!(
+            cache.check_and_insert(&id(), &signed(TS, &[0; 8]), TS + 60),
+            Err(ProofError::ReplayedNonce)
+        );
+        assert_eq!(cache.len(), 3);
+        // Once they expire, space is freed and new proofs are accepted again.
+        assert_eq!(
+            cache.check_and_insert(&id(), &signed(TS + 61, &[9; 8]), TS + 61),
+            Ok(())
+        );
+        assert_eq!(cache.len(), 1);
+        // A zero-capacity cache refuses everything, failing closed.
+        let mut none = ReplayCache::new(0, 60);
+        assert_eq!(
+            none.check_and_insert(&id(), &signed(TS, &[1; 8]), TS),
+            Err(ProofError::ReplayCacheFull)
+        );
+    }
+
+    #[test]
+    fn expiry_frees_entries_in_expiry_order_not_insertion_order() {
+        let mut cache = ReplayCache::new(2, 60);
+        // Inserted first, expires last (future ts); inserted second, expires first.
+        assert_eq!(
+            cache.check_and_insert(&id(), &signed(TS + 60, &[1; 8]), TS),
+            Ok(())
+        );
+        assert_eq!(
+            cache.check_and_insert(&id(), &signed(TS - 60, &[2; 8]), TS),
+            Ok(())
+        );
+        assert_eq!(
+            cache.check_and_insert(&id(), &signed(TS, &[3; 8]), TS + 61),
+            Ok(())
+        );
+        assert_eq!(cache.len(), 2);
+        assert_eq!(
+            cache.check_and_insert(&id(), &signed(TS + 60, &[1; 8]), TS + 61),
+            Err(ProofError::ReplayedNonce)
+        );
+        assert_eq!(
+            cache.check_and_insert(&id(), &signed(TS + 60, &[1; 8]), TS + 121),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn extreme_timestamps_and_oversized_nonces_do_not_panic() {
+        let mut cache = ReplayCache::new(4, 60);
+        let top = Proof {
+            ts: u64::MAX,
+            nonce: vec![1; 8],
+            mac: [0; 32],
+        };
+        assert_eq!(cache.check_and_insert(&id(), &top, u64::MAX), Ok(()));
+        assert_eq!(
+            cache.check_and_insert(&id(), &top, u64::MAX),
+            Err(ProofError::ReplayedNonce)
+        );
+        let long = Proof {
+            ts: 0,
+            nonce: vec![5; 100],
+            mac: [0; 32],
+        };
+        assert_eq!(cache.check_and_insert(&id(), &long, 0), Ok(()));
+        assert_eq!(
+            cache.check_and_insert(&id(), &long, 0),
+            Err(ProofError::ReplayedNonce)
+        );
+        let mut long2 = long.clone();
+        long2.nonce[99] = 6;
+        assert_eq!(cache.check_and_insert(&id(), &long2, 0), Ok(()));
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        assert_eq!(format!("{:?}", secret()), "Secret(<redacted>)");
     }
 }

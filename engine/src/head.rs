@@ -16,7 +16,10 @@ pub struct HeadLimits {
 
 impl Default for HeadLimits {
     fn default() -> Self {
-        Self { max_head_bytes: 16 * 1024, max_headers: 64 }
+        Self {
+            max_head_bytes: 16 * 1024,
+            max_headers: 64,
+        }
     }
 }
 
@@ -80,7 +83,10 @@ impl RequestHead {
 
     /// How many headers carry this name (ASCII case-insensitive).
     pub fn header_count(&self, name: &str) -> usize {
-        self.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count()
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .count()
     }
 }
 
@@ -108,11 +114,368 @@ pub enum HeadError {
     Malformed,
 }
 
+/// Header slots kept on the stack; larger `max_headers` limits fall back to one heap
+/// array per call.
+const STACK_HEADERS: usize = 128;
+
 /// Parses the bytes received so far (the buffer always starts at the head's first byte).
 ///
 /// Returns `Partial` while the head is incomplete and within limits; never panics,
 /// whatever the input.
+///
+/// Only the first `max_head_bytes` bytes are examined, so the work per call is bounded
+/// by the limit however much the caller has buffered. A head that has not ended within
+/// them is [`HeadError::TooLarge`] once more bytes than the limit are present (until
+/// then it is `Partial`). Nothing is allocated until the head is complete; then the owned
+/// [`RequestHead`] is built once.
 pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HeadError> {
-    let _ = (buf, limits);
-    todo!("implemented by the head-parser work")
+    if limits.max_headers <= STACK_HEADERS {
+        let mut slots = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let slots = slots.get_mut(..limits.max_headers).unwrap_or_default();
+        parse_with(buf, limits, slots)
+    } else {
+        let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        parse_with(buf, limits, &mut slots)
+    }
+}
+
+fn parse_with<'b>(
+    buf: &'b [u8],
+    limits: &HeadLimits,
+    slots: &mut [httparse::Header<'b>],
+) -> Result<HeadStatus, HeadError> {
+    let window = buf.get(..limits.max_head_bytes).unwrap_or(buf);
+    let mut req = httparse::Request::new(slots);
+    let head_len = match req.parse(window) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > limits.max_head_bytes {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(HeadStatus::Partial)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(_) => return Err(HeadError::Malformed),
+    };
+    if head_len > limits.max_head_bytes {
+        // Unreachable while only `window` is parsed; kept so the limit holds regardless.
+        return Err(HeadError::TooLarge);
+    }
+    let (Some(method), Some(target), Some(minor_version)) = (req.method, req.path, req.version)
+    else {
+        return Err(HeadError::Malformed);
+    };
+    if minor_version > 1 {
+        return Err(HeadError::Malformed);
+    }
+    let headers = req
+        .headers
+        .iter()
+        .map(|h| Header {
+            name: h.name.to_owned(),
+            value: h.value.to_vec(),
+        })
+        .collect();
+    Ok(HeadStatus::Complete(RequestHead {
+        method: Method::from_token(method),
+        target: target.to_owned(),
+        minor_version,
+        headers,
+        head_len,
+    }))
+}
+
+impl Method {
+    /// Maps a method token (case-sensitive, as RFC 9110 says) to the enum.
+    fn from_token(token: &str) -> Self {
+        match token {
+            "CONNECT" => Self::Connect,
+            "GET" => Self::Get,
+            "HEAD" => Self::Head,
+            "POST" => Self::Post,
+            "PUT" => Self::Put,
+            "DELETE" => Self::Delete,
+            "OPTIONS" => Self::Options,
+            "PATCH" => Self::Patch,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARK: &[u8] = b"CONNECT uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8 HTTP/1.1\r\n\
+Proxy-Authorization: Tryst ts=1700000000, nonce=00112233445566778899aabbccddeeff, mac=a5Qoa7nQz0vmiYW6Y1cz5U51DOo4PdOkHY-336S7QaI\r\n\r\n";
+
+    fn complete(buf: &[u8], limits: &HeadLimits) -> RequestHead {
+        match parse_head(buf, limits) {
+            Ok(HeadStatus::Complete(head)) => head,
+            other => panic!("expected a complete head, got {other:?}"),
+        }
+    }
+
+    /// A head of exactly `len` bytes: request line, one padding header, blank line.
+    fn head_of_len(len: usize) -> Vec<u8> {
+        let start = b"GET / HTTP/1.1\r\nX-Pad: ";
+        let end = b"\r\n\r\n";
+        let pad = len - start.len() - end.len();
+        let mut v = start.to_vec();
+        v.extend(std::iter::repeat_n(b'a', pad));
+        v.extend_from_slice(end);
+        assert_eq!(v.len(), len);
+        v
+    }
+
+    fn head_with_headers(n: usize) -> Vec<u8> {
+        let mut v = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..n {
+            v.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+        }
+        v.extend_from_slice(b"\r\n");
+        v
+    }
+
+    #[test]
+    fn parses_a_park_head() {
+        let head = complete(PARK, &HeadLimits::default());
+        assert_eq!(head.method, Method::Connect);
+        assert_eq!(head.target, "uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8");
+        assert_eq!(head.minor_version, 1);
+        assert_eq!(head.head_len, PARK.len());
+        assert_eq!(head.headers.len(), 1);
+        assert_eq!(head.headers[0].name, "Proxy-Authorization");
+        assert!(head.headers[0].value.starts_with(b"Tryst ts=1700000000, "));
+    }
+
+    #[test]
+    fn partial_at_every_byte_before_the_end() {
+        let limits = HeadLimits::default();
+        for n in 0..PARK.len() {
+            assert_eq!(
+                parse_head(&PARK[..n], &limits),
+                Ok(HeadStatus::Partial),
+                "at {n}"
+            );
+        }
+        assert_eq!(complete(PARK, &limits).head_len, PARK.len());
+    }
+
+    #[test]
+    fn bytes_after_the_head_are_not_part_of_it() {
+        let mut buf =
+            b"CONNECT uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8 HTTP/1.1\r\n\r\n".to_vec();
+        let head_len = buf.len();
+        buf.extend_from_slice(b"hello, early bytes\r\n\r\nGET / HTTP/1.1\r\n\r\n");
+        let head = complete(&buf, &HeadLimits::default());
+        assert_eq!(head.head_len, head_len);
+        assert!(head.headers.is_empty());
+        assert_eq!(&buf[head.head_len..head.head_len + 5], b"hello");
+    }
+
+    #[test]
+    fn http_1_0_is_accepted_and_other_versions_refused() {
+        let head = complete(b"GET /healthz HTTP/1.0\r\n\r\n", &HeadLimits::default());
+        assert_eq!(head.minor_version, 0);
+        assert_eq!(head.method, Method::Get);
+        assert_eq!(head.target, "/healthz");
+        for bad in [
+            &b"GET / HTTP/2.0\r\n\r\n"[..],
+            b"GET / HTTP/1.2\r\n\r\n",
+            b"GET / HTTP/0.9\r\n\r\n",
+        ] {
+            assert_eq!(
+                parse_head(bad, &HeadLimits::default()),
+                Err(HeadError::Malformed)
+            );
+        }
+    }
+
+    #[test]
+    fn methods_map_to_the_enum() {
+        let cases = [
+            ("CONNECT", Method::Connect),
+            ("GET", Method::Get),
+            ("HEAD", Method::Head),
+            ("POST", Method::Post),
+            ("PUT", Method::Put),
+            ("DELETE", Method::Delete),
+            ("OPTIONS", Method::Options),
+            ("PATCH", Method::Patch),
+            ("BREW", Method::Other("BREW".into())),
+            ("connect", Method::Other("connect".into())),
+        ];
+        for (token, want) in cases {
+            let buf = format!("{token} / HTTP/1.1\r\n\r\n");
+            assert_eq!(
+                complete(buf.as_bytes(), &HeadLimits::default()).method,
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn head_size_limit_both_sides_of_16_kib() {
+        let limits = HeadLimits::default();
+        assert_eq!(limits.max_head_bytes, 16 * 1024);
+        let exact = head_of_len(16 * 1024);
+        assert_eq!(complete(&exact, &limits).head_len, 16 * 1024);
+        let over = head_of_len(16 * 1024 + 1);
+        assert_eq!(parse_head(&over, &limits), Err(HeadError::TooLarge));
+        // The exact-limit head followed by payload is still fine.
+        let mut with_payload = exact.clone();
+        with_payload.extend_from_slice(&[0xff; 100]);
+        assert_eq!(complete(&with_payload, &limits).head_len, 16 * 1024);
+        // Unfinished: Partial up to the limit, TooLarge one byte past it.
+        assert_eq!(
+            parse_head(&over[..16 * 1024], &limits),
+            Ok(HeadStatus::Partial)
+        );
+        assert_eq!(
+            parse_head(&over[..16 * 1024 + 1], &limits),
+            Err(HeadError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn oversized_header_line_without_end_is_too_large() {
+        let mut buf = b"CONNECT uuid:x HTTP/1.1\r\nX-Long: ".to_vec();
+        buf.extend(std::iter::repeat_n(b'b', 20_000));
+        assert_eq!(
+            parse_head(&buf, &HeadLimits::default()),
+            Err(HeadError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn small_custom_size_limit() {
+        let limits = HeadLimits {
+            max_head_bytes: 18,
+            max_headers: 4,
+        };
+        assert_eq!(complete(b"GET / HTTP/1.1\r\n\r\n", &limits).head_len, 18);
+        assert_eq!(
+            parse_head(b"GET /a HTTP/1.1\r\n\r\n", &limits),
+            Err(HeadError::TooLarge)
+        );
+    }
+
+    #[test]
+    fn header_count_limit_64_and_65() {
+        let limits = HeadLimits::default();
+        assert_eq!(limits.max_headers, 64);
+        assert_eq!(complete(&head_with_headers(64), &limits).headers.len(), 64);
+        assert_eq!(
+            parse_head(&head_with_headers(65), &limits),
+            Err(HeadError::TooManyHeaders)
+        );
+        // Zero allowed headers: any header is one too many.
+        let none = HeadLimits {
+            max_headers: 0,
+            ..limits
+        };
+        assert_eq!(complete(b"GET / HTTP/1.1\r\n\r\n", &none).headers.len(), 0);
+        assert_eq!(
+            parse_head(&head_with_headers(1), &none),
+            Err(HeadError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn header_limits_above_the_stack_array_use_the_heap() {
+        let limits = HeadLimits {
+            max_head_bytes: 64 * 1024,
+            max_headers: 300,
+        };
+        assert_eq!(
+            complete(&head_with_headers(300), &limits).headers.len(),
+            300
+        );
+        assert_eq!(
+            parse_head(&head_with_headers(301), &limits),
+            Err(HeadError::TooManyHeaders)
+        );
+    }
+
+    #[test]
+    fn malformed_heads_are_refused() {
+        let bad: &[&[u8]] = &[
+            b"\r\n\r\nGET\r\n\r\n",
+            b"\r\n \r\n",
+            b"GET\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1 extra\r\n\r\n",
+            b"GET / FTP/1.1\r\n\r\n",
+            b"G(T / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nNo Colon Here\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
+            b"GET / HTTP/1.1\r\n: empty-name\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+            b"GET /\xff\xfe HTTP/1.1\r\n\r\n",
+            b"CONNECT uuid:\xc3\x28 HTTP/1.1\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        ];
+        for buf in bad {
+            assert_eq!(
+                parse_head(buf, &HeadLimits::default()),
+                Err(HeadError::Malformed),
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped_but_bounded() {
+        // RFC 9112 §2.2 lets a server ignore CRLFs before the request line; httparse does.
+        let head = complete(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", &HeadLimits::default());
+        assert_eq!(head.head_len, 22);
+        let limits = HeadLimits {
+            max_head_bytes: 64,
+            max_headers: 4,
+        };
+        let crlfs = b"\r\n".repeat(32);
+        assert_eq!(parse_head(&crlfs, &limits), Ok(HeadStatus::Partial));
+        let crlfs = b"\r\n".repeat(33);
+        assert_eq!(parse_head(&crlfs, &limits), Err(HeadError::TooLarge));
+    }
+
+    #[test]
+    fn header_lookup_is_case_insensitive() {
+        let buf = b"CONNECT uuid:x HTTP/1.1\r\nproxy-AUTHORIZATION: one\r\nX-Other: 2\r\nProxy-Authorization: two\r\n\r\n";
+        let head = complete(buf, &HeadLimits::default());
+        assert_eq!(head.header("Proxy-Authorization"), Some(&b"one"[..]));
+        assert_eq!(head.header("PROXY-AUTHORIZATION"), Some(&b"one"[..]));
+        assert_eq!(head.header_count("proxy-authorization"), 2);
+        assert_eq!(head.header("x-other"), Some(&b"2"[..]));
+        assert_eq!(head.header("missing"), None);
+        assert_eq!(head.header_count("missing"), 0);
+        assert_eq!(
+            head.headers[0].name, "proxy-AUTHORIZATION",
+            "names are kept as sent"
+        );
+    }
+
+    #[test]
+    fn arbitrary_prefixes_never_panic() {
+        // A cheap, deterministic sweep; the fuzz target `connect_head` goes further.
+        let limits = HeadLimits {
+            max_head_bytes: 64,
+            max_headers: 2,
+        };
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            let mut buf = Vec::new();
+            for _ in 0..(state % 90) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let alphabet = b"GET CONNECT / :\r\n\tHTTP/1.1\xff";
+                buf.push(alphabet[(state % alphabet.len() as u64) as usize]);
+            }
+            let _ = parse_head(&buf, &limits);
+        }
+    }
 }

@@ -258,7 +258,8 @@ mod tests {
     #[test]
     fn response_bytes_are_exact() {
         let got = String::from_utf8(Rejection::NotParked.response()).unwrap();
-        let body = r#"{"error":{"code":"not_parked","message":"no hidden server parked under this id"}}"#;
+        let body =
+            r#"{"error":{"code":"not_parked","message":"no hidden server parked under this id"}}"#;
         let want = format!(
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()

@@ -72,7 +72,10 @@ pub struct NativeRouterConfig {
 
 impl Default for NativeRouterConfig {
     fn default() -> Self {
-        Self { proof_window_secs: 60, replay_capacity: 1 << 20 }
+        Self {
+            proof_window_secs: 60,
+            replay_capacity: 1 << 20,
+        }
     }
 }
 
@@ -159,5 +162,249 @@ impl<S: SecretSource> Router for NativeRouter<S> {
 
     fn reload(&mut self) -> Result<(), String> {
         self.secrets.reload()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::{HeadLimits, HeadStatus, parse_head};
+
+    const ID: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+    const NOW: u64 = 1_700_000_000;
+
+    /// One provisioned id with a fixed secret.
+    #[derive(Debug)]
+    struct OneSecret {
+        id: RendezvousId,
+        secret: Secret,
+        reloads: usize,
+    }
+
+    impl SecretSource for OneSecret {
+        fn secret(&self, id: &RendezvousId) -> Option<&Secret> {
+            (*id == self.id).then_some(&self.secret)
+        }
+        fn reload(&mut self) -> Result<(), String> {
+            self.reloads += 1;
+            Ok(())
+        }
+    }
+
+    fn id() -> RendezvousId {
+        RendezvousId::parse(ID).unwrap()
+    }
+
+    fn router() -> NativeRouter<OneSecret> {
+        let secrets = OneSecret {
+            id: id(),
+            secret: Secret::new(b"route test".to_vec()),
+            reloads: 0,
+        };
+        NativeRouter::new(secrets, NativeRouterConfig::default())
+    }
+
+    fn head(text: &str) -> RequestHead {
+        match parse_head(text.as_bytes(), &HeadLimits::default()) {
+            Ok(HeadStatus::Complete(h)) => h,
+            other => panic!("test head did not parse: {other:?}"),
+        }
+    }
+
+    fn proof(secret: &[u8], ts: u64, nonce: &[u8]) -> String {
+        auth::proof_header(
+            &Secret::new(secret.to_vec()),
+            Operation::Park,
+            &id(),
+            ts,
+            nonce,
+        )
+    }
+
+    fn park_head(auth_value: &str) -> RequestHead {
+        head(&format!(
+            "CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: {auth_value}\r\n\r\n"
+        ))
+    }
+
+    fn key() -> RendezvousKey {
+        id().into()
+    }
+
+    #[test]
+    fn park_with_a_good_proof() {
+        let mut r = router();
+        let h = park_head(&proof(b"route test", NOW, &[1; 16]));
+        assert_eq!(r.classify(&h), Ok(Classified::Rendezvous(key())));
+        assert_eq!(r.route(&h, b"", NOW), Route::Park { key: key() });
+    }
+
+    #[test]
+    fn upper_case_target_parks_under_the_same_key() {
+        let mut r = router();
+        let text = format!(
+            "CONNECT uuid:{} HTTP/1.1\r\nproxy-authorization: {}\r\n\r\n",
+            ID.to_uppercase(),
+            proof(b"route test", NOW, &[1; 16])
+        );
+        assert_eq!(r.route(&head(&text), b"", NOW), Route::Park { key: key() });
+    }
+
+    #[test]
+    fn reach_without_a_proof() {
+        let mut r = router();
+        let h = head(&format!(
+            "CONNECT uuid:{ID} HTTP/1.1\r\nHost: relay\r\n\r\n"
+        ));
+        assert_eq!(r.classify(&h), Ok(Classified::Rendezvous(key())));
+        // Early bytes from a client are its payload, not an error.
+        assert_eq!(r.route(&h, b"hello", NOW), Route::Reach { key: key() });
+        // Reaching an id nobody provisioned is also just a reach.
+        let other = head("CONNECT uuid:00000000-0000-0000-0000-000000000000 HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            r.route(&other, b"", NOW),
+            Route::Reach {
+                key: RendezvousKey([0; 16])
+            }
+        );
+    }
+
+    #[test]
+    fn bad_mac_and_unknown_id_are_bad_proof() {
+        let mut r = router();
+        let h = park_head(&proof(b"wrong secret", NOW, &[1; 16]));
+        assert_eq!(r.route(&h, b"", NOW), Route::Reject(Rejection::BadProof));
+        let zero = RendezvousId([0; 16]);
+        let value = auth::proof_header(
+            &Secret::new(b"route test".to_vec()),
+            Operation::Park,
+            &zero,
+            NOW,
+            &[1; 16],
+        );
+        let h = head(&format!(
+            "CONNECT uuid:{zero} HTTP/1.1\r\nProxy-Authorization: {value}\r\n\r\n"
+        ));
+        assert_eq!(r.route(&h, b"", NOW), Route::Reject(Rejection::BadProof));
+    }
+
+    #[test]
+    fn stale_timestamp() {
+        let mut r = router();
+        let h = park_head(&proof(b"route test", NOW - 61, &[1; 16]));
+        assert_eq!(
+            r.route(&h, b"", NOW),
+            Route::Reject(Rejection::StaleTimestamp)
+        );
+        let h = park_head(&proof(b"route test", NOW + 61, &[2; 16]));
+        assert_eq!(
+            r.route(&h, b"", NOW),
+            Route::Reject(Rejection::StaleTimestamp)
+        );
+    }
+
+    #[test]
+    fn replayed_nonce() {
+        let mut r = router();
+        let h = park_head(&proof(b"route test", NOW, &[1; 16]));
+        assert_eq!(r.route(&h, b"", NOW), Route::Park { key: key() });
+        assert_eq!(
+            r.route(&h, b"", NOW + 1),
+            Route::Reject(Rejection::ReplayedNonce)
+        );
+    }
+
+    #[test]
+    fn full_replay_cache_is_a_relay_refusal() {
+        let secrets = OneSecret {
+            id: id(),
+            secret: Secret::new(b"route test".to_vec()),
+            reloads: 0,
+        };
+        let config = NativeRouterConfig {
+            proof_window_secs: 60,
+            replay_capacity: 1,
+        };
+        let mut r = NativeRouter::new(secrets, config);
+        let first = park_head(&proof(b"route test", NOW, &[1; 16]));
+        assert_eq!(r.route(&first, b"", NOW), Route::Park { key: key() });
+        let second = park_head(&proof(b"route test", NOW, &[2; 16]));
+        assert_eq!(
+            r.route(&second, b"", NOW),
+            Route::Reject(Rejection::ReplayCacheFull)
+        );
+    }
+
+    #[test]
+    fn malformed_and_duplicate_proofs() {
+        let mut r = router();
+        let good = proof(b"route test", NOW, &[1; 16]);
+        let h = head(&format!(
+            "CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: {good}\r\nPROXY-AUTHORIZATION: {good}\r\n\r\n"
+        ));
+        assert_eq!(
+            r.route(&h, b"", NOW),
+            Route::Reject(Rejection::MalformedProof)
+        );
+        let h = park_head("Basic dXNlcjpwYXNz");
+        assert_eq!(
+            r.route(&h, b"", NOW),
+            Route::Reject(Rejection::MalformedProof)
+        );
+        // The refused duplicate did not consume the nonce.
+        assert_eq!(
+            r.route(&park_head(&good), b"", NOW),
+            Route::Park { key: key() }
+        );
+    }
+
+    #[test]
+    fn early_data_on_park() {
+        let mut r = router();
+        let h = park_head(&proof(b"route test", NOW, &[1; 16]));
+        assert_eq!(r.route(&h, b"x", NOW), Route::Reject(Rejection::EarlyData));
+    }
+
+    #[test]
+    fn bad_targets() {
+        let mut r = router();
+        let h = head("CONNECT example.com:443 HTTP/1.1\r\n\r\n");
+        assert_eq!(r.classify(&h), Err(Rejection::UnknownTarget));
+        assert_eq!(
+            r.route(&h, b"", NOW),
+            Route::Reject(Rejection::UnknownTarget)
+        );
+        let h = head("CONNECT uuid:{6ba7b810-9dad-11d1-80b4-00c04fd430c8} HTTP/1.1\r\n\r\n");
+        assert_eq!(r.classify(&h), Err(Rejection::MalformedUuid));
+        assert_eq!(
+            r.route(&h, b"", NOW),
+            Route::Reject(Rejection::MalformedUuid)
+        );
+    }
+
+    #[test]
+    fn other_methods_go_to_http_and_unknown_ones_are_refused() {
+        let mut r = router();
+        for text in [
+            "GET /healthz HTTP/1.1\r\n\r\n",
+            "POST /v1/deposit HTTP/1.1\r\nContent-Length: 2\r\n\r\n",
+        ] {
+            let h = head(text);
+            assert_eq!(r.classify(&h), Ok(Classified::Http));
+            assert_eq!(r.route(&h, b"{}", NOW), Route::Http);
+        }
+        let h = head(&format!("BREW uuid:{ID} HTTP/1.1\r\n\r\n"));
+        assert_eq!(r.classify(&h), Err(Rejection::MethodNotAllowed));
+        assert_eq!(
+            r.route(&h, b"", NOW),
+            Route::Reject(Rejection::MethodNotAllowed)
+        );
+    }
+
+    #[test]
+    fn reload_reaches_the_secret_source() {
+        let mut r = router();
+        assert_eq!(r.reload(), Ok(()));
+        assert_eq!(r.secrets.reloads, 1);
     }
 }

@@ -13,17 +13,67 @@ pub struct RendezvousId(pub [u8; 16]);
 
 impl RendezvousId {
     /// Parses a hyphenated UUID in any letter case; refuses every other spelling.
+    ///
+    /// Exactly 36 bytes: hex digits (`0-9`, `a-f`, `A-F`) with hyphens at offsets 8, 13,
+    /// 18 and 23. Written by hand rather than with the `uuid` crate, whose parser also
+    /// accepts braces, `urn:uuid:` and unhyphenated forms.
     pub fn parse(text: &str) -> Result<Self, TargetError> {
-        let _ = text;
-        todo!("implemented by the target-parser work")
+        let b = text.as_bytes();
+        if b.len() != 36 {
+            return Err(TargetError::MalformedUuid);
+        }
+        let mut out = [0u8; 16];
+        let mut nibbles = 0usize;
+        for (i, &c) in b.iter().enumerate() {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                if c != b'-' {
+                    return Err(TargetError::MalformedUuid);
+                }
+                continue;
+            }
+            let v = hex_value(c).ok_or(TargetError::MalformedUuid)?;
+            // 32 hex digits exactly: the length and hyphen checks above guarantee it.
+            let byte = out.get_mut(nibbles / 2).ok_or(TargetError::MalformedUuid)?;
+            *byte = (*byte << 4) | v;
+            nibbles += 1;
+        }
+        Ok(Self(out))
+    }
+
+    /// The canonical lower-case hyphenated spelling as ASCII bytes, without allocating
+    /// (the form [`fmt::Display`] writes and proofs sign).
+    pub fn canonical(&self) -> [u8; 36] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b'-'; 36];
+        let mut pos = 0;
+        for (i, byte) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                pos += 1; // leave the hyphen
+            }
+            out[pos] = HEX[usize::from(byte >> 4)];
+            out[pos + 1] = HEX[usize::from(byte & 0x0f)];
+            pos += 2;
+        }
+        out
+    }
+}
+
+/// The value of one ASCII hex digit, any case.
+fn hex_value(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
     }
 }
 
 impl fmt::Display for RendezvousId {
     /// Writes the canonical lower-case hyphenated form.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let _ = f;
-        todo!("implemented by the target-parser work")
+        let text = self.canonical();
+        // Only ASCII hex digits and hyphens are ever written.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -47,9 +97,23 @@ impl From<RendezvousId> for RendezvousKey {
 impl RendezvousKey {
     /// The worker that owns this key among `workers` (`workers >= 1`): a stable hash,
     /// identical in every process.
+    ///
+    /// The hash is 64-bit FNV-1a (offset basis `0xcbf29ce484222325`, prime
+    /// `0x100000001b3`) over the 16 key bytes in order, reduced `mod workers`. It has no
+    /// per-process seed, so every worker process (and every run) maps a key to the same
+    /// owner. It is not keyed: a peer can choose ids that land on one worker, which only
+    /// concentrates that peer's own load. `workers == 0` is treated as 1 (returns 0).
     pub fn owner(&self, workers: usize) -> usize {
-        let _ = workers;
-        todo!("implemented by the target-parser work")
+        const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+        const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+        let mut h = FNV_OFFSET;
+        for &b in &self.0 {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+        let workers = workers.max(1) as u64;
+        // The remainder is below `workers`, which came from a usize.
+        (h % workers) as usize
     }
 }
 
@@ -74,7 +138,162 @@ pub enum TargetError {
 }
 
 /// Parses a CONNECT request target.
+///
+/// Only `uuid:<UUID>` is served; the scheme is matched case-sensitively (`uuid:` in lower
+/// case). Anything without that prefix is [`TargetError::UnknownScheme`]; the prefix
+/// followed by anything but a hyphenated UUID is [`TargetError::MalformedUuid`].
 pub fn parse_connect_target(target: &str) -> Result<ConnectTarget, TargetError> {
-    let _ = target;
-    todo!("implemented by the target-parser work")
+    let rest = target
+        .strip_prefix("uuid:")
+        .ok_or(TargetError::UnknownScheme)?;
+    // Issue 4 (node-rendezvous) adds `uuid:<ID>?response=<TOTP>`. Until then a `?`
+    // suffix makes the 36-byte check below fail, so it is refused as MalformedUuid.
+    RendezvousId::parse(rest).map(ConnectTarget::Uuid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOWER: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+    const BYTES: [u8; 16] = [
+        0x6b, 0xa7, 0xb8, 0x10, 0x9d, 0xad, 0x11, 0xd1, 0x80, 0xb4, 0x00, 0xc0, 0x4f, 0xd4, 0x30,
+        0xc8,
+    ];
+
+    #[test]
+    fn parses_lower_case_to_its_bytes_and_displays_it_back() {
+        let id = RendezvousId::parse(LOWER).unwrap();
+        assert_eq!(id.0, BYTES);
+        assert_eq!(id.to_string(), LOWER);
+        assert_eq!(&id.canonical(), LOWER.as_bytes());
+        assert_eq!(format!("{id:?}"), format!("RendezvousId({LOWER})"));
+    }
+
+    #[test]
+    fn upper_and_mixed_case_canonicalise_to_the_same_bytes() {
+        for spelling in [
+            "6BA7B810-9DAD-11D1-80B4-00C04FD430C8",
+            "6Ba7b810-9dAD-11d1-80B4-00c04fD430c8",
+        ] {
+            let id = RendezvousId::parse(spelling).unwrap();
+            assert_eq!(id.0, BYTES, "{spelling}");
+            assert_eq!(id.to_string(), LOWER);
+        }
+    }
+
+    #[test]
+    fn extreme_values_round_trip() {
+        for text in [
+            "00000000-0000-0000-0000-000000000000",
+            "ffffffff-ffff-ffff-ffff-ffffffffffff",
+        ] {
+            assert_eq!(RendezvousId::parse(text).unwrap().to_string(), text);
+        }
+        let all = RendezvousId::parse("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF").unwrap();
+        assert_eq!(all.0, [0xff; 16]);
+    }
+
+    #[test]
+    fn other_spellings_are_malformed() {
+        let bad = [
+            "",
+            "6ba7b8109dad11d180b400c04fd430c8",       // no hyphens
+            "{6ba7b810-9dad-11d1-80b4-00c04fd430c8}", // braces
+            "urn:uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8", // urn
+            " 6ba7b810-9dad-11d1-80b4-00c04fd430c8",  // leading space
+            "6ba7b810-9dad-11d1-80b4-00c04fd430c8 ",  // trailing space
+            "6ba7b810-9dad-11d1-80b4-00c04fd430c",    // 35 chars
+            "6ba7b810-9dad-11d1-80b4-00c04fd430c80",  // 37 chars
+            "6ba7b8109-dad-11d1-80b4-00c04fd430c8",   // hyphen moved
+            "6ba7b810-9dad-11d1-80b4000c04fd430c8-",  // hyphen at the end
+            "6ba7b810-9dad-11d1-80b4-00c04fd430cg",   // non-hex digit
+            "6ba7b810+9dad-11d1-80b4-00c04fd430c8",   // other separator
+            "6ba7b810-9dad-11d1-80b4-00c04fd430\u{e9}", // 36 bytes, non-ASCII
+            "6ba7b810-9dad-11d1-80b4-00c04fd43\u{0}c8", // NUL
+        ];
+        for text in bad {
+            assert_eq!(
+                RendezvousId::parse(text),
+                Err(TargetError::MalformedUuid),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn connect_target_accepts_only_the_uuid_scheme() {
+        let t = format!("uuid:{LOWER}");
+        assert_eq!(
+            parse_connect_target(&t),
+            Ok(ConnectTarget::Uuid(RendezvousId(BYTES)))
+        );
+        let upper = "uuid:6BA7B810-9DAD-11D1-80B4-00C04FD430C8";
+        assert_eq!(
+            parse_connect_target(upper),
+            Ok(ConnectTarget::Uuid(RendezvousId(BYTES)))
+        );
+        for unknown in [
+            "",
+            "uuid",
+            "UUID:6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+            "tag:x",
+            "example.com:443",
+            "/uuid:x",
+            " uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8",
+        ] {
+            assert_eq!(
+                parse_connect_target(unknown),
+                Err(TargetError::UnknownScheme),
+                "{unknown:?}"
+            );
+        }
+        for malformed in [
+            "uuid:",
+            "uuid:xyz",
+            "uuid:6ba7b8109dad11d180b400c04fd430c8",
+            "uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8?response=123456",
+            "uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8?",
+        ] {
+            assert_eq!(
+                parse_connect_target(malformed),
+                Err(TargetError::MalformedUuid),
+                "{malformed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn owner_is_fnv1a_mod_workers_with_fixed_values() {
+        // Values computed independently (python FNV-1a 64); they must never change, or
+        // worker processes of different builds would disagree on owners.
+        let key = RendezvousKey(BYTES);
+        assert_eq!(key.owner(4), 0);
+        assert_eq!(key.owner(7), 6);
+        assert_eq!(key.owner(1000), 244);
+        let zero = RendezvousKey([0; 16]);
+        assert_eq!(zero.owner(4), 1);
+        assert_eq!(zero.owner(7), 0);
+        assert_eq!(zero.owner(1000), 221);
+        assert_eq!(key.owner(1), 0);
+        assert_eq!(
+            key.owner(0),
+            0,
+            "zero workers is treated as one, not a panic"
+        );
+        assert_eq!(RendezvousKey::from(RendezvousId(BYTES)), key);
+    }
+
+    #[test]
+    fn owner_spreads_keys_over_workers() {
+        let mut counts = [0usize; 8];
+        for i in 0u32..8000 {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&i.to_le_bytes());
+            counts[RendezvousKey(bytes).owner(8)] += 1;
+        }
+        for c in counts {
+            assert!((700..=1300).contains(&c), "uneven spread: {counts:?}");
+        }
+    }
 }

@@ -11,14 +11,24 @@
 //! Counters live in a shared memory region the supervisor reads for `/metrics`.
 #![allow(unsafe_code)]
 
+mod msg;
+mod pipes;
+mod shm;
+mod sys;
+mod worker;
+
 use crate::head::HeadLimits;
 use crate::reject::Rejection;
 use crate::route::Router;
+use command_fds::{CommandFdExt, FdMapping};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use shm::{Counter, SharedStats};
 use std::ffi::OsString;
 use std::io;
 use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::time::Duration;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 /// How tunnel bytes move between the two sockets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -70,7 +80,10 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// The request-head limits as the parser takes them.
     pub fn head_limits(&self) -> HeadLimits {
-        HeadLimits { max_head_bytes: self.head_max_bytes, max_headers: self.head_max_headers }
+        HeadLimits {
+            max_head_bytes: self.head_max_bytes,
+            max_headers: self.head_max_headers,
+        }
     }
 }
 
@@ -146,7 +159,10 @@ impl StatsSnapshot {
 
     /// Total refusals for one reason.
     pub fn rejections(&self, reason: Rejection) -> u64 {
-        self.workers.iter().map(|w| w.rejections.get(reason.index()).copied().unwrap_or(0)).sum()
+        self.workers
+            .iter()
+            .map(|w| w.rejections.get(reason.index()).copied().unwrap_or(0))
+            .sum()
     }
 }
 
@@ -164,26 +180,72 @@ pub struct HandedOff {
 /// until it returns `Ok(None)`.
 #[derive(Debug)]
 pub struct HttpInbox {
-    _private: (),
+    recv: OwnedFd,
+    buf: std::sync::Mutex<Vec<u8>>,
 }
 
 impl HttpInbox {
     /// Receives one handed-off connection; `Ok(None)` when none is queued.
     pub fn try_recv(&self) -> io::Result<Option<HandedOff>> {
-        todo!("driver")
+        let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match msg::try_recv(self.recv.as_fd(), &mut buf)? {
+                None => return Ok(None),
+                Some(msg::Message::Conn(fd, early)) => {
+                    let stream = TcpStream::from(fd);
+                    stream.set_nonblocking(false)?;
+                    return Ok(Some(HandedOff { stream, early }));
+                }
+                // Control messages are never sent to the supervisor.
+                Some(_) => {}
+            }
+        }
     }
 }
 
 impl AsFd for HttpInbox {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        todo!("driver")
+        self.recv.as_fd()
     }
+}
+
+/// Environment variable carrying a worker's index and descriptor layout.
+const WORKER_ENV: &str = "TRYST_WORKER";
+/// First descriptor number of the layout in a worker: inbox, HTTP out, stats, then one
+/// send socket per worker, then the listeners.
+const FIRST_FD: RawFd = 3;
+
+#[derive(Debug)]
+struct WorkerSlot {
+    child: Option<Child>,
+    /// Receiving end of this worker's inbox (kept to hand to a restarted worker).
+    inbox_recv: OwnedFd,
+    /// Sending end of this worker's inbox (control messages and hand-offs).
+    inbox_send: OwnedFd,
+    restarts: u32,
 }
 
 /// The supervisor's handle on the running workers.
 #[derive(Debug)]
 pub struct Engine {
-    _private: (),
+    config: EngineConfig,
+    listeners: Vec<TcpListener>,
+    worker_args: Vec<OsString>,
+    slots: Vec<WorkerSlot>,
+    http_send: OwnedFd,
+    http: HttpInbox,
+    stats: SharedStats,
+    shutdown_started: Option<Instant>,
+}
+
+fn dgram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)
 }
 
 impl Engine {
@@ -196,46 +258,252 @@ impl Engine {
         listeners: Vec<TcpListener>,
         worker_args: Vec<OsString>,
     ) -> io::Result<Self> {
-        let _ = (config, listeners, worker_args);
-        todo!("driver")
+        let workers = config.workers.max(1);
+        let stats = SharedStats::create(workers)?;
+        let mut slots = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (inbox_recv, inbox_send) = dgram_pair()?;
+            slots.push(WorkerSlot {
+                child: None,
+                inbox_recv,
+                inbox_send,
+                restarts: 0,
+            });
+        }
+        let (http_recv, http_send) = dgram_pair()?;
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&http_recv),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(io::Error::from)?;
+        let mut engine = Self {
+            config: EngineConfig {
+                workers,
+                ..config.clone()
+            },
+            listeners,
+            worker_args,
+            slots,
+            http_send,
+            http: HttpInbox {
+                recv: http_recv,
+                buf: std::sync::Mutex::new(Vec::new()),
+            },
+            stats,
+            shutdown_started: None,
+        };
+        for i in 0..workers {
+            engine.spawn(i)?;
+        }
+        Ok(engine)
+    }
+
+    fn spawn(&mut self, index: usize) -> io::Result<()> {
+        let workers = self.slots.len();
+        let mut mappings = vec![
+            FdMapping {
+                parent_fd: self.slots[index].inbox_recv.try_clone()?,
+                child_fd: FIRST_FD,
+            },
+            FdMapping {
+                parent_fd: self.http_send.try_clone()?,
+                child_fd: FIRST_FD + 1,
+            },
+            FdMapping {
+                parent_fd: self.stats.memfd().try_clone()?,
+                child_fd: FIRST_FD + 2,
+            },
+        ];
+        let mut next = FIRST_FD + 3;
+        for slot in &self.slots {
+            mappings.push(FdMapping {
+                parent_fd: slot.inbox_send.try_clone()?,
+                child_fd: next,
+            });
+            next += 1;
+        }
+        for l in &self.listeners {
+            mappings.push(FdMapping {
+                parent_fd: OwnedFd::from(l.try_clone()?),
+                child_fd: next,
+            });
+            next += 1;
+        }
+        let exe = std::env::current_exe()?;
+        let mut cmd = Command::new(exe);
+        cmd.args(&self.worker_args)
+            .env(
+                WORKER_ENV,
+                format!("{index}:{workers}:{}", self.listeners.len()),
+            )
+            .fd_mappings(mappings)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let child = cmd.spawn()?;
+        tracing::debug!(worker = index, pid = child.id(), "worker started");
+        self.slots[index].child = Some(child);
+        Ok(())
     }
 
     /// Where handed-off HTTP connections arrive.
     pub fn http_inbox(&self) -> &HttpInbox {
-        todo!("driver")
+        &self.http
     }
 
     /// Current counters of every worker.
     pub fn stats(&self) -> StatsSnapshot {
-        todo!("driver")
+        let workers = (0..self.slots.len())
+            .map(|i| {
+                let c = self.stats.worker(i);
+                let running = self.slots[i].child.is_some();
+                WorkerStats {
+                    index: i,
+                    pid: if running {
+                        c.get(Counter::Pid) as u32
+                    } else {
+                        0
+                    },
+                    accepted: c.get(Counter::Accepted),
+                    parked: c.get(Counter::Parked),
+                    waiting: c.get(Counter::Waiting),
+                    paired: c.get(Counter::Paired),
+                    active_tunnels: c.get(Counter::ActiveTunnels),
+                    bytes_spliced: c.get(Counter::BytesSpliced),
+                    handoffs_out: c.get(Counter::HandoffsOut),
+                    http_handoffs: c.get(Counter::HttpHandoffs),
+                    sockets: c.get(Counter::Sockets),
+                    fds: c.get(Counter::Fds),
+                    pipes: c.get(Counter::Pipes),
+                    accept_backoffs: c.get(Counter::AcceptBackoffs),
+                    rejections: c.rejections(),
+                }
+            })
+            .collect();
+        StatsSnapshot { workers }
     }
 
     /// Asks every worker to call [`Router::reload`] (after SIGHUP).
     pub fn reload(&self) -> io::Result<()> {
-        todo!("driver")
+        for slot in &self.slots {
+            msg::send_reload(slot.inbox_send.as_fd())?;
+        }
+        Ok(())
     }
 
     /// Asks every worker to stop accepting, close parked connections and drain tunnels
     /// for up to the drain timeout, then exit.
     pub fn begin_shutdown(&mut self) -> io::Result<()> {
-        todo!("driver")
+        if self.shutdown_started.is_none() {
+            self.shutdown_started = Some(Instant::now());
+            for slot in &self.slots {
+                // A worker that already exited cannot receive it; that is fine.
+                let _ = msg::send_shutdown(slot.inbox_send.as_fd());
+            }
+        }
+        Ok(())
     }
 
     /// Reaps exited workers without blocking; restarts any that died unexpectedly
     /// (unless shutting down). Returns true once every worker has exited after
     /// [`Engine::begin_shutdown`]. Call it periodically.
     pub fn poll_workers(&mut self) -> io::Result<bool> {
-        todo!("driver")
+        let grace = self.config.drain_timeout + Duration::from_secs(5);
+        for i in 0..self.slots.len() {
+            let Some(child) = self.slots[i].child.as_mut() else {
+                continue;
+            };
+            match child.try_wait()? {
+                None => {
+                    if self.shutdown_started.is_some_and(|t| t.elapsed() > grace) {
+                        tracing::warn!(worker = i, "worker did not drain in time; killing it");
+                        let _ = child.kill();
+                    }
+                }
+                Some(status) => {
+                    self.slots[i].child = None;
+                    self.stats.worker(i).set(Counter::Pid, 0);
+                    if self.shutdown_started.is_none() {
+                        self.slots[i].restarts += 1;
+                        tracing::error!(worker = i, %status, restarts = self.slots[i].restarts, "worker exited unexpectedly; restarting it");
+                        self.spawn(i)?;
+                    }
+                }
+            }
+        }
+        Ok(self.shutdown_started.is_some() && self.slots.iter().all(|s| s.child.is_none()))
     }
 }
 
 /// True in a worker process (the `TRYST_WORKER` environment variable is set).
 pub fn is_worker() -> bool {
-    std::env::var_os("TRYST_WORKER").is_some()
+    std::env::var_os(WORKER_ENV).is_some()
 }
 
 /// Runs this worker process's event loop until shutdown. `router` decides every request.
 pub fn run_worker<R: Router>(config: &EngineConfig, router: R) -> io::Result<()> {
-    let _ = (config, router);
-    todo!("driver")
+    let spec = std::env::var(WORKER_ENV)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "TRYST_WORKER is not set"))?;
+    let parts: Vec<usize> = spec.split(':').filter_map(|p| p.parse().ok()).collect();
+    let [index, workers, listeners] = parts[..] else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "malformed TRYST_WORKER",
+        ));
+    };
+    if workers == 0 || index >= workers {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "malformed TRYST_WORKER",
+        ));
+    }
+    // Die with the supervisor rather than linger as an orphan holding sockets.
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)?;
+    if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
+        return Err(io::Error::other("supervisor already exited"));
+    }
+    sys::raise_nofile()?;
+    let take = |fd: RawFd| {
+        // SAFETY: the supervisor mapped exactly these descriptor numbers into this
+        // process (see `Engine::spawn`) and nothing else in the worker uses them.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let inbox = take(FIRST_FD);
+    let http_out = take(FIRST_FD + 1);
+    let stats = SharedStats::map(take(FIRST_FD + 2), workers)?;
+    let peers: Vec<OwnedFd> = (0..workers)
+        .map(|j| take(FIRST_FD + 3 + j as RawFd))
+        .collect();
+    let listeners: Vec<OwnedFd> = (0..listeners)
+        .map(|k| take(FIRST_FD + 3 + workers as RawFd + k as RawFd))
+        .collect();
+    for fd in [&inbox, &http_out]
+        .into_iter()
+        .chain(&peers)
+        .chain(&listeners)
+    {
+        set_cloexec(fd)?;
+    }
+    let fds = worker::WorkerFds {
+        index,
+        workers,
+        inbox,
+        http_out,
+        peers,
+        listeners,
+        counters: stats.worker(index),
+    };
+    let config = EngineConfig {
+        workers,
+        ..config.clone()
+    };
+    tracing::info!(worker = index, pid = std::process::id(), "worker running");
+    worker::Worker::new(config, fds, router)?.run()
+}
+
+fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
+    nix::fcntl::fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(fd),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map(drop)
+    .map_err(io::Error::from)
 }

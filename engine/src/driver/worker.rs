@@ -1,0 +1,1377 @@
+//! One worker: one thread, one io_uring, its own fd table.
+//!
+//! The ring carries multishot accepts, one-shot `POLL_ADD`s (readiness; the driver then
+//! calls non-blocking syscalls itself), `POLL_REMOVE`s and, in
+//! [`DataPath::SpliceUring`] mode, `IORING_OP_SPLICE`s. No user-space buffer is ever
+//! lent to the kernel: heads are read with `recv(2)` on readiness into buffers the worker
+//! owns, so there is no buffer whose lifetime depends on a completion. Descriptors that a
+//! queued splice names are kept open until its completion arrives.
+//!
+//! Completions are routed by `user_data` = kind (8 bits) | generation (24 bits) | slot
+//! (32 bits); a completion whose generation no longer matches its slot is stale and is
+//! ignored, so a reused slot is never confused with its previous occupant.
+
+use super::msg::{self, Message};
+use super::pipes::{Pipe, PipePool};
+use super::shm::{Counter, WorkerCounters};
+use super::sys;
+use super::{DataPath, EngineConfig};
+use crate::head::{HeadStatus, RequestHead, parse_head};
+use crate::reject::{OK_RESPONSE, Rejection};
+use crate::room::{EntryHandle, ParkOutcome, ReachOutcome, Role, Room, RoomLimits};
+use crate::route::{Classified, Route, Router};
+use crate::target::RendezvousKey;
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+use slab::Slab;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant, SystemTime};
+
+const TICK: Duration = Duration::from_millis(50);
+/// Most bytes one direction moves before yielding to other connections.
+const PUMP_BUDGET: usize = 1 << 20;
+/// Size of each `recv(2)` while reading a head.
+const HEAD_CHUNK: usize = 4096;
+/// Most queued outgoing hand-offs before new connections are refused.
+const MAX_PENDING_HANDOFFS: usize = 8192;
+/// How long a refused connection may keep sending before it is closed.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes discarded from a refused connection.
+const LINGER_BYTES: usize = 256 * 1024;
+
+const POLL_READ: u32 = (libc::POLLIN | libc::POLLRDHUP) as u32;
+const POLL_HANGUP: u32 = libc::POLLRDHUP as u32;
+const POLL_WRITE: u32 = libc::POLLOUT as u32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    Ignore = 0,
+    Accept = 1,
+    PollRead = 2,
+    PollWrite = 3,
+    Inbox = 4,
+    PeerWritable = 5,
+    SpliceIn = 6,
+    SpliceOut = 7,
+}
+
+impl Kind {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Accept,
+            2 => Self::PollRead,
+            3 => Self::PollWrite,
+            4 => Self::Inbox,
+            5 => Self::PeerWritable,
+            6 => Self::SpliceIn,
+            7 => Self::SpliceOut,
+            _ => Self::Ignore,
+        }
+    }
+}
+
+fn user_data(kind: Kind, generation: u32, slot: usize) -> u64 {
+    ((kind as u64) << 56)
+        | ((u64::from(generation) & 0xff_ffff) << 32)
+        | (slot as u64 & 0xffff_ffff)
+}
+
+fn decode(ud: u64) -> (Kind, u32, usize) {
+    (
+        Kind::from_u8((ud >> 56) as u8),
+        ((ud >> 32) & 0xff_ffff) as u32,
+        (ud & 0xffff_ffff) as usize,
+    )
+}
+
+/// What a socket is doing.
+#[derive(Debug)]
+enum SockState {
+    /// Reading its request head.
+    Head { buf: Vec<u8>, handed_in: bool },
+    /// A hidden server parked in the room.
+    Parked { handle: EntryHandle },
+    /// A client waiting in the room, with the bytes that followed its head.
+    Waiting { handle: EntryHandle, early: Vec<u8> },
+    /// Writing a refusal; then lingering.
+    Refusing { response: Vec<u8>, written: usize },
+    /// Refusal sent and write side shut; discarding input until EOF or the deadline.
+    Lingering { deadline: Instant, discarded: usize },
+    /// One side of a tunnel.
+    Tunnel { tunnel: usize, side: usize },
+}
+
+#[derive(Debug)]
+struct Sock {
+    fd: OwnedFd,
+    state: SockState,
+    /// `user_data` of the armed read-role and write-role polls.
+    armed: [Option<u64>; 2],
+}
+
+/// One direction of a tunnel: side `d` to side `1 - d`.
+#[derive(Debug, Default)]
+struct Direction {
+    /// Bytes to write before any spliced byte (the 200, or a client's early bytes).
+    pending: Vec<u8>,
+    written: usize,
+    pipe: Option<Pipe>,
+    in_pipe: usize,
+    src_eof: bool,
+    done: bool,
+    /// A splice of this direction is queued on the ring (uring mode).
+    inflight: bool,
+}
+
+#[derive(Debug)]
+struct Tunnel {
+    socks: [usize; 2],
+    dirs: [Direction; 2],
+    last_active: Instant,
+    /// Set once the tunnel is being torn down (with a reset when true).
+    closing: Option<bool>,
+}
+
+/// Outcome of pumping a direction.
+#[derive(Debug, PartialEq, Eq)]
+enum Pump {
+    WaitRead,
+    WaitWrite,
+    /// Budget used up; re-arm a read poll so other connections get a turn.
+    Yield,
+    /// A splice is queued; its completion continues the pump.
+    InFlight,
+    Done,
+    Fail,
+}
+
+#[derive(Debug)]
+struct PendingHandoff {
+    to: usize,
+    fd: OwnedFd,
+    bytes: Vec<u8>,
+}
+
+/// Descriptors a worker is started with.
+#[derive(Debug)]
+pub(crate) struct WorkerFds {
+    pub(crate) index: usize,
+    pub(crate) workers: usize,
+    pub(crate) inbox: OwnedFd,
+    pub(crate) http_out: OwnedFd,
+    pub(crate) peers: Vec<OwnedFd>,
+    pub(crate) listeners: Vec<OwnedFd>,
+    pub(crate) counters: WorkerCounters,
+}
+
+pub(crate) struct Worker<R> {
+    cfg: EngineConfig,
+    index: usize,
+    workers: usize,
+    router: R,
+    ring: IoUring,
+    socks: Slab<Sock>,
+    sock_gens: Vec<u32>,
+    tunnels: Slab<Tunnel>,
+    tunnel_gens: Vec<u32>,
+    room: Room<usize>,
+    pipes: PipePool,
+    inbox: OwnedFd,
+    http_out: OwnedFd,
+    peers: Vec<OwnedFd>,
+    listeners: Vec<OwnedFd>,
+    accept_armed: Vec<bool>,
+    accept_paused_until: Option<Instant>,
+    accept_backoff: Duration,
+    counters: WorkerCounters,
+    head_deadlines: VecDeque<(Instant, usize, u32)>,
+    linger_deadlines: VecDeque<(Instant, usize, u32)>,
+    pending_handoffs: VecDeque<PendingHandoff>,
+    peer_poll_armed: Vec<bool>,
+    shutdown_deadline: Option<Instant>,
+    now: Instant,
+    next_idle_sweep: Instant,
+    next_fd_count: Instant,
+    scratch: Vec<u8>,
+    msg_buf: Vec<u8>,
+    cqes: Vec<(u64, i32, u32)>,
+    expired: Vec<crate::room::Expired<usize>>,
+}
+
+impl<R: Router> Worker<R> {
+    pub(crate) fn new(cfg: EngineConfig, fds: WorkerFds, router: R) -> io::Result<Self> {
+        let entries = cfg.ring_entries.max(64);
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_coop_taskrun()
+            .build(entries)
+            .or_else(|_| IoUring::new(entries))?;
+        // Splices queued on the ring run in io-wq workers; cap them so a burst of
+        // blocked splices cannot spawn unbounded kernel threads.
+        let mut max_workers = [2u32, 4u32];
+        let _ = ring.submitter().register_iowq_max_workers(&mut max_workers);
+        let now = Instant::now();
+        let room = Room::new(RoomLimits {
+            max_parked: cfg.max_parked_per_worker,
+            max_parked_per_key: cfg.max_parked_per_key,
+            max_waiting: cfg.max_waiting_per_worker,
+            max_waiting_per_key: cfg.max_waiting_per_worker,
+            client_wait: cfg.client_wait,
+            park_ttl: None,
+        });
+        fds.counters
+            .set(Counter::Pid, u64::from(std::process::id()));
+        Ok(Self {
+            pipes: PipePool::new(cfg.max_pipes_per_worker, cfg.pipe_size),
+            index: fds.index,
+            workers: fds.workers.max(1),
+            router,
+            ring,
+            socks: Slab::new(),
+            sock_gens: Vec::new(),
+            tunnels: Slab::new(),
+            tunnel_gens: Vec::new(),
+            room,
+            inbox: fds.inbox,
+            http_out: fds.http_out,
+            peer_poll_armed: vec![false; fds.peers.len() + 1],
+            peers: fds.peers,
+            accept_armed: vec![false; fds.listeners.len()],
+            listeners: fds.listeners,
+            accept_paused_until: None,
+            accept_backoff: Duration::from_millis(10),
+            counters: fds.counters,
+            head_deadlines: VecDeque::new(),
+            linger_deadlines: VecDeque::new(),
+            pending_handoffs: VecDeque::new(),
+            shutdown_deadline: None,
+            now,
+            next_idle_sweep: now,
+            next_fd_count: now,
+            scratch: vec![0; 64 * 1024],
+            msg_buf: Vec::new(),
+            cqes: Vec::with_capacity(1024),
+            expired: Vec::new(),
+            cfg,
+        })
+    }
+
+    /// Runs until shutdown completes.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        for i in 0..self.listeners.len() {
+            self.arm_accept(i);
+        }
+        self.arm_inbox();
+        loop {
+            self.wait()?;
+            self.now = Instant::now();
+            self.handle_completions();
+            self.on_tick();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.tunnels.is_empty() && self.socks.is_empty() {
+                    break;
+                }
+                if self.now >= deadline {
+                    self.abort_all();
+                    break;
+                }
+            }
+        }
+        // Flush the PollRemoves of the final teardown; the process exits right after.
+        let _ = self.ring.submit();
+        Ok(())
+    }
+
+    fn wait(&mut self) -> io::Result<()> {
+        let ts = types::Timespec::new().nsec(TICK.as_nanos() as u32);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY) | Some(libc::EAGAIN)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn push(&mut self, entry: squeue::Entry) {
+        loop {
+            // SAFETY: every entry pushed here references only descriptors (no memory):
+            // poll, poll-remove, cancel, accept without an address, and splice. The
+            // descriptors are owned by `self` (listeners, inbox, peer sockets, sockets in
+            // `self.socks`, pipes in tunnel directions) and are kept open until the
+            // entry's terminal completion arrives (tunnels with a splice in flight are not
+            // torn down until it completes; polls on closed sockets are removed).
+            let pushed = unsafe { self.ring.submission().push(&entry) };
+            if pushed.is_ok() {
+                return;
+            }
+            // Queue full: hand what is queued to the kernel and retry.
+            if self.ring.submit().is_err() {
+                // Completion queue pressure: reap before submitting more.
+                self.handle_completions();
+            }
+        }
+    }
+
+    // ----- arming -----
+
+    fn arm_accept(&mut self, i: usize) {
+        if self.accept_armed[i] || self.shutdown_deadline.is_some() {
+            return;
+        }
+        let fd = types::Fd(self.listeners[i].as_raw_fd());
+        let e = opcode::AcceptMulti::new(fd)
+            .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(Kind::Accept, 0, i));
+        self.push(e);
+        self.accept_armed[i] = true;
+    }
+
+    fn cancel_accepts(&mut self) {
+        for i in 0..self.listeners.len() {
+            if self.accept_armed[i] {
+                let e = opcode::AsyncCancel::new(user_data(Kind::Accept, 0, i))
+                    .build()
+                    .user_data(user_data(Kind::Ignore, 0, 0));
+                self.push(e);
+            }
+        }
+    }
+
+    fn arm_inbox(&mut self) {
+        let e = opcode::PollAdd::new(types::Fd(self.inbox.as_raw_fd()), libc::POLLIN as u32)
+            .build()
+            .user_data(user_data(Kind::Inbox, 0, 0));
+        self.push(e);
+    }
+
+    /// Arms a one-shot poll on a socket for the read role (0) or write role (1).
+    fn arm(&mut self, sock: usize, role: usize, events: u32) {
+        let Some(s) = self.socks.get(sock) else {
+            return;
+        };
+        if s.armed[role].is_some() {
+            return;
+        }
+        let kind = if role == 0 {
+            Kind::PollRead
+        } else {
+            Kind::PollWrite
+        };
+        let ud = user_data(kind, self.sock_gens[sock], sock);
+        let e = opcode::PollAdd::new(types::Fd(s.fd.as_raw_fd()), events)
+            .build()
+            .user_data(ud);
+        self.socks[sock].armed[role] = Some(ud);
+        self.push(e);
+    }
+
+    /// Removes every armed poll of a socket and invalidates late completions.
+    fn disarm(&mut self, sock: usize) {
+        let Some(s) = self.socks.get_mut(sock) else {
+            return;
+        };
+        let armed = std::mem::take(&mut s.armed);
+        for ud in armed.into_iter().flatten() {
+            let e = opcode::PollRemove::new(ud)
+                .build()
+                .user_data(user_data(Kind::Ignore, 0, 0));
+            self.push(e);
+        }
+        self.sock_gens[sock] = self.sock_gens[sock].wrapping_add(1) & 0xff_ffff;
+    }
+
+    // ----- socket table -----
+
+    fn insert_sock(&mut self, fd: OwnedFd, state: SockState) -> usize {
+        let idx = self.socks.insert(Sock {
+            fd,
+            state,
+            armed: [None, None],
+        });
+        if self.sock_gens.len() <= idx {
+            self.sock_gens.resize(idx + 1, 0);
+        }
+        idx
+    }
+
+    /// Closes a socket: removes its polls, then drops the descriptor.
+    fn close_sock(&mut self, sock: usize, reset: bool) {
+        if !self.socks.contains(sock) {
+            return;
+        }
+        self.disarm(sock);
+        let s = self.socks.remove(sock);
+        if reset {
+            let _ = sys::set_linger_zero(s.fd.as_fd());
+        }
+        drop(s);
+    }
+
+    fn gen_ok(&self, sock: usize, generation: u32) -> bool {
+        self.socks.contains(sock) && self.sock_gens.get(sock) == Some(&generation)
+    }
+
+    // ----- completions -----
+
+    fn handle_completions(&mut self) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        loop {
+            cqes.clear();
+            cqes.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            if cqes.is_empty() {
+                break;
+            }
+            for &(ud, res, flags) in &cqes {
+                self.on_completion(ud, res, flags);
+            }
+        }
+        self.cqes = cqes;
+    }
+
+    fn on_completion(&mut self, ud: u64, res: i32, flags: u32) {
+        let (kind, generation, slot) = decode(ud);
+        match kind {
+            Kind::Ignore => {}
+            Kind::Accept => self.on_accept(slot, res, flags),
+            Kind::Inbox => self.on_inbox(),
+            Kind::PeerWritable => {
+                if let Some(a) = self.peer_poll_armed.get_mut(slot) {
+                    *a = false;
+                }
+                self.flush_handoffs();
+            }
+            Kind::PollRead | Kind::PollWrite => {
+                if !self.gen_ok(slot, generation) {
+                    return;
+                }
+                let role = usize::from(kind == Kind::PollWrite);
+                self.socks[slot].armed[role] = None;
+                self.on_ready(slot, role, res);
+            }
+            Kind::SpliceIn | Kind::SpliceOut => self.on_splice(kind, generation, slot, res),
+        }
+    }
+
+    fn on_accept(&mut self, listener: usize, res: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accept_armed[listener] = false;
+        }
+        if res < 0 {
+            let err = -res;
+            if err == libc::EMFILE
+                || err == libc::ENFILE
+                || err == libc::ENOBUFS
+                || err == libc::ENOMEM
+            {
+                // Out of descriptors: back off (doubling, capped) and leave tunnels alone.
+                self.counters.add(Counter::AcceptBackoffs, 1);
+                self.pause_accepting();
+            } else if err != libc::ECANCELED && !self.accept_armed[listener] {
+                self.arm_accept(listener);
+            }
+            return;
+        }
+        // SAFETY: a successful accept completion carries a fresh descriptor installed in
+        // this process's table; nothing else owns it.
+        let fd = unsafe { sys::owned_from_raw(res) };
+        self.counters.add(Counter::Accepted, 1);
+        self.accept_backoff = Duration::from_millis(10);
+        if self.shutdown_deadline.is_some() {
+            let idx = self.insert_sock(
+                fd,
+                SockState::Lingering {
+                    deadline: self.now,
+                    discarded: 0,
+                },
+            );
+            self.refuse(idx, Rejection::ShuttingDown);
+            return;
+        }
+        if self.socks.len() + 2 * self.pipes.held() >= self.cfg.max_sockets_per_worker {
+            self.counters.add(Counter::AcceptBackoffs, 1);
+            let idx = self.insert_sock(
+                fd,
+                SockState::Lingering {
+                    deadline: self.now,
+                    discarded: 0,
+                },
+            );
+            self.refuse(idx, Rejection::Overloaded);
+            self.pause_accepting();
+            return;
+        }
+        let deadline = self.now + self.cfg.head_timeout;
+        let idx = self.insert_sock(
+            fd,
+            SockState::Head {
+                buf: Vec::new(),
+                handed_in: false,
+            },
+        );
+        self.head_deadlines
+            .push_back((deadline, idx, self.sock_gens[idx]));
+        self.read_head(idx);
+        if !self.accept_armed[listener] && self.accept_paused_until.is_none() {
+            self.arm_accept(listener);
+        }
+    }
+
+    fn pause_accepting(&mut self) {
+        self.cancel_accepts();
+        self.accept_paused_until = Some(self.now + self.accept_backoff);
+        self.accept_backoff = (self.accept_backoff * 2).min(Duration::from_secs(1));
+    }
+
+    fn on_inbox(&mut self) {
+        let mut buf = std::mem::take(&mut self.msg_buf);
+        loop {
+            match msg::try_recv(self.inbox.as_fd(), &mut buf) {
+                Ok(Some(Message::Conn(fd, bytes))) => {
+                    let deadline = self.now + self.cfg.head_timeout;
+                    let idx = self.insert_sock(
+                        fd,
+                        SockState::Head {
+                            buf: bytes,
+                            handed_in: true,
+                        },
+                    );
+                    self.head_deadlines
+                        .push_back((deadline, idx, self.sock_gens[idx]));
+                    self.process_head(idx);
+                }
+                Ok(Some(Message::Reload)) => {
+                    if let Err(e) = self.router.reload() {
+                        tracing::warn!(worker = self.index, error = %e, "reload failed; keeping the previous secrets");
+                    } else {
+                        tracing::info!(worker = self.index, "reloaded");
+                    }
+                }
+                Ok(Some(Message::Shutdown)) => self.begin_shutdown(),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(worker = self.index, error = %e, "inbox receive failed");
+                    break;
+                }
+            }
+        }
+        self.msg_buf = buf;
+        self.arm_inbox();
+    }
+
+    fn on_ready(&mut self, sock: usize, role: usize, res: i32) {
+        let state = match &self.socks[sock].state {
+            SockState::Head { .. } => 0,
+            SockState::Parked { .. } | SockState::Waiting { .. } => 1,
+            SockState::Refusing { .. } => 2,
+            SockState::Lingering { .. } => 3,
+            SockState::Tunnel { .. } => 4,
+        };
+        match state {
+            0 => self.read_head(sock),
+            1 => self.on_room_hangup(sock, res),
+            2 => self.write_refusal(sock),
+            3 => self.linger(sock),
+            _ => {
+                let SockState::Tunnel { tunnel, side } = self.socks[sock].state else {
+                    return;
+                };
+                // A read-role poll on side s serves direction s (s reads); a write-role
+                // poll on side s serves the direction writing to s, i.e. 1 - s.
+                let dir = if role == 0 { side } else { 1 - side };
+                self.pump_and_arm(tunnel, dir);
+            }
+        }
+    }
+
+    // ----- heads -----
+
+    fn read_head(&mut self, sock: usize) {
+        let limit = self.cfg.head_max_bytes;
+        loop {
+            let s = &mut self.socks[sock];
+            let SockState::Head { buf, .. } = &mut s.state else {
+                return;
+            };
+            let old = buf.len();
+            buf.resize(old + HEAD_CHUNK, 0);
+            match sys::recv(s.fd.as_fd(), &mut buf[old..]) {
+                Ok(0) => {
+                    // Peer closed before finishing its head.
+                    self.close_sock(sock, false);
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(old + n);
+                    match self.try_parse(sock) {
+                        Some(true) => return,  // complete: handled
+                        Some(false) => return, // refused
+                        None => {
+                            let SockState::Head { buf, .. } = &self.socks[sock].state else {
+                                return;
+                            };
+                            if buf.len() > limit {
+                                self.refuse(sock, Rejection::HeadTooLarge);
+                                return;
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    buf.truncate(old);
+                    self.arm(sock, 0, POLL_READ);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(old),
+                Err(_) => {
+                    self.close_sock(sock, false);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Parses the buffered head. `None`: incomplete; `Some(_)`: handled (routed or refused).
+    fn try_parse(&mut self, sock: usize) -> Option<bool> {
+        let SockState::Head { buf, .. } = &self.socks[sock].state else {
+            return Some(false);
+        };
+        match parse_head(buf, &self.cfg.head_limits()) {
+            Ok(HeadStatus::Partial) => None,
+            Ok(HeadStatus::Complete(head)) => {
+                self.dispatch(sock, head);
+                Some(true)
+            }
+            Err(e) => {
+                self.refuse(sock, e.into());
+                Some(false)
+            }
+        }
+    }
+
+    /// A complete head arrived through the inbox: parse and route it.
+    fn process_head(&mut self, sock: usize) {
+        if self.try_parse(sock).is_none() {
+            // A hand-off always carries a complete head; anything else is refused.
+            self.refuse(sock, Rejection::MalformedHead);
+        }
+    }
+
+    fn dispatch(&mut self, sock: usize, head: RequestHead) {
+        let handed_in = matches!(
+            self.socks[sock].state,
+            SockState::Head {
+                handed_in: true,
+                ..
+            }
+        );
+        match self.router.classify(&head) {
+            Err(r) => self.refuse(sock, r),
+            Ok(Classified::Http) => self.hand_off(sock, self.workers),
+            Ok(Classified::Rendezvous(key)) => {
+                let owner = key.owner(self.workers);
+                if owner != self.index && !handed_in {
+                    self.hand_off(sock, owner);
+                } else {
+                    self.route(sock, &head);
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, sock: usize, head: &RequestHead) {
+        if self.shutdown_deadline.is_some() {
+            self.refuse(sock, Rejection::ShuttingDown);
+            return;
+        }
+        let SockState::Head { buf, .. } = &mut self.socks[sock].state else {
+            return;
+        };
+        let early = buf.split_off(head.head_len.min(buf.len()));
+        let now_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        match self.router.route(head, &early, now_unix) {
+            Route::Reject(r) => self.refuse(sock, r),
+            Route::Http => self.hand_off(sock, self.workers),
+            Route::Park { key } => self.park(sock, key),
+            Route::Reach { key } => self.reach(sock, key, early),
+        }
+    }
+
+    fn park(&mut self, sock: usize, key: RendezvousKey) {
+        match self.room.park(key, sock, self.now) {
+            ParkOutcome::Full(sock) => self.refuse(sock, Rejection::RoomFull),
+            ParkOutcome::Parked { handle, evicted } => {
+                if sys::send(self.socks[sock].fd.as_fd(), OK_RESPONSE).ok()
+                    != Some(OK_RESPONSE.len())
+                {
+                    self.room.remove(handle);
+                    self.close_sock(sock, false);
+                } else {
+                    self.socks[sock].state = SockState::Parked { handle };
+                    self.arm(sock, 0, POLL_HANGUP);
+                }
+                if let Some(old) = evicted {
+                    self.close_sock(old, false);
+                }
+            }
+            ParkOutcome::Paired { server, client } => {
+                if sys::send(self.socks[server].fd.as_fd(), OK_RESPONSE).ok()
+                    != Some(OK_RESPONSE.len())
+                {
+                    // The server vanished between its head and its 200: the client keeps
+                    // waiting for another one.
+                    self.close_sock(server, false);
+                    let early = match &mut self.socks[client].state {
+                        SockState::Waiting { early, .. } => std::mem::take(early),
+                        _ => Vec::new(),
+                    };
+                    self.disarm(client);
+                    self.reach(client, key, early);
+                    return;
+                }
+                let early = match &mut self.socks[client].state {
+                    SockState::Waiting { early, .. } => std::mem::take(early),
+                    _ => Vec::new(),
+                };
+                self.pair(client, server, early);
+            }
+        }
+        self.sync_room_counters();
+    }
+
+    fn reach(&mut self, sock: usize, key: RendezvousKey, early: Vec<u8>) {
+        match self.room.reach(key, sock, self.now) {
+            ReachOutcome::Full(sock) => self.refuse(sock, Rejection::TooManyWaiting),
+            ReachOutcome::Waiting { handle } => {
+                self.socks[sock].state = SockState::Waiting { handle, early };
+                self.arm(sock, 0, POLL_HANGUP);
+            }
+            ReachOutcome::Paired { server, client } => self.pair(client, server, early),
+        }
+        self.sync_room_counters();
+    }
+
+    fn on_room_hangup(&mut self, sock: usize, _res: i32) {
+        let handle = match &self.socks[sock].state {
+            SockState::Parked { handle } | SockState::Waiting { handle, .. } => *handle,
+            _ => return,
+        };
+        self.room.remove(handle);
+        self.close_sock(sock, false);
+        self.sync_room_counters();
+    }
+
+    fn sync_room_counters(&self) {
+        self.counters
+            .set(Counter::Parked, self.room.parked() as u64);
+        self.counters
+            .set(Counter::Waiting, self.room.waiting() as u64);
+    }
+
+    // ----- hand-offs -----
+
+    /// Passes a socket (with every byte read from it) to worker `to`, or to the HTTP
+    /// inbox when `to == self.workers`.
+    fn hand_off(&mut self, sock: usize, to: usize) {
+        self.disarm(sock);
+        let s = self.socks.remove(sock);
+        let bytes = match s.state {
+            SockState::Head { buf, .. } => buf,
+            _ => Vec::new(),
+        };
+        if to == self.workers {
+            self.counters.add(Counter::HttpHandoffs, 1);
+        } else {
+            self.counters.add(Counter::HandoffsOut, 1);
+        }
+        if self.pending_handoffs.len() >= MAX_PENDING_HANDOFFS {
+            let idx = self.insert_sock(
+                s.fd,
+                SockState::Lingering {
+                    deadline: self.now,
+                    discarded: 0,
+                },
+            );
+            self.refuse(idx, Rejection::Overloaded);
+            return;
+        }
+        self.pending_handoffs.push_back(PendingHandoff {
+            to,
+            fd: s.fd,
+            bytes,
+        });
+        self.flush_handoffs();
+    }
+
+    fn handoff_socket(&self, to: usize) -> BorrowedFd<'_> {
+        if to >= self.workers {
+            self.http_out.as_fd()
+        } else {
+            self.peers[to].as_fd()
+        }
+    }
+
+    fn flush_handoffs(&mut self) {
+        let mut blocked = vec![false; self.workers + 1];
+        let mut keep = VecDeque::new();
+        while let Some(h) = self.pending_handoffs.pop_front() {
+            let to = h.to.min(self.workers);
+            if blocked[to] {
+                keep.push_back(h);
+                continue;
+            }
+            match msg::send_conn(self.handoff_socket(to), h.fd.as_fd(), &h.bytes) {
+                Ok(()) => drop(h),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    blocked[to] = true;
+                    keep.push_back(h);
+                }
+                Err(e) => {
+                    tracing::warn!(worker = self.index, to, error = %e, "hand-off failed; closing the connection");
+                }
+            }
+        }
+        self.pending_handoffs = keep;
+        for (to, b) in blocked.into_iter().enumerate() {
+            if b && !self.peer_poll_armed[to] {
+                self.peer_poll_armed[to] = true;
+                let fd = types::Fd(self.handoff_socket(to).as_raw_fd());
+                let e = opcode::PollAdd::new(fd, POLL_WRITE)
+                    .build()
+                    .user_data(user_data(Kind::PeerWritable, 0, to));
+                self.push(e);
+            }
+        }
+    }
+
+    // ----- refusals -----
+
+    fn refuse(&mut self, sock: usize, r: Rejection) {
+        self.counters.reject(r);
+        self.disarm(sock);
+        self.socks[sock].state = SockState::Refusing {
+            response: r.response(),
+            written: 0,
+        };
+        self.write_refusal(sock);
+    }
+
+    fn write_refusal(&mut self, sock: usize) {
+        let s = &mut self.socks[sock];
+        let SockState::Refusing { response, written } = &mut s.state else {
+            return;
+        };
+        while *written < response.len() {
+            match sys::send(s.fd.as_fd(), &response[*written..]) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.arm(sock, 1, POLL_WRITE);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close_sock(sock, false);
+                    return;
+                }
+            }
+        }
+        // Sent: shut our side and discard what the peer still sends, so unread input
+        // does not turn our close into a reset that destroys the response in flight.
+        let _ = sys::shutdown_write(s.fd.as_fd());
+        let deadline = self.now + LINGER;
+        s.state = SockState::Lingering {
+            deadline,
+            discarded: 0,
+        };
+        self.linger_deadlines
+            .push_back((deadline, sock, self.sock_gens[sock]));
+        self.linger(sock);
+    }
+
+    fn linger(&mut self, sock: usize) {
+        loop {
+            let s = &mut self.socks[sock];
+            let SockState::Lingering { discarded, .. } = &mut s.state else {
+                return;
+            };
+            match sys::recv(s.fd.as_fd(), &mut self.scratch) {
+                Ok(0) => break,
+                Ok(n) => {
+                    *discarded += n;
+                    if *discarded > LINGER_BYTES {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.arm(sock, 0, POLL_READ);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.close_sock(sock, false);
+    }
+
+    // ----- tunnels -----
+
+    fn pair(&mut self, client: usize, server: usize, early: Vec<u8>) {
+        self.disarm(client);
+        self.disarm(server);
+        let _ = sys::set_nodelay(self.socks[client].fd.as_fd());
+        let _ = sys::set_nodelay(self.socks[server].fd.as_fd());
+        let mut dirs = [Direction::default(), Direction::default()];
+        dirs[0].pending = early;
+        dirs[1].pending = OK_RESPONSE.to_vec();
+        let t = self.tunnels.insert(Tunnel {
+            socks: [client, server],
+            dirs,
+            last_active: self.now,
+            closing: None,
+        });
+        if self.tunnel_gens.len() <= t {
+            self.tunnel_gens.resize(t + 1, 0);
+        }
+        self.socks[client].state = SockState::Tunnel { tunnel: t, side: 0 };
+        self.socks[server].state = SockState::Tunnel { tunnel: t, side: 1 };
+        self.counters.add(Counter::Paired, 1);
+        self.counters
+            .set(Counter::ActiveTunnels, self.tunnels.len() as u64);
+        self.pump_and_arm(t, 1);
+        if self.tunnels.contains(t) {
+            self.pump_and_arm(t, 0);
+        }
+    }
+
+    fn pump_and_arm(&mut self, t: usize, d: usize) {
+        if !self.tunnels.contains(t) || self.tunnels[t].closing.is_some() {
+            return;
+        }
+        let result = match self.cfg.data_path {
+            DataPath::SpliceSyscall => self.pump_syscall(t, d),
+            DataPath::SpliceUring => self.pump_uring(t, d),
+        };
+        let [src, dst] = self.dir_socks(t, d);
+        match result {
+            Pump::WaitRead | Pump::Yield => self.arm(src, 0, POLL_READ),
+            Pump::WaitWrite => self.arm(dst, 1, POLL_WRITE),
+            Pump::InFlight => {}
+            Pump::Done => {
+                if self.tunnels[t].dirs.iter().all(|d| d.done) {
+                    self.close_tunnel(t, false);
+                }
+            }
+            Pump::Fail => self.close_tunnel(t, true),
+        }
+    }
+
+    fn dir_socks(&self, t: usize, d: usize) -> [usize; 2] {
+        let socks = self.tunnels[t].socks;
+        [socks[d], socks[1 - d]]
+    }
+
+    /// Writes a direction's pending user-space bytes. `None` when all are written.
+    fn flush_pending(&mut self, t: usize, d: usize) -> Option<Pump> {
+        let [_, dst] = self.dir_socks(t, d);
+        let tunnel = &mut self.tunnels[t];
+        let dir = &mut tunnel.dirs[d];
+        while dir.written < dir.pending.len() {
+            match sys::send(self.socks[dst].fd.as_fd(), &dir.pending[dir.written..]) {
+                Ok(n) => {
+                    dir.written += n;
+                    tunnel.last_active = self.now;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Pump::WaitWrite),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Some(Pump::Fail),
+            }
+        }
+        dir.pending.clear();
+        dir.written = 0;
+        None
+    }
+
+    /// With no pipe to lend, moves one chunk through user space.
+    fn copy_chunk(&mut self, t: usize, d: usize) -> Result<(), Pump> {
+        let [src, _] = self.dir_socks(t, d);
+        match sys::recv(self.socks[src].fd.as_fd(), &mut self.scratch) {
+            Ok(0) => {
+                self.tunnels[t].dirs[d].src_eof = true;
+                Ok(())
+            }
+            Ok(n) => {
+                let dir = &mut self.tunnels[t].dirs[d];
+                dir.pending.extend_from_slice(&self.scratch[..n]);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(Pump::WaitRead),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
+            Err(_) => Err(Pump::Fail),
+        }
+    }
+
+    fn release_pipe_if_empty(&mut self, t: usize, d: usize) {
+        let dir = &mut self.tunnels[t].dirs[d];
+        if dir.in_pipe == 0
+            && let Some(p) = dir.pipe.take()
+        {
+            self.pipes.put(p);
+        }
+    }
+
+    fn finish_direction(&mut self, t: usize, d: usize) -> Pump {
+        let [_, dst] = self.dir_socks(t, d);
+        let _ = sys::shutdown_write(self.socks[dst].fd.as_fd());
+        self.release_pipe_if_empty(t, d);
+        self.tunnels[t].dirs[d].done = true;
+        Pump::Done
+    }
+
+    fn pump_syscall(&mut self, t: usize, d: usize) -> Pump {
+        let [src, dst] = self.dir_socks(t, d);
+        let mut moved = 0usize;
+        loop {
+            if self.tunnels[t].dirs[d].done {
+                return Pump::Done;
+            }
+            if let Some(p) = self.flush_pending(t, d) {
+                return p;
+            }
+            let dir = &mut self.tunnels[t].dirs[d];
+            if dir.in_pipe > 0 {
+                let Some(pipe) = dir.pipe.as_ref() else {
+                    return Pump::Fail;
+                };
+                match sys::splice(pipe.read.as_fd(), self.socks[dst].fd.as_fd(), dir.in_pipe) {
+                    Ok(0) => return Pump::Fail,
+                    Ok(n) => {
+                        dir.in_pipe -= n;
+                        moved += n;
+                        self.tunnels[t].last_active = self.now;
+                        self.counters.add(Counter::BytesSpliced, n as u64);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Pump::WaitWrite,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Pump::Fail,
+                }
+            }
+            if dir.src_eof {
+                return self.finish_direction(t, d);
+            }
+            if moved >= PUMP_BUDGET {
+                self.release_pipe_if_empty(t, d);
+                return Pump::Yield;
+            }
+            if self.tunnels[t].dirs[d].pipe.is_none() {
+                match self.pipes.get() {
+                    Some(p) => self.tunnels[t].dirs[d].pipe = Some(p),
+                    None => match self.copy_chunk(t, d) {
+                        Ok(()) => continue,
+                        Err(p) => return p,
+                    },
+                }
+            }
+            let dir = &mut self.tunnels[t].dirs[d];
+            let Some(pipe) = dir.pipe.as_ref() else {
+                return Pump::Fail;
+            };
+            match sys::splice(
+                self.socks[src].fd.as_fd(),
+                pipe.write.as_fd(),
+                pipe.capacity,
+            ) {
+                Ok(0) => dir.src_eof = true,
+                Ok(n) => dir.in_pipe = n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.release_pipe_if_empty(t, d);
+                    return Pump::WaitRead;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Pump::Fail,
+            }
+        }
+    }
+
+    fn pump_uring(&mut self, t: usize, d: usize) -> Pump {
+        if self.tunnels[t].dirs[d].inflight {
+            return Pump::InFlight;
+        }
+        if self.tunnels[t].dirs[d].done {
+            return Pump::Done;
+        }
+        loop {
+            if let Some(p) = self.flush_pending(t, d) {
+                return p;
+            }
+            let [src, dst] = self.dir_socks(t, d);
+            let generation = self.tunnel_gens[t];
+            let dir = &mut self.tunnels[t].dirs[d];
+            if dir.in_pipe > 0 {
+                let Some(pipe) = dir.pipe.as_ref() else {
+                    return Pump::Fail;
+                };
+                let e = opcode::Splice::new(
+                    types::Fd(pipe.read.as_raw_fd()),
+                    -1,
+                    types::Fd(self.socks[dst].fd.as_raw_fd()),
+                    -1,
+                    u32::try_from(dir.in_pipe).unwrap_or(u32::MAX),
+                )
+                .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+                .build()
+                .user_data(user_data(Kind::SpliceOut, generation, t * 2 + d));
+                dir.inflight = true;
+                self.push(e);
+                return Pump::InFlight;
+            }
+            if dir.src_eof {
+                return self.finish_direction(t, d);
+            }
+            if self.tunnels[t].dirs[d].pipe.is_none() {
+                match self.pipes.get() {
+                    Some(p) => self.tunnels[t].dirs[d].pipe = Some(p),
+                    None => match self.copy_chunk(t, d) {
+                        Ok(()) => continue,
+                        Err(p) => return p,
+                    },
+                }
+            }
+            let dir = &mut self.tunnels[t].dirs[d];
+            let Some(pipe) = dir.pipe.as_ref() else {
+                return Pump::Fail;
+            };
+            let e = opcode::Splice::new(
+                types::Fd(self.socks[src].fd.as_raw_fd()),
+                -1,
+                types::Fd(pipe.write.as_raw_fd()),
+                -1,
+                u32::try_from(pipe.capacity).unwrap_or(u32::MAX),
+            )
+            .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+            .build()
+            .user_data(user_data(Kind::SpliceIn, generation, t * 2 + d));
+            dir.inflight = true;
+            self.push(e);
+            return Pump::InFlight;
+        }
+    }
+
+    fn on_splice(&mut self, kind: Kind, generation: u32, slot: usize, res: i32) {
+        let (t, d) = (slot / 2, slot % 2);
+        if !self.tunnels.contains(t) || self.tunnel_gens[t] != generation {
+            return;
+        }
+        self.tunnels[t].dirs[d].inflight = false;
+        if let Some(reset) = self.tunnels[t].closing {
+            if self.tunnels[t].dirs.iter().all(|d| !d.inflight) {
+                self.finish_close(t, reset);
+            }
+            return;
+        }
+        let [src, dst] = self.dir_socks(t, d);
+        if res == -libc::EAGAIN {
+            if kind == Kind::SpliceIn {
+                self.release_pipe_if_empty(t, d);
+                self.arm(src, 0, POLL_READ);
+            } else {
+                self.arm(dst, 1, POLL_WRITE);
+            }
+            return;
+        }
+        if res < 0 && res != -libc::EINTR {
+            self.close_tunnel(t, true);
+            return;
+        }
+        let n = res.max(0) as usize;
+        let dir = &mut self.tunnels[t].dirs[d];
+        match kind {
+            Kind::SpliceIn if res == 0 => dir.src_eof = true,
+            Kind::SpliceIn => dir.in_pipe = n,
+            _ => {
+                dir.in_pipe = dir.in_pipe.saturating_sub(n);
+                self.counters.add(Counter::BytesSpliced, n as u64);
+            }
+        }
+        if n > 0 {
+            self.tunnels[t].last_active = self.now;
+        }
+        self.pump_and_arm(t, d);
+    }
+
+    fn close_tunnel(&mut self, t: usize, reset: bool) {
+        if !self.tunnels.contains(t) || self.tunnels[t].closing.is_some() {
+            return;
+        }
+        self.tunnels[t].closing = Some(reset);
+        // Stop polls now; descriptors named by a queued splice stay open until it completes.
+        let socks = self.tunnels[t].socks;
+        self.disarm(socks[0]);
+        self.disarm(socks[1]);
+        if self.tunnels[t].dirs.iter().all(|d| !d.inflight) {
+            self.finish_close(t, reset);
+        }
+    }
+
+    fn finish_close(&mut self, t: usize, reset: bool) {
+        let mut tunnel = self.tunnels.remove(t);
+        self.tunnel_gens[t] = self.tunnel_gens[t].wrapping_add(1) & 0xff_ffff;
+        for dir in &mut tunnel.dirs {
+            if let Some(p) = dir.pipe.take() {
+                if dir.in_pipe == 0 {
+                    self.pipes.put(p)
+                } else {
+                    self.pipes.discard(p)
+                }
+            }
+        }
+        self.close_sock(tunnel.socks[0], reset);
+        self.close_sock(tunnel.socks[1], reset);
+        self.counters
+            .set(Counter::ActiveTunnels, self.tunnels.len() as u64);
+    }
+
+    // ----- time -----
+
+    fn on_tick(&mut self) {
+        let now = self.now;
+        // Head deadlines (408).
+        while let Some(&(deadline, sock, generation)) = self.head_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.head_deadlines.pop_front();
+            if self.sock_gens.get(sock) == Some(&generation)
+                && matches!(
+                    self.socks.get(sock).map(|s| &s.state),
+                    Some(SockState::Head { .. })
+                )
+            {
+                self.refuse(sock, Rejection::HeadTimeout);
+            }
+        }
+        // Lingering refusals.
+        while let Some(&(deadline, sock, _)) = self.linger_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.linger_deadlines.pop_front();
+            if matches!(self.socks.get(sock).map(|s| &s.state), Some(SockState::Lingering { deadline: d, .. }) if *d <= now)
+            {
+                self.close_sock(sock, false);
+            }
+        }
+        // Waiting room.
+        let mut expired = std::mem::take(&mut self.expired);
+        self.room.expire(now, &mut expired);
+        for e in expired.drain(..) {
+            match e.role {
+                Role::Client => self.refuse(e.item, Rejection::NotParked),
+                Role::Server => self.close_sock(e.item, false),
+            }
+        }
+        self.expired = expired;
+        self.sync_room_counters();
+        // Idle tunnels.
+        if now >= self.next_idle_sweep {
+            let idle = self.cfg.idle_timeout;
+            self.next_idle_sweep =
+                now + (idle / 8).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            let stale: Vec<usize> = self
+                .tunnels
+                .iter()
+                .filter(|(_, t)| now.saturating_duration_since(t.last_active) >= idle)
+                .map(|(i, _)| i)
+                .collect();
+            for t in stale {
+                self.close_tunnel(t, true);
+            }
+        }
+        // Accept back-off.
+        if let Some(until) = self.accept_paused_until {
+            let below_cap =
+                self.socks.len() + 2 * self.pipes.held() < self.cfg.max_sockets_per_worker * 9 / 10;
+            if now >= until && below_cap {
+                self.accept_paused_until = None;
+                for i in 0..self.listeners.len() {
+                    self.arm_accept(i);
+                }
+            }
+        }
+        if !self.pending_handoffs.is_empty() {
+            self.flush_handoffs();
+        }
+        self.counters.set(Counter::Sockets, self.socks.len() as u64);
+        self.counters.set(Counter::Pipes, self.pipes.held() as u64);
+        if now >= self.next_fd_count {
+            self.next_fd_count = now + Duration::from_secs(1);
+            self.counters.set(Counter::Fds, sys::open_fds());
+        }
+    }
+
+    // ----- shutdown -----
+
+    fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        tracing::info!(
+            worker = self.index,
+            tunnels = self.tunnels.len(),
+            "shutting down: draining tunnels"
+        );
+        self.shutdown_deadline = Some(self.now + self.cfg.drain_timeout);
+        self.cancel_accepts();
+        self.accept_paused_until = None;
+        for (role, item) in self.room.drain_all() {
+            match role {
+                Role::Server => self.close_sock(item, false),
+                Role::Client => self.refuse(item, Rejection::ShuttingDown),
+            }
+        }
+        self.sync_room_counters();
+        let heads: Vec<usize> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| matches!(s.state, SockState::Head { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        for s in heads {
+            self.refuse(s, Rejection::ShuttingDown);
+        }
+    }
+
+    fn abort_all(&mut self) {
+        let tunnels: Vec<usize> = self.tunnels.iter().map(|(i, _)| i).collect();
+        for t in tunnels {
+            // Splices still queued keep their descriptors; the process exits next, which
+            // releases everything after the kernel finishes with them.
+            self.tunnels[t].closing = None;
+            for d in &mut self.tunnels[t].dirs {
+                d.inflight = false;
+            }
+            self.close_tunnel(t, true);
+        }
+        let socks: Vec<usize> = self.socks.iter().map(|(i, _)| i).collect();
+        for s in socks {
+            self.close_sock(s, true);
+        }
+    }
+}
