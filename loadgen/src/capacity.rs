@@ -166,7 +166,7 @@ async fn run(args: &CapacityArgs) -> Result<bool> {
                 Some(u64::try_from(args.hold.as_millis()).unwrap_or(u64::MAX))
             },
             source_ips: source_ips.clone(),
-            max_inflight: args.max_inflight,
+            max_inflight: args.max_inflight.div_ceil(2 * nworkers).max(1),
             timeout_ms: u64::try_from(args.timeout.as_millis()).unwrap_or(u64::MAX),
         };
         first_client += client_shares[i];
@@ -308,12 +308,17 @@ async fn run(args: &CapacityArgs) -> Result<bool> {
         }
     }
     let pairing_phase = go_at.map(|g| g.elapsed()).unwrap_or_default();
-    for w in &mut workers {
-        let _ = w.child.wait().await;
-    }
     let mut stats = Stats::default();
-    for w in &workers {
-        if let Some(s) = &w.stats {
+    for w in workers {
+        let Worker {
+            mut child,
+            stdin,
+            stats: ws,
+            ..
+        } = w;
+        drop(stdin);
+        let _ = child.wait().await;
+        if let Some(s) = &ws {
             stats.merge(s);
         }
     }

@@ -108,9 +108,9 @@ pub(crate) struct CapacityArgs {
     /// Loopback source addresses to spread connections over (127.0.0.1 ..= 127.0.0.N).
     #[arg(long, default_value_t = 32)]
     pub(crate) source_ips: u8,
-    /// Connection handshakes (parks and client connects) in flight per worker; paces
-    /// bursts so the relay's listen backlog does not overflow.
-    #[arg(long, default_value_t = 256)]
+    /// Connection handshakes in flight across all workers (half for parks, half for
+    /// clients); paces bursts so the relay's listen backlog (4096) does not overflow.
+    #[arg(long, default_value_t = 2048)]
     pub(crate) max_inflight: usize,
     /// Limit for each step (connect, handshake, echo).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]

@@ -49,7 +49,7 @@ impl Pattern {
         let mut pos = 0usize;
         let mut off = offset;
         // Unaligned head, one byte at a time.
-        while pos < buf.len() && off % 8 != 0 {
+        while pos < buf.len() && !off.is_multiple_of(8) {
             buf[pos] = self.byte_at(off);
             pos += 1;
             off += 1;

@@ -40,17 +40,6 @@ impl Latency {
         let _ = self.0.record(ns);
     }
 
-    /// Records one latency measured against an intended start, filling in the samples a
-    /// stalled closed-loop sender would have produced every `interval` (coordinated
-    /// omission correction). A zero interval records plainly.
-    pub(crate) fn record_correct(&mut self, d: Duration, interval: Duration) {
-        let ns = u64::try_from(d.as_nanos())
-            .unwrap_or(MAX_NS)
-            .clamp(1, MAX_NS);
-        let iv = u64::try_from(interval.as_nanos()).unwrap_or(MAX_NS);
-        let _ = self.0.record_correct(ns, iv);
-    }
-
     /// Adds every sample of `other`.
     pub(crate) fn merge(&mut self, other: &Self) {
         // Same bounds on both sides, so addition cannot fail.
@@ -306,17 +295,6 @@ mod tests {
         a.record(Duration::from_secs(100_000));
         assert_eq!(a.count(), 2);
         assert!(a.max_ns() >= MAX_NS);
-    }
-
-    #[test]
-    fn record_correct_fills_in_omitted_samples() {
-        let mut a = Latency::new();
-        // A 100 ms stall with an intended interval of 10 ms: 10 samples, 100..10 ms.
-        a.record_correct(Duration::from_millis(100), Duration::from_millis(10));
-        assert_eq!(a.count(), 10);
-        let mut plain = Latency::new();
-        plain.record_correct(Duration::from_millis(100), Duration::ZERO);
-        assert_eq!(plain.count(), 1);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub(crate) struct WorkerSpec {
     pub(crate) hold_ms: Option<u64>,
     /// Source addresses to spread connections over (empty: let the kernel choose).
     pub(crate) source_ips: Vec<Ipv4Addr>,
-    /// Connects (parks or client handshakes) in flight at once.
+    /// Client handshakes in flight at once, and separately parks in flight at once.
     pub(crate) max_inflight: usize,
     /// Limit for each step, in milliseconds.
     pub(crate) timeout_ms: u64,
@@ -114,7 +114,11 @@ struct Ctx {
     clients_pending: Cell<u64>,
     clients_unheld: Cell<u64>,
     next_src: Cell<usize>,
+    /// Client handshakes in flight (connect until the first echoed byte).
     inflight: Semaphore,
+    /// Parks in flight (connect until the 200), separate so that clients waiting at the
+    /// relay for a pairing never starve the re-parks that would serve them.
+    park_inflight: Semaphore,
     go_at: Cell<Option<Instant>>,
     stop: watch::Receiver<bool>,
     finish: watch::Receiver<bool>,
@@ -158,7 +162,12 @@ pub(crate) fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, run())
+    let result = local.block_on(&rt, run());
+    drop(local);
+    // The stdin reader sits in a blocking read that only the parent can end; do not wait
+    // for it.
+    rt.shutdown_background();
+    result
 }
 
 async fn run() -> Result<()> {
@@ -199,6 +208,7 @@ async fn run() -> Result<()> {
         clients_unheld: Cell::new(spec.clients),
         next_src: Cell::new(spec.index),
         inflight: Semaphore::new(spec.max_inflight.max(1)),
+        park_inflight: Semaphore::new(spec.max_inflight.max(1)),
         go_at: Cell::new(None),
         stop: stop_rx,
         finish: finish_rx,
@@ -342,7 +352,7 @@ async fn hidden_slot(ctx: &Rc<Ctx>, id: Uuid, secret: Secret, salt: u64) {
         }
         let parked = async {
             let _permit = ctx
-                .inflight
+                .park_inflight
                 .acquire()
                 .await
                 .map_err(|_| Failure("hidden/park: shutting down".into()))?;
