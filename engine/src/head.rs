@@ -5,6 +5,8 @@
 //! is present, then an owned [`RequestHead`] and the head's length, so the caller can keep
 //! the bytes that followed the head.
 
+use std::mem::MaybeUninit;
+
 /// Limits applied to every request head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadLimits {
@@ -115,7 +117,8 @@ pub enum HeadError {
 }
 
 /// Header slots kept on the stack; larger `max_headers` limits fall back to one heap
-/// array per call.
+/// array per call. The slots are left uninitialised (httparse's safe
+/// `parse_with_uninit_headers`), so a call does not clear 4 KiB first.
 const STACK_HEADERS: usize = 128;
 
 /// Parses the bytes received so far (the buffer always starts at the head's first byte).
@@ -126,15 +129,16 @@ const STACK_HEADERS: usize = 128;
 /// Only the first `max_head_bytes` bytes are examined, so the work per call is bounded
 /// by the limit however much the caller has buffered. A head that has not ended within
 /// them is [`HeadError::TooLarge`] once more bytes than the limit are present (until
-/// then it is `Partial`). Nothing is allocated until the head is complete; then the owned
-/// [`RequestHead`] is built once.
+/// then it is `Partial`). Nothing is allocated until the head is complete (unless
+/// `max_headers` exceeds 128); then the owned [`RequestHead`] is built once.
 pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HeadError> {
     if limits.max_headers <= STACK_HEADERS {
-        let mut slots = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let mut slots = [const { MaybeUninit::uninit() }; STACK_HEADERS];
         let slots = slots.get_mut(..limits.max_headers).unwrap_or_default();
         parse_with(buf, limits, slots)
     } else {
-        let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut slots = Vec::with_capacity(limits.max_headers);
+        slots.resize_with(limits.max_headers, MaybeUninit::uninit);
         parse_with(buf, limits, &mut slots)
     }
 }
@@ -142,11 +146,11 @@ pub fn parse_head(buf: &[u8], limits: &HeadLimits) -> Result<HeadStatus, HeadErr
 fn parse_with<'b>(
     buf: &'b [u8],
     limits: &HeadLimits,
-    slots: &mut [httparse::Header<'b>],
+    slots: &mut [MaybeUninit<httparse::Header<'b>>],
 ) -> Result<HeadStatus, HeadError> {
     let window = buf.get(..limits.max_head_bytes).unwrap_or(buf);
-    let mut req = httparse::Request::new(slots);
-    let head_len = match req.parse(window) {
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(window, slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             return if buf.len() > limits.max_head_bytes {

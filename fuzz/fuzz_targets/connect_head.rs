@@ -1,6 +1,47 @@
+//! Request heads: `parse_head` on arbitrary bytes under two limit sets, then the
+//! routing-side parsers on whatever it returns. Nothing may panic; a complete head must
+//! respect the limits and be found again, identically, in its own prefix.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use tryst_engine::auth::parse_proof;
+use tryst_engine::head::{HeadError, HeadLimits, HeadStatus, Method, parse_head};
+use tryst_engine::target::parse_connect_target;
+
+fn check(data: &[u8], limits: &HeadLimits) {
+    match parse_head(data, limits) {
+        Ok(HeadStatus::Complete(head)) => {
+            assert!(head.head_len <= data.len());
+            assert!(head.head_len <= limits.max_head_bytes);
+            assert!(head.headers.len() <= limits.max_headers);
+            assert!(head.minor_version <= 1);
+            // The head alone parses to the same head; any shorter prefix is Partial.
+            let own = &data[..head.head_len];
+            assert_eq!(
+                parse_head(own, limits),
+                Ok(HeadStatus::Complete(head.clone()))
+            );
+            let cut = data.first().map_or(0, |&b| usize::from(b)) % head.head_len;
+            assert_eq!(parse_head(&data[..cut], limits), Ok(HeadStatus::Partial));
+            if head.method == Method::Connect {
+                let _ = parse_connect_target(&head.target);
+                if let Some(value) = head.header("proxy-authorization") {
+                    let _ = parse_proof(value);
+                }
+            }
+        }
+        Ok(HeadStatus::Partial) => assert!(data.len() <= limits.max_head_bytes),
+        Err(HeadError::TooLarge) => assert!(data.len() > limits.max_head_bytes),
+        Err(_) => {}
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    check(data, &HeadLimits::default());
+    check(
+        data,
+        &HeadLimits {
+            max_head_bytes: 256,
+            max_headers: 4,
+        },
+    );
 });

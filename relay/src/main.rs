@@ -1,1 +1,43 @@
-fn main() {}
+//! `tryst`: the rendezvous relay's command-line entry point. The logic lives in the
+//! `tryst_relay` library; this file parses arguments, installs logging and maps errors.
+#![forbid(unsafe_code)]
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use std::io::IsTerminal as _;
+use tracing_subscriber::EnvFilter;
+use tryst_relay::cli::{Cli, Command};
+use tryst_relay::config::{self, ServeConfig};
+use tryst_relay::serve;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = ServeConfig::load(&args)?;
+            if tryst_engine::driver::is_worker() {
+                serve::run_worker_process(&config).context("worker")?;
+            } else {
+                serve::run_supervisor(config)?;
+            }
+        }
+        Command::Provision(args) => {
+            let path = config::provision_secrets_path(&args)?;
+            let text = serve::run_provision(&path, &args.id, args.force)?;
+            print!("{text}");
+        }
+    }
+    Ok(())
+}
+
+/// Logs to stderr, filtered by `TRYST_LOG` (default: info for tryst, warn otherwise).
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("TRYST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,tryst=info,tryst_relay=info,tryst_engine=info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
+}

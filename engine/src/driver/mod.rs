@@ -21,6 +21,7 @@ use crate::head::HeadLimits;
 use crate::reject::Rejection;
 use crate::route::Router;
 use command_fds::{CommandFdExt, FdMapping};
+use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
 use shm::{Counter, SharedStats};
 use std::ffi::OsString;
@@ -455,8 +456,17 @@ pub fn run_worker<R: Router>(config: &EngineConfig, router: R) -> io::Result<()>
             "malformed TRYST_WORKER",
         ));
     }
+    // Signals aimed at the whole process group (Ctrl-C, systemd's control-group kill,
+    // `pkill tryst`) must not kill workers mid-drain: the supervisor turns them into
+    // messages. Ignore them here.
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        // SAFETY: installing SIG_IGN runs no handler code, so no async-signal-safety
+        // question arises; the worker is single-threaded at this point.
+        unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }
+            .map_err(io::Error::from)?;
+    }
     // Die with the supervisor rather than linger as an orphan holding sockets.
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)?;
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
     if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
         return Err(io::Error::other("supervisor already exited"));
     }

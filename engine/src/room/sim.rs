@@ -7,7 +7,8 @@
 //! outlives its deadline after `expire(now)`, FIFO per key, counts equal.
 //!
 //! Replay one seed: `TRYST_SIM_SEED=<seed> cargo test -p tryst-engine room::sim`
-//! (`TRYST_SIM_STEPS` overrides the number of steps).
+//! (`TRYST_SIM_STEPS` overrides the number of steps; `TRYST_SIM_SEEDS=<n>` runs seeds
+//! `0..n` instead of the default 200, for longer soak runs).
 
 use super::RoomLimits;
 use super::check::{Harness, Op, Tally};
@@ -99,11 +100,12 @@ fn simulate_seeds() {
             run(seed, steps);
         }
         None => {
+            let seeds = env_u64("TRYST_SIM_SEEDS").unwrap_or(SEEDS);
             let mut total = Tally::default();
-            for seed in 0..SEEDS {
+            for seed in 0..seeds {
                 total.add(&run(seed, steps).1);
             }
-            eprintln!("room sim: {SEEDS} seeds x {steps} steps: {total:?}");
+            eprintln!("room sim: {seeds} seeds x {steps} steps: {total:?}");
             // Not vacuous: every outcome happened many times.
             let counts = [
                 total.paired_by_park,

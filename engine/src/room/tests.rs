@@ -591,3 +591,33 @@ fn zero_waits_expire_immediately() {
     assert_eq!(room.next_deadline(), Some(t0));
     assert_eq!(expire_at(&mut room, t0).len(), 2);
 }
+
+#[test]
+fn expiry_keeps_the_stale_bound_when_live_entries_leave() {
+    let t0 = Instant::now();
+    let t = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut room = Room::new(RoomLimits {
+        max_waiting: 100,
+        max_waiting_per_key: 100,
+        ..limits()
+    });
+    // Early live entries, then a late live one, then stale elements, then late live ones:
+    // expiring the early ones must not leave the stale elements over the bound.
+    for i in 0..10 {
+        waiting(room.reach(key(1), i, t(i)));
+    }
+    waiting(room.reach(key(2), 100, t(1_000)));
+    let stale: Vec<_> = (0..20)
+        .map(|i| waiting(room.reach(key(3), 200 + i, t(1_000))))
+        .collect();
+    for i in 0..10 {
+        waiting(room.reach(key(4), 300 + i, t(1_000)));
+    }
+    for h in stale {
+        room.remove(h);
+        ok(&room);
+    }
+    assert_eq!(expire_at(&mut room, t(2_009)).len(), 10);
+    assert!(room.deadline_queue_len(Role::Client) <= 2 * room.waiting() + DEADLINE_SLACK);
+    assert_eq!(room.next_deadline(), Some(t(3_000)));
+}

@@ -1,1 +1,5 @@
-//! it
+//! Integration tests of the `tryst` binary (one test binary; topics are modules).
+
+mod cli;
+mod serve;
+mod tunnel;

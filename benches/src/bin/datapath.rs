@@ -1,0 +1,303 @@
+//! Data-path comparison: bulk throughput through `tryst serve` in each data-path mode
+//! against a direct loopback connection, at several pair counts, interleaved A/B/C in
+//! one invocation, with relay CPU seconds per GB read from /proc.
+//!
+//! `datapath [--pairs 1,16,256] [--reps 3] [--mib 1024] [--tryst PATH]`
+//!
+//! Each run moves `--mib` MiB in total, split evenly over the pairs, client to server,
+//! through blocking sockets on threads. The relay runs with one worker so its CPU is one
+//! process; where `taskset` exists the relay is pinned to CPU 1 and the load to CPU 0.
+
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tryst_engine::auth::{Operation, Secret, proof_header};
+use tryst_engine::target::RendezvousId;
+
+const ID: &str = "6c0d1f7a-2b3c-4d5e-8f90-a1b2c3d4e5f6";
+const SECRET: [u8; 32] = [42; 32];
+const CHUNK: usize = 256 * 1024;
+
+struct Args {
+    pairs: Vec<usize>,
+    reps: usize,
+    mib: usize,
+    tryst: std::path::PathBuf,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        pairs: vec![1, 16, 256],
+        reps: 3,
+        mib: 1024,
+        tryst: std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("tryst")))
+            .unwrap_or_else(|| "tryst".into()),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--pairs" => args.pairs = value.split(',').filter_map(|v| v.parse().ok()).collect(),
+            "--reps" => args.reps = value.parse().unwrap_or(3),
+            "--mib" => args.mib = value.parse().unwrap_or(1024),
+            "--tryst" => args.tryst = value.into(),
+            _ => {
+                eprintln!(
+                    "usage: datapath [--pairs 1,16,256] [--reps 3] [--mib 1024] [--tryst PATH]"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    args
+}
+
+fn taskset() -> bool {
+    Command::new("taskset").arg("-V").output().is_ok()
+}
+
+struct RelayProc {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for RelayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_relay(tryst: &std::path::Path, mode: &str, pin: bool) -> RelayProc {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(SECRET);
+    std::fs::write(
+        dir.path().join("secrets.toml"),
+        format!("[secrets]\n\"{ID}\" = \"{secret}\"\n"),
+    )
+    .expect("write secrets");
+    let mut cmd = if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1"]).arg(tryst);
+        c
+    } else {
+        Command::new(tryst)
+    };
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--data-path",
+        mode,
+    ])
+    .arg("--data-dir")
+    .arg(dir.path())
+    .env("TRYST_LOG", "warn")
+    .stdout(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", tryst.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let addr = line
+        .trim()
+        .strip_prefix("tryst: listening on ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    RelayProc {
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+/// utime + stime of a process and all its descendants (workers; io-wq threads are
+/// threads of the worker and are included in its counts), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let tick = 100.0;
+    let mut total = 0.0;
+    let mut stack = vec![pid];
+    while let Some(p) = stack.pop() {
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) {
+            let rest = stat.rsplit(')').next().unwrap_or("");
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ut: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let st: f64 = f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            total += (ut + st) / tick;
+        }
+        if let Ok(kids) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
+            stack.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<u32>().ok()),
+            );
+        }
+    }
+    total
+}
+
+fn read_ok(s: &mut TcpStream) {
+    let mut buf = [0u8; 16];
+    s.read_exact(&mut buf).expect("read 200");
+    assert_eq!(&buf, b"HTTP/1.1 200\r\n\r\n", "relay refused");
+}
+
+/// Opens `n` tunnels through the relay: (client, server) pairs.
+fn relay_pairs(addr: SocketAddr, n: usize) -> Vec<(TcpStream, TcpStream)> {
+    let id = RendezvousId::parse(ID).expect("id");
+    let secret = Secret::new(SECRET.to_vec());
+    (0..n)
+        .map(|i| {
+            let ts = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let mut nonce = (i as u64).to_be_bytes().to_vec();
+            nonce.extend_from_slice(&Instant::now().elapsed().as_nanos().to_be_bytes()[8..]);
+            nonce.extend_from_slice(&rand_bytes());
+            let mut server = TcpStream::connect(addr).expect("connect");
+            let value = proof_header(&secret, Operation::Park, &id, ts, &nonce);
+            server
+                .write_all(
+                    format!("CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: {value}\r\n\r\n")
+                        .as_bytes(),
+                )
+                .expect("park");
+            read_ok(&mut server);
+            let mut client = TcpStream::connect(addr).expect("connect");
+            client
+                .write_all(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n").as_bytes())
+                .expect("reach");
+            read_ok(&mut client);
+            (client, server)
+        })
+        .collect()
+}
+
+fn rand_bytes() -> [u8; 8] {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    (t as u64 ^ std::process::id() as u64).to_le_bytes()
+}
+
+fn direct_pairs(n: usize) -> Vec<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    (0..n)
+        .map(|_| {
+            let client = TcpStream::connect(addr).expect("connect");
+            let (server, _) = listener.accept().expect("accept");
+            (client, server)
+        })
+        .collect()
+}
+
+/// Moves `per_pair` bytes client -> server on every pair at once; returns seconds.
+fn run_transfer(pairs: Vec<(TcpStream, TcpStream)>, per_pair: usize) -> f64 {
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for (mut client, mut server) in pairs {
+        handles.push(std::thread::spawn(move || {
+            let buf = vec![0x5a; CHUNK];
+            let mut left = per_pair;
+            while left > 0 {
+                let n = left.min(CHUNK);
+                client.write_all(&buf[..n]).expect("write");
+                left -= n;
+            }
+            let _ = client.shutdown(std::net::Shutdown::Write);
+        }));
+        handles.push(std::thread::spawn(move || {
+            let mut buf = vec![0; CHUNK];
+            let mut got = 0;
+            loop {
+                match server.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) => panic!("read: {e}"),
+                }
+            }
+            assert_eq!(got, per_pair, "bytes lost");
+        }));
+    }
+    for h in handles {
+        h.join().expect("transfer thread");
+    }
+    started.elapsed().as_secs_f64()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args = parse_args();
+    let pin = taskset();
+    if pin {
+        // Pin the load generator (this process and its threads) to CPU 0.
+        let _ = Command::new("taskset")
+            .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
+    let modes = ["direct", "splice-syscall", "splice-uring"];
+    println!(
+        "# datapath: {} MiB per run, {} repetitions interleaved, relay pinned to CPU 1 and load to CPU 0: {}",
+        args.mib, args.reps, pin
+    );
+    println!(
+        "| pairs | mode | Gbit/s median | min..max | ratio to direct | relay CPU-s/GB median |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for &n in &args.pairs {
+        let per_pair = (args.mib << 20) / n.max(1);
+        let mut gbps: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+        let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
+        for _ in 0..args.reps {
+            for (m, mode) in modes.iter().enumerate() {
+                let bytes = (per_pair * n) as f64;
+                if *mode == "direct" {
+                    let secs = run_transfer(direct_pairs(n), per_pair);
+                    gbps[m].push(bytes * 8.0 / secs / 1e9);
+                } else {
+                    let relay = start_relay(&args.tryst, mode, pin);
+                    let pairs = relay_pairs(relay.addr, n);
+                    let cpu0 = cpu_seconds(relay.child.id());
+                    let secs = run_transfer(pairs, per_pair);
+                    let used = cpu_seconds(relay.child.id()) - cpu0;
+                    gbps[m].push(bytes * 8.0 / secs / 1e9);
+                    cpu[m].push(used / (bytes / 1e9));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        let direct = median(&mut gbps[0].clone());
+        for (m, mode) in modes.iter().enumerate() {
+            let v = &mut gbps[m];
+            let med = median(v);
+            let (lo, hi) = (v[0], v[v.len() - 1]);
+            let cpu_cell = if cpu[m].is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.3}", median(&mut cpu[m]))
+            };
+            println!(
+                "| {n} | {mode} | {med:.2} | {lo:.2}..{hi:.2} | {:.2} | {cpu_cell} |",
+                med / direct
+            );
+        }
+    }
+}

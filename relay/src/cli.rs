@@ -1,0 +1,352 @@
+//! The command line: `tryst serve` and `tryst provision`.
+//!
+//! Every `serve` setting is one field of [`Settings`], which is both the clap flag set and
+//! the config file's table (keys are the flag names), so the two cannot drift apart.
+//! Precedence: flag, then `TRYST_*` environment variable, then config file, then the
+//! built-in default.
+
+use crate::duration::HumanDuration;
+use clap::{Args, Parser, Subcommand};
+use serde::de::{self, Deserializer, Visitor};
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::str::FromStr;
+use tryst_engine::driver::DataPath;
+
+/// tryst, a rendezvous relay: hidden servers park outbound connections under an id;
+/// clients reach them by naming the id.
+#[derive(Debug, Parser)]
+#[command(name = "tryst", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the relay.
+    Serve(ServeArgs),
+    /// Create a shared secret for a rendezvous id and print what its hidden server needs.
+    Provision(ProvisionArgs),
+}
+
+/// Arguments of `tryst serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// A TOML config file whose keys are the flag names (flags override it).
+    #[arg(long, env = "TRYST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The settings (each also settable in the config file).
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Every `serve` setting. `None` means "not given here"; defaults apply after merging
+/// flags, environment and config file (see [`crate::config`]).
+#[derive(Debug, Clone, Default, PartialEq, Args, serde::Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct Settings {
+    /// Address to listen on [default: 0.0.0.0:7400].
+    #[arg(long, env = "TRYST_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory [default: $XDG_DATA_HOME/tryst, else ~/.local/share/tryst].
+    #[arg(long, env = "TRYST_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Secrets file [default: secrets.toml in the data directory].
+    #[arg(long, env = "TRYST_SECRETS", value_name = "FILE")]
+    pub secrets: Option<PathBuf>,
+    /// Worker processes, or `auto` [default: auto = max(cores, max-sockets / per-worker fd budget)].
+    #[arg(
+        long,
+        visible_alias = "threads",
+        env = "TRYST_WORKERS",
+        value_name = "N|auto"
+    )]
+    #[serde(alias = "threads")]
+    pub workers: Option<WorkerCount>,
+    /// Tunnel data path: splice-syscall or splice-uring [default: splice-syscall].
+    #[arg(long, env = "TRYST_DATA_PATH", value_name = "MODE", value_parser = parse_data_path)]
+    pub data_path: Option<DataPath>,
+    /// How long a client waits for a hidden server to park [default: 2s].
+    #[arg(long, env = "TRYST_CLIENT_WAIT", value_name = "DURATION")]
+    pub client_wait: Option<HumanDuration>,
+    /// Deadline for a complete request head; 408 after it [default: 10s].
+    #[arg(long, env = "TRYST_HEAD_TIMEOUT", value_name = "DURATION")]
+    pub head_timeout: Option<HumanDuration>,
+    /// A tunnel with no bytes either way for this long is closed [default: 1h].
+    #[arg(long, env = "TRYST_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<HumanDuration>,
+    /// On SIGTERM, how long tunnels may drain [default: 30s].
+    #[arg(long, env = "TRYST_DRAIN_TIMEOUT", value_name = "DURATION")]
+    pub drain_timeout: Option<HumanDuration>,
+    /// Most parked connections per id; the oldest is closed beyond it [default: 16].
+    #[arg(long, env = "TRYST_MAX_PARKED_PER_ID", value_name = "N")]
+    pub max_parked_per_id: Option<usize>,
+    /// Pipe capacity in bytes, set with F_SETPIPE_SZ [default: 262144].
+    #[arg(long, env = "TRYST_PIPE_SIZE", value_name = "BYTES")]
+    pub pipe_size: Option<usize>,
+    /// Accepted clock difference for park proofs, whole seconds [default: 60s].
+    #[arg(long, env = "TRYST_PROOF_WINDOW", value_name = "DURATION")]
+    pub proof_window: Option<HumanDuration>,
+    /// Sockets the relay as a whole should be able to hold; sizes `--workers auto` [default: 120000].
+    #[arg(long, env = "TRYST_MAX_SOCKETS", value_name = "N")]
+    pub max_sockets: Option<usize>,
+    /// Most pipes a worker holds at once (2 fds each) [default: 128].
+    #[arg(long, env = "TRYST_MAX_PIPES_PER_WORKER", value_name = "N")]
+    pub max_pipes_per_worker: Option<usize>,
+    /// Most concurrent connections to the HTTP service (/healthz, /metrics) [default: 256].
+    #[arg(long, env = "TRYST_MAX_HTTP_CONNECTIONS", value_name = "N")]
+    pub max_http_connections: Option<usize>,
+}
+
+impl Settings {
+    /// Field by field: the value from `self` if given, else the one from `fallback`.
+    pub fn or(self, fallback: Self) -> Self {
+        Self {
+            listen: self.listen.or(fallback.listen),
+            data_dir: self.data_dir.or(fallback.data_dir),
+            secrets: self.secrets.or(fallback.secrets),
+            workers: self.workers.or(fallback.workers),
+            data_path: self.data_path.or(fallback.data_path),
+            client_wait: self.client_wait.or(fallback.client_wait),
+            head_timeout: self.head_timeout.or(fallback.head_timeout),
+            idle_timeout: self.idle_timeout.or(fallback.idle_timeout),
+            drain_timeout: self.drain_timeout.or(fallback.drain_timeout),
+            max_parked_per_id: self.max_parked_per_id.or(fallback.max_parked_per_id),
+            pipe_size: self.pipe_size.or(fallback.pipe_size),
+            proof_window: self.proof_window.or(fallback.proof_window),
+            max_sockets: self.max_sockets.or(fallback.max_sockets),
+            max_pipes_per_worker: self.max_pipes_per_worker.or(fallback.max_pipes_per_worker),
+            max_http_connections: self.max_http_connections.or(fallback.max_http_connections),
+        }
+    }
+}
+
+/// Arguments of `tryst provision`.
+#[derive(Debug, Clone, Args)]
+pub struct ProvisionArgs {
+    /// The rendezvous id: a hyphenated UUID (stored in canonical lower-case form).
+    #[arg(value_name = "UUID")]
+    pub id: String,
+    /// The config file `tryst serve` uses, to find its data directory and secrets file.
+    #[arg(long, env = "TRYST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory [default: $XDG_DATA_HOME/tryst, else ~/.local/share/tryst].
+    #[arg(long, env = "TRYST_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Secrets file [default: secrets.toml in the data directory].
+    #[arg(long, env = "TRYST_SECRETS", value_name = "FILE")]
+    pub secrets: Option<PathBuf>,
+    /// Replace the secret if the id already has one.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `--workers`: a fixed count or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerCount {
+    /// Computed from cores, `--max-sockets` and the fd limit.
+    Auto,
+    /// Exactly this many.
+    Fixed(NonZeroUsize),
+}
+
+/// Why a `--workers` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a worker count (expected a positive integer or `auto`)")]
+pub struct WorkerCountError(String);
+
+impl FromStr for WorkerCount {
+    type Err = WorkerCountError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "auto" {
+            return Ok(Self::Auto);
+        }
+        s.parse::<NonZeroUsize>()
+            .map(Self::Fixed)
+            .map_err(|_| WorkerCountError(s.to_owned()))
+    }
+}
+
+impl fmt::Display for WorkerCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WorkerCount {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+
+        impl Visitor<'_> for CountVisitor {
+            type Value = WorkerCount;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a positive integer or \"auto\"")
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<WorkerCount, E> {
+                usize::try_from(v)
+                    .ok()
+                    .and_then(NonZeroUsize::new)
+                    .map(WorkerCount::Fixed)
+                    .ok_or_else(|| E::custom(WorkerCountError(v.to_string())))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<WorkerCount, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(WorkerCountError(v.to_string()))),
+                }
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<WorkerCount, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+/// Parses a `--data-path` value.
+pub fn parse_data_path(s: &str) -> Result<DataPath, String> {
+    match s {
+        "splice-syscall" => Ok(DataPath::SpliceSyscall),
+        "splice-uring" => Ok(DataPath::SpliceUring),
+        other => Err(format!(
+            "`{other}` is not a data path (expected splice-syscall or splice-uring)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use std::time::Duration;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("tryst").chain(args.iter().copied()))
+    }
+
+    fn serve(args: &[&str]) -> ServeArgs {
+        match parse(args).unwrap().command {
+            Command::Serve(s) => s,
+            Command::Provision(_) => panic!("expected serve"),
+        }
+    }
+
+    #[test]
+    fn serve_flags_parse() {
+        let s = serve(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "3",
+            "--data-path",
+            "splice-uring",
+            "--client-wait",
+            "500ms",
+            "--idle-timeout",
+            "1h",
+            "--max-parked-per-id",
+            "4",
+            "--config",
+            "/etc/tryst.toml",
+        ]);
+        assert_eq!(s.config, Some(PathBuf::from("/etc/tryst.toml")));
+        let st = s.settings;
+        assert_eq!(st.listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(
+            st.workers,
+            Some(WorkerCount::Fixed(NonZeroUsize::new(3).unwrap()))
+        );
+        assert_eq!(st.data_path, Some(DataPath::SpliceUring));
+        assert_eq!(
+            st.client_wait,
+            Some(HumanDuration(Duration::from_millis(500)))
+        );
+        assert_eq!(
+            st.idle_timeout,
+            Some(HumanDuration(Duration::from_secs(3600)))
+        );
+        assert_eq!(st.max_parked_per_id, Some(4));
+        assert_eq!(st.head_timeout, None);
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_the_parser() {
+        for args in [
+            &["serve", "--client-wait", "2"][..],
+            &["serve", "--workers", "0"],
+            &["serve", "--workers", "many"],
+            &["serve", "--data-path", "copy"],
+            &["serve", "--listen", "localhost"],
+            &["serve", "--unknown-flag"],
+            &["provision"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn provision_parses() {
+        let cli = parse(&[
+            "provision",
+            "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f",
+            "--force",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Provision(p) => {
+                assert_eq!(p.id, "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f");
+                assert!(p.force);
+            }
+            Command::Serve(_) => panic!("expected provision"),
+        }
+    }
+
+    #[test]
+    fn worker_count_parses() {
+        assert_eq!("auto".parse(), Ok(WorkerCount::Auto));
+        assert_eq!(
+            "7".parse(),
+            Ok(WorkerCount::Fixed(NonZeroUsize::new(7).unwrap()))
+        );
+        assert!("0".parse::<WorkerCount>().is_err());
+        assert!("-1".parse::<WorkerCount>().is_err());
+        assert_eq!(WorkerCount::Auto.to_string(), "auto");
+    }
+
+    #[test]
+    fn settings_merge_prefers_self() {
+        let a = Settings {
+            pipe_size: Some(1),
+            ..Settings::default()
+        };
+        let b = Settings {
+            pipe_size: Some(2),
+            max_sockets: Some(3),
+            ..Settings::default()
+        };
+        let m = a.or(b);
+        assert_eq!(m.pipe_size, Some(1));
+        assert_eq!(m.max_sockets, Some(3));
+        assert_eq!(m.listen, None);
+    }
+}

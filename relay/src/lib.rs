@@ -1,0 +1,25 @@
+//! tryst-relay: the `tryst` binary's logic around [`tryst_engine`].
+//!
+//! - [`cli`]: the command line (`tryst serve`, `tryst provision`).
+//! - [`config`]: flags, environment and config file merged into a validated
+//!   [`config::ServeConfig`].
+//! - [`duration`]: `2s` / `500ms` / `1h` durations.
+//! - [`secrets`]: the secrets file, [`secrets::FileSecrets`] for the native router, and
+//!   provisioning.
+//! - [`http`]: the hyper service for connections the engine hands off (`/healthz`,
+//!   `/metrics`).
+//! - [`metrics`]: the Prometheus rendering of the engine's counters.
+//! - [`serve`]: the supervisor process and the worker entry point.
+//!
+//! I/O contract: [`serve`] and [`http`] do network I/O, [`secrets`] and [`config`] read and
+//! write files; everything else is pure. This crate contains no `unsafe` code.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod http;
+pub mod metrics;
+pub mod secrets;
+pub mod serve;

@@ -1,0 +1,692 @@
+//! The secrets file: rendezvous id -> shared secret, and `tryst provision`.
+//!
+//! Format (TOML; keys are canonical lower-case UUIDs, values unpadded base64url):
+//! ```toml
+//! # tryst secrets: rendezvous id -> shared secret (unpadded base64url of the secret bytes)
+//! [secrets]
+//! "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f" = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng"
+//! ```
+//! The file is written atomically (temporary file, fsync, rename, fsync of the
+//! directory) with mode 0600. A missing file means "no ids provisioned".
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use tryst_engine::auth::Secret;
+use tryst_engine::route::SecretSource;
+use tryst_engine::target::RendezvousId;
+
+/// Bytes of a provisioned secret.
+pub const SECRET_LEN: usize = 32;
+/// Shortest secret accepted from the file.
+pub const MIN_SECRET_LEN: usize = 16;
+/// Longest secret accepted from the file.
+pub const MAX_SECRET_LEN: usize = 1024;
+/// The first line of every secrets file we write.
+pub const HEADER: &str =
+    "# tryst secrets: rendezvous id -> shared secret (unpadded base64url of the secret bytes)";
+
+/// Why the secrets file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretsError {
+    /// Reading or writing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Not TOML of the expected shape.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key that is not a hyphenated UUID.
+    #[error("{path}: `{key}` is not a rendezvous id (expected a hyphenated UUID)")]
+    BadId {
+        /// The file.
+        path: PathBuf,
+        /// The key as written.
+        key: String,
+    },
+    /// Two keys spell the same id.
+    #[error("{path}: id `{key}` appears twice (ids are case-insensitive)")]
+    DuplicateId {
+        /// The file.
+        path: PathBuf,
+        /// The second spelling.
+        key: String,
+    },
+    /// A value that is not a usable secret.
+    #[error("{path}: secret for `{key}` {problem}")]
+    BadSecret {
+        /// The file.
+        path: PathBuf,
+        /// The id as written.
+        key: String,
+        /// What is wrong.
+        problem: SecretProblem,
+    },
+    /// `provision` of an id that already has a secret, without `--force`.
+    #[error("{id} already has a secret in {path}; pass --force to replace it")]
+    AlreadyProvisioned {
+        /// The id, canonical.
+        id: String,
+        /// The file.
+        path: PathBuf,
+    },
+    /// `provision` with an id that is not a hyphenated UUID.
+    #[error(
+        "`{0}` is not a rendezvous id (expected a hyphenated UUID such as 0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f)"
+    )]
+    BadArgument(String),
+}
+
+/// Why one secret value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretProblem {
+    /// Not base64url.
+    #[error("is not unpadded base64url")]
+    NotBase64Url,
+    /// Fewer than [`MIN_SECRET_LEN`] bytes.
+    #[error("is shorter than 16 bytes")]
+    TooShort,
+    /// More than [`MAX_SECRET_LEN`] bytes.
+    #[error("is longer than 1024 bytes")]
+    TooLong,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+}
+
+/// Decodes one secret value: base64url, unpadded (trailing `=` tolerated), 16 to 1024
+/// bytes.
+pub fn decode_secret(text: &str) -> Result<Vec<u8>, SecretProblem> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .map_err(|_| SecretProblem::NotBase64Url)?;
+    if bytes.len() < MIN_SECRET_LEN {
+        return Err(SecretProblem::TooShort);
+    }
+    if bytes.len() > MAX_SECRET_LEN {
+        return Err(SecretProblem::TooLong);
+    }
+    Ok(bytes)
+}
+
+/// Encodes secret bytes as the file stores them (unpadded base64url).
+pub fn encode_secret(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Parses the text of a secrets file. `path` is only used in error messages.
+pub fn parse_secrets(
+    text: &str,
+    path: &Path,
+) -> Result<BTreeMap<RendezvousId, Secret>, SecretsError> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| SecretsError::Syntax {
+        path: path.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })?;
+    let mut out = BTreeMap::new();
+    for (key, value) in raw.secrets {
+        let bytes = decode_secret(&value).map_err(|problem| SecretsError::BadSecret {
+            path: path.to_owned(),
+            key: key.clone(),
+            problem,
+        })?;
+        let id = RendezvousId::parse(&key).map_err(|_| SecretsError::BadId {
+            path: path.to_owned(),
+            key: key.clone(),
+        })?;
+        if out.insert(id, Secret::new(bytes)).is_some() {
+            return Err(SecretsError::DuplicateId {
+                path: path.to_owned(),
+                key,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Renders a secrets file from `(canonical id, encoded secret)` pairs, in order.
+pub fn render_entries<'a>(entries: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    out.push_str(HEADER);
+    out.push_str("\n[secrets]\n");
+    for (id, secret) in entries {
+        out.push('"');
+        out.push_str(id);
+        out.push_str("\" = \"");
+        out.push_str(secret);
+        out.push_str("\"\n");
+    }
+    out
+}
+
+/// Renders a secrets file (sorted by id).
+pub fn render_secrets(secrets: &BTreeMap<RendezvousId, Secret>) -> String {
+    let rows: Vec<(String, String)> = secrets
+        .iter()
+        .map(|(id, s)| (id.to_string(), encode_secret(s.expose())))
+        .collect();
+    render_entries(rows.iter().map(|(i, s)| (i.as_str(), s.as_str())))
+}
+
+/// A warning when a secrets file's mode lets group or others read or write it.
+pub fn permission_warning(path: &Path, mode: u32) -> Option<String> {
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is accessible by group or others (mode {:04o}); run `chmod 600 {}`",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        )
+    })
+}
+
+/// Reads the secrets file; a missing file is an empty set. Warns (does not refuse) when
+/// the file is readable by group or others.
+pub fn load_secrets(path: &Path) -> Result<BTreeMap<RendezvousId, Secret>, SecretsError> {
+    let io_err = |source| SecretsError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) => return Err(io_err(e)),
+    };
+    let meta = file.metadata().map_err(io_err)?;
+    if let Some(w) = permission_warning(path, meta.permissions().mode()) {
+        tracing::warn!("{w}");
+    }
+    let text = io::read_to_string(file).map_err(io_err)?;
+    parse_secrets(&text, path)
+}
+
+/// Writes `contents` to `path` atomically with `mode`: a temporary file in the same
+/// directory, fsync, rename over `path`, fsync of the directory.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), SecretsError> {
+    fn io_err(p: &Path) -> impl FnOnce(io::Error) -> SecretsError + '_ {
+        move |source| SecretsError::Io {
+            path: p.to_owned(),
+            source,
+        }
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(io_err(&tmp))?;
+        // The umask may have removed bits; make the mode exact.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_err(&tmp))?;
+        f.write_all(contents).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, path).map_err(io_err(path))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates `dir` (and its parents) with mode 0700 if missing.
+pub fn create_private_dir(dir: &Path) -> Result<(), SecretsError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|source| SecretsError::Io {
+            path: dir.to_owned(),
+            source,
+        })
+}
+
+/// The secrets of the native router, loaded from the secrets file.
+#[derive(Debug)]
+pub struct FileSecrets {
+    path: PathBuf,
+    secrets: HashMap<RendezvousId, Secret>,
+}
+
+impl FileSecrets {
+    /// Loads `path` (a missing file is an empty set).
+    pub fn load(path: &Path) -> Result<Self, SecretsError> {
+        let secrets = load_secrets(path)?.into_iter().collect();
+        Ok(Self {
+            path: path.to_owned(),
+            secrets,
+        })
+    }
+
+    /// The file this was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many ids have secrets.
+    pub fn len(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// True when no id has a secret.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+}
+
+impl SecretSource for FileSecrets {
+    fn secret(&self, id: &RendezvousId) -> Option<&Secret> {
+        self.secrets.get(id)
+    }
+
+    fn reload(&mut self) -> Result<(), String> {
+        let fresh = load_secrets(&self.path).map_err(|e| e.to_string())?;
+        self.secrets = fresh.into_iter().collect();
+        Ok(())
+    }
+}
+
+/// The outcome of [`provision`].
+#[derive(Debug)]
+pub struct Provisioned {
+    /// The id, canonical.
+    pub id: RendezvousId,
+    /// The new secret.
+    pub secret: Secret,
+    /// The secrets file written.
+    pub path: PathBuf,
+    /// True when an existing secret was replaced (`--force`).
+    pub replaced: bool,
+}
+
+/// Creates a random secret for `id_text` in the secrets file at `path` (creating its
+/// directory 0700 if missing). Refuses an id that already has a secret unless `force`;
+/// refuses to touch a file it cannot parse.
+pub fn provision(
+    path: &Path,
+    id_text: &str,
+    force: bool,
+    rng: &mut dyn RngCore,
+) -> Result<Provisioned, SecretsError> {
+    let id =
+        RendezvousId::parse(id_text).map_err(|_| SecretsError::BadArgument(id_text.to_owned()))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        create_private_dir(dir)?;
+    }
+    let mut secrets = load_secrets(path)?;
+    let replaced = secrets.contains_key(&id);
+    if replaced && !force {
+        return Err(SecretsError::AlreadyProvisioned {
+            id: id.to_string(),
+            path: path.to_owned(),
+        });
+    }
+    let mut bytes = vec![0u8; SECRET_LEN];
+    rng.fill_bytes(&mut bytes);
+    let secret = Secret::new(bytes);
+    secrets.insert(id, secret.clone());
+    write_atomic(path, render_secrets(&secrets).as_bytes(), 0o600)?;
+    Ok(Provisioned {
+        id,
+        secret,
+        path: path.to_owned(),
+        replaced,
+    })
+}
+
+/// What `tryst provision` prints: the id, the secret, and how a hidden server parks.
+pub fn provision_instructions(p: &Provisioned) -> String {
+    let id = p.id.to_string();
+    let secret = encode_secret(p.secret.expose());
+    let verb = if p.replaced {
+        "Replaced the secret of"
+    } else {
+        "Provisioned"
+    };
+    format!(
+        r#"{verb} rendezvous id {id} in {path}
+A running relay loads it on SIGHUP (kill -HUP <pid of tryst serve>).
+
+id:     {id}
+secret: {secret}
+
+A hidden server parks by sending, and then waiting for `HTTP/1.1 200`:
+
+  CONNECT uuid:{id} HTTP/1.1
+  Proxy-Authorization: Tryst ts=<unix seconds>, nonce=<16-64 hex digits>, mac=<mac>
+
+  (then an empty line; every line ends in CRLF)
+
+where mac = unpadded base64url(HMAC-SHA256(key = the 32 secret bytes, message)) and
+message = "tryst-proof-v1\npark\n{id}\n<ts>\n<nonce in lower-case hex>"
+(\n is a newline byte; no trailing newline). ts must be within 60 s of the relay's
+clock and a nonce may be used once.
+
+The park request, ready to pipe into nc (python3, standard library only):
+
+  python3 -c '{python}' > park.txt
+  {{ cat park.txt; cat; }} | nc <relay host> 7400
+"#,
+        path = p.path.display(),
+        python = python_park_head(&id, &secret),
+    )
+}
+
+/// A python3 program (no single quotes, so it fits in `python3 -c '...'`) that prints
+/// a fresh park request head for `id` under `secret_b64`.
+pub fn python_park_head(id: &str, secret_b64: &str) -> String {
+    format!(
+        concat!(
+            "import base64,hashlib,hmac,os,sys,time;",
+            "i=\"{id}\";s=\"{secret}\";k=base64.urlsafe_b64decode(s+\"=\"*(-len(s)%4));",
+            "t=str(int(time.time()));n=os.urandom(16).hex();",
+            "m=base64.urlsafe_b64encode(hmac.new(k,(\"tryst-proof-v1\\npark\\n\"+i+\"\\n\"+t+\"\\n\"+n).encode(),hashlib.sha256).digest()).decode().rstrip(\"=\");",
+            "sys.stdout.write(\"CONNECT uuid:\"+i+\" HTTP/1.1\\r\\nProxy-Authorization: Tryst ts=\"+t+\", nonce=\"+n+\", mac=\"+m+\"\\r\\n\\r\\n\")"
+        ),
+        id = id,
+        secret = secret_b64
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    const ID: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
+    const SECRET_B64: &str = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng";
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn secrets_encode_and_decode() {
+        let bytes = decode_secret(SECRET_B64).unwrap();
+        assert_eq!(bytes.len(), 32);
+        assert_eq!(encode_secret(&bytes), SECRET_B64);
+        assert_eq!(decode_secret(&format!("{SECRET_B64}=")).unwrap(), bytes);
+        assert_eq!(
+            decode_secret("not base64!"),
+            Err(SecretProblem::NotBase64Url)
+        );
+        assert_eq!(decode_secret("q83vEjRWeJA"), Err(SecretProblem::TooShort));
+        assert_eq!(
+            decode_secret(&"A".repeat(1400)),
+            Err(SecretProblem::TooLong)
+        );
+        // Standard (non-url) alphabet is refused.
+        assert_eq!(
+            decode_secret("q83v+jRWeJASNFZ4kBI0VniQ/jRW"),
+            Err(SecretProblem::NotBase64Url)
+        );
+    }
+
+    #[test]
+    fn rendered_file_has_the_agreed_format() {
+        let text = render_entries([(ID, SECRET_B64)]);
+        assert_eq!(
+            text,
+            format!("{HEADER}\n[secrets]\n\"{ID}\" = \"{SECRET_B64}\"\n"),
+        );
+        // And it is TOML of the shape the loader reads.
+        let raw: RawFile = toml::from_str(&text).unwrap();
+        assert_eq!(raw.secrets.get(ID).map(String::as_str), Some(SECRET_B64));
+        assert_eq!(render_entries([]), format!("{HEADER}\n[secrets]\n"));
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let p = Path::new("/x/secrets.toml");
+        let err = parse_secrets("[secrets\n", p).unwrap_err();
+        assert!(matches!(err, SecretsError::Syntax { .. }), "{err}");
+        assert!(err.to_string().starts_with("/x/secrets.toml: "), "{err}");
+        let err = parse_secrets("[other]\n", p).unwrap_err();
+        assert!(err.to_string().contains("unknown field `other`"), "{err}");
+        let err = parse_secrets(&format!("[secrets]\n\"{ID}\" = \"c2hvcnQ\"\n"), p).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("/x/secrets.toml: secret for `{ID}` is shorter than 16 bytes")
+        );
+        let err = parse_secrets(&format!("[secrets]\n\"{ID}\" = 5\n"), p).unwrap_err();
+        assert!(matches!(err, SecretsError::Syntax { .. }), "{err}");
+        assert!(parse_secrets("", p).unwrap().is_empty());
+        assert!(parse_secrets("[secrets]\n", p).unwrap().is_empty());
+    }
+
+    #[test]
+    fn permission_warnings() {
+        let p = Path::new("/d/secrets.toml");
+        assert_eq!(permission_warning(p, 0o100600), None);
+        assert_eq!(permission_warning(p, 0o100400), None);
+        let w = permission_warning(p, 0o100644).unwrap();
+        assert_eq!(
+            w,
+            "/d/secrets.toml is accessible by group or others (mode 0644); run `chmod 600 /d/secrets.toml`"
+        );
+        assert!(permission_warning(p, 0o100660).is_some());
+        assert!(permission_warning(p, 0o100602).is_some());
+    }
+
+    #[test]
+    fn atomic_write_replaces_with_exact_mode_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.toml");
+        write_atomic(&path, b"one", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"one");
+        assert_eq!(mode_of(&path), 0o600);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&path, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(mode_of(&path), 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("secrets.toml")]);
+    }
+
+    #[test]
+    fn atomic_write_failure_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // Renaming a file over a non-empty directory fails.
+        let path = dir.path().join("taken");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("keep"), b"x").unwrap();
+        let err = write_atomic(&path, b"new", 0o600).unwrap_err();
+        assert!(matches!(err, SecretsError::Io { .. }), "{err}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("taken")],
+            "temporary file removed"
+        );
+    }
+
+    #[test]
+    fn private_dir_is_0700() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("a").join("tryst");
+        create_private_dir(&d).unwrap();
+        assert_eq!(mode_of(&d), 0o700);
+        create_private_dir(&d).unwrap();
+    }
+
+    #[test]
+    fn missing_file_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = FileSecrets::load(&dir.path().join("absent.toml")).unwrap();
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn load_canonicalises_ids() {
+        let p = Path::new("s.toml");
+        let upper = ID.to_uppercase();
+        let map =
+            parse_secrets(&format!("[secrets]\n\"{upper}\" = \"{SECRET_B64}\"\n"), p).unwrap();
+        let id = RendezvousId::parse(ID).unwrap();
+        assert_eq!(
+            map.get(&id).map(Secret::expose),
+            Some(&decode_secret(SECRET_B64).unwrap()[..])
+        );
+        let err = parse_secrets(
+            &format!("[secrets]\n\"{ID}\" = \"{SECRET_B64}\"\n\"{upper}\" = \"{SECRET_B64}\"\n"),
+            p,
+        )
+        .unwrap_err();
+        assert!(matches!(err, SecretsError::DuplicateId { .. }), "{err}");
+        let err =
+            parse_secrets(&format!("[secrets]\n\"{{{ID}}}\" = \"{SECRET_B64}\"\n"), p).unwrap_err();
+        assert!(matches!(err, SecretsError::BadId { .. }), "{err}");
+    }
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.toml");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let p = provision(&path, &ID.to_uppercase(), false, &mut rng).unwrap();
+        assert!(!p.replaced);
+        assert_eq!(p.id.to_string(), ID);
+        assert_eq!(p.secret.expose().len(), SECRET_LEN);
+        assert_eq!(mode_of(&path), 0o600);
+        let text = fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            render_entries([(ID, encode_secret(p.secret.expose()).as_str())])
+        );
+        let loaded = FileSecrets::load(&path).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded.secret(&p.id), Some(&p.secret));
+    }
+
+    #[test]
+    fn provision_refuses_duplicates_without_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data").join("secrets.toml");
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let first = provision(&path, ID, false, &mut rng).unwrap();
+        assert_eq!(mode_of(path.parent().unwrap()), 0o700);
+        let err = provision(&path, ID, false, &mut rng).unwrap_err();
+        assert!(
+            matches!(err, SecretsError::AlreadyProvisioned { .. }),
+            "{err}"
+        );
+        assert_eq!(
+            FileSecrets::load(&path).unwrap().secret(&first.id),
+            Some(&first.secret)
+        );
+        let second = provision(&path, ID, true, &mut rng).unwrap();
+        assert!(second.replaced);
+        assert_ne!(second.secret, first.secret);
+        assert_eq!(
+            FileSecrets::load(&path).unwrap().secret(&first.id),
+            Some(&second.secret)
+        );
+        let other = "11111111-2222-4333-8444-555555555555";
+        provision(&path, other, false, &mut rng).unwrap();
+        assert_eq!(FileSecrets::load(&path).unwrap().len(), 2);
+        let err = provision(&path, "not-a-uuid", false, &mut rng).unwrap_err();
+        assert!(matches!(err, SecretsError::BadArgument(_)), "{err}");
+    }
+
+    #[test]
+    fn reload_picks_up_changes_and_keeps_old_on_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.toml");
+        let id = RendezvousId::parse(ID).unwrap();
+        write_atomic(&path, render_entries([(ID, SECRET_B64)]).as_bytes(), 0o600).unwrap();
+        let mut s = FileSecrets::load(&path).unwrap();
+        let old = s.secret(&id).cloned().unwrap();
+
+        fs::write(&path, "[secrets]\n\"garbage\n").unwrap();
+        let err = s.reload().unwrap_err();
+        assert!(err.contains("secrets.toml"), "{err}");
+        assert_eq!(
+            s.secret(&id),
+            Some(&old),
+            "old secrets kept after a failed reload"
+        );
+
+        let other = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0VnA";
+        write_atomic(&path, render_entries([(ID, other)]).as_bytes(), 0o600).unwrap();
+        s.reload().unwrap();
+        assert_eq!(
+            s.secret(&id).map(Secret::expose),
+            Some(&decode_secret(other).unwrap()[..])
+        );
+
+        fs::remove_file(&path).unwrap();
+        s.reload().unwrap();
+        assert!(s.is_empty(), "a removed file revokes every id");
+    }
+
+    #[test]
+    fn instructions_contain_what_the_hidden_server_needs() {
+        let p = Provisioned {
+            id: RendezvousId::parse(ID).unwrap(),
+            secret: Secret::new(decode_secret(SECRET_B64).unwrap()),
+            path: PathBuf::from("/d/secrets.toml"),
+            replaced: false,
+        };
+        let text = provision_instructions(&p);
+        assert!(text.contains(&format!("id:     {ID}\n")), "{text}");
+        assert!(text.contains(&format!("secret: {SECRET_B64}\n")), "{text}");
+        assert!(
+            text.contains("Proxy-Authorization: Tryst ts=<unix seconds>, nonce="),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "python3 -c '{}'",
+            python_park_head(ID, SECRET_B64)
+        )));
+    }
+
+    #[test]
+    fn python_recipe_fits_in_single_quotes() {
+        let py = python_park_head(ID, SECRET_B64);
+        assert!(!py.contains('\''), "{py}");
+        assert!(py.contains(&format!("i=\"{ID}\"")));
+        assert!(py.contains("tryst-proof-v1\\npark\\n"));
+    }
+}

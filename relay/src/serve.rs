@@ -1,0 +1,354 @@
+//! `tryst serve`: the supervisor process and the worker entry point.
+//!
+//! The supervisor raises `RLIMIT_NOFILE`, creates the data directory, binds the
+//! listener, validates the secrets file, prints where it listens, starts the engine's
+//! workers and then runs a small tokio loop: handed-off HTTP connections, `/metrics`
+//! requests, SIGHUP (reload secrets), SIGTERM/SIGINT (drain and exit) and a 200 ms
+//! worker check. Workers run no tokio runtime: they build the native router and hand
+//! control to the engine.
+
+use crate::config::ServeConfig;
+use crate::http::{HttpLimits, HttpService, StatsRequest, StatsRequester};
+use crate::secrets::{self, FileSecrets, SecretsError};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io::{self, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsFd as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::Interest;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tryst_engine::driver::{Engine, run_worker};
+use tryst_engine::route::{NativeRouter, NativeRouterConfig};
+
+/// Listen backlog (std's `TcpListener::bind` uses 128).
+pub const LISTEN_BACKLOG: i32 = 4096;
+/// How often the supervisor reaps and restarts workers.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Why `tryst serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The data directory could not be created.
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The secrets file is unusable.
+    #[error("secrets: {0}")]
+    Secrets(#[from] SecretsError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// Another I/O failure, with what was being done.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: &'static str,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(io::Error) -> ServeError {
+    move |source| ServeError::Io { what, source }
+}
+
+/// Raises the `RLIMIT_NOFILE` soft limit to the hard limit; returns `(soft, hard)` now.
+pub fn raise_nofile_limit() -> io::Result<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(io::Error::from)?;
+    }
+    Ok((hard, hard))
+}
+
+/// Binds `addr` with `SO_REUSEADDR` and a [`LISTEN_BACKLOG`] backlog.
+pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// The two lines `tryst serve` prints first on stdout.
+pub fn startup_lines(listening: SocketAddr, data_dir: &Path) -> String {
+    format!(
+        "tryst: listening on {listening}\ntryst: data directory {}\n",
+        data_dir.display()
+    )
+}
+
+/// Runs the supervisor until SIGTERM/SIGINT has drained every worker.
+pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
+    match raise_nofile_limit() {
+        Ok((soft, hard)) => tracing::debug!(soft, hard, "RLIMIT_NOFILE"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
+    }
+    secrets::create_private_dir(&config.data_dir).map_err(|e| match e {
+        SecretsError::Io { path, source } => ServeError::DataDir { path, source },
+        other => ServeError::Secrets(other),
+    })?;
+    let secrets = FileSecrets::load(&config.secrets_path)?;
+    if secrets.is_empty() {
+        tracing::info!(
+            path = %config.secrets_path.display(),
+            "no rendezvous ids provisioned yet; add one with `tryst provision <UUID>`"
+        );
+    } else {
+        tracing::info!(ids = secrets.len(), path = %config.secrets_path.display(), "secrets loaded");
+    }
+    drop(secrets);
+
+    // Signal handlers go in before the startup lines: whoever reads them may signal at
+    // once, and SIGHUP's or SIGTERM's default action would kill the supervisor.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tryst-http")
+        .enable_all()
+        .build()
+        .map_err(io_err("starting the tokio runtime"))?;
+    let signals = {
+        let _entered = runtime.enter();
+        Signals::install()?
+    };
+
+    let listener = bind_listener(config.listen).map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(io_err("reading the bound address"))?;
+    {
+        let mut out = io::stdout().lock();
+        out.write_all(startup_lines(local, &config.data_dir).as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(io_err("writing to stdout"))?;
+    }
+    let e = &config.engine;
+    tracing::info!(
+        %local,
+        pid = std::process::id(),
+        workers = e.workers,
+        sockets_per_worker = e.max_sockets_per_worker,
+        data_path = ?e.data_path,
+        "starting"
+    );
+
+    let worker_args = std::env::args_os().skip(1).collect();
+    let engine = Engine::start(&config.engine, vec![listener], worker_args)
+        .map_err(io_err("starting the workers"))?;
+    runtime.block_on(supervise(engine, &config, signals))
+}
+
+/// The signals the supervisor acts on.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; needs a tokio runtime context.
+    fn install() -> Result<Self, ServeError> {
+        Ok(Self {
+            hangup: signal(SignalKind::hangup())
+                .map_err(io_err("installing the SIGHUP handler"))?,
+            terminate: signal(SignalKind::terminate())
+                .map_err(io_err("installing the SIGTERM handler"))?,
+            interrupt: signal(SignalKind::interrupt())
+                .map_err(io_err("installing the SIGINT handler"))?,
+        })
+    }
+}
+
+/// A duplicate of the HTTP inbox's fd, registered with tokio only to learn when the
+/// inbox is readable (receiving goes through [`tryst_engine::driver::HttpInbox`]).
+fn inbox_readiness(engine: &Engine) -> io::Result<tokio::net::UnixDatagram> {
+    let fd = engine.http_inbox().as_fd().try_clone_to_owned()?;
+    tokio::net::UnixDatagram::from_std(std::os::unix::net::UnixDatagram::from(fd))
+}
+
+async fn supervise(
+    mut engine: Engine,
+    config: &ServeConfig,
+    signals: Signals,
+) -> Result<(), ServeError> {
+    let (stats, mut stats_requests) = StatsRequester::channel(64);
+    let http = HttpService::new(
+        HttpLimits {
+            max_connections: config.max_http_connections,
+            header_timeout: config.engine.head_timeout,
+            max_headers: config.engine.head_max_headers,
+        },
+        stats,
+    );
+    let inbox = inbox_readiness(&engine).map_err(io_err("registering the HTTP inbox"))?;
+    let Signals {
+        mut hangup,
+        mut terminate,
+        mut interrupt,
+    } = signals;
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutting_down = false;
+
+    loop {
+        tokio::select! {
+            ready = inbox.readable() => {
+                ready.map_err(io_err("waiting on the HTTP inbox"))?;
+                // `try_io` clears tokio's readiness when the drain ends in WouldBlock.
+                let _ = inbox.try_io(Interest::READABLE, || drain_inbox(&engine, &http));
+            }
+            Some(reply) = stats_requests.recv() => answer_stats(&engine, reply),
+            _ = hangup.recv() => reload(&engine, &config.secrets_path),
+            _ = terminate.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGTERM"),
+            _ = interrupt.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGINT"),
+            _ = tick.tick() => {
+                match engine.poll_workers() {
+                    Ok(true) if shutting_down => break,
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "checking workers"),
+                }
+            }
+        }
+    }
+    drop(inbox);
+    tracing::info!("all workers exited");
+    Ok(())
+}
+
+/// Serves every queued hand-off. Ends with `WouldBlock` once the inbox is empty, or
+/// with the receive error.
+fn drain_inbox(engine: &Engine, http: &HttpService) -> io::Result<()> {
+    loop {
+        match engine.http_inbox().try_recv() {
+            Ok(Some(conn)) => {
+                if let Err(e) = http.accept(conn) {
+                    tracing::warn!(error = %e, "cannot serve a handed-off connection");
+                }
+            }
+            Ok(None) => return Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "receiving from the HTTP inbox");
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn answer_stats(engine: &Engine, reply: StatsRequest) {
+    let _ = reply.send(engine.stats());
+}
+
+fn reload(engine: &Engine, secrets_path: &Path) {
+    match FileSecrets::load(secrets_path) {
+        Ok(s) => {
+            tracing::info!(
+                ids = s.len(),
+                "SIGHUP: secrets file valid; reloading workers"
+            );
+            if let Err(e) = engine.reload() {
+                tracing::error!(error = %e, "asking workers to reload");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: secrets file invalid; keeping the old secrets")
+        }
+    }
+}
+
+fn begin_shutdown(engine: &mut Engine, http: &HttpService, shutting_down: &mut bool, why: &str) {
+    if *shutting_down {
+        tracing::info!("{why}: already draining");
+        return;
+    }
+    tracing::info!("{why}: stopping; draining tunnels");
+    *shutting_down = true;
+    http.begin_shutdown();
+    if let Err(e) = engine.begin_shutdown() {
+        tracing::error!(error = %e, "beginning shutdown");
+    }
+}
+
+/// The worker process: loads the secrets, builds the native router and runs the
+/// engine's event loop until shutdown.
+pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
+    let secrets = FileSecrets::load(&config.secrets_path)?;
+    let router = NativeRouter::new(
+        secrets,
+        NativeRouterConfig {
+            proof_window_secs: config.proof_window_secs,
+            ..NativeRouterConfig::default()
+        },
+    );
+    run_worker(&config.engine, router).map_err(io_err("worker"))
+}
+
+/// Provisions an id (see [`secrets::provision`]) and returns what to print.
+pub fn run_provision(secrets_path: &Path, id: &str, force: bool) -> Result<String, SecretsError> {
+    let p = secrets::provision(secrets_path, id, force, &mut rand::rngs::OsRng)?;
+    Ok(secrets::provision_instructions(&p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_lines_are_the_agreed_ones() {
+        assert_eq!(
+            startup_lines(
+                "127.0.0.1:7400".parse().unwrap(),
+                Path::new("/var/lib/tryst")
+            ),
+            "tryst: listening on 127.0.0.1:7400\ntryst: data directory /var/lib/tryst\n"
+        );
+    }
+
+    #[test]
+    fn listener_binds_port_zero_with_a_large_backlog() {
+        let l = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = l.local_addr().unwrap();
+        assert_ne!(addr.port(), 0);
+        let sock = socket2::SockRef::from(&l);
+        assert!(sock.reuse_address().unwrap());
+        // Loopback handshakes complete against the backlog before any accept: with
+        // std's backlog of 128 the 130th SYN would be dropped and this connect time out.
+        let somaxconn: i32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(4096);
+        let n = usize::try_from(somaxconn.min(LISTEN_BACKLOG).min(300)).unwrap_or(0);
+        let clients: Vec<_> = (0..n)
+            .map(|i| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                    .unwrap_or_else(|e| panic!("connection {i} of {n}: {e}"))
+            })
+            .collect();
+        assert_eq!(clients.len(), n);
+    }
+
+    #[test]
+    fn nofile_soft_limit_is_raised_to_hard() {
+        let (soft, hard) = raise_nofile_limit().unwrap();
+        assert_eq!(soft, hard);
+        let (s, h) =
+            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!((s, h), (hard, hard));
+    }
+}

@@ -1,0 +1,238 @@
+//! The command line: help, provisioning, and configuration errors reported before start.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+const ID: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
+
+/// `tryst` with a clean environment: no `TRYST_*` variables, `HOME` in `home`.
+fn tryst(home: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TRYST_") || key == "XDG_DATA_HOME" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("HOME", home)
+        .args(args)
+        .output()
+        .expect("run tryst")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn help_lists_the_subcommands() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tryst(home.path(), &["--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let help = text(&out.stdout);
+    assert!(help.contains("serve"), "{help}");
+    assert!(help.contains("provision"), "{help}");
+}
+
+#[test]
+fn serve_help_lists_the_agreed_flags() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tryst(home.path(), &["serve", "--help"]);
+    assert!(out.status.success(), "{out:?}");
+    let help = text(&out.stdout);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--secrets",
+        "--workers",
+        "--threads",
+        "--data-path",
+        "--client-wait",
+        "--head-timeout",
+        "--idle-timeout",
+        "--drain-timeout",
+        "--max-parked-per-id",
+        "--pipe-size",
+        "--proof-window",
+        "--config",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from\n{help}");
+    }
+}
+
+#[test]
+fn provision_writes_refuses_duplicates_and_forces() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let secrets = data.join("secrets.toml");
+
+    let out = tryst(
+        home.path(),
+        &["provision", &ID.to_uppercase(), "--data-dir", data_arg],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let printed = text(&out.stdout);
+    assert!(printed.contains(&format!("id:     {ID}\n")), "{printed}");
+    let file = fs::read_to_string(&secrets).unwrap();
+    assert!(
+        file.starts_with("# tryst secrets: rendezvous id -> shared secret"),
+        "{file}"
+    );
+    let line = file
+        .lines()
+        .find(|l| l.starts_with(&format!("\"{ID}\" = \"")))
+        .expect("entry");
+    let secret = line.rsplit('"').nth(1).unwrap();
+    assert_eq!(secret.len(), 43, "32 bytes, unpadded base64url");
+    assert!(
+        printed.contains(&format!("secret: {secret}\n")),
+        "{printed}"
+    );
+    assert!(
+        printed.contains("Proxy-Authorization: Tryst ts="),
+        "{printed}"
+    );
+    assert_eq!(
+        fs::metadata(&secrets).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    let out = tryst(home.path(), &["provision", ID, "--data-dir", data_arg]);
+    assert!(!out.status.success(), "duplicate must be refused: {out:?}");
+    assert!(
+        text(&out.stderr).contains("already has a secret"),
+        "{out:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&secrets).unwrap(),
+        file,
+        "file untouched"
+    );
+
+    let out = tryst(
+        home.path(),
+        &["provision", ID, "--data-dir", data_arg, "--force"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let replaced = fs::read_to_string(&secrets).unwrap();
+    assert_ne!(replaced, file);
+    assert_eq!(replaced.lines().filter(|l| l.contains(ID)).count(), 1);
+}
+
+#[test]
+fn provision_defaults_to_the_home_data_dir_and_honours_secrets() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tryst(home.path(), &["provision", ID]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        home.path()
+            .join(".local/share/tryst/secrets.toml")
+            .is_file()
+    );
+
+    let custom = home.path().join("elsewhere.toml");
+    let out = tryst(
+        home.path(),
+        &["provision", ID, "--secrets", custom.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(fs::read_to_string(&custom).unwrap().contains(ID));
+}
+
+#[test]
+fn provision_refuses_malformed_ids() {
+    let home = tempfile::tempdir().unwrap();
+    for bad in [
+        "not-a-uuid",
+        "{0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f}",
+        "0b6c6f1e3c4b4a8e9d2f6a1c2b3d4e5f",
+    ] {
+        let out = tryst(home.path(), &["provision", bad]);
+        assert!(!out.status.success(), "{bad}: {out:?}");
+        assert!(
+            text(&out.stderr).contains("is not a rendezvous id"),
+            "{out:?}"
+        );
+    }
+    assert!(!home.path().join(".local/share/tryst/secrets.toml").exists());
+}
+
+#[test]
+fn serve_reports_bad_configuration_before_starting() {
+    let home = tempfile::tempdir().unwrap();
+    let out = tryst(home.path(), &["serve", "--client-wait", "2"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("`2` has no unit"), "{out:?}");
+
+    let config = home.path().join("tryst.toml");
+    fs::write(&config, "listen = \"127.0.0.1:0\"\nclient_wait = \"2s\"\n").unwrap();
+    let out = tryst(
+        home.path(),
+        &["serve", "--config", config.to_str().unwrap()],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown field `client_wait`"), "{err}");
+    assert!(err.contains("tryst.toml"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing printed before the config is valid"
+    );
+}
+
+#[test]
+fn provision_reads_paths_from_the_serve_config_file() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("from-config");
+    let config = home.path().join("tryst.toml");
+    fs::write(
+        &config,
+        format!("data-dir = {:?}\n", data.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = tryst(
+        home.path(),
+        &["provision", ID, "--config", config.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        fs::read_to_string(data.join("secrets.toml"))
+            .unwrap()
+            .contains(ID)
+    );
+}
+
+#[test]
+fn serve_refuses_an_invalid_secrets_file_before_listening() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    fs::create_dir(&data).unwrap();
+    fs::write(
+        data.join("secrets.toml"),
+        "[secrets]\n\"not-a-uuid\" = \"q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng\"\n",
+    )
+    .unwrap();
+    let out = tryst(
+        home.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("`not-a-uuid` is not a rendezvous id"), "{err}");
+    assert!(err.contains("secrets.toml"), "{err}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}

@@ -1,0 +1,261 @@
+//! `tryst serve` end to end: startup lines, the HTTP service, parking and reaching with a
+//! provisioned secret, SIGHUP reload, SIGTERM exit.
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tryst_engine::auth::{Operation, proof_header};
+use tryst_engine::target::RendezvousId;
+
+const ID_A: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
+const ID_B: &str = "11111111-2222-4333-8444-555555555555";
+
+/// A running `tryst serve`; killed on drop if the test did not stop it.
+struct Relay {
+    child: Child,
+    addr: SocketAddr,
+    data_dir: PathBuf,
+    log: PathBuf,
+}
+
+fn tryst(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TRYST_") || key == "XDG_DATA_HOME" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("HOME", home);
+    cmd
+}
+
+impl Relay {
+    fn start(home: &Path, data_dir: &Path) -> Self {
+        let log = home.join("relay.log");
+        let mut child = tryst(home)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "2",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        let mut second = String::new();
+        out.read_line(&mut first).unwrap();
+        out.read_line(&mut second).unwrap();
+        let addr = first
+            .strip_prefix("tryst: listening on ")
+            .and_then(|a| a.trim_end().parse().ok())
+            .unwrap_or_else(|| panic!("first line {first:?}; log:\n{}", read(&log)));
+        assert_eq!(
+            second,
+            format!("tryst: data directory {}\n", data_dir.display())
+        );
+        Self {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+            log,
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(i32::try_from(self.child.id()).unwrap()), sig).unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit; asserts it was clean.
+    fn stop(mut self) {
+        self.signal(Signal::SIGTERM);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}; log:\n{}", read(&self.log));
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_default()
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Reads up to and including the blank line that ends a response head.
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+fn provision(home: &Path, data_dir: &Path, id: &str) {
+    let out = tryst(home)
+        .args(["provision", id, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Opens a connection and sends a park request for `id` with a fresh proof.
+fn park(addr: SocketAddr, data_dir: &Path, id: &str, nonce: u64) -> (TcpStream, String) {
+    let secrets = tryst_relay::secrets::load_secrets(&data_dir.join("secrets.toml")).unwrap();
+    let id = RendezvousId::parse(id).unwrap();
+    let secret = &secrets[&id];
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let auth = proof_header(secret, Operation::Park, &id, now, &nonce.to_be_bytes());
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "CONNECT uuid:{id} HTTP/1.1\r\nProxy-Authorization: {auth}\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_head(&mut s);
+    (s, head)
+}
+
+#[test]
+fn serve_prints_where_it_listens_serves_http_and_exits_cleanly() {
+    let home = tempfile::tempdir().unwrap();
+    let data_dir = home.path().join("data");
+    let relay = Relay::start(home.path(), &data_dir);
+    assert_ne!(relay.addr.port(), 0);
+    assert_eq!(
+        fs::metadata(&relay.data_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    let health = http_get(relay.addr, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
+    assert!(health.ends_with("\r\n\r\n{\"status\":\"ok\"}"), "{health}");
+
+    let missing = http_get(relay.addr, "/nothing");
+    assert!(
+        missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
+        "{missing}"
+    );
+    assert!(missing.ends_with(r#"{"error":{"code":"not_found","message":"no such endpoint"}}"#));
+
+    let metrics = http_get(relay.addr, "/metrics");
+    assert!(
+        metrics.contains("content-type: text/plain; version=0.0.4\r\n"),
+        "{metrics}"
+    );
+    assert_eq!(
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("tryst_worker_up{"))
+            .count(),
+        2,
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tryst_worker_up{worker=\"0\",pid=\"") && l.ends_with("} 1"))
+    );
+    assert!(
+        metrics.contains("\ntryst_rejections_total{reason=\"not_parked\"} 0\n"),
+        "{metrics}"
+    );
+    relay.stop();
+}
+
+#[test]
+fn provisioned_server_is_reached_and_sighup_loads_new_ids() {
+    let home = tempfile::tempdir().unwrap();
+    let data_dir = home.path().join("data");
+    provision(home.path(), &data_dir, ID_A);
+    let relay = Relay::start(home.path(), &data_dir);
+
+    let (mut server, head) = park(relay.addr, &data_dir, ID_A, 1);
+    assert_eq!(head, "HTTP/1.1 200\r\n\r\n");
+    let mut client = TcpStream::connect(relay.addr).unwrap();
+    // Upper case is canonicalised; bytes after the head are delivered first.
+    write!(
+        client,
+        "CONNECT uuid:{} HTTP/1.1\r\n\r\nhello",
+        ID_A.to_uppercase()
+    )
+    .unwrap();
+    assert_eq!(read_head(&mut client), "HTTP/1.1 200\r\n\r\n");
+    client.write_all(b" server").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut got = String::new();
+    server.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hello server");
+    server.write_all(b"hi client").unwrap();
+    server.shutdown(Shutdown::Write).unwrap();
+    let mut got = String::new();
+    client.read_to_string(&mut got).unwrap();
+    assert_eq!(got, "hi client");
+
+    let metrics = http_get(relay.addr, "/metrics");
+    assert!(metrics.contains("\ntryst_paired_total 1\n"), "{metrics}");
+
+    // B is unknown until the relay reloads its secrets.
+    provision(home.path(), &data_dir, ID_B);
+    relay.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut nonce = 100;
+    loop {
+        let (_conn, head) = park(relay.addr, &data_dir, ID_B, nonce);
+        if head == "HTTP/1.1 200\r\n\r\n" {
+            break;
+        }
+        // Until the workers have reloaded, the proof does not verify.
+        assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{head}");
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not load the new id; log:\n{}",
+            read(&relay.log)
+        );
+        nonce += 1;
+    }
+    relay.stop();
+}
+
+#[test]
+fn signals_right_after_the_startup_lines_are_handled() {
+    let home = tempfile::tempdir().unwrap();
+    let relay = Relay::start(home.path(), &home.path().join("data"));
+    // Default actions would kill the process; handlers are installed before printing.
+    relay.signal(Signal::SIGHUP);
+    relay.stop();
+}

@@ -1,0 +1,589 @@
+//! End-to-end tests of `tryst serve` over loopback: parking, pairing, the splice data
+//! path, half-close, resets, and every refusal named in the engine issue.
+//!
+//! Each test starts its own relay on an ephemeral port with its own data directory.
+//! Waiting is done on events (a read returning, a process exiting); the only polling is
+//! for counters the workers publish, bounded by a deadline.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tryst_engine::auth::{Operation, Secret, proof_header};
+use tryst_engine::target::RendezvousId;
+
+const ID: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
+const SECRET: [u8; 32] = [7; 32];
+const OK: &[u8] = b"HTTP/1.1 200\r\n\r\n";
+
+/// A relay process for one test; killed on drop.
+pub(crate) struct Relay {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub(crate) fn write_secrets(dir: &Path) {
+    let text = format!("[secrets]\n\"{ID}\" = \"{}\"\n", b64url(&SECRET));
+    let path = dir.join("secrets.toml");
+    std::fs::write(&path, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+impl Relay {
+    pub(crate) fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, |c| c)
+    }
+
+    pub(crate) fn start_with(extra: &[&str], wrap: impl FnOnce(Command) -> Command) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write_secrets(dir.path());
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(["--workers", "2"])
+            .args(extra)
+            .env("TRYST_LOG", "warn");
+        if !extra.contains(&"--client-wait") {
+            cmd.args(["--client-wait", "500ms"]);
+        }
+        let mut cmd = wrap(cmd);
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        // Read the first stdout line byte by byte (the relay flushes it at start).
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8(line).unwrap();
+        let addr = line
+            .strip_prefix("tryst: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .unwrap();
+        // Keep draining stdout so the relay never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s
+    }
+
+    /// Parks a hidden server with a fresh proof and reads its 200.
+    pub(crate) fn park(&self) -> TcpStream {
+        let mut s = self.connect();
+        s.write_all(park_head(now_unix(), &nonce()).as_bytes())
+            .unwrap();
+        assert_eq!(read_exact_n(&mut s, OK.len()), OK);
+        s
+    }
+
+    /// Connects a client (with `early` bytes after its head) and reads its 200.
+    pub(crate) fn reach(&self, early: &[u8]) -> TcpStream {
+        let mut s = self.connect();
+        let mut req = format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n").into_bytes();
+        req.extend_from_slice(early);
+        s.write_all(&req).unwrap();
+        assert_eq!(read_exact_n(&mut s, OK.len()), OK);
+        s
+    }
+
+    /// Sends raw bytes and returns everything the relay answers until it closes.
+    pub(crate) fn exchange(&self, request: &[u8]) -> String {
+        let mut s = self.connect();
+        s.write_all(request).unwrap();
+        read_to_close(&mut s)
+    }
+
+    pub(crate) fn metrics(&self) -> String {
+        self.exchange(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    }
+
+    /// Sums a metric's samples (all label sets).
+    pub(crate) fn metric(&self, name: &str) -> u64 {
+        metric_sum(&self.metrics(), name)
+    }
+
+    /// Waits (bounded) until `metric` equals `want`; returns the last value seen.
+    pub(crate) fn await_metric(&self, name: &str, want: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.metric(name);
+            if v == want || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(crate) fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+pub(crate) fn metric_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+pub(crate) fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub(crate) fn nonce() -> Vec<u8> {
+    (0..16).map(|_| rand::random::<u8>()).collect()
+}
+
+pub(crate) fn park_head_with(secret: &[u8], ts: u64, nonce: &[u8]) -> String {
+    let id = RendezvousId::parse(ID).unwrap();
+    let value = proof_header(
+        &Secret::new(secret.to_vec()),
+        Operation::Park,
+        &id,
+        ts,
+        nonce,
+    );
+    format!("CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: {value}\r\n\r\n")
+}
+
+pub(crate) fn park_head(ts: u64, nonce: &[u8]) -> String {
+    park_head_with(&SECRET, ts, nonce)
+}
+
+pub(crate) fn read_exact_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).unwrap();
+    buf
+}
+
+pub(crate) fn read_to_close(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status_and_code(response: &str) -> (u16, String) {
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let code = response
+        .split("\"code\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("")
+        .to_owned();
+    (status, code)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn both_ways(relay: &Relay) {
+    let mut server = relay.park();
+    let mut client = relay.reach(b"");
+    let up = pattern(1 << 20, 1);
+    let down = pattern(1 << 20, 2);
+    let writer = {
+        let mut server = server.try_clone().unwrap();
+        let down = down.clone();
+        std::thread::spawn(move || server.write_all(&down).unwrap())
+    };
+    let reader = {
+        let mut client = client.try_clone().unwrap();
+        std::thread::spawn(move || read_exact_n(&mut client, 1 << 20))
+    };
+    client.write_all(&up).unwrap();
+    assert!(
+        read_exact_n(&mut server, 1 << 20) == up,
+        "client->server bytes differ"
+    );
+    writer.join().unwrap();
+    assert!(
+        reader.join().unwrap() == down,
+        "server->client bytes differ"
+    );
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut server), "");
+    server.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut client), "");
+}
+
+#[test]
+fn park_pair_and_one_mebibyte_each_way_through_splice() {
+    let relay = Relay::start(&[]);
+    both_ways(&relay);
+    assert!(relay.metric("tryst_bytes_spliced_total") >= 2 << 20);
+    assert_eq!(relay.metric("tryst_paired_total"), 1);
+}
+
+#[test]
+fn uring_splice_data_path_moves_the_same_bytes() {
+    let relay = Relay::start(&["--data-path", "splice-uring"]);
+    both_ways(&relay);
+    assert!(relay.metric("tryst_bytes_spliced_total") >= 2 << 20);
+}
+
+#[test]
+fn bytes_after_the_client_head_arrive_first_and_in_order() {
+    let relay = Relay::start(&[]);
+    let mut server = relay.park();
+    let mut client = relay.reach(b"early-bytes|");
+    client.write_all(b"later-bytes").unwrap();
+    assert_eq!(read_exact_n(&mut server, 23), b"early-bytes|later-bytes");
+    drop(client);
+}
+
+#[test]
+fn client_waiting_before_the_server_parks_is_paired() {
+    let relay = Relay::start(&["--client-wait", "10s"]);
+    let mut client = relay.connect();
+    client
+        .write_all(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\nwaited").as_bytes())
+        .unwrap();
+    assert_eq!(relay.await_metric("tryst_waiting", 1), 1);
+    let mut server = relay.park();
+    assert_eq!(read_exact_n(&mut client, OK.len()), OK);
+    assert_eq!(read_exact_n(&mut server, 6), b"waited");
+}
+
+#[test]
+fn half_close_is_forwarded_in_each_direction() {
+    let relay = Relay::start(&[]);
+    let mut server = relay.park();
+    let mut client = relay.reach(b"");
+    client.write_all(b"question").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    // The server sees the bytes then EOF, and can still answer.
+    assert_eq!(read_to_close(&mut server), "question");
+    server.write_all(b"answer").unwrap();
+    server.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut client), "answer");
+}
+
+#[test]
+fn reset_mid_transfer_closes_both_sides_and_frees_their_sockets() {
+    let relay = Relay::start(&[]);
+    let baseline = relay.await_metric("tryst_active_tunnels", 0);
+    assert_eq!(baseline, 0);
+    let sockets_before = relay.metric("tryst_sockets");
+    let mut server = relay.park();
+    let client = relay.reach(b"");
+    (&client).write_all(&pattern(64 * 1024, 3)).unwrap();
+    let _ = read_exact_n(&mut server, 1024);
+    // Reset the client: linger 0 then close.
+    let sock = socket2::SockRef::from(&client);
+    sock.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(client);
+    // The server's side is closed too: its reads end (EOF or reset) instead of hanging.
+    let mut rest = Vec::new();
+    let _ = server.read_to_end(&mut rest);
+    assert_eq!(relay.await_metric("tryst_active_tunnels", 0), 0);
+    assert_eq!(
+        relay.await_metric("tryst_sockets", sockets_before),
+        sockets_before
+    );
+}
+
+#[test]
+fn parked_server_hanging_up_frees_its_slot_at_once() {
+    let relay = Relay::start(&[]);
+    let server = relay.park();
+    assert_eq!(relay.await_metric("tryst_parked", 1), 1);
+    drop(server);
+    assert_eq!(relay.await_metric("tryst_parked", 0), 0);
+    // A client now finds nobody parked.
+    let response = relay.exchange(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n").as_bytes());
+    assert_eq!(status_and_code(&response), (404, "not_parked".into()));
+}
+
+#[test]
+fn parked_connections_pair_in_fifo_order() {
+    let relay = Relay::start(&[]);
+    let mut first = relay.park();
+    let mut second = relay.park();
+    first.write_all(b"").unwrap();
+    let mut c1 = relay.reach(b"1");
+    let mut c2 = relay.reach(b"2");
+    assert_eq!(read_exact_n(&mut first, 1), b"1");
+    assert_eq!(read_exact_n(&mut second, 1), b"2");
+    drop((c1.flush(), c2.flush()));
+}
+
+#[test]
+fn over_the_per_id_cap_the_oldest_parked_connection_is_closed() {
+    let relay = Relay::start(&["--max-parked-per-id", "2"]);
+    let mut oldest = relay.park();
+    let _second = relay.park();
+    let _third = relay.park();
+    assert_eq!(read_to_close(&mut oldest), "");
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2);
+}
+
+#[test]
+fn no_parked_server_answers_404_after_the_client_wait() {
+    let relay = Relay::start(&[]);
+    let started = Instant::now();
+    let response = relay.exchange(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n").as_bytes());
+    assert!(
+        started.elapsed() >= Duration::from_millis(450),
+        "answered before the wait"
+    );
+    assert!(
+        response.starts_with("HTTP/1.1 404 Not Found\r\n"),
+        "{response}"
+    );
+    assert!(response.ends_with(
+        r#"{"error":{"code":"not_parked","message":"no hidden server parked under this id"}}"#
+    ));
+}
+
+#[test]
+fn bad_proofs_are_refused_with_exact_codes() {
+    let relay = Relay::start(&[]);
+    let now = now_unix();
+    let cases: Vec<(String, (u16, &str))> = vec![
+        (park_head_with(&[9; 32], now, &nonce()), (403, "bad_proof")),
+        (park_head(now - 61, &nonce()), (403, "stale_timestamp")),
+        (park_head(now + 61, &nonce()), (403, "stale_timestamp")),
+        (
+            format!("CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: Tryst ts=1\r\n\r\n"),
+            (400, "malformed_proof"),
+        ),
+        (
+            format!("CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: Basic eDp5\r\n\r\n"),
+            (400, "malformed_proof"),
+        ),
+    ];
+    for (request, (status, code)) in cases {
+        let response = relay.exchange(request.as_bytes());
+        assert_eq!(
+            status_and_code(&response),
+            (status, code.to_owned()),
+            "{request}"
+        );
+    }
+    // Unknown id: same answer as a bad MAC.
+    let other = "11111111-2222-4333-8444-555555555555";
+    let id = RendezvousId::parse(other).unwrap();
+    let value = proof_header(
+        &Secret::new(SECRET.to_vec()),
+        Operation::Park,
+        &id,
+        now,
+        &nonce(),
+    );
+    let response = relay.exchange(
+        format!("CONNECT uuid:{other} HTTP/1.1\r\nProxy-Authorization: {value}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(status_and_code(&response), (403, "bad_proof".into()));
+}
+
+#[test]
+fn a_replayed_nonce_is_refused() {
+    let relay = Relay::start(&[]);
+    let head = park_head(now_unix(), &nonce());
+    let mut first = relay.connect();
+    first.write_all(head.as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut first, OK.len()), OK);
+    let response = relay.exchange(head.as_bytes());
+    assert_eq!(status_and_code(&response), (403, "replayed_nonce".into()));
+}
+
+#[test]
+fn early_data_from_a_parking_server_is_refused() {
+    let relay = Relay::start(&[]);
+    let mut request = park_head(now_unix(), &nonce()).into_bytes();
+    request.extend_from_slice(b"too soon");
+    let response = relay.exchange(&request);
+    assert_eq!(status_and_code(&response), (409, "early_data".into()));
+}
+
+#[test]
+fn malformed_heads_and_targets_get_exact_codes() {
+    let relay = Relay::start(&[]);
+    let huge = format!(
+        "CONNECT uuid:{ID} HTTP/1.1\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let many: String = (0..65).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("CONNECT uuid:{ID} HTTP/1.1\r\n{many}\r\n");
+    let cases: Vec<(Vec<u8>, (u16, &str))> = vec![
+        (b"GARBAGE\r\n\r\n".to_vec(), (400, "malformed_head")),
+        (b"\x00\x01\x02\r\n\r\n".to_vec(), (400, "malformed_head")),
+        (huge.into_bytes(), (431, "head_too_large")),
+        (many.into_bytes(), (431, "too_many_headers")),
+        (
+            b"BREW uuid:x HTTP/1.1\r\n\r\n".to_vec(),
+            (405, "method_not_allowed"),
+        ),
+        (
+            b"CONNECT example.com:443 HTTP/1.1\r\n\r\n".to_vec(),
+            (400, "unknown_target"),
+        ),
+        (
+            b"CONNECT uuid:not-a-uuid HTTP/1.1\r\n\r\n".to_vec(),
+            (400, "malformed_uuid"),
+        ),
+        (
+            b"CONNECT uuid:{0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f} HTTP/1.1\r\n\r\n".to_vec(),
+            (400, "malformed_uuid"),
+        ),
+    ];
+    for (request, (status, code)) in cases {
+        let response = relay.exchange(&request);
+        assert_eq!(
+            status_and_code(&response),
+            (status, code.to_owned()),
+            "{}",
+            String::from_utf8_lossy(&request[..request.len().min(60)])
+        );
+        assert!(response.contains("\r\nConnection: close\r\n"));
+    }
+}
+
+#[test]
+fn upper_case_uuid_reaches_the_same_hidden_server() {
+    let relay = Relay::start(&[]);
+    let mut server = relay.park();
+    let mut client = relay.connect();
+    let upper = ID.to_uppercase();
+    client
+        .write_all(format!("CONNECT uuid:{upper} HTTP/1.1\r\n\r\nX").as_bytes())
+        .unwrap();
+    assert_eq!(read_exact_n(&mut client, OK.len()), OK);
+    assert_eq!(read_exact_n(&mut server, 1), b"X");
+}
+
+#[test]
+fn slow_head_gets_408_at_the_deadline() {
+    let relay = Relay::start(&["--head-timeout", "1s"]);
+    let mut s = relay.connect();
+    s.write_all(b"CONNECT uuid:").unwrap();
+    let started = Instant::now();
+    let response = read_to_close(&mut s);
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(status_and_code(&response), (408, "head_timeout".into()));
+}
+
+#[test]
+fn health_and_metrics_are_served_on_the_same_port() {
+    let relay = Relay::start(&[]);
+    let health = relay.exchange(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let metrics = relay.metrics();
+    for name in [
+        "tryst_parked",
+        "tryst_waiting",
+        "tryst_paired_total",
+        "tryst_active_tunnels",
+        "tryst_bytes_spliced_total",
+        "tryst_rejections_total",
+        "tryst_sockets",
+        "tryst_fds",
+        "tryst_pipes",
+        "tryst_worker_up",
+    ] {
+        assert!(metrics.contains(name), "missing {name}");
+    }
+}
+
+#[test]
+fn rejections_are_counted_by_reason() {
+    let relay = Relay::start(&[]);
+    relay.exchange(b"GARBAGE\r\n\r\n");
+    relay.exchange(b"GARBAGE\r\n\r\n");
+    let metrics = relay.metrics();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("tryst_rejections_total{reason=\"malformed_head\"}")
+                && l.ends_with(" 2")
+        ),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn sigterm_closes_parked_connections_drains_tunnels_and_exits_zero() {
+    let mut relay = Relay::start(&["--drain-timeout", "5s"]);
+    let mut server = relay.park();
+    let mut client = relay.reach(b"");
+    let mut parked = relay.park();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(relay.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // The idle parked connection is closed; the tunnel keeps working while it drains.
+    let _ = read_to_close(&mut parked);
+    client.write_all(b"still here").unwrap();
+    assert_eq!(read_exact_n(&mut server, 10), b"still here");
+    client.shutdown(Shutdown::Write).unwrap();
+    server.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut client), "");
+    assert!(relay.wait_exit().success());
+}
+
+#[test]
+fn sigterm_to_the_whole_process_group_still_drains() {
+    use std::os::unix::process::CommandExt;
+    let mut relay = Relay::start_with(&["--drain-timeout", "5s"], |mut c| {
+        c.process_group(0);
+        c
+    });
+    let mut server = relay.park();
+    let mut client = relay.reach(b"");
+    // Like Ctrl-C in a terminal or systemd's control-group kill: every process gets it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-(relay.pid() as i32)),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    client.write_all(b"drain me").unwrap();
+    assert_eq!(read_exact_n(&mut server, 8), b"drain me");
+    client.shutdown(Shutdown::Write).unwrap();
+    server.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut client), "");
+    assert!(relay.wait_exit().success());
+}

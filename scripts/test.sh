@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: what README.md names and .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Integration tests start the real binaries (`tryst`, `loadgen`), so build them first.
+cargo build --workspace --bins --examples --locked
+cargo test --workspace --locked
