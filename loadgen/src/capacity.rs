@@ -346,8 +346,12 @@ async fn run(args: &CapacityArgs) -> Result<bool> {
                 after_park: after_park.unwrap_or_default(),
                 at_peak: peak,
                 end,
-                bytes_per_socket: if peak.sockets > 0 {
-                    end.peak_rss.saturating_sub(base.rss) as f64 / peak.sockets as f64
+                bytes_per_socket: report::marginal_bytes_per_socket(
+                    &after_park.unwrap_or_default(),
+                    &peak,
+                ),
+                bytes_per_socket_overall: if peak.sockets > 0 {
+                    peak.rss as f64 / peak.sockets as f64
                 } else {
                     0.0
                 },

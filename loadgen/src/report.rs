@@ -24,8 +24,21 @@ pub(crate) struct RelayResources {
     pub(crate) at_peak: TreeSample,
     /// At the end, before SIGTERM (CPU seconds and peak RSS of the whole run).
     pub(crate) end: TreeSample,
-    /// (peak RSS - baseline RSS) / sockets at the peak.
+    /// User-space bytes per added socket: RSS growth from "all parked" to the peak,
+    /// divided by the sockets added in between.
     pub(crate) bytes_per_socket: f64,
+    /// RSS at the peak divided by sockets at the peak (includes fixed costs).
+    pub(crate) bytes_per_socket_overall: f64,
+}
+
+/// RSS growth per socket between two samples of the same tree (0 when no sockets were
+/// added).
+pub(crate) fn marginal_bytes_per_socket(before: &TreeSample, after: &TreeSample) -> f64 {
+    let added = after.sockets.saturating_sub(before.sockets);
+    if added == 0 {
+        return 0.0;
+    }
+    after.rss.saturating_sub(before.rss) as f64 / added as f64
 }
 
 /// Everything a capacity run reports.
@@ -222,14 +235,15 @@ pub(crate) fn render_capacity(r: &CapacityReport) -> String {
         );
         let _ = writeln!(
             o,
-            "  peak RSS       {} (sum of VmHWM; {} at start)",
+            "  peak RSS       {} (sum of VmHWM over the process tree); RSS {} after parking, {} at the peak",
             mb(res.end.peak_rss),
-            mb(res.baseline.rss)
+            mb(res.after_park.rss),
+            mb(res.at_peak.rss)
         );
         let _ = writeln!(
             o,
-            "  per socket     {:.0} B user space ((peak RSS - start RSS) / sockets at the peak)",
-            res.bytes_per_socket
+            "  per socket     {:.0} B user space per added socket (RSS growth from parked to peak); {:.0} B overall (RSS / sockets at the peak)",
+            res.bytes_per_socket, res.bytes_per_socket_overall
         );
         let _ = writeln!(
             o,
@@ -370,6 +384,23 @@ fn xml_escape(t: &str) -> String {
 mod tests {
     use super::*;
     use crate::stats::Latency;
+
+    #[test]
+    fn marginal_bytes_per_socket_uses_the_growth() {
+        let before = TreeSample {
+            rss: 10_000_000,
+            sockets: 1000,
+            ..TreeSample::default()
+        };
+        let after = TreeSample {
+            rss: 12_000_000,
+            sockets: 3000,
+            ..TreeSample::default()
+        };
+        assert_eq!(marginal_bytes_per_socket(&before, &after), 1000.0);
+        assert_eq!(marginal_bytes_per_socket(&after, &after), 0.0);
+        assert_eq!(marginal_bytes_per_socket(&after, &before), 0.0);
+    }
 
     #[test]
     fn svg_has_one_polyline_per_series_and_escapes() {
