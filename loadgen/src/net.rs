@@ -109,6 +109,40 @@ fn classify_prefix(prefix: &[u8]) -> Option<u16> {
     })
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Parks one hidden-server connection under `id`: connect, send the head with a fresh
+/// proof (random 16-byte nonce), read exactly the `200`. Each step is bounded by `limit`.
+pub(crate) async fn park(
+    relay: SocketAddr,
+    from: Option<Ipv4Addr>,
+    id: &uuid::Uuid,
+    secret: &tryst_engine::auth::Secret,
+    limit: Duration,
+) -> Result<TcpStream, Failure> {
+    let mut s = within(limit, "hidden/connect", async {
+        dial(relay, from)
+            .await
+            .map_err(|e| Failure::io("hidden/connect", &e))
+    })
+    .await?;
+    let nonce: [u8; 16] = rand::random();
+    let head = crate::proto::park_head(id, secret, unix_now(), &nonce);
+    within(limit, "hidden/park", async {
+        s.write_all(&head)
+            .await
+            .map_err(|e| Failure::io("hidden/park write", &e))?;
+        read_answer(&mut s, "hidden/park").await
+    })
+    .await?;
+    Ok(s)
+}
+
 /// Times of one verified echo round trip.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Echoed {

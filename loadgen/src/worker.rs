@@ -16,7 +16,7 @@ use std::cell::{Cell, RefCell};
 use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
@@ -229,13 +229,13 @@ async fn run() -> Result<()> {
 
     // Hidden servers.
     let mut hidden_tasks = Vec::new();
-    for (i, (id, secret)) in ctx.spec.hidden.iter().enumerate() {
-        for slot in 0..ctx.spec.parked {
+    for (id, secret) in &ctx.spec.hidden {
+        for _ in 0..ctx.spec.parked {
             let ctx = ctx.clone();
             let id = *id;
             let secret = Secret::new(secret.clone());
             hidden_tasks.push(tokio::task::spawn_local(async move {
-                hidden_slot(&ctx, id, secret, (i * 7919 + slot) as u64).await;
+                hidden_slot(&ctx, id, secret).await;
             }));
         }
     }
@@ -333,19 +333,11 @@ fn count_unheld(ctx: &Ctx) {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// One hidden server's parked slot: park, wait for a client, hand the tunnel to an echo
 /// task and park again at once, until stopped.
-async fn hidden_slot(ctx: &Rc<Ctx>, id: Uuid, secret: Secret, salt: u64) {
+async fn hidden_slot(ctx: &Rc<Ctx>, id: Uuid, secret: Secret) {
     let mut first = true;
     let mut stop = ctx.stop.clone();
-    let mut nonce_state = splitmix64(ctx.spec.seed ^ salt ^ u64::from(std::process::id()));
     loop {
         if *stop.borrow() {
             break;
@@ -357,27 +349,7 @@ async fn hidden_slot(ctx: &Rc<Ctx>, id: Uuid, secret: Secret, salt: u64) {
                 .await
                 .map_err(|_| Failure("hidden/park: shutting down".into()))?;
             let t0 = Instant::now();
-            let mut s = net::within(ctx.timeout(), "hidden/connect", async {
-                net::dial(ctx.spec.relay, ctx.src())
-                    .await
-                    .map_err(|e| Failure::io("hidden/connect", &e))
-            })
-            .await?;
-            let mut nonce = [0u8; 16];
-            for chunk in nonce.chunks_exact_mut(8) {
-                nonce_state = splitmix64(nonce_state);
-                chunk.copy_from_slice(&nonce_state.to_le_bytes());
-            }
-            // Mix in real randomness so that nonces never repeat across runs.
-            nonce[..8].copy_from_slice(&rand::random::<[u8; 8]>());
-            let head = proto::park_head(&id, &secret, unix_now(), &nonce);
-            net::within(ctx.timeout(), "hidden/park", async {
-                s.write_all(&head)
-                    .await
-                    .map_err(|e| Failure::io("hidden/park write", &e))?;
-                net::read_answer(&mut s, "hidden/park").await
-            })
-            .await?;
+            let s = net::park(ctx.spec.relay, ctx.src(), &id, &secret, ctx.timeout()).await?;
             ctx.stats.borrow_mut().park.record(t0.elapsed());
             Ok::<_, Failure>(s)
         }
