@@ -489,6 +489,8 @@ async fn start_target(
                 &args.bore,
                 &[
                     "server".into(),
+                    "--bind-addr".into(),
+                    "127.0.0.1".into(),
                     "--min-port".into(),
                     port.to_string(),
                     "--max-port".into(),
