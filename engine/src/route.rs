@@ -12,6 +12,17 @@ use crate::head::{Method, RequestHead};
 use crate::reject::Rejection;
 use crate::target::{ConnectTarget, RendezvousId, RendezvousKey, parse_connect_target};
 
+/// How the connection reached the relay; compatibility families answer differently on
+/// their own transport (node-rendezvous lives on TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Plain TCP.
+    #[default]
+    Plain,
+    /// TLS terminated by the relay.
+    Tls,
+}
+
 /// Where a head goes after classification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Classified {
@@ -21,6 +32,45 @@ pub enum Classified {
     Http,
 }
 
+/// How a park treats connections already parked under the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParkMode {
+    /// Join the key's FIFO (tryst's default; the per-key cap evicts the oldest).
+    #[default]
+    Queue,
+    /// Close every connection already parked under the key first (node-rendezvous keeps
+    /// one parked socket per id and a new one replaces the old).
+    Replace,
+}
+
+/// What a client is told and what its hidden server receives when they pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReachPlan {
+    /// The key to reach.
+    pub key: RendezvousKey,
+    /// Bytes written to the client at pairing, before any byte from the server
+    /// (the native `HTTP/1.1 200`; empty for a mobile client whose request is forwarded).
+    pub greeting: Vec<u8>,
+    /// Bytes written to the server at pairing, before the client's early bytes (empty
+    /// natively; node-rendezvous mobile requests forward their rebuilt head here).
+    pub forward: Vec<u8>,
+    /// The exact response when no server parks within the client wait (`None`: the
+    /// engine's [`Rejection::NotParked`] response). Counted as `NotParked` either way.
+    pub not_parked: Option<Vec<u8>>,
+}
+
+impl ReachPlan {
+    /// The native plan: greet with `HTTP/1.1 200`, forward nothing extra.
+    pub fn native(key: RendezvousKey) -> Self {
+        Self {
+            key,
+            greeting: crate::reject::OK_RESPONSE.to_vec(),
+            forward: Vec::new(),
+            not_parked: None,
+        }
+    }
+}
+
 /// The owner's decision for a rendezvous request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -28,26 +78,49 @@ pub enum Route {
     Park {
         /// The key to park under.
         key: RendezvousKey,
+        /// Queue behind, or replace, connections already parked under the key.
+        mode: ParkMode,
     },
-    /// A client wants the server parked under `key`; answered `200` when paired.
-    Reach {
-        /// The key to reach.
-        key: RendezvousKey,
-    },
+    /// A client wants the server parked under the plan's key.
+    Reach(ReachPlan),
     /// Hand to the HTTP service after all.
     Http,
-    /// Refuse with this response, then close.
+    /// Refuse with the engine's response for this rejection, then close.
     Reject(Rejection),
+    /// Refuse with these exact bytes (a compatibility family's own error frame), counted
+    /// under the rejection, then close.
+    RejectWith(Rejection, Vec<u8>),
+}
+
+impl Route {
+    /// A native park (FIFO).
+    pub fn park(key: RendezvousKey) -> Self {
+        Self::Park {
+            key,
+            mode: ParkMode::Queue,
+        }
+    }
+
+    /// A native reach.
+    pub fn reach(key: RendezvousKey) -> Self {
+        Self::Reach(ReachPlan::native(key))
+    }
 }
 
 /// Routing policy supplied by the relay. Implementations must be pure apart from their
 /// own bounded state (replay caches): no I/O, no clock reads (time is passed in).
 pub trait Router {
     /// Cheap classification on the accepting worker.
-    fn classify(&self, head: &RequestHead) -> Result<Classified, Rejection>;
+    fn classify(&self, head: &RequestHead, transport: Transport) -> Result<Classified, Rejection>;
     /// The full decision on the owner worker. `early` are the bytes that followed the
     /// head; `now_unix` is wall-clock seconds.
-    fn route(&mut self, head: &RequestHead, early: &[u8], now_unix: u64) -> Route;
+    fn route(
+        &mut self,
+        head: &RequestHead,
+        early: &[u8],
+        now_unix: u64,
+        transport: Transport,
+    ) -> Route;
     /// Re-reads whatever the router loads (secrets). Called on SIGHUP; on error the old
     /// state stays and the error is returned for logging.
     fn reload(&mut self) -> Result<(), String>;
@@ -124,7 +197,7 @@ fn connect_id(head: &RequestHead) -> Result<RendezvousId, Rejection> {
 }
 
 impl<S: SecretSource> Router for NativeRouter<S> {
-    fn classify(&self, head: &RequestHead) -> Result<Classified, Rejection> {
+    fn classify(&self, head: &RequestHead, _transport: Transport) -> Result<Classified, Rejection> {
         match head.method {
             Method::Connect => Ok(Classified::Rendezvous(connect_id(head)?.into())),
             Method::Other(_) => Err(Rejection::MethodNotAllowed),
@@ -132,9 +205,15 @@ impl<S: SecretSource> Router for NativeRouter<S> {
         }
     }
 
-    fn route(&mut self, head: &RequestHead, early: &[u8], now_unix: u64) -> Route {
+    fn route(
+        &mut self,
+        head: &RequestHead,
+        early: &[u8],
+        now_unix: u64,
+        transport: Transport,
+    ) -> Route {
         if head.method != Method::Connect {
-            return match self.classify(head) {
+            return match self.classify(head, transport) {
                 Ok(_) => Route::Http,
                 Err(r) => Route::Reject(r),
             };
@@ -147,7 +226,7 @@ impl<S: SecretSource> Router for NativeRouter<S> {
             return Route::Reject(Rejection::MalformedProof);
         }
         match head.header("proxy-authorization") {
-            None => Route::Reach { key: id.into() },
+            None => Route::reach(id.into()),
             Some(value) => {
                 if let Err(e) = self.check_park(&id, value, now_unix) {
                     return Route::Reject(e.into());
@@ -155,7 +234,7 @@ impl<S: SecretSource> Router for NativeRouter<S> {
                 if !early.is_empty() {
                     return Route::Reject(Rejection::EarlyData);
                 }
-                Route::Park { key: id.into() }
+                Route::park(id.into())
             }
         }
     }
@@ -235,8 +314,11 @@ mod tests {
     fn park_with_a_good_proof() {
         let mut r = router();
         let h = park_head(&proof(b"route test", NOW, &[1; 16]));
-        assert_eq!(r.classify(&h), Ok(Classified::Rendezvous(key())));
-        assert_eq!(r.route(&h, b"", NOW), Route::Park { key: key() });
+        assert_eq!(
+            r.classify(&h, Transport::Plain),
+            Ok(Classified::Rendezvous(key()))
+        );
+        assert_eq!(r.route(&h, b"", NOW, Transport::Plain), Route::park(key()));
     }
 
     #[test]
@@ -247,7 +329,10 @@ mod tests {
             ID.to_uppercase(),
             proof(b"route test", NOW, &[1; 16])
         );
-        assert_eq!(r.route(&head(&text), b"", NOW), Route::Park { key: key() });
+        assert_eq!(
+            r.route(&head(&text), b"", NOW, Transport::Plain),
+            Route::park(key())
+        );
     }
 
     #[test]
@@ -256,16 +341,20 @@ mod tests {
         let h = head(&format!(
             "CONNECT uuid:{ID} HTTP/1.1\r\nHost: relay\r\n\r\n"
         ));
-        assert_eq!(r.classify(&h), Ok(Classified::Rendezvous(key())));
+        assert_eq!(
+            r.classify(&h, Transport::Plain),
+            Ok(Classified::Rendezvous(key()))
+        );
         // Early bytes from a client are its payload, not an error.
-        assert_eq!(r.route(&h, b"hello", NOW), Route::Reach { key: key() });
+        assert_eq!(
+            r.route(&h, b"hello", NOW, Transport::Plain),
+            Route::reach(key())
+        );
         // Reaching an id nobody provisioned is also just a reach.
         let other = head("CONNECT uuid:00000000-0000-0000-0000-000000000000 HTTP/1.1\r\n\r\n");
         assert_eq!(
-            r.route(&other, b"", NOW),
-            Route::Reach {
-                key: RendezvousKey([0; 16])
-            }
+            r.route(&other, b"", NOW, Transport::Plain),
+            Route::reach(RendezvousKey([0; 16]))
         );
     }
 
@@ -273,7 +362,10 @@ mod tests {
     fn bad_mac_and_unknown_id_are_bad_proof() {
         let mut r = router();
         let h = park_head(&proof(b"wrong secret", NOW, &[1; 16]));
-        assert_eq!(r.route(&h, b"", NOW), Route::Reject(Rejection::BadProof));
+        assert_eq!(
+            r.route(&h, b"", NOW, Transport::Plain),
+            Route::Reject(Rejection::BadProof)
+        );
         let zero = RendezvousId([0; 16]);
         let value = auth::proof_header(
             &Secret::new(b"route test".to_vec()),
@@ -285,7 +377,10 @@ mod tests {
         let h = head(&format!(
             "CONNECT uuid:{zero} HTTP/1.1\r\nProxy-Authorization: {value}\r\n\r\n"
         ));
-        assert_eq!(r.route(&h, b"", NOW), Route::Reject(Rejection::BadProof));
+        assert_eq!(
+            r.route(&h, b"", NOW, Transport::Plain),
+            Route::Reject(Rejection::BadProof)
+        );
     }
 
     #[test]
@@ -293,12 +388,12 @@ mod tests {
         let mut r = router();
         let h = park_head(&proof(b"route test", NOW - 61, &[1; 16]));
         assert_eq!(
-            r.route(&h, b"", NOW),
+            r.route(&h, b"", NOW, Transport::Plain),
             Route::Reject(Rejection::StaleTimestamp)
         );
         let h = park_head(&proof(b"route test", NOW + 61, &[2; 16]));
         assert_eq!(
-            r.route(&h, b"", NOW),
+            r.route(&h, b"", NOW, Transport::Plain),
             Route::Reject(Rejection::StaleTimestamp)
         );
     }
@@ -307,9 +402,9 @@ mod tests {
     fn replayed_nonce() {
         let mut r = router();
         let h = park_head(&proof(b"route test", NOW, &[1; 16]));
-        assert_eq!(r.route(&h, b"", NOW), Route::Park { key: key() });
+        assert_eq!(r.route(&h, b"", NOW, Transport::Plain), Route::park(key()));
         assert_eq!(
-            r.route(&h, b"", NOW + 1),
+            r.route(&h, b"", NOW + 1, Transport::Plain),
             Route::Reject(Rejection::ReplayedNonce)
         );
     }
@@ -327,10 +422,13 @@ mod tests {
         };
         let mut r = NativeRouter::new(secrets, config);
         let first = park_head(&proof(b"route test", NOW, &[1; 16]));
-        assert_eq!(r.route(&first, b"", NOW), Route::Park { key: key() });
+        assert_eq!(
+            r.route(&first, b"", NOW, Transport::Plain),
+            Route::park(key())
+        );
         let second = park_head(&proof(b"route test", NOW, &[2; 16]));
         assert_eq!(
-            r.route(&second, b"", NOW),
+            r.route(&second, b"", NOW, Transport::Plain),
             Route::Reject(Rejection::ReplayCacheFull)
         );
     }
@@ -343,18 +441,18 @@ mod tests {
             "CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: {good}\r\nPROXY-AUTHORIZATION: {good}\r\n\r\n"
         ));
         assert_eq!(
-            r.route(&h, b"", NOW),
+            r.route(&h, b"", NOW, Transport::Plain),
             Route::Reject(Rejection::MalformedProof)
         );
         let h = park_head("Basic dXNlcjpwYXNz");
         assert_eq!(
-            r.route(&h, b"", NOW),
+            r.route(&h, b"", NOW, Transport::Plain),
             Route::Reject(Rejection::MalformedProof)
         );
         // The refused duplicate did not consume the nonce.
         assert_eq!(
-            r.route(&park_head(&good), b"", NOW),
-            Route::Park { key: key() }
+            r.route(&park_head(&good), b"", NOW, Transport::Plain),
+            Route::park(key())
         );
     }
 
@@ -362,22 +460,31 @@ mod tests {
     fn early_data_on_park() {
         let mut r = router();
         let h = park_head(&proof(b"route test", NOW, &[1; 16]));
-        assert_eq!(r.route(&h, b"x", NOW), Route::Reject(Rejection::EarlyData));
+        assert_eq!(
+            r.route(&h, b"x", NOW, Transport::Plain),
+            Route::Reject(Rejection::EarlyData)
+        );
     }
 
     #[test]
     fn bad_targets() {
         let mut r = router();
         let h = head("CONNECT example.com:443 HTTP/1.1\r\n\r\n");
-        assert_eq!(r.classify(&h), Err(Rejection::UnknownTarget));
         assert_eq!(
-            r.route(&h, b"", NOW),
+            r.classify(&h, Transport::Plain),
+            Err(Rejection::UnknownTarget)
+        );
+        assert_eq!(
+            r.route(&h, b"", NOW, Transport::Plain),
             Route::Reject(Rejection::UnknownTarget)
         );
         let h = head("CONNECT uuid:{6ba7b810-9dad-11d1-80b4-00c04fd430c8} HTTP/1.1\r\n\r\n");
-        assert_eq!(r.classify(&h), Err(Rejection::MalformedUuid));
         assert_eq!(
-            r.route(&h, b"", NOW),
+            r.classify(&h, Transport::Plain),
+            Err(Rejection::MalformedUuid)
+        );
+        assert_eq!(
+            r.route(&h, b"", NOW, Transport::Plain),
             Route::Reject(Rejection::MalformedUuid)
         );
     }
@@ -390,13 +497,16 @@ mod tests {
             "POST /v1/deposit HTTP/1.1\r\nContent-Length: 2\r\n\r\n",
         ] {
             let h = head(text);
-            assert_eq!(r.classify(&h), Ok(Classified::Http));
-            assert_eq!(r.route(&h, b"{}", NOW), Route::Http);
+            assert_eq!(r.classify(&h, Transport::Plain), Ok(Classified::Http));
+            assert_eq!(r.route(&h, b"{}", NOW, Transport::Plain), Route::Http);
         }
         let h = head(&format!("BREW uuid:{ID} HTTP/1.1\r\n\r\n"));
-        assert_eq!(r.classify(&h), Err(Rejection::MethodNotAllowed));
         assert_eq!(
-            r.route(&h, b"", NOW),
+            r.classify(&h, Transport::Plain),
+            Err(Rejection::MethodNotAllowed)
+        );
+        assert_eq!(
+            r.route(&h, b"", NOW, Transport::Plain),
             Route::Reject(Rejection::MethodNotAllowed)
         );
     }

@@ -149,3 +149,11 @@ pub(crate) fn raise_nofile() -> io::Result<u64> {
     }
     Ok(hard)
 }
+
+/// The current soft `RLIMIT_NOFILE`.
+pub(crate) fn soft_nofile() -> Option<usize> {
+    use nix::sys::resource::{Resource, getrlimit};
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft as usize)
+}

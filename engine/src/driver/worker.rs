@@ -19,7 +19,7 @@ use super::{DataPath, EngineConfig};
 use crate::head::{HeadStatus, RequestHead, parse_head};
 use crate::reject::{OK_RESPONSE, Rejection};
 use crate::room::{EntryHandle, ParkOutcome, ReachOutcome, Role, Room, RoomLimits};
-use crate::route::{Classified, Route, Router};
+use crate::route::{Classified, ParkMode, Route, Router, Transport};
 use crate::target::RendezvousKey;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
@@ -94,7 +94,10 @@ enum SockState {
     /// A hidden server parked in the room.
     Parked { handle: EntryHandle },
     /// A client waiting in the room, with the bytes that followed its head.
-    Waiting { handle: EntryHandle, early: Vec<u8> },
+    Waiting {
+        handle: EntryHandle,
+        pairing: Box<Pairing>,
+    },
     /// Writing a refusal; then lingering.
     Refusing { response: Vec<u8>, written: usize },
     /// Refusal sent and write side shut; discarding input until EOF or the deadline.
@@ -109,6 +112,18 @@ struct Sock {
     state: SockState,
     /// `user_data` of the armed read-role and write-role polls.
     armed: [Option<u64>; 2],
+}
+
+/// What a waiting client carries into its pairing.
+#[derive(Debug)]
+struct Pairing {
+    key: RendezvousKey,
+    /// Written to the client first.
+    greeting: Vec<u8>,
+    /// Written to the server first: forwarded head, then the client's early bytes.
+    to_server: Vec<u8>,
+    /// Exact refusal when nobody parks in time (`None`: the engine's 404).
+    not_parked: Option<Vec<u8>>,
 }
 
 /// One direction of a tunnel: side `d` to side `1 - d`.
@@ -192,6 +207,12 @@ pub(crate) struct Worker<R> {
     peer_poll_armed: Vec<bool>,
     shutdown_deadline: Option<Instant>,
     now: Instant,
+    /// Descriptors the worker holds besides sockets and pipes (ring, inbox, peers,
+    /// listeners, stdio), measured at start.
+    fd_overhead: usize,
+    /// The socket cap implied by the current soft `RLIMIT_NOFILE`, re-read every second
+    /// (an operator may lower it on a running worker).
+    limit_cap: usize,
     next_idle_sweep: Instant,
     next_fd_count: Instant,
     scratch: Vec<u8>,
@@ -249,6 +270,8 @@ impl<R: Router> Worker<R> {
             pending_handoffs: VecDeque::new(),
             shutdown_deadline: None,
             now,
+            fd_overhead: sys::open_fds() as usize,
+            limit_cap: usize::MAX,
             next_idle_sweep: now,
             next_fd_count: now,
             scratch: vec![0; 64 * 1024],
@@ -502,7 +525,7 @@ impl<R: Router> Worker<R> {
             self.refuse(idx, Rejection::ShuttingDown);
             return;
         }
-        if self.socks.len() + 2 * self.pipes.held() >= self.cfg.max_sockets_per_worker {
+        if self.held_fds() >= self.socket_cap() {
             self.counters.add(Counter::AcceptBackoffs, 1);
             let idx = self.insert_sock(
                 fd,
@@ -529,6 +552,17 @@ impl<R: Router> Worker<R> {
         if !self.accept_armed[listener] && self.accept_paused_until.is_none() {
             self.arm_accept(listener);
         }
+    }
+
+    /// Sockets and pipe ends held now (what the socket cap limits).
+    fn held_fds(&self) -> usize {
+        self.socks.len() + 2 * self.pipes.held() + self.pending_handoffs.len()
+    }
+
+    /// The most sockets and pipe ends this worker may hold: the configured budget, or
+    /// less when the soft descriptor limit was lowered while running.
+    fn socket_cap(&self) -> usize {
+        self.cfg.max_sockets_per_worker.min(self.limit_cap)
     }
 
     fn pause_accepting(&mut self) {
@@ -617,6 +651,12 @@ impl<R: Router> Worker<R> {
                 }
                 Ok(n) => {
                     buf.truncate(old + n);
+                    // A head only completes (or turns malformed) at a line end: parsing
+                    // only then keeps a byte-at-a-time sender from costing a full
+                    // re-parse per byte.
+                    if !buf[old..].contains(&b'\n') && buf.len() <= limit {
+                        continue;
+                    }
                     match self.try_parse(sock) {
                         Some(true) => return,  // complete: handled
                         Some(false) => return, // refused
@@ -679,7 +719,7 @@ impl<R: Router> Worker<R> {
                 ..
             }
         );
-        match self.router.classify(&head) {
+        match self.router.classify(&head, Transport::Plain) {
             Err(r) => self.refuse(sock, r),
             Ok(Classified::Http) => self.hand_off(sock, self.workers),
             Ok(Classified::Rendezvous(key)) => {
@@ -706,11 +746,31 @@ impl<R: Router> Worker<R> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        match self.router.route(head, &early, now_unix) {
+        match self.router.route(head, &early, now_unix, Transport::Plain) {
             Route::Reject(r) => self.refuse(sock, r),
+            Route::RejectWith(r, response) => self.refuse_with(sock, r, response),
             Route::Http => self.hand_off(sock, self.workers),
-            Route::Park { key } => self.park(sock, key),
-            Route::Reach { key } => self.reach(sock, key, early),
+            Route::Park { key, mode } => {
+                if mode == ParkMode::Replace {
+                    let mut old = Vec::new();
+                    self.room.take_parked(&key, &mut old);
+                    for s in old {
+                        self.close_sock(s, false);
+                    }
+                }
+                self.park(sock, key);
+            }
+            Route::Reach(plan) => {
+                let mut to_server = plan.forward;
+                to_server.extend_from_slice(&early);
+                let pairing = Pairing {
+                    key: plan.key,
+                    greeting: plan.greeting,
+                    to_server,
+                    not_parked: plan.not_parked,
+                };
+                self.reach(sock, Box::new(pairing));
+            }
         }
     }
 
@@ -732,38 +792,47 @@ impl<R: Router> Worker<R> {
                 }
             }
             ParkOutcome::Paired { server, client } => {
+                let pairing = self.take_pairing(client);
                 if sys::send(self.socks[server].fd.as_fd(), OK_RESPONSE).ok()
                     != Some(OK_RESPONSE.len())
                 {
                     // The server vanished between its head and its 200: the client keeps
                     // waiting for another one.
                     self.close_sock(server, false);
-                    let early = match &mut self.socks[client].state {
-                        SockState::Waiting { early, .. } => std::mem::take(early),
-                        _ => Vec::new(),
-                    };
                     self.disarm(client);
-                    self.reach(client, key, early);
+                    self.reach(client, pairing);
                     return;
                 }
-                let early = match &mut self.socks[client].state {
-                    SockState::Waiting { early, .. } => std::mem::take(early),
-                    _ => Vec::new(),
-                };
-                self.pair(client, server, early);
+                self.pair(client, server, *pairing);
             }
         }
         self.sync_room_counters();
     }
 
-    fn reach(&mut self, sock: usize, key: RendezvousKey, early: Vec<u8>) {
-        match self.room.reach(key, sock, self.now) {
+    /// Takes a waiting client's pairing plan out of its state.
+    fn take_pairing(&mut self, client: usize) -> Box<Pairing> {
+        let empty = || {
+            Box::new(Pairing {
+                key: RendezvousKey([0; 16]),
+                greeting: Vec::new(),
+                to_server: Vec::new(),
+                not_parked: None,
+            })
+        };
+        match &mut self.socks[client].state {
+            SockState::Waiting { pairing, .. } => std::mem::replace(pairing, empty()),
+            _ => empty(),
+        }
+    }
+
+    fn reach(&mut self, sock: usize, pairing: Box<Pairing>) {
+        match self.room.reach(pairing.key, sock, self.now) {
             ReachOutcome::Full(sock) => self.refuse(sock, Rejection::TooManyWaiting),
             ReachOutcome::Waiting { handle } => {
-                self.socks[sock].state = SockState::Waiting { handle, early };
+                self.socks[sock].state = SockState::Waiting { handle, pairing };
                 self.arm(sock, 0, POLL_HANGUP);
             }
-            ReachOutcome::Paired { server, client } => self.pair(client, server, early),
+            ReachOutcome::Paired { server, client } => self.pair(client, server, *pairing),
         }
         self.sync_room_counters();
     }
@@ -864,10 +933,15 @@ impl<R: Router> Worker<R> {
     // ----- refusals -----
 
     fn refuse(&mut self, sock: usize, r: Rejection) {
+        self.refuse_with(sock, r, r.response());
+    }
+
+    /// Refuses with exact bytes, counted under `r`.
+    fn refuse_with(&mut self, sock: usize, r: Rejection, response: Vec<u8>) {
         self.counters.reject(r);
         self.disarm(sock);
         self.socks[sock].state = SockState::Refusing {
-            response: r.response(),
+            response,
             written: 0,
         };
         self.write_refusal(sock);
@@ -932,14 +1006,14 @@ impl<R: Router> Worker<R> {
 
     // ----- tunnels -----
 
-    fn pair(&mut self, client: usize, server: usize, early: Vec<u8>) {
+    fn pair(&mut self, client: usize, server: usize, pairing: Pairing) {
         self.disarm(client);
         self.disarm(server);
         let _ = sys::set_nodelay(self.socks[client].fd.as_fd());
         let _ = sys::set_nodelay(self.socks[server].fd.as_fd());
         let mut dirs = [Direction::default(), Direction::default()];
-        dirs[0].pending = early;
-        dirs[1].pending = OK_RESPONSE.to_vec();
+        dirs[0].pending = pairing.to_server;
+        dirs[1].pending = pairing.greeting;
         let t = self.tunnels.insert(Tunnel {
             socks: [client, server],
             dirs,
@@ -1283,7 +1357,10 @@ impl<R: Router> Worker<R> {
         self.room.expire(now, &mut expired);
         for e in expired.drain(..) {
             match e.role {
-                Role::Client => self.refuse(e.item, Rejection::NotParked),
+                Role::Client => match self.take_pairing(e.item).not_parked {
+                    Some(bytes) => self.refuse_with(e.item, Rejection::NotParked, bytes),
+                    None => self.refuse(e.item, Rejection::NotParked),
+                },
                 Role::Server => self.close_sock(e.item, false),
             }
         }
@@ -1306,8 +1383,7 @@ impl<R: Router> Worker<R> {
         }
         // Accept back-off.
         if let Some(until) = self.accept_paused_until {
-            let below_cap =
-                self.socks.len() + 2 * self.pipes.held() < self.cfg.max_sockets_per_worker * 9 / 10;
+            let below_cap = self.held_fds() < self.socket_cap() * 9 / 10;
             if now >= until && below_cap {
                 self.accept_paused_until = None;
                 for i in 0..self.listeners.len() {
@@ -1323,6 +1399,9 @@ impl<R: Router> Worker<R> {
         if now >= self.next_fd_count {
             self.next_fd_count = now + Duration::from_secs(1);
             self.counters.set(Counter::Fds, sys::open_fds());
+            self.limit_cap = sys::soft_nofile().map_or(usize::MAX, |soft| {
+                soft.saturating_sub(self.fd_overhead + 16)
+            });
         }
     }
 

@@ -241,6 +241,14 @@ impl<T> Room<T> {
         }
     }
 
+    /// Removes every server parked under `key`, oldest first, appending them to `out`
+    /// (a park that replaces the previous ones, node-rendezvous style).
+    pub fn take_parked(&mut self, key: &RendezvousKey, out: &mut Vec<T>) {
+        while let Some(item) = self.take_oldest(key, Role::Server) {
+            out.push(item);
+        }
+    }
+
     /// A client asks for `key` at `now`.
     ///
     /// If a server is parked under `key`, the client pairs with the oldest of them and is

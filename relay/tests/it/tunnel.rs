@@ -55,9 +55,11 @@ impl Relay {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
-            .args(["--workers", "2"])
             .args(extra)
             .env("TRYST_LOG", "warn");
+        if !extra.contains(&"--workers") {
+            cmd.args(["--workers", "2"]);
+        }
         if !extra.contains(&"--client-wait") {
             cmd.args(["--client-wait", "500ms"]);
         }
@@ -586,4 +588,84 @@ fn sigterm_to_the_whole_process_group_still_drains() {
     server.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_close(&mut client), "");
     assert!(relay.wait_exit().success());
+}
+
+fn worker_pids(metrics: &str) -> Vec<u32> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("tryst_worker_up{") && l.ends_with(" 1"))
+        .filter_map(|l| l.split("pid=\"").nth(1)?.split('"').next()?.parse().ok())
+        .collect()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn running_out_of_descriptors_backs_off_and_leaves_tunnels_alone() {
+    let relay = Relay::start(&["--workers", "1", "--client-wait", "10s"]);
+    let mut server = relay.park();
+    let mut client = relay.reach(b"");
+    let pids = worker_pids(&relay.metrics());
+    assert_eq!(pids.len(), 1);
+    let worker = pids[0];
+    // Lower the running worker's soft descriptor limit to just above what it holds now
+    // (the hard limit stays: raising it back needs a capability nobody has here).
+    let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap()
+        .1;
+    let limit = open_fds(worker) + 4;
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={worker}"))
+        .arg(format!("--nofile={limit}:{hard}"))
+        .status()
+        .expect("prlimit (util-linux) is needed for this test");
+    assert!(status.success());
+    // Idle connections (no head) use up what is left until the worker, which re-reads
+    // its limit every second, refuses one with 503 and pauses accepting.
+    let mut idle = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never refused a connection"
+        );
+        let mut s = relay.connect();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => break String::from_utf8_lossy(&buf[..n]).into_owned(),
+            _ => idle.push(s),
+        }
+    };
+    assert!(
+        refusal.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{refusal}"
+    );
+    // The tunnel made before is untouched.
+    client.write_all(b"still flowing").unwrap();
+    assert_eq!(read_exact_n(&mut server, 13), b"still flowing");
+    server.write_all(b"both ways").unwrap();
+    assert_eq!(read_exact_n(&mut client, 9), b"both ways");
+    // Give the descriptors back: accepting resumes and new pairings work.
+    drop(idle);
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={worker}"))
+        .arg(format!("--nofile={hard}:{hard}"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        relay.metric("tryst_accept_backoffs_total") > 0,
+        "accept never backed off"
+    );
+    let mut server2 = relay.park();
+    let mut client2 = relay.reach(b"again");
+    assert_eq!(read_exact_n(&mut server2, 5), b"again");
+    client2.write_all(b"!").unwrap();
+    assert_eq!(read_exact_n(&mut server2, 1), b"!");
 }
