@@ -381,6 +381,7 @@ async fn run(args: &CapacityArgs) -> Result<bool> {
                 ("park", stats.park.curve()),
                 ("pairing", stats.pairing.curve()),
                 ("rtt", stats.rtt.curve()),
+                ("last echo after hold", stats.last_echo.curve()),
             ],
         );
         std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;

@@ -74,6 +74,8 @@ pub(crate) struct CapacityReport {
     pub(crate) pairing: Summary,
     /// Echo round-trip time.
     pub(crate) rtt: Summary,
+    /// The last echo on every tunnel, after the hold.
+    pub(crate) last_echo: Summary,
     /// Successful parks (initial and re-parks).
     pub(crate) parks: u64,
     /// Pairings.
@@ -130,6 +132,7 @@ impl CapacityReport {
             park: stats.park.summary(),
             pairing: stats.pairing.summary(),
             rtt: stats.rtt.summary(),
+            last_echo: stats.last_echo.summary(),
             parks: stats.parks,
             pairings: stats.pairings,
             pairing_seconds: span,
@@ -193,6 +196,7 @@ pub(crate) fn render_capacity(r: &CapacityReport) -> String {
         ("park (connect->200)", r.park),
         ("pairing (->1st echo)", r.pairing),
         ("echo round trip", r.rtt),
+        ("last echo (post-hold)", r.last_echo),
     ] {
         let _ = writeln!(
             o,

@@ -163,8 +163,10 @@ pub(crate) struct Stats {
     pub(crate) park: Latency,
     /// Pairing: client's intended connect time -> first echoed byte.
     pub(crate) pairing: Latency,
-    /// Echo round trips of `--size` bytes: write start -> last byte back.
+    /// Echo round trips of `--size` bytes before the hold: write start -> last byte back.
     pub(crate) rtt: Latency,
+    /// The last echo on every tunnel, after the hold (all tunnels at once by default).
+    pub(crate) last_echo: Latency,
     /// Failures by kind.
     pub(crate) errors: Errors,
     /// Successful parks.
@@ -185,6 +187,7 @@ pub(crate) struct StatsWire {
     park: String,
     pairing: String,
     rtt: String,
+    last_echo: String,
     errors: Errors,
     parks: u64,
     pairings: u64,
@@ -199,6 +202,7 @@ impl Stats {
         self.park.merge(&other.park);
         self.pairing.merge(&other.pairing);
         self.rtt.merge(&other.rtt);
+        self.last_echo.merge(&other.last_echo);
         self.errors.merge(&other.errors);
         self.parks += other.parks;
         self.pairings += other.pairings;
@@ -213,6 +217,7 @@ impl Stats {
             park: self.park.encode()?,
             pairing: self.pairing.encode()?,
             rtt: self.rtt.encode()?,
+            last_echo: self.last_echo.encode()?,
             errors: self.errors.clone(),
             parks: self.parks,
             pairings: self.pairings,
@@ -228,6 +233,7 @@ impl Stats {
             park: Latency::decode(&w.park)?,
             pairing: Latency::decode(&w.pairing)?,
             rtt: Latency::decode(&w.rtt)?,
+            last_echo: Latency::decode(&w.last_echo)?,
             errors: w.errors.clone(),
             parks: w.parks,
             pairings: w.pairings,

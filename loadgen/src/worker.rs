@@ -497,7 +497,7 @@ async fn client(ctx: &Ctx, global: u64, intended: Option<Instant>) -> Result<(),
         .await?;
         {
             let mut st = ctx.stats.borrow_mut();
-            st.rtt.record(e.done - t);
+            st.last_echo.record(e.done - t);
             st.bytes_verified += spec.size as u64;
         }
         net::within(
