@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// A TOML config file whose keys are the flag names (flags override it).
     #[arg(long, env = "TRYST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Validate the configuration (flags, environment, config file, secrets file) as
+    /// serve would, print a summary and exit, without binding or starting workers.
+    #[arg(long)]
+    pub check_config: bool,
     /// The settings (each also settable in the config file).
     #[command(flatten)]
     pub settings: Settings,
@@ -296,6 +300,7 @@ mod tests {
             "/etc/tryst.toml",
         ]);
         assert_eq!(s.config, Some(PathBuf::from("/etc/tryst.toml")));
+        assert!(!s.check_config);
         let st = s.settings;
         assert_eq!(st.listen, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(
@@ -313,6 +318,15 @@ mod tests {
         );
         assert_eq!(st.max_parked_per_id, Some(4));
         assert_eq!(st.head_timeout, None);
+    }
+
+    #[test]
+    fn check_config_is_a_flag_not_a_setting() {
+        assert!(serve(&["serve", "--check-config"]).check_config);
+        assert!(
+            crate::config::parse_config("check-config = true\n").is_err(),
+            "not a config key"
+        );
     }
 
     #[test]

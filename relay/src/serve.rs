@@ -337,6 +337,67 @@ pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
     run_worker(&config.engine, router, tls).map_err(io_err("worker"))
 }
 
+/// `tryst serve --check-config`: given the configuration [`ServeConfig::load`] accepted,
+/// checks what `serve` would check next (the data directory is a directory or can be
+/// created, the secrets file parses) without creating, binding or starting anything, and
+/// returns the summary to print.
+pub fn check_config(config: &ServeConfig) -> Result<String, ServeError> {
+    let data_dir = match std::fs::metadata(&config.data_dir) {
+        Ok(meta) if meta.is_dir() => DataDirState::Exists,
+        Ok(_) => {
+            return Err(ServeError::DataDir {
+                path: config.data_dir.clone(),
+                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => DataDirState::WillBeCreated,
+        Err(source) => {
+            return Err(ServeError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            });
+        }
+    };
+    let secrets = FileSecrets::load(&config.secrets_path)?;
+    Ok(config_summary(config, data_dir, secrets.len()))
+}
+
+/// Whether the data directory is already there (for [`config_summary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataDirState {
+    /// It exists and is a directory.
+    Exists,
+    /// It does not exist; `serve` creates it (mode 0700) at start.
+    WillBeCreated,
+}
+
+/// The short summary `--check-config` prints on success.
+pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usize) -> String {
+    let e = &config.engine;
+    let dir_note = match data_dir {
+        DataDirState::Exists => "exists",
+        DataDirState::WillBeCreated => "will be created",
+    };
+    let data_path = match e.data_path {
+        tryst_engine::driver::DataPath::SpliceSyscall => "splice-syscall",
+        tryst_engine::driver::DataPath::SpliceUring => "splice-uring",
+    };
+    format!(
+        "tryst: configuration ok\n\
+         listen          {}\n\
+         data directory  {} ({dir_note})\n\
+         secrets         {} ({secrets} {})\n\
+         workers         {} ({} sockets each)\n\
+         data path       {data_path}\n",
+        config.listen,
+        config.data_dir.display(),
+        config.secrets_path.display(),
+        if secrets == 1 { "id" } else { "ids" },
+        e.workers,
+        e.max_sockets_per_worker,
+    )
+}
+
 /// Provisions an id (see [`secrets::provision`]) and returns what to print.
 pub fn run_provision(secrets_path: &Path, id: &str, force: bool) -> Result<String, SecretsError> {
     let p = secrets::provision(secrets_path, id, force, &mut rand::rngs::OsRng)?;
@@ -355,6 +416,31 @@ mod tests {
                 Path::new("/var/lib/tryst")
             ),
             "tryst: listening on 127.0.0.1:7400\ntryst: data directory /var/lib/tryst\n"
+        );
+    }
+
+    #[test]
+    fn config_summary_names_what_serve_would_use() {
+        let settings = crate::cli::Settings {
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
+            data_dir: Some("/var/lib/tryst".into()),
+            workers: "3".parse().ok(),
+            ..crate::cli::Settings::default()
+        };
+        let host = crate::config::HostLimits {
+            nofile_hard: 20_000,
+            cores: 2,
+        };
+        let config =
+            ServeConfig::resolve(settings, &|_: &str| None, Ok(Path::new("/")), host).unwrap();
+        assert_eq!(
+            config_summary(&config, DataDirState::WillBeCreated, 1),
+            "tryst: configuration ok\n\
+             listen          127.0.0.1:9000\n\
+             data directory  /var/lib/tryst (will be created)\n\
+             secrets         /var/lib/tryst/secrets.toml (1 id)\n\
+             workers         3 (19680 sockets each)\n\
+             data path       splice-syscall\n"
         );
     }
 
