@@ -44,6 +44,10 @@ while [[ $# -gt 0 ]]; do
 done
 
 for tool in valgrind jq; do
+    if ! command -v "$tool" >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        echo "bench-gate: installing $tool" >&2
+        apt-get update -qq >/dev/null && apt-get install -y -qq "$tool" >/dev/null || true
+    fi
     command -v "$tool" >/dev/null || {
         echo "bench-gate: $tool is required (apt-get install $tool)" >&2
         exit 2

@@ -359,6 +359,10 @@ pub fn check_config(config: &ServeConfig) -> Result<String, ServeError> {
         }
     };
     let secrets = FileSecrets::load(&config.secrets_path)?;
+    // The operator's certificate and key must load; a generated pair is made at start.
+    if let Some(tls) = config.tls.as_ref().filter(|t| t.cert_and_key.is_some()) {
+        crate::tls::load(tls, &config.data_dir, false)?;
+    }
     Ok(config_summary(config, data_dir, secrets.len()))
 }
 
@@ -382,9 +386,21 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         tryst_engine::driver::DataPath::SpliceSyscall => "splice-syscall",
         tryst_engine::driver::DataPath::SpliceUring => "splice-uring",
     };
+    let tls = match &config.tls {
+        None => String::new(),
+        Some(t) => format!(
+            "tls listen      {} ({})\n",
+            t.listen,
+            match &t.cert_and_key {
+                Some((cert, _)) => cert.display().to_string(),
+                None => format!("self-signed for {}", t.name),
+            }
+        ),
+    };
     format!(
         "tryst: configuration ok\n\
          listen          {}\n\
+         {tls}\
          data directory  {} ({dir_note})\n\
          secrets         {} ({secrets} {})\n\
          workers         {} ({} sockets each)\n\

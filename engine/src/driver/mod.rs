@@ -144,6 +144,8 @@ pub struct WorkerStats {
     pub accept_backoffs: u64,
     /// TLS sessions terminated by this worker now.
     pub tls_sessions: u64,
+    /// Times the supervisor restarted this worker after it died unexpectedly.
+    pub restarts: u64,
     /// Refusals by [`Rejection::index`] (total).
     pub rejections: Vec<u64>,
 }
@@ -350,8 +352,10 @@ impl Engine {
             });
             next += 1;
         }
-        let exe = std::env::current_exe()?;
-        let mut cmd = Command::new(exe);
+        // /proc/self/exe, not current_exe(): after an upgrade replaces the binary on
+        // disk, the path reads "... (deleted)" but the running image can still be
+        // executed through /proc, so a crashed worker restarts as the same version.
+        let mut cmd = Command::new("/proc/self/exe");
         cmd.args(&self.worker_args)
             .env(
                 WORKER_ENV,
@@ -405,6 +409,7 @@ impl Engine {
                     pipes: c.get(Counter::Pipes),
                     accept_backoffs: c.get(Counter::AcceptBackoffs),
                     tls_sessions: c.get(Counter::TlsSessions),
+                    restarts: u64::from(self.slots[i].restarts),
                     rejections: c.rejections(),
                 }
             })

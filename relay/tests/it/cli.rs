@@ -352,28 +352,23 @@ fn check_config_refuses_bad_secrets_and_bad_values() {
 fn the_sample_deploy_config_passes_check_config() {
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tryst.toml");
     let text_of_sample = fs::read_to_string(&sample).unwrap();
-    for key in [
-        "listen",
-        "data-dir",
-        "secrets",
-        "workers",
-        "data-path",
-        "client-wait",
-        "head-timeout",
-        "idle-timeout",
-        "drain-timeout",
-        "max-parked-per-id",
-        "pipe-size",
-        "proof-window",
-        "max-sockets",
-        "max-pipes-per-worker",
-        "max-http-connections",
-    ] {
+    // Every settable key, straight from the CLI definition (config keys are the flag
+    // names), so a new flag cannot be forgotten here. Keys that have no sensible value
+    // in a sample (the operator's certificate files) may be shown commented out.
+    use clap::Args as _;
+    let settings = tryst_relay::cli::Settings::augment_args(clap::Command::new("sample"));
+    let keys: Vec<String> = settings
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    assert!(keys.len() >= 19, "{keys:?}");
+    for key in &keys {
         assert!(
             text_of_sample
                 .lines()
-                .any(|l| l.starts_with(&format!("{key} = "))),
-            "deploy/tryst.toml does not set `{key}`"
+                .any(|l| l.starts_with(&format!("{key} = "))
+                    || l.starts_with(&format!("# {key} = "))),
+            "deploy/tryst.toml does not document `{key}`"
         );
     }
     // Validate it as written, except that the paths point into a scratch directory
