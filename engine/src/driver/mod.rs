@@ -246,7 +246,18 @@ struct WorkerSlot {
     /// Sending end of this worker's inbox (control messages and hand-offs).
     inbox_send: OwnedFd,
     restarts: u32,
+    /// When the current process was started.
+    started: Instant,
+    /// A restart waiting out its back-off.
+    respawn_at: Option<Instant>,
+    /// Back-off before the next restart of a worker that keeps dying young.
+    backoff: Duration,
 }
+
+/// A worker that lived at least this long is considered healthy again.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Longest wait between restarts of a crash-looping worker.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The supervisor's handle on the running workers.
 #[derive(Debug)]
@@ -291,6 +302,9 @@ impl Engine {
                 inbox_recv,
                 inbox_send,
                 restarts: 0,
+                started: Instant::now(),
+                respawn_at: None,
+                backoff: Duration::ZERO,
             });
         }
         let (http_recv, http_send) = dgram_pair()?;
@@ -375,6 +389,7 @@ impl Engine {
         let child = cmd.spawn()?;
         tracing::debug!(worker = index, pid = child.id(), "worker started");
         self.slots[index].child = Some(child);
+        self.slots[index].started = Instant::now();
         Ok(())
     }
 
@@ -444,6 +459,13 @@ impl Engine {
     pub fn poll_workers(&mut self) -> io::Result<bool> {
         let grace = self.config.drain_timeout + Duration::from_secs(5);
         for i in 0..self.slots.len() {
+            if let Some(at) = self.slots[i].respawn_at
+                && self.shutdown_started.is_none()
+                && Instant::now() >= at
+            {
+                self.slots[i].respawn_at = None;
+                self.spawn(i)?;
+            }
             let Some(child) = self.slots[i].child.as_mut() else {
                 continue;
             };
@@ -458,9 +480,24 @@ impl Engine {
                     self.slots[i].child = None;
                     self.stats.worker(i).set(Counter::Pid, 0);
                     if self.shutdown_started.is_none() {
-                        self.slots[i].restarts += 1;
-                        tracing::error!(worker = i, %status, restarts = self.slots[i].restarts, "worker exited unexpectedly; restarting it");
-                        self.spawn(i)?;
+                        let slot = &mut self.slots[i];
+                        slot.restarts += 1;
+                        // Restart at once after a healthy run; back off (doubling, capped)
+                        // while the worker keeps dying young, so a broken configuration
+                        // does not turn into a fork loop.
+                        slot.backoff = if slot.started.elapsed() >= HEALTHY_AFTER {
+                            Duration::ZERO
+                        } else {
+                            (slot.backoff * 2)
+                                .max(Duration::from_millis(100))
+                                .min(MAX_RESTART_BACKOFF)
+                        };
+                        tracing::error!(worker = i, %status, restarts = slot.restarts, backoff = ?slot.backoff, "worker exited unexpectedly; restarting it");
+                        slot.respawn_at = Some(Instant::now() + slot.backoff);
+                        if slot.backoff.is_zero() {
+                            slot.respawn_at = None;
+                            self.spawn(i)?;
+                        }
                     }
                 }
             }
