@@ -11,8 +11,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tryst_engine::auth::{Operation, Secret, proof_header};
-use tryst_engine::driver::{self, DataPath, Engine, EngineConfig};
-use tryst_engine::route::{NativeRouter, NativeRouterConfig, SecretSource};
+use tryst_engine::driver::{self, DataPath, Engine, EngineConfig, Listener};
+use tryst_engine::route::{NativeRouter, NativeRouterConfig, SecretSource, Transport};
 use tryst_engine::target::RendezvousId;
 
 const ID: &str = "5e1f0c2d-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
@@ -51,8 +51,15 @@ fn start(path: DataPath) -> (Engine, SocketAddr) {
         DataPath::SpliceSyscall => "splice-syscall",
         DataPath::SpliceUring => "splice-uring",
     };
-    let engine =
-        Engine::start(&config(path), vec![listener], vec![name.into()]).expect("start engine");
+    let engine = Engine::start(
+        &config(path),
+        vec![Listener {
+            socket: listener,
+            transport: Transport::Plain,
+        }],
+        vec![name.into()],
+    )
+    .expect("start engine");
     (engine, addr)
 }
 
@@ -176,7 +183,7 @@ fn main() {
             Some("splice-uring") => DataPath::SpliceUring,
             _ => DataPath::SpliceSyscall,
         };
-        if let Err(e) = driver::run_worker(&config(path), router) {
+        if let Err(e) = driver::run_worker(&config(path), router, None) {
             eprintln!("splice bench worker: {e}");
             std::process::exit(1);
         }

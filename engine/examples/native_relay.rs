@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpListener;
 use tryst_engine::auth::Secret;
-use tryst_engine::driver::{self, Engine, EngineConfig};
-use tryst_engine::route::{NativeRouter, NativeRouterConfig, SecretSource};
+use tryst_engine::driver::{self, Engine, EngineConfig, Listener};
+use tryst_engine::route::{NativeRouter, NativeRouterConfig, SecretSource, Transport};
 use tryst_engine::target::RendezvousId;
 
 struct StaticSecrets(HashMap<RendezvousId, Secret>);
@@ -42,14 +42,17 @@ fn main() -> std::io::Result<()> {
     }
     if driver::is_worker() {
         let router = NativeRouter::new(StaticSecrets(secrets), NativeRouterConfig::default());
-        return driver::run_worker(&config, router);
+        return driver::run_worker(&config, router, None);
     }
     let listener = TcpListener::bind(args.first().map(String::as_str).unwrap_or("127.0.0.1:0"))?;
     println!("listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
     let mut engine = Engine::start(
         &config,
-        vec![listener],
+        vec![Listener {
+            socket: listener,
+            transport: Transport::Plain,
+        }],
         std::env::args_os().skip(1).collect(),
     )?;
     loop {

@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the relay.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Create a shared secret for a rendezvous id and print what its hidden server needs.
     Provision(ProvisionArgs),
 }
@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// A TOML config file whose keys are the flag names (flags override it).
     #[arg(long, env = "TRYST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Validate the configuration (flags, environment, config file, secrets file) as
+    /// serve would, print a summary and exit, without binding or starting workers.
+    #[arg(long)]
+    pub check_config: bool,
     /// The settings (each also settable in the config file).
     #[command(flatten)]
     pub settings: Settings,
@@ -101,6 +105,28 @@ pub struct Settings {
     /// Most concurrent connections to the HTTP service (/healthz, /metrics) [default: 256].
     #[arg(long, env = "TRYST_MAX_HTTP_CONNECTIONS", value_name = "N")]
     pub max_http_connections: Option<usize>,
+    /// Also listen for TLS on this address (node-rendezvous clients speak TLS) [default: no TLS listener].
+    #[arg(long, env = "TRYST_TLS_LISTEN", value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+    /// TLS certificate chain, PEM [default: a self-signed certificate generated once into the data directory].
+    #[arg(
+        long,
+        env = "TRYST_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        env = "TRYST_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Name (IP address or DNS name) put in a generated certificate [default: the TLS listen address's IP].
+    #[arg(long, env = "TRYST_TLS_NAME", value_name = "NAME")]
+    pub tls_name: Option<String>,
 }
 
 impl Settings {
@@ -122,6 +148,10 @@ impl Settings {
             max_sockets: self.max_sockets.or(fallback.max_sockets),
             max_pipes_per_worker: self.max_pipes_per_worker.or(fallback.max_pipes_per_worker),
             max_http_connections: self.max_http_connections.or(fallback.max_http_connections),
+            tls_listen: self.tls_listen.or(fallback.tls_listen),
+            tls_cert: self.tls_cert.or(fallback.tls_cert),
+            tls_key: self.tls_key.or(fallback.tls_key),
+            tls_name: self.tls_name.or(fallback.tls_name),
         }
     }
 }
@@ -245,7 +275,7 @@ mod tests {
 
     fn serve(args: &[&str]) -> ServeArgs {
         match parse(args).unwrap().command {
-            Command::Serve(s) => s,
+            Command::Serve(s) => *s,
             Command::Provision(_) => panic!("expected serve"),
         }
     }
@@ -270,6 +300,7 @@ mod tests {
             "/etc/tryst.toml",
         ]);
         assert_eq!(s.config, Some(PathBuf::from("/etc/tryst.toml")));
+        assert!(!s.check_config);
         let st = s.settings;
         assert_eq!(st.listen, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(
@@ -287,6 +318,15 @@ mod tests {
         );
         assert_eq!(st.max_parked_per_id, Some(4));
         assert_eq!(st.head_timeout, None);
+    }
+
+    #[test]
+    fn check_config_is_a_flag_not_a_setting() {
+        assert!(serve(&["serve", "--check-config"]).check_config);
+        assert!(
+            crate::config::parse_config("check-config = true\n").is_err(),
+            "not a config key"
+        );
     }
 
     #[test]

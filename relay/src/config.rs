@@ -134,8 +134,22 @@ pub struct ServeConfig {
     pub max_sockets: usize,
     /// Most concurrent HTTP-service connections.
     pub max_http_connections: usize,
+    /// The TLS listener, when one is configured.
+    pub tls: Option<TlsConfig>,
     /// Everything the engine takes.
     pub engine: EngineConfig,
+}
+
+/// Where TLS listens and which certificate it presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// Address to bind for TLS.
+    pub listen: SocketAddr,
+    /// Certificate chain and key given by the operator, or `None` for the generated
+    /// self-signed pair in the data directory.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// Name for a generated certificate's CN and SAN.
+    pub name: String,
 }
 
 impl ServeConfig {
@@ -255,7 +269,19 @@ impl ServeConfig {
             max_parked_per_key,
             ..defaults
         };
+        let tls = s.tls_listen.map(|listen| TlsConfig {
+            listen,
+            cert_and_key: s.tls_cert.clone().zip(s.tls_key.clone()),
+            name: s
+                .tls_name
+                .clone()
+                .unwrap_or_else(|| listen.ip().to_string()),
+        });
+        if tls.is_none() && (s.tls_cert.is_some() || s.tls_key.is_some()) {
+            return Err(invalid("tls-cert", "needs tls-listen"));
+        }
         Ok(Self {
+            tls,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
             data_dir,
             secrets_path,

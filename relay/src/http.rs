@@ -217,7 +217,7 @@ impl HttpService {
     /// Takes a handed-off connection: serves it on a new task, or answers 503 and closes
     /// it when the connection cap is reached. Must be called inside a tokio runtime.
     pub fn accept(&self, conn: HandedOff) -> io::Result<()> {
-        let HandedOff { stream, early } = conn;
+        let HandedOff { stream, early, .. } = conn;
         let Ok(permit) = Arc::clone(&self.inner.permits).try_acquire_owned() else {
             refuse_overloaded(stream);
             return Ok(());
@@ -459,6 +459,7 @@ mod tests {
         svc.accept(HandedOff {
             stream: server,
             early: early.to_vec(),
+            transport: tryst_engine::route::Transport::Plain,
         })
         .unwrap();
         client

@@ -23,3 +23,4 @@ pub mod http;
 pub mod metrics;
 pub mod secrets;
 pub mod serve;
+pub mod tls;

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tryst_engine::driver::{Engine, run_worker};
+use tryst_engine::driver::{Engine, Listener, run_worker};
+use tryst_engine::route::Transport;
 use tryst_engine::route::{NativeRouter, NativeRouterConfig};
 
 /// Listen backlog (std's `TcpListener::bind` uses 128).
@@ -49,6 +50,9 @@ pub enum ServeError {
         /// Why.
         source: io::Error,
     },
+    /// The TLS certificate or key is unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Another I/O failure, with what was being done.
     #[error("{what}: {source}")]
     Io {
@@ -131,9 +135,39 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let local = listener
         .local_addr()
         .map_err(io_err("reading the bound address"))?;
+    let mut listeners = vec![Listener {
+        socket: listener,
+        transport: Transport::Plain,
+    }];
+    let mut tls_lines = String::new();
+    if let Some(tls) = &config.tls {
+        let loaded = crate::tls::load(tls, &config.data_dir, true)?;
+        let socket = bind_listener(tls.listen).map_err(|source| ServeError::Bind {
+            addr: tls.listen,
+            source,
+        })?;
+        let tls_local = socket
+            .local_addr()
+            .map_err(io_err("reading the bound address"))?;
+        tls_lines = format!(
+            "tryst: tls listening on {tls_local}\ntryst: tls certificate {} sha256 {}{}\n",
+            loaded.cert_path.display(),
+            loaded.fingerprint,
+            if loaded.generated {
+                " (generated now)"
+            } else {
+                ""
+            }
+        );
+        listeners.push(Listener {
+            socket,
+            transport: Transport::Tls,
+        });
+    }
     {
         let mut out = io::stdout().lock();
         out.write_all(startup_lines(local, &config.data_dir).as_bytes())
+            .and_then(|()| out.write_all(tls_lines.as_bytes()))
             .and_then(|()| out.flush())
             .map_err(io_err("writing to stdout"))?;
     }
@@ -148,7 +182,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     );
 
     let worker_args = std::env::args_os().skip(1).collect();
-    let engine = Engine::start(&config.engine, vec![listener], worker_args)
+    let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
     runtime.block_on(supervise(engine, &config, signals))
 }
@@ -296,7 +330,88 @@ pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
             ..NativeRouterConfig::default()
         },
     );
-    run_worker(&config.engine, router).map_err(io_err("worker"))
+    let tls = match &config.tls {
+        Some(tls) => Some(crate::tls::load(tls, &config.data_dir, false)?.config),
+        None => None,
+    };
+    run_worker(&config.engine, router, tls).map_err(io_err("worker"))
+}
+
+/// `tryst serve --check-config`: given the configuration [`ServeConfig::load`] accepted,
+/// checks what `serve` would check next (the data directory is a directory or can be
+/// created, the secrets file parses) without creating, binding or starting anything, and
+/// returns the summary to print.
+pub fn check_config(config: &ServeConfig) -> Result<String, ServeError> {
+    let data_dir = match std::fs::metadata(&config.data_dir) {
+        Ok(meta) if meta.is_dir() => DataDirState::Exists,
+        Ok(_) => {
+            return Err(ServeError::DataDir {
+                path: config.data_dir.clone(),
+                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => DataDirState::WillBeCreated,
+        Err(source) => {
+            return Err(ServeError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            });
+        }
+    };
+    let secrets = FileSecrets::load(&config.secrets_path)?;
+    // The operator's certificate and key must load; a generated pair is made at start.
+    if let Some(tls) = config.tls.as_ref().filter(|t| t.cert_and_key.is_some()) {
+        crate::tls::load(tls, &config.data_dir, false)?;
+    }
+    Ok(config_summary(config, data_dir, secrets.len()))
+}
+
+/// Whether the data directory is already there (for [`config_summary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataDirState {
+    /// It exists and is a directory.
+    Exists,
+    /// It does not exist; `serve` creates it (mode 0700) at start.
+    WillBeCreated,
+}
+
+/// The short summary `--check-config` prints on success.
+pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usize) -> String {
+    let e = &config.engine;
+    let dir_note = match data_dir {
+        DataDirState::Exists => "exists",
+        DataDirState::WillBeCreated => "will be created",
+    };
+    let data_path = match e.data_path {
+        tryst_engine::driver::DataPath::SpliceSyscall => "splice-syscall",
+        tryst_engine::driver::DataPath::SpliceUring => "splice-uring",
+    };
+    let tls = match &config.tls {
+        None => String::new(),
+        Some(t) => format!(
+            "tls listen      {} ({})\n",
+            t.listen,
+            match &t.cert_and_key {
+                Some((cert, _)) => cert.display().to_string(),
+                None => format!("self-signed for {}", t.name),
+            }
+        ),
+    };
+    format!(
+        "tryst: configuration ok\n\
+         listen          {}\n\
+         {tls}\
+         data directory  {} ({dir_note})\n\
+         secrets         {} ({secrets} {})\n\
+         workers         {} ({} sockets each)\n\
+         data path       {data_path}\n",
+        config.listen,
+        config.data_dir.display(),
+        config.secrets_path.display(),
+        if secrets == 1 { "id" } else { "ids" },
+        e.workers,
+        e.max_sockets_per_worker,
+    )
 }
 
 /// Provisions an id (see [`secrets::provision`]) and returns what to print.
@@ -317,6 +432,31 @@ mod tests {
                 Path::new("/var/lib/tryst")
             ),
             "tryst: listening on 127.0.0.1:7400\ntryst: data directory /var/lib/tryst\n"
+        );
+    }
+
+    #[test]
+    fn config_summary_names_what_serve_would_use() {
+        let settings = crate::cli::Settings {
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
+            data_dir: Some("/var/lib/tryst".into()),
+            workers: "3".parse().ok(),
+            ..crate::cli::Settings::default()
+        };
+        let host = crate::config::HostLimits {
+            nofile_hard: 20_000,
+            cores: 2,
+        };
+        let config =
+            ServeConfig::resolve(settings, &|_: &str| None, Ok(Path::new("/")), host).unwrap();
+        assert_eq!(
+            config_summary(&config, DataDirState::WillBeCreated, 1),
+            "tryst: configuration ok\n\
+             listen          127.0.0.1:9000\n\
+             data directory  /var/lib/tryst (will be created)\n\
+             secrets         /var/lib/tryst/secrets.toml (1 id)\n\
+             workers         3 (19680 sockets each)\n\
+             data path       splice-syscall\n"
         );
     }
 

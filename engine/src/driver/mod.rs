@@ -15,11 +15,12 @@ mod msg;
 mod pipes;
 mod shm;
 mod sys;
+mod tls;
 mod worker;
 
 use crate::head::HeadLimits;
 use crate::reject::Rejection;
-use crate::route::Router;
+use crate::route::{Router, Transport};
 use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
@@ -141,6 +142,10 @@ pub struct WorkerStats {
     pub pipes: u64,
     /// Times accepting paused on EMFILE/ENFILE or the socket cap (total).
     pub accept_backoffs: u64,
+    /// TLS sessions terminated by this worker now.
+    pub tls_sessions: u64,
+    /// Times the supervisor restarted this worker after it died unexpectedly.
+    pub restarts: u64,
     /// Refusals by [`Rejection::index`] (total).
     pub rejections: Vec<u64>,
 }
@@ -174,6 +179,9 @@ pub struct HandedOff {
     pub stream: TcpStream,
     /// Bytes already read: the request head and whatever followed it.
     pub early: Vec<u8>,
+    /// How the client reached the relay. For [`Transport::Tls`] the relay terminated
+    /// TLS and `stream` is the plaintext end of a unix stream socket, not TCP.
+    pub transport: Transport,
 }
 
 /// The supervisor's end of the HTTP hand-off: a non-blocking unix datagram socket.
@@ -192,10 +200,14 @@ impl HttpInbox {
         loop {
             match msg::try_recv(self.recv.as_fd(), &mut buf)? {
                 None => return Ok(None),
-                Some(msg::Message::Conn(fd, early)) => {
+                Some(msg::Message::Conn(fd, early, transport)) => {
                     let stream = TcpStream::from(fd);
                     stream.set_nonblocking(false)?;
-                    return Ok(Some(HandedOff { stream, early }));
+                    return Ok(Some(HandedOff {
+                        stream,
+                        early,
+                        transport,
+                    }));
                 }
                 // Control messages are never sent to the supervisor.
                 Some(_) => {}
@@ -208,6 +220,16 @@ impl AsFd for HttpInbox {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.recv.as_fd()
     }
+}
+
+/// A listening socket and the transport its connections speak.
+#[derive(Debug)]
+pub struct Listener {
+    /// The bound, listening socket.
+    pub socket: TcpListener,
+    /// Plain, or TLS terminated by the workers (needs a TLS configuration in
+    /// [`run_worker`]).
+    pub transport: Transport,
 }
 
 /// Environment variable carrying a worker's index and descriptor layout.
@@ -224,13 +246,24 @@ struct WorkerSlot {
     /// Sending end of this worker's inbox (control messages and hand-offs).
     inbox_send: OwnedFd,
     restarts: u32,
+    /// When the current process was started.
+    started: Instant,
+    /// A restart waiting out its back-off.
+    respawn_at: Option<Instant>,
+    /// Back-off before the next restart of a worker that keeps dying young.
+    backoff: Duration,
 }
+
+/// A worker that lived at least this long is considered healthy again.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Longest wait between restarts of a crash-looping worker.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The supervisor's handle on the running workers.
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<Listener>,
     worker_args: Vec<OsString>,
     slots: Vec<WorkerSlot>,
     http_send: OwnedFd,
@@ -256,7 +289,7 @@ impl Engine {
     /// [`is_worker`] is true.
     pub fn start(
         config: &EngineConfig,
-        listeners: Vec<TcpListener>,
+        listeners: Vec<Listener>,
         worker_args: Vec<OsString>,
     ) -> io::Result<Self> {
         let workers = config.workers.max(1);
@@ -269,6 +302,9 @@ impl Engine {
                 inbox_recv,
                 inbox_send,
                 restarts: 0,
+                started: Instant::now(),
+                respawn_at: None,
+                backoff: Duration::ZERO,
             });
         }
         let (http_recv, http_send) = dgram_pair()?;
@@ -325,23 +361,35 @@ impl Engine {
         }
         for l in &self.listeners {
             mappings.push(FdMapping {
-                parent_fd: OwnedFd::from(l.try_clone()?),
+                parent_fd: OwnedFd::from(l.socket.try_clone()?),
                 child_fd: next,
             });
             next += 1;
         }
-        let exe = std::env::current_exe()?;
-        let mut cmd = Command::new(exe);
+        // /proc/self/exe, not current_exe(): after an upgrade replaces the binary on
+        // disk, the path reads "... (deleted)" but the running image can still be
+        // executed through /proc, so a crashed worker restarts as the same version.
+        let mut cmd = Command::new("/proc/self/exe");
         cmd.args(&self.worker_args)
             .env(
                 WORKER_ENV,
-                format!("{index}:{workers}:{}", self.listeners.len()),
+                format!(
+                    "{index}:{workers}:{}",
+                    self.listeners
+                        .iter()
+                        .map(|l| match l.transport {
+                            Transport::Plain => 'p',
+                            Transport::Tls => 't',
+                        })
+                        .collect::<String>()
+                ),
             )
             .fd_mappings(mappings)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let child = cmd.spawn()?;
         tracing::debug!(worker = index, pid = child.id(), "worker started");
         self.slots[index].child = Some(child);
+        self.slots[index].started = Instant::now();
         Ok(())
     }
 
@@ -375,6 +423,8 @@ impl Engine {
                     fds: c.get(Counter::Fds),
                     pipes: c.get(Counter::Pipes),
                     accept_backoffs: c.get(Counter::AcceptBackoffs),
+                    tls_sessions: c.get(Counter::TlsSessions),
+                    restarts: u64::from(self.slots[i].restarts),
                     rejections: c.rejections(),
                 }
             })
@@ -409,6 +459,13 @@ impl Engine {
     pub fn poll_workers(&mut self) -> io::Result<bool> {
         let grace = self.config.drain_timeout + Duration::from_secs(5);
         for i in 0..self.slots.len() {
+            if let Some(at) = self.slots[i].respawn_at
+                && self.shutdown_started.is_none()
+                && Instant::now() >= at
+            {
+                self.slots[i].respawn_at = None;
+                self.spawn(i)?;
+            }
             let Some(child) = self.slots[i].child.as_mut() else {
                 continue;
             };
@@ -423,9 +480,24 @@ impl Engine {
                     self.slots[i].child = None;
                     self.stats.worker(i).set(Counter::Pid, 0);
                     if self.shutdown_started.is_none() {
-                        self.slots[i].restarts += 1;
-                        tracing::error!(worker = i, %status, restarts = self.slots[i].restarts, "worker exited unexpectedly; restarting it");
-                        self.spawn(i)?;
+                        let slot = &mut self.slots[i];
+                        slot.restarts += 1;
+                        // Restart at once after a healthy run; back off (doubling, capped)
+                        // while the worker keeps dying young, so a broken configuration
+                        // does not turn into a fork loop.
+                        slot.backoff = if slot.started.elapsed() >= HEALTHY_AFTER {
+                            Duration::ZERO
+                        } else {
+                            (slot.backoff * 2)
+                                .max(Duration::from_millis(100))
+                                .min(MAX_RESTART_BACKOFF)
+                        };
+                        tracing::error!(worker = i, %status, restarts = slot.restarts, backoff = ?slot.backoff, "worker exited unexpectedly; restarting it");
+                        slot.respawn_at = Some(Instant::now() + slot.backoff);
+                        if slot.backoff.is_zero() {
+                            slot.respawn_at = None;
+                            self.spawn(i)?;
+                        }
                     }
                 }
             }
@@ -439,17 +511,43 @@ pub fn is_worker() -> bool {
     std::env::var_os(WORKER_ENV).is_some()
 }
 
-/// Runs this worker process's event loop until shutdown. `router` decides every request.
-pub fn run_worker<R: Router>(config: &EngineConfig, router: R) -> io::Result<()> {
+/// Runs this worker process's event loop until shutdown. `router` decides every request;
+/// `tls` terminates connections from TLS listeners (required when there are any).
+pub fn run_worker<R: Router>(
+    config: &EngineConfig,
+    router: R,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> io::Result<()> {
+    let malformed = || io::Error::new(io::ErrorKind::InvalidInput, "malformed TRYST_WORKER");
     let spec = std::env::var(WORKER_ENV)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "TRYST_WORKER is not set"))?;
-    let parts: Vec<usize> = spec.split(':').filter_map(|p| p.parse().ok()).collect();
-    let [index, workers, listeners] = parts[..] else {
+    let mut parts = spec.split(':');
+    let index: usize = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(malformed)?;
+    let workers: usize = parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(malformed)?;
+    let kinds: Vec<Transport> = parts
+        .next()
+        .unwrap_or("")
+        .chars()
+        .map(|c| {
+            if c == 't' {
+                Transport::Tls
+            } else {
+                Transport::Plain
+            }
+        })
+        .collect();
+    if kinds.contains(&Transport::Tls) && tls.is_none() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "malformed TRYST_WORKER",
+            "a TLS listener needs a TLS configuration",
         ));
-    };
+    }
     if workers == 0 || index >= workers {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -482,13 +580,15 @@ pub fn run_worker<R: Router>(config: &EngineConfig, router: R) -> io::Result<()>
     let peers: Vec<OwnedFd> = (0..workers)
         .map(|j| take(FIRST_FD + 3 + j as RawFd))
         .collect();
-    let listeners: Vec<OwnedFd> = (0..listeners)
-        .map(|k| take(FIRST_FD + 3 + workers as RawFd + k as RawFd))
+    let listeners: Vec<(OwnedFd, Transport)> = kinds
+        .iter()
+        .enumerate()
+        .map(|(k, t)| (take(FIRST_FD + 3 + workers as RawFd + k as RawFd), *t))
         .collect();
     for fd in [&inbox, &http_out]
         .into_iter()
         .chain(&peers)
-        .chain(&listeners)
+        .chain(listeners.iter().map(|(fd, _)| fd))
     {
         set_cloexec(fd)?;
     }
@@ -506,7 +606,7 @@ pub fn run_worker<R: Router>(config: &EngineConfig, router: R) -> io::Result<()>
         ..config.clone()
     };
     tracing::info!(worker = index, pid = std::process::id(), "worker running");
-    worker::Worker::new(config, fds, router)?.run()
+    worker::Worker::new(config, fds, router, tls)?.run()
 }
 
 fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {

@@ -2,6 +2,7 @@
 //! owner worker or to the supervisor's HTTP inbox (descriptor via `SCM_RIGHTS`, plus
 //! every byte already read from it), and control messages from the supervisor.
 
+use crate::route::Transport;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -10,14 +11,15 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 pub(crate) const MAX_PAYLOAD: usize = 64 * 1024;
 
 const KIND_CONN: u8 = 1;
+const KIND_CONN_TLS: u8 = 4;
 const KIND_RELOAD: u8 = 2;
 const KIND_SHUTDOWN: u8 = 3;
 
 /// A received message.
 #[derive(Debug)]
 pub(crate) enum Message {
-    /// A connection and the bytes already read from it.
-    Conn(OwnedFd, Vec<u8>),
+    /// A connection, the bytes already read from it, and how it arrived.
+    Conn(OwnedFd, Vec<u8>, Transport),
     /// Re-read secrets.
     Reload,
     /// Stop accepting, drain, exit.
@@ -29,6 +31,7 @@ pub(crate) fn send_conn(
     sock: BorrowedFd<'_>,
     conn: BorrowedFd<'_>,
     bytes: &[u8],
+    transport: Transport,
 ) -> io::Result<()> {
     if bytes.len() > MAX_PAYLOAD {
         return Err(io::Error::new(
@@ -36,7 +39,10 @@ pub(crate) fn send_conn(
             "payload too large",
         ));
     }
-    let kind = [KIND_CONN];
+    let kind = [match transport {
+        Transport::Plain => KIND_CONN,
+        Transport::Tls => KIND_CONN_TLS,
+    }];
     let iov = [IoSlice::new(&kind), IoSlice::new(bytes)];
     let fds = [conn.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
@@ -111,9 +117,12 @@ pub(crate) fn try_recv(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<Op
         let mut fds = fds.into_iter();
         let msg = match (buf.first().copied(), len) {
             (_, 0) => None,
-            (Some(KIND_CONN), n) if n <= MAX_PAYLOAD + 1 => {
-                fds.next().map(|fd| Message::Conn(fd, buf[1..n].to_vec()))
-            }
+            (Some(KIND_CONN), n) if n <= MAX_PAYLOAD + 1 => fds
+                .next()
+                .map(|fd| Message::Conn(fd, buf[1..n].to_vec(), Transport::Plain)),
+            (Some(KIND_CONN_TLS), n) if n <= MAX_PAYLOAD + 1 => fds
+                .next()
+                .map(|fd| Message::Conn(fd, buf[1..n].to_vec(), Transport::Tls)),
             (Some(KIND_RELOAD), _) => Some(Message::Reload),
             (Some(KIND_SHUTDOWN), _) => Some(Message::Shutdown),
             _ => None,

@@ -27,6 +27,8 @@ pub(crate) enum Counter {
     Fds,
     Pipes,
     AcceptBackoffs,
+    /// TLS sessions open now (incremented and decremented with wrapping adds).
+    TlsSessions,
     /// First of `Rejection::ALL.len()` slots.
     Rejections,
 }

@@ -15,6 +15,7 @@ use super::msg::{self, Message};
 use super::pipes::{Pipe, PipePool};
 use super::shm::{Counter, WorkerCounters};
 use super::sys;
+use super::tls::TlsFront;
 use super::{DataPath, EngineConfig};
 use crate::head::{HeadStatus, RequestHead, parse_head};
 use crate::reject::{OK_RESPONSE, Rejection};
@@ -104,12 +105,18 @@ enum SockState {
     Lingering { deadline: Instant, discarded: usize },
     /// One side of a tunnel.
     Tunnel { tunnel: usize, side: usize },
+    /// The TCP socket of a TLS front.
+    TlsTcp { front: usize },
+    /// The front's end of the socketpair whose other end is the plaintext connection.
+    TlsInner { front: usize },
 }
 
 #[derive(Debug)]
 struct Sock {
     fd: OwnedFd,
     state: SockState,
+    /// How the peer reached us (a TLS front's inner end is `Tls`).
+    transport: Transport,
     /// `user_data` of the armed read-role and write-role polls.
     armed: [Option<u64>; 2],
 }
@@ -167,6 +174,25 @@ struct PendingHandoff {
     to: usize,
     fd: OwnedFd,
     bytes: Vec<u8>,
+    transport: Transport,
+}
+
+/// A TLS front and the two sockets it pumps between.
+struct TlsFrontEntry {
+    front: TlsFront,
+    tcp: usize,
+    inner: usize,
+    /// Last time either side was ready; idle fronts are closed like idle tunnels.
+    last_active: Instant,
+}
+
+impl std::fmt::Debug for TlsFrontEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsFrontEntry")
+            .field("tcp", &self.tcp)
+            .field("inner", &self.inner)
+            .finish()
+    }
 }
 
 /// Descriptors a worker is started with.
@@ -177,7 +203,7 @@ pub(crate) struct WorkerFds {
     pub(crate) inbox: OwnedFd,
     pub(crate) http_out: OwnedFd,
     pub(crate) peers: Vec<OwnedFd>,
-    pub(crate) listeners: Vec<OwnedFd>,
+    pub(crate) listeners: Vec<(OwnedFd, Transport)>,
     pub(crate) counters: WorkerCounters,
 }
 
@@ -196,7 +222,9 @@ pub(crate) struct Worker<R> {
     inbox: OwnedFd,
     http_out: OwnedFd,
     peers: Vec<OwnedFd>,
-    listeners: Vec<OwnedFd>,
+    listeners: Vec<(OwnedFd, Transport)>,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    fronts: Slab<TlsFrontEntry>,
     accept_armed: Vec<bool>,
     accept_paused_until: Option<Instant>,
     accept_backoff: Duration,
@@ -222,7 +250,12 @@ pub(crate) struct Worker<R> {
 }
 
 impl<R: Router> Worker<R> {
-    pub(crate) fn new(cfg: EngineConfig, fds: WorkerFds, router: R) -> io::Result<Self> {
+    pub(crate) fn new(
+        cfg: EngineConfig,
+        fds: WorkerFds,
+        router: R,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Self> {
         let entries = cfg.ring_entries.max(64);
         let ring = IoUring::builder()
             .setup_single_issuer()
@@ -262,6 +295,8 @@ impl<R: Router> Worker<R> {
             peers: fds.peers,
             accept_armed: vec![false; fds.listeners.len()],
             listeners: fds.listeners,
+            tls,
+            fronts: Slab::new(),
             accept_paused_until: None,
             accept_backoff: Duration::from_millis(10),
             counters: fds.counters,
@@ -351,7 +386,7 @@ impl<R: Router> Worker<R> {
         if self.accept_armed[i] || self.shutdown_deadline.is_some() {
             return;
         }
-        let fd = types::Fd(self.listeners[i].as_raw_fd());
+        let fd = types::Fd(self.listeners[i].0.as_raw_fd());
         let e = opcode::AcceptMulti::new(fd)
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
             .build()
@@ -420,6 +455,7 @@ impl<R: Router> Worker<R> {
         let idx = self.socks.insert(Sock {
             fd,
             state,
+            transport: Transport::Plain,
             armed: [None, None],
         });
         if self.sock_gens.len() <= idx {
@@ -538,6 +574,14 @@ impl<R: Router> Worker<R> {
             self.pause_accepting();
             return;
         }
+        let fd = match self.listeners[listener].1 {
+            Transport::Plain => fd,
+            Transport::Tls => match self.open_front(fd) {
+                Some(inner) => inner,
+                None => return,
+            },
+        };
+        let transport = self.listeners[listener].1;
         let deadline = self.now + self.cfg.head_timeout;
         let idx = self.insert_sock(
             fd,
@@ -546,6 +590,7 @@ impl<R: Router> Worker<R> {
                 handed_in: false,
             },
         );
+        self.socks[idx].transport = transport;
         self.head_deadlines
             .push_back((deadline, idx, self.sock_gens[idx]));
         self.read_head(idx);
@@ -575,7 +620,7 @@ impl<R: Router> Worker<R> {
         let mut buf = std::mem::take(&mut self.msg_buf);
         loop {
             match msg::try_recv(self.inbox.as_fd(), &mut buf) {
-                Ok(Some(Message::Conn(fd, bytes))) => {
+                Ok(Some(Message::Conn(fd, bytes, transport))) => {
                     let deadline = self.now + self.cfg.head_timeout;
                     let idx = self.insert_sock(
                         fd,
@@ -584,6 +629,7 @@ impl<R: Router> Worker<R> {
                             handed_in: true,
                         },
                     );
+                    self.socks[idx].transport = transport;
                     self.head_deadlines
                         .push_back((deadline, idx, self.sock_gens[idx]));
                     self.process_head(idx);
@@ -614,6 +660,11 @@ impl<R: Router> Worker<R> {
             SockState::Refusing { .. } => 2,
             SockState::Lingering { .. } => 3,
             SockState::Tunnel { .. } => 4,
+            SockState::TlsTcp { front } | SockState::TlsInner { front } => {
+                let front = *front;
+                self.pump_front(front);
+                return;
+            }
         };
         match state {
             0 => self.read_head(sock),
@@ -630,6 +681,78 @@ impl<R: Router> Worker<R> {
                 self.pump_and_arm(tunnel, dir);
             }
         }
+    }
+
+    // ----- TLS fronts -----
+
+    /// Wraps an accepted TLS connection in a front; returns the plaintext end for the
+    /// ordinary path, or `None` when the front could not be set up (socket closed).
+    fn open_front(&mut self, tcp: OwnedFd) -> Option<OwnedFd> {
+        let config = self.tls.clone()?;
+        let session = rustls::ServerConnection::new(config).ok()?;
+        let (inner, outer) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_NONBLOCK | nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .ok()?;
+        let front = self.fronts.insert(TlsFrontEntry {
+            front: TlsFront::new(session),
+            tcp: usize::MAX,
+            inner: usize::MAX,
+            last_active: self.now,
+        });
+        let tcp = self.insert_sock(tcp, SockState::TlsTcp { front });
+        let inner = self.insert_sock(inner, SockState::TlsInner { front });
+        self.socks[tcp].transport = Transport::Tls;
+        self.socks[inner].transport = Transport::Tls;
+        self.fronts[front].tcp = tcp;
+        self.fronts[front].inner = inner;
+        self.counters.add(Counter::TlsSessions, 1);
+        self.pump_front(front);
+        Some(outer)
+    }
+
+    fn pump_front(&mut self, front: usize) {
+        let Some(entry) = self.fronts.get_mut(front) else {
+            return;
+        };
+        let (tcp, inner) = (entry.tcp, entry.inner);
+        entry.last_active = self.now;
+        let (Some(tcp_sock), Some(inner_sock)) = (self.socks.get(tcp), self.socks.get(inner))
+        else {
+            return;
+        };
+        let needs = entry
+            .front
+            .pump(&tcp_sock.fd, &inner_sock.fd, &mut self.scratch);
+        if needs.failed || needs.done {
+            self.close_front(front, needs.failed);
+            return;
+        }
+        if needs.tcp_read {
+            self.arm(tcp, 0, POLL_READ);
+        }
+        if needs.tcp_write {
+            self.arm(tcp, 1, POLL_WRITE);
+        }
+        if needs.inner_read {
+            self.arm(inner, 0, POLL_READ);
+        }
+        if needs.inner_write {
+            self.arm(inner, 1, POLL_WRITE);
+        }
+    }
+
+    fn close_front(&mut self, front: usize, reset: bool) {
+        if !self.fronts.contains(front) {
+            return;
+        }
+        let entry = self.fronts.remove(front);
+        self.close_sock(entry.tcp, reset);
+        self.close_sock(entry.inner, reset);
+        self.counters.add(Counter::TlsSessions, u64::MAX);
     }
 
     // ----- heads -----
@@ -719,7 +842,8 @@ impl<R: Router> Worker<R> {
                 ..
             }
         );
-        match self.router.classify(&head, Transport::Plain) {
+        let transport = self.socks[sock].transport;
+        match self.router.classify(&head, transport) {
             Err(r) => self.refuse(sock, r),
             Ok(Classified::Http) => self.hand_off(sock, self.workers),
             Ok(Classified::Rendezvous(key)) => {
@@ -746,7 +870,8 @@ impl<R: Router> Worker<R> {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        match self.router.route(head, &early, now_unix, Transport::Plain) {
+        let transport = self.socks[sock].transport;
+        match self.router.route(head, &early, now_unix, transport) {
             Route::Reject(r) => self.refuse(sock, r),
             Route::RejectWith(r, response) => self.refuse_with(sock, r, response),
             Route::Http => self.hand_off(sock, self.workers),
@@ -861,6 +986,7 @@ impl<R: Router> Worker<R> {
     fn hand_off(&mut self, sock: usize, to: usize) {
         self.disarm(sock);
         let s = self.socks.remove(sock);
+        let transport = s.transport;
         let bytes = match s.state {
             SockState::Head { buf, .. } => buf,
             _ => Vec::new(),
@@ -885,6 +1011,7 @@ impl<R: Router> Worker<R> {
             to,
             fd: s.fd,
             bytes,
+            transport,
         });
         self.flush_handoffs();
     }
@@ -906,7 +1033,7 @@ impl<R: Router> Worker<R> {
                 keep.push_back(h);
                 continue;
             }
-            match msg::send_conn(self.handoff_socket(to), h.fd.as_fd(), &h.bytes) {
+            match msg::send_conn(self.handoff_socket(to), h.fd.as_fd(), &h.bytes, h.transport) {
                 Ok(()) => drop(h),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     blocked[to] = true;
@@ -1379,6 +1506,15 @@ impl<R: Router> Worker<R> {
                 .collect();
             for t in stale {
                 self.close_tunnel(t, true);
+            }
+            let stale: Vec<usize> = self
+                .fronts
+                .iter()
+                .filter(|(_, f)| now.saturating_duration_since(f.last_active) >= idle)
+                .map(|(i, _)| i)
+                .collect();
+            for f in stale {
+                self.close_front(f, true);
             }
         }
         // Accept back-off.

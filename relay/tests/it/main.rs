@@ -2,4 +2,5 @@
 
 mod cli;
 mod serve;
+mod tls;
 mod tunnel;

@@ -13,15 +13,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tryst_engine::auth::{Operation, Secret, proof_header};
 use tryst_engine::target::RendezvousId;
 
-const ID: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
+pub(crate) const ID: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
 const SECRET: [u8; 32] = [7; 32];
-const OK: &[u8] = b"HTTP/1.1 200\r\n\r\n";
+pub(crate) const OK: &[u8] = b"HTTP/1.1 200\r\n\r\n";
 
 /// A relay process for one test; killed on drop.
 pub(crate) struct Relay {
     child: Child,
     pub(crate) addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    /// The TLS listener's address, when started with `--tls-listen`.
+    pub(crate) tls_addr: Option<SocketAddr>,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Drop for Relay {
@@ -70,13 +72,29 @@ impl Relay {
             .spawn()
             .unwrap();
         let mut out = child.stdout.take().unwrap();
-        // Read the first stdout line byte by byte (the relay flushes it at start).
-        let mut line = Vec::new();
-        let mut byte = [0u8; 1];
-        while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-            line.push(byte[0]);
-        }
-        let line = String::from_utf8(line).unwrap();
+        // Read the startup lines byte by byte (the relay flushes them at start).
+        let mut read_line = || {
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            String::from_utf8(line).unwrap()
+        };
+        let line = read_line();
+        let tls_addr = if extra.contains(&"--tls-listen") {
+            let _data_dir = read_line();
+            let tls = read_line();
+            let _certificate = read_line();
+            Some(
+                tls.strip_prefix("tryst: tls listening on ")
+                    .unwrap_or_else(|| panic!("unexpected tls line {tls:?}"))
+                    .parse()
+                    .unwrap(),
+            )
+        } else {
+            None
+        };
         let addr = line
             .strip_prefix("tryst: listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
@@ -87,7 +105,8 @@ impl Relay {
         Self {
             child,
             addr,
-            _dir: dir,
+            tls_addr,
+            dir,
         }
     }
 
@@ -668,4 +687,33 @@ fn running_out_of_descriptors_backs_off_and_leaves_tunnels_alone() {
     assert_eq!(read_exact_n(&mut server2, 5), b"again");
     client2.write_all(b"!").unwrap();
     assert_eq!(read_exact_n(&mut server2, 1), b"!");
+}
+
+#[test]
+fn a_killed_worker_is_restarted_and_serves_again() {
+    let relay = Relay::start(&["--workers", "1"]);
+    let before = worker_pids(&relay.metrics());
+    assert_eq!(before.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The supervisor notices within its poll interval and starts a new worker; the
+    // metrics request itself is served by the supervisor and shows the new pid.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let pids = worker_pids(&relay.metrics());
+        if pids.len() == 1 && pids != before {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "worker was not restarted");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(after, before);
+    assert_eq!(relay.metric("tryst_worker_restarts_total"), 1);
+    let mut server = relay.park();
+    let mut client = relay.reach(b"back");
+    assert_eq!(read_exact_n(&mut server, 4), b"back");
+    client.write_all(b"!").unwrap();
 }

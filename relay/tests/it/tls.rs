@@ -1,0 +1,138 @@
+//! The TLS listener: the same rendezvous over rustls-terminated connections, with the
+//! generated self-signed certificate as the client's only trust anchor (pinning).
+
+use crate::tunnel::{ID, OK, Relay, nonce, now_unix, park_head, read_exact_n};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn start() -> Relay {
+    Relay::start(&["--tls-listen", "127.0.0.1:0", "--head-timeout", "2s"])
+}
+
+fn client_config(relay: &Relay) -> Arc<rustls::ClientConfig> {
+    let pem = std::fs::read(relay.dir.path().join("tls-cert.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn tls_connect(relay: &Relay) -> Tls {
+    let addr = relay.tls_addr.unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(client_config(relay), name).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+fn read_n(s: &mut impl Read, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).unwrap();
+    buf
+}
+
+fn tls_park(relay: &Relay) -> Tls {
+    let mut s = tls_connect(relay);
+    s.write_all(park_head(now_unix(), &nonce()).as_bytes())
+        .unwrap();
+    assert_eq!(read_n(&mut s, OK.len()), OK);
+    s
+}
+
+#[test]
+fn tls_hidden_server_and_tls_client_move_a_mebibyte_each_way() {
+    let relay = start();
+    let mut server = tls_park(&relay);
+    let mut client = tls_connect(&relay);
+    client
+        .write_all(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(read_n(&mut client, OK.len()), OK);
+    let up: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7) as u8).collect();
+    let down: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 13 + 5) as u8).collect();
+    // One thread per direction on each TLS stream is not possible (a rustls stream is
+    // not split), so interleave: send in chunks and read what arrives.
+    for (chunk_up, chunk_down) in up.chunks(64 * 1024).zip(down.chunks(64 * 1024)) {
+        client.write_all(chunk_up).unwrap();
+        server.write_all(chunk_down).unwrap();
+        assert!(
+            read_n(&mut server, chunk_up.len()) == chunk_up,
+            "client->server differs"
+        );
+        assert!(
+            read_n(&mut client, chunk_down.len()) == chunk_down,
+            "server->client differs"
+        );
+    }
+    client.conn.send_close_notify();
+    client.flush().unwrap();
+    let mut rest = Vec::new();
+    let _ = server.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    assert!(relay.metric("tryst_tls_sessions") >= 1);
+}
+
+#[test]
+fn a_plain_client_reaches_a_hidden_server_parked_over_tls() {
+    let relay = start();
+    let mut server = tls_park(&relay);
+    let mut client = relay.reach(b"hello");
+    assert_eq!(read_n(&mut server, 5), b"hello");
+    server.write_all(b"world").unwrap();
+    assert_eq!(read_exact_n(&mut client, 5), b"world");
+    client.shutdown(Shutdown::Write).unwrap();
+}
+
+#[test]
+fn refusals_and_http_work_inside_tls() {
+    let relay = start();
+    let mut s = tls_connect(&relay);
+    s.write_all(b"GARBAGE\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+    let mut s = tls_connect(&relay);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn a_stalled_handshake_delays_nobody_and_is_closed_at_the_deadline() {
+    let relay = start();
+    let started = Instant::now();
+    let mut stalled = TcpStream::connect(relay.tls_addr.unwrap()).unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // Others are served meanwhile.
+    let _server = tls_park(&relay);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The stalled one is closed once the head deadline passes.
+    let mut out = Vec::new();
+    let _ = stalled.read_to_end(&mut out);
+    // At most a TLS alert record (content type 21) precedes the close.
+    assert!(
+        out.is_empty() || out[0] == 21,
+        "expected a close, got {out:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+}
