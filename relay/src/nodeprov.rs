@@ -218,13 +218,14 @@ pub fn import(path: &Path, text: &str, force: bool) -> Result<Vec<RendezvousId>,
         create_private_dir(dir)?;
     }
     let mut file = load_file(path)?;
-    if !force {
-        if let Some((id, _)) = records.iter().find(|(id, _)| file.totp.contains_key(id)) {
-            return Err(ImportError::Exists {
-                id: *id,
-                path: path.to_owned(),
-            });
-        }
+    if let Some((id, _)) = records
+        .iter()
+        .find(|(id, _)| !force && file.totp.contains_key(id))
+    {
+        return Err(ImportError::Exists {
+            id: *id,
+            path: path.to_owned(),
+        });
     }
     let ids = records.iter().map(|(id, _)| *id).collect();
     file.totp.extend(records);

@@ -174,7 +174,9 @@ fn serve_prints_where_it_listens_serves_http_and_exits_cleanly() {
     );
     let challenged = http_get(relay.addr, "/nothing");
     assert!(
-        challenged.starts_with("HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Digest realm=\"rendezvous\""),
+        challenged.starts_with(
+            "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Digest realm=\"rendezvous\""
+        ),
         "{challenged}"
     );
     assert!(missing.ends_with(r#"{"error":{"code":"not_found","message":"no such endpoint"}}"#));
