@@ -4,10 +4,12 @@
 //! bytes are an HTTP response.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
-use tryst_engine::node::{CompatRouter, CompatRouterConfig, looks_like_node_connect, parse_node_connect};
-use tryst_engine::route::{Route, Router, SecretSource, Transport};
 use tryst_engine::auth::Secret;
+use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
+use tryst_engine::node::{
+    CompatRouter, CompatRouterConfig, looks_like_node_connect, parse_node_connect,
+};
+use tryst_engine::route::{Route, Router, SecretSource, Transport};
 use tryst_engine::target::RendezvousId;
 use tryst_engine::totp::{TotpAlgorithm, TotpRecord};
 
@@ -44,7 +46,10 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => assert!(!looks_like_node_connect(text)),
     }
     // Through the router, when the target fits in a request line.
-    if text.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+    if text
+        .bytes()
+        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         return;
     }
     let request = format!("CONNECT {text} HTTP/1.1\r\nHost: relay\r\n\r\n");
@@ -52,8 +57,13 @@ fuzz_target!(|data: &[u8]| {
     else {
         return;
     };
-    let record = TotpRecord::new(b"12345678901234567890".to_vec(), 30, TotpAlgorithm::Sha1, None)
-        .expect("a valid record");
+    let record = TotpRecord::new(
+        b"12345678901234567890".to_vec(),
+        30,
+        TotpAlgorithm::Sha1,
+        None,
+    )
+    .expect("a valid record");
     let mut router = CompatRouter::new(OneRecord(record), CompatRouterConfig::default());
     for transport in [Transport::Plain, Transport::Tls] {
         let _ = router.classify(&head, transport);

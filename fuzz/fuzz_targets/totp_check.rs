@@ -79,10 +79,7 @@ fuzz_target!(|input: Input| {
             let mut changed = code.clone().into_bytes();
             let pos = usize::from(flip) % digits;
             changed[pos] = b'0' + (changed[pos] - b'0' + 1 + flip % 9) % 10;
-            assert_eq!(
-                verify(&record, &changed, now, 0),
-                Err(TotpError::Mismatch)
-            );
+            assert_eq!(verify(&record, &changed, now, 0), Err(TotpError::Mismatch));
             let value = truncated_value(&secret, counter_at(now, step));
             let speakeasy = speakeasy_code(value, digits);
             if speakeasy.len() == digits {
