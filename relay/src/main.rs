@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Provision(args) => {
             let path = config::provision_secrets_path(&args)?;
-            let text = serve::run_provision(&path, &args.id, args.force)?;
+            let text = serve::run_provision(&path, &args)?;
             print!("{text}");
         }
     }

@@ -403,14 +403,12 @@ impl Engine {
         let workers = (0..self.slots.len())
             .map(|i| {
                 let c = self.stats.worker(i);
-                let running = self.slots[i].child.is_some();
+                // The supervisor knows its children's pids without waiting for a
+                // worker to publish its own.
+                let pid = self.slots[i].child.as_ref().map_or(0, Child::id);
                 WorkerStats {
                     index: i,
-                    pid: if running {
-                        c.get(Counter::Pid) as u32
-                    } else {
-                        0
-                    },
+                    pid,
                     accepted: c.get(Counter::Accepted),
                     parked: c.get(Counter::Parked),
                     waiting: c.get(Counter::Waiting),

@@ -391,3 +391,151 @@ fn the_sample_deploy_config_passes_check_config() {
         "{out:?}"
     );
 }
+
+/// `tryst provision --totp`, `--export` and `--import` end to end.
+#[test]
+fn provision_totp_prints_uri_qr_and_record_and_exports_imports() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let node_id = "2f402f80-da50-11e1-9b23-0123456789ab";
+
+    let out = tryst(
+        home.path(),
+        &[
+            "provision",
+            node_id,
+            "--totp",
+            "--data-dir",
+            data_arg,
+            "--issuer",
+            "https://192.0.2.1:8899",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let printed = text(&out.stdout);
+    let b32 = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("base32: "))
+        .expect("base32 line")
+        .to_owned();
+    let key = tryst_engine::totp::decode_base32(&b32).unwrap();
+    assert_eq!(key.len(), 40, "a 40-character ASCII key");
+    assert!(key.iter().all(u8::is_ascii_alphanumeric));
+    assert!(
+        printed.contains(&format!(
+            "otpauth://totp/https%3A%2F%2F192.0.2.1%3A8899:{node_id}?secret={b32}&issuer=https%3A%2F%2F192.0.2.1%3A8899&algorithm=SHA1&digits=6&period=30"
+        )),
+        "{printed}"
+    );
+    assert!(
+        printed.contains('\u{2588}') || printed.contains('\u{2580}'),
+        "QR code: {printed}"
+    );
+    let record = format!(
+        r#"{{"algorithm":"sha1","length":40,"name":"{node_id}","issuer":"https://192.0.2.1:8899","step":30,"base32":"{b32}","protocol":"totp"}}"#
+    );
+    assert!(printed.contains(&record), "{printed}");
+    let file = fs::read_to_string(data.join("secrets.toml")).unwrap();
+    assert!(file.contains("[totp]"), "{file}");
+    assert!(
+        file.contains(&format!("\"{node_id}\" = {{ base32 = \"{b32}\", step = 30")),
+        "{file}"
+    );
+
+    // A second --totp for the same id is refused without --force.
+    let out = tryst(
+        home.path(),
+        &["provision", node_id, "--totp", "--data-dir", data_arg],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("--force"), "{out:?}");
+
+    // Export: one JSON record per line, importable elsewhere.
+    let out = tryst(
+        home.path(),
+        &["provision", "--export", "--data-dir", data_arg],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let exported = text(&out.stdout);
+    assert_eq!(exported.lines().count(), 1, "{exported}");
+    assert!(exported.starts_with(&format!(r#"{{"uuid":"{node_id}","authURL":"otpauth://"#)));
+    assert!(
+        exported
+            .trim_end()
+            .ends_with(&format!(r#""authParams":{record}}}"#)),
+        "{exported}"
+    );
+
+    let other = home.path().join("other");
+    let records = home.path().join("records.json");
+    // An upstream record with extra fields, plus ours, as a JSON array.
+    let upstream = r#"{"uuid":"2f402f80-da50-11e1-9b23-00000000abcd","qrcodeURL":"https://x","authURL":"otpauth://totp/x","authParams":{"algorithm":"sha1","length":40,"name":"2f402f80-da50-11e1-9b23-00000000abcd","issuer":"https://192.0.2.1:8898","step":30,"base32":"KBFU2TDPM53DOU2GJRFHKYSQJF3GO2KSII3XCNTMG5KW26DNIFWXINSOJZDVOQ3Z","protocol":"totp"}}"#;
+    fs::write(&records, format!("[{upstream},\n{}]", exported.trim_end())).unwrap();
+    let other_arg = other.to_str().unwrap();
+    let out = tryst(
+        home.path(),
+        &[
+            "provision",
+            "--import",
+            records.to_str().unwrap(),
+            "--data-dir",
+            other_arg,
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("Imported 2 node-rendezvous record(s)"),
+        "{out:?}"
+    );
+    let imported = fs::read_to_string(other.join("secrets.toml")).unwrap();
+    assert!(imported.contains(&b32), "{imported}");
+    assert!(imported.contains("KBFU2TDPM53DOU2GJRFHKYSQJF3GO2KSII3XCNTMG5KW26DNIFWXINSOJZDVOQ3Z"));
+    assert_eq!(
+        fs::metadata(other.join("secrets.toml"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    // Importing again is refused (ids exist); --force replaces.
+    let import = |extra: &[&str]| {
+        let mut args = vec![
+            "provision",
+            "--import",
+            records.to_str().unwrap(),
+            "--data-dir",
+            other_arg,
+        ];
+        args.extend_from_slice(extra);
+        tryst(home.path(), &args)
+    };
+    let out = import(&[]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("already has a TOTP record"),
+        "{out:?}"
+    );
+    assert!(import(&["--force"]).status.success());
+
+    // Malformed input is refused with the line named, and nothing is written.
+    let before = fs::read_to_string(other.join("secrets.toml")).unwrap();
+    fs::write(
+        &records,
+        format!("{upstream}\n{{\"uuid\":\"nope\",\"authParams\":{{\"base32\":\"MZXW6\"}}}}\n"),
+    )
+    .unwrap();
+    let out = import(&["--force"]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("line 2: `nope` is not a hyphenated UUID"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(other.join("secrets.toml")).unwrap(),
+        before
+    );
+}
