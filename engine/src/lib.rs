@@ -7,6 +7,9 @@
 //! - [`room`]: the waiting room, a pure state machine over a slab.
 //! - [`reject`]: every refusal the engine can send, mapped to a status code in one place.
 //! - [`route`]: the routing contract between the engine and the relay.
+//! - [`totp`]: RFC 6238 TOTP as node-rendezvous (speakeasy) checks it.
+//! - [`node`]: node-rendezvous parsers, exact frames, and [`node::CompatRouter`] (native
+//!   and node-rendezvous on one listener).
 //! - [`driver`]: the only module with `unsafe`: worker processes, io_uring, splice.
 //!
 //! Under `cfg(any(test, fuzzing))` a `fuzzing` module holds the fuzz harnesses shared
@@ -22,7 +25,9 @@ pub mod driver;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub mod head;
+pub mod node;
 pub mod reject;
 pub mod room;
 pub mod route;
 pub mod target;
+pub mod totp;

@@ -11,6 +11,7 @@ use crate::auth::{self, Operation, ProofError, ReplayCache, Secret};
 use crate::head::{Method, RequestHead};
 use crate::reject::Rejection;
 use crate::target::{ConnectTarget, RendezvousId, RendezvousKey, parse_connect_target};
+use crate::totp::TotpRecord;
 
 /// How the connection reached the relay; compatibility families answer differently on
 /// their own transport (node-rendezvous lives on TLS).
@@ -130,6 +131,11 @@ pub trait Router {
 pub trait SecretSource {
     /// The secret for `id`, if provisioned.
     fn secret(&self, id: &RendezvousId) -> Option<&Secret>;
+    /// The node-rendezvous TOTP record for `id`, if provisioned (none by default).
+    fn totp(&self, id: &RendezvousId) -> Option<&TotpRecord> {
+        let _ = id;
+        None
+    }
     /// Re-reads the source; on error the old secrets stay.
     fn reload(&mut self) -> Result<(), String>;
 }
@@ -169,6 +175,11 @@ impl<S: SecretSource> NativeRouter<S> {
             replay: ReplayCache::new(config.replay_capacity, config.proof_window_secs),
             window_secs: config.proof_window_secs,
         }
+    }
+
+    /// The secret source.
+    pub fn secrets(&self) -> &S {
+        &self.secrets
     }
 
     fn check_park(

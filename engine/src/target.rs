@@ -146,8 +146,8 @@ pub fn parse_connect_target(target: &str) -> Result<ConnectTarget, TargetError> 
     let rest = target
         .strip_prefix("uuid:")
         .ok_or(TargetError::UnknownScheme)?;
-    // Issue 4 (node-rendezvous) adds `uuid:<ID>?response=<TOTP>`. Until then a `?`
-    // suffix makes the 36-byte check below fail, so it is refused as MalformedUuid.
+    // A `?` suffix makes the 36-byte check below fail (MalformedUuid): node-rendezvous's
+    // `uuid:<ID>?response=<TOTP>` is recognised by `node::CompatRouter` instead.
     RendezvousId::parse(rest).map(ConnectTarget::Uuid)
 }
 

@@ -30,7 +30,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the relay.
     Serve(Box<ServeArgs>),
-    /// Create a shared secret for a rendezvous id and print what its hidden server needs.
+    /// Create a shared secret (or, with --totp, a node-rendezvous TOTP record) for a
+    /// rendezvous id and print what its hidden server needs; --import/--export move
+    /// node-rendezvous provisioning records in and out.
     Provision(ProvisionArgs),
 }
 
@@ -40,6 +42,10 @@ pub struct ServeArgs {
     /// A TOML config file whose keys are the flag names (flags override it).
     #[arg(long, env = "TRYST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Validate the configuration (flags, environment, config file, secrets file) as
+    /// serve would, print a summary and exit, without binding or starting workers.
+    #[arg(long)]
+    pub check_config: bool,
     /// The settings (each also settable in the config file).
     #[command(flatten)]
     pub settings: Settings,
@@ -156,8 +162,30 @@ impl Settings {
 #[derive(Debug, Clone, Args)]
 pub struct ProvisionArgs {
     /// The rendezvous id: a hyphenated UUID (stored in canonical lower-case form).
-    #[arg(value_name = "UUID")]
-    pub id: String,
+    #[arg(value_name = "UUID", required_unless_present_any = ["import", "export"])]
+    pub id: Option<String>,
+    /// Create a node-rendezvous TOTP record (40-character key, base32) instead of a
+    /// native secret; prints the otpauth:// URI, a QR code and the provisioning record.
+    #[arg(long, conflicts_with_all = ["import", "export"])]
+    pub totp: bool,
+    /// Import node-rendezvous provisioning records (JSON, one per line or an array) from
+    /// FILE (`-` for stdin) into the TOTP table.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["id", "export"])]
+    pub import: Option<PathBuf>,
+    /// Print every TOTP record as a node-rendezvous provisioning record (one per line).
+    #[arg(long, conflicts_with = "id")]
+    pub export: bool,
+    /// With --totp: the TOTP step in seconds [default: 30].
+    #[arg(long, value_name = "SECONDS", requires = "totp")]
+    pub step: Option<u64>,
+    /// With --totp: how a newer park treats older ones for this id, queue or replace
+    /// [default: the relay's node-rendezvous default, replace].
+    #[arg(long, value_name = "MODE", requires = "totp", value_parser = ["queue", "replace"])]
+    pub parking: Option<String>,
+    /// With --totp: the issuer shown in authenticator apps and provisioning records
+    /// [default: tryst].
+    #[arg(long, value_name = "TEXT", requires = "totp")]
+    pub issuer: Option<String>,
     /// The config file `tryst serve` uses, to find its data directory and secrets file.
     #[arg(long, env = "TRYST_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -167,7 +195,7 @@ pub struct ProvisionArgs {
     /// Secrets file [default: secrets.toml in the data directory].
     #[arg(long, env = "TRYST_SECRETS", value_name = "FILE")]
     pub secrets: Option<PathBuf>,
-    /// Replace the secret if the id already has one.
+    /// Replace the secret (or TOTP record) if the id already has one.
     #[arg(long)]
     pub force: bool,
 }
@@ -296,6 +324,7 @@ mod tests {
             "/etc/tryst.toml",
         ]);
         assert_eq!(s.config, Some(PathBuf::from("/etc/tryst.toml")));
+        assert!(!s.check_config);
         let st = s.settings;
         assert_eq!(st.listen, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(
@@ -313,6 +342,15 @@ mod tests {
         );
         assert_eq!(st.max_parked_per_id, Some(4));
         assert_eq!(st.head_timeout, None);
+    }
+
+    #[test]
+    fn check_config_is_a_flag_not_a_setting() {
+        assert!(serve(&["serve", "--check-config"]).check_config);
+        assert!(
+            crate::config::parse_config("check-config = true\n").is_err(),
+            "not a config key"
+        );
     }
 
     #[test]
@@ -340,10 +378,51 @@ mod tests {
         .unwrap();
         match cli.command {
             Command::Provision(p) => {
-                assert_eq!(p.id, "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f");
+                assert_eq!(
+                    p.id.as_deref(),
+                    Some("0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f")
+                );
                 assert!(p.force);
+                assert!(!p.totp);
             }
             Command::Serve(_) => panic!("expected provision"),
+        }
+    }
+
+    #[test]
+    fn provision_totp_import_export_parse() {
+        let id = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
+        let p = |args: &[&str]| match parse(args).map(|c| c.command) {
+            Ok(Command::Provision(p)) => Ok(p),
+            Ok(Command::Serve(_)) => panic!("expected provision"),
+            Err(e) => Err(e),
+        };
+        let t = p(&[
+            "provision",
+            id,
+            "--totp",
+            "--step",
+            "60",
+            "--parking",
+            "queue",
+        ])
+        .unwrap();
+        assert!(t.totp);
+        assert_eq!(t.step, Some(60));
+        assert_eq!(t.parking.as_deref(), Some("queue"));
+        let i = p(&["provision", "--import", "records.json"]).unwrap();
+        assert_eq!(i.import, Some(PathBuf::from("records.json")));
+        assert_eq!(i.id, None);
+        assert!(p(&["provision", "--export"]).unwrap().export);
+        for bad in [
+            &["provision", id, "--import", "x"][..],
+            &["provision", id, "--export"],
+            &["provision", "--import", "x", "--export"],
+            &["provision", id, "--step", "60"],
+            &["provision", id, "--totp", "--parking", "fifo"],
+            &["provision", "--totp"],
+        ] {
+            assert!(p(bad).is_err(), "{bad:?} should be refused");
         }
     }
 

@@ -270,6 +270,9 @@ impl HttpService {
     }
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+        // API families (dead-drop, Pico channels, publications, ...) each own a set of
+        // paths and read their own bodies with their own limits: dispatch to them here,
+        // one arm per family, before the built-in endpoints below.
         let (parts, body) = req.into_parts();
         read_capped(body, self.inner.limits.header_timeout).await?;
         let endpoint = match parts.uri.path() {

@@ -6,6 +6,7 @@
 //! - [`duration`]: `2s` / `500ms` / `1h` durations.
 //! - [`secrets`]: the secrets file, [`secrets::FileSecrets`] for the native router, and
 //!   provisioning.
+//! - [`nodeprov`]: node-rendezvous TOTP records: provisioning, import/export, QR codes.
 //! - [`http`]: the hyper service for connections the engine hands off (`/healthz`,
 //!   `/metrics`).
 //! - [`metrics`]: the Prometheus rendering of the engine's counters.
@@ -19,8 +20,11 @@
 pub mod cli;
 pub mod config;
 pub mod duration;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
+pub mod nodeprov;
 pub mod secrets;
 pub mod serve;
 pub mod tls;

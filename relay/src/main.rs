@@ -16,7 +16,9 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => {
             let config = ServeConfig::load(&args)?;
-            if tryst_engine::driver::is_worker() {
+            if args.check_config {
+                print!("{}", serve::check_config(&config)?);
+            } else if tryst_engine::driver::is_worker() {
                 serve::run_worker_process(&config).context("worker")?;
             } else {
                 serve::run_supervisor(config)?;
@@ -24,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Provision(args) => {
             let path = config::provision_secrets_path(&args)?;
-            let text = serve::run_provision(&path, &args.id, args.force)?;
+            let text = serve::run_provision(&path, &args)?;
             print!("{text}");
         }
     }

@@ -15,7 +15,7 @@ type Series = (
     fn(&WorkerStats) -> u64,
 );
 
-const SUMMED: [Series; 13] = [
+const SUMMED: [Series; 14] = [
     (
         "tryst_parked",
         "gauge",
@@ -66,6 +66,12 @@ const SUMMED: [Series; 13] = [
         "counter",
         "Times accepting paused on EMFILE/ENFILE or the socket cap.",
         |w| w.accept_backoffs,
+    ),
+    (
+        "tryst_worker_restarts_total",
+        "counter",
+        "Workers restarted by the supervisor after dying unexpectedly.",
+        |w| w.restarts,
     ),
     (
         "tryst_tls_sessions",
@@ -191,6 +197,7 @@ mod tests {
                     pipes: 2,
                     accept_backoffs: 0,
                     tls_sessions: 0,
+                    restarts: 0,
                     rejections: rej0,
                 },
                 WorkerStats {
@@ -209,6 +216,7 @@ mod tests {
                     pipes: 0,
                     accept_backoffs: 6,
                     tls_sessions: 0,
+                    restarts: 0,
                     // A short vector (older worker) counts as zeros.
                     rejections: rej1,
                 },

@@ -6,6 +6,14 @@
 //! [secrets]
 //! "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f" = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng"
 //! ```
+//! An optional `[totp]` table holds node-rendezvous hidden servers (see
+//! `docs/compat/node-rendezvous.md`); `step` defaults to 30, `parking` to the relay's
+//! node-rendezvous default, `algorithm` may only be `sha1`, `issuer` is kept for
+//! `tryst provision --export`:
+//! ```toml
+//! [totp]
+//! "2f402f80-da50-11e1-9b23-0123456789ab" = { base32 = "KBFU2TDPM53DOU2GJRFHKYSQJF3GO2KSII3XCNTMG5KW26DNIFWXINSOJZDVOQ3Z", step = 30, parking = "replace" }
+//! ```
 //! The file is written atomically (temporary file, fsync, rename, fsync of the
 //! directory) with mode 0600. A missing file means "no ids provisioned".
 
@@ -20,6 +28,7 @@ use std::path::{Path, PathBuf};
 use tryst_engine::auth::Secret;
 use tryst_engine::route::SecretSource;
 use tryst_engine::target::RendezvousId;
+use tryst_engine::totp::{TotpAlgorithm, TotpError, TotpParking, TotpRecord};
 
 /// Bytes of a provisioned secret.
 pub const SECRET_LEN: usize = 32;
@@ -77,6 +86,16 @@ pub enum SecretsError {
         /// What is wrong.
         problem: SecretProblem,
     },
+    /// A `[totp]` entry that is not a usable record.
+    #[error("{path}: TOTP record for `{key}`: {problem}")]
+    BadTotp {
+        /// The file.
+        path: PathBuf,
+        /// The id as written.
+        key: String,
+        /// What is wrong.
+        problem: TotpError,
+    },
     /// `provision` of an id that already has a secret, without `--force`.
     #[error("{id} already has a secret in {path}; pass --force to replace it")]
     AlreadyProvisioned {
@@ -112,6 +131,50 @@ pub enum SecretProblem {
 struct RawFile {
     #[serde(default)]
     secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    totp: BTreeMap<String, RawTotp>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTotp {
+    base32: String,
+    step: Option<u64>,
+    algorithm: Option<String>,
+    parking: Option<String>,
+    issuer: Option<String>,
+}
+
+/// One `[totp]` entry: the record the router checks, plus the issuer for export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpEntry {
+    /// Secret, step, algorithm, parking override.
+    pub record: TotpRecord,
+    /// The issuer written into provisioning records and otpauth URIs, if set.
+    pub issuer: Option<String>,
+}
+
+/// Everything in a secrets file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SecretsFile {
+    /// `[secrets]`: native shared secrets.
+    pub secrets: BTreeMap<RendezvousId, Secret>,
+    /// `[totp]`: node-rendezvous TOTP records.
+    pub totp: BTreeMap<RendezvousId, TotpEntry>,
+}
+
+fn parse_totp(raw: RawTotp) -> Result<TotpEntry, TotpError> {
+    let algorithm = match raw.algorithm.as_deref() {
+        None => TotpAlgorithm::Sha1,
+        Some(name) => TotpAlgorithm::parse(name)?,
+    };
+    let parking = raw.parking.as_deref().map(TotpParking::parse).transpose()?;
+    let step = raw.step.unwrap_or(tryst_engine::totp::DEFAULT_STEP);
+    let record = TotpRecord::from_base32(&raw.base32, step, algorithm, parking)?;
+    Ok(TotpEntry {
+        record,
+        issuer: raw.issuer,
+    })
 }
 
 /// Decodes one secret value: base64url, unpadded (trailing `=` tolerated), 16 to 1024
@@ -134,11 +197,17 @@ pub fn encode_secret(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Parses the text of a secrets file. `path` is only used in error messages.
+/// Parses the `[secrets]` table of a secrets file (the whole file is validated).
+/// `path` is only used in error messages.
 pub fn parse_secrets(
     text: &str,
     path: &Path,
 ) -> Result<BTreeMap<RendezvousId, Secret>, SecretsError> {
+    parse_file(text, path).map(|f| f.secrets)
+}
+
+/// Parses the text of a secrets file. `path` is only used in error messages.
+pub fn parse_file(text: &str, path: &Path) -> Result<SecretsFile, SecretsError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| SecretsError::Syntax {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
@@ -161,7 +230,25 @@ pub fn parse_secrets(
             });
         }
     }
-    Ok(out)
+    let mut totp = BTreeMap::new();
+    for (key, value) in raw.totp {
+        let entry = parse_totp(value).map_err(|problem| SecretsError::BadTotp {
+            path: path.to_owned(),
+            key: key.clone(),
+            problem,
+        })?;
+        let id = RendezvousId::parse(&key).map_err(|_| SecretsError::BadId {
+            path: path.to_owned(),
+            key: key.clone(),
+        })?;
+        if totp.insert(id, entry).is_some() {
+            return Err(SecretsError::DuplicateId {
+                path: path.to_owned(),
+                key,
+            });
+        }
+    }
+    Ok(SecretsFile { secrets: out, totp })
 }
 
 /// Renders a secrets file from `(canonical id, encoded secret)` pairs, in order.
@@ -188,6 +275,37 @@ pub fn render_secrets(secrets: &BTreeMap<RendezvousId, Secret>) -> String {
     render_entries(rows.iter().map(|(i, s)| (i.as_str(), s.as_str())))
 }
 
+/// A TOML basic string (quoted and escaped).
+fn toml_string(text: &str) -> String {
+    toml::Value::String(text.to_owned()).to_string()
+}
+
+/// Renders a whole secrets file: `[secrets]` as [`render_secrets`] writes it, then a
+/// `[totp]` table when there are TOTP records (sorted by id).
+pub fn render_file(file: &SecretsFile) -> String {
+    let mut out = render_secrets(&file.secrets);
+    if !file.totp.is_empty() {
+        out.push_str("\n[totp]\n");
+        for (id, entry) in &file.totp {
+            let r = &entry.record;
+            out.push_str(&format!(
+                "\"{id}\" = {{ base32 = \"{}\", step = {}, algorithm = \"{}\"",
+                r.base32(),
+                r.step(),
+                r.algorithm().name()
+            ));
+            if let Some(p) = r.parking() {
+                out.push_str(&format!(", parking = \"{}\"", p.name()));
+            }
+            if let Some(issuer) = &entry.issuer {
+                out.push_str(&format!(", issuer = {}", toml_string(issuer)));
+            }
+            out.push_str(" }\n");
+        }
+    }
+    out
+}
+
 /// A warning when a secrets file's mode lets group or others read or write it.
 pub fn permission_warning(path: &Path, mode: u32) -> Option<String> {
     (mode & 0o077 != 0).then(|| {
@@ -203,13 +321,19 @@ pub fn permission_warning(path: &Path, mode: u32) -> Option<String> {
 /// Reads the secrets file; a missing file is an empty set. Warns (does not refuse) when
 /// the file is readable by group or others.
 pub fn load_secrets(path: &Path) -> Result<BTreeMap<RendezvousId, Secret>, SecretsError> {
+    load_file(path).map(|f| f.secrets)
+}
+
+/// Reads the whole secrets file (both tables); a missing file is empty. Warns like
+/// [`load_secrets`].
+pub fn load_file(path: &Path) -> Result<SecretsFile, SecretsError> {
     let io_err = |source| SecretsError::Io {
         path: path.to_owned(),
         source,
     };
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SecretsFile::default()),
         Err(e) => return Err(io_err(e)),
     };
     let meta = file.metadata().map_err(io_err)?;
@@ -217,7 +341,7 @@ pub fn load_secrets(path: &Path) -> Result<BTreeMap<RendezvousId, Secret>, Secre
         tracing::warn!("{w}");
     }
     let text = io::read_to_string(file).map_err(io_err)?;
-    parse_secrets(&text, path)
+    parse_file(&text, path)
 }
 
 /// Writes `contents` to `path` atomically with `mode`: a temporary file in the same
@@ -277,21 +401,33 @@ pub fn create_private_dir(dir: &Path) -> Result<(), SecretsError> {
         })
 }
 
-/// The secrets of the native router, loaded from the secrets file.
+/// The secrets of the router (native secrets and TOTP records), loaded from the
+/// secrets file.
 #[derive(Debug)]
 pub struct FileSecrets {
     path: PathBuf,
     secrets: HashMap<RendezvousId, Secret>,
+    totp: HashMap<RendezvousId, TotpRecord>,
 }
 
 impl FileSecrets {
     /// Loads `path` (a missing file is an empty set).
     pub fn load(path: &Path) -> Result<Self, SecretsError> {
-        let secrets = load_secrets(path)?.into_iter().collect();
+        let file = load_file(path)?;
         Ok(Self {
             path: path.to_owned(),
-            secrets,
+            secrets: file.secrets.into_iter().collect(),
+            totp: file
+                .totp
+                .into_iter()
+                .map(|(id, e)| (id, e.record))
+                .collect(),
         })
+    }
+
+    /// How many ids have TOTP records.
+    pub fn totp_len(&self) -> usize {
+        self.totp.len()
     }
 
     /// The file this was loaded from.
@@ -304,9 +440,9 @@ impl FileSecrets {
         self.secrets.len()
     }
 
-    /// True when no id has a secret.
+    /// True when no id has a secret or a TOTP record.
     pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
+        self.secrets.is_empty() && self.totp.is_empty()
     }
 }
 
@@ -315,9 +451,18 @@ impl SecretSource for FileSecrets {
         self.secrets.get(id)
     }
 
+    fn totp(&self, id: &RendezvousId) -> Option<&TotpRecord> {
+        self.totp.get(id)
+    }
+
     fn reload(&mut self) -> Result<(), String> {
-        let fresh = load_secrets(&self.path).map_err(|e| e.to_string())?;
-        self.secrets = fresh.into_iter().collect();
+        let fresh = load_file(&self.path).map_err(|e| e.to_string())?;
+        self.secrets = fresh.secrets.into_iter().collect();
+        self.totp = fresh
+            .totp
+            .into_iter()
+            .map(|(id, e)| (id, e.record))
+            .collect();
         Ok(())
     }
 }
@@ -349,8 +494,8 @@ pub fn provision(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         create_private_dir(dir)?;
     }
-    let mut secrets = load_secrets(path)?;
-    let replaced = secrets.contains_key(&id);
+    let mut file = load_file(path)?;
+    let replaced = file.secrets.contains_key(&id);
     if replaced && !force {
         return Err(SecretsError::AlreadyProvisioned {
             id: id.to_string(),
@@ -360,8 +505,8 @@ pub fn provision(
     let mut bytes = vec![0u8; SECRET_LEN];
     rng.fill_bytes(&mut bytes);
     let secret = Secret::new(bytes);
-    secrets.insert(id, secret.clone());
-    write_atomic(path, render_secrets(&secrets).as_bytes(), 0o600)?;
+    file.secrets.insert(id, secret.clone());
+    write_atomic(path, render_file(&file).as_bytes(), 0o600)?;
     Ok(Provisioned {
         id,
         secret,

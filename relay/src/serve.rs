@@ -4,8 +4,9 @@
 //! listener, validates the secrets file, prints where it listens, starts the engine's
 //! workers and then runs a small tokio loop: handed-off HTTP connections, `/metrics`
 //! requests, SIGHUP (reload secrets), SIGTERM/SIGINT (drain and exit) and a 200 ms
-//! worker check. Workers run no tokio runtime: they build the native router and hand
-//! control to the engine.
+//! worker check. Workers run no tokio runtime: they build the combined router (native
+//! protocol plus node-rendezvous, [`tryst_engine::node::CompatRouter`]) and hand control
+//! to the engine.
 
 use crate::config::ServeConfig;
 use crate::http::{HttpLimits, HttpService, StatsRequest, StatsRequester};
@@ -19,8 +20,8 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tryst_engine::driver::{Engine, Listener, run_worker};
-use tryst_engine::route::Transport;
-use tryst_engine::route::{NativeRouter, NativeRouterConfig};
+use tryst_engine::node::{CompatRouter, CompatRouterConfig};
+use tryst_engine::route::{NativeRouterConfig, Transport};
 
 /// Listen backlog (std's `TcpListener::bind` uses 128).
 pub const LISTEN_BACKLOG: i32 = 4096;
@@ -111,7 +112,12 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
             "no rendezvous ids provisioned yet; add one with `tryst provision <UUID>`"
         );
     } else {
-        tracing::info!(ids = secrets.len(), path = %config.secrets_path.display(), "secrets loaded");
+        tracing::info!(
+            ids = secrets.len(),
+            totp_ids = secrets.totp_len(),
+            path = %config.secrets_path.display(),
+            "secrets loaded"
+        );
     }
     drop(secrets);
 
@@ -319,15 +325,19 @@ fn begin_shutdown(engine: &mut Engine, http: &HttpService, shutting_down: &mut b
     }
 }
 
-/// The worker process: loads the secrets, builds the native router and runs the
-/// engine's event loop until shutdown.
+/// The worker process: loads the secrets, builds the combined router (native and
+/// node-rendezvous, with node-rendezvous's defaults: current TOTP step only, a newer
+/// park replaces the older) and runs the engine's event loop until shutdown.
 pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
     let secrets = FileSecrets::load(&config.secrets_path)?;
-    let router = NativeRouter::new(
+    let router = CompatRouter::new(
         secrets,
-        NativeRouterConfig {
-            proof_window_secs: config.proof_window_secs,
-            ..NativeRouterConfig::default()
+        CompatRouterConfig {
+            native: NativeRouterConfig {
+                proof_window_secs: config.proof_window_secs,
+                ..NativeRouterConfig::default()
+            },
+            ..CompatRouterConfig::default()
         },
     );
     let tls = match &config.tls {
@@ -337,9 +347,124 @@ pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
     run_worker(&config.engine, router, tls).map_err(io_err("worker"))
 }
 
-/// Provisions an id (see [`secrets::provision`]) and returns what to print.
-pub fn run_provision(secrets_path: &Path, id: &str, force: bool) -> Result<String, SecretsError> {
-    let p = secrets::provision(secrets_path, id, force, &mut rand::rngs::OsRng)?;
+/// `tryst serve --check-config`: given the configuration [`ServeConfig::load`] accepted,
+/// checks what `serve` would check next (the data directory is a directory or can be
+/// created, the secrets file parses) without creating, binding or starting anything, and
+/// returns the summary to print.
+pub fn check_config(config: &ServeConfig) -> Result<String, ServeError> {
+    let data_dir = match std::fs::metadata(&config.data_dir) {
+        Ok(meta) if meta.is_dir() => DataDirState::Exists,
+        Ok(_) => {
+            return Err(ServeError::DataDir {
+                path: config.data_dir.clone(),
+                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => DataDirState::WillBeCreated,
+        Err(source) => {
+            return Err(ServeError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            });
+        }
+    };
+    let secrets = FileSecrets::load(&config.secrets_path)?;
+    // The operator's certificate and key must load; a generated pair is made at start.
+    if let Some(tls) = config.tls.as_ref().filter(|t| t.cert_and_key.is_some()) {
+        crate::tls::load(tls, &config.data_dir, false)?;
+    }
+    Ok(config_summary(config, data_dir, secrets.len()))
+}
+
+/// Whether the data directory is already there (for [`config_summary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataDirState {
+    /// It exists and is a directory.
+    Exists,
+    /// It does not exist; `serve` creates it (mode 0700) at start.
+    WillBeCreated,
+}
+
+/// The short summary `--check-config` prints on success.
+pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usize) -> String {
+    let e = &config.engine;
+    let dir_note = match data_dir {
+        DataDirState::Exists => "exists",
+        DataDirState::WillBeCreated => "will be created",
+    };
+    let data_path = match e.data_path {
+        tryst_engine::driver::DataPath::SpliceSyscall => "splice-syscall",
+        tryst_engine::driver::DataPath::SpliceUring => "splice-uring",
+    };
+    let tls = match &config.tls {
+        None => String::new(),
+        Some(t) => format!(
+            "tls listen      {} ({})\n",
+            t.listen,
+            match &t.cert_and_key {
+                Some((cert, _)) => cert.display().to_string(),
+                None => format!("self-signed for {}", t.name),
+            }
+        ),
+    };
+    format!(
+        "tryst: configuration ok\n\
+         listen          {}\n\
+         {tls}\
+         data directory  {} ({dir_note})\n\
+         secrets         {} ({secrets} {})\n\
+         workers         {} ({} sockets each)\n\
+         data path       {data_path}\n",
+        config.listen,
+        config.data_dir.display(),
+        config.secrets_path.display(),
+        if secrets == 1 { "id" } else { "ids" },
+        e.workers,
+        e.max_sockets_per_worker,
+    )
+}
+
+/// Runs `tryst provision` (a native secret, a TOTP record, an import or an export; see
+/// [`secrets::provision`] and [`crate::nodeprov`]) and returns what to print.
+pub fn run_provision(
+    secrets_path: &Path,
+    args: &crate::cli::ProvisionArgs,
+) -> anyhow::Result<String> {
+    use crate::nodeprov;
+    use anyhow::Context as _;
+    if args.export {
+        return Ok(nodeprov::export(secrets_path)?);
+    }
+    if let Some(file) = &args.import {
+        let text = if file.as_os_str() == "-" {
+            io::read_to_string(io::stdin()).context("reading records from stdin")?
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+        };
+        let ids = nodeprov::import(secrets_path, &text, args.force)
+            .with_context(|| format!("importing {}", file.display()))?;
+        return Ok(format!(
+            "Imported {} node-rendezvous record(s) into {}\nA running relay loads them on SIGHUP (kill -HUP <pid of tryst serve>).\n",
+            ids.len(),
+            secrets_path.display()
+        ));
+    }
+    let id = args.id.as_deref().unwrap_or_default();
+    let mut rng = rand::rngs::OsRng;
+    if args.totp {
+        let parking = match args.parking.as_deref() {
+            None => None,
+            Some(p) => Some(tryst_engine::totp::TotpParking::parse(p)?),
+        };
+        let options = nodeprov::TotpOptions {
+            step: args.step,
+            parking,
+            issuer: args.issuer.clone(),
+        };
+        let p = nodeprov::provision_totp(secrets_path, id, args.force, &options, &mut rng)?;
+        return Ok(nodeprov::totp_instructions(&p));
+    }
+    let p = secrets::provision(secrets_path, id, args.force, &mut rng)?;
     Ok(secrets::provision_instructions(&p))
 }
 
@@ -355,6 +480,31 @@ mod tests {
                 Path::new("/var/lib/tryst")
             ),
             "tryst: listening on 127.0.0.1:7400\ntryst: data directory /var/lib/tryst\n"
+        );
+    }
+
+    #[test]
+    fn config_summary_names_what_serve_would_use() {
+        let settings = crate::cli::Settings {
+            listen: Some("127.0.0.1:9000".parse().unwrap()),
+            data_dir: Some("/var/lib/tryst".into()),
+            workers: "3".parse().ok(),
+            ..crate::cli::Settings::default()
+        };
+        let host = crate::config::HostLimits {
+            nofile_hard: 20_000,
+            cores: 2,
+        };
+        let config =
+            ServeConfig::resolve(settings, &|_: &str| None, Ok(Path::new("/")), host).unwrap();
+        assert_eq!(
+            config_summary(&config, DataDirState::WillBeCreated, 1),
+            "tryst: configuration ok\n\
+             listen          127.0.0.1:9000\n\
+             data directory  /var/lib/tryst (will be created)\n\
+             secrets         /var/lib/tryst/secrets.toml (1 id)\n\
+             workers         3 (19680 sockets each)\n\
+             data path       splice-syscall\n"
         );
     }
 

@@ -1,4 +1,5 @@
 //! Data-path comparison: bulk throughput through `tryst serve` in each data-path mode
+//! (and with both ends over TLS, terminated by the relay in user space)
 //! against a direct loopback connection, at several pair counts, interleaved A/B/C in
 //! one invocation, with relay CPU seconds per GB read from /proc.
 //!
@@ -64,8 +65,33 @@ fn taskset() -> bool {
 struct RelayProc {
     child: Child,
     addr: SocketAddr,
-    _dir: tempfile::TempDir,
+    /// The TLS listener (mode `tls` only).
+    tls_addr: Option<SocketAddr>,
+    dir: tempfile::TempDir,
 }
+
+/// A byte stream one transfer thread owns: plain TCP or a rustls client session.
+trait Stream: Read + Write + Send {
+    /// Ends the sending direction (FIN, or close_notify for TLS).
+    fn finish(&mut self);
+}
+
+impl Stream for TcpStream {
+    fn finish(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+impl Stream for TlsStream {
+    fn finish(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush();
+    }
+}
+
+type Pair = (Box<dyn Stream>, Box<dyn Stream>);
 
 impl Drop for RelayProc {
     fn drop(&mut self) {
@@ -83,6 +109,14 @@ fn start_relay(tryst: &std::path::Path, mode: &str, pin: bool) -> RelayProc {
         format!("[secrets]\n\"{ID}\" = \"{secret}\"\n"),
     )
     .expect("write secrets");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.path().join("secrets.toml"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod secrets");
+    }
     let mut cmd = if pin {
         let mut c = Command::new("taskset");
         c.args(["-c", "1"]).arg(tryst);
@@ -97,19 +131,34 @@ fn start_relay(tryst: &std::path::Path, mode: &str, pin: bool) -> RelayProc {
         "--workers",
         "1",
         "--data-path",
-        mode,
+        if mode == "tls" {
+            "splice-syscall"
+        } else {
+            mode
+        },
     ])
     .arg("--data-dir")
     .arg(dir.path())
     .env("TRYST_LOG", "warn")
     .stdout(Stdio::piped());
+    if mode == "tls" {
+        cmd.args(["--tls-listen", "127.0.0.1:0"]);
+    }
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", tryst.display()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut lines = (0..if mode == "tls" { 4 } else { 2 }).map(|_| {
+        let mut line = String::new();
+        out.read_line(&mut line).expect("startup line");
+        line
+    });
+    let line = lines.next().unwrap_or_default();
+    let tls_addr = lines.nth(1).and_then(|l| {
+        l.trim()
+            .strip_prefix("tryst: tls listening on ")
+            .and_then(|a| a.parse().ok())
+    });
     let addr = line
         .trim()
         .strip_prefix("tryst: listening on ")
@@ -118,7 +167,8 @@ fn start_relay(tryst: &std::path::Path, mode: &str, pin: bool) -> RelayProc {
     RelayProc {
         child,
         addr,
-        _dir: dir,
+        tls_addr,
+        dir,
     }
 }
 
@@ -146,16 +196,47 @@ fn cpu_seconds(pid: u32) -> f64 {
     total
 }
 
-fn read_ok(s: &mut TcpStream) {
+fn read_ok(s: &mut dyn Stream) {
     let mut buf = [0u8; 16];
     s.read_exact(&mut buf).expect("read 200");
     assert_eq!(&buf, b"HTTP/1.1 200\r\n\r\n", "relay refused");
 }
 
-/// Opens `n` tunnels through the relay: (client, server) pairs.
-fn relay_pairs(addr: SocketAddr, n: usize) -> Vec<(TcpStream, TcpStream)> {
+fn tls_client_config(relay: &RelayProc) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(relay.dir.path().join("tls-cert.pem")).expect("certificate");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.expect("pem")).expect("root");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+fn open(relay: &RelayProc, tls: Option<&std::sync::Arc<rustls::ClientConfig>>) -> Box<dyn Stream> {
+    match tls {
+        None => Box::new(TcpStream::connect(relay.addr).expect("connect")),
+        Some(config) => {
+            let tcp = TcpStream::connect(relay.tls_addr.expect("tls address")).expect("connect");
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+            let conn = rustls::ClientConnection::new(config.clone(), name).expect("session");
+            Box::new(TlsStream::new(conn, tcp))
+        }
+    }
+}
+
+/// Opens `n` tunnels through the relay: (client, server) pairs, both sides over TLS
+/// when `tls`.
+fn relay_pairs(relay: &RelayProc, n: usize, tls: bool) -> Vec<Pair> {
     let id = RendezvousId::parse(ID).expect("id");
     let secret = Secret::new(SECRET.to_vec());
+    let config = tls.then(|| tls_client_config(relay));
     (0..n)
         .map(|i| {
             let ts = SystemTime::now()
@@ -163,9 +244,8 @@ fn relay_pairs(addr: SocketAddr, n: usize) -> Vec<(TcpStream, TcpStream)> {
                 .map(|d| d.as_secs())
                 .unwrap_or(0);
             let mut nonce = (i as u64).to_be_bytes().to_vec();
-            nonce.extend_from_slice(&Instant::now().elapsed().as_nanos().to_be_bytes()[8..]);
             nonce.extend_from_slice(&rand_bytes());
-            let mut server = TcpStream::connect(addr).expect("connect");
+            let mut server = open(relay, config.as_ref());
             let value = proof_header(&secret, Operation::Park, &id, ts, &nonce);
             server
                 .write_all(
@@ -173,12 +253,12 @@ fn relay_pairs(addr: SocketAddr, n: usize) -> Vec<(TcpStream, TcpStream)> {
                         .as_bytes(),
                 )
                 .expect("park");
-            read_ok(&mut server);
-            let mut client = TcpStream::connect(addr).expect("connect");
+            read_ok(server.as_mut());
+            let mut client = open(relay, config.as_ref());
             client
                 .write_all(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n").as_bytes())
                 .expect("reach");
-            read_ok(&mut client);
+            read_ok(client.as_mut());
             (client, server)
         })
         .collect()
@@ -192,20 +272,23 @@ fn rand_bytes() -> [u8; 8] {
     (t as u64 ^ std::process::id() as u64).to_le_bytes()
 }
 
-fn direct_pairs(n: usize) -> Vec<(TcpStream, TcpStream)> {
+fn direct_pairs(n: usize) -> Vec<Pair> {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     (0..n)
         .map(|_| {
             let client = TcpStream::connect(addr).expect("connect");
             let (server, _) = listener.accept().expect("accept");
-            (client, server)
+            (
+                Box::new(client) as Box<dyn Stream>,
+                Box::new(server) as Box<dyn Stream>,
+            )
         })
         .collect()
 }
 
 /// Moves `per_pair` bytes client -> server on every pair at once; returns seconds.
-fn run_transfer(pairs: Vec<(TcpStream, TcpStream)>, per_pair: usize) -> f64 {
+fn run_transfer(pairs: Vec<Pair>, per_pair: usize) -> f64 {
     let started = Instant::now();
     let mut handles = Vec::new();
     for (mut client, mut server) in pairs {
@@ -217,7 +300,7 @@ fn run_transfer(pairs: Vec<(TcpStream, TcpStream)>, per_pair: usize) -> f64 {
                 client.write_all(&buf[..n]).expect("write");
                 left -= n;
             }
-            let _ = client.shutdown(std::net::Shutdown::Write);
+            client.finish();
         }));
         handles.push(std::thread::spawn(move || {
             let mut buf = vec![0; CHUNK];
@@ -253,7 +336,7 @@ fn main() {
             .stdout(Stdio::null())
             .status();
     }
-    let modes = ["direct", "splice-syscall", "splice-uring"];
+    let modes = ["direct", "splice-syscall", "splice-uring", "tls"];
     println!(
         "# datapath: {} MiB per run, {} repetitions interleaved, relay pinned to CPU 1 and load to CPU 0: {}",
         args.mib, args.reps, pin
@@ -274,7 +357,7 @@ fn main() {
                     gbps[m].push(bytes * 8.0 / secs / 1e9);
                 } else {
                     let relay = start_relay(&args.tryst, mode, pin);
-                    let pairs = relay_pairs(relay.addr, n);
+                    let pairs = relay_pairs(&relay, n, *mode == "tls");
                     let cpu0 = cpu_seconds(relay.child.id());
                     let secs = run_transfer(pairs, per_pair);
                     let used = cpu_seconds(relay.child.id()) - cpu0;

@@ -144,6 +144,8 @@ pub struct WorkerStats {
     pub accept_backoffs: u64,
     /// TLS sessions terminated by this worker now.
     pub tls_sessions: u64,
+    /// Times the supervisor restarted this worker after it died unexpectedly.
+    pub restarts: u64,
     /// Refusals by [`Rejection::index`] (total).
     pub rejections: Vec<u64>,
 }
@@ -244,7 +246,18 @@ struct WorkerSlot {
     /// Sending end of this worker's inbox (control messages and hand-offs).
     inbox_send: OwnedFd,
     restarts: u32,
+    /// When the current process was started.
+    started: Instant,
+    /// A restart waiting out its back-off.
+    respawn_at: Option<Instant>,
+    /// Back-off before the next restart of a worker that keeps dying young.
+    backoff: Duration,
 }
+
+/// A worker that lived at least this long is considered healthy again.
+const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Longest wait between restarts of a crash-looping worker.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(30);
 
 /// The supervisor's handle on the running workers.
 #[derive(Debug)]
@@ -289,6 +302,9 @@ impl Engine {
                 inbox_recv,
                 inbox_send,
                 restarts: 0,
+                started: Instant::now(),
+                respawn_at: None,
+                backoff: Duration::ZERO,
             });
         }
         let (http_recv, http_send) = dgram_pair()?;
@@ -350,8 +366,10 @@ impl Engine {
             });
             next += 1;
         }
-        let exe = std::env::current_exe()?;
-        let mut cmd = Command::new(exe);
+        // /proc/self/exe, not current_exe(): after an upgrade replaces the binary on
+        // disk, the path reads "... (deleted)" but the running image can still be
+        // executed through /proc, so a crashed worker restarts as the same version.
+        let mut cmd = Command::new("/proc/self/exe");
         cmd.args(&self.worker_args)
             .env(
                 WORKER_ENV,
@@ -371,6 +389,7 @@ impl Engine {
         let child = cmd.spawn()?;
         tracing::debug!(worker = index, pid = child.id(), "worker started");
         self.slots[index].child = Some(child);
+        self.slots[index].started = Instant::now();
         Ok(())
     }
 
@@ -384,14 +403,12 @@ impl Engine {
         let workers = (0..self.slots.len())
             .map(|i| {
                 let c = self.stats.worker(i);
-                let running = self.slots[i].child.is_some();
+                // The supervisor knows its children's pids without waiting for a
+                // worker to publish its own.
+                let pid = self.slots[i].child.as_ref().map_or(0, Child::id);
                 WorkerStats {
                     index: i,
-                    pid: if running {
-                        c.get(Counter::Pid) as u32
-                    } else {
-                        0
-                    },
+                    pid,
                     accepted: c.get(Counter::Accepted),
                     parked: c.get(Counter::Parked),
                     waiting: c.get(Counter::Waiting),
@@ -405,6 +422,7 @@ impl Engine {
                     pipes: c.get(Counter::Pipes),
                     accept_backoffs: c.get(Counter::AcceptBackoffs),
                     tls_sessions: c.get(Counter::TlsSessions),
+                    restarts: u64::from(self.slots[i].restarts),
                     rejections: c.rejections(),
                 }
             })
@@ -439,6 +457,13 @@ impl Engine {
     pub fn poll_workers(&mut self) -> io::Result<bool> {
         let grace = self.config.drain_timeout + Duration::from_secs(5);
         for i in 0..self.slots.len() {
+            if let Some(at) = self.slots[i].respawn_at
+                && self.shutdown_started.is_none()
+                && Instant::now() >= at
+            {
+                self.slots[i].respawn_at = None;
+                self.spawn(i)?;
+            }
             let Some(child) = self.slots[i].child.as_mut() else {
                 continue;
             };
@@ -453,9 +478,24 @@ impl Engine {
                     self.slots[i].child = None;
                     self.stats.worker(i).set(Counter::Pid, 0);
                     if self.shutdown_started.is_none() {
-                        self.slots[i].restarts += 1;
-                        tracing::error!(worker = i, %status, restarts = self.slots[i].restarts, "worker exited unexpectedly; restarting it");
-                        self.spawn(i)?;
+                        let slot = &mut self.slots[i];
+                        slot.restarts += 1;
+                        // Restart at once after a healthy run; back off (doubling, capped)
+                        // while the worker keeps dying young, so a broken configuration
+                        // does not turn into a fork loop.
+                        slot.backoff = if slot.started.elapsed() >= HEALTHY_AFTER {
+                            Duration::ZERO
+                        } else {
+                            (slot.backoff * 2)
+                                .max(Duration::from_millis(100))
+                                .min(MAX_RESTART_BACKOFF)
+                        };
+                        tracing::error!(worker = i, %status, restarts = slot.restarts, backoff = ?slot.backoff, "worker exited unexpectedly; restarting it");
+                        slot.respawn_at = Some(Instant::now() + slot.backoff);
+                        if slot.backoff.is_zero() {
+                            slot.respawn_at = None;
+                            self.spawn(i)?;
+                        }
                     }
                 }
             }

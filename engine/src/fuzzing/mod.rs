@@ -11,7 +11,8 @@
 //!
 //! Adding a target: a submodule here with a `run` function, an entry in [`TARGETS`], a
 //! shim and a `[[bin]]` in `fuzz/Cargo.toml`, and a seed directory `fuzz/corpus/<name>/`.
-//! The replay test fails until all four agree.
+//! The replay test fails until all four agree. Targets on relay code (which the engine
+//! cannot see) live the same way in `tryst_relay::fuzzing` (`relay/src/fuzzing/`).
 
 use arbitrary::{Arbitrary, Unstructured};
 
@@ -19,7 +20,10 @@ pub mod auth_proof_raw;
 pub mod auth_proof_structured;
 pub mod connect_head;
 pub mod connect_target;
+pub mod node_authorization;
+pub mod node_connect_target;
 pub mod room_events;
+pub mod totp_check;
 
 /// One fuzz target, as the replay test sees it.
 #[derive(Debug, Clone, Copy)]
@@ -68,6 +72,27 @@ pub const TARGETS: &[Target] = &[
         name: "room_events",
         structured: true,
         replay: |data| decode(data).map(room_events::run).is_some(),
+    },
+    Target {
+        name: "node_connect_target",
+        structured: false,
+        replay: |data| {
+            node_connect_target::run(data);
+            true
+        },
+    },
+    Target {
+        name: "node_authorization",
+        structured: false,
+        replay: |data| {
+            node_authorization::run(data);
+            true
+        },
+    },
+    Target {
+        name: "totp_check",
+        structured: true,
+        replay: |data| decode(data).map(totp_check::run).is_some(),
     },
 ];
 

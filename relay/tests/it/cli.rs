@@ -236,3 +236,306 @@ fn serve_refuses_an_invalid_secrets_file_before_listening() {
     assert!(err.contains("secrets.toml"), "{err}");
     assert!(out.stdout.is_empty(), "{out:?}");
 }
+
+const SECRET: &str = "q83vEjRWeJASNFZ4kBI0VniQEjRWeJASNFZ4kBI0Vng";
+
+/// `tryst serve --check-config --config <config>` plus `extra` flags.
+fn check_config(home: &Path, config: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "serve",
+        "--check-config",
+        "--config",
+        config.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    tryst(home, &args)
+}
+
+#[test]
+fn check_config_accepts_a_good_config_without_creating_or_binding_anything() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("not-yet");
+    let secrets = home.path().join("secrets.toml");
+    fs::write(&secrets, format!("[secrets]\n\"{ID}\" = \"{SECRET}\"\n")).unwrap();
+    fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).unwrap();
+    let config = home.path().join("tryst.toml");
+    fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata-dir = {:?}\nsecrets = {:?}\nworkers = 2\ndata-path = \"splice-uring\"\n",
+            data.to_str().unwrap(),
+            secrets.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = check_config(home.path(), &config, &["--workers", "3"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let summary = text(&out.stdout);
+    for line in [
+        "tryst: configuration ok\n".to_owned(),
+        "listen          127.0.0.1:0\n".to_owned(),
+        format!("data directory  {} (will be created)\n", data.display()),
+        format!("secrets         {} (1 id)\n", secrets.display()),
+        "data path       splice-uring\n".to_owned(),
+    ] {
+        assert!(summary.contains(&line), "{line:?} missing from\n{summary}");
+    }
+    assert!(
+        summary.contains("workers         3 ("),
+        "the flag overrides the file: {summary}"
+    );
+    assert!(!summary.contains("tryst: listening on"), "{summary}");
+    assert!(
+        !data.exists(),
+        "--check-config must not create the data dir"
+    );
+}
+
+#[test]
+fn check_config_names_an_unknown_key() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("tryst.toml");
+    fs::write(&config, "listen = \"127.0.0.1:0\"\nmax-parked = 4\n").unwrap();
+    let out = check_config(home.path(), &config, &[]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown field `max-parked`"), "{err}");
+    assert!(
+        err.contains("max-parked-per-id"),
+        "lists the valid keys: {err}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
+
+#[test]
+fn check_config_refuses_bad_secrets_and_bad_values() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    fs::create_dir(&data).unwrap();
+    fs::write(
+        data.join("secrets.toml"),
+        format!("[secrets]\n\"{ID}\" = \"not base64!\"\n"),
+    )
+    .unwrap();
+    let config = home.path().join("tryst.toml");
+    fs::write(
+        &config,
+        format!("data-dir = {:?}\n", data.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = check_config(home.path(), &config, &[]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("secret for `{ID}`")), "{err}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    // A value only the resolution step refuses (not the parser) fails the check too.
+    fs::remove_file(data.join("secrets.toml")).unwrap();
+    let out = check_config(home.path(), &config, &["--pipe-size", "100"]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("pipe-size"), "{out:?}");
+
+    // A data directory that is a file.
+    let file = home.path().join("file");
+    fs::write(&file, "").unwrap();
+    let out = check_config(
+        home.path(),
+        &config,
+        &["--data-dir", file.to_str().unwrap()],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("not a directory"), "{out:?}");
+}
+
+/// The sample in deploy/ must stay valid and keep documenting every key.
+#[test]
+fn the_sample_deploy_config_passes_check_config() {
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tryst.toml");
+    let text_of_sample = fs::read_to_string(&sample).unwrap();
+    // Every settable key, straight from the CLI definition (config keys are the flag
+    // names), so a new flag cannot be forgotten here. Keys that have no sensible value
+    // in a sample (the operator's certificate files) may be shown commented out.
+    use clap::Args as _;
+    let settings = tryst_relay::cli::Settings::augment_args(clap::Command::new("sample"));
+    let keys: Vec<String> = settings
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    assert!(keys.len() >= 19, "{keys:?}");
+    for key in &keys {
+        assert!(
+            text_of_sample
+                .lines()
+                .any(|l| l.starts_with(&format!("{key} = "))
+                    || l.starts_with(&format!("# {key} = "))),
+            "deploy/tryst.toml does not document `{key}`"
+        );
+    }
+    // Validate it as written, except that the paths point into a scratch directory
+    // (the sample's /var/lib/tryst need not exist, or be readable, here).
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let out = check_config(
+        home.path(),
+        &sample,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--secrets",
+            data.join("secrets.toml").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("tryst: configuration ok"),
+        "{out:?}"
+    );
+}
+
+/// `tryst provision --totp`, `--export` and `--import` end to end.
+#[test]
+fn provision_totp_prints_uri_qr_and_record_and_exports_imports() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let node_id = "2f402f80-da50-11e1-9b23-0123456789ab";
+
+    let out = tryst(
+        home.path(),
+        &[
+            "provision",
+            node_id,
+            "--totp",
+            "--data-dir",
+            data_arg,
+            "--issuer",
+            "https://192.0.2.1:8899",
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let printed = text(&out.stdout);
+    let b32 = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("base32: "))
+        .expect("base32 line")
+        .to_owned();
+    let key = tryst_engine::totp::decode_base32(&b32).unwrap();
+    assert_eq!(key.len(), 40, "a 40-character ASCII key");
+    assert!(key.iter().all(u8::is_ascii_alphanumeric));
+    assert!(
+        printed.contains(&format!(
+            "otpauth://totp/https%3A%2F%2F192.0.2.1%3A8899:{node_id}?secret={b32}&issuer=https%3A%2F%2F192.0.2.1%3A8899&algorithm=SHA1&digits=6&period=30"
+        )),
+        "{printed}"
+    );
+    assert!(
+        printed.contains('\u{2588}') || printed.contains('\u{2580}'),
+        "QR code: {printed}"
+    );
+    let record = format!(
+        r#"{{"algorithm":"sha1","length":40,"name":"{node_id}","issuer":"https://192.0.2.1:8899","step":30,"base32":"{b32}","protocol":"totp"}}"#
+    );
+    assert!(printed.contains(&record), "{printed}");
+    let file = fs::read_to_string(data.join("secrets.toml")).unwrap();
+    assert!(file.contains("[totp]"), "{file}");
+    assert!(
+        file.contains(&format!("\"{node_id}\" = {{ base32 = \"{b32}\", step = 30")),
+        "{file}"
+    );
+
+    // A second --totp for the same id is refused without --force.
+    let out = tryst(
+        home.path(),
+        &["provision", node_id, "--totp", "--data-dir", data_arg],
+    );
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("--force"), "{out:?}");
+
+    // Export: one JSON record per line, importable elsewhere.
+    let out = tryst(
+        home.path(),
+        &["provision", "--export", "--data-dir", data_arg],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let exported = text(&out.stdout);
+    assert_eq!(exported.lines().count(), 1, "{exported}");
+    assert!(exported.starts_with(&format!(r#"{{"uuid":"{node_id}","authURL":"otpauth://"#)));
+    assert!(
+        exported
+            .trim_end()
+            .ends_with(&format!(r#""authParams":{record}}}"#)),
+        "{exported}"
+    );
+
+    let other = home.path().join("other");
+    let records = home.path().join("records.json");
+    // An upstream record with extra fields, plus ours, as a JSON array.
+    let upstream = r#"{"uuid":"2f402f80-da50-11e1-9b23-00000000abcd","qrcodeURL":"https://x","authURL":"otpauth://totp/x","authParams":{"algorithm":"sha1","length":40,"name":"2f402f80-da50-11e1-9b23-00000000abcd","issuer":"https://192.0.2.1:8898","step":30,"base32":"KBFU2TDPM53DOU2GJRFHKYSQJF3GO2KSII3XCNTMG5KW26DNIFWXINSOJZDVOQ3Z","protocol":"totp"}}"#;
+    fs::write(&records, format!("[{upstream},\n{}]", exported.trim_end())).unwrap();
+    let other_arg = other.to_str().unwrap();
+    let out = tryst(
+        home.path(),
+        &[
+            "provision",
+            "--import",
+            records.to_str().unwrap(),
+            "--data-dir",
+            other_arg,
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("Imported 2 node-rendezvous record(s)"),
+        "{out:?}"
+    );
+    let imported = fs::read_to_string(other.join("secrets.toml")).unwrap();
+    assert!(imported.contains(&b32), "{imported}");
+    assert!(imported.contains("KBFU2TDPM53DOU2GJRFHKYSQJF3GO2KSII3XCNTMG5KW26DNIFWXINSOJZDVOQ3Z"));
+    assert_eq!(
+        fs::metadata(other.join("secrets.toml"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+
+    // Importing again is refused (ids exist); --force replaces.
+    let import = |extra: &[&str]| {
+        let mut args = vec![
+            "provision",
+            "--import",
+            records.to_str().unwrap(),
+            "--data-dir",
+            other_arg,
+        ];
+        args.extend_from_slice(extra);
+        tryst(home.path(), &args)
+    };
+    let out = import(&[]);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stderr).contains("already has a TOTP record"),
+        "{out:?}"
+    );
+    assert!(import(&["--force"]).status.success());
+
+    // Malformed input is refused with the line named, and nothing is written.
+    let before = fs::read_to_string(other.join("secrets.toml")).unwrap();
+    fs::write(
+        &records,
+        format!("{upstream}\n{{\"uuid\":\"nope\",\"authParams\":{{\"base32\":\"MZXW6\"}}}}\n"),
+    )
+    .unwrap();
+    let out = import(&["--force"]);
+    assert!(!out.status.success(), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("line 2: `nope` is not a hyphenated UUID"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_to_string(other.join("secrets.toml")).unwrap(),
+        before
+    );
+}

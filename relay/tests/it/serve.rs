@@ -165,10 +165,19 @@ fn serve_prints_where_it_listens_serves_http_and_exits_cleanly() {
     assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
     assert!(health.ends_with("\r\n\r\n{\"status\":\"ok\"}"), "{health}");
 
-    let missing = http_get(relay.addr, "/nothing");
+    // Unknown paths under the HTTP service's prefixes are its 404; other paths without
+    // credentials belong to node-rendezvous mobile clients (the Digest challenge).
+    let missing = http_get(relay.addr, "/v1/nothing");
     assert!(
         missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
         "{missing}"
+    );
+    let challenged = http_get(relay.addr, "/nothing");
+    assert!(
+        challenged.starts_with(
+            "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Digest realm=\"rendezvous\""
+        ),
+        "{challenged}"
     );
     assert!(missing.ends_with(r#"{"error":{"code":"not_found","message":"no such endpoint"}}"#));
 

@@ -688,3 +688,32 @@ fn running_out_of_descriptors_backs_off_and_leaves_tunnels_alone() {
     client2.write_all(b"!").unwrap();
     assert_eq!(read_exact_n(&mut server2, 1), b"!");
 }
+
+#[test]
+fn a_killed_worker_is_restarted_and_serves_again() {
+    let relay = Relay::start(&["--workers", "1"]);
+    let before = worker_pids(&relay.metrics());
+    assert_eq!(before.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The supervisor notices within its poll interval and starts a new worker; the
+    // metrics request itself is served by the supervisor and shows the new pid.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let pids = worker_pids(&relay.metrics());
+        if pids.len() == 1 && pids != before {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "worker was not restarted");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_ne!(after, before);
+    assert_eq!(relay.metric("tryst_worker_restarts_total"), 1);
+    let mut server = relay.park();
+    let mut client = relay.reach(b"back");
+    assert_eq!(read_exact_n(&mut server, 4), b"back");
+    client.write_all(b"!").unwrap();
+}

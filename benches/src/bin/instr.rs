@@ -1,0 +1,271 @@
+//! instr: fixed, deterministic workloads for the instruction-count regression gate.
+//!
+//! `instr <scenario>` builds the scenario's inputs, then runs its workload once inside
+//! [`measured`], the only function whose instructions `scripts/bench-gate.sh` counts
+//! (`valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*instr::measured*'`).
+//! Setup (building heads, signing proofs, filling rooms) happens outside it. `instr list`
+//! prints the scenario names, one a line.
+//!
+//! Determinism: every input is a constant or comes from a fixed-seed xorshift; the
+//! measured part never reads the clock (the room's `Instant` is taken once during setup
+//! and only offsets of it are used). The only run-to-run variation left is std's
+//! randomly seeded `HashMap` hashing inside the room and the replay cache, which changes
+//! probe sequences, not the amount of work; see docs/performance.md for the measured
+//! spread.
+
+#![forbid(unsafe_code)]
+
+use std::hint::black_box;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tryst_engine::auth::{
+    Operation, Proof, ReplayCache, Secret, parse_proof, proof_header, verify,
+};
+use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
+use tryst_engine::room::{Expired, ParkOutcome, ReachOutcome, Room, RoomLimits};
+use tryst_engine::target::{RendezvousId, RendezvousKey, parse_connect_target};
+
+const ID: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+const TS: u64 = 1_700_000_000;
+const WINDOW: u64 = 60;
+const SECRET: &[u8; 32] = b"instr secret, 32 bytes long....!";
+const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Head and target parses per run.
+const PARSE_ITERATIONS: usize = 10_000;
+/// `parse_proof` + `verify` pairs per run.
+const PROOF_ITERATIONS: usize = 1_000;
+/// Entries in the replay cache and the room.
+const ENTRIES: u32 = 100_000;
+/// Distinct keys the room's entries are spread over.
+const KEYS: u32 = 10_000;
+
+/// The scenarios, in the order the gate runs them, with what each measures.
+const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "head_parse",
+        "10,000 x parse_head of a park head with proof",
+    ),
+    (
+        "connect_target",
+        "10,000 x parse_connect_target of uuid:<id>",
+    ),
+    ("proof_verify", "1,000 x parse_proof + verify (HMAC-SHA256)"),
+    (
+        "replay_insert_100k",
+        "fill a replay cache with 100,000 fresh nonces",
+    ),
+    (
+        "room_park_100k",
+        "park 100,000 entries over 10,000 keys (seeded order)",
+    ),
+    (
+        "room_pair_100k",
+        "100,000 reaches against a full room (seeded keys)",
+    ),
+    (
+        "room_expire_100k",
+        "expire a room of 100,000 parked entries",
+    ),
+];
+
+fn main() -> ExitCode {
+    let arg = std::env::args().nth(1).unwrap_or_default();
+    match arg.as_str() {
+        "list" => {
+            for (name, _) in SCENARIOS {
+                println!("{name}");
+            }
+        }
+        "describe" => {
+            for (name, what) in SCENARIOS {
+                println!("{name}\t{what}");
+            }
+        }
+        "head_parse" => head_parse(),
+        "connect_target" => connect_target(),
+        "proof_verify" => proof_verify(),
+        "replay_insert_100k" => replay_insert(),
+        "room_park_100k" => room_park(),
+        "room_pair_100k" => room_pair(),
+        "room_expire_100k" => room_expire(),
+        other => {
+            eprintln!("instr: unknown scenario `{other}`; `instr list` names them");
+            return ExitCode::from(2);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs `work` once. The gate counts instructions only inside this function (and what
+/// it calls), so it must never be inlined.
+#[inline(never)]
+fn measured<R>(work: impl FnOnce() -> R) -> R {
+    black_box(work())
+}
+
+/// A fixed-seed xorshift64 stream.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next_below(&mut self, n: u32) -> u32 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x % u64::from(n)) as u32
+    }
+}
+
+fn id() -> RendezvousId {
+    RendezvousId::parse(ID).expect("constant id is valid")
+}
+
+fn head_parse() {
+    let secret = Secret::new(SECRET.to_vec());
+    let value = proof_header(&secret, Operation::Park, &id(), TS, &[0xab; 16]);
+    let head = format!("CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: {value}\r\n\r\n");
+    let head = head.as_bytes();
+    let limits = HeadLimits::default();
+    assert!(matches!(
+        parse_head(head, &limits),
+        Ok(HeadStatus::Complete(_))
+    ));
+    let complete = measured(|| {
+        (0..PARSE_ITERATIONS)
+            .filter(|_| {
+                matches!(
+                    parse_head(black_box(head), &limits),
+                    Ok(HeadStatus::Complete(_))
+                )
+            })
+            .count()
+    });
+    assert_eq!(complete, PARSE_ITERATIONS);
+}
+
+fn connect_target() {
+    let target = format!("uuid:{ID}");
+    let ok = measured(|| {
+        (0..PARSE_ITERATIONS)
+            .filter(|_| parse_connect_target(black_box(&target)).is_ok())
+            .count()
+    });
+    assert_eq!(ok, PARSE_ITERATIONS);
+}
+
+fn proof_verify() {
+    let secret = Secret::new(SECRET.to_vec());
+    let id = id();
+    let value = proof_header(&secret, Operation::Park, &id, TS, &[0xab; 16]);
+    let ok = measured(|| {
+        (0..PROOF_ITERATIONS)
+            .filter(|_| {
+                parse_proof(black_box(value.as_bytes())).is_ok_and(|proof| {
+                    verify(Some(&secret), Operation::Park, &id, &proof, TS, WINDOW).is_ok()
+                })
+            })
+            .count()
+    });
+    assert_eq!(ok, PROOF_ITERATIONS);
+}
+
+fn replay_insert() {
+    let id = id();
+    // Nonces are prepared outside the measured part; each is a distinct counter value.
+    let proofs: Vec<Proof> = (0..u64::from(ENTRIES))
+        .map(|n| Proof {
+            ts: TS,
+            nonce: n.to_le_bytes().to_vec(),
+            mac: [0; 32],
+        })
+        .collect();
+    let mut cache = ReplayCache::new(ENTRIES as usize, WINDOW);
+    let ok = measured(|| {
+        proofs
+            .iter()
+            .filter(|p| cache.check_and_insert(&id, p, TS).is_ok())
+            .count()
+    });
+    assert_eq!(ok, ENTRIES as usize);
+    assert_eq!(cache.len(), ENTRIES as usize);
+}
+
+fn key(n: u32) -> RendezvousKey {
+    let mut bytes = [0x7e; 16];
+    bytes[..4].copy_from_slice(&n.to_le_bytes());
+    RendezvousKey(bytes)
+}
+
+fn limits() -> RoomLimits {
+    RoomLimits {
+        max_parked: ENTRIES as usize,
+        // Above the busiest key of the seeded spread (mean 10 per key), so nothing is evicted
+        // and the room really holds ENTRIES entries.
+        max_parked_per_key: 64,
+        max_waiting: ENTRIES as usize,
+        max_waiting_per_key: 1024,
+        client_wait: Duration::from_secs(2),
+        park_ttl: Some(Duration::from_secs(60)),
+    }
+}
+
+/// Keys for `ENTRIES` operations in a seeded order, computed outside the measured part.
+fn seeded_keys(seed: u64) -> Vec<RendezvousKey> {
+    let mut rng = XorShift(seed);
+    (0..ENTRIES).map(|_| key(rng.next_below(KEYS))).collect()
+}
+
+/// A room with `ENTRIES` parked entries, parked in `keys` order.
+/// Returns how many were parked without evicting another entry.
+fn park_all(room: &mut Room<u32>, keys: &[RendezvousKey], now: Instant) -> usize {
+    keys.iter()
+        .zip(0..)
+        .filter(|(k, i)| {
+            matches!(
+                room.park(**k, *i, now),
+                ParkOutcome::Parked { evicted: None, .. }
+            )
+        })
+        .count()
+}
+
+fn room_park() {
+    let now = Instant::now();
+    let keys = seeded_keys(SEED);
+    let mut room = Room::new(limits());
+    let parked = measured(|| park_all(&mut room, &keys, now));
+    assert_eq!(parked, ENTRIES as usize);
+    black_box(room.parked());
+}
+
+fn room_pair() {
+    let now = Instant::now();
+    let mut room = Room::new(limits());
+    park_all(&mut room, &seeded_keys(SEED), now);
+    let held = room.parked();
+    assert_eq!(held, ENTRIES as usize);
+    // A second seeded sequence: most reaches pair, some find their key empty and wait.
+    let reach_keys = seeded_keys(SEED ^ 0x5555_5555_5555_5555);
+    let paired = measured(|| {
+        reach_keys
+            .iter()
+            .zip(0..)
+            .filter(|(k, i)| matches!(room.reach(**k, *i, now), ReachOutcome::Paired { .. }))
+            .count()
+    });
+    assert!(paired > 0 && paired <= held, "paired {paired} of {held}");
+}
+
+fn room_expire() {
+    let now = Instant::now();
+    let mut room = Room::new(limits());
+    park_all(&mut room, &seeded_keys(SEED), now);
+    let held = room.parked();
+    assert_eq!(held, ENTRIES as usize);
+    let mut out: Vec<Expired<u32>> = Vec::with_capacity(ENTRIES as usize);
+    measured(|| room.expire(now + Duration::from_secs(61), &mut out));
+    assert_eq!(out.len(), held);
+    assert_eq!(room.parked(), 0);
+}

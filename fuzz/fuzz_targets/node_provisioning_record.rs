@@ -1,0 +1,6 @@
+//! node-rendezvous provisioning records: import never panics; export round-trips.
+//! The harness is `tryst_relay::fuzzing::node_provisioning_record`; `cargo test` replays the corpus through it.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tryst_relay::fuzzing::node_provisioning_record::run(data));

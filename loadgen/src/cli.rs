@@ -1,0 +1,408 @@
+//! Command-line arguments and their validation.
+
+use anyhow::{Result, bail};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Capacity testing and side-by-side benchmarks for the tryst relay.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version, args_conflicts_with_subcommands = true)]
+pub(crate) struct Cli {
+    /// A subcommand; without one, loadgen runs a capacity test.
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+    /// Capacity test options.
+    #[command(flatten)]
+    pub(crate) capacity: CapacityArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Side-by-side benchmarks: direct, tryst (each data path), HAProxy, bore.
+    Compare(CompareArgs),
+    /// Internal: a worker process of a capacity run (spec on stdin).
+    #[command(name = "__worker", hide = true)]
+    Worker,
+}
+
+/// Parses `500ms`, `2s`, `1m`, `1h`, `1.5s` or a bare number of seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (e.g. 500ms, 2s, 1m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" | "mins" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {text:?}")),
+    };
+    let secs = value * scale;
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Options of a capacity run.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CapacityArgs {
+    /// Simulated hidden servers (ids).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) hidden: usize,
+    /// Clients, each connecting to a random hidden server id.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) clients: u64,
+    /// Parked connections each hidden server keeps (it re-parks after every pairing).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) parked: usize,
+    /// Clients running at once (default: all of them, held together).
+    #[arg(long)]
+    pub(crate) concurrency: Option<u64>,
+    /// Client arrivals per second, open loop; latency is then measured from each
+    /// client's intended start (no coordinated omission).
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+    /// Echo round trips per client before the hold.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) rounds: u32,
+    /// Bytes per echo round trip.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) size: usize,
+    /// How long every tunnel is held open before the last verified echo.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub(crate) hold: Duration,
+    /// Drive this relay instead of starting one (needs --secrets).
+    #[arg(long)]
+    pub(crate) relay: Option<SocketAddr>,
+    /// The relay's secrets file (agreed TOML format) with at least --hidden ids.
+    #[arg(long)]
+    pub(crate) secrets: Option<PathBuf>,
+    /// The tryst binary for a local relay (default: next to loadgen, or $TRYST_BIN).
+    #[arg(long)]
+    pub(crate) tryst: Option<PathBuf>,
+    /// Local relay: `--data-path` to pass (splice-syscall | splice-uring).
+    #[arg(long)]
+    pub(crate) data_path: Option<String>,
+    /// Local relay: `--workers` to pass.
+    #[arg(long)]
+    pub(crate) relay_workers: Option<usize>,
+    /// Local relay: one more argument to pass (repeatable).
+    #[arg(long = "relay-arg", allow_hyphen_values = true)]
+    pub(crate) relay_args: Vec<String>,
+    /// Load generator worker processes (default: enough for --sockets-per-worker).
+    #[arg(long)]
+    pub(crate) workers: Option<usize>,
+    /// Sockets per worker process when sizing the worker count (the fd limit is 20,000).
+    #[arg(long, default_value_t = 15_000)]
+    pub(crate) sockets_per_worker: u64,
+    /// Loopback source addresses to spread connections over (127.0.0.1 ..= 127.0.0.N).
+    #[arg(long, default_value_t = 32)]
+    pub(crate) source_ips: u8,
+    /// Connection handshakes in flight across all workers (half for parks, half for
+    /// clients); paces bursts so the relay's listen backlog (4096) does not overflow.
+    #[arg(long, default_value_t = 2048)]
+    pub(crate) max_inflight: usize,
+    /// Limit for each step (connect, handshake, echo).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    /// Seed for client patterns and target choice (default: random, printed).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+    /// Draw latency percentile curves as SVG.
+    #[arg(long)]
+    pub(crate) plot: Option<PathBuf>,
+}
+
+impl CapacityArgs {
+    /// Checks the combination of options.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.hidden == 0 {
+            bail!("--hidden must be at least 1");
+        }
+        if self.parked == 0 {
+            bail!("--parked must be at least 1");
+        }
+        if self.rounds == 0 {
+            bail!(
+                "--rounds must be at least 1 (the pairing latency is measured on the first echo)"
+            );
+        }
+        if self.size == 0 || self.size > 64 << 20 {
+            bail!("--size must be between 1 byte and 64 MiB");
+        }
+        if self.concurrency == Some(0) {
+            bail!("--concurrency must be at least 1");
+        }
+        if let Some(r) = self.rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            bail!("--rate must be a positive number of clients per second");
+        }
+        match (&self.relay, &self.secrets) {
+            (Some(_), None) => {
+                bail!("--relay needs --secrets FILE (the ids and secrets of the hidden servers)")
+            }
+            (None, Some(_)) => {
+                bail!("--secrets is only used with --relay (a local relay gets generated secrets)")
+            }
+            _ => {}
+        }
+        if self.relay.is_some()
+            && (self.data_path.is_some()
+                || self.relay_workers.is_some()
+                || !self.relay_args.is_empty())
+        {
+            bail!(
+                "--data-path, --relay-workers and --relay-arg apply only to a local relay (no --relay)"
+            );
+        }
+        if self.workers == Some(0) {
+            bail!("--workers must be at least 1");
+        }
+        if !(100..=18_000).contains(&self.sockets_per_worker) {
+            bail!(
+                "--sockets-per-worker must be between 100 and 18000 (the per-process fd limit is 20000)"
+            );
+        }
+        if self.source_ips == 0 || self.source_ips == 255 {
+            bail!("--source-ips must be between 1 and 254");
+        }
+        if self.max_inflight == 0 {
+            bail!("--max-inflight must be at least 1");
+        }
+        if self.timeout.is_zero() {
+            bail!("--timeout must be positive");
+        }
+        Ok(())
+    }
+
+    /// Clients that run at the same time.
+    pub(crate) fn concurrent_clients(&self) -> u64 {
+        self.concurrency.unwrap_or(self.clients).min(self.clients)
+    }
+
+    /// Sockets the load generator holds at the peak: parked connections, clients and (for
+    /// a relay on this machine, always) the hidden side of every tunnel.
+    pub(crate) fn peak_sockets(&self) -> u64 {
+        (self.hidden * self.parked) as u64 + 2 * self.concurrent_clients()
+    }
+
+    /// Worker processes to use.
+    pub(crate) fn worker_count(&self) -> usize {
+        if let Some(w) = self.workers {
+            return w;
+        }
+        let w = self.peak_sockets().div_ceil(self.sockets_per_worker).max(1);
+        usize::try_from(w).unwrap_or(usize::MAX)
+    }
+}
+
+/// Options of `loadgen compare`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CompareArgs {
+    /// Repetitions of every (target, workload) cell, interleaved A/B/A/B.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) repetitions: usize,
+    /// Duration of each bulk and ping-pong measurement.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Targets to run, comma-separated, from: direct, tryst-splice-syscall,
+    /// tryst-splice-uring, haproxy-splice, haproxy-copy, bore.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,tryst-splice-syscall,tryst-splice-uring,haproxy-splice,haproxy-copy,bore"
+    )]
+    pub(crate) targets: Vec<String>,
+    /// Workloads to run, comma-separated, from: bulk1, bulk16, bulk256, pingpong, pairing.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "bulk1,bulk16,bulk256,pingpong,pairing"
+    )]
+    pub(crate) workloads: Vec<String>,
+    /// The tryst binary (default: next to loadgen, or $TRYST_BIN).
+    #[arg(long)]
+    pub(crate) tryst: Option<PathBuf>,
+    /// The haproxy binary.
+    #[arg(long, default_value = "haproxy")]
+    pub(crate) haproxy: String,
+    /// The bore binary.
+    #[arg(long, default_value = "bore")]
+    pub(crate) bore: String,
+    /// Do not pin the relay and the load to separate CPUs.
+    #[arg(long)]
+    pub(crate) no_pin: bool,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+}
+
+/// Every target `compare` knows.
+pub(crate) const TARGETS: [&str; 6] = [
+    "direct",
+    "tryst-splice-syscall",
+    "tryst-splice-uring",
+    "haproxy-splice",
+    "haproxy-copy",
+    "bore",
+];
+/// Every workload `compare` knows.
+pub(crate) const WORKLOADS: [&str; 5] = ["bulk1", "bulk16", "bulk256", "pingpong", "pairing"];
+
+impl CompareArgs {
+    /// Checks the options.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.repetitions < 3 {
+            bail!("--repetitions must be at least 3 (medians and spreads need them)");
+        }
+        if self.duration < Duration::from_millis(100) {
+            bail!("--duration must be at least 100ms");
+        }
+        for t in &self.targets {
+            if !TARGETS.contains(&t.as_str()) {
+                bail!("unknown target {t:?}; known: {}", TARGETS.join(", "));
+            }
+        }
+        if !self.targets.iter().any(|t| t == "direct") {
+            bail!("the targets must include `direct` (ratios are against it)");
+        }
+        for w in &self.workloads {
+            if !WORKLOADS.contains(&w.as_str()) {
+                bail!("unknown workload {w:?}; known: {}", WORKLOADS.join(", "));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("2 fortnights").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn the_issue_command_line_parses_and_needs_eight_workers() {
+        let cli = parse(&["--hidden", "10000", "--clients", "50000"]);
+        assert!(cli.command.is_none());
+        let a = cli.capacity;
+        a.validate().unwrap();
+        assert_eq!(a.peak_sockets(), 110_000);
+        assert_eq!(a.worker_count(), 8);
+        assert_eq!(a.concurrent_clients(), 50_000);
+    }
+
+    #[test]
+    fn concurrency_caps_the_socket_estimate() {
+        let a = parse(&[
+            "--hidden",
+            "10",
+            "--clients",
+            "100000",
+            "--concurrency",
+            "1000",
+        ])
+        .capacity;
+        assert_eq!(a.peak_sockets(), 10 + 2000);
+        assert_eq!(a.worker_count(), 1);
+        let a = parse(&["--hidden", "10", "--clients", "5", "--concurrency", "1000"]).capacity;
+        assert_eq!(a.concurrent_clients(), 5);
+    }
+
+    #[test]
+    fn refuses_bad_combinations() {
+        let bad: &[&[&str]] = &[
+            &["--hidden", "0"],
+            &["--parked", "0"],
+            &["--rounds", "0"],
+            &["--size", "0"],
+            &["--concurrency", "0"],
+            &["--rate", "0"],
+            &["--rate=-5"],
+            &["--rate", "NaN"],
+            &["--relay", "127.0.0.1:9"],
+            &["--secrets", "/tmp/x"],
+            &[
+                "--relay",
+                "127.0.0.1:9",
+                "--secrets",
+                "/x",
+                "--data-path",
+                "splice-uring",
+            ],
+            &["--workers", "0"],
+            &["--sockets-per-worker", "20000"],
+            &["--source-ips", "0"],
+            &["--max-inflight", "0"],
+            &["--timeout", "0s"],
+        ];
+        for args in bad {
+            assert!(
+                parse(args).capacity.validate().is_err(),
+                "{args:?} should be refused"
+            );
+        }
+        parse(&["--relay", "127.0.0.1:9", "--secrets", "/x"])
+            .capacity
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn compare_defaults_are_valid_and_checked() {
+        let Some(Command::Compare(c)) = parse(&["compare"]).command else {
+            panic!("compare")
+        };
+        c.validate().unwrap();
+        assert_eq!(c.targets.len(), 6);
+        let Some(Command::Compare(c)) = parse(&["compare", "--repetitions", "2"]).command else {
+            panic!()
+        };
+        assert!(c.validate().is_err());
+        let Some(Command::Compare(c)) = parse(&["compare", "--targets", "bore"]).command else {
+            panic!()
+        };
+        assert!(c.validate().is_err(), "direct is required");
+        let Some(Command::Compare(c)) = parse(&["compare", "--workloads", "bulk7"]).command else {
+            panic!()
+        };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn worker_subcommand_is_hidden_but_parses() {
+        assert!(matches!(
+            parse(&["__worker"]).command,
+            Some(Command::Worker)
+        ));
+    }
+}

@@ -1,0 +1,70 @@
+//! Fuzz harnesses on relay code, shared by the `fuzz/` crate and the ordinary
+//! `cargo test`, exactly like `tryst_engine::fuzzing` (which holds the engine's targets
+//! and the layout notes). Built only for tests and under `cfg(fuzzing)`.
+
+pub mod node_provisioning_record;
+
+/// A fuzz target: its `[[bin]]` name and the function that runs one input.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every relay fuzz target.
+pub const TARGETS: &[Target] = &[("node_provisioning_record", node_provisioning_record::run)];
+
+#[cfg(test)]
+mod tests {
+    use super::TARGETS;
+    use std::fs;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    use std::path::Path;
+
+    /// Every module here is registered, and every committed seed and kept `crash-*` file
+    /// of each target replays through its harness without a panic.
+    #[test]
+    fn relay_fuzz_corpus_replays_without_failures() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let modules = fs::read_dir(root.join("src/fuzzing")).expect("src/fuzzing");
+        for entry in modules {
+            let name = entry.expect("readable").file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(".rs").filter(|s| *s != "mod") {
+                assert!(
+                    TARGETS.iter().any(|(t, _)| *t == stem),
+                    "{stem} not in TARGETS"
+                );
+            }
+        }
+        let manifest = fs::read_to_string(root.join("../fuzz/Cargo.toml")).expect("manifest");
+        let mut failures = Vec::new();
+        for (target, run) in TARGETS {
+            assert!(
+                manifest.contains(&format!("name = \"{target}\"")),
+                "{target} has no [[bin]] in fuzz/Cargo.toml"
+            );
+            let dir = root.join("../fuzz/corpus").join(target);
+            let mut seeds = 0;
+            for entry in fs::read_dir(&dir).expect("corpus directory") {
+                let path = entry.expect("readable").path();
+                let file = path.file_name().unwrap_or_default().to_string_lossy();
+                if !path.is_file() || file.starts_with('.') {
+                    continue;
+                }
+                seeds += 1;
+                let data = fs::read(&path).expect("readable seed");
+                if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run(&data))) {
+                    let msg = panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("(non-string panic)");
+                    failures.push(format!("{target}/{file}: {msg}"));
+                }
+            }
+            assert!(seeds > 0, "{target} has no seeds");
+        }
+        assert!(
+            failures.is_empty(),
+            "corpus replay failed:\n{}",
+            failures.join("\n")
+        );
+    }
+}
