@@ -704,6 +704,7 @@ impl<R: Router> Worker<R> {
     fn open_front(&mut self, tcp: OwnedFd) -> Option<OwnedFd> {
         let config = self.tls.clone()?;
         let session = rustls::ServerConnection::new(config).ok()?;
+        let _ = sys::set_nodelay(tcp.as_fd());
         let (inner, outer) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::Stream,
