@@ -21,6 +21,7 @@ pub mod config;
 pub mod duration;
 pub mod http;
 pub mod metrics;
+pub mod pico;
 pub mod secrets;
 pub mod serve;
 pub mod tls;
