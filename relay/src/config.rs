@@ -744,4 +744,37 @@ max-http-connections = 10
             "invalid `pipe-size`: must be between 4096 and 1073741824 bytes"
         );
     }
+
+    #[test]
+    fn pico_settings_default_parse_and_validate() {
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.pico, crate::pico::PicoLimits::default());
+        assert_eq!(c.pico.wait, Duration::from_secs(40));
+        assert_eq!(c.pico.channel_ttl, Duration::from_secs(1800));
+        let s = parse_config(
+            "pico-wait = \"300ms\"\npico-channel-ttl = \"2m\"\npico-max-channels = 9\npico-max-waiting = 3\n",
+        )
+        .unwrap();
+        let c = resolve(s).unwrap();
+        assert_eq!(
+            c.pico,
+            crate::pico::PicoLimits {
+                wait: Duration::from_millis(300),
+                channel_ttl: Duration::from_secs(120),
+                max_channels: 9,
+                max_waiting: 3,
+            }
+        );
+        for (text, key) in [
+            ("pico-wait = \"0s\"\n", "pico-wait"),
+            ("pico-channel-ttl = \"0s\"\n", "pico-channel-ttl"),
+            ("pico-max-channels = 0\n", "pico-max-channels"),
+            ("pico-max-waiting = 0\n", "pico-max-waiting"),
+        ] {
+            match resolve(parse_config(text).unwrap()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
 }
