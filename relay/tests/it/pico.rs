@@ -488,3 +488,66 @@ fn libpico_framed_conversation_both_ways_over_a_channel_pair() {
     }
     server.join().unwrap();
 }
+
+/// Reads one response (head plus Content-Length body) from a kept-alive connection.
+fn read_one(s: &mut TcpStream) -> Resp {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "connection closed early");
+        raw.push(byte[0]);
+    }
+    let head = parse(&raw);
+    let len: usize = head
+        .header("content-length")
+        .map_or(0, |v| v.parse().unwrap());
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    raw.extend_from_slice(&body);
+    parse(&raw)
+}
+
+#[test]
+fn requests_share_a_kept_alive_connection_like_libcurl() {
+    let relay = Relay::start(&["--pico-wait", "300ms"]);
+    let mut s = TcpStream::connect(relay.addr).unwrap();
+    s.write_all(b"GET /new HTTP/1.1\r\nHost: r\r\n\r\n")
+        .unwrap();
+    let name = String::from_utf8(read_one(&mut s).body).unwrap();
+    assert_eq!(name.len(), 32);
+    let path = format!("/channel/{name}");
+    // A timed-out read, then a write picked up by a reader on another connection,
+    // then a preflight: all on the same connection.
+    write!(s, "GET {path} HTTP/1.1\r\nHost: r\r\n\r\n").unwrap();
+    let mut timed_out = json(TIMEOUT);
+    timed_out.headers.retain(|(n, _)| n != "connection");
+    assert_eq!(read_one(&mut s), timed_out);
+
+    let addr = relay.addr;
+    let path2 = path.clone();
+    let reader = thread::spawn(move || {
+        loop {
+            let r = request(addr, "GET", &path2, b"");
+            if r != json(TIMEOUT) {
+                return r;
+            }
+        }
+    });
+    loop {
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: r\r\nContent-Type: application/octet-stream\r\nContent-Length: 3\r\n\r\nabc"
+        )
+        .unwrap();
+        let r = read_one(&mut s);
+        if r.body == TIMEOUT.as_bytes() {
+            continue;
+        }
+        assert_eq!(r.body, OK.as_bytes());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        break;
+    }
+    assert_eq!(reader.join().unwrap(), data(b"abc"));
+    write!(s, "OPTIONS {path} HTTP/1.1\r\nHost: r\r\n\r\n").unwrap();
+    assert_eq!(read_one(&mut s).status, 204);
+}
