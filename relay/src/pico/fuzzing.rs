@@ -67,7 +67,6 @@ pub fn channel_ops(data: &[u8]) {
             .filter(|(_, c)| now >= c.expires)
             .map(|(n, _)| *n)
             .collect();
-        let before = model.len();
         match op[0] % 5 {
             0 | 1 => {
                 let is_read = op[0] % 5 == 0;
@@ -229,7 +228,6 @@ pub fn channel_ops(data: &[u8]) {
                 }
             }
         }
-        let _ = before;
         table.assert_consistent();
         assert_eq!(table.waiting(), waiting.len());
     }
