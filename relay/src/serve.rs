@@ -227,13 +227,14 @@ async fn supervise(
     signals: Signals,
 ) -> Result<(), ServeError> {
     let (stats, mut stats_requests) = StatsRequester::channel(64);
-    let http = HttpService::new(
+    let http = HttpService::with_pico(
         HttpLimits {
             max_connections: config.max_http_connections,
             header_timeout: config.engine.head_timeout,
             max_headers: config.engine.head_max_headers,
         },
         stats,
+        config.pico,
     );
     let inbox = inbox_readiness(&engine).map_err(io_err("registering the HTTP inbox"))?;
     let Signals {
