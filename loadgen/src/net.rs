@@ -178,7 +178,7 @@ pub(crate) async fn park(
 
 /// At send time, how much of a TOTP step must be left to send its code (else wait for
 /// the next step).
-pub(crate) const TOTP_SEND_GUARD_MS: u64 = 250;
+pub(crate) const TOTP_SEND_GUARD_MS: u64 = 1000;
 
 /// Unix time in milliseconds.
 pub(crate) fn unix_now_ms() -> u64 {
