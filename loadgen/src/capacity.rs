@@ -5,10 +5,11 @@
 use crate::cli::CapacityArgs;
 use crate::net;
 use crate::procfs::{self, TreeSample};
-use crate::proto;
+use crate::proto::{self, Auth, Credential};
 use crate::relay::{LocalRelay, RelayOptions, tryst_binary};
 use crate::report::{self, CapacityReport, RelayResources};
 use crate::stats::Stats;
+use crate::transport::{self, TlsSpec};
 use crate::worker::{FromWorker, Progress, WorkerSpec};
 use anyhow::{Context, Result, bail};
 use std::process::Stdio;
@@ -76,34 +77,88 @@ async fn run(args: &CapacityArgs) -> Result<bool> {
     // Ids, secrets and the relay.
     let mut _data_dir = None;
     let mut local: Option<LocalRelay> = None;
-    let (relay_addr, ids) = match args.relay {
+    let (relay_addr, ids, tls) = match args.relay {
         Some(addr) => {
             let path = args.secrets.as_ref().context("--relay needs --secrets")?;
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            let mut ids =
-                proto::parse_secrets(&text).with_context(|| format!("in {}", path.display()))?;
+            let mut ids = match args.auth {
+                Auth::Native => proto::parse_secrets(&text)?
+                    .into_iter()
+                    .map(|(id, s)| (id, Credential::Native(s)))
+                    .collect(),
+                Auth::Totp => proto::parse_totp_secrets(&text)?,
+            };
             if ids.len() < args.hidden {
                 bail!(
-                    "{} holds {} ids but --hidden is {}",
+                    "{} holds {} {} but --hidden is {}",
                     path.display(),
                     ids.len(),
+                    match args.auth {
+                        Auth::Native => "ids in [secrets]",
+                        Auth::Totp => "[totp] records",
+                    },
                     args.hidden
                 );
             }
             ids.truncate(args.hidden);
-            (addr, ids)
+            let replacing = ids
+                .iter()
+                .filter(|(_, c)| matches!(c, Credential::Totp { queue: false, .. }))
+                .count();
+            if args.parked > 1 && replacing > 0 {
+                eprintln!(
+                    "loadgen: warning: {replacing} of the [totp] records used lack `parking = \"queue\"`: \
+                     the relay keeps one parked connection per such id (a newer park replaces the \
+                     older), so --parked {} will show as `hidden/parked: closed by the relay` errors",
+                    args.parked
+                );
+            }
+            let tls = if args.tls {
+                let ca = match &args.tls_ca {
+                    Some(p) => p.clone(),
+                    None => transport::system_ca_bundle().with_context(|| {
+                        format!(
+                            "--tls without --tls-ca needs the system bundle {}; pass --tls-ca FILE \
+                             (a relay's generated certificate is <data-dir>/tls-cert.pem)",
+                            transport::SYSTEM_CA_BUNDLE
+                        )
+                    })?,
+                };
+                Some(TlsSpec {
+                    ca,
+                    name: args
+                        .tls_name
+                        .clone()
+                        .unwrap_or_else(|| addr.ip().to_string()),
+                })
+            } else {
+                None
+            };
+            (addr, ids, tls)
         }
         None => {
             let binary = tryst_binary(args.tryst.as_deref())?;
             let dir = tempfile::Builder::new()
                 .prefix("loadgen-relay-")
                 .tempdir()?;
-            let ids = proto::generate_ids(args.hidden);
-            proto::write_private_atomic(
-                &dir.path().join("secrets.toml"),
-                &proto::render_secrets(&ids),
-            )?;
+            let (ids, text) = match args.auth {
+                Auth::Native => {
+                    let ids = proto::generate_ids(args.hidden);
+                    let text = proto::render_secrets(&ids);
+                    let ids = ids
+                        .into_iter()
+                        .map(|(id, s)| (id, Credential::Native(s)))
+                        .collect::<Vec<_>>();
+                    (ids, text)
+                }
+                Auth::Totp => {
+                    let ids = proto::generate_totp_ids(args.hidden);
+                    let text = proto::render_totp_secrets(&ids);
+                    (ids, text)
+                }
+            };
+            proto::write_private_atomic(&dir.path().join("secrets.toml"), &text)?;
             let opts = RelayOptions {
                 binary,
                 data_dir: dir.path().to_path_buf(),
@@ -111,18 +166,35 @@ async fn run(args: &CapacityArgs) -> Result<bool> {
                 workers: args.relay_workers,
                 extra: args.relay_args.clone(),
                 pin_cpus: None,
+                tls: args.tls,
             };
             let relay = LocalRelay::start(&opts, Duration::from_secs(30)).await?;
+            let (addr, tls) = match relay.tls_addr {
+                Some(tls_addr) => (
+                    tls_addr,
+                    Some(TlsSpec {
+                        ca: dir.path().join("tls-cert.pem"),
+                        name: tls_addr.ip().to_string(),
+                    }),
+                ),
+                None => (relay.addr, None),
+            };
             eprintln!(
-                "loadgen: started relay pid {} on {}: {}",
-                relay.pid, relay.addr, relay.command
+                "loadgen: started relay pid {} on {}{}: {}",
+                relay.pid,
+                addr,
+                if tls.is_some() { " (TLS)" } else { "" },
+                relay.command
             );
-            let addr = relay.addr;
             local = Some(relay);
             _data_dir = Some(dir);
-            (addr, ids)
+            (addr, ids, tls)
         }
     };
+    if let Some(t) = &tls {
+        // Fail before starting workers when the trust anchors are unusable.
+        transport::TlsClient::load(t)?;
+    }
     let baseline = local.as_ref().map(|r| procfs::sample(r.pid, true));
 
     // Workers.
@@ -151,6 +223,7 @@ async fn run(args: &CapacityArgs) -> Result<bool> {
             index: i,
             relay: relay_addr,
             hidden: ids.iter().skip(i).step_by(nworkers).cloned().collect(),
+            tls: tls.clone(),
             parked: args.parked,
             targets: targets.clone(),
             clients: client_shares[i],

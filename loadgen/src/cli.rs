@@ -1,5 +1,6 @@
 //! Command-line arguments and their validation.
 
+use crate::proto::Auth;
 use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -81,12 +82,31 @@ pub(crate) struct CapacityArgs {
     /// How long every tunnel is held open before the last verified echo.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub(crate) hold: Duration,
-    /// Drive this relay instead of starting one (needs --secrets).
+    /// Drive this relay instead of starting one (needs --secrets). With --tls, the
+    /// relay's TLS listener.
     #[arg(long)]
     pub(crate) relay: Option<SocketAddr>,
-    /// The relay's secrets file (agreed TOML format) with at least --hidden ids.
+    /// The relay's secrets file (agreed TOML format) with at least --hidden ids
+    /// (`[secrets]` entries, or `[totp]` records with --auth totp).
     #[arg(long)]
     pub(crate) secrets: Option<PathBuf>,
+    /// Hidden servers and clients connect over TLS (a local relay is started with
+    /// `--tls-listen 127.0.0.1:0` and its generated certificate is trusted).
+    #[arg(long)]
+    pub(crate) tls: bool,
+    /// With --relay --tls: PEM file of the certificates to trust (for a relay's generated
+    /// self-signed certificate, `<data-dir>/tls-cert.pem`). Default: the system bundle
+    /// /etc/ssl/certs/ca-certificates.crt.
+    #[arg(long)]
+    pub(crate) tls_ca: Option<PathBuf>,
+    /// With --relay --tls: the name the relay's certificate must carry (default: the
+    /// --relay address's IP).
+    #[arg(long)]
+    pub(crate) tls_name: Option<String>,
+    /// How hidden servers park: `native` (Tryst proof over `[secrets]`) or `totp`
+    /// (`?response=<6-digit code>` over `[totp]` records).
+    #[arg(long, value_enum, default_value_t = Auth::Native)]
+    pub(crate) auth: Auth,
     /// The tryst binary for a local relay (default: next to loadgen, or $TRYST_BIN).
     #[arg(long)]
     pub(crate) tryst: Option<PathBuf>,
@@ -168,6 +188,17 @@ impl CapacityArgs {
             bail!(
                 "--data-path, --relay-workers and --relay-arg apply only to a local relay (no --relay)"
             );
+        }
+        if !self.tls && (self.tls_ca.is_some() || self.tls_name.is_some()) {
+            bail!("--tls-ca and --tls-name need --tls");
+        }
+        if self.relay.is_none() && (self.tls_ca.is_some() || self.tls_name.is_some()) {
+            bail!(
+                "--tls-ca and --tls-name apply only with --relay (a local relay's generated certificate is trusted)"
+            );
+        }
+        if let Some(name) = &self.tls_name {
+            crate::transport::check_server_name(name)?;
         }
         if self.workers == Some(0) {
             bail!("--workers must be at least 1");
@@ -375,6 +406,86 @@ mod tests {
             .capacity
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn tls_and_auth_options() {
+        let a = parse(&[]).capacity;
+        assert!(!a.tls);
+        assert_eq!(a.auth, Auth::Native);
+        let ok: &[&[&str]] = &[
+            &["--tls"],
+            &["--tls", "--auth", "totp"],
+            &["--auth", "totp"],
+            &["--relay", "127.0.0.1:9", "--secrets", "/x", "--tls"],
+            &[
+                "--relay",
+                "127.0.0.1:9",
+                "--secrets",
+                "/x",
+                "--tls",
+                "--tls-ca",
+                "/ca.pem",
+                "--tls-name",
+                "relay.example.org",
+                "--auth",
+                "totp",
+            ],
+        ];
+        for args in ok {
+            let a = parse(args).capacity;
+            a.validate()
+                .unwrap_or_else(|e| panic!("{args:?} should be accepted: {e}"));
+        }
+        let a = parse(&["--tls", "--auth", "totp"]).capacity;
+        assert!(a.tls);
+        assert_eq!(a.auth, Auth::Totp);
+        let bad: &[(&[&str], &str)] = &[
+            (
+                &[
+                    "--relay",
+                    "127.0.0.1:9",
+                    "--secrets",
+                    "/x",
+                    "--tls-ca",
+                    "/ca.pem",
+                ],
+                "need --tls",
+            ),
+            (
+                &[
+                    "--relay",
+                    "127.0.0.1:9",
+                    "--secrets",
+                    "/x",
+                    "--tls-name",
+                    "x.org",
+                ],
+                "need --tls",
+            ),
+            (&["--tls", "--tls-ca", "/ca.pem"], "only with --relay"),
+            (&["--tls", "--tls-name", "127.0.0.1"], "only with --relay"),
+            (
+                &[
+                    "--relay",
+                    "127.0.0.1:9",
+                    "--secrets",
+                    "/x",
+                    "--tls",
+                    "--tls-name",
+                    "not a name",
+                ],
+                "neither a DNS name",
+            ),
+        ];
+        for (args, why) in bad {
+            let err = parse(args).capacity.validate().unwrap_err().to_string();
+            assert!(err.contains(why), "{args:?}: {err}");
+        }
+        assert!(
+            Cli::try_parse_from(["loadgen", "--auth", "basic"]).is_err(),
+            "unknown --auth values are refused by the parser"
+        );
     }
 
     #[test]

@@ -24,9 +24,10 @@ use crate::cli::CompareArgs;
 use crate::net::{self, Failure};
 use crate::pattern::Pattern;
 use crate::procfs;
-use crate::proto;
+use crate::proto::{self, ParkAuth};
 use crate::relay::{LocalRelay, RelayOptions, tryst_binary};
 use crate::stats::Latency;
+use crate::transport::Conn;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -245,7 +246,7 @@ fn spawn_tryst_sink(
     for (id, secret) in ids {
         for _ in 0..TRYST_PARKED {
             let id = *id;
-            let secret = Secret::new(secret.clone());
+            let auth = ParkAuth::Native(Secret::new(secret.clone()));
             let mut stop = stop.clone();
             let errors = errors.clone();
             tokio::task::spawn_local(async move {
@@ -253,8 +254,15 @@ fn spawn_tryst_sink(
                     if *stop.borrow() {
                         break;
                     }
-                    let mut s = match net::park(relay, None, &id, &secret, STEP_TIMEOUT).await {
-                        Ok(s) => s,
+                    let parked = net::park(relay, None, &id, &auth, None, STEP_TIMEOUT).await;
+                    let mut s = match parked {
+                        Ok(Conn::Plain(s)) => s,
+                        Ok(Conn::Tls(_)) => {
+                            errors
+                                .borrow_mut()
+                                .add("hidden/park: TLS where plain TCP was asked");
+                            break;
+                        }
                         Err(f) => {
                             errors.borrow_mut().add(f.0);
                             tokio::select! {
@@ -440,6 +448,7 @@ async fn start_target(
                 workers: Some(1),
                 extra: Vec::new(),
                 pin_cpus: pin.map(str::to_string),
+                tls: false,
             };
             let relay = LocalRelay::start(&opts, Duration::from_secs(30)).await?;
             spawn_tryst_sink(relay.addr, &ids, stop.clone(), errors.clone());

@@ -19,6 +19,7 @@ mod proto;
 mod relay;
 mod report;
 mod stats;
+mod transport;
 mod worker;
 
 use clap::Parser as _;

@@ -2,11 +2,12 @@
 //! addresses, the verified echo round trip, and the exact-answer read.
 
 use crate::pattern::Pattern;
-use crate::proto::{Answer, OK_RESPONSE, classify};
+use crate::proto::{Answer, OK_RESPONSE, ParkAuth, classify};
+use crate::transport::{Conn, SplitIo, TlsClient, tls_failure};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
@@ -116,23 +117,55 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Parks one hidden-server connection under `id`: connect, send the head with a fresh
-/// proof (random 16-byte nonce), read exactly the `200`. Each step is bounded by `limit`.
+/// Connects to the relay as `role` (`hidden` or `client`): TCP from `from`, then the TLS
+/// handshake when `tls` is given. Each step is bounded by `limit`.
+pub(crate) async fn connect(
+    relay: SocketAddr,
+    from: Option<Ipv4Addr>,
+    tls: Option<&TlsClient>,
+    role: &str,
+    limit: Duration,
+) -> Result<Conn, Failure> {
+    let step = format!("{role}/connect");
+    let tcp = within(limit, &step, async {
+        dial(relay, from).await.map_err(|e| Failure::io(&step, &e))
+    })
+    .await?;
+    match tls {
+        None => Ok(Conn::Plain(tcp)),
+        Some(tls) => {
+            let step = format!("{role}/tls handshake");
+            within(limit, &step, async {
+                tls.handshake(tcp)
+                    .await
+                    .map(|s| Conn::Tls(Box::new(s)))
+                    .map_err(|e| tls_failure(&step, &e))
+            })
+            .await
+        }
+    }
+}
+
+/// Parks one hidden-server connection under `id`: connect (and TLS handshake), send the
+/// head with a fresh proof or TOTP code, read exactly the `200`. Each step is bounded by
+/// `limit`.
 pub(crate) async fn park(
     relay: SocketAddr,
     from: Option<Ipv4Addr>,
     id: &uuid::Uuid,
-    secret: &tryst_engine::auth::Secret,
+    auth: &ParkAuth,
+    tls: Option<&TlsClient>,
     limit: Duration,
-) -> Result<TcpStream, Failure> {
-    let mut s = within(limit, "hidden/connect", async {
-        dial(relay, from)
-            .await
-            .map_err(|e| Failure::io("hidden/connect", &e))
-    })
-    .await?;
-    let nonce: [u8; 16] = rand::random();
-    let head = crate::proto::park_head(id, secret, unix_now(), &nonce);
+) -> Result<Conn, Failure> {
+    let mut s = connect(relay, from, tls, "hidden", limit).await?;
+    // A TOTP code must reach the relay within its step; right at a step's end, wait for
+    // the next one (callers already wait before connecting, so this is rare).
+    if let Some(step) = auth.totp_step()
+        && let Some(ms) = crate::proto::totp_boundary_wait(unix_now_ms(), step, TOTP_SEND_GUARD_MS)
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let head = auth.head(id, unix_now());
     within(limit, "hidden/park", async {
         s.write_all(&head)
             .await
@@ -141,6 +174,18 @@ pub(crate) async fn park(
     })
     .await?;
     Ok(s)
+}
+
+/// At send time, how much of a TOTP step must be left to send its code (else wait for
+/// the next step).
+pub(crate) const TOTP_SEND_GUARD_MS: u64 = 1000;
+
+/// Unix time in milliseconds.
+pub(crate) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Times of one verified echo round trip.
@@ -156,7 +201,7 @@ pub(crate) struct Echoed {
 /// every byte. Writes and reads run together, so sizes beyond the socket buffers cannot
 /// deadlock against an echo server.
 pub(crate) async fn echo_round(
-    stream: &mut TcpStream,
+    stream: &mut impl SplitIo,
     pattern: &Pattern,
     offset: u64,
     size: usize,
@@ -164,7 +209,7 @@ pub(crate) async fn echo_round(
 ) -> Result<Echoed, Failure> {
     let mut out = vec![0u8; size];
     pattern.fill(offset, &mut out);
-    let (mut rd, mut wr) = stream.split();
+    let (mut rd, mut wr) = stream.io_split();
     let write = async {
         wr.write_all(&out)
             .await
@@ -208,7 +253,10 @@ pub(crate) async fn echo_round(
 }
 
 /// Shuts down the write side and expects a clean end of stream with no extra bytes.
-pub(crate) async fn close_clean(stream: &mut TcpStream, role: &str) -> Result<(), Failure> {
+pub(crate) async fn close_clean(
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
+    role: &str,
+) -> Result<(), Failure> {
     stream
         .shutdown()
         .await
@@ -226,7 +274,7 @@ pub(crate) async fn close_clean(stream: &mut TcpStream, role: &str) -> Result<()
 /// Echoes everything from `stream` back to it, starting with `first` (bytes already
 /// read), until end of stream; then shuts down the write side. Returns bytes echoed.
 pub(crate) async fn echo_serve(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     first: &[u8],
     role: &str,
 ) -> Result<u64, Failure> {

@@ -66,11 +66,22 @@ pub(crate) fn parse_listening(line: &str) -> Option<SocketAddr> {
         .ok()
 }
 
+/// Parses `tryst: tls listening on <addr>`.
+pub(crate) fn parse_tls_listening(line: &str) -> Option<SocketAddr> {
+    line.trim()
+        .strip_prefix("tryst: tls listening on ")?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A `tryst serve` this process started; stopped with SIGTERM on [`LocalRelay::stop`].
 pub(crate) struct LocalRelay {
     child: Child,
     /// The bound address it printed.
     pub(crate) addr: SocketAddr,
+    /// The TLS listener's bound address, when started with [`RelayOptions::tls`].
+    pub(crate) tls_addr: Option<SocketAddr>,
     /// Its process id.
     pub(crate) pid: u32,
     /// The relay's stderr log.
@@ -94,11 +105,15 @@ pub(crate) struct RelayOptions {
     pub(crate) extra: Vec<String>,
     /// CPU list for `taskset -c`, if pinning.
     pub(crate) pin_cpus: Option<String>,
+    /// Also listen for TLS (`--tls-listen 127.0.0.1:0`, generated certificate
+    /// `<data-dir>/tls-cert.pem`).
+    pub(crate) tls: bool,
 }
 
 impl LocalRelay {
-    /// Starts `tryst serve --listen 127.0.0.1:0 --data-dir <dir>` and waits for its
-    /// `listening on` line (bounded by `startup`).
+    /// Starts `tryst serve --listen 127.0.0.1:0 --data-dir <dir>` (and
+    /// `--tls-listen 127.0.0.1:0` with [`RelayOptions::tls`]) and waits for its
+    /// `listening on` lines (bounded by `startup`).
     pub(crate) async fn start(opts: &RelayOptions, startup: Duration) -> Result<Self> {
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -114,6 +129,10 @@ impl LocalRelay {
         if let Some(w) = opts.workers {
             args.push("--workers".into());
             args.push(w.to_string());
+        }
+        if opts.tls {
+            args.push("--tls-listen".into());
+            args.push("127.0.0.1:0".into());
         }
         args.extend(opts.extra.iter().cloned());
         let (program, full): (PathBuf, Vec<String>) = match &opts.pin_cpus {
@@ -165,12 +184,39 @@ impl LocalRelay {
                 tail(&log, 20)
             ),
         };
+        // With TLS: the second line is the data directory, the third the TLS listener.
+        let mut tls_addr = None;
+        if opts.tls {
+            let deadline = tokio::time::Instant::now() + startup;
+            for _ in 0..2 {
+                let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
+                    Ok(Ok(Some(line))) => line,
+                    Ok(Ok(None)) => bail!(
+                        "relay closed stdout before its TLS listener line; its log:\n{}",
+                        tail(&log, 20)
+                    ),
+                    Ok(Err(e)) => bail!("reading relay stdout: {e}"),
+                    Err(_) => bail!(
+                        "relay did not print its TLS address within {startup:?}; its log:\n{}",
+                        tail(&log, 20)
+                    ),
+                };
+                tls_addr = parse_tls_listening(&line);
+            }
+            if tls_addr.is_none() {
+                bail!(
+                    "relay's third stdout line is not `tryst: tls listening on <addr>` (log: {})",
+                    log.display()
+                );
+            }
+        }
         // Keep draining stdout so the relay never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         // With taskset the child is taskset, which execs the relay: same pid.
         Ok(Self {
             child,
             addr,
+            tls_addr,
             pid,
             log,
             command,
@@ -223,6 +269,21 @@ mod tests {
         );
         assert_eq!(parse_listening("tryst: data directory /x"), None);
         assert_eq!(parse_listening("tryst: listening on nowhere"), None);
+        assert_eq!(parse_listening("tryst: tls listening on 127.0.0.1:1"), None);
+    }
+
+    #[test]
+    fn parses_the_tls_listening_line() {
+        assert_eq!(
+            parse_tls_listening("tryst: tls listening on 127.0.0.1:4433\n"),
+            Some("127.0.0.1:4433".parse().unwrap())
+        );
+        assert_eq!(parse_tls_listening("tryst: listening on 127.0.0.1:1"), None);
+        assert_eq!(parse_tls_listening("tryst: data directory /x"), None);
+        assert_eq!(
+            parse_tls_listening("tryst: tls certificate /x/tls-cert.pem sha256 AB"),
+            None
+        );
     }
 
     #[test]

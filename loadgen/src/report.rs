@@ -2,6 +2,7 @@
 
 use crate::cli::CapacityArgs;
 use crate::procfs::TreeSample;
+use crate::proto::Auth;
 use crate::stats::{Stats, Summary, fmt_ns};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -50,6 +51,10 @@ pub(crate) struct CapacityReport {
     pub(crate) seed: u64,
     /// Relay address.
     pub(crate) relay: String,
+    /// `tcp` or `tls`.
+    pub(crate) transport: String,
+    /// How hidden servers parked: `native` or `totp`.
+    pub(crate) auth: Auth,
     /// Hidden servers.
     pub(crate) hidden: usize,
     /// Parked connections per hidden server.
@@ -120,6 +125,8 @@ impl CapacityReport {
             command: std::env::args().collect::<Vec<_>>().join(" "),
             seed,
             relay: relay.to_string(),
+            transport: if args.tls { "tls" } else { "tcp" }.to_string(),
+            auth: args.auth,
             hidden: args.hidden,
             parked: args.parked,
             clients: args.clients,
@@ -178,8 +185,13 @@ pub(crate) fn render_capacity(r: &CapacityReport) -> String {
     );
     let _ = writeln!(
         o,
-        "relay          {}{}",
+        "relay          {} over {}, {} auth{}",
         r.relay,
+        r.transport.to_uppercase(),
+        match r.auth {
+            Auth::Native => "native",
+            Auth::Totp => "TOTP",
+        },
         if r.relay_resources.is_some() {
             " (started by loadgen)"
         } else {

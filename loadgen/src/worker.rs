@@ -8,8 +8,9 @@
 
 use crate::net::{self, Failure};
 use crate::pattern::{Pattern, splitmix64};
-use crate::proto;
+use crate::proto::{self, Credential, ParkAuth};
 use crate::stats::{Stats, StatsWire};
+use crate::transport::{Conn, TlsClient, TlsSpec};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -20,7 +21,6 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
-use tryst_engine::auth::Secret;
 use uuid::Uuid;
 
 /// What one worker runs.
@@ -30,8 +30,10 @@ pub(crate) struct WorkerSpec {
     pub(crate) index: usize,
     /// The relay.
     pub(crate) relay: SocketAddr,
-    /// Hidden server ids this worker serves, with their secrets.
-    pub(crate) hidden: Vec<(Uuid, Vec<u8>)>,
+    /// Hidden server ids this worker serves, with their credentials.
+    pub(crate) hidden: Vec<(Uuid, Credential)>,
+    /// TLS to the relay, if any.
+    pub(crate) tls: Option<TlsSpec>,
     /// Parked connections each hidden server keeps.
     pub(crate) parked: usize,
     /// Every hidden id of the run; clients pick one at random.
@@ -93,6 +95,10 @@ pub(crate) enum FromWorker {
     Done(Box<StatsWire>),
 }
 
+/// Before connecting to park with a TOTP code, how much of the step must be left (else
+/// wait for the next step): room for the connect and TLS handshake of a busy run.
+const TOTP_CONNECT_GUARD_MS: u64 = 2000;
+
 fn emit(msg: &FromWorker) {
     // A closed stdout means the parent is gone; the worker ends with it.
     if let Ok(line) = serde_json::to_string(msg) {
@@ -105,6 +111,7 @@ fn emit(msg: &FromWorker) {
 /// Shared state of the worker's tasks (single thread).
 struct Ctx {
     spec: WorkerSpec,
+    tls: Option<TlsClient>,
     stats: RefCell<Stats>,
     parked: Cell<u64>,
     connected: Cell<u64>,
@@ -177,6 +184,11 @@ async fn run() -> Result<()> {
         .await?
         .context("no worker spec on stdin")?;
     let spec: WorkerSpec = serde_json::from_str(&first).context("worker spec")?;
+    let tls = spec.tls.as_ref().map(TlsClient::load).transpose()?;
+    let mut auths = Vec::with_capacity(spec.hidden.len());
+    for (id, cred) in &spec.hidden {
+        auths.push((*id, Rc::new(ParkAuth::new(cred)?)));
+    }
 
     let (go_tx, mut go_rx) = watch::channel(false);
     let (finish_tx, finish_rx) = watch::channel(false);
@@ -213,6 +225,7 @@ async fn run() -> Result<()> {
         stop: stop_rx,
         finish: finish_rx,
         spec,
+        tls,
     });
 
     // Progress ticker.
@@ -229,13 +242,13 @@ async fn run() -> Result<()> {
 
     // Hidden servers.
     let mut hidden_tasks = Vec::new();
-    for (id, secret) in &ctx.spec.hidden {
+    for (id, auth) in &auths {
         for _ in 0..ctx.spec.parked {
             let ctx = ctx.clone();
             let id = *id;
-            let secret = Secret::new(secret.clone());
+            let auth = auth.clone();
             hidden_tasks.push(tokio::task::spawn_local(async move {
-                hidden_slot(&ctx, id, secret).await;
+                hidden_slot(&ctx, id, &auth).await;
             }));
         }
     }
@@ -335,7 +348,7 @@ fn count_unheld(ctx: &Ctx) {
 
 /// One hidden server's parked slot: park, wait for a client, hand the tunnel to an echo
 /// task and park again at once, until stopped.
-async fn hidden_slot(ctx: &Rc<Ctx>, id: Uuid, secret: Secret) {
+async fn hidden_slot(ctx: &Rc<Ctx>, id: Uuid, auth: &ParkAuth) {
     let mut first = true;
     let mut stop = ctx.stop.clone();
     loop {
@@ -348,8 +361,24 @@ async fn hidden_slot(ctx: &Rc<Ctx>, id: Uuid, secret: Secret) {
                 .acquire()
                 .await
                 .map_err(|_| Failure("hidden/park: shutting down".into()))?;
+            // The relay accepts a TOTP code only within its step: near a step's end, wait
+            // for the next step before connecting (not counted as park latency).
+            if let Some(step) = auth.totp_step()
+                && let Some(ms) =
+                    proto::totp_boundary_wait(net::unix_now_ms(), step, TOTP_CONNECT_GUARD_MS)
+            {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             let t0 = Instant::now();
-            let s = net::park(ctx.spec.relay, ctx.src(), &id, &secret, ctx.timeout()).await?;
+            let s = net::park(
+                ctx.spec.relay,
+                ctx.src(),
+                &id,
+                auth,
+                ctx.tls.as_ref(),
+                ctx.timeout(),
+            )
+            .await?;
             ctx.stats.borrow_mut().park.record(t0.elapsed());
             Ok::<_, Failure>(s)
         }
@@ -398,7 +427,7 @@ async fn hidden_slot(ctx: &Rc<Ctx>, id: Uuid, secret: Secret) {
     }
 }
 
-fn spawn_echo(ctx: &Rc<Ctx>, mut s: tokio::net::TcpStream, first: Vec<u8>) {
+fn spawn_echo(ctx: &Rc<Ctx>, mut s: Conn, first: Vec<u8>) {
     ctx.tunnels.set(ctx.tunnels.get() + 1);
     let ctx = ctx.clone();
     tokio::task::spawn_local(async move {
@@ -426,11 +455,13 @@ async fn client(ctx: &Ctx, global: u64, intended: Option<Instant>) -> Result<(),
         .map_err(|_| Failure("client/connect: shutting down".into()))?;
     let start = intended.unwrap_or_else(Instant::now);
     let result = async {
-        let mut s = net::within(ctx.timeout(), "client/connect", async {
-            net::dial(spec.relay, ctx.src())
-                .await
-                .map_err(|e| Failure::io("client/connect", &e))
-        })
+        let mut s = net::connect(
+            spec.relay,
+            ctx.src(),
+            ctx.tls.as_ref(),
+            "client",
+            ctx.timeout(),
+        )
         .await?;
         net::within(ctx.timeout(), "client/handshake", async {
             s.write_all(&proto::connect_head(&target))

@@ -107,6 +107,18 @@ pub struct Settings {
     /// Most concurrent connections to the HTTP service (/healthz, /metrics) [default: 256].
     #[arg(long, env = "TRYST_MAX_HTTP_CONNECTIONS", value_name = "N")]
     pub max_http_connections: Option<usize>,
+    /// How long a Pico channel GET or POST waits for its peer before the code-2 answer [default: 40s].
+    #[arg(long, env = "TRYST_PICO_WAIT", value_name = "DURATION")]
+    pub pico_wait: Option<HumanDuration>,
+    /// A Pico channel is removed this long after its creation (not extended by use) [default: 30m].
+    #[arg(long, env = "TRYST_PICO_CHANNEL_TTL", value_name = "DURATION")]
+    pub pico_channel_ttl: Option<HumanDuration>,
+    /// Most Pico channels at once; creating one more is answered 503 [default: 65536].
+    #[arg(long, env = "TRYST_PICO_MAX_CHANNELS", value_name = "N")]
+    pub pico_max_channels: Option<usize>,
+    /// Most waiting Pico GETs and POSTs at once; one more is answered 503 [default: 256].
+    #[arg(long, env = "TRYST_PICO_MAX_WAITING", value_name = "N")]
+    pub pico_max_waiting: Option<usize>,
     /// Also listen for TLS on this address (node-rendezvous clients speak TLS) [default: no TLS listener].
     #[arg(long, env = "TRYST_TLS_LISTEN", value_name = "ADDR")]
     pub tls_listen: Option<SocketAddr>,
@@ -150,6 +162,10 @@ impl Settings {
             max_sockets: self.max_sockets.or(fallback.max_sockets),
             max_pipes_per_worker: self.max_pipes_per_worker.or(fallback.max_pipes_per_worker),
             max_http_connections: self.max_http_connections.or(fallback.max_http_connections),
+            pico_wait: self.pico_wait.or(fallback.pico_wait),
+            pico_channel_ttl: self.pico_channel_ttl.or(fallback.pico_channel_ttl),
+            pico_max_channels: self.pico_max_channels.or(fallback.pico_max_channels),
+            pico_max_waiting: self.pico_max_waiting.or(fallback.pico_max_waiting),
             tls_listen: self.tls_listen.or(fallback.tls_listen),
             tls_cert: self.tls_cert.or(fallback.tls_cert),
             tls_key: self.tls_key.or(fallback.tls_key),

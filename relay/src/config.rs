@@ -134,6 +134,8 @@ pub struct ServeConfig {
     pub max_sockets: usize,
     /// Most concurrent HTTP-service connections.
     pub max_http_connections: usize,
+    /// Limits of the Pico channels.
+    pub pico: crate::pico::PicoLimits,
     /// The TLS listener, when one is configured.
     pub tls: Option<TlsConfig>,
     /// Everything the engine takes.
@@ -234,6 +236,24 @@ impl ServeConfig {
             return Err(invalid("max-http-connections", "must be at least 1"));
         }
 
+        let pico_defaults = crate::pico::PicoLimits::default();
+        let pico = crate::pico::PicoLimits {
+            wait: positive("pico-wait", s.pico_wait.map_or(pico_defaults.wait, |d| d.0))?,
+            channel_ttl: positive(
+                "pico-channel-ttl",
+                s.pico_channel_ttl
+                    .map_or(pico_defaults.channel_ttl, |d| d.0),
+            )?,
+            max_channels: s.pico_max_channels.unwrap_or(pico_defaults.max_channels),
+            max_waiting: s.pico_max_waiting.unwrap_or(pico_defaults.max_waiting),
+        };
+        if pico.max_channels == 0 {
+            return Err(invalid("pico-max-channels", "must be at least 1"));
+        }
+        if pico.max_waiting == 0 {
+            return Err(invalid("pico-max-waiting", "must be at least 1"));
+        }
+
         let budget =
             sockets_per_worker(host.nofile_hard, max_pipes_per_worker).ok_or_else(|| {
                 ConfigError::NoFdBudget {
@@ -288,6 +308,7 @@ impl ServeConfig {
             proof_window_secs: proof_window.as_secs(),
             max_sockets,
             max_http_connections,
+            pico,
             engine,
         })
     }
@@ -722,5 +743,38 @@ max-http-connections = 10
             err.to_string(),
             "invalid `pipe-size`: must be between 4096 and 1073741824 bytes"
         );
+    }
+
+    #[test]
+    fn pico_settings_default_parse_and_validate() {
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.pico, crate::pico::PicoLimits::default());
+        assert_eq!(c.pico.wait, Duration::from_secs(40));
+        assert_eq!(c.pico.channel_ttl, Duration::from_secs(1800));
+        let s = parse_config(
+            "pico-wait = \"300ms\"\npico-channel-ttl = \"2m\"\npico-max-channels = 9\npico-max-waiting = 3\n",
+        )
+        .unwrap();
+        let c = resolve(s).unwrap();
+        assert_eq!(
+            c.pico,
+            crate::pico::PicoLimits {
+                wait: Duration::from_millis(300),
+                channel_ttl: Duration::from_secs(120),
+                max_channels: 9,
+                max_waiting: 3,
+            }
+        );
+        for (text, key) in [
+            ("pico-wait = \"0s\"\n", "pico-wait"),
+            ("pico-channel-ttl = \"0s\"\n", "pico-channel-ttl"),
+            ("pico-max-channels = 0\n", "pico-max-channels"),
+            ("pico-max-waiting = 0\n", "pico-max-waiting"),
+        ] {
+            match resolve(parse_config(text).unwrap()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@
 //! request bodies read only up to [`BODY_LIMIT`] bytes.
 
 use crate::metrics::{self, render_metrics};
+use crate::pico::{self, Pico, PicoLimits};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
@@ -188,11 +189,18 @@ struct Inner {
     permits: Arc<Semaphore>,
     stats: StatsRequester,
     shutting_down: AtomicBool,
+    pico: Pico,
 }
 
 impl HttpService {
     /// A service with `limits`, reading counters through `stats`.
     pub fn new(limits: HttpLimits, stats: StatsRequester) -> Self {
+        Self::with_pico(limits, stats, PicoLimits::default())
+    }
+
+    /// A service with `limits`, reading counters through `stats`, whose Pico channels
+    /// (`/new`, `/channel/...`) use `pico`.
+    pub fn with_pico(limits: HttpLimits, stats: StatsRequester, pico: PicoLimits) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         Self {
             inner: Arc::new(Inner {
@@ -200,6 +208,7 @@ impl HttpService {
                 permits,
                 stats,
                 shutting_down: AtomicBool::new(false),
+                pico: Pico::new(pico),
             }),
         }
     }
@@ -273,6 +282,10 @@ impl HttpService {
         // API families (dead-drop, Pico channels, publications, ...) each own a set of
         // paths and read their own bodies with their own limits: dispatch to them here,
         // one arm per family, before the built-in endpoints below.
+        if pico::owns(req.uri().path()) {
+            let deadline = self.inner.limits.header_timeout;
+            return Ok(self.inner.pico.serve(req, deadline).await);
+        }
         let (parts, body) = req.into_parts();
         read_capped(body, self.inner.limits.header_timeout).await?;
         let endpoint = match parts.uri.path() {

@@ -10,6 +10,8 @@
 //! - [`http`]: the hyper service for connections the engine hands off (`/healthz`,
 //!   `/metrics`).
 //! - [`metrics`]: the Prometheus rendering of the engine's counters.
+//! - [`pico`]: the Pico Rendezvous Point API (`/new`, `/channel/<name>`): a sans-IO
+//!   channel table and its async adapter, served by [`http`].
 //! - [`serve`]: the supervisor process and the worker entry point.
 //!
 //! I/O contract: [`serve`] and [`http`] do network I/O, [`secrets`] and [`config`] read and
@@ -25,6 +27,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod nodeprov;
+pub mod pico;
 pub mod secrets;
 pub mod serve;
 pub mod tls;

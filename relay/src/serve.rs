@@ -227,13 +227,14 @@ async fn supervise(
     signals: Signals,
 ) -> Result<(), ServeError> {
     let (stats, mut stats_requests) = StatsRequester::channel(64);
-    let http = HttpService::new(
+    let http = HttpService::with_pico(
         HttpLimits {
             max_connections: config.max_http_connections,
             header_timeout: config.engine.head_timeout,
             max_headers: config.engine.head_max_headers,
         },
         stats,
+        config.pico,
     );
     let inbox = inbox_readiness(&engine).map_err(io_err("registering the HTTP inbox"))?;
     let Signals {
@@ -253,7 +254,7 @@ async fn supervise(
                 let _ = inbox.try_io(Interest::READABLE, || drain_inbox(&engine, &http));
             }
             Some(reply) = stats_requests.recv() => answer_stats(&engine, reply),
-            _ = hangup.recv() => reload(&engine, &config.secrets_path),
+            _ = hangup.recv() => reload(&engine, config),
             _ = terminate.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGTERM"),
             _ = interrupt.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGINT"),
             _ = tick.tick() => {
@@ -295,20 +296,33 @@ fn answer_stats(engine: &Engine, reply: StatsRequest) {
     let _ = reply.send(engine.stats());
 }
 
-fn reload(engine: &Engine, secrets_path: &Path) {
-    match FileSecrets::load(secrets_path) {
-        Ok(s) => {
-            tracing::info!(
-                ids = s.len(),
-                "SIGHUP: secrets file valid; reloading workers"
-            );
-            if let Err(e) = engine.reload() {
-                tracing::error!(error = %e, "asking workers to reload");
+/// SIGHUP: validate the secrets file (and the TLS certificate, if any) here first, then
+/// ask every worker to re-read them. A file that does not validate changes nothing.
+fn reload(engine: &Engine, config: &ServeConfig) {
+    let secrets = match FileSecrets::load(&config.secrets_path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: secrets file invalid; keeping the old secrets and certificate");
+            return;
+        }
+    };
+    if let Some(tls) = &config.tls {
+        match crate::tls::load(tls, &config.data_dir, false) {
+            Ok(loaded) => {
+                tracing::info!(fingerprint = %loaded.fingerprint, "SIGHUP: TLS certificate valid")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS certificate invalid; keeping the old secrets and certificate");
+                return;
             }
         }
-        Err(e) => {
-            tracing::error!(error = %e, "SIGHUP: secrets file invalid; keeping the old secrets")
-        }
+    }
+    tracing::info!(
+        ids = secrets.len(),
+        "SIGHUP: secrets file valid; reloading workers"
+    );
+    if let Err(e) = engine.reload() {
+        tracing::error!(error = %e, "asking workers to reload");
     }
 }
 
@@ -340,10 +354,14 @@ pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
             ..CompatRouterConfig::default()
         },
     );
-    let tls = match &config.tls {
-        Some(tls) => Some(crate::tls::load(tls, &config.data_dir, false)?.config),
-        None => None,
-    };
+    let tls = config.tls.clone().map(|tls| {
+        let data_dir = config.data_dir.clone();
+        Box::new(move || {
+            crate::tls::load(&tls, &data_dir, false)
+                .map(|loaded| loaded.config)
+                .map_err(|e| e.to_string())
+        }) as tryst_engine::driver::TlsSource
+    });
     run_worker(&config.engine, router, tls).map_err(io_err("worker"))
 }
 

@@ -509,12 +509,18 @@ pub fn is_worker() -> bool {
     std::env::var_os(WORKER_ENV).is_some()
 }
 
+/// Produces the TLS configuration for new connections: called once at worker start and
+/// again on every reload (SIGHUP), so certificates rotate without dropping anything.
+/// Sessions already open keep the configuration they started with.
+pub type TlsSource =
+    Box<dyn FnMut() -> Result<std::sync::Arc<rustls::ServerConfig>, String> + Send>;
+
 /// Runs this worker process's event loop until shutdown. `router` decides every request;
 /// `tls` terminates connections from TLS listeners (required when there are any).
 pub fn run_worker<R: Router>(
     config: &EngineConfig,
     router: R,
-    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    tls: Option<TlsSource>,
 ) -> io::Result<()> {
     let malformed = || io::Error::new(io::ErrorKind::InvalidInput, "malformed TRYST_WORKER");
     let spec = std::env::var(WORKER_ENV)

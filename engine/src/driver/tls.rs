@@ -17,7 +17,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 /// Most decrypted bytes held for `inner` before the front stops reading TCP.
 const PLAIN_BUF: usize = 64 * 1024;
 /// Most bytes taken from `inner` per read.
-const CHUNK: usize = 16 * 1024;
+const CHUNK: usize = 64 * 1024;
 
 /// One TLS connection's front.
 pub(crate) struct TlsFront {

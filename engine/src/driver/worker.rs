@@ -224,6 +224,7 @@ pub(crate) struct Worker<R> {
     peers: Vec<OwnedFd>,
     listeners: Vec<(OwnedFd, Transport)>,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    tls_source: Option<super::TlsSource>,
     fronts: Slab<TlsFrontEntry>,
     accept_armed: Vec<bool>,
     accept_paused_until: Option<Instant>,
@@ -254,8 +255,12 @@ impl<R: Router> Worker<R> {
         cfg: EngineConfig,
         fds: WorkerFds,
         router: R,
-        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+        mut tls_source: Option<super::TlsSource>,
     ) -> io::Result<Self> {
+        let tls = match tls_source.as_mut() {
+            Some(load) => Some(load().map_err(io::Error::other)?),
+            None => None,
+        };
         let entries = cfg.ring_entries.max(64);
         let ring = IoUring::builder()
             .setup_single_issuer()
@@ -296,6 +301,7 @@ impl<R: Router> Worker<R> {
             accept_armed: vec![false; fds.listeners.len()],
             listeners: fds.listeners,
             tls,
+            tls_source,
             fronts: Slab::new(),
             accept_paused_until: None,
             accept_backoff: Duration::from_millis(10),
@@ -635,6 +641,14 @@ impl<R: Router> Worker<R> {
                     self.process_head(idx);
                 }
                 Ok(Some(Message::Reload)) => {
+                    if let Some(load) = self.tls_source.as_mut() {
+                        match load() {
+                            Ok(config) => self.tls = Some(config),
+                            Err(e) => {
+                                tracing::warn!(worker = self.index, error = %e, "TLS reload failed; keeping the previous certificate")
+                            }
+                        }
+                    }
                     if let Err(e) = self.router.reload() {
                         tracing::warn!(worker = self.index, error = %e, "reload failed; keeping the previous secrets");
                     } else {
@@ -690,6 +704,7 @@ impl<R: Router> Worker<R> {
     fn open_front(&mut self, tcp: OwnedFd) -> Option<OwnedFd> {
         let config = self.tls.clone()?;
         let session = rustls::ServerConnection::new(config).ok()?;
+        let _ = sys::set_nodelay(tcp.as_fd());
         let (inner, outer) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::Stream,

@@ -54,10 +54,20 @@ use crate::totp::{self, TotpParking};
 use md5::{Digest, Md5};
 
 /// Paths served by the relay's HTTP service whatever the request carries (exact match
-/// on the path, query ignored), unless a mobile client names a UUID.
-pub const HTTP_SERVICE_PATHS: &[&str] = &["/healthz", "/metrics"];
-/// Path prefixes of the HTTP service's API families (later issues).
-pub const HTTP_SERVICE_PREFIXES: &[&str] = &["/v1/", "/deaddrop/"];
+/// on the path, query ignored), unless a mobile client names a UUID: health and metrics,
+/// Pico's `/new`, and the hivemind dead-drop's endpoints.
+pub const HTTP_SERVICE_PATHS: &[&str] = &[
+    "/healthz",
+    "/metrics",
+    "/new",
+    "/pubkey",
+    "/deposit",
+    "/retrieve",
+    "/ack",
+];
+/// Path prefixes of the HTTP service's API families: publications (`/v1/`), Pico
+/// channels (`/channel/`), and the dead-drop's own namespace.
+pub const HTTP_SERVICE_PREFIXES: &[&str] = &["/v1/", "/channel/", "/deaddrop/"];
 /// The key under which requests that will be refused by the owner are classified.
 pub const REFUSAL_KEY: RendezvousKey = RendezvousKey([0; 16]);
 
@@ -724,6 +734,12 @@ mod tests {
             "/metrics?x=1",
             "/v1/deposit",
             "/deaddrop/x",
+            "/new",
+            "/channel/abc",
+            "/pubkey",
+            "/deposit",
+            "/retrieve",
+            "/ack",
         ] {
             for extra in [
                 "",

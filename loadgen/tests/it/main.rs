@@ -49,6 +49,8 @@ fn run_json(args: &[&str], dir: &Path) -> (i32, serde_json::Value, String) {
 struct Relay {
     child: Child,
     addr: String,
+    /// The TLS listener, when started with `--tls-listen`.
+    tls_addr: Option<String>,
 }
 
 impl Drop for Relay {
@@ -59,23 +61,86 @@ impl Drop for Relay {
 }
 
 fn start_relay(data_dir: &Path) -> Relay {
-    let mut child = Command::new(tryst())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
+    start_relay_with(data_dir, false)
+}
+
+/// Starts `tryst serve` on loopback; with `tls`, also `--tls-listen 127.0.0.1:0` (its
+/// generated certificate is `<data_dir>/tls-cert.pem`).
+fn start_relay_with(data_dir: &Path, tls: bool) -> Relay {
+    let mut cmd = Command::new(tryst());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir);
+    if tls {
+        cmd.args(["--tls-listen", "127.0.0.1:0"]);
+    }
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("starting tryst");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
+    out.read_line(&mut line).expect("first line");
     let addr = line
         .trim()
         .strip_prefix("tryst: listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
-    Relay { child, addr }
+    let mut tls_addr = None;
+    if tls {
+        let mut second = String::new();
+        out.read_line(&mut second).expect("second line");
+        let mut third = String::new();
+        out.read_line(&mut third).expect("third line");
+        tls_addr = Some(
+            third
+                .trim()
+                .strip_prefix("tryst: tls listening on ")
+                .unwrap_or_else(|| panic!("unexpected third line {third:?}"))
+                .to_string(),
+        );
+    }
+    Relay {
+        child,
+        addr,
+        tls_addr,
+    }
+}
+
+/// A secrets file with `n` `[totp]` records (ASCII keys derived from `key_seed`,
+/// base32-encoded) that queue parks.
+fn write_totp_secrets(path: &Path, n: usize, key_seed: u8) {
+    let mut text = String::from("[secrets]\n\n[totp]\n");
+    for i in 0..n {
+        let id = format!("{:08x}-0000-4000-8000-00000000007a", i + 1);
+        let key: Vec<u8> = (0..20u8)
+            .map(|j| {
+                b'a' + (j
+                    .wrapping_mul(7)
+                    .wrapping_add(i as u8)
+                    .wrapping_add(key_seed))
+                    % 26
+            })
+            .collect();
+        text.push_str(&format!(
+            "\"{id}\" = {{ base32 = \"{}\", step = 30, parking = \"queue\" }}\n",
+            tryst_engine::totp::encode_base32(&key)
+        ));
+    }
+    std::fs::write(path, text).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The common assertions of a clean run: exit 0, no errors, every byte verified.
+fn assert_clean(code: i32, r: &serde_json::Value, out: &str, clients: u64, bytes: u64) {
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(r["errors_total"], 0, "{out}");
+    assert!(r["errors"].as_object().unwrap().is_empty(), "{out}");
+    assert_eq!(r["clients_ok"], clients, "{out}");
+    assert_eq!(r["pairings"], clients, "{out}");
+    assert_eq!(r["bytes_verified"], bytes, "{out}");
+    assert!(out.contains("errors         none"), "{out}");
 }
 
 fn write_secrets(path: &Path, n: usize, seed: u8) {
@@ -250,4 +315,218 @@ fn invalid_arguments_are_refused_before_starting_anything() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--secrets"));
+}
+
+#[test]
+fn small_tls_run_against_a_local_relay_is_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, r, out) = run_json(
+        &[
+            "--tls",
+            "--hidden",
+            "20",
+            "--clients",
+            "100",
+            "--hold",
+            "200ms",
+            "--rounds",
+            "2",
+            "--size",
+            "20000",
+        ],
+        dir.path(),
+    );
+    assert_clean(code, &r, &out, 100, 100 * 3 * 20_000);
+    assert_eq!(r["transport"], "tls", "{out}");
+    assert_eq!(r["auth"], "native", "{out}");
+    assert!(out.contains("over TLS, native auth"), "{out}");
+    assert!(
+        r["relay_resources"]["command"]
+            .as_str()
+            .unwrap()
+            .contains("--tls-listen 127.0.0.1:0"),
+        "{out}"
+    );
+}
+
+#[test]
+fn small_totp_run_against_a_local_relay_is_byte_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two parked connections per id: only possible because the generated records queue.
+    let (code, r, out) = run_json(
+        &[
+            "--auth",
+            "totp",
+            "--hidden",
+            "20",
+            "--parked",
+            "2",
+            "--clients",
+            "100",
+            "--hold",
+            "200ms",
+            "--size",
+            "1000",
+        ],
+        dir.path(),
+    );
+    assert_clean(code, &r, &out, 100, 100 * 2 * 1000);
+    assert_eq!(r["transport"], "tcp", "{out}");
+    assert_eq!(r["auth"], "totp", "{out}");
+    assert!(
+        r["parks"].as_u64().unwrap() >= 140,
+        "every pairing re-parks: {out}"
+    );
+}
+
+#[test]
+fn drives_a_given_tls_relay_with_totp_records_and_reports_wrong_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    write_totp_secrets(&data.join("secrets.toml"), 10, 0);
+    let relay = start_relay_with(&data, true);
+    let tls_addr = relay.tls_addr.clone().unwrap();
+    let ca = data.join("tls-cert.pem");
+    let secrets = data.join("secrets.toml");
+    let (code, r, out) = run_json(
+        &[
+            "--relay",
+            &tls_addr,
+            "--tls",
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--auth",
+            "totp",
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--hidden",
+            "10",
+            "--parked",
+            "2",
+            "--clients",
+            "40",
+            "--hold",
+            "10ms",
+            "--size",
+            "100000",
+        ],
+        dir.path(),
+    );
+    assert_clean(code, &r, &out, 40, 40 * 2 * 100_000);
+    assert_eq!(r["transport"], "tls", "{out}");
+    assert_eq!(r["auth"], "totp", "{out}");
+
+    // Same ids, other keys: every TOTP park is refused with 401 and counted.
+    let wrong = dir.path().join("wrong.toml");
+    write_totp_secrets(&wrong, 10, 13);
+    let (code, r, out) = run_json(
+        &[
+            "--relay",
+            &tls_addr,
+            "--tls",
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--auth",
+            "totp",
+            "--secrets",
+            wrong.to_str().unwrap(),
+            "--hidden",
+            "3",
+            "--clients",
+            "2",
+            "--hold",
+            "0s",
+            "--timeout",
+            "10s",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{out}");
+    let errors = r["errors"].as_object().unwrap();
+    assert!(
+        errors
+            .get("hidden/park/status 401")
+            .is_some_and(|n| n.as_u64().unwrap() >= 3),
+        "{out}"
+    );
+
+    // The plain listener's secrets file has no [secrets] ids for native auth.
+    let out = Command::new(loadgen())
+        .args([
+            "--relay",
+            &relay.addr,
+            "--secrets",
+            secrets.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no ids"));
+}
+
+#[test]
+fn an_untrusted_relay_certificate_is_reported_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    write_secrets(&a.join("secrets.toml"), 3, 2);
+    write_secrets(&b.join("secrets.toml"), 3, 2);
+    let relay = start_relay_with(&a, true);
+    // Relay b only generates its certificate; trusting it must not let a's through.
+    drop(start_relay_with(&b, true));
+    let secrets = a.join("secrets.toml");
+    let other_ca = b.join("tls-cert.pem");
+    let (code, r, out) = run_json(
+        &[
+            "--relay",
+            relay.tls_addr.as_deref().unwrap(),
+            "--tls",
+            "--tls-ca",
+            other_ca.to_str().unwrap(),
+            "--secrets",
+            secrets.to_str().unwrap(),
+            "--hidden",
+            "3",
+            "--clients",
+            "2",
+            "--hold",
+            "0s",
+            "--timeout",
+            "10s",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 1, "{out}");
+    let errors = r["errors"].as_object().unwrap();
+    assert!(
+        errors
+            .keys()
+            .any(|k| k.starts_with("hidden/tls handshake: invalid peer certificate")),
+        "{out}"
+    );
+    assert!(
+        errors
+            .keys()
+            .any(|k| k.starts_with("client/tls handshake: invalid peer certificate")),
+        "{out}"
+    );
+}
+
+#[test]
+fn tls_arguments_are_checked_before_starting_anything() {
+    let out = Command::new(loadgen())
+        .args([
+            "--relay",
+            "127.0.0.1:1",
+            "--secrets",
+            "/x",
+            "--tls-ca",
+            "/ca.pem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need --tls"));
 }

@@ -3,12 +3,16 @@
 //! and the layout notes). Built only for tests and under `cfg(fuzzing)`.
 
 pub mod node_provisioning_record;
+pub mod pico_channel;
 
 /// A fuzz target: its `[[bin]]` name and the function that runs one input.
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every relay fuzz target.
-pub const TARGETS: &[Target] = &[("node_provisioning_record", node_provisioning_record::run)];
+pub const TARGETS: &[Target] = &[
+    ("node_provisioning_record", node_provisioning_record::run),
+    ("pico_channel", pico_channel::run),
+];
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod node;
+mod pico;
 mod serve;
 mod tls;
 mod tunnel;

@@ -136,3 +136,108 @@ fn a_stalled_handshake_delays_nobody_and_is_closed_at_the_deadline() {
     );
     assert!(started.elapsed() >= Duration::from_millis(1900));
 }
+
+fn pinned_config(cert_pem: &std::path::Path) -> Arc<rustls::ClientConfig> {
+    let pem = std::fs::read(cert_pem).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Completes a handshake (and a full request) under `config`, or says why not.
+fn healthz_over(relay: &Relay, config: Arc<rustls::ClientConfig>) -> Result<String, String> {
+    let tcp = TcpStream::connect(relay.tls_addr.unwrap()).map_err(|e| e.to_string())?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    match s.read_to_end(&mut out) {
+        Ok(_) => Ok(String::from_utf8_lossy(&out).into_owned()),
+        Err(e) if !out.is_empty() => {
+            Ok(String::from_utf8_lossy(&out).into_owned() + &e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn sighup_rotates_the_certificate_without_dropping_parked_connections() {
+    use tryst_relay::config::TlsConfig;
+    let work = tempfile::tempdir().unwrap();
+    let make = |sub: &str| {
+        let dir = work.path().join(sub);
+        std::fs::create_dir(&dir).unwrap();
+        let t = TlsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert_and_key: None,
+            name: "127.0.0.1".into(),
+        };
+        tryst_relay::tls::load(&t, &dir, true).unwrap();
+        (dir.join("tls-cert.pem"), dir.join("tls-key.pem"))
+    };
+    let (cert_a, key_a) = make("a");
+    let (cert_b, key_b) = make("b");
+    let cert = work.path().join("cert.pem");
+    let key = work.path().join("key.pem");
+    std::fs::copy(&cert_a, &cert).unwrap();
+    std::fs::copy(&key_a, &key).unwrap();
+    let relay = Relay::start(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    // A hidden server parked over TLS under certificate A.
+    let a = pinned_config(&cert_a);
+    let tcp = TcpStream::connect(relay.tls_addr.unwrap()).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut parked =
+        rustls::StreamOwned::new(rustls::ClientConnection::new(a.clone(), name).unwrap(), tcp);
+    parked
+        .write_all(park_head(now_unix(), &nonce()).as_bytes())
+        .unwrap();
+    assert_eq!(read_n(&mut parked, OK.len()), OK);
+    assert!(
+        healthz_over(&relay, pinned_config(&cert_b)).is_err(),
+        "B trusted before rotation"
+    );
+
+    // Rotate: new files in place, then SIGHUP to the supervisor.
+    std::fs::copy(&cert_b, &cert).unwrap();
+    std::fs::copy(&key_b, &key).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(relay.pid() as i32),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .unwrap();
+    // New connections get certificate B once every worker has reloaded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut consecutive = 0;
+    while consecutive < 8 {
+        assert!(Instant::now() < deadline, "certificate B never served");
+        match healthz_over(&relay, pinned_config(&cert_b)) {
+            Ok(r) if r.starts_with("HTTP/1.1 200") => consecutive += 1,
+            _ => consecutive = 0,
+        }
+    }
+    // The connection parked under A is still parked and reachable.
+    let mut client = relay.reach(b"after rotation");
+    assert_eq!(read_n(&mut parked, 14), b"after rotation");
+    parked.write_all(b"ok").unwrap();
+    assert_eq!(read_exact_n(&mut client, 2), b"ok");
+}
