@@ -7,6 +7,7 @@
 //! keep-alive connections), a cap on concurrent connections (over it: 503 and close), and
 //! request bodies read only up to [`BODY_LIMIT`] bytes.
 
+use crate::deaddrop::DeadDrop;
 use crate::metrics::{self, render_metrics};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -17,7 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::io::{self, Write as _};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -188,11 +189,16 @@ struct Inner {
     permits: Arc<Semaphore>,
     stats: StatsRequester,
     shutting_down: AtomicBool,
+    deaddrop: Option<DeadDrop>,
 }
 
 impl HttpService {
     /// A service with `limits`, reading counters through `stats`.
     pub fn new(limits: HttpLimits, stats: StatsRequester) -> Self {
+        Self::build(limits, stats, None)
+    }
+
+    fn build(limits: HttpLimits, stats: StatsRequester, deaddrop: Option<DeadDrop>) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         Self {
             inner: Arc::new(Inner {
@@ -200,8 +206,15 @@ impl HttpService {
                 permits,
                 stats,
                 shutting_down: AtomicBool::new(false),
+                deaddrop,
             }),
         }
+    }
+
+    /// A service that also serves the dead-drop's paths (`/pubkey`, `/deposit`,
+    /// `/retrieve`, `/ack`).
+    pub fn with_deaddrop(limits: HttpLimits, stats: StatsRequester, deaddrop: DeadDrop) -> Self {
+        Self::build(limits, stats, Some(deaddrop))
     }
 
     /// From now on `/healthz` answers 503 (the relay is draining).
@@ -229,7 +242,9 @@ impl HttpService {
         let span = tracing::debug_span!("http", ?peer);
         tokio::spawn(
             async move {
-                service.serve_connection(Rewind::new(early, stream)).await;
+                service
+                    .serve_connection_from(Rewind::new(early, stream), peer.map(|p| p.ip()))
+                    .await;
                 drop(permit);
             }
             .instrument(span),
@@ -239,6 +254,15 @@ impl HttpService {
 
     /// Serves one connection until it closes (no connection cap applied here).
     pub async fn serve_connection<T>(&self, io: T)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_connection_from(io, None).await;
+    }
+
+    /// [`HttpService::serve_connection`] for a client at `peer` (`None`: unknown, e.g.
+    /// a TLS-terminated connection; such clients share rate-limit buckets).
+    pub async fn serve_connection_from<T>(&self, io: T, peer: Option<IpAddr>)
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -252,15 +276,15 @@ impl HttpService {
         let service = self.clone();
         let svc = service_fn(move |req| {
             let service = service.clone();
-            async move { Ok::<_, Infallible>(service.handle(req).await) }
+            async move { Ok::<_, Infallible>(service.handle(req, peer).await) }
         });
         if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
             tracing::debug!(error = %e, "http connection ended with an error");
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        match self.route(req).await {
+    async fn handle(&self, req: Request<Incoming>, peer: Option<IpAddr>) -> Response<Full<Bytes>> {
+        match self.route(req, peer).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(code = e.code(), "http request refused");
@@ -269,10 +293,19 @@ impl HttpService {
         }
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: Option<IpAddr>,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
         // API families (dead-drop, Pico channels, publications, ...) each own a set of
         // paths and read their own bodies with their own limits: dispatch to them here,
         // one arm per family, before the built-in endpoints below.
+        if let Some(dd) = &self.inner.deaddrop
+            && DeadDrop::owns(req.uri().path())
+        {
+            return Ok(dd.serve(req, peer, self.inner.limits.header_timeout).await);
+        }
         let (parts, body) = req.into_parts();
         read_capped(body, self.inner.limits.header_timeout).await?;
         let endpoint = match parts.uri.path() {
@@ -292,7 +325,11 @@ impl HttpService {
                     .snapshot()
                     .await
                     .ok_or(ApiError::StatsUnavailable)?;
-                let mut resp = Response::new(Full::new(Bytes::from(render_metrics(&stats))));
+                let mut text = render_metrics(&stats);
+                if let Some(dd) = &self.inner.deaddrop {
+                    text.push_str(&dd.render_metrics());
+                }
+                let mut resp = Response::new(Full::new(Bytes::from(text)));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(metrics::CONTENT_TYPE),

@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deaddrop;
 pub mod duration;
 pub mod http;
 pub mod metrics;

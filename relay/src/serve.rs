@@ -53,6 +53,9 @@ pub enum ServeError {
     /// The TLS certificate or key is unusable.
     #[error("tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The dead-drop could not start (its key or its store).
+    #[error("dead-drop: {0}")]
+    DeadDrop(#[from] crate::deaddrop::DeadDropError),
     /// Another I/O failure, with what was being done.
     #[error("{what}: {source}")]
     Io {
@@ -114,6 +117,10 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         tracing::info!(ids = secrets.len(), path = %config.secrets_path.display(), "secrets loaded");
     }
     drop(secrets);
+    let (deaddrop, generated) = crate::deaddrop::DeadDrop::open(config.deaddrop.clone())?;
+    if generated {
+        tracing::info!(path = %config.deaddrop.key_path.display(), "dead-drop key generated");
+    }
 
     // Signal handlers go in before the startup lines: whoever reads them may signal at
     // once, and SIGHUP's or SIGTERM's default action would kill the supervisor.
@@ -184,7 +191,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let worker_args = std::env::args_os().skip(1).collect();
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
-    runtime.block_on(supervise(engine, &config, signals))
+    runtime.block_on(supervise(engine, &config, signals, deaddrop))
 }
 
 /// The signals the supervisor acts on.
@@ -219,15 +226,17 @@ async fn supervise(
     mut engine: Engine,
     config: &ServeConfig,
     signals: Signals,
+    deaddrop: crate::deaddrop::DeadDrop,
 ) -> Result<(), ServeError> {
     let (stats, mut stats_requests) = StatsRequester::channel(64);
-    let http = HttpService::new(
+    let http = HttpService::with_deaddrop(
         HttpLimits {
             max_connections: config.max_http_connections,
             header_timeout: config.engine.head_timeout,
             max_headers: config.engine.head_max_headers,
         },
         stats,
+        deaddrop,
     );
     let inbox = inbox_readiness(&engine).map_err(io_err("registering the HTTP inbox"))?;
     let Signals {
