@@ -668,3 +668,45 @@ fn kill_9_loses_no_acknowledged_deposit() {
     println!("kill -9 test: {total_acked} acknowledged deposits over {cycles} cycles, none lost");
     let _ = fs::read_to_string(&relay.log);
 }
+
+/// The real client: hivemind-rendezvous 0.1.2a2's own signing and envelope helpers
+/// (relay/tests/fixtures/deaddrop/hivemind_driver.py) against `tryst serve`. The venv
+/// comes from scripts/hivemind-venv.sh; if it cannot be built (no python3, no PyPI) the
+/// test says so loudly and skips.
+#[test]
+fn real_hivemind_client_passes_every_scenario() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let venv = Command::new(root.join("scripts/hivemind-venv.sh"))
+        .stderr(Stdio::inherit())
+        .output();
+    let python = match venv {
+        Ok(out) if out.status.success() => String::from_utf8(out.stdout).unwrap().trim().to_owned(),
+        other => {
+            eprintln!(
+                "\n\n*** SKIPPED real_hivemind_client_passes_every_scenario: scripts/hivemind-venv.sh \
+                 could not build the hivemind-rendezvous 0.1.2a2 venv ({other:?}) ***\n\n"
+            );
+            return;
+        }
+    };
+    let home = tempfile::tempdir().unwrap();
+    let relay = Relay::start(
+        home.path(),
+        &home.path().join("d"),
+        &["--deaddrop-rate-limit", "40"],
+    );
+    let out = Command::new(python)
+        .arg(Path::new(FIXTURES).join("hivemind_driver.py"))
+        .arg(format!("http://{}", relay.addr))
+        .args(["40", "tryst"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    assert!(
+        out.status.success() && stdout.contains("ALL OK"),
+        "driver failed:\n{stdout}\n{}\nrelay log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        fs::read_to_string(&relay.log).unwrap_or_default()
+    );
+}
