@@ -134,19 +134,56 @@ fn err(e: impl std::fmt::Display) -> StoreError {
 pub trait Store: Send + 'static {
     /// Applies `ops` atomically and durably.
     fn apply(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError>;
+
+    /// Called after `apply` failed: make the store usable again if possible.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
+type Opener = Box<dyn Fn() -> Result<Database, StoreError> + Send>;
+
 /// The redb-backed [`Store`].
-#[derive(Debug)]
 pub struct RedbStore {
-    db: Database,
+    db: Option<Database>,
+    opener: Opener,
     limits: StoreLimits,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("open", &self.db.is_some())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RedbStore {
     /// Opens (creating if needed) the database at `path`, recovering after a crash.
     pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(err)?;
+        let path = path.to_owned();
+        Self::init(
+            Box::new(move || Database::create(&path).map_err(err)),
+            limits,
+        )
+    }
+
+    /// Opens (creating if needed) a database over the backends `make` returns (tests
+    /// inject I/O faults); `make` is called again to reopen after an I/O error.
+    pub fn with_backend<B, F>(make: F, limits: StoreLimits) -> Result<Self, StoreError>
+    where
+        B: redb::StorageBackend,
+        F: Fn() -> B + Send + 'static,
+    {
+        Self::init(
+            Box::new(move || Database::builder().create_with_backend(make()).map_err(err)),
+            limits,
+        )
+    }
+
+    fn init(opener: Opener, limits: StoreLimits) -> Result<Self, StoreError> {
+        let db = opener()?;
         let txn = db.begin_write().map_err(err)?;
         {
             txn.open_table(MESSAGES).map_err(err)?;
@@ -157,7 +194,11 @@ impl RedbStore {
             txn.open_table(META).map_err(err)?;
         }
         txn.commit().map_err(err)?;
-        Ok(Self { db, limits })
+        Ok(Self {
+            db: Some(db),
+            opener,
+            limits,
+        })
     }
 }
 
@@ -374,7 +415,11 @@ impl Tables<'_> {
 
 impl Store for RedbStore {
     fn apply(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
-        let txn = self.db.begin_write().map_err(err)?;
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| StoreError("store closed after an I/O error".into()))?;
+        let txn = db.begin_write().map_err(err)?;
         let mut out = Vec::with_capacity(ops.len());
         {
             let mut t = Tables {
@@ -404,6 +449,14 @@ impl Store for RedbStore {
         }
         txn.commit().map_err(err)?;
         Ok(out)
+    }
+
+    fn recover(&mut self) -> Result<(), StoreError> {
+        // redb refuses every transaction after an I/O error until the database is
+        // closed and reopened; reopening recovers the last committed state.
+        self.db = None;
+        self.db = Some((self.opener)()?);
+        Ok(())
     }
 }
 
@@ -476,6 +529,9 @@ impl Writer {
                         tracing::error!(error = %e, batch = ops.len(), "dead-drop store batch failed");
                         for reply in replies.into_iter().flatten() {
                             let _ = reply.send(Err(e.0.clone()));
+                        }
+                        if let Err(e) = store.recover() {
+                            tracing::error!(error = %e, "dead-drop store cannot be reopened");
                         }
                     }
                 }
@@ -642,6 +698,139 @@ mod tests {
         assert_eq!(out, [Outcome::Removed(1)]);
         assert_eq!(take(&mut s, 1, 0, false), ["2"]);
         assert_eq!(take(&mut s, 2, 0, false), ["3"]);
+    }
+
+    /// A file backend whose "disk" holds `cap` bytes: writes and growth past it fail
+    /// with ENOSPC, as on a full filesystem.
+    #[derive(Debug)]
+    struct SmallDisk {
+        inner: redb::backends::FileBackend,
+        cap: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl SmallDisk {
+        fn full(&self, end: u64) -> std::io::Result<()> {
+            if end > self.cap.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for SmallDisk {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+            self.inner.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.full(len)?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+            self.inner.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.full(offset + data.len() as u64)?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    /// ENOSPC: deposits fail without an acknowledgement and leave nothing partial;
+    /// everything acknowledged before stays intact, in memory and after reopening.
+    #[test]
+    fn disk_full_refuses_without_losing_or_tearing() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        let cap = std::sync::Arc::new(AtomicU64::new(u64::MAX));
+        let open = |cap: &std::sync::Arc<AtomicU64>| {
+            let (path, cap) = (path.clone(), std::sync::Arc::clone(cap));
+            let make = move || {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .unwrap();
+                SmallDisk {
+                    inner: redb::backends::FileBackend::new(file).unwrap(),
+                    cap: std::sync::Arc::clone(&cap),
+                }
+            };
+            RedbStore::with_backend(
+                make,
+                StoreLimits {
+                    max_pending: 1 << 20,
+                    max_mailboxes: 8,
+                    max_bytes: u64::MAX,
+                },
+            )
+        };
+        let mut s = open(&cap).unwrap();
+        let big = "p".repeat(20_000);
+        let mut acked = Vec::new();
+        for i in 0..5 {
+            let p = format!("{i}{big}");
+            assert_eq!(
+                s.apply(&[msg(1, &format!("a{i}"), &p, 100)]).unwrap(),
+                [Outcome::Deposited]
+            );
+            acked.push(p);
+        }
+        // The disk fills up at its current size.
+        cap.store(std::fs::metadata(&path).unwrap().len(), Ordering::Relaxed);
+        let mut failures = 0;
+        for i in 5..40 {
+            let p = format!("{i}{big}");
+            match s.apply(&[msg(1, &format!("a{i}"), &p, 100)]) {
+                Ok(o) => {
+                    assert_eq!(o, [Outcome::Deposited]);
+                    acked.push(p);
+                }
+                Err(_) => {
+                    failures += 1;
+                    // As the writer does: reopen (still on the full disk).
+                    s.recover().unwrap();
+                }
+            }
+        }
+        assert!(failures > 0, "the small disk never filled");
+        let heads = |v: &[String]| {
+            v.iter()
+                .map(|p| p[..p.len().min(4)].to_owned())
+                .collect::<Vec<_>>()
+        };
+        // What was acknowledged is readable on the full disk ...
+        let got = take(&mut s, 1, 0, false);
+        assert!(
+            got == acked,
+            "full disk: {:?} vs acked {:?}",
+            heads(&got),
+            heads(&acked)
+        );
+        // ... and once space is back, the store takes deposits again.
+        cap.store(u64::MAX, Ordering::Relaxed);
+        if s.apply(&[msg(1, "late", "late", 100)]).is_err() {
+            s.recover().unwrap();
+            assert_eq!(
+                s.apply(&[msg(1, "late", "late", 100)]).unwrap(),
+                [Outcome::Deposited]
+            );
+        }
+        acked.push("late".into());
+        drop(s);
+        // After reopening: exactly the acknowledged ones.
+        let mut s = open(&cap).unwrap();
+        let got = take(&mut s, 1, 0, false);
+        assert!(
+            got == acked,
+            "reopened: {:?} vs acked {:?} ({failures} failures)",
+            heads(&got),
+            heads(&acked)
+        );
     }
 
     #[tokio::test]
