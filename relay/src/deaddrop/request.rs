@@ -416,3 +416,220 @@ pub fn hive_message_envelope(payload: &str) -> Result<Map<String, Value>, Reject
     }
     Ok(envelope)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use rsa::pkcs8::DecodePrivateKey as _;
+    use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
+    use serde_json::json;
+
+    const PEM: &str = include_str!("../../tests/fixtures/deaddrop/client-pub.pem");
+    const KEY: &str = include_str!("../../tests/fixtures/deaddrop/client-key.pem");
+    const NOW: i64 = 1_700_000_000;
+    const NOW_MS: u64 = 1_700_000_000_000;
+
+    fn sign(ts: i64) -> String {
+        let key = rsa::pss::BlindedSigningKey::<Sha256>::new(
+            rsa::RsaPrivateKey::from_pkcs8_pem(KEY).unwrap(),
+        );
+        let sig = key.sign_with_rng(
+            &mut rand::thread_rng(),
+            &proof::ownership_message(PEM, "relay", ts),
+        );
+        base64::engine::general_purpose::STANDARD.encode(sig.to_bytes())
+    }
+
+    fn checker(f: impl FnOnce(&mut DeadDropConfig)) -> Checker {
+        let mut c = DeadDropConfig::in_dir(std::path::Path::new("/x"));
+        c.rate_limit = 1000;
+        f(&mut c);
+        Checker::new(&c, "relay".into())
+    }
+
+    fn check(c: &mut Checker, path: &str, v: &Value) -> Result<Action, Reject> {
+        c.check(path, v.to_string().as_bytes(), None, NOW_MS)
+    }
+
+    fn intercom(env: Value) -> String {
+        json!({"msg_type": "intercom", "payload": env}).to_string()
+    }
+
+    #[test]
+    fn required_depositor_proof_and_fingerprint() {
+        let mut c = checker(|c| {
+            c.require_depositor_proof = true;
+            c.require_recipient_fingerprint = true;
+        });
+        let base = json!({"payload": intercom(json!({})), "target_pubkey": "T"});
+        assert_eq!(
+            check(&mut c, "/deposit", &base),
+            Err(Reject::DepositorProofRequired)
+        );
+        // An incomplete trio counts as absent.
+        let mut partial = base.clone();
+        partial["depositor_pubkey"] = json!(PEM);
+        partial["depositor_timestamp"] = json!(NOW);
+        assert_eq!(
+            check(&mut c, "/deposit", &partial),
+            Err(Reject::DepositorProofRequired)
+        );
+        let mut full = partial.clone();
+        full["depositor_signature"] = json!(sign(NOW));
+        assert_eq!(
+            check(&mut c, "/deposit", &full),
+            Err(Reject::RecipientFingerprintRequired)
+        );
+        let mut with_fp = partial.clone();
+        with_fp["depositor_signature"] = json!(sign(NOW));
+        with_fp["payload"] = json!(intercom(
+            json!({"recipient_fingerprint": proof::recipient_fingerprint("T")})
+        ));
+        let Ok(Action::Deposit(m)) = check(&mut c, "/deposit", &with_fp) else {
+            panic!()
+        };
+        assert_eq!(m.mailbox, proof::mailbox_of("T"));
+        assert_eq!(m.expires_at, NOW as u64 + 604_800);
+        // The same depositor proof again.
+        assert_eq!(
+            check(&mut c, "/deposit", &with_fp),
+            Err(Reject::InvalidDepositorSignature { replay: true })
+        );
+    }
+
+    #[test]
+    fn field_types_and_ttl_edges() {
+        let mut c = checker(|_| {});
+        let ok = intercom(json!({}));
+        for (body, want) in [
+            (
+                json!({"payload": {"msg_type": "intercom"}, "target_pubkey": "T"}),
+                Reject::InvalidPayload,
+            ),
+            (
+                json!({"payload": ok, "target_pubkey": ["T"]}),
+                Reject::InvalidField,
+            ),
+            (
+                json!({"payload": ok, "target_pubkey": "T", "ttl": [1]}),
+                Reject::InvalidTtl,
+            ),
+            (
+                json!({"payload": ok, "target_pubkey": "T", "ttl": false}),
+                Reject::InvalidTtl,
+            ),
+            (
+                json!({"payload": 0, "target_pubkey": "T"}),
+                Reject::MissingFields,
+            ),
+            (
+                json!({"payload": ok, "target_pubkey": "T", "depositor_pubkey": 5, "depositor_timestamp": NOW, "depositor_signature": "AA=="}),
+                Reject::InvalidDepositorSignature { replay: false },
+            ),
+        ] {
+            assert_eq!(check(&mut c, "/deposit", &body), Err(want), "{body}");
+        }
+        // ttl: capped, truncating floats, strings.
+        for (ttl, want) in [
+            (json!(10_000_000), 604_800),
+            (json!(1.9), 1),
+            (json!(" 60 "), 60),
+            (json!(true), 1),
+        ] {
+            let body = json!({"payload": ok, "target_pubkey": "T", "ttl": ttl});
+            let Ok(Action::Deposit(m)) = check(&mut c, "/deposit", &body) else {
+                panic!("{body}")
+            };
+            assert_eq!(m.expires_at, NOW as u64 + want, "{body}");
+        }
+    }
+
+    #[test]
+    fn retrieve_and_ack_edges() {
+        let mut c = checker(|_| {});
+        let proof = |ts: i64| json!({"pubkey": PEM, "timestamp": ts, "signature": sign(ts)});
+        let mut p = proof(NOW);
+        p["pubkey"] = json!(5);
+        assert_eq!(
+            check(&mut c, "/retrieve", &p),
+            Err(Reject::InvalidSignature)
+        );
+        let mut p = proof(NOW);
+        p["timestamp"] = json!("soon");
+        assert_eq!(
+            check(&mut c, "/retrieve", &p),
+            Err(Reject::InvalidTimestamp)
+        );
+        let mut p = proof(NOW);
+        p["ack"] = json!("no");
+        assert_eq!(check(&mut c, "/retrieve", &p), Err(Reject::InvalidField));
+        let mut p = proof(NOW - 60);
+        p["ack"] = json!(false);
+        assert_eq!(
+            check(&mut c, "/retrieve", &p),
+            Ok(Action::Retrieve {
+                mailbox: proof::mailbox_of(PEM),
+                keep: true
+            })
+        );
+        let mut a = proof(NOW + 60);
+        a["deposit_ids"] = json!(vec!["x"; MAX_ACK_IDS + 1]);
+        assert_eq!(check(&mut c, "/ack", &a), Err(Reject::InvalidField));
+        let mut a = proof(NOW);
+        assert_eq!(check(&mut c, "/ack", &a), Err(Reject::MissingFields));
+        a["signature"] = json!(sign(NOW));
+        a["deposit_ids"] = json!(["a", "b"]);
+        assert_eq!(
+            check(&mut c, "/ack", &a),
+            Ok(Action::Ack {
+                mailbox: proof::mailbox_of(PEM),
+                ids: vec!["a".into(), "b".into()]
+            })
+        );
+        assert_eq!(check(&mut c, "/nope", &json!({})), Err(Reject::NotFound));
+    }
+
+    #[test]
+    fn rate_limit_comes_first_and_counts_non_objects() {
+        let mut c = checker(|c| c.rate_limit = 2);
+        assert_eq!(
+            check(&mut c, "/deposit", &json!([1])),
+            Err(Reject::InvalidJson)
+        );
+        assert_eq!(
+            check(&mut c, "/deposit", &json!({})),
+            Err(Reject::MissingFields)
+        );
+        assert_eq!(
+            check(&mut c, "/deposit", &json!({})),
+            Err(Reject::RateLimited(60))
+        );
+        // Unparseable JSON is refused before the limiter and not counted.
+        assert_eq!(
+            c.check("/deposit", b"{", None, NOW_MS),
+            Err(Reject::InvalidJson)
+        );
+        // Another address has its own window.
+        let other = Some("192.0.2.1".parse().unwrap());
+        assert_eq!(
+            c.check("/deposit", b"{}", other, NOW_MS),
+            Err(Reject::MissingFields)
+        );
+    }
+
+    #[test]
+    fn every_reject_has_a_stable_status_and_json_body() {
+        let r = Reject::RateLimited(7).response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "7");
+        assert_eq!(
+            Reject::StoreFull.status_reason(),
+            (StatusCode::INSUFFICIENT_STORAGE, "store_full")
+        );
+        assert_eq!(
+            Reject::PayloadTooLarge.status_reason().0,
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+}
