@@ -141,6 +141,41 @@ pub struct Settings {
     /// Name (IP address or DNS name) put in a generated certificate [default: the TLS listen address's IP].
     #[arg(long, env = "TRYST_TLS_NAME", value_name = "NAME")]
     pub tls_name: Option<String>,
+    /// The dead-drop's RSA private key, PKCS#8 PEM; its public half is served at /pubkey [default: deaddrop-key.pem in the data directory, generated (2048-bit, mode 0600) if missing].
+    #[arg(long, env = "TRYST_DEADDROP_KEY", value_name = "FILE")]
+    pub deaddrop_key: Option<PathBuf>,
+    /// Largest dead-drop payload string in bytes; 413 beyond [default: 262144].
+    #[arg(long, env = "TRYST_DEADDROP_MAX_PAYLOAD", value_name = "BYTES")]
+    pub deaddrop_max_payload: Option<usize>,
+    /// Most undelivered messages per dead-drop mailbox; 507 mailbox_full beyond [default: 256].
+    #[arg(long, env = "TRYST_DEADDROP_MAX_PENDING", value_name = "N")]
+    pub deaddrop_max_pending: Option<u64>,
+    /// Most dead-drop mailboxes holding messages; 507 too_many_mailboxes beyond [default: 4096].
+    #[arg(long, env = "TRYST_DEADDROP_MAX_MAILBOXES", value_name = "N")]
+    pub deaddrop_max_mailboxes: Option<u64>,
+    /// Most bytes the dead-drop stores; 507 store_full beyond [default: 1073741824].
+    #[arg(long, env = "TRYST_DEADDROP_MAX_STORE_BYTES", value_name = "BYTES")]
+    pub deaddrop_max_store_bytes: Option<u64>,
+    /// Dead-drop deposits per client address per window; 429 beyond [default: 60].
+    #[arg(long, env = "TRYST_DEADDROP_RATE_LIMIT", value_name = "N")]
+    pub deaddrop_rate_limit: Option<usize>,
+    /// The dead-drop rate-limit window [default: 60s].
+    #[arg(long, env = "TRYST_DEADDROP_RATE_WINDOW", value_name = "DURATION")]
+    pub deaddrop_rate_window: Option<HumanDuration>,
+    /// Refuse dead-drop deposits without a depositor ownership proof [default: false].
+    #[arg(
+        long,
+        env = "TRYST_DEADDROP_REQUIRE_DEPOSITOR_PROOF",
+        value_name = "BOOL"
+    )]
+    pub deaddrop_require_depositor_proof: Option<bool>,
+    /// Refuse dead-drop envelopes without recipient_fingerprint [default: false].
+    #[arg(
+        long,
+        env = "TRYST_DEADDROP_REQUIRE_RECIPIENT_FINGERPRINT",
+        value_name = "BOOL"
+    )]
+    pub deaddrop_require_recipient_fingerprint: Option<bool>,
 }
 
 impl Settings {
@@ -170,6 +205,23 @@ impl Settings {
             tls_cert: self.tls_cert.or(fallback.tls_cert),
             tls_key: self.tls_key.or(fallback.tls_key),
             tls_name: self.tls_name.or(fallback.tls_name),
+            deaddrop_key: self.deaddrop_key.or(fallback.deaddrop_key),
+            deaddrop_max_payload: self.deaddrop_max_payload.or(fallback.deaddrop_max_payload),
+            deaddrop_max_pending: self.deaddrop_max_pending.or(fallback.deaddrop_max_pending),
+            deaddrop_max_mailboxes: self
+                .deaddrop_max_mailboxes
+                .or(fallback.deaddrop_max_mailboxes),
+            deaddrop_max_store_bytes: self
+                .deaddrop_max_store_bytes
+                .or(fallback.deaddrop_max_store_bytes),
+            deaddrop_rate_limit: self.deaddrop_rate_limit.or(fallback.deaddrop_rate_limit),
+            deaddrop_rate_window: self.deaddrop_rate_window.or(fallback.deaddrop_rate_window),
+            deaddrop_require_depositor_proof: self
+                .deaddrop_require_depositor_proof
+                .or(fallback.deaddrop_require_depositor_proof),
+            deaddrop_require_recipient_fingerprint: self
+                .deaddrop_require_recipient_fingerprint
+                .or(fallback.deaddrop_require_recipient_fingerprint),
         }
     }
 }

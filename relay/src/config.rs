@@ -140,6 +140,8 @@ pub struct ServeConfig {
     pub tls: Option<TlsConfig>,
     /// Everything the engine takes.
     pub engine: EngineConfig,
+    /// The dead-drop (hivemind-rendezvous compatible mailboxes).
+    pub deaddrop: crate::deaddrop::DeadDropConfig,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -183,7 +185,8 @@ impl ServeConfig {
         host: HostLimits,
     ) -> Result<Self, ConfigError> {
         let defaults = EngineConfig::default();
-        let (data_dir, secrets_path) = data_paths(s.data_dir, s.secrets, env, &cwd)?;
+        let (data_dir, secrets_path) =
+            data_paths(s.data_dir.clone(), s.secrets.clone(), env, &cwd)?;
 
         let client_wait = s.client_wait.map_or(defaults.client_wait, |d| d.0);
         let head_timeout = positive(
@@ -300,7 +303,9 @@ impl ServeConfig {
         if tls.is_none() && (s.tls_cert.is_some() || s.tls_key.is_some()) {
             return Err(invalid("tls-cert", "needs tls-listen"));
         }
+        let deaddrop = deaddrop_config(&s, &data_dir, &cwd)?;
         Ok(Self {
+            deaddrop,
             tls,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
             data_dir,
@@ -312,6 +317,61 @@ impl ServeConfig {
             engine,
         })
     }
+}
+
+/// The dead-drop settings: defaults in `data_dir`, overridden and validated.
+fn deaddrop_config(
+    s: &Settings,
+    data_dir: &Path,
+    cwd: &Result<&Path, io::Error>,
+) -> Result<crate::deaddrop::DeadDropConfig, ConfigError> {
+    let mut d = crate::deaddrop::DeadDropConfig::in_dir(data_dir);
+    if let Some(key) = &s.deaddrop_key {
+        d.key_path = absolute(key.clone(), cwd)?;
+    }
+    if let Some(n) = s.deaddrop_max_payload {
+        if !(1..=64 << 20).contains(&n) {
+            return Err(invalid(
+                "deaddrop-max-payload",
+                "must be between 1 and 67108864",
+            ));
+        }
+        d.max_payload = n;
+    }
+    if let Some(n) = s.deaddrop_max_pending {
+        if n == 0 {
+            return Err(invalid("deaddrop-max-pending", "must be at least 1"));
+        }
+        d.max_pending = n;
+    }
+    if let Some(n) = s.deaddrop_max_mailboxes {
+        if n == 0 {
+            return Err(invalid("deaddrop-max-mailboxes", "must be at least 1"));
+        }
+        d.max_mailboxes = n;
+    }
+    if let Some(n) = s.deaddrop_max_store_bytes {
+        d.max_store_bytes = n;
+    }
+    if let Some(n) = s.deaddrop_rate_limit {
+        if n == 0 {
+            return Err(invalid("deaddrop-rate-limit", "must be at least 1"));
+        }
+        d.rate_limit = n;
+    }
+    if let Some(w) = s.deaddrop_rate_window {
+        if w.0 < Duration::from_millis(1) {
+            return Err(invalid("deaddrop-rate-window", "must be at least 1ms"));
+        }
+        d.rate_window = w.0;
+    }
+    if let Some(b) = s.deaddrop_require_depositor_proof {
+        d.require_depositor_proof = b;
+    }
+    if let Some(b) = s.deaddrop_require_recipient_fingerprint {
+        d.require_recipient_fingerprint = b;
+    }
+    Ok(d)
 }
 
 /// The absolute data directory and secrets file: explicit values, else the defaults

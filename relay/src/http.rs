@@ -7,6 +7,7 @@
 //! keep-alive connections), a cap on concurrent connections (over it: 503 and close), and
 //! request bodies read only up to [`BODY_LIMIT`] bytes.
 
+use crate::deaddrop::DeadDrop;
 use crate::metrics::{self, render_metrics};
 use crate::pico::{self, Pico, PicoLimits};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -18,7 +19,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::io::{self, Write as _};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,17 +191,38 @@ struct Inner {
     stats: StatsRequester,
     shutting_down: AtomicBool,
     pico: Pico,
+    deaddrop: Option<DeadDrop>,
 }
 
 impl HttpService {
     /// A service with `limits`, reading counters through `stats`.
     pub fn new(limits: HttpLimits, stats: StatsRequester) -> Self {
-        Self::with_pico(limits, stats, PicoLimits::default())
+        Self::build(limits, stats, PicoLimits::default(), None)
     }
 
     /// A service with `limits`, reading counters through `stats`, whose Pico channels
     /// (`/new`, `/channel/...`) use `pico`.
     pub fn with_pico(limits: HttpLimits, stats: StatsRequester, pico: PicoLimits) -> Self {
+        Self::build(limits, stats, pico, None)
+    }
+
+    /// A service with every API family: Pico channels with `pico`, and the dead-drop's
+    /// paths (`/pubkey`, `/deposit`, `/retrieve`, `/ack`).
+    pub fn with_families(
+        limits: HttpLimits,
+        stats: StatsRequester,
+        pico: PicoLimits,
+        deaddrop: DeadDrop,
+    ) -> Self {
+        Self::build(limits, stats, pico, Some(deaddrop))
+    }
+
+    fn build(
+        limits: HttpLimits,
+        stats: StatsRequester,
+        pico: PicoLimits,
+        deaddrop: Option<DeadDrop>,
+    ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         Self {
             inner: Arc::new(Inner {
@@ -209,8 +231,15 @@ impl HttpService {
                 stats,
                 shutting_down: AtomicBool::new(false),
                 pico: Pico::new(pico),
+                deaddrop,
             }),
         }
+    }
+
+    /// A service that also serves the dead-drop's paths (`/pubkey`, `/deposit`,
+    /// `/retrieve`, `/ack`).
+    pub fn with_deaddrop(limits: HttpLimits, stats: StatsRequester, deaddrop: DeadDrop) -> Self {
+        Self::build(limits, stats, PicoLimits::default(), Some(deaddrop))
     }
 
     /// From now on `/healthz` answers 503 (the relay is draining).
@@ -238,7 +267,9 @@ impl HttpService {
         let span = tracing::debug_span!("http", ?peer);
         tokio::spawn(
             async move {
-                service.serve_connection(Rewind::new(early, stream)).await;
+                service
+                    .serve_connection_from(Rewind::new(early, stream), peer.map(|p| p.ip()))
+                    .await;
                 drop(permit);
             }
             .instrument(span),
@@ -248,6 +279,15 @@ impl HttpService {
 
     /// Serves one connection until it closes (no connection cap applied here).
     pub async fn serve_connection<T>(&self, io: T)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_connection_from(io, None).await;
+    }
+
+    /// [`HttpService::serve_connection`] for a client at `peer` (`None`: unknown, e.g.
+    /// a TLS-terminated connection; such clients share rate-limit buckets).
+    pub async fn serve_connection_from<T>(&self, io: T, peer: Option<IpAddr>)
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -261,15 +301,15 @@ impl HttpService {
         let service = self.clone();
         let svc = service_fn(move |req| {
             let service = service.clone();
-            async move { Ok::<_, Infallible>(service.handle(req).await) }
+            async move { Ok::<_, Infallible>(service.handle(req, peer).await) }
         });
         if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
             tracing::debug!(error = %e, "http connection ended with an error");
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
-        match self.route(req).await {
+    async fn handle(&self, req: Request<Incoming>, peer: Option<IpAddr>) -> Response<Full<Bytes>> {
+        match self.route(req, peer).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(code = e.code(), "http request refused");
@@ -278,13 +318,22 @@ impl HttpService {
         }
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
+    async fn route(
+        &self,
+        req: Request<Incoming>,
+        peer: Option<IpAddr>,
+    ) -> Result<Response<Full<Bytes>>, ApiError> {
         // API families (dead-drop, Pico channels, publications, ...) each own a set of
         // paths and read their own bodies with their own limits: dispatch to them here,
         // one arm per family, before the built-in endpoints below.
         if pico::owns(req.uri().path()) {
             let deadline = self.inner.limits.header_timeout;
             return Ok(self.inner.pico.serve(req, deadline).await);
+        }
+        if let Some(dd) = &self.inner.deaddrop
+            && DeadDrop::owns(req.uri().path())
+        {
+            return Ok(dd.serve(req, peer, self.inner.limits.header_timeout).await);
         }
         let (parts, body) = req.into_parts();
         read_capped(body, self.inner.limits.header_timeout).await?;
@@ -305,7 +354,11 @@ impl HttpService {
                     .snapshot()
                     .await
                     .ok_or(ApiError::StatsUnavailable)?;
-                let mut resp = Response::new(Full::new(Bytes::from(render_metrics(&stats))));
+                let mut text = render_metrics(&stats);
+                if let Some(dd) = &self.inner.deaddrop {
+                    text.push_str(&dd.render_metrics());
+                }
+                let mut resp = Response::new(Full::new(Bytes::from(text)));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static(metrics::CONTENT_TYPE),

@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deaddrop;
 pub mod duration;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;

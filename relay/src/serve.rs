@@ -54,6 +54,9 @@ pub enum ServeError {
     /// The TLS certificate or key is unusable.
     #[error("tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The dead-drop could not start (its key or its store).
+    #[error("dead-drop: {0}")]
+    DeadDrop(#[from] crate::deaddrop::DeadDropError),
     /// Another I/O failure, with what was being done.
     #[error("{what}: {source}")]
     Io {
@@ -120,6 +123,10 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         );
     }
     drop(secrets);
+    let (deaddrop, generated) = crate::deaddrop::DeadDrop::open(config.deaddrop.clone())?;
+    if generated {
+        tracing::info!(path = %config.deaddrop.key_path.display(), "dead-drop key generated");
+    }
 
     // Signal handlers go in before the startup lines: whoever reads them may signal at
     // once, and SIGHUP's or SIGTERM's default action would kill the supervisor.
@@ -190,7 +197,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let worker_args = std::env::args_os().skip(1).collect();
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
-    runtime.block_on(supervise(engine, &config, signals))
+    runtime.block_on(supervise(engine, &config, signals, deaddrop))
 }
 
 /// The signals the supervisor acts on.
@@ -225,9 +232,10 @@ async fn supervise(
     mut engine: Engine,
     config: &ServeConfig,
     signals: Signals,
+    deaddrop: crate::deaddrop::DeadDrop,
 ) -> Result<(), ServeError> {
     let (stats, mut stats_requests) = StatsRequester::channel(64);
-    let http = HttpService::with_pico(
+    let http = HttpService::with_families(
         HttpLimits {
             max_connections: config.max_http_connections,
             header_timeout: config.engine.head_timeout,
@@ -235,6 +243,7 @@ async fn supervise(
         },
         stats,
         config.pico,
+        deaddrop,
     );
     let inbox = inbox_readiness(&engine).map_err(io_err("registering the HTTP inbox"))?;
     let Signals {

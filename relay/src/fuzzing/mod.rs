@@ -2,6 +2,9 @@
 //! `cargo test`, exactly like `tryst_engine::fuzzing` (which holds the engine's targets
 //! and the layout notes). Built only for tests and under `cfg(fuzzing)`.
 
+pub mod deaddrop_bodies;
+pub mod deaddrop_proof_raw;
+pub mod deaddrop_proof_structured;
 pub mod node_provisioning_record;
 pub mod pico_channel;
 
@@ -10,6 +13,9 @@ pub type Target = (&'static str, fn(&[u8]));
 
 /// Every relay fuzz target.
 pub const TARGETS: &[Target] = &[
+    ("deaddrop_bodies", deaddrop_bodies::run),
+    ("deaddrop_proof_raw", deaddrop_proof_raw::run),
+    ("deaddrop_proof_structured", deaddrop_proof_structured::run),
     ("node_provisioning_record", node_provisioning_record::run),
     ("pico_channel", pico_channel::run),
 ];

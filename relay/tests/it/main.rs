@@ -1,6 +1,7 @@
 //! Integration tests of the `tryst` binary (one test binary; topics are modules).
 
 mod cli;
+mod deaddrop;
 mod node;
 mod pico;
 mod serve;

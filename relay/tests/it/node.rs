@@ -474,3 +474,56 @@ fn tls_python_hidden_server_and_curl_digest_client_move_a_mebibyte_each_way() {
         "echoed body differs"
     );
 }
+
+/// The same refusals over TLS, where node-rendezvous lives, including the wrong-scheme
+/// 403 that exists only there; a steward-style park over TLS succeeds.
+#[test]
+fn hidden_server_refusals_over_tls_have_exact_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = secrets_file(dir.path());
+    let r = Relay::start(&[
+        "--secrets",
+        secrets.to_str().unwrap(),
+        "--tls-listen",
+        "127.0.0.1:0",
+    ]);
+    let code = code_at(LONG_STEP, now());
+    let cases = [
+        (
+            "CONNECT example.com:443 HTTP/1.1\r\n\r\n".to_owned(),
+            frame(403, false, "invalid protocol, should be uuid:"),
+        ),
+        (
+            format!("CONNECT uuid:{ID}? HTTP/1.1\r\n\r\n"),
+            frame(407, false, "missing response parameter"),
+        ),
+        (
+            format!("CONNECT uuid:{ID}?response={code} HTTP/1.1\r\n\r\nearly"),
+            frame(
+                409,
+                false,
+                "wait for response to CONNECT before sending data",
+            ),
+        ),
+        (
+            format!("CONNECT uuid:{ID}?response=12a456 HTTP/1.1\r\n\r\n"),
+            frame(401, false, "invalid request"),
+        ),
+    ];
+    for (request, want) in cases {
+        let mut s = crate::tls::tls_connect(&r);
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        assert_eq!(String::from_utf8_lossy(&out), want, "{request:?}");
+    }
+    let mut s = crate::tls::tls_connect(&r);
+    write!(
+        s,
+        "CONNECT uuid:{ID}?response={code} HTTP/1.1\r\nHost: relay\r\n\r\n"
+    )
+    .unwrap();
+    let mut ok = [0u8; 16];
+    s.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, OK);
+}

@@ -9,7 +9,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+pub(crate) type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 fn start() -> Relay {
     Relay::start(&["--tls-listen", "127.0.0.1:0", "--head-timeout", "2s"])
@@ -31,7 +31,7 @@ fn client_config(relay: &Relay) -> Arc<rustls::ClientConfig> {
     )
 }
 
-fn tls_connect(relay: &Relay) -> Tls {
+pub(crate) fn tls_connect(relay: &Relay) -> Tls {
     let addr = relay.tls_addr.unwrap();
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

@@ -1,0 +1,862 @@
+//! The dead-drop's durable store: the [`Store`] trait, its redb implementation, and the
+//! group-commit writer that funnels every change through one thread.
+//!
+//! redb is an embedded, pure-Rust, copy-on-write B-tree store with ACID transactions;
+//! a transaction committed with `Durability::Immediate` (the default) is fsynced
+//! before `commit` returns, and a crash at any point leaves the last committed state.
+//! The writer batches whatever requests are queued into one transaction, so concurrent
+//! deposits share one fsync, and each caller is answered only after that commit.
+//!
+//! Layout (all keys big-endian so byte order is numeric order):
+//! - `messages`: seq (u64) → mailbox (32) ‖ expires (u64) ‖ id length (u8) ‖ id ‖ payload
+//! - `by_mailbox`: mailbox ‖ seq → () (a mailbox's messages, oldest first)
+//! - `by_expiry`: expires ‖ seq → () (expiry without scanning mailboxes)
+//! - `ids`: deposit id → seq (for `/ack`)
+//! - `pending`: mailbox → count
+//! - `meta`: `next_seq`, `bytes`, `mailboxes`
+
+use redb::{Database, ReadableTable as _, ReadableTableMetadata as _, TableDefinition};
+use std::path::Path;
+use std::sync::mpsc;
+use tokio::sync::oneshot;
+
+const MESSAGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("messages");
+const BY_MAILBOX: TableDefinition<'_, &[u8], ()> = TableDefinition::new("by_mailbox");
+const BY_EXPIRY: TableDefinition<'_, &[u8], ()> = TableDefinition::new("by_expiry");
+const IDS: TableDefinition<'_, &str, u64> = TableDefinition::new("ids");
+const PENDING: TableDefinition<'_, &[u8], u64> = TableDefinition::new("pending");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// Bytes a message is charged beyond its payload and id (index entries, header).
+pub const OVERHEAD_BYTES: u64 = 128;
+/// Most requests folded into one transaction.
+pub const MAX_BATCH: usize = 512;
+
+/// A mailbox: SHA-256 of the recipient's PEM string.
+pub type Mailbox = [u8; 32];
+
+/// Caps the store enforces inside the transaction that would exceed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Most undelivered messages per mailbox.
+    pub max_pending: u64,
+    /// Most mailboxes holding messages.
+    pub max_mailboxes: u64,
+    /// Most bytes charged for stored messages (payload + id + [`OVERHEAD_BYTES`]).
+    pub max_bytes: u64,
+}
+
+/// A message to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// Where it goes.
+    pub mailbox: Mailbox,
+    /// Its id (a UUID string).
+    pub deposit_id: String,
+    /// The payload string, verbatim.
+    pub payload: String,
+    /// Unix seconds after which it is gone.
+    pub expires_at: u64,
+}
+
+/// A stored message handed out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// Its id.
+    pub deposit_id: String,
+    /// The payload string, verbatim.
+    pub payload: String,
+}
+
+/// One change or read, applied in order inside a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Store a message (subject to the caps).
+    Deposit(NewMessage),
+    /// The live messages of a mailbox, oldest first; deleted when `delete`.
+    Take {
+        /// Which mailbox.
+        mailbox: Mailbox,
+        /// Unix seconds (expired messages are not returned).
+        now: u64,
+        /// Delete what is returned (upstream's delete-on-read).
+        delete: bool,
+    },
+    /// Delete the named messages of a mailbox (ids of other mailboxes are ignored).
+    Ack {
+        /// Which mailbox.
+        mailbox: Mailbox,
+        /// The deposit ids.
+        ids: Vec<String>,
+    },
+    /// Delete every message expired at `now`, through the expiry index.
+    Expire {
+        /// Unix seconds.
+        now: u64,
+    },
+}
+
+/// A cap that refused a deposit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The mailbox holds `max_pending` messages.
+    Mailbox,
+    /// `max_mailboxes` mailboxes exist.
+    Mailboxes,
+    /// The store would exceed `max_bytes`.
+    Bytes,
+}
+
+/// The outcome of one [`Op`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored (durable once the batch's commit returned).
+    Deposited,
+    /// Refused by a cap; nothing stored.
+    Refused(Full),
+    /// Messages of a `Take`.
+    Messages(Vec<Delivered>),
+    /// How many messages an `Ack` or `Expire` removed.
+    Removed(usize),
+}
+
+/// Why the store failed; the whole batch failed with it.
+#[derive(Debug, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// Durable mail storage. `apply` runs a batch as one atomic, durable transaction and
+/// returns one outcome per op, in order.
+pub trait Store: Send + 'static {
+    /// Applies `ops` atomically and durably.
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError>;
+
+    /// Called after `apply` failed: make the store usable again if possible.
+    fn recover(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+type Opener = Box<dyn Fn() -> Result<Database, StoreError> + Send>;
+
+/// The redb-backed [`Store`].
+pub struct RedbStore {
+    db: Option<Database>,
+    opener: Opener,
+    limits: StoreLimits,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("open", &self.db.is_some())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (creating if needed) the database at `path`, recovering after a crash.
+    pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
+        let path = path.to_owned();
+        Self::init(
+            Box::new(move || Database::create(&path).map_err(err)),
+            limits,
+        )
+    }
+
+    /// Opens (creating if needed) a database over the backends `make` returns (tests
+    /// inject I/O faults); `make` is called again to reopen after an I/O error.
+    pub fn with_backend<B, F>(make: F, limits: StoreLimits) -> Result<Self, StoreError>
+    where
+        B: redb::StorageBackend,
+        F: Fn() -> B + Send + 'static,
+    {
+        Self::init(
+            Box::new(move || Database::builder().create_with_backend(make()).map_err(err)),
+            limits,
+        )
+    }
+
+    fn init(opener: Opener, limits: StoreLimits) -> Result<Self, StoreError> {
+        let db = opener()?;
+        let txn = db.begin_write().map_err(err)?;
+        {
+            txn.open_table(MESSAGES).map_err(err)?;
+            txn.open_table(BY_MAILBOX).map_err(err)?;
+            txn.open_table(BY_EXPIRY).map_err(err)?;
+            txn.open_table(IDS).map_err(err)?;
+            txn.open_table(PENDING).map_err(err)?;
+            txn.open_table(META).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        Ok(Self {
+            db: Some(db),
+            opener,
+            limits,
+        })
+    }
+}
+
+fn encode(m: &NewMessage) -> Vec<u8> {
+    let id = m.deposit_id.as_bytes();
+    let mut v = Vec::with_capacity(32 + 8 + 1 + id.len() + m.payload.len());
+    v.extend_from_slice(&m.mailbox);
+    v.extend_from_slice(&m.expires_at.to_be_bytes());
+    v.push(id.len().min(255) as u8);
+    v.extend_from_slice(&id[..id.len().min(255)]);
+    v.extend_from_slice(m.payload.as_bytes());
+    v
+}
+
+fn decode(v: &[u8]) -> Result<(Mailbox, u64, String, String), StoreError> {
+    let bad = || StoreError("corrupt message record".into());
+    let mailbox: Mailbox = v.get(..32).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
+    let exp = u64::from_be_bytes(
+        v.get(32..40)
+            .ok_or_else(bad)?
+            .try_into()
+            .map_err(|_| bad())?,
+    );
+    let n = usize::from(*v.get(40).ok_or_else(bad)?);
+    let id = std::str::from_utf8(v.get(41..41 + n).ok_or_else(bad)?).map_err(|_| bad())?;
+    let payload = std::str::from_utf8(v.get(41 + n..).ok_or_else(bad)?).map_err(|_| bad())?;
+    Ok((mailbox, exp, id.to_owned(), payload.to_owned()))
+}
+
+fn cat(a: &[u8], b: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + 8);
+    k.extend_from_slice(a);
+    k.extend_from_slice(&b.to_be_bytes());
+    k
+}
+
+fn charge(id: &str, payload: &str) -> u64 {
+    (id.len() + payload.len()) as u64 + OVERHEAD_BYTES
+}
+
+struct Tables<'t> {
+    messages: redb::Table<'t, u64, &'static [u8]>,
+    by_mailbox: redb::Table<'t, &'static [u8], ()>,
+    by_expiry: redb::Table<'t, &'static [u8], ()>,
+    ids: redb::Table<'t, &'static str, u64>,
+    pending: redb::Table<'t, &'static [u8], u64>,
+    meta: redb::Table<'t, &'static str, u64>,
+}
+
+impl Tables<'_> {
+    fn meta(&self, k: &str) -> Result<u64, StoreError> {
+        Ok(self.meta.get(k).map_err(err)?.map_or(0, |v| v.value()))
+    }
+
+    fn set_meta(&mut self, k: &str, v: u64) -> Result<(), StoreError> {
+        self.meta.insert(k, v).map(|_| ()).map_err(err)
+    }
+
+    /// Removes message `seq` and its index entries; true if it existed.
+    fn remove(&mut self, seq: u64) -> Result<bool, StoreError> {
+        let Some(raw) = self.messages.remove(seq).map_err(err)? else {
+            return Ok(false);
+        };
+        let (mailbox, exp, id, payload) = decode(raw.value())?;
+        drop(raw);
+        self.by_mailbox
+            .remove(cat(&mailbox, seq).as_slice())
+            .map_err(err)?;
+        self.by_expiry
+            .remove(cat(&exp.to_be_bytes(), seq).as_slice())
+            .map_err(err)?;
+        self.ids.remove(id.as_str()).map_err(err)?;
+        let left = self
+            .pending
+            .get(mailbox.as_slice())
+            .map_err(err)?
+            .map_or(0, |v| v.value())
+            .saturating_sub(1);
+        if left == 0 {
+            self.pending.remove(mailbox.as_slice()).map_err(err)?;
+            let n = self.meta("mailboxes")?.saturating_sub(1);
+            self.set_meta("mailboxes", n)?;
+        } else {
+            self.pending.insert(mailbox.as_slice(), left).map_err(err)?;
+        }
+        let bytes = self.meta("bytes")?.saturating_sub(charge(&id, &payload));
+        self.set_meta("bytes", bytes)?;
+        Ok(true)
+    }
+
+    fn deposit(&mut self, m: &NewMessage, limits: &StoreLimits) -> Result<Outcome, StoreError> {
+        let count = self
+            .pending
+            .get(m.mailbox.as_slice())
+            .map_err(err)?
+            .map_or(0, |v| v.value());
+        if count >= limits.max_pending {
+            return Ok(Outcome::Refused(Full::Mailbox));
+        }
+        let mailboxes = self.meta("mailboxes")?;
+        if count == 0 && mailboxes >= limits.max_mailboxes {
+            return Ok(Outcome::Refused(Full::Mailboxes));
+        }
+        let bytes = self.meta("bytes")?;
+        let cost = charge(&m.deposit_id, &m.payload);
+        if bytes.saturating_add(cost) > limits.max_bytes {
+            return Ok(Outcome::Refused(Full::Bytes));
+        }
+        let seq = self.meta("next_seq")?;
+        self.set_meta("next_seq", seq + 1)?;
+        self.messages
+            .insert(seq, encode(m).as_slice())
+            .map_err(err)?;
+        self.by_mailbox
+            .insert(cat(&m.mailbox, seq).as_slice(), ())
+            .map_err(err)?;
+        self.by_expiry
+            .insert(cat(&m.expires_at.to_be_bytes(), seq).as_slice(), ())
+            .map_err(err)?;
+        self.ids.insert(m.deposit_id.as_str(), seq).map_err(err)?;
+        self.pending
+            .insert(m.mailbox.as_slice(), count + 1)
+            .map_err(err)?;
+        if count == 0 {
+            self.set_meta("mailboxes", mailboxes + 1)?;
+        }
+        self.set_meta("bytes", bytes + cost)?;
+        Ok(Outcome::Deposited)
+    }
+
+    fn take(&mut self, mailbox: &Mailbox, now: u64, delete: bool) -> Result<Outcome, StoreError> {
+        let lo = cat(mailbox, 0);
+        let hi = cat(mailbox, u64::MAX);
+        let mut seqs = Vec::new();
+        for entry in self
+            .by_mailbox
+            .range(lo.as_slice()..=hi.as_slice())
+            .map_err(err)?
+        {
+            let (k, _) = entry.map_err(err)?;
+            let k = k.value();
+            let seq = u64::from_be_bytes(k[32..40].try_into().map_err(err)?);
+            seqs.push(seq);
+        }
+        let mut out = Vec::new();
+        let mut expired = Vec::new();
+        for seq in &seqs {
+            let Some(raw) = self.messages.get(*seq).map_err(err)? else {
+                continue;
+            };
+            let (_, exp, id, payload) = decode(raw.value())?;
+            if exp <= now {
+                expired.push(*seq);
+            } else {
+                out.push((
+                    *seq,
+                    Delivered {
+                        deposit_id: id,
+                        payload,
+                    },
+                ));
+            }
+        }
+        for seq in expired {
+            self.remove(seq)?;
+        }
+        if delete {
+            for (seq, _) in &out {
+                self.remove(*seq)?;
+            }
+        }
+        Ok(Outcome::Messages(out.into_iter().map(|(_, d)| d).collect()))
+    }
+
+    fn ack(&mut self, mailbox: &Mailbox, ids: &[String]) -> Result<Outcome, StoreError> {
+        let mut removed = 0;
+        for id in ids {
+            let Some(seq) = self.ids.get(id.as_str()).map_err(err)?.map(|v| v.value()) else {
+                continue;
+            };
+            let owner = self
+                .by_mailbox
+                .get(cat(mailbox, seq).as_slice())
+                .map_err(err)?
+                .is_some();
+            if owner && self.remove(seq)? {
+                removed += 1;
+            }
+        }
+        Ok(Outcome::Removed(removed))
+    }
+
+    fn expire(&mut self, now: u64) -> Result<Outcome, StoreError> {
+        let hi = cat(&now.to_be_bytes(), u64::MAX);
+        let mut seqs = Vec::new();
+        for entry in self.by_expiry.range(..=hi.as_slice()).map_err(err)? {
+            let (k, _) = entry.map_err(err)?;
+            seqs.push(u64::from_be_bytes(
+                k.value()[8..16].try_into().map_err(err)?,
+            ));
+            if seqs.len() >= 10_000 {
+                break;
+            }
+        }
+        let mut removed = 0;
+        for seq in seqs {
+            if self.remove(seq)? {
+                removed += 1;
+            }
+        }
+        Ok(Outcome::Removed(removed))
+    }
+}
+
+impl Store for RedbStore {
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| StoreError("store closed after an I/O error".into()))?;
+        let txn = db.begin_write().map_err(err)?;
+        let mut out = Vec::with_capacity(ops.len());
+        {
+            let mut t = Tables {
+                messages: txn.open_table(MESSAGES).map_err(err)?,
+                by_mailbox: txn.open_table(BY_MAILBOX).map_err(err)?,
+                by_expiry: txn.open_table(BY_EXPIRY).map_err(err)?,
+                ids: txn.open_table(IDS).map_err(err)?,
+                pending: txn.open_table(PENDING).map_err(err)?,
+                meta: txn.open_table(META).map_err(err)?,
+            };
+            for op in ops {
+                out.push(match op {
+                    Op::Deposit(m) => t.deposit(m, &self.limits)?,
+                    Op::Take {
+                        mailbox,
+                        now,
+                        delete,
+                    } => t.take(mailbox, *now, *delete)?,
+                    Op::Ack { mailbox, ids } => t.ack(mailbox, ids)?,
+                    Op::Expire { now } => t.expire(*now)?,
+                });
+            }
+            debug_assert_eq!(
+                t.messages.len().unwrap_or(0),
+                t.by_expiry.len().unwrap_or(0)
+            );
+        }
+        txn.commit().map_err(err)?;
+        Ok(out)
+    }
+
+    fn recover(&mut self) -> Result<(), StoreError> {
+        // redb refuses every transaction after an I/O error until the database is
+        // closed and reopened; reopening recovers the last committed state.
+        self.db = None;
+        self.db = Some((self.opener)()?);
+        Ok(())
+    }
+}
+
+type Reply = oneshot::Sender<Result<Outcome, String>>;
+
+/// The handle to the group-commit writer thread. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    tx: mpsc::SyncSender<(Op, Reply)>,
+}
+
+/// Why the writer could not take a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// The queue is full (back-pressure).
+    #[error("store queue full")]
+    Busy,
+    /// The store failed (the batch was not committed).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Writer {
+    /// Starts the writer thread over `store`; it sweeps expired messages every
+    /// `sweep_every` while idle, taking the time from `clock` (Unix seconds).
+    pub fn spawn<S: Store>(
+        mut store: S,
+        queue: usize,
+        sweep_every: std::time::Duration,
+        clock: fn() -> u64,
+    ) -> Self {
+        let (tx, rx) = mpsc::sync_channel::<(Op, Reply)>(queue.max(1));
+        let run = move || {
+            let mut last_sweep = std::time::Instant::now();
+            loop {
+                let first = match rx.recv_timeout(sweep_every) {
+                    Ok(first) => Some(first),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                };
+                let mut ops = Vec::new();
+                let mut replies = Vec::new();
+                if let Some((op, reply)) = first {
+                    ops.push(op);
+                    replies.push(Some(reply));
+                    while ops.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok((op, reply)) => {
+                                ops.push(op);
+                                replies.push(Some(reply));
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
+                if last_sweep.elapsed() >= sweep_every {
+                    ops.push(Op::Expire { now: clock() });
+                    replies.push(None);
+                    last_sweep = std::time::Instant::now();
+                }
+                match store.apply(&ops) {
+                    Ok(outcomes) => {
+                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                            if let Some(reply) = reply {
+                                let _ = reply.send(Ok(outcome));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, batch = ops.len(), "dead-drop store batch failed");
+                        for reply in replies.into_iter().flatten() {
+                            let _ = reply.send(Err(e.0.clone()));
+                        }
+                        if let Err(e) = store.recover() {
+                            tracing::error!(error = %e, "dead-drop store cannot be reopened");
+                        }
+                    }
+                }
+            }
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name("tryst-deaddrop".into())
+            .spawn(run)
+        {
+            tracing::error!(error = %e, "cannot start the dead-drop writer");
+        }
+        Self { tx }
+    }
+
+    /// Queues `op` and waits for the commit that includes it.
+    pub async fn submit(&self, op: Op) -> Result<Outcome, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.try_send((op, reply)).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => WriteError::Busy,
+            mpsc::TrySendError::Disconnected(_) => {
+                WriteError::Failed("store writer stopped".into())
+            }
+        })?;
+        match answer.await {
+            Ok(Ok(o)) => Ok(o),
+            Ok(Err(e)) => Err(WriteError::Failed(e)),
+            Err(_) => Err(WriteError::Failed("store writer stopped".into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: StoreLimits = StoreLimits {
+        max_pending: 3,
+        max_mailboxes: 2,
+        max_bytes: 1 << 20,
+    };
+
+    fn msg(mb: u8, id: &str, payload: &str, exp: u64) -> Op {
+        Op::Deposit(NewMessage {
+            mailbox: [mb; 32],
+            deposit_id: id.into(),
+            payload: payload.into(),
+            expires_at: exp,
+        })
+    }
+
+    fn take(s: &mut RedbStore, mb: u8, now: u64, delete: bool) -> Vec<String> {
+        match &s
+            .apply(&[Op::Take {
+                mailbox: [mb; 32],
+                now,
+                delete,
+            }])
+            .unwrap()[0]
+        {
+            Outcome::Messages(m) => m.iter().map(|d| d.payload.clone()).collect(),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn deposit_take_in_order_and_delete_on_read_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        {
+            let mut s = RedbStore::open(&path, LIMITS).unwrap();
+            let out = s
+                .apply(&[
+                    msg(1, "a", "one", 100),
+                    msg(1, "b", "two", 100),
+                    msg(2, "c", "x", 100),
+                ])
+                .unwrap();
+            assert_eq!(out, vec![Outcome::Deposited; 3]);
+        }
+        let mut s = RedbStore::open(&path, LIMITS).unwrap();
+        assert_eq!(take(&mut s, 1, 10, false), ["one", "two"]);
+        assert_eq!(take(&mut s, 1, 10, true), ["one", "two"]);
+        assert!(take(&mut s, 1, 10, true).is_empty());
+        assert_eq!(take(&mut s, 2, 10, true), ["x"]);
+    }
+
+    #[test]
+    fn caps_refuse_without_storing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = RedbStore::open(&dir.path().join("d.redb"), LIMITS).unwrap();
+        let out = s
+            .apply(&[
+                msg(1, "a", "1", 100),
+                msg(1, "b", "2", 100),
+                msg(1, "c", "3", 100),
+                msg(1, "d", "4", 100),
+                msg(2, "e", "5", 100),
+                msg(3, "f", "6", 100),
+            ])
+            .unwrap();
+        assert_eq!(out[3], Outcome::Refused(Full::Mailbox));
+        assert_eq!(out[4], Outcome::Deposited);
+        assert_eq!(out[5], Outcome::Refused(Full::Mailboxes));
+        assert_eq!(take(&mut s, 1, 0, true), ["1", "2", "3"]);
+        // Mailbox 1 is empty now, so a third mailbox fits.
+        assert_eq!(
+            s.apply(&[msg(3, "f", "6", 100)]).unwrap()[0],
+            Outcome::Deposited
+        );
+
+        let mut small = RedbStore::open(
+            &dir.path().join("s.redb"),
+            StoreLimits {
+                max_bytes: 2 * OVERHEAD_BYTES + 9,
+                ..LIMITS
+            },
+        )
+        .unwrap();
+        let out = small
+            .apply(&[msg(1, "a", "12345", 9), msg(1, "b", "123", 9)])
+            .unwrap();
+        assert_eq!(out, [Outcome::Deposited, Outcome::Refused(Full::Bytes)]);
+    }
+
+    #[test]
+    fn expiry_through_the_index_and_on_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = RedbStore::open(&dir.path().join("d.redb"), LIMITS).unwrap();
+        s.apply(&[
+            msg(1, "a", "old", 50),
+            msg(1, "b", "new", 200),
+            msg(2, "c", "x", 60),
+        ])
+        .unwrap();
+        assert_eq!(take(&mut s, 1, 100, false), ["new"]);
+        assert_eq!(
+            s.apply(&[Op::Expire { now: 100 }]).unwrap(),
+            [Outcome::Removed(1)]
+        );
+        assert_eq!(
+            s.apply(&[Op::Expire { now: 100 }]).unwrap(),
+            [Outcome::Removed(0)]
+        );
+        // Expired at exactly `expires_at`.
+        assert!(take(&mut s, 1, 200, false).is_empty());
+    }
+
+    #[test]
+    fn ack_removes_only_own_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = RedbStore::open(&dir.path().join("d.redb"), LIMITS).unwrap();
+        s.apply(&[
+            msg(1, "a", "1", 100),
+            msg(1, "b", "2", 100),
+            msg(2, "c", "3", 100),
+        ])
+        .unwrap();
+        let out = s
+            .apply(&[Op::Ack {
+                mailbox: [1; 32],
+                ids: vec!["a".into(), "c".into(), "zz".into(), "a".into()],
+            }])
+            .unwrap();
+        assert_eq!(out, [Outcome::Removed(1)]);
+        assert_eq!(take(&mut s, 1, 0, false), ["2"]);
+        assert_eq!(take(&mut s, 2, 0, false), ["3"]);
+    }
+
+    /// A file backend whose "disk" holds `cap` bytes: writes and growth past it fail
+    /// with ENOSPC, as on a full filesystem.
+    #[derive(Debug)]
+    struct SmallDisk {
+        inner: redb::backends::FileBackend,
+        cap: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    }
+
+    impl SmallDisk {
+        fn full(&self, end: u64) -> std::io::Result<()> {
+            if end > self.cap.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for SmallDisk {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+            self.inner.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.full(len)?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> std::io::Result<()> {
+            self.inner.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.full(offset + data.len() as u64)?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    /// ENOSPC: deposits fail without an acknowledgement and leave nothing partial;
+    /// everything acknowledged before stays intact, in memory and after reopening.
+    #[test]
+    fn disk_full_refuses_without_losing_or_tearing() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.redb");
+        let cap = std::sync::Arc::new(AtomicU64::new(u64::MAX));
+        let open = |cap: &std::sync::Arc<AtomicU64>| {
+            let (path, cap) = (path.clone(), std::sync::Arc::clone(cap));
+            let make = move || {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .unwrap();
+                SmallDisk {
+                    inner: redb::backends::FileBackend::new(file).unwrap(),
+                    cap: std::sync::Arc::clone(&cap),
+                }
+            };
+            RedbStore::with_backend(
+                make,
+                StoreLimits {
+                    max_pending: 1 << 20,
+                    max_mailboxes: 8,
+                    max_bytes: u64::MAX,
+                },
+            )
+        };
+        let mut s = open(&cap).unwrap();
+        let big = "p".repeat(20_000);
+        let mut acked = Vec::new();
+        for i in 0..5 {
+            let p = format!("{i}{big}");
+            assert_eq!(
+                s.apply(&[msg(1, &format!("a{i}"), &p, 100)]).unwrap(),
+                [Outcome::Deposited]
+            );
+            acked.push(p);
+        }
+        // The disk fills up at its current size.
+        cap.store(std::fs::metadata(&path).unwrap().len(), Ordering::Relaxed);
+        let mut failures = 0;
+        for i in 5..40 {
+            let p = format!("{i}{big}");
+            match s.apply(&[msg(1, &format!("a{i}"), &p, 100)]) {
+                Ok(o) => {
+                    assert_eq!(o, [Outcome::Deposited]);
+                    acked.push(p);
+                }
+                Err(_) => {
+                    failures += 1;
+                    // As the writer does: reopen (still on the full disk).
+                    s.recover().unwrap();
+                }
+            }
+        }
+        assert!(failures > 0, "the small disk never filled");
+        let heads = |v: &[String]| {
+            v.iter()
+                .map(|p| p[..p.len().min(4)].to_owned())
+                .collect::<Vec<_>>()
+        };
+        // What was acknowledged is readable on the full disk ...
+        let got = take(&mut s, 1, 0, false);
+        assert!(
+            got == acked,
+            "full disk: {:?} vs acked {:?}",
+            heads(&got),
+            heads(&acked)
+        );
+        // ... and once space is back, the store takes deposits again.
+        cap.store(u64::MAX, Ordering::Relaxed);
+        if s.apply(&[msg(1, "late", "late", 100)]).is_err() {
+            s.recover().unwrap();
+            assert_eq!(
+                s.apply(&[msg(1, "late", "late", 100)]).unwrap(),
+                [Outcome::Deposited]
+            );
+        }
+        acked.push("late".into());
+        drop(s);
+        // After reopening: exactly the acknowledged ones.
+        let mut s = open(&cap).unwrap();
+        let got = take(&mut s, 1, 0, false);
+        assert!(
+            got == acked,
+            "reopened: {:?} vs acked {:?} ({failures} failures)",
+            heads(&got),
+            heads(&acked)
+        );
+    }
+
+    #[tokio::test]
+    async fn writer_batches_concurrent_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RedbStore::open(&dir.path().join("d.redb"), LIMITS).unwrap();
+        let w = Writer::spawn(s, 64, std::time::Duration::from_secs(3600), || 0);
+        let mut tasks = Vec::new();
+        for i in 0..3u8 {
+            let w = w.clone();
+            tasks.push(tokio::spawn(async move {
+                w.submit(msg(1, &format!("id{i}"), "p", 100)).await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Ok(Outcome::Deposited));
+        }
+        let got = w
+            .submit(Op::Take {
+                mailbox: [1; 32],
+                now: 0,
+                delete: true,
+            })
+            .await
+            .unwrap();
+        let Outcome::Messages(m) = got else { panic!() };
+        assert_eq!(m.len(), 3);
+    }
+}
