@@ -169,6 +169,16 @@ enum Pump {
     Fail,
 }
 
+/// Result of [`Worker::pipe_or_copy`].
+enum PipeOrCopy {
+    /// The direction holds a pipe: splice.
+    Pipe,
+    /// No pipe to lend; a chunk was copied (or EOF seen): pump again.
+    Copied,
+    /// Stop pumping with this result.
+    Stop(Pump),
+}
+
 #[derive(Debug)]
 struct PendingHandoff {
     to: usize,
@@ -1243,6 +1253,24 @@ impl<R: Router> Worker<R> {
         }
     }
 
+    /// Makes sure a direction holds a pipe; with none left to lend, moves one chunk
+    /// through user space instead.
+    fn pipe_or_copy(&mut self, t: usize, d: usize) -> PipeOrCopy {
+        if self.tunnels[t].dirs[d].pipe.is_some() {
+            return PipeOrCopy::Pipe;
+        }
+        match self.pipes.get() {
+            Some(p) => {
+                self.tunnels[t].dirs[d].pipe = Some(p);
+                PipeOrCopy::Pipe
+            }
+            None => match self.copy_chunk(t, d) {
+                Ok(()) => PipeOrCopy::Copied,
+                Err(p) => PipeOrCopy::Stop(p),
+            },
+        }
+    }
+
     fn release_pipe_if_empty(&mut self, t: usize, d: usize) {
         let dir = &mut self.tunnels[t].dirs[d];
         if dir.in_pipe == 0
@@ -1296,14 +1324,10 @@ impl<R: Router> Worker<R> {
                 self.release_pipe_if_empty(t, d);
                 return Pump::Yield;
             }
-            if self.tunnels[t].dirs[d].pipe.is_none() {
-                match self.pipes.get() {
-                    Some(p) => self.tunnels[t].dirs[d].pipe = Some(p),
-                    None => match self.copy_chunk(t, d) {
-                        Ok(()) => continue,
-                        Err(p) => return p,
-                    },
-                }
+            match self.pipe_or_copy(t, d) {
+                PipeOrCopy::Pipe => {}
+                PipeOrCopy::Copied => continue,
+                PipeOrCopy::Stop(p) => return p,
             }
             let dir = &mut self.tunnels[t].dirs[d];
             let Some(pipe) = dir.pipe.as_ref() else {
@@ -1361,14 +1385,10 @@ impl<R: Router> Worker<R> {
             if dir.src_eof {
                 return self.finish_direction(t, d);
             }
-            if self.tunnels[t].dirs[d].pipe.is_none() {
-                match self.pipes.get() {
-                    Some(p) => self.tunnels[t].dirs[d].pipe = Some(p),
-                    None => match self.copy_chunk(t, d) {
-                        Ok(()) => continue,
-                        Err(p) => return p,
-                    },
-                }
+            match self.pipe_or_copy(t, d) {
+                PipeOrCopy::Pipe => {}
+                PipeOrCopy::Copied => continue,
+                PipeOrCopy::Stop(p) => return p,
             }
             let dir = &mut self.tunnels[t].dirs[d];
             let Some(pipe) = dir.pipe.as_ref() else {

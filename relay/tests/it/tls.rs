@@ -16,19 +16,7 @@ fn start() -> Relay {
 }
 
 fn client_config(relay: &Relay) -> Arc<rustls::ClientConfig> {
-    let pem = std::fs::read(relay.dir.path().join("tls-cert.pem")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    pinned_config(&relay.dir.path().join("tls-cert.pem"))
 }
 
 pub(crate) fn tls_connect(relay: &Relay) -> Tls {

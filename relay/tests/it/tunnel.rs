@@ -717,3 +717,42 @@ fn a_killed_worker_is_restarted_and_serves_again() {
     assert_eq!(read_exact_n(&mut server, 4), b"back");
     client.write_all(b"!").unwrap();
 }
+
+#[test]
+fn with_the_pipe_pool_exhausted_tunnels_fall_back_to_copying_byte_exact() {
+    // One pipe for the whole worker: concurrent directions must copy through user space.
+    let relay = Relay::start(&["--workers", "1", "--max-pipes-per-worker", "1"]);
+    let tunnels: Vec<(TcpStream, TcpStream)> = (0..4)
+        .map(|_| {
+            let server = relay.park();
+            let client = relay.reach(b"");
+            (client, server)
+        })
+        .collect();
+    let mut threads = Vec::new();
+    for (i, (client, server)) in tunnels.into_iter().enumerate() {
+        let up = pattern(256 * 1024, 10 + i as u8);
+        let down = pattern(256 * 1024, 20 + i as u8);
+        let (mut c_w, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let (up2, down2) = (up.clone(), down.clone());
+        threads.push(std::thread::spawn(move || c_w.write_all(&up2).unwrap()));
+        threads.push(std::thread::spawn(move || s_w.write_all(&down2).unwrap()));
+        let (mut c_r, mut s_r) = (client, server);
+        threads.push(std::thread::spawn(move || {
+            assert!(
+                read_exact_n(&mut s_r, up.len()) == up,
+                "client->server differs"
+            );
+        }));
+        threads.push(std::thread::spawn(move || {
+            assert!(
+                read_exact_n(&mut c_r, down.len()) == down,
+                "server->client differs"
+            );
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(relay.metric("tryst_pipes") <= 1);
+}
