@@ -476,7 +476,6 @@ impl Engine {
                 }
                 Some(status) => {
                     self.slots[i].child = None;
-                    self.stats.worker(i).set(Counter::Pid, 0);
                     if self.shutdown_started.is_none() {
                         let slot = &mut self.slots[i];
                         slot.restarts += 1;

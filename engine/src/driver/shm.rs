@@ -14,8 +14,7 @@ const SLOTS: usize = 64;
 #[derive(Debug, Clone, Copy)]
 #[repr(usize)]
 pub(crate) enum Counter {
-    Pid = 0,
-    Accepted,
+    Accepted = 0,
     Parked,
     Waiting,
     Paired,

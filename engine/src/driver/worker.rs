@@ -26,7 +26,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime};
 
 const TICK: Duration = Duration::from_millis(50);
@@ -291,8 +291,6 @@ impl<R: Router> Worker<R> {
             client_wait: cfg.client_wait,
             park_ttl: None,
         });
-        fds.counters
-            .set(Counter::Pid, u64::from(std::process::id()));
         Ok(Self {
             pipes: PipePool::new(cfg.max_pipes_per_worker, cfg.pipe_size),
             index: fds.index,
@@ -1368,18 +1366,13 @@ impl<R: Router> Worker<R> {
                 let Some(pipe) = dir.pipe.as_ref() else {
                     return Pump::Fail;
                 };
-                let e = opcode::Splice::new(
-                    types::Fd(pipe.read.as_raw_fd()),
-                    -1,
-                    types::Fd(self.socks[dst].fd.as_raw_fd()),
-                    -1,
-                    u32::try_from(dir.in_pipe).unwrap_or(u32::MAX),
-                )
-                .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
-                .build()
-                .user_data(user_data(Kind::SpliceOut, generation, t * 2 + d));
+                let (from, to, len) = (
+                    pipe.read.as_raw_fd(),
+                    self.socks[dst].fd.as_raw_fd(),
+                    dir.in_pipe,
+                );
                 dir.inflight = true;
-                self.push(e);
+                self.queue_splice(from, to, len, Kind::SpliceOut, generation, t * 2 + d);
                 return Pump::InFlight;
             }
             if dir.src_eof {
@@ -1394,20 +1387,39 @@ impl<R: Router> Worker<R> {
             let Some(pipe) = dir.pipe.as_ref() else {
                 return Pump::Fail;
             };
-            let e = opcode::Splice::new(
-                types::Fd(self.socks[src].fd.as_raw_fd()),
-                -1,
-                types::Fd(pipe.write.as_raw_fd()),
-                -1,
-                u32::try_from(pipe.capacity).unwrap_or(u32::MAX),
-            )
-            .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
-            .build()
-            .user_data(user_data(Kind::SpliceIn, generation, t * 2 + d));
+            let (from, to, len) = (
+                self.socks[src].fd.as_raw_fd(),
+                pipe.write.as_raw_fd(),
+                pipe.capacity,
+            );
             dir.inflight = true;
-            self.push(e);
+            self.queue_splice(from, to, len, Kind::SpliceIn, generation, t * 2 + d);
             return Pump::InFlight;
         }
+    }
+
+    /// Queues one non-blocking `IORING_OP_SPLICE` of up to `len` bytes; its completion
+    /// comes back as `kind` for tunnel direction `slot` (tunnel * 2 + direction).
+    fn queue_splice(
+        &mut self,
+        from: RawFd,
+        to: RawFd,
+        len: usize,
+        kind: Kind,
+        generation: u32,
+        slot: usize,
+    ) {
+        let e = opcode::Splice::new(
+            types::Fd(from),
+            -1,
+            types::Fd(to),
+            -1,
+            u32::try_from(len).unwrap_or(u32::MAX),
+        )
+        .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
+        .build()
+        .user_data(user_data(kind, generation, slot));
+        self.push(e);
     }
 
     fn on_splice(&mut self, kind: Kind, generation: u32, slot: usize, res: i32) {
