@@ -365,7 +365,7 @@ mod tests {
         let other = head("CONNECT uuid:00000000-0000-0000-0000-000000000000 HTTP/1.1\r\n\r\n");
         assert_eq!(
             r.route(&other, b"", NOW, Transport::Plain),
-            Route::reach(RendezvousKey([0; 16]))
+            Route::reach(RendezvousKey::uuid([0; 16]))
         );
     }
 

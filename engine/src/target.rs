@@ -83,31 +83,84 @@ impl fmt::Debug for RendezvousId {
     }
 }
 
-/// The key the waiting room and worker placement use. Today only ids; later families
-/// (tags, publications) derive keys of their own with domain separation.
+/// The namespace of a [`RendezvousKey`]. Keys of different spaces never compare equal,
+/// so a client naming a `uuid:` id can never reach a connection parked under a tag or a
+/// Hive device, whatever bytes it chooses.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
-pub struct RendezvousKey(pub [u8; 16]);
+#[repr(u8)]
+pub enum KeySpace {
+    /// `uuid:` ids (native protocol and node-rendezvous): the id's 16 bytes.
+    Uuid = 0,
+    /// Qredo-style tags (`tag:<hashedTag>`).
+    Tag = 1,
+    /// Hive devices (`hive:<workspace>/<device>`).
+    Hive = 2,
+}
+
+/// The key the waiting room and worker placement use: a namespace and 16 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct RendezvousKey {
+    space: KeySpace,
+    bytes: [u8; 16],
+}
 
 impl From<RendezvousId> for RendezvousKey {
     fn from(id: RendezvousId) -> Self {
-        Self(id.0)
+        Self::uuid(id.0)
     }
 }
 
 impl RendezvousKey {
+    /// The key of a `uuid:` id given as its 16 bytes.
+    pub const fn uuid(bytes: [u8; 16]) -> Self {
+        Self {
+            space: KeySpace::Uuid,
+            bytes,
+        }
+    }
+
+    /// A key derived from arbitrary family data: the first 16 bytes of
+    /// `SHA-256("tryst-key-v1\0" ‖ space byte ‖ data)`, kept in `space`.
+    pub fn derived(space: KeySpace, data: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"tryst-key-v1\0");
+        hasher.update([space as u8]);
+        hasher.update(data);
+        let digest = hasher.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self { space, bytes }
+    }
+
+    /// The key's namespace.
+    pub const fn space(&self) -> KeySpace {
+        self.space
+    }
+
+    /// The key's 16 bytes (the id itself for [`KeySpace::Uuid`]).
+    pub const fn bytes(&self) -> &[u8; 16] {
+        &self.bytes
+    }
+
     /// The worker that owns this key among `workers` (`workers >= 1`): a stable hash,
     /// identical in every process.
     ///
     /// The hash is 64-bit FNV-1a (offset basis `0xcbf29ce484222325`, prime
-    /// `0x100000001b3`) over the 16 key bytes in order, reduced `mod workers`. It has no
-    /// per-process seed, so every worker process (and every run) maps a key to the same
-    /// owner. It is not keyed: a peer can choose ids that land on one worker, which only
-    /// concentrates that peer's own load. `workers == 0` is treated as 1 (returns 0).
+    /// `0x100000001b3`) over the key bytes in order, reduced `mod workers`; keys outside
+    /// [`KeySpace::Uuid`] hash their space byte first. It has no per-process seed, so
+    /// every worker process (and every run) maps a key to the same owner. It is not
+    /// keyed: a peer can choose ids that land on one worker, which only concentrates that
+    /// peer's own load. `workers == 0` is treated as 1 (returns 0).
     pub fn owner(&self, workers: usize) -> usize {
         const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
         const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
         let mut h = FNV_OFFSET;
-        for &b in &self.0 {
+        if self.space != KeySpace::Uuid {
+            h ^= u64::from(self.space as u8);
+            h = h.wrapping_mul(FNV_PRIME);
+        }
+        for &b in &self.bytes {
             h ^= u64::from(b);
             h = h.wrapping_mul(FNV_PRIME);
         }
@@ -264,14 +317,42 @@ mod tests {
     }
 
     #[test]
+    fn keys_of_different_spaces_never_collide() {
+        let data = [7u8; 16];
+        let uuid = RendezvousKey::uuid(data);
+        let tag = RendezvousKey::derived(KeySpace::Tag, &data);
+        let hive = RendezvousKey::derived(KeySpace::Hive, &data);
+        assert_ne!(uuid, tag);
+        assert_ne!(tag, hive);
+        // Same bytes, different space: still different keys.
+        let forged = RendezvousKey::uuid(*tag.bytes());
+        assert_ne!(forged, tag);
+        assert_eq!(tag.space(), KeySpace::Tag);
+        // Derivation is stable (other processes compute the same key).
+        assert_eq!(tag, RendezvousKey::derived(KeySpace::Tag, &data));
+        assert_eq!(
+            hex::encode(tag.bytes()),
+            hex::encode(
+                &{
+                    use sha2::{Digest, Sha256};
+                    let mut h = Sha256::new();
+                    h.update(b"tryst-key-v1\0\x01");
+                    h.update(data);
+                    h.finalize()
+                }[..16]
+            )
+        );
+    }
+
+    #[test]
     fn owner_is_fnv1a_mod_workers_with_fixed_values() {
         // Values computed independently (python FNV-1a 64); they must never change, or
         // worker processes of different builds would disagree on owners.
-        let key = RendezvousKey(BYTES);
+        let key = RendezvousKey::uuid(BYTES);
         assert_eq!(key.owner(4), 0);
         assert_eq!(key.owner(7), 6);
         assert_eq!(key.owner(1000), 244);
-        let zero = RendezvousKey([0; 16]);
+        let zero = RendezvousKey::uuid([0; 16]);
         assert_eq!(zero.owner(4), 1);
         assert_eq!(zero.owner(7), 0);
         assert_eq!(zero.owner(1000), 221);
@@ -290,7 +371,7 @@ mod tests {
         for i in 0u32..8000 {
             let mut bytes = [0u8; 16];
             bytes[..4].copy_from_slice(&i.to_le_bytes());
-            counts[RendezvousKey(bytes).owner(8)] += 1;
+            counts[RendezvousKey::uuid(bytes).owner(8)] += 1;
         }
         for c in counts {
             assert!((700..=1300).contains(&c), "uneven spread: {counts:?}");

@@ -12,6 +12,8 @@
 //! - [`metrics`]: the Prometheus rendering of the engine's counters.
 //! - [`pico`]: the Pico Rendezvous Point API (`/new`, `/channel/<name>`): a sans-IO
 //!   channel table and its async adapter, served by [`http`].
+//! - [`router`]: the workers' router: the engine's compat router plus the `CONNECT`
+//!   scheme families (`tag:`, `hive:`).
 //! - [`serve`]: the supervisor process and the worker entry point.
 //!
 //! I/O contract: [`serve`] and [`http`] do network I/O, [`secrets`] and [`config`] read and
@@ -29,6 +31,7 @@ pub mod http;
 pub mod metrics;
 pub mod nodeprov;
 pub mod pico;
+pub mod router;
 pub mod secrets;
 pub mod serve;
 pub mod tls;

@@ -21,6 +21,8 @@ use tokio::io::Interest;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tryst_engine::driver::{Engine, Listener, run_worker};
 use tryst_engine::node::{CompatRouter, CompatRouterConfig};
+
+use crate::router::RelayRouter;
 use tryst_engine::route::{NativeRouterConfig, Transport};
 
 /// Listen backlog (std's `TcpListener::bind` uses 128).
@@ -353,7 +355,7 @@ fn begin_shutdown(engine: &mut Engine, http: &HttpService, shutting_down: &mut b
 /// park replaces the older) and runs the engine's event loop until shutdown.
 pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
     let secrets = FileSecrets::load(&config.secrets_path)?;
-    let router = CompatRouter::new(
+    let router = RelayRouter::new(CompatRouter::new(
         secrets,
         CompatRouterConfig {
             native: NativeRouterConfig {
@@ -362,7 +364,7 @@ pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
             },
             ..CompatRouterConfig::default()
         },
-    );
+    ));
     let tls = config.tls.clone().map(|tls| {
         let data_dir = config.data_dir.clone();
         Box::new(move || {

@@ -195,7 +195,7 @@ fn replay_insert() {
 fn key(n: u32) -> RendezvousKey {
     let mut bytes = [0x7e; 16];
     bytes[..4].copy_from_slice(&n.to_le_bytes());
-    RendezvousKey(bytes)
+    RendezvousKey::uuid(bytes)
 }
 
 fn limits() -> RoomLimits {

@@ -961,7 +961,7 @@ impl<R: Router> Worker<R> {
     fn take_pairing(&mut self, client: usize) -> Box<Pairing> {
         let empty = || {
             Box::new(Pairing {
-                key: RendezvousKey([0; 16]),
+                key: RendezvousKey::uuid([0; 16]),
                 greeting: Vec::new(),
                 to_server: Vec::new(),
                 not_parked: None,

@@ -69,7 +69,7 @@ pub const HTTP_SERVICE_PATHS: &[&str] = &[
 /// channels (`/channel/`), and the dead-drop's own namespace.
 pub const HTTP_SERVICE_PREFIXES: &[&str] = &["/v1/", "/channel/", "/deaddrop/"];
 /// The key under which requests that will be refused by the owner are classified.
-pub const REFUSAL_KEY: RendezvousKey = RendezvousKey([0; 16]);
+pub const REFUSAL_KEY: RendezvousKey = RendezvousKey::uuid([0; 16]);
 
 /// Settings of the combined router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -146,7 +146,7 @@ pub struct Harness {
 pub fn key_of(key: u8) -> RendezvousKey {
     let mut bytes = [0x5a; 16];
     bytes[0] = key;
-    RendezvousKey(bytes)
+    RendezvousKey::uuid(bytes)
 }
 
 impl Harness {

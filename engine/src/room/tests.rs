@@ -4,7 +4,7 @@ use super::*;
 use std::time::{Duration, Instant};
 
 fn key(n: u8) -> RendezvousKey {
-    RendezvousKey([n; 16])
+    RendezvousKey::uuid([n; 16])
 }
 
 fn limits() -> RoomLimits {

@@ -1,0 +1,212 @@
+//! The relay workers' router: the engine's [`CompatRouter`] (native protocol and
+//! node-rendezvous) plus the families whose `CONNECT` targets carry a scheme of their own
+//! (`tag:` for Qredo-style tags, `hive:` for Hive devices), each a [`SchemeFamily`].
+//!
+//! A `CONNECT` whose target starts with a registered scheme (ASCII case-insensitive) is
+//! decided by that family on either transport; everything else goes to the compat router
+//! unchanged. Each family derives its keys in its own [`tryst_engine::target::KeySpace`],
+//! so no family can reach another's parked connections. Pure: no I/O, no clock reads.
+
+use tryst_engine::head::{Method, RequestHead};
+use tryst_engine::node::CompatRouter;
+use tryst_engine::reject::Rejection;
+use tryst_engine::route::{Classified, Route, Router, SecretSource, Transport};
+
+/// A `CONNECT` family selected by its target scheme.
+pub trait SchemeFamily: Send {
+    /// The scheme including its colon, lower case (e.g. `"tag:"`).
+    fn scheme(&self) -> &'static str;
+    /// Cheap classification on the accepting worker: the key's owner, or a refusal
+    /// answered at once. `target` is the whole request target, scheme included.
+    fn classify(&self, head: &RequestHead, transport: Transport) -> Result<Classified, Rejection>;
+    /// The full decision on the owner worker (proofs, replay caches, family state).
+    fn route(
+        &mut self,
+        head: &RequestHead,
+        early: &[u8],
+        now_unix: u64,
+        transport: Transport,
+    ) -> Route;
+    /// Re-reads whatever the family loads; on error its old state stays.
+    fn reload(&mut self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The compat router plus scheme families.
+pub struct RelayRouter<S> {
+    compat: CompatRouter<S>,
+    families: Vec<Box<dyn SchemeFamily>>,
+}
+
+impl<S> std::fmt::Debug for RelayRouter<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let schemes: Vec<&str> = self.families.iter().map(|f| f.scheme()).collect();
+        f.debug_struct("RelayRouter")
+            .field("schemes", &schemes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SecretSource> RelayRouter<S> {
+    /// A router over `compat` with no scheme families yet.
+    pub fn new(compat: CompatRouter<S>) -> Self {
+        Self {
+            compat,
+            families: Vec::new(),
+        }
+    }
+
+    /// Adds a scheme family; later families never shadow earlier ones.
+    pub fn with_family(mut self, family: Box<dyn SchemeFamily>) -> Self {
+        self.families.push(family);
+        self
+    }
+
+    fn family_index(&self, head: &RequestHead) -> Option<usize> {
+        if head.method != Method::Connect {
+            return None;
+        }
+        let target = head.target.as_bytes();
+        self.families.iter().position(|family| {
+            let scheme = family.scheme().as_bytes();
+            target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
+        })
+    }
+}
+
+impl<S: SecretSource> Router for RelayRouter<S> {
+    fn classify(&self, head: &RequestHead, transport: Transport) -> Result<Classified, Rejection> {
+        match self.family_index(head) {
+            Some(i) => self.families[i].classify(head, transport),
+            None => self.compat.classify(head, transport),
+        }
+    }
+
+    fn route(
+        &mut self,
+        head: &RequestHead,
+        early: &[u8],
+        now_unix: u64,
+        transport: Transport,
+    ) -> Route {
+        match self.family_index(head) {
+            Some(i) => self.families[i].route(head, early, now_unix, transport),
+            None => self.compat.route(head, early, now_unix, transport),
+        }
+    }
+
+    fn reload(&mut self) -> Result<(), String> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.compat.reload() {
+            errors.push(e);
+        }
+        for family in &mut self.families {
+            if let Err(e) = family.reload() {
+                errors.push(format!("{}: {e}", family.scheme()));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tryst_engine::auth::Secret;
+    use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
+    use tryst_engine::node::CompatRouterConfig;
+    use tryst_engine::target::{KeySpace, RendezvousId, RendezvousKey};
+
+    #[derive(Debug)]
+    struct NoSecrets;
+
+    impl SecretSource for NoSecrets {
+        fn secret(&self, _: &RendezvousId) -> Option<&Secret> {
+            None
+        }
+        fn reload(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    /// A family that parks everything under one derived key (a test double).
+    struct Echo;
+
+    impl SchemeFamily for Echo {
+        fn scheme(&self) -> &'static str {
+            "echo:"
+        }
+        fn classify(&self, head: &RequestHead, _: Transport) -> Result<Classified, Rejection> {
+            Ok(Classified::Rendezvous(RendezvousKey::derived(
+                KeySpace::Tag,
+                head.target.as_bytes(),
+            )))
+        }
+        fn route(&mut self, head: &RequestHead, _: &[u8], _: u64, _: Transport) -> Route {
+            Route::park(RendezvousKey::derived(
+                KeySpace::Tag,
+                head.target.as_bytes(),
+            ))
+        }
+    }
+
+    fn head(text: &str) -> RequestHead {
+        match parse_head(text.as_bytes(), &HeadLimits::default()) {
+            Ok(HeadStatus::Complete(head)) => head,
+            other => panic!("not a complete head: {other:?}"),
+        }
+    }
+
+    fn router() -> RelayRouter<NoSecrets> {
+        RelayRouter::new(CompatRouter::new(NoSecrets, CompatRouterConfig::default()))
+            .with_family(Box::new(Echo))
+    }
+
+    #[test]
+    fn scheme_dispatch_is_case_insensitive_and_connect_only() {
+        let mut r = router();
+        let h = head("CONNECT ECHO:abc HTTP/1.1\r\n\r\n");
+        let want = RendezvousKey::derived(KeySpace::Tag, b"ECHO:abc");
+        assert_eq!(
+            r.classify(&h, Transport::Plain),
+            Ok(Classified::Rendezvous(want))
+        );
+        assert_eq!(r.route(&h, b"", 0, Transport::Tls), Route::park(want));
+        // A GET with the same target is not the family's.
+        let get = head("GET echo:abc HTTP/1.1\r\n\r\n");
+        assert_ne!(
+            r.classify(&get, Transport::Plain),
+            Ok(Classified::Rendezvous(want))
+        );
+    }
+
+    #[test]
+    fn other_targets_keep_the_compat_behaviour() {
+        let mut r = router();
+        let mut compat = CompatRouter::new(NoSecrets, CompatRouterConfig::default());
+        for text in [
+            "CONNECT uuid:6ba7b810-9dad-11d1-80b4-00c04fd430c8 HTTP/1.1\r\n\r\n",
+            "CONNECT echo HTTP/1.1\r\n\r\n",
+            "GET /healthz HTTP/1.1\r\n\r\n",
+        ] {
+            let h = head(text);
+            for transport in [Transport::Plain, Transport::Tls] {
+                assert_eq!(
+                    r.classify(&h, transport),
+                    compat.classify(&h, transport),
+                    "{text}"
+                );
+                assert_eq!(
+                    r.route(&h, b"", 1_400_000_000, transport),
+                    compat.route(&h, b"", 1_400_000_000, transport),
+                    "{text}"
+                );
+            }
+        }
+    }
+}
