@@ -98,6 +98,12 @@ pub struct Settings {
     /// Accepted clock difference for park proofs, whole seconds [default: 60s].
     #[arg(long, env = "TRYST_PROOF_WINDOW", value_name = "DURATION")]
     pub proof_window: Option<HumanDuration>,
+    /// node-rendezvous: TOTP steps accepted either side of the current one [default: 0].
+    #[arg(long, env = "TRYST_TOTP_SKEW_STEPS", value_name = "N")]
+    pub totp_skew_steps: Option<u64>,
+    /// node-rendezvous: a newer park of an id `replace`s the parked one, or `queue`s behind it [default: replace].
+    #[arg(long, env = "TRYST_NODE_PARK_MODE", value_name = "MODE")]
+    pub node_park_mode: Option<NodeParkMode>,
     /// Sockets the relay as a whole should be able to hold; sizes `--workers auto` [default: 120000].
     #[arg(long, env = "TRYST_MAX_SOCKETS", value_name = "N")]
     pub max_sockets: Option<usize>,
@@ -194,6 +200,8 @@ impl Settings {
             max_parked_per_id: self.max_parked_per_id.or(fallback.max_parked_per_id),
             pipe_size: self.pipe_size.or(fallback.pipe_size),
             proof_window: self.proof_window.or(fallback.proof_window),
+            totp_skew_steps: self.totp_skew_steps.or(fallback.totp_skew_steps),
+            node_park_mode: self.node_park_mode.or(fallback.node_park_mode),
             max_sockets: self.max_sockets.or(fallback.max_sockets),
             max_pipes_per_worker: self.max_pipes_per_worker.or(fallback.max_pipes_per_worker),
             max_http_connections: self.max_http_connections.or(fallback.max_http_connections),
@@ -336,6 +344,25 @@ impl<'de> serde::Deserialize<'de> for WorkerCount {
         }
 
         deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+/// How a node-rendezvous park treats the connection already parked under its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeParkMode {
+    /// Close the parked connection; the newer one takes its place (upstream's behaviour).
+    Replace,
+    /// Queue behind the parked connections (FIFO, capped by `--max-parked-per-id`).
+    Queue,
+}
+
+impl From<NodeParkMode> for tryst_engine::route::ParkMode {
+    fn from(mode: NodeParkMode) -> Self {
+        match mode {
+            NodeParkMode::Replace => Self::Replace,
+            NodeParkMode::Queue => Self::Queue,
+        }
     }
 }
 

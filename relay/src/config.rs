@@ -20,6 +20,8 @@ pub const DEFAULT_LISTEN: SocketAddr =
 pub const DEFAULT_MAX_SOCKETS: usize = 120_000;
 /// Default `--max-http-connections`.
 pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 256;
+/// Largest `--totp-skew-steps`.
+const MAX_TOTP_SKEW_STEPS: u64 = 10;
 /// Default `--proof-window`.
 pub const DEFAULT_PROOF_WINDOW: Duration = Duration::from_secs(60);
 /// File descriptors a worker keeps for everything but sockets and pipes (ring, control
@@ -130,6 +132,10 @@ pub struct ServeConfig {
     pub secrets_path: PathBuf,
     /// Accepted `|now - ts|` for park proofs, seconds.
     pub proof_window_secs: u64,
+    /// node-rendezvous: TOTP steps accepted either side of the current one.
+    pub totp_skew_steps: u64,
+    /// node-rendezvous: how a newer park treats the parked connection of its id.
+    pub node_park_mode: tryst_engine::route::ParkMode,
     /// Sockets the relay as a whole aims to hold.
     pub max_sockets: usize,
     /// Most concurrent HTTP-service connections.
@@ -203,6 +209,13 @@ impl ServeConfig {
             return Err(invalid(
                 "proof-window",
                 "must be a whole number of seconds, at least 1s",
+            ));
+        }
+        let totp_skew_steps = s.totp_skew_steps.unwrap_or(0);
+        if totp_skew_steps > MAX_TOTP_SKEW_STEPS {
+            return Err(invalid(
+                "totp-skew-steps",
+                "must be at most 10 (each step widens the guessing window by two codes)",
             ));
         }
         let max_parked_per_key = s.max_parked_per_id.unwrap_or(defaults.max_parked_per_key);
@@ -311,6 +324,10 @@ impl ServeConfig {
             data_dir,
             secrets_path,
             proof_window_secs: proof_window.as_secs(),
+            totp_skew_steps,
+            node_park_mode: s
+                .node_park_mode
+                .map_or(tryst_engine::route::ParkMode::Replace, Into::into),
             max_sockets,
             max_http_connections,
             pico,
@@ -664,6 +681,8 @@ drain-timeout = "10s"
 max-parked-per-id = 8
 pipe-size = 65536
 proof-window = "30s"
+totp-skew-steps = 1
+node-park-mode = "queue"
 max-sockets = 50000
 max-pipes-per-worker = 64
 max-http-connections = 10
@@ -674,6 +693,8 @@ max-http-connections = 10
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/tryst"));
         assert_eq!(c.secrets_path, PathBuf::from("/etc/tryst/secrets.toml"));
         assert_eq!(c.proof_window_secs, 30);
+        assert_eq!(c.totp_skew_steps, 1);
+        assert_eq!(c.node_park_mode, tryst_engine::route::ParkMode::Queue);
         assert_eq!(c.max_http_connections, 10);
         assert_eq!(c.max_sockets, 50_000);
         let e = &c.engine;
@@ -751,6 +772,13 @@ max-http-connections = 10
                     ..Settings::default()
                 },
                 "proof-window",
+            ),
+            (
+                Settings {
+                    totp_skew_steps: Some(11),
+                    ..Settings::default()
+                },
+                "totp-skew-steps",
             ),
             (
                 Settings {
