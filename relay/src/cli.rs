@@ -176,6 +176,12 @@ pub struct Settings {
         value_name = "BOOL"
     )]
     pub deaddrop_require_recipient_fingerprint: Option<bool>,
+    /// Longest lifetime of a published tag; longer Tag-Duration requests are capped, and a tag created without one gets this [default: 24h].
+    #[arg(long, env = "TRYST_TAG_MAX_DURATION", value_name = "DURATION")]
+    pub tag_max_duration: Option<HumanDuration>,
+    /// Most tags (live and recently dead) per worker; creating one more is answered 503 [default: 100000].
+    #[arg(long, env = "TRYST_TAG_MAX_TAGS", value_name = "N")]
+    pub tag_max_tags: Option<usize>,
 }
 
 impl Settings {
@@ -222,6 +228,8 @@ impl Settings {
             deaddrop_require_recipient_fingerprint: self
                 .deaddrop_require_recipient_fingerprint
                 .or(fallback.deaddrop_require_recipient_fingerprint),
+            tag_max_duration: self.tag_max_duration.or(fallback.tag_max_duration),
+            tag_max_tags: self.tag_max_tags.or(fallback.tag_max_tags),
         }
     }
 }

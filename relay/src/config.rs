@@ -142,6 +142,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// The dead-drop (hivemind-rendezvous compatible mailboxes).
     pub deaddrop: crate::deaddrop::DeadDropConfig,
+    /// The `tag:` family's table limits (per worker).
+    pub tag: crate::tag::table::TagLimits,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -304,7 +306,9 @@ impl ServeConfig {
             return Err(invalid("tls-cert", "needs tls-listen"));
         }
         let deaddrop = deaddrop_config(&s, &data_dir, &cwd)?;
+        let tag = tag_limits(&s, proof_window.as_secs(), client_wait)?;
         Ok(Self {
+            tag,
             deaddrop,
             tls,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
@@ -317,6 +321,36 @@ impl ServeConfig {
             engine,
         })
     }
+}
+
+/// The `tag:` table limits: the tag flags, the proof window, and a publisher grace of
+/// the client wait rounded up to whole seconds.
+fn tag_limits(
+    s: &Settings,
+    proof_window_secs: u64,
+    client_wait: Duration,
+) -> Result<crate::tag::table::TagLimits, ConfigError> {
+    let defaults = crate::tag::table::TagLimits::default();
+    let max_duration = s
+        .tag_max_duration
+        .map_or(Duration::from_secs(defaults.max_duration_secs), |d| d.0);
+    if max_duration < Duration::from_secs(1) || max_duration.subsec_nanos() != 0 {
+        return Err(invalid(
+            "tag-max-duration",
+            "must be a whole number of seconds, at least 1s",
+        ));
+    }
+    let max_tags = s.tag_max_tags.unwrap_or(defaults.max_tags);
+    if !(1..=100_000_000).contains(&max_tags) {
+        return Err(invalid("tag-max-tags", "must be between 1 and 100000000"));
+    }
+    Ok(crate::tag::table::TagLimits {
+        max_tags,
+        max_duration_secs: max_duration.as_secs(),
+        proof_window_secs,
+        publisher_grace_secs: client_wait.as_secs() + u64::from(client_wait.subsec_nanos() > 0),
+        ..defaults
+    })
 }
 
 /// The dead-drop settings: defaults in `data_dir`, overridden and validated.

@@ -11,6 +11,7 @@ use tryst_engine::head::{Method, RequestHead};
 use tryst_engine::node::CompatRouter;
 use tryst_engine::reject::Rejection;
 use tryst_engine::route::{Classified, Route, Router, SecretSource, Transport};
+use tryst_engine::target::RendezvousKey;
 
 /// A `CONNECT` family selected by its target scheme.
 pub trait SchemeFamily: Send {
@@ -30,6 +31,10 @@ pub trait SchemeFamily: Send {
     /// Re-reads whatever the family loads; on error its old state stays.
     fn reload(&mut self) -> Result<(), String> {
         Ok(())
+    }
+    /// Keys whose parked connections must be closed now (see [`Router::evictions`]).
+    fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
+        let _ = (now_unix, out);
     }
 }
 
@@ -112,6 +117,13 @@ impl<S: SecretSource> Router for RelayRouter<S> {
             Err(errors.join("; "))
         }
     }
+
+    fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
+        self.compat.evictions(now_unix, out);
+        for family in &mut self.families {
+            family.evictions(now_unix, out);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +132,7 @@ mod tests {
     use tryst_engine::auth::Secret;
     use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
     use tryst_engine::node::CompatRouterConfig;
-    use tryst_engine::target::{KeySpace, RendezvousId, RendezvousKey};
+    use tryst_engine::target::{KeySpace, RendezvousId};
 
     #[derive(Debug)]
     struct NoSecrets;

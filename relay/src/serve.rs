@@ -364,7 +364,8 @@ pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
             },
             ..CompatRouterConfig::default()
         },
-    ));
+    ))
+    .with_family(Box::new(crate::tag::TagFamily::new(config.tag)));
     let tls = config.tls.clone().map(|tls| {
         let data_dir = config.data_dir.clone();
         Box::new(move || {
