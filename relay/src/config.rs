@@ -333,7 +333,7 @@ fn tag_limits(
     let defaults = crate::tag::table::TagLimits::default();
     let max_duration = s
         .tag_max_duration
-        .map_or(Duration::from_secs(defaults.max_duration_secs), |d| d.0);
+        .map_or_else(|| Duration::from_secs(defaults.max_duration_secs), |d| d.0);
     if max_duration < Duration::from_secs(1) || max_duration.subsec_nanos() != 0 {
         return Err(invalid(
             "tag-max-duration",

@@ -144,10 +144,10 @@ impl TagTable {
 
     /// Refreshes `tag`'s entry at `now`, recording a new tombstone.
     fn refresh(&mut self, tag: &HashedTag, now: u64) {
-        if let Some(e) = self.entries.get_mut(tag) {
-            if e.refresh(now) {
-                self.tombstones.push_back((now, *tag));
-            }
+        if let Some(e) = self.entries.get_mut(tag)
+            && e.refresh(now)
+        {
+            self.tombstones.push_back((now, *tag));
         }
     }
 
@@ -325,5 +325,322 @@ impl TagTable {
         {
             self.entries.remove(tag);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tag::kdf::hashed_tag;
+    use ed25519_dalek::{Signer as _, SigningKey};
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn limits() -> TagLimits {
+        TagLimits {
+            max_tags: 4,
+            max_duration_secs: 3600,
+            proof_window_secs: 60,
+            publisher_grace_secs: 2,
+            replay_capacity: 1000,
+        }
+    }
+
+    fn proof_by(
+        key: &SigningKey,
+        tag: &HashedTag,
+        ts: u64,
+        nonce_seed: u8,
+        options: &CreateOptions,
+    ) -> TagProof {
+        let nonce = vec![nonce_seed; 16];
+        let sig = key.sign(&park_message(tag, ts, &nonce, options)).to_bytes();
+        TagProof { ts, nonce, sig }
+    }
+
+    /// Parks with the derived key and a fresh nonce per `seed`.
+    fn park(
+        t: &mut TagTable,
+        tag: &HashedTag,
+        seed: u8,
+        o: &CreateOptions,
+        now: u64,
+    ) -> Result<Parked, Rejection> {
+        let p = proof_by(&tag.derived_signing_key(), tag, now, seed, o);
+        t.park(tag, &p, o, now)
+    }
+
+    fn single_shot(duration: Option<u64>) -> CreateOptions {
+        CreateOptions {
+            mode: Some(TagMode::SingleShot),
+            duration_secs: duration,
+            owner_key: None,
+        }
+    }
+
+    #[test]
+    fn unknown_tags_are_404_for_responders() {
+        let mut t = TagTable::new(limits());
+        assert_eq!(
+            t.respond(&hashed_tag("", "nope"), NOW),
+            Err(Rejection::UnknownTag)
+        );
+    }
+
+    #[test]
+    fn single_shot_first_responder_consumes() {
+        let mut t = TagTable::new(limits());
+        let tag = hashed_tag("", "one");
+        assert_eq!(
+            park(&mut t, &tag, 1, &single_shot(None), NOW),
+            Ok(Parked {
+                mode: TagMode::SingleShot,
+                created: true
+            })
+        );
+        assert_eq!(t.respond(&tag, NOW), Ok(TagMode::SingleShot));
+        assert_eq!(t.respond(&tag, NOW), Err(Rejection::UnknownTag));
+        // Within the publisher grace a park is still accepted (the winner may be waiting).
+        assert_eq!(
+            park(&mut t, &tag, 2, &CreateOptions::default(), NOW + 1).map(|p| p.mode),
+            Ok(TagMode::SingleShot)
+        );
+        let mut out = Vec::new();
+        t.evictions(NOW + 1, &mut out);
+        assert!(out.is_empty());
+        t.evictions(NOW + 2, &mut out);
+        assert_eq!(out, vec![room_key(&tag)]);
+        assert_eq!(
+            park(&mut t, &tag, 3, &CreateOptions::default(), NOW + 2),
+            Err(Rejection::TagGone)
+        );
+        assert_eq!(t.respond(&tag, NOW + 2), Err(Rejection::UnknownTag));
+    }
+
+    #[test]
+    fn long_term_serves_every_responder_until_expiry() {
+        let mut t = TagTable::new(limits());
+        let tag = hashed_tag("", "many");
+        let o = CreateOptions {
+            duration_secs: Some(100),
+            ..CreateOptions::default()
+        };
+        assert_eq!(
+            park(&mut t, &tag, 1, &o, NOW).map(|p| p.mode),
+            Ok(TagMode::LongTerm)
+        );
+        for i in 0..50 {
+            assert_eq!(t.respond(&tag, NOW + i), Ok(TagMode::LongTerm));
+        }
+        assert!(t.is_live(&tag, NOW + 99));
+        let mut out = Vec::new();
+        t.evictions(NOW + 99, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(t.respond(&tag, NOW + 100), Err(Rejection::UnknownTag));
+        assert_eq!(
+            park(&mut t, &tag, 2, &o, NOW + 100),
+            Err(Rejection::TagGone)
+        );
+        t.evictions(NOW + 100, &mut out);
+        assert_eq!(out, vec![room_key(&tag)]);
+        // The tombstone stays for the maximum duration, then the tag may be created anew.
+        out.clear();
+        t.evictions(NOW + 100 + 3599, &mut out);
+        assert_eq!(t.len(), 1);
+        t.evictions(NOW + 100 + 3600, &mut out);
+        assert!(t.is_empty());
+        assert!(out.is_empty());
+        let later = NOW + 100 + 3600;
+        assert_eq!(
+            park(&mut t, &tag, 3, &o, later).map(|p| p.created),
+            Ok(true)
+        );
+    }
+
+    #[test]
+    fn durations_are_capped_and_default_to_the_maximum() {
+        let mut t = TagTable::new(limits());
+        let capped = hashed_tag("", "capped");
+        let o = CreateOptions {
+            duration_secs: Some(1_000_000),
+            ..CreateOptions::default()
+        };
+        park(&mut t, &capped, 1, &o, NOW).unwrap();
+        assert!(t.is_live(&capped, NOW + 3599));
+        assert!(!t.is_live(&capped, NOW + 3600));
+        let default = hashed_tag("", "default");
+        park(&mut t, &default, 1, &CreateOptions::default(), NOW).unwrap();
+        assert!(t.is_live(&default, NOW + 3599));
+        assert!(!t.is_live(&default, NOW + 3600));
+        // The capped request is still what later parks must repeat (or omit).
+        assert!(park(&mut t, &capped, 2, &o, NOW + 1).is_ok());
+        let other = CreateOptions {
+            duration_secs: Some(3600),
+            ..CreateOptions::default()
+        };
+        assert_eq!(
+            park(&mut t, &capped, 3, &other, NOW + 1),
+            Err(Rejection::TagConflict)
+        );
+    }
+
+    #[test]
+    fn conflicting_options_on_later_parks() {
+        let mut t = TagTable::new(limits());
+        let tag = hashed_tag("", "c");
+        park(&mut t, &tag, 1, &single_shot(Some(60)), NOW).unwrap();
+        assert_eq!(
+            park(
+                &mut t,
+                &tag,
+                2,
+                &CreateOptions {
+                    mode: Some(TagMode::LongTerm),
+                    ..CreateOptions::default()
+                },
+                NOW
+            ),
+            Err(Rejection::TagConflict)
+        );
+        assert_eq!(
+            park(&mut t, &tag, 3, &single_shot(Some(61)), NOW),
+            Err(Rejection::TagConflict)
+        );
+        assert!(park(&mut t, &tag, 4, &single_shot(Some(60)), NOW).is_ok());
+        assert!(park(&mut t, &tag, 5, &CreateOptions::default(), NOW).is_ok());
+    }
+
+    #[test]
+    fn registered_owner_keys() {
+        let mut t = TagTable::new(limits());
+        let tag = hashed_tag("", "registered");
+        let owner = SigningKey::from_bytes(&[42; 32]);
+        let o = CreateOptions {
+            owner_key: Some(owner.verifying_key()),
+            ..CreateOptions::default()
+        };
+        // The registering park must be signed by the key it registers.
+        let p = proof_by(&tag.derived_signing_key(), &tag, NOW, 1, &o);
+        assert_eq!(t.park(&tag, &p, &o, NOW), Err(Rejection::BadProof));
+        let p = proof_by(&owner, &tag, NOW, 2, &o);
+        assert_eq!(t.park(&tag, &p, &o, NOW).map(|p| p.created), Ok(true));
+        // Later parks: signed by the registered key, with or without repeating it.
+        let none = CreateOptions::default();
+        let p = proof_by(&owner, &tag, NOW, 3, &none);
+        assert!(t.park(&tag, &p, &none, NOW).is_ok());
+        // The derived key no longer works.
+        let p = proof_by(&tag.derived_signing_key(), &tag, NOW, 4, &none);
+        assert_eq!(t.park(&tag, &p, &none, NOW), Err(Rejection::BadProof));
+        // Registering another key (even correctly signed by it) is refused.
+        let other = SigningKey::from_bytes(&[43; 32]);
+        let o2 = CreateOptions {
+            owner_key: Some(other.verifying_key()),
+            ..CreateOptions::default()
+        };
+        let p = proof_by(&other, &tag, NOW, 5, &o2);
+        assert_eq!(t.park(&tag, &p, &o2, NOW), Err(Rejection::OwnerKeyMismatch));
+        // A tag created with the derived key cannot be taken over either.
+        let derived = hashed_tag("", "derived");
+        park(&mut t, &derived, 1, &none, NOW).unwrap();
+        let p = proof_by(&other, &derived, NOW, 6, &o2);
+        assert_eq!(
+            t.park(&derived, &p, &o2, NOW),
+            Err(Rejection::OwnerKeyMismatch)
+        );
+    }
+
+    #[test]
+    fn bad_signatures_stale_timestamps_and_replays() {
+        let mut t = TagTable::new(limits());
+        let tag = hashed_tag("", "proofs");
+        let o = CreateOptions::default();
+        let good = proof_by(&tag.derived_signing_key(), &tag, NOW, 1, &o);
+        let mut flipped = good.clone();
+        flipped.sig[0] ^= 1;
+        assert_eq!(t.park(&tag, &flipped, &o, NOW), Err(Rejection::BadProof));
+        // Signed for another tag.
+        let other = hashed_tag("", "other");
+        let wrong_tag = proof_by(&other.derived_signing_key(), &other, NOW, 1, &o);
+        assert_eq!(t.park(&tag, &wrong_tag, &o, NOW), Err(Rejection::BadProof));
+        // Options are signed: the same proof with other options fails.
+        assert_eq!(
+            t.park(&tag, &good, &single_shot(None), NOW),
+            Err(Rejection::BadProof)
+        );
+        assert_eq!(
+            t.park(&tag, &good, &o, NOW + 61),
+            Err(Rejection::StaleTimestamp)
+        );
+        assert_eq!(
+            t.park(&tag, &good, &o, NOW - 61),
+            Err(Rejection::StaleTimestamp)
+        );
+        assert!(t.is_empty(), "refused parks create nothing");
+        assert!(t.park(&tag, &good, &o, NOW + 60).is_ok());
+        assert_eq!(
+            t.park(&tag, &good, &o, NOW + 60),
+            Err(Rejection::ReplayedNonce)
+        );
+        // A non-canonical signature (s >= L) is refused by strict verification.
+        let mut high_s = proof_by(&tag.derived_signing_key(), &tag, NOW, 9, &o);
+        high_s.sig[63] |= 0xf0;
+        assert_eq!(t.park(&tag, &high_s, &o, NOW), Err(Rejection::BadProof));
+    }
+
+    #[test]
+    fn full_replay_cache_refuses() {
+        let mut t = TagTable::new(TagLimits {
+            replay_capacity: 1,
+            ..limits()
+        });
+        let tag = hashed_tag("", "r");
+        park(&mut t, &tag, 1, &CreateOptions::default(), NOW).unwrap();
+        assert_eq!(
+            park(&mut t, &tag, 2, &CreateOptions::default(), NOW),
+            Err(Rejection::ReplayCacheFull)
+        );
+    }
+
+    #[test]
+    fn full_table_drops_tombstones_then_refuses() {
+        let mut t = TagTable::new(limits());
+        let o = CreateOptions::default();
+        let tags: Vec<HashedTag> = (0..6).map(|i| hashed_tag("", &format!("t{i}"))).collect();
+        park(&mut t, &tags[0], 1, &single_shot(None), NOW).unwrap();
+        park(
+            &mut t,
+            &tags[1],
+            1,
+            &CreateOptions {
+                duration_secs: Some(10),
+                ..o
+            },
+            NOW,
+        )
+        .unwrap();
+        park(&mut t, &tags[2], 1, &o, NOW).unwrap();
+        park(&mut t, &tags[3], 1, &o, NOW).unwrap();
+        assert_eq!(
+            park(&mut t, &tags[4], 1, &o, NOW),
+            Err(Rejection::TagTableFull)
+        );
+        // Consume tags[0]: its tombstone makes room.
+        t.respond(&tags[0], NOW).unwrap();
+        assert_eq!(
+            park(&mut t, &tags[4], 2, &o, NOW).map(|p| p.created),
+            Ok(true)
+        );
+        assert_eq!(t.respond(&tags[0], NOW), Err(Rejection::UnknownTag));
+        assert_eq!(
+            park(&mut t, &tags[5], 1, &o, NOW + 5),
+            Err(Rejection::TagTableFull)
+        );
+        // tags[1] expires untouched at NOW + 10; a full table notices and drops it.
+        assert_eq!(
+            park(&mut t, &tags[5], 2, &o, NOW + 10).map(|p| p.created),
+            Ok(true)
+        );
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.respond(&tags[1], NOW + 10), Err(Rejection::UnknownTag));
     }
 }

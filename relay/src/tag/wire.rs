@@ -412,3 +412,256 @@ pub fn tag_identity_key(tag: &str) -> Option<VerifyingKey> {
         .ok()
         .filter(|k| !k.is_weak())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tag::kdf::hashed_tag;
+    use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
+
+    fn head(text: &str) -> tryst_engine::head::RequestHead {
+        match parse_head(text.as_bytes(), &HeadLimits::default()) {
+            Ok(HeadStatus::Complete(h)) => h,
+            other => panic!("not a complete head: {other:?}"),
+        }
+    }
+
+    const HELLO: &str = "b361493fec41a15b1debb72c3012259bfe40f02420a1a570a70faf6ab8c6e3a7";
+
+    #[test]
+    fn targets() {
+        let t = parse_target(&format!("tag:{HELLO}")).unwrap();
+        assert_eq!(t, hashed_tag("", "hello"));
+        assert_eq!(
+            parse_target(&format!("TAG:{}", HELLO.to_uppercase())),
+            Ok(t)
+        );
+        for bad in [
+            "tag:".to_owned(),
+            format!("tag:{}", &HELLO[1..]),
+            format!("tag:{HELLO}0"),
+            format!("tag:{}g", &HELLO[1..]),
+            format!("tag: {}", &HELLO[1..]),
+            format!("tog:{HELLO}"),
+            format!("tag:{}\u{e9}", &HELLO[2..]),
+        ] {
+            assert_eq!(parse_target(&bad), Err(WireError::MalformedTag), "{bad}");
+        }
+    }
+
+    /// A park proof signed over a fixed vector, checked against python3's
+    /// `cryptography` Ed25519 (deterministic signatures): key = derived key of "hello",
+    /// ts 1700000000, nonce 00..0f, no options.
+    const VECTOR_SIG: &str = "6d0414b359f39d7bca34426ce3adbf050cc66f1f1edb98f41919d516c5d1a478d418e18dbfc295499ee6431f786097a8c67fc223fc84be09aedbe623e718ef00";
+
+    #[test]
+    fn park_message_layout_is_exact() {
+        let tag = hashed_tag("", "hello");
+        let nonce: Vec<u8> = (0..16).collect();
+        let m = park_message(&tag, 1_700_000_000, &nonce, &CreateOptions::default());
+        let mut want = b"tryst-tag-park-v1\0".to_vec();
+        want.extend_from_slice(&tag.0);
+        want.extend_from_slice(&1_700_000_000u64.to_be_bytes());
+        want.push(16);
+        want.extend_from_slice(&nonce);
+        want.push(0);
+        want.extend_from_slice(&[0; 8]);
+        want.extend_from_slice(&[0; 32]);
+        assert_eq!(m, want);
+        let key = tag.derived_signing_key();
+        let sig = key.sign(&m);
+        assert_eq!(hex::encode(sig.to_bytes()), VECTOR_SIG);
+        let opts = CreateOptions {
+            mode: Some(TagMode::SingleShot),
+            duration_secs: Some(300),
+            owner_key: Some(key.verifying_key()),
+        };
+        let m = park_message(&tag, 1, &nonce, &opts);
+        assert_eq!(m[m.len() - 41], 1);
+        assert_eq!(&m[m.len() - 40..m.len() - 32], &300u64.to_be_bytes());
+        assert_eq!(&m[m.len() - 32..], key.verifying_key().as_bytes());
+    }
+
+    #[test]
+    fn proofs_parse_in_any_order_and_refuse_everything_else() {
+        let sig = URL_SAFE_NO_PAD.encode([7u8; 64]);
+        let nonce = "00112233445566778899aabbccddeeff";
+        let good = format!("Tag ts=17, nonce={nonce}, sig={sig}");
+        let p = parse_proof(good.as_bytes()).unwrap();
+        assert_eq!(p.ts, 17);
+        assert_eq!(p.nonce, hex::decode(nonce).unwrap());
+        assert_eq!(p.sig, [7; 64]);
+        let reordered = format!("tag sig={sig},nonce={},\tts=17", nonce.to_uppercase());
+        assert_eq!(parse_proof(reordered.as_bytes()), Ok(p));
+        let bad = [
+            String::new(),
+            "Tag".into(),
+            format!("Tryst ts=17, nonce={nonce}, sig={sig}"),
+            format!("Tag ts=17, nonce={nonce}"),
+            format!("Tag ts=17, ts=17, nonce={nonce}, sig={sig}"),
+            format!("Tag ts=-1, nonce={nonce}, sig={sig}"),
+            format!("Tag ts=, nonce={nonce}, sig={sig}"),
+            format!("Tag ts=99999999999999999999, nonce={nonce}, sig={sig}"),
+            format!("Tag ts=17, nonce={}, sig={sig}", &nonce[2..]),
+            format!("Tag ts=17, nonce={nonce}0, sig={sig}"),
+            format!("Tag ts=17, nonce={}, sig={sig}", "ab".repeat(33)),
+            format!("Tag ts=17, nonce={}zz, sig={sig}", &nonce[2..]),
+            format!("Tag ts=17, nonce={nonce}, sig={sig}="),
+            format!("Tag ts=17, nonce={nonce}, sig={}", &sig[1..]),
+            format!("Tag ts=17, nonce={nonce}, sig={}+", &sig[1..]),
+            format!("Tag ts=17, nonce={nonce}, sig={sig}, extra=1"),
+            format!("Tag ts=17 nonce={nonce}, sig={sig}"),
+        ];
+        for b in bad {
+            assert_eq!(
+                parse_proof(b.as_bytes()),
+                Err(WireError::MalformedProof),
+                "{b}"
+            );
+        }
+        assert_eq!(
+            parse_proof(b"Tag ts=1, nonce=\xff"),
+            Err(WireError::MalformedProof)
+        );
+    }
+
+    #[test]
+    fn options() {
+        let key = hashed_tag("", "k").derived_public_key();
+        let k64 = URL_SAFE_NO_PAD.encode(key.as_bytes());
+        let h = head(&format!(
+            "CONNECT x HTTP/1.1\r\ntag-mode: Single-Shot\r\nTag-Duration: 300\r\nTag-Owner-Key: {k64}\r\n\r\n"
+        ));
+        assert_eq!(
+            parse_create_options(&h),
+            Ok(CreateOptions {
+                mode: Some(TagMode::SingleShot),
+                duration_secs: Some(300),
+                owner_key: Some(key),
+            })
+        );
+        assert_eq!(
+            parse_create_options(&head("CONNECT x HTTP/1.1\r\n\r\n")),
+            Ok(CreateOptions::default())
+        );
+        for (h, want) in [
+            ("Tag-Mode: forever\r\n", WireError::MalformedOption),
+            (
+                "Tag-Mode: long-term\r\nTag-Mode: long-term\r\n",
+                WireError::MalformedOption,
+            ),
+            ("Tag-Duration: 0\r\n", WireError::MalformedOption),
+            ("Tag-Duration: -5\r\n", WireError::MalformedOption),
+            ("Tag-Duration: 1e3\r\n", WireError::MalformedOption),
+            (
+                "Tag-Duration: 9999999999999\r\n",
+                WireError::MalformedOption,
+            ),
+            ("Tag-Owner-Key: abc\r\n", WireError::BadOwnerKey),
+        ] {
+            let h = head(&format!("CONNECT x HTTP/1.1\r\n{h}\r\n"));
+            assert_eq!(parse_create_options(&h), Err(want), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn weak_and_invalid_owner_keys_are_refused() {
+        // The identity point (small order) and an all-zero encoding (order 4).
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        for weak in [identity, [0u8; 32]] {
+            assert_eq!(
+                parse_owner_key(URL_SAFE_NO_PAD.encode(weak).as_bytes()),
+                Err(WireError::BadOwnerKey)
+            );
+        }
+        // y = 2 is not on the curve.
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        assert_eq!(
+            parse_owner_key(URL_SAFE_NO_PAD.encode(off_curve).as_bytes()),
+            Err(WireError::BadOwnerKey)
+        );
+        let good = hashed_tag("", "x").derived_public_key();
+        assert_eq!(
+            parse_owner_key(URL_SAFE_NO_PAD.encode(good.as_bytes()).as_bytes()),
+            Ok(good)
+        );
+    }
+
+    #[test]
+    fn challenges() {
+        let h = head(&format!(
+            "CONNECT x HTTP/1.1\r\nTag-Challenge: {}\r\n\r\n",
+            "ab".repeat(16)
+        ));
+        assert_eq!(parse_challenge(&h), Ok(Some(vec![0xab; 16])));
+        assert_eq!(
+            parse_challenge(&head("CONNECT x HTTP/1.1\r\n\r\n")),
+            Ok(None)
+        );
+        for v in [
+            "ab".repeat(15),
+            "ab".repeat(65),
+            format!("{}a", "ab".repeat(16)),
+            "zz".repeat(16),
+        ] {
+            let h = head(&format!("CONNECT x HTTP/1.1\r\nTag-Challenge: {v}\r\n\r\n"));
+            assert_eq!(parse_challenge(&h), Err(WireError::MalformedOption), "{v}");
+        }
+    }
+
+    #[test]
+    fn hello_and_answer_frames_round_trip() {
+        let tag = hashed_tag("", "hello");
+        assert_eq!(hello_frame(None), b"TAGHELLO\x01\x00");
+        let challenge = [9u8; 20];
+        let f = hello_frame(Some(&challenge));
+        assert_eq!(&f[..10], b"TAGHELLO\x01\x14");
+        assert_eq!(parse_hello(&f), Ok((challenge.to_vec(), 30)));
+        assert_eq!(parse_hello(&f[..5]), Err(FrameError::Incomplete));
+        assert_eq!(parse_hello(&f[..29]), Err(FrameError::Incomplete));
+        assert_eq!(parse_hello(b"GET / HTTP/1.1"), Err(FrameError::Invalid));
+        assert_eq!(parse_hello(b"TAGHELLO\x02\x00"), Err(FrameError::Invalid));
+        assert_eq!(
+            parse_hello(b"TAGHELLO\x01\x03abc"),
+            Err(FrameError::Invalid)
+        );
+
+        let identity = SigningKey::from_bytes(&[5; 32]);
+        let answer = answer_frame(&identity, &tag, &challenge);
+        let pk = identity.verifying_key();
+        assert!(verify_answer(&pk, &tag, &challenge, &answer));
+        assert!(!verify_answer(&pk, &tag, &[8; 20], &answer));
+        assert!(!verify_answer(
+            &pk,
+            &hashed_tag("", "other"),
+            &challenge,
+            &answer
+        ));
+        assert!(!verify_answer(
+            &tag.derived_public_key(),
+            &tag,
+            &challenge,
+            &answer
+        ));
+        assert!(!verify_answer(&pk, &tag, &challenge, &answer[..71]));
+    }
+
+    #[test]
+    fn authenticated_tags_name_their_key() {
+        let pk = SigningKey::from_bytes(&[5; 32]).verifying_key();
+        let b64 = URL_SAFE_NO_PAD.encode(pk.as_bytes());
+        assert_eq!(tag_identity_key(&format!("shop@{b64}")), Some(pk));
+        assert_eq!(
+            tag_identity_key(&format!("@{}", hex::encode(pk.as_bytes()))),
+            Some(pk)
+        );
+        assert_eq!(tag_identity_key("0123456789abcdef"), None);
+        assert_eq!(tag_identity_key(&format!("a@b@{b64}")), None);
+        assert_eq!(
+            tag_identity_key(&format!("a@{}", URL_SAFE_NO_PAD.encode([0u8; 32]))),
+            None
+        );
+    }
+}
