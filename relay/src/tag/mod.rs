@@ -24,6 +24,23 @@ use tryst_engine::route::{Classified, ParkMode, ReachPlan, Route, Transport};
 use tryst_engine::target::RendezvousKey;
 use wire::TagMode;
 
+/// What `tryst tag` prints for `tag` under `app_id`: the hashed tag, the derived
+/// ownership public key (unpadded base64url and hex) and the `CONNECT` target.
+pub fn describe(app_id: &str, tag: &str) -> String {
+    use base64::Engine as _;
+    let hashed = kdf::hashed_tag(app_id, tag);
+    let owner = hashed.derived_public_key();
+    format!(
+        "hashed tag   {}\n\
+         owner key    {} (Ed25519, derived: seed = hashed tag; hex {})\n\
+         target       CONNECT {} HTTP/1.1\n",
+        hashed.to_hex(),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(owner.as_bytes()),
+        hex::encode(owner.as_bytes()),
+        hashed.target(),
+    )
+}
+
 /// The `tag:` scheme family. One per worker; the owner worker of a hashed tag (by its
 /// room key) holds that tag's entry, so every park and respond for a tag meets the same
 /// table and replay cache.

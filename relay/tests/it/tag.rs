@@ -332,3 +332,39 @@ fn ownership_proofs_are_checked_over_the_wire() {
             .contains("tryst_rejections_total{reason=\"owner_key_mismatch\"} 1")
     );
 }
+
+#[test]
+fn tag_command_prints_the_hashed_tag_owner_key_and_target() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tryst"))
+            .arg("tag")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Vectors computed independently with python3 (see tag::kdf's tests and
+    // docs/compat/qredo.md).
+    assert_eq!(
+        run(&["hello"]),
+        "hashed tag   b361493fec41a15b1debb72c3012259bfe40f02420a1a570a70faf6ab8c6e3a7\n\
+         owner key    heiJX9W0pfL0TKvsC3vw2Ru7n4OjlMnLCrZ0ygii6zU (Ed25519, derived: seed = hashed tag; hex 85e8895fd5b4a5f2f44cabec0b7bf0d91bbb9f83a394c9cb0ab674ca08a2eb35)\n\
+         target       CONNECT tag:b361493fec41a15b1debb72c3012259bfe40f02420a1a570a70faf6ab8c6e3a7 HTTP/1.1\n"
+    );
+    let with_app = run(&["a1b2c3d4e5f60718", "--app-id", "com.example.chat"]);
+    assert!(
+        with_app.starts_with(
+            "hashed tag   7e86d28fc7b3ad46b71ab964a45d4dc21e3d01101daf3837a2ea693b409bc8f2\n\
+             owner key    ljFGbHhiZQ2PzvRPKaEh9Wtcp_jglQ2k4fkC10Bb-Y0 "
+        ),
+        "{with_app}"
+    );
+    let unicode = run(&["caf\u{e9} \u{2615} \u{65e5}\u{672c}"]);
+    assert!(
+        unicode.starts_with(
+            "hashed tag   67f32dd318c911785216bf5b5dc3ea841e87561c5d8828c7a4c1ed2e4af5bdca\n"
+        ),
+        "{unicode}"
+    );
+}
