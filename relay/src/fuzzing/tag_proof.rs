@@ -92,9 +92,9 @@ pub fn run(data: &[u8]) {
     let sig_at = value.len() - 86;
     let i = sig_at + usize::from(*flip) % 86;
     value[i] ^= 1 << (flip % 7);
-    if let Ok(changed) = wire::parse_proof(&value) {
-        if changed != proof {
-            assert!(table().park(&tag, &changed, &options, NOW).is_err());
-        }
+    if let Ok(changed) = wire::parse_proof(&value)
+        && changed != proof
+    {
+        assert!(table().park(&tag, &changed, &options, NOW).is_err());
     }
 }
