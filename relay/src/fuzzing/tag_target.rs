@@ -60,6 +60,7 @@ pub fn run(data: &[u8]) {
     let mut out = Vec::new();
     family.evictions(NOW + 48 * 3600, &mut out);
     assert!(out.len() <= 4);
+    assert!(family.table().len() <= 4);
 }
 
 #[cfg(test)]
