@@ -871,4 +871,33 @@ max-http-connections = 10
             }
         }
     }
+
+    #[test]
+    fn tag_settings_default_parse_and_validate() {
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.tag.max_duration_secs, 24 * 3600);
+        assert_eq!(c.tag.max_tags, 100_000);
+        assert_eq!(c.tag.proof_window_secs, 60);
+        // The publisher grace is the client wait (2 s by default), rounded up.
+        assert_eq!(c.tag.publisher_grace_secs, 2);
+        let s = parse_config(
+            "tag-max-duration = \"10m\"\ntag-max-tags = 7\nclient-wait = \"1500ms\"\nproof-window = \"30s\"\n",
+        )
+        .unwrap();
+        let c = resolve(s).unwrap();
+        assert_eq!(c.tag.max_duration_secs, 600);
+        assert_eq!(c.tag.max_tags, 7);
+        assert_eq!(c.tag.publisher_grace_secs, 2);
+        assert_eq!(c.tag.proof_window_secs, 30);
+        for (text, key) in [
+            ("tag-max-duration = \"0s\"\n", "tag-max-duration"),
+            ("tag-max-duration = \"1500ms\"\n", "tag-max-duration"),
+            ("tag-max-tags = 0\n", "tag-max-tags"),
+        ] {
+            match resolve(parse_config(text).unwrap()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
 }

@@ -167,6 +167,36 @@ mod tests {
         }
     }
 
+    /// A family that retires one fixed key once the clock reaches 100.
+    struct Retiring;
+
+    impl SchemeFamily for Retiring {
+        fn scheme(&self) -> &'static str {
+            "retire:"
+        }
+        fn classify(&self, _: &RequestHead, _: Transport) -> Result<Classified, Rejection> {
+            Err(Rejection::UnknownTarget)
+        }
+        fn route(&mut self, _: &RequestHead, _: &[u8], _: u64, _: Transport) -> Route {
+            Route::Reject(Rejection::UnknownTarget)
+        }
+        fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
+            if now_unix >= 100 {
+                out.push(RendezvousKey::derived(KeySpace::Tag, b"retired"));
+            }
+        }
+    }
+
+    #[test]
+    fn evictions_are_collected_from_every_family() {
+        let mut r = router().with_family(Box::new(Retiring));
+        let mut out = Vec::new();
+        r.evictions(99, &mut out);
+        assert!(out.is_empty());
+        r.evictions(100, &mut out);
+        assert_eq!(out, vec![RendezvousKey::derived(KeySpace::Tag, b"retired")]);
+    }
+
     fn head(text: &str) -> RequestHead {
         match parse_head(text.as_bytes(), &HeadLimits::default()) {
             Ok(HeadStatus::Complete(head)) => head,
