@@ -77,11 +77,35 @@ pub enum Rejection {
     /// The relay is shutting down.
     #[error("relay shutting down")]
     ShuttingDown,
+    /// `tag:` followed by something that is not 64 hex digits.
+    #[error("malformed tag target (expected tag:<64 hex digits>)")]
+    MalformedTag,
+    /// A malformed or duplicated `Tag-Mode`, `Tag-Duration` or `Tag-Challenge` header.
+    #[error("malformed tag option")]
+    MalformedTagOption,
+    /// A `Tag-Owner-Key` that is not a strong Ed25519 public key.
+    #[error("owner key is not a strong Ed25519 public key")]
+    BadOwnerKey,
+    /// A park registering a different owner key than the tag's.
+    #[error("tag is registered to another owner key")]
+    OwnerKeyMismatch,
+    /// A responder named a tag that is not published (never created, consumed, expired).
+    #[error("no such tag")]
+    UnknownTag,
+    /// A park whose creation options conflict with the tag's.
+    #[error("options conflict with the tag's creation options")]
+    TagConflict,
+    /// A park for a tag that was consumed (single-shot) or has expired.
+    #[error("tag consumed or expired")]
+    TagGone,
+    /// The tag table is full of live tags.
+    #[error("tag table full")]
+    TagTableFull,
 }
 
 impl Rejection {
     /// Every variant, for exhaustive tests and metrics labels.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 27] = [
         Self::MalformedHead,
         Self::HeadTooLarge,
         Self::TooManyHeaders,
@@ -101,6 +125,14 @@ impl Rejection {
         Self::TooManyWaiting,
         Self::Overloaded,
         Self::ShuttingDown,
+        Self::MalformedTag,
+        Self::MalformedTagOption,
+        Self::BadOwnerKey,
+        Self::OwnerKeyMismatch,
+        Self::UnknownTag,
+        Self::TagConflict,
+        Self::TagGone,
+        Self::TagTableFull,
     ];
 
     /// The HTTP status code.
@@ -109,19 +141,27 @@ impl Rejection {
             Self::MalformedHead
             | Self::UnknownTarget
             | Self::MalformedUuid
-            | Self::MalformedProof => 400,
-            Self::BadProof | Self::StaleTimestamp | Self::ReplayedNonce => 403,
-            Self::NotParked => 404,
+            | Self::MalformedProof
+            | Self::MalformedTag
+            | Self::MalformedTagOption
+            | Self::BadOwnerKey => 400,
+            Self::BadProof
+            | Self::StaleTimestamp
+            | Self::ReplayedNonce
+            | Self::OwnerKeyMismatch => 403,
+            Self::NotParked | Self::UnknownTag => 404,
             Self::MethodNotAllowed => 405,
             Self::ProofRequired => 407,
             Self::HeadTimeout => 408,
-            Self::EarlyData => 409,
+            Self::EarlyData | Self::TagConflict => 409,
+            Self::TagGone => 410,
             Self::HeadTooLarge | Self::TooManyHeaders => 431,
             Self::ReplayCacheFull
             | Self::RoomFull
             | Self::TooManyWaiting
             | Self::Overloaded
-            | Self::ShuttingDown => 503,
+            | Self::ShuttingDown
+            | Self::TagTableFull => 503,
         }
     }
 
@@ -147,6 +187,14 @@ impl Rejection {
             Self::TooManyWaiting => "too_many_waiting",
             Self::Overloaded => "overloaded",
             Self::ShuttingDown => "shutting_down",
+            Self::MalformedTag => "malformed_tag",
+            Self::MalformedTagOption => "malformed_tag_option",
+            Self::BadOwnerKey => "bad_owner_key",
+            Self::OwnerKeyMismatch => "owner_key_mismatch",
+            Self::UnknownTag => "unknown_tag",
+            Self::TagConflict => "tag_conflict",
+            Self::TagGone => "tag_gone",
+            Self::TagTableFull => "tag_table_full",
         }
     }
 
@@ -172,9 +220,11 @@ impl Rejection {
         );
         let extra = match self {
             Self::ProofRequired => "Proxy-Authenticate: Tryst\r\n",
-            Self::ReplayCacheFull | Self::RoomFull | Self::TooManyWaiting | Self::Overloaded => {
-                "Retry-After: 1\r\n"
-            }
+            Self::ReplayCacheFull
+            | Self::RoomFull
+            | Self::TooManyWaiting
+            | Self::Overloaded
+            | Self::TagTableFull => "Retry-After: 1\r\n",
             _ => "",
         };
         format!(
@@ -198,6 +248,7 @@ fn reason_phrase(status: u16) -> &'static str {
         407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         409 => "Conflict",
+        410 => "Gone",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",

@@ -34,6 +34,20 @@ pub enum Command {
     /// rendezvous id and print what its hidden server needs; --import/--export move
     /// node-rendezvous provisioning records in and out.
     Provision(ProvisionArgs),
+    /// Compute a Qredo tag's hashed tag (the only form the relay sees), its derived
+    /// ownership public key and the CONNECT target publishers and responders use.
+    Tag(TagArgs),
+}
+
+/// Arguments of `tryst tag`.
+#[derive(Debug, Clone, Args)]
+pub struct TagArgs {
+    /// The tag (any text; it is hashed exactly as the Qredo SDK does).
+    #[arg(value_name = "TAG")]
+    pub tag: String,
+    /// The Qredo appId prefixed to the tag before hashing [default: empty].
+    #[arg(long, value_name = "ID", default_value = "")]
+    pub app_id: String,
 }
 
 /// Arguments of `tryst serve`.
@@ -182,6 +196,12 @@ pub struct Settings {
         value_name = "BOOL"
     )]
     pub deaddrop_require_recipient_fingerprint: Option<bool>,
+    /// Longest lifetime of a published tag; longer Tag-Duration requests are capped, and a tag created without one gets this [default: 24h].
+    #[arg(long, env = "TRYST_TAG_MAX_DURATION", value_name = "DURATION")]
+    pub tag_max_duration: Option<HumanDuration>,
+    /// Most tags (live and recently dead) per worker; creating one more is answered 503 [default: 100000].
+    #[arg(long, env = "TRYST_TAG_MAX_TAGS", value_name = "N")]
+    pub tag_max_tags: Option<usize>,
 }
 
 impl Settings {
@@ -230,6 +250,8 @@ impl Settings {
             deaddrop_require_recipient_fingerprint: self
                 .deaddrop_require_recipient_fingerprint
                 .or(fallback.deaddrop_require_recipient_fingerprint),
+            tag_max_duration: self.tag_max_duration.or(fallback.tag_max_duration),
+            tag_max_tags: self.tag_max_tags.or(fallback.tag_max_tags),
         }
     }
 }
@@ -395,7 +417,7 @@ mod tests {
     fn serve(args: &[&str]) -> ServeArgs {
         match parse(args).unwrap().command {
             Command::Serve(s) => *s,
-            Command::Provision(_) => panic!("expected serve"),
+            _ => panic!("expected serve"),
         }
     }
 
@@ -480,7 +502,7 @@ mod tests {
                 assert!(p.force);
                 assert!(!p.totp);
             }
-            Command::Serve(_) => panic!("expected provision"),
+            _ => panic!("expected provision"),
         }
     }
 
@@ -489,7 +511,7 @@ mod tests {
         let id = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
         let p = |args: &[&str]| match parse(args).map(|c| c.command) {
             Ok(Command::Provision(p)) => Ok(p),
-            Ok(Command::Serve(_)) => panic!("expected provision"),
+            Ok(_) => panic!("expected provision"),
             Err(e) => Err(e),
         };
         let t = p(&[

@@ -148,6 +148,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// The dead-drop (hivemind-rendezvous compatible mailboxes).
     pub deaddrop: crate::deaddrop::DeadDropConfig,
+    /// The `tag:` family's table limits (per worker).
+    pub tag: crate::tag::table::TagLimits,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -317,7 +319,9 @@ impl ServeConfig {
             return Err(invalid("tls-cert", "needs tls-listen"));
         }
         let deaddrop = deaddrop_config(&s, &data_dir, &cwd)?;
+        let tag = tag_limits(&s, proof_window.as_secs(), client_wait)?;
         Ok(Self {
+            tag,
             deaddrop,
             tls,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
@@ -334,6 +338,36 @@ impl ServeConfig {
             engine,
         })
     }
+}
+
+/// The `tag:` table limits: the tag flags, the proof window, and a publisher grace of
+/// the client wait rounded up to whole seconds.
+fn tag_limits(
+    s: &Settings,
+    proof_window_secs: u64,
+    client_wait: Duration,
+) -> Result<crate::tag::table::TagLimits, ConfigError> {
+    let defaults = crate::tag::table::TagLimits::default();
+    let max_duration = s
+        .tag_max_duration
+        .map_or_else(|| Duration::from_secs(defaults.max_duration_secs), |d| d.0);
+    if max_duration < Duration::from_secs(1) || max_duration.subsec_nanos() != 0 {
+        return Err(invalid(
+            "tag-max-duration",
+            "must be a whole number of seconds, at least 1s",
+        ));
+    }
+    let max_tags = s.tag_max_tags.unwrap_or(defaults.max_tags);
+    if !(1..=100_000_000).contains(&max_tags) {
+        return Err(invalid("tag-max-tags", "must be between 1 and 100000000"));
+    }
+    Ok(crate::tag::table::TagLimits {
+        max_tags,
+        max_duration_secs: max_duration.as_secs(),
+        proof_window_secs,
+        publisher_grace_secs: client_wait.as_secs() + u64::from(client_wait.subsec_nanos() > 0),
+        ..defaults
+    })
 }
 
 /// The dead-drop settings: defaults in `data_dir`, overridden and validated.
@@ -858,6 +892,35 @@ max-http-connections = 10
             ("pico-channel-ttl = \"0s\"\n", "pico-channel-ttl"),
             ("pico-max-channels = 0\n", "pico-max-channels"),
             ("pico-max-waiting = 0\n", "pico-max-waiting"),
+        ] {
+            match resolve(parse_config(text).unwrap()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tag_settings_default_parse_and_validate() {
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.tag.max_duration_secs, 24 * 3600);
+        assert_eq!(c.tag.max_tags, 100_000);
+        assert_eq!(c.tag.proof_window_secs, 60);
+        // The publisher grace is the client wait (2 s by default), rounded up.
+        assert_eq!(c.tag.publisher_grace_secs, 2);
+        let s = parse_config(
+            "tag-max-duration = \"10m\"\ntag-max-tags = 7\nclient-wait = \"1500ms\"\nproof-window = \"30s\"\n",
+        )
+        .unwrap();
+        let c = resolve(s).unwrap();
+        assert_eq!(c.tag.max_duration_secs, 600);
+        assert_eq!(c.tag.max_tags, 7);
+        assert_eq!(c.tag.publisher_grace_secs, 2);
+        assert_eq!(c.tag.proof_window_secs, 30);
+        for (text, key) in [
+            ("tag-max-duration = \"0s\"\n", "tag-max-duration"),
+            ("tag-max-duration = \"1500ms\"\n", "tag-max-duration"),
+            ("tag-max-tags = 0\n", "tag-max-tags"),
         ] {
             match resolve(parse_config(text).unwrap()) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),

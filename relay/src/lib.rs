@@ -15,6 +15,8 @@
 //! - [`router`]: the workers' router: the engine's compat router plus the `CONNECT`
 //!   scheme families (`tag:`, `hive:`).
 //! - [`serve`]: the supervisor process and the worker entry point.
+//! - [`tag`]: Qredo-style tag rendezvous (`CONNECT tag:<hashedTag>`): the Qredo KDF,
+//!   Ed25519 ownership proofs and the sans-IO tag table, as a `tag:` scheme family.
 //!
 //! I/O contract: [`serve`] and [`http`] do network I/O, [`secrets`] and [`config`] read and
 //! write files; everything else is pure. This crate contains no `unsafe` code.
@@ -35,4 +37,5 @@ pub mod pico;
 pub mod router;
 pub mod secrets;
 pub mod serve;
+pub mod tag;
 pub mod tls;

@@ -366,7 +366,8 @@ pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
             totp_skew_steps: config.totp_skew_steps,
             node_park_mode: config.node_park_mode,
         },
-    ));
+    ))
+    .with_family(Box::new(crate::tag::TagFamily::new(config.tag)));
     let tls = config.tls.clone().map(|tls| {
         let data_dir = config.data_dir.clone();
         Box::new(move || {

@@ -7,6 +7,8 @@ pub mod deaddrop_proof_raw;
 pub mod deaddrop_proof_structured;
 pub mod node_provisioning_record;
 pub mod pico_channel;
+pub mod tag_proof;
+pub mod tag_target;
 
 /// A fuzz target: its `[[bin]]` name and the function that runs one input.
 pub type Target = (&'static str, fn(&[u8]));
@@ -18,6 +20,8 @@ pub const TARGETS: &[Target] = &[
     ("deaddrop_proof_structured", deaddrop_proof_structured::run),
     ("node_provisioning_record", node_provisioning_record::run),
     ("pico_channel", pico_channel::run),
+    ("tag_proof", tag_proof::run),
+    ("tag_target", tag_target::run),
 ];
 
 #[cfg(test)]

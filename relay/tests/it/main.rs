@@ -5,5 +5,6 @@ mod deaddrop;
 mod node;
 mod pico;
 mod serve;
+mod tag;
 mod tls;
 mod tunnel;
