@@ -314,6 +314,28 @@ pub fn parse_rfc3339_utc(text: &str) -> Option<(i64, u32)> {
     Some((days * 86_400 + hour * 3600 + minute * 60 + second, nanos))
 }
 
+/// Formats unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (years 0000..=9999; others clamp).
+pub fn format_rfc3339_utc(unix: i64) -> String {
+    let unix = unix.clamp(-62_167_219_200, 253_402_300_799);
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
 fn is_leap(year: i64) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
@@ -359,6 +381,22 @@ mod tests {
         ] {
             assert_eq!(parse_uuid(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        for t in [
+            0,
+            951_868_799,
+            1_795_327_200,
+            -1,
+            253_402_300_799,
+            -62_167_219_200,
+        ] {
+            let text = format_rfc3339_utc(t);
+            assert_eq!(parse_rfc3339_utc(&text), Some((t, 0)), "{text}");
+        }
+        assert_eq!(format_rfc3339_utc(1_795_327_200), "2026-11-22T06:00:00Z");
     }
 
     #[test]
