@@ -151,6 +151,12 @@ struct WireCandidate {
 /// Parses a publication body: shape, encodings and limits. Does not check the signature
 /// or the time window. The caller enforces [`MAX_PUBLICATION_BYTES`] first.
 pub fn parse_publication(body: &[u8]) -> Result<Publication, RecordError> {
+    // serde's derived structs also accept the JSON *array* form of a struct; the wire
+    // shape is objects only, so check the shape on a `Value` first. The typed parse then
+    // refuses unknown and duplicate fields (a `Value` would keep the last duplicate).
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| RecordError::Json(e.to_string()))?;
+    check_shape(&value)?;
     let wire: WirePublication =
         serde_json::from_slice(body).map_err(|e| RecordError::Json(e.to_string()))?;
     let r = wire.record;
@@ -194,6 +200,22 @@ pub fn parse_publication(body: &[u8]) -> Result<Publication, RecordError> {
         published_at_unix,
         published_at_nanos,
     })
+}
+
+/// Refuses the array forms serde would accept for the publication, the record and the
+/// candidates.
+fn check_shape(value: &serde_json::Value) -> Result<(), RecordError> {
+    let shape = |what: &str| RecordError::Json(format!("{what} must be a JSON object"));
+    let outer = value.as_object().ok_or_else(|| shape("the publication"))?;
+    if let Some(record) = outer.get("record") {
+        let record = record.as_object().ok_or_else(|| shape("record"))?;
+        if let Some(serde_json::Value::Array(candidates)) = record.get("candidates")
+            && !candidates.iter().all(serde_json::Value::is_object)
+        {
+            return Err(shape("each candidate"));
+        }
+    }
+    Ok(())
 }
 
 /// Checks one candidate's limits.

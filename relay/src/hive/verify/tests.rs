@@ -337,6 +337,30 @@ fn malformed_bodies_name_the_reason() {
             "malformed record: unknown field `x`, expected one of `workspaceID`, `publisherAccountID`, `publisherDeviceID`, `publisherSigningPublicKey`, `candidates`, `publishedAt`, `ttlSeconds` at line 1 column 473",
         ),
         (
+            good.replace("\"ttlSeconds\":90", "\"ttlSeconds\":90,\"ttlSeconds\":90"),
+            "malformed record: duplicate field `ttlSeconds` at line 1 column 482",
+        ),
+        (
+            good.replace(
+                r#"{"kind":"stunReflexive","host":"203.0.113.5","port":51820,"priority":100}"#,
+                r#"["stunReflexive","203.0.113.5",51820,100]"#,
+            ),
+            "malformed record: each candidate must be a JSON object",
+        ),
+        (
+            format!(
+                "[{}]",
+                &good[1..good.len() - 1]
+                    .replacen("\"record\":", "", 1)
+                    .replacen(",\"signature\":", ",", 1)
+            ),
+            "malformed record: the publication must be a JSON object",
+        ),
+        (
+            r#"{"record":["x"],"signature":"x"}"#.to_owned(),
+            "malformed record: record must be a JSON object",
+        ),
+        (
             good.replace("\"ttlSeconds\":90", "\"ttlSeconds\":0"),
             "malformed record: ttlSeconds must be at least 1",
         ),
