@@ -378,6 +378,9 @@ impl HttpService {
                 if let Some(dd) = &self.inner.deaddrop {
                     text.push_str(&dd.render_metrics());
                 }
+                if let Some(hive) = &self.inner.hive {
+                    text.push_str(&hive.render_metrics());
+                }
                 let mut resp = Response::new(Full::new(Bytes::from(text)));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,

@@ -248,6 +248,44 @@ impl Hive {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = pushes;
     }
 
+    /// The family's gauges in Prometheus text: publications held, forward mailboxes,
+    /// bytes queued in them, drains waiting.
+    pub fn render_metrics(&self) -> String {
+        let (publications, mailboxes, bytes, waiting) = {
+            let state = self.lock();
+            (
+                state.store.len(),
+                state.mailboxes.len(),
+                state.mailboxes.total_bytes(),
+                state.waiters.len(),
+            )
+        };
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "tryst_hive_publications",
+                "Hive publications held (fresh or not yet evicted).",
+                publications,
+            ),
+            ("tryst_hive_mailboxes", "Hive forward mailboxes.", mailboxes),
+            (
+                "tryst_hive_forward_bytes",
+                "Bytes queued in Hive forward mailboxes.",
+                bytes,
+            ),
+            (
+                "tryst_hive_drains_waiting",
+                "Hive forward drains waiting for data.",
+                waiting,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+            ));
+        }
+        out
+    }
+
     /// Verifies and stores one publication body at `now` (the POST and the federation
     /// pull share this). Returns how the store changed.
     pub fn accept_publication(&self, body: &[u8], now: i64) -> Result<Inserted, PublishRefusal> {

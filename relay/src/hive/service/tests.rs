@@ -337,6 +337,10 @@ async fn a_waiting_drain_is_woken_and_a_second_one_refused() {
         call(&h, "GET", &fwd, &[("authorization", &auth2)], b"").await,
         err(409, "a drain is already waiting on this mailbox")
     );
+    assert!(
+        h.render_metrics()
+            .contains("\n# TYPE tryst_hive_drains_waiting gauge\ntryst_hive_drains_waiting 1\n")
+    );
     assert_eq!(call(&h, "POST", &fwd, &[], b"wake").await, ok());
     assert_eq!(
         waiter.await.unwrap(),
