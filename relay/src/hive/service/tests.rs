@@ -440,3 +440,143 @@ async fn export_pages() {
     assert_eq!(export_query(Some("since=5&limit=0")), (5, 1));
     assert_eq!(export_query(Some("limit=9999&x")), (0, MAX_EXPORT_PAGE));
 }
+
+#[tokio::test]
+async fn every_remaining_refusal_has_its_exact_body() {
+    let h = Hive::new(HiveConfig {
+        store: StoreLimits {
+            max_per_workspace: 10,
+            max_total: 2,
+        },
+        forward: ForwardLimits {
+            max_mailbox_bytes: 8,
+            max_total_bytes: 12,
+            max_nonces: 1,
+            ..ForwardLimits::default()
+        },
+        poll_timeout: Duration::from_millis(10),
+        board: Some(BoardLimits {
+            max_body: 64,
+            max_devices: 1,
+            ..BoardLimits::default()
+        }),
+        ..HiveConfig::default()
+    });
+    // Same publishedAt, different body.
+    let at = now_unix();
+    let first = sign_publication(&key(), &record(DEV, at, 300));
+    let second = sign_publication(&key(), &record(DEV, at, 299));
+    assert_eq!(call(&h, "POST", "/v1/rendezvous", &[], &first).await, ok());
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &second).await,
+        err(
+            409,
+            "a different publication with the same publishedAt is stored"
+        )
+    );
+    let other = [0x44; 16];
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &publication(other, 0)).await,
+        ok()
+    );
+    assert_eq!(
+        call(
+            &h,
+            "POST",
+            "/v1/rendezvous",
+            &[],
+            &publication([0x45; 16], 0)
+        )
+        .await,
+        err(503, "publication store full")
+    );
+    // Forward caps: 8 bytes per mailbox, 12 in total.
+    let fwd = format!("/v1/forward/{WS_S}/{DEV_S}");
+    let fwd_other = format!(
+        "/v1/forward/{WS_S}/{}",
+        "44444444-4444-4444-4444-444444444444"
+    );
+    assert_eq!(call(&h, "POST", &fwd, &[], b"12345678").await, ok());
+    assert_eq!(
+        call(&h, "POST", &fwd, &[], b"9").await,
+        err(429, "mailbox full")
+    );
+    assert_eq!(call(&h, "POST", &fwd_other, &[], b"1234").await, ok());
+    assert_eq!(
+        call(&h, "POST", &fwd_other, &[], b"5").await,
+        err(503, "forward storage full")
+    );
+    // Proof syntax, and the nonce cache (1 entry) refusing when full.
+    let n = hex::encode([0u8; 16]);
+    let sig = STANDARD.encode([0u8; 64]);
+    for (header, reason) in [
+        (
+            format!("Hive-Drain ts=1, nonce=zz, sig={sig}"),
+            "drain proof: malformed nonce",
+        ),
+        (
+            format!("Hive-Drain ts=x, nonce={n}, sig={sig}"),
+            "drain proof: malformed ts",
+        ),
+        (
+            format!("Hive-Drain ts=1, nonce={n}, sig=abc"),
+            "drain proof: malformed sig",
+        ),
+        (
+            format!("Hive-Drain ts=1, nonce={n}"),
+            "drain proof: malformed sig",
+        ),
+        (
+            format!("Hive-Drain ts=1, nonce={n}, sig={sig}, extra=1"),
+            "drain proof: malformed parameter",
+        ),
+    ] {
+        assert_eq!(
+            call(&h, "GET", &fwd, &[("authorization", &header)], b"").await,
+            err(401, reason),
+            "{header}"
+        );
+    }
+    let (status, _, body) = call(
+        &h,
+        "GET",
+        &fwd,
+        &[("authorization", &drain_auth(now_unix(), [1; 16]))],
+        b"",
+    )
+    .await;
+    assert_eq!((status, body), (200, b"12345678".to_vec()));
+    assert_eq!(
+        call(
+            &h,
+            "GET",
+            &fwd,
+            &[("authorization", &drain_auth(now_unix(), [2; 16]))],
+            b""
+        )
+        .await,
+        err(503, "drain proof cache full")
+    );
+    assert_eq!(
+        call(&h, "PUT", &fwd, &[], b"").await,
+        err(405, "method not allowed")
+    );
+    // Board caps and body limit.
+    let board = "/v1/workspaces/w/candidates";
+    assert_eq!(
+        call(&h, "POST", board, &[], br#"{"device_id":"a","data":1}"#).await,
+        ok()
+    );
+    assert_eq!(
+        call(&h, "POST", board, &[], br#"{"device_id":"b","data":1}"#).await,
+        err(503, "candidates board full")
+    );
+    assert_eq!(
+        call(&h, "POST", board, &[], &[b' '; 65]).await,
+        err(413, "request body too large")
+    );
+    assert_eq!(
+        call(&h, "DELETE", board, &[], b"").await,
+        err(405, "method not allowed")
+    );
+}
