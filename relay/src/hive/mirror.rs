@@ -21,6 +21,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
@@ -164,9 +165,17 @@ struct ExportPage {
 pub fn spawn_peer(hive: Hive, peer: MirrorPeer, interval: Duration) -> mpsc::Sender<Arc<Vec<u8>>> {
     let (tx, mut rx) = mpsc::channel::<Arc<Vec<u8>>>(PUSH_QUEUE);
     let push_peer = peer.clone();
+    let push_hive = hive.clone();
     tokio::spawn(async move {
         while let Some(body) = rx.recv().await {
-            match request(&push_peer, "POST", "/v1/rendezvous", &body).await {
+            let answer = request(&push_peer, "POST", "/v1/rendezvous", &body).await;
+            if answer.is_ok() {
+                push_hive
+                    .mirror_counters()
+                    .pushes_answered
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            match answer {
                 Ok((200, _)) => {}
                 Ok((status, answer)) => tracing::debug!(
                     peer = %push_peer,
@@ -219,8 +228,16 @@ pub async fn pull_once(hive: &Hive, peer: &MirrorPeer, mut cursor: u64) -> u64 {
             let Ok(body) = STANDARD.decode(encoded) else {
                 continue;
             };
-            if let Err(e) = hive.accept_publication(&body, now) {
-                tracing::trace!(peer = %peer, reason = %e.reason(), "hive mirror: publication not imported");
+            match hive.accept_publication(&body, now) {
+                Ok(outcome) if outcome.changed() => {
+                    hive.mirror_counters()
+                        .pulled
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::trace!(peer = %peer, reason = %e.reason(), "hive mirror: publication not imported");
+                }
             }
         }
         let done = page.next == cursor || count == 0;

@@ -19,6 +19,7 @@ use hyper::body::{Body, Bytes};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc};
@@ -73,6 +74,20 @@ struct Inner {
     config: HiveConfig,
     state: Mutex<State>,
     pushes: Mutex<Vec<mpsc::Sender<Arc<Vec<u8>>>>>,
+    counters: MirrorCounters,
+}
+
+/// Federation counters (also on `/metrics`).
+#[derive(Debug, Default)]
+pub struct MirrorCounters {
+    /// Publications queued for a push to a peer.
+    pub pushes_queued: AtomicU64,
+    /// Pushes dropped because a peer's queue was full.
+    pub pushes_dropped: AtomicU64,
+    /// Pushes a peer answered (any status).
+    pub pushes_answered: AtomicU64,
+    /// Publications a pull stored (new or replacing).
+    pub pulled: AtomicU64,
 }
 
 /// The Hive family service. Cheap to clone; clones share state.
@@ -195,6 +210,7 @@ impl Hive {
                 config,
                 state: Mutex::new(state),
                 pushes: Mutex::new(Vec::new()),
+                counters: MirrorCounters::default(),
             }),
         }
     }
@@ -248,7 +264,12 @@ impl Hive {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = pushes;
     }
 
-    /// The family's gauges in Prometheus text: publications held, forward mailboxes,
+    /// The federation counters.
+    pub fn mirror_counters(&self) -> &MirrorCounters {
+        &self.inner.counters
+    }
+
+    /// The family's gauges and counters in Prometheus text: publications held, forward mailboxes,
     /// bytes queued in them, drains waiting.
     pub fn render_metrics(&self) -> String {
         let (publications, mailboxes, bytes, waiting) = {
@@ -283,6 +304,29 @@ impl Hive {
                 "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
             ));
         }
+        let c = &self.inner.counters;
+        for (name, help, v) in [
+            (
+                "tryst_hive_mirror_pushes_total",
+                "Publications queued for a push to a mirror peer.",
+                &c.pushes_queued,
+            ),
+            (
+                "tryst_hive_mirror_pushes_dropped_total",
+                "Mirror pushes dropped because the peer's queue was full.",
+                &c.pushes_dropped,
+            ),
+            (
+                "tryst_hive_mirror_pulled_total",
+                "Publications stored from a mirror peer's export.",
+                &c.pulled,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
         out
     }
 
@@ -307,8 +351,12 @@ impl Hive {
             return;
         }
         let body = Arc::new(body.to_vec());
+        let c = &self.inner.counters;
         for tx in pushes.iter() {
-            if tx.try_send(Arc::clone(&body)).is_err() {
+            if tx.try_send(Arc::clone(&body)).is_ok() {
+                c.pushes_queued.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.pushes_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("hive mirror push queue full; the peer's pull will catch up");
             }
         }

@@ -580,3 +580,75 @@ async fn every_remaining_refusal_has_its_exact_body() {
         err(405, "method not allowed")
     );
 }
+
+/// Serves `hive` on `listener` with hyper, like the relay's HTTP service does.
+async fn serve_on(hive: Hive, listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let hive = hive.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let hive = hive.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(hive.serve(req, Duration::from_secs(5)).await)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
+
+/// Two relays mirroring each other: a publication posted to A is pushed to B, B pushes
+/// it back once, A finds it unchanged and pushes nothing: no loop.
+#[tokio::test]
+async fn mutual_mirrors_do_not_loop() {
+    let la = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = |l: &tokio::net::TcpListener| {
+        crate::hive::mirror::MirrorPeer::parse(&format!("http://{}", l.local_addr().unwrap()))
+            .unwrap()
+    };
+    let config = |mirror| HiveConfig {
+        mirrors: vec![mirror],
+        mirror_interval: Duration::from_secs(3600),
+        ..HiveConfig::default()
+    };
+    let (pa, pb) = (peer(&la), peer(&lb));
+    let a = Hive::new(config(pb));
+    let b = Hive::new(config(pa.clone()));
+    tokio::spawn(serve_on(a.clone(), la));
+    tokio::spawn(serve_on(b.clone(), lb));
+    a.start_background();
+    b.start_background();
+    let body = publication(DEV, 0);
+    let answer = crate::hive::mirror::request(&pa, "POST", "/v1/rendezvous", &body)
+        .await
+        .unwrap();
+    assert_eq!(answer, (200, br#"{"ok":true}"#.to_vec()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while b.mirror_counters().pushes_answered.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never pushed back"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A answered B's bounce only after deciding not to push it again.
+    assert_eq!(a.mirror_counters().pushes_queued.load(Ordering::Relaxed), 1);
+    assert_eq!(b.mirror_counters().pushes_queued.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        a.mirror_counters().pushes_answered.load(Ordering::Relaxed),
+        1
+    );
+    let got = b.lock().store.get(&WS, &DEV, now_unix()).unwrap();
+    assert_eq!(got.body, body);
+    assert!(
+        a.render_metrics()
+            .contains("\ntryst_hive_mirror_pushes_total 1\n")
+    );
+}
