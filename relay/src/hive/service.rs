@@ -229,9 +229,15 @@ impl Hive {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether `path` belongs to this family (everything under `/v1/`).
+    /// Whether `path` belongs to this family: `/v1/health`, and everything under
+    /// `/v1/rendezvous`, `/v1/forward/` and `/v1/workspaces/` (other `/v1/` paths get
+    /// the HTTP service's generic 404).
     pub fn owns(path: &str) -> bool {
-        path.starts_with("/v1/")
+        path == "/v1/health"
+            || path == "/v1/rendezvous"
+            || ["/v1/rendezvous/", "/v1/forward/", "/v1/workspaces/"]
+                .iter()
+                .any(|p| path.starts_with(p))
     }
 
     /// Starts the periodic sweep and the federation tasks. Needs a tokio runtime.
