@@ -157,8 +157,18 @@ pub fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
 
 #[derive(Deserialize)]
 struct ExportPage {
+    epoch: String,
     next: u64,
     publications: Vec<String>,
+}
+
+/// Where a pull resumes: the peer's process epoch and the sequence cursor in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullCursor {
+    /// The peer's `epoch` when `since` was handed out (empty before the first pull).
+    pub epoch: String,
+    /// The `next` cursor to ask with.
+    pub since: u64,
 }
 
 /// Starts the push and pull tasks of `peer`; returns the push queue.
@@ -188,7 +198,7 @@ pub fn spawn_peer(hive: Hive, peer: MirrorPeer, interval: Duration) -> mpsc::Sen
         }
     });
     tokio::spawn(async move {
-        let mut cursor = 0u64;
+        let mut cursor = PullCursor::default();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -200,11 +210,12 @@ pub fn spawn_peer(hive: Hive, peer: MirrorPeer, interval: Duration) -> mpsc::Sen
 }
 
 /// Pages through `peer`'s export from `cursor`, storing what verifies; returns the new
-/// cursor (unchanged on error).
-pub async fn pull_once(hive: &Hive, peer: &MirrorPeer, mut cursor: u64) -> u64 {
+/// cursor (unchanged on error). When the peer's epoch changed (it restarted), the pull
+/// starts over from 0.
+pub async fn pull_once(hive: &Hive, peer: &MirrorPeer, mut cursor: PullCursor) -> PullCursor {
     // Bounded: at most 64 pages per round.
     for _ in 0..64 {
-        let path = format!("/v1/rendezvous/mirror?since={cursor}");
+        let path = format!("/v1/rendezvous/mirror?since={}", cursor.since);
         let page: ExportPage = match request(peer, "GET", &path, b"").await {
             Ok((200, body)) => match serde_json::from_slice(&body) {
                 Ok(p) => p,
@@ -222,6 +233,17 @@ pub async fn pull_once(hive: &Hive, peer: &MirrorPeer, mut cursor: u64) -> u64 {
                 return cursor;
             }
         };
+        if page.epoch != cursor.epoch {
+            let restarted = !cursor.epoch.is_empty();
+            cursor = PullCursor {
+                epoch: page.epoch.clone(),
+                since: if restarted { 0 } else { cursor.since },
+            };
+            if restarted {
+                tracing::debug!(peer = %peer, "hive mirror: peer restarted; pulling from 0");
+                continue;
+            }
+        }
         let count = page.publications.len();
         let now = now_unix();
         for encoded in &page.publications {
@@ -240,8 +262,8 @@ pub async fn pull_once(hive: &Hive, peer: &MirrorPeer, mut cursor: u64) -> u64 {
                 }
             }
         }
-        let done = page.next == cursor || count == 0;
-        cursor = page.next;
+        let done = page.next == cursor.since || count == 0;
+        cursor.since = page.next;
         if done {
             break;
         }

@@ -75,6 +75,7 @@ struct Inner {
     state: Mutex<State>,
     pushes: Mutex<Vec<mpsc::Sender<Arc<Vec<u8>>>>>,
     counters: MirrorCounters,
+    epoch: u64,
 }
 
 /// Federation counters (also on `/metrics`).
@@ -211,6 +212,7 @@ impl Hive {
                 state: Mutex::new(state),
                 pushes: Mutex::new(Vec::new()),
                 counters: MirrorCounters::default(),
+                epoch: rand::random(),
             }),
         }
     }
@@ -369,11 +371,17 @@ impl Hive {
     }
 
     /// The federation export page after `since` (see [`PublicationStore::since`]) as
-    /// `{"next":N,"publications":["<base64 of the exact body>",...]}`.
+    /// `{"epoch":"<16 hex>","next":N,"publications":["<base64 of the exact body>",...]}`.
+    /// `epoch` is random per process: a puller that sees it change starts over from 0.
     pub fn export(&self, since: u64, limit: usize, now: i64) -> String {
         let (page, next) = self.lock().store.since(since, limit, now);
         let publications: Vec<String> = page.iter().map(|p| STANDARD.encode(&p.body)).collect();
-        serde_json::json!({ "next": next, "publications": publications }).to_string()
+        serde_json::json!({
+            "epoch": format!("{:016x}", self.inner.epoch),
+            "next": next,
+            "publications": publications,
+        })
+        .to_string()
     }
 
     /// Serves one `/v1/*` request; `deadline` bounds reading its body.

@@ -430,13 +430,18 @@ async fn export_pages() {
     assert_eq!(call(&h, "POST", "/v1/rendezvous", &[], &a).await, ok());
     let (status, _, body) = call(&h, "GET", "/v1/rendezvous/mirror?since=0", &[], b"").await;
     assert_eq!(status, 200);
-    let want = serde_json::json!({"next": 1, "publications": [STANDARD.encode(&a)]});
+    let epoch = format!("{:016x}", h.inner.epoch);
+    let want =
+        serde_json::json!({"epoch": epoch, "next": 1, "publications": [STANDARD.encode(&a)]});
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
         want
     );
     let (_, _, body) = call(&h, "GET", "/v1/rendezvous/mirror?since=1", &[], b"").await;
-    assert_eq!(body, br#"{"next":1,"publications":[]}"#);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        format!(r#"{{"epoch":"{epoch}","next":1,"publications":[]}}"#)
+    );
     assert_eq!(export_query(Some("since=5&limit=0")), (5, 1));
     assert_eq!(export_query(Some("limit=9999&x")), (0, MAX_EXPORT_PAGE));
 }
@@ -651,4 +656,44 @@ async fn mutual_mirrors_do_not_loop() {
         a.render_metrics()
             .contains("\ntryst_hive_mirror_pushes_total 1\n")
     );
+}
+
+/// A pull imports what verifies, resumes from its cursor, and starts over when the
+/// peer's epoch changed (it restarted and its sequence numbers began again).
+#[tokio::test]
+async fn pulls_follow_the_cursor_and_restart_on_a_new_epoch() {
+    use crate::hive::mirror::{MirrorPeer, PullCursor, pull_once};
+    let la = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = MirrorPeer::parse(&format!("http://{}", la.local_addr().unwrap())).unwrap();
+    let a = hive(Duration::from_millis(50));
+    tokio::spawn(serve_on(a.clone(), la));
+    let p1 = publication(DEV, 0);
+    assert_eq!(call(&a, "POST", "/v1/rendezvous", &[], &p1).await, ok());
+
+    let b = hive(Duration::from_millis(50));
+    let cursor = pull_once(&b, &peer, PullCursor::default()).await;
+    let epoch = format!("{:016x}", a.inner.epoch);
+    assert_eq!(
+        cursor,
+        PullCursor {
+            epoch: epoch.clone(),
+            since: 1
+        }
+    );
+    assert_eq!(b.lock().store.get(&WS, &DEV, now_unix()).unwrap().body, p1);
+    assert_eq!(b.mirror_counters().pulled.load(Ordering::Relaxed), 1);
+    // Nothing new: same cursor, nothing imported.
+    let again = pull_once(&b, &peer, cursor.clone()).await;
+    assert_eq!(again, cursor);
+    assert_eq!(b.mirror_counters().pulled.load(Ordering::Relaxed), 1);
+
+    // A fresh relay C with a cursor from another epoch far ahead: starts over.
+    let c = hive(Duration::from_millis(50));
+    let stale = PullCursor {
+        epoch: "0000000000000000".into(),
+        since: 1,
+    };
+    let cursor = pull_once(&c, &peer, stale).await;
+    assert_eq!(cursor, PullCursor { epoch, since: 1 });
+    assert_eq!(c.lock().store.get(&WS, &DEV, now_unix()).unwrap().body, p1);
 }
