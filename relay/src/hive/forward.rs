@@ -22,6 +22,10 @@ use std::collections::{HashMap, VecDeque};
 
 /// Domain tag of the drain proof.
 pub const DRAIN_DOMAIN: &[u8] = b"hive-forward-drain-v1\0";
+/// Domain tag of the streaming fallback park proof (`Proxy-Authorization: Hive ...`,
+/// docs/protocol-publications.md §7); same layout as the drain proof, so
+/// [`parse_proof`] (scheme `Hive`), [`check_proof`] and [`ReplayCache`] serve it too.
+pub const CONNECT_DOMAIN: &[u8] = b"hive-connect-v1\0";
 /// The `Authorization` scheme of the drain proof.
 pub const DRAIN_SCHEME: &str = "Hive-Drain";
 
@@ -600,7 +604,7 @@ mod tests {
                 "I7nfwpmYX2yykmyWv8gEide+a/2dbizN1yrNuzhJa1l9vo0FmJl2xXX1xuDpsHc/Zp0LRvXr7p19eFp0JeslAw==",
             ),
             (
-                b"hive-connect-v1\0",
+                CONNECT_DOMAIN,
                 "686976652d636f6e6e6563742d7631000b6c6f1e3c4b4a8e9d2f6a1c2b3d4e5fa1b2c3d4e5f647389a0b1c2d3e4f5061e084026b00000000000102030405060708090a0b0c0d0e0f",
                 "gLWGY3hUYGancpiQK1VZRJVKxTK2DwuFJcAon9mbHeWK7+WSJneVcsfgivqwkLi/XZGSlJMTkIItvQxfBVptCg==",
             ),
