@@ -526,38 +526,42 @@ impl Hive {
 
     async fn forward_drain(&self, key: MailboxKey, auth: Option<&str>) -> Resp {
         let notify = Arc::new(Notify::new());
-        {
-            let now = now_unix();
-            let mut state = self.lock();
+        let now = now_unix();
+        // Look the key up under the lock, verify outside it (Ed25519 is the slow part).
+        let (signing_key, window) = {
+            let state = self.lock();
             let Some(publication) = state.store.get(&key.0, &key.1, now) else {
                 return no_publication();
             };
-            let limits = *state.mailboxes.limits();
-            let proof = auth
-                .ok_or(ProofError::Missing)
-                .and_then(|v| parse_proof(v, DRAIN_SCHEME))
-                .and_then(|p| {
-                    check_proof(
-                        &p,
-                        DRAIN_DOMAIN,
-                        &publication.signing_key,
-                        (&key.0, &key.1),
-                        now,
-                        limits.proof_window_secs,
-                    )
-                    .map(|()| p)
-                });
-            let proof = match proof {
-                Ok(p) => p,
-                Err(e) => return forward_error(&ForwardError::Proof(e)),
-            };
-            if let Err(e) = state.replay.check_and_insert(
-                key,
-                proof.nonce,
-                proof.ts,
-                now,
-                limits.proof_window_secs,
-            ) {
+            (
+                publication.signing_key,
+                state.mailboxes.limits().proof_window_secs,
+            )
+        };
+        let proof = auth
+            .ok_or(ProofError::Missing)
+            .and_then(|v| parse_proof(v, DRAIN_SCHEME))
+            .and_then(|p| {
+                check_proof(
+                    &p,
+                    DRAIN_DOMAIN,
+                    &signing_key,
+                    (&key.0, &key.1),
+                    now,
+                    window,
+                )
+                .map(|()| p)
+            });
+        let proof = match proof {
+            Ok(p) => p,
+            Err(e) => return forward_error(&ForwardError::Proof(e)),
+        };
+        {
+            let mut state = self.lock();
+            if let Err(e) = state
+                .replay
+                .check_and_insert(key, proof.nonce, proof.ts, now, window)
+            {
                 return forward_error(&e);
             }
             if let Err(e) = state.mailboxes.begin_wait(key, now) {
