@@ -150,6 +150,8 @@ pub struct ServeConfig {
     pub deaddrop: crate::deaddrop::DeadDropConfig,
     /// The `tag:` family's table limits (per worker).
     pub tag: crate::tag::table::TagLimits,
+    /// The Hive family (/v1/rendezvous, /v1/forward, federation, board).
+    pub hive: crate::hive::HiveConfig,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -320,9 +322,11 @@ impl ServeConfig {
         }
         let deaddrop = deaddrop_config(&s, &data_dir, &cwd)?;
         let tag = tag_limits(&s, proof_window.as_secs(), client_wait)?;
+        let hive = hive_config(&s)?;
         Ok(Self {
             tag,
             deaddrop,
+            hive,
             tls,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
             data_dir,
@@ -423,6 +427,65 @@ fn deaddrop_config(
         d.require_recipient_fingerprint = b;
     }
     Ok(d)
+}
+
+/// The Hive family settings: defaults, overridden and validated.
+fn hive_config(s: &Settings) -> Result<crate::hive::HiveConfig, ConfigError> {
+    let mut h = crate::hive::HiveConfig::default();
+    if let Some(t) = s.max_ttl {
+        if t.0 < Duration::from_secs(1) || t.0.subsec_nanos() != 0 {
+            return Err(invalid(
+                "max-ttl",
+                "must be a whole number of seconds, at least 1s",
+            ));
+        }
+        h.policy.max_ttl_secs = t.0.as_secs();
+    }
+    if let Some(n) = s.hive_max_per_workspace {
+        if n == 0 {
+            return Err(invalid("hive-max-per-workspace", "must be at least 1"));
+        }
+        h.store.max_per_workspace = n;
+    }
+    if let Some(n) = s.hive_max_publications {
+        if n == 0 {
+            return Err(invalid("hive-max-publications", "must be at least 1"));
+        }
+        h.store.max_total = n;
+    }
+    for url in s.mirror.iter().flatten() {
+        let peer = crate::hive::mirror::MirrorPeer::parse(url)
+            .map_err(|e| invalid("mirror", &e.to_string()))?;
+        h.mirrors.push(peer);
+    }
+    if let Some(d) = s.mirror_interval {
+        h.mirror_interval = positive("mirror-interval", d.0)?;
+    }
+    if let Some(d) = s.forward_poll_timeout {
+        h.poll_timeout = positive("forward-poll-timeout", d.0)?;
+    }
+    if let Some(n) = s.forward_mailbox_bytes {
+        if n < h.forward.max_body {
+            return Err(invalid(
+                "forward-mailbox-bytes",
+                "must be at least 1048576 (one largest body)",
+            ));
+        }
+        h.forward.max_mailbox_bytes = n;
+    }
+    if let Some(n) = s.forward_total_bytes {
+        if n < h.forward.max_body {
+            return Err(invalid(
+                "forward-total-bytes",
+                "must be at least 1048576 (one largest body)",
+            ));
+        }
+        h.forward.max_total_bytes = n;
+    }
+    if s.hive_board == Some(true) {
+        h.board = Some(crate::hive::board::BoardLimits::default());
+    }
+    Ok(h)
 }
 
 /// The absolute data directory and secrets file: explicit values, else the defaults
@@ -921,6 +984,48 @@ max-http-connections = 10
             ("tag-max-duration = \"0s\"\n", "tag-max-duration"),
             ("tag-max-duration = \"1500ms\"\n", "tag-max-duration"),
             ("tag-max-tags = 0\n", "tag-max-tags"),
+        ] {
+            match resolve(parse_config(text).unwrap()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn hive_settings_default_parse_and_validate() {
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.hive, crate::hive::HiveConfig::default());
+        assert_eq!(c.hive.policy.max_ttl_secs, 300);
+        assert_eq!(c.hive.board, None);
+        let s = parse_config(
+            "max-ttl = \"90s\"\nhive-max-per-workspace = 3\nhive-max-publications = 7\n\
+             mirror = [\"http://127.0.0.1:7400\", \"http://[::1]:9/\"]\nmirror-interval = \"500ms\"\n\
+             forward-poll-timeout = \"2s\"\nforward-mailbox-bytes = 2097152\n\
+             forward-total-bytes = 8388608\nhive-board = true\n",
+        )
+        .unwrap();
+        let h = resolve(s).unwrap().hive;
+        assert_eq!(h.policy.max_ttl_secs, 90);
+        assert_eq!(h.policy.skew_secs, 300);
+        assert_eq!((h.store.max_per_workspace, h.store.max_total), (3, 7));
+        assert_eq!(h.mirrors.len(), 2);
+        assert_eq!(h.mirrors[1].host, "::1");
+        assert_eq!(h.mirror_interval, Duration::from_millis(500));
+        assert_eq!(h.poll_timeout, Duration::from_secs(2));
+        assert_eq!(h.forward.max_mailbox_bytes, 2 << 20);
+        assert_eq!(h.forward.max_total_bytes, 8 << 20);
+        assert!(h.board.is_some());
+        for (text, key) in [
+            ("max-ttl = \"0s\"\n", "max-ttl"),
+            ("max-ttl = \"1500ms\"\n", "max-ttl"),
+            ("hive-max-per-workspace = 0\n", "hive-max-per-workspace"),
+            ("hive-max-publications = 0\n", "hive-max-publications"),
+            ("mirror = [\"https://a:1\"]\n", "mirror"),
+            ("mirror-interval = \"0s\"\n", "mirror-interval"),
+            ("forward-poll-timeout = \"0s\"\n", "forward-poll-timeout"),
+            ("forward-mailbox-bytes = 1000\n", "forward-mailbox-bytes"),
+            ("forward-total-bytes = 1000\n", "forward-total-bytes"),
         ] {
             match resolve(parse_config(text).unwrap()) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),

@@ -151,6 +151,12 @@ struct WireCandidate {
 /// Parses a publication body: shape, encodings and limits. Does not check the signature
 /// or the time window. The caller enforces [`MAX_PUBLICATION_BYTES`] first.
 pub fn parse_publication(body: &[u8]) -> Result<Publication, RecordError> {
+    // serde's derived structs also accept the JSON *array* form of a struct; the wire
+    // shape is objects only, so check the shape on a `Value` first. The typed parse then
+    // refuses unknown and duplicate fields (a `Value` would keep the last duplicate).
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| RecordError::Json(e.to_string()))?;
+    check_shape(&value)?;
     let wire: WirePublication =
         serde_json::from_slice(body).map_err(|e| RecordError::Json(e.to_string()))?;
     let r = wire.record;
@@ -194,6 +200,22 @@ pub fn parse_publication(body: &[u8]) -> Result<Publication, RecordError> {
         published_at_unix,
         published_at_nanos,
     })
+}
+
+/// Refuses the array forms serde would accept for the publication, the record and the
+/// candidates.
+fn check_shape(value: &serde_json::Value) -> Result<(), RecordError> {
+    let shape = |what: &str| RecordError::Json(format!("{what} must be a JSON object"));
+    let outer = value.as_object().ok_or_else(|| shape("the publication"))?;
+    if let Some(record) = outer.get("record") {
+        let record = record.as_object().ok_or_else(|| shape("record"))?;
+        if let Some(serde_json::Value::Array(candidates)) = record.get("candidates")
+            && !candidates.iter().all(serde_json::Value::is_object)
+        {
+            return Err(shape("each candidate"));
+        }
+    }
+    Ok(())
 }
 
 /// Checks one candidate's limits.
@@ -314,6 +336,28 @@ pub fn parse_rfc3339_utc(text: &str) -> Option<(i64, u32)> {
     Some((days * 86_400 + hour * 3600 + minute * 60 + second, nanos))
 }
 
+/// Formats unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (years 0000..=9999; others clamp).
+pub fn format_rfc3339_utc(unix: i64) -> String {
+    let unix = unix.clamp(-62_167_219_200, 253_402_300_799);
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
 fn is_leap(year: i64) -> bool {
     (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
 }
@@ -359,6 +403,22 @@ mod tests {
         ] {
             assert_eq!(parse_uuid(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn rfc3339_round_trip() {
+        for t in [
+            0,
+            951_868_799,
+            1_795_327_200,
+            -1,
+            253_402_300_799,
+            -62_167_219_200,
+        ] {
+            let text = format_rfc3339_utc(t);
+            assert_eq!(parse_rfc3339_utc(&text), Some((t, 0)), "{text}");
+        }
+        assert_eq!(format_rfc3339_utc(1_795_327_200), "2026-11-22T06:00:00Z");
     }
 
     #[test]
