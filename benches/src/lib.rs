@@ -123,6 +123,217 @@ pub mod fixtures {
     }
 }
 
+/// The Hive and tag workloads of the instruction-count gate (`instr`): each is prepared
+/// by `new` (keys, signatures, frames, publications: all outside the measurement) and
+/// run once by `run`, which `instr` calls inside its measured function. `run` returns
+/// how many operations succeeded.
+pub mod workloads {
+    use super::fixtures;
+    use tryst_relay::hive::forward::{self, ForwardLimits, Mailboxes};
+    use tryst_relay::hive::store::{Inserted, PublicationStore, StoreLimits};
+    use tryst_relay::hive::verify::{PublicationPolicy, VerifiedPublication, verify_publication};
+    use tryst_relay::tag::table::{TagLimits, TagTable};
+    use tryst_relay::tag::wire::{self, CreateOptions};
+
+    /// Operations per run of the verify, proof, forward and park workloads.
+    pub const ITERATIONS: usize = 1_000;
+    /// Publications inserted by [`HiveStoreInsert`].
+    pub const STORE_DEVICES: usize = 10_000;
+    /// Devices per workspace there (the default per-workspace cap is 256).
+    pub const STORE_PER_WORKSPACE: usize = 250;
+
+    /// [`ITERATIONS`] x `verify_publication` of a 2-candidate publication.
+    #[derive(Debug)]
+    pub struct HiveVerify {
+        body: Vec<u8>,
+        policy: PublicationPolicy,
+    }
+
+    impl HiveVerify {
+        /// Signs the publication.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self {
+                body: fixtures::publication(2),
+                policy: PublicationPolicy::default(),
+            }
+        }
+
+        /// Verifies it [`ITERATIONS`] times; returns how many verified.
+        #[inline(never)]
+        pub fn run(&self) -> usize {
+            (0..ITERATIONS)
+                .filter(|_| {
+                    verify_publication(std::hint::black_box(&self.body), fixtures::T0, &self.policy)
+                        .is_ok()
+                })
+                .count()
+        }
+    }
+
+    /// [`ITERATIONS`] x Hive-Drain `parse_proof` + `check_proof`.
+    #[derive(Debug)]
+    pub struct HiveDrainProof {
+        key: [u8; 32],
+        header: String,
+    }
+
+    impl HiveDrainProof {
+        /// Signs the proof.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self {
+                key: fixtures::device_key().verifying_key().to_bytes(),
+                header: fixtures::drain_header(fixtures::T0 as u64, &fixtures::nonce(1)),
+            }
+        }
+
+        /// Parses and checks it [`ITERATIONS`] times; returns how many passed.
+        #[inline(never)]
+        pub fn run(&self) -> usize {
+            let who = (&fixtures::WORKSPACE, &fixtures::DEVICE);
+            (0..ITERATIONS)
+                .filter(|_| {
+                    forward::parse_proof(std::hint::black_box(&self.header), forward::DRAIN_SCHEME)
+                        .is_ok_and(|p| {
+                            forward::check_proof(
+                                &p,
+                                forward::DRAIN_DOMAIN,
+                                &self.key,
+                                who,
+                                fixtures::T0,
+                                60,
+                            )
+                            .is_ok()
+                        })
+                })
+                .count()
+        }
+    }
+
+    /// [`ITERATIONS`] x append of a 1 KiB frame to one forward mailbox, then its drain.
+    #[derive(Debug)]
+    pub struct HiveForward {
+        boxes: Mailboxes,
+        frames: Vec<Vec<u8>>,
+    }
+
+    impl HiveForward {
+        /// Allocates the frames.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self {
+                boxes: Mailboxes::new(ForwardLimits::default()),
+                frames: (0..ITERATIONS).map(|i| vec![i as u8; 1024]).collect(),
+            }
+        }
+
+        /// Appends and drains every frame; returns the bytes drained.
+        #[inline(never)]
+        pub fn run(&mut self) -> usize {
+            let key = (fixtures::WORKSPACE, fixtures::DEVICE);
+            let mut drained = 0;
+            for f in std::mem::take(&mut self.frames) {
+                if self.boxes.append(key, f, fixtures::T0).is_ok() {
+                    drained += self
+                        .boxes
+                        .take(&key, fixtures::T0)
+                        .map_or(0, |out| out.len());
+                }
+            }
+            drained
+        }
+
+        /// Whether nothing is left queued.
+        pub fn is_empty(&self) -> bool {
+            self.boxes.total_bytes() == 0
+        }
+    }
+
+    /// [`STORE_DEVICES`] new publications into an empty store.
+    #[derive(Debug)]
+    pub struct HiveStoreInsert {
+        store: PublicationStore,
+        publications: Vec<VerifiedPublication>,
+    }
+
+    impl HiveStoreInsert {
+        /// Builds the publications (without signing: the store never checks signatures).
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            let body = fixtures::publication(2);
+            Self {
+                store: PublicationStore::new(StoreLimits::default()),
+                publications: (0..STORE_DEVICES as u32)
+                    .map(|n| {
+                        let ws = fixtures::numbered(n / STORE_PER_WORKSPACE as u32, 0x0b);
+                        fixtures::stored(ws, fixtures::numbered(n, 0xa1), 0, &body)
+                    })
+                    .collect(),
+            }
+        }
+
+        /// Inserts them all; returns how many were new.
+        #[inline(never)]
+        pub fn run(&mut self) -> usize {
+            std::mem::take(&mut self.publications)
+                .into_iter()
+                .filter_map(|p| self.store.insert(p, fixtures::T0).ok())
+                .filter(|i| *i == Inserted::New)
+                .count()
+        }
+
+        /// Publications held.
+        pub fn stored(&self) -> usize {
+            self.store.len()
+        }
+    }
+
+    /// [`ITERATIONS`] parks of a publisher on its existing tag, each with a fresh nonce:
+    /// proof parse, strict Ed25519 against the stored owner key, replay cache.
+    #[derive(Debug)]
+    pub struct TagParkVerify {
+        table: TagTable,
+        headers: Vec<String>,
+    }
+
+    impl TagParkVerify {
+        /// Creates the tag (nonce 0) and signs the proofs (nonces 1..=[`ITERATIONS`]).
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            let now = fixtures::T0 as u64;
+            let options = CreateOptions::default();
+            let mut table = TagTable::new(TagLimits::default());
+            let first = fixtures::tag_proof_header(now, &fixtures::nonce(0), &options);
+            let first = wire::parse_proof(first.as_bytes()).expect("fixture parses");
+            let created = table.park(&fixtures::TAG, &first, &options, now);
+            assert!(created.is_ok_and(|p| p.created), "fixture tag is created");
+            Self {
+                table,
+                headers: (1..=ITERATIONS as u64)
+                    .map(|n| fixtures::tag_proof_header(now, &fixtures::nonce(n), &options))
+                    .collect(),
+            }
+        }
+
+        /// Parses and parks every proof; returns how many parked.
+        #[inline(never)]
+        pub fn run(&mut self) -> usize {
+            let now = fixtures::T0 as u64;
+            let options = CreateOptions::default();
+            let table = &mut self.table;
+            self.headers
+                .iter()
+                .filter(|h| {
+                    wire::parse_proof(std::hint::black_box(h.as_bytes())).is_ok_and(|proof| {
+                        table.park(&fixtures::TAG, &proof, &options, now).is_ok()
+                    })
+                })
+                .count()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::fixtures::*;
@@ -130,6 +341,22 @@ mod tests {
     use tryst_relay::hive::verify::{PublicationPolicy, verify_publication};
     use tryst_relay::tag::table::{TagLimits, TagTable};
     use tryst_relay::tag::wire;
+
+    #[test]
+    fn workloads_succeed_in_full() {
+        use super::workloads::*;
+        assert_eq!(HiveVerify::new().run(), ITERATIONS);
+        assert_eq!(HiveDrainProof::new().run(), ITERATIONS);
+        let mut forward = HiveForward::new();
+        assert_eq!(forward.run(), ITERATIONS * 1024);
+        assert!(forward.is_empty());
+        let mut store = HiveStoreInsert::new();
+        assert_eq!(store.run(), STORE_DEVICES);
+        assert_eq!(store.stored(), STORE_DEVICES);
+        let mut tag = TagParkVerify::new();
+        assert_eq!(tag.run(), ITERATIONS);
+        assert_eq!(tag.run(), 0, "every nonce is now a replay");
+    }
 
     #[test]
     fn publications_verify_and_are_deterministic() {
