@@ -176,6 +176,33 @@ pub struct Settings {
         value_name = "BOOL"
     )]
     pub deaddrop_require_recipient_fingerprint: Option<bool>,
+    /// Cap on a Hive publication's TTL (/v1/rendezvous), whole seconds [default: 300s].
+    #[arg(long, env = "TRYST_MAX_TTL", value_name = "DURATION")]
+    pub max_ttl: Option<HumanDuration>,
+    /// Most Hive publications per workspace; 503 beyond, after evicting expired ones [default: 256].
+    #[arg(long, env = "TRYST_HIVE_MAX_PER_WORKSPACE", value_name = "N")]
+    pub hive_max_per_workspace: Option<usize>,
+    /// Most Hive publications in total; 503 beyond, after evicting expired ones [default: 65536].
+    #[arg(long, env = "TRYST_HIVE_MAX_PUBLICATIONS", value_name = "N")]
+    pub hive_max_publications: Option<usize>,
+    /// A peer relay to mirror Hive publications with, http://host:port; repeatable (environment: comma-separated) [default: none].
+    #[arg(long, env = "TRYST_MIRROR", value_name = "URL", value_delimiter = ',')]
+    pub mirror: Option<Vec<String>>,
+    /// How often each --mirror peer is pulled [default: 10s].
+    #[arg(long, env = "TRYST_MIRROR_INTERVAL", value_name = "DURATION")]
+    pub mirror_interval: Option<HumanDuration>,
+    /// How long a /v1/forward drain waits for data before 204 [default: 25s].
+    #[arg(long, env = "TRYST_FORWARD_POLL_TIMEOUT", value_name = "DURATION")]
+    pub forward_poll_timeout: Option<HumanDuration>,
+    /// Most bytes queued in one /v1/forward mailbox; 429 beyond [default: 4194304].
+    #[arg(long, env = "TRYST_FORWARD_MAILBOX_BYTES", value_name = "BYTES")]
+    pub forward_mailbox_bytes: Option<usize>,
+    /// Most bytes queued in all /v1/forward mailboxes; 503 beyond [default: 268435456].
+    #[arg(long, env = "TRYST_FORWARD_TOTAL_BYTES", value_name = "BYTES")]
+    pub forward_total_bytes: Option<usize>,
+    /// Serve Hive's unsigned candidates board (/v1/workspaces/{id}/candidates) [default: false].
+    #[arg(long, env = "TRYST_HIVE_BOARD", value_name = "BOOL")]
+    pub hive_board: Option<bool>,
 }
 
 impl Settings {
@@ -222,6 +249,21 @@ impl Settings {
             deaddrop_require_recipient_fingerprint: self
                 .deaddrop_require_recipient_fingerprint
                 .or(fallback.deaddrop_require_recipient_fingerprint),
+            max_ttl: self.max_ttl.or(fallback.max_ttl),
+            hive_max_per_workspace: self
+                .hive_max_per_workspace
+                .or(fallback.hive_max_per_workspace),
+            hive_max_publications: self
+                .hive_max_publications
+                .or(fallback.hive_max_publications),
+            mirror: self.mirror.or(fallback.mirror),
+            mirror_interval: self.mirror_interval.or(fallback.mirror_interval),
+            forward_poll_timeout: self.forward_poll_timeout.or(fallback.forward_poll_timeout),
+            forward_mailbox_bytes: self
+                .forward_mailbox_bytes
+                .or(fallback.forward_mailbox_bytes),
+            forward_total_bytes: self.forward_total_bytes.or(fallback.forward_total_bytes),
+            hive_board: self.hive_board.or(fallback.hive_board),
         }
     }
 }

@@ -142,6 +142,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// The dead-drop (hivemind-rendezvous compatible mailboxes).
     pub deaddrop: crate::deaddrop::DeadDropConfig,
+    /// The Hive family (/v1/rendezvous, /v1/forward, federation, board).
+    pub hive: crate::hive::HiveConfig,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -304,8 +306,10 @@ impl ServeConfig {
             return Err(invalid("tls-cert", "needs tls-listen"));
         }
         let deaddrop = deaddrop_config(&s, &data_dir, &cwd)?;
+        let hive = hive_config(&s)?;
         Ok(Self {
             deaddrop,
+            hive,
             tls,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
             data_dir,
@@ -372,6 +376,65 @@ fn deaddrop_config(
         d.require_recipient_fingerprint = b;
     }
     Ok(d)
+}
+
+/// The Hive family settings: defaults, overridden and validated.
+fn hive_config(s: &Settings) -> Result<crate::hive::HiveConfig, ConfigError> {
+    let mut h = crate::hive::HiveConfig::default();
+    if let Some(t) = s.max_ttl {
+        if t.0 < Duration::from_secs(1) || t.0.subsec_nanos() != 0 {
+            return Err(invalid(
+                "max-ttl",
+                "must be a whole number of seconds, at least 1s",
+            ));
+        }
+        h.policy.max_ttl_secs = t.0.as_secs();
+    }
+    if let Some(n) = s.hive_max_per_workspace {
+        if n == 0 {
+            return Err(invalid("hive-max-per-workspace", "must be at least 1"));
+        }
+        h.store.max_per_workspace = n;
+    }
+    if let Some(n) = s.hive_max_publications {
+        if n == 0 {
+            return Err(invalid("hive-max-publications", "must be at least 1"));
+        }
+        h.store.max_total = n;
+    }
+    for url in s.mirror.iter().flatten() {
+        let peer = crate::hive::mirror::MirrorPeer::parse(url)
+            .map_err(|e| invalid("mirror", &e.to_string()))?;
+        h.mirrors.push(peer);
+    }
+    if let Some(d) = s.mirror_interval {
+        h.mirror_interval = positive("mirror-interval", d.0)?;
+    }
+    if let Some(d) = s.forward_poll_timeout {
+        h.poll_timeout = positive("forward-poll-timeout", d.0)?;
+    }
+    if let Some(n) = s.forward_mailbox_bytes {
+        if n < h.forward.max_body {
+            return Err(invalid(
+                "forward-mailbox-bytes",
+                "must be at least 1048576 (one largest body)",
+            ));
+        }
+        h.forward.max_mailbox_bytes = n;
+    }
+    if let Some(n) = s.forward_total_bytes {
+        if n < h.forward.max_body {
+            return Err(invalid(
+                "forward-total-bytes",
+                "must be at least 1048576 (one largest body)",
+            ));
+        }
+        h.forward.max_total_bytes = n;
+    }
+    if s.hive_board == Some(true) {
+        h.board = Some(crate::hive::board::BoardLimits::default());
+    }
+    Ok(h)
 }
 
 /// The absolute data directory and secrets file: explicit values, else the defaults

@@ -8,6 +8,7 @@
 //! request bodies read only up to [`BODY_LIMIT`] bytes.
 
 use crate::deaddrop::DeadDrop;
+use crate::hive::Hive;
 use crate::metrics::{self, render_metrics};
 use crate::pico::{self, Pico, PicoLimits};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -192,18 +193,19 @@ struct Inner {
     shutting_down: AtomicBool,
     pico: Pico,
     deaddrop: Option<DeadDrop>,
+    hive: Option<Hive>,
 }
 
 impl HttpService {
     /// A service with `limits`, reading counters through `stats`.
     pub fn new(limits: HttpLimits, stats: StatsRequester) -> Self {
-        Self::build(limits, stats, PicoLimits::default(), None)
+        Self::build(limits, stats, PicoLimits::default(), None, None)
     }
 
     /// A service with `limits`, reading counters through `stats`, whose Pico channels
     /// (`/new`, `/channel/...`) use `pico`.
     pub fn with_pico(limits: HttpLimits, stats: StatsRequester, pico: PicoLimits) -> Self {
-        Self::build(limits, stats, pico, None)
+        Self::build(limits, stats, pico, None, None)
     }
 
     /// A service with every API family: Pico channels with `pico`, and the dead-drop's
@@ -214,7 +216,18 @@ impl HttpService {
         pico: PicoLimits,
         deaddrop: DeadDrop,
     ) -> Self {
-        Self::build(limits, stats, pico, Some(deaddrop))
+        Self::build(limits, stats, pico, Some(deaddrop), None)
+    }
+
+    /// [`HttpService::with_families`] plus the Hive family (`/v1/...`).
+    pub fn with_hive(
+        limits: HttpLimits,
+        stats: StatsRequester,
+        pico: PicoLimits,
+        deaddrop: DeadDrop,
+        hive: Hive,
+    ) -> Self {
+        Self::build(limits, stats, pico, Some(deaddrop), Some(hive))
     }
 
     fn build(
@@ -222,6 +235,7 @@ impl HttpService {
         stats: StatsRequester,
         pico: PicoLimits,
         deaddrop: Option<DeadDrop>,
+        hive: Option<Hive>,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         Self {
@@ -232,6 +246,7 @@ impl HttpService {
                 shutting_down: AtomicBool::new(false),
                 pico: Pico::new(pico),
                 deaddrop,
+                hive,
             }),
         }
     }
@@ -239,7 +254,7 @@ impl HttpService {
     /// A service that also serves the dead-drop's paths (`/pubkey`, `/deposit`,
     /// `/retrieve`, `/ack`).
     pub fn with_deaddrop(limits: HttpLimits, stats: StatsRequester, deaddrop: DeadDrop) -> Self {
-        Self::build(limits, stats, PicoLimits::default(), Some(deaddrop))
+        Self::build(limits, stats, PicoLimits::default(), Some(deaddrop), None)
     }
 
     /// From now on `/healthz` answers 503 (the relay is draining).
@@ -334,6 +349,11 @@ impl HttpService {
             && DeadDrop::owns(req.uri().path())
         {
             return Ok(dd.serve(req, peer, self.inner.limits.header_timeout).await);
+        }
+        if let Some(hive) = &self.inner.hive
+            && Hive::owns(req.uri().path())
+        {
+            return Ok(hive.serve(req, self.inner.limits.header_timeout).await);
         }
         let (parts, body) = req.into_parts();
         read_capped(body, self.inner.limits.header_timeout).await?;

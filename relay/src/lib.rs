@@ -27,6 +27,7 @@ pub mod deaddrop;
 pub mod duration;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
+pub mod hive;
 pub mod http;
 pub mod metrics;
 pub mod nodeprov;

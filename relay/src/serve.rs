@@ -237,7 +237,9 @@ async fn supervise(
     deaddrop: crate::deaddrop::DeadDrop,
 ) -> Result<(), ServeError> {
     let (stats, mut stats_requests) = StatsRequester::channel(64);
-    let http = HttpService::with_families(
+    let hive = crate::hive::Hive::new(config.hive.clone());
+    hive.start_background();
+    let http = HttpService::with_hive(
         HttpLimits {
             max_connections: config.max_http_connections,
             header_timeout: config.engine.head_timeout,
@@ -246,6 +248,7 @@ async fn supervise(
         stats,
         config.pico,
         deaddrop,
+        hive,
     );
     let inbox = inbox_readiness(&engine).map_err(io_err("registering the HTTP inbox"))?;
     let Signals {

@@ -5,6 +5,9 @@
 pub mod deaddrop_bodies;
 pub mod deaddrop_proof_raw;
 pub mod deaddrop_proof_structured;
+pub mod hive_preimage;
+pub mod hive_record;
+pub mod hive_signature;
 pub mod node_provisioning_record;
 pub mod pico_channel;
 
@@ -16,6 +19,9 @@ pub const TARGETS: &[Target] = &[
     ("deaddrop_bodies", deaddrop_bodies::run),
     ("deaddrop_proof_raw", deaddrop_proof_raw::run),
     ("deaddrop_proof_structured", deaddrop_proof_structured::run),
+    ("hive_preimage", hive_preimage::run),
+    ("hive_record", hive_record::run),
+    ("hive_signature", hive_signature::run),
     ("node_provisioning_record", node_provisioning_record::run),
     ("pico_channel", pico_channel::run),
 ];

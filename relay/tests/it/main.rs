@@ -2,6 +2,7 @@
 
 mod cli;
 mod deaddrop;
+mod hive;
 mod node;
 mod pico;
 mod serve;

@@ -1,0 +1,5 @@
+//! The harness is `tryst_relay::fuzzing::hive_preimage`; `cargo test` replays the corpus through it.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tryst_relay::fuzzing::hive_preimage::run(data));

@@ -1,0 +1,540 @@
+//! The HTTP adapter of the Hive family: routes `/v1/*` requests to the sans-IO pieces
+//! (store, mailboxes, board), reads the clock, waits for forward drains (futures and a
+//! [`Notify`], no thread per waiter) and feeds the federation.
+//!
+//! Every error is `application/json` `{"error":"<reason>"}`.
+
+use super::board::{Board, BoardLimits, valid_workspace};
+use super::forward::{
+    DRAIN_DOMAIN, DRAIN_SCHEME, ForwardError, ForwardLimits, MailboxKey, Mailboxes, ProofError,
+    ReplayCache, check_proof, parse_proof,
+};
+use super::record::{MAX_PUBLICATION_BYTES, parse_uuid};
+use super::store::{InsertError, Inserted, PublicationStore, StoreLimits};
+use super::verify::{PublicationError, PublicationPolicy, verify_publication};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Bytes};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Notify, mpsc};
+
+/// Most publications in one federation export page.
+pub const MAX_EXPORT_PAGE: usize = 256;
+
+/// Settings of the Hive family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HiveConfig {
+    /// Publication checks (TTL cap, skew window).
+    pub policy: PublicationPolicy,
+    /// Publication caps.
+    pub store: StoreLimits,
+    /// Forward mailbox limits.
+    pub forward: ForwardLimits,
+    /// How long a forward drain waits for data before 204.
+    pub poll_timeout: Duration,
+    /// The unsigned candidates board, or `None` (off: its paths answer 404).
+    pub board: Option<BoardLimits>,
+    /// Peer relays to mirror publications with (`http://host:port`).
+    pub mirrors: Vec<super::mirror::MirrorPeer>,
+    /// How often each peer is pulled.
+    pub mirror_interval: Duration,
+}
+
+impl Default for HiveConfig {
+    fn default() -> Self {
+        Self {
+            policy: PublicationPolicy::default(),
+            store: StoreLimits::default(),
+            forward: ForwardLimits::default(),
+            poll_timeout: Duration::from_secs(25),
+            board: None,
+            mirrors: Vec::new(),
+            mirror_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    store: PublicationStore,
+    mailboxes: Mailboxes,
+    replay: ReplayCache,
+    waiters: HashMap<MailboxKey, Arc<Notify>>,
+    board: Option<Board>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: HiveConfig,
+    state: Mutex<State>,
+    pushes: Mutex<Vec<mpsc::Sender<Arc<Vec<u8>>>>>,
+}
+
+/// The Hive family service. Cheap to clone; clones share state.
+#[derive(Debug, Clone)]
+pub struct Hive {
+    inner: Arc<Inner>,
+}
+
+/// The unix time now.
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn respond(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// `{"error":"<reason>"}` with `status`.
+pub fn error(status: u16, reason: &str) -> Resp {
+    respond(
+        status,
+        "application/json",
+        serde_json::json!({ "error": reason }).to_string(),
+    )
+}
+
+fn ok_json() -> Resp {
+    respond(200, "application/json", r#"{"ok":true}"#)
+}
+
+fn not_found() -> Resp {
+    error(404, "not found")
+}
+
+fn no_publication() -> Resp {
+    error(404, "no fresh publication")
+}
+
+fn method_not_allowed(allow: &'static str) -> Resp {
+    let mut r = error(405, "method not allowed");
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn close(mut r: Resp) -> Resp {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Reads a body of at most `limit` bytes; the `Err` is the response to send.
+async fn read_body<B>(
+    body: B,
+    limit: usize,
+    too_large: &str,
+    deadline: Duration,
+) -> Result<Bytes, Resp>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    if body.size_hint().lower() > limit as u64 {
+        return Err(close(error(413, too_large)));
+    }
+    match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(close(error(408, "request body not received in time"))),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(close(error(413, too_large))),
+        Ok(Err(_)) => Err(close(error(400, "malformed request body"))),
+    }
+}
+
+/// The raw ids of a `{ws}/{device}` path; the `Err` is the 400 reason.
+fn ids(ws: &str, device: &str) -> Result<MailboxKey, &'static str> {
+    let ws = parse_uuid(ws).ok_or("malformed workspace id")?;
+    let device = parse_uuid(device).ok_or("malformed device id")?;
+    Ok((ws, device))
+}
+
+fn forward_error(e: &ForwardError) -> Resp {
+    error(e.status(), &e.to_string())
+}
+
+/// Ends a waiting drain however its future ends (answered, timed out, or dropped because
+/// the client went away).
+struct WaitGuard<'a> {
+    hive: &'a Hive,
+    key: MailboxKey,
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.hive.lock();
+        state.mailboxes.end_wait(&self.key, now_unix());
+        state.waiters.remove(&self.key);
+    }
+}
+
+impl Hive {
+    /// A service with `config` (no background tasks yet; see [`Hive::start_background`]).
+    pub fn new(config: HiveConfig) -> Self {
+        let state = State {
+            store: PublicationStore::new(config.store),
+            mailboxes: Mailboxes::new(config.forward),
+            replay: ReplayCache::new(config.forward.max_nonces),
+            waiters: HashMap::new(),
+            board: config.board.map(Board::new),
+        };
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(state),
+                pushes: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HiveConfig {
+        &self.inner.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the tables inconsistent in a way
+        // that matters more than refusing service; keep serving.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `path` belongs to this family (everything under `/v1/`).
+    pub fn owns(path: &str) -> bool {
+        path.starts_with("/v1/")
+    }
+
+    /// Starts the periodic sweep and the federation tasks. Needs a tokio runtime.
+    pub fn start_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let hive = Self { inner };
+                let now = now_unix();
+                let mut state = hive.lock();
+                state.store.evict_expired(now);
+                state.mailboxes.evict_idle(now);
+            }
+        });
+        let mut pushes = Vec::new();
+        for peer in &self.inner.config.mirrors {
+            pushes.push(super::mirror::spawn_peer(
+                self.clone(),
+                peer.clone(),
+                self.inner.config.mirror_interval,
+            ));
+        }
+        *self
+            .inner
+            .pushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = pushes;
+    }
+
+    /// Verifies and stores one publication body at `now` (the POST and the federation
+    /// pull share this). Returns how the store changed.
+    pub fn accept_publication(&self, body: &[u8], now: i64) -> Result<Inserted, PublishRefusal> {
+        let p = verify_publication(body, now, &self.inner.config.policy)
+            .map_err(PublishRefusal::Invalid)?;
+        self.lock()
+            .store
+            .insert(p, now)
+            .map_err(PublishRefusal::Store)
+    }
+
+    fn push_to_mirrors(&self, body: &[u8]) {
+        let pushes = self
+            .inner
+            .pushes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pushes.is_empty() {
+            return;
+        }
+        let body = Arc::new(body.to_vec());
+        for tx in pushes.iter() {
+            if tx.try_send(Arc::clone(&body)).is_err() {
+                tracing::debug!("hive mirror push queue full; the peer's pull will catch up");
+            }
+        }
+    }
+
+    /// The federation export page after `since` (see [`PublicationStore::since`]) as
+    /// `{"next":N,"publications":["<base64 of the exact body>",...]}`.
+    pub fn export(&self, since: u64, limit: usize, now: i64) -> String {
+        let (page, next) = self.lock().store.since(since, limit, now);
+        let publications: Vec<String> = page.iter().map(|p| STANDARD.encode(&p.body)).collect();
+        serde_json::json!({ "next": next, "publications": publications }).to_string()
+    }
+
+    /// Serves one `/v1/*` request; `deadline` bounds reading its body.
+    pub async fn serve<B>(&self, req: Request<B>, deadline: Duration) -> Resp
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let get = parts.method == Method::GET || parts.method == Method::HEAD;
+        let post = parts.method == Method::POST;
+        match segments.as_slice() {
+            ["v1", "health"] if get => respond(200, "text/plain", "ok"),
+            ["v1", "health"] => method_not_allowed("GET, HEAD"),
+            ["v1", "rendezvous"] if post => self.publish(body, deadline).await,
+            ["v1", "rendezvous"] => method_not_allowed("POST"),
+            ["v1", "rendezvous", "mirror"] if get => {
+                let (since, limit) = export_query(parts.uri.query());
+                respond(
+                    200,
+                    "application/json",
+                    self.export(since, limit, now_unix()),
+                )
+            }
+            ["v1", "rendezvous", ws] if get => match parse_uuid(ws) {
+                None => error(400, "malformed workspace id"),
+                Some(ws) => {
+                    let all = self.lock().store.workspace(&ws, now_unix());
+                    let mut out = Vec::from(&b"["[..]);
+                    for (i, p) in all.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(&p.body);
+                    }
+                    out.push(b']');
+                    respond(200, "application/json", out)
+                }
+            },
+            ["v1", "rendezvous", ws, device] if get => match ids(ws, device) {
+                Err(reason) => error(400, reason),
+                Ok((ws, device)) => match self.lock().store.get(&ws, &device, now_unix()) {
+                    Some(p) => respond(200, "application/json", p.body.clone()),
+                    None => no_publication(),
+                },
+            },
+            ["v1", "rendezvous", _] | ["v1", "rendezvous", _, _] => method_not_allowed("GET, HEAD"),
+            ["v1", "forward", ws, device] if post => match ids(ws, device) {
+                Err(reason) => error(400, reason),
+                Ok(key) => self.forward_post(key, body, deadline).await,
+            },
+            ["v1", "forward", ws, device] if get => match ids(ws, device) {
+                Err(reason) => error(400, reason),
+                Ok(key) => {
+                    let auth = parts
+                        .headers
+                        .get(header::AUTHORIZATION)
+                        .map(|v| v.to_str().unwrap_or("\u{0}"));
+                    self.forward_drain(key, auth).await
+                }
+            },
+            ["v1", "forward", _, _] => method_not_allowed("GET, POST"),
+            ["v1", "workspaces", ws, "candidates"] if self.inner.config.board.is_some() => {
+                if !valid_workspace(ws) {
+                    return error(400, "malformed workspace id");
+                }
+                if get {
+                    let now = now_unix();
+                    let text = self.lock().board.as_ref().map(|b| b.get(ws, now));
+                    respond(200, "application/json", text.unwrap_or_default())
+                } else if post {
+                    let limit = self.inner.config.board.map_or(0, |b| b.max_body);
+                    let body =
+                        match read_body(body, limit, "request body too large", deadline).await {
+                            Ok(b) => b,
+                            Err(r) => return r,
+                        };
+                    let now = now_unix();
+                    let result = self.lock().board.as_mut().map(|b| b.post(ws, &body, now));
+                    match result {
+                        Some(Ok(())) => ok_json(),
+                        Some(Err(e)) => error(e.status(), &e.to_string()),
+                        None => not_found(),
+                    }
+                } else {
+                    method_not_allowed("GET, HEAD, POST")
+                }
+            }
+            _ => not_found(),
+        }
+    }
+
+    async fn publish<B>(&self, body: B, deadline: Duration) -> Resp
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let too_large = PublicationError::TooLarge.reason();
+        let body = match read_body(body, MAX_PUBLICATION_BYTES, &too_large, deadline).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        match self.accept_publication(&body, now_unix()) {
+            Ok(outcome) => {
+                if outcome.changed() {
+                    self.push_to_mirrors(&body);
+                }
+                ok_json()
+            }
+            Err(e) => error(e.status(), &e.reason()),
+        }
+    }
+
+    async fn forward_post<B>(&self, key: MailboxKey, body: B, deadline: Duration) -> Resp
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limit = self.inner.config.forward.max_body;
+        let too_large = ForwardError::TooLarge.to_string();
+        let body = match read_body(body, limit, &too_large, deadline).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let now = now_unix();
+        let mut state = self.lock();
+        if state.store.get(&key.0, &key.1, now).is_none() {
+            return no_publication();
+        }
+        match state.mailboxes.append(key, body.to_vec(), now) {
+            Ok(()) => {
+                if let Some(n) = state.waiters.get(&key) {
+                    n.notify_one();
+                }
+                ok_json()
+            }
+            Err(e) => forward_error(&e),
+        }
+    }
+
+    async fn forward_drain(&self, key: MailboxKey, auth: Option<&str>) -> Resp {
+        let notify = Arc::new(Notify::new());
+        {
+            let now = now_unix();
+            let mut state = self.lock();
+            let Some(publication) = state.store.get(&key.0, &key.1, now) else {
+                return no_publication();
+            };
+            let limits = *state.mailboxes.limits();
+            let proof = auth
+                .ok_or(ProofError::Missing)
+                .and_then(|v| parse_proof(v, DRAIN_SCHEME))
+                .and_then(|p| {
+                    check_proof(
+                        &p,
+                        DRAIN_DOMAIN,
+                        &publication.signing_key,
+                        (&key.0, &key.1),
+                        now,
+                        limits.proof_window_secs,
+                    )
+                    .map(|()| p)
+                });
+            let proof = match proof {
+                Ok(p) => p,
+                Err(e) => return forward_error(&ForwardError::Proof(e)),
+            };
+            if let Err(e) = state.replay.check_and_insert(
+                key,
+                proof.nonce,
+                proof.ts,
+                now,
+                limits.proof_window_secs,
+            ) {
+                return forward_error(&e);
+            }
+            if let Err(e) = state.mailboxes.begin_wait(key, now) {
+                return forward_error(&e);
+            }
+            state.waiters.insert(key, Arc::clone(&notify));
+        }
+        let _guard = WaitGuard { hive: self, key };
+        let until = tokio::time::Instant::now() + self.inner.config.poll_timeout;
+        loop {
+            if let Some(data) = self.lock().mailboxes.take(&key, now_unix()) {
+                return respond(200, "application/octet-stream", data);
+            }
+            if tokio::time::timeout_at(until, notify.notified())
+                .await
+                .is_err()
+            {
+                return match self.lock().mailboxes.take(&key, now_unix()) {
+                    Some(data) => respond(200, "application/octet-stream", data),
+                    None => {
+                        let mut r = Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = StatusCode::NO_CONTENT;
+                        r
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// Why [`Hive::accept_publication`] refused a publication.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishRefusal {
+    /// It does not verify.
+    #[error("{0}")]
+    Invalid(PublicationError),
+    /// The store refused it.
+    #[error("{0}")]
+    Store(InsertError),
+}
+
+impl PublishRefusal {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Invalid(e) => e.status(),
+            Self::Store(e) => e.status(),
+        }
+    }
+
+    /// The reason text of the JSON error body.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Invalid(e) => e.reason(),
+            Self::Store(e) => e.to_string(),
+        }
+    }
+}
+
+/// `since` and `limit` of an export query (missing or bad values: 0 and the page cap).
+fn export_query(query: Option<&str>) -> (u64, usize) {
+    let (mut since, mut limit) = (0, MAX_EXPORT_PAGE);
+    for pair in query.unwrap_or("").split('&') {
+        match pair.split_once('=') {
+            Some(("since", v)) => since = v.parse().unwrap_or(0),
+            Some(("limit", v)) => {
+                limit = v
+                    .parse()
+                    .unwrap_or(MAX_EXPORT_PAGE)
+                    .clamp(1, MAX_EXPORT_PAGE);
+            }
+            _ => {}
+        }
+    }
+    (since, limit)
+}
+
+#[cfg(test)]
+mod tests;

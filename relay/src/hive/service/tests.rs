@@ -1,0 +1,438 @@
+//! The adapter in process: exact statuses and bodies of every refusal, the long poll,
+//! replay, the board switch. (Integration tests in relay/tests/it/hive.rs drive a real
+//! `tryst serve`.)
+
+use super::*;
+use crate::hive::forward::proof_message;
+use crate::hive::record::{Candidate, Record, format_rfc3339_utc};
+use crate::hive::verify::sign_publication;
+use ed25519_dalek::{Signer as _, SigningKey};
+
+const WS: [u8; 16] = [0x11; 16];
+const DEV: [u8; 16] = [0x22; 16];
+const WS_S: &str = "11111111-1111-1111-1111-111111111111";
+const DEV_S: &str = "22222222-2222-2222-2222-222222222222";
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&[5; 32])
+}
+
+fn record(device: [u8; 16], published_at: i64, ttl: u32) -> Record {
+    Record {
+        workspace: WS,
+        account: [0x33; 16],
+        device,
+        signing_key: [0; 32],
+        candidates: vec![Candidate {
+            kind: "hostLocal".into(),
+            host: "10.0.0.1".into(),
+            port: 4000,
+            priority: 1,
+        }],
+        published_at: format_rfc3339_utc(published_at),
+        ttl_seconds: ttl,
+    }
+}
+
+fn publication(device: [u8; 16], offset: i64) -> Vec<u8> {
+    sign_publication(&key(), &record(device, now_unix() + offset, 300))
+}
+
+fn hive(poll: Duration) -> Hive {
+    Hive::new(HiveConfig {
+        poll_timeout: poll,
+        ..HiveConfig::default()
+    })
+}
+
+async fn call(
+    h: &Hive,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(path);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
+    let resp = h.serve(req, Duration::from_secs(5)).await;
+    let status = resp.status().as_u16();
+    let ctype = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, ctype, body)
+}
+
+fn err(status: u16, reason: &str) -> (u16, String, Vec<u8>) {
+    (
+        status,
+        "application/json".into(),
+        serde_json::json!({ "error": reason })
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+fn ok() -> (u16, String, Vec<u8>) {
+    (200, "application/json".into(), br#"{"ok":true}"#.to_vec())
+}
+
+fn drain_auth(ts: i64, nonce: [u8; 16]) -> String {
+    let ts = u64::try_from(ts).unwrap();
+    let sig = key().sign(&proof_message(DRAIN_DOMAIN, &WS, &DEV, ts, &nonce));
+    format!(
+        "Hive-Drain ts={ts}, nonce={}, sig={}",
+        hex::encode(nonce),
+        STANDARD.encode(sig.to_bytes())
+    )
+}
+
+#[tokio::test]
+async fn health_and_unknown_paths() {
+    let h = hive(Duration::from_millis(50));
+    assert_eq!(
+        call(&h, "GET", "/v1/health", &[], b"").await,
+        (200, "text/plain".into(), b"ok".to_vec())
+    );
+    assert_eq!(
+        call(&h, "GET", "/v1/nothing", &[], b"").await,
+        err(404, "not found")
+    );
+    assert_eq!(
+        call(&h, "GET", "/v1/rendezvous", &[], b"").await,
+        err(405, "method not allowed")
+    );
+}
+
+#[tokio::test]
+async fn publish_and_read_back_exactly() {
+    let h = hive(Duration::from_millis(50));
+    let body = publication(DEV, 0);
+    assert_eq!(call(&h, "POST", "/v1/rendezvous", &[], &body).await, ok());
+    let path = format!("/v1/rendezvous/{WS_S}/{DEV_S}");
+    assert_eq!(
+        call(&h, "GET", &path, &[], b"").await,
+        (200, "application/json".into(), body.clone())
+    );
+    // Upper-case path ids name the same bytes.
+    let upper = format!("/v1/rendezvous/{WS_S}/{}", DEV_S.to_uppercase());
+    assert_eq!(call(&h, "GET", &upper, &[], b"").await.0, 200);
+    let other = publication([0x44; 16], 0);
+    assert_eq!(call(&h, "POST", "/v1/rendezvous", &[], &other).await, ok());
+    let mut want = b"[".to_vec();
+    want.extend(&body);
+    want.push(b',');
+    want.extend(&other);
+    want.push(b']');
+    assert_eq!(
+        call(&h, "GET", &format!("/v1/rendezvous/{WS_S}"), &[], b"").await,
+        (200, "application/json".into(), want)
+    );
+    assert_eq!(
+        call(&h, "GET", &format!("/v1/rendezvous/{DEV_S}"), &[], b"").await,
+        (200, "application/json".into(), b"[]".to_vec())
+    );
+    assert_eq!(
+        call(
+            &h,
+            "GET",
+            &format!("/v1/rendezvous/{DEV_S}/{DEV_S}"),
+            &[],
+            b""
+        )
+        .await,
+        err(404, "no fresh publication")
+    );
+    assert_eq!(
+        call(&h, "GET", "/v1/rendezvous/xyz/abc", &[], b"").await,
+        err(400, "malformed workspace id")
+    );
+    assert_eq!(
+        call(&h, "GET", &format!("/v1/rendezvous/{WS_S}/abc"), &[], b"").await,
+        err(400, "malformed device id")
+    );
+}
+
+#[tokio::test]
+async fn publish_refusals() {
+    let h = hive(Duration::from_millis(50));
+    let newer = publication(DEV, 0);
+    let older = publication(DEV, -10);
+    assert_eq!(call(&h, "POST", "/v1/rendezvous", &[], &newer).await, ok());
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &older).await,
+        err(409, "a newer publication of this device is stored")
+    );
+    // Identical again: accepted as a no-op.
+    assert_eq!(call(&h, "POST", "/v1/rendezvous", &[], &newer).await, ok());
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &publication(DEV, 301)).await,
+        err(400, "publishedAt out of skew window")
+    );
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &publication(DEV, -301)).await,
+        err(400, "publishedAt out of skew window")
+    );
+    let mut tampered = newer.clone();
+    let at = tampered.len() - 10;
+    tampered[at] = if tampered[at] == b'A' { b'B' } else { b'A' };
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &tampered).await,
+        err(400, "bad signature")
+    );
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], b"{}").await,
+        err(
+            400,
+            "malformed record: missing field `record` at line 1 column 2"
+        )
+    );
+    assert_eq!(
+        call(
+            &h,
+            "POST",
+            "/v1/rendezvous",
+            &[],
+            &vec![b' '; MAX_PUBLICATION_BYTES + 1]
+        )
+        .await,
+        err(413, "publication too large")
+    );
+    // Expired already (published 200 s ago with a 100 s TTL): refused.
+    let stale = sign_publication(&key(), &record([0x55; 16], now_unix() - 200, 100));
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &stale).await,
+        err(400, "publication already expired")
+    );
+}
+
+#[tokio::test]
+async fn store_caps_answer_503() {
+    let h = Hive::new(HiveConfig {
+        store: StoreLimits {
+            max_per_workspace: 1,
+            max_total: 10,
+        },
+        ..HiveConfig::default()
+    });
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &publication(DEV, 0)).await,
+        ok()
+    );
+    assert_eq!(
+        call(
+            &h,
+            "POST",
+            "/v1/rendezvous",
+            &[],
+            &publication([0x44; 16], 0)
+        )
+        .await,
+        err(503, "workspace publication cap reached")
+    );
+}
+
+#[tokio::test]
+async fn forward_round_trip_and_refusals() {
+    let h = hive(Duration::from_millis(100));
+    let fwd = format!("/v1/forward/{WS_S}/{DEV_S}");
+    assert_eq!(
+        call(&h, "POST", &fwd, &[], b"frame").await,
+        err(404, "no fresh publication")
+    );
+    assert_eq!(
+        call(&h, "GET", &fwd, &[], b"").await,
+        err(404, "no fresh publication")
+    );
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &publication(DEV, 0)).await,
+        ok()
+    );
+    assert_eq!(
+        call(&h, "POST", &fwd, &[], &vec![0; (1 << 20) + 1]).await,
+        err(413, "forward body larger than 1 MiB")
+    );
+    assert_eq!(call(&h, "POST", &fwd, &[], &vec![1; 1 << 20]).await, ok());
+    assert_eq!(call(&h, "POST", &fwd, &[], b"second").await, ok());
+    // Drain proofs.
+    assert_eq!(
+        call(&h, "GET", &fwd, &[], b"").await,
+        err(401, "drain proof: missing Authorization")
+    );
+    assert_eq!(
+        call(&h, "GET", &fwd, &[("authorization", "Bearer x")], b"").await,
+        err(401, "drain proof: wrong scheme")
+    );
+    let stale = drain_auth(now_unix() - 61, [1; 16]);
+    assert_eq!(
+        call(&h, "GET", &fwd, &[("authorization", &stale)], b"").await,
+        err(401, "drain proof: ts out of window")
+    );
+    let other_key = {
+        let sig = SigningKey::from_bytes(&[6; 32]).sign(&proof_message(
+            DRAIN_DOMAIN,
+            &WS,
+            &DEV,
+            u64::try_from(now_unix()).unwrap(),
+            &[2; 16],
+        ));
+        format!(
+            "Hive-Drain ts={}, nonce={}, sig={}",
+            now_unix(),
+            hex::encode([2; 16]),
+            STANDARD.encode(sig.to_bytes())
+        )
+    };
+    assert_eq!(
+        call(&h, "GET", &fwd, &[("authorization", &other_key)], b"").await,
+        err(401, "drain proof: bad signature")
+    );
+    let auth = drain_auth(now_unix(), [3; 16]);
+    let (status, ctype, body) = call(&h, "GET", &fwd, &[("authorization", &auth)], b"").await;
+    assert_eq!((status, ctype.as_str()), (200, "application/octet-stream"));
+    let mut want = vec![1; 1 << 20];
+    want.extend(b"second");
+    assert_eq!(body, want);
+    // The same proof again: a replay.
+    assert_eq!(
+        call(&h, "GET", &fwd, &[("authorization", &auth)], b"").await,
+        err(401, "drain proof replayed")
+    );
+    // Empty after the poll timeout: 204.
+    let auth = drain_auth(now_unix(), [4; 16]);
+    let (status, _, body) = call(&h, "GET", &fwd, &[("authorization", &auth)], b"").await;
+    assert_eq!((status, body.len()), (204, 0));
+}
+
+#[tokio::test]
+async fn a_waiting_drain_is_woken_and_a_second_one_refused() {
+    let h = hive(Duration::from_secs(20));
+    let fwd = format!("/v1/forward/{WS_S}/{DEV_S}");
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &publication(DEV, 0)).await,
+        ok()
+    );
+    let auth = drain_auth(now_unix(), [7; 16]);
+    let waiter = {
+        let (h, fwd) = (h.clone(), fwd.clone());
+        tokio::spawn(async move { call(&h, "GET", &fwd, &[("authorization", &auth)], b"").await })
+    };
+    // Wait until the drain is registered (the table is the source of truth).
+    while h.lock().waiters.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let auth2 = drain_auth(now_unix(), [8; 16]);
+    assert_eq!(
+        call(&h, "GET", &fwd, &[("authorization", &auth2)], b"").await,
+        err(409, "a drain is already waiting on this mailbox")
+    );
+    assert_eq!(call(&h, "POST", &fwd, &[], b"wake").await, ok());
+    assert_eq!(
+        waiter.await.unwrap(),
+        (200, "application/octet-stream".into(), b"wake".to_vec())
+    );
+    assert!(h.lock().waiters.is_empty());
+}
+
+#[tokio::test]
+async fn a_vanished_drain_frees_its_slot() {
+    let h = hive(Duration::from_secs(20));
+    let fwd = format!("/v1/forward/{WS_S}/{DEV_S}");
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &publication(DEV, 0)).await,
+        ok()
+    );
+    let auth = drain_auth(now_unix(), [9; 16]);
+    let waiter = {
+        let (h, fwd) = (h.clone(), fwd.clone());
+        tokio::spawn(async move { call(&h, "GET", &fwd, &[("authorization", &auth)], b"").await })
+    };
+    while h.lock().waiters.is_empty() {
+        tokio::task::yield_now().await;
+    }
+    waiter.abort();
+    assert!(waiter.await.unwrap_err().is_cancelled());
+    assert!(h.lock().waiters.is_empty());
+    assert_eq!(h.lock().mailboxes.begin_wait((WS, DEV), now_unix()), Ok(()));
+}
+
+#[tokio::test]
+async fn board_is_off_by_default() {
+    let off = hive(Duration::from_millis(50));
+    let path = "/v1/workspaces/team-1/candidates";
+    assert_eq!(
+        call(&off, "GET", path, &[], b"").await,
+        err(404, "not found")
+    );
+    assert_eq!(
+        call(&off, "POST", path, &[], br#"{"device_id":"d","data":1}"#).await,
+        err(404, "not found")
+    );
+    let on = Hive::new(HiveConfig {
+        board: Some(BoardLimits::default()),
+        ..HiveConfig::default()
+    });
+    assert_eq!(
+        call(
+            &on,
+            "POST",
+            path,
+            &[],
+            br#"{"device_id":"d","data":{"a":[1]}}"#
+        )
+        .await,
+        ok()
+    );
+    assert_eq!(
+        call(&on, "GET", path, &[], b"").await,
+        (
+            200,
+            "application/json".into(),
+            br#"{"d":{"a":[1]}}"#.to_vec()
+        )
+    );
+    assert_eq!(
+        call(&on, "POST", path, &[], br#"{"device_id":"","data":1}"#).await,
+        err(400, "device_id must be 1..=128 bytes")
+    );
+    assert_eq!(
+        call(&on, "POST", path, &[], b"[").await,
+        err(
+            400,
+            "invalid JSON body: EOF while parsing a list at line 1 column 1"
+        )
+    );
+    assert_eq!(
+        call(&on, "GET", "/v1/workspaces/a%2Fb/candidates", &[], b"").await,
+        err(400, "malformed workspace id")
+    );
+}
+
+#[tokio::test]
+async fn export_pages() {
+    let h = hive(Duration::from_millis(50));
+    let a = publication(DEV, 0);
+    assert_eq!(call(&h, "POST", "/v1/rendezvous", &[], &a).await, ok());
+    let (status, _, body) = call(&h, "GET", "/v1/rendezvous/mirror?since=0", &[], b"").await;
+    assert_eq!(status, 200);
+    let want = serde_json::json!({"next": 1, "publications": [STANDARD.encode(&a)]});
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        want
+    );
+    let (_, _, body) = call(&h, "GET", "/v1/rendezvous/mirror?since=1", &[], b"").await;
+    assert_eq!(body, br#"{"next":1,"publications":[]}"#);
+    assert_eq!(export_query(Some("since=5&limit=0")), (5, 1));
+    assert_eq!(export_query(Some("limit=9999&x")), (0, MAX_EXPORT_PAGE));
+}

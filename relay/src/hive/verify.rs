@@ -1,0 +1,216 @@
+//! Strict Ed25519 verification shared by every Hive proof, and the verification of a
+//! whole publication ([`verify_publication`]).
+//!
+//! Strict policy (relay/tests/data/ed25519-policy.md lists the edge vectors):
+//! 1. the public key must decompress to a curve point, and re-compressing that point must
+//!    give back the same 32 bytes (no non-canonical `y >= p`, no "negative zero" `x`);
+//! 2. the public key must not be of small order ([`VerifyingKey::is_weak`]);
+//! 3. `VerifyingKey::verify_strict`: `S < L` (canonical scalar), `R` not of small order,
+//!    and the cofactorless equation `[S]B = R + [k]A` with `R` compared byte for byte.
+
+use super::preimage::{candidates_json, preimage};
+use super::record::{
+    MAX_PUBLICATION_BYTES, Publication, Record, RecordError, format_uuid, parse_publication,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+
+/// Why a strict Ed25519 verification failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignatureError {
+    /// The key bytes are not the encoding of a curve point.
+    #[error("public key not on the curve")]
+    KeyNotOnCurve,
+    /// The key decodes, but not from its canonical encoding.
+    #[error("non-canonical public key encoding")]
+    NonCanonicalKey,
+    /// The key is of small order (a weak key).
+    #[error("small-order public key")]
+    WeakKey,
+    /// The signature does not verify (includes non-canonical S and small-order R).
+    #[error("signature does not verify")]
+    Invalid,
+}
+
+/// Strict Ed25519 verification shared by every Hive proof: `signature` by `key` over
+/// `message` under the policy in this module's documentation.
+pub fn verify_strict(
+    key: &[u8; 32],
+    message: &[u8],
+    signature: &[u8; 64],
+) -> Result<(), SignatureError> {
+    let vk = VerifyingKey::from_bytes(key).map_err(|_| SignatureError::KeyNotOnCurve)?;
+    if vk.to_edwards().compress().to_bytes() != *key {
+        return Err(SignatureError::NonCanonicalKey);
+    }
+    if vk.is_weak() {
+        return Err(SignatureError::WeakKey);
+    }
+    let sig = Signature::from_bytes(signature);
+    vk.verify_strict(message, &sig)
+        .map_err(|_| SignatureError::Invalid)
+}
+
+/// What the relay checks a publication against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublicationPolicy {
+    /// The TTL cap (`--max-ttl`, default 300 s): the stored TTL is
+    /// `min(ttlSeconds, max_ttl_secs)`.
+    pub max_ttl_secs: u64,
+    /// Largest accepted `|publishedAt - now|`, in seconds (300). Both directions:
+    /// a publication dated more than this in the future is refused too.
+    pub skew_secs: u64,
+}
+
+impl Default for PublicationPolicy {
+    fn default() -> Self {
+        Self {
+            max_ttl_secs: 300,
+            skew_secs: 300,
+        }
+    }
+}
+
+/// A publication that passed [`verify_publication`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedPublication {
+    /// `workspaceID`, raw.
+    pub workspace: [u8; 16],
+    /// `publisherDeviceID`, raw.
+    pub device: [u8; 16],
+    /// `publisherAccountID`, raw.
+    pub account: [u8; 16],
+    /// `publisherSigningPublicKey`, raw; a strictly valid key.
+    pub signing_key: [u8; 32],
+    /// `publishedAt` in unix seconds (fraction truncated).
+    pub published_at_unix: i64,
+    /// `published_at_unix + min(ttlSeconds, max_ttl)`.
+    pub expires_at_unix: i64,
+    /// The exact `{"record":..,"signature":..}` bytes as received.
+    pub body: Vec<u8>,
+    /// The fraction of `publishedAt` in nanoseconds (orders publications within a second).
+    pub published_at_nanos: u32,
+}
+
+impl VerifiedPublication {
+    /// The publication's time as a sortable (seconds, nanoseconds) pair.
+    pub fn published_at(&self) -> (i64, u32) {
+        (self.published_at_unix, self.published_at_nanos)
+    }
+
+    /// Whether it is still fresh at `now_unix` (expiry is exclusive).
+    pub fn is_fresh(&self, now_unix: i64) -> bool {
+        now_unix < self.expires_at_unix
+    }
+}
+
+/// Why a publication was refused. [`PublicationError::status`] and
+/// [`PublicationError::body`] give the HTTP answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublicationError {
+    /// The body exceeds [`MAX_PUBLICATION_BYTES`] (413).
+    #[error("publication too large")]
+    TooLarge,
+    /// The body is not a well-formed record (400).
+    #[error("malformed record: {0}")]
+    Malformed(#[from] RecordError),
+    /// The key or signature failed strict verification (400).
+    #[error("bad signature")]
+    BadSignature(SignatureError),
+    /// `|publishedAt - now| > skew` (400).
+    #[error("publishedAt out of skew window")]
+    Skew,
+}
+
+impl PublicationError {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::TooLarge => 413,
+            _ => 400,
+        }
+    }
+
+    /// The reason text of the JSON body `{"error":"<reason>"}`.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::BadSignature(SignatureError::Invalid) => "bad signature".to_owned(),
+            Self::BadSignature(e) => format!("bad signature: {e}"),
+            other => other.to_string(),
+        }
+    }
+
+    /// The JSON error body.
+    pub fn body(&self) -> String {
+        serde_json::json!({ "error": self.reason() }).to_string()
+    }
+}
+
+/// Parses and verifies one publication body (the POST /v1/rendezvous JSON) at `now_unix`:
+/// JSON shape, strict Ed25519 over the canonical preimage, skew window, TTL cap.
+pub fn verify_publication(
+    body: &[u8],
+    now_unix: i64,
+    policy: &PublicationPolicy,
+) -> Result<VerifiedPublication, PublicationError> {
+    if body.len() > MAX_PUBLICATION_BYTES {
+        return Err(PublicationError::TooLarge);
+    }
+    let Publication {
+        record,
+        signature,
+        published_at_unix,
+        published_at_nanos,
+    } = parse_publication(body)?;
+    verify_strict(&record.signing_key, &preimage(&record), &signature)
+        .map_err(PublicationError::BadSignature)?;
+    let skew = i128::from(published_at_unix) - i128::from(now_unix);
+    if skew.unsigned_abs() > u128::from(policy.skew_secs) {
+        return Err(PublicationError::Skew);
+    }
+    let ttl = u64::from(record.ttl_seconds).min(policy.max_ttl_secs);
+    let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+    Ok(VerifiedPublication {
+        workspace: record.workspace,
+        device: record.device,
+        account: record.account,
+        signing_key: record.signing_key,
+        published_at_unix,
+        expires_at_unix: published_at_unix.saturating_add(ttl),
+        body: body.to_vec(),
+        published_at_nanos,
+    })
+}
+
+/// Builds a signed publication body for `record` with `key` (whose public half replaces
+/// `record.signing_key`). The JSON uses the record's field order and lower-case UUIDs.
+/// For tests, tools and simulated devices; the relay itself never signs.
+pub fn sign_publication(key: &SigningKey, record: &Record) -> Vec<u8> {
+    let mut record = record.clone();
+    record.signing_key = key.verifying_key().to_bytes();
+    let signature = key.sign(&preimage(&record)).to_bytes();
+    publication_body(&record, &signature)
+}
+
+/// The JSON body `{"record":{..},"signature":".."}` for `record` and a raw `signature`,
+/// fields in the documented order, candidates as their canonical JSON.
+pub fn publication_body(record: &Record, signature: &[u8; 64]) -> Vec<u8> {
+    format!(
+        "{{\"record\":{{\"workspaceID\":\"{}\",\"publisherAccountID\":\"{}\",\"publisherDeviceID\":\"{}\",\"publisherSigningPublicKey\":\"{}\",\"candidates\":{},\"publishedAt\":{},\"ttlSeconds\":{}}},\"signature\":\"{}\"}}",
+        format_uuid(&record.workspace),
+        format_uuid(&record.account),
+        format_uuid(&record.device),
+        STANDARD.encode(record.signing_key),
+        candidates_json(&record.candidates),
+        serde_json::Value::from(record.published_at.as_str()),
+        record.ttl_seconds,
+        STANDARD.encode(signature),
+    )
+    .into_bytes()
+}
+
+#[cfg(test)]
+mod tests;
