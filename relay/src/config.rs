@@ -144,6 +144,8 @@ pub struct ServeConfig {
     pub deaddrop: crate::deaddrop::DeadDropConfig,
     /// The Hive family (/v1/rendezvous, /v1/forward, federation, board).
     pub hive: crate::hive::HiveConfig,
+    /// The UDP address of the STUN Binding responder, when one is configured.
+    pub stun_listen: Option<SocketAddr>,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -310,6 +312,7 @@ impl ServeConfig {
         Ok(Self {
             deaddrop,
             hive,
+            stun_listen: s.stun_listen,
             tls,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
             data_dir,

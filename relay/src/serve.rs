@@ -179,6 +179,17 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
             transport: Transport::Tls,
         });
     }
+    let mut stun = None;
+    if let Some(addr) = config.stun_listen {
+        let socket = std::net::UdpSocket::bind(addr)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let stun_local = socket
+            .local_addr()
+            .map_err(io_err("reading the bound address"))?;
+        tls_lines.push_str(&format!("tryst: stun listening on {stun_local}\n"));
+        stun = Some(socket);
+    }
     {
         let mut out = io::stdout().lock();
         out.write_all(startup_lines(local, &config.data_dir).as_bytes())
@@ -199,7 +210,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let worker_args = std::env::args_os().skip(1).collect();
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
-    runtime.block_on(supervise(engine, &config, signals, deaddrop))
+    runtime.block_on(supervise(engine, &config, signals, deaddrop, stun))
 }
 
 /// The signals the supervisor acts on.
@@ -235,6 +246,7 @@ async fn supervise(
     config: &ServeConfig,
     signals: Signals,
     deaddrop: crate::deaddrop::DeadDrop,
+    stun: Option<std::net::UdpSocket>,
 ) -> Result<(), ServeError> {
     let (stats, mut stats_requests) = StatsRequester::channel(64);
     let hive = crate::hive::Hive::new(config.hive.clone());
@@ -250,6 +262,17 @@ async fn supervise(
         deaddrop,
         hive,
     );
+    if let Some(socket) = stun {
+        let socket = tokio::net::UdpSocket::from_std(socket)
+            .map_err(io_err("registering the STUN socket"))?;
+        let counters = crate::stun::StunCounters::shared();
+        http.set_stun_counters(counters.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::stun::server::run(socket, counters).await {
+                tracing::error!(error = %e, "stun: responder stopped");
+            }
+        });
+    }
     let inbox = inbox_readiness(&engine).map_err(io_err("registering the HTTP inbox"))?;
     let Signals {
         mut hangup,

@@ -10,6 +10,7 @@ pub mod hive_record;
 pub mod hive_signature;
 pub mod node_provisioning_record;
 pub mod pico_channel;
+pub mod stun_message;
 
 /// A fuzz target: its `[[bin]]` name and the function that runs one input.
 pub type Target = (&'static str, fn(&[u8]));
@@ -24,6 +25,7 @@ pub const TARGETS: &[Target] = &[
     ("hive_signature", hive_signature::run),
     ("node_provisioning_record", node_provisioning_record::run),
     ("pico_channel", pico_channel::run),
+    ("stun_message", stun_message::run),
 ];
 
 #[cfg(test)]

@@ -6,5 +6,6 @@ mod hive;
 mod node;
 mod pico;
 mod serve;
+mod stun;
 mod tls;
 mod tunnel;
