@@ -77,11 +77,24 @@ pub enum Rejection {
     /// The relay is shutting down.
     #[error("relay shutting down")]
     ShuttingDown,
+    /// `hive:` followed by something that is not `<workspace UUID>/<device UUID>`.
+    #[error("malformed hive target (expected hive:<workspace-uuid>/<device-uuid>)")]
+    MalformedHiveTarget,
+    /// A Hive park whose `Hive-Publication` is missing, repeated, not base64, does not
+    /// verify, or has expired.
+    #[error("publication missing, malformed, unverifiable or expired")]
+    MalformedPublication,
+    /// A Hive park carrying the publication of another workspace or device.
+    #[error("publication is for another workspace or device")]
+    PublicationMismatch,
+    /// A Hive park proof whose Ed25519 signature does not verify under the publication key.
+    #[error("hive proof signature does not verify")]
+    HiveBadSignature,
 }
 
 impl Rejection {
     /// Every variant, for exhaustive tests and metrics labels.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 23] = [
         Self::MalformedHead,
         Self::HeadTooLarge,
         Self::TooManyHeaders,
@@ -101,6 +114,10 @@ impl Rejection {
         Self::TooManyWaiting,
         Self::Overloaded,
         Self::ShuttingDown,
+        Self::MalformedHiveTarget,
+        Self::MalformedPublication,
+        Self::PublicationMismatch,
+        Self::HiveBadSignature,
     ];
 
     /// The HTTP status code.
@@ -109,8 +126,14 @@ impl Rejection {
             Self::MalformedHead
             | Self::UnknownTarget
             | Self::MalformedUuid
-            | Self::MalformedProof => 400,
-            Self::BadProof | Self::StaleTimestamp | Self::ReplayedNonce => 403,
+            | Self::MalformedProof
+            | Self::MalformedHiveTarget
+            | Self::MalformedPublication => 400,
+            Self::HiveBadSignature => 401,
+            Self::BadProof
+            | Self::StaleTimestamp
+            | Self::ReplayedNonce
+            | Self::PublicationMismatch => 403,
             Self::NotParked => 404,
             Self::MethodNotAllowed => 405,
             Self::ProofRequired => 407,
@@ -147,6 +170,10 @@ impl Rejection {
             Self::TooManyWaiting => "too_many_waiting",
             Self::Overloaded => "overloaded",
             Self::ShuttingDown => "shutting_down",
+            Self::MalformedHiveTarget => "malformed_hive_target",
+            Self::MalformedPublication => "malformed_publication",
+            Self::PublicationMismatch => "publication_mismatch",
+            Self::HiveBadSignature => "hive_bad_signature",
         }
     }
 
@@ -172,6 +199,7 @@ impl Rejection {
         );
         let extra = match self {
             Self::ProofRequired => "Proxy-Authenticate: Tryst\r\n",
+            Self::HiveBadSignature => "WWW-Authenticate: Hive\r\n",
             Self::ReplayCacheFull | Self::RoomFull | Self::TooManyWaiting | Self::Overloaded => {
                 "Retry-After: 1\r\n"
             }
@@ -192,6 +220,7 @@ impl Rejection {
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",

@@ -22,6 +22,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tryst_engine::driver::{Engine, Listener, run_worker};
 use tryst_engine::node::{CompatRouter, CompatRouterConfig};
 
+use crate::hive::connect::HiveConnect;
 use crate::router::RelayRouter;
 use tryst_engine::route::{NativeRouterConfig, Transport};
 
@@ -390,7 +391,8 @@ pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
             },
             ..CompatRouterConfig::default()
         },
-    ));
+    ))
+    .with_family(Box::new(HiveConnect::with_policy(config.hive.policy)));
     let tls = config.tls.clone().map(|tls| {
         let data_dir = config.data_dir.clone();
         Box::new(move || {
