@@ -3,6 +3,7 @@
 mod cli;
 mod deaddrop;
 mod hive;
+mod hive_stream;
 mod node;
 mod pico;
 mod serve;
