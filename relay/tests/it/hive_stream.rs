@@ -173,7 +173,7 @@ impl Device {
     }
 
     /// A drain proof for `mailbox`'s mailbox signed with this device's key.
-    fn drain_auth_for(&self, mailbox: &Device, nonce: u8) -> String {
+    fn drain_auth_for(&self, mailbox: &Self, nonce: u8) -> String {
         let ts = now();
         let msg = proof_message(DRAIN_DOMAIN, &WS, &mailbox.id, ts, &[nonce; 16]);
         format!(
