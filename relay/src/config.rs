@@ -903,4 +903,46 @@ max-http-connections = 10
             }
         }
     }
+
+    #[test]
+    fn hive_settings_default_parse_and_validate() {
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.hive, crate::hive::HiveConfig::default());
+        assert_eq!(c.hive.policy.max_ttl_secs, 300);
+        assert_eq!(c.hive.board, None);
+        let s = parse_config(
+            "max-ttl = \"90s\"\nhive-max-per-workspace = 3\nhive-max-publications = 7\n\
+             mirror = [\"http://127.0.0.1:7400\", \"http://[::1]:9/\"]\nmirror-interval = \"500ms\"\n\
+             forward-poll-timeout = \"2s\"\nforward-mailbox-bytes = 2097152\n\
+             forward-total-bytes = 8388608\nhive-board = true\n",
+        )
+        .unwrap();
+        let h = resolve(s).unwrap().hive;
+        assert_eq!(h.policy.max_ttl_secs, 90);
+        assert_eq!(h.policy.skew_secs, 300);
+        assert_eq!((h.store.max_per_workspace, h.store.max_total), (3, 7));
+        assert_eq!(h.mirrors.len(), 2);
+        assert_eq!(h.mirrors[1].host, "::1");
+        assert_eq!(h.mirror_interval, Duration::from_millis(500));
+        assert_eq!(h.poll_timeout, Duration::from_secs(2));
+        assert_eq!(h.forward.max_mailbox_bytes, 2 << 20);
+        assert_eq!(h.forward.max_total_bytes, 8 << 20);
+        assert!(h.board.is_some());
+        for (text, key) in [
+            ("max-ttl = \"0s\"\n", "max-ttl"),
+            ("max-ttl = \"1500ms\"\n", "max-ttl"),
+            ("hive-max-per-workspace = 0\n", "hive-max-per-workspace"),
+            ("hive-max-publications = 0\n", "hive-max-publications"),
+            ("mirror = [\"https://a:1\"]\n", "mirror"),
+            ("mirror-interval = \"0s\"\n", "mirror-interval"),
+            ("forward-poll-timeout = \"0s\"\n", "forward-poll-timeout"),
+            ("forward-mailbox-bytes = 1000\n", "forward-mailbox-bytes"),
+            ("forward-total-bytes = 1000\n", "forward-total-bytes"),
+        ] {
+            match resolve(parse_config(text).unwrap()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
 }

@@ -387,6 +387,9 @@ impl HttpService {
                 if let Some(dd) = &self.inner.deaddrop {
                     text.push_str(&dd.render_metrics());
                 }
+                if let Some(hive) = &self.inner.hive {
+                    text.push_str(&hive.render_metrics());
+                }
                 if let Some(stun) = self.inner.stun.get() {
                     text.push_str(&stun.render_metrics());
                 }

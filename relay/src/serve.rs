@@ -464,6 +464,17 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
             }
         ),
     };
+    let mirrors = if config.hive.mirrors.is_empty() {
+        String::new()
+    } else {
+        let peers: Vec<String> = config
+            .hive
+            .mirrors
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        format!("hive mirrors    {}\n", peers.join(", "))
+    };
     format!(
         "tryst: configuration ok\n\
          listen          {}\n\
@@ -478,7 +489,7 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         if secrets == 1 { "id" } else { "ids" },
         e.workers,
         e.max_sockets_per_worker,
-    )
+    ) + &mirrors
 }
 
 /// Runs `tryst provision` (a native secret, a TOTP record, an import or an export; see
@@ -562,6 +573,15 @@ mod tests {
              secrets         /var/lib/tryst/secrets.toml (1 id)\n\
              workers         3 (19680 sockets each)\n\
              data path       splice-syscall\n"
+        );
+        let mut config = config;
+        config.hive.mirrors = vec![
+            crate::hive::mirror::MirrorPeer::parse("http://10.0.0.2:7400").unwrap(),
+            crate::hive::mirror::MirrorPeer::parse("http://[::1]:7401").unwrap(),
+        ];
+        assert!(
+            config_summary(&config, DataDirState::Exists, 2)
+                .ends_with("data path       splice-syscall\nhive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n")
         );
     }
 

@@ -57,8 +57,9 @@ pub const SCHEME: &str = "hive:";
 pub const PROOF_SCHEME: &str = "Hive";
 /// The header carrying the publication.
 pub const PUBLICATION_HEADER: &str = "Hive-Publication";
-/// Domain tag of the park proof.
-pub const CONNECT_DOMAIN: &[u8] = b"hive-connect-v1\0";
+/// Domain tag of the park proof (`b"hive-connect-v1\0"`, defined beside the shared proof
+/// parser).
+pub use super::forward::CONNECT_DOMAIN;
 /// Accepted `|now - ts|` for park proofs, seconds.
 pub const PROOF_WINDOW_SECS: u64 = 60;
 /// Default replay-cache capacity per worker (nonces within the window).

@@ -22,6 +22,10 @@ use std::collections::{HashMap, VecDeque};
 
 /// Domain tag of the drain proof.
 pub const DRAIN_DOMAIN: &[u8] = b"hive-forward-drain-v1\0";
+/// Domain tag of the streaming fallback park proof (`Proxy-Authorization: Hive ...`,
+/// docs/protocol-publications.md §7); same layout as the drain proof, so
+/// [`parse_proof`] (scheme `Hive`), [`check_proof`] and [`ReplayCache`] serve it too.
+pub const CONNECT_DOMAIN: &[u8] = b"hive-connect-v1\0";
 /// The `Authorization` scheme of the drain proof.
 pub const DRAIN_SCHEME: &str = "Hive-Drain";
 
@@ -575,6 +579,51 @@ mod tests {
             )
             .is_ok()
         );
+    }
+
+    /// The proof vectors of docs/protocol-publications.md (the publication test-vector
+    /// key, seed 00..1f; ts 1795327200; nonce 00..0f), for the drain proof and the
+    /// streaming park proof (same layout, domain `hive-connect-v1\0`).
+    #[test]
+    fn proof_vectors() {
+        let mut seed = [0u8; 32];
+        for (i, b) in seed.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let key = SigningKey::from_bytes(&seed);
+        let ws = crate::hive::record::parse_uuid("0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f").unwrap();
+        let dev = crate::hive::record::parse_uuid("a1b2c3d4-e5f6-4738-9a0b-1c2d3e4f5061").unwrap();
+        let mut nonce = [0u8; 16];
+        for (i, b) in nonce.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let cases: [(&[u8], &str, &str); 2] = [
+            (
+                DRAIN_DOMAIN,
+                "686976652d666f72776172642d647261696e2d7631000b6c6f1e3c4b4a8e9d2f6a1c2b3d4e5fa1b2c3d4e5f647389a0b1c2d3e4f5061e084026b00000000000102030405060708090a0b0c0d0e0f",
+                "I7nfwpmYX2yykmyWv8gEide+a/2dbizN1yrNuzhJa1l9vo0FmJl2xXX1xuDpsHc/Zp0LRvXr7p19eFp0JeslAw==",
+            ),
+            (
+                CONNECT_DOMAIN,
+                "686976652d636f6e6e6563742d7631000b6c6f1e3c4b4a8e9d2f6a1c2b3d4e5fa1b2c3d4e5f647389a0b1c2d3e4f5061e084026b00000000000102030405060708090a0b0c0d0e0f",
+                "gLWGY3hUYGancpiQK1VZRJVKxTK2DwuFJcAon9mbHeWK7+WSJneVcsfgivqwkLi/XZGSlJMTkIItvQxfBVptCg==",
+            ),
+        ];
+        for (domain, message, sig) in cases {
+            let m = proof_message(domain, &ws, &dev, 1_795_327_200, &nonce);
+            assert_eq!(hex::encode(&m), message);
+            assert_eq!(STANDARD.encode(key.sign(&m).to_bytes()), sig);
+            let header = format!(
+                "Hive-Drain ts=1795327200, nonce={}, sig={sig}",
+                hex::encode(nonce)
+            );
+            let p = parse_proof(&header, DRAIN_SCHEME).unwrap();
+            let pk = key.verifying_key().to_bytes();
+            assert_eq!(
+                check_proof(&p, domain, &pk, (&ws, &dev), 1_795_327_200, 60),
+                Ok(())
+            );
+        }
     }
 
     #[test]

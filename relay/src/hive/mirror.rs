@@ -21,6 +21,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
@@ -156,17 +157,35 @@ pub fn parse_response(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
 
 #[derive(Deserialize)]
 struct ExportPage {
+    epoch: String,
     next: u64,
     publications: Vec<String>,
+}
+
+/// Where a pull resumes: the peer's process epoch and the sequence cursor in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullCursor {
+    /// The peer's `epoch` when `since` was handed out (empty before the first pull).
+    pub epoch: String,
+    /// The `next` cursor to ask with.
+    pub since: u64,
 }
 
 /// Starts the push and pull tasks of `peer`; returns the push queue.
 pub fn spawn_peer(hive: Hive, peer: MirrorPeer, interval: Duration) -> mpsc::Sender<Arc<Vec<u8>>> {
     let (tx, mut rx) = mpsc::channel::<Arc<Vec<u8>>>(PUSH_QUEUE);
     let push_peer = peer.clone();
+    let push_hive = hive.clone();
     tokio::spawn(async move {
         while let Some(body) = rx.recv().await {
-            match request(&push_peer, "POST", "/v1/rendezvous", &body).await {
+            let answer = request(&push_peer, "POST", "/v1/rendezvous", &body).await;
+            if answer.is_ok() {
+                push_hive
+                    .mirror_counters()
+                    .pushes_answered
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            match answer {
                 Ok((200, _)) => {}
                 Ok((status, answer)) => tracing::debug!(
                     peer = %push_peer,
@@ -179,7 +198,7 @@ pub fn spawn_peer(hive: Hive, peer: MirrorPeer, interval: Duration) -> mpsc::Sen
         }
     });
     tokio::spawn(async move {
-        let mut cursor = 0u64;
+        let mut cursor = PullCursor::default();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -191,11 +210,12 @@ pub fn spawn_peer(hive: Hive, peer: MirrorPeer, interval: Duration) -> mpsc::Sen
 }
 
 /// Pages through `peer`'s export from `cursor`, storing what verifies; returns the new
-/// cursor (unchanged on error).
-pub async fn pull_once(hive: &Hive, peer: &MirrorPeer, mut cursor: u64) -> u64 {
+/// cursor (unchanged on error). When the peer's epoch changed (it restarted), the pull
+/// starts over from 0.
+pub async fn pull_once(hive: &Hive, peer: &MirrorPeer, mut cursor: PullCursor) -> PullCursor {
     // Bounded: at most 64 pages per round.
     for _ in 0..64 {
-        let path = format!("/v1/rendezvous/mirror?since={cursor}");
+        let path = format!("/v1/rendezvous/mirror?since={}", cursor.since);
         let page: ExportPage = match request(peer, "GET", &path, b"").await {
             Ok((200, body)) => match serde_json::from_slice(&body) {
                 Ok(p) => p,
@@ -213,18 +233,37 @@ pub async fn pull_once(hive: &Hive, peer: &MirrorPeer, mut cursor: u64) -> u64 {
                 return cursor;
             }
         };
+        if page.epoch != cursor.epoch {
+            let restarted = !cursor.epoch.is_empty();
+            cursor = PullCursor {
+                epoch: page.epoch.clone(),
+                since: if restarted { 0 } else { cursor.since },
+            };
+            if restarted {
+                tracing::debug!(peer = %peer, "hive mirror: peer restarted; pulling from 0");
+                continue;
+            }
+        }
         let count = page.publications.len();
         let now = now_unix();
         for encoded in &page.publications {
             let Ok(body) = STANDARD.decode(encoded) else {
                 continue;
             };
-            if let Err(e) = hive.accept_publication(&body, now) {
-                tracing::trace!(peer = %peer, reason = %e.reason(), "hive mirror: publication not imported");
+            match hive.accept_publication(&body, now) {
+                Ok(outcome) if outcome.changed() => {
+                    hive.mirror_counters()
+                        .pulled
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::trace!(peer = %peer, reason = %e.reason(), "hive mirror: publication not imported");
+                }
             }
         }
-        let done = page.next == cursor || count == 0;
-        cursor = page.next;
+        let done = page.next == cursor.since || count == 0;
+        cursor.since = page.next;
         if done {
             break;
         }

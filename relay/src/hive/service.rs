@@ -19,6 +19,7 @@ use hyper::body::{Body, Bytes};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc};
@@ -73,6 +74,21 @@ struct Inner {
     config: HiveConfig,
     state: Mutex<State>,
     pushes: Mutex<Vec<mpsc::Sender<Arc<Vec<u8>>>>>,
+    counters: MirrorCounters,
+    epoch: u64,
+}
+
+/// Federation counters (also on `/metrics`).
+#[derive(Debug, Default)]
+pub struct MirrorCounters {
+    /// Publications queued for a push to a peer.
+    pub pushes_queued: AtomicU64,
+    /// Pushes dropped because a peer's queue was full.
+    pub pushes_dropped: AtomicU64,
+    /// Pushes a peer answered (any status).
+    pub pushes_answered: AtomicU64,
+    /// Publications a pull stored (new or replacing).
+    pub pulled: AtomicU64,
 }
 
 /// The Hive family service. Cheap to clone; clones share state.
@@ -195,6 +211,8 @@ impl Hive {
                 config,
                 state: Mutex::new(state),
                 pushes: Mutex::new(Vec::new()),
+                counters: MirrorCounters::default(),
+                epoch: rand::random(),
             }),
         }
     }
@@ -213,9 +231,15 @@ impl Hive {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether `path` belongs to this family (everything under `/v1/`).
+    /// Whether `path` belongs to this family: `/v1/health`, and everything under
+    /// `/v1/rendezvous`, `/v1/forward/` and `/v1/workspaces/` (other `/v1/` paths get
+    /// the HTTP service's generic 404).
     pub fn owns(path: &str) -> bool {
-        path.starts_with("/v1/")
+        path == "/v1/health"
+            || path == "/v1/rendezvous"
+            || ["/v1/rendezvous/", "/v1/forward/", "/v1/workspaces/"]
+                .iter()
+                .any(|p| path.starts_with(p))
     }
 
     /// Starts the periodic sweep and the federation tasks. Needs a tokio runtime.
@@ -248,6 +272,72 @@ impl Hive {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = pushes;
     }
 
+    /// The federation counters.
+    pub fn mirror_counters(&self) -> &MirrorCounters {
+        &self.inner.counters
+    }
+
+    /// The family's gauges and counters in Prometheus text: publications held, forward mailboxes,
+    /// bytes queued in them, drains waiting.
+    pub fn render_metrics(&self) -> String {
+        let (publications, mailboxes, bytes, waiting) = {
+            let state = self.lock();
+            (
+                state.store.len(),
+                state.mailboxes.len(),
+                state.mailboxes.total_bytes(),
+                state.waiters.len(),
+            )
+        };
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "tryst_hive_publications",
+                "Hive publications held (fresh or not yet evicted).",
+                publications,
+            ),
+            ("tryst_hive_mailboxes", "Hive forward mailboxes.", mailboxes),
+            (
+                "tryst_hive_forward_bytes",
+                "Bytes queued in Hive forward mailboxes.",
+                bytes,
+            ),
+            (
+                "tryst_hive_drains_waiting",
+                "Hive forward drains waiting for data.",
+                waiting,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
+            ));
+        }
+        let c = &self.inner.counters;
+        for (name, help, v) in [
+            (
+                "tryst_hive_mirror_pushes_total",
+                "Publications queued for a push to a mirror peer.",
+                &c.pushes_queued,
+            ),
+            (
+                "tryst_hive_mirror_pushes_dropped_total",
+                "Mirror pushes dropped because the peer's queue was full.",
+                &c.pushes_dropped,
+            ),
+            (
+                "tryst_hive_mirror_pulled_total",
+                "Publications stored from a mirror peer's export.",
+                &c.pulled,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+
     /// Verifies and stores one publication body at `now` (the POST and the federation
     /// pull share this). Returns how the store changed.
     pub fn accept_publication(&self, body: &[u8], now: i64) -> Result<Inserted, PublishRefusal> {
@@ -269,19 +359,29 @@ impl Hive {
             return;
         }
         let body = Arc::new(body.to_vec());
+        let c = &self.inner.counters;
         for tx in pushes.iter() {
-            if tx.try_send(Arc::clone(&body)).is_err() {
+            if tx.try_send(Arc::clone(&body)).is_ok() {
+                c.pushes_queued.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.pushes_dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!("hive mirror push queue full; the peer's pull will catch up");
             }
         }
     }
 
     /// The federation export page after `since` (see [`PublicationStore::since`]) as
-    /// `{"next":N,"publications":["<base64 of the exact body>",...]}`.
+    /// `{"epoch":"<16 hex>","next":N,"publications":["<base64 of the exact body>",...]}`.
+    /// `epoch` is random per process: a puller that sees it change starts over from 0.
     pub fn export(&self, since: u64, limit: usize, now: i64) -> String {
         let (page, next) = self.lock().store.since(since, limit, now);
         let publications: Vec<String> = page.iter().map(|p| STANDARD.encode(&p.body)).collect();
-        serde_json::json!({ "next": next, "publications": publications }).to_string()
+        serde_json::json!({
+            "epoch": format!("{:016x}", self.inner.epoch),
+            "next": next,
+            "publications": publications,
+        })
+        .to_string()
     }
 
     /// Serves one `/v1/*` request; `deadline` bounds reading its body.
@@ -426,38 +526,42 @@ impl Hive {
 
     async fn forward_drain(&self, key: MailboxKey, auth: Option<&str>) -> Resp {
         let notify = Arc::new(Notify::new());
-        {
-            let now = now_unix();
-            let mut state = self.lock();
+        let now = now_unix();
+        // Look the key up under the lock, verify outside it (Ed25519 is the slow part).
+        let (signing_key, window) = {
+            let state = self.lock();
             let Some(publication) = state.store.get(&key.0, &key.1, now) else {
                 return no_publication();
             };
-            let limits = *state.mailboxes.limits();
-            let proof = auth
-                .ok_or(ProofError::Missing)
-                .and_then(|v| parse_proof(v, DRAIN_SCHEME))
-                .and_then(|p| {
-                    check_proof(
-                        &p,
-                        DRAIN_DOMAIN,
-                        &publication.signing_key,
-                        (&key.0, &key.1),
-                        now,
-                        limits.proof_window_secs,
-                    )
-                    .map(|()| p)
-                });
-            let proof = match proof {
-                Ok(p) => p,
-                Err(e) => return forward_error(&ForwardError::Proof(e)),
-            };
-            if let Err(e) = state.replay.check_and_insert(
-                key,
-                proof.nonce,
-                proof.ts,
-                now,
-                limits.proof_window_secs,
-            ) {
+            (
+                publication.signing_key,
+                state.mailboxes.limits().proof_window_secs,
+            )
+        };
+        let proof = auth
+            .ok_or(ProofError::Missing)
+            .and_then(|v| parse_proof(v, DRAIN_SCHEME))
+            .and_then(|p| {
+                check_proof(
+                    &p,
+                    DRAIN_DOMAIN,
+                    &signing_key,
+                    (&key.0, &key.1),
+                    now,
+                    window,
+                )
+                .map(|()| p)
+            });
+        let proof = match proof {
+            Ok(p) => p,
+            Err(e) => return forward_error(&ForwardError::Proof(e)),
+        };
+        {
+            let mut state = self.lock();
+            if let Err(e) = state
+                .replay
+                .check_and_insert(key, proof.nonce, proof.ts, now, window)
+            {
                 return forward_error(&e);
             }
             if let Err(e) = state.mailboxes.begin_wait(key, now) {

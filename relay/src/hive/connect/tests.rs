@@ -391,3 +391,26 @@ fn the_largest_publication_fits_the_engine_head_limit() {
         Ok(HeadStatus::Complete(_))
     ));
 }
+
+/// The streaming park proof vector of docs/protocol-publications.md §7 (seed 00..1f,
+/// ts 1795327200, nonce 00..0f), and the family parks with it at that time.
+#[test]
+fn the_documented_park_proof_vector() {
+    let mut seed = [0u8; 32];
+    for (i, b) in seed.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let mut nonce = [0u8; 16];
+    for (i, b) in nonce.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let t = parse_target(
+        "hive:0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f/a1b2c3d4-e5f6-4738-9a0b-1c2d3e4f5061",
+    )
+    .unwrap();
+    let signer = SigningKey::from_bytes(&seed);
+    assert_eq!(
+        park_proof_header(&signer, &t, 1_795_327_200, &nonce),
+        "Hive ts=1795327200, nonce=000102030405060708090a0b0c0d0e0f, sig=gLWGY3hUYGancpiQK1VZRJVKxTK2DwuFJcAon9mbHeWK7+WSJneVcsfgivqwkLi/XZGSlJMTkIItvQxfBVptCg=="
+    );
+}

@@ -337,6 +337,10 @@ async fn a_waiting_drain_is_woken_and_a_second_one_refused() {
         call(&h, "GET", &fwd, &[("authorization", &auth2)], b"").await,
         err(409, "a drain is already waiting on this mailbox")
     );
+    assert!(
+        h.render_metrics()
+            .contains("\n# TYPE tryst_hive_drains_waiting gauge\ntryst_hive_drains_waiting 1\n")
+    );
     assert_eq!(call(&h, "POST", &fwd, &[], b"wake").await, ok());
     assert_eq!(
         waiter.await.unwrap(),
@@ -426,13 +430,270 @@ async fn export_pages() {
     assert_eq!(call(&h, "POST", "/v1/rendezvous", &[], &a).await, ok());
     let (status, _, body) = call(&h, "GET", "/v1/rendezvous/mirror?since=0", &[], b"").await;
     assert_eq!(status, 200);
-    let want = serde_json::json!({"next": 1, "publications": [STANDARD.encode(&a)]});
+    let epoch = format!("{:016x}", h.inner.epoch);
+    let want =
+        serde_json::json!({"epoch": epoch, "next": 1, "publications": [STANDARD.encode(&a)]});
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
         want
     );
     let (_, _, body) = call(&h, "GET", "/v1/rendezvous/mirror?since=1", &[], b"").await;
-    assert_eq!(body, br#"{"next":1,"publications":[]}"#);
+    assert_eq!(
+        String::from_utf8(body).unwrap(),
+        format!(r#"{{"epoch":"{epoch}","next":1,"publications":[]}}"#)
+    );
     assert_eq!(export_query(Some("since=5&limit=0")), (5, 1));
     assert_eq!(export_query(Some("limit=9999&x")), (0, MAX_EXPORT_PAGE));
+}
+
+#[tokio::test]
+async fn every_remaining_refusal_has_its_exact_body() {
+    let h = Hive::new(HiveConfig {
+        store: StoreLimits {
+            max_per_workspace: 10,
+            max_total: 2,
+        },
+        forward: ForwardLimits {
+            max_mailbox_bytes: 8,
+            max_total_bytes: 12,
+            max_nonces: 1,
+            ..ForwardLimits::default()
+        },
+        poll_timeout: Duration::from_millis(10),
+        board: Some(BoardLimits {
+            max_body: 64,
+            max_devices: 1,
+            ..BoardLimits::default()
+        }),
+        ..HiveConfig::default()
+    });
+    // Same publishedAt, different body.
+    let at = now_unix();
+    let first = sign_publication(&key(), &record(DEV, at, 300));
+    let second = sign_publication(&key(), &record(DEV, at, 299));
+    assert_eq!(call(&h, "POST", "/v1/rendezvous", &[], &first).await, ok());
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &second).await,
+        err(
+            409,
+            "a different publication with the same publishedAt is stored"
+        )
+    );
+    let other = [0x44; 16];
+    assert_eq!(
+        call(&h, "POST", "/v1/rendezvous", &[], &publication(other, 0)).await,
+        ok()
+    );
+    assert_eq!(
+        call(
+            &h,
+            "POST",
+            "/v1/rendezvous",
+            &[],
+            &publication([0x45; 16], 0)
+        )
+        .await,
+        err(503, "publication store full")
+    );
+    // Forward caps: 8 bytes per mailbox, 12 in total.
+    let fwd = format!("/v1/forward/{WS_S}/{DEV_S}");
+    let fwd_other = format!(
+        "/v1/forward/{WS_S}/{}",
+        "44444444-4444-4444-4444-444444444444"
+    );
+    assert_eq!(call(&h, "POST", &fwd, &[], b"12345678").await, ok());
+    assert_eq!(
+        call(&h, "POST", &fwd, &[], b"9").await,
+        err(429, "mailbox full")
+    );
+    assert_eq!(call(&h, "POST", &fwd_other, &[], b"1234").await, ok());
+    assert_eq!(
+        call(&h, "POST", &fwd_other, &[], b"5").await,
+        err(503, "forward storage full")
+    );
+    // Proof syntax, and the nonce cache (1 entry) refusing when full.
+    let n = hex::encode([0u8; 16]);
+    let sig = STANDARD.encode([0u8; 64]);
+    for (header, reason) in [
+        (
+            format!("Hive-Drain ts=1, nonce=zz, sig={sig}"),
+            "drain proof: malformed nonce",
+        ),
+        (
+            format!("Hive-Drain ts=x, nonce={n}, sig={sig}"),
+            "drain proof: malformed ts",
+        ),
+        (
+            format!("Hive-Drain ts=1, nonce={n}, sig=abc"),
+            "drain proof: malformed sig",
+        ),
+        (
+            format!("Hive-Drain ts=1, nonce={n}"),
+            "drain proof: malformed sig",
+        ),
+        (
+            format!("Hive-Drain ts=1, nonce={n}, sig={sig}, extra=1"),
+            "drain proof: malformed parameter",
+        ),
+    ] {
+        assert_eq!(
+            call(&h, "GET", &fwd, &[("authorization", &header)], b"").await,
+            err(401, reason),
+            "{header}"
+        );
+    }
+    let (status, _, body) = call(
+        &h,
+        "GET",
+        &fwd,
+        &[("authorization", &drain_auth(now_unix(), [1; 16]))],
+        b"",
+    )
+    .await;
+    assert_eq!((status, body), (200, b"12345678".to_vec()));
+    assert_eq!(
+        call(
+            &h,
+            "GET",
+            &fwd,
+            &[("authorization", &drain_auth(now_unix(), [2; 16]))],
+            b""
+        )
+        .await,
+        err(503, "drain proof cache full")
+    );
+    assert_eq!(
+        call(&h, "PUT", &fwd, &[], b"").await,
+        err(405, "method not allowed")
+    );
+    // Board caps and body limit.
+    let board = "/v1/workspaces/w/candidates";
+    assert_eq!(
+        call(&h, "POST", board, &[], br#"{"device_id":"a","data":1}"#).await,
+        ok()
+    );
+    assert_eq!(
+        call(&h, "POST", board, &[], br#"{"device_id":"b","data":1}"#).await,
+        err(503, "candidates board full")
+    );
+    assert_eq!(
+        call(&h, "POST", board, &[], &[b' '; 65]).await,
+        err(413, "request body too large")
+    );
+    assert_eq!(
+        call(&h, "DELETE", board, &[], b"").await,
+        err(405, "method not allowed")
+    );
+}
+
+/// Serves `hive` on `listener` with hyper, like the relay's HTTP service does.
+async fn serve_on(hive: Hive, listener: tokio::net::TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
+        let hive = hive.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let hive = hive.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(hive.serve(req, Duration::from_secs(5)).await)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
+
+/// Two relays mirroring each other: a publication posted to A is pushed to B, B pushes
+/// it back once, A finds it unchanged and pushes nothing: no loop.
+#[tokio::test]
+async fn mutual_mirrors_do_not_loop() {
+    let la = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let lb = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = |l: &tokio::net::TcpListener| {
+        crate::hive::mirror::MirrorPeer::parse(&format!("http://{}", l.local_addr().unwrap()))
+            .unwrap()
+    };
+    let config = |mirror| HiveConfig {
+        mirrors: vec![mirror],
+        mirror_interval: Duration::from_secs(3600),
+        ..HiveConfig::default()
+    };
+    let (pa, pb) = (peer(&la), peer(&lb));
+    let a = Hive::new(config(pb));
+    let b = Hive::new(config(pa.clone()));
+    tokio::spawn(serve_on(a.clone(), la));
+    tokio::spawn(serve_on(b.clone(), lb));
+    a.start_background();
+    b.start_background();
+    let body = publication(DEV, 0);
+    let answer = crate::hive::mirror::request(&pa, "POST", "/v1/rendezvous", &body)
+        .await
+        .unwrap();
+    assert_eq!(answer, (200, br#"{"ok":true}"#.to_vec()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while b.mirror_counters().pushes_answered.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never pushed back"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // A answered B's bounce only after deciding not to push it again.
+    assert_eq!(a.mirror_counters().pushes_queued.load(Ordering::Relaxed), 1);
+    assert_eq!(b.mirror_counters().pushes_queued.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        a.mirror_counters().pushes_answered.load(Ordering::Relaxed),
+        1
+    );
+    let got = b.lock().store.get(&WS, &DEV, now_unix()).unwrap();
+    assert_eq!(got.body, body);
+    assert!(
+        a.render_metrics()
+            .contains("\ntryst_hive_mirror_pushes_total 1\n")
+    );
+}
+
+/// A pull imports what verifies, resumes from its cursor, and starts over when the
+/// peer's epoch changed (it restarted and its sequence numbers began again).
+#[tokio::test]
+async fn pulls_follow_the_cursor_and_restart_on_a_new_epoch() {
+    use crate::hive::mirror::{MirrorPeer, PullCursor, pull_once};
+    let la = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = MirrorPeer::parse(&format!("http://{}", la.local_addr().unwrap())).unwrap();
+    let a = hive(Duration::from_millis(50));
+    tokio::spawn(serve_on(a.clone(), la));
+    let p1 = publication(DEV, 0);
+    assert_eq!(call(&a, "POST", "/v1/rendezvous", &[], &p1).await, ok());
+
+    let b = hive(Duration::from_millis(50));
+    let cursor = pull_once(&b, &peer, PullCursor::default()).await;
+    let epoch = format!("{:016x}", a.inner.epoch);
+    assert_eq!(
+        cursor,
+        PullCursor {
+            epoch: epoch.clone(),
+            since: 1
+        }
+    );
+    assert_eq!(b.lock().store.get(&WS, &DEV, now_unix()).unwrap().body, p1);
+    assert_eq!(b.mirror_counters().pulled.load(Ordering::Relaxed), 1);
+    // Nothing new: same cursor, nothing imported.
+    let again = pull_once(&b, &peer, cursor.clone()).await;
+    assert_eq!(again, cursor);
+    assert_eq!(b.mirror_counters().pulled.load(Ordering::Relaxed), 1);
+
+    // A fresh relay C with a cursor from another epoch far ahead: starts over.
+    let c = hive(Duration::from_millis(50));
+    let stale = PullCursor {
+        epoch: "0000000000000000".into(),
+        since: 1,
+    };
+    let cursor = pull_once(&c, &peer, stale).await;
+    assert_eq!(cursor, PullCursor { epoch, since: 1 });
+    assert_eq!(c.lock().store.get(&WS, &DEV, now_unix()).unwrap().body, p1);
 }

@@ -52,6 +52,24 @@ fn rfc8032_vectors_verify_strictly() {
     }
 }
 
+/// RFC 8032 §7.1 TEST 1024 (1023-byte message), from relay/tests/data.
+#[test]
+fn rfc8032_test_1024_verifies_strictly() {
+    let text = include_str!("../../../tests/data/rfc8032-test-1024.txt");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let [sk, pk, msg, sig] = lines[..] else {
+        panic!("four lines expected")
+    };
+    let (pk, sig) = (h::<32>(pk), h::<64>(sig));
+    let msg = hex::decode(msg).unwrap();
+    assert_eq!(msg.len(), 1023);
+    let signing = SigningKey::from_bytes(&h::<32>(sk));
+    assert_eq!(signing.verifying_key().to_bytes(), pk);
+    assert_eq!(signing.sign(&msg).to_bytes(), sig);
+    assert_eq!(verify_strict(&pk, &msg, &sig), Ok(()));
+    assert!(verify_strict(&pk, &msg[..1022], &sig).is_err());
+}
+
 /// The group order L, little-endian.
 const L: [u8; 32] = [
     0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
