@@ -77,6 +77,30 @@ pub enum Rejection {
     /// The relay is shutting down.
     #[error("relay shutting down")]
     ShuttingDown,
+    /// `tag:` followed by something that is not 64 hex digits.
+    #[error("malformed tag target (expected tag:<64 hex digits>)")]
+    MalformedTag,
+    /// A malformed or duplicated `Tag-Mode`, `Tag-Duration` or `Tag-Challenge` header.
+    #[error("malformed tag option")]
+    MalformedTagOption,
+    /// A `Tag-Owner-Key` that is not a strong Ed25519 public key.
+    #[error("owner key is not a strong Ed25519 public key")]
+    BadOwnerKey,
+    /// A park registering a different owner key than the tag's.
+    #[error("tag is registered to another owner key")]
+    OwnerKeyMismatch,
+    /// A responder named a tag that is not published (never created, consumed, expired).
+    #[error("no such tag")]
+    UnknownTag,
+    /// A park whose creation options conflict with the tag's.
+    #[error("options conflict with the tag's creation options")]
+    TagConflict,
+    /// A park for a tag that was consumed (single-shot) or has expired.
+    #[error("tag consumed or expired")]
+    TagGone,
+    /// The tag table is full of live tags.
+    #[error("tag table full")]
+    TagTableFull,
     /// `hive:` followed by something that is not `<workspace UUID>/<device UUID>`.
     #[error("malformed hive target (expected hive:<workspace-uuid>/<device-uuid>)")]
     MalformedHiveTarget,
@@ -94,7 +118,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, for exhaustive tests and metrics labels.
-    pub const ALL: [Self; 23] = [
+    pub const ALL: [Self; 31] = [
         Self::MalformedHead,
         Self::HeadTooLarge,
         Self::TooManyHeaders,
@@ -114,6 +138,14 @@ impl Rejection {
         Self::TooManyWaiting,
         Self::Overloaded,
         Self::ShuttingDown,
+        Self::MalformedTag,
+        Self::MalformedTagOption,
+        Self::BadOwnerKey,
+        Self::OwnerKeyMismatch,
+        Self::UnknownTag,
+        Self::TagConflict,
+        Self::TagGone,
+        Self::TagTableFull,
         Self::MalformedHiveTarget,
         Self::MalformedPublication,
         Self::PublicationMismatch,
@@ -127,24 +159,30 @@ impl Rejection {
             | Self::UnknownTarget
             | Self::MalformedUuid
             | Self::MalformedProof
+            | Self::MalformedTag
+            | Self::MalformedTagOption
+            | Self::BadOwnerKey
             | Self::MalformedHiveTarget
             | Self::MalformedPublication => 400,
             Self::HiveBadSignature => 401,
             Self::BadProof
             | Self::StaleTimestamp
             | Self::ReplayedNonce
+            | Self::OwnerKeyMismatch
             | Self::PublicationMismatch => 403,
-            Self::NotParked => 404,
+            Self::NotParked | Self::UnknownTag => 404,
             Self::MethodNotAllowed => 405,
             Self::ProofRequired => 407,
             Self::HeadTimeout => 408,
-            Self::EarlyData => 409,
+            Self::EarlyData | Self::TagConflict => 409,
+            Self::TagGone => 410,
             Self::HeadTooLarge | Self::TooManyHeaders => 431,
             Self::ReplayCacheFull
             | Self::RoomFull
             | Self::TooManyWaiting
             | Self::Overloaded
-            | Self::ShuttingDown => 503,
+            | Self::ShuttingDown
+            | Self::TagTableFull => 503,
         }
     }
 
@@ -170,6 +208,14 @@ impl Rejection {
             Self::TooManyWaiting => "too_many_waiting",
             Self::Overloaded => "overloaded",
             Self::ShuttingDown => "shutting_down",
+            Self::MalformedTag => "malformed_tag",
+            Self::MalformedTagOption => "malformed_tag_option",
+            Self::BadOwnerKey => "bad_owner_key",
+            Self::OwnerKeyMismatch => "owner_key_mismatch",
+            Self::UnknownTag => "unknown_tag",
+            Self::TagConflict => "tag_conflict",
+            Self::TagGone => "tag_gone",
+            Self::TagTableFull => "tag_table_full",
             Self::MalformedHiveTarget => "malformed_hive_target",
             Self::MalformedPublication => "malformed_publication",
             Self::PublicationMismatch => "publication_mismatch",
@@ -200,9 +246,11 @@ impl Rejection {
         let extra = match self {
             Self::ProofRequired => "Proxy-Authenticate: Tryst\r\n",
             Self::HiveBadSignature => "WWW-Authenticate: Hive\r\n",
-            Self::ReplayCacheFull | Self::RoomFull | Self::TooManyWaiting | Self::Overloaded => {
-                "Retry-After: 1\r\n"
-            }
+            Self::ReplayCacheFull
+            | Self::RoomFull
+            | Self::TooManyWaiting
+            | Self::Overloaded
+            | Self::TagTableFull => "Retry-After: 1\r\n",
             _ => "",
         };
         format!(
@@ -227,6 +275,7 @@ fn reason_phrase(status: u16) -> &'static str {
         407 => "Proxy Authentication Required",
         408 => "Request Timeout",
         409 => "Conflict",
+        410 => "Gone",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",

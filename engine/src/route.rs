@@ -125,6 +125,13 @@ pub trait Router {
     /// Re-reads whatever the router loads (secrets). Called on SIGHUP; on error the old
     /// state stays and the error is returned for logging.
     fn reload(&mut self) -> Result<(), String>;
+    /// Keys whose parked connections the owner worker must close now (e.g. a tag that
+    /// expired or was consumed), appended to `out`. The worker polls this about once a
+    /// second with wall-clock seconds; keys this worker does not own are harmless (it has
+    /// nothing parked under them). The default has none.
+    fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
+        let _ = (now_unix, out);
+    }
 }
 
 /// Looks up per-id secrets for the native proof.

@@ -98,10 +98,19 @@ pub enum KeySpace {
 }
 
 /// The key the waiting room and worker placement use: a namespace and 16 bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub struct RendezvousKey {
     space: KeySpace,
     bytes: [u8; 16],
+}
+
+impl std::hash::Hash for RendezvousKey {
+    /// One 128-bit write (the room's hot path hashes keys on every park and pair). Keys
+    /// equal in bytes but not in space hash alike, which only matters for collisions,
+    /// never for equality; such pairs need a SHA-256 prefix collision to exist.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(u128::from_le_bytes(self.bytes) ^ u128::from(self.space as u8));
+    }
 }
 
 impl From<RendezvousId> for RendezvousKey {

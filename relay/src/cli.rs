@@ -34,6 +34,20 @@ pub enum Command {
     /// rendezvous id and print what its hidden server needs; --import/--export move
     /// node-rendezvous provisioning records in and out.
     Provision(ProvisionArgs),
+    /// Compute a Qredo tag's hashed tag (the only form the relay sees), its derived
+    /// ownership public key and the CONNECT target publishers and responders use.
+    Tag(TagArgs),
+}
+
+/// Arguments of `tryst tag`.
+#[derive(Debug, Clone, Args)]
+pub struct TagArgs {
+    /// The tag (any text; it is hashed exactly as the Qredo SDK does).
+    #[arg(value_name = "TAG")]
+    pub tag: String,
+    /// The Qredo appId prefixed to the tag before hashing [default: empty].
+    #[arg(long, value_name = "ID", default_value = "")]
+    pub app_id: String,
 }
 
 /// Arguments of `tryst serve`.
@@ -98,6 +112,12 @@ pub struct Settings {
     /// Accepted clock difference for park proofs, whole seconds [default: 60s].
     #[arg(long, env = "TRYST_PROOF_WINDOW", value_name = "DURATION")]
     pub proof_window: Option<HumanDuration>,
+    /// node-rendezvous: TOTP steps accepted either side of the current one [default: 0].
+    #[arg(long, env = "TRYST_TOTP_SKEW_STEPS", value_name = "N")]
+    pub totp_skew_steps: Option<u64>,
+    /// node-rendezvous: a newer park of an id `replace`s the parked one, or `queue`s behind it [default: replace].
+    #[arg(long, env = "TRYST_NODE_PARK_MODE", value_name = "MODE")]
+    pub node_park_mode: Option<NodeParkMode>,
     /// Sockets the relay as a whole should be able to hold; sizes `--workers auto` [default: 120000].
     #[arg(long, env = "TRYST_MAX_SOCKETS", value_name = "N")]
     pub max_sockets: Option<usize>,
@@ -176,6 +196,12 @@ pub struct Settings {
         value_name = "BOOL"
     )]
     pub deaddrop_require_recipient_fingerprint: Option<bool>,
+    /// Longest lifetime of a published tag; longer Tag-Duration requests are capped, and a tag created without one gets this [default: 24h].
+    #[arg(long, env = "TRYST_TAG_MAX_DURATION", value_name = "DURATION")]
+    pub tag_max_duration: Option<HumanDuration>,
+    /// Most tags (live and recently dead) per worker; creating one more is answered 503 [default: 100000].
+    #[arg(long, env = "TRYST_TAG_MAX_TAGS", value_name = "N")]
+    pub tag_max_tags: Option<usize>,
     /// Cap on a Hive publication's TTL (/v1/rendezvous), whole seconds [default: 300s].
     #[arg(long, env = "TRYST_MAX_TTL", value_name = "DURATION")]
     pub max_ttl: Option<HumanDuration>,
@@ -224,6 +250,8 @@ impl Settings {
             max_parked_per_id: self.max_parked_per_id.or(fallback.max_parked_per_id),
             pipe_size: self.pipe_size.or(fallback.pipe_size),
             proof_window: self.proof_window.or(fallback.proof_window),
+            totp_skew_steps: self.totp_skew_steps.or(fallback.totp_skew_steps),
+            node_park_mode: self.node_park_mode.or(fallback.node_park_mode),
             max_sockets: self.max_sockets.or(fallback.max_sockets),
             max_pipes_per_worker: self.max_pipes_per_worker.or(fallback.max_pipes_per_worker),
             max_http_connections: self.max_http_connections.or(fallback.max_http_connections),
@@ -252,6 +280,8 @@ impl Settings {
             deaddrop_require_recipient_fingerprint: self
                 .deaddrop_require_recipient_fingerprint
                 .or(fallback.deaddrop_require_recipient_fingerprint),
+            tag_max_duration: self.tag_max_duration.or(fallback.tag_max_duration),
+            tag_max_tags: self.tag_max_tags.or(fallback.tag_max_tags),
             max_ttl: self.max_ttl.or(fallback.max_ttl),
             hive_max_per_workspace: self
                 .hive_max_per_workspace
@@ -385,6 +415,25 @@ impl<'de> serde::Deserialize<'de> for WorkerCount {
     }
 }
 
+/// How a node-rendezvous park treats the connection already parked under its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeParkMode {
+    /// Close the parked connection; the newer one takes its place (upstream's behaviour).
+    Replace,
+    /// Queue behind the parked connections (FIFO, capped by `--max-parked-per-id`).
+    Queue,
+}
+
+impl From<NodeParkMode> for tryst_engine::route::ParkMode {
+    fn from(mode: NodeParkMode) -> Self {
+        match mode {
+            NodeParkMode::Replace => Self::Replace,
+            NodeParkMode::Queue => Self::Queue,
+        }
+    }
+}
+
 /// Parses a `--data-path` value.
 pub fn parse_data_path(s: &str) -> Result<DataPath, String> {
     match s {
@@ -414,7 +463,7 @@ mod tests {
     fn serve(args: &[&str]) -> ServeArgs {
         match parse(args).unwrap().command {
             Command::Serve(s) => *s,
-            Command::Provision(_) => panic!("expected serve"),
+            _ => panic!("expected serve"),
         }
     }
 
@@ -499,7 +548,7 @@ mod tests {
                 assert!(p.force);
                 assert!(!p.totp);
             }
-            Command::Serve(_) => panic!("expected provision"),
+            _ => panic!("expected provision"),
         }
     }
 
@@ -508,7 +557,7 @@ mod tests {
         let id = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
         let p = |args: &[&str]| match parse(args).map(|c| c.command) {
             Ok(Command::Provision(p)) => Ok(p),
-            Ok(Command::Serve(_)) => panic!("expected provision"),
+            Ok(_) => panic!("expected provision"),
             Err(e) => Err(e),
         };
         let t = p(&[

@@ -20,6 +20,8 @@ pub const DEFAULT_LISTEN: SocketAddr =
 pub const DEFAULT_MAX_SOCKETS: usize = 120_000;
 /// Default `--max-http-connections`.
 pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 256;
+/// Largest `--totp-skew-steps`.
+const MAX_TOTP_SKEW_STEPS: u64 = 10;
 /// Default `--proof-window`.
 pub const DEFAULT_PROOF_WINDOW: Duration = Duration::from_secs(60);
 /// File descriptors a worker keeps for everything but sockets and pipes (ring, control
@@ -130,6 +132,10 @@ pub struct ServeConfig {
     pub secrets_path: PathBuf,
     /// Accepted `|now - ts|` for park proofs, seconds.
     pub proof_window_secs: u64,
+    /// node-rendezvous: TOTP steps accepted either side of the current one.
+    pub totp_skew_steps: u64,
+    /// node-rendezvous: how a newer park treats the parked connection of its id.
+    pub node_park_mode: tryst_engine::route::ParkMode,
     /// Sockets the relay as a whole aims to hold.
     pub max_sockets: usize,
     /// Most concurrent HTTP-service connections.
@@ -142,6 +148,8 @@ pub struct ServeConfig {
     pub engine: EngineConfig,
     /// The dead-drop (hivemind-rendezvous compatible mailboxes).
     pub deaddrop: crate::deaddrop::DeadDropConfig,
+    /// The `tag:` family's table limits (per worker).
+    pub tag: crate::tag::table::TagLimits,
     /// The Hive family (/v1/rendezvous, /v1/forward, federation, board).
     pub hive: crate::hive::HiveConfig,
     /// The UDP address of the STUN Binding responder, when one is configured.
@@ -207,6 +215,13 @@ impl ServeConfig {
             return Err(invalid(
                 "proof-window",
                 "must be a whole number of seconds, at least 1s",
+            ));
+        }
+        let totp_skew_steps = s.totp_skew_steps.unwrap_or(0);
+        if totp_skew_steps > MAX_TOTP_SKEW_STEPS {
+            return Err(invalid(
+                "totp-skew-steps",
+                "must be at most 10 (each step widens the guessing window by two codes)",
             ));
         }
         let max_parked_per_key = s.max_parked_per_id.unwrap_or(defaults.max_parked_per_key);
@@ -308,8 +323,10 @@ impl ServeConfig {
             return Err(invalid("tls-cert", "needs tls-listen"));
         }
         let deaddrop = deaddrop_config(&s, &data_dir, &cwd)?;
+        let tag = tag_limits(&s, proof_window.as_secs(), client_wait)?;
         let hive = hive_config(&s)?;
         Ok(Self {
+            tag,
             deaddrop,
             hive,
             stun_listen: s.stun_listen,
@@ -318,12 +335,46 @@ impl ServeConfig {
             data_dir,
             secrets_path,
             proof_window_secs: proof_window.as_secs(),
+            totp_skew_steps,
+            node_park_mode: s
+                .node_park_mode
+                .map_or(tryst_engine::route::ParkMode::Replace, Into::into),
             max_sockets,
             max_http_connections,
             pico,
             engine,
         })
     }
+}
+
+/// The `tag:` table limits: the tag flags, the proof window, and a publisher grace of
+/// the client wait rounded up to whole seconds.
+fn tag_limits(
+    s: &Settings,
+    proof_window_secs: u64,
+    client_wait: Duration,
+) -> Result<crate::tag::table::TagLimits, ConfigError> {
+    let defaults = crate::tag::table::TagLimits::default();
+    let max_duration = s
+        .tag_max_duration
+        .map_or_else(|| Duration::from_secs(defaults.max_duration_secs), |d| d.0);
+    if max_duration < Duration::from_secs(1) || max_duration.subsec_nanos() != 0 {
+        return Err(invalid(
+            "tag-max-duration",
+            "must be a whole number of seconds, at least 1s",
+        ));
+    }
+    let max_tags = s.tag_max_tags.unwrap_or(defaults.max_tags);
+    if !(1..=100_000_000).contains(&max_tags) {
+        return Err(invalid("tag-max-tags", "must be between 1 and 100000000"));
+    }
+    Ok(crate::tag::table::TagLimits {
+        max_tags,
+        max_duration_secs: max_duration.as_secs(),
+        proof_window_secs,
+        publisher_grace_secs: client_wait.as_secs() + u64::from(client_wait.subsec_nanos() > 0),
+        ..defaults
+    })
 }
 
 /// The dead-drop settings: defaults in `data_dir`, overridden and validated.
@@ -730,6 +781,8 @@ drain-timeout = "10s"
 max-parked-per-id = 8
 pipe-size = 65536
 proof-window = "30s"
+totp-skew-steps = 1
+node-park-mode = "queue"
 max-sockets = 50000
 max-pipes-per-worker = 64
 max-http-connections = 10
@@ -740,6 +793,8 @@ max-http-connections = 10
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/tryst"));
         assert_eq!(c.secrets_path, PathBuf::from("/etc/tryst/secrets.toml"));
         assert_eq!(c.proof_window_secs, 30);
+        assert_eq!(c.totp_skew_steps, 1);
+        assert_eq!(c.node_park_mode, tryst_engine::route::ParkMode::Queue);
         assert_eq!(c.max_http_connections, 10);
         assert_eq!(c.max_sockets, 50_000);
         let e = &c.engine;
@@ -820,6 +875,13 @@ max-http-connections = 10
             ),
             (
                 Settings {
+                    totp_skew_steps: Some(11),
+                    ..Settings::default()
+                },
+                "totp-skew-steps",
+            ),
+            (
+                Settings {
                     max_parked_per_id: Some(0),
                     ..Settings::default()
                 },
@@ -896,6 +958,35 @@ max-http-connections = 10
             ("pico-channel-ttl = \"0s\"\n", "pico-channel-ttl"),
             ("pico-max-channels = 0\n", "pico-max-channels"),
             ("pico-max-waiting = 0\n", "pico-max-waiting"),
+        ] {
+            match resolve(parse_config(text).unwrap()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn tag_settings_default_parse_and_validate() {
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.tag.max_duration_secs, 24 * 3600);
+        assert_eq!(c.tag.max_tags, 100_000);
+        assert_eq!(c.tag.proof_window_secs, 60);
+        // The publisher grace is the client wait (2 s by default), rounded up.
+        assert_eq!(c.tag.publisher_grace_secs, 2);
+        let s = parse_config(
+            "tag-max-duration = \"10m\"\ntag-max-tags = 7\nclient-wait = \"1500ms\"\nproof-window = \"30s\"\n",
+        )
+        .unwrap();
+        let c = resolve(s).unwrap();
+        assert_eq!(c.tag.max_duration_secs, 600);
+        assert_eq!(c.tag.max_tags, 7);
+        assert_eq!(c.tag.publisher_grace_secs, 2);
+        assert_eq!(c.tag.proof_window_secs, 30);
+        for (text, key) in [
+            ("tag-max-duration = \"0s\"\n", "tag-max-duration"),
+            ("tag-max-duration = \"1500ms\"\n", "tag-max-duration"),
+            ("tag-max-tags = 0\n", "tag-max-tags"),
         ] {
             match resolve(parse_config(text).unwrap()) {
                 Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),

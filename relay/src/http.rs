@@ -384,6 +384,7 @@ impl HttpService {
                     .await
                     .ok_or(ApiError::StatsUnavailable)?;
                 let mut text = render_metrics(&stats);
+                text.push_str(&self.inner.pico.render_metrics());
                 if let Some(dd) = &self.inner.deaddrop {
                     text.push_str(&dd.render_metrics());
                 }
@@ -675,7 +676,8 @@ mod tests {
             .await,
         )
         .await;
-        let body = render_metrics(&sample_stats());
+        let body =
+            render_metrics(&sample_stats()) + &Pico::new(PicoLimits::default()).render_metrics();
         assert_eq!(
             without_date(&resp),
             format!(
@@ -685,6 +687,7 @@ mod tests {
         );
         assert!(body.contains("tryst_parked 1\n"));
         assert!(body.contains("tryst_worker_up{worker=\"0\",pid=\"7\"} 1\n"));
+        assert!(body.contains("tryst_pico_waiting 0\n"));
     }
 
     #[tokio::test]

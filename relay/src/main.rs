@@ -24,6 +24,7 @@ fn main() -> anyhow::Result<()> {
                 serve::run_supervisor(config)?;
             }
         }
+        Command::Tag(args) => print!("{}", tryst_relay::tag::describe(&args.app_id, &args.tag)),
         Command::Provision(args) => {
             let path = config::provision_secrets_path(&args)?;
             let text = serve::run_provision(&path, &args)?;

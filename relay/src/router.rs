@@ -11,6 +11,7 @@ use tryst_engine::head::{Method, RequestHead};
 use tryst_engine::node::CompatRouter;
 use tryst_engine::reject::Rejection;
 use tryst_engine::route::{Classified, Route, Router, SecretSource, Transport};
+use tryst_engine::target::RendezvousKey;
 
 /// A `CONNECT` family selected by its target scheme.
 pub trait SchemeFamily: Send {
@@ -30,6 +31,10 @@ pub trait SchemeFamily: Send {
     /// Re-reads whatever the family loads; on error its old state stays.
     fn reload(&mut self) -> Result<(), String> {
         Ok(())
+    }
+    /// Keys whose parked connections must be closed now (see [`Router::evictions`]).
+    fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
+        let _ = (now_unix, out);
     }
 }
 
@@ -112,6 +117,13 @@ impl<S: SecretSource> Router for RelayRouter<S> {
             Err(errors.join("; "))
         }
     }
+
+    fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
+        self.compat.evictions(now_unix, out);
+        for family in &mut self.families {
+            family.evictions(now_unix, out);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -120,7 +132,7 @@ mod tests {
     use tryst_engine::auth::Secret;
     use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
     use tryst_engine::node::CompatRouterConfig;
-    use tryst_engine::target::{KeySpace, RendezvousId, RendezvousKey};
+    use tryst_engine::target::{KeySpace, RendezvousId};
 
     #[derive(Debug)]
     struct NoSecrets;
@@ -153,6 +165,36 @@ mod tests {
                 head.target.as_bytes(),
             ))
         }
+    }
+
+    /// A family that retires one fixed key once the clock reaches 100.
+    struct Retiring;
+
+    impl SchemeFamily for Retiring {
+        fn scheme(&self) -> &'static str {
+            "retire:"
+        }
+        fn classify(&self, _: &RequestHead, _: Transport) -> Result<Classified, Rejection> {
+            Err(Rejection::UnknownTarget)
+        }
+        fn route(&mut self, _: &RequestHead, _: &[u8], _: u64, _: Transport) -> Route {
+            Route::Reject(Rejection::UnknownTarget)
+        }
+        fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
+            if now_unix >= 100 {
+                out.push(RendezvousKey::derived(KeySpace::Tag, b"retired"));
+            }
+        }
+    }
+
+    #[test]
+    fn evictions_are_collected_from_every_family() {
+        let mut r = router().with_family(Box::new(Retiring));
+        let mut out = Vec::new();
+        r.evictions(99, &mut out);
+        assert!(out.is_empty());
+        r.evictions(100, &mut out);
+        assert_eq!(out, vec![RendezvousKey::derived(KeySpace::Tag, b"retired")]);
     }
 
     fn head(text: &str) -> RequestHead {

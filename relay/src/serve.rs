@@ -378,8 +378,9 @@ fn begin_shutdown(engine: &mut Engine, http: &HttpService, shutting_down: &mut b
 }
 
 /// The worker process: loads the secrets, builds the combined router (native and
-/// node-rendezvous, with node-rendezvous's defaults: current TOTP step only, a newer
-/// park replaces the older) and runs the engine's event loop until shutdown.
+/// node-rendezvous with `--totp-skew-steps` and `--node-park-mode`, whose defaults are
+/// upstream's: current TOTP step only, a newer park replaces the older) and runs the
+/// engine's event loop until shutdown.
 pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
     let secrets = FileSecrets::load(&config.secrets_path)?;
     let router = RelayRouter::new(CompatRouter::new(
@@ -389,10 +390,12 @@ pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
                 proof_window_secs: config.proof_window_secs,
                 ..NativeRouterConfig::default()
             },
-            ..CompatRouterConfig::default()
+            totp_skew_steps: config.totp_skew_steps,
+            node_park_mode: config.node_park_mode,
         },
     ))
-    .with_family(Box::new(HiveConnect::with_policy(config.hive.policy)));
+    .with_family(Box::new(HiveConnect::with_policy(config.hive.policy)))
+    .with_family(Box::new(crate::tag::TagFamily::new(config.tag)));
     let tls = config.tls.clone().map(|tls| {
         let data_dir = config.data_dir.clone();
         Box::new(move || {

@@ -30,6 +30,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime};
 
 const TICK: Duration = Duration::from_millis(50);
+/// How often the router is asked for retired keys ([`Router::evictions`]).
+const EVICTION_POLL: Duration = Duration::from_millis(250);
 /// Most bytes one direction moves before yielding to other connections.
 const PUMP_BUDGET: usize = 1 << 20;
 /// Size of each `recv(2)` while reading a head.
@@ -254,6 +256,9 @@ pub(crate) struct Worker<R> {
     limit_cap: usize,
     next_idle_sweep: Instant,
     next_fd_count: Instant,
+    /// Next time the router is asked for keys to evict ([`Router::evictions`]).
+    next_eviction_poll: Instant,
+    evict_keys: Vec<RendezvousKey>,
     scratch: Vec<u8>,
     msg_buf: Vec<u8>,
     cqes: Vec<(u64, i32, u32)>,
@@ -323,6 +328,8 @@ impl<R: Router> Worker<R> {
             limit_cap: usize::MAX,
             next_idle_sweep: now,
             next_fd_count: now,
+            next_eviction_poll: now,
+            evict_keys: Vec::new(),
             scratch: vec![0; 64 * 1024],
             msg_buf: Vec::new(),
             cqes: Vec::with_capacity(1024),
@@ -1539,6 +1546,11 @@ impl<R: Router> Worker<R> {
             }
         }
         self.expired = expired;
+        // Keys the router retired (expired or consumed tags): close what is parked.
+        if now >= self.next_eviction_poll {
+            self.next_eviction_poll = now + EVICTION_POLL;
+            self.evict_retired_keys();
+        }
         self.sync_room_counters();
         // Idle tunnels.
         if now >= self.next_idle_sweep {
@@ -1585,6 +1597,24 @@ impl<R: Router> Worker<R> {
             self.limit_cap = sys::soft_nofile().map_or(usize::MAX, |soft| {
                 soft.saturating_sub(self.fd_overhead + 16)
             });
+        }
+    }
+
+    /// Closes every connection parked under a key [`Router::evictions`] names.
+    fn evict_retired_keys(&mut self) {
+        let now_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut keys = std::mem::take(&mut self.evict_keys);
+        self.router.evictions(now_unix, &mut keys);
+        let mut parked = Vec::new();
+        for key in keys.drain(..) {
+            self.room.take_parked(&key, &mut parked);
+        }
+        self.evict_keys = keys;
+        for sock in parked {
+            self.close_sock(sock, false);
         }
     }
 

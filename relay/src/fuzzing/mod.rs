@@ -12,6 +12,8 @@ pub mod hive_signature;
 pub mod node_provisioning_record;
 pub mod pico_channel;
 pub mod stun_message;
+pub mod tag_proof;
+pub mod tag_target;
 
 /// A fuzz target: its `[[bin]]` name and the function that runs one input.
 pub type Target = (&'static str, fn(&[u8]));
@@ -28,6 +30,8 @@ pub const TARGETS: &[Target] = &[
     ("node_provisioning_record", node_provisioning_record::run),
     ("pico_channel", pico_channel::run),
     ("stun_message", stun_message::run),
+    ("tag_proof", tag_proof::run),
+    ("tag_target", tag_target::run),
 ];
 
 #[cfg(test)]

@@ -260,6 +260,20 @@ impl Pico {
         (t.channels(), t.waiting())
     }
 
+    /// The Pico gauges in Prometheus text format (`tryst_pico_channels`,
+    /// `tryst_pico_waiting`), appended to `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let (channels, waiting) = self.counts();
+        format!(
+            "# HELP tryst_pico_channels Pico channels that exist now.\n\
+             # TYPE tryst_pico_channels gauge\n\
+             tryst_pico_channels {channels}\n\
+             # HELP tryst_pico_waiting Pico GETs and POSTs waiting for their peer now.\n\
+             # TYPE tryst_pico_waiting gauge\n\
+             tryst_pico_waiting {waiting}\n"
+        )
+    }
+
     /// Serves one request on a Pico path ([`owns`] is true for it). The body (POST only)
     /// is read within `body_deadline` and up to [`MAX_MESSAGE`] bytes.
     pub async fn serve<B>(&self, req: Request<B>, body_deadline: Duration) -> PicoResponse

@@ -8,5 +8,6 @@ mod node;
 mod pico;
 mod serve;
 mod stun;
+mod tag;
 mod tls;
 mod tunnel;

@@ -527,3 +527,47 @@ fn hidden_server_refusals_over_tls_have_exact_bytes() {
     s.read_exact(&mut ok).unwrap();
     assert_eq!(&ok, OK);
 }
+
+#[test]
+fn skew_and_park_mode_flags_change_the_node_policy() {
+    let previous = code_at(LONG_STEP, now() - LONG_STEP);
+    let current = code_at(LONG_STEP, now());
+    assert_ne!(previous, current);
+    // Upstream's policy (the default): only the current step parks.
+    let strict = start();
+    let mut s = strict.relay.connect();
+    write!(s, "CONNECT uuid:{ID}?response={previous} HTTP/1.1\r\n\r\n").unwrap();
+    assert_eq!(read_to_close(&mut s), frame(401, false, "invalid request"));
+    drop(strict);
+
+    // One step of skew accepts the previous code; queue mode keeps both parks.
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = secrets_file(dir.path());
+    let relay = Relay::start(&[
+        "--secrets",
+        secrets.to_str().unwrap(),
+        "--totp-skew-steps",
+        "1",
+        "--node-park-mode",
+        "queue",
+    ]);
+    let first = park(&relay, ID, &previous);
+    let second = park(&relay, ID, &current);
+    // The first park was not replaced: the first mobile client reaches it.
+    let url = format!("http://{}/", relay.addr);
+    let user = format!("{ID}:x");
+    let child = curl(&["-u", &user, &url]);
+    let head = serve_one(first, "first");
+    assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "first", "{out:?}");
+    // And the second is still parked for the next client.
+    let child = curl(&["-u", &user, &url]);
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let head = serve_one(second, "second");
+    assert!(head.starts_with("GET / HTTP/1.1\r\n"), "{head}");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "second", "{out:?}");
+}

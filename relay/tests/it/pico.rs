@@ -551,3 +551,25 @@ fn requests_share_a_kept_alive_connection_like_libcurl() {
     write!(s, "OPTIONS {path} HTTP/1.1\r\nHost: r\r\n\r\n").unwrap();
     assert_eq!(read_one(&mut s).status, 204);
 }
+
+#[test]
+fn metrics_report_channels_and_waiting_parties() {
+    let relay = Relay::start(&["--pico-wait", "20s"]);
+    let gauges = |relay: &Relay| {
+        let body = request(relay.addr, "GET", "/metrics", b"").body;
+        let text = String::from_utf8(body).unwrap();
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+                .unwrap_or_else(|| panic!("{name} missing from {text}"))
+                .to_owned()
+        };
+        (value("tryst_pico_channels"), value("tryst_pico_waiting"))
+    };
+    assert_eq!(gauges(&relay), ("0".into(), "0".into()));
+    let reader = one_waiting(relay.addr, "GET", "/channel/m", b"");
+    assert_eq!(gauges(&relay), ("1".into(), "1".into()));
+    assert_eq!(request(relay.addr, "POST", "/channel/m", b"hi"), json(OK));
+    assert_eq!(receive(reader), data(b"hi"));
+    assert_eq!(gauges(&relay), ("1".into(), "0".into()));
+}
