@@ -467,6 +467,10 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
             }
         ),
     };
+    let stun = config
+        .stun_listen
+        .map(|addr| format!("stun listen     {addr}\n"))
+        .unwrap_or_default();
     let mirrors = if config.hive.mirrors.is_empty() {
         String::new()
     } else {
@@ -482,6 +486,7 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         "tryst: configuration ok\n\
          listen          {}\n\
          {tls}\
+         {stun}\
          data directory  {} ({dir_note})\n\
          secrets         {} ({secrets} {})\n\
          workers         {} ({} sockets each)\n\
@@ -586,6 +591,10 @@ mod tests {
             config_summary(&config, DataDirState::Exists, 2)
                 .ends_with("data path       splice-syscall\nhive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n")
         );
+        config.stun_listen = Some("0.0.0.0:3478".parse().unwrap());
+        assert!(config_summary(&config, DataDirState::Exists, 2).contains(
+            "listen          127.0.0.1:9000\nstun listen     0.0.0.0:3478\ndata directory"
+        ));
     }
 
     #[test]
