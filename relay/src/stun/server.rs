@@ -144,4 +144,43 @@ mod tests {
         );
         task.abort();
     }
+
+    /// On a dual-stack socket an IPv4 client arrives as `::ffff:a.b.c.d` and is answered
+    /// with an IPv4 XOR-MAPPED-ADDRESS; an IPv6 client gets its IPv6 address.
+    #[tokio::test]
+    async fn dual_stack_socket_maps_both_families() {
+        let Ok(server) = UdpSocket::bind("[::]:0").await else {
+            eprintln!("!!!!!!!! SKIPPED dual_stack_socket_maps_both_families: no IPv6 here");
+            return;
+        };
+        let port = server.local_addr().unwrap().port();
+        let counters = StunCounters::shared();
+        let task = tokio::spawn(run(server, counters.clone()));
+        let v4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut targets = vec![(v4, format!("127.0.0.1:{port}"))];
+        if let Ok(v6) = UdpSocket::bind("[::1]:0").await {
+            targets.push((v6, format!("[::1]:{port}")));
+        }
+        for (client, server_addr) in targets {
+            let txid = [client.local_addr().unwrap().port() as u8; 12];
+            client
+                .send_to(&binding_request(&txid, None, false), &server_addr)
+                .await
+                .unwrap();
+            let mut buf = [0u8; 128];
+            let (n, _) = tokio::time::timeout(Duration::from_secs(20), client.recv_from(&mut buf))
+                .await
+                .expect("no answer within 20 s")
+                .unwrap();
+            let m = parse(&buf[..n]).unwrap();
+            assert_eq!(m.xor_mapped_address(), Some(client.local_addr().unwrap()));
+            let want_len = if client.local_addr().unwrap().is_ipv4() {
+                40
+            } else {
+                52
+            };
+            assert_eq!(n, want_len);
+        }
+        task.abort();
+    }
 }

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tryst_engine::reject::Rejection;
 use tryst_relay::hive::connect::{HiveTarget, park_proof_header};
 use tryst_relay::hive::forward::{DRAIN_DOMAIN, proof_message};
@@ -79,6 +79,27 @@ impl Relay {
             addr,
             stun,
             _dir: dir,
+        }
+    }
+
+    /// The value of one `/metrics` series once it equals `want`, or after 10 s (the
+    /// workers publish their counters shortly after each event).
+    fn await_metric(&self, series: &str, want: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = self.http("GET", "/metrics", None, b"");
+            assert_eq!(status, 200);
+            let text = String::from_utf8(body).unwrap();
+            let value = text
+                .lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {series} in {text}"))
+                .parse()
+                .unwrap();
+            if value == want || Instant::now() > deadline {
+                return value;
+            }
+            thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -339,6 +360,20 @@ fn refusals_over_a_socket_are_exact() {
     let client = reach(&relay, &device);
     exchange(client, b"ping".to_vec(), b"");
     assert_eq!(read_exact_n(&mut first, 4), b"ping");
+    // Each refusal was counted under its reason (workers publish counters shortly after).
+    for (reason, want) in [
+        ("malformed_hive_target", 1),
+        ("malformed_proof", 1),
+        ("malformed_publication", 2),
+        ("publication_mismatch", 1),
+        ("hive_bad_signature", 1),
+        ("stale_timestamp", 1),
+        ("early_data", 1),
+        ("replayed_nonce", 1),
+    ] {
+        let series = format!("tryst_rejections_total{{reason=\"{reason}\"}}");
+        assert_eq!(relay.await_metric(&series, want), want, "{series}");
+    }
 }
 
 /// Asks the relay's STUN responder for `socket`'s reflexive address.
