@@ -414,3 +414,18 @@ fn the_documented_park_proof_vector() {
         "Hive ts=1795327200, nonce=000102030405060708090a0b0c0d0e0f, sig=gLWGY3hUYGancpiQK1VZRJVKxTK2DwuFJcAon9mbHeWK7+WSJneVcsfgivqwkLi/XZGSlJMTkIItvQxfBVptCg=="
     );
 }
+
+/// The fuzz corpus's `park_valid` seed reaches the park path (at the harness's `now`).
+#[test]
+fn the_park_seed_of_the_fuzz_corpus_parks() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/hive_connect/park_valid"
+    );
+    let seed = std::fs::read(path).unwrap();
+    let h = head(std::str::from_utf8(&seed[1..]).unwrap());
+    assert_eq!(
+        HiveConnect::default().route(&h, b"", NOW, Transport::Plain),
+        Route::park(key_of_target())
+    );
+}
