@@ -1,1 +1,422 @@
-//! benches
+//! Shared fixtures of the benches and the instruction-count scenarios (`instr`).
+//!
+//! Everything here is deterministic: fixed Ed25519 seeds (Ed25519 signing is itself
+//! deterministic), fixed ids, fixed timestamps. Nothing reads the clock.
+
+#![forbid(unsafe_code)]
+
+/// Fixtures for the Hive family (`tryst_relay::hive`) and the tag family
+/// (`tryst_relay::tag`).
+pub mod fixtures {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use ed25519_dalek::{Signer as _, SigningKey};
+    use tryst_relay::hive::forward::{DRAIN_DOMAIN, DRAIN_SCHEME, proof_message};
+    use tryst_relay::hive::record::{Candidate, Record};
+    use tryst_relay::hive::verify::{VerifiedPublication, sign_publication};
+    use tryst_relay::tag::kdf::HashedTag;
+    use tryst_relay::tag::wire::{CreateOptions, park_message};
+
+    /// The fixtures' unix time: 2026-11-22T06:00:00Z, the `publishedAt` of every
+    /// fixture publication.
+    pub const T0: i64 = 1_795_327_200;
+    /// The fixture workspace.
+    pub const WORKSPACE: [u8; 16] = [0x0b; 16];
+    /// The fixture account.
+    pub const ACCOUNT: [u8; 16] = [0x5d; 16];
+    /// The fixture device.
+    pub const DEVICE: [u8; 16] = [0xa1; 16];
+    /// The fixture hashed tag (the relay only ever sees hashed tags).
+    pub const TAG: HashedTag = HashedTag([0x3c; 32]);
+
+    /// The fixture device's Ed25519 key: seed bytes 0x00, 0x01, ..., 0x1f.
+    pub fn device_key() -> SigningKey {
+        let mut seed = [0u8; 32];
+        for (i, b) in seed.iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        SigningKey::from_bytes(&seed)
+    }
+
+    /// A record of the fixture device with `candidates` candidates (1..=16), published
+    /// at [`T0`] for 90 s.
+    pub fn record(candidates: usize) -> Record {
+        Record {
+            workspace: WORKSPACE,
+            account: ACCOUNT,
+            device: DEVICE,
+            signing_key: device_key().verifying_key().to_bytes(),
+            candidates: (0..candidates)
+                .map(|i| Candidate {
+                    kind: if i == 0 { "stunReflexive" } else { "hostLocal" }.into(),
+                    host: format!("192.0.2.{}", i + 1),
+                    port: 51820 + i as u16,
+                    priority: 100 - i as u32,
+                })
+                .collect(),
+            published_at: "2026-11-22T06:00:00Z".into(),
+            ttl_seconds: 90,
+        }
+    }
+
+    /// The signed POST /v1/rendezvous body of [`record`]`(candidates)`.
+    pub fn publication(candidates: usize) -> Vec<u8> {
+        sign_publication(&device_key(), &record(candidates))
+    }
+
+    /// A verified publication of `device` in `workspace` as the store holds it (built
+    /// directly, without signing: the store never looks at the signature), published at
+    /// [`T0`] + `nanos` ns and fresh until [`T0`] + 300 s.
+    pub fn stored(
+        workspace: [u8; 16],
+        device: [u8; 16],
+        nanos: u32,
+        body: &[u8],
+    ) -> VerifiedPublication {
+        VerifiedPublication {
+            workspace,
+            device,
+            account: ACCOUNT,
+            signing_key: device_key().verifying_key().to_bytes(),
+            published_at_unix: T0,
+            expires_at_unix: T0 + 300,
+            body: body.to_vec(),
+            published_at_nanos: nanos,
+        }
+    }
+
+    /// The id bytes of number `n` (its little-endian bytes, then `fill`).
+    pub fn numbered(n: u32, fill: u8) -> [u8; 16] {
+        let mut id = [fill; 16];
+        id[..4].copy_from_slice(&n.to_le_bytes());
+        id
+    }
+
+    /// The nonce of number `n` (16 bytes).
+    pub fn nonce(n: u64) -> [u8; 16] {
+        let mut out = [0x6e; 16];
+        out[..8].copy_from_slice(&n.to_le_bytes());
+        out
+    }
+
+    /// The fixture device's `Authorization: Hive-Drain ...` value at `ts` with `nonce`.
+    pub fn drain_header(ts: u64, nonce: &[u8; 16]) -> String {
+        let message = proof_message(DRAIN_DOMAIN, &WORKSPACE, &DEVICE, ts, nonce);
+        let sig = device_key().sign(&message).to_bytes();
+        format!(
+            "{DRAIN_SCHEME} ts={ts}, nonce={}, sig={}",
+            hex::encode(nonce),
+            STANDARD.encode(sig)
+        )
+    }
+
+    /// The publisher's `Proxy-Authorization: Tag ...` value for [`TAG`] at `ts` with
+    /// `nonce`, signed with the tag's derived key over the creation `options`.
+    pub fn tag_proof_header(ts: u64, nonce: &[u8], options: &CreateOptions) -> String {
+        let message = park_message(&TAG, ts, nonce, options);
+        let sig = TAG.derived_signing_key().sign(&message).to_bytes();
+        format!(
+            "Tag ts={ts}, nonce={}, sig={}",
+            hex::encode(nonce),
+            URL_SAFE_NO_PAD.encode(sig)
+        )
+    }
+}
+
+/// The Hive and tag workloads of the instruction-count gate (`instr`): each is prepared
+/// by `new` (keys, signatures, frames, publications: all outside the measurement) and
+/// run once by `run`, which `instr` calls inside its measured function. `run` returns
+/// how many operations succeeded.
+pub mod workloads {
+    use super::fixtures;
+    use tryst_relay::hive::forward::{self, ForwardLimits, Mailboxes};
+    use tryst_relay::hive::store::{Inserted, PublicationStore, StoreLimits};
+    use tryst_relay::hive::verify::{PublicationPolicy, VerifiedPublication, verify_publication};
+    use tryst_relay::tag::table::{TagLimits, TagTable};
+    use tryst_relay::tag::wire::{self, CreateOptions};
+
+    /// Operations per run of the verify, proof, forward and park workloads.
+    pub const ITERATIONS: usize = 1_000;
+    /// Publications inserted by [`HiveStoreInsert`].
+    pub const STORE_DEVICES: usize = 10_000;
+    /// Devices per workspace there (the default per-workspace cap is 256).
+    pub const STORE_PER_WORKSPACE: usize = 250;
+
+    /// [`ITERATIONS`] x `verify_publication` of a 2-candidate publication.
+    #[derive(Debug)]
+    pub struct HiveVerify {
+        body: Vec<u8>,
+        policy: PublicationPolicy,
+        n: usize,
+    }
+
+    impl HiveVerify {
+        /// Signs the publication.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self::with_iterations(ITERATIONS)
+        }
+
+        /// The same workload with `n` verifications (the unit tests use few).
+        pub fn with_iterations(n: usize) -> Self {
+            Self {
+                body: fixtures::publication(2),
+                policy: PublicationPolicy::default(),
+                n,
+            }
+        }
+
+        /// Verifies it `n` ([`ITERATIONS`]) times; returns how many verified.
+        #[inline(never)]
+        pub fn run(&self) -> usize {
+            (0..self.n)
+                .filter(|_| {
+                    verify_publication(std::hint::black_box(&self.body), fixtures::T0, &self.policy)
+                        .is_ok()
+                })
+                .count()
+        }
+    }
+
+    /// [`ITERATIONS`] x Hive-Drain `parse_proof` + `check_proof`.
+    #[derive(Debug)]
+    pub struct HiveDrainProof {
+        key: [u8; 32],
+        header: String,
+        n: usize,
+    }
+
+    impl HiveDrainProof {
+        /// Signs the proof.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self::with_iterations(ITERATIONS)
+        }
+
+        /// The same workload with `n` checks (the unit tests use few).
+        pub fn with_iterations(n: usize) -> Self {
+            Self {
+                key: fixtures::device_key().verifying_key().to_bytes(),
+                header: fixtures::drain_header(fixtures::T0 as u64, &fixtures::nonce(1)),
+                n,
+            }
+        }
+
+        /// Parses and checks it `n` ([`ITERATIONS`]) times; returns how many passed.
+        #[inline(never)]
+        pub fn run(&self) -> usize {
+            let who = (&fixtures::WORKSPACE, &fixtures::DEVICE);
+            (0..self.n)
+                .filter(|_| {
+                    forward::parse_proof(std::hint::black_box(&self.header), forward::DRAIN_SCHEME)
+                        .is_ok_and(|p| {
+                            forward::check_proof(
+                                &p,
+                                forward::DRAIN_DOMAIN,
+                                &self.key,
+                                who,
+                                fixtures::T0,
+                                60,
+                            )
+                            .is_ok()
+                        })
+                })
+                .count()
+        }
+    }
+
+    /// [`ITERATIONS`] x append of a 1 KiB frame to one forward mailbox, then its drain.
+    #[derive(Debug)]
+    pub struct HiveForward {
+        boxes: Mailboxes,
+        frames: Vec<Vec<u8>>,
+    }
+
+    impl HiveForward {
+        /// Allocates the frames.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self {
+                boxes: Mailboxes::new(ForwardLimits::default()),
+                frames: (0..ITERATIONS).map(|i| vec![i as u8; 1024]).collect(),
+            }
+        }
+
+        /// Appends and drains every frame; returns the bytes drained.
+        #[inline(never)]
+        pub fn run(&mut self) -> usize {
+            let key = (fixtures::WORKSPACE, fixtures::DEVICE);
+            let mut drained = 0;
+            for f in std::mem::take(&mut self.frames) {
+                if self.boxes.append(key, f, fixtures::T0).is_ok() {
+                    drained += self
+                        .boxes
+                        .take(&key, fixtures::T0)
+                        .map_or(0, |out| out.len());
+                }
+            }
+            drained
+        }
+
+        /// Whether nothing is left queued.
+        pub fn is_empty(&self) -> bool {
+            self.boxes.total_bytes() == 0
+        }
+    }
+
+    /// [`STORE_DEVICES`] new publications into an empty store.
+    #[derive(Debug)]
+    pub struct HiveStoreInsert {
+        store: PublicationStore,
+        publications: Vec<VerifiedPublication>,
+    }
+
+    impl HiveStoreInsert {
+        /// Builds the publications (without signing: the store never checks signatures).
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            let body = fixtures::publication(2);
+            Self {
+                store: PublicationStore::new(StoreLimits::default()),
+                publications: (0..STORE_DEVICES as u32)
+                    .map(|n| {
+                        let ws = fixtures::numbered(n / STORE_PER_WORKSPACE as u32, 0x0b);
+                        fixtures::stored(ws, fixtures::numbered(n, 0xa1), 0, &body)
+                    })
+                    .collect(),
+            }
+        }
+
+        /// Inserts them all; returns how many were new.
+        #[inline(never)]
+        pub fn run(&mut self) -> usize {
+            std::mem::take(&mut self.publications)
+                .into_iter()
+                .filter_map(|p| self.store.insert(p, fixtures::T0).ok())
+                .filter(|i| *i == Inserted::New)
+                .count()
+        }
+
+        /// Publications held.
+        pub fn stored(&self) -> usize {
+            self.store.len()
+        }
+    }
+
+    /// [`ITERATIONS`] parks of a publisher on its existing tag, each with a fresh nonce:
+    /// proof parse, strict Ed25519 against the stored owner key, replay cache.
+    #[derive(Debug)]
+    pub struct TagParkVerify {
+        table: TagTable,
+        headers: Vec<String>,
+    }
+
+    impl TagParkVerify {
+        /// Creates the tag (nonce 0) and signs the proofs (nonces 1..=[`ITERATIONS`]).
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self::with_iterations(ITERATIONS)
+        }
+
+        /// The same workload with `n` parks (the unit tests use few).
+        pub fn with_iterations(n: usize) -> Self {
+            let now = fixtures::T0 as u64;
+            let options = CreateOptions::default();
+            let mut table = TagTable::new(TagLimits::default());
+            let first = fixtures::tag_proof_header(now, &fixtures::nonce(0), &options);
+            let first = wire::parse_proof(first.as_bytes()).expect("fixture parses");
+            let created = table.park(&fixtures::TAG, &first, &options, now);
+            assert!(created.is_ok_and(|p| p.created), "fixture tag is created");
+            Self {
+                table,
+                headers: (1..=n as u64)
+                    .map(|n| fixtures::tag_proof_header(now, &fixtures::nonce(n), &options))
+                    .collect(),
+            }
+        }
+
+        /// Parses and parks every proof; returns how many parked.
+        #[inline(never)]
+        pub fn run(&mut self) -> usize {
+            let now = fixtures::T0 as u64;
+            let options = CreateOptions::default();
+            let table = &mut self.table;
+            self.headers
+                .iter()
+                .filter(|h| {
+                    wire::parse_proof(std::hint::black_box(h.as_bytes())).is_ok_and(|proof| {
+                        table.park(&fixtures::TAG, &proof, &options, now).is_ok()
+                    })
+                })
+                .count()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use tryst_relay::hive::forward::{DRAIN_DOMAIN, DRAIN_SCHEME, check_proof, parse_proof};
+    use tryst_relay::hive::verify::{PublicationPolicy, verify_publication};
+    use tryst_relay::tag::table::{TagLimits, TagTable};
+    use tryst_relay::tag::wire;
+
+    #[test]
+    fn workloads_succeed_in_full() {
+        use super::workloads::*;
+        // Ed25519 is slow unoptimised: the signature workloads run a few operations here;
+        // `instr` asserts the full counts whenever the gate runs.
+        assert_eq!(HiveVerify::with_iterations(3).run(), 3);
+        assert_eq!(HiveDrainProof::with_iterations(3).run(), 3);
+        let mut forward = HiveForward::new();
+        assert_eq!(forward.run(), ITERATIONS * 1024);
+        assert!(forward.is_empty());
+        let mut store = HiveStoreInsert::new();
+        assert_eq!(store.run(), STORE_DEVICES);
+        assert_eq!(store.stored(), STORE_DEVICES);
+        let mut tag = TagParkVerify::with_iterations(3);
+        assert_eq!(tag.run(), 3);
+        assert_eq!(tag.run(), 0, "every nonce is now a replay");
+    }
+
+    #[test]
+    fn publications_verify_and_are_deterministic() {
+        for n in [1, 2, 16] {
+            let body = publication(n);
+            assert_eq!(body, publication(n), "signing is deterministic");
+            let p = verify_publication(&body, T0, &PublicationPolicy::default())
+                .unwrap_or_else(|e| panic!("{n} candidates: {e}"));
+            assert_eq!((p.workspace, p.device), (WORKSPACE, DEVICE));
+        }
+    }
+
+    #[test]
+    fn drain_header_checks_and_a_tampered_one_does_not() {
+        let key = device_key().verifying_key().to_bytes();
+        let header = drain_header(T0 as u64, &nonce(7));
+        let proof = parse_proof(&header, DRAIN_SCHEME).expect("parses");
+        check_proof(&proof, DRAIN_DOMAIN, &key, (&WORKSPACE, &DEVICE), T0, 60).expect("checks");
+        let mut bad = proof;
+        bad.nonce = nonce(8);
+        assert!(check_proof(&bad, DRAIN_DOMAIN, &key, (&WORKSPACE, &DEVICE), T0, 60).is_err());
+    }
+
+    #[test]
+    fn tag_proofs_park_once_each() {
+        let now = T0 as u64;
+        let mut table = TagTable::new(TagLimits::default());
+        for n in 0..3 {
+            let header = tag_proof_header(now, &nonce(n), &Default::default());
+            let proof = wire::parse_proof(header.as_bytes()).expect("parses");
+            let parked = table
+                .park(&TAG, &proof, &Default::default(), now)
+                .expect("parks");
+            assert_eq!(parked.created, n == 0);
+            assert!(
+                table.park(&TAG, &proof, &Default::default(), now).is_err(),
+                "replay"
+            );
+        }
+        assert_eq!(wire::parse_target(&TAG.target()).expect("parses"), TAG);
+    }
+}

@@ -163,6 +163,20 @@ const METRICS: &[MetricDef] = &[
         baseline: "direct",
         higher_is_better: false,
     },
+    MetricDef {
+        workload: "pairing",
+        key: "relay_cpu_us",
+        label: "pairing: relay CPU µs per pairing",
+        baseline: "haproxy-splice",
+        higher_is_better: false,
+    },
+    MetricDef {
+        workload: "pairing",
+        key: "generator_cpu_us",
+        label: "pairing: generator+sink CPU µs per pairing (this process; tryst's sink also re-parks)",
+        baseline: "direct",
+        higher_is_better: false,
+    },
 ];
 
 /// Concurrent connection loops in the pairing workload.
@@ -668,6 +682,8 @@ async fn pingpong(target: &Target, duration: Duration) -> Result<Metrics, Failur
 }
 
 async fn pairing(target: &Target, duration: Duration) -> Result<Metrics, Failure> {
+    let relay_cpu0 = cpu_seconds(&target.pids);
+    let own_cpu0 = cpu_seconds(&[std::process::id()]);
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
@@ -728,8 +744,18 @@ async fn pairing(target: &Target, duration: Duration) -> Result<Metrics, Failure
         return Err(f);
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let relay_cpu = cpu_seconds(&target.pids) - relay_cpu0;
+    let own_cpu = cpu_seconds(&[std::process::id()]) - own_cpu0;
     let mut m = Metrics::new();
     m.insert("per_s".into(), total as f64 / elapsed);
+    if total > 0 {
+        if !target.pids.is_empty() {
+            m.insert("relay_cpu_us".into(), relay_cpu * 1e6 / total as f64);
+        }
+        // This process's tree includes the relay it started; count only the generator.
+        let generator = (own_cpu - relay_cpu).max(0.0);
+        m.insert("generator_cpu_us".into(), generator * 1e6 / total as f64);
+    }
     m.insert("p50_us".into(), h.quantile_ns(0.5) as f64 / 1e3);
     m.insert("p99_us".into(), h.quantile_ns(0.99) as f64 / 1e3);
     m.insert("count".into(), total as f64);

@@ -9,15 +9,18 @@
 //! Determinism: every input is a constant or comes from a fixed-seed xorshift; the
 //! measured part never reads the clock (the room's `Instant` is taken once during setup
 //! and only offsets of it are used). The only run-to-run variation left is std's
-//! randomly seeded `HashMap` hashing inside the room and the replay cache, which changes
-//! probe sequences, not the amount of work; see docs/performance.md for the measured
-//! spread.
+//! randomly seeded `HashMap` hashing inside the room and the replay caches (and the
+//! Hive mailbox table and publication store, and the tag table), which changes probe
+//! sequences, not the amount of work; see docs/performance.md for the measured spread.
+//! The Hive and tag scenarios use the fixed Ed25519 keys of `tryst_benches::fixtures`;
+//! Ed25519 signing is deterministic, so their inputs are identical on every run.
 
 #![forbid(unsafe_code)]
 
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use tryst_benches::workloads;
 use tryst_engine::auth::{
     Operation, Proof, ReplayCache, Secret, parse_proof, proof_header, verify,
 };
@@ -67,6 +70,26 @@ const SCENARIOS: &[(&str, &str)] = &[
         "room_expire_100k",
         "expire a room of 100,000 parked entries",
     ),
+    (
+        "hive_verify_1k",
+        "1,000 x verify_publication (JSON, preimage, strict Ed25519; 2 candidates)",
+    ),
+    (
+        "hive_drain_proof_1k",
+        "1,000 x Hive-Drain parse_proof + check_proof (strict Ed25519)",
+    ),
+    (
+        "hive_forward_1k",
+        "1,000 x forward mailbox append of a 1 KiB frame + drain",
+    ),
+    (
+        "hive_store_insert_10k",
+        "insert 10,000 publications (40 workspaces x 250 devices)",
+    ),
+    (
+        "tag_park_verify_1k",
+        "1,000 x tag proof parse + table park (strict Ed25519, replay cache)",
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -89,6 +112,11 @@ fn main() -> ExitCode {
         "room_park_100k" => room_park(),
         "room_pair_100k" => room_pair(),
         "room_expire_100k" => room_expire(),
+        "hive_verify_1k" => hive_verify(),
+        "hive_drain_proof_1k" => hive_drain_proof(),
+        "hive_forward_1k" => hive_forward(),
+        "hive_store_insert_10k" => hive_store_insert(),
+        "tag_park_verify_1k" => tag_park_verify(),
         other => {
             eprintln!("instr: unknown scenario `{other}`; `instr list` names them");
             return ExitCode::from(2);
@@ -268,4 +296,35 @@ fn room_expire() {
     measured(|| room.expire(now + Duration::from_secs(61), &mut out));
     assert_eq!(out.len(), held);
     assert_eq!(room.parked(), 0);
+}
+
+// The Hive and tag workloads live in `tryst_benches::workloads` (prepared there, run
+// here inside `measured`): keeping their code out of this crate keeps this binary's
+// code generation, and so the counts of the scenarios above, as they were.
+
+fn hive_verify() {
+    let w = workloads::HiveVerify::new();
+    assert_eq!(measured(|| w.run()), workloads::ITERATIONS);
+}
+
+fn hive_drain_proof() {
+    let w = workloads::HiveDrainProof::new();
+    assert_eq!(measured(|| w.run()), workloads::ITERATIONS);
+}
+
+fn hive_forward() {
+    let mut w = workloads::HiveForward::new();
+    assert_eq!(measured(|| w.run()), workloads::ITERATIONS * 1024);
+    assert!(w.is_empty());
+}
+
+fn hive_store_insert() {
+    let mut w = workloads::HiveStoreInsert::new();
+    assert_eq!(measured(|| w.run()), workloads::STORE_DEVICES);
+    assert_eq!(w.stored(), workloads::STORE_DEVICES);
+}
+
+fn tag_park_verify() {
+    let mut w = workloads::TagParkVerify::new();
+    assert_eq!(measured(|| w.run()), workloads::ITERATIONS);
 }
