@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the interop tests drive (Debian/Ubuntu): oathtool (TOTP codes
-# for node-rendezvous hidden servers), curl (Digest/Basic mobile clients), python3.
+# for node-rendezvous hidden servers), curl (Digest/Basic mobile clients), python3, and a
+# real STUN client: stuntman-client's `stunclient` where Debian still ships it, else
+# coturn's `turnutils_stunclient` (bookworm dropped stuntman).
 # Idempotent: installs only what is missing. Needs root or sudo for apt-get.
 set -euo pipefail
 
@@ -8,9 +10,13 @@ missing=()
 command -v oathtool >/dev/null 2>&1 || missing+=(oathtool)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+stun_client=()
+if ! command -v stunclient >/dev/null 2>&1 && ! command -v turnutils_stunclient >/dev/null 2>&1; then
+    stun_client=(stuntman-client)
+fi
 
-if ((${#missing[@]} == 0)); then
-    echo "test-deps: oathtool, curl and python3 present"
+if ((${#missing[@]} == 0 && ${#stun_client[@]} == 0)); then
+    echo "test-deps: oathtool, curl, python3 and a STUN client present"
     exit 0
 fi
 
@@ -18,7 +24,15 @@ sudo=()
 if [[ $(id -u) -ne 0 ]]; then
     sudo=(sudo)
 fi
-echo "test-deps: installing ${missing[*]}"
+echo "test-deps: installing ${missing[*]} ${stun_client[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq "${missing[@]}"
+if ((${#missing[@]} > 0)); then
+    "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+if ((${#stun_client[@]} > 0)); then
+    # The STUN interop test skips (loudly) only if neither package installs.
+    "${sudo[@]}" apt-get install -y -qq stuntman-client 2>/dev/null ||
+        "${sudo[@]}" apt-get install -y -qq --no-install-recommends coturn ||
+        echo "test-deps: WARNING: no STUN client package could be installed"
+fi

@@ -101,11 +101,24 @@ pub enum Rejection {
     /// The tag table is full of live tags.
     #[error("tag table full")]
     TagTableFull,
+    /// `hive:` followed by something that is not `<workspace UUID>/<device UUID>`.
+    #[error("malformed hive target (expected hive:<workspace-uuid>/<device-uuid>)")]
+    MalformedHiveTarget,
+    /// A Hive park whose `Hive-Publication` is missing, repeated, not base64, does not
+    /// verify, or has expired.
+    #[error("publication missing, malformed, unverifiable or expired")]
+    MalformedPublication,
+    /// A Hive park carrying the publication of another workspace or device.
+    #[error("publication is for another workspace or device")]
+    PublicationMismatch,
+    /// A Hive park proof whose Ed25519 signature does not verify under the publication key.
+    #[error("hive proof signature does not verify")]
+    HiveBadSignature,
 }
 
 impl Rejection {
     /// Every variant, for exhaustive tests and metrics labels.
-    pub const ALL: [Self; 27] = [
+    pub const ALL: [Self; 31] = [
         Self::MalformedHead,
         Self::HeadTooLarge,
         Self::TooManyHeaders,
@@ -133,6 +146,10 @@ impl Rejection {
         Self::TagConflict,
         Self::TagGone,
         Self::TagTableFull,
+        Self::MalformedHiveTarget,
+        Self::MalformedPublication,
+        Self::PublicationMismatch,
+        Self::HiveBadSignature,
     ];
 
     /// The HTTP status code.
@@ -144,11 +161,15 @@ impl Rejection {
             | Self::MalformedProof
             | Self::MalformedTag
             | Self::MalformedTagOption
-            | Self::BadOwnerKey => 400,
+            | Self::BadOwnerKey
+            | Self::MalformedHiveTarget
+            | Self::MalformedPublication => 400,
+            Self::HiveBadSignature => 401,
             Self::BadProof
             | Self::StaleTimestamp
             | Self::ReplayedNonce
-            | Self::OwnerKeyMismatch => 403,
+            | Self::OwnerKeyMismatch
+            | Self::PublicationMismatch => 403,
             Self::NotParked | Self::UnknownTag => 404,
             Self::MethodNotAllowed => 405,
             Self::ProofRequired => 407,
@@ -195,6 +216,10 @@ impl Rejection {
             Self::TagConflict => "tag_conflict",
             Self::TagGone => "tag_gone",
             Self::TagTableFull => "tag_table_full",
+            Self::MalformedHiveTarget => "malformed_hive_target",
+            Self::MalformedPublication => "malformed_publication",
+            Self::PublicationMismatch => "publication_mismatch",
+            Self::HiveBadSignature => "hive_bad_signature",
         }
     }
 
@@ -220,6 +245,7 @@ impl Rejection {
         );
         let extra = match self {
             Self::ProofRequired => "Proxy-Authenticate: Tryst\r\n",
+            Self::HiveBadSignature => "WWW-Authenticate: Hive\r\n",
             Self::ReplayCacheFull
             | Self::RoomFull
             | Self::TooManyWaiting
@@ -242,6 +268,7 @@ impl Rejection {
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",

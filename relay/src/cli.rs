@@ -229,6 +229,9 @@ pub struct Settings {
     /// Serve Hive's unsigned candidates board (/v1/workspaces/{id}/candidates) [default: false].
     #[arg(long, env = "TRYST_HIVE_BOARD", value_name = "BOOL")]
     pub hive_board: Option<bool>,
+    /// Answer STUN Binding requests (RFC 8489) on this UDP address [default: off].
+    #[arg(long, env = "TRYST_STUN_LISTEN", value_name = "ADDR")]
+    pub stun_listen: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -294,6 +297,7 @@ impl Settings {
                 .or(fallback.forward_mailbox_bytes),
             forward_total_bytes: self.forward_total_bytes.or(fallback.forward_total_bytes),
             hive_board: self.hive_board.or(fallback.hive_board),
+            stun_listen: self.stun_listen.or(fallback.stun_listen),
         }
     }
 }

@@ -152,6 +152,8 @@ pub struct ServeConfig {
     pub tag: crate::tag::table::TagLimits,
     /// The Hive family (/v1/rendezvous, /v1/forward, federation, board).
     pub hive: crate::hive::HiveConfig,
+    /// The UDP address of the STUN Binding responder, when one is configured.
+    pub stun_listen: Option<SocketAddr>,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -327,6 +329,7 @@ impl ServeConfig {
             tag,
             deaddrop,
             hive,
+            stun_listen: s.stun_listen,
             tls,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
             data_dir,

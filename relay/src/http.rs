@@ -194,6 +194,8 @@ struct Inner {
     pico: Pico,
     deaddrop: Option<DeadDrop>,
     hive: Option<Hive>,
+    /// The STUN responder's counters, rendered on `/metrics` once set.
+    stun: std::sync::OnceLock<Arc<crate::stun::StunCounters>>,
 }
 
 impl HttpService {
@@ -247,6 +249,7 @@ impl HttpService {
                 pico: Pico::new(pico),
                 deaddrop,
                 hive,
+                stun: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -255,6 +258,12 @@ impl HttpService {
     /// `/retrieve`, `/ack`).
     pub fn with_deaddrop(limits: HttpLimits, stats: StatsRequester, deaddrop: DeadDrop) -> Self {
         Self::build(limits, stats, PicoLimits::default(), Some(deaddrop), None)
+    }
+
+    /// Renders the STUN responder's `counters` on `/metrics` from now on (the first call
+    /// wins).
+    pub fn set_stun_counters(&self, counters: Arc<crate::stun::StunCounters>) {
+        let _ = self.inner.stun.set(counters);
     }
 
     /// From now on `/healthz` answers 503 (the relay is draining).
@@ -381,6 +390,9 @@ impl HttpService {
                 }
                 if let Some(hive) = &self.inner.hive {
                     text.push_str(&hive.render_metrics());
+                }
+                if let Some(stun) = self.inner.stun.get() {
+                    text.push_str(&stun.render_metrics());
                 }
                 let mut resp = Response::new(Full::new(Bytes::from(text)));
                 resp.headers_mut().insert(

@@ -15,10 +15,11 @@
 //! - [`router`]: the workers' router: the engine's compat router plus the `CONNECT`
 //!   scheme families (`tag:`, `hive:`).
 //! - [`serve`]: the supervisor process and the worker entry point.
+//! - [`stun`]: the STUN Binding responder (`--stun-listen`).
 //! - [`tag`]: Qredo-style tag rendezvous (`CONNECT tag:<hashedTag>`): the Qredo KDF,
 //!   Ed25519 ownership proofs and the sans-IO tag table, as a `tag:` scheme family.
 //!
-//! I/O contract: [`serve`] and [`http`] do network I/O, [`secrets`] and [`config`] read and
+//! I/O contract: [`serve`], [`http`] and [`stun::server`] do network I/O, [`secrets`] and [`config`] read and
 //! write files; everything else is pure. This crate contains no `unsafe` code.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -37,5 +38,6 @@ pub mod pico;
 pub mod router;
 pub mod secrets;
 pub mod serve;
+pub mod stun;
 pub mod tag;
 pub mod tls;

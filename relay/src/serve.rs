@@ -22,6 +22,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tryst_engine::driver::{Engine, Listener, run_worker};
 use tryst_engine::node::{CompatRouter, CompatRouterConfig};
 
+use crate::hive::connect::HiveConnect;
 use crate::router::RelayRouter;
 use tryst_engine::route::{NativeRouterConfig, Transport};
 
@@ -179,6 +180,17 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
             transport: Transport::Tls,
         });
     }
+    let mut stun = None;
+    if let Some(addr) = config.stun_listen {
+        let socket = std::net::UdpSocket::bind(addr)
+            .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let stun_local = socket
+            .local_addr()
+            .map_err(io_err("reading the bound address"))?;
+        tls_lines.push_str(&format!("tryst: stun listening on {stun_local}\n"));
+        stun = Some(socket);
+    }
     {
         let mut out = io::stdout().lock();
         out.write_all(startup_lines(local, &config.data_dir).as_bytes())
@@ -199,7 +211,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let worker_args = std::env::args_os().skip(1).collect();
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
-    runtime.block_on(supervise(engine, &config, signals, deaddrop))
+    runtime.block_on(supervise(engine, &config, signals, deaddrop, stun))
 }
 
 /// The signals the supervisor acts on.
@@ -235,6 +247,7 @@ async fn supervise(
     config: &ServeConfig,
     signals: Signals,
     deaddrop: crate::deaddrop::DeadDrop,
+    stun: Option<std::net::UdpSocket>,
 ) -> Result<(), ServeError> {
     let (stats, mut stats_requests) = StatsRequester::channel(64);
     let hive = crate::hive::Hive::new(config.hive.clone());
@@ -250,6 +263,17 @@ async fn supervise(
         deaddrop,
         hive,
     );
+    if let Some(socket) = stun {
+        let socket = tokio::net::UdpSocket::from_std(socket)
+            .map_err(io_err("registering the STUN socket"))?;
+        let counters = crate::stun::StunCounters::shared();
+        http.set_stun_counters(counters.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::stun::server::run(socket, counters).await {
+                tracing::error!(error = %e, "stun: responder stopped");
+            }
+        });
+    }
     let inbox = inbox_readiness(&engine).map_err(io_err("registering the HTTP inbox"))?;
     let Signals {
         mut hangup,
@@ -370,6 +394,7 @@ pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
             node_park_mode: config.node_park_mode,
         },
     ))
+    .with_family(Box::new(HiveConnect::with_policy(config.hive.policy)))
     .with_family(Box::new(crate::tag::TagFamily::new(config.tag)));
     let tls = config.tls.clone().map(|tls| {
         let data_dir = config.data_dir.clone();
@@ -442,6 +467,10 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
             }
         ),
     };
+    let stun = config
+        .stun_listen
+        .map(|addr| format!("stun listen     {addr}\n"))
+        .unwrap_or_default();
     let mirrors = if config.hive.mirrors.is_empty() {
         String::new()
     } else {
@@ -457,6 +486,7 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         "tryst: configuration ok\n\
          listen          {}\n\
          {tls}\
+         {stun}\
          data directory  {} ({dir_note})\n\
          secrets         {} ({secrets} {})\n\
          workers         {} ({} sockets each)\n\
@@ -561,6 +591,10 @@ mod tests {
             config_summary(&config, DataDirState::Exists, 2)
                 .ends_with("data path       splice-syscall\nhive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n")
         );
+        config.stun_listen = Some("0.0.0.0:3478".parse().unwrap());
+        assert!(config_summary(&config, DataDirState::Exists, 2).contains(
+            "listen          127.0.0.1:9000\nstun listen     0.0.0.0:3478\ndata directory"
+        ));
     }
 
     #[test]

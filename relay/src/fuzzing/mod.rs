@@ -5,11 +5,13 @@
 pub mod deaddrop_bodies;
 pub mod deaddrop_proof_raw;
 pub mod deaddrop_proof_structured;
+pub mod hive_connect;
 pub mod hive_preimage;
 pub mod hive_record;
 pub mod hive_signature;
 pub mod node_provisioning_record;
 pub mod pico_channel;
+pub mod stun_message;
 pub mod tag_proof;
 pub mod tag_target;
 
@@ -21,11 +23,13 @@ pub const TARGETS: &[Target] = &[
     ("deaddrop_bodies", deaddrop_bodies::run),
     ("deaddrop_proof_raw", deaddrop_proof_raw::run),
     ("deaddrop_proof_structured", deaddrop_proof_structured::run),
+    ("hive_connect", hive_connect::run),
     ("hive_preimage", hive_preimage::run),
     ("hive_record", hive_record::run),
     ("hive_signature", hive_signature::run),
     ("node_provisioning_record", node_provisioning_record::run),
     ("pico_channel", pico_channel::run),
+    ("stun_message", stun_message::run),
     ("tag_proof", tag_proof::run),
     ("tag_target", tag_target::run),
 ];

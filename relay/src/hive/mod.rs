@@ -8,6 +8,7 @@
 //! - [`store`]: the bounded publication store (sans-IO).
 //! - [`forward`]: forward mailboxes, the drain proof and its replay cache (sans-IO).
 //! - [`board`]: the unsigned candidates board (sans-IO, off by default).
+//! - [`connect`]: the streaming fallback, the `hive:` CONNECT family (sans-IO).
 //! - [`mirror`]: federation with peer relays (push and pull).
 //! - [`service`]: the HTTP adapter ([`Hive`]), served by [`crate::http`].
 //!
@@ -15,6 +16,7 @@
 //! the wire reference.
 
 pub mod board;
+pub mod connect;
 pub mod forward;
 pub mod mirror;
 pub mod preimage;

@@ -3,9 +3,11 @@
 mod cli;
 mod deaddrop;
 mod hive;
+mod hive_stream;
 mod node;
 mod pico;
 mod serve;
+mod stun;
 mod tag;
 mod tls;
 mod tunnel;
