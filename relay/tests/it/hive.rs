@@ -504,3 +504,38 @@ fn two_devices_find_each_other_and_exchange_frames() {
         json(401, r#"{"error":"drain proof: bad signature"}"#)
     );
 }
+
+/// `--max-ttl` caps what the client asks for, end to end: a publication made 10 s ago
+/// asking for 90 s is fresh under the default cap (300 s) but already expired under a
+/// 5 s cap, and the refusal says so.
+#[test]
+fn max_ttl_caps_the_requested_ttl() {
+    let p = publication(3, -10, 90);
+    let default = Relay::start(&[]);
+    assert_eq!(
+        request(default.addr, "POST", "/v1/rendezvous", &[], &p),
+        ok()
+    );
+    let capped = Relay::start(&["--max-ttl", "5s"]);
+    assert_eq!(
+        request(capped.addr, "POST", "/v1/rendezvous", &[], &p),
+        json(400, r#"{"error":"publication already expired"}"#)
+    );
+    // Within the cap it is stored and served.
+    let fresh = publication(4, -2, 90);
+    assert_eq!(
+        request(capped.addr, "POST", "/v1/rendezvous", &[], &fresh),
+        ok()
+    );
+    assert_eq!(
+        request(
+            capped.addr,
+            "GET",
+            &format!("/v1/rendezvous/{}/{}", ws(), dev(4)),
+            &[],
+            b""
+        )
+        .body,
+        fresh
+    );
+}
