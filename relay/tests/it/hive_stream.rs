@@ -4,14 +4,14 @@
 //! from the STUN responder, publish, find each other, exchange frames through
 //! /v1/forward and then through a streaming tunnel.
 
+use crate::tunnel::{OK, Relay, now_unix, read_exact_n, series_value};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer as _, SigningKey};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tryst_engine::reject::Rejection;
 use tryst_relay::hive::connect::{HiveTarget, park_proof_header};
 use tryst_relay::hive::forward::{DRAIN_DOMAIN, proof_message};
@@ -19,125 +19,54 @@ use tryst_relay::hive::record::{Candidate, Record, format_rfc3339_utc, format_uu
 use tryst_relay::hive::verify::{PublicationPolicy, sign_publication, verify_publication};
 use tryst_relay::stun::message::{binding_request, parse};
 
-const OK: &[u8] = b"HTTP/1.1 200\r\n\r\n";
 const WS: [u8; 16] = [0x7e; 16];
 
-/// A relay (two workers, STUN on) for one test; killed on drop.
-struct Relay {
-    child: Child,
-    addr: SocketAddr,
-    stun: SocketAddr,
-    _dir: tempfile::TempDir,
+/// A relay (two workers, STUN on) for one test.
+fn start() -> Relay {
+    Relay::start(&[
+        "--stun-listen",
+        "127.0.0.1:0",
+        "--client-wait",
+        "10s",
+        "--forward-poll-timeout",
+        "2s",
+    ])
 }
 
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A connection to the relay with a read timeout long enough for a 1 MiB exchange.
+fn connect(relay: &Relay) -> TcpStream {
+    let s = relay.connect();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
 }
 
-impl Relay {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TRYST_") {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
-            .args(["--stun-listen", "127.0.0.1:0", "--client-wait", "10s"])
-            .args(["--forward-poll-timeout", "2s", "--data-dir"])
-            .arg(dir.path())
-            .env("TRYST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut lines = Vec::new();
-        for _ in 0..3 {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            lines.push(line.trim_end().to_owned());
-        }
-        thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let addr = lines[0]
-            .strip_prefix("tryst: listening on ")
-            .unwrap_or_else(|| panic!("first line {lines:?}"))
-            .parse()
-            .unwrap();
-        let stun = lines[2]
-            .strip_prefix("tryst: stun listening on ")
-            .unwrap_or_else(|| panic!("stun line {lines:?}"))
-            .parse()
-            .unwrap();
-        Self {
-            child,
-            addr,
-            stun,
-            _dir: dir,
-        }
+/// One HTTP/1.1 request with `Connection: close`; returns status and body.
+fn http(
+    relay: &Relay,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &[u8],
+) -> (u16, Vec<u8>) {
+    let mut s = connect(relay);
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n");
+    if let Some(a) = auth {
+        head.push_str(&format!("Authorization: {a}\r\n"));
     }
-
-    /// The value of one `/metrics` series once it equals `want`, or after 10 s (the
-    /// workers publish their counters shortly after each event).
-    fn await_metric(&self, series: &str, want: u64) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let (status, body) = self.http("GET", "/metrics", None, b"");
-            assert_eq!(status, 200);
-            let text = String::from_utf8(body).unwrap();
-            let value = text
-                .lines()
-                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-                .unwrap_or_else(|| panic!("no {series} in {text}"))
-                .parse()
-                .unwrap();
-            if value == want || Instant::now() > deadline {
-                return value;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+    if method == "POST" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        s
-    }
-
-    /// One HTTP/1.1 request with `Connection: close`; returns status and body.
-    fn http(&self, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> (u16, Vec<u8>) {
-        let mut s = self.connect();
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n");
-        if let Some(a) = auth {
-            head.push_str(&format!("Authorization: {a}\r\n"));
-        }
-        if method == "POST" {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(body).unwrap();
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw).unwrap();
-        let end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&raw)));
-        let status = std::str::from_utf8(&raw[9..12]).unwrap().parse().unwrap();
-        (status, raw[end + 4..].to_vec())
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&raw)));
+    let status = std::str::from_utf8(&raw[9..12]).unwrap().parse().unwrap();
+    (status, raw[end + 4..].to_vec())
 }
 
 /// A simulated Hive device: an Ed25519 key and its device id.
@@ -173,7 +102,7 @@ impl Device {
             device: self.id,
             signing_key: [0; 32],
             candidates,
-            published_at: format_rfc3339_utc(i64::try_from(now()).unwrap()),
+            published_at: format_rfc3339_utc(i64::try_from(now_unix()).unwrap()),
             ttl_seconds: 120,
         };
         sign_publication(&self.key, &record)
@@ -185,7 +114,7 @@ impl Device {
             "CONNECT {} HTTP/1.1\r\nHive-Publication: {}\r\nProxy-Authorization: {}\r\n\r\n",
             self.target_text(),
             STANDARD.encode(publication),
-            park_proof_header(&self.key, &self.target(), now(), &[nonce; 16])
+            park_proof_header(&self.key, &self.target(), now_unix(), &[nonce; 16])
         )
     }
 
@@ -195,7 +124,7 @@ impl Device {
 
     /// A drain proof for `mailbox`'s mailbox signed with this device's key.
     fn drain_auth_for(&self, mailbox: &Self, nonce: u8) -> String {
-        let ts = now();
+        let ts = now_unix();
         let msg = proof_message(DRAIN_DOMAIN, &WS, &mailbox.id, ts, &[nonce; 16]);
         format!(
             "Hive-Drain ts={ts}, nonce={}, sig={}",
@@ -209,12 +138,6 @@ impl Device {
     }
 }
 
-fn read_exact_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    s.read_exact(&mut buf).unwrap();
-    buf
-}
-
 fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
     let mut out = Vec::new();
     s.read_to_end(&mut out).unwrap();
@@ -223,7 +146,7 @@ fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
 
 /// Parks `device` with `publication` and reads its 200.
 fn park(relay: &Relay, device: &Device, publication: &[u8], nonce: u8) -> TcpStream {
-    let mut s = relay.connect();
+    let mut s = connect(relay);
     s.write_all(device.park_head(publication, nonce).as_bytes())
         .unwrap();
     assert_eq!(read_exact_n(&mut s, OK.len()), OK);
@@ -232,7 +155,7 @@ fn park(relay: &Relay, device: &Device, publication: &[u8], nonce: u8) -> TcpStr
 
 /// Reaches `device` (no proof) and reads its 200.
 fn reach(relay: &Relay, device: &Device) -> TcpStream {
-    let mut s = relay.connect();
+    let mut s = connect(relay);
     s.write_all(format!("CONNECT {} HTTP/1.1\r\n\r\n", device.target_text()).as_bytes())
         .unwrap();
     assert_eq!(read_exact_n(&mut s, OK.len()), OK);
@@ -257,7 +180,7 @@ fn exchange(mut s: TcpStream, out: Vec<u8>, want: &[u8]) -> TcpStream {
 
 #[test]
 fn streaming_tunnel_carries_one_mebibyte_each_way() {
-    let relay = Relay::start();
+    let relay = start();
     let server = Device::new(1);
     let publication = server.publication(Vec::new());
     let parked = park(&relay, &server, &publication, 1);
@@ -277,12 +200,12 @@ fn streaming_tunnel_carries_one_mebibyte_each_way() {
 
 #[test]
 fn refusals_over_a_socket_are_exact() {
-    let relay = Relay::start();
+    let relay = start();
     let device = Device::new(2);
     let other = Device::new(3);
     let publication = device.publication(Vec::new());
     let refuse = |request: &[u8], want: Rejection| {
-        let mut s = relay.connect();
+        let mut s = connect(&relay);
         s.write_all(request).unwrap();
         let got = read_to_close(&mut s);
         assert_eq!(
@@ -311,7 +234,7 @@ fn refusals_over_a_socket_are_exact() {
         format!(
             "CONNECT {} HTTP/1.1\r\nProxy-Authorization: {}\r\n\r\n",
             device.target_text(),
-            park_proof_header(&device.key, &device.target(), now(), &[1; 16])
+            park_proof_header(&device.key, &device.target(), now_unix(), &[1; 16])
         )
         .as_bytes(),
         Rejection::MalformedPublication,
@@ -335,7 +258,7 @@ fn refusals_over_a_socket_are_exact() {
         "CONNECT {} HTTP/1.1\r\nHive-Publication: {}\r\nProxy-Authorization: {}\r\n\r\n",
         device.target_text(),
         STANDARD.encode(&publication),
-        park_proof_header(&other.key, &device.target(), now(), &[4; 16])
+        park_proof_header(&other.key, &device.target(), now_unix(), &[4; 16])
     );
     refuse(wrong_key.as_bytes(), Rejection::HiveBadSignature);
     // 403 a stale proof.
@@ -343,7 +266,7 @@ fn refusals_over_a_socket_are_exact() {
         "CONNECT {} HTTP/1.1\r\nHive-Publication: {}\r\nProxy-Authorization: {}\r\n\r\n",
         device.target_text(),
         STANDARD.encode(&publication),
-        park_proof_header(&device.key, &device.target(), now() - 120, &[5; 16])
+        park_proof_header(&device.key, &device.target(), now_unix() - 120, &[5; 16])
     );
     refuse(stale.as_bytes(), Rejection::StaleTimestamp);
     // 409 bytes before the 200.
@@ -352,7 +275,7 @@ fn refusals_over_a_socket_are_exact() {
     refuse(&early, Rejection::EarlyData);
     // 403 a replayed proof: the first use parks, the second is refused.
     let head = device.park_head(&publication, 7);
-    let mut first = relay.connect();
+    let mut first = connect(&relay);
     first.write_all(head.as_bytes()).unwrap();
     assert_eq!(read_exact_n(&mut first, OK.len()), OK);
     refuse(head.as_bytes(), Rejection::ReplayedNonce);
@@ -372,7 +295,11 @@ fn refusals_over_a_socket_are_exact() {
         ("replayed_nonce", 1),
     ] {
         let series = format!("tryst_rejections_total{{reason=\"{reason}\"}}");
-        assert_eq!(relay.await_metric(&series, want), want, "{series}");
+        assert_eq!(
+            relay.await_value(want, |text| series_value(text, &series)),
+            want,
+            "{series}"
+        );
     }
 }
 
@@ -385,7 +312,7 @@ fn stun_mapped(relay: &Relay, socket: &UdpSocket) -> SocketAddr {
     socket
         .send_to(
             &binding_request(&txid, Some("hive device"), true),
-            relay.stun,
+            relay.stun_addr.expect("started with --stun-listen"),
         )
         .unwrap();
     let mut buf = [0u8; 128];
@@ -397,7 +324,7 @@ fn stun_mapped(relay: &Relay, socket: &UdpSocket) -> SocketAddr {
 
 #[test]
 fn two_devices_publish_find_each_other_forward_then_stream() {
-    let relay = Relay::start();
+    let relay = start();
     let (alice, bob) = (Device::new(0x0a), Device::new(0x0b));
 
     // 1. Each device learns its server-reflexive candidate from the STUN responder.
@@ -420,26 +347,28 @@ fn two_devices_publish_find_each_other_forward_then_stream() {
     // 2. Both publish.
     let pub_a = alice.publication(candidate(mapped_a));
     let pub_b = bob.publication(candidate(mapped_b));
-    assert_eq!(relay.http("POST", "/v1/rendezvous", None, &pub_a).0, 200);
-    assert_eq!(relay.http("POST", "/v1/rendezvous", None, &pub_b).0, 200);
+    assert_eq!(http(&relay, "POST", "/v1/rendezvous", None, &pub_a).0, 200);
+    assert_eq!(http(&relay, "POST", "/v1/rendezvous", None, &pub_b).0, 200);
 
     // 3. Each finds the other, exactly as signed, and re-verifies it.
     let ws = format_uuid(&WS);
-    let (status, found_b) = relay.http(
+    let (status, found_b) = http(
+        &relay,
         "GET",
         &format!("/v1/rendezvous/{ws}/{}", format_uuid(&bob.id)),
         None,
         b"",
     );
     assert_eq!((status, &found_b), (200, &pub_b));
-    let (status, found_a) = relay.http(
+    let (status, found_a) = http(
+        &relay,
         "GET",
         &format!("/v1/rendezvous/{ws}/{}", format_uuid(&alice.id)),
         None,
         b"",
     );
     assert_eq!((status, &found_a), (200, &pub_a));
-    let now_i = i64::try_from(now()).unwrap();
+    let now_i = i64::try_from(now_unix()).unwrap();
     let seen_b = verify_publication(&found_b, now_i, &PublicationPolicy::default()).unwrap();
     assert_eq!(seen_b.signing_key, bob.key.verifying_key().to_bytes());
     let seen_a = verify_publication(&found_a, now_i, &PublicationPolicy::default()).unwrap();
@@ -449,7 +378,7 @@ fn two_devices_publish_find_each_other_forward_then_stream() {
         text.contains(&format!("\"port\":{}", mapped_b.port())),
         "{text}"
     );
-    let (status, all) = relay.http("GET", &format!("/v1/rendezvous/{ws}"), None, b"");
+    let (status, all) = http(&relay, "GET", &format!("/v1/rendezvous/{ws}"), None, b"");
     assert_eq!(status, 200);
     assert!(all.windows(pub_a.len()).any(|w| w == pub_a));
     assert!(all.windows(pub_b.len()).any(|w| w == pub_b));
@@ -457,19 +386,32 @@ fn two_devices_publish_find_each_other_forward_then_stream() {
     // 4. Direct UDP is assumed to fail: frames go through /v1/forward, drained with the
     //    Hive-Drain proof by the recipient's publication key.
     let hello = b"\x00\x00\x00\x05hello".to_vec();
-    assert_eq!(relay.http("POST", &bob.forward_path(), None, &hello).0, 200);
-    let (status, got) = relay.http("GET", &bob.forward_path(), Some(&bob.drain_auth(1)), b"");
+    assert_eq!(
+        http(&relay, "POST", &bob.forward_path(), None, &hello).0,
+        200
+    );
+    let (status, got) = http(
+        &relay,
+        "GET",
+        &bob.forward_path(),
+        Some(&bob.drain_auth(1)),
+        b"",
+    );
     assert_eq!((status, got), (200, hello));
     // Alice cannot drain Bob's mailbox with her own key.
-    assert_eq!(relay.http("POST", &bob.forward_path(), None, b"x").0, 200);
+    assert_eq!(http(&relay, "POST", &bob.forward_path(), None, b"x").0, 200);
     let forged = alice.drain_auth_for(&bob, 2);
     assert_eq!(
-        relay.http("GET", &bob.forward_path(), Some(&forged), b"").0,
+        http(&relay, "GET", &bob.forward_path(), Some(&forged), b"").0,
         401
     );
     let ack = b"\x00\x00\x00\x03ack".to_vec();
-    assert_eq!(relay.http("POST", &alice.forward_path(), None, &ack).0, 200);
-    let (status, got) = relay.http(
+    assert_eq!(
+        http(&relay, "POST", &alice.forward_path(), None, &ack).0,
+        200
+    );
+    let (status, got) = http(
+        &relay,
         "GET",
         &alice.forward_path(),
         Some(&alice.drain_auth(4)),

@@ -3,86 +3,16 @@
 //! stuntman-client, or coturn's `turnutils_stunclient`; installed by
 //! scripts/test-deps.sh), and the drop counters on `/metrics`.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use crate::tunnel::{Relay, series_value};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
 use std::time::Duration;
 
-/// A relay with a STUN responder; killed on drop.
-struct StunRelay {
-    child: Child,
-    addr: SocketAddr,
-    stun: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for StunRelay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl StunRelay {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tryst"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
-            .args(["--stun-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env("TRYST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut out = child.stdout.take().unwrap();
-        let mut read_line = || {
-            let mut line = Vec::new();
-            let mut byte = [0u8; 1];
-            while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
-                line.push(byte[0]);
-            }
-            String::from_utf8(line).unwrap()
-        };
-        let first = read_line();
-        let _data_dir = read_line();
-        let stun_line = read_line();
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        let addr = first
-            .strip_prefix("tryst: listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .unwrap();
-        let stun = stun_line
-            .strip_prefix("tryst: stun listening on ")
-            .unwrap_or_else(|| panic!("unexpected stun line {stun_line:?}"))
-            .parse()
-            .unwrap();
-        Self {
-            child,
-            addr,
-            stun,
-            _dir: dir,
-        }
-    }
-
-    fn metrics(&self) -> String {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
-        text
-    }
-}
-
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in {text}"))
-        .parse()
-        .unwrap()
+/// A relay (one worker) with a STUN responder on an ephemeral port.
+fn start() -> (Relay, SocketAddr) {
+    let relay = Relay::start(&["--workers", "1", "--stun-listen", "127.0.0.1:0"]);
+    let stun = relay.stun_addr.expect("started with --stun-listen");
+    (relay, stun)
 }
 
 /// A Binding client written against RFC 8489 with Python's standard library only:
@@ -125,10 +55,10 @@ print("local=%s:%d mapped=%s" % (s.getsockname() + (mapped,)))
 
 #[test]
 fn python_stdlib_client_learns_its_own_address() {
-    let relay = StunRelay::start();
+    let (relay, stun) = start();
     let out = Command::new("python3")
         .args(["-c", PY_CLIENT, "127.0.0.1"])
-        .arg(relay.stun.port().to_string())
+        .arg(stun.port().to_string())
         .output()
         .expect("python3 (scripts/test-deps.sh installs it)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -145,9 +75,9 @@ fn python_stdlib_client_learns_its_own_address() {
     assert_eq!(local, mapped);
     assert!(mapped.starts_with("127.0.0.1:"), "{mapped}");
     let m = relay.metrics();
-    assert_eq!(metric(&m, "tryst_stun_answered_total"), 1, "{m}");
+    assert_eq!(series_value(&m, "tryst_stun_answered_total"), 1, "{m}");
     assert_eq!(
-        metric(&m, "tryst_stun_dropped_total{reason=\"malformed\"}"),
+        series_value(&m, "tryst_stun_dropped_total{reason=\"malformed\"}"),
         1,
         "{m}"
     );
@@ -155,7 +85,7 @@ fn python_stdlib_client_learns_its_own_address() {
 
 #[test]
 fn malformed_datagrams_are_dropped_and_counted_never_answered() {
-    let relay = StunRelay::start();
+    let (relay, stun) = start();
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
@@ -178,21 +108,25 @@ fn malformed_datagrams_are_dropped_and_counted_never_answered() {
         &change_request,
         &[0u8; 1400][..],
     ] {
-        sock.send_to(bad, relay.stun).unwrap();
+        sock.send_to(bad, stun).unwrap();
     }
     // The only answer is the one to the well-formed request sent last (UDP on loopback
     // keeps order from one socket): had any bad datagram been answered, it would
     // arrive first.
-    sock.send_to(&good, relay.stun).unwrap();
+    sock.send_to(&good, stun).unwrap();
     let mut buf = [0u8; 2048];
     let (len, from) = sock.recv_from(&mut buf).unwrap();
-    assert_eq!(from, relay.stun);
+    assert_eq!(from, stun);
     let m = tryst_relay::stun::message::parse(&buf[..len]).unwrap();
     assert_eq!(m.transaction_id, txid);
     assert_eq!(m.xor_mapped_address(), Some(sock.local_addr().unwrap()));
     assert_eq!(len, 40);
     let text = relay.metrics();
-    assert_eq!(metric(&text, "tryst_stun_answered_total"), 1, "{text}");
+    assert_eq!(
+        series_value(&text, "tryst_stun_answered_total"),
+        1,
+        "{text}"
+    );
     for (reason, want) in [
         ("malformed", 4),
         ("bad_fingerprint", 1),
@@ -200,7 +134,7 @@ fn malformed_datagrams_are_dropped_and_counted_never_answered() {
         ("unknown_attribute", 1),
     ] {
         let series = format!("tryst_stun_dropped_total{{reason=\"{reason}\"}}");
-        assert_eq!(metric(&text, &series), want, "{series}\n{text}");
+        assert_eq!(series_value(&text, &series), want, "{series}\n{text}");
     }
 }
 
@@ -209,8 +143,8 @@ fn malformed_datagrams_are_dropped_and_counted_never_answered() {
 /// mapped address is the datagram's source; its port is ephemeral and not printed).
 #[test]
 fn real_debian_stun_client() {
-    let relay = StunRelay::start();
-    let port = relay.stun.port().to_string();
+    let (relay, stun) = start();
+    let port = stun.port().to_string();
     if let Ok(out) = Command::new("stunclient")
         .args([
             "--mode",
@@ -261,9 +195,9 @@ fn real_debian_stun_client() {
         .unwrap_or_else(|| panic!("no reflexive address in {text:?}"));
     assert_eq!(mapped.ip().to_string(), "127.0.0.2", "{text}");
     assert_ne!(mapped.port(), 0);
-    assert_ne!(mapped.port(), relay.stun.port());
+    assert_ne!(mapped.port(), stun.port());
     assert_eq!(
-        metric(&relay.metrics(), "tryst_stun_answered_total"),
+        series_value(&relay.metrics(), "tryst_stun_answered_total"),
         1,
         "{text}"
     );

@@ -23,6 +23,8 @@ pub(crate) struct Relay {
     pub(crate) addr: SocketAddr,
     /// The TLS listener's address, when started with `--tls-listen`.
     pub(crate) tls_addr: Option<SocketAddr>,
+    /// The STUN responder's address, when started with `--stun-listen`.
+    pub(crate) stun_addr: Option<SocketAddr>,
     pub(crate) dir: tempfile::TempDir,
 }
 
@@ -46,6 +48,14 @@ pub(crate) fn write_secrets(dir: &Path) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
+/// The address on a startup line `<prefix><addr>`.
+fn listening(line: &str, prefix: &str) -> SocketAddr {
+    line.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("expected {prefix:?}, got {line:?}"))
+        .parse()
+        .unwrap()
+}
+
 impl Relay {
     pub(crate) fn start(extra: &[&str]) -> Self {
         Self::start_with(extra, |c| c)
@@ -55,6 +65,12 @@ impl Relay {
         let dir = tempfile::tempdir().unwrap();
         write_secrets(dir.path());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
+        // Only the flags given here configure the relay, whatever the test's environment.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TRYST_") {
+                cmd.env_remove(key);
+            }
+        }
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args(extra)
@@ -81,31 +97,24 @@ impl Relay {
             }
             String::from_utf8(line).unwrap()
         };
-        let line = read_line();
-        let tls_addr = if extra.contains(&"--tls-listen") {
-            let _data_dir = read_line();
-            let tls = read_line();
+        // Startup lines, in the order `serve` prints them.
+        let addr = listening(&read_line(), "tryst: listening on ");
+        let _data_dir = read_line();
+        let tls_addr = extra.contains(&"--tls-listen").then(|| {
+            let tls = listening(&read_line(), "tryst: tls listening on ");
             let _certificate = read_line();
-            Some(
-                tls.strip_prefix("tryst: tls listening on ")
-                    .unwrap_or_else(|| panic!("unexpected tls line {tls:?}"))
-                    .parse()
-                    .unwrap(),
-            )
-        } else {
-            None
-        };
-        let addr = line
-            .strip_prefix("tryst: listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .unwrap();
+            tls
+        });
+        let stun_addr = extra
+            .contains(&"--stun-listen")
+            .then(|| listening(&read_line(), "tryst: stun listening on "));
         // Keep draining stdout so the relay never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         Self {
             child,
             addr,
             tls_addr,
+            stun_addr,
             dir,
         }
     }
@@ -153,9 +162,15 @@ impl Relay {
 
     /// Waits (bounded) until `metric` equals `want`; returns the last value seen.
     pub(crate) fn await_metric(&self, name: &str, want: u64) -> u64 {
+        self.await_value(want, |text| metric_sum(text, name))
+    }
+
+    /// Waits (bounded) until `read` of the `/metrics` text equals `want`; returns the
+    /// last value seen.
+    pub(crate) fn await_value(&self, want: u64, read: impl Fn(&str) -> u64) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let v = self.metric(name);
+            let v = read(&self.metrics());
             if v == want || Instant::now() > deadline {
                 return v;
             }
@@ -179,6 +194,16 @@ pub(crate) fn metric_sum(text: &str, name: &str) -> u64 {
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// The value of one exact series (its name and labels as rendered, e.g.
+/// `tryst_stun_dropped_total{reason="malformed"}`); panics if it is missing.
+pub(crate) fn series_value(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+        .parse()
+        .unwrap()
 }
 
 pub(crate) fn now_unix() -> u64 {
