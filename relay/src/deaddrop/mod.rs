@@ -226,10 +226,7 @@ impl DeadDrop {
                 &c.rejected,
             ),
         ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
+            crate::metrics::single(&mut out, name, "counter", help, v.load(Ordering::Relaxed));
         }
         out
     }

@@ -308,9 +308,7 @@ impl Hive {
                 waiting,
             ),
         ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n"
-            ));
+            crate::metrics::single(&mut out, name, "gauge", help, v);
         }
         let c = &self.inner.counters;
         for (name, help, v) in [
@@ -330,10 +328,7 @@ impl Hive {
                 &c.pulled,
             ),
         ] {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
+            crate::metrics::single(&mut out, name, "counter", help, v.load(Ordering::Relaxed));
         }
         out
     }

@@ -264,14 +264,22 @@ impl Pico {
     /// `tryst_pico_waiting`), appended to `/metrics`.
     pub fn render_metrics(&self) -> String {
         let (channels, waiting) = self.counts();
-        format!(
-            "# HELP tryst_pico_channels Pico channels that exist now.\n\
-             # TYPE tryst_pico_channels gauge\n\
-             tryst_pico_channels {channels}\n\
-             # HELP tryst_pico_waiting Pico GETs and POSTs waiting for their peer now.\n\
-             # TYPE tryst_pico_waiting gauge\n\
-             tryst_pico_waiting {waiting}\n"
-        )
+        let mut out = String::new();
+        crate::metrics::single(
+            &mut out,
+            "tryst_pico_channels",
+            "gauge",
+            "Pico channels that exist now.",
+            channels,
+        );
+        crate::metrics::single(
+            &mut out,
+            "tryst_pico_waiting",
+            "gauge",
+            "Pico GETs and POSTs waiting for their peer now.",
+            waiting,
+        );
+        out
     }
 
     /// Serves one request on a Pico path ([`owns`] is true for it). The body (POST only)

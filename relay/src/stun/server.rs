@@ -46,15 +46,20 @@ impl StunCounters {
     /// Prometheus text: `tryst_stun_answered_total`, `tryst_stun_dropped_total{reason}`
     /// (every reason, zeros included) and `tryst_stun_send_errors_total`.
     pub fn render_metrics(&self) -> String {
+        use crate::metrics::{header, single};
         let mut out = String::with_capacity(640);
-        let _ = writeln!(
-            out,
-            "# HELP tryst_stun_answered_total STUN Binding requests answered.\n# TYPE tryst_stun_answered_total counter\ntryst_stun_answered_total {}",
-            self.answered()
+        single(
+            &mut out,
+            "tryst_stun_answered_total",
+            "counter",
+            "STUN Binding requests answered.",
+            self.answered(),
         );
-        let _ = writeln!(
-            out,
-            "# HELP tryst_stun_dropped_total STUN datagrams dropped unanswered, by reason.\n# TYPE tryst_stun_dropped_total counter"
+        header(
+            &mut out,
+            "tryst_stun_dropped_total",
+            "counter",
+            "STUN datagrams dropped unanswered, by reason.",
         );
         for reason in DropReason::ALL {
             let _ = writeln!(
@@ -64,10 +69,12 @@ impl StunCounters {
                 self.dropped(reason)
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP tryst_stun_send_errors_total STUN answers the socket refused to send.\n# TYPE tryst_stun_send_errors_total counter\ntryst_stun_send_errors_total {}",
-            self.send_errors()
+        single(
+            &mut out,
+            "tryst_stun_send_errors_total",
+            "counter",
+            "STUN answers the socket refused to send.",
+            self.send_errors(),
         );
         out
     }
