@@ -13,29 +13,13 @@ use tryst_engine::reject::Rejection;
 use tryst_engine::route::{Classified, Route, Router, SecretSource, Transport};
 use tryst_engine::target::RendezvousKey;
 
-/// A `CONNECT` family selected by its target scheme.
-pub trait SchemeFamily: Send {
+/// A `CONNECT` family selected by its target scheme: a [`Router`] for the requests
+/// whose target starts with [`SchemeFamily::scheme`]. Its `classify` runs on the
+/// accepting worker, its `route` on the owner worker, which holds the family's state for
+/// every key it owns; `reload` and `evictions` are forwarded by [`RelayRouter`].
+pub trait SchemeFamily: Router + Send {
     /// The scheme including its colon, lower case (e.g. `"tag:"`).
     fn scheme(&self) -> &'static str;
-    /// Cheap classification on the accepting worker: the key's owner, or a refusal
-    /// answered at once. `target` is the whole request target, scheme included.
-    fn classify(&self, head: &RequestHead, transport: Transport) -> Result<Classified, Rejection>;
-    /// The full decision on the owner worker (proofs, replay caches, family state).
-    fn route(
-        &mut self,
-        head: &RequestHead,
-        early: &[u8],
-        now_unix: u64,
-        transport: Transport,
-    ) -> Route;
-    /// Re-reads whatever the family loads; on error its old state stays.
-    fn reload(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-    /// Keys whose parked connections must be closed now (see [`Router::evictions`]).
-    fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
-        let _ = (now_unix, out);
-    }
 }
 
 /// The compat router plus scheme families.
@@ -153,6 +137,9 @@ mod tests {
         fn scheme(&self) -> &'static str {
             "echo:"
         }
+    }
+
+    impl Router for Echo {
         fn classify(&self, head: &RequestHead, _: Transport) -> Result<Classified, Rejection> {
             Ok(Classified::Rendezvous(RendezvousKey::derived(
                 KeySpace::Tag,
@@ -165,6 +152,10 @@ mod tests {
                 head.target.as_bytes(),
             ))
         }
+
+        fn reload(&mut self) -> Result<(), String> {
+            Ok(())
+        }
     }
 
     /// A family that retires one fixed key once the clock reaches 100.
@@ -174,6 +165,9 @@ mod tests {
         fn scheme(&self) -> &'static str {
             "retire:"
         }
+    }
+
+    impl Router for Retiring {
         fn classify(&self, _: &RequestHead, _: Transport) -> Result<Classified, Rejection> {
             Err(Rejection::UnknownTarget)
         }
@@ -184,6 +178,10 @@ mod tests {
             if now_unix >= 100 {
                 out.push(RendezvousKey::derived(KeySpace::Tag, b"retired"));
             }
+        }
+
+        fn reload(&mut self) -> Result<(), String> {
+            Ok(())
         }
     }
 

@@ -6,9 +6,9 @@
 //! a reach only without `Proxy-Authorization`; every refusal is a complete response.
 
 use crate::hive::connect::{HiveConnect, parse_park_proof, parse_target};
-use crate::router::SchemeFamily;
+
 use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
-use tryst_engine::route::{Classified, Route, Transport};
+use tryst_engine::route::{Classified, Route, Router, Transport};
 use tryst_engine::target::RendezvousId;
 
 /// Runs one input: the first byte picks `now` and early data, the rest is tried as a

@@ -3,11 +3,11 @@
 //! the raw bytes through the target, option, challenge and hello-frame parsers. Never
 //! panics; a route agrees with its classification; a responder's plan always forwards
 //! a well-formed hello frame; a park is under the room key of its parsed tag.
-use crate::router::SchemeFamily;
+
 use crate::tag::table::{TagLimits, room_key};
 use crate::tag::{TagFamily, wire};
 use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
-use tryst_engine::route::{Classified, Route, Transport};
+use tryst_engine::route::{Classified, Route, Router, Transport};
 
 /// The fixed clock of the harness (proofs in seeds are stamped near it).
 const NOW: u64 = 1_700_000_000;

@@ -48,7 +48,7 @@ use base64::engine::general_purpose::STANDARD;
 use tryst_engine::auth::{self, ReplayCache};
 use tryst_engine::head::RequestHead;
 use tryst_engine::reject::Rejection;
-use tryst_engine::route::{Classified, Route, Transport};
+use tryst_engine::route::{Classified, Route, Router, Transport};
 use tryst_engine::target::{KeySpace, RendezvousId, RendezvousKey};
 
 /// The scheme, with its colon.
@@ -232,7 +232,9 @@ impl SchemeFamily for HiveConnect {
     fn scheme(&self) -> &'static str {
         SCHEME
     }
+}
 
+impl Router for HiveConnect {
     fn classify(&self, head: &RequestHead, _: Transport) -> Result<Classified, Rejection> {
         Ok(Classified::Rendezvous(parse_target(&head.target)?.key()))
     }
@@ -255,6 +257,11 @@ impl SchemeFamily for HiveConnect {
             return Route::Reject(Rejection::EarlyData);
         }
         Route::park(target.key())
+    }
+
+    /// Nothing is loaded from disk: the family's state lives only in memory.
+    fn reload(&mut self) -> Result<(), String> {
+        Ok(())
     }
 }
 

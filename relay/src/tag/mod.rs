@@ -20,7 +20,7 @@ use crate::router::SchemeFamily;
 use table::{TagLimits, TagTable, room_key};
 use tryst_engine::head::RequestHead;
 use tryst_engine::reject::Rejection;
-use tryst_engine::route::{Classified, ParkMode, ReachPlan, Route, Transport};
+use tryst_engine::route::{Classified, ParkMode, ReachPlan, Route, Router, Transport};
 use tryst_engine::target::RendezvousKey;
 use wire::TagMode;
 
@@ -101,7 +101,9 @@ impl SchemeFamily for TagFamily {
     fn scheme(&self) -> &'static str {
         "tag:"
     }
+}
 
+impl Router for TagFamily {
     fn classify(&self, head: &RequestHead, _transport: Transport) -> Result<Classified, Rejection> {
         let tag = wire::parse_target(&head.target)?;
         Ok(Classified::Rendezvous(room_key(&tag)))
@@ -120,6 +122,11 @@ impl SchemeFamily for TagFamily {
 
     fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
         self.table.evictions(now_unix, out);
+    }
+
+    /// Nothing is loaded from disk: the family's state lives only in memory.
+    fn reload(&mut self) -> Result<(), String> {
+        Ok(())
     }
 }
 
