@@ -2,69 +2,17 @@
 //! refusals with their exact JSON), forward mailboxes with the drain proof, the board
 //! switch, and federation between two relays (push and pull).
 
+use crate::tunnel::HttpRelay as Relay;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer as _, SigningKey};
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tryst_relay::hive::forward::{DRAIN_DOMAIN, proof_message};
 use tryst_relay::hive::record::{Candidate, Record, format_rfc3339_utc, format_uuid};
 use tryst_relay::hive::verify::sign_publication;
-
-struct Relay {
-    child: Child,
-    addr: SocketAddr,
-    home: tempfile::TempDir,
-}
-
-impl Relay {
-    fn start(extra: &[&str]) -> Self {
-        let home = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TRYST_") || key == "XDG_DATA_HOME" {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .env("HOME", home.path())
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
-            .arg("--data-dir")
-            .arg(home.path().join("data"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(File::create(home.path().join("log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        out.read_line(&mut first).unwrap();
-        let addr = first
-            .strip_prefix("tryst: listening on ")
-            .and_then(|a| a.trim_end().parse().ok())
-            .unwrap_or_else(|| panic!("first line {first:?}"));
-        Self { child, addr, home }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.home.path().join("log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[derive(Debug, PartialEq, Eq)]
 struct Resp {

@@ -5,10 +5,9 @@
 //! Ordering without sleeps: two requests of the same role race on one channel; exactly
 //! one is refused with 404 at once, which proves the other is the waiting party.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::tunnel::HttpRelay as Relay;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,53 +15,6 @@ const OK: &str = "{\"status\": \"ok\", \"code\": 0}\n";
 const TIMEOUT: &str = "{\"status\": \"error\", \"code\": 2, \"message\": \"request timed out\"}\n";
 const CLOSED: &str = "{\"status\": \"ok\", \"code\": -1, \"message\": \"channel closed\"}\n";
 const NO_RESOURCE: &str = "\n<html>\n  <head><title>404 - No Such Resource</title></head>\n  <body>\n    <h1>No Such Resource</h1>\n    <p>Sorry. No luck finding that resource.</p>\n  </body>\n</html>\n";
-
-struct Relay {
-    child: Child,
-    addr: SocketAddr,
-    _home: tempfile::TempDir,
-}
-
-impl Relay {
-    fn start(extra: &[&str]) -> Self {
-        let home = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TRYST_") || key == "XDG_DATA_HOME" {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .env("HOME", home.path())
-            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
-            .arg("--data-dir")
-            .arg(home.path().join("data"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(File::create(home.path().join("log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        out.read_line(&mut first).unwrap();
-        let addr = first
-            .strip_prefix("tryst: listening on ")
-            .and_then(|a| a.trim_end().parse().ok())
-            .unwrap_or_else(|| panic!("first line {first:?}"));
-        Self {
-            child,
-            addr,
-            _home: home,
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A parsed response: status, headers (lower-case names, `date` removed), body.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,8 @@
 //! Waiting is done on events (a read returning, a process exiting); the only polling is
 //! for counters the workers publish, bounded by a deadline.
 
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -29,6 +30,62 @@ pub(crate) struct Relay {
 }
 
 impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A one-worker relay for the HTTP API families, its log kept in a file of its own
+/// (`log()`); killed on drop. Its environment holds no `TRYST_*` or `XDG_DATA_HOME`
+/// variables and `HOME` is a fresh directory, so only the flags given configure it.
+pub(crate) struct HttpRelay {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+    home: tempfile::TempDir,
+}
+
+impl HttpRelay {
+    pub(crate) fn start(extra: &[&str]) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("TRYST_") || key == "XDG_DATA_HOME" {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd
+            .env("HOME", home.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+            .arg("--data-dir")
+            .arg(home.path().join("data"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(File::create(home.path().join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        let addr = first
+            .strip_prefix("tryst: listening on ")
+            .and_then(|a| a.trim_end().parse().ok())
+            .unwrap_or_else(|| panic!("first line {first:?}"));
+        Self { child, addr, home }
+    }
+
+    /// `http://<addr>`.
+    pub(crate) fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// What the relay has logged so far.
+    pub(crate) fn log(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for HttpRelay {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
