@@ -3,7 +3,7 @@
 //!
 //! Waiting is on events only: a read returning (200, a frame, EOF), a thread joining.
 
-use crate::tunnel::{OK, Relay, now_unix, read_exact_n, read_to_close};
+use crate::tunnel::{OK, Relay, now_unix, read_exact_n, read_to_close, status_and_code};
 use ed25519_dalek::SigningKey;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -68,21 +68,6 @@ fn read_hello(s: &mut TcpStream) -> Vec<u8> {
         Ok((challenge.clone(), frame.len()))
     );
     challenge
-}
-
-fn status_and_code(response: &str) -> (u16, String) {
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let code = response
-        .split("\"code\":\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .unwrap_or("")
-        .to_owned();
-    (status, code)
 }
 
 #[test]

@@ -302,7 +302,8 @@ pub(crate) fn read_to_close(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn status_and_code(response: &str) -> (u16, String) {
+/// The status and the JSON error `code` of a refusal (`0` and `""` when absent).
+pub(crate) fn status_and_code(response: &str) -> (u16, String) {
     let status = response
         .split(' ')
         .nth(1)
