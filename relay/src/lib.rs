@@ -3,6 +3,7 @@
 //! - [`cli`]: the command line (`tryst serve`, `tryst provision`).
 //! - [`config`]: flags, environment and config file merged into a validated
 //!   [`config::ServeConfig`].
+//! - [`ed25519`]: the strict Ed25519 policy shared by every signature check.
 //! - [`duration`]: `2s` / `500ms` / `1h` durations.
 //! - [`secrets`]: the secrets file, [`secrets::FileSecrets`] for the native router, and
 //!   provisioning.
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod deaddrop;
 pub mod duration;
+pub mod ed25519;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub mod hive;

@@ -1,12 +1,5 @@
-//! Strict Ed25519 verification shared by every Hive proof, and the verification of a
-//! whole publication ([`verify_publication`]).
-//!
-//! Strict policy (relay/tests/data/ed25519-policy.md lists the edge vectors):
-//! 1. the public key must decompress to a curve point, and re-compressing that point must
-//!    give back the same 32 bytes (no non-canonical `y >= p`, no "negative zero" `x`);
-//! 2. the public key must not be of small order ([`VerifyingKey::is_weak`]);
-//! 3. `VerifyingKey::verify_strict`: `S < L` (canonical scalar), `R` not of small order,
-//!    and the cofactorless equation `[S]B = R + [k]A` with `R` compared byte for byte.
+//! The verification of a whole publication ([`verify_publication`]), under the strict
+//! Ed25519 policy of [`crate::ed25519`] (re-exported here as [`verify_strict`]).
 
 use super::preimage::{candidates_json, preimage};
 use super::record::{
@@ -14,44 +7,9 @@ use super::record::{
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 
-/// Why a strict Ed25519 verification failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum SignatureError {
-    /// The key bytes are not the encoding of a curve point.
-    #[error("public key not on the curve")]
-    KeyNotOnCurve,
-    /// The key decodes, but not from its canonical encoding.
-    #[error("non-canonical public key encoding")]
-    NonCanonicalKey,
-    /// The key is of small order (a weak key).
-    #[error("small-order public key")]
-    WeakKey,
-    /// The signature does not verify (includes non-canonical S and small-order R).
-    #[error("signature does not verify")]
-    Invalid,
-}
-
-/// Strict Ed25519 verification shared by every Hive proof: `signature` by `key` over
-/// `message` under the policy in this module's documentation.
-pub fn verify_strict(
-    key: &[u8; 32],
-    message: &[u8],
-    signature: &[u8; 64],
-) -> Result<(), SignatureError> {
-    let vk = VerifyingKey::from_bytes(key).map_err(|_| SignatureError::KeyNotOnCurve)?;
-    if vk.to_edwards().compress().to_bytes() != *key {
-        return Err(SignatureError::NonCanonicalKey);
-    }
-    if vk.is_weak() {
-        return Err(SignatureError::WeakKey);
-    }
-    let sig = Signature::from_bytes(signature);
-    vk.verify_strict(message, &sig)
-        .map_err(|_| SignatureError::Invalid)
-}
+pub use crate::ed25519::{SignatureError, verify_strict};
 
 /// What the relay checks a publication against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -20,7 +20,7 @@
 
 use super::kdf::HashedTag;
 use super::wire::{CreateOptions, TagMode, TagProof, park_message};
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use tryst_engine::auth::{Proof, ReplayCache};
 use tryst_engine::reject::Rejection;
@@ -179,11 +179,7 @@ impl TagTable {
             return Err(Rejection::StaleTimestamp);
         }
         let message = park_message(tag, proof.ts, &proof.nonce, options);
-        if key.is_weak()
-            || key
-                .verify_strict(&message, &Signature::from_bytes(&proof.sig))
-                .is_err()
-        {
+        if crate::ed25519::verify_with(&key, &message, &proof.sig).is_err() {
             return Err(Rejection::BadProof);
         }
         let requested = options

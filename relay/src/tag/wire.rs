@@ -22,7 +22,7 @@
 use super::kdf::HashedTag;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use tryst_engine::reject::Rejection;
 
 /// Domain separation prefix of the park message.
@@ -234,11 +234,7 @@ pub fn parse_owner_key(value: &[u8]) -> Result<VerifyingKey, WireError> {
         .decode(value)
         .map_err(|_| WireError::BadOwnerKey)?;
     let bytes: [u8; 32] = bytes.try_into().map_err(|_| WireError::BadOwnerKey)?;
-    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| WireError::BadOwnerKey)?;
-    if key.is_weak() {
-        return Err(WireError::BadOwnerKey);
-    }
-    Ok(key)
+    crate::ed25519::strict_key(&bytes).map_err(|_| WireError::BadOwnerKey)
 }
 
 /// Parses a responder's `Tag-Challenge` (at most once; 32..=128 hex digits).
@@ -382,13 +378,7 @@ pub fn verify_answer(key: &VerifyingKey, tag: &HashedTag, challenge: &[u8], fram
     let Ok(sig) = <[u8; 64]>::try_from(sig) else {
         return false;
     };
-    !key.is_weak()
-        && key
-            .verify_strict(
-                &challenge_message(tag, challenge),
-                &Signature::from_bytes(&sig),
-            )
-            .is_ok()
+    crate::ed25519::verify_with(key, &challenge_message(tag, challenge), &sig).is_ok()
 }
 
 /// The identity key of an "authenticated" tag `<prefix>@<key>`: exactly one `@`,
@@ -408,9 +398,7 @@ pub fn tag_identity_key(tag: &str) -> Option<VerifyingKey> {
         }
         _ => return None,
     };
-    VerifyingKey::from_bytes(&bytes)
-        .ok()
-        .filter(|k| !k.is_weak())
+    crate::ed25519::strict_key(&bytes).ok()
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 use super::*;
 use crate::hive::record::{Candidate, parse_rfc3339_utc};
-use ed25519_dalek::Verifier as _;
+use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 
 fn h<const N: usize>(s: &str) -> [u8; N] {
     hex::decode(s).unwrap().try_into().unwrap()
