@@ -1,5 +1,11 @@
 //! The relay's own RSA key pair: loaded from a PKCS#8 PEM file, or generated (2048-bit)
 //! into it on first start with mode 0600, written atomically.
+//!
+//! Only the public half leaves this module: [`load_or_generate`] drops the private key
+//! before returning, so no request path can sign or decrypt with it. That is the
+//! property that keeps RUSTSEC-2023-0071 (Marvin: timing of `rsa`'s private-key
+//! operations) unreachable; `tests::no_rsa_private_key_operation_outside_key_loading`
+//! fails if a private-key type or operation appears anywhere else in the relay.
 
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 use rsa::{RsaPrivateKey, RsaPublicKey};
@@ -41,8 +47,13 @@ pub fn public_pem(key: &RsaPublicKey) -> String {
 }
 
 /// Loads the key at `path`, or generates one there if the file does not exist.
-/// Returns the key and whether it was generated now.
-pub fn load_or_generate(path: &Path) -> Result<(RsaPrivateKey, bool), KeyError> {
+/// Returns its public half and whether the key was generated now; the private key is
+/// dropped here (nothing in the relay signs or decrypts with it).
+pub fn load_or_generate(path: &Path) -> Result<(RsaPublicKey, bool), KeyError> {
+    load_or_generate_private(path).map(|(key, generated)| (key.to_public_key(), generated))
+}
+
+fn load_or_generate_private(path: &Path) -> Result<(RsaPrivateKey, bool), KeyError> {
     let io_err = |source| KeyError::Io {
         path: path.to_owned(),
         source,
@@ -101,8 +112,8 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let (k2, fresh) = load_or_generate(&path).unwrap();
         assert!(!fresh);
-        let pem = public_pem(&k1.to_public_key());
-        assert_eq!(pem, public_pem(&k2.to_public_key()));
+        let pem = public_pem(&k1);
+        assert_eq!(pem, public_pem(&k2));
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----\n"));
         assert!(pem.ends_with("-----END PUBLIC KEY-----"));
         assert!(crate::deaddrop::proof::parse_public_key(&pem).is_ok());
@@ -112,5 +123,84 @@ mod tests {
             load_or_generate(&dir.path().join("bad.pem")),
             Err(KeyError::Parse { .. })
         ));
+    }
+
+    /// RUSTSEC-2023-0071 is ignored in deny.toml because no RSA private-key operation
+    /// (signing, decryption) runs in the relay: the only private key is the dead-drop's
+    /// own, loaded or generated at start-up in this file and dropped at once. This scans
+    /// every non-test source file of the relay and fails if a private-key type or
+    /// operation of `rsa` shows up, or `RsaPrivateKey` outside this file, so the ignore
+    /// cannot silently become wrong. Unit tests (`#[cfg(test)] mod tests`, last in each
+    /// file, or in a `tests.rs`) and `src/fuzzing/` (built only for tests and fuzzing)
+    /// may sign.
+    #[test]
+    fn no_rsa_private_key_operation_outside_key_loading() {
+        // Anything that signs or decrypts with an RSA private key in rsa 0.9.
+        const OPERATIONS: &[&str] = &[
+            "SigningKey",
+            "BlindedSigningKey",
+            "RandomizedSigner",
+            "sign_with_rng",
+            "DecryptingKey",
+            "Decryptor",
+            "decrypt",
+            "Pkcs1v15Encrypt",
+            "Pkcs1v15Sign",
+            "Oaep",
+            "pss::Pss",
+            "PrivateKeyParts",
+        ];
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        let mut dirs = vec![src.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    if path != src.join("fuzzing") {
+                        dirs.push(path);
+                    }
+                } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs")
+                {
+                    files.push(path);
+                }
+            }
+        }
+        assert!(files.len() > 20, "scanned only {} files", files.len());
+        let mut found = Vec::new();
+        for path in &files {
+            let text = std::fs::read_to_string(path).unwrap();
+            let code = text
+                .split("#[cfg(test)]\nmod tests")
+                .next()
+                .unwrap_or_default();
+            let this_file = path.ends_with("deaddrop/keys.rs");
+            // Other families sign and verify Ed25519 (`ed25519_dalek::SigningKey`);
+            // only files that use `rsa` are held to the operation list.
+            let uses_rsa = code.contains("rsa::");
+            for (n, line) in code.lines().enumerate() {
+                let line = line.split("//").next().unwrap_or_default();
+                let mut bad: Vec<&str> = OPERATIONS
+                    .iter()
+                    .copied()
+                    .filter(|op| uses_rsa && line.contains(op))
+                    .collect();
+                if !this_file && line.contains("RsaPrivateKey") {
+                    bad.push("RsaPrivateKey");
+                }
+                if !bad.is_empty() {
+                    found.push(format!("{}:{}: {bad:?}", path.display(), n + 1));
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "RSA private-key use outside key loading; RUSTSEC-2023-0071 (deny.toml) \
+             would no longer be unreachable:\n{}",
+            found.join("\n")
+        );
+        // The scan sees the key loader itself, so it would see an operation added there.
+        let me = std::fs::read_to_string(src.join("deaddrop/keys.rs")).unwrap();
+        assert!(me.contains("RsaPrivateKey::new("));
     }
 }

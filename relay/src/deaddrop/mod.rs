@@ -161,8 +161,7 @@ impl DeadDrop {
     /// Returns the service and whether the key was generated now.
     pub fn open(config: DeadDropConfig) -> Result<(Self, bool), DeadDropError> {
         let (key, generated) = keys::load_or_generate(&config.key_path)?;
-        let relay_pem = keys::public_pem(&key.to_public_key());
-        drop(key);
+        let relay_pem = keys::public_pem(&key);
         let store = RedbStore::open(
             &config.store_path,
             StoreLimits {

@@ -5,11 +5,17 @@
 //! `b"hivemind-rendezvous-v1\0" ‖ claimer PEM ‖ b"\0" ‖ relay PEM ‖ b"\0" ‖ decimal ts`
 //! with RSASSA-PSS (SHA-256, MGF1-SHA-256, salt length 32); the signature travels as
 //! standard padded base64. The caller supplies `now`; nothing here reads the clock.
+//!
+//! The key is parsed with `rsa` (public-key decoding only) and the signature is checked
+//! by `ring` (`RSA_PSS_2048_8192_SHA256`: salt length = digest length = 32, moduli of
+//! 2048 to 8192 bits). No private key is involved, so RUSTSEC-2023-0071 (Marvin, a
+//! timing side channel in `rsa`'s private-key operations) cannot be reached from here;
+//! docs/TESTING.md ("Advisories") has the whole argument.
 
 use base64::Engine as _;
 use rsa::RsaPublicKey;
 use rsa::pkcs8::DecodePublicKey as _;
-use rsa::signature::Verifier as _;
+use rsa::traits::PublicKeyParts as _;
 use sha2::{Digest as _, Sha256};
 
 /// Domain-separation prefix of the signed message.
@@ -84,10 +90,16 @@ pub fn verify_signature(
     signature: &[u8],
 ) -> Result<(), ProofError> {
     let key = parse_public_key(claimer_pem)?;
-    let sig = rsa::pss::Signature::try_from(signature).map_err(|_| ProofError::BadSignature)?;
-    rsa::pss::VerifyingKey::<Sha256>::new(key)
-        .verify(&ownership_message(claimer_pem, relay_pem, ts), &sig)
-        .map_err(|_| ProofError::BadSignature)
+    ring::signature::RsaPublicKeyComponents {
+        n: key.n().to_bytes_be(),
+        e: key.e().to_bytes_be(),
+    }
+    .verify(
+        &ring::signature::RSA_PSS_2048_8192_SHA256,
+        &ownership_message(claimer_pem, relay_pem, ts),
+        signature,
+    )
+    .map_err(|_| ProofError::BadSignature)
 }
 
 /// The whole proof as upstream's `verify_ownership`: freshness, base64, signature.
@@ -310,5 +322,32 @@ mod tests {
             Err(ProofError::Stale)
         );
         assert_eq!(verify("x", "", 10, "AAAA", 10), Err(ProofError::BadKey));
+    }
+
+    /// ring verifies moduli of 2048 to 8192 bits and `parse_public_key` takes at most
+    /// 4096: a proof by a 1024-bit key is a signature error, a 2048-bit one verifies.
+    #[test]
+    fn key_sizes_below_2048_bits_are_refused() {
+        use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
+        use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
+        let mut rng = rand::thread_rng();
+        for (bits, ok) in [(1024, false), (2048, true)] {
+            let key = rsa::RsaPrivateKey::new(&mut rng, bits).unwrap();
+            let pem = key
+                .to_public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .unwrap();
+            let msg = ownership_message(&pem, "relay", 5);
+            let sig = rsa::pss::BlindedSigningKey::<Sha256>::new(key)
+                .sign_with_rng(&mut rng, &msg)
+                .to_vec();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(&sig);
+            let want = if ok {
+                Ok(sig)
+            } else {
+                Err(ProofError::BadSignature)
+            };
+            assert_eq!(verify(&pem, "relay", 5, &b64, 5), want, "{bits} bits");
+        }
     }
 }
