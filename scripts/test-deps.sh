@@ -2,7 +2,8 @@
 # Installs the real peers the interop tests drive (Debian/Ubuntu): oathtool (TOTP codes
 # for node-rendezvous hidden servers), curl (Digest/Basic mobile clients), python3, and a
 # real STUN client: stuntman-client's `stunclient` where Debian still ships it, else
-# coturn's `turnutils_stunclient` (bookworm dropped stuntman).
+# coturn's `turnutils_stunclient` (bookworm dropped stuntman); promtool (Debian's
+# `prometheus`, for the alert-rule tests) and lintian (scripts/deb-test.sh).
 # Idempotent: installs only what is missing. Needs root or sudo for apt-get.
 set -euo pipefail
 
@@ -10,13 +11,16 @@ missing=()
 command -v oathtool >/dev/null 2>&1 || missing+=(oathtool)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+tools=()
+command -v promtool >/dev/null 2>&1 || tools+=(prometheus)
+command -v lintian >/dev/null 2>&1 || tools+=(lintian)
 stun_client=()
 if ! command -v stunclient >/dev/null 2>&1 && ! command -v turnutils_stunclient >/dev/null 2>&1; then
     stun_client=(stuntman-client)
 fi
 
-if ((${#missing[@]} == 0 && ${#stun_client[@]} == 0)); then
-    echo "test-deps: oathtool, curl, python3 and a STUN client present"
+if ((${#missing[@]} == 0 && ${#tools[@]} == 0 && ${#stun_client[@]} == 0)); then
+    echo "test-deps: oathtool, curl, python3, promtool, lintian and a STUN client present"
     exit 0
 fi
 
@@ -24,11 +28,16 @@ sudo=()
 if [[ $(id -u) -ne 0 ]]; then
     sudo=(sudo)
 fi
-echo "test-deps: installing ${missing[*]} ${stun_client[*]}"
+echo "test-deps: installing ${missing[*]} ${tools[*]} ${stun_client[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 if ((${#missing[@]} > 0)); then
     "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+if ((${#tools[@]} > 0)); then
+    # Only promtool is wanted from `prometheus` (not its exporters); the server it ships
+    # is never started by CI. About 40 s for both packages.
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${tools[@]}"
 fi
 if ((${#stun_client[@]} > 0)); then
     # The STUN interop test skips (loudly) only if neither package installs.

@@ -196,6 +196,8 @@ struct Inner {
     hive: Option<Hive>,
     /// The STUN responder's counters, rendered on `/metrics` once set.
     stun: std::sync::OnceLock<Arc<crate::stun::StunCounters>>,
+    /// Sockets one worker may hold, rendered as `tryst_worker_socket_budget` once set.
+    socket_budget: std::sync::OnceLock<u64>,
 }
 
 impl HttpService {
@@ -250,6 +252,7 @@ impl HttpService {
                 deaddrop,
                 hive,
                 stun: std::sync::OnceLock::new(),
+                socket_budget: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -264,6 +267,13 @@ impl HttpService {
     /// wins).
     pub fn set_stun_counters(&self, counters: Arc<crate::stun::StunCounters>) {
         let _ = self.inner.stun.set(counters);
+    }
+
+    /// Renders `tryst_worker_socket_budget` (sockets one worker may hold before it
+    /// pauses accepting) on `/metrics` from now on, so alerts can compare
+    /// `tryst_worker_sockets` with it (the first call wins).
+    pub fn set_socket_budget(&self, sockets_per_worker: u64) {
+        let _ = self.inner.socket_budget.set(sockets_per_worker);
     }
 
     /// From now on `/healthz` answers 503 (the relay is draining).
@@ -384,6 +394,15 @@ impl HttpService {
                     .await
                     .ok_or(ApiError::StatsUnavailable)?;
                 let mut text = render_metrics(&stats);
+                if let Some(budget) = self.inner.socket_budget.get() {
+                    metrics::single(
+                        &mut text,
+                        "tryst_worker_socket_budget",
+                        "gauge",
+                        "Sockets one worker may hold before it pauses accepting.",
+                        budget,
+                    );
+                }
                 text.push_str(&self.inner.pico.render_metrics());
                 if let Some(dd) = &self.inner.deaddrop {
                     text.push_str(&dd.render_metrics());

@@ -263,6 +263,7 @@ async fn supervise(
         deaddrop,
         hive,
     );
+    http.set_socket_budget(config.engine.max_sockets_per_worker as u64);
     if let Some(socket) = stun {
         let socket = tokio::net::UdpSocket::from_std(socket)
             .map_err(io_err("registering the STUN socket"))?;
