@@ -54,11 +54,8 @@ head -n 1 deploy/debian/changelog | grep -q "^tryst ($version) " ||
     fail "deploy/debian/changelog does not start with version $version"
 
 echo "== deb-test: lintian"
-lint=$(lintian --info "$deb" 2>&1 || true)
-printf '%s\n' "$lint"
-if printf '%s\n' "$lint" | grep -q '^E: '; then
-    fail "lintian reports errors"
-fi
+# Exits non-zero on any error tag (or if lintian itself fails); warnings are printed.
+lintian --fail-on error --info "$deb" || fail "lintian reports errors"
 
 echo "== deb-test: dpkg -i"
 dpkg -i "$deb"

@@ -161,3 +161,34 @@ fn promtool_finds_no_lint_problem_in_a_live_scrape() {
         out.status
     );
 }
+
+/// `tryst_worker_socket_budget` (the denominator of TrystSocketsNearBudget) is the
+/// "sockets each" that `--check-config` prints for the same settings.
+#[test]
+fn socket_budget_gauge_matches_check_config() {
+    let relay = Relay::start(&["--workers", "1", "--max-pipes-per-worker", "100"]);
+    let served = crate::tunnel::series_value(&relay.metrics(), "tryst_worker_socket_budget");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tryst"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .args([
+            "--max-pipes-per-worker",
+            "100",
+            "--check-config",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("TRYST_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let each: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("workers "))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'sockets each' in {text}"));
+    assert_eq!(served, each, "{text}");
+}
