@@ -2,7 +2,8 @@
 # Installs the real peers the interop tests drive (Debian/Ubuntu): oathtool (TOTP codes
 # for node-rendezvous hidden servers), curl (Digest/Basic mobile clients), python3, and a
 # real STUN client: stuntman-client's `stunclient` where Debian still ships it, else
-# coturn's `turnutils_stunclient` (bookworm dropped stuntman).
+# coturn's `turnutils_stunclient` (bookworm dropped stuntman), and PostgreSQL (the
+# dead-drop's PostgreSQL store; scripts/pg-test.sh starts throw-away clusters).
 # Idempotent: installs only what is missing. Needs root or sudo for apt-get.
 set -euo pipefail
 
@@ -10,13 +11,16 @@ missing=()
 command -v oathtool >/dev/null 2>&1 || missing+=(oathtool)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    missing+=(postgresql)
+fi
 stun_client=()
 if ! command -v stunclient >/dev/null 2>&1 && ! command -v turnutils_stunclient >/dev/null 2>&1; then
     stun_client=(stuntman-client)
 fi
 
 if ((${#missing[@]} == 0 && ${#stun_client[@]} == 0)); then
-    echo "test-deps: oathtool, curl, python3 and a STUN client present"
+    echo "test-deps: oathtool, curl, python3, PostgreSQL and a STUN client present"
     exit 0
 fi
 
@@ -27,6 +31,11 @@ fi
 echo "test-deps: installing ${missing[*]} ${stun_client[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
+if [[ " ${missing[*]} " == *" postgresql "* && ! -e /etc/postgresql-common/createcluster.conf ]]; then
+    # The tests start their own clusters: no need for Debian's default `main` cluster.
+    "${sudo[@]}" mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | "${sudo[@]}" tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
 if ((${#missing[@]} > 0)); then
     "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
 fi

@@ -387,6 +387,42 @@ fn deaddrop_config(
     if let Some(key) = &s.deaddrop_key {
         d.key_path = absolute(key.clone(), cwd)?;
     }
+    if let Some(n) = s.deaddrop_store_pool
+        && !(1..=1024).contains(&n)
+    {
+        return Err(invalid("deaddrop-store-pool", "must be between 1 and 1024"));
+    }
+    match s.deaddrop_store.as_deref() {
+        None | Some("") => {
+            if s.deaddrop_store_pool.is_some() {
+                return Err(invalid(
+                    "deaddrop-store-pool",
+                    "needs --deaddrop-store postgres://...",
+                ));
+            }
+        }
+        Some(url) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "deaddrop-store",
+                    "must be a postgres:// or postgresql:// URL",
+                ));
+            }
+            if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                // The parser's message never repeats the URL (which may hold a password).
+                return Err(invalid(
+                    "deaddrop-store",
+                    &format!("not a PostgreSQL URL: {e}"),
+                ));
+            }
+            d.store = crate::deaddrop::StoreChoice::Postgres {
+                url: url.to_owned(),
+                pool_size: s
+                    .deaddrop_store_pool
+                    .unwrap_or(crate::deaddrop::pg::DEFAULT_POOL_SIZE),
+            };
+        }
+    }
     if let Some(n) = s.deaddrop_max_payload {
         if !(1..=64 << 20).contains(&n) {
             return Err(invalid(

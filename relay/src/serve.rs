@@ -191,6 +191,11 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         tls_lines.push_str(&format!("tryst: stun listening on {stun_local}\n"));
         stun = Some(socket);
     }
+    // The dead-drop's store, last: readers of the earlier lines need not skip it.
+    tls_lines.push_str(&format!(
+        "tryst: dead-drop store {}\n",
+        config.deaddrop.describe_store()
+    ));
     {
         let mut out = io::stdout().lock();
         out.write_all(startup_lines(local, &config.data_dir).as_bytes())

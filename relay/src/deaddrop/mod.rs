@@ -5,7 +5,10 @@
 //! - [`proof`]: ownership proofs (RSA-PSS SHA-256) and Python `int()` semantics, sans-IO.
 //! - [`limits`]: the per-client deposit rate limit and the proof replay cache, sans-IO.
 //! - [`request`]: the JSON bodies checked in upstream's order, sans-IO (takes `now`).
-//! - [`store`]: the durable store (redb) behind a trait, and the group-commit writer.
+//! - [`store`]: the durable store behind a trait (redb, the default), the read-only
+//!   [`store::Reader`], and the group-commit writer.
+//! - [`pg`]: the same store on PostgreSQL (`--deaddrop-store postgres://...`), shared by
+//!   several nodes; the relay key is shared through the database (docs/cluster.md).
 //! - [`keys`]: the relay's RSA key pair in the data directory.
 //!
 //! Error replies are upstream's `{"status":"error","reason":"<code>"}`; see
@@ -13,20 +16,23 @@
 
 pub mod keys;
 pub mod limits;
+pub mod pg;
 pub mod proof;
 pub mod request;
 pub mod store;
 
 use crate::deaddrop::request::{Action, Checker, Reject};
-use crate::deaddrop::store::{Full, Op, Outcome, RedbStore, StoreLimits, WriteError, Writer};
+use crate::deaddrop::store::{
+    Full, Op, Outcome, Reader, RedbStore, StoreLimits, WriteError, Writer,
+};
 use http_body_util::{BodyExt as _, Full as FullBody, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Name of the relay key file inside the data directory.
@@ -52,13 +58,47 @@ pub const REPLAY_CACHE_CAP: usize = 1 << 20;
 /// Store requests queued at most (beyond: 503).
 pub const WRITER_QUEUE: usize = 4096;
 
+/// Where the dead-drop keeps its messages.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The redb file [`DeadDropConfig::store_path`] (the default).
+    Redb,
+    /// A PostgreSQL database, by connection URL (may hold a password: never printed).
+    Postgres {
+        /// `postgres://...` or `postgresql:///db?host=/socket/dir`.
+        url: String,
+        /// Most pooled connections.
+        pool_size: usize,
+    },
+}
+
+impl std::fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe_without_path())
+    }
+}
+
+impl StoreChoice {
+    fn describe_without_path(&self) -> String {
+        match self {
+            Self::Redb => "redb".into(),
+            Self::Postgres { url, pool_size } => {
+                format!("{} pool={pool_size}", pg::describe(url))
+            }
+        }
+    }
+}
+
 /// The dead-drop's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadDropConfig {
-    /// The relay's RSA private key (PKCS#8 PEM); generated if missing.
+    /// The relay's RSA private key (PKCS#8 PEM); generated if missing. With a
+    /// PostgreSQL store the key stored in the database wins (see [`pg`]).
     pub key_path: PathBuf,
     /// The redb store file.
     pub store_path: PathBuf,
+    /// Which store.
+    pub store: StoreChoice,
     /// Largest payload string, bytes (413 beyond).
     pub max_payload: usize,
     /// Most pending messages per mailbox (507 mailbox_full beyond).
@@ -83,6 +123,7 @@ impl DeadDropConfig {
         Self {
             key_path: data_dir.join(KEY_FILE_NAME),
             store_path: data_dir.join(STORE_FILE_NAME),
+            store: StoreChoice::Redb,
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_pending: DEFAULT_MAX_PENDING,
             max_mailboxes: DEFAULT_MAX_MAILBOXES,
@@ -91,6 +132,22 @@ impl DeadDropConfig {
             rate_window: DEFAULT_RATE_WINDOW,
             require_depositor_proof: false,
             require_recipient_fingerprint: false,
+        }
+    }
+
+    /// The store, as printed at start-up (no password).
+    pub fn describe_store(&self) -> String {
+        match &self.store {
+            StoreChoice::Redb => format!("redb {}", self.store_path.display()),
+            other => other.describe_without_path(),
+        }
+    }
+
+    fn limits(&self) -> StoreLimits {
+        StoreLimits {
+            max_pending: self.max_pending,
+            max_mailboxes: self.max_mailboxes,
+            max_bytes: self.max_store_bytes,
         }
     }
 
@@ -115,6 +172,17 @@ pub enum DeadDropError {
         /// Why.
         source: store::StoreError,
     },
+    /// The PostgreSQL store.
+    #[error("dead-drop store {what}: {source}")]
+    Postgres {
+        /// The database (no password).
+        what: String,
+        /// Why.
+        source: store::StoreError,
+    },
+    /// The relay key stored in the database.
+    #[error("dead-drop key in the database: not a PKCS#8 RSA private key PEM ({0})")]
+    SharedKey(String),
 }
 
 /// Counters exported on `/metrics`.
@@ -139,8 +207,9 @@ pub struct DeadDrop {
 #[derive(Debug)]
 struct DeadDropInner {
     config: DeadDropConfig,
-    checker: Mutex<Checker>,
+    checker: Checker,
     writer: Writer,
+    reader: Reader,
     counters: Counters,
 }
 
@@ -158,41 +227,61 @@ fn unix_now_ms() -> u64 {
 
 impl DeadDrop {
     /// Loads or generates the relay key, opens the store and starts its writer thread.
-    /// Returns the service and whether the key was generated now.
+    /// Returns the service and whether the key was generated now (into `key_path`).
+    ///
+    /// With a PostgreSQL store the relay key is the one in the database; the first node
+    /// to start stores its own (the `key_path` file if it exists, else a new one that is
+    /// not written to disk), so every node serves the same `/pubkey`.
     pub fn open(config: DeadDropConfig) -> Result<(Self, bool), DeadDropError> {
-        let (key, generated) = keys::load_or_generate(&config.key_path)?;
-        let relay_pem = keys::public_pem(&key.to_public_key());
-        drop(key);
-        let store = RedbStore::open(
-            &config.store_path,
-            StoreLimits {
-                max_pending: config.max_pending,
-                max_mailboxes: config.max_mailboxes,
-                max_bytes: config.max_store_bytes,
-            },
-        )
-        .map_err(|source| DeadDropError::Store {
-            path: config.store_path.clone(),
-            source,
-        })?;
+        match &config.store {
+            StoreChoice::Redb => {
+                let (key, generated) = keys::load_or_generate(&config.key_path)?;
+                let relay_pem = keys::public_pem(&key.to_public_key());
+                drop(key);
+                let store =
+                    RedbStore::open(&config.store_path, config.limits()).map_err(|source| {
+                        DeadDropError::Store {
+                            path: config.store_path.clone(),
+                            source,
+                        }
+                    })?;
+                Ok((Self::start(config, store, relay_pem), generated))
+            }
+            StoreChoice::Postgres { url, pool_size } => {
+                let key_path = config.key_path.clone();
+                let offer = move || {
+                    keys::offer_shared(&key_path)
+                        .map_err(|e| store::StoreError::failed(e.to_string()))
+                };
+                let (store, private) = pg::PgStore::open(url, config.limits(), *pool_size, offer)
+                    .map_err(|source| DeadDropError::Postgres {
+                    what: pg::describe(url),
+                    source,
+                })?;
+                let relay_pem = keys::public_pem_of(&private).map_err(DeadDropError::SharedKey)?;
+                Ok((Self::start(config, store, relay_pem), false))
+            }
+        }
+    }
+
+    fn start(config: DeadDropConfig, store: impl store::Store, relay_pem: String) -> Self {
+        let reader = store.reader();
         let writer = Writer::spawn(store, WRITER_QUEUE, Duration::from_secs(10), unix_now);
         let checker = Checker::new(&config, relay_pem);
-        Ok((
-            Self {
-                inner: Arc::new(DeadDropInner {
-                    config,
-                    checker: Mutex::new(checker),
-                    writer,
-                    counters: Counters::default(),
-                }),
-            },
-            generated,
-        ))
+        Self {
+            inner: Arc::new(DeadDropInner {
+                config,
+                checker,
+                writer,
+                reader,
+                counters: Counters::default(),
+            }),
+        }
     }
 
     /// The PEM served at `/pubkey`.
     pub fn relay_pem(&self) -> String {
-        self.checker().relay_pem().to_owned()
+        self.inner.checker.relay_pem().to_owned()
     }
 
     /// The counters.
@@ -229,15 +318,6 @@ impl DeadDrop {
             crate::metrics::single(&mut out, name, "counter", help, v.load(Ordering::Relaxed));
         }
         out
-    }
-
-    fn checker(&self) -> std::sync::MutexGuard<'_, Checker> {
-        // A panic while holding the lock cannot leave the checker inconsistent in a way
-        // that matters more than refusing every request would.
-        self.inner
-            .checker
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether this family serves `path`.
@@ -307,10 +387,7 @@ impl DeadDrop {
         body: &[u8],
         peer: Option<IpAddr>,
     ) -> Response<FullBody<Bytes>> {
-        let action = {
-            let mut checker = self.checker();
-            checker.check(path, body, peer, unix_now_ms())
-        };
+        let action = self.inner.checker.check(path, body, peer, unix_now_ms());
         let action = match action {
             Ok(a) => a,
             Err(reject) => {
@@ -334,14 +411,26 @@ impl DeadDrop {
                     Ok(Outcome::Refused(Full::Mailbox)) => Reject::MailboxFull.response(),
                     Ok(Outcome::Refused(Full::Mailboxes)) => Reject::TooManyMailboxes.response(),
                     Ok(Outcome::Refused(Full::Bytes)) => Reject::StoreFull.response(),
-                    Ok(_) | Err(WriteError::Failed(_)) => Reject::StorageError.response(),
-                    Err(WriteError::Busy) => Reject::Busy.response(),
+                    Err(e) => write_error(&e),
+                    Ok(_) => Reject::StorageError.response(),
                 }
             }
             Action::Retrieve { mailbox, keep } => {
+                let now = unix_now();
+                // Read first: an empty mailbox needs no write transaction.
+                match self.inner.reader.has_live(&mailbox, now).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return json(
+                            StatusCode::OK,
+                            serde_json::json!({"status": "ok", "messages": []}).to_string(),
+                        );
+                    }
+                    Err(e) => return write_error(&WriteError::from(e)),
+                }
                 let op = Op::Take {
                     mailbox,
-                    now: unix_now(),
+                    now,
                     delete: !keep,
                 };
                 match self.inner.writer.submit(op).await {
@@ -362,8 +451,8 @@ impl DeadDrop {
                             serde_json::json!({"status": "ok", "messages": messages}).to_string(),
                         )
                     }
-                    Err(WriteError::Busy) => Reject::Busy.response(),
-                    _ => Reject::StorageError.response(),
+                    Err(e) => write_error(&e),
+                    Ok(_) => Reject::StorageError.response(),
                 }
             }
             Action::Ack { mailbox, ids } => {
@@ -372,11 +461,20 @@ impl DeadDrop {
                         StatusCode::OK,
                         serde_json::json!({"status": "ok", "removed": n}).to_string(),
                     ),
-                    Err(WriteError::Busy) => Reject::Busy.response(),
-                    _ => Reject::StorageError.response(),
+                    Err(e) => write_error(&e),
+                    Ok(_) => Reject::StorageError.response(),
                 }
             }
         }
+    }
+}
+
+/// The reply to a request the store did not carry out (nothing of it committed).
+fn write_error(e: &WriteError) -> Response<FullBody<Bytes>> {
+    match e {
+        WriteError::Busy => Reject::Busy.response(),
+        WriteError::Unavailable(_) => Reject::StoreUnavailable.response(),
+        WriteError::Failed(_) => Reject::StorageError.response(),
     }
 }
 
