@@ -197,9 +197,10 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         config.deaddrop.describe_store()
     ));
     {
+        // One write: a reader may close the pipe once it has the first line.
         let mut out = io::stdout().lock();
-        out.write_all(startup_lines(local, &config.data_dir).as_bytes())
-            .and_then(|()| out.write_all(tls_lines.as_bytes()))
+        let lines = startup_lines(local, &config.data_dir) + &tls_lines;
+        out.write_all(lines.as_bytes())
             .and_then(|()| out.flush())
             .map_err(io_err("writing to stdout"))?;
     }
