@@ -1035,7 +1035,6 @@ fn postgres_stopped_and_started_while_deposits_flow() {
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     // Drain what the depositor still sends before it sees the flag.
-    drop(wait_for);
     for (s, v, payload) in rx.iter() {
         match s {
             200 => acked.push(payload),
