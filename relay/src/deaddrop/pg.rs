@@ -585,6 +585,14 @@ impl Store for PgStore {
         })
     }
 
+    fn recover(&mut self) -> Result<(), StoreError> {
+        // After a failed batch, drop the idle connections: one that silently lost its
+        // server (a failover, a partition) would otherwise be handed out again and time
+        // out again. The next batch connects afresh.
+        self.pool.retain(|_, _| false);
+        Ok(())
+    }
+
     fn reader(&self) -> Reader {
         Reader::Postgres(PgReader {
             rt: self.rt.handle().clone(),
