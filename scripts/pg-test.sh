@@ -7,18 +7,31 @@
 #                            (listen_addresses=''), fsync on; prints the socket directory
 #   pg-test.sh stop DIR      pg_ctl stop -m fast (no error if it is not running)
 #   pg-test.sh start-again DIR   start a stopped cluster again
+#   pg-test.sh crash DIR     pg_ctl stop -m immediate (as a crash: no checkpoint)
+#   pg-test.sh standby PRIMARY DIR   pg_basebackup -R of the running cluster PRIMARY into
+#                            DIR, started, and made PRIMARY's synchronous standby
+#                            (synchronous_standby_names = '*'; waits until it is in
+#                            sync); prints the standby's socket directory
+#   pg-test.sh promote DIR   promote a standby (pg_ctl promote, waits)
 #
 # The superuser is `postgres` (trust authentication on the socket: the directory is
 # private to the tests). Needs Debian's `postgresql` (scripts/test-deps.sh installs it).
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 start|stop|start-again DIR" >&2
+    echo "usage: $0 start|stop|start-again|crash|promote DIR, or $0 standby PRIMARY DIR" >&2
     exit 2
 }
-(($# == 2)) || usage
+(($# >= 2)) || usage
 cmd=$1
-dir=$(realpath -m "$2")
+if [[ "$cmd" == standby ]]; then
+    (($# == 3)) || usage
+    primary=$(realpath -m "$2")
+    dir=$(realpath -m "$3")
+else
+    (($# == 2)) || usage
+    dir=$(realpath -m "$2")
+fi
 
 bindir() {
     if command -v pg_ctl >/dev/null 2>&1 && command -v initdb >/dev/null 2>&1; then
@@ -69,6 +82,33 @@ stop)
     ;;
 start-again)
     ctl_start || { cat "$dir/log" >&2; exit 1; }
+    ;;
+crash)
+    as_pg "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null
+    ;;
+promote)
+    as_pg "$bin/pg_ctl" -D "$dir/data" -w promote >/dev/null
+    ;;
+standby)
+    mkdir -p "$dir/sock"
+    if [[ $(id -u) -eq 0 ]]; then
+        chown -R postgres: "$dir"
+    fi
+    as_pg "$bin/pg_basebackup" -h "$primary/sock" -U postgres -D "$dir/data" -R \
+        -X stream -c fast >"$dir/basebackup.log" 2>&1 ||
+        { cat "$dir/basebackup.log" >&2; exit 1; }
+    ctl_start || { cat "$dir/log" >&2; exit 1; }
+    psql=("$bin/psql" -h "$primary/sock" -U postgres -d postgres -Atq)
+    "${psql[@]}" -c "ALTER SYSTEM SET synchronous_standby_names = '*'" -c "SELECT pg_reload_conf()" >/dev/null
+    for _ in $(seq 600); do
+        if [[ "$("${psql[@]}" -c "SELECT sync_state FROM pg_stat_replication")" == sync ]]; then
+            echo "$dir/sock"
+            exit 0
+        fi
+        sleep 0.1
+    done
+    echo "pg-test: the standby did not become synchronous within 60 s" >&2
+    exit 1
     ;;
 *) usage ;;
 esac

@@ -934,6 +934,33 @@ impl Cluster {
     fn start_again(&self) {
         Self::run("start-again", self.dir.path());
     }
+
+    /// A synchronous standby of `self` (pg_basebackup -R), in sync when this returns.
+    fn standby(&self) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(Self::script())
+            .arg("standby")
+            .arg(self.dir.path())
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg-test.sh standby: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let socket = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        Self { dir, socket }
+    }
+
+    /// `pg_ctl stop -m immediate`: the primary is gone without a checkpoint.
+    fn crash(&self) {
+        Self::run("crash", self.dir.path());
+    }
+
+    fn promote(&self) {
+        Self::run("promote", self.dir.path());
+    }
 }
 
 impl Drop for Cluster {
@@ -1050,6 +1077,102 @@ fn postgres_stopped_and_started_while_deposits_flow() {
     }
     println!(
         "PostgreSQL restart: {} acknowledged, {unavailable} answered 503, {} stored",
+        acked.len(),
+        got.len()
+    );
+}
+
+/// Deposits flow into a primary with a synchronous standby; the primary crashes
+/// (`pg_ctl stop -m immediate`) mid-stream and the standby is promoted: it holds every
+/// acknowledged deposit and the relay key, and a node pointed at it serves them.
+#[test]
+fn postgres_promoted_synchronous_standby_holds_every_acknowledged_deposit() {
+    let name = "postgres_promoted_synchronous_standby_holds_every_acknowledged_deposit";
+    if !postgres_available(name) {
+        return;
+    }
+    let primary = Cluster::start();
+    let url = tryst_relay::deaddrop::pg::testing::fresh_database_at(&primary.socket).unwrap();
+    let standby = primary.standby();
+    let flags = [
+        "--deaddrop-rate-limit",
+        "10000000",
+        "--deaddrop-max-pending",
+        "1000000",
+    ];
+    let home = tempfile::tempdir().unwrap();
+    let relay = Relay::start(
+        &Store::at(&url),
+        home.path(),
+        &home.path().join("a"),
+        &flags,
+    );
+    let addr = relay.addr;
+    let rpem = relay_pem(addr);
+    let bob = Identity::fixture("client");
+
+    let (tx, rx) = std::sync::mpsc::channel::<(u16, Value, String)>();
+    let depositors: Vec<_> = (0..2)
+        .map(|t| {
+            let (pem, tx) = (bob.pem.clone(), tx.clone());
+            std::thread::spawn(move || {
+                for i in 0u64.. {
+                    let payload = intercom(json!({"t": t, "i": i}));
+                    let (s, v) = post(
+                        addr,
+                        "/deposit",
+                        &json!({"payload": payload, "target_pubkey": pem}),
+                    );
+                    let down = s == 503;
+                    if tx.send((s, v, payload)).is_err() || down {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut acked = Vec::new();
+    let mut crashed = false;
+    for (s, v, payload) in rx.iter() {
+        match s {
+            200 => acked.push(payload),
+            503 => assert_eq!(v, err("store_unavailable")),
+            other => panic!("unexpected answer {other} {v}"),
+        }
+        if !crashed && acked.len() >= 40 {
+            // Mid-stream: both depositors are still sending.
+            primary.crash();
+            crashed = true;
+        }
+    }
+    for d in depositors {
+        d.join().unwrap();
+    }
+    assert!(crashed, "the depositors stopped before the crash");
+    standby.promote();
+    drop(relay);
+    let standby_url = url.replace(&primary.socket, &standby.socket);
+    let relay = Relay::start(
+        &Store::at(&standby_url),
+        home.path(),
+        &home.path().join("b"),
+        &flags,
+    );
+    assert_eq!(
+        relay_pem(relay.addr),
+        rpem,
+        "the standby lost the relay key"
+    );
+    let got: HashSet<String> = retrieve_all(relay.addr, &bob, &rpem).into_iter().collect();
+    for m in &acked {
+        assert!(
+            got.contains(m),
+            "acknowledged deposit missing on the standby: {m}"
+        );
+    }
+    println!(
+        "synchronous standby: {} acknowledged before the crash, {} on the promoted standby",
         acked.len(),
         got.len()
     );
