@@ -814,6 +814,7 @@ mod tests {
         duplicate_deposit_ids_are_stored_once,
         reader_sees_only_live_messages,
         writer_batches_concurrent_requests,
+        deposits_queued_during_a_commit_share_the_next_one,
     );
 
     fn take(s: &mut impl Store, mb: u8, now: u64, delete: bool) -> Vec<String> {
@@ -1154,5 +1155,75 @@ mod tests {
             .unwrap();
         let Outcome::Messages(m) = got else { panic!() };
         assert_eq!(m.len(), 3);
+    }
+
+    /// Holds its first batch until released; records every batch's size.
+    struct Gated {
+        inner: Box<dyn Store>,
+        entered: mpsc::Sender<()>,
+        gate: Option<mpsc::Receiver<()>>,
+        sizes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Store for Gated {
+        fn apply(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+            if let Some(gate) = self.gate.take() {
+                let _ = self.entered.send(());
+                let _ = gate.recv();
+            }
+            self.sizes.lock().unwrap().push(ops.len());
+            self.inner.apply(ops)
+        }
+
+        fn reader(&self) -> Reader {
+            self.inner.reader()
+        }
+    }
+
+    /// Group commit, deterministically: while one batch commits, the deposits queued
+    /// behind it are applied together as the next batch (one transaction, one commit),
+    /// and each is answered only after that commit.
+    fn deposits_queued_during_a_commit_share_the_next_one(place: &Place) {
+        let (entered, entered_rx) = mpsc::channel();
+        let (open, gate) = mpsc::channel();
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let store = Gated {
+            inner: place.open(
+                "d",
+                StoreLimits {
+                    max_pending: 100,
+                    ..LIMITS
+                },
+            ),
+            entered,
+            gate: Some(gate),
+            sizes: Arc::clone(&sizes),
+        };
+        let w = Writer::spawn(store, 64, std::time::Duration::from_secs(3600), || 0);
+        let mut answers = Vec::new();
+        let mut send = |op: Op| {
+            let (reply, answer) = oneshot::channel();
+            w.tx.try_send((op, reply)).unwrap();
+            answers.push(answer);
+        };
+        send(msg(1, "first", "p", 100));
+        entered_rx.recv().unwrap();
+        for i in 0..9 {
+            send(msg(1, &format!("queued{i}"), "p", 100));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Nothing is answered before its commit.
+        let mut pending = answers;
+        for a in &mut pending {
+            assert!(a.try_recv().is_err());
+        }
+        open.send(()).unwrap();
+        for a in pending {
+            assert_eq!(rt.block_on(a).unwrap(), Ok(Outcome::Deposited));
+        }
+        assert_eq!(*sizes.lock().unwrap(), [1, 9]);
     }
 }
