@@ -487,3 +487,110 @@ fn json(status: StatusCode, body: String) -> Response<FullBody<Bytes>> {
     );
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use rsa::pkcs8::DecodePrivateKey as _;
+    use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
+    use std::sync::mpsc;
+
+    const CLIENT_KEY: &str = include_str!("../../tests/fixtures/deaddrop/client-key.pem");
+    const CLIENT_PEM: &str = include_str!("../../tests/fixtures/deaddrop/client-pub.pem");
+    const RELAY_PEM: &str = "relay";
+
+    /// A store whose writes never get through until the test lets them fail; reads go to
+    /// the redb file underneath.
+    struct Stuck {
+        inner: RedbStore,
+        entered: mpsc::Sender<usize>,
+        gate: mpsc::Receiver<()>,
+    }
+
+    impl store::Store for Stuck {
+        fn apply(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, store::StoreError> {
+            let _ = self.entered.send(ops.len());
+            let _ = self.gate.recv();
+            Err(store::StoreError::failed("stuck"))
+        }
+
+        fn reader(&self) -> Reader {
+            self.inner.reader()
+        }
+    }
+
+    fn proof() -> String {
+        let ts = unix_now();
+        let key = rsa::pss::BlindedSigningKey::<sha2::Sha256>::new(
+            rsa::RsaPrivateKey::from_pkcs8_pem(CLIENT_KEY).unwrap(),
+        );
+        let msg = proof::ownership_message(CLIENT_PEM, RELAY_PEM, ts as i64);
+        let sig = key.sign_with_rng(&mut rand::thread_rng(), &msg).to_bytes();
+        serde_json::json!({
+            "pubkey": CLIENT_PEM,
+            "timestamp": ts,
+            "signature": base64::engine::general_purpose::STANDARD.encode(sig),
+        })
+        .to_string()
+    }
+
+    async fn body(resp: Response<FullBody<Bytes>>) -> (StatusCode, serde_json::Value) {
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// A retrieve of an empty mailbox is answered from a read, without the writer (here
+    /// stuck); a deposit waits for its commit and, when that fails, is not acknowledged.
+    #[tokio::test]
+    async fn empty_retrieve_needs_no_write_and_a_failed_commit_acks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = DeadDropConfig::in_dir(dir.path());
+        config.rate_limit = 1000;
+        let (entered, entered_rx) = mpsc::channel();
+        let (release, gate) = mpsc::channel();
+        let store = Stuck {
+            inner: RedbStore::open(&config.store_path, config.limits()).unwrap(),
+            entered,
+            gate,
+        };
+        let dd = DeadDrop::start(config, store, RELAY_PEM.into());
+
+        let resp = dd.handle_post("/retrieve", proof().as_bytes(), None).await;
+        assert_eq!(
+            body(resp).await,
+            (
+                StatusCode::OK,
+                serde_json::json!({"status": "ok", "messages": []})
+            )
+        );
+        assert!(
+            entered_rx.try_recv().is_err(),
+            "the retrieve reached the writer"
+        );
+
+        let deposit = serde_json::json!({
+            "payload": r#"{"msg_type":"intercom","payload":{}}"#,
+            "target_pubkey": CLIENT_PEM,
+        })
+        .to_string();
+        let pending = tokio::spawn({
+            let dd = dd.clone();
+            async move { body(dd.handle_post("/deposit", deposit.as_bytes(), None).await).await }
+        });
+        let batch = tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(batch, 1);
+        assert!(!pending.is_finished(), "answered before its commit");
+        drop(release);
+        assert_eq!(
+            pending.await.unwrap(),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"status": "error", "reason": "storage_error"})
+            )
+        );
+    }
+}
