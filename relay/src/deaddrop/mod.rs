@@ -196,6 +196,8 @@ pub struct Counters {
     pub replays: AtomicU64,
     /// Requests refused, any reason.
     pub rejected: AtomicU64,
+    /// Requests answered 503 `store_unavailable` (the database could not be reached).
+    pub store_unavailable: AtomicU64,
 }
 
 /// The dead-drop service. Cheap to clone.
@@ -314,6 +316,11 @@ impl DeadDrop {
                 "Dead-drop requests refused.",
                 &c.rejected,
             ),
+            (
+                "tryst_deaddrop_store_unavailable_total",
+                "Dead-drop requests answered 503 because the store's database could not be reached.",
+                &c.store_unavailable,
+            ),
         ] {
             crate::metrics::single(&mut out, name, "counter", help, v.load(Ordering::Relaxed));
         }
@@ -411,7 +418,7 @@ impl DeadDrop {
                     Ok(Outcome::Refused(Full::Mailbox)) => Reject::MailboxFull.response(),
                     Ok(Outcome::Refused(Full::Mailboxes)) => Reject::TooManyMailboxes.response(),
                     Ok(Outcome::Refused(Full::Bytes)) => Reject::StoreFull.response(),
-                    Err(e) => write_error(&e),
+                    Err(e) => self.write_error(&e),
                     Ok(_) => Reject::StorageError.response(),
                 }
             }
@@ -426,7 +433,7 @@ impl DeadDrop {
                             serde_json::json!({"status": "ok", "messages": []}).to_string(),
                         );
                     }
-                    Err(e) => return write_error(&WriteError::from(e)),
+                    Err(e) => return self.write_error(&WriteError::from(e)),
                 }
                 let op = Op::Take {
                     mailbox,
@@ -451,7 +458,7 @@ impl DeadDrop {
                             serde_json::json!({"status": "ok", "messages": messages}).to_string(),
                         )
                     }
-                    Err(e) => write_error(&e),
+                    Err(e) => self.write_error(&e),
                     Ok(_) => Reject::StorageError.response(),
                 }
             }
@@ -461,7 +468,7 @@ impl DeadDrop {
                         StatusCode::OK,
                         serde_json::json!({"status": "ok", "removed": n}).to_string(),
                     ),
-                    Err(e) => write_error(&e),
+                    Err(e) => self.write_error(&e),
                     Ok(_) => Reject::StorageError.response(),
                 }
             }
@@ -469,12 +476,20 @@ impl DeadDrop {
     }
 }
 
-/// The reply to a request the store did not carry out (nothing of it committed).
-fn write_error(e: &WriteError) -> Response<FullBody<Bytes>> {
-    match e {
-        WriteError::Busy => Reject::Busy.response(),
-        WriteError::Unavailable(_) => Reject::StoreUnavailable.response(),
-        WriteError::Failed(_) => Reject::StorageError.response(),
+impl DeadDrop {
+    /// The reply to a request the store did not carry out (nothing of it committed).
+    fn write_error(&self, e: &WriteError) -> Response<FullBody<Bytes>> {
+        match e {
+            WriteError::Busy => Reject::Busy.response(),
+            WriteError::Unavailable(_) => {
+                self.inner
+                    .counters
+                    .store_unavailable
+                    .fetch_add(1, Ordering::Relaxed);
+                Reject::StoreUnavailable.response()
+            }
+            WriteError::Failed(_) => Reject::StorageError.response(),
+        }
     }
 }
 

@@ -1065,12 +1065,24 @@ fn postgres_stopped_and_started_while_deposits_flow() {
     for (s, v, payload) in rx.iter() {
         match s {
             200 => acked.push(payload),
-            503 => assert_eq!(v, err("store_unavailable")),
+            503 => {
+                assert_eq!(v, err("store_unavailable"));
+                unavailable += 1;
+            }
             other => panic!("unexpected answer {other} {v}"),
         }
     }
     depositor.join().unwrap();
     assert!(unavailable > 0);
+    // Every 503 is counted (the depositor's and the one retrieve).
+    let (_, _, metrics) = request(addr, "GET", "/metrics", None);
+    assert!(
+        metrics.contains(&format!(
+            "tryst_deaddrop_store_unavailable_total {}\n",
+            unavailable + 1
+        )),
+        "{metrics}"
+    );
     let got: HashSet<String> = retrieve_all(addr, &bob, &rpem).into_iter().collect();
     for m in &acked {
         assert!(got.contains(m), "acknowledged deposit lost: {m}");
