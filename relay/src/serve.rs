@@ -488,6 +488,11 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
             .collect();
         format!("hive mirrors    {}\n", peers.join(", "))
     };
+    // Only when not the default file, as the mirrors (the database is not contacted).
+    let deaddrop = match config.deaddrop.store {
+        crate::deaddrop::StoreChoice::Redb => String::new(),
+        _ => format!("dead-drop store {}\n", config.deaddrop.describe_store()),
+    };
     format!(
         "tryst: configuration ok\n\
          listen          {}\n\
@@ -504,6 +509,7 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         e.workers,
         e.max_sockets_per_worker,
     ) + &mirrors
+        + &deaddrop
 }
 
 /// Runs `tryst provision` (a native secret, a TOTP record, an import or an export; see
@@ -597,6 +603,15 @@ mod tests {
             config_summary(&config, DataDirState::Exists, 2)
                 .ends_with("data path       splice-syscall\nhive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n")
         );
+        let mut with_pg = config.clone();
+        with_pg.deaddrop.store = crate::deaddrop::StoreChoice::Postgres {
+            url: "postgres://tryst:hunter2@db/mail".into(),
+            pool_size: 4,
+        };
+        assert!(config_summary(&with_pg, DataDirState::Exists, 2).ends_with(
+            "hive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n\
+                 dead-drop store postgres host=db dbname=mail user=tryst pool=4\n"
+        ));
         config.stun_listen = Some("0.0.0.0:3478".parse().unwrap());
         assert!(config_summary(&config, DataDirState::Exists, 2).contains(
             "listen          127.0.0.1:9000\nstun listen     0.0.0.0:3478\ndata directory"
