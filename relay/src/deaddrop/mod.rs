@@ -261,6 +261,15 @@ impl DeadDrop {
                     source,
                 })?;
                 let relay_pem = keys::public_pem_of(&private).map_err(DeadDropError::SharedKey)?;
+                if let Ok(local) = std::fs::read_to_string(&config.key_path)
+                    && keys::public_pem_of(&local).ok().as_deref() != Some(relay_pem.as_str())
+                {
+                    tracing::warn!(
+                        path = %config.key_path.display(),
+                        "this node's dead-drop key file differs from the key in the database; \
+                         every node serves the database's key (docs/cluster.md)"
+                    );
+                }
                 Ok((Self::start(config, store, relay_pem), false))
             }
         }

@@ -828,9 +828,26 @@ fn postgres_two_nodes_share_one_database() {
     let home = tempfile::tempdir().unwrap();
     let flags = ["--deaddrop-rate-limit", "100000"];
     let a = Relay::start(&store, home.path(), &home.path().join("a"), &flags);
+    // B has a key file of its own: the database's key wins, and B says so.
+    fs::create_dir(home.path().join("b")).unwrap();
+    fs::write(
+        home.path().join("b/deaddrop-key.pem"),
+        fixture("other-key.pem"),
+    )
+    .unwrap();
     let b = Relay::start(&store, home.path(), &home.path().join("b"), &flags);
     let rpem = relay_pem(a.addr);
     assert_eq!(relay_pem(b.addr), rpem, "the nodes present different keys");
+    let b_log = fs::read_to_string(&b.log).unwrap();
+    assert!(
+        b_log.contains("differs from the key in the database"),
+        "{b_log}"
+    );
+    assert!(
+        !fs::read_to_string(&a.log)
+            .unwrap()
+            .contains("differs from the key in the database")
+    );
     let bob = Identity::fixture("client");
 
     let first = intercom(json!({"n": "first"}));
