@@ -677,6 +677,7 @@ fn kill_9_loses_no_acknowledged_deposit(kind: Kind) {
     let mut acked: Vec<String> = Vec::new();
     let mut total_acked = 0usize;
     let mut delivered: HashSet<String> = HashSet::new();
+    let mut unacked_earlier: HashSet<String> = HashSet::new();
     for cycle in 0..cycles {
         let relay = Relay::start(&store, home.path(), &data, &flags);
         let addr = relay.addr;
@@ -692,14 +693,21 @@ fn kill_9_loses_no_acknowledged_deposit(kind: Kind) {
         }
         for m in &got {
             assert!(
-                sent.contains(m),
-                "cycle {cycle}: unknown or partial message (seed {seed})"
-            );
-            assert!(
                 delivered.insert(m.clone()),
                 "cycle {cycle}: message delivered twice (seed {seed})"
             );
+            // With PostgreSQL a deposit whose COMMIT reached the server just before the
+            // node died is committed by the server after the node is gone: never
+            // acknowledged, and possibly not yet visible to the next node's first
+            // retrieve. It may surface one cycle later (once: see above); with redb
+            // nothing commits after the kill.
+            assert!(
+                sent.contains(m) || (kind == Kind::Postgres && unacked_earlier.contains(m)),
+                "cycle {cycle}: unknown or partial message (seed {seed})"
+            );
         }
+        let acked_set: HashSet<&String> = acked.iter().collect();
+        unacked_earlier.extend(sent.iter().filter(|m| !acked_set.contains(m)).cloned());
         acked.clear();
         sent.clear();
         // Deposit from two threads until the kill lands.
