@@ -3,7 +3,8 @@
 # for node-rendezvous hidden servers), curl (Digest/Basic mobile clients), python3, and a
 # real STUN client: stuntman-client's `stunclient` where Debian still ships it, else
 # coturn's `turnutils_stunclient` (bookworm dropped stuntman); promtool (Debian's
-# `prometheus`, for the alert-rule tests) and lintian (scripts/deb-test.sh).
+# `prometheus`, for the alert-rule tests), lintian (scripts/deb-test.sh) and PostgreSQL
+# (the dead-drop's PostgreSQL store; scripts/pg-test.sh starts throw-away clusters).
 # Idempotent: installs only what is missing. Needs root or sudo for apt-get.
 set -euo pipefail
 
@@ -14,13 +15,16 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 tools=()
 command -v promtool >/dev/null 2>&1 || tools+=(prometheus)
 command -v lintian >/dev/null 2>&1 || tools+=(lintian)
+if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+    missing+=(postgresql)
+fi
 stun_client=()
 if ! command -v stunclient >/dev/null 2>&1 && ! command -v turnutils_stunclient >/dev/null 2>&1; then
     stun_client=(stuntman-client)
 fi
 
 if ((${#missing[@]} == 0 && ${#tools[@]} == 0 && ${#stun_client[@]} == 0)); then
-    echo "test-deps: oathtool, curl, python3, promtool, lintian and a STUN client present"
+    echo "test-deps: oathtool, curl, python3, PostgreSQL, promtool, lintian and a STUN client present"
     exit 0
 fi
 
@@ -31,6 +35,11 @@ fi
 echo "test-deps: installing ${missing[*]} ${tools[*]} ${stun_client[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
+if [[ " ${missing[*]} " == *" postgresql "* && ! -e /etc/postgresql-common/createcluster.conf ]]; then
+    # The tests start their own clusters: no need for Debian's default `main` cluster.
+    "${sudo[@]}" mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | "${sudo[@]}" tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
 if ((${#missing[@]} > 0)); then
     "${sudo[@]}" apt-get install -y -qq "${missing[@]}"
 fi

@@ -5,6 +5,15 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Real peers the interop tests drive (oathtool, curl, python3), installed if missing.
 ./scripts/test-deps.sh
+# A throw-away PostgreSQL cluster (unix socket only, fsync on) for the dead-drop's
+# PostgreSQL variants; they fail if TRYST_TEST_PG is set but unusable, so here they run.
+# An existing TRYST_TEST_PG (a developer's own cluster) is used as it is.
+if [[ -z "${TRYST_TEST_PG:-}" ]]; then
+    pg_dir=$(mktemp -d /tmp/tryst-pg.XXXXXX)
+    trap './scripts/pg-test.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+    TRYST_TEST_PG=$(./scripts/pg-test.sh start "$pg_dir")
+    export TRYST_TEST_PG
+fi
 # Integration tests start the real binaries (`tryst`, `loadgen`), so build them first.
 cargo build --workspace --bins --examples --locked
 cargo test --workspace --locked

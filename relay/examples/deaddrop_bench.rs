@@ -1,25 +1,61 @@
-//! Dead-drop throughput over HTTP: deposits per second and retrieves per second with
-//! `C` concurrent clients, against any hivemind-rendezvous 0.1.2a2 compatible server
-//! (tryst, or upstream's Python server for a side-by-side).
+//! Dead-drop throughput and latency over HTTP: deposits/s and retrieves/s with `C`
+//! concurrent clients, and each phase's p99 latency, against several hivemind-rendezvous
+//! 0.1.2a2 compatible servers in one invocation: tryst on redb, tryst on PostgreSQL, and
+//! upstream's Python server for a side-by-side.
 //!
-//! usage: deaddrop_bench HOST:PORT [clients=8] [deposits=2000] [retrieves=400]
+//! usage: deaddrop_bench [--clients 1,8] [--deposits 2000] [--retrieves 400] TARGET...
 //!
-//! The server's deposit rate limit must be raised (tryst: `--deaddrop-rate-limit`,
-//! upstream: `run_server(deposit_rate_limit=...)`). Every request uses a new
-//! connection (upstream speaks HTTP/1.0 and closes after each reply), so both servers
-//! see the same load. Proofs are signed before the clock starts.
+//! TARGET is `redb` (the bench starts `tryst serve` on a redb file in a temporary
+//! directory), `postgres=URL` (starts `tryst serve --deaddrop-store URL`; use an empty
+//! database), or `LABEL=HOST:PORT` (a server already running, e.g. upstream's). The
+//! started `tryst` is the one next to this example (`target/<profile>/tryst`), with the
+//! deposit rate limit and caps raised. A running server's deposit rate limit must be
+//! raised by hand (upstream: `run_server(deposit_rate_limit=...)`).
+//!
+//! Every request uses a new connection (upstream speaks HTTP/1.0 and closes after each
+//! reply), so all servers see the same load. Each phase deposits into a mailbox of its
+//! own, then retrieves from it (the first retrieve drains it, the rest find it empty).
+//! Proofs are signed before the clock starts.
 
 use base64::Engine as _;
+use clap::Parser;
 use rsa::RsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey as _;
 use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
 use sha2::{Digest as _, Sha256};
-use std::io::{Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const KEY: &str = include_str!("../tests/fixtures/deaddrop/client-key.pem");
-const PEM: &str = include_str!("../tests/fixtures/deaddrop/client-pub.pem");
+/// Mailbox owners: each phase uses its own, so phases do not see each other's messages.
+const KEYS: [(&str, &str); 2] = [
+    (
+        include_str!("../tests/fixtures/deaddrop/client-key.pem"),
+        include_str!("../tests/fixtures/deaddrop/client-pub.pem"),
+    ),
+    (
+        include_str!("../tests/fixtures/deaddrop/other-key.pem"),
+        include_str!("../tests/fixtures/deaddrop/other-pub.pem"),
+    ),
+];
+
+#[derive(Parser)]
+#[command(about = "dead-drop deposits/s, retrieves/s and p99 latency per server")]
+struct Args {
+    /// Client counts to run, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    clients: Vec<usize>,
+    /// Deposits per phase.
+    #[arg(long, default_value_t = 2000)]
+    deposits: usize,
+    /// Retrieves per phase.
+    #[arg(long, default_value_t = 400)]
+    retrieves: usize,
+    /// `redb`, `postgres=URL` or `LABEL=HOST:PORT`.
+    #[arg(required = true)]
+    targets: Vec<String>,
+}
 
 fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
@@ -38,54 +74,98 @@ fn exchange(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Str
     (status, body)
 }
 
-fn run(addr: SocketAddr, clients: usize, bodies: Vec<String>, path: &'static str) -> f64 {
-    let per = bodies.len().div_ceil(clients);
+/// Rate (requests/s) and p99 latency of `bodies` sent by `clients` threads.
+fn run(
+    addr: SocketAddr,
+    clients: usize,
+    bodies: Vec<String>,
+    path: &'static str,
+) -> (f64, Duration) {
+    let per = bodies.len().div_ceil(clients.max(1));
     let chunks: Vec<Vec<String>> = bodies.chunks(per.max(1)).map(<[String]>::to_vec).collect();
     let start = Instant::now();
     let threads: Vec<_> = chunks
         .into_iter()
         .map(|chunk| {
             std::thread::spawn(move || {
+                let mut lat = Vec::with_capacity(chunk.len());
                 for b in chunk {
+                    let t = Instant::now();
                     let (status, body) = exchange(addr, "POST", path, &b);
+                    lat.push(t.elapsed());
                     assert_eq!(status, 200, "{path}: {body}");
                 }
+                lat
             })
         })
         .collect();
     let n = bodies.len();
-    for t in threads {
-        t.join().expect("client thread");
-    }
-    n as f64 / start.elapsed().as_secs_f64()
+    let mut lat: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("client thread"))
+        .collect();
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let p99 = lat
+        .get((lat.len() * 99).div_ceil(100).saturating_sub(1))
+        .copied()
+        .unwrap_or_default();
+    (rate, p99)
 }
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let addr: SocketAddr = args
-        .get(1)
-        .and_then(|a| a.parse().ok())
-        .expect("usage: deaddrop_bench HOST:PORT [clients] [deposits] [retrieves]");
-    let num = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
-    let (clients, deposits, retrieves) = (num(2, 8), num(3, 2000), num(4, 400));
+/// A `tryst serve` this bench started; killed on drop.
+struct Started {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
 
-    let (_, body) = exchange(addr, "GET", "/pubkey", "");
-    let relay_pem =
-        serde_json::from_str::<serde_json::Value>(&body).expect("pubkey json")["pubkey"]
-            .as_str()
-            .expect("pubkey")
-            .to_owned();
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let fingerprint = b64.encode(Sha256::digest(PEM.as_bytes()));
-    let blob = "x".repeat(1024);
-    let deposit_bodies: Vec<String> = (0..deposits)
-        .map(|i| {
-            let payload = serde_json::json!({"msg_type": "intercom", "payload": {"ciphertext": blob, "n": i, "recipient_fingerprint": fingerprint}, "metadata": {}, "route": []}).to_string();
-            serde_json::json!({"payload": payload, "target_pubkey": PEM}).to_string()
-        })
-        .collect();
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_tryst(store: Option<&str>) -> (SocketAddr, Started) {
+    let exe = std::env::current_exe().expect("current exe");
+    let tryst = exe
+        .parent()
+        .and_then(|examples| examples.parent())
+        .map(|profile| profile.join("tryst"))
+        .expect("target directory");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut cmd = Command::new(&tryst);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "--deaddrop-rate-limit",
+            "100000000",
+            "--deaddrop-max-pending",
+            "1000000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if let Some(url) = store {
+        cmd.args(["--deaddrop-store", url]);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", tryst.display()));
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("start-up line");
+    let addr = first
+        .strip_prefix("tryst: listening on ")
+        .and_then(|a| a.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("tryst did not start: {first:?}"));
+    (addr, Started { child, _dir: dir })
+}
+
+fn sign_proofs(relay_pem: &str, owner: usize, n: usize) -> Vec<String> {
+    let (key, pem) = KEYS[owner];
     let key = rsa::pss::BlindedSigningKey::<Sha256>::new(
-        RsaPrivateKey::from_pkcs8_pem(KEY).expect("key"),
+        RsaPrivateKey::from_pkcs8_pem(key).expect("key"),
     );
     let ts = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -93,21 +173,75 @@ fn main() {
         .as_secs()
         + 20;
     let mut msg = b"hivemind-rendezvous-v1\0".to_vec();
-    msg.extend_from_slice(PEM.as_bytes());
+    msg.extend_from_slice(pem.as_bytes());
     msg.push(0);
     msg.extend_from_slice(relay_pem.as_bytes());
     msg.push(0);
     msg.extend_from_slice(ts.to_string().as_bytes());
-    let retrieve_bodies: Vec<String> = (0..retrieves)
+    let b64 = base64::engine::general_purpose::STANDARD;
+    (0..n)
         .map(|_| {
             let sig = b64.encode(key.sign_with_rng(&mut rand::thread_rng(), &msg).to_bytes());
-            serde_json::json!({"pubkey": PEM, "timestamp": ts, "signature": sig}).to_string()
+            serde_json::json!({"pubkey": pem, "timestamp": ts, "signature": sig}).to_string()
         })
-        .collect();
+        .collect()
+}
 
-    let dps = run(addr, clients, deposit_bodies, "/deposit");
-    let rps = run(addr, clients, retrieve_bodies, "/retrieve");
-    println!("server {addr}: clients {clients}, 1 KiB payloads");
-    println!("deposits/s  {dps:.0}  ({deposits} deposits)");
-    println!("retrieves/s {rps:.0}  ({retrieves} retrieves, the first drains the mailbox)");
+fn deposit_bodies(owner: usize, n: usize, tag: usize) -> Vec<String> {
+    let pem = KEYS[owner].1;
+    let fingerprint = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(pem));
+    let blob = "x".repeat(1024);
+    (0..n)
+        .map(|i| {
+            let payload = serde_json::json!({"msg_type": "intercom", "payload": {"ciphertext": blob, "n": i, "phase": tag, "recipient_fingerprint": fingerprint}, "metadata": {}, "route": []}).to_string();
+            serde_json::json!({"payload": payload, "target_pubkey": pem}).to_string()
+        })
+        .collect()
+}
+
+fn main() {
+    let args = Args::parse();
+    println!("| server | clients | deposits/s | deposit p99 ms | retrieves/s | retrieve p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    for target in &args.targets {
+        let (label, addr, _started) = match target.split_once('=') {
+            None if target == "redb" => {
+                let (addr, s) = start_tryst(None);
+                ("tryst redb".to_owned(), addr, Some(s))
+            }
+            Some(("postgres", url)) => {
+                let (addr, s) = start_tryst(Some(url));
+                ("tryst postgres".to_owned(), addr, Some(s))
+            }
+            Some((label, addr)) => (
+                label.to_owned(),
+                addr.parse()
+                    .unwrap_or_else(|_| panic!("{target}: not LABEL=HOST:PORT")),
+                None,
+            ),
+            None => panic!("{target}: expected redb, postgres=URL or LABEL=HOST:PORT"),
+        };
+        let (_, body) = exchange(addr, "GET", "/pubkey", "");
+        let relay_pem =
+            serde_json::from_str::<serde_json::Value>(&body).expect("pubkey json")["pubkey"]
+                .as_str()
+                .expect("pubkey")
+                .to_owned();
+        for (phase, &clients) in args.clients.iter().enumerate() {
+            let owner = phase % KEYS.len();
+            let deposits = deposit_bodies(owner, args.deposits, phase);
+            let (dps, dp99) = run(addr, clients, deposits, "/deposit");
+            let proofs = sign_proofs(&relay_pem, owner, args.retrieves);
+            let (rps, rp99) = run(addr, clients, proofs, "/retrieve");
+            println!(
+                "| {label} | {clients} | {dps:.0} | {:.1} | {rps:.0} | {:.1} |",
+                dp99.as_secs_f64() * 1e3,
+                rp99.as_secs_f64() * 1e3
+            );
+        }
+    }
+    println!(
+        "({} deposits of 1 KiB and {} retrieves per phase; the first retrieve drains the mailbox)",
+        args.deposits, args.retrieves
+    );
 }

@@ -164,6 +164,17 @@ pub struct Settings {
     /// The dead-drop's RSA private key, PKCS#8 PEM; its public half is served at /pubkey [default: deaddrop-key.pem in the data directory, generated (2048-bit, mode 0600) if missing].
     #[arg(long, env = "TRYST_DEADDROP_KEY", value_name = "FILE")]
     pub deaddrop_key: Option<PathBuf>,
+    /// Where the dead-drop keeps messages: a PostgreSQL URL (`postgres://user@host/db`, or `postgresql:///db?host=/socket/dir`) shared by several nodes, whose database then also holds the relay key every node serves (docs/cluster.md) [default: the redb file deaddrop.redb in the data directory].
+    #[arg(
+        long,
+        env = "TRYST_DEADDROP_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub deaddrop_store: Option<String>,
+    /// Most connections the dead-drop keeps to PostgreSQL [default: 4].
+    #[arg(long, env = "TRYST_DEADDROP_STORE_POOL", value_name = "N")]
+    pub deaddrop_store_pool: Option<usize>,
     /// Largest dead-drop payload string in bytes; 413 beyond [default: 262144].
     #[arg(long, env = "TRYST_DEADDROP_MAX_PAYLOAD", value_name = "BYTES")]
     pub deaddrop_max_payload: Option<usize>,
@@ -264,6 +275,8 @@ impl Settings {
             tls_key: self.tls_key.or(fallback.tls_key),
             tls_name: self.tls_name.or(fallback.tls_name),
             deaddrop_key: self.deaddrop_key.or(fallback.deaddrop_key),
+            deaddrop_store: self.deaddrop_store.or(fallback.deaddrop_store),
+            deaddrop_store_pool: self.deaddrop_store_pool.or(fallback.deaddrop_store_pool),
             deaddrop_max_payload: self.deaddrop_max_payload.or(fallback.deaddrop_max_payload),
             deaddrop_max_pending: self.deaddrop_max_pending.or(fallback.deaddrop_max_pending),
             deaddrop_max_mailboxes: self

@@ -387,6 +387,42 @@ fn deaddrop_config(
     if let Some(key) = &s.deaddrop_key {
         d.key_path = absolute(key.clone(), cwd)?;
     }
+    if let Some(n) = s.deaddrop_store_pool
+        && !(1..=1024).contains(&n)
+    {
+        return Err(invalid("deaddrop-store-pool", "must be between 1 and 1024"));
+    }
+    match s.deaddrop_store.as_deref() {
+        None | Some("") => {
+            if s.deaddrop_store_pool.is_some() {
+                return Err(invalid(
+                    "deaddrop-store-pool",
+                    "needs --deaddrop-store postgres://...",
+                ));
+            }
+        }
+        Some(url) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "deaddrop-store",
+                    "must be a postgres:// or postgresql:// URL",
+                ));
+            }
+            if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                // The parser's message never repeats the URL (which may hold a password).
+                return Err(invalid(
+                    "deaddrop-store",
+                    &format!("not a PostgreSQL URL: {e}"),
+                ));
+            }
+            d.store = crate::deaddrop::StoreChoice::Postgres {
+                url: url.to_owned(),
+                pool_size: s
+                    .deaddrop_store_pool
+                    .unwrap_or(crate::deaddrop::pg::DEFAULT_POOL_SIZE),
+            };
+        }
+    }
     if let Some(n) = s.deaddrop_max_payload {
         if !(1..=64 << 20).contains(&n) {
             return Err(invalid(
@@ -931,6 +967,75 @@ max-http-connections = 10
             err.to_string(),
             "invalid `pipe-size`: must be between 4096 and 1073741824 bytes"
         );
+    }
+
+    #[test]
+    fn deaddrop_store_default_parse_and_validate() {
+        use crate::deaddrop::StoreChoice;
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.deaddrop.store, StoreChoice::Redb);
+        assert_eq!(
+            c.deaddrop.describe_store(),
+            "redb /home/u/.local/share/tryst/deaddrop.redb"
+        );
+        let s = parse_config(
+            "deaddrop-store = \"postgres://tryst:hunter2@db:5433/mail\"\ndeaddrop-store-pool = 9\n",
+        )
+        .unwrap();
+        let c = resolve(s).unwrap();
+        assert_eq!(
+            c.deaddrop.store,
+            StoreChoice::Postgres {
+                url: "postgres://tryst:hunter2@db:5433/mail".into(),
+                pool_size: 9
+            }
+        );
+        // Neither the start-up line nor Debug shows the password.
+        assert_eq!(
+            c.deaddrop.describe_store(),
+            "postgres host=db dbname=mail user=tryst pool=9"
+        );
+        assert!(!format!("{:?}", c.deaddrop).contains("hunter2"));
+        let c = resolve(
+            parse_config("deaddrop-store = \"postgresql:///mail?host=/run/postgresql\"\n").unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            c.deaddrop.store,
+            StoreChoice::Postgres { pool_size: 4, .. }
+        ));
+        for (text, key, message) in [
+            (
+                "deaddrop-store = \"mysql://db/mail\"\n",
+                "deaddrop-store",
+                "invalid `deaddrop-store`: must be a postgres:// or postgresql:// URL",
+            ),
+            (
+                "deaddrop-store = \"postgres://db:notaport/mail\"\n",
+                "deaddrop-store",
+                "",
+            ),
+            (
+                "deaddrop-store-pool = 4\n",
+                "deaddrop-store-pool",
+                "invalid `deaddrop-store-pool`: needs --deaddrop-store postgres://...",
+            ),
+            (
+                "deaddrop-store = \"postgres:///x\"\ndeaddrop-store-pool = 0\n",
+                "deaddrop-store-pool",
+                "invalid `deaddrop-store-pool`: must be between 1 and 1024",
+            ),
+        ] {
+            match resolve(parse_config(text).unwrap()) {
+                Err(e @ ConfigError::Invalid { key: k, .. }) => {
+                    assert_eq!(k, key);
+                    if !message.is_empty() {
+                        assert_eq!(e.to_string(), message);
+                    }
+                }
+                other => panic!("{text}: expected Invalid, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -191,10 +191,16 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         tls_lines.push_str(&format!("tryst: stun listening on {stun_local}\n"));
         stun = Some(socket);
     }
+    // The dead-drop's store, last: readers of the earlier lines need not skip it.
+    tls_lines.push_str(&format!(
+        "tryst: dead-drop store {}\n",
+        config.deaddrop.describe_store()
+    ));
     {
+        // One write: a reader may close the pipe once it has the first line.
         let mut out = io::stdout().lock();
-        out.write_all(startup_lines(local, &config.data_dir).as_bytes())
-            .and_then(|()| out.write_all(tls_lines.as_bytes()))
+        let lines = startup_lines(local, &config.data_dir) + &tls_lines;
+        out.write_all(lines.as_bytes())
             .and_then(|()| out.flush())
             .map_err(io_err("writing to stdout"))?;
     }
@@ -483,6 +489,11 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
             .collect();
         format!("hive mirrors    {}\n", peers.join(", "))
     };
+    // Only when not the default file, as the mirrors (the database is not contacted).
+    let deaddrop = match config.deaddrop.store {
+        crate::deaddrop::StoreChoice::Redb => String::new(),
+        _ => format!("dead-drop store {}\n", config.deaddrop.describe_store()),
+    };
     format!(
         "tryst: configuration ok\n\
          listen          {}\n\
@@ -499,6 +510,7 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         e.workers,
         e.max_sockets_per_worker,
     ) + &mirrors
+        + &deaddrop
 }
 
 /// Runs `tryst provision` (a native secret, a TOTP record, an import or an export; see
@@ -592,6 +604,15 @@ mod tests {
             config_summary(&config, DataDirState::Exists, 2)
                 .ends_with("data path       splice-syscall\nhive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n")
         );
+        let mut with_pg = config.clone();
+        with_pg.deaddrop.store = crate::deaddrop::StoreChoice::Postgres {
+            url: "postgres://tryst:hunter2@db/mail".into(),
+            pool_size: 4,
+        };
+        assert!(config_summary(&with_pg, DataDirState::Exists, 2).ends_with(
+            "hive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n\
+                 dead-drop store postgres host=db dbname=mail user=tryst pool=4\n"
+        ));
         config.stun_listen = Some("0.0.0.0:3478".parse().unwrap());
         assert!(config_summary(&config, DataDirState::Exists, 2).contains(
             "listen          127.0.0.1:9000\nstun listen     0.0.0.0:3478\ndata directory"

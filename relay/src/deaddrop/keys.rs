@@ -97,6 +97,40 @@ fn load_or_generate_private(path: &Path) -> Result<(RsaPrivateKey, bool), KeyErr
     }
 }
 
+/// The key a node offers for the cluster (PostgreSQL store): the PKCS#8 PEM at `path`
+/// if the file exists, else a new key that is not written to disk (the database keeps
+/// the one that wins).
+pub fn offer_shared(path: &Path) -> Result<String, KeyError> {
+    let io_err = |source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            RsaPrivateKey::from_pkcs8_pem(&text).map_err(|e| KeyError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+            Ok(text)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let key = RsaPrivateKey::new(&mut rand::thread_rng(), KEY_BITS)
+                .map_err(|e| io_err(io::Error::other(e.to_string())))?;
+            key.to_pkcs8_pem(LineEnding::LF)
+                .map(|pem| pem.to_string())
+                .map_err(|e| io_err(io::Error::other(e.to_string())))
+        }
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+/// The `/pubkey` PEM of a PKCS#8 private key PEM.
+pub fn public_pem_of(private_pem: &str) -> Result<String, String> {
+    RsaPrivateKey::from_pkcs8_pem(private_pem)
+        .map(|k| public_pem(&k.to_public_key()))
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,10 @@
 //! - [`proof`]: ownership proofs (RSA-PSS SHA-256) and Python `int()` semantics, sans-IO.
 //! - [`limits`]: the per-client deposit rate limit and the proof replay cache, sans-IO.
 //! - [`request`]: the JSON bodies checked in upstream's order, sans-IO (takes `now`).
-//! - [`store`]: the durable store (redb) behind a trait, and the group-commit writer.
+//! - [`store`]: the durable store behind a trait (redb, the default), the read-only
+//!   [`store::Reader`], and the group-commit writer.
+//! - [`pg`]: the same store on PostgreSQL (`--deaddrop-store postgres://...`), shared by
+//!   several nodes; the relay key is shared through the database (docs/cluster.md).
 //! - [`keys`]: the relay's RSA key pair in the data directory.
 //!
 //! Error replies are upstream's `{"status":"error","reason":"<code>"}`; see
@@ -13,20 +16,23 @@
 
 pub mod keys;
 pub mod limits;
+pub mod pg;
 pub mod proof;
 pub mod request;
 pub mod store;
 
 use crate::deaddrop::request::{Action, Checker, Reject};
-use crate::deaddrop::store::{Full, Op, Outcome, RedbStore, StoreLimits, WriteError, Writer};
+use crate::deaddrop::store::{
+    Full, Op, Outcome, Reader, RedbStore, StoreLimits, WriteError, Writer,
+};
 use http_body_util::{BodyExt as _, Full as FullBody, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Name of the relay key file inside the data directory.
@@ -52,13 +58,47 @@ pub const REPLAY_CACHE_CAP: usize = 1 << 20;
 /// Store requests queued at most (beyond: 503).
 pub const WRITER_QUEUE: usize = 4096;
 
+/// Where the dead-drop keeps its messages.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The redb file [`DeadDropConfig::store_path`] (the default).
+    Redb,
+    /// A PostgreSQL database, by connection URL (may hold a password: never printed).
+    Postgres {
+        /// `postgres://...` or `postgresql:///db?host=/socket/dir`.
+        url: String,
+        /// Most pooled connections.
+        pool_size: usize,
+    },
+}
+
+impl std::fmt::Debug for StoreChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe_without_path())
+    }
+}
+
+impl StoreChoice {
+    fn describe_without_path(&self) -> String {
+        match self {
+            Self::Redb => "redb".into(),
+            Self::Postgres { url, pool_size } => {
+                format!("{} pool={pool_size}", pg::describe(url))
+            }
+        }
+    }
+}
+
 /// The dead-drop's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadDropConfig {
-    /// The relay's RSA private key (PKCS#8 PEM); generated if missing.
+    /// The relay's RSA private key (PKCS#8 PEM); generated if missing. With a
+    /// PostgreSQL store the key stored in the database wins (see [`pg`]).
     pub key_path: PathBuf,
     /// The redb store file.
     pub store_path: PathBuf,
+    /// Which store.
+    pub store: StoreChoice,
     /// Largest payload string, bytes (413 beyond).
     pub max_payload: usize,
     /// Most pending messages per mailbox (507 mailbox_full beyond).
@@ -83,6 +123,7 @@ impl DeadDropConfig {
         Self {
             key_path: data_dir.join(KEY_FILE_NAME),
             store_path: data_dir.join(STORE_FILE_NAME),
+            store: StoreChoice::Redb,
             max_payload: DEFAULT_MAX_PAYLOAD,
             max_pending: DEFAULT_MAX_PENDING,
             max_mailboxes: DEFAULT_MAX_MAILBOXES,
@@ -91,6 +132,22 @@ impl DeadDropConfig {
             rate_window: DEFAULT_RATE_WINDOW,
             require_depositor_proof: false,
             require_recipient_fingerprint: false,
+        }
+    }
+
+    /// The store, as printed at start-up (no password).
+    pub fn describe_store(&self) -> String {
+        match &self.store {
+            StoreChoice::Redb => format!("redb {}", self.store_path.display()),
+            other => other.describe_without_path(),
+        }
+    }
+
+    fn limits(&self) -> StoreLimits {
+        StoreLimits {
+            max_pending: self.max_pending,
+            max_mailboxes: self.max_mailboxes,
+            max_bytes: self.max_store_bytes,
         }
     }
 
@@ -115,6 +172,17 @@ pub enum DeadDropError {
         /// Why.
         source: store::StoreError,
     },
+    /// The PostgreSQL store.
+    #[error("dead-drop store {what}: {source}")]
+    Postgres {
+        /// The database (no password).
+        what: String,
+        /// Why.
+        source: store::StoreError,
+    },
+    /// The relay key stored in the database.
+    #[error("dead-drop key in the database: not a PKCS#8 RSA private key PEM ({0})")]
+    SharedKey(String),
 }
 
 /// Counters exported on `/metrics`.
@@ -128,6 +196,8 @@ pub struct Counters {
     pub replays: AtomicU64,
     /// Requests refused, any reason.
     pub rejected: AtomicU64,
+    /// Requests answered 503 `store_unavailable` (the database could not be reached).
+    pub store_unavailable: AtomicU64,
 }
 
 /// The dead-drop service. Cheap to clone.
@@ -139,8 +209,9 @@ pub struct DeadDrop {
 #[derive(Debug)]
 struct DeadDropInner {
     config: DeadDropConfig,
-    checker: Mutex<Checker>,
+    checker: Checker,
     writer: Writer,
+    reader: Reader,
     counters: Counters,
 }
 
@@ -158,40 +229,69 @@ fn unix_now_ms() -> u64 {
 
 impl DeadDrop {
     /// Loads or generates the relay key, opens the store and starts its writer thread.
-    /// Returns the service and whether the key was generated now.
+    /// Returns the service and whether the key was generated now (into `key_path`).
+    ///
+    /// With a PostgreSQL store the relay key is the one in the database; the first node
+    /// to start stores its own (the `key_path` file if it exists, else a new one that is
+    /// not written to disk), so every node serves the same `/pubkey`.
     pub fn open(config: DeadDropConfig) -> Result<(Self, bool), DeadDropError> {
-        let (key, generated) = keys::load_or_generate(&config.key_path)?;
-        let relay_pem = keys::public_pem(&key);
-        let store = RedbStore::open(
-            &config.store_path,
-            StoreLimits {
-                max_pending: config.max_pending,
-                max_mailboxes: config.max_mailboxes,
-                max_bytes: config.max_store_bytes,
-            },
-        )
-        .map_err(|source| DeadDropError::Store {
-            path: config.store_path.clone(),
-            source,
-        })?;
+        match &config.store {
+            StoreChoice::Redb => {
+                let (key, generated) = keys::load_or_generate(&config.key_path)?;
+                let relay_pem = keys::public_pem(&key);
+                let store =
+                    RedbStore::open(&config.store_path, config.limits()).map_err(|source| {
+                        DeadDropError::Store {
+                            path: config.store_path.clone(),
+                            source,
+                        }
+                    })?;
+                Ok((Self::start(config, store, relay_pem), generated))
+            }
+            StoreChoice::Postgres { url, pool_size } => {
+                let key_path = config.key_path.clone();
+                let offer = move || {
+                    keys::offer_shared(&key_path)
+                        .map_err(|e| store::StoreError::failed(e.to_string()))
+                };
+                let (store, private) = pg::PgStore::open(url, config.limits(), *pool_size, offer)
+                    .map_err(|source| DeadDropError::Postgres {
+                    what: pg::describe(url),
+                    source,
+                })?;
+                let relay_pem = keys::public_pem_of(&private).map_err(DeadDropError::SharedKey)?;
+                if let Ok(local) = std::fs::read_to_string(&config.key_path)
+                    && keys::public_pem_of(&local).ok().as_deref() != Some(relay_pem.as_str())
+                {
+                    tracing::warn!(
+                        path = %config.key_path.display(),
+                        "this node's dead-drop key file differs from the key in the database; \
+                         every node serves the database's key (docs/cluster.md)"
+                    );
+                }
+                Ok((Self::start(config, store, relay_pem), false))
+            }
+        }
+    }
+
+    fn start(config: DeadDropConfig, store: impl store::Store, relay_pem: String) -> Self {
+        let reader = store.reader();
         let writer = Writer::spawn(store, WRITER_QUEUE, Duration::from_secs(10), unix_now);
         let checker = Checker::new(&config, relay_pem);
-        Ok((
-            Self {
-                inner: Arc::new(DeadDropInner {
-                    config,
-                    checker: Mutex::new(checker),
-                    writer,
-                    counters: Counters::default(),
-                }),
-            },
-            generated,
-        ))
+        Self {
+            inner: Arc::new(DeadDropInner {
+                config,
+                checker,
+                writer,
+                reader,
+                counters: Counters::default(),
+            }),
+        }
     }
 
     /// The PEM served at `/pubkey`.
     pub fn relay_pem(&self) -> String {
-        self.checker().relay_pem().to_owned()
+        self.inner.checker.relay_pem().to_owned()
     }
 
     /// The counters.
@@ -224,19 +324,15 @@ impl DeadDrop {
                 "Dead-drop requests refused.",
                 &c.rejected,
             ),
+            (
+                "tryst_deaddrop_store_unavailable_total",
+                "Dead-drop requests answered 503 because the store's database could not be reached.",
+                &c.store_unavailable,
+            ),
         ] {
             crate::metrics::single(&mut out, name, "counter", help, v.load(Ordering::Relaxed));
         }
         out
-    }
-
-    fn checker(&self) -> std::sync::MutexGuard<'_, Checker> {
-        // A panic while holding the lock cannot leave the checker inconsistent in a way
-        // that matters more than refusing every request would.
-        self.inner
-            .checker
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether this family serves `path`.
@@ -306,10 +402,7 @@ impl DeadDrop {
         body: &[u8],
         peer: Option<IpAddr>,
     ) -> Response<FullBody<Bytes>> {
-        let action = {
-            let mut checker = self.checker();
-            checker.check(path, body, peer, unix_now_ms())
-        };
+        let action = self.inner.checker.check(path, body, peer, unix_now_ms());
         let action = match action {
             Ok(a) => a,
             Err(reject) => {
@@ -333,14 +426,26 @@ impl DeadDrop {
                     Ok(Outcome::Refused(Full::Mailbox)) => Reject::MailboxFull.response(),
                     Ok(Outcome::Refused(Full::Mailboxes)) => Reject::TooManyMailboxes.response(),
                     Ok(Outcome::Refused(Full::Bytes)) => Reject::StoreFull.response(),
-                    Ok(_) | Err(WriteError::Failed(_)) => Reject::StorageError.response(),
-                    Err(WriteError::Busy) => Reject::Busy.response(),
+                    Err(e) => self.write_error(&e),
+                    Ok(_) => Reject::StorageError.response(),
                 }
             }
             Action::Retrieve { mailbox, keep } => {
+                let now = unix_now();
+                // Read first: an empty mailbox needs no write transaction.
+                match self.inner.reader.has_live(&mailbox, now).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        return json(
+                            StatusCode::OK,
+                            serde_json::json!({"status": "ok", "messages": []}).to_string(),
+                        );
+                    }
+                    Err(e) => return self.write_error(&WriteError::from(e)),
+                }
                 let op = Op::Take {
                     mailbox,
-                    now: unix_now(),
+                    now,
                     delete: !keep,
                 };
                 match self.inner.writer.submit(op).await {
@@ -361,8 +466,8 @@ impl DeadDrop {
                             serde_json::json!({"status": "ok", "messages": messages}).to_string(),
                         )
                     }
-                    Err(WriteError::Busy) => Reject::Busy.response(),
-                    _ => Reject::StorageError.response(),
+                    Err(e) => self.write_error(&e),
+                    Ok(_) => Reject::StorageError.response(),
                 }
             }
             Action::Ack { mailbox, ids } => {
@@ -371,10 +476,27 @@ impl DeadDrop {
                         StatusCode::OK,
                         serde_json::json!({"status": "ok", "removed": n}).to_string(),
                     ),
-                    Err(WriteError::Busy) => Reject::Busy.response(),
-                    _ => Reject::StorageError.response(),
+                    Err(e) => self.write_error(&e),
+                    Ok(_) => Reject::StorageError.response(),
                 }
             }
+        }
+    }
+}
+
+impl DeadDrop {
+    /// The reply to a request the store did not carry out (nothing of it committed).
+    fn write_error(&self, e: &WriteError) -> Response<FullBody<Bytes>> {
+        match e {
+            WriteError::Busy => Reject::Busy.response(),
+            WriteError::Unavailable(_) => {
+                self.inner
+                    .counters
+                    .store_unavailable
+                    .fetch_add(1, Ordering::Relaxed);
+                Reject::StoreUnavailable.response()
+            }
+            WriteError::Failed(_) => Reject::StorageError.response(),
         }
     }
 }
@@ -387,4 +509,111 @@ fn json(status: StatusCode, body: String) -> Response<FullBody<Bytes>> {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use rsa::pkcs8::DecodePrivateKey as _;
+    use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
+    use std::sync::mpsc;
+
+    const CLIENT_KEY: &str = include_str!("../../tests/fixtures/deaddrop/client-key.pem");
+    const CLIENT_PEM: &str = include_str!("../../tests/fixtures/deaddrop/client-pub.pem");
+    const RELAY_PEM: &str = "relay";
+
+    /// A store whose writes never get through until the test lets them fail; reads go to
+    /// the redb file underneath.
+    struct Stuck {
+        inner: RedbStore,
+        entered: mpsc::Sender<usize>,
+        gate: mpsc::Receiver<()>,
+    }
+
+    impl store::Store for Stuck {
+        fn apply(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, store::StoreError> {
+            let _ = self.entered.send(ops.len());
+            let _ = self.gate.recv();
+            Err(store::StoreError::failed("stuck"))
+        }
+
+        fn reader(&self) -> Reader {
+            self.inner.reader()
+        }
+    }
+
+    fn proof() -> String {
+        let ts = unix_now();
+        let key = rsa::pss::BlindedSigningKey::<sha2::Sha256>::new(
+            rsa::RsaPrivateKey::from_pkcs8_pem(CLIENT_KEY).unwrap(),
+        );
+        let msg = proof::ownership_message(CLIENT_PEM, RELAY_PEM, ts as i64);
+        let sig = key.sign_with_rng(&mut rand::thread_rng(), &msg).to_bytes();
+        serde_json::json!({
+            "pubkey": CLIENT_PEM,
+            "timestamp": ts,
+            "signature": base64::engine::general_purpose::STANDARD.encode(sig),
+        })
+        .to_string()
+    }
+
+    async fn body(resp: Response<FullBody<Bytes>>) -> (StatusCode, serde_json::Value) {
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// A retrieve of an empty mailbox is answered from a read, without the writer (here
+    /// stuck); a deposit waits for its commit and, when that fails, is not acknowledged.
+    #[tokio::test]
+    async fn empty_retrieve_needs_no_write_and_a_failed_commit_acks_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = DeadDropConfig::in_dir(dir.path());
+        config.rate_limit = 1000;
+        let (entered, entered_rx) = mpsc::channel();
+        let (release, gate) = mpsc::channel();
+        let store = Stuck {
+            inner: RedbStore::open(&config.store_path, config.limits()).unwrap(),
+            entered,
+            gate,
+        };
+        let dd = DeadDrop::start(config, store, RELAY_PEM.into());
+
+        let resp = dd.handle_post("/retrieve", proof().as_bytes(), None).await;
+        assert_eq!(
+            body(resp).await,
+            (
+                StatusCode::OK,
+                serde_json::json!({"status": "ok", "messages": []})
+            )
+        );
+        assert!(
+            entered_rx.try_recv().is_err(),
+            "the retrieve reached the writer"
+        );
+
+        let deposit = serde_json::json!({
+            "payload": r#"{"msg_type":"intercom","payload":{}}"#,
+            "target_pubkey": CLIENT_PEM,
+        })
+        .to_string();
+        let pending = tokio::spawn({
+            let dd = dd.clone();
+            async move { body(dd.handle_post("/deposit", deposit.as_bytes(), None).await).await }
+        });
+        let batch = tokio::task::spawn_blocking(move || entered_rx.recv().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(batch, 1);
+        assert!(!pending.is_finished(), "answered before its commit");
+        drop(release);
+        assert_eq!(
+            pending.await.unwrap(),
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"status": "error", "reason": "storage_error"})
+            )
+        );
+    }
 }

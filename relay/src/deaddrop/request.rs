@@ -12,6 +12,7 @@ use hyper::{Response, StatusCode};
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// Most deposit ids one `/ack` may name.
 pub const MAX_ACK_IDS: usize = 1024;
@@ -97,6 +98,9 @@ pub enum Reject {
     StorageError,
     /// 503 `busy` (tryst; the store's queue is full).
     Busy,
+    /// 503 `store_unavailable` (tryst; the database server cannot be reached; nothing
+    /// was stored or changed).
+    StoreUnavailable,
 }
 
 impl Reject {
@@ -136,6 +140,7 @@ impl Reject {
             Self::StoreFull => (S::INSUFFICIENT_STORAGE, "store_full"),
             Self::StorageError => (S::INTERNAL_SERVER_ERROR, "storage_error"),
             Self::Busy => (S::SERVICE_UNAVAILABLE, "busy"),
+            Self::StoreUnavailable => (S::SERVICE_UNAVAILABLE, "store_unavailable"),
         }
     }
 
@@ -163,7 +168,7 @@ impl Reject {
             Self::RateLimited(secs) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            Self::Busy | Self::ReplayCacheFull => {
+            Self::Busy | Self::ReplayCacheFull | Self::StoreUnavailable => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             // Part of the body may be unread.
@@ -197,15 +202,23 @@ pub enum Action {
     },
 }
 
-/// The stateful part of checking: the rate limiter and the replay cache.
+/// The stateful part of checking: the rate limiter and the replay cache, each behind
+/// its own short lock. Shared by every request (`&self`): RSA-PSS verification, the
+/// expensive part, runs under no lock, so concurrent requests verify in parallel.
 #[derive(Debug)]
 pub struct Checker {
     relay_pem: String,
     max_payload: usize,
     require_depositor_proof: bool,
     require_recipient_fingerprint: bool,
-    rate: RateLimiter,
-    replay: ReplayCache,
+    rate: Mutex<RateLimiter>,
+    replay: Mutex<ReplayCache>,
+}
+
+/// A panic while holding one of the checker's locks cannot leave its table in a state
+/// that matters more than refusing every request would.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Python truthiness of an optional JSON value.
@@ -232,12 +245,12 @@ impl Checker {
             max_payload: config.max_payload,
             require_depositor_proof: config.require_depositor_proof,
             require_recipient_fingerprint: config.require_recipient_fingerprint,
-            rate: RateLimiter::new(
+            rate: Mutex::new(RateLimiter::new(
                 config.rate_limit,
                 u64::try_from(config.rate_window.as_millis()).unwrap_or(u64::MAX),
                 1 << 16,
-            ),
-            replay: ReplayCache::new(REPLAY_CACHE_CAP, proof::WINDOW_SECS),
+            )),
+            replay: Mutex::new(ReplayCache::new(REPLAY_CACHE_CAP, proof::WINDOW_SECS)),
         }
     }
 
@@ -248,7 +261,7 @@ impl Checker {
 
     /// Checks a POST body for `path` (`/deposit`, `/retrieve`, `/ack`).
     pub fn check(
-        &mut self,
+        &self,
         path: &str,
         body: &[u8],
         peer: Option<IpAddr>,
@@ -258,7 +271,9 @@ impl Checker {
         let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
         match path {
             "/deposit" => {
-                self.rate.check(peer, now_ms).map_err(Reject::RateLimited)?;
+                lock(&self.rate)
+                    .check(peer, now_ms)
+                    .map_err(Reject::RateLimited)?;
                 let Value::Object(body) = value else {
                     return Err(Reject::InvalidJson);
                 };
@@ -293,12 +308,13 @@ impl Checker {
         }
     }
 
-    fn admit(&mut self, sig: &[u8], ts: i64, now: i64) -> Result<(), ReplayError> {
-        self.replay.admit(Sha256::digest(sig).into(), ts, now)
+    fn admit(&self, sig: &[u8], ts: i64, now: i64) -> Result<(), ReplayError> {
+        let digest = Sha256::digest(sig).into();
+        lock(&self.replay).admit(digest, ts, now)
     }
 
     /// The retrieve/ack proof: `pubkey`, `timestamp`, `signature`. Returns the mailbox.
-    fn claim(&mut self, body: &Map<String, Value>, now: i64) -> Result<Mailbox, Reject> {
+    fn claim(&self, body: &Map<String, Value>, now: i64) -> Result<Mailbox, Reject> {
         let (pubkey, ts, sig) = (
             body.get("pubkey"),
             body.get("timestamp"),
@@ -325,7 +341,7 @@ impl Checker {
         Ok(proof::mailbox_of(pubkey))
     }
 
-    fn deposit(&mut self, body: &Map<String, Value>, now: i64) -> Result<Action, Reject> {
+    fn deposit(&self, body: &Map<String, Value>, now: i64) -> Result<Action, Reject> {
         let ttl = match body.get("ttl") {
             None => MAX_TTL_SECS,
             Some(v) => proof::py_int(v).ok_or(Reject::InvalidTtl)?,

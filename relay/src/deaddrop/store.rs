@@ -1,5 +1,6 @@
-//! The dead-drop's durable store: the [`Store`] trait, its redb implementation, and the
-//! group-commit writer that funnels every change through one thread.
+//! The dead-drop's durable store: the [`Store`] trait, its redb implementation (the
+//! PostgreSQL one is in [`super::pg`]), the [`Reader`] for read-only queries outside the
+//! writer, and the group-commit writer that funnels every change through one thread.
 //!
 //! redb is an embedded, pure-Rust, copy-on-write B-tree store with ACID transactions;
 //! a transaction committed with `Durability::Immediate` (the default) is fsynced
@@ -17,7 +18,7 @@
 
 use redb::{Database, ReadableTable as _, ReadableTableMetadata as _, TableDefinition};
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
 const MESSAGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("messages");
@@ -120,17 +121,49 @@ pub enum Outcome {
     Removed(usize),
 }
 
-/// Why the store failed; the whole batch failed with it.
-#[derive(Debug, thiserror::Error)]
-#[error("store: {0}")]
-pub struct StoreError(pub String);
+/// Why the store failed; the whole batch failed with it (nothing of it committed).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: {message}")]
+pub struct StoreError {
+    /// What happened.
+    pub message: String,
+    /// The database server cannot be reached right now (answered 503, retried by
+    /// clients); otherwise the store itself failed (500).
+    pub unavailable: bool,
+}
+
+impl StoreError {
+    /// A failure of the store itself.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unavailable: false,
+        }
+    }
+
+    /// The database server cannot be reached.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            unavailable: true,
+        }
+    }
+}
 
 fn err(e: impl std::fmt::Display) -> StoreError {
-    StoreError(e.to_string())
+    StoreError::failed(e.to_string())
 }
 
 /// Durable mail storage. `apply` runs a batch as one atomic, durable transaction and
-/// returns one outcome per op, in order.
+/// returns one outcome per op, in order. Implemented by [`RedbStore`] (the default, an
+/// embedded file) and [`super::pg::PgStore`] (PostgreSQL, shared by several nodes);
+/// both pass the same tests (`store::tests`, `relay/tests/it/deaddrop.rs`).
+///
+/// Semantics every implementation keeps: caps are checked inside the transaction that
+/// would exceed them; a deposit whose id is already stored is answered `Deposited`
+/// without a second copy (an idempotent retry); `Take` returns live messages oldest
+/// first and deletes expired ones it meets; `Expire` removes at most
+/// [`EXPIRE_BATCH`] messages through an expiry index.
 pub trait Store: Send + 'static {
     /// Applies `ops` atomically and durably.
     fn apply(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError>;
@@ -139,15 +172,84 @@ pub trait Store: Send + 'static {
     fn recover(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// A handle for read-only queries that need no write transaction and do not queue
+    /// behind the writer.
+    fn reader(&self) -> Reader;
+}
+
+/// Most messages one `Expire` removes (the rest wait for the next sweep).
+pub const EXPIRE_BATCH: usize = 10_000;
+
+/// Read-only queries against a store, from any task. Cheap to clone.
+#[derive(Debug, Clone)]
+pub enum Reader {
+    /// The redb file.
+    Redb(RedbReader),
+    /// PostgreSQL.
+    Postgres(super::pg::PgReader),
+}
+
+impl Reader {
+    /// Whether `mailbox` holds a message live at `now` (a retrieve of an empty mailbox
+    /// is answered from this, without a write transaction).
+    pub async fn has_live(&self, mailbox: &Mailbox, now: u64) -> Result<bool, StoreError> {
+        match self {
+            Self::Redb(r) => r.has_live(mailbox, now),
+            Self::Postgres(r) => r.has_live(mailbox, now).await,
+        }
+    }
 }
 
 type Opener = Box<dyn Fn() -> Result<Database, StoreError> + Send>;
+type Shared = Arc<Mutex<Option<Arc<Database>>>>;
 
 /// The redb-backed [`Store`].
 pub struct RedbStore {
-    db: Option<Database>,
+    db: Option<Arc<Database>>,
+    shared: Shared,
     opener: Opener,
     limits: StoreLimits,
+}
+
+/// Read transactions on the redb file (readers never block the writer, nor it them).
+#[derive(Clone)]
+pub struct RedbReader {
+    shared: Shared,
+}
+
+impl std::fmt::Debug for RedbReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbReader").finish_non_exhaustive()
+    }
+}
+
+impl RedbReader {
+    fn has_live(&self, mailbox: &Mailbox, now: u64) -> Result<bool, StoreError> {
+        let db = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| StoreError::failed("store closed after an I/O error"))?;
+        let txn = db.begin_read().map_err(err)?;
+        let by_mailbox = txn.open_table(BY_MAILBOX).map_err(err)?;
+        let messages = txn.open_table(MESSAGES).map_err(err)?;
+        let (lo, hi) = (cat(mailbox, 0), cat(mailbox, u64::MAX));
+        for entry in by_mailbox
+            .range(lo.as_slice()..=hi.as_slice())
+            .map_err(err)?
+        {
+            let (k, _) = entry.map_err(err)?;
+            let seq = u64::from_be_bytes(k.value()[32..40].try_into().map_err(err)?);
+            if let Some(raw) = messages.get(seq).map_err(err)?
+                && decode(raw.value())?.1 > now
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -183,7 +285,7 @@ impl RedbStore {
     }
 
     fn init(opener: Opener, limits: StoreLimits) -> Result<Self, StoreError> {
-        let db = opener()?;
+        let db = Arc::new(opener()?);
         let txn = db.begin_write().map_err(err)?;
         {
             txn.open_table(MESSAGES).map_err(err)?;
@@ -195,6 +297,7 @@ impl RedbStore {
         }
         txn.commit().map_err(err)?;
         Ok(Self {
+            shared: Arc::new(Mutex::new(Some(Arc::clone(&db)))),
             db: Some(db),
             opener,
             limits,
@@ -214,7 +317,7 @@ fn encode(m: &NewMessage) -> Vec<u8> {
 }
 
 fn decode(v: &[u8]) -> Result<(Mailbox, u64, String, String), StoreError> {
-    let bad = || StoreError("corrupt message record".into());
+    let bad = || StoreError::failed("corrupt message record");
     let mailbox: Mailbox = v.get(..32).ok_or_else(bad)?.try_into().map_err(|_| bad())?;
     let exp = u64::from_be_bytes(
         v.get(32..40)
@@ -290,6 +393,10 @@ impl Tables<'_> {
     }
 
     fn deposit(&mut self, m: &NewMessage, limits: &StoreLimits) -> Result<Outcome, StoreError> {
+        if self.ids.get(m.deposit_id.as_str()).map_err(err)?.is_some() {
+            // Already stored (a retried deposit): acknowledged again, not stored twice.
+            return Ok(Outcome::Deposited);
+        }
         let count = self
             .pending
             .get(m.mailbox.as_slice())
@@ -399,7 +506,7 @@ impl Tables<'_> {
             seqs.push(u64::from_be_bytes(
                 k.value()[8..16].try_into().map_err(err)?,
             ));
-            if seqs.len() >= 10_000 {
+            if seqs.len() >= EXPIRE_BATCH {
                 break;
             }
         }
@@ -418,7 +525,7 @@ impl Store for RedbStore {
         let db = self
             .db
             .as_ref()
-            .ok_or_else(|| StoreError("store closed after an I/O error".into()))?;
+            .ok_or_else(|| StoreError::failed("store closed after an I/O error"))?;
         let txn = db.begin_write().map_err(err)?;
         let mut out = Vec::with_capacity(ops.len());
         {
@@ -453,14 +560,47 @@ impl Store for RedbStore {
 
     fn recover(&mut self) -> Result<(), StoreError> {
         // redb refuses every transaction after an I/O error until the database is
-        // closed and reopened; reopening recovers the last committed state.
+        // closed and reopened; reopening recovers the last committed state. A reader
+        // still inside a read transaction keeps the old handle (and the file lock) a
+        // moment longer: then this fails and the next failed batch tries again.
+        *self.lock_shared() = None;
         self.db = None;
-        self.db = Some((self.opener)()?);
+        let db = Arc::new((self.opener)()?);
+        *self.lock_shared() = Some(Arc::clone(&db));
+        self.db = Some(db);
         Ok(())
+    }
+
+    fn reader(&self) -> Reader {
+        Reader::Redb(RedbReader {
+            shared: Arc::clone(&self.shared),
+        })
     }
 }
 
-type Reply = oneshot::Sender<Result<Outcome, String>>;
+impl RedbStore {
+    fn lock_shared(&self) -> std::sync::MutexGuard<'_, Option<Arc<Database>>> {
+        self.shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+        (**self).apply(ops)
+    }
+
+    fn recover(&mut self) -> Result<(), StoreError> {
+        (**self).recover()
+    }
+
+    fn reader(&self) -> Reader {
+        (**self).reader()
+    }
+}
+
+type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
 /// The handle to the group-commit writer thread. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -477,6 +617,19 @@ pub enum WriteError {
     /// The store failed (the batch was not committed).
     #[error("{0}")]
     Failed(String),
+    /// The database server cannot be reached (the batch was not committed).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for WriteError {
+    fn from(e: StoreError) -> Self {
+        if e.unavailable {
+            Self::Unavailable(e.message)
+        } else {
+            Self::Failed(e.message)
+        }
+    }
 }
 
 impl Writer {
@@ -528,7 +681,7 @@ impl Writer {
                     Err(e) => {
                         tracing::error!(error = %e, batch = ops.len(), "dead-drop store batch failed");
                         for reply in replies.into_iter().flatten() {
-                            let _ = reply.send(Err(e.0.clone()));
+                            let _ = reply.send(Err(WriteError::from(e.clone())));
                         }
                         if let Err(e) = store.recover() {
                             tracing::error!(error = %e, "dead-drop store cannot be reopened");
@@ -557,7 +710,7 @@ impl Writer {
         })?;
         match answer.await {
             Ok(Ok(o)) => Ok(o),
-            Ok(Err(e)) => Err(WriteError::Failed(e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(WriteError::Failed("store writer stopped".into())),
         }
     }
@@ -582,7 +735,89 @@ mod tests {
         })
     }
 
-    fn take(s: &mut RedbStore, mb: u8, now: u64, delete: bool) -> Vec<String> {
+    /// Where a test's stores live: redb files in a temporary directory, or databases on
+    /// the PostgreSQL test cluster (`TRYST_TEST_PG`, set by scripts/test.sh). Each
+    /// shared test below runs once per kind (`<test>::redb`, `<test>::postgres`).
+    enum Place {
+        Redb(tempfile::TempDir),
+        Postgres(std::cell::RefCell<std::collections::HashMap<String, String>>),
+    }
+
+    const TEST_KEY: &str = include_str!("../../tests/fixtures/deaddrop/client-key.pem");
+
+    impl Place {
+        fn redb() -> Self {
+            Self::Redb(tempfile::tempdir().unwrap())
+        }
+
+        /// `None` (and a loud SKIPPED line) without a test cluster.
+        fn postgres(test: &str) -> Option<Self> {
+            if std::env::var_os(crate::deaddrop::pg::testing::SOCKET_ENV).is_none() {
+                eprintln!(
+                    "\n*** SKIPPED {test}::postgres: TRYST_TEST_PG is not set \
+                     (./scripts/test.sh starts a PostgreSQL cluster and sets it) ***\n"
+                );
+                return None;
+            }
+            Some(Self::Postgres(Default::default()))
+        }
+
+        /// The store called `name` (the same one again when reopened).
+        fn open(&self, name: &str, limits: StoreLimits) -> Box<dyn Store> {
+            match self {
+                Self::Redb(dir) => Box::new(
+                    RedbStore::open(&dir.path().join(format!("{name}.redb")), limits).unwrap(),
+                ),
+                Self::Postgres(dbs) => {
+                    let url = dbs
+                        .borrow_mut()
+                        .entry(name.to_owned())
+                        .or_insert_with(|| {
+                            crate::deaddrop::pg::testing::fresh_database()
+                                .expect("TRYST_TEST_PG is set but its cluster is unusable")
+                                .expect("TRYST_TEST_PG")
+                        })
+                        .clone();
+                    let (s, _) = crate::deaddrop::pg::PgStore::open(&url, limits, 4, || {
+                        Ok(TEST_KEY.to_owned())
+                    })
+                    .unwrap();
+                    Box::new(s)
+                }
+            }
+        }
+    }
+
+    /// Runs `$test(&Place)` once per store kind, as `$test::redb` and `$test::postgres`.
+    macro_rules! both_stores {
+        ($($test:ident),* $(,)?) => {$(
+            mod $test {
+                #[test]
+                fn redb() {
+                    super::$test(&super::Place::redb());
+                }
+                #[test]
+                fn postgres() {
+                    if let Some(place) = super::Place::postgres(stringify!($test)) {
+                        super::$test(&place);
+                    }
+                }
+            }
+        )*};
+    }
+
+    both_stores!(
+        deposit_take_in_order_and_delete_on_read_survives_reopen,
+        caps_refuse_without_storing,
+        expiry_through_the_index_and_on_take,
+        ack_removes_only_own_messages,
+        duplicate_deposit_ids_are_stored_once,
+        reader_sees_only_live_messages,
+        writer_batches_concurrent_requests,
+        deposits_queued_during_a_commit_share_the_next_one,
+    );
+
+    fn take(s: &mut impl Store, mb: u8, now: u64, delete: bool) -> Vec<String> {
         match &s
             .apply(&[Op::Take {
                 mailbox: [mb; 32],
@@ -596,12 +831,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn deposit_take_in_order_and_delete_on_read_survives_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.redb");
+    fn deposit_take_in_order_and_delete_on_read_survives_reopen(place: &Place) {
         {
-            let mut s = RedbStore::open(&path, LIMITS).unwrap();
+            let mut s = place.open("d", LIMITS);
             let out = s
                 .apply(&[
                     msg(1, "a", "one", 100),
@@ -611,17 +843,15 @@ mod tests {
                 .unwrap();
             assert_eq!(out, vec![Outcome::Deposited; 3]);
         }
-        let mut s = RedbStore::open(&path, LIMITS).unwrap();
+        let mut s = place.open("d", LIMITS);
         assert_eq!(take(&mut s, 1, 10, false), ["one", "two"]);
         assert_eq!(take(&mut s, 1, 10, true), ["one", "two"]);
         assert!(take(&mut s, 1, 10, true).is_empty());
         assert_eq!(take(&mut s, 2, 10, true), ["x"]);
     }
 
-    #[test]
-    fn caps_refuse_without_storing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = RedbStore::open(&dir.path().join("d.redb"), LIMITS).unwrap();
+    fn caps_refuse_without_storing(place: &Place) {
+        let mut s = place.open("d", LIMITS);
         let out = s
             .apply(&[
                 msg(1, "a", "1", 100),
@@ -642,24 +872,80 @@ mod tests {
             Outcome::Deposited
         );
 
-        let mut small = RedbStore::open(
-            &dir.path().join("s.redb"),
-            StoreLimits {
-                max_bytes: 2 * OVERHEAD_BYTES + 9,
-                ..LIMITS
-            },
-        )
-        .unwrap();
+        let small_limits = StoreLimits {
+            max_bytes: 2 * OVERHEAD_BYTES + 9,
+            ..LIMITS
+        };
+        let mut small = place.open("s", small_limits);
         let out = small
             .apply(&[msg(1, "a", "12345", 9), msg(1, "b", "123", 9)])
             .unwrap();
         assert_eq!(out, [Outcome::Deposited, Outcome::Refused(Full::Bytes)]);
+        // Delivered messages give their bytes back.
+        assert_eq!(take(&mut small, 1, 0, true), ["12345"]);
+        let out = small.apply(&[msg(1, "b", "123", 9)]).unwrap();
+        assert_eq!(out, [Outcome::Deposited]);
+        // The totals survive a reopen (they are stored, not recounted).
+        drop(small);
+        let mut small = place.open("s", small_limits);
+        let out = small.apply(&[msg(1, "c", "1234567", 9)]).unwrap();
+        assert_eq!(out, [Outcome::Refused(Full::Bytes)]);
     }
 
-    #[test]
-    fn expiry_through_the_index_and_on_take() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = RedbStore::open(&dir.path().join("d.redb"), LIMITS).unwrap();
+    /// A deposit id already stored (a retried deposit) is acknowledged again without a
+    /// second copy, in the same batch or a later one.
+    fn duplicate_deposit_ids_are_stored_once(place: &Place) {
+        let mut s = place.open("d", LIMITS);
+        let out = s
+            .apply(&[msg(1, "a", "one", 100), msg(1, "a", "one", 100)])
+            .unwrap();
+        assert_eq!(out, [Outcome::Deposited, Outcome::Deposited]);
+        let out = s.apply(&[msg(1, "a", "one", 100)]).unwrap();
+        assert_eq!(out, [Outcome::Deposited]);
+        assert_eq!(take(&mut s, 1, 0, false), ["one"]);
+        // Per-mailbox count: two more fit under max_pending = 3.
+        let out = s
+            .apply(&[
+                msg(1, "b", "2", 100),
+                msg(1, "c", "3", 100),
+                msg(1, "d", "4", 100),
+            ])
+            .unwrap();
+        assert_eq!(
+            out,
+            [
+                Outcome::Deposited,
+                Outcome::Deposited,
+                Outcome::Refused(Full::Mailbox)
+            ]
+        );
+        assert_eq!(take(&mut s, 1, 0, true), ["one", "2", "3"]);
+        // Once delivered (deleted), the id is free again.
+        let out = s.apply(&[msg(1, "a", "again", 100)]).unwrap();
+        assert_eq!(out, [Outcome::Deposited]);
+        assert_eq!(take(&mut s, 1, 0, true), ["again"]);
+    }
+
+    /// The read-first check: only live messages count, and reading changes nothing.
+    fn reader_sees_only_live_messages(place: &Place) {
+        let mut s = place.open("d", LIMITS);
+        let reader = s.reader();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert!(!rt.block_on(reader.has_live(&[1; 32], 0)).unwrap());
+        s.apply(&[msg(1, "a", "old", 50), msg(2, "b", "x", 200)])
+            .unwrap();
+        assert!(rt.block_on(reader.has_live(&[1; 32], 49)).unwrap());
+        assert!(!rt.block_on(reader.has_live(&[1; 32], 50)).unwrap());
+        assert!(rt.block_on(reader.has_live(&[2; 32], 50)).unwrap());
+        assert!(!rt.block_on(reader.has_live(&[3; 32], 0)).unwrap());
+        assert_eq!(take(&mut s, 1, 0, false), ["old"]);
+    }
+
+    fn expiry_through_the_index_and_on_take(place: &Place) {
+        let mut s = place.open("d", LIMITS);
         s.apply(&[
             msg(1, "a", "old", 50),
             msg(1, "b", "new", 200),
@@ -677,12 +963,15 @@ mod tests {
         );
         // Expired at exactly `expires_at`.
         assert!(take(&mut s, 1, 200, false).is_empty());
+        // Expired messages free their mailbox: two new mailboxes fit (max 2).
+        let out = s
+            .apply(&[msg(3, "d", "3", 900), msg(4, "e", "4", 900)])
+            .unwrap();
+        assert_eq!(out, [Outcome::Deposited, Outcome::Deposited]);
     }
 
-    #[test]
-    fn ack_removes_only_own_messages() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = RedbStore::open(&dir.path().join("d.redb"), LIMITS).unwrap();
+    fn ack_removes_only_own_messages(place: &Place) {
+        let mut s = place.open("d", LIMITS);
         s.apply(&[
             msg(1, "a", "1", 100),
             msg(1, "b", "2", 100),
@@ -705,7 +994,7 @@ mod tests {
     #[derive(Debug)]
     struct SmallDisk {
         inner: redb::backends::FileBackend,
-        cap: std::sync::Arc<std::sync::atomic::AtomicU64>,
+        cap: Arc<std::sync::atomic::AtomicU64>,
     }
 
     impl SmallDisk {
@@ -744,9 +1033,9 @@ mod tests {
         use std::sync::atomic::{AtomicU64, Ordering};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.redb");
-        let cap = std::sync::Arc::new(AtomicU64::new(u64::MAX));
-        let open = |cap: &std::sync::Arc<AtomicU64>| {
-            let (path, cap) = (path.clone(), std::sync::Arc::clone(cap));
+        let cap = Arc::new(AtomicU64::new(u64::MAX));
+        let open = |cap: &Arc<AtomicU64>| {
+            let (path, cap) = (path.clone(), Arc::clone(cap));
             let make = move || {
                 let file = std::fs::OpenOptions::new()
                     .read(true)
@@ -757,7 +1046,7 @@ mod tests {
                     .unwrap();
                 SmallDisk {
                     inner: redb::backends::FileBackend::new(file).unwrap(),
-                    cap: std::sync::Arc::clone(&cap),
+                    cap: Arc::clone(&cap),
                 }
             };
             RedbStore::with_backend(
@@ -833,11 +1122,19 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn writer_batches_concurrent_requests() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = RedbStore::open(&dir.path().join("d.redb"), LIMITS).unwrap();
+    /// Concurrent deposits through the writer share one transaction (group commit),
+    /// each answered after the commit.
+    fn writer_batches_concurrent_requests(place: &Place) {
+        let s = place.open("d", LIMITS);
         let w = Writer::spawn(s, 64, std::time::Duration::from_secs(3600), || 0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(writer_batches(w));
+    }
+
+    async fn writer_batches(w: Writer) {
         let mut tasks = Vec::new();
         for i in 0..3u8 {
             let w = w.clone();
@@ -858,5 +1155,75 @@ mod tests {
             .unwrap();
         let Outcome::Messages(m) = got else { panic!() };
         assert_eq!(m.len(), 3);
+    }
+
+    /// Holds its first batch until released; records every batch's size.
+    struct Gated {
+        inner: Box<dyn Store>,
+        entered: mpsc::Sender<()>,
+        gate: Option<mpsc::Receiver<()>>,
+        sizes: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Store for Gated {
+        fn apply(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+            if let Some(gate) = self.gate.take() {
+                let _ = self.entered.send(());
+                let _ = gate.recv();
+            }
+            self.sizes.lock().unwrap().push(ops.len());
+            self.inner.apply(ops)
+        }
+
+        fn reader(&self) -> Reader {
+            self.inner.reader()
+        }
+    }
+
+    /// Group commit, deterministically: while one batch commits, the deposits queued
+    /// behind it are applied together as the next batch (one transaction, one commit),
+    /// and each is answered only after that commit.
+    fn deposits_queued_during_a_commit_share_the_next_one(place: &Place) {
+        let (entered, entered_rx) = mpsc::channel();
+        let (open, gate) = mpsc::channel();
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let store = Gated {
+            inner: place.open(
+                "d",
+                StoreLimits {
+                    max_pending: 100,
+                    ..LIMITS
+                },
+            ),
+            entered,
+            gate: Some(gate),
+            sizes: Arc::clone(&sizes),
+        };
+        let w = Writer::spawn(store, 64, std::time::Duration::from_secs(3600), || 0);
+        let mut answers = Vec::new();
+        let mut send = |op: Op| {
+            let (reply, answer) = oneshot::channel();
+            w.tx.try_send((op, reply)).unwrap();
+            answers.push(answer);
+        };
+        send(msg(1, "first", "p", 100));
+        entered_rx.recv().unwrap();
+        for i in 0..9 {
+            send(msg(1, &format!("queued{i}"), "p", 100));
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // Nothing is answered before its commit.
+        let mut pending = answers;
+        for a in &mut pending {
+            assert!(a.try_recv().is_err());
+        }
+        open.send(()).unwrap();
+        for a in pending {
+            assert_eq!(rt.block_on(a).unwrap(), Ok(Outcome::Deposited));
+        }
+        assert_eq!(*sizes.lock().unwrap(), [1, 9]);
     }
 }

@@ -83,7 +83,7 @@ pub fn run(data: &[u8]) {
         // Through the checker: accepted once, then refused as a replay.
         let mut config = crate::deaddrop::DeadDropConfig::in_dir(std::path::Path::new("/x"));
         config.rate_limit = 1;
-        let mut checker = Checker::new(&config, input.relay.clone());
+        let checker = Checker::new(&config, input.relay.clone());
         let body =
             serde_json::json!({"pubkey": PEM, "timestamp": ts, "signature": b64}).to_string();
         let now_ms = u64::try_from(now).unwrap_or(0) * 1000;

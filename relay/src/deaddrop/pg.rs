@@ -1,0 +1,771 @@
+//! The dead-drop store on PostgreSQL (`--deaddrop-store postgres://...`): the same
+//! [`Store`] semantics as the redb file, shared by every node pointed at one database.
+//!
+//! - A bounded `deadpool-postgres` pool on a small runtime of its own (one thread), so
+//!   the writer thread can run a batch to completion while readers on the HTTP runtime
+//!   use the same pool. Statements are prepared once per connection (`prepare_cached`).
+//! - Group commit: the [`super::store::Writer`] hands each queued batch to [`PgStore`] as
+//!   one transaction; every caller is answered after `COMMIT` returned. A batch takes a
+//!   transaction-scoped advisory lock first, so batches of all nodes are serialised and
+//!   the caps (per mailbox, mailboxes, bytes) hold across the cluster.
+//! - Schema: versioned migrations in `deaddrop_schema`, applied on start under an
+//!   advisory lock, so several nodes may start at once. The relay key every node serves
+//!   at `/pubkey` is stored in `deaddrop_relay_key` by the first node that starts.
+//! - Errors: a server that cannot be reached (connection refused or lost, shutting
+//!   down, pool timeout) is [`StoreError::unavailable`] (503 to clients); nothing is
+//!   acknowledged unless its transaction committed. Broken connections are dropped by
+//!   the pool and new ones made on the next batch, so service resumes by itself.
+
+use super::store::{
+    Delivered, EXPIRE_BATCH, Full, Mailbox, NewMessage, OVERHEAD_BYTES, Op, Outcome, Reader, Store,
+    StoreError, StoreLimits,
+};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+/// Connections the pool holds at most (the writer uses one at a time, readers the rest).
+pub const DEFAULT_POOL_SIZE: usize = 4;
+/// Connecting, and waiting for a pooled connection, give up after this.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// A batch (one transaction) gives up after this; its callers get 503.
+pub const BATCH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Advisory lock held while migrating (`tryst_m1` in ASCII).
+const MIGRATE_LOCK: i64 = 0x7472_7973_745f_6d31;
+/// Advisory lock every write batch takes first (`tryst_w1` in ASCII).
+const WRITE_LOCK: i64 = 0x7472_7973_745f_7731;
+
+/// The schema, one entry per version, applied in order, each once.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE deaddrop_messages (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        mailbox bytea NOT NULL,
+        deposit_id text NOT NULL UNIQUE,
+        payload bytea NOT NULL,
+        expires_at bigint NOT NULL
+    );
+    CREATE INDEX deaddrop_messages_mailbox ON deaddrop_messages (mailbox, seq);
+    CREATE INDEX deaddrop_messages_expiry ON deaddrop_messages (expires_at);
+    CREATE TABLE deaddrop_mailboxes (
+        mailbox bytea PRIMARY KEY,
+        pending bigint NOT NULL
+    );
+    CREATE TABLE deaddrop_totals (
+        id integer PRIMARY KEY CHECK (id = 1),
+        bytes bigint NOT NULL,
+        mailboxes bigint NOT NULL
+    );
+    INSERT INTO deaddrop_totals (id, bytes, mailboxes) VALUES (1, 0, 0);
+    CREATE TABLE deaddrop_relay_key (
+        id integer PRIMARY KEY CHECK (id = 1),
+        private_pem text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );",
+)];
+
+/// The newest schema version this build knows.
+pub fn schema_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// The parts of a store URL that are safe to print: never the password.
+pub fn describe(url: &str) -> String {
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return "postgres (unparsable URL)".into();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let mut out = format!("postgres host={}", hosts.join(","));
+    if let Some(db) = config.get_dbname() {
+        out.push_str(&format!(" dbname={db}"));
+    }
+    if let Some(user) = config.get_user() {
+        out.push_str(&format!(" user={user}"));
+    }
+    out
+}
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    let message = match e.as_db_error() {
+        Some(db) => format!("{}: {} ({})", e, db.message(), db.code().code()),
+        None => match std::error::Error::source(&e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
+    };
+    // No SQLSTATE: the connection itself failed. Class 08 connection exception, 57
+    // operator intervention (shutdown, cannot connect now), 53 insufficient
+    // resources, 40 serialization/deadlock: the server, not the request.
+    let server = match e.code() {
+        None => true,
+        Some(c) => ["08", "57", "53", "40"]
+            .iter()
+            .any(|class| c.code().starts_with(class)),
+    };
+    if server || e.is_closed() {
+        StoreError::unavailable(message)
+    } else {
+        StoreError::failed(message)
+    }
+}
+
+fn pool_err(e: PoolError) -> StoreError {
+    match e {
+        PoolError::Backend(e) => pg(e),
+        other => StoreError::unavailable(other.to_string()),
+    }
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn charge(id_len: usize, payload_len: usize) -> u64 {
+    (id_len + payload_len) as u64 + OVERHEAD_BYTES
+}
+
+/// The PostgreSQL-backed [`Store`].
+pub struct PgStore {
+    rt: tokio::runtime::Runtime,
+    pool: Pool,
+    limits: StoreLimits,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("pool", &self.pool.status())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://...` or `postgresql:///db?host=/socket/dir`),
+    /// applies the migrations this build knows, and settles the relay key: the one
+    /// stored in the database, or, if none is yet, the PKCS#8 PEM `offer_key` returns
+    /// (stored for every other node). Returns the store and the relay key PEM.
+    pub fn open(
+        url: &str,
+        limits: StoreLimits,
+        pool_size: usize,
+        offer_key: impl FnOnce() -> Result<String, StoreError>,
+    ) -> Result<(Self, String), StoreError> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::failed(format!("dead-drop store URL: {e}")))?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        if config.get_application_name().is_none() {
+            config.application_name("tryst");
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tryst-deaddrop-pg")
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::failed(format!("starting the store runtime: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::failed(format!("dead-drop store pool: {e}")))?;
+        let key = rt.block_on(migrate(&pool, offer_key))?;
+        Ok((Self { rt, pool, limits }, key))
+    }
+}
+
+async fn migrate(
+    pool: &Pool,
+    offer_key: impl FnOnce() -> Result<String, StoreError>,
+) -> Result<String, StoreError> {
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATE_LOCK])
+        .await
+        .map_err(pg)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS deaddrop_schema (
+            version integer PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await
+    .map_err(pg)?;
+    let current: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM deaddrop_schema", &[])
+        .await
+        .map_err(pg)?
+        .get(0);
+    if current > schema_version() {
+        return Err(StoreError::failed(format!(
+            "the database's dead-drop schema is version {current}, newer than this tryst \
+             knows ({}); upgrade tryst",
+            schema_version()
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.batch_execute(sql).await.map_err(pg)?;
+        tx.execute(
+            "INSERT INTO deaddrop_schema (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .map_err(pg)?;
+        tracing::info!(version, "dead-drop schema migrated");
+    }
+    let stored = tx
+        .query_opt(
+            "SELECT private_pem FROM deaddrop_relay_key WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(pg)?;
+    let pem = match stored {
+        Some(row) => row.get(0),
+        None => {
+            let pem = offer_key()?;
+            tx.execute(
+                "INSERT INTO deaddrop_relay_key (id, private_pem) VALUES (1, $1)",
+                &[&pem],
+            )
+            .await
+            .map_err(pg)?;
+            tracing::info!("dead-drop relay key stored in the database for every node");
+            pem
+        }
+    };
+    tx.commit().await.map_err(pg)?;
+    Ok(pem)
+}
+
+/// Counters of one batch, read once under the write lock and written back before
+/// `COMMIT` (as the redb store's `meta` and `pending` tables).
+struct Batch<'a> {
+    tx: &'a deadpool_postgres::Transaction<'a>,
+    limits: StoreLimits,
+    bytes: u64,
+    mailboxes: u64,
+    pending: HashMap<Mailbox, u64>,
+    dirty: Vec<Mailbox>,
+    totals_dirty: bool,
+}
+
+impl Batch<'_> {
+    async fn pending(&mut self, mailbox: &Mailbox) -> Result<u64, StoreError> {
+        if let Some(n) = self.pending.get(mailbox) {
+            return Ok(*n);
+        }
+        let st = self
+            .tx
+            .prepare_cached("SELECT pending FROM deaddrop_mailboxes WHERE mailbox = $1")
+            .await
+            .map_err(pg)?;
+        let n = self
+            .tx
+            .query_opt(&st, &[&mailbox.as_slice()])
+            .await
+            .map_err(pg)?
+            .map_or(0, |r| r.get::<_, i64>(0).max(0).unsigned_abs());
+        self.pending.insert(*mailbox, n);
+        Ok(n)
+    }
+
+    fn set_pending(&mut self, mailbox: &Mailbox, n: u64) {
+        self.pending.insert(*mailbox, n);
+        if !self.dirty.contains(mailbox) {
+            self.dirty.push(*mailbox);
+        }
+    }
+
+    /// Accounts for `removed` messages of `mailbox` charged `bytes` in all.
+    async fn removed(
+        &mut self,
+        mailbox: &Mailbox,
+        removed: u64,
+        bytes: u64,
+    ) -> Result<(), StoreError> {
+        if removed == 0 {
+            return Ok(());
+        }
+        let left = self.pending(mailbox).await?.saturating_sub(removed);
+        if left == 0 {
+            self.mailboxes = self.mailboxes.saturating_sub(1);
+        }
+        self.set_pending(mailbox, left);
+        self.bytes = self.bytes.saturating_sub(bytes);
+        self.totals_dirty = true;
+        Ok(())
+    }
+
+    async fn delete_seqs(&mut self, seqs: &[i64]) -> Result<u64, StoreError> {
+        if seqs.is_empty() {
+            return Ok(0);
+        }
+        let st = self
+            .tx
+            .prepare_cached("DELETE FROM deaddrop_messages WHERE seq = ANY($1)")
+            .await
+            .map_err(pg)?;
+        self.tx.execute(&st, &[&seqs]).await.map_err(pg)
+    }
+
+    async fn deposit(&mut self, m: &NewMessage) -> Result<Outcome, StoreError> {
+        let dup = self
+            .tx
+            .prepare_cached("SELECT 1 FROM deaddrop_messages WHERE deposit_id = $1")
+            .await
+            .map_err(pg)?;
+        if self
+            .tx
+            .query_opt(&dup, &[&m.deposit_id])
+            .await
+            .map_err(pg)?
+            .is_some()
+        {
+            // Already stored (a retried deposit): acknowledged again, not stored twice.
+            return Ok(Outcome::Deposited);
+        }
+        let count = self.pending(&m.mailbox).await?;
+        if count >= self.limits.max_pending {
+            return Ok(Outcome::Refused(Full::Mailbox));
+        }
+        if count == 0 && self.mailboxes >= self.limits.max_mailboxes {
+            return Ok(Outcome::Refused(Full::Mailboxes));
+        }
+        let cost = charge(m.deposit_id.len(), m.payload.len());
+        if self.bytes.saturating_add(cost) > self.limits.max_bytes {
+            return Ok(Outcome::Refused(Full::Bytes));
+        }
+        let insert = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO deaddrop_messages (mailbox, deposit_id, payload, expires_at) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .await
+            .map_err(pg)?;
+        self.tx
+            .execute(
+                &insert,
+                &[
+                    &m.mailbox.as_slice(),
+                    &m.deposit_id,
+                    &m.payload.as_bytes(),
+                    &int(m.expires_at),
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        self.set_pending(&m.mailbox, count + 1);
+        if count == 0 {
+            self.mailboxes += 1;
+        }
+        self.bytes += cost;
+        self.totals_dirty = true;
+        Ok(Outcome::Deposited)
+    }
+
+    async fn take(
+        &mut self,
+        mailbox: &Mailbox,
+        now: u64,
+        delete: bool,
+    ) -> Result<Outcome, StoreError> {
+        let list = self
+            .tx
+            .prepare_cached(
+                "SELECT seq, deposit_id, payload, expires_at FROM deaddrop_messages \
+                 WHERE mailbox = $1 ORDER BY seq",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = self
+            .tx
+            .query(&list, &[&mailbox.as_slice()])
+            .await
+            .map_err(pg)?;
+        let mut out = Vec::new();
+        let mut gone = Vec::new();
+        let mut gone_bytes = 0;
+        for row in rows {
+            let seq: i64 = row.get(0);
+            let deposit_id: String = row.get(1);
+            let payload = String::from_utf8(row.get(2))
+                .map_err(|_| StoreError::failed("corrupt message record"))?;
+            let expires_at: i64 = row.get(3);
+            let live = expires_at.max(0).unsigned_abs() > now;
+            if !live || delete {
+                gone.push(seq);
+                gone_bytes += charge(deposit_id.len(), payload.len());
+            }
+            if live {
+                out.push(Delivered {
+                    deposit_id,
+                    payload,
+                });
+            }
+        }
+        let n = self.delete_seqs(&gone).await?;
+        self.removed(mailbox, n, gone_bytes).await?;
+        Ok(Outcome::Messages(out))
+    }
+
+    async fn ack(&mut self, mailbox: &Mailbox, ids: &[String]) -> Result<Outcome, StoreError> {
+        if ids.is_empty() {
+            return Ok(Outcome::Removed(0));
+        }
+        let st = self
+            .tx
+            .prepare_cached(
+                "DELETE FROM deaddrop_messages WHERE mailbox = $1 AND deposit_id = ANY($2) \
+                 RETURNING octet_length(deposit_id) + octet_length(payload)",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = self
+            .tx
+            .query(&st, &[&mailbox.as_slice(), &ids])
+            .await
+            .map_err(pg)?;
+        let bytes: u64 = rows
+            .iter()
+            .map(|r| u64::from(r.get::<_, i32>(0).unsigned_abs()) + OVERHEAD_BYTES)
+            .sum();
+        self.removed(mailbox, rows.len() as u64, bytes).await?;
+        Ok(Outcome::Removed(rows.len()))
+    }
+
+    async fn expire(&mut self, now: u64) -> Result<Outcome, StoreError> {
+        let st = self
+            .tx
+            .prepare_cached(
+                "DELETE FROM deaddrop_messages WHERE seq IN (SELECT seq FROM deaddrop_messages \
+                 WHERE expires_at <= $1 ORDER BY expires_at LIMIT $2) \
+                 RETURNING mailbox, octet_length(deposit_id) + octet_length(payload)",
+            )
+            .await
+            .map_err(pg)?;
+        let rows = self
+            .tx
+            .query(&st, &[&int(now), &int(EXPIRE_BATCH as u64)])
+            .await
+            .map_err(pg)?;
+        let mut per: HashMap<Mailbox, (u64, u64)> = HashMap::new();
+        for r in &rows {
+            let mailbox: Mailbox = r
+                .get::<_, &[u8]>(0)
+                .try_into()
+                .map_err(|_| StoreError::failed("corrupt mailbox"))?;
+            let e = per.entry(mailbox).or_default();
+            e.0 += 1;
+            e.1 += u64::from(r.get::<_, i32>(1).unsigned_abs()) + OVERHEAD_BYTES;
+        }
+        for (mailbox, (n, bytes)) in per {
+            self.removed(&mailbox, n, bytes).await?;
+        }
+        Ok(Outcome::Removed(rows.len()))
+    }
+
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        let put = self
+            .tx
+            .prepare_cached(
+                "INSERT INTO deaddrop_mailboxes (mailbox, pending) VALUES ($1, $2) \
+                 ON CONFLICT (mailbox) DO UPDATE SET pending = EXCLUDED.pending",
+            )
+            .await
+            .map_err(pg)?;
+        let del = self
+            .tx
+            .prepare_cached("DELETE FROM deaddrop_mailboxes WHERE mailbox = $1")
+            .await
+            .map_err(pg)?;
+        for mailbox in std::mem::take(&mut self.dirty) {
+            let n = self.pending.get(&mailbox).copied().unwrap_or(0);
+            if n == 0 {
+                self.tx
+                    .execute(&del, &[&mailbox.as_slice()])
+                    .await
+                    .map_err(pg)?;
+            } else {
+                self.tx
+                    .execute(&put, &[&mailbox.as_slice(), &int(n)])
+                    .await
+                    .map_err(pg)?;
+            }
+        }
+        if self.totals_dirty {
+            let st = self
+                .tx
+                .prepare_cached(
+                    "UPDATE deaddrop_totals SET bytes = $1, mailboxes = $2 WHERE id = 1",
+                )
+                .await
+                .map_err(pg)?;
+            self.tx
+                .execute(&st, &[&int(self.bytes), &int(self.mailboxes)])
+                .await
+                .map_err(pg)?;
+        }
+        Ok(())
+    }
+}
+
+async fn apply_batch(
+    pool: &Pool,
+    ops: &[Op],
+    limits: StoreLimits,
+) -> Result<Vec<Outcome>, StoreError> {
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(pg)?;
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock($1)")
+        .await
+        .map_err(pg)?;
+    tx.execute(&lock, &[&WRITE_LOCK]).await.map_err(pg)?;
+    let totals = tx
+        .prepare_cached("SELECT bytes, mailboxes FROM deaddrop_totals WHERE id = 1")
+        .await
+        .map_err(pg)?;
+    let row = tx.query_one(&totals, &[]).await.map_err(pg)?;
+    let mut batch = Batch {
+        tx: &tx,
+        limits,
+        bytes: row.get::<_, i64>(0).max(0).unsigned_abs(),
+        mailboxes: row.get::<_, i64>(1).max(0).unsigned_abs(),
+        pending: HashMap::new(),
+        dirty: Vec::new(),
+        totals_dirty: false,
+    };
+    let mut out = Vec::with_capacity(ops.len());
+    for op in ops {
+        out.push(match op {
+            Op::Deposit(m) => batch.deposit(m).await?,
+            Op::Take {
+                mailbox,
+                now,
+                delete,
+            } => batch.take(mailbox, *now, *delete).await?,
+            Op::Ack { mailbox, ids } => batch.ack(mailbox, ids).await?,
+            Op::Expire { now } => batch.expire(*now).await?,
+        });
+    }
+    batch.flush().await?;
+    drop(batch);
+    tx.commit().await.map_err(pg)?;
+    Ok(out)
+}
+
+impl Store for PgStore {
+    fn apply(&mut self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+        let (pool, limits) = (&self.pool, self.limits);
+        self.rt.block_on(async {
+            tokio::time::timeout(BATCH_TIMEOUT, apply_batch(pool, ops, limits))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::unavailable("store batch timed out")))
+        })
+    }
+
+    fn recover(&mut self) -> Result<(), StoreError> {
+        // After a failed batch, drop the idle connections: one that silently lost its
+        // server (a failover, a partition) would otherwise be handed out again and time
+        // out again. The next batch connects afresh.
+        self.pool.retain(|_, _| false);
+        Ok(())
+    }
+
+    fn reader(&self) -> Reader {
+        Reader::Postgres(PgReader {
+            rt: self.rt.handle().clone(),
+            pool: self.pool.clone(),
+        })
+    }
+}
+
+/// Read-only queries on the pool, from any runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct PgReader {
+    rt: tokio::runtime::Handle,
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgReader").finish_non_exhaustive()
+    }
+}
+
+impl PgReader {
+    pub(super) async fn has_live(&self, mailbox: &Mailbox, now: u64) -> Result<bool, StoreError> {
+        let (pool, mailbox, now) = (self.pool.clone(), *mailbox, int(now));
+        // On the store's runtime, where the pooled connections' tasks live.
+        let task = self.rt.spawn(async move {
+            let client = pool.get().await.map_err(pool_err)?;
+            let st = client
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM deaddrop_messages \
+                     WHERE mailbox = $1 AND expires_at > $2)",
+                )
+                .await
+                .map_err(pg)?;
+            let row = client
+                .query_one(&st, &[&mailbox.as_slice(), &now])
+                .await
+                .map_err(pg)?;
+            Ok(row.get::<_, bool>(0))
+        });
+        match tokio::time::timeout(BATCH_TIMEOUT, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(StoreError::unavailable(format!("store reader: {e}"))),
+            Err(_) => Err(StoreError::unavailable("store read timed out")),
+        }
+    }
+}
+
+/// Helpers for tests (unit, integration, benchmarks): a throw-away database on the
+/// cluster scripts/pg-test.sh starts.
+#[doc(hidden)]
+pub mod testing {
+    use super::StoreError;
+
+    /// The variable naming the test cluster's unix socket directory; set by
+    /// scripts/test.sh (CI). Unset: PostgreSQL tests report themselves skipped.
+    pub const SOCKET_ENV: &str = "TRYST_TEST_PG";
+
+    /// The URL of a new, empty database on the test cluster at `socket_dir`.
+    pub fn fresh_database_at(socket_dir: &str) -> Result<String, StoreError> {
+        let name = format!("tryst_{:016x}", rand::random::<u64>());
+        let admin = format!("postgresql:///postgres?host={socket_dir}&user=postgres");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::failed(e.to_string()))?;
+        rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                .await
+                .map_err(super::pg)?;
+            let conn = tokio::spawn(conn);
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .map_err(super::pg)?;
+            drop(client);
+            let _ = conn.await;
+            Ok::<_, StoreError>(())
+        })?;
+        Ok(format!(
+            "postgresql:///{name}?host={socket_dir}&user=postgres"
+        ))
+    }
+
+    /// A new database on the cluster `TRYST_TEST_PG` names: `None` when the variable is
+    /// unset (the caller reports the test skipped); an error when it is set but the
+    /// cluster cannot be used (the test must fail: CI sets it).
+    pub fn fresh_database() -> Result<Option<String>, StoreError> {
+        match std::env::var(SOCKET_ENV) {
+            Ok(dir) if !dir.is_empty() => fresh_database_at(&dir).map(Some),
+            _ => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: StoreLimits = StoreLimits {
+        max_pending: 8,
+        max_mailboxes: 8,
+        max_bytes: 1 << 20,
+    };
+
+    fn database(test: &str) -> Option<String> {
+        let url =
+            testing::fresh_database().expect("TRYST_TEST_PG is set but its cluster is unusable");
+        if url.is_none() {
+            eprintln!(
+                "\n*** SKIPPED {test}: TRYST_TEST_PG is not set (./scripts/test.sh sets it) ***\n"
+            );
+        }
+        url
+    }
+
+    /// Several nodes starting at once on an empty database: one migrates, all agree on
+    /// the first stored relay key; a later start migrates nothing and offers no key.
+    #[test]
+    fn nodes_starting_at_once_migrate_once_and_share_one_key() {
+        let Some(url) = database("nodes_starting_at_once_migrate_once_and_share_one_key") else {
+            return;
+        };
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let nodes: Vec<_> = (0..4)
+            .map(|i| {
+                let (url, barrier) = (url.clone(), std::sync::Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    let (_store, key) =
+                        PgStore::open(&url, LIMITS, 2, || Ok(format!("key of node {i}"))).unwrap();
+                    key
+                })
+            })
+            .collect();
+        let keys: Vec<String> = nodes.into_iter().map(|n| n.join().unwrap()).collect();
+        assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+        assert!(keys[0].starts_with("key of node "));
+        let (store, key) = PgStore::open(&url, LIMITS, 2, || {
+            Err(StoreError::failed("the key is already stored: not asked"))
+        })
+        .unwrap();
+        assert_eq!(key, keys[0]);
+        let versions: Vec<i32> = store.rt.block_on(async {
+            let c = store.pool.get().await.unwrap();
+            c.query("SELECT version FROM deaddrop_schema", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        });
+        assert_eq!(versions, [schema_version()]);
+    }
+
+    /// No server behind the URL: refused as unavailable (503 to clients), not as a
+    /// failure of the store.
+    #[test]
+    fn unreachable_server_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!(
+            "postgresql:///nothing?host={}&user=postgres",
+            dir.path().display()
+        );
+        let e = PgStore::open(&url, LIMITS, 1, || Ok(String::new())).unwrap_err();
+        assert!(e.unavailable, "{e}");
+    }
+
+    #[test]
+    fn describe_never_shows_the_password() {
+        let d = describe("postgres://tryst:hunter2@db.example:5433/mail");
+        assert_eq!(d, "postgres host=db.example dbname=mail user=tryst");
+        let d = describe("postgresql:///mail?host=/run/postgresql&password=hunter2");
+        assert_eq!(d, "postgres host=/run/postgresql dbname=mail");
+    }
+}
