@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// serve would, print a summary and exit, without binding or starting workers.
     #[arg(long)]
     pub check_config: bool,
+    /// Set by the supervisor for its workers, never by hand: the unix second the relay
+    /// started. A worker refuses proofs stamped at or before it (the replay caches are in
+    /// memory; see docs/reliability.md).
+    #[arg(long, hide = true, value_name = "UNIX")]
+    pub replay_floor: Option<u64>,
     /// The settings (each also settable in the config file).
     #[command(flatten)]
     pub settings: Settings,

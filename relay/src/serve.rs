@@ -22,7 +22,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tryst_engine::driver::{Engine, Listener, run_worker};
 use tryst_engine::node::{CompatRouter, CompatRouterConfig};
 
-use crate::hive::connect::HiveConnect;
+use crate::hive::connect::{HiveConnect, HiveConnectConfig};
 use crate::router::RelayRouter;
 use tryst_engine::route::{NativeRouterConfig, Transport};
 
@@ -93,6 +93,65 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Blocks until the wall clock has left unix second `second` (at most one second).
+///
+/// The supervisor does this before it binds: a relay started in second `S` refuses
+/// every proof stamped at or before `S` (its replay caches are empty, and the relay it
+/// replaces may have accepted those), so it serves only from `S + 1` on, when the proofs
+/// its clients make are no longer refused.
+fn wait_past_second(second: u64) {
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        if now.as_secs() > second {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(second.saturating_add(1)).saturating_sub(now));
+    }
+}
+
+/// The replay floor of a worker: the relay's (`relay_floor`, the supervisor's start
+/// second; it serves from the next second on) for the first worker in its slot, so the
+/// proofs clients make once the relay serves are accepted; its own start second `own`
+/// for a worker that replaces one that died, which may have accepted proofs stamped up
+/// to now. Without a relay floor (a worker started by hand) it is `own`.
+pub fn worker_replay_floor(relay_floor: Option<u64>, replaces_another: bool, own: u64) -> u64 {
+    match relay_floor {
+        Some(floor) if !replaces_another => floor,
+        _ => own,
+    }
+}
+
+/// Whether this worker process replaces one that ran in its slot under the same
+/// supervisor. Each worker records its supervisor's pid and the relay floor in a file
+/// of the data directory named after its slot (the engine's `TRYST_WORKER` value); a
+/// worker that finds its own record there is a replacement. When the file cannot be
+/// written the worker counts as the first (the relay floor applies) and says so.
+fn replaces_another_worker(data_dir: &Path, relay_floor: u64) -> bool {
+    let slot: String = std::env::var("TRYST_WORKER")
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let dir = data_dir.join("workers");
+    let path = dir.join(format!("slot-{slot}"));
+    let record = format!("{} {relay_floor}\n", std::os::unix::process::parent_id());
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == record) {
+        return true;
+    }
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, record)) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record this worker's start; replay floor is the relay's");
+    }
+    false
+}
+
 /// The two lines `tryst serve` prints first on stdout.
 pub fn startup_lines(listening: SocketAddr, data_dir: &Path) -> String {
     format!(
@@ -103,6 +162,9 @@ pub fn startup_lines(listening: SocketAddr, data_dir: &Path) -> String {
 
 /// Runs the supervisor until SIGTERM/SIGINT has drained every worker.
 pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
+    // Every replay cache starts empty: refuse proofs stamped up to this second, and
+    // serve only from the next one (see `wait_past_second`).
+    let started = unix_now();
     match raise_nofile_limit() {
         Ok((soft, hard)) => tracing::debug!(soft, hard, "RLIMIT_NOFILE"),
         Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
@@ -126,7 +188,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         );
     }
     drop(secrets);
-    let (deaddrop, generated) = crate::deaddrop::DeadDrop::open(config.deaddrop.clone())?;
+    let (deaddrop, generated) = crate::deaddrop::DeadDrop::open(config.deaddrop.clone(), started)?;
     if generated {
         tracing::info!(path = %config.deaddrop.key_path.display(), "dead-drop key generated");
     }
@@ -144,6 +206,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         Signals::install()?
     };
 
+    wait_past_second(started);
     let listener = bind_listener(config.listen).map_err(|source| ServeError::Bind {
         addr: config.listen,
         source,
@@ -208,10 +271,12 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         "starting"
     );
 
-    let worker_args = std::env::args_os().skip(1).collect();
+    let mut worker_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    worker_args.push("--replay-floor".into());
+    worker_args.push(started.to_string().into());
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
-    runtime.block_on(supervise(engine, &config, signals, deaddrop, stun))
+    runtime.block_on(supervise(engine, &config, signals, deaddrop, stun, started))
 }
 
 /// The signals the supervisor acts on.
@@ -248,9 +313,10 @@ async fn supervise(
     signals: Signals,
     deaddrop: crate::deaddrop::DeadDrop,
     stun: Option<std::net::UdpSocket>,
+    started: u64,
 ) -> Result<(), ServeError> {
     let (stats, mut stats_requests) = StatsRequester::channel(64);
-    let hive = crate::hive::Hive::new(config.hive.clone());
+    let hive = crate::hive::Hive::new(config.hive.clone()).with_replay_floor(started);
     hive.start_background();
     let http = HttpService::with_hive(
         HttpLimits {
@@ -381,21 +447,40 @@ fn begin_shutdown(engine: &mut Engine, http: &HttpService, shutting_down: &mut b
 /// node-rendezvous with `--totp-skew-steps` and `--node-park-mode`, whose defaults are
 /// upstream's: current TOTP step only, a newer park replaces the older) and runs the
 /// engine's event loop until shutdown.
-pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
+///
+/// Every replay cache here is in this process's memory, so it is given a replay floor
+/// ([`worker_replay_floor`]): proofs stamped at or before it may have been accepted by
+/// the worker this one replaces (after a crash) or by the previous relay, and are
+/// refused as replays (docs/reliability.md).
+pub fn run_worker_process(
+    config: &ServeConfig,
+    relay_floor: Option<u64>,
+) -> Result<(), ServeError> {
+    let own = unix_now();
+    let replaces = relay_floor.is_some_and(|f| replaces_another_worker(&config.data_dir, f));
+    let started_unix = worker_replay_floor(relay_floor, replaces, own);
     let secrets = FileSecrets::load(&config.secrets_path)?;
     let router = RelayRouter::new(CompatRouter::new(
         secrets,
         CompatRouterConfig {
             native: NativeRouterConfig {
                 proof_window_secs: config.proof_window_secs,
+                started_unix,
                 ..NativeRouterConfig::default()
             },
             totp_skew_steps: config.totp_skew_steps,
             node_park_mode: config.node_park_mode,
         },
     ))
-    .with_family(Box::new(HiveConnect::with_policy(config.hive.policy)))
-    .with_family(Box::new(crate::tag::TagFamily::new(config.tag)));
+    .with_family(Box::new(HiveConnect::new(HiveConnectConfig {
+        policy: config.hive.policy,
+        proof_window_secs: config.proof_window_secs,
+        started_unix: Some(started_unix),
+        ..HiveConnectConfig::default()
+    })))
+    .with_family(Box::new(
+        crate::tag::TagFamily::new(config.tag).started_at(started_unix),
+    ));
     let tls = config.tls.clone().map(|tls| {
         let data_dir = config.data_dir.clone();
         Box::new(move || {

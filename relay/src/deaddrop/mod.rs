@@ -158,8 +158,10 @@ fn unix_now_ms() -> u64 {
 
 impl DeadDrop {
     /// Loads or generates the relay key, opens the store and starts its writer thread.
-    /// Returns the service and whether the key was generated now.
-    pub fn open(config: DeadDropConfig) -> Result<(Self, bool), DeadDropError> {
+    /// Returns the service and whether the key was generated now. `started` is the unix
+    /// second the relay started: the proof replay cache is in memory, so proofs stamped
+    /// at or before it are refused as replays.
+    pub fn open(config: DeadDropConfig, started: u64) -> Result<(Self, bool), DeadDropError> {
         let (key, generated) = keys::load_or_generate(&config.key_path)?;
         let relay_pem = keys::public_pem(&key.to_public_key());
         drop(key);
@@ -176,7 +178,8 @@ impl DeadDrop {
             source,
         })?;
         let writer = Writer::spawn(store, WRITER_QUEUE, Duration::from_secs(10), unix_now);
-        let checker = Checker::new(&config, relay_pem);
+        let started = i64::try_from(started).unwrap_or(i64::MAX);
+        let checker = Checker::new(&config, relay_pem).started_at(started);
         Ok((
             Self {
                 inner: Arc::new(DeadDropInner {

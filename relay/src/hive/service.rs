@@ -197,6 +197,20 @@ impl Drop for WaitGuard<'_> {
 }
 
 impl Hive {
+    /// The same service in a relay that started in unix second `started`: the drain
+    /// nonces are in memory, so drain proofs stamped at or before it are refused as
+    /// replays (an earlier relay may have accepted them).
+    #[must_use]
+    pub fn with_replay_floor(self, started: u64) -> Self {
+        {
+            let mut state = self.lock();
+            let cap = self.inner.config.forward.max_nonces;
+            state.replay =
+                ReplayCache::new(cap).started_at(i64::try_from(started).unwrap_or(i64::MAX));
+        }
+        self
+    }
+
     /// A service with `config` (no background tasks yet; see [`Hive::start_background`]).
     pub fn new(config: HiveConfig) -> Self {
         let state = State {
