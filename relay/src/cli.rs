@@ -237,6 +237,10 @@ pub struct Settings {
     /// Answer STUN Binding requests (RFC 8489) on this UDP address [default: off].
     #[arg(long, env = "TRYST_STUN_LISTEN", value_name = "ADDR")]
     pub stun_listen: Option<SocketAddr>,
+    /// Serve /metrics and /healthz for operators on this TCP address (e.g.
+    /// 127.0.0.1:9400); the public listeners then stop serving /metrics [default: off].
+    #[arg(long, env = "TRYST_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -303,6 +307,7 @@ impl Settings {
             forward_total_bytes: self.forward_total_bytes.or(fallback.forward_total_bytes),
             hive_board: self.hive_board.or(fallback.hive_board),
             stun_listen: self.stun_listen.or(fallback.stun_listen),
+            metrics_listen: self.metrics_listen.or(fallback.metrics_listen),
         }
     }
 }

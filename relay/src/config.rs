@@ -154,6 +154,9 @@ pub struct ServeConfig {
     pub hive: crate::hive::HiveConfig,
     /// The UDP address of the STUN Binding responder, when one is configured.
     pub stun_listen: Option<SocketAddr>,
+    /// The operators' address for `/metrics` and `/healthz`, when one is configured;
+    /// the public listeners then answer `/metrics` as an unknown path.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -330,6 +333,7 @@ impl ServeConfig {
             deaddrop,
             hive,
             stun_listen: s.stun_listen,
+            metrics_listen: s.metrics_listen,
             tls,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
             data_dir,

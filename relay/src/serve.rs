@@ -254,6 +254,15 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         tls_lines.push_str(&format!("tryst: stun listening on {stun_local}\n"));
         stun = Some(socket);
     }
+    let mut metrics = None;
+    if let Some(addr) = config.metrics_listen {
+        let socket = bind_listener(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        let metrics_local = socket
+            .local_addr()
+            .map_err(io_err("reading the bound address"))?;
+        tls_lines.push_str(&format!("tryst: metrics listening on {metrics_local}\n"));
+        metrics = Some(socket);
+    }
     {
         let mut out = io::stdout().lock();
         out.write_all(startup_lines(local, &config.data_dir).as_bytes())
@@ -276,7 +285,8 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     worker_args.push(started.to_string().into());
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
-    runtime.block_on(supervise(engine, &config, signals, deaddrop, stun, started))
+    let side = SideListeners { stun, metrics };
+    runtime.block_on(supervise(engine, &config, signals, deaddrop, side, started))
 }
 
 /// The signals the supervisor acts on.
@@ -307,14 +317,23 @@ fn inbox_readiness(engine: &Engine) -> io::Result<tokio::net::UnixDatagram> {
     tokio::net::UnixDatagram::from_std(std::os::unix::net::UnixDatagram::from(fd))
 }
 
+/// The supervisor's own sockets besides the engine's listeners.
+struct SideListeners {
+    /// `--stun-listen`.
+    stun: Option<std::net::UdpSocket>,
+    /// `--metrics-listen`.
+    metrics: Option<TcpListener>,
+}
+
 async fn supervise(
     mut engine: Engine,
     config: &ServeConfig,
     signals: Signals,
     deaddrop: crate::deaddrop::DeadDrop,
-    stun: Option<std::net::UdpSocket>,
+    side: SideListeners,
     started: u64,
 ) -> Result<(), ServeError> {
+    let SideListeners { stun, metrics } = side;
     let (stats, mut stats_requests) = StatsRequester::channel(64);
     let hive = crate::hive::Hive::new(config.hive.clone()).with_replay_floor(started);
     hive.start_background();
@@ -337,6 +356,28 @@ async fn supervise(
         tokio::spawn(async move {
             if let Err(e) = crate::stun::server::run(socket, counters).await {
                 tracing::error!(error = %e, "stun: responder stopped");
+            }
+        });
+    }
+    if let Some(listener) = metrics {
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err("registering the metrics listener"))?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(io_err("registering the metrics listener"))?;
+        http.make_metrics_private();
+        let http = http.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => http.accept_operator(stream),
+                    Err(e) => {
+                        // Out of descriptors and the like: the engine's listeners have
+                        // their own back-off; here one short pause is enough.
+                        tracing::warn!(error = %e, "metrics listener: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
             }
         });
     }
@@ -470,6 +511,7 @@ pub fn run_worker_process(
             },
             totp_skew_steps: config.totp_skew_steps,
             node_park_mode: config.node_park_mode,
+            metrics_private: config.metrics_listen.is_some(),
         },
     ))
     .with_family(Box::new(HiveConnect::new(HiveConnectConfig {
@@ -556,6 +598,10 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         .stun_listen
         .map(|addr| format!("stun listen     {addr}\n"))
         .unwrap_or_default();
+    let metrics = config
+        .metrics_listen
+        .map(|addr| format!("metrics listen  {addr} (/metrics only there)\n"))
+        .unwrap_or_default();
     let mirrors = if config.hive.mirrors.is_empty() {
         String::new()
     } else {
@@ -572,6 +618,7 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
          listen          {}\n\
          {tls}\
          {stun}\
+         {metrics}\
          data directory  {} ({dir_note})\n\
          secrets         {} ({secrets} {})\n\
          workers         {} ({} sockets each)\n\

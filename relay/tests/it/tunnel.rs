@@ -26,6 +26,8 @@ pub(crate) struct Relay {
     pub(crate) tls_addr: Option<SocketAddr>,
     /// The STUN responder's address, when started with `--stun-listen`.
     pub(crate) stun_addr: Option<SocketAddr>,
+    /// The operators' address, when started with `--metrics-listen`.
+    pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) dir: tempfile::TempDir,
 }
 
@@ -173,17 +175,29 @@ impl Relay {
             }
             String::from_utf8(line).unwrap()
         };
-        // Startup lines, in the order `serve` prints them.
-        let addr = listening(&read_line(), "tryst: listening on ");
-        let _data_dir = read_line();
-        let tls_addr = extra.contains(&"--tls-listen").then(|| {
-            let tls = listening(&read_line(), "tryst: tls listening on ");
-            let _certificate = read_line();
-            tls
-        });
-        let stun_addr = extra
-            .contains(&"--stun-listen")
-            .then(|| listening(&read_line(), "tryst: stun listening on "));
+        // Startup lines, found by name: two always, two with TLS, one per side listener
+        // (docs/configuration.md promises named lines, not an order or a count).
+        let count = 2
+            + 2 * usize::from(extra.contains(&"--tls-listen"))
+            + usize::from(extra.contains(&"--stun-listen"))
+            + usize::from(extra.contains(&"--metrics-listen"));
+        let lines: Vec<String> = (0..count).map(|_| read_line()).collect();
+        let named = |prefix: &str| {
+            lines
+                .iter()
+                .find(|l| l.starts_with(prefix))
+                .map(|l| listening(l, prefix))
+        };
+        let addr = named("tryst: listening on ").expect("a listening line");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("tryst: data directory ")),
+            "{lines:?}"
+        );
+        let tls_addr = named("tryst: tls listening on ");
+        let stun_addr = named("tryst: stun listening on ");
+        let metrics_addr = named("tryst: metrics listening on ");
         // Keep draining stdout so the relay never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         Self {
@@ -191,6 +205,7 @@ impl Relay {
             addr,
             tls_addr,
             stun_addr,
+            metrics_addr,
             dir,
         }
     }
@@ -227,8 +242,13 @@ impl Relay {
         read_to_close(&mut s)
     }
 
+    /// The `/metrics` text (from the operators' listener when there is one).
     pub(crate) fn metrics(&self) -> String {
-        self.exchange(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        let request = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        match self.metrics_addr {
+            Some(addr) => exchange_at(addr, request),
+            None => self.exchange(request),
+        }
     }
 
     /// Sums a metric's samples (all label sets).
@@ -328,6 +348,14 @@ pub(crate) fn read_exact_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0; n];
     s.read_exact(&mut buf).unwrap();
     buf
+}
+
+/// Sends raw bytes to `addr` and returns everything answered until it closes.
+pub(crate) fn exchange_at(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request).unwrap();
+    read_to_close(&mut s)
 }
 
 pub(crate) fn read_to_close(s: &mut TcpStream) -> String {
