@@ -1010,3 +1010,43 @@ fn the_proof_ts_is_signed_as_sent_and_staleness_is_checked_before_the_mac() {
         "{refusal}"
     );
 }
+
+/// Issue 12 item 8: absurd, negative or conflicting `Content-Length`, and
+/// `Content-Length` with chunked, are refused by the worker in the owning family's
+/// shape (not hyper's empty 400) and counted as `malformed_head`.
+#[test]
+fn bad_content_length_is_refused_in_the_family_shape_and_counted() {
+    let relay = Relay::start(&[]);
+    let exact = |body: &str| {
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let hivemind = exact(r#"{"reason":"malformed_body","status":"error"}"#);
+    let framings = [
+        "Content-Length: -1\r\n",
+        "Content-Length: 99999999999999999999\r\n",
+        "Content-Length: 2\r\nContent-Length: 3\r\n",
+        "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+    ];
+    for framing in framings {
+        let request = format!("POST /deposit HTTP/1.1\r\nHost: t\r\n{framing}\r\n{{}}");
+        assert_eq!(relay.exchange(request.as_bytes()), hivemind, "{framing:?}");
+    }
+    let hive = format!(
+        "POST /v1/rendezvous HTTP/1.1\r\nHost: t\r\n{}\r\n{{}}",
+        framings[0]
+    );
+    assert_eq!(
+        relay.exchange(hive.as_bytes()),
+        exact(r#"{"error":"malformed request framing"}"#)
+    );
+    let health = format!("GET /healthz HTTP/1.1\r\nHost: t\r\n{}\r\n", framings[2]);
+    assert_eq!(
+        relay.exchange(health.as_bytes()),
+        String::from_utf8(tryst_engine::reject::Rejection::MalformedHead.response()).unwrap()
+    );
+    let series = "tryst_rejections_total{reason=\"malformed_head\"}";
+    assert_eq!(relay.await_value(6, |text| series_value(text, series)), 6);
+}
