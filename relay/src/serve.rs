@@ -336,6 +336,14 @@ async fn supervise(
     let SideListeners { stun, metrics } = side;
     let (stats, mut stats_requests) = StatsRequester::channel(64);
     let hive = crate::hive::Hive::new(config.hive.clone()).with_replay_floor(started);
+    if let Some(port) = stun
+        .as_ref()
+        .and_then(|s| s.local_addr().ok())
+        .map(|a| a.port())
+    {
+        // Devices learn where to ask for their reflexive address from /v1/health.
+        hive.set_stun_port(port);
+    }
     hive.start_background();
     let http = HttpService::with_hive(
         HttpLimits {
