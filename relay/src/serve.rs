@@ -689,6 +689,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_replacement_worker_takes_its_own_start_as_replay_floor() {
+        // The first worker in a slot takes the relay's floor, whenever it starts.
+        assert_eq!(worker_replay_floor(Some(100), false, 100), 100);
+        assert_eq!(worker_replay_floor(Some(100), false, 105), 100);
+        // A replacement takes its own start second.
+        assert_eq!(worker_replay_floor(Some(100), true, 105), 105);
+        // Started by hand (no relay floor): its own.
+        assert_eq!(worker_replay_floor(None, false, 105), 105);
+    }
+
+    #[test]
+    fn a_worker_finds_its_own_record_only_under_the_same_supervisor_and_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!replaces_another_worker(dir.path(), 100));
+        assert!(replaces_another_worker(dir.path(), 100));
+        // Another relay start (another floor): a first worker again.
+        assert!(!replaces_another_worker(dir.path(), 101));
+        assert!(replaces_another_worker(dir.path(), 101));
+    }
+
+    #[test]
     fn startup_lines_are_the_agreed_ones() {
         assert_eq!(
             startup_lines(
