@@ -65,6 +65,7 @@ impl Stream {
             id: RendezvousId([7; 16]),
             proof: Proof {
                 ts: TS,
+                ts_leading_zeros: 0,
                 nonce: vec![0; 8],
                 mac: [0; 32],
             },

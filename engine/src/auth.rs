@@ -81,6 +81,9 @@ impl Operation {
 pub struct Proof {
     /// Claimed unix time in seconds.
     pub ts: u64,
+    /// Zeros the client sent before `ts`'s significant digits (`ts=007` has 2). The MAC
+    /// covers the digits exactly as sent, so they are part of the proof.
+    pub ts_leading_zeros: u8,
     /// Nonce bytes (8 to 32).
     pub nonce: Vec<u8>,
     /// The 32-byte HMAC-SHA256 tag.
@@ -116,16 +119,19 @@ pub enum ProofError {
 fn write_message(
     op: Operation,
     id: &RendezvousId,
-    ts: u64,
+    (ts, leading_zeros): (u64, u8),
     nonce: &[u8],
     mut sink: impl FnMut(&[u8]),
 ) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    const ZEROS: &[u8; MAX_TS_DIGITS] = &[b'0'; MAX_TS_DIGITS];
     sink(MESSAGE_PREFIX);
     sink(op.label().as_bytes());
     sink(b"\n");
     sink(&id.canonical());
     sink(b"\n");
+    // A parsed proof has at most MAX_TS_DIGITS digits in all, so this never truncates.
+    sink(&ZEROS[..usize::from(leading_zeros).min(MAX_TS_DIGITS)]);
     let mut digits = [0u8; MAX_TS_DIGITS];
     let mut start = digits.len();
     let mut rest = ts;
@@ -152,7 +158,7 @@ fn write_message(
 /// Builds the signed message for `op`, `id`, `ts` and `nonce`.
 pub fn proof_message(op: Operation, id: &RendezvousId, ts: u64, nonce: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(96 + 2 * nonce.len());
-    write_message(op, id, ts, nonce, |part| out.extend_from_slice(part));
+    write_message(op, id, (ts, 0), nonce, |part| out.extend_from_slice(part));
     out
 }
 
@@ -161,15 +167,34 @@ fn keyed(key: &[u8]) -> HmacSha256 {
     HmacSha256::new_from_slice(key).expect("HMAC accepts keys of every length")
 }
 
-fn mac_state(key: &[u8], op: Operation, id: &RendezvousId, ts: u64, nonce: &[u8]) -> HmacSha256 {
+fn mac_state(
+    key: &[u8],
+    op: Operation,
+    id: &RendezvousId,
+    ts: (u64, u8),
+    nonce: &[u8],
+) -> HmacSha256 {
     let mut mac = keyed(key);
     write_message(op, id, ts, nonce, |part| mac.update(part));
     mac
 }
 
-/// Computes the MAC for a proof.
+/// Computes the MAC for a proof whose `ts` is sent in canonical decimal (no leading zeros).
 pub fn sign(secret: &Secret, op: Operation, id: &RendezvousId, ts: u64, nonce: &[u8]) -> [u8; 32] {
-    mac_state(secret.expose(), op, id, ts, nonce)
+    sign_padded(secret, op, id, ts, 0, nonce)
+}
+
+/// Computes the MAC for a proof whose `ts` is sent with `leading_zeros` zeros before its
+/// significant digits (the MAC covers `ts` exactly as sent).
+pub fn sign_padded(
+    secret: &Secret,
+    op: Operation,
+    id: &RendezvousId,
+    ts: u64,
+    leading_zeros: u8,
+    nonce: &[u8],
+) -> [u8; 32] {
+    mac_state(secret.expose(), op, id, (ts, leading_zeros), nonce)
         .finalize()
         .into_bytes()
         .into()
@@ -212,16 +237,24 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-fn parse_ts(v: &[u8]) -> Option<u64> {
+/// `ts` and the count of zeros sent before its significant digits.
+fn parse_ts(v: &[u8]) -> Option<(u64, u8)> {
     if v.is_empty() || v.len() > MAX_TS_DIGITS {
         return None;
     }
-    v.iter().try_fold(0u64, |acc, &c| {
+    let ts = v.iter().try_fold(0u64, |acc, &c| {
         if !c.is_ascii_digit() {
             return None;
         }
         acc.checked_mul(10)?.checked_add(u64::from(c - b'0'))
-    })
+    })?;
+    // Keep one digit for ts = 0 ("000" is two zeros before "0"); at most 19, fits a u8.
+    let zeros = v
+        .iter()
+        .take(v.len() - 1)
+        .take_while(|&&c| c == b'0')
+        .count();
+    Some((ts, u8::try_from(zeros).ok()?))
 }
 
 fn parse_nonce(v: &[u8]) -> Option<Vec<u8>> {
@@ -292,7 +325,12 @@ pub fn parse_proof(value: &[u8]) -> Result<Proof, ProofError> {
         }
     }
     match (ts, nonce, mac) {
-        (Some(ts), Some(nonce), Some(mac)) => Ok(Proof { ts, nonce, mac }),
+        (Some((ts, ts_leading_zeros)), Some(nonce), Some(mac)) => Ok(Proof {
+            ts,
+            ts_leading_zeros,
+            nonce,
+            mac,
+        }),
         _ => Err(ProofError::Malformed),
     }
 }
@@ -315,9 +353,15 @@ pub fn verify(
         return Err(ProofError::StaleTimestamp);
     }
     let key = secret.map_or(&DUMMY_KEY[..], Secret::expose);
-    let ok = mac_state(key, op, id, proof.ts, &proof.nonce)
-        .verify_slice(&proof.mac)
-        .is_ok();
+    let ok = mac_state(
+        key,
+        op,
+        id,
+        (proof.ts, proof.ts_leading_zeros),
+        &proof.nonce,
+    )
+    .verify_slice(&proof.mac)
+    .is_ok();
     if ok && secret.is_some() {
         Ok(())
     } else {
@@ -375,10 +419,20 @@ impl ReplayKey {
 /// most `2 * window + 1` live buckets with a steady clock, e.g. 121 for 60 s), so
 /// finding the oldest bucket is a near-constant step and each entry is removed exactly
 /// once: eviction is amortised O(1) per entry.
+///
+/// Restarts: the cache lives in memory, so a process (or worker) that starts again has
+/// forgotten every nonce. [`ReplayCache::started_at`] gives it the unix second it
+/// started; it then refuses as replays all proofs stamped at or before that second. Those
+/// are the only proofs an earlier instance can have accepted without the client's clock
+/// running ahead of the relay's, and they stop passing the window check one window after
+/// the start anyway, so the rule needs no state and no disk. Its cost: a proof made in
+/// the start second or earlier (a client whose clock lags) is refused, for at most one
+/// window after the start.
 #[derive(Debug)]
 pub struct ReplayCache {
     capacity: usize,
     window_secs: u64,
+    started_unix: Option<u64>,
     seen: HashSet<ReplayKey>,
     by_expiry: BTreeMap<u64, Vec<ReplayKey>>,
 }
@@ -390,9 +444,18 @@ impl ReplayCache {
         Self {
             capacity,
             window_secs,
+            started_unix: None,
             seen: HashSet::new(),
             by_expiry: BTreeMap::new(),
         }
+    }
+
+    /// The same cache, for a process or worker that started at `started_unix`: proofs
+    /// stamped at or before that second are refused as replays (see the type's docs).
+    #[must_use]
+    pub fn started_at(mut self, started_unix: u64) -> Self {
+        self.started_unix = Some(started_unix);
+        self
     }
 
     /// Drops every entry whose expiry is before `now_unix`.
@@ -407,8 +470,9 @@ impl ReplayCache {
         }
     }
 
-    /// Records a verified proof's nonce. Errors if it was seen before or the cache is full.
-    /// Expired entries are dropped first, in amortised O(1) per entry.
+    /// Records a verified proof's nonce. Errors if it was seen before, if it is stamped at
+    /// or before this cache's start (an earlier instance may have seen it), or if the cache
+    /// is full. Expired entries are dropped first, in amortised O(1) per entry.
     pub fn check_and_insert(
         &mut self,
         id: &RendezvousId,
@@ -416,6 +480,9 @@ impl ReplayCache {
         now_unix: u64,
     ) -> Result<(), ProofError> {
         self.evict_expired(now_unix);
+        if self.started_unix.is_some_and(|started| proof.ts <= started) {
+            return Err(ProofError::ReplayedNonce);
+        }
         let key = ReplayKey::new(id, &proof.nonce);
         if self.seen.contains(&key) {
             return Err(ProofError::ReplayedNonce);
@@ -484,6 +551,7 @@ mod tests {
             Proof {
                 ts: TS,
                 nonce: nonce(),
+                ts_leading_zeros: 0,
                 mac
             }
         );
@@ -519,6 +587,7 @@ mod tests {
         let want = Proof {
             ts: TS,
             nonce: nonce(),
+            ts_leading_zeros: 0,
             mac: hex::decode(KNOWN_MAC_HEX).unwrap().try_into().unwrap(),
         };
         let n = NONCE_HEX;
@@ -529,11 +598,103 @@ mod tests {
             format!("TRYST   mac={m} ,  nonce={n}\t,\tts={TS}"),
             format!("Tryst nonce={}, ts={TS}, mac={m}", n.to_uppercase()),
             format!("Tryst TS={TS}, Nonce={n}, MAC={m}"),
-            format!("  Tryst ts=000{TS}, nonce={n}, mac={m}  "),
+            format!("  Tryst ts={TS}, nonce={n}, mac={m}  "),
         ];
         for v in variants {
             assert_eq!(parse_proof(v.as_bytes()), Ok(want.clone()), "{v:?}");
         }
+        // Leading zeros are kept: the MAC covers ts exactly as sent.
+        let padded = format!("Tryst ts=000{TS}, nonce={n}, mac={m}");
+        assert_eq!(
+            parse_proof(padded.as_bytes()),
+            Ok(Proof {
+                ts_leading_zeros: 3,
+                ..want.clone()
+            })
+        );
+        let zero = parse_proof(format!("Tryst ts=000, nonce={n}, mac={m}").as_bytes());
+        assert_eq!(zero.map(|p| (p.ts, p.ts_leading_zeros)), Ok((0, 2)));
+    }
+
+    #[test]
+    fn ts_is_signed_exactly_as_sent() {
+        let s = secret();
+        let mac = sign_padded(&s, Operation::Park, &id(), TS, 1, &nonce());
+        // The MAC is over the message with `0<ts>`, byte for byte.
+        let mut want = HmacSha256::new_from_slice(s.expose()).unwrap();
+        want.update(format!("tryst-proof-v1\npark\n{ID}\n0{TS}\n{NONCE_HEX}").as_bytes());
+        let want: [u8; 32] = want.finalize().into_bytes().into();
+        assert_eq!(mac, want);
+        let padded = |mac: [u8; 32]| {
+            let v = format!(
+                "Tryst ts=0{TS}, nonce={NONCE_HEX}, mac={}",
+                URL_SAFE_NO_PAD.encode(mac)
+            );
+            parse_proof(v.as_bytes()).unwrap()
+        };
+        assert_eq!(
+            verify(Some(&s), Operation::Park, &id(), &padded(mac), TS, 60),
+            Ok(())
+        );
+        // The MAC of the canonical spelling does not verify the padded one, nor the reverse.
+        let canonical = sign(&s, Operation::Park, &id(), TS, &nonce());
+        assert_eq!(
+            verify(Some(&s), Operation::Park, &id(), &padded(canonical), TS, 60),
+            Err(ProofError::BadMac)
+        );
+        let unpadded =
+            parse_proof(header_value(TS, NONCE_HEX, &URL_SAFE_NO_PAD.encode(mac)).as_bytes())
+                .unwrap();
+        assert_eq!(
+            verify(Some(&s), Operation::Park, &id(), &unpadded, TS, 60),
+            Err(ProofError::BadMac)
+        );
+    }
+
+    #[test]
+    fn a_stale_ts_with_a_wrong_mac_is_reported_stale() {
+        let wrong = parse_proof(header_value(TS, NONCE_HEX, &"A".repeat(43)).as_bytes()).unwrap();
+        for now in [TS + 61, TS - 61] {
+            assert_eq!(
+                verify(Some(&secret()), Operation::Park, &id(), &wrong, now, 60),
+                Err(ProofError::StaleTimestamp)
+            );
+        }
+        assert_eq!(
+            verify(Some(&secret()), Operation::Park, &id(), &wrong, TS, 60),
+            Err(ProofError::BadMac)
+        );
+    }
+
+    #[test]
+    fn a_restarted_cache_refuses_proofs_stamped_up_to_its_start() {
+        let before = signed(TS, &nonce());
+        let mut first = ReplayCache::new(16, 60);
+        assert_eq!(first.check_and_insert(&id(), &before, TS), Ok(()));
+        // The process restarts at TS + 1 and forgets every nonce.
+        let mut second = ReplayCache::new(16, 60).started_at(TS + 1);
+        assert_eq!(
+            second.check_and_insert(&id(), &before, TS + 2),
+            Err(ProofError::ReplayedNonce)
+        );
+        // Stamped in the start second: refused too (the rule's cost).
+        assert_eq!(
+            second.check_and_insert(&id(), &signed(TS + 1, &[7; 16]), TS + 2),
+            Err(ProofError::ReplayedNonce)
+        );
+        // Stamped after the start: accepted once.
+        let after = signed(TS + 2, &[8; 16]);
+        assert_eq!(second.check_and_insert(&id(), &after, TS + 2), Ok(()));
+        assert_eq!(
+            second.check_and_insert(&id(), &after, TS + 3),
+            Err(ProofError::ReplayedNonce)
+        );
+        // Without a start, ts 0 is an ordinary timestamp.
+        let zero = signed(0, &[9; 16]);
+        assert_eq!(
+            ReplayCache::new(1, 60).check_and_insert(&id(), &zero, 0),
+            Ok(())
+        );
     }
 
     #[test]
@@ -858,6 +1019,7 @@ mod tests {
         let mut cache = ReplayCache::new(4, 60);
         let top = Proof {
             ts: u64::MAX,
+            ts_leading_zeros: 0,
             nonce: vec![1; 8],
             mac: [0; 32],
         };
@@ -868,6 +1030,7 @@ mod tests {
         );
         let long = Proof {
             ts: 0,
+            ts_leading_zeros: 0,
             nonce: vec![5; 100],
             mac: [0; 32],
         };

@@ -154,6 +154,9 @@ pub struct NativeRouterConfig {
     pub proof_window_secs: u64,
     /// Replay cache capacity (entries).
     pub replay_capacity: usize,
+    /// Unix second this router's process started: proofs stamped at or before it are
+    /// refused as replays (see [`ReplayCache::started_at`]). 0 by default (no effect).
+    pub started_unix: u64,
 }
 
 impl Default for NativeRouterConfig {
@@ -161,6 +164,7 @@ impl Default for NativeRouterConfig {
         Self {
             proof_window_secs: 60,
             replay_capacity: 1 << 20,
+            started_unix: 0,
         }
     }
 }
@@ -179,7 +183,8 @@ impl<S: SecretSource> NativeRouter<S> {
     pub fn new(secrets: S, config: NativeRouterConfig) -> Self {
         Self {
             secrets,
-            replay: ReplayCache::new(config.replay_capacity, config.proof_window_secs),
+            replay: ReplayCache::new(config.replay_capacity, config.proof_window_secs)
+                .started_at(config.started_unix),
             window_secs: config.proof_window_secs,
         }
     }
@@ -437,6 +442,7 @@ mod tests {
         let config = NativeRouterConfig {
             proof_window_secs: 60,
             replay_capacity: 1,
+            started_unix: 0,
         };
         let mut r = NativeRouter::new(secrets, config);
         let first = park_head(&proof(b"route test", NOW, &[1; 16]));

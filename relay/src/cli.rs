@@ -60,6 +60,11 @@ pub struct ServeArgs {
     /// serve would, print a summary and exit, without binding or starting workers.
     #[arg(long)]
     pub check_config: bool,
+    /// Set by the supervisor for its workers, never by hand: the unix second the relay
+    /// started. A worker refuses proofs stamped at or before it (the replay caches are in
+    /// memory; see docs/reliability.md).
+    #[arg(long, hide = true, value_name = "UNIX")]
+    pub replay_floor: Option<u64>,
     /// The settings (each also settable in the config file).
     #[command(flatten)]
     pub settings: Settings,
@@ -243,6 +248,10 @@ pub struct Settings {
     /// Answer STUN Binding requests (RFC 8489) on this UDP address [default: off].
     #[arg(long, env = "TRYST_STUN_LISTEN", value_name = "ADDR")]
     pub stun_listen: Option<SocketAddr>,
+    /// Serve /metrics and /healthz for operators on this TCP address (e.g.
+    /// 127.0.0.1:9400); the public listeners then stop serving /metrics [default: off].
+    #[arg(long, env = "TRYST_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Settings {
@@ -311,6 +320,7 @@ impl Settings {
             forward_total_bytes: self.forward_total_bytes.or(fallback.forward_total_bytes),
             hive_board: self.hive_board.or(fallback.hive_board),
             stun_listen: self.stun_listen.or(fallback.stun_listen),
+            metrics_listen: self.metrics_listen.or(fallback.metrics_listen),
         }
     }
 }

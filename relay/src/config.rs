@@ -154,6 +154,9 @@ pub struct ServeConfig {
     pub hive: crate::hive::HiveConfig,
     /// The UDP address of the STUN Binding responder, when one is configured.
     pub stun_listen: Option<SocketAddr>,
+    /// The operators' address for `/metrics` and `/healthz`, when one is configured;
+    /// the public listeners then answer `/metrics` as an unknown path.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -324,12 +327,13 @@ impl ServeConfig {
         }
         let deaddrop = deaddrop_config(&s, &data_dir, &cwd)?;
         let tag = tag_limits(&s, proof_window.as_secs(), client_wait)?;
-        let hive = hive_config(&s)?;
+        let hive = hive_config(&s, proof_window.as_secs())?;
         Ok(Self {
             tag,
             deaddrop,
             hive,
             stun_listen: s.stun_listen,
+            metrics_listen: s.metrics_listen,
             tls,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
             data_dir,
@@ -469,8 +473,13 @@ fn deaddrop_config(
 }
 
 /// The Hive family settings: defaults, overridden and validated.
-fn hive_config(s: &Settings) -> Result<crate::hive::HiveConfig, ConfigError> {
+fn hive_config(
+    s: &Settings,
+    proof_window_secs: u64,
+) -> Result<crate::hive::HiveConfig, ConfigError> {
     let mut h = crate::hive::HiveConfig::default();
+    // `--proof-window` governs the drain proof as it does every park proof.
+    h.forward.proof_window_secs = i64::try_from(proof_window_secs).unwrap_or(i64::MAX);
     if let Some(t) = s.max_ttl {
         if t.0 < Duration::from_secs(1) || t.0.subsec_nanos() != 0 {
             return Err(invalid(
@@ -1098,6 +1107,15 @@ max-http-connections = 10
                 other => panic!("{key}: expected Invalid, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn proof_window_governs_the_hive_drain_proof() {
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.hive.forward.proof_window_secs, 60);
+        let c = resolve(parse_config("proof-window = \"30s\"\n").unwrap()).unwrap();
+        assert_eq!(c.hive.forward.proof_window_secs, 30);
+        assert_eq!(c.proof_window_secs, 30);
     }
 
     #[test]

@@ -198,6 +198,19 @@ struct Inner {
     stun: std::sync::OnceLock<Arc<crate::stun::StunCounters>>,
     /// Sockets one worker may hold, rendered as `tryst_worker_socket_budget` once set.
     socket_budget: std::sync::OnceLock<u64>,
+    /// Set when an operators' listener serves `/metrics`: the public listeners then
+    /// answer it as an unknown path.
+    metrics_private: AtomicBool,
+}
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The public listeners (plain and TLS): every family, `/healthz`, and `/metrics`
+    /// unless an operators' listener serves it.
+    Public,
+    /// The operators' listener (`--metrics-listen`): `/metrics` and `/healthz` only.
+    Operator,
 }
 
 impl HttpService {
@@ -253,6 +266,7 @@ impl HttpService {
                 hive,
                 stun: std::sync::OnceLock::new(),
                 socket_budget: std::sync::OnceLock::new(),
+                metrics_private: AtomicBool::new(false),
             }),
         }
     }
@@ -274,6 +288,39 @@ impl HttpService {
     /// `tryst_worker_sockets` with it (the first call wins).
     pub fn set_socket_budget(&self, sockets_per_worker: u64) {
         let _ = self.inner.socket_budget.set(sockets_per_worker);
+    }
+
+    /// From now on `/metrics` is served only by [`HttpService::serve_operator_connection`]
+    /// (the `--metrics-listen` listener); the public listeners answer it as an unknown
+    /// path (`404 not_found`).
+    pub fn make_metrics_private(&self) {
+        self.inner.metrics_private.store(true, Ordering::Relaxed);
+    }
+
+    /// Takes a connection accepted on the operators' listener: serves `/metrics` and
+    /// `/healthz` (everything else is `404 not_found`) on a new task, or answers 503 and
+    /// closes it when the connection cap is reached. Must be called inside a tokio
+    /// runtime.
+    pub fn accept_operator(&self, stream: tokio::net::TcpStream) {
+        let Ok(permit) = Arc::clone(&self.inner.permits).try_acquire_owned() else {
+            if let Ok(std) = stream.into_std() {
+                refuse_overloaded(std);
+            }
+            return;
+        };
+        let service = self.clone();
+        tokio::spawn(async move {
+            service.serve_operator_connection(stream).await;
+            drop(permit);
+        });
+    }
+
+    /// Serves one operators' connection until it closes (no connection cap applied).
+    pub async fn serve_operator_connection<T>(&self, io: T)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_scoped(io, None, Scope::Operator).await;
     }
 
     /// From now on `/healthz` answers 503 (the relay is draining).
@@ -325,6 +372,13 @@ impl HttpService {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_scoped(io, peer, Scope::Public).await;
+    }
+
+    async fn serve_scoped<T>(&self, io: T, peer: Option<IpAddr>, scope: Scope)
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let limits = self.inner.limits;
         let mut builder = http1::Builder::new();
         builder
@@ -335,15 +389,20 @@ impl HttpService {
         let service = self.clone();
         let svc = service_fn(move |req| {
             let service = service.clone();
-            async move { Ok::<_, Infallible>(service.handle(req, peer).await) }
+            async move { Ok::<_, Infallible>(service.handle(req, peer, scope).await) }
         });
         if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
             tracing::debug!(error = %e, "http connection ended with an error");
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, peer: Option<IpAddr>) -> Response<Full<Bytes>> {
-        match self.route(req, peer).await {
+    async fn handle(
+        &self,
+        req: Request<Incoming>,
+        peer: Option<IpAddr>,
+        scope: Scope,
+    ) -> Response<Full<Bytes>> {
+        match self.route(req, peer, scope).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(code = e.code(), "http request refused");
@@ -356,7 +415,11 @@ impl HttpService {
         &self,
         req: Request<Incoming>,
         peer: Option<IpAddr>,
+        scope: Scope,
     ) -> Result<Response<Full<Bytes>>, ApiError> {
+        if scope == Scope::Operator {
+            return self.builtin(req).await;
+        }
         // API families (dead-drop, Pico channels, publications, ...) each own a set of
         // paths and read their own bodies with their own limits: dispatch to them here,
         // one arm per family, before the built-in endpoints below.
@@ -374,6 +437,29 @@ impl HttpService {
         {
             return Ok(hive.serve(req, self.inner.limits.header_timeout).await);
         }
+        let path = req.uri().path();
+        let builtin = path == "/healthz"
+            || (path == "/metrics" && !self.inner.metrics_private.load(Ordering::Relaxed));
+        let family_prefix = tryst_engine::node::HTTP_SERVICE_PREFIXES
+            .iter()
+            .any(|p| path.starts_with(p));
+        if !builtin
+            && !family_prefix
+            && let Some(dd) = &self.inner.deaddrop
+        {
+            // Unknown paths on the public listeners (outside the API families' prefixes,
+            // whose unknown paths stay this service's 404) are the hivemind dead-drop's,
+            // as on its upstream server's port: `404 {"reason":"not_found","status":"error"}`
+            // (a POST's body is parsed first, as upstream does). Node-rendezvous's
+            // unknown paths (the Digest challenge) never reach here: the engine's router
+            // keeps them on the TLS listener.
+            return Ok(dd.serve(req, peer, self.inner.limits.header_timeout).await);
+        }
+        self.builtin(req).await
+    }
+
+    /// `/healthz` and `/metrics`; every other path is `404 not_found`.
+    async fn builtin(&self, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, ApiError> {
         let (parts, body) = req.into_parts();
         read_capped(body, self.inner.limits.header_timeout).await?;
         let endpoint = match parts.uri.path() {

@@ -5,6 +5,8 @@
 //!   [`config::ServeConfig`].
 //! - [`ed25519`]: the strict Ed25519 policy shared by every signature check.
 //! - [`duration`]: `2s` / `500ms` / `1h` durations.
+//! - [`framing`]: `Content-Length` / `Transfer-Encoding` checks of requests for the HTTP
+//!   service, refused on the worker in the owning family's shape.
 //! - [`secrets`]: the secrets file, [`secrets::FileSecrets`] for the native router, and
 //!   provisioning.
 //! - [`nodeprov`]: node-rendezvous TOTP records: provisioning, import/export, QR codes.
@@ -30,6 +32,7 @@ pub mod config;
 pub mod deaddrop;
 pub mod duration;
 pub mod ed25519;
+pub mod framing;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 pub mod hive;

@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
             if args.check_config {
                 print!("{}", serve::check_config(&config)?);
             } else if tryst_engine::driver::is_worker() {
-                serve::run_worker_process(&config).context("worker")?;
+                serve::run_worker_process(&config, args.replay_floor).context("worker")?;
             } else {
                 serve::run_supervisor(config)?;
             }

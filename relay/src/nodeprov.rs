@@ -341,7 +341,13 @@ otpauth URI:
 node-rendezvous provisioning record (`tryst provision --export` prints every record):
 {record}
 
-A hidden server (steward) parks with, over TLS (`tryst serve --tls`) or plain TCP:
+Serve it over TLS, where node-rendezvous lives (steward speaks HTTPS; 8899 is
+upstream's port; the certificate is generated at first start unless --tls-cert and
+--tls-key name yours):
+
+  tryst serve --secrets {path} --tls-listen 0.0.0.0:8899
+
+A hidden server (steward) parks with, over TLS or plain TCP:
 
   CONNECT uuid:{id}?response=$(oathtool --totp -s {step}s -b {b32}) HTTP/1.1
 ",

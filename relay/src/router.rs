@@ -9,6 +9,7 @@
 
 use tryst_engine::head::{Method, RequestHead};
 use tryst_engine::node::CompatRouter;
+use tryst_engine::node::router::REFUSAL_KEY;
 use tryst_engine::reject::Rejection;
 use tryst_engine::route::{Classified, Route, Router, SecretSource, Transport};
 use tryst_engine::target::RendezvousKey;
@@ -64,8 +65,22 @@ impl<S: SecretSource> RelayRouter<S> {
     }
 }
 
+impl<S: SecretSource> RelayRouter<S> {
+    /// True for a request the compat router would hand to the HTTP service whose
+    /// framing headers cannot frame a body ([`crate::framing`]): it is refused on the
+    /// worker instead, counted and answered in its family's shape.
+    fn bad_framing(&self, head: &RequestHead, transport: Transport) -> bool {
+        head.method != Method::Connect
+            && crate::framing::check(head).is_err()
+            && self.compat.classify(head, transport) == Ok(Classified::Http)
+    }
+}
+
 impl<S: SecretSource> Router for RelayRouter<S> {
     fn classify(&self, head: &RequestHead, transport: Transport) -> Result<Classified, Rejection> {
+        if self.bad_framing(head, transport) {
+            return Ok(Classified::Rendezvous(REFUSAL_KEY));
+        }
         match self.family_index(head) {
             Some(i) => self.families[i].classify(head, transport),
             None => self.compat.classify(head, transport),
@@ -79,6 +94,12 @@ impl<S: SecretSource> Router for RelayRouter<S> {
         now_unix: u64,
         transport: Transport,
     ) -> Route {
+        if self.bad_framing(head, transport) {
+            return Route::RejectWith(
+                Rejection::MalformedHead,
+                crate::framing::refusal(&head.target, transport),
+            );
+        }
         match self.family_index(head) {
             Some(i) => self.families[i].route(head, early, now_unix, transport),
             None => self.compat.route(head, early, now_unix, transport),

@@ -22,7 +22,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tryst_engine::driver::{Engine, Listener, run_worker};
 use tryst_engine::node::{CompatRouter, CompatRouterConfig};
 
-use crate::hive::connect::HiveConnect;
+use crate::hive::connect::{HiveConnect, HiveConnectConfig};
 use crate::router::RelayRouter;
 use tryst_engine::route::{NativeRouterConfig, Transport};
 
@@ -93,6 +93,65 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Blocks until the wall clock has left unix second `second` (at most one second).
+///
+/// The supervisor does this before it binds: a relay started in second `S` refuses
+/// every proof stamped at or before `S` (its replay caches are empty, and the relay it
+/// replaces may have accepted those), so it serves only from `S + 1` on, when the proofs
+/// its clients make are no longer refused.
+fn wait_past_second(second: u64) {
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        if now.as_secs() > second {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(second.saturating_add(1)).saturating_sub(now));
+    }
+}
+
+/// The replay floor of a worker: the relay's (`relay_floor`, the supervisor's start
+/// second; it serves from the next second on) for the first worker in its slot, so the
+/// proofs clients make once the relay serves are accepted; its own start second `own`
+/// for a worker that replaces one that died, which may have accepted proofs stamped up
+/// to now. Without a relay floor (a worker started by hand) it is `own`.
+pub fn worker_replay_floor(relay_floor: Option<u64>, replaces_another: bool, own: u64) -> u64 {
+    match relay_floor {
+        Some(floor) if !replaces_another => floor,
+        _ => own,
+    }
+}
+
+/// Whether this worker process replaces one that ran in its slot under the same
+/// supervisor. Each worker records its supervisor's pid and the relay floor in a file
+/// of the data directory named after its slot (the engine's `TRYST_WORKER` value); a
+/// worker that finds its own record there is a replacement. When the file cannot be
+/// written the worker counts as the first (the relay floor applies) and says so.
+fn replaces_another_worker(data_dir: &Path, relay_floor: u64) -> bool {
+    let slot: String = std::env::var("TRYST_WORKER")
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let dir = data_dir.join("workers");
+    let path = dir.join(format!("slot-{slot}"));
+    let record = format!("{} {relay_floor}\n", std::os::unix::process::parent_id());
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == record) {
+        return true;
+    }
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, record)) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot record this worker's start; replay floor is the relay's");
+    }
+    false
+}
+
 /// The two lines `tryst serve` prints first on stdout.
 pub fn startup_lines(listening: SocketAddr, data_dir: &Path) -> String {
     format!(
@@ -103,6 +162,9 @@ pub fn startup_lines(listening: SocketAddr, data_dir: &Path) -> String {
 
 /// Runs the supervisor until SIGTERM/SIGINT has drained every worker.
 pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
+    // Every replay cache starts empty: refuse proofs stamped up to this second, and
+    // serve only from the next one (see `wait_past_second`).
+    let started = unix_now();
     match raise_nofile_limit() {
         Ok((soft, hard)) => tracing::debug!(soft, hard, "RLIMIT_NOFILE"),
         Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
@@ -126,7 +188,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         );
     }
     drop(secrets);
-    let (deaddrop, generated) = crate::deaddrop::DeadDrop::open(config.deaddrop.clone())?;
+    let (deaddrop, generated) = crate::deaddrop::DeadDrop::open(config.deaddrop.clone(), started)?;
     if generated {
         tracing::info!(path = %config.deaddrop.key_path.display(), "dead-drop key generated");
     }
@@ -144,6 +206,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         Signals::install()?
     };
 
+    wait_past_second(started);
     let listener = bind_listener(config.listen).map_err(|source| ServeError::Bind {
         addr: config.listen,
         source,
@@ -191,6 +254,15 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         tls_lines.push_str(&format!("tryst: stun listening on {stun_local}\n"));
         stun = Some(socket);
     }
+    let mut metrics = None;
+    if let Some(addr) = config.metrics_listen {
+        let socket = bind_listener(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        let metrics_local = socket
+            .local_addr()
+            .map_err(io_err("reading the bound address"))?;
+        tls_lines.push_str(&format!("tryst: metrics listening on {metrics_local}\n"));
+        metrics = Some(socket);
+    }
     // The dead-drop's store, last: readers of the earlier lines need not skip it.
     tls_lines.push_str(&format!(
         "tryst: dead-drop store {}\n",
@@ -214,10 +286,13 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         "starting"
     );
 
-    let worker_args = std::env::args_os().skip(1).collect();
+    let mut worker_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    worker_args.push("--replay-floor".into());
+    worker_args.push(started.to_string().into());
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
-    runtime.block_on(supervise(engine, &config, signals, deaddrop, stun))
+    let side = SideListeners { stun, metrics };
+    runtime.block_on(supervise(engine, &config, signals, deaddrop, side, started))
 }
 
 /// The signals the supervisor acts on.
@@ -248,15 +323,33 @@ fn inbox_readiness(engine: &Engine) -> io::Result<tokio::net::UnixDatagram> {
     tokio::net::UnixDatagram::from_std(std::os::unix::net::UnixDatagram::from(fd))
 }
 
+/// The supervisor's own sockets besides the engine's listeners.
+struct SideListeners {
+    /// `--stun-listen`.
+    stun: Option<std::net::UdpSocket>,
+    /// `--metrics-listen`.
+    metrics: Option<TcpListener>,
+}
+
 async fn supervise(
     mut engine: Engine,
     config: &ServeConfig,
     signals: Signals,
     deaddrop: crate::deaddrop::DeadDrop,
-    stun: Option<std::net::UdpSocket>,
+    side: SideListeners,
+    started: u64,
 ) -> Result<(), ServeError> {
+    let SideListeners { stun, metrics } = side;
     let (stats, mut stats_requests) = StatsRequester::channel(64);
-    let hive = crate::hive::Hive::new(config.hive.clone());
+    let hive = crate::hive::Hive::new(config.hive.clone()).with_replay_floor(started);
+    if let Some(port) = stun
+        .as_ref()
+        .and_then(|s| s.local_addr().ok())
+        .map(|a| a.port())
+    {
+        // Devices learn where to ask for their reflexive address from /v1/health.
+        hive.set_stun_port(port);
+    }
     hive.start_background();
     let http = HttpService::with_hive(
         HttpLimits {
@@ -278,6 +371,28 @@ async fn supervise(
         tokio::spawn(async move {
             if let Err(e) = crate::stun::server::run(socket, counters).await {
                 tracing::error!(error = %e, "stun: responder stopped");
+            }
+        });
+    }
+    if let Some(listener) = metrics {
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err("registering the metrics listener"))?;
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(io_err("registering the metrics listener"))?;
+        http.make_metrics_private();
+        let http = http.clone();
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => http.accept_operator(stream),
+                    Err(e) => {
+                        // Out of descriptors and the like: the engine's listeners have
+                        // their own back-off; here one short pause is enough.
+                        tracing::warn!(error = %e, "metrics listener: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
             }
         });
     }
@@ -388,21 +503,41 @@ fn begin_shutdown(engine: &mut Engine, http: &HttpService, shutting_down: &mut b
 /// node-rendezvous with `--totp-skew-steps` and `--node-park-mode`, whose defaults are
 /// upstream's: current TOTP step only, a newer park replaces the older) and runs the
 /// engine's event loop until shutdown.
-pub fn run_worker_process(config: &ServeConfig) -> Result<(), ServeError> {
+///
+/// Every replay cache here is in this process's memory, so it is given a replay floor
+/// ([`worker_replay_floor`]): proofs stamped at or before it may have been accepted by
+/// the worker this one replaces (after a crash) or by the previous relay, and are
+/// refused as replays (docs/reliability.md).
+pub fn run_worker_process(
+    config: &ServeConfig,
+    relay_floor: Option<u64>,
+) -> Result<(), ServeError> {
+    let own = unix_now();
+    let replaces = relay_floor.is_some_and(|f| replaces_another_worker(&config.data_dir, f));
+    let started_unix = worker_replay_floor(relay_floor, replaces, own);
     let secrets = FileSecrets::load(&config.secrets_path)?;
     let router = RelayRouter::new(CompatRouter::new(
         secrets,
         CompatRouterConfig {
             native: NativeRouterConfig {
                 proof_window_secs: config.proof_window_secs,
+                started_unix,
                 ..NativeRouterConfig::default()
             },
             totp_skew_steps: config.totp_skew_steps,
             node_park_mode: config.node_park_mode,
+            metrics_private: config.metrics_listen.is_some(),
         },
     ))
-    .with_family(Box::new(HiveConnect::with_policy(config.hive.policy)))
-    .with_family(Box::new(crate::tag::TagFamily::new(config.tag)));
+    .with_family(Box::new(HiveConnect::new(HiveConnectConfig {
+        policy: config.hive.policy,
+        proof_window_secs: config.proof_window_secs,
+        started_unix: Some(started_unix),
+        ..HiveConnectConfig::default()
+    })))
+    .with_family(Box::new(
+        crate::tag::TagFamily::new(config.tag).started_at(started_unix),
+    ));
     let tls = config.tls.clone().map(|tls| {
         let data_dir = config.data_dir.clone();
         Box::new(move || {
@@ -478,6 +613,10 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         .stun_listen
         .map(|addr| format!("stun listen     {addr}\n"))
         .unwrap_or_default();
+    let metrics = config
+        .metrics_listen
+        .map(|addr| format!("metrics listen  {addr} (/metrics only there)\n"))
+        .unwrap_or_default();
     let mirrors = if config.hive.mirrors.is_empty() {
         String::new()
     } else {
@@ -499,6 +638,7 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
          listen          {}\n\
          {tls}\
          {stun}\
+         {metrics}\
          data directory  {} ({dir_note})\n\
          secrets         {} ({secrets} {})\n\
          workers         {} ({} sockets each)\n\
@@ -560,6 +700,27 @@ pub fn run_provision(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replacement_worker_takes_its_own_start_as_replay_floor() {
+        // The first worker in a slot takes the relay's floor, whenever it starts.
+        assert_eq!(worker_replay_floor(Some(100), false, 100), 100);
+        assert_eq!(worker_replay_floor(Some(100), false, 105), 100);
+        // A replacement takes its own start second.
+        assert_eq!(worker_replay_floor(Some(100), true, 105), 105);
+        // Started by hand (no relay floor): its own.
+        assert_eq!(worker_replay_floor(None, false, 105), 105);
+    }
+
+    #[test]
+    fn a_worker_finds_its_own_record_only_under_the_same_supervisor_and_floor() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!replaces_another_worker(dir.path(), 100));
+        assert!(replaces_another_worker(dir.path(), 100));
+        // Another relay start (another floor): a first worker again.
+        assert!(!replaces_another_worker(dir.path(), 101));
+        assert!(replaces_another_worker(dir.path(), 101));
+    }
 
     #[test]
     fn startup_lines_are_the_agreed_ones() {

@@ -205,6 +205,7 @@ fn replay_insert() {
     let proofs: Vec<Proof> = (0..u64::from(ENTRIES))
         .map(|n| Proof {
             ts: TS,
+            ts_leading_zeros: 0,
             nonce: n.to_le_bytes().to_vec(),
             mac: [0; 32],
         })

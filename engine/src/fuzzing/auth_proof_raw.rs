@@ -10,6 +10,9 @@ pub fn run(data: &[u8]) {
         return;
     };
     assert!((8..=32).contains(&proof.nonce.len()));
+    // `ts` is kept as sent: its zeros and significant digits fit the 20-digit bound.
+    let digits = proof.ts.checked_ilog10().map_or(1, |d| d as usize + 1);
+    assert!(usize::from(proof.ts_leading_zeros) + digits <= 20);
     let id = RendezvousId([0x42; 16]);
     let secret = Secret::new(b"fuzz fixed secret".to_vec());
     // `now == ts` passes the window, so this exercises the MAC comparison itself.
@@ -31,6 +34,13 @@ pub fn run(data: &[u8]) {
         &proof,
         u64::MAX,
         u64::MAX,
+    );
+    // A cache that started at (or after) the proof's second refuses it: an earlier
+    // process may have accepted it.
+    let mut restarted = ReplayCache::new(2, 60).started_at(proof.ts);
+    assert_eq!(
+        restarted.check_and_insert(&id, &proof, proof.ts),
+        Err(ProofError::ReplayedNonce)
     );
     let mut cache = ReplayCache::new(2, 60);
     assert_eq!(cache.check_and_insert(&id, &proof, proof.ts), Ok(()));

@@ -26,8 +26,10 @@
 //! - on a service path, anything else (no `Authorization`, another scheme, a user that
 //!   is not a UUID) goes to the HTTP service: `GET /metrics` from Prometheus, with or
 //!   without its own basic auth, keeps working.
-//! - elsewhere: no `Authorization` (and no usable `?rendezvous=` on an upgrade) → the
-//!   401 Digest challenge; a header upstream cannot parse → permanent 400; a user name
+//! - elsewhere: no `Authorization` (and no usable `?rendezvous=` on an upgrade) → on
+//!   [`Transport::Tls`] (node-rendezvous's listener upstream) the 401 Digest challenge;
+//!   on [`Transport::Plain`] the HTTP service, whose unknown paths are the hivemind
+//!   dead-drop's (`404 not_found`, its upstream answer on its plain port); a header upstream cannot parse → permanent 400; a user name
 //!   that is not a UUID → 404 `UUID not registered` at once (it can never be parked).
 //! - methods the head parser does not name (`Method::Other`) keep the native 405 unless
 //!   they are a mobile reach as above.
@@ -84,6 +86,9 @@ pub struct CompatRouterConfig {
     /// lost its connection without a FIN would leave a dead socket first in line for the
     /// next mobile client. Native parks always queue.
     pub node_park_mode: ParkMode,
+    /// `/metrics` is served on an operators' listener only (`--metrics-listen`): on the
+    /// public listeners it is not a service path, so it is answered as any unknown path.
+    pub metrics_private: bool,
 }
 
 impl Default for CompatRouterConfig {
@@ -92,6 +97,7 @@ impl Default for CompatRouterConfig {
             native: NativeRouterConfig::default(),
             totp_skew_steps: 0,
             node_park_mode: ParkMode::Replace,
+            metrics_private: false,
         }
     }
 }
@@ -111,13 +117,20 @@ enum Mobile {
     Challenge,
 }
 
-fn is_service_path(target: &str) -> bool {
+fn is_service_path(target: &str, metrics_private: bool) -> bool {
     let path = target_path(target);
+    if metrics_private && path == "/metrics" {
+        return false;
+    }
     HTTP_SERVICE_PATHS.contains(&path) || HTTP_SERVICE_PREFIXES.iter().any(|p| path.starts_with(p))
 }
 
-fn classify_mobile(head: &RequestHead) -> Mobile {
-    let service = is_service_path(&head.target);
+/// Classifies a request that is not a CONNECT. Requests without credentials on a path
+/// that is not the service's belong to node-rendezvous (the Digest challenge) on the TLS
+/// listener, where node-rendezvous lives upstream, and to the HTTP service on the plain
+/// listener, where the hivemind dead-drop lives upstream (its `404 not_found`).
+fn classify_mobile(head: &RequestHead, transport: Transport, metrics_private: bool) -> Mobile {
+    let service = is_service_path(&head.target, metrics_private);
     let named = match head.header("authorization") {
         Some(value) => match authorization_username(value) {
             Ok(user) => Some(user),
@@ -140,7 +153,7 @@ fn classify_mobile(head: &RequestHead) -> Mobile {
             Err(_) if service => Mobile::Http,
             Err(_) => Mobile::NotRegistered,
         },
-        None if service => Mobile::Http,
+        None if service || transport == Transport::Plain => Mobile::Http,
         None => Mobile::Challenge,
     }
 }
@@ -253,7 +266,7 @@ impl<S: SecretSource> Router for CompatRouter<S> {
                 )),
             };
         }
-        match classify_mobile(head) {
+        match classify_mobile(head, transport, self.config.metrics_private) {
             Mobile::Reach(id) => Ok(Classified::Rendezvous(id.into())),
             _ if matches!(head.method, Method::Other(_)) => Err(Rejection::MethodNotAllowed),
             Mobile::Http => Ok(Classified::Http),
@@ -276,7 +289,7 @@ impl<S: SecretSource> Router for CompatRouter<S> {
                 ConnectFamily::Node => self.node_park(head, early, now_unix),
             };
         }
-        match classify_mobile(head) {
+        match classify_mobile(head, transport, self.config.metrics_private) {
             Mobile::Reach(id) => Route::Reach(ReachPlan {
                 key: id.into(),
                 greeting: Vec::new(),
@@ -684,20 +697,26 @@ mod tests {
     #[test]
     fn mobile_refusals_have_exact_bytes() {
         let mut r = router();
+        // Without credentials on an unknown path: the hivemind dead-drop's on the plain
+        // listener (the HTTP service answers its 404), node-rendezvous's on TLS.
+        let h = head("GET /some/path HTTP/1.1\r\nHost: relay\r\n\r\n");
+        assert_eq!(r.classify(&h, Transport::Plain), Ok(Classified::Http));
+        assert_eq!(r.route(&h, b"", NOW, Transport::Plain), Route::Http);
         for t in both() {
-            let h = head("GET /some/path HTTP/1.1\r\nHost: relay\r\n\r\n");
-            assert_eq!(r.classify(&h, t), Ok(Classified::Rendezvous(REFUSAL_KEY)));
-            let (rej, text) = frame(r.route(&h, b"", NOW, t));
-            assert_eq!(rej, Rejection::ProofRequired);
-            let prefix = "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Digest realm=\"rendezvous\", qop=\"auth, auth-int\", nonce=\"";
-            let suffix = "\", opaque=\"a4f316df3e6c55a20ca82389083849ea\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-            assert!(text.starts_with(prefix) && text.ends_with(suffix), "{text}");
-            let nonce = &text[prefix.len()..text.len() - suffix.len()];
-            assert_eq!(nonce.len(), 32);
-            assert!(nonce.bytes().all(|b| b.is_ascii_hexdigit()));
-            // A fresh nonce per challenge.
-            let (_, again) = frame(r.route(&h, b"", NOW, t));
-            assert_ne!(again, text);
+            if t == Transport::Tls {
+                assert_eq!(r.classify(&h, t), Ok(Classified::Rendezvous(REFUSAL_KEY)));
+                let (rej, text) = frame(r.route(&h, b"", NOW, t));
+                assert_eq!(rej, Rejection::ProofRequired);
+                let prefix = "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Digest realm=\"rendezvous\", qop=\"auth, auth-int\", nonce=\"";
+                let suffix = "\", opaque=\"a4f316df3e6c55a20ca82389083849ea\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                assert!(text.starts_with(prefix) && text.ends_with(suffix), "{text}");
+                let nonce = &text[prefix.len()..text.len() - suffix.len()];
+                assert_eq!(nonce.len(), 32);
+                assert!(nonce.bytes().all(|b| b.is_ascii_hexdigit()));
+                // A fresh nonce per challenge.
+                let (_, again) = frame(r.route(&h, b"", NOW, t));
+                assert_ne!(again, text);
+            }
 
             for bad in ["Bearer x", "Basic !!", "Basic Onc=", "Digest realm=\"r\""] {
                 let h = head(&format!("GET /p HTTP/1.1\r\nAuthorization: {bad}\r\n\r\n"));
@@ -762,15 +781,36 @@ mod tests {
             r.classify(&h, Transport::Plain),
             Ok(Classified::Rendezvous(key(ID)))
         );
-        // Near misses are not service paths.
+        // Near misses are not service paths: challenged on TLS.
         for path in ["/metricsx", "/v1", "/healthz/"] {
             let h = head(&format!("GET {path} HTTP/1.1\r\n\r\n"));
             assert_eq!(
-                r.classify(&h, Transport::Plain),
+                r.classify(&h, Transport::Tls),
                 Ok(Classified::Rendezvous(REFUSAL_KEY)),
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn private_metrics_are_an_unknown_path_on_the_public_listeners() {
+        let mut r = router_with(CompatRouterConfig {
+            metrics_private: true,
+            ..CompatRouterConfig::default()
+        });
+        let h = head("GET /metrics HTTP/1.1\r\n\r\n");
+        // Plain: the HTTP service (which answers it as unknown); TLS: the challenge.
+        assert_eq!(r.classify(&h, Transport::Plain), Ok(Classified::Http));
+        assert_eq!(
+            r.classify(&h, Transport::Tls),
+            Ok(Classified::Rendezvous(REFUSAL_KEY))
+        );
+        assert!(matches!(
+            r.route(&h, b"", NOW, Transport::Tls),
+            Route::RejectWith(Rejection::ProofRequired, _)
+        ));
+        let h = head("GET /healthz HTTP/1.1\r\n\r\n");
+        assert_eq!(r.classify(&h, Transport::Tls), Ok(Classified::Http));
     }
 
     #[test]

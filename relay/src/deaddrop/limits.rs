@@ -71,10 +71,17 @@ pub enum ReplayError {
 
 /// Remembers accepted proofs (by signature digest) until their timestamp leaves the
 /// window, so each proof is accepted once.
+///
+/// The cache is in memory: a relay that starts again has forgotten it. Told its start
+/// second ([`ReplayCache::started_at`]), it refuses every proof stamped at or before
+/// that second as a replay, which covers every proof the previous process could have
+/// accepted from a client whose clock does not run ahead of the relay's; those proofs
+/// turn stale one window after the start, so the rule needs no state.
 #[derive(Debug)]
 pub struct ReplayCache {
     cap: usize,
     window: i64,
+    started: Option<i64>,
     seen: HashMap<[u8; 32], i64>,
     by_expiry: BTreeSet<(i64, [u8; 32])>,
 }
@@ -86,12 +93,21 @@ impl ReplayCache {
         Self {
             cap: cap.max(1),
             window,
+            started: None,
             seen: HashMap::new(),
             by_expiry: BTreeSet::new(),
         }
     }
 
-    /// Records the proof `digest` signed for `ts`; refuses one seen before.
+    /// The same cache in a process that started at `started` (unix seconds).
+    #[must_use]
+    pub fn started_at(mut self, started: i64) -> Self {
+        self.started = Some(started);
+        self
+    }
+
+    /// Records the proof `digest` signed for `ts`; refuses one seen before, or one
+    /// stamped at or before the process's start.
     pub fn admit(&mut self, digest: [u8; 32], ts: i64, now: i64) -> Result<(), ReplayError> {
         while let Some(&(exp, d)) = self.by_expiry.first() {
             if exp >= now {
@@ -100,7 +116,7 @@ impl ReplayCache {
             self.by_expiry.pop_first();
             self.seen.remove(&d);
         }
-        if self.seen.contains_key(&digest) {
+        if self.seen.contains_key(&digest) || self.started.is_some_and(|s| ts <= s) {
             return Err(ReplayError::Replayed);
         }
         if self.seen.len() >= self.cap {
@@ -167,5 +183,17 @@ mod tests {
         // Past ts + window both lapse (the timestamp is stale by then anyway).
         assert_eq!(c.admit([3; 32], 161, 161), Ok(()));
         assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn a_restarted_cache_refuses_proofs_stamped_up_to_its_start() {
+        let mut before = ReplayCache::new(4, 60);
+        assert_eq!(before.admit([1; 32], 100, 100), Ok(()));
+        // Restarted at 101: the digest is forgotten, its timestamp is not trusted.
+        let mut after = ReplayCache::new(4, 60).started_at(101);
+        assert_eq!(after.admit([1; 32], 100, 102), Err(ReplayError::Replayed));
+        assert_eq!(after.admit([2; 32], 101, 102), Err(ReplayError::Replayed));
+        assert_eq!(after.admit([3; 32], 102, 102), Ok(()));
+        assert_eq!(after.admit([3; 32], 102, 103), Err(ReplayError::Replayed));
     }
 }

@@ -230,11 +230,13 @@ fn unix_now_ms() -> u64 {
 impl DeadDrop {
     /// Loads or generates the relay key, opens the store and starts its writer thread.
     /// Returns the service and whether the key was generated now (into `key_path`).
+    /// `started` is the unix second the relay started: the proof replay cache is in
+    /// memory, so proofs stamped at or before it are refused as replays.
     ///
     /// With a PostgreSQL store the relay key is the one in the database; the first node
     /// to start stores its own (the `key_path` file if it exists, else a new one that is
     /// not written to disk), so every node serves the same `/pubkey`.
-    pub fn open(config: DeadDropConfig) -> Result<(Self, bool), DeadDropError> {
+    pub fn open(config: DeadDropConfig, started: u64) -> Result<(Self, bool), DeadDropError> {
         match &config.store {
             StoreChoice::Redb => {
                 let (key, generated) = keys::load_or_generate(&config.key_path)?;
@@ -246,7 +248,7 @@ impl DeadDrop {
                             source,
                         }
                     })?;
-                Ok((Self::start(config, store, relay_pem), generated))
+                Ok((Self::start(config, store, relay_pem, started), generated))
             }
             StoreChoice::Postgres { url, pool_size } => {
                 let key_path = config.key_path.clone();
@@ -269,15 +271,21 @@ impl DeadDrop {
                          every node serves the database's key (docs/cluster.md)"
                     );
                 }
-                Ok((Self::start(config, store, relay_pem), false))
+                Ok((Self::start(config, store, relay_pem, started), false))
             }
         }
     }
 
-    fn start(config: DeadDropConfig, store: impl store::Store, relay_pem: String) -> Self {
+    fn start(
+        config: DeadDropConfig,
+        store: impl store::Store,
+        relay_pem: String,
+        started: u64,
+    ) -> Self {
         let reader = store.reader();
         let writer = Writer::spawn(store, WRITER_QUEUE, Duration::from_secs(10), unix_now);
-        let checker = Checker::new(&config, relay_pem);
+        let started = i64::try_from(started).unwrap_or(i64::MAX);
+        let checker = Checker::new(&config, relay_pem).started_at(started);
         Self {
             inner: Arc::new(DeadDropInner {
                 config,
@@ -578,7 +586,7 @@ mod tests {
             entered,
             gate,
         };
-        let dd = DeadDrop::start(config, store, RELAY_PEM.into());
+        let dd = DeadDrop::start(config, store, RELAY_PEM.into(), 0);
 
         let resp = dd.handle_post("/retrieve", proof().as_bytes(), None).await;
         assert_eq!(

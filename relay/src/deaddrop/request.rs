@@ -254,6 +254,18 @@ impl Checker {
         }
     }
 
+    /// The same checker in a process that started at `started` (unix seconds): proofs
+    /// stamped at or before it are refused as replays (the replay cache is in memory).
+    #[must_use]
+    pub fn started_at(mut self, started: i64) -> Self {
+        let replay = self
+            .replay
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.replay = Mutex::new(replay.started_at(started));
+        self
+    }
+
     /// The relay PEM proofs are bound to.
     pub fn relay_pem(&self) -> &str {
         &self.relay_pem

@@ -9,6 +9,7 @@ pub mod hive_connect;
 pub mod hive_preimage;
 pub mod hive_record;
 pub mod hive_signature;
+pub mod http_framing;
 pub mod node_provisioning_record;
 pub mod pico_channel;
 pub mod stun_message;
@@ -27,6 +28,7 @@ pub const TARGETS: &[Target] = &[
     ("hive_preimage", hive_preimage::run),
     ("hive_record", hive_record::run),
     ("hive_signature", hive_signature::run),
+    ("http_framing", http_framing::run),
     ("node_provisioning_record", node_provisioning_record::run),
     ("pico_channel", pico_channel::run),
     ("stun_message", stun_message::run),

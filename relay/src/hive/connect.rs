@@ -15,9 +15,15 @@
 //! Publications are self-authenticating, so workers need no shared store: the owner
 //! worker verifies the carried publication with [`verify_publication`] (strict Ed25519,
 //! skew window, TTL cap), requires it to be for the target's workspace and device and
-//! still fresh, then checks the proof (window [`PROOF_WINDOW_SECS`], strict signature)
-//! and its nonce in a bounded per-worker replay cache. Because every connection for a key
-//! lands on the same owner, that cache sees every nonce for the device.
+//! still fresh, then checks the proof (window `--proof-window`, default
+//! [`PROOF_WINDOW_SECS`]; strict signature) and its nonce in a bounded per-worker replay
+//! cache. Because every connection for a key lands on the same owner, that cache sees
+//! every nonce for the device. A restarted worker has forgotten the nonces; it refuses
+//! as replays the proofs stamped at or before its start second
+//! (`ReplayCache::started_at`).
+//!
+//! The proof's parameter names (`ts`, `nonce`, `sig`) are case-sensitive (lower case),
+//! as in every Hive proof; the scheme name `Hive` is not.
 //!
 //! Check order and refusals (engine responses, [`Rejection`]):
 //! 1. target `hive:<uuid>/<uuid>` (hyphenated, any letter case) — 400 `malformed_hive_target`;
@@ -26,9 +32,10 @@
 //! 4. exactly one `Hive-Publication`, strict padded standard base64, verifying, and not
 //!    expired at `now` — 400 `malformed_publication`;
 //! 5. its workspace and device equal the target's — 403 `publication_mismatch`;
-//! 6. `|now - ts| <= 60` — 403 `stale_timestamp`;
+//! 6. `|now - ts| <=` the proof window — 403 `stale_timestamp`;
 //! 7. the signature — 401 `hive_bad_signature` (with `WWW-Authenticate: Hive`);
-//! 8. the nonce unseen for this device — 403 `replayed_nonce`; cache full — 503
+//! 8. the nonce unseen for this device, and `ts` after the worker's start second — 403
+//!    `replayed_nonce`; cache full — 503
 //!    `replay_cache_full` (it refuses rather than forgets);
 //! 9. no bytes after the head — 409 `early_data`.
 //!
@@ -60,7 +67,7 @@ pub const PUBLICATION_HEADER: &str = "Hive-Publication";
 /// Domain tag of the park proof (`b"hive-connect-v1\0"`, defined beside the shared proof
 /// parser).
 pub use super::forward::CONNECT_DOMAIN;
-/// Accepted `|now - ts|` for park proofs, seconds.
+/// Default accepted `|now - ts|` for park proofs, seconds (`--proof-window` sets it).
 pub const PROOF_WINDOW_SECS: u64 = 60;
 /// Default replay-cache capacity per worker (nonces within the window).
 pub const DEFAULT_REPLAY_CAPACITY: usize = 65_536;
@@ -132,6 +139,11 @@ pub struct HiveConnectConfig {
     pub policy: PublicationPolicy,
     /// Replay-cache capacity (nonces within the window) per worker.
     pub replay_capacity: usize,
+    /// Accepted `|now - ts|` for park proofs, seconds (`--proof-window`).
+    pub proof_window_secs: u64,
+    /// The worker's start (unix seconds): proofs stamped at or before it are refused as
+    /// replays. `None`: no such rule (tests, tools).
+    pub started_unix: Option<u64>,
 }
 
 impl Default for HiveConnectConfig {
@@ -139,6 +151,8 @@ impl Default for HiveConnectConfig {
         Self {
             policy: PublicationPolicy::default(),
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
+            proof_window_secs: PROOF_WINDOW_SECS,
+            started_unix: None,
         }
     }
 }
@@ -148,14 +162,20 @@ impl Default for HiveConnectConfig {
 pub struct HiveConnect {
     policy: PublicationPolicy,
     replay: ReplayCache,
+    window_secs: u64,
 }
 
 impl HiveConnect {
     /// A family with `config`.
     pub fn new(config: HiveConnectConfig) -> Self {
+        let replay = ReplayCache::new(config.replay_capacity, config.proof_window_secs);
         Self {
             policy: config.policy,
-            replay: ReplayCache::new(config.replay_capacity, PROOF_WINDOW_SECS),
+            replay: match config.started_unix {
+                Some(started) => replay.started_at(started),
+                None => replay,
+            },
+            window_secs: config.proof_window_secs,
         }
     }
 
@@ -195,7 +215,7 @@ impl HiveConnect {
         if !publication.is_fresh(now) {
             return Err(Rejection::MalformedPublication);
         }
-        let window = i64::try_from(PROOF_WINDOW_SECS).unwrap_or(i64::MAX);
+        let window = i64::try_from(self.window_secs).unwrap_or(i64::MAX);
         check_proof(
             &proof,
             CONNECT_DOMAIN,
@@ -213,6 +233,7 @@ impl HiveConnect {
         let owner = RendezvousId(*target.key().bytes());
         let replay = auth::Proof {
             ts: proof.ts,
+            ts_leading_zeros: 0,
             nonce: proof.nonce.to_vec(),
             mac: [0; 32],
         };

@@ -223,6 +223,7 @@ pub fn check_proof(
 pub struct ReplayCache {
     seen: HashMap<(MailboxKey, [u8; 16]), i64>,
     cap: usize,
+    started: Option<i64>,
 }
 
 impl ReplayCache {
@@ -231,11 +232,22 @@ impl ReplayCache {
         Self {
             seen: HashMap::new(),
             cap: cap.max(1),
+            started: None,
         }
     }
 
+    /// The same cache in a process that started at `started` (unix seconds): it has
+    /// forgotten what an earlier process saw, so proofs stamped at or before that second
+    /// are refused as replays. Proofs made later are unaffected; the refused ones would be
+    /// stale one window after the start anyway.
+    #[must_use]
+    pub fn started_at(mut self, started: i64) -> Self {
+        self.started = Some(started);
+        self
+    }
+
     /// Records `nonce` of a proof made at `ts` (kept until `ts + window`); refuses a
-    /// nonce already held.
+    /// nonce already held, or a proof stamped at or before the process's start.
     pub fn check_and_insert(
         &mut self,
         key: MailboxKey,
@@ -244,9 +256,11 @@ impl ReplayCache {
         now: i64,
         window_secs: i64,
     ) -> Result<(), ForwardError> {
-        let until = i64::try_from(ts)
-            .unwrap_or(i64::MAX)
-            .saturating_add(window_secs);
+        let ts = i64::try_from(ts).unwrap_or(i64::MAX);
+        if self.started.is_some_and(|started| ts <= started) {
+            return Err(ForwardError::Replay);
+        }
+        let until = ts.saturating_add(window_secs);
         if let Some(&exp) = self.seen.get(&(key, nonce))
             && exp >= now
         {

@@ -24,6 +24,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, mpsc};
 
+/// The `/v1/health` response header naming the STUN responder's UDP port (when
+/// `--stun-listen` is set): a device asks the relay's host on that port for its
+/// server-reflexive address.
+pub const STUN_PORT_HEADER: &str = "tryst-stun-port";
+
 /// Most publications in one federation export page.
 pub const MAX_EXPORT_PAGE: usize = 256;
 
@@ -76,6 +81,8 @@ struct Inner {
     pushes: Mutex<Vec<mpsc::Sender<Arc<Vec<u8>>>>>,
     counters: MirrorCounters,
     epoch: u64,
+    /// The STUN responder's UDP port, advertised on `/v1/health` (0: none).
+    stun_port: std::sync::atomic::AtomicU16,
 }
 
 /// Federation counters (also on `/metrics`).
@@ -197,6 +204,25 @@ impl Drop for WaitGuard<'_> {
 }
 
 impl Hive {
+    /// The same service in a relay that started in unix second `started`: the drain
+    /// nonces are in memory, so drain proofs stamped at or before it are refused as
+    /// replays (an earlier relay may have accepted them).
+    #[must_use]
+    pub fn with_replay_floor(self, started: u64) -> Self {
+        {
+            let mut state = self.lock();
+            let cap = self.inner.config.forward.max_nonces;
+            state.replay =
+                ReplayCache::new(cap).started_at(i64::try_from(started).unwrap_or(i64::MAX));
+        }
+        self
+    }
+
+    /// Advertises the STUN responder's UDP `port` on `/v1/health` from now on.
+    pub fn set_stun_port(&self, port: u16) {
+        self.inner.stun_port.store(port, Ordering::Relaxed);
+    }
+
     /// A service with `config` (no background tasks yet; see [`Hive::start_background`]).
     pub fn new(config: HiveConfig) -> Self {
         let state = State {
@@ -213,6 +239,7 @@ impl Hive {
                 pushes: Mutex::new(Vec::new()),
                 counters: MirrorCounters::default(),
                 epoch: rand::random(),
+                stun_port: std::sync::atomic::AtomicU16::new(0),
             }),
         }
     }
@@ -391,18 +418,26 @@ impl Hive {
         let get = parts.method == Method::GET || parts.method == Method::HEAD;
         let post = parts.method == Method::POST;
         match segments.as_slice() {
-            ["v1", "health"] if get => respond(200, "text/plain", "ok"),
+            ["v1", "health"] if get => {
+                let mut resp = respond(200, "text/plain", "ok");
+                let port = self.inner.stun_port.load(Ordering::Relaxed);
+                if port != 0 {
+                    resp.headers_mut()
+                        .insert(STUN_PORT_HEADER, HeaderValue::from(port));
+                }
+                resp
+            }
             ["v1", "health"] => method_not_allowed("GET, HEAD"),
             ["v1", "rendezvous"] if post => self.publish(body, deadline).await,
             ["v1", "rendezvous"] => method_not_allowed("POST"),
-            ["v1", "rendezvous", "mirror"] if get => {
-                let (since, limit) = export_query(parts.uri.query());
-                respond(
+            ["v1", "rendezvous", "mirror"] if get => match export_query(parts.uri.query()) {
+                Ok((since, limit)) => respond(
                     200,
                     "application/json",
                     self.export(since, limit, now_unix()),
-                )
-            }
+                ),
+                Err(reason) => error(400, reason),
+            },
             ["v1", "rendezvous", ws] if get => match parse_uuid(ws) {
                 None => error(400, "malformed workspace id"),
                 Some(ws) => {
@@ -617,22 +652,32 @@ impl PublishRefusal {
     }
 }
 
-/// `since` and `limit` of an export query (missing or bad values: 0 and the page cap).
-fn export_query(query: Option<&str>) -> (u64, usize) {
+/// `since` and `limit` of an export query: missing ones are 0 and the page cap; a
+/// `since` that is not a decimal `u64`, or a `limit` outside 1 to [`MAX_EXPORT_PAGE`],
+/// is the reason of a 400 (`Err`).
+fn export_query(query: Option<&str>) -> Result<(u64, usize), &'static str> {
     let (mut since, mut limit) = (0, MAX_EXPORT_PAGE);
     for pair in query.unwrap_or("").split('&') {
         match pair.split_once('=') {
-            Some(("since", v)) => since = v.parse().unwrap_or(0),
+            Some(("since", v)) => {
+                since = v
+                    .parse()
+                    .ok()
+                    .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or("malformed since")?;
+            }
             Some(("limit", v)) => {
                 limit = v
                     .parse()
-                    .unwrap_or(MAX_EXPORT_PAGE)
-                    .clamp(1, MAX_EXPORT_PAGE);
+                    .ok()
+                    .filter(|n| (1..=MAX_EXPORT_PAGE).contains(n))
+                    .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or("limit must be 1 to 256")?;
             }
             _ => {}
         }
     }
-    (since, limit)
+    Ok((since, limit))
 }
 
 #[cfg(test)]

@@ -57,6 +57,14 @@ impl TagFamily {
         }
     }
 
+    /// The same family in a worker that started at `started_unix` (see
+    /// [`TagTable::started_at`]).
+    #[must_use]
+    pub fn started_at(mut self, started_unix: u64) -> Self {
+        self.table = self.table.started_at(started_unix);
+        self
+    }
+
     /// The table (for tests and metrics).
     pub fn table(&self) -> &TagTable {
         &self.table

@@ -125,6 +125,15 @@ impl TagTable {
         }
     }
 
+    /// The same table in a worker that started at `started_unix`: proofs stamped at or
+    /// before that second are refused as replays, since an earlier worker may have
+    /// accepted them (see `ReplayCache::started_at`).
+    #[must_use]
+    pub fn started_at(mut self, started_unix: u64) -> Self {
+        self.replay = self.replay.started_at(started_unix);
+        self
+    }
+
     /// Entries held (live tags and tombstones).
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -208,6 +217,7 @@ impl TagTable {
         let replay_id = RendezvousId(*room_key(tag).bytes());
         let replay_proof = Proof {
             ts: proof.ts,
+            ts_leading_zeros: 0,
             nonce: proof.nonce.clone(),
             mac: [0; 32],
         };

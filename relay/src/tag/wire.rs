@@ -498,6 +498,10 @@ mod tests {
             format!("Tag ts=17, nonce={nonce}, sig={}", &sig[1..]),
             format!("Tag ts=17, nonce={nonce}, sig={}+", &sig[1..]),
             format!("Tag ts=17, nonce={nonce}, sig={sig}, extra=1"),
+            // Parameter names are case-sensitive (the scheme is not): issue 12 item 9.
+            format!("Tag TS=17, nonce={nonce}, sig={sig}"),
+            format!("Tag ts=17, Nonce={nonce}, sig={sig}"),
+            format!("Tag ts=17, nonce={nonce}, SIG={sig}"),
             format!("Tag ts=17 nonce={nonce}, sig={sig}"),
         ];
         for b in bad {

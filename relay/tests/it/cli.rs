@@ -539,3 +539,118 @@ fn provision_totp_prints_uri_qr_and_record_and_exports_imports() {
         before
     );
 }
+
+/// Issue 12 item 12: the serve command `tryst provision --totp` prints runs, serves TLS,
+/// and the printed park line parks a steward-style hidden server with the new record.
+/// The test swaps the printed public addresses for ephemeral loopback ones and gives the
+/// relay a data directory of its own; everything else is the printed command.
+#[test]
+fn the_serve_command_provision_totp_prints_runs() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let node_id = "2f402f80-da50-11e1-9b23-0123456789ab";
+    let out = tryst(
+        home.path(),
+        &[
+            "provision",
+            node_id,
+            "--totp",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let printed = text(&out.stdout);
+    let command = printed
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("tryst serve "))
+        .unwrap_or_else(|| panic!("no serve command in {printed}"));
+    let mut args: Vec<String> = vec!["serve".into()];
+    for word in command.split_whitespace() {
+        args.push(if word.starts_with("0.0.0.0:") {
+            "127.0.0.1:0".into()
+        } else {
+            word.into()
+        });
+    }
+    assert!(args.iter().any(|a| a == "--tls-listen"), "{args:?}");
+    args.extend(["--listen", "127.0.0.1:0", "--workers", "1", "--data-dir"].map(String::from));
+    args.push(home.path().join("serve-data").to_str().unwrap().to_owned());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TRYST_") || key == "XDG_DATA_HOME" {
+            cmd.env_remove(key);
+        }
+    }
+    let mut child = cmd
+        .env("HOME", home.path())
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let _guard = Kill(child);
+    let lines: Vec<String> = (0..4)
+        .map(|_| {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            line.trim_end().to_owned()
+        })
+        .collect();
+    let named = |prefix: &str| lines.iter().find_map(|l| l.strip_prefix(prefix));
+    assert!(named("tryst: tls listening on ").is_some(), "{lines:?}");
+    let plain: std::net::SocketAddr = named("tryst: listening on ").unwrap().parse().unwrap();
+    // The printed park line, with the code oathtool would print now.
+    let b32 = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("base32: "))
+        .unwrap();
+    let park = printed
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("CONNECT "))
+        .expect("a park line");
+    let key = tryst_engine::totp::decode_base32(b32).unwrap();
+    let record =
+        tryst_engine::totp::TotpRecord::new(key, 30, tryst_engine::totp::TotpAlgorithm::Sha1, None)
+            .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let oathtool = park
+        .split("$(")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .expect("an oathtool call");
+    let send = |code: &str| {
+        let line = park.replace(&format!("$({oathtool})"), code);
+        let mut s = std::net::TcpStream::connect(plain).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(format!("CONNECT {line}\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut ok = [0u8; 16];
+        s.read_exact(&mut ok).unwrap();
+        (s, ok)
+    };
+    let (_parked, mut ok) = send(&tryst_engine::totp::generate(&record, now, 6));
+    // A 401 across a 30 s step boundary is the code's age, not the recipe: one retry.
+    let _retry;
+    if &ok != b"HTTP/1.1 200\r\n\r\n" {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        (_retry, ok) = send(&tryst_engine::totp::generate(&record, now, 6));
+    }
+    assert_eq!(&ok, b"HTTP/1.1 200\r\n\r\n");
+}

@@ -116,6 +116,7 @@ both_stores!(
     caps_answer_507,
     kill_9_loses_no_acknowledged_deposit,
     real_hivemind_client_passes_every_scenario,
+    a_retrieve_proof_used_before_a_restart_is_refused_after_it,
 );
 
 impl Relay {
@@ -1213,4 +1214,27 @@ fn postgres_promoted_synchronous_standby_holds_every_acknowledged_deposit() {
         acked.len(),
         got.len()
     );
+}
+
+/// Issue 12 item 2: a retrieve proof used before a restart (kill -9) is refused after
+/// it with `replay_detected`, and the mail deposited since is still there.
+fn a_retrieve_proof_used_before_a_restart_is_refused_after_it(kind: Kind) {
+    let store = Store::new(kind);
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    let bob = Identity::fixture("client");
+    let relay = Relay::start(&store, home.path(), &data, &[]);
+    let rpem = relay_pem(relay.addr);
+    let proof = bob.proof(&rpem, now());
+    let (status, v) = post(relay.addr, "/retrieve", &proof);
+    assert_eq!(status, 200, "{v}");
+    relay.kill9();
+    let relay = Relay::start(&store, home.path(), &data, &[]);
+    let a = relay.addr;
+    assert_eq!(relay_pem(a), rpem);
+    let payload = intercom(json!({"after": "restart"}));
+    let deposit = json!({"payload": payload, "target_pubkey": bob.pem});
+    assert_eq!(post(a, "/deposit", &deposit).0, 200);
+    assert_eq!(post(a, "/retrieve", &proof), (401, err("replay_detected")));
+    assert_eq!(retrieve_all(a, &bob, &rpem), vec![payload]);
 }

@@ -21,16 +21,19 @@ use tryst_relay::stun::message::{binding_request, parse};
 
 const WS: [u8; 16] = [0x7e; 16];
 
+/// The flags of [`start`].
+const FLAGS: [&str; 6] = [
+    "--stun-listen",
+    "127.0.0.1:0",
+    "--client-wait",
+    "10s",
+    "--forward-poll-timeout",
+    "2s",
+];
+
 /// A relay (two workers, STUN on) for one test.
 fn start() -> Relay {
-    Relay::start(&[
-        "--stun-listen",
-        "127.0.0.1:0",
-        "--client-wait",
-        "10s",
-        "--forward-poll-timeout",
-        "2s",
-    ])
+    Relay::start(&FLAGS)
 }
 
 /// A connection to the relay with a read timeout long enough for a 1 MiB exchange.
@@ -110,11 +113,16 @@ impl Device {
 
     /// The park head for `publication` with a fresh proof using `nonce`.
     fn park_head(&self, publication: &[u8], nonce: u8) -> String {
+        self.park_head_at(publication, nonce, now_unix())
+    }
+
+    /// The park head for `publication` with a proof stamped `ts` using `nonce`.
+    fn park_head_at(&self, publication: &[u8], nonce: u8, ts: u64) -> String {
         format!(
             "CONNECT {} HTTP/1.1\r\nHive-Publication: {}\r\nProxy-Authorization: {}\r\n\r\n",
             self.target_text(),
             STANDARD.encode(publication),
-            park_proof_header(&self.key, &self.target(), now_unix(), &[nonce; 16])
+            park_proof_header(&self.key, &self.target(), ts, &[nonce; 16])
         )
     }
 
@@ -124,7 +132,11 @@ impl Device {
 
     /// A drain proof for `mailbox`'s mailbox signed with this device's key.
     fn drain_auth_for(&self, mailbox: &Self, nonce: u8) -> String {
-        let ts = now_unix();
+        self.drain_auth_at(mailbox, nonce, now_unix())
+    }
+
+    /// A drain proof for `mailbox`'s mailbox stamped `ts`, signed with this device's key.
+    fn drain_auth_at(&self, mailbox: &Self, nonce: u8, ts: u64) -> String {
         let msg = proof_message(DRAIN_DOMAIN, &WS, &mailbox.id, ts, &[nonce; 16]);
         format!(
             "Hive-Drain ts={ts}, nonce={}, sig={}",
@@ -429,4 +441,129 @@ fn two_devices_publish_find_each_other_forward_then_stream() {
     let bob_side = thread::spawn(move || exchange(parked, fb, &fa));
     exchange(tunnel, from_alice, &from_bob);
     bob_side.join().unwrap();
+}
+
+/// Issue 12 item 2: Hive park and drain proofs accepted before a restart are refused
+/// after it, each with its family's replay answer.
+#[test]
+fn hive_park_and_drain_proofs_accepted_before_a_restart_are_refused_after_it() {
+    let relay = start();
+    let device = Device::new(5);
+    let publication = device.publication(Vec::new());
+    let park_head = device.park_head(&publication, 21);
+    let mut parked = connect(&relay);
+    parked.write_all(park_head.as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut parked, OK.len()), OK);
+    let frame = b"\x00\x00\x00\x02hi".to_vec();
+    let post_frame = |relay: &Relay| {
+        assert_eq!(
+            http(relay, "POST", "/v1/rendezvous", None, &publication).0,
+            200
+        );
+        assert_eq!(
+            http(relay, "POST", &device.forward_path(), None, &frame).0,
+            200
+        );
+    };
+    post_frame(&relay);
+    let drain = device.drain_auth(22);
+    let got = http(&relay, "GET", &device.forward_path(), Some(&drain), b"");
+    assert_eq!(got, (200, frame.clone()));
+    let relay = relay.restart(&FLAGS);
+    post_frame(&relay);
+    let got = http(&relay, "GET", &device.forward_path(), Some(&drain), b"");
+    assert_eq!(
+        (got.0, String::from_utf8_lossy(&got.1).into_owned()),
+        (401, r#"{"error":"drain proof replayed"}"#.to_owned())
+    );
+    let mut s = connect(&relay);
+    s.write_all(park_head.as_bytes()).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read_to_close(&mut s)),
+        String::from_utf8_lossy(&Rejection::ReplayedNonce.response())
+    );
+    // Proofs made now are accepted: the frame is still there for them.
+    let got = http(
+        &relay,
+        "GET",
+        &device.forward_path(),
+        Some(&device.drain_auth(23)),
+        b"",
+    );
+    assert_eq!(got, (200, frame));
+    park(&relay, &device, &publication, 24);
+}
+
+/// Issue 12 item 9: `--proof-window` governs the Hive park and drain proofs (it was a
+/// fixed 60 s), and their parameter names are case-sensitive (lower case only).
+#[test]
+fn hive_proofs_honour_the_proof_window_and_lower_case_names() {
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--proof-window", "5s"]);
+    let relay = Relay::start(&flags);
+    let device = Device::new(6);
+    let publication = device.publication(Vec::new());
+    assert_eq!(
+        http(&relay, "POST", "/v1/rendezvous", None, &publication).0,
+        200
+    );
+    let frame = b"\x00\x00\x00\x01!".to_vec();
+    assert_eq!(
+        http(&relay, "POST", &device.forward_path(), None, &frame).0,
+        200
+    );
+    let refused = |ts: u64, nonce: u8| {
+        let auth = device.drain_auth_at(&device, nonce, ts);
+        let (status, body) = http(&relay, "GET", &device.forward_path(), Some(&auth), b"");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    let out_of_window = (
+        401,
+        r#"{"error":"drain proof: ts out of window"}"#.to_owned(),
+    );
+    assert_eq!(refused(now_unix() - 10, 1), out_of_window);
+    assert_eq!(refused(now_unix() + 10, 2), out_of_window);
+    let upper = device
+        .drain_auth(3)
+        .replace("ts=", "TS=")
+        .replace("nonce=", "NONCE=")
+        .replace("sig=", "SIG=");
+    let (status, body) = http(&relay, "GET", &device.forward_path(), Some(&upper), b"");
+    assert_eq!(
+        (status, String::from_utf8_lossy(&body).into_owned()),
+        (
+            401,
+            r#"{"error":"drain proof: malformed parameter"}"#.to_owned()
+        )
+    );
+    let got = http(
+        &relay,
+        "GET",
+        &device.forward_path(),
+        Some(&device.drain_auth(4)),
+        b"",
+    );
+    assert_eq!(got, (200, frame));
+    // The park proof: 10 s old is stale under a 5 s window; upper-case names are malformed.
+    let refuse = |head: String, want: Rejection| {
+        let mut s = connect(&relay);
+        s.write_all(head.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&read_to_close(&mut s)),
+            String::from_utf8_lossy(&want.response()),
+            "{want:?}"
+        );
+    };
+    refuse(
+        device.park_head_at(&publication, 5, now_unix() - 10),
+        Rejection::StaleTimestamp,
+    );
+    refuse(
+        device
+            .park_head(&publication, 6)
+            .replace("ts=", "TS=")
+            .replace("nonce=", "NONCE="),
+        Rejection::MalformedProof,
+    );
+    park(&relay, &device, &publication, 7);
 }

@@ -83,7 +83,12 @@ struct NodeRelay {
 fn start() -> NodeRelay {
     let dir = tempfile::tempdir().unwrap();
     let secrets = secrets_file(dir.path());
-    let relay = Relay::start(&["--secrets", secrets.to_str().unwrap()]);
+    let relay = Relay::start(&[
+        "--secrets",
+        secrets.to_str().unwrap(),
+        "--tls-listen",
+        "127.0.0.1:0",
+    ]);
     NodeRelay { relay, _dir: dir }
 }
 
@@ -156,10 +161,17 @@ fn curl_digest_and_basic_reach_a_totp_parked_hidden_server() {
     let code = code_at(LONG_STEP, now());
 
     // Digest: curl asks without credentials, gets the challenge, retries with Digest.
+    // The challenge lives on the TLS listener, as upstream's (on the plain listener a
+    // request without credentials is the hivemind dead-drop's: 404).
     let server = park(&n.relay, ID, &code);
-    let url = format!("http://{}/some/path?q=1", n.relay.addr);
+    let tls_url = format!(
+        "https://127.0.0.1:{}/some/path?q=1",
+        n.relay.tls_addr.unwrap().port()
+    );
+    let cafile = n.relay.dir.path().join("tls-cert.pem");
     let user = format!("{ID}:x");
-    let child = curl(&["--digest", "-u", &user, &url]);
+    let cafile = cafile.to_str().unwrap();
+    let child = curl(&["--cacert", cafile, "--digest", "-u", &user, &tls_url]);
     let head = serve_one(server, "hello from the hidden server\n");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -178,7 +190,9 @@ fn curl_digest_and_basic_reach_a_totp_parked_hidden_server() {
         "{head}"
     );
 
-    // Basic, re-parking with the same code within its step (as steward does).
+    // Basic, re-parking with the same code within its step (as steward does), on the
+    // plain listener: the id is in the request, so node-rendezvous serves it there too.
+    let url = format!("http://{}/some/path?q=1", n.relay.addr);
     let server = park(&n.relay, &ID.to_uppercase(), &code);
     let child = curl(&["-u", &user, "-d", "ping", &url]);
     let mut server_side = server.try_clone().unwrap();
@@ -291,7 +305,22 @@ fn hidden_server_refusals_have_exact_bytes() {
 fn mobile_refusals_have_exact_bytes() {
     let n = start();
     let r = &n.relay;
-    let challenge = r.exchange(b"GET /some/path HTTP/1.1\r\nHost: relay\r\n\r\n");
+    // Without credentials: the hivemind dead-drop's 404 on the plain listener, the
+    // node-rendezvous Digest challenge on TLS.
+    let plain = r.exchange(b"GET /some/path HTTP/1.1\r\nHost: relay\r\n\r\n");
+    assert!(plain.starts_with("HTTP/1.1 404 Not Found\r\n"), "{plain}");
+    assert!(
+        plain.ends_with(r#"{"reason":"not_found","status":"error"}"#),
+        "{plain}"
+    );
+    let challenge = {
+        let mut s = crate::tls::tls_connect(r);
+        s.write_all(b"GET /some/path HTTP/1.1\r\nHost: relay\r\n\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
     let prefix = "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Digest realm=\"rendezvous\", qop=\"auth, auth-int\", nonce=\"";
     let suffix = "\", opaque=\"a4f316df3e6c55a20ca82389083849ea\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
     assert!(

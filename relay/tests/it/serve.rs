@@ -165,21 +165,25 @@ fn serve_prints_where_it_listens_serves_http_and_exits_cleanly() {
     assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
     assert!(health.ends_with("\r\n\r\n{\"status\":\"ok\"}"), "{health}");
 
-    // Unknown paths under the HTTP service's prefixes are its 404; other paths without
-    // credentials belong to node-rendezvous mobile clients (the Digest challenge).
+    // Unknown paths under the HTTP service's prefixes are its 404; on the plain listener
+    // other paths without credentials are the hivemind dead-drop's (issue 12 item 10):
+    // its upstream 404, never node-rendezvous's Digest challenge (that lives on TLS).
     let missing = http_get(relay.addr, "/v1/nothing");
     assert!(
         missing.starts_with("HTTP/1.1 404 Not Found\r\n"),
         "{missing}"
     );
-    let challenged = http_get(relay.addr, "/nothing");
-    assert!(
-        challenged.starts_with(
-            "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Digest realm=\"rendezvous\""
-        ),
-        "{challenged}"
-    );
     assert!(missing.ends_with(r#"{"error":{"code":"not_found","message":"no such endpoint"}}"#));
+    for path in ["/nothing", "/pubkey?x=1", "/some/deeper/path"] {
+        let hivemind = http_get(relay.addr, path);
+        let (head, body) = hivemind.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 404 Not Found\r\n"), "{hivemind}");
+        assert!(
+            head.contains("\r\ncontent-type: application/json\r\n"),
+            "{hivemind}"
+        );
+        assert_eq!(body, r#"{"reason":"not_found","status":"error"}"#, "{path}");
+    }
 
     let metrics = http_get(relay.addr, "/metrics");
     assert!(

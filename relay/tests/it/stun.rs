@@ -202,3 +202,22 @@ fn real_debian_stun_client() {
         "{text}"
     );
 }
+
+/// Issue 12 item 13: a device learns the STUN responder's UDP port from `/v1/health`
+/// (header `tryst-stun-port`), and the body stays the Hive relay's `ok`; a relay without
+/// `--stun-listen` names none.
+#[test]
+fn v1_health_advertises_the_stun_port() {
+    let (relay, stun) = start();
+    let health = relay.exchange(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
+    assert!(
+        health.contains(&format!("\r\ntryst-stun-port: {}\r\n", stun.port())),
+        "{health}"
+    );
+    assert!(health.ends_with("\r\n\r\nok"), "{health}");
+    let plain = Relay::start(&["--workers", "1"]);
+    let health = plain.exchange(b"GET /v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    assert!(health.starts_with("HTTP/1.1 200 OK\r\n"), "{health}");
+    assert!(!health.contains("tryst-stun-port"), "{health}");
+}

@@ -353,3 +353,31 @@ fn tag_command_prints_the_hashed_tag_owner_key_and_target() {
         "{unicode}"
     );
 }
+
+/// Issue 12 item 2: a tag park proof accepted before a restart is refused after it with
+/// `replayed_nonce` (the tag table and its nonces are in the workers' memory).
+#[test]
+fn a_tag_park_proof_accepted_before_a_restart_is_refused_after_it() {
+    let relay = Relay::start(&[]);
+    let tag = hashed_tag("", &hex::encode(rand::random::<[u8; 16]>()));
+    let options = CreateOptions::default();
+    let head = wire::park_request(
+        &tag,
+        &tag.derived_signing_key(),
+        now_unix(),
+        &nonce(),
+        &options,
+    );
+    let mut parked = relay.connect();
+    parked.write_all(head.as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut parked, OK.len()), OK);
+    let relay = relay.restart(&[]);
+    let refusal = relay.exchange(head.as_bytes());
+    assert_eq!(
+        status_and_code(&refusal),
+        (403, "replayed_nonce".into()),
+        "{refusal}"
+    );
+    // A proof made now parks (the tag is created again).
+    park(&relay, &tag, &options);
+}

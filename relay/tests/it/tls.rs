@@ -1,7 +1,7 @@
 //! The TLS listener: the same rendezvous over rustls-terminated connections, with the
 //! generated self-signed certificate as the client's only trust anchor (pinning).
 
-use crate::tunnel::{ID, OK, Relay, nonce, now_unix, park_head, read_exact_n};
+use crate::tunnel::{ID, OK, Relay, exchange_at, nonce, now_unix, park_head, read_exact_n};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::io::{Read, Write};
@@ -228,4 +228,77 @@ fn sighup_rotates_the_certificate_without_dropping_parked_connections() {
     assert_eq!(read_n(&mut parked, 14), b"after rotation");
     parked.write_all(b"ok").unwrap();
     assert_eq!(read_exact_n(&mut client, 2), b"ok");
+}
+
+/// Status line and body of an HTTP response (headers such as `date` vary).
+fn status_and_body(response: &str) -> (String, String) {
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((response, ""));
+    (
+        head.lines().next().unwrap_or("").to_owned(),
+        body.to_owned(),
+    )
+}
+
+fn tls_get(relay: &Relay, path: &str) -> String {
+    let mut s = tls_connect(relay);
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Issue 12 item 3: with `--metrics-listen`, `/metrics` and `/healthz` are served there
+/// (and nothing else is), and the public listeners, plain and TLS, answer `/metrics` as
+/// they answer an unknown path.
+#[test]
+fn metrics_listen_takes_metrics_off_the_public_listeners() {
+    let relay = Relay::start(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let ops = relay.metrics_addr.expect("a metrics listening line");
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let metrics = exchange_at(ops, get("/metrics").as_bytes());
+    assert!(metrics.starts_with("HTTP/1.1 200 OK\r\n"), "{metrics}");
+    assert!(metrics.contains("\ntryst_worker_up{"), "{metrics}");
+    let health = exchange_at(ops, get("/healthz").as_bytes());
+    assert_eq!(
+        status_and_body(&health),
+        ("HTTP/1.1 200 OK".into(), r#"{"status":"ok"}"#.into())
+    );
+    // The operators' port serves no family's API.
+    assert_eq!(
+        status_and_body(&exchange_at(ops, get("/pubkey").as_bytes())),
+        (
+            "HTTP/1.1 404 Not Found".to_owned(),
+            r#"{"error":{"code":"not_found","message":"no such endpoint"}}"#.to_owned(),
+        )
+    );
+    // The public listeners answer /metrics as they answer an unknown path: on the plain
+    // one the hivemind dead-drop's 404, on TLS node-rendezvous's Digest challenge.
+    let hivemind = (
+        "HTTP/1.1 404 Not Found".to_owned(),
+        r#"{"reason":"not_found","status":"error"}"#.to_owned(),
+    );
+    assert_eq!(
+        status_and_body(&relay.exchange(get("/metrics").as_bytes())),
+        hivemind
+    );
+    assert_eq!(
+        status_and_body(&relay.exchange(get("/nope").as_bytes())),
+        hivemind
+    );
+    let challenge = ("HTTP/1.1 401 Unauthorized".to_owned(), String::new());
+    assert_eq!(status_and_body(&tls_get(&relay, "/metrics")), challenge);
+    assert_eq!(status_and_body(&tls_get(&relay, "/nope")), challenge);
+    // /healthz stays public (load balancers probe it) on both.
+    assert!(
+        relay
+            .exchange(get("/healthz").as_bytes())
+            .starts_with("HTTP/1.1 200")
+    );
+    assert!(tls_get(&relay, "/healthz").starts_with("HTTP/1.1 200"));
 }

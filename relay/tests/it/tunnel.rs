@@ -26,6 +26,8 @@ pub(crate) struct Relay {
     pub(crate) tls_addr: Option<SocketAddr>,
     /// The STUN responder's address, when started with `--stun-listen`.
     pub(crate) stun_addr: Option<SocketAddr>,
+    /// The operators' address, when started with `--metrics-listen`.
+    pub(crate) metrics_addr: Option<SocketAddr>,
     pub(crate) dir: tempfile::TempDir,
 }
 
@@ -121,6 +123,25 @@ impl Relay {
     pub(crate) fn start_with(extra: &[&str], wrap: impl FnOnce(Command) -> Command) -> Self {
         let dir = tempfile::tempdir().unwrap();
         write_secrets(dir.path());
+        Self::start_in(dir, extra, wrap)
+    }
+
+    /// Kills this relay (SIGKILL, as a crash would) and starts another with `extra` on
+    /// the same data directory (its secrets, keys and stores).
+    pub(crate) fn restart(mut self, extra: &[&str]) -> Self {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::mem::replace(&mut self.dir, dir);
+        drop(self);
+        Self::start_in(old, extra, |c| c)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        extra: &[&str],
+        wrap: impl FnOnce(Command) -> Command,
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
         // Only the flags given here configure the relay, whatever the test's environment.
         for (key, _) in std::env::vars_os() {
@@ -154,17 +175,29 @@ impl Relay {
             }
             String::from_utf8(line).unwrap()
         };
-        // Startup lines, in the order `serve` prints them.
-        let addr = listening(&read_line(), "tryst: listening on ");
-        let _data_dir = read_line();
-        let tls_addr = extra.contains(&"--tls-listen").then(|| {
-            let tls = listening(&read_line(), "tryst: tls listening on ");
-            let _certificate = read_line();
-            tls
-        });
-        let stun_addr = extra
-            .contains(&"--stun-listen")
-            .then(|| listening(&read_line(), "tryst: stun listening on "));
+        // Startup lines, found by name: two always, two with TLS, one per side listener
+        // (docs/configuration.md promises named lines, not an order or a count).
+        let count = 2
+            + 2 * usize::from(extra.contains(&"--tls-listen"))
+            + usize::from(extra.contains(&"--stun-listen"))
+            + usize::from(extra.contains(&"--metrics-listen"));
+        let lines: Vec<String> = (0..count).map(|_| read_line()).collect();
+        let named = |prefix: &str| {
+            lines
+                .iter()
+                .find(|l| l.starts_with(prefix))
+                .map(|l| listening(l, prefix))
+        };
+        let addr = named("tryst: listening on ").expect("a listening line");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("tryst: data directory ")),
+            "{lines:?}"
+        );
+        let tls_addr = named("tryst: tls listening on ");
+        let stun_addr = named("tryst: stun listening on ");
+        let metrics_addr = named("tryst: metrics listening on ");
         // Keep draining stdout so the relay never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         Self {
@@ -172,6 +205,7 @@ impl Relay {
             addr,
             tls_addr,
             stun_addr,
+            metrics_addr,
             dir,
         }
     }
@@ -208,8 +242,13 @@ impl Relay {
         read_to_close(&mut s)
     }
 
+    /// The `/metrics` text (from the operators' listener when there is one).
     pub(crate) fn metrics(&self) -> String {
-        self.exchange(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        let request = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        match self.metrics_addr {
+            Some(addr) => exchange_at(addr, request),
+            None => self.exchange(request),
+        }
     }
 
     /// Sums a metric's samples (all label sets).
@@ -270,6 +309,21 @@ pub(crate) fn now_unix() -> u64 {
         .as_secs()
 }
 
+/// Waits (bounded) until the wall clock has left unix second `second`. A relay or a
+/// restarted worker refuses proofs stamped in the second it started (docs/reliability.md),
+/// so a test that needs a proof accepted after a restart, or one stamped after a start,
+/// waits for the clock instead of assuming it moved.
+pub(crate) fn wait_past(second: u64) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while now_unix() <= second {
+        assert!(
+            Instant::now() < deadline,
+            "the clock did not move past {second}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 pub(crate) fn nonce() -> Vec<u8> {
     (0..16).map(|_| rand::random::<u8>()).collect()
 }
@@ -294,6 +348,14 @@ pub(crate) fn read_exact_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
     let mut buf = vec![0; n];
     s.read_exact(&mut buf).unwrap();
     buf
+}
+
+/// Sends raw bytes to `addr` and returns everything answered until it closes.
+pub(crate) fn exchange_at(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request).unwrap();
+    read_to_close(&mut s)
 }
 
 pub(crate) fn read_to_close(s: &mut TcpStream) -> String {
@@ -692,7 +754,7 @@ fn sigterm_to_the_whole_process_group_still_drains() {
     assert!(relay.wait_exit().success());
 }
 
-fn worker_pids(metrics: &str) -> Vec<u32> {
+pub(crate) fn worker_pids(metrics: &str) -> Vec<u32> {
     metrics
         .lines()
         .filter(|l| l.starts_with("tryst_worker_up{") && l.ends_with(" 1"))
@@ -795,6 +857,9 @@ fn a_killed_worker_is_restarted_and_serves_again() {
     };
     assert_ne!(after, before);
     assert_eq!(relay.metric("tryst_worker_restarts_total"), 1);
+    // The new worker refuses proofs stamped in the second it started (it cannot know
+    // which ones its predecessor accepted): park with a proof made after it.
+    wait_past(now_unix());
     let mut server = relay.park();
     let mut client = relay.reach(b"back");
     assert_eq!(read_exact_n(&mut server, 4), b"back");
@@ -838,4 +903,150 @@ fn with_the_pipe_pool_exhausted_tunnels_fall_back_to_copying_byte_exact() {
         t.join().unwrap();
     }
     assert!(relay.metric("tryst_pipes") <= 1);
+}
+
+/// Issue 12 item 2: a native park proof accepted before a restart of the relay is
+/// refused after it, with the replay code, within its window.
+#[test]
+fn a_park_proof_accepted_before_a_relay_restart_is_refused_after_it() {
+    let relay = Relay::start(&["--workers", "1"]);
+    let head = park_head(now_unix(), &nonce());
+    let mut parked = relay.connect();
+    parked.write_all(head.as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut parked, OK.len()), OK);
+    let relay = relay.restart(&["--workers", "1"]);
+    let refusal = relay.exchange(head.as_bytes());
+    assert_eq!(
+        status_and_code(&refusal),
+        (403, "replayed_nonce".into()),
+        "{refusal}"
+    );
+    // A proof made now is accepted: the refusal is of the old proof, not of the id.
+    relay.park();
+}
+
+/// Issue 12 item 2: a native park proof accepted by a worker that is then killed (-9)
+/// is refused by the worker the engine starts in its place.
+#[test]
+fn a_park_proof_accepted_before_a_worker_crash_is_refused_after_it() {
+    let relay = Relay::start(&["--workers", "1"]);
+    let head = park_head(now_unix(), &nonce());
+    let mut parked = relay.connect();
+    parked.write_all(head.as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut parked, OK.len()), OK);
+    let before = worker_pids(&relay.metrics());
+    assert_eq!(before.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = worker_pids(&relay.metrics());
+        if pids.len() == 1 && pids != before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "worker was not restarted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refusal = relay.exchange(head.as_bytes());
+    assert_eq!(
+        status_and_code(&refusal),
+        (403, "replayed_nonce".into()),
+        "{refusal}"
+    );
+    wait_past(now_unix());
+    relay.park();
+}
+
+/// Issue 12 item 6: `ts` is signed exactly as sent (`ts=0<now>` with the MAC over
+/// `0<now>` parks), and a stale `ts` with a wrong MAC is reported as stale.
+#[test]
+fn the_proof_ts_is_signed_as_sent_and_staleness_is_checked_before_the_mac() {
+    use tryst_engine::auth::sign_padded;
+    let relay = Relay::start(&[]);
+    let id = RendezvousId::parse(ID).unwrap();
+    let (ts, n) = (now_unix(), nonce());
+    let mac = sign_padded(
+        &Secret::new(SECRET.to_vec()),
+        Operation::Park,
+        &id,
+        ts,
+        1,
+        &n,
+    );
+    let padded = |mac: &[u8]| {
+        format!(
+            "CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: Tryst ts=0{ts}, nonce={}, mac={}\r\n\r\n",
+            hex::encode(&n),
+            b64url(mac)
+        )
+    };
+    let mut s = relay.connect();
+    s.write_all(padded(&mac).as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut s, OK.len()), OK);
+    let stale = format!(
+        "CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: Tryst ts={}, nonce={}, mac={}\r\n\r\n",
+        ts - 3600,
+        hex::encode(nonce()),
+        b64url(&[0; 32])
+    );
+    let refusal = relay.exchange(stale.as_bytes());
+    assert_eq!(
+        status_and_code(&refusal),
+        (403, "stale_timestamp".into()),
+        "{refusal}"
+    );
+    let wrong = format!(
+        "CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: Tryst ts={ts}, nonce={}, mac={}\r\n\r\n",
+        hex::encode(nonce()),
+        b64url(&[0; 32])
+    );
+    let refusal = relay.exchange(wrong.as_bytes());
+    assert_eq!(
+        status_and_code(&refusal),
+        (403, "bad_proof".into()),
+        "{refusal}"
+    );
+}
+
+/// Issue 12 item 8: absurd, negative or conflicting `Content-Length`, and
+/// `Content-Length` with chunked, are refused by the worker in the owning family's
+/// shape (not hyper's empty 400) and counted as `malformed_head`.
+#[test]
+fn bad_content_length_is_refused_in_the_family_shape_and_counted() {
+    let relay = Relay::start(&[]);
+    let exact = |body: &str| {
+        format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let hivemind = exact(r#"{"reason":"malformed_body","status":"error"}"#);
+    let framings = [
+        "Content-Length: -1\r\n",
+        "Content-Length: 99999999999999999999\r\n",
+        "Content-Length: 2\r\nContent-Length: 3\r\n",
+        "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n",
+    ];
+    for framing in framings {
+        let request = format!("POST /deposit HTTP/1.1\r\nHost: t\r\n{framing}\r\n{{}}");
+        assert_eq!(relay.exchange(request.as_bytes()), hivemind, "{framing:?}");
+    }
+    let hive = format!(
+        "POST /v1/rendezvous HTTP/1.1\r\nHost: t\r\n{}\r\n{{}}",
+        framings[0]
+    );
+    assert_eq!(
+        relay.exchange(hive.as_bytes()),
+        exact(r#"{"error":"malformed request framing"}"#)
+    );
+    let health = format!("GET /healthz HTTP/1.1\r\nHost: t\r\n{}\r\n", framings[2]);
+    assert_eq!(
+        relay.exchange(health.as_bytes()),
+        String::from_utf8(tryst_engine::reject::Rejection::MalformedHead.response()).unwrap()
+    );
+    let series = "tryst_rejections_total{reason=\"malformed_head\"}";
+    assert_eq!(relay.await_value(6, |text| series_value(text, series)), 6);
 }

@@ -442,8 +442,28 @@ async fn export_pages() {
         String::from_utf8(body).unwrap(),
         format!(r#"{{"epoch":"{epoch}","next":1,"publications":[]}}"#)
     );
-    assert_eq!(export_query(Some("since=5&limit=0")), (5, 1));
-    assert_eq!(export_query(Some("limit=9999&x")), (0, MAX_EXPORT_PAGE));
+    assert_eq!(export_query(Some("since=5&limit=1")), Ok((5, 1)));
+    assert_eq!(export_query(Some("limit=256&x")), Ok((0, MAX_EXPORT_PAGE)));
+    assert_eq!(export_query(None), Ok((0, MAX_EXPORT_PAGE)));
+    // Issue 12 item 13: out-of-range limits and a non-numeric since are 400s, exactly.
+    for (query, reason) in [
+        ("since=5&limit=0", "limit must be 1 to 256"),
+        ("limit=1000", "limit must be 1 to 256"),
+        ("limit=9999&x", "limit must be 1 to 256"),
+        ("limit=+5", "limit must be 1 to 256"),
+        ("since=abc", "malformed since"),
+        ("since=-1", "malformed since"),
+        ("since=", "malformed since"),
+    ] {
+        assert_eq!(export_query(Some(query)), Err(reason), "{query}");
+        let path = format!("/v1/rendezvous/mirror?{query}");
+        let (status, _, body) = call(&h, "GET", &path, &[], b"").await;
+        assert_eq!(
+            (status, String::from_utf8(body).unwrap()),
+            (400, format!(r#"{{"error":"{reason}"}}"#)),
+            "{query}"
+        );
+    }
 }
 
 #[tokio::test]
