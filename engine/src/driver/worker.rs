@@ -36,6 +36,8 @@ const EVICTION_POLL: Duration = Duration::from_millis(250);
 const PUMP_BUDGET: usize = 1 << 20;
 /// Size of each `recv(2)` while reading a head.
 const HEAD_CHUNK: usize = 4096;
+/// While fewer bytes than this were read, every read is parsed (see `read_head`).
+const REQUEST_LINE_PROBE: usize = 256;
 /// Most queued outgoing hand-offs before new connections are refused.
 const MAX_PENDING_HANDOFFS: usize = 8192;
 /// How long a refused connection may keep sending before it is closed.
@@ -804,10 +806,15 @@ impl<R: Router> Worker<R> {
                 }
                 Ok(n) => {
                     buf.truncate(old + n);
-                    // A head only completes (or turns malformed) at a line end: parsing
-                    // only then keeps a byte-at-a-time sender from costing a full
-                    // re-parse per byte.
-                    if !buf[old..].contains(&b'\n') && buf.len() <= limit {
+                    // A head only completes at a line end: parsing only then keeps a
+                    // byte-at-a-time sender from costing a full re-parse per byte. The
+                    // first bytes are parsed on every read, so bytes that cannot start
+                    // a request line (NULs, a TLS ClientHello) are refused at once
+                    // (`parse_head` checks viability) rather than at the head deadline.
+                    if !buf[old..].contains(&b'\n')
+                        && buf.len() <= limit
+                        && old >= REQUEST_LINE_PROBE
+                    {
                         continue;
                     }
                     match self.try_parse(sock) {

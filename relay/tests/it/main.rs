@@ -2,6 +2,7 @@
 
 mod cli;
 mod deaddrop;
+mod hardening;
 mod hive;
 mod hive_stream;
 mod node;
