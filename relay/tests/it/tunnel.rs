@@ -692,7 +692,7 @@ fn sigterm_to_the_whole_process_group_still_drains() {
     assert!(relay.wait_exit().success());
 }
 
-fn worker_pids(metrics: &str) -> Vec<u32> {
+pub(crate) fn worker_pids(metrics: &str) -> Vec<u32> {
     metrics
         .lines()
         .filter(|l| l.starts_with("tryst_worker_up{") && l.ends_with(" 1"))
@@ -700,7 +700,7 @@ fn worker_pids(metrics: &str) -> Vec<u32> {
         .collect()
 }
 
-fn open_fds(pid: u32) -> usize {
+pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
