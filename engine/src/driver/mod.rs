@@ -5,8 +5,10 @@
 //! arguments and the `TRYST_WORKER` environment variable set. Each worker is one thread
 //! with one io_uring and its own fd table, so each gets the full `RLIMIT_NOFILE` and the
 //! relay as a whole holds `workers x RLIMIT_NOFILE` sockets. A rendezvous key is owned by
-//! worker `key.owner(workers)`; a connection accepted elsewhere is passed once (fd and
-//! bytes already read) to its owner over a unix datagram socket with `SCM_RIGHTS`.
+//! worker `key.owner(&placement)` (a hash keyed with a per-start random key, shared by
+//! the workers through the stats mapping); a connection accepted elsewhere is passed once
+//! (fd and bytes already read) to its owner over a unix datagram socket with
+//! `SCM_RIGHTS`, if the owner has room under its socket budget (else it is answered 503).
 //! Non-rendezvous requests are passed the same way to the supervisor's HTTP inbox.
 //! Counters live in a shared memory region the supervisor reads for `/metrics`.
 #![allow(unsafe_code)]
