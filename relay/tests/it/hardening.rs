@@ -375,3 +375,64 @@ fn native_tunnels_keep_per_direction_half_close() {
     assert!(closed_by_relay(&mut client));
     assert_eq!(relay.await_metric("tryst_active_tunnels", 0), 0);
 }
+
+/// A mobile client over TLS: upgrade, send `bye`, then `close_notify` (SSL shutdown,
+/// which waits for the relay's own `close_notify`) and FIN; prints `closed` when the
+/// relay ended the connection, `open` when it was still open after 10 s.
+const PY_TLS_MOBILE: &str = r#"
+import socket, ssl, sys
+host, port, cafile, uuid = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=cafile)
+s = ctx.wrap_socket(socket.create_connection((host, port)), server_hostname=host)
+s.settimeout(10)
+s.sendall(f"GET /socket?rendezvous={uuid} HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".encode())
+buf = b""
+while b"\r\n\r\n" not in buf:
+    chunk = s.recv(4096)
+    assert chunk, "closed before the 101"
+    buf += chunk
+assert buf.startswith(b"HTTP/1.1 101"), buf
+s.sendall(b"bye")
+try:
+    raw = s.unwrap()
+    raw.shutdown(socket.SHUT_WR)
+    print("closed" if raw.recv(1) == b"" else "data", flush=True)
+except (socket.timeout, TimeoutError):
+    print("open", flush=True)
+except (ConnectionError, ssl.SSLError):
+    print("closed", flush=True)
+"#;
+
+/// The node-rendezvous close over TLS: the mobile client sends `close_notify` and FIN;
+/// the relay delivers its bytes, answers with its own `close_notify` and closes both the
+/// client's connection and the hidden server's.
+#[test]
+fn node_rendezvous_over_tls_ends_both_connections_on_close_notify() {
+    let (n, mut server) = crate::node::start_tls_and_park();
+    let tls = n.relay.tls_addr.unwrap();
+    let cafile = n.relay.dir.path().join("tls-cert.pem");
+    let mut mobile = Command::new("python3")
+        .arg("-c")
+        .arg(PY_TLS_MOBILE)
+        .args([
+            &tls.ip().to_string(),
+            &tls.port().to_string(),
+            cafile.to_str().unwrap(),
+            crate::node::PARKED_ID,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (scripts/test-deps.sh)");
+    let head = crate::node::read_forwarded_head(&mut server);
+    assert!(head.starts_with("GET /socket?rendezvous="), "{head}");
+    server
+        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_exact_n(&mut server, 3), b"bye");
+    // The hidden server is closed by the relay (nobody closed it from this side) ...
+    assert!(closed_by_relay(&mut server), "hidden server left open");
+    // ... and so is the mobile client's TLS connection.
+    let out = mobile.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "closed");
+}

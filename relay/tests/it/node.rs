@@ -361,6 +361,29 @@ fn websocket_upgrade_with_the_rendezvous_query_is_spliced() {
     assert_eq!(read_to_close(&mut client), "");
 }
 
+/// A node relay with a TLS listener too (its self-signed certificate is
+/// `relay.dir/tls-cert.pem`), and a steward-style park of [`ID`] on the plain listener.
+pub(crate) fn start_tls_and_park() -> (NodeRelay, TcpStream) {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = secrets_file(dir.path());
+    let relay = Relay::start(&[
+        "--secrets",
+        secrets.to_str().unwrap(),
+        "--tls-listen",
+        "127.0.0.1:0",
+    ]);
+    let server = park(&relay, ID, &code_at(LONG_STEP, now()));
+    (NodeRelay { relay, _dir: dir }, server)
+}
+
+/// The id [`start_tls_and_park`] parks.
+pub(crate) const PARKED_ID: &str = ID;
+
+/// Reads a request head from a hidden server's socket.
+pub(crate) fn read_forwarded_head(s: &mut TcpStream) -> String {
+    read_request_head(s)
+}
+
 /// A steward-style park and a WebSocket-style mobile client, paired, past the 101.
 pub(crate) fn paired_websocket() -> (NodeRelay, TcpStream, TcpStream) {
     let n = start();
