@@ -411,7 +411,7 @@ fn node_rendezvous_over_tls_ends_both_connections_on_close_notify() {
     let (n, mut server) = crate::node::start_tls_and_park();
     let tls = n.relay.tls_addr.unwrap();
     let cafile = n.relay.dir.path().join("tls-cert.pem");
-    let mut mobile = Command::new("python3")
+    let mobile = Command::new("python3")
         .arg("-c")
         .arg(PY_TLS_MOBILE)
         .args([
