@@ -661,6 +661,7 @@ impl<R: Router> Worker<R> {
             // descriptor it cannot install). Pass it, unread, to a worker with room;
             // only when none has room is it refused here.
             if self.listeners[listener].1 == Transport::Plain
+                && self.pending_handoffs.len() < MAX_PENDING_HANDOFFS
                 && let Some(to) = self.peer_with_room()
             {
                 self.pending_handoffs.push_back(PendingHandoff {
