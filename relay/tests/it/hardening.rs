@@ -153,7 +153,7 @@ fn a_flood_aimed_at_one_worker_gets_503s_and_no_connection_is_closed_silently() 
     const NOFILE: u64 = 2048;
     let key = key_owning_id_on_worker_0();
     let placement = Placement::new(2, key);
-    let relay = Relay::start_with(&["--workers", "2", "--client-wait", "10s"], |mut c| {
+    let relay = Relay::start_with(&["--workers", "2", "--client-wait", "15s"], |mut c| {
         c.env(TEST_OWNER_KEY_ENV, hex::encode(key));
         under_prlimit(c, NOFILE)
     });
