@@ -5,7 +5,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use tryst_engine::auth::{Operation, Secret, proof_header};
 use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
-use tryst_engine::target::{RendezvousId, parse_connect_target};
+use tryst_engine::target::{Placement, RendezvousId, RendezvousKey, parse_connect_target};
 
 const ID: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
 
@@ -70,5 +70,33 @@ fn bench_target(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_heads, bench_target);
+/// Worker placement (keyed SipHash-1-3 of the key), once per connection on the
+/// accepting worker.
+fn bench_owner(c: &mut Criterion) {
+    let key = RendezvousKey::from(RendezvousId::parse(ID).unwrap());
+    let placement = Placement::new(7, [0x5a; 16]);
+    c.bench_function("owner/siphash13_7_workers", |b| {
+        b.iter(|| black_box(&key).owner(black_box(&placement)))
+    });
+}
+
+/// Bytes that can never start a request line (a TLS ClientHello on the plain port):
+/// refused on the first read.
+fn bench_not_http(c: &mut Criterion) {
+    let hello = [
+        0x16u8, 0x03, 0x01, 0x00, 0xf8, 0x01, 0x00, 0x00, 0xf4, 0x03, 0x03,
+    ];
+    let limits = HeadLimits::default();
+    c.bench_function("parse_head/tls_client_hello_refused", |b| {
+        b.iter(|| parse_head(black_box(&hello), &limits))
+    });
+}
+
+criterion_group!(
+    benches,
+    bench_heads,
+    bench_target,
+    bench_owner,
+    bench_not_http
+);
 criterion_main!(benches);

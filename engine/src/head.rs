@@ -155,6 +155,11 @@ fn parse_with<'b>(
         Ok(httparse::Status::Partial) => {
             return if buf.len() > limits.max_head_bytes {
                 Err(HeadError::TooLarge)
+            } else if !request_line_viable(window) {
+                // httparse waits for more bytes in places where no continuation could
+                // make a request line (e.g. before any line end); refuse now rather
+                // than at the head deadline.
+                Err(HeadError::Malformed)
             } else {
                 Ok(HeadStatus::Partial)
             };
@@ -188,6 +193,77 @@ fn parse_with<'b>(
         headers,
         head_len,
     }))
+}
+
+/// Where [`request_line_viable`] is in the request line.
+#[derive(Clone, Copy)]
+enum LineState {
+    /// Before the method: skipping empty lines (RFC 9112 §2.2, as httparse does).
+    Start,
+    /// After a CR of an empty line: only LF may follow.
+    EmptyLineCr,
+    /// In the method token (at least one byte read).
+    Method,
+    /// Just after the SP that ends the method: the target's first byte comes next.
+    TargetStart,
+    /// In the request target.
+    Target,
+    /// After the SP that ends the target: this many bytes of `HTTP/` matched.
+    Version(usize),
+}
+
+/// Whether `buf` (the bytes received so far, from the head's first byte) can still be
+/// the start of a valid request line: optional empty lines, then a method token
+/// (RFC 9110 `tchar`s), one SP, a target of visible bytes, one SP and `HTTP/`.
+///
+/// `false` as soon as a byte rules that out, so bytes that can never be HTTP (NULs, a
+/// TLS ClientHello on a plain port, `\x80abc`) are refused at once instead of being
+/// held until the head deadline. Looks at most at the request line (it stops after the
+/// version's `HTTP/`), so it is cheap to call after every read. Deliberately no stricter
+/// than httparse: every prefix of a head httparse accepts is viable, so this never
+/// refuses what a complete read would have accepted.
+pub fn request_line_viable(buf: &[u8]) -> bool {
+    let mut state = LineState::Start;
+    for &b in buf {
+        state = match state {
+            LineState::Start => match b {
+                b'\r' => LineState::EmptyLineCr,
+                b'\n' => LineState::Start,
+                _ if is_tchar(b) => LineState::Method,
+                _ => return false,
+            },
+            LineState::EmptyLineCr => match b {
+                b'\n' => LineState::Start,
+                _ => return false,
+            },
+            LineState::Method => match b {
+                b' ' => LineState::TargetStart,
+                _ if is_tchar(b) => LineState::Method,
+                _ => return false,
+            },
+            LineState::TargetStart | LineState::Target => match b {
+                b' ' if matches!(state, LineState::Target) => LineState::Version(0),
+                // Visible ASCII and any byte >= 0x80 (httparse decides on those).
+                0x21..=0x7e | 0x80..=0xff => LineState::Target,
+                _ => return false,
+            },
+            LineState::Version(n) => {
+                if b != b"HTTP/"[n] {
+                    return false;
+                }
+                if n + 1 == 5 {
+                    return true;
+                }
+                LineState::Version(n + 1)
+            }
+        };
+    }
+    true
+}
+
+/// An RFC 9110 `tchar`: the bytes a method token is made of.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl Method {
@@ -429,6 +505,60 @@ Proxy-Authorization: Tryst ts=1700000000, nonce=00112233445566778899aabbccddeeff
                 String::from_utf8_lossy(buf)
             );
         }
+    }
+
+    #[test]
+    fn bytes_that_cannot_start_a_request_line_are_refused_at_once() {
+        // Issue #12 item 7: none of these has a line end, so before this check they were
+        // held (Partial) until the head deadline.
+        let mut client_hello = vec![0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+        client_hello.extend_from_slice(&[0x03, 0x03]);
+        let cases: &[&[u8]] = &[
+            &[0u8; 100],
+            &[0u8],
+            &client_hello,
+            &[0x16],
+            b"\x80abc",
+            b" GET",
+            b"GET\t/",
+            b"GET\x00",
+            b"G(T",
+            b"GET  ",
+            b"GET /\x00",
+            b"GET / \x00",
+            b"GET / HTTX",
+            b"GET / http/",
+            b"\r\r",
+            b"\r\n\r\n\x00",
+            b"\r\n \r\n",
+        ];
+        for buf in cases {
+            assert!(!request_line_viable(buf), "{buf:?}");
+            assert_eq!(
+                parse_head(buf, &HeadLimits::default()),
+                Err(HeadError::Malformed),
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+    }
+
+    #[test]
+    fn every_prefix_of_a_valid_request_line_is_viable() {
+        let lines: &[&[u8]] = &[
+            PARK,
+            b"GET /healthz HTTP/1.0\r\n\r\n",
+            b"\r\n\nBREW /pot?x=1 HTTP/1.1\r\n\r\n",
+            b"M-SEARCH * HTTP/1.1\r\n\r\n",
+            b"CONNECT uuid:\xc3\xa9 HTTP/1.1\r\n\r\n",
+        ];
+        for line in lines {
+            for n in 0..=line.len() {
+                assert!(request_line_viable(&line[..n]), "{:?} at {n}", line);
+            }
+        }
+        // Once `HTTP/` is matched the rest is httparse's to judge.
+        assert!(request_line_viable(b"GET / HTTP/9\x00"));
     }
 
     #[test]

@@ -44,6 +44,18 @@ pub enum ParkMode {
     Replace,
 }
 
+/// How a tunnel ends when one side finishes sending (FIN, or TLS close_notify + FIN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HalfClose {
+    /// Per direction, as TCP does: the FIN is forwarded with `shutdown(SHUT_WR)` and
+    /// the other direction keeps flowing until it ends too (the native protocol).
+    #[default]
+    PerDirection,
+    /// Both connections are closed as soon as either side has finished sending and its
+    /// bytes are delivered: node-rendezvous upstream ends both sockets at once.
+    CloseBoth,
+}
+
 /// What a client is told and what its hidden server receives when they pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReachPlan {
@@ -58,6 +70,8 @@ pub struct ReachPlan {
     /// The exact response when no server parks within the client wait (`None`: the
     /// engine's [`Rejection::NotParked`] response). Counted as `NotParked` either way.
     pub not_parked: Option<Vec<u8>>,
+    /// How the tunnel ends when one side finishes (decided by the client's protocol).
+    pub half_close: HalfClose,
 }
 
 impl ReachPlan {
@@ -68,6 +82,7 @@ impl ReachPlan {
             greeting: crate::reject::OK_RESPONSE.to_vec(),
             forward: Vec::new(),
             not_parked: None,
+            half_close: HalfClose::PerDirection,
         }
     }
 }

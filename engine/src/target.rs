@@ -156,30 +156,77 @@ impl RendezvousKey {
         &self.bytes
     }
 
-    /// The worker that owns this key among `workers` (`workers >= 1`): a stable hash,
-    /// identical in every process.
+    /// The worker that owns this key under `placement`: SipHash-1-3 keyed with the
+    /// placement's 128-bit key, over the space byte and the 16 key bytes, reduced
+    /// `mod workers`.
     ///
-    /// The hash is 64-bit FNV-1a (offset basis `0xcbf29ce484222325`, prime
-    /// `0x100000001b3`) over the key bytes in order, reduced `mod workers`; keys outside
-    /// [`KeySpace::Uuid`] hash their space byte first. It has no per-process seed, so
-    /// every worker process (and every run) maps a key to the same owner. It is not
-    /// keyed: a peer can choose ids that land on one worker, which only concentrates that
-    /// peer's own load. `workers == 0` is treated as 1 (returns 0).
-    pub fn owner(&self, workers: usize) -> usize {
-        const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-        let mut h = FNV_OFFSET;
-        if self.space != KeySpace::Uuid {
-            h ^= u64::from(self.space as u8);
-            h = h.wrapping_mul(FNV_PRIME);
-        }
-        for &b in &self.bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(FNV_PRIME);
-        }
-        let workers = workers.max(1) as u64;
+    /// The key is chosen at random when the relay starts and shared by all its worker
+    /// processes (see [`Placement`]), so every worker maps a key to the same owner, but
+    /// a peer who does not know the key cannot choose ids that all land on one worker.
+    #[inline]
+    pub fn owner(&self, placement: &Placement) -> usize {
+        use std::hash::Hasher as _;
+        let mut input = [0u8; 17];
+        input[0] = self.space as u8;
+        input[1..].copy_from_slice(&self.bytes);
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(placement.k0, placement.k1);
+        h.write(&input);
         // The remainder is below `workers`, which came from a usize.
-        (h % workers) as usize
+        (h.finish() % placement.workers as u64) as usize
+    }
+}
+
+/// How rendezvous keys are spread over workers: the worker count and the 128-bit key of
+/// the owner hash ([`RendezvousKey::owner`]). The supervisor picks the key at random at
+/// start and gives it to every worker it spawns (restarted ones included), so placement
+/// agrees within one relay and differs between runs. Its `Debug` does not show the key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    workers: usize,
+    k0: u64,
+    k1: u64,
+}
+
+impl Placement {
+    /// `workers` workers (0 is treated as 1) and the hash key `key`.
+    pub fn new(workers: usize, key: [u8; 16]) -> Self {
+        let (a, b) = key.split_at(8);
+        let half = |h: &[u8]| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(h);
+            u64::from_le_bytes(w)
+        };
+        Self {
+            workers: workers.max(1),
+            k0: half(a),
+            k1: half(b),
+        }
+    }
+
+    /// `workers` workers and a fresh random key.
+    pub fn random(workers: usize) -> Self {
+        Self::new(workers, rand::random())
+    }
+
+    /// The number of workers keys are spread over (at least 1).
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// The hash key, to pass to another process.
+    pub fn key(&self) -> [u8; 16] {
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&self.k0.to_le_bytes());
+        key[8..].copy_from_slice(&self.k1.to_le_bytes());
+        key
+    }
+}
+
+impl fmt::Debug for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Placement")
+            .field("workers", &self.workers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -358,24 +405,57 @@ mod tests {
     }
 
     #[test]
-    fn owner_is_fnv1a_mod_workers_with_fixed_values() {
-        // Values computed independently (python FNV-1a 64); they must never change, or
-        // worker processes of different builds would disagree on owners.
+    fn owner_is_keyed_siphash13_mod_workers() {
+        use std::hash::Hasher as _;
+        let hash_key = [0x5a; 16];
         let key = RendezvousKey::uuid(BYTES);
-        assert_eq!(key.owner(4), 0);
-        assert_eq!(key.owner(7), 6);
-        assert_eq!(key.owner(1000), 244);
-        let zero = RendezvousKey::uuid([0; 16]);
-        assert_eq!(zero.owner(4), 1);
-        assert_eq!(zero.owner(7), 0);
-        assert_eq!(zero.owner(1000), 221);
-        assert_eq!(key.owner(1), 0);
+        let tag = RendezvousKey::derived(KeySpace::Tag, b"t");
+        for workers in [1usize, 2, 4, 7, 1000] {
+            let placement = Placement::new(workers, hash_key);
+            for k in [key, tag] {
+                let mut h = siphasher::sip::SipHasher13::new_with_keys(
+                    u64::from_le_bytes([0x5a; 8]),
+                    u64::from_le_bytes([0x5a; 8]),
+                );
+                h.write(&[k.space() as u8]);
+                h.write(k.bytes());
+                assert_eq!(k.owner(&placement), (h.finish() % workers as u64) as usize);
+            }
+        }
+        assert_eq!(key.owner(&Placement::new(1, hash_key)), 0);
         assert_eq!(
-            key.owner(0),
+            key.owner(&Placement::new(0, hash_key)),
             0,
             "zero workers is treated as one, not a panic"
         );
+        // The key survives the trip to another process.
+        let p = Placement::new(7, *b"0123456789abcdef");
+        assert_eq!(Placement::new(7, p.key()), p);
+        assert!(!format!("{p:?}").contains("k0"), "Debug hides the key");
         assert_eq!(RendezvousKey::from(RendezvousId(BYTES)), key);
+    }
+
+    #[test]
+    fn different_hash_keys_place_ids_differently() {
+        // What the key is for: ids chosen to land on one worker under one key spread
+        // over all workers under another.
+        let aimed: Vec<RendezvousKey> = (0u32..100_000)
+            .map(|i| {
+                let mut bytes = [0u8; 16];
+                bytes[..4].copy_from_slice(&i.to_le_bytes());
+                RendezvousKey::uuid(bytes)
+            })
+            .filter(|k| k.owner(&Placement::new(4, [1; 16])) == 0)
+            .take(4000)
+            .collect();
+        assert_eq!(aimed.len(), 4000);
+        let mut counts = [0usize; 4];
+        for k in &aimed {
+            counts[k.owner(&Placement::new(4, [2; 16]))] += 1;
+        }
+        for c in counts {
+            assert!((800..=1200).contains(&c), "still aimed: {counts:?}");
+        }
     }
 
     #[test]
@@ -384,7 +464,7 @@ mod tests {
         for i in 0u32..8000 {
             let mut bytes = [0u8; 16];
             bytes[..4].copy_from_slice(&i.to_le_bytes());
-            counts[RendezvousKey::uuid(bytes).owner(8)] += 1;
+            counts[RendezvousKey::uuid(bytes).owner(&Placement::new(8, [9; 16]))] += 1;
         }
         for c in counts {
             assert!((700..=1300).contains(&c), "uneven spread: {counts:?}");

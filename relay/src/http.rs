@@ -511,10 +511,15 @@ impl HttpService {
 
     fn health(&self) -> Response<Full<Bytes>> {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
-            json_response(
+            let mut resp = json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"status":"shutting_down"}"#.to_owned(),
-            )
+            );
+            // A load balancer's keep-alive health check must not keep a draining relay's
+            // connection: hyper closes it after this response.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
         } else {
             json_response(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())
         }
@@ -645,6 +650,7 @@ mod tests {
                 parked: 1,
                 ..WorkerStats::default()
             }],
+            ..StatsSnapshot::default()
         }
     }
 

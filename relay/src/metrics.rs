@@ -15,7 +15,7 @@ type Series = (
     fn(&WorkerStats) -> u64,
 );
 
-const SUMMED: [Series; 14] = [
+const SUMMED: [Series; 15] = [
     (
         "tryst_parked",
         "gauge",
@@ -60,6 +60,12 @@ const SUMMED: [Series; 14] = [
         "counter",
         "Connections passed to the HTTP service.",
         |w| w.http_handoffs,
+    ),
+    (
+        "tryst_handoffs_refused_total",
+        "counter",
+        "Connections refused with 503 overloaded instead of being handed to a worker at its socket budget.",
+        |w| w.handoffs_refused,
     ),
     (
         "tryst_accept_backoffs_total",
@@ -108,6 +114,18 @@ pub fn render_metrics(stats: &StatsSnapshot) -> String {
         header(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {}", stats.sum(field));
     }
+
+    header(
+        &mut out,
+        "tryst_handoffs_lost_total",
+        "counter",
+        "Handed-over connections whose descriptor the receiving process could not install (lost).",
+    );
+    let _ = writeln!(
+        out,
+        "tryst_handoffs_lost_total {}",
+        stats.sum(|w| w.handoffs_lost) + stats.http_handoffs_lost
+    );
 
     header(
         &mut out,
@@ -205,6 +223,8 @@ mod tests {
                     accept_backoffs: 0,
                     tls_sessions: 0,
                     restarts: 0,
+                    handoffs_refused: 0,
+                    handoffs_lost: 0,
                     rejections: rej0,
                 },
                 WorkerStats {
@@ -224,10 +244,13 @@ mod tests {
                     accept_backoffs: 6,
                     tls_sessions: 0,
                     restarts: 0,
+                    handoffs_refused: 2,
+                    handoffs_lost: 1,
                     // A short vector (older worker) counts as zeros.
                     rejections: rej1,
                 },
             ],
+            http_handoffs_lost: 0,
         }
     }
 
@@ -268,6 +291,8 @@ mod tests {
             "tryst_fds 29",
             "tryst_pipes 2",
             "tryst_workers 2",
+            "tryst_handoffs_refused_total 2",
+            "tryst_handoffs_lost_total 1",
         ] {
             assert!(l.contains(&want), "missing {want:?} in\n{text}");
         }

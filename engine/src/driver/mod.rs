@@ -5,8 +5,10 @@
 //! arguments and the `TRYST_WORKER` environment variable set. Each worker is one thread
 //! with one io_uring and its own fd table, so each gets the full `RLIMIT_NOFILE` and the
 //! relay as a whole holds `workers x RLIMIT_NOFILE` sockets. A rendezvous key is owned by
-//! worker `key.owner(workers)`; a connection accepted elsewhere is passed once (fd and
-//! bytes already read) to its owner over a unix datagram socket with `SCM_RIGHTS`.
+//! worker `key.owner(&placement)` (a hash keyed with a per-start random key, shared by
+//! the workers through the stats mapping); a connection accepted elsewhere is passed once
+//! (fd and bytes already read) to its owner over a unix datagram socket with
+//! `SCM_RIGHTS`, if the owner has room under its socket budget (else it is answered 503).
 //! Non-rendezvous requests are passed the same way to the supervisor's HTTP inbox.
 //! Counters live in a shared memory region the supervisor reads for `/metrics`.
 #![allow(unsafe_code)]
@@ -21,6 +23,7 @@ mod worker;
 use crate::head::HeadLimits;
 use crate::reject::Rejection;
 use crate::route::{Router, Transport};
+use crate::target::Placement;
 use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
@@ -146,6 +149,12 @@ pub struct WorkerStats {
     pub tls_sessions: u64,
     /// Times the supervisor restarted this worker after it died unexpectedly.
     pub restarts: u64,
+    /// Connections this worker refused with `503 overloaded` instead of handing them
+    /// to an owner worker at its socket budget (total).
+    pub handoffs_refused: u64,
+    /// Connections handed to this worker whose descriptor it could not install, so the
+    /// connection was lost (total; the budget keeps this at zero).
+    pub handoffs_lost: u64,
     /// Refusals by [`Rejection::index`] (total).
     pub rejections: Vec<u64>,
 }
@@ -155,6 +164,9 @@ pub struct WorkerStats {
 pub struct StatsSnapshot {
     /// One entry per worker, by index.
     pub workers: Vec<WorkerStats>,
+    /// Connections handed to the HTTP service whose descriptor the supervisor could
+    /// not install (total).
+    pub http_handoffs_lost: u64,
 }
 
 impl StatsSnapshot {
@@ -191,6 +203,7 @@ pub struct HandedOff {
 pub struct HttpInbox {
     recv: OwnedFd,
     buf: std::sync::Mutex<Vec<u8>>,
+    lost: shm::LostCounter,
 }
 
 impl HttpInbox {
@@ -208,6 +221,12 @@ impl HttpInbox {
                         early,
                         transport,
                     }));
+                }
+                Some(msg::Message::LostConn) => {
+                    self.lost.add();
+                    tracing::warn!(
+                        "a connection handed to the HTTP service arrived without its descriptor (descriptor table full?); it is lost"
+                    );
                 }
                 // Control messages are never sent to the supervisor.
                 Some(_) => {}
@@ -230,6 +249,22 @@ pub struct Listener {
     /// Plain, or TLS terminated by the workers (needs a TLS configuration in
     /// [`run_worker`]).
     pub transport: Transport,
+}
+
+/// For tests only: 32 hex digits fixing the owner-hash key instead of a random one, so
+/// a test can compute which worker owns an id (`Placement::new(workers, key)`). Never
+/// set it in production: a known key lets peers aim ids at one worker.
+pub const TEST_OWNER_KEY_ENV: &str = "TRYST_TEST_OWNER_KEY";
+
+fn parse_owner_key(hex: &str) -> io::Result<[u8; 16]> {
+    let mut key = [0u8; 16];
+    hex::decode_to_slice(hex.trim(), &mut key).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{TEST_OWNER_KEY_ENV} must be 32 hex digits"),
+        )
+    })?;
+    Ok(key)
 }
 
 /// Environment variable carrying a worker's index and descriptor layout.
@@ -294,6 +329,13 @@ impl Engine {
     ) -> io::Result<Self> {
         let workers = config.workers.max(1);
         let stats = SharedStats::create(workers)?;
+        // The owner-hash key: random per relay run, the same in every worker (they read
+        // it from the shared mapping), so ids cannot be aimed at one worker.
+        let placement = match std::env::var(TEST_OWNER_KEY_ENV) {
+            Ok(hex) => Placement::new(workers, parse_owner_key(&hex)?),
+            Err(_) => Placement::random(workers),
+        };
+        stats.set_owner_key(placement.key());
         let mut slots = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (inbox_recv, inbox_send) = dgram_pair()?;
@@ -325,6 +367,7 @@ impl Engine {
             http: HttpInbox {
                 recv: http_recv,
                 buf: std::sync::Mutex::new(Vec::new()),
+                lost: stats.http_lost(),
             },
             stats,
             shutdown_started: None,
@@ -386,6 +429,9 @@ impl Engine {
             )
             .fd_mappings(mappings)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // A replacement starts from zero gauges (its predecessor's tunnels, sockets and
+        // parked connections died with it); totals keep counting.
+        self.stats.worker(index).reset_gauges();
         let child = cmd.spawn()?;
         tracing::debug!(worker = index, pid = child.id(), "worker started");
         self.slots[index].child = Some(child);
@@ -423,11 +469,16 @@ impl Engine {
                     accept_backoffs: c.get(Counter::AcceptBackoffs),
                     tls_sessions: c.get(Counter::TlsSessions),
                     restarts: u64::from(self.slots[i].restarts),
+                    handoffs_refused: c.get(Counter::HandoffsRefused),
+                    handoffs_lost: c.get(Counter::HandoffsLost),
                     rejections: c.rejections(),
                 }
             })
             .collect();
-        StatsSnapshot { workers }
+        StatsSnapshot {
+            workers,
+            http_handoffs_lost: self.stats.http_handoffs_lost(),
+        }
     }
 
     /// Asks every worker to call [`Router::reload`] (after SIGHUP).
@@ -476,6 +527,8 @@ impl Engine {
                 }
                 Some(status) => {
                     self.slots[i].child = None;
+                    // Whatever the dead worker held is gone now, not at its restart.
+                    self.stats.worker(i).reset_gauges();
                     if self.shutdown_started.is_none() {
                         let slot = &mut self.slots[i];
                         slot.restarts += 1;
@@ -598,6 +651,8 @@ pub fn run_worker<R: Router>(
     let fds = worker::WorkerFds {
         index,
         workers,
+        placement: Placement::new(workers, stats.owner_key()),
+        peer_counters: (0..workers).map(|j| stats.worker(j)).collect(),
         inbox,
         http_out,
         peers,

@@ -12,6 +12,7 @@ pub(crate) const MAX_PAYLOAD: usize = 64 * 1024;
 
 const KIND_CONN: u8 = 1;
 const KIND_CONN_TLS: u8 = 4;
+const KIND_ACCEPTED: u8 = 5;
 const KIND_RELOAD: u8 = 2;
 const KIND_SHUTDOWN: u8 = 3;
 
@@ -20,10 +21,19 @@ const KIND_SHUTDOWN: u8 = 3;
 pub(crate) enum Message {
     /// A connection, the bytes already read from it, and how it arrived.
     Conn(OwnedFd, Vec<u8>, Transport),
+    /// A plain connection accepted by a worker at its socket budget and passed on
+    /// before anything was read from it: the receiver reads its head as if it had
+    /// accepted it itself.
+    Accepted(OwnedFd),
     /// Re-read secrets.
     Reload,
     /// Stop accepting, drain, exit.
     Shutdown,
+    /// A connection whose descriptor the kernel could not install here (`MSG_CTRUNC`:
+    /// the receiver's descriptor table was full). The connection is gone: the sender
+    /// closed its copy and the kernel closed the one in flight. The receiver counts and
+    /// logs it; budgets exist so that this does not happen.
+    LostConn,
 }
 
 /// Sends a connection. `Err(WouldBlock)` when the receiver's queue is full.
@@ -33,16 +43,26 @@ pub(crate) fn send_conn(
     bytes: &[u8],
     transport: Transport,
 ) -> io::Result<()> {
+    let kind = match transport {
+        Transport::Plain => KIND_CONN,
+        Transport::Tls => KIND_CONN_TLS,
+    };
+    send_fd(sock, kind, conn, bytes)
+}
+
+/// Sends a plain connection accepted but not read from (see [`Message::Accepted`]).
+pub(crate) fn send_accepted(sock: BorrowedFd<'_>, conn: BorrowedFd<'_>) -> io::Result<()> {
+    send_fd(sock, KIND_ACCEPTED, conn, &[])
+}
+
+fn send_fd(sock: BorrowedFd<'_>, kind: u8, conn: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<()> {
     if bytes.len() > MAX_PAYLOAD {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "payload too large",
         ));
     }
-    let kind = [match transport {
-        Transport::Plain => KIND_CONN,
-        Transport::Tls => KIND_CONN_TLS,
-    }];
+    let kind = [kind];
     let iov = [IoSlice::new(&kind), IoSlice::new(bytes)];
     let fds = [conn.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
@@ -84,15 +104,25 @@ pub(crate) fn send_shutdown(sock: BorrowedFd<'_>) -> io::Result<()> {
 /// Receives one message without blocking; `Ok(None)` when none is queued. Malformed
 /// messages (which only a bug could produce) are dropped, closing any descriptor.
 pub(crate) fn try_recv(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<Option<Message>> {
+    recv_with(sock, buf, true)
+}
+
+/// [`try_recv`]; `with_fds == false` offers no room for descriptors (tests use it to
+/// produce the `MSG_CTRUNC` a full descriptor table produces).
+fn recv_with(
+    sock: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    with_fds: bool,
+) -> io::Result<Option<Message>> {
     buf.resize(MAX_PAYLOAD + 1, 0);
     loop {
         let mut cmsg_space = nix::cmsg_space!([RawFd; 4]);
-        let (len, fds) = {
+        let (len, fds, truncated) = {
             let mut iov = [IoSliceMut::new(&mut buf[..])];
             let msg = match recvmsg::<()>(
                 sock.as_raw_fd(),
                 &mut iov,
-                Some(&mut cmsg_space),
+                with_fds.then_some(&mut cmsg_space),
                 MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
             ) {
                 Ok(m) => m,
@@ -112,9 +142,17 @@ pub(crate) fn try_recv(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<Op
                     }
                 }
             }
-            (msg.bytes, fds)
+            let truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+            (msg.bytes, fds, truncated)
         };
         let mut fds = fds.into_iter();
+        let conn = matches!(
+            buf.first().copied(),
+            Some(KIND_CONN | KIND_CONN_TLS | KIND_ACCEPTED)
+        );
+        if len > 0 && conn && truncated && fds.len() == 0 {
+            return Ok(Some(Message::LostConn));
+        }
         let msg = match (buf.first().copied(), len) {
             (_, 0) => None,
             (Some(KIND_CONN), n) if n <= MAX_PAYLOAD + 1 => fds
@@ -123,6 +161,7 @@ pub(crate) fn try_recv(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<Op
             (Some(KIND_CONN_TLS), n) if n <= MAX_PAYLOAD + 1 => fds
                 .next()
                 .map(|fd| Message::Conn(fd, buf[1..n].to_vec(), Transport::Tls)),
+            (Some(KIND_ACCEPTED), _) => fds.next().map(Message::Accepted),
             (Some(KIND_RELOAD), _) => Some(Message::Reload),
             (Some(KIND_SHUTDOWN), _) => Some(Message::Shutdown),
             _ => None,
@@ -130,5 +169,63 @@ pub(crate) fn try_recv(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<Op
         if let Some(m) = msg {
             return Ok(Some(m));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    use std::os::fd::AsFd;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        socketpair(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_connection_arrives_with_its_descriptor_and_bytes() {
+        let (a, b) = pair();
+        let (conn, _peer) = pair();
+        send_conn(
+            a.as_fd(),
+            conn.as_fd(),
+            b"GET / HTTP/1.1\r\n\r\n",
+            Transport::Tls,
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        match try_recv(b.as_fd(), &mut buf).unwrap() {
+            Some(Message::Conn(_fd, bytes, Transport::Tls)) => {
+                assert_eq!(bytes, b"GET / HTTP/1.1\r\n\r\n")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(try_recv(b.as_fd(), &mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_connection_whose_descriptor_was_not_installed_is_reported_not_dropped() {
+        // MSG_CTRUNC without a descriptor: what a full descriptor table (EMFILE) gives
+        // the receiver. It used to be skipped silently; now it is a message to count.
+        let (a, b) = pair();
+        let (conn, _peer) = pair();
+        send_conn(a.as_fd(), conn.as_fd(), b"x", Transport::Plain).unwrap();
+        send_reload(a.as_fd()).unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(
+            recv_with(b.as_fd(), &mut buf, false).unwrap(),
+            Some(Message::LostConn)
+        ));
+        // The next message is unaffected.
+        assert!(matches!(
+            try_recv(b.as_fd(), &mut buf).unwrap(),
+            Some(Message::Reload)
+        ));
     }
 }

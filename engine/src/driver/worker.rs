@@ -20,8 +20,8 @@ use super::{DataPath, EngineConfig};
 use crate::head::{HeadStatus, RequestHead, parse_head};
 use crate::reject::{OK_RESPONSE, Rejection};
 use crate::room::{EntryHandle, ParkOutcome, ReachOutcome, Role, Room, RoomLimits};
-use crate::route::{Classified, ParkMode, Route, Router, Transport};
-use crate::target::RendezvousKey;
+use crate::route::{Classified, HalfClose, ParkMode, Route, Router, Transport};
+use crate::target::{Placement, RendezvousKey};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use slab::Slab;
 use std::collections::VecDeque;
@@ -36,12 +36,17 @@ const EVICTION_POLL: Duration = Duration::from_millis(250);
 const PUMP_BUDGET: usize = 1 << 20;
 /// Size of each `recv(2)` while reading a head.
 const HEAD_CHUNK: usize = 4096;
+/// While fewer bytes than this were read, every read is parsed (see `read_head`).
+const REQUEST_LINE_PROBE: usize = 256;
 /// Most queued outgoing hand-offs before new connections are refused.
 const MAX_PENDING_HANDOFFS: usize = 8192;
 /// How long a refused connection may keep sending before it is closed.
 const LINGER: Duration = Duration::from_secs(2);
 /// Most bytes discarded from a refused connection.
 const LINGER_BYTES: usize = 256 * 1024;
+/// At most one warning per this interval for each kind of overload (with a count of
+/// what was not logged), so a flood cannot turn into a log flood.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 const POLL_READ: u32 = (libc::POLLIN | libc::POLLRDHUP) as u32;
 const POLL_HANGUP: u32 = libc::POLLRDHUP as u32;
@@ -133,6 +138,8 @@ struct Pairing {
     to_server: Vec<u8>,
     /// Exact refusal when nobody parks in time (`None`: the engine's 404).
     not_parked: Option<Vec<u8>>,
+    /// How the tunnel ends when one side finishes.
+    half_close: HalfClose,
 }
 
 /// One direction of a tunnel: side `d` to side `1 - d`.
@@ -156,6 +163,8 @@ struct Tunnel {
     last_active: Instant,
     /// Set once the tunnel is being torn down (with a reset when true).
     closing: Option<bool>,
+    /// How it ends when one side finishes sending.
+    half_close: HalfClose,
 }
 
 /// Outcome of pumping a direction.
@@ -187,6 +196,8 @@ struct PendingHandoff {
     fd: OwnedFd,
     bytes: Vec<u8>,
     transport: Transport,
+    /// Accepted here at the socket budget and passed on unread ([`Message::Accepted`]).
+    accepted: bool,
 }
 
 /// A TLS front and the two sockets it pumps between.
@@ -207,11 +218,35 @@ impl std::fmt::Debug for TlsFrontEntry {
     }
 }
 
+/// A warning logged at most once per [`WARN_INTERVAL`].
+#[derive(Debug, Default)]
+struct WarnLimit {
+    next: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarnLimit {
+    /// `Some(n)` when a warning may be logged now, `n` being how many were suppressed
+    /// since the last one; `None` (and one more suppressed) otherwise.
+    fn ready(&mut self, now: Instant) -> Option<u64> {
+        if self.next.is_some_and(|next| now < next) {
+            self.suppressed += 1;
+            return None;
+        }
+        self.next = Some(now + WARN_INTERVAL);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
 /// Descriptors a worker is started with.
 #[derive(Debug)]
 pub(crate) struct WorkerFds {
     pub(crate) index: usize,
     pub(crate) workers: usize,
+    /// Which worker owns which key (the relay's shared owner-hash key).
+    pub(crate) placement: Placement,
+    /// Every worker's counters (this one's included), for the hand-off budget.
+    pub(crate) peer_counters: Vec<WorkerCounters>,
     pub(crate) inbox: OwnedFd,
     pub(crate) http_out: OwnedFd,
     pub(crate) peers: Vec<OwnedFd>,
@@ -223,6 +258,11 @@ pub(crate) struct Worker<R> {
     cfg: EngineConfig,
     index: usize,
     workers: usize,
+    placement: Placement,
+    peer_counters: Vec<WorkerCounters>,
+    /// Rate limits for the overload warnings: hand-offs refused, hand-offs lost.
+    refused_warn: WarnLimit,
+    lost_warn: WarnLimit,
     router: R,
     ring: IoUring,
     socks: Slab<Sock>,
@@ -247,6 +287,8 @@ pub(crate) struct Worker<R> {
     pending_handoffs: VecDeque<PendingHandoff>,
     peer_poll_armed: Vec<bool>,
     shutdown_deadline: Option<Instant>,
+    /// Set once a draining worker has no tunnels left: it accepts nothing more.
+    accept_stopped: bool,
     now: Instant,
     /// Descriptors the worker holds besides sockets and pipes (ring, inbox, peers,
     /// listeners, stdio), measured at start.
@@ -300,6 +342,10 @@ impl<R: Router> Worker<R> {
             pipes: PipePool::new(cfg.max_pipes_per_worker, cfg.pipe_size),
             index: fds.index,
             workers: fds.workers.max(1),
+            placement: fds.placement,
+            peer_counters: fds.peer_counters,
+            refused_warn: WarnLimit::default(),
+            lost_warn: WarnLimit::default(),
             router,
             ring,
             socks: Slab::new(),
@@ -323,6 +369,7 @@ impl<R: Router> Worker<R> {
             linger_deadlines: VecDeque::new(),
             pending_handoffs: VecDeque::new(),
             shutdown_deadline: None,
+            accept_stopped: false,
             now,
             fd_overhead: sys::open_fds() as usize,
             limit_cap: usize::MAX,
@@ -349,7 +396,15 @@ impl<R: Router> Worker<R> {
             self.now = Instant::now();
             self.handle_completions();
             self.on_tick();
+            self.publish_budget();
             if let Some(deadline) = self.shutdown_deadline {
+                if self.tunnels.is_empty() && !self.accept_stopped {
+                    // Drained: stop answering new connections (they go to workers still
+                    // draining, or are reset when the last listener copy closes at exit)
+                    // and leave once the refusals in flight are written.
+                    self.accept_stopped = true;
+                    self.cancel_accepts();
+                }
                 if self.tunnels.is_empty() && self.socks.is_empty() {
                     break;
                 }
@@ -404,7 +459,7 @@ impl<R: Router> Worker<R> {
     // ----- arming -----
 
     fn arm_accept(&mut self, i: usize) {
-        if self.accept_armed[i] || self.shutdown_deadline.is_some() {
+        if self.accept_armed[i] || self.accept_stopped {
             return;
         }
         let fd = types::Fd(self.listeners[i].0.as_raw_fd());
@@ -482,7 +537,17 @@ impl<R: Router> Worker<R> {
         if self.sock_gens.len() <= idx {
             self.sock_gens.resize(idx + 1, 0);
         }
+        // Senders read this before handing a connection over: publish growth at once.
+        self.counters.set(Counter::Held, self.held_fds() as u64);
         idx
+    }
+
+    /// Publishes what this worker holds and may hold, for the workers that hand
+    /// connections to it ([`WorkerCounters::reserve_inbound`]).
+    fn publish_budget(&self) {
+        self.counters.set(Counter::Held, self.held_fds() as u64);
+        self.counters
+            .set(Counter::Budget, self.socket_cap().max(1) as u64);
     }
 
     /// Closes a socket: removes its polls, then drops the descriptor.
@@ -580,10 +645,36 @@ impl<R: Router> Worker<R> {
                 },
             );
             self.refuse(idx, Rejection::ShuttingDown);
+            if !self.accept_armed[listener] && self.accept_paused_until.is_none() {
+                self.arm_accept(listener);
+            }
             return;
         }
-        if self.held_fds() >= self.socket_cap() {
+        if self.held_fds() + self.inbound() >= self.socket_cap() {
             self.counters.add(Counter::AcceptBackoffs, 1);
+            if self.accept_paused_until.is_none() {
+                self.pause_accepting();
+            }
+            // One accept completion batch can bring many connections past the budget.
+            // Holding each one here while its 503 is written would spend the descriptor
+            // headroom that connections handed to this worker need (the kernel drops a
+            // descriptor it cannot install). Pass it, unread, to a worker with room;
+            // only when none has room is it refused here.
+            if self.listeners[listener].1 == Transport::Plain
+                && self.pending_handoffs.len() < MAX_PENDING_HANDOFFS
+                && let Some(to) = self.peer_with_room()
+            {
+                self.pending_handoffs.push_back(PendingHandoff {
+                    to,
+                    fd,
+                    bytes: Vec::new(),
+                    transport: Transport::Plain,
+                    accepted: true,
+                });
+                self.counters.add(Counter::HandoffsOut, 1);
+                self.flush_handoffs();
+                return;
+            }
             let idx = self.insert_sock(
                 fd,
                 SockState::Lingering {
@@ -592,7 +683,6 @@ impl<R: Router> Worker<R> {
                 },
             );
             self.refuse(idx, Rejection::Overloaded);
-            self.pause_accepting();
             return;
         }
         let fd = match self.listeners[listener].1 {
@@ -625,6 +715,20 @@ impl<R: Router> Worker<R> {
         self.socks.len() + 2 * self.pipes.held() + self.pending_handoffs.len()
     }
 
+    /// Another worker with room under its budget, reserved for one connection (round
+    /// robin from the next index).
+    fn peer_with_room(&self) -> Option<usize> {
+        (1..self.workers)
+            .map(|k| (self.index + k) % self.workers)
+            .find(|&j| self.peer_counters[j].reserve_inbound())
+    }
+
+    /// Connections other workers are handing to this one now (counted against its
+    /// budget by the senders).
+    fn inbound(&self) -> usize {
+        usize::try_from(self.counters.get(Counter::Inbound)).unwrap_or(usize::MAX)
+    }
+
     /// The most sockets and pipe ends this worker may hold: the configured budget, or
     /// less when the soft descriptor limit was lowered while running.
     fn socket_cap(&self) -> usize {
@@ -650,10 +754,49 @@ impl<R: Router> Worker<R> {
                             handed_in: true,
                         },
                     );
+                    // Now held here (published by insert_sock): no longer in transit.
+                    self.counters_release_inbound();
                     self.socks[idx].transport = transport;
+                    if self.held_fds() > self.socket_cap() {
+                        // A sender's view of this worker lagged; the budget still holds.
+                        self.refuse(idx, Rejection::Overloaded);
+                        self.warn_refused(
+                            "a handed-over connection arrived above the socket budget",
+                        );
+                        continue;
+                    }
                     self.head_deadlines
                         .push_back((deadline, idx, self.sock_gens[idx]));
                     self.process_head(idx);
+                }
+                Ok(Some(Message::Accepted(fd))) => {
+                    let idx = self.insert_sock(
+                        fd,
+                        SockState::Head {
+                            buf: Vec::new(),
+                            handed_in: false,
+                        },
+                    );
+                    self.counters_release_inbound();
+                    if self.held_fds() > self.socket_cap() {
+                        self.refuse(idx, Rejection::Overloaded);
+                        self.warn_refused("a passed-on connection arrived above the socket budget");
+                        continue;
+                    }
+                    let deadline = self.now + self.cfg.head_timeout;
+                    self.head_deadlines
+                        .push_back((deadline, idx, self.sock_gens[idx]));
+                    self.read_head(idx);
+                }
+                Ok(Some(Message::LostConn)) => {
+                    self.counters.add(Counter::HandoffsLost, 1);
+                    if let Some(suppressed) = self.lost_warn.ready(self.now) {
+                        tracing::warn!(
+                            worker = self.index,
+                            suppressed,
+                            "a handed-over connection arrived without its descriptor (descriptor table full); it is lost"
+                        );
+                    }
                 }
                 Ok(Some(Message::Reload)) => {
                     if let Some(load) = self.tls_source.as_mut() {
@@ -804,10 +947,15 @@ impl<R: Router> Worker<R> {
                 }
                 Ok(n) => {
                     buf.truncate(old + n);
-                    // A head only completes (or turns malformed) at a line end: parsing
-                    // only then keeps a byte-at-a-time sender from costing a full
-                    // re-parse per byte.
-                    if !buf[old..].contains(&b'\n') && buf.len() <= limit {
+                    // A head only completes at a line end: parsing only then keeps a
+                    // byte-at-a-time sender from costing a full re-parse per byte. The
+                    // first bytes are parsed on every read, so bytes that cannot start
+                    // a request line (NULs, a TLS ClientHello) are refused at once
+                    // (`parse_head` checks viability) rather than at the head deadline.
+                    if !buf[old..].contains(&b'\n')
+                        && buf.len() <= limit
+                        && old >= REQUEST_LINE_PROBE
+                    {
                         continue;
                     }
                     match self.try_parse(sock) {
@@ -877,7 +1025,7 @@ impl<R: Router> Worker<R> {
             Err(r) => self.refuse(sock, r),
             Ok(Classified::Http) => self.hand_off(sock, self.workers),
             Ok(Classified::Rendezvous(key)) => {
-                let owner = key.owner(self.workers);
+                let owner = key.owner(&self.placement);
                 if owner != self.index && !handed_in {
                     self.hand_off(sock, owner);
                 } else {
@@ -923,6 +1071,7 @@ impl<R: Router> Worker<R> {
                     greeting: plan.greeting,
                     to_server,
                     not_parked: plan.not_parked,
+                    half_close: plan.half_close,
                 };
                 self.reach(sock, Box::new(pairing));
             }
@@ -972,6 +1121,7 @@ impl<R: Router> Worker<R> {
                 greeting: Vec::new(),
                 to_server: Vec::new(),
                 not_parked: None,
+                half_close: HalfClose::PerDirection,
             })
         };
         match &mut self.socks[client].state {
@@ -1014,6 +1164,14 @@ impl<R: Router> Worker<R> {
     /// Passes a socket (with every byte read from it) to worker `to`, or to the HTTP
     /// inbox when `to == self.workers`.
     fn hand_off(&mut self, sock: usize, to: usize) {
+        if to < self.workers && !self.peer_counters[to].reserve_inbound() {
+            // The owner is at its socket budget: refuse here, where the connection still
+            // has a descriptor, rather than send it to be dropped there.
+            self.counters.add(Counter::HandoffsRefused, 1);
+            self.refuse(sock, Rejection::Overloaded);
+            self.warn_refused("the worker owning the id is at its socket budget");
+            return;
+        }
         self.disarm(sock);
         let s = self.socks.remove(sock);
         let transport = s.transport;
@@ -1027,6 +1185,7 @@ impl<R: Router> Worker<R> {
             self.counters.add(Counter::HandoffsOut, 1);
         }
         if self.pending_handoffs.len() >= MAX_PENDING_HANDOFFS {
+            self.unreserve(to);
             let idx = self.insert_sock(
                 s.fd,
                 SockState::Lingering {
@@ -1042,8 +1201,31 @@ impl<R: Router> Worker<R> {
             fd: s.fd,
             bytes,
             transport,
+            accepted: false,
         });
         self.flush_handoffs();
+    }
+
+    /// Gives back a budget reservation for a hand-off to `to` that will not be sent.
+    fn unreserve(&self, to: usize) {
+        if let Some(c) = self.peer_counters.get(to) {
+            c.release_inbound();
+        }
+    }
+
+    fn counters_release_inbound(&self) {
+        self.counters.release_inbound();
+    }
+
+    /// Logs a refusal for lack of budget, at most once per [`WARN_INTERVAL`].
+    fn warn_refused(&mut self, why: &'static str) {
+        if let Some(suppressed) = self.refused_warn.ready(self.now) {
+            tracing::warn!(
+                worker = self.index,
+                suppressed,
+                "connection refused with 503 overloaded: {why}"
+            );
+        }
     }
 
     fn handoff_socket(&self, to: usize) -> BorrowedFd<'_> {
@@ -1063,14 +1245,29 @@ impl<R: Router> Worker<R> {
                 keep.push_back(h);
                 continue;
             }
-            match msg::send_conn(self.handoff_socket(to), h.fd.as_fd(), &h.bytes, h.transport) {
+            let sent = if h.accepted {
+                msg::send_accepted(self.handoff_socket(to), h.fd.as_fd())
+            } else {
+                msg::send_conn(self.handoff_socket(to), h.fd.as_fd(), &h.bytes, h.transport)
+            };
+            match sent {
                 Ok(()) => drop(h),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     blocked[to] = true;
                     keep.push_back(h);
                 }
                 Err(e) => {
-                    tracing::warn!(worker = self.index, to, error = %e, "hand-off failed; closing the connection");
+                    // Still ours: answer it rather than close it silently.
+                    tracing::warn!(worker = self.index, to, error = %e, "hand-off failed; refusing the connection");
+                    self.unreserve(h.to);
+                    let idx = self.insert_sock(
+                        h.fd,
+                        SockState::Lingering {
+                            deadline: self.now,
+                            discarded: 0,
+                        },
+                    );
+                    self.refuse(idx, Rejection::Overloaded);
                 }
             }
         }
@@ -1176,6 +1373,7 @@ impl<R: Router> Worker<R> {
             dirs,
             last_active: self.now,
             closing: None,
+            half_close: pairing.half_close,
         });
         if self.tunnel_gens.len() <= t {
             self.tunnel_gens.resize(t + 1, 0);
@@ -1205,7 +1403,12 @@ impl<R: Router> Worker<R> {
             Pump::WaitWrite => self.arm(dst, 1, POLL_WRITE),
             Pump::InFlight => {}
             Pump::Done => {
-                if self.tunnels[t].dirs.iter().all(|d| d.done) {
+                // One direction ended: its FIN is forwarded and its bytes delivered.
+                // Natively the other keeps flowing until it ends too; node-rendezvous
+                // ends both connections now, as upstream does.
+                if self.tunnels[t].half_close == HalfClose::CloseBoth
+                    || self.tunnels[t].dirs.iter().all(|d| d.done)
+                {
                     self.close_tunnel(t, false);
                 }
             }
@@ -1630,8 +1833,9 @@ impl<R: Router> Worker<R> {
             "shutting down: draining tunnels"
         );
         self.shutdown_deadline = Some(self.now + self.cfg.drain_timeout);
-        self.cancel_accepts();
-        self.accept_paused_until = None;
+        // Accepting goes on while tunnels drain: a new connection (a load balancer's
+        // health check, a client) gets `503 shutting_down` at once instead of hanging
+        // in the listen queue until the process exits (see `on_accept`).
         for (role, item) in self.room.drain_all() {
             match role {
                 Role::Server => self.close_sock(item, false),

@@ -1,9 +1,11 @@
 //! `connect_head`: request heads. `parse_head` on arbitrary bytes under two limit sets,
 //! then the routing-side parsers on whatever it returns. Nothing may panic; a complete
-//! head must respect the limits and be found again, identically, in its own prefix.
+//! head must respect the limits and be found again, identically, in its own prefix, and
+//! a `Partial` answer must still be a viable request line (bytes that can never be HTTP
+//! are refused at once, not held until the head deadline).
 
 use crate::auth::parse_proof;
-use crate::head::{HeadError, HeadLimits, HeadStatus, Method, parse_head};
+use crate::head::{HeadError, HeadLimits, HeadStatus, Method, parse_head, request_line_viable};
 use crate::target::parse_connect_target;
 
 /// Runs one input under the default limits and a tiny 256-byte / 4-header set.
@@ -40,7 +42,11 @@ fn check(data: &[u8], limits: &HeadLimits) {
                 }
             }
         }
-        Ok(HeadStatus::Partial) => assert!(data.len() <= limits.max_head_bytes),
+        Ok(HeadStatus::Partial) => {
+            assert!(data.len() <= limits.max_head_bytes);
+            // Nothing is held that could never become a request line.
+            assert!(request_line_viable(data));
+        }
         Err(HeadError::TooLarge) => assert!(data.len() > limits.max_head_bytes),
         Err(_) => {}
     }

@@ -3,7 +3,7 @@
 //! stays in range.
 
 use crate::target::{
-    ConnectTarget, RendezvousId, RendezvousKey, TargetError, parse_connect_target,
+    ConnectTarget, Placement, RendezvousId, RendezvousKey, TargetError, parse_connect_target,
 };
 
 /// Runs one input (non-UTF-8 inputs are ignored: targets arrive as `&str`).
@@ -26,7 +26,14 @@ pub fn run(data: &[u8]) {
         assert_eq!(id.to_string(), text.to_ascii_lowercase());
         let key = RendezvousKey::from(id);
         let workers = usize::from(data[0]) + 1;
-        assert!(key.owner(workers) < workers);
-        assert_eq!(key.owner(workers), key.owner(workers));
+        let mut hash_key = [0u8; 16];
+        hash_key.copy_from_slice(&data[..16]);
+        let placement = Placement::new(workers, hash_key);
+        assert!(key.owner(&placement) < workers);
+        assert_eq!(key.owner(&placement), key.owner(&placement));
+        assert_eq!(
+            key.owner(&Placement::new(workers, placement.key())),
+            key.owner(&placement)
+        );
     }
 }

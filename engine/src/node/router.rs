@@ -48,8 +48,8 @@ use super::{
 use crate::head::{Method, RequestHead};
 use crate::reject::Rejection;
 use crate::route::{
-    Classified, NativeRouter, NativeRouterConfig, ParkMode, ReachPlan, Route, Router, SecretSource,
-    Transport,
+    Classified, HalfClose, NativeRouter, NativeRouterConfig, ParkMode, ReachPlan, Route, Router,
+    SecretSource, Transport,
 };
 use crate::target::{ConnectTarget, RendezvousId, RendezvousKey, parse_connect_target};
 use crate::totp::{self, TotpParking};
@@ -295,6 +295,8 @@ impl<S: SecretSource> Router for CompatRouter<S> {
                 greeting: Vec::new(),
                 forward: rebuild_head(head),
                 not_parked: Some(not_registered_frame()),
+                // Upstream ends both sockets when either side ends.
+                half_close: HalfClose::CloseBoth,
             }),
             _ if matches!(head.method, Method::Other(_)) => {
                 Route::Reject(Rejection::MethodNotAllowed)
@@ -611,6 +613,7 @@ mod tests {
             greeting: Vec::new(),
             forward: rebuild_head(h),
             not_parked: Some(node_frame(404, false, "UUID not registered").into_bytes()),
+            half_close: HalfClose::CloseBoth,
         }
     }
 

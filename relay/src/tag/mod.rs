@@ -20,7 +20,7 @@ use crate::router::SchemeFamily;
 use table::{TagLimits, TagTable, room_key};
 use tryst_engine::head::RequestHead;
 use tryst_engine::reject::Rejection;
-use tryst_engine::route::{Classified, ParkMode, ReachPlan, Route, Router, Transport};
+use tryst_engine::route::{Classified, HalfClose, ParkMode, ReachPlan, Route, Router, Transport};
 use tryst_engine::target::RendezvousKey;
 use wire::TagMode;
 
@@ -81,6 +81,7 @@ impl TagFamily {
                 greeting: tryst_engine::reject::OK_RESPONSE.to_vec(),
                 forward: wire::hello_frame(challenge.as_deref()),
                 not_parked: None,
+                half_close: HalfClose::PerDirection,
             }));
         }
         if proofs > 1 {
@@ -207,6 +208,7 @@ mod tests {
                 greeting: b"HTTP/1.1 200\r\n\r\n".to_vec(),
                 forward: b"TAGHELLO\x01\x00".to_vec(),
                 not_parked: None,
+                half_close: HalfClose::PerDirection,
             })
         );
         let challenged = format!(

@@ -3,6 +3,7 @@
 mod alerts;
 mod cli;
 mod deaddrop;
+mod hardening;
 mod hive;
 mod hive_stream;
 mod node;

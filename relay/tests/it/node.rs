@@ -75,8 +75,8 @@ fn secrets_file(dir: &Path) -> PathBuf {
     path
 }
 
-struct NodeRelay {
-    relay: Relay,
+pub(crate) struct NodeRelay {
+    pub(crate) relay: Relay,
     _dir: tempfile::TempDir,
 }
 
@@ -388,6 +388,48 @@ fn websocket_upgrade_with_the_rendezvous_query_is_spliced() {
     assert_eq!(read_exact_n(&mut client, 4), b"\x81\x02ok");
     drop(server);
     assert_eq!(read_to_close(&mut client), "");
+}
+
+/// A node relay with a TLS listener too (its self-signed certificate is
+/// `relay.dir/tls-cert.pem`), and a steward-style park of [`ID`] on the plain listener.
+pub(crate) fn start_tls_and_park() -> (NodeRelay, TcpStream) {
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = secrets_file(dir.path());
+    let relay = Relay::start(&[
+        "--secrets",
+        secrets.to_str().unwrap(),
+        "--tls-listen",
+        "127.0.0.1:0",
+    ]);
+    let server = park(&relay, ID, &code_at(LONG_STEP, now()));
+    (NodeRelay { relay, _dir: dir }, server)
+}
+
+/// The id [`start_tls_and_park`] parks.
+pub(crate) const PARKED_ID: &str = ID;
+
+/// Reads a request head from a hidden server's socket.
+pub(crate) fn read_forwarded_head(s: &mut TcpStream) -> String {
+    read_request_head(s)
+}
+
+/// A steward-style park and a WebSocket-style mobile client, paired, past the 101.
+pub(crate) fn paired_websocket() -> (NodeRelay, TcpStream, TcpStream) {
+    let n = start();
+    let code = code_at(LONG_STEP, now());
+    let mut server = park(&n.relay, ID, &code);
+    let mut client = n.relay.connect();
+    write!(
+        client,
+        "GET /socket?rendezvous={ID} HTTP/1.1\r\nHost: relay\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
+    .unwrap();
+    read_request_head(&mut server);
+    let answer =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    server.write_all(answer).unwrap();
+    assert_eq!(read_exact_n(&mut client, answer.len()), answer);
+    (n, server, client)
 }
 
 #[test]

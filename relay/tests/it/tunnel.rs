@@ -762,7 +762,7 @@ pub(crate) fn worker_pids(metrics: &str) -> Vec<u32> {
         .collect()
 }
 
-fn open_fds(pid: u32) -> usize {
+pub(crate) fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
