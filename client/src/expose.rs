@@ -1,0 +1,312 @@
+//! [`Exposer`]: a hidden server for one service, as a pool of parked connections.
+//!
+//! Each of `pool` parkers loops: park (fresh proof) → wait for the first bytes (the
+//! pairing) → hand the tunnel to its own task (open the local target, move bytes both
+//! ways) → park again at once. So a client finds a parked connection whenever fewer
+//! than `pool` tunnels were opened in the time one park takes.
+//!
+//! Failures:
+//! - transient (relay unreachable, connection lost, 5xx, a parked connection closed by
+//!   the relay): the parker waits with exponential back-off and jitter ([`Backoff`]),
+//!   counts a reconnect and tries again;
+//! - permanent (a 4xx refusal such as `403 bad_proof`: wrong secret or unknown id,
+//!   `400 malformed_proof`): [`Exposer::run`] returns the error at once, after one
+//!   attempt, so the process can exit with the relay's code in its message;
+//! - local target down: the client's tunnel is closed cleanly (FIN), counted in
+//!   `local_failures`, and serving continues.
+//!
+//! Shutdown (the `shutdown` watch turning `true`): parkers stop and close their parked
+//! connections; [`Exposer::run`] then waits for open tunnels up to the drain deadline.
+
+use crate::backoff::Backoff;
+use crate::conn::{self, Error, RelayAddr, RelayStream, Timeouts};
+use crate::heads;
+use crate::pump::{self, Counters};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tryst_engine::auth::Secret;
+use tryst_engine::target::RendezvousId;
+
+/// Most bytes read at pairing before the local target is opened.
+pub const FIRST_READ: usize = 16 * 1024;
+
+/// How a parker builds each park request head.
+#[derive(Clone)]
+pub enum ParkAuth {
+    /// Native HMAC proof (`Proxy-Authorization: Tryst ...`), fresh for every park.
+    Native {
+        /// The rendezvous id.
+        id: RendezvousId,
+        /// Its shared secret.
+        secret: Secret,
+    },
+    /// Any other family: a function returning a fresh, complete park head each call.
+    Head(Arc<dyn Fn() -> Vec<u8> + Send + Sync>),
+}
+
+impl std::fmt::Debug for ParkAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Native { id, .. } => write!(f, "Native({id})"),
+            Self::Head(_) => f.write_str("Head(<builder>)"),
+        }
+    }
+}
+
+impl ParkAuth {
+    fn head(&self) -> Vec<u8> {
+        match self {
+            Self::Native { id, secret } => heads::park_head_now(id, secret).into_bytes(),
+            Self::Head(build) => build(),
+        }
+    }
+}
+
+/// One exposed service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// A name for logs and metrics labels.
+    pub name: String,
+    /// The relay.
+    pub relay: RelayAddr,
+    /// How to park.
+    pub auth: ParkAuth,
+    /// The local target, `HOST:PORT`.
+    pub local: String,
+    /// Parked connections kept open (at least 1).
+    pub pool: usize,
+    /// Time limits of each park.
+    pub timeouts: Timeouts,
+    /// Back-off of transient failures: first delay and cap.
+    pub backoff: (Duration, Duration),
+    /// How long open tunnels may finish after shutdown.
+    pub drain: Duration,
+}
+
+/// Counters of one service (read by the metrics endpoint).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections parked now (gauge).
+    pub parked: AtomicU64,
+    /// Pairings so far.
+    pub paired: AtomicU64,
+    /// Transient failures followed by a retry.
+    pub reconnects: AtomicU64,
+    /// Tunnels whose local target could not be opened.
+    pub local_failures: AtomicU64,
+    /// Tunnels open now (gauge).
+    pub tunnels: AtomicU64,
+    /// Tunnel bytes: relay → local target in `a_to_b`, local target → relay in `b_to_a`.
+    pub bytes: Counters,
+}
+
+/// A service's hidden-server pool.
+#[derive(Debug)]
+pub struct Exposer {
+    service: Arc<Service>,
+    stats: Arc<Stats>,
+}
+
+/// Why [`Exposer::run`] stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[error("service {service}: {error}")]
+pub struct ExposeError {
+    /// The service's name.
+    pub service: String,
+    /// The permanent failure.
+    #[source]
+    pub error: Error,
+}
+
+impl Exposer {
+    /// A pool for `service`.
+    pub fn new(service: Service) -> Self {
+        Self {
+            service: Arc::new(service),
+            stats: Arc::default(),
+        }
+    }
+
+    /// The counters (shared; they keep counting while `run` runs).
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Serves until `shutdown` turns true (then drains and returns `Ok`) or a permanent
+    /// refusal (returned at once; open tunnels are dropped).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), ExposeError> {
+        let (tunnel_tx, mut tunnel_rx) = mpsc::channel::<()>(1);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut parkers = tokio::task::JoinSet::new();
+        for slot in 0..self.service.pool.max(1) {
+            let parker = Parker {
+                service: self.service.clone(),
+                stats: self.stats.clone(),
+                tunnels: tunnel_tx.clone(),
+                slot,
+            };
+            parkers.spawn(parker.run(stop_rx.clone()));
+        }
+        drop(tunnel_tx);
+        let failure = loop {
+            tokio::select! {
+                done = parkers.join_next() => match done {
+                    Some(Ok(Ok(()))) => {}
+                    Some(Ok(Err(error))) => break Some(error),
+                    Some(Err(join)) => break Some(Error::Lost(std::io::Error::other(join))),
+                    None => break None,
+                },
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        let _ = stop_tx.send(true);
+                    }
+                }
+            }
+        };
+        let _ = stop_tx.send(true);
+        if let Some(error) = failure {
+            parkers.abort_all();
+            return Err(ExposeError {
+                service: self.service.name.clone(),
+                error,
+            });
+        }
+        // Drain: every tunnel task holds a sender; all gone means all tunnels ended.
+        let open = self.stats.tunnels.load(Ordering::Relaxed);
+        if open > 0 {
+            tracing::info!(service = %self.service.name, open, drain = ?self.service.drain, "draining open tunnels");
+        }
+        if tokio::time::timeout(self.service.drain, tunnel_rx.recv())
+            .await
+            .is_err()
+        {
+            tracing::warn!(service = %self.service.name, "drain deadline passed; closing open tunnels");
+        }
+        Ok(())
+    }
+}
+
+struct Parker {
+    service: Arc<Service>,
+    stats: Arc<Stats>,
+    tunnels: mpsc::Sender<()>,
+    slot: usize,
+}
+
+impl Parker {
+    async fn run(self, mut stop: watch::Receiver<bool>) -> Result<(), Error> {
+        let svc = &self.service;
+        let mut backoff = Backoff::new(svc.backoff.0, svc.backoff.1);
+        let mut buf = vec![0u8; FIRST_READ];
+        loop {
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let head = svc.auth.head();
+            let parked = tokio::select! {
+                r = conn::park_with(&svc.relay, &head, &svc.timeouts) => r,
+                _ = stop.changed() => return Ok(()),
+            };
+            let transient = match parked {
+                Ok(mut stream) => {
+                    self.stats.parked.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(service = %svc.name, slot = self.slot, relay = %svc.relay.addr, "parked");
+                    let first = tokio::select! {
+                        r = stream.read(&mut buf) => r,
+                        _ = stop.changed() => {
+                            self.stats.parked.fetch_sub(1, Ordering::Relaxed);
+                            return Ok(());
+                        }
+                    };
+                    self.stats.parked.fetch_sub(1, Ordering::Relaxed);
+                    match first {
+                        Ok(n) if n > 0 => {
+                            backoff.reset();
+                            self.stats.paired.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(service = %svc.name, slot = self.slot, "paired; opening {}", svc.local);
+                            let early = buf[..n].to_vec();
+                            tokio::spawn(tunnel(
+                                svc.clone(),
+                                self.stats.clone(),
+                                stream,
+                                early,
+                                self.tunnels.clone(),
+                            ));
+                            continue;
+                        }
+                        Ok(_) => Error::Lost(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the relay closed a parked connection",
+                        )),
+                        Err(e) => Error::Lost(e),
+                    }
+                }
+                Err(e) if e.is_permanent() => {
+                    tracing::error!(service = %svc.name, relay = %svc.relay.addr, "park refused: {e}");
+                    return Err(e);
+                }
+                Err(e) => e,
+            };
+            self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            let delay = backoff.next_delay();
+            tracing::warn!(service = %svc.name, slot = self.slot, retry_in = ?delay, "{transient}; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// One paired connection: open the local target, deliver the early bytes, join.
+async fn tunnel(
+    svc: Arc<Service>,
+    stats: Arc<Stats>,
+    relay: RelayStream,
+    early: Vec<u8>,
+    _alive: mpsc::Sender<()>,
+) {
+    stats.tunnels.fetch_add(1, Ordering::Relaxed);
+    let result =
+        async {
+            let mut local =
+                match tokio::time::timeout(svc.timeouts.connect, TcpStream::connect(&svc.local))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(("local target", e)),
+                    Err(_) => return Err(("local target", std::io::ErrorKind::TimedOut.into())),
+                };
+            let _ = local.set_nodelay(true);
+            local
+                .write_all(&early)
+                .await
+                .map_err(|e| ("local target", e))?;
+            stats
+                .bytes
+                .a_to_b
+                .fetch_add(early.len() as u64, Ordering::Relaxed);
+            let moved = match relay {
+                RelayStream::Tcp(relay) => pump::splice_join(&relay, &local, &stats.bytes).await,
+                tls => pump::copy_join(tls, local, &stats.bytes).await,
+            };
+            moved.map_err(|e| ("tunnel", e))
+        }
+        .await;
+    stats.tunnels.fetch_sub(1, Ordering::Relaxed);
+    match result {
+        Ok((up, down)) => {
+            let up = up + early.len() as u64;
+            tracing::info!(service = %svc.name, to_local = up, from_local = down, "tunnel closed");
+        }
+        Err(("local target", e)) => {
+            stats.local_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(service = %svc.name, local = %svc.local, "local target unavailable: {e}; closing the client's tunnel");
+        }
+        Err((what, e)) => tracing::info!(service = %svc.name, "{what} ended with an error: {e}"),
+    }
+}
