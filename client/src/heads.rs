@@ -86,7 +86,7 @@ mod tests {
     fn reach_head_is_exact() {
         let id = RendezvousId::parse(&ID.to_uppercase()).unwrap();
         assert_eq!(
-            reach_head(&id),
+            reach_head(id),
             format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n")
         );
     }
