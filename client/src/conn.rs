@@ -335,30 +335,28 @@ pub fn refusal(status: u16, body: &[u8]) -> Refusal {
 }
 
 /// Parks one native connection for `id`: connects, sends a fresh proof, and returns the
-/// connection once the relay answered 200. The next bytes on it are a client's.
+/// connection once the relay answered 200, with any bytes that followed the 200 (when a
+/// client was already waiting the relay pairs at once, and its first bytes come right
+/// after). The next bytes on the connection are a client's.
 pub async fn park(
     relay: &RelayAddr,
     id: &RendezvousId,
     secret: &Secret,
     timeouts: &Timeouts,
-) -> Result<RelayStream, Error> {
+) -> Result<(RelayStream, Vec<u8>), Error> {
     park_with(relay, heads::park_head_now(id, secret).as_bytes(), timeouts).await
 }
 
-/// Parks with a ready-made head (any family): the connection once the relay answered 200.
+/// Parks with a ready-made head (any family): the connection once the relay answered
+/// 200, and the client bytes that arrived with it (often none).
 pub async fn park_with(
     relay: &RelayAddr,
     head: &[u8],
     timeouts: &Timeouts,
-) -> Result<RelayStream, Error> {
+) -> Result<(RelayStream, Vec<u8>), Error> {
     let mut stream = open(relay, timeouts.connect).await?;
     let early = exchange(&mut stream, head, timeouts.answer).await?;
-    if !early.is_empty() {
-        // The relay sends nothing after a park's 200 until pairing; both in one read
-        // would be a relay bug, and these bytes would be lost.
-        return Err(Error::BadResponse);
-    }
-    Ok(stream)
+    Ok((stream, early))
 }
 
 /// Reaches the hidden server parked under `id`: the connection and the first bytes it

@@ -131,6 +131,11 @@ impl Exposer {
         }
     }
 
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.service.name
+    }
+
     /// The counters (shared; they keep counting while `run` runs).
     pub fn stats(&self) -> Arc<Stats> {
         self.stats.clone()
@@ -212,23 +217,27 @@ impl Parker {
                 _ = stop.changed() => return Ok(()),
             };
             let transient = match parked {
-                Ok(mut stream) => {
+                Ok((mut stream, early)) => {
                     self.stats.parked.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(service = %svc.name, slot = self.slot, relay = %svc.relay.addr, "parked");
-                    let first = tokio::select! {
-                        r = stream.read(&mut buf) => r,
-                        _ = stop.changed() => {
-                            self.stats.parked.fetch_sub(1, Ordering::Relaxed);
-                            return Ok(());
+                    // A client already waiting is paired at once: its bytes came with the 200.
+                    let first = if early.is_empty() {
+                        tokio::select! {
+                            r = stream.read(&mut buf) => r.map(|n| buf[..n].to_vec()),
+                            _ = stop.changed() => {
+                                self.stats.parked.fetch_sub(1, Ordering::Relaxed);
+                                return Ok(());
+                            }
                         }
+                    } else {
+                        Ok(early)
                     };
                     self.stats.parked.fetch_sub(1, Ordering::Relaxed);
                     match first {
-                        Ok(n) if n > 0 => {
+                        Ok(early) if !early.is_empty() => {
                             backoff.reset();
                             self.stats.paired.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(service = %svc.name, slot = self.slot, "paired; opening {}", svc.local);
-                            let early = buf[..n].to_vec();
                             tokio::spawn(tunnel(
                                 svc.clone(),
                                 self.stats.clone(),

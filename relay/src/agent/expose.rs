@@ -1,0 +1,232 @@
+//! `tryst expose`: put local services behind a relay.
+//!
+//! One service from flags (`--relay --id --secret-file --to`, secret also from
+//! `TRYST_SECRET`) or several from `--config agent.toml`. Exit status: 0 after a SIGTERM
+//! or SIGINT drain, [`exit::REFUSED`] when the relay refuses a park permanently (the
+//! message names the relay's error code), [`exit::FAILURE`] for bad configuration.
+
+use super::config::{self, AgentConfig, ServiceSpec};
+use super::{DEFAULT_POOL, exit};
+use crate::duration::HumanDuration;
+use anyhow::Context as _;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tryst_client::conn::{RelayAddr, Timeouts};
+use tryst_client::expose::{Exposer, ParkAuth, Service};
+use tryst_client::tls::Pin;
+
+/// Arguments of `tryst expose`.
+#[derive(Debug, Clone, Args)]
+pub struct ExposeArgs {
+    /// The relay, HOST:PORT.
+    #[arg(
+        long,
+        env = "TRYST_RELAY",
+        value_name = "HOST:PORT",
+        required_unless_present = "config"
+    )]
+    pub relay: Option<String>,
+    /// The rendezvous id to park under (as provisioned on the relay).
+    #[arg(long, value_name = "UUID", required_unless_present = "config")]
+    pub id: Option<String>,
+    /// A file holding the id's secret exactly as `tryst provision` printed it
+    /// (surrounding whitespace ignored). Without it, the secret comes from the
+    /// TRYST_SECRET environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// The local service, HOST:PORT, opened once per client.
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "config")]
+    pub to: Option<String>,
+    /// Connections kept parked, so clients never wait for a park.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_POOL, value_parser = parse_pool)]
+    pub pool: usize,
+    /// TLS to the relay's --tls-listen port (needs --pin).
+    #[arg(long, requires = "pin")]
+    pub tls: bool,
+    /// The relay certificate's SHA-256 fingerprint, `sha256:<64 hex>` or
+    /// `sha256:AA:BB:...` as `tryst serve` prints it.
+    #[arg(long, value_name = "sha256:...", requires = "tls")]
+    pub pin: Option<Pin>,
+    /// Several services from a TOML file (`[[service]]` tables; see docs/agents.md);
+    /// excludes --relay, --id, --secret-file, --to, --pool, --tls and --pin.
+    #[arg(long, value_name = "FILE",
+          conflicts_with_all = ["relay", "id", "secret_file", "to", "tls", "pin"])]
+    pub config: Option<PathBuf>,
+    /// Serve Prometheus counters at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// After SIGTERM or SIGINT: how long open tunnels may finish [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub drain_timeout: Option<HumanDuration>,
+    /// The longest wait between reconnect attempts (exponential back-off with jitter
+    /// from 250ms) [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub backoff_max: Option<HumanDuration>,
+}
+
+fn parse_pool(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=config::MAX_POOL).contains(&n) => Ok(n),
+        _ => Err(format!("expected 1 to {}", config::MAX_POOL)),
+    }
+}
+
+/// Everything `run` needs, validated.
+struct Plan {
+    services: Vec<(ServiceSpec, Option<tryst_engine::auth::Secret>)>,
+    metrics_listen: Option<SocketAddr>,
+    drain: Duration,
+    backoff_max: Duration,
+}
+
+fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
+    let file: Option<AgentConfig> = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut parsed = config::parse(&text).with_context(|| format!("{}", path.display()))?;
+            let base = path.parent().unwrap_or_else(|| Path::new("."));
+            for s in &mut parsed.services {
+                s.secret_file = base.join(&s.secret_file);
+            }
+            Some(parsed)
+        }
+        None => None,
+    };
+    let services = match &file {
+        Some(c) => c.services.iter().map(|s| (s.clone(), None)).collect(),
+        None => {
+            let relay = args.relay.clone().unwrap_or_default();
+            let to = args.to.clone().unwrap_or_default();
+            let id_text = args.id.clone().unwrap_or_default();
+            let id = tryst_engine::target::RendezvousId::parse(&id_text)
+                .map_err(|_| anyhow::anyhow!("--id: `{id_text}` is not a hyphenated UUID"))?;
+            config::check_host_port(&relay).map_err(|e| anyhow::anyhow!("--relay: {e}"))?;
+            config::check_host_port(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            let secret = match &args.secret_file {
+                Some(_) => None,
+                None => {
+                    let text = std::env::var("TRYST_SECRET").map_err(|_| {
+                        anyhow::anyhow!("no secret: give --secret-file FILE or set TRYST_SECRET")
+                    })?;
+                    Some(tryst_client::secret::decode(&text).context("TRYST_SECRET")?)
+                }
+            };
+            let spec = ServiceSpec {
+                name: id.to_string(),
+                id,
+                secret_file: args.secret_file.clone().unwrap_or_default(),
+                to,
+                pool: args.pool,
+                relay,
+                pin: args.pin,
+            };
+            vec![(spec, secret)]
+        }
+    };
+    let pick = |flag: Option<HumanDuration>, file: Option<HumanDuration>, default: u64| {
+        flag.or(file)
+            .map_or_else(|| Duration::from_secs(default), |d| d.0)
+    };
+    Ok(Plan {
+        services,
+        metrics_listen: args
+            .metrics_listen
+            .or_else(|| file.as_ref().and_then(|c| c.metrics_listen)),
+        drain: pick(
+            args.drain_timeout,
+            file.as_ref().and_then(|c| c.drain_timeout),
+            30,
+        ),
+        backoff_max: pick(
+            args.backoff_max,
+            file.as_ref().and_then(|c| c.backoff_max),
+            30,
+        ),
+    })
+}
+
+/// Runs `tryst expose`; returns the process exit code.
+pub fn main(args: &ExposeArgs) -> i32 {
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tryst expose: {e:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn run(args: &ExposeArgs) -> anyhow::Result<i32> {
+    let plan = plan(args)?;
+    let mut exposers = Vec::new();
+    for (spec, secret) in plan.services {
+        let secret = match secret {
+            Some(s) => s,
+            None => tryst_client::secret::read_file(&spec.secret_file)
+                .with_context(|| format!("service {}", spec.name))?,
+        };
+        let relay = match spec.pin {
+            Some(pin) => RelayAddr::tls(spec.relay.clone(), pin),
+            None => RelayAddr::plain(spec.relay.clone()),
+        };
+        exposers.push(Exposer::new(Service {
+            name: spec.name.clone(),
+            relay,
+            auth: ParkAuth::Native {
+                id: spec.id,
+                secret,
+            },
+            local: spec.to.clone(),
+            pool: spec.pool,
+            timeouts: Timeouts::default(),
+            backoff: (Duration::from_millis(250), plan.backoff_max),
+            drain: plan.drain,
+        }));
+    }
+    let rt = super::runtime().context("starting the runtime")?;
+    rt.block_on(async move {
+        let stats: Vec<_> = exposers
+            .iter()
+            .map(|e| (e.name().to_owned(), e.stats()))
+            .collect();
+        if let Some(addr) = plan.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+            let local = listener.local_addr()?;
+            println!("tryst: metrics on http://{local}/metrics");
+            tokio::spawn(super::metrics::serve(listener, Arc::new(stats)));
+        }
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("signal received: no more parking, draining open tunnels");
+            let _ = shutdown_tx.send(true);
+        });
+        let mut set = tokio::task::JoinSet::new();
+        for e in exposers {
+            set.spawn(e.run(shutdown_rx.clone()));
+        }
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let code = e.error.refusal().map_or("", |r| r.code.as_str()).to_owned();
+                    eprintln!("tryst expose: {e}; not retrying (relay error code: {code})");
+                    return Ok(exit::REFUSED);
+                }
+                Err(join) => anyhow::bail!("a service task failed: {join}"),
+            }
+        }
+        Ok(0)
+    })
+}
