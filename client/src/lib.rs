@@ -13,6 +13,8 @@
 //!   local target on each pairing, re-parks at once, backs off with jitter on transient
 //!   failures and stops on permanent refusals.
 //! - [`secret`]: reading a secret exactly as `tryst provision` prints it.
+//! - [`tag`]: the Qredo-style tag family's publisher side (KDF, park request, frames);
+//!   [`hive`]: the Hive streaming fallback's park proof.
 //!
 //! The crate is async on tokio, logs with `tracing` (one line per event at info), never
 //! logs a secret, and contains no `unsafe`.
@@ -33,8 +35,10 @@ pub mod backoff;
 pub mod conn;
 pub mod expose;
 pub mod heads;
+pub mod hive;
 pub mod pump;
 pub mod secret;
+pub mod tag;
 pub mod tls;
 
 pub use conn::{Error, Refusal};
