@@ -327,10 +327,15 @@ pub fn refusal(status: u16, body: &[u8]) -> Refusal {
             .take(200)
             .collect::<String>()
     };
+    // node-rendezvous frames say `{"error":{"permanent":..,"diagnostic":".."}}`.
+    let message = match field("message") {
+        m if m.is_empty() => field("diagnostic"),
+        m => m,
+    };
     Refusal {
         status,
         code: field("code"),
-        message: field("message"),
+        message,
     }
 }
 

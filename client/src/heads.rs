@@ -42,6 +42,18 @@ pub fn reach_head(id: impl Display) -> String {
     format!("CONNECT uuid:{id} HTTP/1.1\r\n\r\n")
 }
 
+/// The node-rendezvous park head (a steward-style hidden server):
+/// `CONNECT uuid:<id>?response=<TOTP code> HTTP/1.1` and a blank line. The code comes
+/// from [`node_code_now`] or any RFC 6238 generator.
+pub fn node_park_head(id: impl Display, code: &str) -> String {
+    format!("CONNECT uuid:{id}?response={code} HTTP/1.1\r\n\r\n")
+}
+
+/// The TOTP code of `record` now, `digits` long (6 for node-rendezvous's default).
+pub fn node_code_now(record: &tryst_engine::totp::TotpRecord, digits: usize) -> String {
+    tryst_engine::totp::generate(record, now_unix(), digits)
+}
+
 /// The current unix time in seconds (0 if the clock is before 1970).
 pub fn now_unix() -> u64 {
     SystemTime::now()

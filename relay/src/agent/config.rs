@@ -13,9 +13,17 @@
 //! id = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f"
 //! secret_file = "/etc/tryst/ssh.secret"
 //! to = "127.0.0.1:22"
-//! pool = 4                            # [default: 4]
-//! family = "native"                   # the only family `expose` parks with today
+//! pool = 4                            # [default: 4; 1 for node]
+//! family = "native"                   # or "node" (node-rendezvous TOTP, below)
 //! relay = "other.example:7400"        # optional per-service relay (and tls, pin)
+//!
+//! [[service]]                         # a node-rendezvous (steward-style) hidden server
+//! id = "2f402f80-da50-11e1-9b23-00000000abcd"
+//! family = "node"
+//! totp_secret_file = "dev.base32"     # the base32 key of `tryst provision --totp`
+//! totp_step = 30                      # [default: 30]
+//! totp_digits = 6                     # [default: 6]
+//! to = "127.0.0.1:8080"
 //! ```
 //!
 //! Unknown keys are errors; relative `secret_file` paths are relative to the config
@@ -26,6 +34,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use tryst_client::tls::Pin;
 use tryst_engine::target::RendezvousId;
+
+/// Default TOTP step of the node family, seconds.
+pub const DEFAULT_TOTP_STEP: u64 = 30;
+/// Default TOTP code length of the node family.
+pub const DEFAULT_TOTP_DIGITS: usize = 6;
+/// TOTP code lengths accepted (the relay's `totp::MIN_DIGITS..=MAX_DIGITS`).
+pub const TOTP_DIGITS: std::ops::RangeInclusive<usize> = 6..=10;
 
 /// Largest `pool` accepted (the relay keeps 16 parked per id by default).
 pub const MAX_POOL: usize = 64;
@@ -61,8 +76,14 @@ pub struct ServiceFile {
     pub name: Option<String>,
     /// Rendezvous id.
     pub id: String,
-    /// File holding the secret as `tryst provision` printed it.
-    pub secret_file: PathBuf,
+    /// File holding the secret as `tryst provision` printed it (native family).
+    pub secret_file: Option<PathBuf>,
+    /// File holding the base32 TOTP key (node family).
+    pub totp_secret_file: Option<PathBuf>,
+    /// TOTP step, seconds (node family).
+    pub totp_step: Option<u64>,
+    /// TOTP code length (node family).
+    pub totp_digits: Option<usize>,
     /// Local target `HOST:PORT`.
     pub to: String,
     /// Pool size.
@@ -77,15 +98,107 @@ pub struct ServiceFile {
     pub pin: Option<String>,
 }
 
-/// A validated service (the secret is read later, from `secret_file`).
+/// How a service proves it may park (secrets are read later, from the files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthSpec {
+    /// Native HMAC proof with the secret in this file.
+    Native {
+        /// The secret file.
+        secret_file: PathBuf,
+    },
+    /// node-rendezvous: a TOTP code from the base32 key in this file.
+    Node {
+        /// The base32 key file.
+        totp_secret_file: PathBuf,
+        /// Step, seconds (>= 1).
+        step: u64,
+        /// Code length ([`TOTP_DIGITS`]).
+        digits: usize,
+    },
+}
+
+impl AuthSpec {
+    /// The file holding the secret.
+    pub fn file_mut(&mut self) -> &mut PathBuf {
+        match self {
+            Self::Native { secret_file } => secret_file,
+            Self::Node {
+                totp_secret_file, ..
+            } => totp_secret_file,
+        }
+    }
+
+    /// Builds the native or node spec from the keys of a service (flags or file).
+    pub fn from_keys(
+        family: Option<&str>,
+        secret_file: Option<&std::path::Path>,
+        totp_secret_file: Option<&std::path::Path>,
+        step: Option<u64>,
+        digits: Option<usize>,
+    ) -> Result<Self, String> {
+        let nonempty = |p: Option<&std::path::Path>, what: &str| match p {
+            Some(p) if !p.as_os_str().is_empty() => Ok(p.to_owned()),
+            Some(_) => Err(format!("{what} is empty")),
+            None => Err(format!(
+                "the {} family needs {what}",
+                family.unwrap_or("native")
+            )),
+        };
+        match family {
+            None | Some("native") => {
+                if totp_secret_file.is_some() || step.is_some() || digits.is_some() {
+                    return Err("totp settings need family = node".into());
+                }
+                Ok(Self::Native {
+                    secret_file: nonempty(secret_file, "secret_file")?,
+                })
+            }
+            Some("node") => {
+                if secret_file.is_some() {
+                    return Err("the node family takes totp_secret_file, not secret_file".into());
+                }
+                let step = step.unwrap_or(DEFAULT_TOTP_STEP);
+                let digits = digits.unwrap_or(DEFAULT_TOTP_DIGITS);
+                if step == 0 {
+                    return Err("totp_step must be at least 1".into());
+                }
+                if !TOTP_DIGITS.contains(&digits) {
+                    return Err(format!(
+                        "totp_digits must be {} to {}",
+                        TOTP_DIGITS.start(),
+                        TOTP_DIGITS.end()
+                    ));
+                }
+                Ok(Self::Node {
+                    totp_secret_file: nonempty(totp_secret_file, "totp_secret_file")?,
+                    step,
+                    digits,
+                })
+            }
+            Some(other) => Err(format!(
+                "family `{other}`: expose parks with the native and node families"
+            )),
+        }
+    }
+
+    /// The default pool: 4, but 1 for node (its ids replace older parks by default).
+    pub fn default_pool(&self) -> usize {
+        match self {
+            Self::Native { .. } => crate::agent::DEFAULT_POOL,
+            Self::Node { .. } => 1,
+        }
+    }
+}
+
+/// A validated service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceSpec {
     /// Name for logs and metrics.
     pub name: String,
     /// Rendezvous id.
     pub id: RendezvousId,
-    /// Secret file.
-    pub secret_file: PathBuf,
+    /// How it parks.
+    pub auth: AuthSpec,
     /// Local target.
     pub to: String,
     /// Pool size (1..=[`MAX_POOL`]).
@@ -181,20 +294,17 @@ pub fn parse(text: &str) -> Result<AgentConfig, AgentConfigError> {
         let id =
             RendezvousId::parse(&s.id).map_err(|_| fail("id is not a hyphenated UUID".into()))?;
         check_host_port(&s.to).map_err(|e| fail(format!("to: {e}")))?;
-        let pool = s.pool.unwrap_or(crate::agent::DEFAULT_POOL);
+        let auth = AuthSpec::from_keys(
+            s.family.as_deref(),
+            s.secret_file.as_deref(),
+            s.totp_secret_file.as_deref(),
+            s.totp_step,
+            s.totp_digits,
+        )
+        .map_err(fail)?;
+        let pool = s.pool.unwrap_or_else(|| auth.default_pool());
         if !(1..=MAX_POOL).contains(&pool) {
             return Err(fail(format!("pool must be 1 to {MAX_POOL}")));
-        }
-        match s.family.as_deref() {
-            None | Some("native") => {}
-            Some(other) => {
-                return Err(fail(format!(
-                    "family `{other}`: expose parks with the native family only"
-                )));
-            }
-        }
-        if s.secret_file.as_os_str().is_empty() {
-            return Err(fail("secret_file is empty".into()));
         }
         let (relay, pin) = relay_and_pin(
             s.relay.as_deref().or(file.relay.as_deref()),
@@ -205,7 +315,7 @@ pub fn parse(text: &str) -> Result<AgentConfig, AgentConfigError> {
         services.push(ServiceSpec {
             name: s.name.clone().unwrap_or_else(|| id.to_string()),
             id,
-            secret_file: s.secret_file.clone(),
+            auth,
             to: s.to.clone(),
             pool,
             relay,
@@ -263,8 +373,31 @@ pin = "{pin}"
         assert_eq!((web.pool, web.relay.as_str()), (8, "other.example:443"));
         assert_eq!(web.pin, Some(Pin::parse(&pin).unwrap()));
         assert_eq!(
+            ssh.auth,
+            AuthSpec::Native {
+                secret_file: "ssh.secret".into()
+            }
+        );
+        assert_eq!(
             c.drain_timeout.unwrap().0,
             std::time::Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn a_node_service_defaults_to_one_parked_connection_and_30s_6_digits() {
+        let text = format!(
+            "relay = \"r:1\"\n[[service]]\nid = \"{ID}\"\nfamily = \"node\"\ntotp_secret_file = \"k\"\nto = \"h:1\"\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.services[0].pool, 1);
+        assert_eq!(
+            c.services[0].auth,
+            AuthSpec::Node {
+                totp_secret_file: "k".into(),
+                step: 30,
+                digits: 6
+            }
         );
     }
 
@@ -281,7 +414,23 @@ pin = "{pin}"
             ("relay = \"r:1\"\nsecret = \"x\"\n".into(), "unknown field"),
             (svc("pool = 0"), "pool must be"),
             (svc("pool = 65"), "pool must be"),
-            (svc("family = \"tag\""), "native family only"),
+            (svc("family = \"tag\""), "native and node families"),
+            (svc("totp_step = 30"), "need family = node"),
+            (svc("family = \"node\""), "not secret_file"),
+            (
+                svc("").replace("secret_file", "totp_secret_file")
+                    + "family = \"node\"\ntotp_digits = 5\n",
+                "totp_digits must be",
+            ),
+            (
+                svc("").replace("secret_file", "totp_secret_file")
+                    + "family = \"node\"\ntotp_step = 0\n",
+                "totp_step must be",
+            ),
+            (
+                svc("").replace("secret_file = \"s\"\n", ""),
+                "needs secret_file",
+            ),
             (svc("tls = true"), "tls needs a pin"),
             (svc("pin = \"sha256:00\""), "pin:"),
             (svc("").replace("relay = \"r:1\"\n", ""), "no relay"),

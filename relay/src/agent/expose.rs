@@ -5,8 +5,8 @@
 //! or SIGINT drain, [`exit::REFUSED`] when the relay refuses a park permanently (the
 //! message names the relay's error code), [`exit::FAILURE`] for bad configuration.
 
-use super::config::{self, AgentConfig, ServiceSpec};
-use super::{DEFAULT_POOL, exit};
+use super::config::{self, AgentConfig, AuthSpec, ServiceSpec};
+use super::exit;
 use crate::duration::HumanDuration;
 use anyhow::Context as _;
 use clap::Args;
@@ -37,12 +37,27 @@ pub struct ExposeArgs {
     /// TRYST_SECRET environment variable.
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
+    /// How to park: `native` (HMAC proof with --secret-file / TRYST_SECRET) or `node`
+    /// (node-rendezvous: a TOTP code from --totp-secret-file; the relay's TLS port).
+    #[arg(long, value_name = "FAMILY", default_value = "native", value_parser = ["native", "node"])]
+    pub family: String,
+    /// node family: a file holding the id's base32 TOTP key (as `tryst provision --totp`
+    /// printed it).
+    #[arg(long, value_name = "FILE")]
+    pub totp_secret_file: Option<PathBuf>,
+    /// node family: the TOTP step in seconds [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub totp_step: Option<u64>,
+    /// node family: the TOTP code length [default: 6].
+    #[arg(long, value_name = "N")]
+    pub totp_digits: Option<usize>,
     /// The local service, HOST:PORT, opened once per client.
     #[arg(long, value_name = "HOST:PORT", required_unless_present = "config")]
     pub to: Option<String>,
-    /// Connections kept parked, so clients never wait for a park.
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_POOL, value_parser = parse_pool)]
-    pub pool: usize,
+    /// Connections kept parked, so clients never wait for a park [default: 4; 1 for the
+    /// node family, whose ids replace older parks unless provisioned with --parking queue].
+    #[arg(long, value_name = "N", value_parser = parse_pool)]
+    pub pool: Option<usize>,
     /// TLS to the relay's --tls-listen port (needs --pin).
     #[arg(long, requires = "pin")]
     pub tls: bool,
@@ -53,7 +68,7 @@ pub struct ExposeArgs {
     /// Several services from a TOML file (`[[service]]` tables; see docs/agents.md);
     /// excludes --relay, --id, --secret-file, --to, --pool, --tls and --pin.
     #[arg(long, value_name = "FILE",
-          conflicts_with_all = ["relay", "id", "secret_file", "to", "tls", "pin"])]
+          conflicts_with_all = ["relay", "id", "secret_file", "totp_secret_file", "to", "tls", "pin"])]
     pub config: Option<PathBuf>,
     /// Serve Prometheus counters at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
@@ -90,7 +105,8 @@ fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
             let mut parsed = config::parse(&text).with_context(|| format!("{}", path.display()))?;
             let base = path.parent().unwrap_or_else(|| Path::new("."));
             for s in &mut parsed.services {
-                s.secret_file = base.join(&s.secret_file);
+                let file = s.auth.file_mut();
+                *file = base.join(&*file);
             }
             Some(parsed)
         }
@@ -106,21 +122,31 @@ fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
                 .map_err(|_| anyhow::anyhow!("--id: `{id_text}` is not a hyphenated UUID"))?;
             config::check_host_port(&relay).map_err(|e| anyhow::anyhow!("--relay: {e}"))?;
             config::check_host_port(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-            let secret = match &args.secret_file {
-                Some(_) => None,
-                None => {
-                    let text = std::env::var("TRYST_SECRET").map_err(|_| {
-                        anyhow::anyhow!("no secret: give --secret-file FILE or set TRYST_SECRET")
-                    })?;
-                    Some(tryst_client::secret::decode(&text).context("TRYST_SECRET")?)
-                }
-            };
+            let mut auth = AuthSpec::from_keys(
+                Some(&args.family),
+                args.secret_file.as_deref(),
+                args.totp_secret_file.as_deref(),
+                args.totp_step,
+                args.totp_digits,
+            );
+            // The native secret may come from the environment instead of a file.
+            let mut secret = None;
+            if args.family == "native" && args.secret_file.is_none() {
+                let text = std::env::var("TRYST_SECRET").map_err(|_| {
+                    anyhow::anyhow!("no secret: give --secret-file FILE or set TRYST_SECRET")
+                })?;
+                secret = Some(tryst_client::secret::decode(&text).context("TRYST_SECRET")?);
+                auth = Ok(AuthSpec::Native {
+                    secret_file: PathBuf::new(),
+                });
+            }
+            let auth = auth.map_err(|e| anyhow::anyhow!("{}", e.replace('_', "-")))?;
             let spec = ServiceSpec {
                 name: id.to_string(),
                 id,
-                secret_file: args.secret_file.clone().unwrap_or_default(),
+                pool: args.pool.unwrap_or_else(|| auth.default_pool()),
+                auth,
                 to,
-                pool: args.pool,
                 relay,
                 pin: args.pin,
             };
@@ -149,6 +175,45 @@ fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
     })
 }
 
+/// How a service parks, with its secret read from its file (or the one given).
+fn park_auth(
+    spec: &ServiceSpec,
+    secret: Option<tryst_engine::auth::Secret>,
+) -> anyhow::Result<ParkAuth> {
+    Ok(match &spec.auth {
+        AuthSpec::Native { secret_file } => {
+            let secret = match secret {
+                Some(s) => s,
+                None => tryst_client::secret::read_file(secret_file)?,
+            };
+            ParkAuth::Native {
+                id: spec.id,
+                secret,
+            }
+        }
+        AuthSpec::Node {
+            totp_secret_file,
+            step,
+            digits,
+        } => {
+            let text = std::fs::read_to_string(totp_secret_file)
+                .with_context(|| format!("TOTP key file {}", totp_secret_file.display()))?;
+            let record = tryst_engine::totp::TotpRecord::from_base32(
+                text.trim(),
+                *step,
+                tryst_engine::totp::TotpAlgorithm::Sha1,
+                None,
+            )
+            .map_err(|e| anyhow::anyhow!("TOTP key file {}: {e}", totp_secret_file.display()))?;
+            let (id, digits) = (spec.id, *digits);
+            ParkAuth::Head(Arc::new(move || {
+                let code = tryst_client::heads::node_code_now(&record, digits);
+                tryst_client::heads::node_park_head(id, &code).into_bytes()
+            }))
+        }
+    })
+}
+
 /// Runs `tryst expose`; returns the process exit code.
 pub fn main(args: &ExposeArgs) -> i32 {
     match run(args) {
@@ -164,11 +229,7 @@ fn run(args: &ExposeArgs) -> anyhow::Result<i32> {
     let plan = plan(args)?;
     let mut exposers = Vec::new();
     for (spec, secret) in plan.services {
-        let secret = match secret {
-            Some(s) => s,
-            None => tryst_client::secret::read_file(&spec.secret_file)
-                .with_context(|| format!("service {}", spec.name))?,
-        };
+        let auth = park_auth(&spec, secret).with_context(|| format!("service {}", spec.name))?;
         let relay = match spec.pin {
             Some(pin) => RelayAddr::tls(spec.relay.clone(), pin),
             None => RelayAddr::plain(spec.relay.clone()),
@@ -176,10 +237,7 @@ fn run(args: &ExposeArgs) -> anyhow::Result<i32> {
         exposers.push(Exposer::new(Service {
             name: spec.name.clone(),
             relay,
-            auth: ParkAuth::Native {
-                id: spec.id,
-                secret,
-            },
+            auth,
             local: spec.to.clone(),
             pool: spec.pool,
             timeouts: Timeouts::default(),

@@ -1,7 +1,8 @@
 //! The `tryst expose --config` parser (`agent::config::parse`) on arbitrary text: never
 //! panics; an accepted config has 1 to `MAX_SERVICES` services, each with a pool in
 //! range, a parsed id whose canonical form round-trips, a relay and target that pass the
-//! `HOST:PORT` check, and a pin only when the file asked for TLS.
+//! `HOST:PORT` check, a non-empty secret file (native or TOTP, never both), node TOTP
+//! settings in range, and a pin only when the file asked for TLS.
 
 use crate::agent::config::{MAX_POOL, MAX_SERVICES, check_host_port, parse};
 use tryst_engine::target::RendezvousId;
@@ -20,7 +21,12 @@ pub fn run(data: &[u8]) {
         assert_eq!(RendezvousId::parse(&s.id.to_string()), Ok(s.id));
         assert!(check_host_port(&s.relay).is_ok());
         assert!(check_host_port(&s.to).is_ok());
-        assert!(!s.secret_file.as_os_str().is_empty());
+        let mut auth = s.auth.clone();
+        assert!(!auth.file_mut().as_os_str().is_empty());
+        if let crate::agent::config::AuthSpec::Node { step, digits, .. } = s.auth {
+            assert!(step >= 1);
+            assert!(crate::agent::config::TOTP_DIGITS.contains(&digits));
+        }
         if s.pin.is_some() {
             assert!(text.contains("tls"));
         }

@@ -772,3 +772,64 @@ fn a_config_file_exposes_several_services_in_one_process() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("colour"), "{stderr}");
 }
+
+#[test]
+fn a_node_rendezvous_hidden_server_parks_over_tls_with_a_totp_code() {
+    // A step so long that no test straddles a boundary.
+    const STEP: &str = "1000000000";
+    let key = tryst_engine::totp::encode_base32(b"PKMLogv7SFLJubPIvgiRB7q6l7UmxmAmt6NNGWCy");
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("node-secrets.toml");
+    std::fs::write(
+        &secrets,
+        format!("[totp]\n\"{ID}\" = {{ base32 = \"{key}\", step = {STEP} }}\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let relay = Relay::start(&[
+        "--secrets",
+        secrets.to_str().unwrap(),
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--client-wait",
+        "10s",
+    ]);
+    let tls = relay.tls_addr.unwrap().to_string();
+    let pin = format!("sha256:{}", relay.tls_fingerprint.as_deref().unwrap());
+    let echo = echo_server();
+    let node_agent = |key_text: &str| {
+        let agent_dir = tempfile::tempdir().unwrap();
+        let key_file = agent_dir.path().join("key.base32");
+        std::fs::write(&key_file, format!("{key_text}\n")).unwrap();
+        let mut cmd = tryst();
+        cmd.args(["expose", "--relay", &tls, "--id", ID, "--family", "node"])
+            .arg("--totp-secret-file")
+            .arg(&key_file)
+            .args(["--totp-step", STEP, "--tls", "--pin", &pin])
+            .args(["--to", &echo.to_string(), "--backoff-max", "200ms"]);
+        (cmd, agent_dir)
+    };
+    let (mut cmd, agent_dir) = node_agent(&key);
+    cmd.args(["--metrics-listen", "127.0.0.1:0"]);
+    let agent = Agent::spawn(cmd, agent_dir);
+    assert_eq!(relay.await_metric("tryst_parked", 1), 1, "{}", agent.log());
+    assert_eq!(agent.metric("tryst_agent_parked"), 1);
+    let (_connect, local, _log) =
+        connect_listen(relay.tls_addr.unwrap(), &["--tls", "--pin", &pin]);
+    for round in 0..2 {
+        let mut s = TcpStream::connect(local).unwrap();
+        let msg = format!("node round {round}");
+        s.write_all(msg.as_bytes()).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_to_close(&mut s), msg);
+    }
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 2);
+    // Another key: the relay's 401 is permanent.
+    let (mut cmd, _dir) = node_agent(&tryst_engine::totp::encode_base32(&[1; 20]));
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(stderr.contains("invalid request"), "{stderr}");
+}
