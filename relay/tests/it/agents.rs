@@ -250,31 +250,37 @@ fn a_pool_of_four_serves_twenty_sequential_reaches_without_any_client_wait() {
 }
 
 #[test]
-fn a_wrong_secret_exits_non_zero_with_the_relay_code_after_one_attempt() {
+fn a_wrong_secret_or_unknown_id_exits_non_zero_with_the_relay_code_after_one_attempt() {
     let relay = Relay::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let secret_file = dir.path().join("secret");
-    std::fs::write(&secret_file, b64url(&[9; 32])).unwrap();
-    let child = tryst()
-        .arg("expose")
-        .args(["--relay", &relay.addr.to_string(), "--id", ID])
-        .args(["--to", "127.0.0.1:9", "--pool", "1"])
-        .arg("--secret-file")
-        .arg(&secret_file)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
-    assert!(stderr.contains("403 bad_proof"), "{stderr}");
-    assert!(stderr.contains("relay error code: bad_proof"), "{stderr}");
-    assert!(!stderr.contains(&b64url(&[9; 32])), "the secret was logged");
-    let rejected = crate::tunnel::series_value(
-        &relay.metrics(),
-        "tryst_rejections_total{reason=\"bad_proof\"}",
-    );
-    assert_eq!(rejected, 1, "more than one attempt");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, b64url(&[9; 32])).unwrap();
+    let right = dir.path().join("right");
+    std::fs::write(&right, b64url(&SECRET)).unwrap();
+    let unknown = "11111111-2222-4333-8444-555555555555";
+    for (round, (id, secret_file)) in [(ID, &wrong), (unknown, &right)].into_iter().enumerate() {
+        let child = tryst()
+            .arg("expose")
+            .args(["--relay", &relay.addr.to_string(), "--id", id])
+            .args(["--to", "127.0.0.1:9", "--pool", "1"])
+            .arg("--secret-file")
+            .arg(secret_file)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{stderr}");
+        assert!(stderr.contains("403 bad_proof"), "{stderr}");
+        assert!(stderr.contains("relay error code: bad_proof"), "{stderr}");
+        assert!(!stderr.contains(&b64url(&[9; 32])), "the secret was logged");
+        assert!(!stderr.contains(&b64url(&SECRET)), "the secret was logged");
+        let rejected = crate::tunnel::series_value(
+            &relay.metrics(),
+            "tryst_rejections_total{reason=\"bad_proof\"}",
+        );
+        assert_eq!(rejected, round as u64 + 1, "more than one attempt");
+    }
 }
 
 #[test]
