@@ -44,6 +44,16 @@ pub enum ParkAuth {
         /// Its shared secret.
         secret: Secret,
     },
+    /// The `tag:` family as a long-term publisher: the ownership proof by the key
+    /// derived from the hashed tag, and at pairing the hello frame is read (and
+    /// stripped) and a responder's challenge answered with `identity`, the key of an
+    /// authenticated tag `<prefix>@<key>`.
+    Tag {
+        /// The hashed tag.
+        tag: crate::tag::HashedTag,
+        /// The identity key of an authenticated tag.
+        identity: Option<Box<ed25519_dalek::SigningKey>>,
+    },
     /// Any other family: a function returning a fresh, complete park head each call.
     Head(Arc<dyn Fn() -> Vec<u8> + Send + Sync>),
 }
@@ -52,6 +62,9 @@ impl std::fmt::Debug for ParkAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Native { id, .. } => write!(f, "Native({id})"),
+            Self::Tag { tag, identity } => {
+                write!(f, "Tag({tag:?}, identity: {})", identity.is_some())
+            }
             Self::Head(_) => f.write_str("Head(<builder>)"),
         }
     }
@@ -61,9 +74,55 @@ impl ParkAuth {
     fn head(&self) -> Vec<u8> {
         match self {
             Self::Native { id, secret } => heads::park_head_now(id, secret).into_bytes(),
+            Self::Tag { tag, .. } => crate::tag::park_request(
+                tag,
+                &tag.derived_signing_key(),
+                heads::now_unix(),
+                &heads::fresh_nonce(),
+                &crate::tag::CreateOptions {
+                    mode: Some(crate::tag::TagMode::LongTerm),
+                    ..Default::default()
+                },
+            )
+            .into_bytes(),
             Self::Head(build) => build(),
         }
     }
+}
+
+/// Reads the tag family's hello frame at the start of a pairing (`early` holds the
+/// bytes read so far): returns the bytes after it (the responder's), and the answer to
+/// send first when the responder sent a challenge.
+async fn tag_hello(
+    stream: &mut RelayStream,
+    mut early: Vec<u8>,
+    tag: &crate::tag::HashedTag,
+    identity: Option<&ed25519_dalek::SigningKey>,
+) -> Result<(Vec<u8>, Option<[u8; crate::tag::ANSWER_LEN]>), Error> {
+    let mut chunk = [0u8; 128];
+    let (challenge, len) = loop {
+        match crate::tag::parse_hello(&early) {
+            Ok(done) => break done,
+            Err(crate::tag::FrameError::Incomplete) => {
+                let n = stream.read(&mut chunk).await.map_err(Error::Lost)?;
+                if n == 0 {
+                    return Err(Error::Lost(std::io::ErrorKind::UnexpectedEof.into()));
+                }
+                early.extend_from_slice(&chunk[..n]);
+            }
+            Err(_) => return Err(Error::BadResponse),
+        }
+    };
+    let answer = match (challenge.is_empty(), identity) {
+        (true, _) => None,
+        (false, Some(key)) => Some(crate::tag::answer_frame(key, tag, &challenge)),
+        (false, None) => {
+            return Err(Error::Lost(std::io::Error::other(
+                "the responder sent a challenge but this tag has no identity key",
+            )));
+        }
+    };
+    Ok((early.split_off(len), answer))
 }
 
 /// One exposed service.
@@ -236,13 +295,31 @@ impl Parker {
                     match first {
                         Ok(early) if !early.is_empty() => {
                             backoff.reset();
+                            let (early, answer) = match &svc.auth {
+                                ParkAuth::Tag { tag, identity } => {
+                                    let hello = tokio::time::timeout(
+                                        svc.timeouts.answer,
+                                        tag_hello(&mut stream, early, tag, identity.as_deref()),
+                                    )
+                                    .await
+                                    .unwrap_or(Err(Error::Timeout(svc.timeouts.answer)));
+                                    match hello {
+                                        Ok(ok) => ok,
+                                        Err(e) => {
+                                            tracing::warn!(service = %svc.name, "pairing frame: {e}; closing");
+                                            continue;
+                                        }
+                                    }
+                                }
+                                _ => (early, None),
+                            };
                             self.stats.paired.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(service = %svc.name, slot = self.slot, "paired; opening {}", svc.local);
                             tokio::spawn(tunnel(
                                 svc.clone(),
                                 self.stats.clone(),
                                 stream,
-                                early,
+                                (early, answer),
                                 self.tunnels.clone(),
                             ));
                             continue;
@@ -275,8 +352,8 @@ impl Parker {
 async fn tunnel(
     svc: Arc<Service>,
     stats: Arc<Stats>,
-    relay: RelayStream,
-    early: Vec<u8>,
+    mut relay: RelayStream,
+    (early, answer): (Vec<u8>, Option<[u8; crate::tag::ANSWER_LEN]>),
     _alive: mpsc::Sender<()>,
 ) {
     stats.tunnels.fetch_add(1, Ordering::Relaxed);
@@ -291,6 +368,11 @@ async fn tunnel(
                     Err(_) => return Err(("local target", std::io::ErrorKind::TimedOut.into())),
                 };
             let _ = local.set_nodelay(true);
+            if let Some(answer) = answer {
+                // The tag family's challenge answer: the responder's first bytes from us.
+                relay.write_all(&answer).await.map_err(|e| ("tunnel", e))?;
+                relay.flush().await.map_err(|e| ("tunnel", e))?;
+            }
             local
                 .write_all(&early)
                 .await

@@ -17,6 +17,13 @@
 //! family = "native"                   # or "node" (node-rendezvous TOTP, below)
 //! relay = "other.example:7400"        # optional per-service relay (and tls, pin)
 //!
+//! [[service]]                         # a Qredo-style tag publisher (no id)
+//! family = "tag"
+//! tag_file = "tag.txt"                # the tag text (the secret of a tag)
+//! app_id = ""                         # [default: empty]
+//! identity_key_file = "id.hex"        # authenticated tags `<prefix>@<key>`: the seed
+//! to = "127.0.0.1:9000"
+//!
 //! [[service]]                         # a node-rendezvous (steward-style) hidden server
 //! id = "2f402f80-da50-11e1-9b23-00000000abcd"
 //! family = "node"
@@ -74,8 +81,8 @@ pub struct AgentFile {
 pub struct ServiceFile {
     /// Name for logs and metrics.
     pub name: Option<String>,
-    /// Rendezvous id.
-    pub id: String,
+    /// Rendezvous id (native and node families).
+    pub id: Option<String>,
     /// File holding the secret as `tryst provision` printed it (native family).
     pub secret_file: Option<PathBuf>,
     /// File holding the base32 TOTP key (node family).
@@ -84,6 +91,13 @@ pub struct ServiceFile {
     pub totp_step: Option<u64>,
     /// TOTP code length (node family).
     pub totp_digits: Option<usize>,
+    /// File holding the tag text (tag family).
+    pub tag_file: Option<PathBuf>,
+    /// Qredo appId prefixed to the tag (tag family).
+    pub app_id: Option<String>,
+    /// File holding the identity key's 32-byte Ed25519 seed in hex, for an
+    /// authenticated tag `<prefix>@<key>` (tag family).
+    pub identity_key_file: Option<PathBuf>,
     /// Local target `HOST:PORT`.
     pub to: String,
     /// Pool size.
@@ -115,6 +129,36 @@ pub enum AuthSpec {
         /// Code length ([`TOTP_DIGITS`]).
         digits: usize,
     },
+    /// The Qredo-style `tag:` family, as a long-term publisher.
+    Tag {
+        /// The file holding the tag text.
+        tag_file: PathBuf,
+        /// The appId prefixed to the tag before hashing.
+        app_id: String,
+        /// The identity key seed file of an authenticated tag.
+        identity_key_file: Option<PathBuf>,
+    },
+}
+
+/// The keys of one service that say how it parks (from flags or a `[[service]]` table).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthKeys<'a> {
+    /// `family`.
+    pub family: Option<&'a str>,
+    /// `secret_file` (native).
+    pub secret_file: Option<&'a std::path::Path>,
+    /// `totp_secret_file` (node).
+    pub totp_secret_file: Option<&'a std::path::Path>,
+    /// `totp_step` (node).
+    pub step: Option<u64>,
+    /// `totp_digits` (node).
+    pub digits: Option<usize>,
+    /// `tag_file` (tag).
+    pub tag_file: Option<&'a std::path::Path>,
+    /// `app_id` (tag).
+    pub app_id: Option<&'a str>,
+    /// `identity_key_file` (tag).
+    pub identity_key_file: Option<&'a std::path::Path>,
 }
 
 impl AuthSpec {
@@ -125,17 +169,26 @@ impl AuthSpec {
             Self::Node {
                 totp_secret_file, ..
             } => totp_secret_file,
+            Self::Tag { tag_file, .. } => tag_file,
         }
     }
 
-    /// Builds the native or node spec from the keys of a service (flags or file).
-    pub fn from_keys(
-        family: Option<&str>,
-        secret_file: Option<&std::path::Path>,
-        totp_secret_file: Option<&std::path::Path>,
-        step: Option<u64>,
-        digits: Option<usize>,
-    ) -> Result<Self, String> {
+    /// Builds the spec from the keys of a service (flags or file).
+    pub fn from_keys(keys: AuthKeys<'_>) -> Result<Self, String> {
+        let AuthKeys {
+            family,
+            secret_file,
+            totp_secret_file,
+            step,
+            digits,
+            tag_file,
+            app_id,
+            identity_key_file,
+        } = keys;
+        let tag_keys = tag_file.is_some() || app_id.is_some() || identity_key_file.is_some();
+        if tag_keys && family != Some("tag") {
+            return Err("tag_file, app_id and identity_key_file need family = tag".into());
+        }
         let nonempty = |p: Option<&std::path::Path>, what: &str| match p {
             Some(p) if !p.as_os_str().is_empty() => Ok(p.to_owned()),
             Some(_) => Err(format!("{what} is empty")),
@@ -175,8 +228,27 @@ impl AuthSpec {
                     digits,
                 })
             }
+            Some("tag") => {
+                if secret_file.is_some()
+                    || totp_secret_file.is_some()
+                    || step.is_some()
+                    || digits.is_some()
+                {
+                    return Err(
+                        "the tag family takes tag_file (and app_id, identity_key_file)".into(),
+                    );
+                }
+                if identity_key_file.is_some_and(|p| p.as_os_str().is_empty()) {
+                    return Err("identity_key_file is empty".into());
+                }
+                Ok(Self::Tag {
+                    tag_file: nonempty(tag_file, "tag_file")?,
+                    app_id: app_id.unwrap_or_default().to_owned(),
+                    identity_key_file: identity_key_file.map(std::path::Path::to_owned),
+                })
+            }
             Some(other) => Err(format!(
-                "family `{other}`: expose parks with the native and node families"
+                "family `{other}`: expose parks with the native, node and tag families"
             )),
         }
     }
@@ -184,7 +256,7 @@ impl AuthSpec {
     /// The default pool: 4, but 1 for node (its ids replace older parks by default).
     pub fn default_pool(&self) -> usize {
         match self {
-            Self::Native { .. } => crate::agent::DEFAULT_POOL,
+            Self::Native { .. } | Self::Tag { .. } => crate::agent::DEFAULT_POOL,
             Self::Node { .. } => 1,
         }
     }
@@ -195,8 +267,8 @@ impl AuthSpec {
 pub struct ServiceSpec {
     /// Name for logs and metrics.
     pub name: String,
-    /// Rendezvous id.
-    pub id: RendezvousId,
+    /// Rendezvous id (native and node; `None` for tag).
+    pub id: Option<RendezvousId>,
     /// How it parks.
     pub auth: AuthSpec,
     /// Local target.
@@ -285,23 +357,40 @@ pub fn parse(text: &str) -> Result<AgentConfig, AgentConfigError> {
     }
     let mut services = Vec::with_capacity(file.service.len());
     for (i, s) in file.service.iter().enumerate() {
-        let label = s.name.clone().unwrap_or_else(|| s.id.clone());
+        let label = s
+            .name
+            .clone()
+            .or_else(|| s.id.clone())
+            .unwrap_or_else(|| format!("#{}", i + 1));
         let fail = |problem: String| AgentConfigError::Service {
             index: i + 1,
             name: label.chars().take(64).collect(),
             problem,
         };
-        let id =
-            RendezvousId::parse(&s.id).map_err(|_| fail("id is not a hyphenated UUID".into()))?;
+        let id = s
+            .id
+            .as_deref()
+            .map(|t| RendezvousId::parse(t).map_err(|_| fail("id is not a hyphenated UUID".into())))
+            .transpose()?;
         check_host_port(&s.to).map_err(|e| fail(format!("to: {e}")))?;
-        let auth = AuthSpec::from_keys(
-            s.family.as_deref(),
-            s.secret_file.as_deref(),
-            s.totp_secret_file.as_deref(),
-            s.totp_step,
-            s.totp_digits,
-        )
+        let auth = AuthSpec::from_keys(AuthKeys {
+            family: s.family.as_deref(),
+            secret_file: s.secret_file.as_deref(),
+            totp_secret_file: s.totp_secret_file.as_deref(),
+            step: s.totp_step,
+            digits: s.totp_digits,
+            tag_file: s.tag_file.as_deref(),
+            app_id: s.app_id.as_deref(),
+            identity_key_file: s.identity_key_file.as_deref(),
+        })
         .map_err(fail)?;
+        match (&auth, id) {
+            (AuthSpec::Tag { .. }, Some(_)) => {
+                return Err(fail("the tag family takes no id".into()));
+            }
+            (AuthSpec::Tag { .. }, None) | (_, Some(_)) => {}
+            (_, None) => return Err(fail("id is missing".into())),
+        }
         let pool = s.pool.unwrap_or_else(|| auth.default_pool());
         if !(1..=MAX_POOL).contains(&pool) {
             return Err(fail(format!("pool must be 1 to {MAX_POOL}")));
@@ -313,7 +402,10 @@ pub fn parse(text: &str) -> Result<AgentConfig, AgentConfigError> {
         )
         .map_err(fail)?;
         services.push(ServiceSpec {
-            name: s.name.clone().unwrap_or_else(|| id.to_string()),
+            name: s.name.clone().unwrap_or_else(|| match id {
+                Some(id) => id.to_string(),
+                None => format!("tag-{}", i + 1),
+            }),
             id,
             auth,
             to: s.to.clone(),
@@ -414,7 +506,13 @@ pin = "{pin}"
             ("relay = \"r:1\"\nsecret = \"x\"\n".into(), "unknown field"),
             (svc("pool = 0"), "pool must be"),
             (svc("pool = 65"), "pool must be"),
-            (svc("family = \"tag\""), "native and node families"),
+            (svc("family = \"hive\""), "native, node and tag families"),
+            (svc("family = \"tag\""), "takes tag_file"),
+            (svc("app_id = \"x\""), "need family = tag"),
+            (
+                svc("").replace(&format!("id = \"{ID}\"\n"), ""),
+                "id is missing",
+            ),
             (svc("totp_step = 30"), "need family = node"),
             (svc("family = \"node\""), "not secret_file"),
             (

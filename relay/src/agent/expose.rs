@@ -30,7 +30,7 @@ pub struct ExposeArgs {
     )]
     pub relay: Option<String>,
     /// The rendezvous id to park under (as provisioned on the relay).
-    #[arg(long, value_name = "UUID", required_unless_present = "config")]
+    #[arg(long, value_name = "UUID")]
     pub id: Option<String>,
     /// A file holding the id's secret exactly as `tryst provision` printed it
     /// (surrounding whitespace ignored). Without it, the secret comes from the
@@ -39,7 +39,7 @@ pub struct ExposeArgs {
     pub secret_file: Option<PathBuf>,
     /// How to park: `native` (HMAC proof with --secret-file / TRYST_SECRET) or `node`
     /// (node-rendezvous: a TOTP code from --totp-secret-file; the relay's TLS port).
-    #[arg(long, value_name = "FAMILY", default_value = "native", value_parser = ["native", "node"])]
+    #[arg(long, value_name = "FAMILY", default_value = "native", value_parser = ["native", "node", "tag"])]
     pub family: String,
     /// node family: a file holding the id's base32 TOTP key (as `tryst provision --totp`
     /// printed it).
@@ -51,6 +51,17 @@ pub struct ExposeArgs {
     /// node family: the TOTP code length [default: 6].
     #[arg(long, value_name = "N")]
     pub totp_digits: Option<usize>,
+    /// tag family: a file holding the tag (its text is the tag's secret; only its hash
+    /// reaches the relay).
+    #[arg(long, value_name = "FILE")]
+    pub tag_file: Option<PathBuf>,
+    /// tag family: the Qredo appId prefixed to the tag before hashing [default: empty].
+    #[arg(long, value_name = "ID")]
+    pub app_id: Option<String>,
+    /// tag family: for an authenticated tag `<prefix>@<key>`, a file holding the identity
+    /// key's 32-byte Ed25519 seed in hex, to answer responders' challenges.
+    #[arg(long, value_name = "FILE")]
+    pub identity_key_file: Option<PathBuf>,
     /// The local service, HOST:PORT, opened once per client.
     #[arg(long, value_name = "HOST:PORT", required_unless_present = "config")]
     pub to: Option<String>,
@@ -68,7 +79,7 @@ pub struct ExposeArgs {
     /// Several services from a TOML file (`[[service]]` tables; see docs/agents.md);
     /// excludes --relay, --id, --secret-file, --to, --pool, --tls and --pin.
     #[arg(long, value_name = "FILE",
-          conflicts_with_all = ["relay", "id", "secret_file", "totp_secret_file", "to", "tls", "pin"])]
+          conflicts_with_all = ["relay", "id", "secret_file", "totp_secret_file", "tag_file", "to", "tls", "pin"])]
     pub config: Option<PathBuf>,
     /// Serve Prometheus counters at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
@@ -117,18 +128,27 @@ fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
         None => {
             let relay = args.relay.clone().unwrap_or_default();
             let to = args.to.clone().unwrap_or_default();
-            let id_text = args.id.clone().unwrap_or_default();
-            let id = tryst_engine::target::RendezvousId::parse(&id_text)
-                .map_err(|_| anyhow::anyhow!("--id: `{id_text}` is not a hyphenated UUID"))?;
+            let id = match (&args.id, args.family.as_str()) {
+                (Some(_), "tag") => anyhow::bail!("--id: the tag family has no id (--tag-file)"),
+                (None, "tag") => None,
+                (None, _) => anyhow::bail!("--id is required for the {} family", args.family),
+                (Some(text), _) => Some(
+                    tryst_engine::target::RendezvousId::parse(text)
+                        .map_err(|_| anyhow::anyhow!("--id: `{text}` is not a hyphenated UUID"))?,
+                ),
+            };
             config::check_host_port(&relay).map_err(|e| anyhow::anyhow!("--relay: {e}"))?;
             config::check_host_port(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
-            let mut auth = AuthSpec::from_keys(
-                Some(&args.family),
-                args.secret_file.as_deref(),
-                args.totp_secret_file.as_deref(),
-                args.totp_step,
-                args.totp_digits,
-            );
+            let mut auth = AuthSpec::from_keys(config::AuthKeys {
+                family: Some(&args.family),
+                secret_file: args.secret_file.as_deref(),
+                totp_secret_file: args.totp_secret_file.as_deref(),
+                step: args.totp_step,
+                digits: args.totp_digits,
+                tag_file: args.tag_file.as_deref(),
+                app_id: args.app_id.as_deref(),
+                identity_key_file: args.identity_key_file.as_deref(),
+            });
             // The native secret may come from the environment instead of a file.
             let mut secret = None;
             if args.family == "native" && args.secret_file.is_none() {
@@ -142,7 +162,7 @@ fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
             }
             let auth = auth.map_err(|e| anyhow::anyhow!("{}", e.replace('_', "-")))?;
             let spec = ServiceSpec {
-                name: id.to_string(),
+                name: id.map_or_else(|| "tag".to_owned(), |id| id.to_string()),
                 id,
                 pool: args.pool.unwrap_or_else(|| auth.default_pool()),
                 auth,
@@ -187,8 +207,46 @@ fn park_auth(
                 None => tryst_client::secret::read_file(secret_file)?,
             };
             ParkAuth::Native {
-                id: spec.id,
+                id: spec.id.context("no id")?,
                 secret,
+            }
+        }
+        AuthSpec::Tag {
+            tag_file,
+            app_id,
+            identity_key_file,
+        } => {
+            let text = std::fs::read_to_string(tag_file)
+                .with_context(|| format!("tag file {}", tag_file.display()))?;
+            let tag = text.trim_end_matches(['\r', '\n']);
+            if tag.is_empty() {
+                anyhow::bail!("tag file {} is empty", tag_file.display());
+            }
+            let identity = match identity_key_file {
+                None => None,
+                Some(path) => {
+                    let hex_seed = std::fs::read_to_string(path)
+                        .with_context(|| format!("identity key file {}", path.display()))?;
+                    let mut seed = [0u8; 32];
+                    hex::decode_to_slice(hex_seed.trim(), &mut seed).map_err(|_| {
+                        anyhow::anyhow!(
+                            "identity key file {}: not 64 hex digits (a 32-byte Ed25519 seed)",
+                            path.display()
+                        )
+                    })?;
+                    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+                    if crate::tag::wire::tag_identity_key(tag) != Some(key.verifying_key()) {
+                        anyhow::bail!(
+                            "identity key file {}: not the key named in the tag (<prefix>@<key>)",
+                            path.display()
+                        );
+                    }
+                    Some(Box::new(key))
+                }
+            };
+            ParkAuth::Tag {
+                tag: tryst_client::tag::hashed_tag(app_id, tag),
+                identity,
             }
         }
         AuthSpec::Node {
@@ -205,7 +263,7 @@ fn park_auth(
                 None,
             )
             .map_err(|e| anyhow::anyhow!("TOTP key file {}: {e}", totp_secret_file.display()))?;
-            let (id, digits) = (spec.id, *digits);
+            let (id, digits) = (spec.id.context("no id")?, *digits);
             ParkAuth::Head(Arc::new(move || {
                 let code = tryst_client::heads::node_code_now(&record, digits);
                 tryst_client::heads::node_park_head(id, &code).into_bytes()

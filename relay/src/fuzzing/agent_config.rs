@@ -18,7 +18,10 @@ pub fn run(data: &[u8]) {
     assert!((1..=MAX_SERVICES).contains(&config.services.len()));
     for s in &config.services {
         assert!((1..=MAX_POOL).contains(&s.pool));
-        assert_eq!(RendezvousId::parse(&s.id.to_string()), Ok(s.id));
+        match s.id {
+            Some(id) => assert_eq!(RendezvousId::parse(&id.to_string()), Ok(id)),
+            None => assert!(matches!(s.auth, crate::agent::config::AuthSpec::Tag { .. })),
+        }
         assert!(check_host_port(&s.relay).is_ok());
         assert!(check_host_port(&s.to).is_ok());
         let mut auth = s.auth.clone();

@@ -839,3 +839,66 @@ fn a_node_rendezvous_hidden_server_parks_over_tls_with_a_totp_code() {
     assert!(stderr.contains("401"), "{stderr}");
     assert!(stderr.contains("invalid request"), "{stderr}");
 }
+
+#[test]
+fn a_tag_publisher_serves_responders_and_answers_their_challenge() {
+    let relay = Relay::start(&["--client-wait", "10s"]);
+    let echo = echo_server();
+    // An authenticated tag `<prefix>@<identity key>` and the identity key's seed.
+    let identity = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let tag = format!(
+        "printer@{}",
+        hex::encode(identity.verifying_key().as_bytes())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tag.txt"), format!("{tag}\n")).unwrap();
+    std::fs::write(dir.path().join("id.hex"), hex::encode([42u8; 32])).unwrap();
+    let mut cmd = tryst();
+    cmd.args([
+        "expose",
+        "--relay",
+        &relay.addr.to_string(),
+        "--family",
+        "tag",
+    ])
+    .arg("--tag-file")
+    .arg(dir.path().join("tag.txt"))
+    .arg("--identity-key-file")
+    .arg(dir.path().join("id.hex"))
+    .args(["--to", &echo.to_string(), "--pool", "2"])
+    .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"]);
+    let agent = Agent::spawn(cmd, dir);
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
+    let hashed = tryst_client::tag::hashed_tag("", &tag);
+    // A responder without a challenge: its bytes reach the service and come back.
+    let mut s = TcpStream::connect(relay.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(format!("CONNECT {} HTTP/1.1\r\n\r\nplain", hashed.target()).as_bytes())
+        .unwrap();
+    assert_eq!(read_exact_n(&mut s, OK.len()), OK);
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut s), "plain");
+    // A responder with a challenge gets the identity key's answer first, then the tunnel.
+    let challenge = [7u8; 32];
+    let mut s = TcpStream::connect(relay.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        format!(
+            "CONNECT {} HTTP/1.1\r\nTag-Challenge: {}\r\n\r\n",
+            hashed.target(),
+            hex::encode(challenge)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(read_exact_n(&mut s, OK.len()), OK);
+    let answer = read_exact_n(&mut s, tryst_client::tag::ANSWER_LEN);
+    let key = tryst_relay::tag::wire::tag_identity_key(&tag).unwrap();
+    assert!(tryst_relay::tag::wire::verify_answer(
+        &key, &hashed, &challenge, &answer
+    ));
+    s.write_all(b"challenged").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut s), "challenged");
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 2);
+}
