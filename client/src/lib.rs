@@ -16,6 +16,9 @@
 //! - [`tag`]: the Qredo-style tag family's publisher side (KDF, park request, frames);
 //!   [`hive`]: the Hive streaming fallback's park proof.
 //!
+//! Runnable examples: `examples/expose.rs` (a pooled hidden server forwarding to a local
+//! service) and `examples/reach.rs` (one reach, one request).
+//!
 //! The crate is async on tokio, logs with `tracing` (one line per event at info), never
 //! logs a secret, and contains no `unsafe`.
 //!
