@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers the interop tests drive (Debian/Ubuntu): oathtool (TOTP codes
-# for node-rendezvous hidden servers), curl (Digest/Basic mobile clients), python3, and a
+# for node-rendezvous hidden servers), curl (Digest/Basic mobile clients), python3,
+# openssh-server and openssh-client (sshd behind `tryst expose`), and a
 # real STUN client: stuntman-client's `stunclient` where Debian still ships it, else
 # coturn's `turnutils_stunclient` (bookworm dropped stuntman); promtool (Debian's
 # `prometheus`, for the alert-rule tests), lintian (scripts/deb-test.sh) and PostgreSQL
@@ -18,13 +19,16 @@ command -v lintian >/dev/null 2>&1 || tools+=(lintian)
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
     missing+=(postgresql)
 fi
+# A real sshd and ssh for the agents' end-to-end test (tryst expose / tryst connect).
+[[ -x /usr/sbin/sshd ]] || missing+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 stun_client=()
 if ! command -v stunclient >/dev/null 2>&1 && ! command -v turnutils_stunclient >/dev/null 2>&1; then
     stun_client=(stuntman-client)
 fi
 
 if ((${#missing[@]} == 0 && ${#tools[@]} == 0 && ${#stun_client[@]} == 0)); then
-    echo "test-deps: oathtool, curl, python3, PostgreSQL, promtool, lintian and a STUN client present"
+    echo "test-deps: oathtool, curl, python3, sshd, ssh, PostgreSQL, promtool, lintian and a STUN client present"
     exit 0
 fi
 

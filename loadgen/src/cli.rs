@@ -251,7 +251,8 @@ pub(crate) struct CompareArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub(crate) duration: Duration,
     /// Targets to run, comma-separated, from: direct, tryst-splice-syscall,
-    /// tryst-splice-uring, haproxy-splice, haproxy-copy, bore.
+    /// tryst-splice-uring, haproxy-splice, haproxy-copy, bore, tryst-agents (tryst connect
+    /// -> relay -> tryst expose, the counterpart of bore's agents; not in the default set).
     #[arg(
         long,
         value_delimiter = ',',
@@ -283,13 +284,14 @@ pub(crate) struct CompareArgs {
 }
 
 /// Every target `compare` knows.
-pub(crate) const TARGETS: [&str; 6] = [
+pub(crate) const TARGETS: [&str; 7] = [
     "direct",
     "tryst-splice-syscall",
     "tryst-splice-uring",
     "haproxy-splice",
     "haproxy-copy",
     "bore",
+    "tryst-agents",
 ];
 /// Every workload `compare` knows.
 pub(crate) const WORKLOADS: [&str; 5] = ["bulk1", "bulk16", "bulk256", "pingpong", "pairing"];
@@ -499,6 +501,12 @@ mod tests {
             panic!()
         };
         assert!(c.validate().is_err());
+        let Some(Command::Compare(agents)) =
+            parse(&["compare", "--targets", "direct,tryst-agents,bore"]).command
+        else {
+            panic!("not compare");
+        };
+        agents.validate().unwrap();
         let Some(Command::Compare(c)) = parse(&["compare", "--targets", "bore"]).command else {
             panic!()
         };

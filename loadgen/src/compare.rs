@@ -19,6 +19,10 @@
 //!   to the sink, so there are two proxy hops (server and agent, both copying in user
 //!   space) and pairing is on demand, not from a parked pool. Its "relay" CPU is the sum
 //!   of both bore processes.
+//! - tryst-agents: tryst's own agents, the counterpart of bore's: the generator connects
+//!   to `tryst connect --listen`, which reaches through the relay to `tryst expose
+//!   --to <sink> --pool 16`. Its "relay" CPU is the sum of the relay and both agents;
+//!   "pairing" is the time to the first byte of a new reach.
 
 use crate::cli::CompareArgs;
 use crate::net::{self, Failure};
@@ -551,8 +555,100 @@ async fn start_target(
                 _dir: Some(dir),
             })
         }
+        "tryst-agents" => {
+            let ids = proto::generate_ids(1);
+            proto::write_private_atomic(
+                &dir.path().join("secrets.toml"),
+                &proto::render_secrets(&ids),
+            )?;
+            let binary = tryst_binary(args.tryst.as_deref())?;
+            let opts = RelayOptions {
+                binary: binary.clone(),
+                data_dir: dir.path().to_path_buf(),
+                data_path: None,
+                workers: Some(1),
+                extra: Vec::new(),
+                pin_cpus: pin.map(str::to_string),
+                tls: false,
+            };
+            let relay = LocalRelay::start(&opts, Duration::from_secs(30)).await?;
+            let (id, secret) = &ids[0];
+            let secret_file = dir.path().join("agent.secret");
+            {
+                use base64::Engine as _;
+                let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+                proto::write_private_atomic(&secret_file, &text)?;
+            }
+            let tryst = binary.display().to_string();
+            let (prog, a) = pinned(
+                pin,
+                &tryst,
+                &[
+                    "expose".into(),
+                    "--relay".into(),
+                    relay.addr.to_string(),
+                    "--id".into(),
+                    id.hyphenated().to_string(),
+                    "--secret-file".into(),
+                    secret_file.display().to_string(),
+                    "--to".into(),
+                    sink.to_string(),
+                    "--pool".into(),
+                    "16".into(),
+                ],
+            );
+            let expose = spawn_quiet(&prog, &a, &dir.path().join("expose.log"))?;
+            let expose_pid = expose.id().context("tryst expose exited at once")?;
+            let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+            let (prog2, a2) = pinned(
+                pin,
+                &tryst,
+                &[
+                    "connect".into(),
+                    "--relay".into(),
+                    relay.addr.to_string(),
+                    "--id".into(),
+                    id.hyphenated().to_string(),
+                    "--listen".into(),
+                    listen.to_string(),
+                ],
+            );
+            let mut connect = spawn_quiet(&prog2, &a2, &dir.path().join("connect.log"))?;
+            let connect_pid = connect.id().context("tryst connect exited at once")?;
+            wait_listening(listen, &mut connect, "tryst connect")
+                .await
+                .with_context(|| crate::relay::tail(&dir.path().join("connect.log"), 10))?;
+            Ok(Target {
+                name: name.into(),
+                route: Route::Plain(listen),
+                pids: vec![relay.pid, expose_pid, connect_pid],
+                command: format!(
+                    "{}; {prog} {}; {prog2} {}",
+                    relay.command,
+                    a.join(" "),
+                    a2.join(" ")
+                ),
+                children: vec![expose, connect],
+                relay: Some(relay),
+                _dir: Some(dir),
+            })
+        }
         other => bail!("unknown target {other}"),
     }
+}
+
+/// Like [`spawn`], for tryst's agents: warnings only (no line per pairing in the log).
+fn spawn_quiet(program: &str, args: &[String], log: &std::path::Path) -> Result<Child> {
+    let logf = std::fs::File::create(log)?;
+    Command::new(program)
+        .args(args)
+        .env("TRYST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(logf.try_clone()?))
+        .stderr(Stdio::from(logf))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {program}"))
 }
 
 fn cpu_seconds(pids: &[u32]) -> f64 {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
-use tryst_engine::auth::{Operation, Secret, proof_header};
+use tryst_engine::auth::Secret;
 use tryst_engine::target::RendezvousId;
 use tryst_engine::totp::{TotpAlgorithm, TotpParking, TotpRecord};
 use uuid::Uuid;
@@ -88,12 +88,9 @@ impl ParkAuth {
 pub(crate) const TOTP_DIGITS: usize = 6;
 
 /// A node-rendezvous hidden server's park head: `CONNECT uuid:<id>?response=<code>`.
+/// Built by tryst-client, as `tryst expose --family node` sends it.
 pub(crate) fn totp_park_head(id: &Uuid, code: &str) -> Vec<u8> {
-    format!(
-        "CONNECT uuid:{}?response={code} HTTP/1.1\r\n\r\n",
-        id.hyphenated()
-    )
-    .into_bytes()
+    tryst_client::heads::node_park_head(id.hyphenated(), code).into_bytes()
 }
 
 /// How long to wait before sending a TOTP code at `now_ms` (unix milliseconds) so the
@@ -143,20 +140,17 @@ pub(crate) fn classify(first: &[u8]) -> Answer {
     }
 }
 
-/// The client's head: `CONNECT uuid:<id> HTTP/1.1\r\n\r\n`.
+/// The client's head: `CONNECT uuid:<id> HTTP/1.1\r\n\r\n` (tryst-client's builder, as
+/// `tryst connect` sends it).
 pub(crate) fn connect_head(id: &Uuid) -> Vec<u8> {
-    format!("CONNECT uuid:{} HTTP/1.1\r\n\r\n", id.hyphenated()).into_bytes()
+    tryst_client::heads::reach_head(id.hyphenated()).into_bytes()
 }
 
-/// A hidden server's park head with a fresh proof for unix time `ts` and `nonce`.
+/// A hidden server's park head with a fresh proof for unix time `ts` and `nonce`
+/// (tryst-client's builder, as `tryst expose` sends it).
 pub(crate) fn park_head(id: &Uuid, secret: &Secret, ts: u64, nonce: &[u8]) -> Vec<u8> {
     let rid = RendezvousId(*id.as_bytes());
-    let proof = proof_header(secret, Operation::Park, &rid, ts, nonce);
-    format!(
-        "CONNECT uuid:{} HTTP/1.1\r\nProxy-Authorization: {proof}\r\n\r\n",
-        id.hyphenated()
-    )
-    .into_bytes()
+    tryst_client::heads::park_head(&rid, secret, ts, nonce).into_bytes()
 }
 
 /// The agreed `secrets.toml` text for `entries`.

@@ -37,6 +37,12 @@ pub enum Command {
     /// Compute a Qredo tag's hashed tag (the only form the relay sees), its derived
     /// ownership public key and the CONNECT target publishers and responders use.
     Tag(TagArgs),
+    /// Put a local service behind a relay: keep connections parked under a rendezvous
+    /// id and open the local target for every client (see docs/agents.md).
+    Expose(Box<crate::agent::expose::ExposeArgs>),
+    /// Reach a hidden server through a relay: join stdin/stdout (an ssh ProxyCommand) or,
+    /// with --listen, forward a local port.
+    Connect(crate::agent::connect::ConnectArgs),
 }
 
 /// Arguments of `tryst tag`.

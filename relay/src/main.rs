@@ -25,6 +25,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Tag(args) => print!("{}", tryst_relay::tag::describe(&args.app_id, &args.tag)),
+        Command::Expose(args) => std::process::exit(tryst_relay::agent::expose::main(&args)),
+        Command::Connect(args) => std::process::exit(tryst_relay::agent::connect::main(&args)),
         Command::Provision(args) => {
             let path = config::provision_secrets_path(&args)?;
             let text = serve::run_provision(&path, &args)?;
@@ -36,8 +38,9 @@ fn main() -> anyhow::Result<()> {
 
 /// Logs to stderr, filtered by `TRYST_LOG` (default: info for tryst, warn otherwise).
 fn init_logging() {
-    let filter = EnvFilter::try_from_env("TRYST_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("warn,tryst=info,tryst_relay=info,tryst_engine=info"));
+    let filter = EnvFilter::try_from_env("TRYST_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("warn,tryst=info,tryst_relay=info,tryst_engine=info,tryst_client=info")
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -2,6 +2,7 @@
 //! `cargo test`, exactly like `tryst_engine::fuzzing` (which holds the engine's targets
 //! and the layout notes). Built only for tests and under `cfg(fuzzing)`.
 
+pub mod agent_config;
 pub mod deaddrop_bodies;
 pub mod deaddrop_proof_raw;
 pub mod deaddrop_proof_structured;
@@ -15,12 +16,14 @@ pub mod pico_channel;
 pub mod stun_message;
 pub mod tag_proof;
 pub mod tag_target;
+pub mod tls_pin;
 
 /// A fuzz target: its `[[bin]]` name and the function that runs one input.
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every relay fuzz target.
 pub const TARGETS: &[Target] = &[
+    ("agent_config", agent_config::run),
     ("deaddrop_bodies", deaddrop_bodies::run),
     ("deaddrop_proof_raw", deaddrop_proof_raw::run),
     ("deaddrop_proof_structured", deaddrop_proof_structured::run),
@@ -34,6 +37,7 @@ pub const TARGETS: &[Target] = &[
     ("stun_message", stun_message::run),
     ("tag_proof", tag_proof::run),
     ("tag_target", tag_target::run),
+    ("tls_pin", tls_pin::run),
 ];
 
 #[cfg(test)]

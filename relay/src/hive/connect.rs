@@ -56,40 +56,24 @@ use tryst_engine::auth::{self, ReplayCache};
 use tryst_engine::head::RequestHead;
 use tryst_engine::reject::Rejection;
 use tryst_engine::route::{Classified, Route, Router, Transport};
-use tryst_engine::target::{KeySpace, RendezvousId, RendezvousKey};
+use tryst_engine::target::RendezvousId;
 
-/// The scheme, with its colon.
-pub const SCHEME: &str = "hive:";
-/// The proof's `Proxy-Authorization` scheme.
-pub const PROOF_SCHEME: &str = "Hive";
-/// The header carrying the publication.
-pub const PUBLICATION_HEADER: &str = "Hive-Publication";
 /// Domain tag of the park proof (`b"hive-connect-v1\0"`, defined beside the shared proof
 /// parser).
 pub use super::forward::CONNECT_DOMAIN;
+/// The proof's `Proxy-Authorization` scheme.
+pub use tryst_client::hive::PROOF_SCHEME;
+/// The header carrying the publication.
+pub use tryst_client::hive::PUBLICATION_HEADER;
+/// The scheme, with its colon.
+pub use tryst_client::hive::SCHEME;
 /// Default accepted `|now - ts|` for park proofs, seconds (`--proof-window` sets it).
 pub const PROOF_WINDOW_SECS: u64 = 60;
 /// Default replay-cache capacity per worker (nonces within the window).
 pub const DEFAULT_REPLAY_CAPACITY: usize = 65_536;
 
-/// A parsed `hive:` target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HiveTarget {
-    /// The workspace UUID's 16 bytes.
-    pub workspace: [u8; 16],
-    /// The device UUID's 16 bytes.
-    pub device: [u8; 16],
-}
-
-impl HiveTarget {
-    /// The rendezvous key: `derived(Hive, ws ‖ device)`.
-    pub fn key(&self) -> RendezvousKey {
-        let mut data = [0u8; 32];
-        data[..16].copy_from_slice(&self.workspace);
-        data[16..].copy_from_slice(&self.device);
-        RendezvousKey::derived(KeySpace::Hive, &data)
-    }
-}
+/// A parsed `hive:` target (the type devices build targets with, in tryst-client).
+pub use tryst_client::hive::HiveTarget;
 
 /// Parses `hive:<ws-uuid>/<device-uuid>`: the scheme in any letter case, then two
 /// hyphenated UUIDs (any letter case) separated by one `/`, nothing else.
@@ -113,24 +97,8 @@ pub fn parse_park_proof(value: &[u8]) -> Result<HiveProof, Rejection> {
     parse_proof(text, PROOF_SCHEME).map_err(|_| Rejection::MalformedProof)
 }
 
-/// The header value for a park by `key` (the publication's signing key) at `ts`
-/// with `nonce`. For tests, tools and simulated devices.
-pub fn park_proof_header(
-    key: &ed25519_dalek::SigningKey,
-    target: &HiveTarget,
-    ts: u64,
-    nonce: &[u8; 16],
-) -> String {
-    use ed25519_dalek::Signer as _;
-    let msg =
-        super::forward::proof_message(CONNECT_DOMAIN, &target.workspace, &target.device, ts, nonce);
-    let sig = key.sign(&msg).to_bytes();
-    format!(
-        "{PROOF_SCHEME} ts={ts}, nonce={}, sig={}",
-        hex::encode(nonce),
-        STANDARD.encode(sig)
-    )
-}
+/// The header value for a park (device side), built by tryst-client.
+pub use tryst_client::hive::park_proof_header;
 
 /// Settings of the `hive:` family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

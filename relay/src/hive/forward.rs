@@ -25,7 +25,7 @@ pub const DRAIN_DOMAIN: &[u8] = b"hive-forward-drain-v1\0";
 /// Domain tag of the streaming fallback park proof (`Proxy-Authorization: Hive ...`,
 /// docs/protocol-publications.md §7); same layout as the drain proof, so
 /// [`parse_proof`] (scheme `Hive`), [`check_proof`] and [`ReplayCache`] serve it too.
-pub const CONNECT_DOMAIN: &[u8] = b"hive-connect-v1\0";
+pub use tryst_client::hive::CONNECT_DOMAIN;
 /// The `Authorization` scheme of the drain proof.
 pub const DRAIN_SCHEME: &str = "Hive-Drain";
 
@@ -182,22 +182,9 @@ pub fn parse_proof(value: &str, scheme: &str) -> Result<HiveProof, ProofError> {
     })
 }
 
-/// The signed message of a Hive proof: `domain ‖ ws ‖ device ‖ ts u64 LE ‖ nonce`.
-pub fn proof_message(
-    domain: &[u8],
-    ws: &[u8; 16],
-    device: &[u8; 16],
-    ts: u64,
-    nonce: &[u8; 16],
-) -> Vec<u8> {
-    let mut m = Vec::with_capacity(domain.len() + 56);
-    m.extend_from_slice(domain);
-    m.extend_from_slice(ws);
-    m.extend_from_slice(device);
-    m.extend_from_slice(&ts.to_le_bytes());
-    m.extend_from_slice(nonce);
-    m
-}
+/// The signed message of a Hive proof (`domain ‖ ws ‖ device ‖ ts u64 LE ‖ nonce`),
+/// built by tryst-client so devices and the relay sign and check the same bytes.
+pub use tryst_client::hive::proof_message;
 
 /// Checks a parsed proof: window, then strict signature by `key` over the message with
 /// `domain`. (Replay is the caller's [`ReplayCache`].)

@@ -11,72 +11,9 @@
 //! The derived ownership key is public knowledge for anyone who has seen `hashedTag` on
 //! the wire; see `docs/compat/qredo.md` ("Security notes").
 
-use ed25519_dalek::{SigningKey, VerifyingKey};
-use hkdf::Hkdf;
-use sha2::Sha256;
-
-/// PBKDF2 salt of the Qredo master key.
-pub const MASTER_SALT: &[u8] = b"8YhZWIxieGYyW07D";
-/// PBKDF2 iterations of the Qredo master key.
-pub const MASTER_ITERATIONS: u32 = 10_000;
-/// HKDF salt of the hashed tag.
-pub const HASHED_TAG_SALT: &[u8] = b"tAMJb4bJd60ufzHS";
-
-/// The 32-byte hashed tag: the only form of a tag the relay sees.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HashedTag(pub [u8; 32]);
-
-impl HashedTag {
-    /// Lower-case hex (64 digits): the form in a `tag:` target.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    /// The `CONNECT` target naming this tag (`tag:<64 hex>`).
-    pub fn target(&self) -> String {
-        format!("tag:{}", self.to_hex())
-    }
-
-    /// The Qredo-derived ownership key: Ed25519 with seed = hashed tag.
-    pub fn derived_signing_key(&self) -> SigningKey {
-        SigningKey::from_bytes(&self.0)
-    }
-
-    /// The public half of [`Self::derived_signing_key`].
-    pub fn derived_public_key(&self) -> VerifyingKey {
-        self.derived_signing_key().verifying_key()
-    }
-}
-
-impl std::fmt::Debug for HashedTag {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HashedTag({})", self.to_hex())
-    }
-}
-
-/// The Qredo master key of `app_id ‖ tag` (PBKDF2-HMAC-SHA256, 10 000 iterations).
-pub fn master_key(app_id: &str, tag: &str) -> [u8; 32] {
-    let mut password = Vec::with_capacity(app_id.len() + tag.len());
-    password.extend_from_slice(app_id.as_bytes());
-    password.extend_from_slice(tag.as_bytes());
-    let mut out = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<Sha256>(&password, MASTER_SALT, MASTER_ITERATIONS, &mut out);
-    out
-}
-
-/// The hashed tag of `tag` under `app_id` (empty for none), exactly as the Qredo SDK
-/// computes it.
-pub fn hashed_tag(app_id: &str, tag: &str) -> HashedTag {
-    HashedTag(hkdf_32(&master_key(app_id, tag), HASHED_TAG_SALT))
-}
-
-/// HKDF-SHA256 with empty info and 32 output bytes.
-fn hkdf_32(ikm: &[u8], salt: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    // 32 bytes is far below HKDF-SHA256's 255 * 32 limit, so expand cannot fail.
-    let _ = Hkdf::<Sha256>::new(Some(salt), ikm).expand(&[], &mut out);
-    out
-}
+pub use tryst_client::tag::{
+    HASHED_TAG_SALT, HashedTag, MASTER_ITERATIONS, MASTER_SALT, hashed_tag, master_key,
+};
 
 #[cfg(test)]
 mod tests {

@@ -22,25 +22,13 @@
 use super::kdf::HashedTag;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::VerifyingKey;
+pub use tryst_client::tag::{
+    ANSWER_LEN, ANSWER_MAGIC, CHALLENGE_BYTES, CHALLENGE_CONTEXT, CreateOptions, FrameError,
+    HELLO_MAGIC, HELLO_VERSION, NONCE_BYTES, PARK_CONTEXT, TagMode, answer_frame,
+    challenge_message, hello_frame, park_message, park_request, parse_hello,
+};
 use tryst_engine::reject::Rejection;
-
-/// Domain separation prefix of the park message.
-pub const PARK_CONTEXT: &[u8] = b"tryst-tag-park-v1\0";
-/// Domain separation prefix of the challenge answer.
-pub const CHALLENGE_CONTEXT: &[u8] = b"tryst-tag-challenge-v1\0";
-/// Magic of the responder hello frame.
-pub const HELLO_MAGIC: &[u8; 8] = b"TAGHELLO";
-/// Version byte of the responder hello frame.
-pub const HELLO_VERSION: u8 = 1;
-/// Magic of the challenge answer frame.
-pub const ANSWER_MAGIC: &[u8; 8] = b"TAGPROOF";
-/// Length of a challenge answer frame.
-pub const ANSWER_LEN: usize = 8 + 64;
-/// Nonce bytes accepted in a park proof.
-pub const NONCE_BYTES: std::ops::RangeInclusive<usize> = 16..=32;
-/// Challenge bytes accepted from a responder.
-pub const CHALLENGE_BYTES: std::ops::RangeInclusive<usize> = 16..=64;
 
 /// Why a tag request was refused by a parser (all caused by the peer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -80,44 +68,6 @@ pub fn parse_target(target: &str) -> Result<HashedTag, WireError> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(&b[4..], &mut out).map_err(|_| WireError::MalformedTag)?;
     Ok(HashedTag(out))
-}
-
-/// How a tag serves responders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TagMode {
-    /// The first responder routed un-publishes the tag; one parked connection.
-    SingleShot,
-    /// Every responder gets its own tunnel; several parked connections.
-    LongTerm,
-}
-
-impl TagMode {
-    /// The byte signed in the park message.
-    pub fn wire_byte(self) -> u8 {
-        match self {
-            Self::SingleShot => 1,
-            Self::LongTerm => 2,
-        }
-    }
-
-    /// The header spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SingleShot => "single-shot",
-            Self::LongTerm => "long-term",
-        }
-    }
-}
-
-/// Creation options a park may carry (all optional).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CreateOptions {
-    /// `Tag-Mode`.
-    pub mode: Option<TagMode>,
-    /// `Tag-Duration` in seconds (>= 1), as requested (before the relay's cap).
-    pub duration_secs: Option<u64>,
-    /// `Tag-Owner-Key`: the key to register instead of the derived one.
-    pub owner_key: Option<VerifyingKey>,
 }
 
 /// A parsed `Tag` ownership proof.
@@ -252,123 +202,6 @@ pub fn parse_challenge(
         .map_err(|_| WireError::MalformedOption)
 }
 
-/// The message a park proof signs (see the module docs).
-pub fn park_message(tag: &HashedTag, ts: u64, nonce: &[u8], options: &CreateOptions) -> Vec<u8> {
-    let mut m = Vec::with_capacity(PARK_CONTEXT.len() + 32 + 8 + 1 + nonce.len() + 1 + 8 + 32);
-    m.extend_from_slice(PARK_CONTEXT);
-    m.extend_from_slice(&tag.0);
-    m.extend_from_slice(&ts.to_be_bytes());
-    // Parsed nonces are at most 32 bytes; longer ones (direct callers) are clamped so the
-    // length byte stays truthful about what follows.
-    let nonce = &nonce[..nonce.len().min(usize::from(u8::MAX))];
-    m.push(nonce.len() as u8);
-    m.extend_from_slice(nonce);
-    m.push(options.mode.map_or(0, TagMode::wire_byte));
-    m.extend_from_slice(&options.duration_secs.unwrap_or(0).to_be_bytes());
-    m.extend_from_slice(
-        options
-            .owner_key
-            .as_ref()
-            .map_or(&[0u8; 32], |k| k.as_bytes()),
-    );
-    m
-}
-
-/// Builds the request head of a park (a publisher's side; used by tests, docs and the
-/// CLI): target, proof signed by `key`, and the given creation options.
-pub fn park_request(
-    tag: &HashedTag,
-    key: &SigningKey,
-    ts: u64,
-    nonce: &[u8],
-    options: &CreateOptions,
-) -> String {
-    let sig = key.sign(&park_message(tag, ts, nonce, options));
-    let mut head = format!(
-        "CONNECT {} HTTP/1.1\r\nProxy-Authorization: Tag ts={ts}, nonce={}, sig={}\r\n",
-        tag.target(),
-        hex::encode(nonce),
-        URL_SAFE_NO_PAD.encode(sig.to_bytes())
-    );
-    if let Some(mode) = options.mode {
-        head.push_str(&format!("Tag-Mode: {}\r\n", mode.as_str()));
-    }
-    if let Some(d) = options.duration_secs {
-        head.push_str(&format!("Tag-Duration: {d}\r\n"));
-    }
-    if let Some(k) = options.owner_key {
-        head.push_str(&format!(
-            "Tag-Owner-Key: {}\r\n",
-            URL_SAFE_NO_PAD.encode(k.as_bytes())
-        ));
-    }
-    head.push_str("\r\n");
-    head
-}
-
-/// The hello frame the relay writes to the publisher at pairing.
-pub fn hello_frame(challenge: Option<&[u8]>) -> Vec<u8> {
-    let challenge = challenge.unwrap_or_default();
-    let challenge = &challenge[..challenge.len().min(*CHALLENGE_BYTES.end())];
-    let mut f = Vec::with_capacity(10 + challenge.len());
-    f.extend_from_slice(HELLO_MAGIC);
-    f.push(HELLO_VERSION);
-    f.push(challenge.len() as u8);
-    f.extend_from_slice(challenge);
-    f
-}
-
-/// Why a hello frame could not be read (a publisher-side helper).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FrameError {
-    /// More bytes are needed.
-    #[error("incomplete frame")]
-    Incomplete,
-    /// Not a frame of this version.
-    #[error("not a tag frame")]
-    Invalid,
-}
-
-/// Parses a hello frame at the start of `buf`: the challenge (empty when none) and the
-/// frame's length.
-pub fn parse_hello(buf: &[u8]) -> Result<(Vec<u8>, usize), FrameError> {
-    if buf.len() < 10 {
-        return if buf.iter().zip(HELLO_MAGIC).all(|(a, b)| a == b) {
-            Err(FrameError::Incomplete)
-        } else {
-            Err(FrameError::Invalid)
-        };
-    }
-    if &buf[..8] != HELLO_MAGIC || buf[8] != HELLO_VERSION {
-        return Err(FrameError::Invalid);
-    }
-    let len = usize::from(buf[9]);
-    if len != 0 && !CHALLENGE_BYTES.contains(&len) {
-        return Err(FrameError::Invalid);
-    }
-    let challenge = buf.get(10..10 + len).ok_or(FrameError::Incomplete)?;
-    Ok((challenge.to_vec(), 10 + len))
-}
-
-/// The message a challenge answer signs.
-pub fn challenge_message(tag: &HashedTag, challenge: &[u8]) -> Vec<u8> {
-    let mut m = Vec::with_capacity(CHALLENGE_CONTEXT.len() + 32 + challenge.len());
-    m.extend_from_slice(CHALLENGE_CONTEXT);
-    m.extend_from_slice(&tag.0);
-    m.extend_from_slice(challenge);
-    m
-}
-
-/// The publisher's answer frame to `challenge`, signed with its identity key.
-pub fn answer_frame(key: &SigningKey, tag: &HashedTag, challenge: &[u8]) -> [u8; ANSWER_LEN] {
-    let sig = key.sign(&challenge_message(tag, challenge));
-    let mut f = [0u8; ANSWER_LEN];
-    f[..8].copy_from_slice(ANSWER_MAGIC);
-    f[8..].copy_from_slice(&sig.to_bytes());
-    f
-}
-
 /// The responder's check of an answer frame against the public key named in the tag
 /// (strict Ed25519). The relay cannot do this: it never sees the tag.
 pub fn verify_answer(key: &VerifyingKey, tag: &HashedTag, challenge: &[u8], frame: &[u8]) -> bool {
@@ -405,6 +238,7 @@ pub fn tag_identity_key(tag: &str) -> Option<VerifyingKey> {
 mod tests {
     use super::*;
     use crate::tag::kdf::hashed_tag;
+    use ed25519_dalek::{Signer as _, SigningKey};
     use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
 
     fn head(text: &str) -> tryst_engine::head::RequestHead {

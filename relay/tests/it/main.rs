@@ -1,5 +1,6 @@
 //! Integration tests of the `tryst` binary (one test binary; topics are modules).
 
+mod agents;
 mod alerts;
 mod cli;
 mod deaddrop;

@@ -101,11 +101,8 @@ fn frame(code: u16, permanent: bool, diagnostic: &str) -> String {
 /// Parks a steward-style hidden server and reads its exact 200.
 fn park(relay: &Relay, id: &str, code: &str) -> TcpStream {
     let mut s = relay.connect();
-    write!(
-        s,
-        "CONNECT uuid:{id}?response={code} HTTP/1.1\r\nHost: relay\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(tryst_client::heads::node_park_head(id, code).as_bytes())
+        .unwrap();
     assert_eq!(read_exact_n(&mut s, OK.len()), OK);
     s
 }

@@ -10,7 +10,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tryst_engine::auth::{Operation, proof_header};
 use tryst_engine::target::RendezvousId;
 
 const ID_A: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
@@ -139,13 +138,9 @@ fn park(addr: SocketAddr, data_dir: &Path, id: &str, nonce: u64) -> (TcpStream, 
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let auth = proof_header(secret, Operation::Park, &id, now, &nonce.to_be_bytes());
+    let head = tryst_client::heads::park_head(&id, secret, now, &nonce.to_be_bytes());
     let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "CONNECT uuid:{id} HTTP/1.1\r\nProxy-Authorization: {auth}\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(head.as_bytes()).unwrap();
     let head = read_head(&mut s);
     (s, head)
 }

@@ -8,8 +8,10 @@ use ed25519_dalek::SigningKey;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
-use tryst_relay::tag::kdf::{HashedTag, hashed_tag};
-use tryst_relay::tag::wire::{self, CreateOptions, TagMode};
+// Publisher-side builders come from tryst-client (what agents use); the responder-side
+// checks (identity key, answer verification) from the relay.
+use tryst_client::tag::{self as publisher, CreateOptions, HashedTag, TagMode, hashed_tag};
+use tryst_relay::tag::wire;
 
 fn nonce() -> Vec<u8> {
     (0..16).map(|_| rand::random::<u8>()).collect()
@@ -23,7 +25,7 @@ fn park_with(
     options: &CreateOptions,
 ) -> TcpStream {
     let mut s = relay.connect();
-    let head = wire::park_request(tag, key, now_unix(), &nonce(), options);
+    let head = publisher::park_request(tag, key, now_unix(), &nonce(), options);
     s.write_all(head.as_bytes()).unwrap();
     assert_eq!(read_exact_n(&mut s, OK.len()), OK, "park refused");
     s
@@ -35,7 +37,7 @@ fn park(relay: &Relay, tag: &HashedTag, options: &CreateOptions) -> TcpStream {
 
 /// Sends a park and returns the whole refusal.
 fn park_refused(relay: &Relay, tag: &HashedTag, options: &CreateOptions) -> String {
-    let head = wire::park_request(
+    let head = publisher::park_request(
         tag,
         &tag.derived_signing_key(),
         now_unix(),
@@ -64,7 +66,7 @@ fn read_hello(s: &mut TcpStream) -> Vec<u8> {
     let mut frame = head;
     frame.extend_from_slice(&challenge);
     assert_eq!(
-        wire::parse_hello(&frame),
+        publisher::parse_hello(&frame),
         Ok((challenge.clone(), frame.len()))
     );
     challenge
@@ -84,7 +86,7 @@ fn challenge_exchange_end_to_end_with_an_authenticated_tag() {
     let publisher_thread = std::thread::spawn(move || {
         let challenge = read_hello(&mut publisher);
         publisher
-            .write_all(&wire::answer_frame(&identity, &tag, &challenge))
+            .write_all(&publisher::answer_frame(&identity, &tag, &challenge))
             .unwrap();
         // Then echo.
         let mut buf = [0u8; 4096];
@@ -104,7 +106,7 @@ fn challenge_exchange_end_to_end_with_an_authenticated_tag() {
     request.extend_from_slice(b"early|");
     responder.write_all(&request).unwrap();
     assert_eq!(read_exact_n(&mut responder, OK.len()), OK);
-    let answer = read_exact_n(&mut responder, wire::ANSWER_LEN);
+    let answer = read_exact_n(&mut responder, publisher::ANSWER_LEN);
     assert!(wire::verify_answer(&key, &tag, &challenge, &answer));
     assert!(!wire::verify_answer(&key, &tag, &[0; 32], &answer));
     // The early bytes come after the hello; the echo brings them back first.
@@ -273,7 +275,7 @@ fn ownership_proofs_are_checked_over_the_wire() {
     );
     // Re-registering another key.
     let other = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let head = wire::park_request(
+    let head = publisher::park_request(
         &tag,
         &other,
         now_unix(),
@@ -289,7 +291,7 @@ fn ownership_proofs_are_checked_over_the_wire() {
         (403, "owner_key_mismatch".into())
     );
     // A replayed park.
-    let head = wire::park_request(
+    let head = publisher::park_request(
         &tag,
         &owner,
         now_unix(),

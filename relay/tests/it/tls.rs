@@ -48,7 +48,7 @@ fn tls_hidden_server_and_tls_client_move_a_mebibyte_each_way() {
     let mut server = tls_park(&relay);
     let mut client = tls_connect(&relay);
     client
-        .write_all(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n").as_bytes())
+        .write_all(tryst_client::heads::reach_head(ID).as_bytes())
         .unwrap();
     assert_eq!(read_n(&mut client, OK.len()), OK);
     let up: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7) as u8).collect();

@@ -11,11 +11,12 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tryst_engine::auth::{Operation, Secret, proof_header};
+use tryst_client::heads::{park_head as client_park_head, reach_head};
+use tryst_engine::auth::Secret;
 use tryst_engine::target::RendezvousId;
 
 pub(crate) const ID: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
-const SECRET: [u8; 32] = [7; 32];
+pub(crate) const SECRET: [u8; 32] = [7; 32];
 pub(crate) const OK: &[u8] = b"HTTP/1.1 200\r\n\r\n";
 
 /// A relay process for one test; killed on drop.
@@ -24,6 +25,8 @@ pub(crate) struct Relay {
     pub(crate) addr: SocketAddr,
     /// The TLS listener's address, when started with `--tls-listen`.
     pub(crate) tls_addr: Option<SocketAddr>,
+    /// The TLS certificate's SHA-256 fingerprint as printed (`AA:BB:...`), with `--tls-listen`.
+    pub(crate) tls_fingerprint: Option<String>,
     /// The STUN responder's address, when started with `--stun-listen`.
     pub(crate) stun_addr: Option<SocketAddr>,
     /// The operators' address, when started with `--metrics-listen`.
@@ -94,7 +97,7 @@ impl Drop for HttpRelay {
     }
 }
 
-fn b64url(bytes: &[u8]) -> String {
+pub(crate) fn b64url(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -149,7 +152,12 @@ impl Relay {
                 cmd.env_remove(key);
             }
         }
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.arg("serve");
+        // A test that restarts a relay on the same port passes its own --listen.
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.arg("--data-dir")
             .arg(dir.path())
             .args(extra)
             .env("TRYST_LOG", "warn");
@@ -198,12 +206,25 @@ impl Relay {
         let tls_addr = named("tryst: tls listening on ");
         let stun_addr = named("tryst: stun listening on ");
         let metrics_addr = named("tryst: metrics listening on ");
+        // `tryst: tls certificate <path> sha256 <AA:BB:...>[ (generated now)]`
+        let tls_fingerprint = lines
+            .iter()
+            .find(|l| l.starts_with("tryst: tls certificate "))
+            .map(|certificate| {
+                certificate
+                    .split(" sha256 ")
+                    .nth(1)
+                    .and_then(|f| f.split(' ').next())
+                    .unwrap_or_else(|| panic!("certificate line {certificate:?}"))
+                    .to_owned()
+            });
         // Keep draining stdout so the relay never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         Self {
             child,
             addr,
             tls_addr,
+            tls_fingerprint,
             stun_addr,
             metrics_addr,
             dir,
@@ -228,7 +249,7 @@ impl Relay {
     /// Connects a client (with `early` bytes after its head) and reads its 200.
     pub(crate) fn reach(&self, early: &[u8]) -> TcpStream {
         let mut s = self.connect();
-        let mut req = format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n").into_bytes();
+        let mut req = reach_head(ID).into_bytes();
         req.extend_from_slice(early);
         s.write_all(&req).unwrap();
         assert_eq!(read_exact_n(&mut s, OK.len()), OK);
@@ -328,16 +349,10 @@ pub(crate) fn nonce() -> Vec<u8> {
     (0..16).map(|_| rand::random::<u8>()).collect()
 }
 
+/// A native park head, built by tryst-client (what `tryst expose` sends).
 pub(crate) fn park_head_with(secret: &[u8], ts: u64, nonce: &[u8]) -> String {
     let id = RendezvousId::parse(ID).unwrap();
-    let value = proof_header(
-        &Secret::new(secret.to_vec()),
-        Operation::Park,
-        &id,
-        ts,
-        nonce,
-    );
-    format!("CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: {value}\r\n\r\n")
+    client_park_head(&id, &Secret::new(secret.to_vec()), ts, nonce)
 }
 
 pub(crate) fn park_head(ts: u64, nonce: &[u8]) -> String {
@@ -500,7 +515,7 @@ fn parked_server_hanging_up_frees_its_slot_at_once() {
     drop(server);
     assert_eq!(relay.await_metric("tryst_parked", 0), 0);
     // A client now finds nobody parked.
-    let response = relay.exchange(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n").as_bytes());
+    let response = relay.exchange(reach_head(ID).as_bytes());
     assert_eq!(status_and_code(&response), (404, "not_parked".into()));
 }
 
@@ -531,7 +546,7 @@ fn over_the_per_id_cap_the_oldest_parked_connection_is_closed() {
 fn no_parked_server_answers_404_after_the_client_wait() {
     let relay = Relay::start(&[]);
     let started = Instant::now();
-    let response = relay.exchange(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n").as_bytes());
+    let response = relay.exchange(reach_head(ID).as_bytes());
     assert!(
         started.elapsed() >= Duration::from_millis(450),
         "answered before the wait"
@@ -573,16 +588,8 @@ fn bad_proofs_are_refused_with_exact_codes() {
     // Unknown id: same answer as a bad MAC.
     let other = "11111111-2222-4333-8444-555555555555";
     let id = RendezvousId::parse(other).unwrap();
-    let value = proof_header(
-        &Secret::new(SECRET.to_vec()),
-        Operation::Park,
-        &id,
-        now,
-        &nonce(),
-    );
-    let response = relay.exchange(
-        format!("CONNECT uuid:{other} HTTP/1.1\r\nProxy-Authorization: {value}\r\n\r\n").as_bytes(),
-    );
+    let head = client_park_head(&id, &Secret::new(SECRET.to_vec()), now, &nonce());
+    let response = relay.exchange(head.as_bytes());
     assert_eq!(status_and_code(&response), (403, "bad_proof".into()));
 }
 
@@ -964,7 +971,7 @@ fn a_park_proof_accepted_before_a_worker_crash_is_refused_after_it() {
 /// `0<now>` parks), and a stale `ts` with a wrong MAC is reported as stale.
 #[test]
 fn the_proof_ts_is_signed_as_sent_and_staleness_is_checked_before_the_mac() {
-    use tryst_engine::auth::sign_padded;
+    use tryst_engine::auth::{Operation, sign_padded};
     let relay = Relay::start(&[]);
     let id = RendezvousId::parse(ID).unwrap();
     let (ts, n) = (now_unix(), nonce());

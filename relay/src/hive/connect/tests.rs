@@ -3,6 +3,7 @@ use crate::hive::record::{Candidate, Record, format_rfc3339_utc, format_uuid};
 use crate::hive::verify::sign_publication;
 use ed25519_dalek::SigningKey;
 use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
+use tryst_engine::target::{KeySpace, RendezvousKey};
 
 const NOW: u64 = 1_800_000_000;
 const WS: [u8; 16] = [0x1a; 16];

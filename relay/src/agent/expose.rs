@@ -1,0 +1,348 @@
+//! `tryst expose`: put local services behind a relay.
+//!
+//! One service from flags (`--relay --id --secret-file --to`, secret also from
+//! `TRYST_SECRET`) or several from `--config agent.toml`. Exit status: 0 after a SIGTERM
+//! or SIGINT drain, [`exit::REFUSED`] when the relay refuses a park permanently (the
+//! message names the relay's error code), [`exit::FAILURE`] for bad configuration.
+
+use super::config::{self, AgentConfig, AuthSpec, ServiceSpec};
+use super::exit;
+use crate::duration::HumanDuration;
+use anyhow::Context as _;
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tryst_client::conn::{RelayAddr, Timeouts};
+use tryst_client::expose::{Exposer, ParkAuth, Service};
+use tryst_client::tls::Pin;
+
+/// Arguments of `tryst expose`.
+#[derive(Debug, Clone, Args)]
+pub struct ExposeArgs {
+    /// The relay, HOST:PORT.
+    #[arg(
+        long,
+        env = "TRYST_RELAY",
+        value_name = "HOST:PORT",
+        required_unless_present = "config"
+    )]
+    pub relay: Option<String>,
+    /// The rendezvous id to park under (as provisioned on the relay).
+    #[arg(long, value_name = "UUID")]
+    pub id: Option<String>,
+    /// A file holding the id's secret exactly as `tryst provision` printed it
+    /// (surrounding whitespace ignored). Without it, the secret comes from the
+    /// TRYST_SECRET environment variable.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// How to park: `native` (HMAC proof with --secret-file / TRYST_SECRET) or `node`
+    /// (node-rendezvous: a TOTP code from --totp-secret-file; the relay's TLS port).
+    #[arg(long, value_name = "FAMILY", default_value = "native", value_parser = ["native", "node", "tag"])]
+    pub family: String,
+    /// node family: a file holding the id's base32 TOTP key (as `tryst provision --totp`
+    /// printed it).
+    #[arg(long, value_name = "FILE")]
+    pub totp_secret_file: Option<PathBuf>,
+    /// node family: the TOTP step in seconds [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub totp_step: Option<u64>,
+    /// node family: the TOTP code length [default: 6].
+    #[arg(long, value_name = "N")]
+    pub totp_digits: Option<usize>,
+    /// tag family: a file holding the tag (its text is the tag's secret; only its hash
+    /// reaches the relay).
+    #[arg(long, value_name = "FILE")]
+    pub tag_file: Option<PathBuf>,
+    /// tag family: the Qredo appId prefixed to the tag before hashing [default: empty].
+    #[arg(long, value_name = "ID")]
+    pub app_id: Option<String>,
+    /// tag family: for an authenticated tag `<prefix>@<key>`, a file holding the identity
+    /// key's 32-byte Ed25519 seed in hex, to answer responders' challenges.
+    #[arg(long, value_name = "FILE")]
+    pub identity_key_file: Option<PathBuf>,
+    /// The local service, HOST:PORT, opened once per client.
+    #[arg(long, value_name = "HOST:PORT", required_unless_present = "config")]
+    pub to: Option<String>,
+    /// Connections kept parked, so clients never wait for a park [default: 4; 1 for the
+    /// node family, whose ids replace older parks unless provisioned with --parking queue].
+    #[arg(long, value_name = "N", value_parser = parse_pool)]
+    pub pool: Option<usize>,
+    /// TLS to the relay's --tls-listen port (needs --pin).
+    #[arg(long, requires = "pin")]
+    pub tls: bool,
+    /// The relay certificate's SHA-256 fingerprint, `sha256:<64 hex>` or
+    /// `sha256:AA:BB:...` as `tryst serve` prints it.
+    #[arg(long, value_name = "sha256:...", requires = "tls")]
+    pub pin: Option<Pin>,
+    /// Several services from a TOML file (`[[service]]` tables; see docs/agents.md);
+    /// excludes --relay, --id, --secret-file, --to, --pool, --tls and --pin.
+    #[arg(long, value_name = "FILE",
+          conflicts_with_all = ["relay", "id", "secret_file", "totp_secret_file", "tag_file", "to", "tls", "pin"])]
+    pub config: Option<PathBuf>,
+    /// Serve Prometheus counters at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// After SIGTERM or SIGINT: how long open tunnels may finish [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub drain_timeout: Option<HumanDuration>,
+    /// The longest wait between reconnect attempts (exponential back-off with jitter
+    /// from 250ms) [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub backoff_max: Option<HumanDuration>,
+}
+
+fn parse_pool(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if (1..=config::MAX_POOL).contains(&n) => Ok(n),
+        _ => Err(format!("expected 1 to {}", config::MAX_POOL)),
+    }
+}
+
+/// Everything `run` needs, validated.
+struct Plan {
+    services: Vec<(ServiceSpec, Option<tryst_engine::auth::Secret>)>,
+    metrics_listen: Option<SocketAddr>,
+    drain: Duration,
+    backoff_max: Duration,
+}
+
+fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
+    let file: Option<AgentConfig> = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut parsed = config::parse(&text).with_context(|| format!("{}", path.display()))?;
+            let base = path.parent().unwrap_or_else(|| Path::new("."));
+            for s in &mut parsed.services {
+                let file = s.auth.file_mut();
+                *file = base.join(&*file);
+            }
+            Some(parsed)
+        }
+        None => None,
+    };
+    let services = match &file {
+        Some(c) => c.services.iter().map(|s| (s.clone(), None)).collect(),
+        None => {
+            let relay = args.relay.clone().unwrap_or_default();
+            let to = args.to.clone().unwrap_or_default();
+            let id = match (&args.id, args.family.as_str()) {
+                (Some(_), "tag") => anyhow::bail!("--id: the tag family has no id (--tag-file)"),
+                (None, "tag") => None,
+                (None, _) => anyhow::bail!("--id is required for the {} family", args.family),
+                (Some(text), _) => Some(
+                    tryst_engine::target::RendezvousId::parse(text)
+                        .map_err(|_| anyhow::anyhow!("--id: `{text}` is not a hyphenated UUID"))?,
+                ),
+            };
+            config::check_host_port(&relay).map_err(|e| anyhow::anyhow!("--relay: {e}"))?;
+            config::check_host_port(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            let mut auth = AuthSpec::from_keys(config::AuthKeys {
+                family: Some(&args.family),
+                secret_file: args.secret_file.as_deref(),
+                totp_secret_file: args.totp_secret_file.as_deref(),
+                step: args.totp_step,
+                digits: args.totp_digits,
+                tag_file: args.tag_file.as_deref(),
+                app_id: args.app_id.as_deref(),
+                identity_key_file: args.identity_key_file.as_deref(),
+            });
+            // The native secret may come from the environment instead of a file.
+            let mut secret = None;
+            if args.family == "native" && args.secret_file.is_none() {
+                let text = std::env::var("TRYST_SECRET").map_err(|_| {
+                    anyhow::anyhow!("no secret: give --secret-file FILE or set TRYST_SECRET")
+                })?;
+                secret = Some(tryst_client::secret::decode(&text).context("TRYST_SECRET")?);
+                auth = Ok(AuthSpec::Native {
+                    secret_file: PathBuf::new(),
+                });
+            }
+            let auth = auth.map_err(|e| anyhow::anyhow!("{}", e.replace('_', "-")))?;
+            let spec = ServiceSpec {
+                name: id.map_or_else(|| "tag".to_owned(), |id| id.to_string()),
+                id,
+                pool: args.pool.unwrap_or_else(|| auth.default_pool()),
+                auth,
+                to,
+                relay,
+                pin: args.pin,
+            };
+            vec![(spec, secret)]
+        }
+    };
+    let pick = |flag: Option<HumanDuration>, file: Option<HumanDuration>, default: u64| {
+        flag.or(file)
+            .map_or_else(|| Duration::from_secs(default), |d| d.0)
+    };
+    Ok(Plan {
+        services,
+        metrics_listen: args
+            .metrics_listen
+            .or_else(|| file.as_ref().and_then(|c| c.metrics_listen)),
+        drain: pick(
+            args.drain_timeout,
+            file.as_ref().and_then(|c| c.drain_timeout),
+            30,
+        ),
+        backoff_max: pick(
+            args.backoff_max,
+            file.as_ref().and_then(|c| c.backoff_max),
+            30,
+        ),
+    })
+}
+
+/// How a service parks, with its secret read from its file (or the one given).
+fn park_auth(
+    spec: &ServiceSpec,
+    secret: Option<tryst_engine::auth::Secret>,
+) -> anyhow::Result<ParkAuth> {
+    Ok(match &spec.auth {
+        AuthSpec::Native { secret_file } => {
+            let secret = match secret {
+                Some(s) => s,
+                None => tryst_client::secret::read_file(secret_file)?,
+            };
+            ParkAuth::Native {
+                id: spec.id.context("no id")?,
+                secret,
+            }
+        }
+        AuthSpec::Tag {
+            tag_file,
+            app_id,
+            identity_key_file,
+        } => {
+            let text = std::fs::read_to_string(tag_file)
+                .with_context(|| format!("tag file {}", tag_file.display()))?;
+            let tag = text.trim_end_matches(['\r', '\n']);
+            if tag.is_empty() {
+                anyhow::bail!("tag file {} is empty", tag_file.display());
+            }
+            let identity = match identity_key_file {
+                None => None,
+                Some(path) => {
+                    let hex_seed = std::fs::read_to_string(path)
+                        .with_context(|| format!("identity key file {}", path.display()))?;
+                    let mut seed = [0u8; 32];
+                    hex::decode_to_slice(hex_seed.trim(), &mut seed).map_err(|_| {
+                        anyhow::anyhow!(
+                            "identity key file {}: not 64 hex digits (a 32-byte Ed25519 seed)",
+                            path.display()
+                        )
+                    })?;
+                    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+                    if crate::tag::wire::tag_identity_key(tag) != Some(key.verifying_key()) {
+                        anyhow::bail!(
+                            "identity key file {}: not the key named in the tag (<prefix>@<key>)",
+                            path.display()
+                        );
+                    }
+                    Some(Box::new(key))
+                }
+            };
+            ParkAuth::Tag {
+                tag: tryst_client::tag::hashed_tag(app_id, tag),
+                identity,
+            }
+        }
+        AuthSpec::Node {
+            totp_secret_file,
+            step,
+            digits,
+        } => {
+            let text = std::fs::read_to_string(totp_secret_file)
+                .with_context(|| format!("TOTP key file {}", totp_secret_file.display()))?;
+            let record = tryst_engine::totp::TotpRecord::from_base32(
+                text.trim(),
+                *step,
+                tryst_engine::totp::TotpAlgorithm::Sha1,
+                None,
+            )
+            .map_err(|e| anyhow::anyhow!("TOTP key file {}: {e}", totp_secret_file.display()))?;
+            let (id, digits) = (spec.id.context("no id")?, *digits);
+            ParkAuth::Head(Arc::new(move || {
+                let code = tryst_client::heads::node_code_now(&record, digits);
+                tryst_client::heads::node_park_head(id, &code).into_bytes()
+            }))
+        }
+    })
+}
+
+/// Runs `tryst expose`; returns the process exit code.
+pub fn main(args: &ExposeArgs) -> i32 {
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tryst expose: {e:#}");
+            exit::FAILURE
+        }
+    }
+}
+
+fn run(args: &ExposeArgs) -> anyhow::Result<i32> {
+    let plan = plan(args)?;
+    let mut exposers = Vec::new();
+    for (spec, secret) in plan.services {
+        let auth = park_auth(&spec, secret).with_context(|| format!("service {}", spec.name))?;
+        let relay = match spec.pin {
+            Some(pin) => RelayAddr::tls(spec.relay.clone(), pin),
+            None => RelayAddr::plain(spec.relay.clone()),
+        };
+        exposers.push(Exposer::new(Service {
+            name: spec.name.clone(),
+            relay,
+            auth,
+            local: spec.to.clone(),
+            pool: spec.pool,
+            timeouts: Timeouts::default(),
+            backoff: (Duration::from_millis(250), plan.backoff_max),
+            drain: plan.drain,
+        }));
+    }
+    let rt = super::runtime().context("starting the runtime")?;
+    rt.block_on(async move {
+        let stats: Vec<_> = exposers
+            .iter()
+            .map(|e| (e.name().to_owned(), e.stats()))
+            .collect();
+        if let Some(addr) = plan.metrics_listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}"))?;
+            let local = listener.local_addr()?;
+            println!("tryst: metrics on http://{local}/metrics");
+            tokio::spawn(super::metrics::serve(listener, Arc::new(stats)));
+        }
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            tracing::info!("signal received: no more parking, draining open tunnels");
+            let _ = shutdown_tx.send(true);
+        });
+        let mut set = tokio::task::JoinSet::new();
+        for e in exposers {
+            set.spawn(e.run(shutdown_rx.clone()));
+        }
+        while let Some(done) = set.join_next().await {
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let code = e.error.refusal().map_or("", |r| r.code.as_str()).to_owned();
+                    eprintln!("tryst expose: {e}; not retrying (relay error code: {code})");
+                    return Ok(exit::REFUSED);
+                }
+                Err(join) => anyhow::bail!("a service task failed: {join}"),
+            }
+        }
+        Ok(0)
+    })
+}

@@ -1,0 +1,47 @@
+//! The agents: `tryst expose` (a hidden server for local services) and `tryst connect`
+//! (the client side), thin command-line layers over the `tryst-client` library.
+//!
+//! - [`expose`]: flags or `--config agent.toml` ([`config`]) → one
+//!   [`tryst_client::expose::Exposer`] per service, SIGTERM drain, `--metrics-listen`
+//!   ([`metrics`]).
+//! - [`connect`]: stdin/stdout (ssh `ProxyCommand`) or `--listen` (a local port forward),
+//!   with an exit code per failure class ([`exit`]).
+
+pub mod config;
+pub mod connect;
+pub mod expose;
+pub mod metrics;
+
+/// Default parked connections per service.
+pub const DEFAULT_POOL: usize = 4;
+
+/// Exit codes of `tryst connect` and `tryst expose`.
+pub mod exit {
+    /// Any other failure (bad flags are clap's 2).
+    pub const FAILURE: i32 = 1;
+    /// `connect`: no hidden server parked under the id (`404 not_parked`).
+    pub const NOT_PARKED: i32 = 3;
+    /// The relay refused the request (any other error code: `bad_proof`,
+    /// `malformed_proof`, `shutting_down`, ...).
+    pub const REFUSED: i32 = 4;
+    /// The relay could not be reached (connect, TLS handshake, lost before answering).
+    pub const UNREACHABLE: i32 = 5;
+}
+
+/// The exit code for a failed park or reach.
+pub fn exit_code(error: &tryst_client::Error) -> i32 {
+    match error {
+        tryst_client::Error::Refused(r) if r.code == "not_parked" => exit::NOT_PARKED,
+        tryst_client::Error::Refused(_) => exit::REFUSED,
+        _ => exit::UNREACHABLE,
+    }
+}
+
+/// A multi-threaded tokio runtime for an agent (two worker threads: the agents wait on
+/// sockets; splice does the byte moving in the kernel).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+}

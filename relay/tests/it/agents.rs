@@ -1,0 +1,904 @@
+//! `tryst expose` and `tryst connect` end to end: real relays (the launcher in
+//! `tunnel.rs`), real agents, and real peers (python3's http.server and curl, OpenSSH).
+//!
+//! Waiting is on events (a line printed, a process exiting, a read returning) or on
+//! counters polled under a deadline; ports are ephemeral (a relay restarted "on the same
+//! port" reuses the port its first run was given by the kernel).
+
+use crate::tunnel::{ID, OK, Relay, SECRET, b64url, metric_sum, read_exact_n, read_to_close};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TRYST: &str = env!("CARGO_BIN_EXE_tryst");
+
+/// A `tryst expose` process, killed on drop; its stderr is kept in a file.
+struct Agent {
+    child: Option<Child>,
+    metrics: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A `tryst` command with no `TRYST_*` variables from the test's environment.
+fn tryst() -> Command {
+    let mut cmd = Command::new(TRYST);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("TRYST_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("TRYST_LOG", "info");
+    cmd
+}
+
+impl Agent {
+    /// `tryst expose --relay relay --id ID --secret-file <SECRET> --to to` plus `extra`,
+    /// with metrics on an ephemeral port and a 200 ms back-off cap.
+    fn start(relay: SocketAddr, to: &str, extra: &[&str]) -> Self {
+        Self::start_with_secret(relay, to, &SECRET, extra)
+    }
+
+    fn start_with_secret(relay: SocketAddr, to: &str, secret: &[u8], extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("secret");
+        std::fs::write(&secret_file, format!("{}\n", b64url(secret))).unwrap();
+        let mut cmd = tryst();
+        cmd.arg("expose")
+            .args(["--relay", &relay.to_string(), "--id", ID, "--to", to])
+            .arg("--secret-file")
+            .arg(&secret_file)
+            .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"])
+            .args(extra);
+        Self::spawn(cmd, dir)
+    }
+
+    fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let metrics = line
+            .strip_prefix("tryst: metrics on http://")
+            .and_then(|l| l.trim_end().strip_suffix("/metrics"))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("first line {line:?}; log: {}", log_of(dir.path())));
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Self {
+            child: Some(child),
+            metrics,
+            dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        log_of(self.dir.path())
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let mut s = TcpStream::connect(self.metrics).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        metric_sum(&read_to_close(&mut s), name)
+    }
+
+    /// Waits (bounded) until the agent's `name` reaches at least `want`.
+    fn await_metric_at_least(&self, name: &str, want: u64) -> u64 {
+        await_at_least(want, || self.metric(name))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits for the agent to exit (bounded).
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        wait_exit(self.child.take().unwrap(), within)
+            .unwrap_or_else(|| panic!("the agent did not exit; log: {}", self.log()))
+    }
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("log")).unwrap_or_default()
+}
+
+/// Polls `read` until it is at least `want` (deadline 20 s); returns the last value.
+fn await_at_least(want: u64, read: impl Fn() -> u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = read();
+        if v >= want || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for `child` to exit, at most `within`; `None` (and the child killed) if not.
+fn wait_exit(mut child: Child, within: Duration) -> Option<ExitStatus> {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(within) {
+        Ok(status) => Some(status.unwrap()),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            None
+        }
+    }
+}
+
+/// An echo server on an ephemeral port; each connection echoes until EOF.
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || serve_echo(listener));
+    addr
+}
+
+fn serve_echo(listener: TcpListener) {
+    for s in listener.incoming() {
+        let Ok(mut s) = s else { return };
+        std::thread::spawn(move || {
+            let mut r = s.try_clone().unwrap();
+            let _ = std::io::copy(&mut r, &mut s);
+            let _ = s.shutdown(Shutdown::Write);
+        });
+    }
+}
+
+/// A reach by hand (as a client would): the connection after its 200.
+fn reach(relay: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(relay).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(tryst_client::heads::reach_head(ID).as_bytes())
+        .unwrap();
+    let got = read_exact_n(&mut s, OK.len());
+    assert_eq!(got, OK, "{}", String::from_utf8_lossy(&got));
+    s
+}
+
+/// One echo round trip through a fresh reach.
+fn echo_once(relay: SocketAddr, msg: &[u8]) {
+    let mut s = reach(relay);
+    s.write_all(msg).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut s), String::from_utf8_lossy(msg));
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8)
+        .collect()
+}
+
+#[test]
+fn expose_carries_bytes_both_ways_and_reparks_after_each_pairing() {
+    let relay = Relay::start(&[]);
+    let echo = echo_server();
+    let agent = Agent::start(relay.addr, &echo.to_string(), &["--pool", "2"]);
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
+    let big = pattern(4 << 20, 9);
+    let mut s = reach(relay.addr);
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        let big = big.clone();
+        std::thread::spawn(move || {
+            s.write_all(&big).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == big, "echoed bytes differ");
+    // The pool is refilled at once after the pairing.
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2);
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 1);
+    assert_eq!(
+        agent.await_metric_at_least("tryst_agent_bytes_to_local_total", 4 << 20),
+        4 << 20
+    );
+    assert_eq!(agent.metric("tryst_agent_bytes_from_local_total"), 4 << 20);
+    let log = agent.log();
+    assert!(log.contains("parked") && log.contains("paired"), "{log}");
+    assert!(
+        !log.contains(&b64url(&SECRET)),
+        "the secret was logged: {log}"
+    );
+}
+
+#[test]
+fn a_pool_of_four_serves_twenty_sequential_reaches_without_any_client_wait() {
+    // With no client wait at all, a reach that finds nobody parked is refused at once:
+    // twenty successes mean a parked connection was always ready.
+    let relay = Relay::start(&["--client-wait", "0s"]);
+    let echo = echo_server();
+    let agent = Agent::start(relay.addr, &echo.to_string(), &["--pool", "4"]);
+    assert_eq!(relay.await_metric("tryst_parked", 4), 4, "{}", agent.log());
+    for i in 0..20 {
+        echo_once(relay.addr, format!("reach {i}").as_bytes());
+    }
+    let metrics = relay.metrics();
+    assert_eq!(
+        crate::tunnel::series_value(&metrics, "tryst_rejections_total{reason=\"not_parked\"}"),
+        0
+    );
+    assert_eq!(metric_sum(&metrics, "tryst_paired_total"), 20);
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 20);
+    assert_eq!(agent.metric("tryst_agent_reconnects_total"), 0);
+}
+
+#[test]
+fn a_wrong_secret_or_unknown_id_exits_non_zero_with_the_relay_code_after_one_attempt() {
+    let relay = Relay::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, b64url(&[9; 32])).unwrap();
+    let right = dir.path().join("right");
+    std::fs::write(&right, b64url(&SECRET)).unwrap();
+    let unknown = "11111111-2222-4333-8444-555555555555";
+    for (round, (id, secret_file)) in [(ID, &wrong), (unknown, &right)].into_iter().enumerate() {
+        let child = tryst()
+            .arg("expose")
+            .args(["--relay", &relay.addr.to_string(), "--id", id])
+            .args(["--to", "127.0.0.1:9", "--pool", "1"])
+            .arg("--secret-file")
+            .arg(secret_file)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(4), "{stderr}");
+        assert!(stderr.contains("403 bad_proof"), "{stderr}");
+        assert!(stderr.contains("relay error code: bad_proof"), "{stderr}");
+        assert!(!stderr.contains(&b64url(&[9; 32])), "the secret was logged");
+        assert!(!stderr.contains(&b64url(&SECRET)), "the secret was logged");
+        let rejected = crate::tunnel::series_value(
+            &relay.metrics(),
+            "tryst_rejections_total{reason=\"bad_proof\"}",
+        );
+        assert_eq!(rejected, round as u64 + 1, "more than one attempt");
+    }
+}
+
+#[test]
+fn the_secret_comes_from_tryst_secret_and_bad_input_is_refused_before_connecting() {
+    let relay = Relay::start(&[]);
+    let echo = echo_server();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = tryst();
+    cmd.arg("expose")
+        .args(["--relay", &relay.addr.to_string(), "--id", ID])
+        .args(["--to", &echo.to_string(), "--metrics-listen", "127.0.0.1:0"])
+        .env("TRYST_SECRET", format!("  {}\n", b64url(&SECRET)));
+    let agent = Agent::spawn(cmd, dir);
+    assert_eq!(relay.await_metric("tryst_parked", 4), 4, "{}", agent.log());
+    echo_once(relay.addr, b"from the environment");
+    // No secret at all, and a secret that is not what provision prints: exit 1 at once.
+    for env in [None, Some("not base64url!")] {
+        let mut cmd = tryst();
+        cmd.arg("expose")
+            .args(["--relay", &relay.addr.to_string(), "--id", ID])
+            .args(["--to", "127.0.0.1:9"]);
+        if let Some(v) = env {
+            cmd.env("TRYST_SECRET", v);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("TRYST_SECRET"), "{stderr}");
+        assert!(!stderr.contains("base64url!"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_local_target_down_closes_the_client_cleanly_and_the_agent_keeps_serving() {
+    let relay = Relay::start(&[]);
+    // A port nobody listens on (for now).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let to = format!("127.0.0.1:{port}");
+    let agent = Agent::start(relay.addr, &to, &["--pool", "2"]);
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2);
+    let mut s = reach(relay.addr);
+    s.write_all(b"anyone there?").unwrap();
+    let mut rest = Vec::new();
+    // A clean close (EOF), not a reset and not a hang.
+    assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
+    assert_eq!(agent.metric("tryst_agent_local_failures_total"), 1);
+    assert!(agent.log().contains("local target unavailable"));
+    // The service comes up: the same agent serves it.
+    let listener = TcpListener::bind(&to).unwrap();
+    std::thread::spawn(move || serve_echo(listener));
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2);
+    echo_once(relay.addr, b"now it is");
+    assert_eq!(agent.metric("tryst_agent_reconnects_total"), 0);
+}
+
+#[test]
+fn the_agent_reconnects_after_the_relay_is_killed_idle_and_mid_tunnel() {
+    let mut relay = Relay::start(&[]);
+    let addr = relay.addr;
+    let listen = addr.to_string();
+    let echo = echo_server();
+    let agent = Agent::start(addr, &echo.to_string(), &["--pool", "2"]);
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2);
+    for round in 0..2 {
+        let tunnel = (round == 1).then(|| {
+            let mut s = reach(addr);
+            s.write_all(b"mid").unwrap();
+            assert_eq!(read_exact_n(&mut s, 3), b"mid");
+            s
+        });
+        let reconnects = agent.metric("tryst_agent_reconnects_total");
+        // kill -9 the relay (its workers die with it) and start a new one on the port.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(relay.pid() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        relay.wait_exit();
+        if let Some(mut s) = tunnel {
+            // The open tunnel ends (EOF or reset), it does not hang.
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+        }
+        assert!(
+            agent.await_metric_at_least("tryst_agent_reconnects_total", reconnects + 1)
+                > reconnects
+        );
+        relay = start_on(&listen);
+        assert_eq!(relay.addr, addr);
+        assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
+        echo_once(addr, format!("after restart {round}").as_bytes());
+    }
+}
+
+/// A relay on a given address; the old one's workers may still be dying, so a bind
+/// failure is retried (bounded).
+fn start_on(listen: &str) -> Relay {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::panic::catch_unwind(|| Relay::start(&["--listen", listen])) {
+            Ok(r) => return r,
+            Err(e) if Instant::now() > deadline => std::panic::resume_unwind(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+#[test]
+fn sigterm_stops_parking_drains_open_tunnels_and_exits_zero() {
+    let relay = Relay::start(&[]);
+    let echo = echo_server();
+    let mut agent = Agent::start(relay.addr, &echo.to_string(), &["--drain-timeout", "10s"]);
+    assert_eq!(relay.await_metric("tryst_parked", 4), 4);
+    let mut s = reach(relay.addr);
+    s.write_all(b"before").unwrap();
+    assert_eq!(read_exact_n(&mut s, 6), b"before");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(agent.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // Parked connections go; the open tunnel keeps working until it ends.
+    assert_eq!(relay.await_metric("tryst_parked", 0), 0);
+    s.write_all(b"during").unwrap();
+    assert_eq!(read_exact_n(&mut s, 6), b"during");
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut s), "");
+    assert!(agent.wait_exit(Duration::from_secs(20)).success());
+}
+
+#[test]
+fn connect_exit_codes_name_the_failure_class() {
+    let relay = Relay::start(&["--client-wait", "0s"]);
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    for (addr, code, text) in [
+        (relay.addr, 3, "relay error code: not_parked"),
+        (closed, 5, "unreachable"),
+    ] {
+        let out = tryst()
+            .args(["connect", "--relay", &addr.to_string(), "--id", ID])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains(text), "{stderr}");
+    }
+    let out = tryst()
+        .args(["connect", "--relay", &relay.addr.to_string()])
+        .args(["--id", "{not-a-uuid}"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn connect_joins_stdin_and_stdout_to_the_hidden_server() {
+    let relay = Relay::start(&[]);
+    let echo = echo_server();
+    let _agent = Agent::start(relay.addr, &echo.to_string(), &[]);
+    assert_eq!(relay.await_metric("tryst_parked", 4), 4);
+    let input = pattern(1 << 20, 4);
+    let mut child = tryst()
+        .args(["connect", "--relay", &relay.addr.to_string(), "--id", ID])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = input.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&feed).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout == input, "stdout differs from stdin");
+}
+
+/// A process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `tryst connect --listen 127.0.0.1:0` plus `extra`; returns it, its address and the
+/// file its log goes to.
+fn connect_listen(
+    relay: SocketAddr,
+    extra: &[&str],
+) -> (Killed, SocketAddr, tempfile::NamedTempFile) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = tryst()
+        .args(["connect", "--relay", &relay.to_string(), "--id", ID])
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .strip_prefix("tryst: listening on ")
+        .and_then(|a| a.trim_end().parse().ok())
+        .unwrap_or_else(|| panic!("first line {line:?}"));
+    (Killed(child), addr, log)
+}
+
+fn sha256(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+#[test]
+fn python_http_server_behind_expose_serves_fifty_concurrent_curls_byte_identically() {
+    let relay = Relay::start(&["--client-wait", "10s"]);
+    let site = tempfile::tempdir().unwrap();
+    let body = pattern(256 * 1024, 7);
+    std::fs::write(site.path().join("file.bin"), &body).unwrap();
+    let mut http = Killed(
+        Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1"])
+            .current_dir(site.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3"),
+    );
+    let mut line = String::new();
+    BufReader::new(http.0.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // "Serving HTTP on 127.0.0.1 port 45678 (http://127.0.0.1:45678/) ..."
+    let port: u16 = line
+        .split(" port ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("http.server said {line:?}"));
+    let agent = Agent::start(relay.addr, &format!("127.0.0.1:{port}"), &["--pool", "8"]);
+    let (_connect, local, connect_log) = connect_listen(relay.addr, &[]);
+    let logs = || {
+        format!(
+            "agent: {}\nconnect: {}",
+            agent.log(),
+            std::fs::read_to_string(connect_log.path()).unwrap_or_default()
+        )
+    };
+    let url = format!("http://{local}/file.bin");
+    let fetch = |url: &str| {
+        Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "60", url])
+            .output()
+            .expect("curl")
+    };
+    let first = fetch(&url);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(first.stdout == body, "the file differs");
+    let curls: Vec<_> = (0..50)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || fetch(&url))
+        })
+        .collect();
+    let want = sha256(&body);
+    for c in curls {
+        let out = c.join().unwrap();
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            logs()
+        );
+        assert_eq!(sha256(&out.stdout), want);
+    }
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 51);
+    assert_eq!(agent.metric("tryst_agent_local_failures_total"), 0);
+}
+
+/// A throwaway sshd on 127.0.0.1 (ephemeral port), accepting one key for the current
+/// user, killed on drop.
+struct Sshd {
+    _child: Killed,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (key, kind) in [("host_key", "ed25519"), ("user_key", "ed25519")] {
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", kind, "-N", "", "-f"])
+                .arg(d.join(key))
+                .status()
+                .expect("ssh-keygen (openssh-client)");
+            assert!(ok.success());
+        }
+        std::fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).unwrap();
+        // sshd's privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        // The kernel picks the port; sshd binds it right after (nothing else here
+        // binds ephemeral ports explicitly).
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = format!(
+            "ListenAddress 127.0.0.1:{port}\nHostKey {d}/host_key\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PidFile {d}/sshd.pid\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nLogLevel ERROR\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("sshd (openssh-server)");
+        // Ready when it accepts a TCP connection (bounded).
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            _child: Killed(child),
+            port,
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+#[test]
+fn openssh_through_expose_and_connect_runs_a_command_and_copies_ten_mebibytes_each_way() {
+    let relay = Relay::start(&["--client-wait", "10s"]);
+    let sshd = Sshd::start();
+    let agent = Agent::start(relay.addr, &format!("127.0.0.1:{}", sshd.port), &[]);
+    assert_eq!(relay.await_metric("tryst_parked", 4), 4, "{}", agent.log());
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let ssh = |remote: &str| {
+        let mut cmd = Command::new("ssh");
+        cmd.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "LogLevel=ERROR", "-i"])
+            .arg(sshd.path("user_key"))
+            .arg("-o")
+            .arg(format!(
+                "ProxyCommand={TRYST} connect --relay {} --id %h",
+                relay.addr
+            ))
+            .args(["-l", &user, ID, remote]);
+        cmd
+    };
+    // A remote command.
+    let out = ssh("echo hello from $(hostname)").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} {}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(sshd.path("sshd.log")).unwrap_or_default()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("hello from "));
+    // 10 MiB up, checksummed remotely.
+    let up = pattern(10 << 20, 1);
+    let up_path = sshd.path("up.bin");
+    let mut child = ssh(&format!(
+        "cat > {} && sha256sum {}",
+        up_path.display(),
+        up_path.display()
+    ))
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = up.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&feed).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(out.status.success());
+    let remote_sum = String::from_utf8_lossy(&out.stdout);
+    assert!(remote_sum.starts_with(&sha256(&up)), "{remote_sum}");
+    // 10 MiB down.
+    let down = pattern(10 << 20, 2);
+    let down_path = sshd.path("down.bin");
+    std::fs::write(&down_path, &down).unwrap();
+    let out = ssh(&format!("cat {}", down_path.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(sha256(&out.stdout), sha256(&down));
+    assert!(agent.metric("tryst_agent_bytes_to_local_total") >= 10 << 20);
+    assert!(agent.metric("tryst_agent_bytes_from_local_total") >= 10 << 20);
+}
+
+#[test]
+fn tls_with_a_pinned_certificate_for_expose_and_connect_and_a_wrong_pin_is_refused() {
+    let relay = Relay::start(&["--tls-listen", "127.0.0.1:0", "--client-wait", "10s"]);
+    let tls = relay.tls_addr.unwrap();
+    let pin = format!("sha256:{}", relay.tls_fingerprint.as_deref().unwrap());
+    let echo = echo_server();
+    let agent = Agent::start(
+        tls,
+        &echo.to_string(),
+        &["--pool", "2", "--tls", "--pin", &pin],
+    );
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
+    let (_connect, local, _log) = connect_listen(tls, &["--tls", "--pin", &pin]);
+    let mut s = TcpStream::connect(local).unwrap();
+    let data = pattern(1 << 20, 5);
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        let data = data.clone();
+        std::thread::spawn(move || {
+            s.write_all(&data).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == data, "echo over TLS differs");
+    // A different pin: the handshake fails, reported as unreachable (5).
+    let wrong = format!("sha256:{}", "00".repeat(32));
+    let out = tryst()
+        .args(["connect", "--relay", &tls.to_string(), "--id", ID])
+        .args(["--tls", "--pin", &wrong])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+}
+
+#[test]
+fn a_config_file_exposes_several_services_in_one_process() {
+    let relay = Relay::start(&[]);
+    let echo = echo_server();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.secret"), b64url(&SECRET)).unwrap();
+    let config = format!(
+        "relay = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\nbackoff_max = \"200ms\"\n\
+         [[service]]\nname = \"echo-a\"\nid = \"{ID}\"\nsecret_file = \"a.secret\"\nto = \"{echo}\"\npool = 2\n\
+         [[service]]\nname = \"echo-b\"\nid = \"{ID}\"\nsecret_file = \"a.secret\"\nto = \"{echo}\"\npool = 3\n",
+        relay.addr
+    );
+    let path = dir.path().join("agent.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = tryst();
+    cmd.arg("expose").arg("--config").arg(&path);
+    let agent = Agent::spawn(cmd, tempfile::tempdir().unwrap());
+    assert_eq!(relay.await_metric("tryst_parked", 5), 5, "{}", agent.log());
+    echo_once(relay.addr, b"either service");
+    // An unknown key is refused with its name.
+    std::fs::write(&path, "relay = \"r:1\"\ncolour = \"blue\"\n").unwrap();
+    let out = tryst()
+        .arg("expose")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("colour"), "{stderr}");
+}
+
+#[test]
+fn a_node_rendezvous_hidden_server_parks_over_tls_with_a_totp_code() {
+    // A step so long that no test straddles a boundary.
+    const STEP: &str = "1000000000";
+    let key = tryst_engine::totp::encode_base32(b"PKMLogv7SFLJubPIvgiRB7q6l7UmxmAmt6NNGWCy");
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = dir.path().join("node-secrets.toml");
+    std::fs::write(
+        &secrets,
+        format!("[totp]\n\"{ID}\" = {{ base32 = \"{key}\", step = {STEP} }}\n"),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let relay = Relay::start(&[
+        "--secrets",
+        secrets.to_str().unwrap(),
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--client-wait",
+        "10s",
+    ]);
+    let tls = relay.tls_addr.unwrap().to_string();
+    let pin = format!("sha256:{}", relay.tls_fingerprint.as_deref().unwrap());
+    let echo = echo_server();
+    let node_agent = |key_text: &str| {
+        let agent_dir = tempfile::tempdir().unwrap();
+        let key_file = agent_dir.path().join("key.base32");
+        std::fs::write(&key_file, format!("{key_text}\n")).unwrap();
+        let mut cmd = tryst();
+        cmd.args(["expose", "--relay", &tls, "--id", ID, "--family", "node"])
+            .arg("--totp-secret-file")
+            .arg(&key_file)
+            .args(["--totp-step", STEP, "--tls", "--pin", &pin])
+            .args(["--to", &echo.to_string(), "--backoff-max", "200ms"]);
+        (cmd, agent_dir)
+    };
+    let (mut cmd, agent_dir) = node_agent(&key);
+    cmd.args(["--metrics-listen", "127.0.0.1:0"]);
+    let agent = Agent::spawn(cmd, agent_dir);
+    assert_eq!(relay.await_metric("tryst_parked", 1), 1, "{}", agent.log());
+    assert_eq!(agent.metric("tryst_agent_parked"), 1);
+    let (_connect, local, _log) =
+        connect_listen(relay.tls_addr.unwrap(), &["--tls", "--pin", &pin]);
+    for round in 0..2 {
+        let mut s = TcpStream::connect(local).unwrap();
+        let msg = format!("node round {round}");
+        s.write_all(msg.as_bytes()).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_to_close(&mut s), msg);
+    }
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 2);
+    // Another key: the relay's 401 is permanent.
+    let (mut cmd, _dir) = node_agent(&tryst_engine::totp::encode_base32(&[1; 20]));
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+    assert!(stderr.contains("invalid request"), "{stderr}");
+}
+
+#[test]
+fn a_tag_publisher_serves_responders_and_answers_their_challenge() {
+    let relay = Relay::start(&["--client-wait", "10s"]);
+    let echo = echo_server();
+    // An authenticated tag `<prefix>@<identity key>` and the identity key's seed.
+    let identity = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let tag = format!(
+        "printer@{}",
+        hex::encode(identity.verifying_key().as_bytes())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tag.txt"), format!("{tag}\n")).unwrap();
+    std::fs::write(dir.path().join("id.hex"), hex::encode([42u8; 32])).unwrap();
+    let mut cmd = tryst();
+    cmd.args([
+        "expose",
+        "--relay",
+        &relay.addr.to_string(),
+        "--family",
+        "tag",
+    ])
+    .arg("--tag-file")
+    .arg(dir.path().join("tag.txt"))
+    .arg("--identity-key-file")
+    .arg(dir.path().join("id.hex"))
+    .args(["--to", &echo.to_string(), "--pool", "2"])
+    .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"]);
+    let agent = Agent::spawn(cmd, dir);
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
+    let hashed = tryst_client::tag::hashed_tag("", &tag);
+    // A responder without a challenge: its bytes reach the service and come back.
+    let mut s = TcpStream::connect(relay.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(format!("CONNECT {} HTTP/1.1\r\n\r\nplain", hashed.target()).as_bytes())
+        .unwrap();
+    assert_eq!(read_exact_n(&mut s, OK.len()), OK);
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut s), "plain");
+    // A responder with a challenge gets the identity key's answer first, then the tunnel.
+    let challenge = [7u8; 32];
+    let mut s = TcpStream::connect(relay.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(
+        format!(
+            "CONNECT {} HTTP/1.1\r\nTag-Challenge: {}\r\n\r\n",
+            hashed.target(),
+            hex::encode(challenge)
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(read_exact_n(&mut s, OK.len()), OK);
+    let answer = read_exact_n(&mut s, tryst_client::tag::ANSWER_LEN);
+    let key = tryst_relay::tag::wire::tag_identity_key(&tag).unwrap();
+    assert!(tryst_relay::tag::wire::verify_answer(
+        &key, &hashed, &challenge, &answer
+    ));
+    s.write_all(b"challenged").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut s), "challenged");
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 2);
+}
