@@ -90,6 +90,22 @@ impl Agent {
         log_of(self.dir.path())
     }
 
+    /// Polls the log (deadline 20 s) until it contains `needle`: the agent writes an
+    /// event's line after the sockets it names are closed, so a client can see the close
+    /// first.
+    fn await_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn metric(&self, name: &str) -> u64 {
         let mut s = TcpStream::connect(self.metrics).unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
@@ -330,8 +346,15 @@ fn a_local_target_down_closes_the_client_cleanly_and_the_agent_keeps_serving() {
     let mut rest = Vec::new();
     // A clean close (EOF), not a reset and not a hang.
     assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
-    assert_eq!(agent.metric("tryst_agent_local_failures_total"), 1);
-    assert!(agent.log().contains("local target unavailable"));
+    assert_eq!(
+        await_at_least(1, || agent.metric("tryst_agent_local_failures_total")),
+        1
+    );
+    assert!(
+        agent.await_log("local target unavailable"),
+        "{}",
+        agent.log()
+    );
     // The service comes up: the same agent serves it.
     let listener = TcpListener::bind(&to).unwrap();
     std::thread::spawn(move || serve_echo(listener));
