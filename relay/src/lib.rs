@@ -37,6 +37,7 @@ pub mod http;
 pub mod metrics;
 pub mod nodeprov;
 pub mod pico;
+pub mod qredo;
 pub mod router;
 pub mod secrets;
 pub mod serve;

@@ -11,6 +11,7 @@ pub mod hive_record;
 pub mod hive_signature;
 pub mod node_provisioning_record;
 pub mod pico_channel;
+pub mod qredo_lf;
 pub mod stun_message;
 pub mod tag_proof;
 pub mod tag_target;
@@ -29,6 +30,7 @@ pub const TARGETS: &[Target] = &[
     ("hive_signature", hive_signature::run),
     ("node_provisioning_record", node_provisioning_record::run),
     ("pico_channel", pico_channel::run),
+    ("qredo_lf", qredo_lf::run),
     ("stun_message", stun_message::run),
     ("tag_proof", tag_proof::run),
     ("tag_target", tag_target::run),
