@@ -196,6 +196,8 @@ struct Inner {
     hive: Option<Hive>,
     /// The STUN responder's counters, rendered on `/metrics` once set.
     stun: std::sync::OnceLock<Arc<crate::stun::StunCounters>>,
+    /// Qredo's Lingua Franca RPC (`/services`), once set.
+    qredo: std::sync::OnceLock<crate::qredo::Qredo>,
 }
 
 impl HttpService {
@@ -250,6 +252,7 @@ impl HttpService {
                 deaddrop,
                 hive,
                 stun: std::sync::OnceLock::new(),
+                qredo: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -264,6 +267,11 @@ impl HttpService {
     /// wins).
     pub fn set_stun_counters(&self, counters: Arc<crate::stun::StunCounters>) {
         let _ = self.inner.stun.set(counters);
+    }
+
+    /// Serves Qredo's `/services` with `qredo` from now on (the first call wins).
+    pub fn set_qredo(&self, qredo: crate::qredo::Qredo) {
+        let _ = self.inner.qredo.set(qredo);
     }
 
     /// From now on `/healthz` answers 503 (the relay is draining).
@@ -364,6 +372,11 @@ impl HttpService {
         {
             return Ok(hive.serve(req, self.inner.limits.header_timeout).await);
         }
+        if let Some(qredo) = self.inner.qredo.get()
+            && crate::qredo::Qredo::owns(req.uri().path())
+        {
+            return Ok(qredo.serve(req, self.inner.limits.header_timeout).await);
+        }
         let (parts, body) = req.into_parts();
         read_capped(body, self.inner.limits.header_timeout).await?;
         let endpoint = match parts.uri.path() {
@@ -393,6 +406,9 @@ impl HttpService {
                 }
                 if let Some(stun) = self.inner.stun.get() {
                     text.push_str(&stun.render_metrics());
+                }
+                if let Some(qredo) = self.inner.qredo.get() {
+                    text.push_str(&qredo.render_metrics());
                 }
                 let mut resp = Response::new(Full::new(Bytes::from(text)));
                 resp.headers_mut().insert(

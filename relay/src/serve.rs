@@ -60,6 +60,9 @@ pub enum ServeError {
     /// The dead-drop could not start (its key or its store).
     #[error("dead-drop: {0}")]
     DeadDrop(#[from] crate::deaddrop::DeadDropError),
+    /// Qredo's `/services` could not start (its apps file or its store).
+    #[error("{0}")]
+    Qredo(#[from] crate::qredo::QredoError),
     /// Another I/O failure, with what was being done.
     #[error("{what}: {source}")]
     Io {
@@ -130,6 +133,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     if generated {
         tracing::info!(path = %config.deaddrop.key_path.display(), "dead-drop key generated");
     }
+    let qredo = crate::qredo::Qredo::open(config.qredo.clone())?;
 
     // Signal handlers go in before the startup lines: whoever reads them may signal at
     // once, and SIGHUP's or SIGTERM's default action would kill the supervisor.
@@ -211,7 +215,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let worker_args = std::env::args_os().skip(1).collect();
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
-    runtime.block_on(supervise(engine, &config, signals, deaddrop, stun))
+    runtime.block_on(supervise(engine, &config, signals, deaddrop, qredo, stun))
 }
 
 /// The signals the supervisor acts on.
@@ -247,6 +251,7 @@ async fn supervise(
     config: &ServeConfig,
     signals: Signals,
     deaddrop: crate::deaddrop::DeadDrop,
+    qredo: crate::qredo::Qredo,
     stun: Option<std::net::UdpSocket>,
 ) -> Result<(), ServeError> {
     let (stats, mut stats_requests) = StatsRequester::channel(64);
@@ -263,6 +268,7 @@ async fn supervise(
         deaddrop,
         hive,
     );
+    http.set_qredo(qredo);
     if let Some(socket) = stun {
         let socket = tokio::net::UdpSocket::from_std(socket)
             .map_err(io_err("registering the STUN socket"))?;
