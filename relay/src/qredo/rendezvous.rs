@@ -449,3 +449,207 @@ fn check_responder_info(v: &Value) -> Result<(), Failure> {
         _ => Err(Failure::BadArguments),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+
+    const T0: u64 = 1_700_000_000_000;
+
+    fn info(tag: [u8; 32], owner: &SigningKey, single: bool, duration: Option<i32>) -> Value {
+        Value::Record(Record::new(
+            "RendezvousCreationInfo",
+            vec![
+                (
+                    "durationSeconds",
+                    Value::Set(duration.map(Value::Int32).into_iter().collect()),
+                ),
+                (
+                    "encryptedResponderInfo",
+                    Value::Record(Record::new(
+                        "EncryptedResponderInfo",
+                        vec![
+                            ("authenticationCode", Value::Bytes(vec![1; 32])),
+                            (
+                                "authenticationType",
+                                Value::Record(Record::unit("RendezvousAnonymous")),
+                            ),
+                            ("value", Value::Bytes(vec![2; 40])),
+                        ],
+                    )),
+                ),
+                ("hashedTag", Value::Quid(tag)),
+                (
+                    "ownershipPublicKey",
+                    Value::Bytes(owner.verifying_key().to_bytes().to_vec()),
+                ),
+                ("responseCountLimit", limit_value(single)),
+            ],
+        ))
+    }
+
+    fn response(tag: [u8; 32]) -> Value {
+        Value::Record(Record::new(
+            "RendezvousResponse",
+            vec![
+                ("hashedTag", Value::Quid(tag)),
+                ("responderAuthenticationCode", Value::Bytes(vec![3; 32])),
+                ("responderPublicKey", Value::Bytes(vec![4; 32])),
+            ],
+        ))
+    }
+
+    fn outcome(t: &mut RendezvousTable, tag: [u8; 32], now: u64) -> String {
+        let (v, _) = t.respond(&response(tag), now).unwrap();
+        let r = v.as_record().unwrap();
+        match r.name.as_str() {
+            "RendezvousResponseRejected" => {
+                r.field("reason").unwrap().as_record().unwrap().name.clone()
+            }
+            _ => r.name.clone(),
+        }
+    }
+
+    #[test]
+    fn durations_elapse_and_are_capped() {
+        let owner = SigningKey::from_bytes(&[5; 32]);
+        let mut t = RendezvousTable::new(RendezvousLimits {
+            max_duration_secs: 100,
+            ..RendezvousLimits::default()
+        });
+        let created = t
+            .create(&info([1; 32], &owner, false, Some(10)), T0)
+            .unwrap();
+        assert_eq!(
+            created,
+            Value::Record(Record::new(
+                "RendezvousCreated",
+                vec![(
+                    "expiresAt",
+                    Value::Set(vec![Value::DateTime(DateTime::from_unix_ms(T0 + 10_000))])
+                )],
+            ))
+        );
+        assert_eq!(
+            outcome(&mut t, [1; 32], T0 + 9_999),
+            "RendezvousResponseRegistered"
+        );
+        assert_eq!(
+            outcome(&mut t, [1; 32], T0 + 10_000),
+            "RendezvousResponseDurationElapsed"
+        );
+        // No duration, or a longer one: the cap.
+        let created = t.create(&info([2; 32], &owner, false, None), T0).unwrap();
+        let capped = t
+            .create(&info([3; 32], &owner, false, Some(1_000_000)), T0)
+            .unwrap();
+        let want = Value::Set(vec![Value::DateTime(DateTime::from_unix_ms(T0 + 100_000))]);
+        assert_eq!(created.as_record().unwrap().field("expiresAt"), Ok(&want));
+        assert_eq!(capped.as_record().unwrap().field("expiresAt"), Ok(&want));
+        assert_eq!(
+            t.create(&info([4; 32], &owner, false, Some(0)), T0),
+            Err(Failure::BadArguments)
+        );
+        assert_eq!(
+            t.create(&info([4; 32], &owner, false, Some(-5)), T0),
+            Err(Failure::BadArguments)
+        );
+    }
+
+    #[test]
+    fn single_unlimited_and_the_response_cap() {
+        let owner = SigningKey::from_bytes(&[5; 32]);
+        let mut t = RendezvousTable::new(RendezvousLimits {
+            max_responses: 3,
+            ..RendezvousLimits::default()
+        });
+        t.create(&info([1; 32], &owner, true, None), T0).unwrap();
+        t.create(&info([2; 32], &owner, false, None), T0).unwrap();
+        assert_eq!(outcome(&mut t, [1; 32], T0), "RendezvousResponseRegistered");
+        assert_eq!(
+            outcome(&mut t, [1; 32], T0),
+            "RendezvousResponseMaxResponseCountReached"
+        );
+        for _ in 0..3 {
+            assert_eq!(outcome(&mut t, [2; 32], T0), "RendezvousResponseRegistered");
+        }
+        assert_eq!(
+            outcome(&mut t, [2; 32], T0),
+            "RendezvousResponseMaxResponseCountReached"
+        );
+        assert_eq!(outcome(&mut t, [9; 32], T0), "RendezvousResponseUnknownTag");
+        // Sequence numbers for subscribers: 1, 2, 3.
+        let (_, reg) = t.respond(&response([2; 32]), T0).unwrap();
+        assert_eq!(reg, None);
+        let sig = ownership::sign(
+            &owner,
+            Op::List,
+            &Value::Quid([2; 32]).encode(),
+            &[1; 16],
+            T0 as i64,
+        );
+        let pushed = t.subscribe(&Value::Quid([2; 32]), &sig, T0).unwrap();
+        let seqs: Vec<_> = pushed
+            .iter()
+            .map(|v| {
+                v.as_record()
+                    .unwrap()
+                    .field("sequenceValue")
+                    .unwrap()
+                    .clone()
+            })
+            .collect();
+        assert_eq!(seqs, [Value::Int64(1), Value::Int64(2), Value::Int64(3)]);
+    }
+
+    #[test]
+    fn a_full_table_forgets_the_longest_stopped_then_refuses() {
+        let owner = SigningKey::from_bytes(&[5; 32]);
+        let mut t = RendezvousTable::new(RendezvousLimits {
+            max_tags: 2,
+            max_duration_secs: 1000,
+            ..RendezvousLimits::default()
+        });
+        t.create(&info([1; 32], &owner, false, Some(1)), T0)
+            .unwrap();
+        t.create(&info([2; 32], &owner, false, Some(2)), T0)
+            .unwrap();
+        // Both active: refused.
+        assert_eq!(
+            t.create(&info([3; 32], &owner, false, None), T0),
+            Err(Failure::Busy)
+        );
+        // [1] stopped first: it goes; its tag can be created again later.
+        let v = t
+            .create(&info([3; 32], &owner, false, None), T0 + 2_500)
+            .unwrap();
+        assert_eq!(v.as_record().unwrap().name, "RendezvousCreated");
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            outcome(&mut t, [1; 32], T0 + 2_500),
+            "RendezvousResponseUnknownTag"
+        );
+        assert_eq!(
+            outcome(&mut t, [2; 32], T0 + 2_500),
+            "RendezvousResponseDurationElapsed"
+        );
+    }
+
+    #[test]
+    fn malformed_creation_info_is_refused() {
+        let owner = SigningKey::from_bytes(&[5; 32]);
+        let mut t = RendezvousTable::new(RendezvousLimits::default());
+        let good = info([1; 32], &owner, true, None);
+        let mut r = good.as_record().unwrap().clone();
+        r.fields[3].1 = Value::Bytes(vec![0; 31]);
+        assert_eq!(t.create(&Value::Record(r), T0), Err(Failure::BadArguments));
+        let mut r = good.as_record().unwrap().clone();
+        r.fields[4].1 = Value::Record(Record::unit("RendezvousSomeResponses"));
+        assert_eq!(t.create(&Value::Record(r), T0), Err(Failure::BadArguments));
+        let mut r = good.as_record().unwrap().clone();
+        r.name = "Other".into();
+        assert_eq!(t.create(&Value::Record(r), T0), Err(Failure::BadArguments));
+        assert!(t.is_empty());
+    }
+}
