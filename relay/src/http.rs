@@ -335,7 +335,12 @@ impl HttpService {
             let service = service.clone();
             async move { Ok::<_, Infallible>(service.handle(req, peer).await) }
         });
-        if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
+        // `with_upgrades`: Qredo's `/services` WebSocket takes the connection over.
+        if let Err(e) = builder
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades()
+            .await
+        {
             tracing::debug!(error = %e, "http connection ended with an error");
         }
     }

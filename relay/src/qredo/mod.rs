@@ -6,6 +6,7 @@
 //! - [`rendezvous`]: the sans-IO `Rendezvous` table (takes `now`).
 //! - [`store`]: the durable `Conversations` queues (redb).
 //! - [`service`]: [`Qredo`], the RPC core and its `POST /services` adapter.
+//! - [`ws`]: the WebSocket at `/services` (several requests in flight, subscriptions).
 //!
 //! Apps: every request carries the SDK's `appId` and `appSecret` (the hex-decoded
 //! secret). The relay answers an app listed in `--qredo-apps` (secret compared in
@@ -17,6 +18,7 @@ pub mod ownership;
 pub mod rendezvous;
 pub mod service;
 pub mod store;
+pub mod ws;
 
 pub use service::Qredo;
 

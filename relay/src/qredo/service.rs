@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
 
 /// The path the SDK posts to.
 pub const PATH: &str = "/services";
@@ -31,9 +32,33 @@ pub struct Qredo {
     inner: Arc<Inner>,
 }
 
+/// Something subscribers may want: a registered response or a published item.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// `respond` registered a response (a `RendezvousResponseWithSequenceValue`).
+    Response {
+        /// The hashed tag.
+        tag: [u8; 32],
+        /// The value pushed to its subscribers.
+        value: Value,
+    },
+    /// `publish` committed an item (a `ConversationItemWithSequenceValue`).
+    Item {
+        /// The queue id.
+        queue: [u8; 32],
+        /// The value pushed to its subscribers.
+        value: Value,
+    },
+}
+
+/// Events buffered for subscribers; one that falls further behind is ended.
+const EVENT_BUFFER: usize = 1024;
+
 #[derive(Debug)]
 struct Inner {
     config: QredoConfig,
+    events: broadcast::Sender<Event>,
+    subscriptions: Arc<AtomicU64>,
     apps: HashMap<String, Vec<u8>>,
     rendezvous: Mutex<RendezvousTable>,
     queue_replay: Mutex<ReplayCache>,
@@ -47,7 +72,7 @@ struct Counters {
     failures: AtomicU64,
 }
 
-fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -118,9 +143,27 @@ impl Qredo {
                 apps,
                 store: Arc::new(store),
                 counters: Counters::default(),
+                events: broadcast::channel(EVENT_BUFFER).0,
+                subscriptions: Arc::new(AtomicU64::new(0)),
                 config,
             }),
         })
+    }
+
+    pub(super) fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    pub(super) fn subscriptions(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.inner.subscriptions)
+    }
+
+    pub(super) fn max_request(&self) -> usize {
+        self.inner.config.max_request
+    }
+
+    pub(super) fn with_rendezvous<T>(&self, f: impl FnOnce(&mut RendezvousTable) -> T) -> T {
+        f(&mut lock(&self.inner.rendezvous))
     }
 
     /// Does this service own `path`?
@@ -149,6 +192,13 @@ impl Qredo {
         );
         crate::metrics::single(
             &mut out,
+            "tryst_qredo_subscriptions",
+            "gauge",
+            "Qredo WebSocket subscriptions live now.",
+            self.inner.subscriptions.load(Ordering::Relaxed),
+        );
+        crate::metrics::single(
+            &mut out,
             "tryst_qredo_rendezvous_active",
             "gauge",
             "Qredo rendezvous active now.",
@@ -157,7 +207,7 @@ impl Qredo {
         out
     }
 
-    fn app_allowed(&self, req: &Request) -> bool {
+    pub(super) fn app_allowed(&self, req: &Request) -> bool {
         if self.inner.config.open {
             return true;
         }
@@ -209,7 +259,7 @@ impl Qredo {
         self.call_at(body, now_ms()).await
     }
 
-    fn fail(&self, header: Interchange, failure: Failure) -> Vec<u8> {
+    pub(super) fn fail(&self, header: Interchange, failure: Failure) -> Vec<u8> {
         self.inner.counters.failures.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(code = failure.name(), "qredo call refused");
         failure_response(header, failure)
@@ -228,7 +278,17 @@ impl Qredo {
                     ("create", [info]) => t.create(info, now),
                     ("activate", [tag, duration, sig]) => t.activate(tag, duration, sig, now),
                     ("getInfo", [tag, sig]) => t.get_info(tag, sig, now),
-                    ("respond", [response]) => t.respond(response, now).map(|(v, _)| v),
+                    ("respond", [response]) => {
+                        let (v, registered) = t.respond(response, now)?;
+                        if let Some(r) = registered {
+                            // No subscriber is fine.
+                            let _ = self.inner.events.send(Event::Response {
+                                tag: r.tag,
+                                value: r.value,
+                            });
+                        }
+                        Ok(v)
+                    }
                     ("getResponses", [tag, after, sig]) => t.get_responses(tag, after, sig, now),
                     ("deactivate", [tag, sig]) => t.deactivate(tag, sig, now),
                     ("subscribeToResponses", [_, _]) => Err(Failure::NeedsWebSocket),
@@ -265,7 +325,7 @@ impl Qredo {
 
     /// Checks a queue operation's signature: the queue id is the queue's Ed25519 public
     /// key (`QredoConversation.m`: queueId = public key of the queue's signing pair).
-    fn queue_auth(
+    pub(super) fn queue_auth(
         &self,
         queue: &Value,
         sig: &Value,
@@ -331,6 +391,16 @@ impl Qredo {
         let seq = self
             .blocking(move |s| s.publish(&queue, &bytes, now))
             .await?;
+        let _ = self.inner.events.send(Event::Item {
+            queue,
+            value: Value::Record(lf::Record::new(
+                "ConversationItemWithSequenceValue",
+                vec![
+                    ("item", item.clone()),
+                    ("sequenceValue", Value::Bytes(seq.to_be_bytes().to_vec())),
+                ],
+            )),
+        });
         Ok(Value::Record(lf::Record::new(
             "ConversationPublishResult",
             vec![("sequenceValue", Value::Bytes(seq.to_be_bytes().to_vec()))],
@@ -408,22 +478,26 @@ impl Qredo {
         Ok(Value::Record(lf::Record::unit("ConversationAckResult")))
     }
 
-    /// Serves `POST /services` (any other method: 405 with `Allow: POST`).
+    /// Serves `POST /services` and the WebSocket upgrade `GET /services` (any other
+    /// request: 405 with `Allow: GET, POST`).
     pub async fn serve<B>(
         &self,
         req: HttpRequest<B>,
         deadline: Duration,
     ) -> HttpResponse<Full<Bytes>>
     where
-        B: Body<Data = Bytes>,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if super::ws::is_upgrade(&req) {
+            return self.upgrade(req);
+        }
         let (parts, body) = req.into_parts();
         if parts.method != Method::POST {
             let mut resp = HttpResponse::new(Full::new(Bytes::new()));
             *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
             resp.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
             return resp;
         }
         let limit = self.inner.config.max_request;

@@ -774,3 +774,185 @@ fn without_apps_or_open_every_call_is_refused() {
         failed(1003, "app_not_authorised", "app not authorised")
     );
 }
+
+type Ws = tungstenite::WebSocket<TcpStream>;
+
+fn ws_connect(addr: SocketAddr) -> Ws {
+    use tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{addr}/services")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "qredo".parse().unwrap());
+    let stream = TcpStream::connect(addr).unwrap();
+    let (ws, resp) = tungstenite::client(req, stream).expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "qredo");
+    ws
+}
+
+fn ws_send(ws: &mut Ws, req: &Request) {
+    ws.send(tungstenite::Message::binary(req.encode())).unwrap();
+}
+
+fn ws_recv(ws: &mut Ws) -> lf::Response {
+    loop {
+        match ws.read().expect("a message") {
+            tungstenite::Message::Binary(b) => {
+                return lf::decode_response(&b, &Limits::default()).expect("a result");
+            }
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A counter from `/metrics`.
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (_, body) = read_http(&mut s);
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+/// Waits (bounded) until `name` reads `want`.
+fn await_metric(addr: SocketAddr, name: &str, want: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = metric(addr, name);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed {got}, want {want}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn websocket_carries_calls_in_flight_and_pushes_subscriptions() {
+    let relay = apps_relay();
+    let client = Client::new(relay.addr);
+    let mut ws = ws_connect(relay.addr);
+
+    // Several requests in flight on one socket, answered by correlation id.
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, false, None);
+    let sent = [
+        request("Ping", "ping", &client.secret, vec![]),
+        request("Rendezvous", "create", &client.secret, vec![info]),
+        request("Ping", "ping", &client.secret, vec![]),
+    ];
+    for r in &sent {
+        ws_send(&mut ws, r);
+    }
+    let mut got: Vec<lf::Response> = (0..sent.len()).map(|_| ws_recv(&mut ws)).collect();
+    got.sort_by_key(|r| {
+        sent.iter()
+            .position(|s| s.header.correlation == r.header.correlation)
+    });
+    assert_eq!(got[0].outcome, Outcome::Success(vec![Value::Bool(true)]));
+    let Outcome::Success(created) = &got[1].outcome else {
+        panic!("{:?}", got[1])
+    };
+    assert_eq!(record_name(&created[0]), "RendezvousCreated");
+    assert_eq!(got[2].outcome, Outcome::Success(vec![Value::Bool(true)]));
+
+    // One response before the subscription, one after: both are pushed, in order.
+    let (_, first) = response_for(&tag);
+    client.ok("Rendezvous", "respond", vec![first.clone()]);
+    let data = Value::Quid(publisher.hashed).encode();
+    let subscribe = request(
+        "Rendezvous",
+        "subscribeToResponses",
+        &client.secret,
+        vec![
+            Value::Quid(publisher.hashed),
+            publisher.sig(Op::List, &data),
+        ],
+    );
+    ws_send(&mut ws, &subscribe);
+    let pushed = |resp: lf::Response| {
+        assert_eq!(resp.header.correlation, subscribe.header.correlation);
+        let Outcome::Success(mut v) = resp.outcome else {
+            panic!("{:?}", resp.outcome)
+        };
+        v.remove(0)
+    };
+    let one = pushed(ws_recv(&mut ws));
+    assert_eq!(field(&one, "response"), &first);
+    assert_eq!(field(&one, "sequenceValue"), &Value::Int64(1));
+    await_metric(relay.addr, "tryst_qredo_subscriptions", 1);
+    let (_, second) = response_for(&tag);
+    client.ok("Rendezvous", "respond", vec![second.clone()]);
+    let two = pushed(ws_recv(&mut ws));
+    assert_eq!(field(&two, "response"), &second);
+    assert_eq!(field(&two, "sequenceValue"), &Value::Int64(2));
+
+    // A conversation queue subscription gets each published item.
+    let queue = Queue {
+        key: SigningKey::from_bytes(&rand::random()),
+        enc: rand::random(),
+        auth: rand::random(),
+    };
+    let sig = sign(
+        &queue.key,
+        Op::List,
+        &[],
+        &rand::random::<[u8; 16]>(),
+        now_ms(),
+    );
+    let sub = request(
+        "Conversations",
+        "subscribe",
+        &client.secret,
+        vec![queue.id(), sig],
+    );
+    ws_send(&mut ws, &sub);
+    await_metric(relay.addr, "tryst_qredo_subscriptions", 2);
+    let args = queue.publish_args("pushed");
+    let item = args[1].clone();
+    client.ok("Conversations", "publish", args);
+    let resp = ws_recv(&mut ws);
+    assert_eq!(resp.header.correlation, sub.header.correlation);
+    let Outcome::Success(v) = resp.outcome else {
+        panic!("{:?}", resp.outcome)
+    };
+    assert_eq!(field(&v[0], "item"), &item);
+
+    // A bad subscription signature is one failure result.
+    let bad = request(
+        "Rendezvous",
+        "subscribeToResponses",
+        &client.secret,
+        vec![
+            Value::Quid(publisher.hashed),
+            publisher.sig(Op::Delete, &data),
+        ],
+    );
+    ws_send(&mut ws, &bad);
+    let resp = ws_recv(&mut ws);
+    assert_eq!(resp.header.correlation, bad.header.correlation);
+    assert_eq!(
+        resp.outcome,
+        failed(1007, "bad_signature", "bad ownership signature")
+    );
+
+    // The socket dies: its subscriptions end; the relay carries on.
+    drop(ws);
+    await_metric(relay.addr, "tryst_qredo_subscriptions", 0);
+    let (_, third) = response_for(&tag);
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "respond", vec![third])),
+        "RendezvousResponseRegistered"
+    );
+    assert!(!relay.log().contains("panicked"), "{}", relay.log());
+}
