@@ -157,8 +157,11 @@ pub struct QredoConfig {
     pub store: store::StoreLimits,
     /// The conversation store's file.
     pub store_path: PathBuf,
-    /// Largest request body, bytes.
+    /// Largest request body (and WebSocket message), bytes.
     pub max_request: usize,
+    /// Most WebSocket connections at once (they leave the HTTP service's connection
+    /// cap once upgraded); one more upgrade is answered `503`.
+    pub max_sockets: usize,
 }
 
 impl QredoConfig {
@@ -171,6 +174,7 @@ impl QredoConfig {
             store: store::StoreLimits::default(),
             store_path: data_dir.join("qredo.redb"),
             max_request: 64 * 1024,
+            max_sockets: 1024,
         }
     }
 }

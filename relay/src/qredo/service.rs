@@ -59,6 +59,7 @@ struct Inner {
     config: QredoConfig,
     events: broadcast::Sender<Event>,
     subscriptions: Arc<AtomicU64>,
+    sockets: Arc<tokio::sync::Semaphore>,
     apps: HashMap<String, Vec<u8>>,
     rendezvous: Mutex<RendezvousTable>,
     queue_replay: Mutex<ReplayCache>,
@@ -145,6 +146,7 @@ impl Qredo {
                 counters: Counters::default(),
                 events: broadcast::channel(EVENT_BUFFER).0,
                 subscriptions: Arc::new(AtomicU64::new(0)),
+                sockets: Arc::new(tokio::sync::Semaphore::new(config.max_sockets)),
                 config,
             }),
         })
@@ -152,6 +154,11 @@ impl Qredo {
 
     pub(super) fn events(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// A WebSocket slot, if one is free.
+    pub(super) fn socket_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.inner.sockets).try_acquire_owned().ok()
     }
 
     pub(super) fn subscriptions(&self) -> Arc<AtomicU64> {

@@ -14,6 +14,11 @@
 //! A subscription that falls more than the event buffer behind gets one failure result
 //! (`busy`) and ends (the SDK re-subscribes). When the socket dies, its subscriptions end
 //! (`tryst_qredo_subscriptions` counts the live ones).
+//!
+//! Bounds: at most `max_sockets` sockets (one more upgrade is answered `503` with
+//! `Retry-After: 1`), messages up to the request limit (a larger one closes the
+//! socket), [`MAX_IN_FLIGHT`] requests answered at once per socket. Text messages are
+//! ignored.
 
 use super::Failure;
 use super::lf::{self, Interchange, Limits, Outcome, PROTOCOL_VERSION, Response, Value};
@@ -79,6 +84,12 @@ impl Qredo {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|p| p.trim() == "qredo");
+        let Some(permit) = self.socket_permit() else {
+            let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE);
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
+        };
         let accept = derive_accept_key(key.as_bytes());
         let on_upgrade = hyper::upgrade::on(&mut req);
         let service = self.clone();
@@ -87,6 +98,7 @@ impl Qredo {
                 Ok(upgraded) => service.run_socket(TokioIo::new(upgraded)).await,
                 Err(e) => tracing::debug!(error = %e, "qredo: websocket upgrade failed"),
             }
+            drop(permit);
         });
         let mut resp = plain(StatusCode::SWITCHING_PROTOCOLS);
         let h = resp.headers_mut();
@@ -277,5 +289,39 @@ mod tests {
         assert!(!is_upgrade(&post));
         let plain = Request::builder().method(Method::GET).body(()).unwrap();
         assert!(!is_upgrade(&plain));
+    }
+
+    fn handshake() -> Request<()> {
+        Request::builder()
+            .method(Method::GET)
+            .uri("/services")
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn upgrades_are_capped_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = super::super::QredoConfig::in_dir(dir.path());
+        config.max_sockets = 1;
+        let q = Qredo::open(config).unwrap();
+        // RFC 6455's example key and answer.
+        let first = q.upgrade(handshake());
+        assert_eq!(first.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(
+            first.headers()[header::SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        // The first socket holds the only slot (its upgrade never completes here).
+        let second = q.upgrade(handshake());
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(second.headers()[header::RETRY_AFTER], "1");
+        let mut bad = handshake();
+        bad.headers_mut().remove("Sec-WebSocket-Version");
+        assert_eq!(q.upgrade(bad).status(), StatusCode::BAD_REQUEST);
     }
 }
