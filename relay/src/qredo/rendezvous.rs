@@ -652,4 +652,32 @@ mod tests {
         assert_eq!(t.create(&Value::Record(r), T0), Err(Failure::BadArguments));
         assert!(t.is_empty());
     }
+
+    proptest::proptest! {
+        /// Whatever values arrive as arguments, no operation panics, and the table
+        /// stays within its cap.
+        #[test]
+        fn arbitrary_arguments_never_panic(
+            args in proptest::collection::vec(crate::qredo::lf::props::value(), 0..4),
+            at in proptest::prelude::any::<u64>(),
+        ) {
+            let owner = SigningKey::from_bytes(&[5; 32]);
+            let mut t = RendezvousTable::new(RendezvousLimits {
+                max_tags: 2,
+                ..RendezvousLimits::default()
+            });
+            t.create(&info([1; 32], &owner, false, None), T0).unwrap();
+            let a = |i: usize| args.get(i).cloned().unwrap_or(Value::Bool(false));
+            let tag = Value::Quid([1; 32]);
+            let _ = t.create(&a(0), at);
+            let _ = t.respond(&a(0), at);
+            let _ = t.activate(&a(0), &a(1), &a(2), at);
+            let _ = t.activate(&tag, &a(1), &a(2), at);
+            let _ = t.get_info(&tag, &a(0), at);
+            let _ = t.get_responses(&tag, &a(0), &a(1), at);
+            let _ = t.subscribe(&a(0), &a(1), at);
+            let _ = t.deactivate(&tag, &a(0), at);
+            proptest::prop_assert!(t.len() <= 2);
+        }
+    }
 }

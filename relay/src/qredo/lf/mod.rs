@@ -205,7 +205,7 @@ mod tests {
 }
 
 #[cfg(test)]
-mod props {
+pub(crate) mod props {
     use super::*;
     use proptest::prelude::*;
 
@@ -242,7 +242,8 @@ mod props {
         ]
     }
 
-    fn value() -> impl Strategy<Value = Value> {
+    /// Any value, nested up to four levels (also used by other modules' tests).
+    pub(crate) fn value() -> impl Strategy<Value = Value> {
         leaf().prop_recursive(4, 48, 6, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Seq),
