@@ -251,6 +251,12 @@ pub struct Settings {
     /// Serve Hive's unsigned candidates board (/v1/workspaces/{id}/candidates) [default: false].
     #[arg(long, env = "TRYST_HIVE_BOARD", value_name = "BOOL")]
     pub hive_board: Option<bool>,
+    /// Qredo /services: answer every appId/appSecret, not only those in --qredo-apps [default: false].
+    #[arg(long, env = "TRYST_QREDO_OPEN", value_name = "BOOL")]
+    pub qredo_open: Option<bool>,
+    /// Qredo /services: TOML file of operator-provisioned apps, `[apps]` "<appId>" = "<secret, hex>" [default: none].
+    #[arg(long, env = "TRYST_QREDO_APPS", value_name = "FILE")]
+    pub qredo_apps: Option<PathBuf>,
     /// Answer STUN Binding requests (RFC 8489) on this UDP address [default: off].
     #[arg(long, env = "TRYST_STUN_LISTEN", value_name = "ADDR")]
     pub stun_listen: Option<SocketAddr>,
@@ -327,6 +333,8 @@ impl Settings {
             hive_board: self.hive_board.or(fallback.hive_board),
             stun_listen: self.stun_listen.or(fallback.stun_listen),
             metrics_listen: self.metrics_listen.or(fallback.metrics_listen),
+            qredo_open: self.qredo_open.or(fallback.qredo_open),
+            qredo_apps: self.qredo_apps.or(fallback.qredo_apps),
         }
     }
 }

@@ -157,6 +157,8 @@ pub struct ServeConfig {
     /// The operators' address for `/metrics` and `/healthz`, when one is configured;
     /// the public listeners then answer `/metrics` as an unknown path.
     pub metrics_listen: Option<SocketAddr>,
+    /// Qredo's Lingua Franca RPC at /services.
+    pub qredo: crate::qredo::QredoConfig,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -328,10 +330,12 @@ impl ServeConfig {
         let deaddrop = deaddrop_config(&s, &data_dir, &cwd)?;
         let tag = tag_limits(&s, proof_window.as_secs(), client_wait)?;
         let hive = hive_config(&s, proof_window.as_secs())?;
+        let qredo = qredo_config(&s, &data_dir, &cwd, &tag, proof_window)?;
         Ok(Self {
             tag,
             deaddrop,
             hive,
+            qredo,
             stun_listen: s.stun_listen,
             metrics_listen: s.metrics_listen,
             tls,
@@ -379,6 +383,25 @@ fn tag_limits(
         publisher_grace_secs: client_wait.as_secs() + u64::from(client_wait.subsec_nanos() > 0),
         ..defaults
     })
+}
+
+/// Qredo's `/services`: its store in `data_dir`, the apps flags, and the `tag:` family's
+/// caps (most tags, longest duration) and proof window, shared so both faces of a tag
+/// follow the same limits.
+fn qredo_config(
+    s: &Settings,
+    data_dir: &Path,
+    cwd: &Result<&Path, io::Error>,
+    tag: &crate::tag::table::TagLimits,
+    proof_window: Duration,
+) -> Result<crate::qredo::QredoConfig, ConfigError> {
+    let mut q = crate::qredo::QredoConfig::in_dir(data_dir);
+    q.open = s.qredo_open.unwrap_or(false);
+    q.apps_file = s.qredo_apps.clone().map(|p| absolute(p, cwd)).transpose()?;
+    q.rendezvous.max_tags = tag.max_tags;
+    q.rendezvous.max_duration_secs = tag.max_duration_secs;
+    q.rendezvous.window_ms = u64::try_from(proof_window.as_millis()).unwrap_or(u64::MAX);
+    Ok(q)
 }
 
 /// The dead-drop settings: defaults in `data_dir`, overridden and validated.

@@ -196,6 +196,8 @@ struct Inner {
     hive: Option<Hive>,
     /// The STUN responder's counters, rendered on `/metrics` once set.
     stun: std::sync::OnceLock<Arc<crate::stun::StunCounters>>,
+    /// Qredo's Lingua Franca RPC (`/services`), once set.
+    qredo: std::sync::OnceLock<crate::qredo::Qredo>,
     /// Sockets one worker may hold, rendered as `tryst_worker_socket_budget` once set.
     socket_budget: std::sync::OnceLock<u64>,
     /// Set when an operators' listener serves `/metrics`: the public listeners then
@@ -267,6 +269,7 @@ impl HttpService {
                 stun: std::sync::OnceLock::new(),
                 socket_budget: std::sync::OnceLock::new(),
                 metrics_private: AtomicBool::new(false),
+                qredo: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -321,6 +324,11 @@ impl HttpService {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         self.serve_scoped(io, None, Scope::Operator).await;
+    }
+
+    /// Serves Qredo's `/services` with `qredo` from now on (the first call wins).
+    pub fn set_qredo(&self, qredo: crate::qredo::Qredo) {
+        let _ = self.inner.qredo.set(qredo);
     }
 
     /// From now on `/healthz` answers 503 (the relay is draining).
@@ -391,7 +399,12 @@ impl HttpService {
             let service = service.clone();
             async move { Ok::<_, Infallible>(service.handle(req, peer, scope).await) }
         });
-        if let Err(e) = builder.serve_connection(TokioIo::new(io), svc).await {
+        // `with_upgrades`: Qredo's `/services` WebSocket takes the connection over.
+        if let Err(e) = builder
+            .serve_connection(TokioIo::new(io), svc)
+            .with_upgrades()
+            .await
+        {
             tracing::debug!(error = %e, "http connection ended with an error");
         }
     }
@@ -436,6 +449,11 @@ impl HttpService {
             && Hive::owns(req.uri().path())
         {
             return Ok(hive.serve(req, self.inner.limits.header_timeout).await);
+        }
+        if let Some(qredo) = self.inner.qredo.get()
+            && crate::qredo::Qredo::owns(req.uri().path())
+        {
+            return Ok(qredo.serve(req, self.inner.limits.header_timeout).await);
         }
         let path = req.uri().path();
         let builtin = path == "/healthz"
@@ -498,6 +516,9 @@ impl HttpService {
                 }
                 if let Some(stun) = self.inner.stun.get() {
                     text.push_str(&stun.render_metrics());
+                }
+                if let Some(qredo) = self.inner.qredo.get() {
+                    text.push_str(&qredo.render_metrics());
                 }
                 let mut resp = Response::new(Full::new(Bytes::from(text)));
                 resp.headers_mut().insert(

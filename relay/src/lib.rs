@@ -15,6 +15,9 @@
 //! - [`metrics`]: the Prometheus rendering of the engine's counters.
 //! - [`pico`]: the Pico Rendezvous Point API (`/new`, `/channel/<name>`): a sans-IO
 //!   channel table and its async adapter, served by [`http`].
+//! - [`qredo`]: Qredo's own wire, the Lingua Franca RPC at `/services` (codec,
+//!   ownership signatures, rendezvous table, durable conversation queues), served by
+//!   [`http`].
 //! - [`router`]: the workers' router: the engine's compat router plus the `CONNECT`
 //!   scheme families (`tag:`, `hive:`).
 //! - [`serve`]: the supervisor process and the worker entry point.
@@ -41,6 +44,7 @@ pub mod http;
 pub mod metrics;
 pub mod nodeprov;
 pub mod pico;
+pub mod qredo;
 pub mod router;
 pub mod secrets;
 pub mod serve;

@@ -60,6 +60,9 @@ pub enum ServeError {
     /// The dead-drop could not start (its key or its store).
     #[error("dead-drop: {0}")]
     DeadDrop(#[from] crate::deaddrop::DeadDropError),
+    /// Qredo's `/services` could not start (its apps file or its store).
+    #[error("{0}")]
+    Qredo(#[from] crate::qredo::QredoError),
     /// Another I/O failure, with what was being done.
     #[error("{what}: {source}")]
     Io {
@@ -192,6 +195,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     if generated {
         tracing::info!(path = %config.deaddrop.key_path.display(), "dead-drop key generated");
     }
+    let qredo = crate::qredo::Qredo::open(config.qredo.clone())?;
 
     // Signal handlers go in before the startup lines: whoever reads them may signal at
     // once, and SIGHUP's or SIGTERM's default action would kill the supervisor.
@@ -292,7 +296,9 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
     let side = SideListeners { stun, metrics };
-    runtime.block_on(supervise(engine, &config, signals, deaddrop, side, started))
+    runtime.block_on(supervise(
+        engine, &config, signals, deaddrop, qredo, side, started,
+    ))
 }
 
 /// The signals the supervisor acts on.
@@ -336,6 +342,7 @@ async fn supervise(
     config: &ServeConfig,
     signals: Signals,
     deaddrop: crate::deaddrop::DeadDrop,
+    qredo: crate::qredo::Qredo,
     side: SideListeners,
     started: u64,
 ) -> Result<(), ServeError> {
@@ -363,6 +370,7 @@ async fn supervise(
         hive,
     );
     http.set_socket_budget(config.engine.max_sockets_per_worker as u64);
+    http.set_qredo(qredo);
     if let Some(socket) = stun {
         let socket = tokio::net::UdpSocket::from_std(socket)
             .map_err(io_err("registering the STUN socket"))?;

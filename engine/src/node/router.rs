@@ -66,6 +66,7 @@ pub const HTTP_SERVICE_PATHS: &[&str] = &[
     "/deposit",
     "/retrieve",
     "/ack",
+    "/services",
 ];
 /// Path prefixes of the HTTP service's API families: publications (`/v1/`), Pico
 /// channels (`/channel/`), and the dead-drop's own namespace.

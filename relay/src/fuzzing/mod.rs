@@ -13,6 +13,8 @@ pub mod hive_signature;
 pub mod http_framing;
 pub mod node_provisioning_record;
 pub mod pico_channel;
+pub mod qredo_lf;
+pub mod qredo_ownership;
 pub mod stun_message;
 pub mod tag_proof;
 pub mod tag_target;
@@ -34,6 +36,8 @@ pub const TARGETS: &[Target] = &[
     ("http_framing", http_framing::run),
     ("node_provisioning_record", node_provisioning_record::run),
     ("pico_channel", pico_channel::run),
+    ("qredo_lf", qredo_lf::run),
+    ("qredo_ownership", qredo_ownership::run),
     ("stun_message", stun_message::run),
     ("tag_proof", tag_proof::run),
     ("tag_target", tag_target::run),

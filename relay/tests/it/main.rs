@@ -9,6 +9,7 @@ mod hive;
 mod hive_stream;
 mod node;
 mod pico;
+mod qredo;
 mod serve;
 mod stun;
 mod tag;

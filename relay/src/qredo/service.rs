@@ -1,0 +1,549 @@
+//! `/services`: one Lingua Franca request in, one result out. [`Qredo::call`] is the
+//! RPC core (decode, app check, dispatch, encode); [`Qredo::serve`] its HTTP adapter
+//! (`POST /services`, the SDK's `QredoHttpTransport`: always `200` with the result as
+//! the body, refusals being failure results too).
+
+use super::lf::{
+    self, ErrorInfo, Interchange, Limits, Outcome, PROTOCOL_VERSION, Request, Response, Value,
+};
+use super::ownership::{self, Op, ReplayCache};
+use super::rendezvous::RendezvousTable;
+use super::store::{ConversationStore, StoreError};
+use super::{Failure, QredoConfig, QredoError};
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Bytes};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request as HttpRequest, Response as HttpResponse, StatusCode};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::broadcast;
+
+/// The path the SDK posts to.
+pub const PATH: &str = "/services";
+
+/// Most items one `queryItems` returns, whatever `fetchSize` asks.
+pub const MAX_FETCH: usize = 1000;
+
+/// The Qredo service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Qredo {
+    inner: Arc<Inner>,
+}
+
+/// Something subscribers may want: a registered response or a published item.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// `respond` registered a response (a `RendezvousResponseWithSequenceValue`).
+    Response {
+        /// The hashed tag.
+        tag: [u8; 32],
+        /// The value pushed to its subscribers.
+        value: Value,
+    },
+    /// `publish` committed an item (a `ConversationItemWithSequenceValue`).
+    Item {
+        /// The queue id.
+        queue: [u8; 32],
+        /// The value pushed to its subscribers.
+        value: Value,
+    },
+}
+
+/// Events buffered for subscribers; one that falls further behind is ended.
+const EVENT_BUFFER: usize = 1024;
+
+#[derive(Debug)]
+struct Inner {
+    config: QredoConfig,
+    events: broadcast::Sender<Event>,
+    subscriptions: Arc<AtomicU64>,
+    sockets: Arc<tokio::sync::Semaphore>,
+    apps: HashMap<String, Vec<u8>>,
+    rendezvous: Mutex<RendezvousTable>,
+    queue_replay: Mutex<ReplayCache>,
+    store: Arc<ConversationStore>,
+    counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    calls: AtomicU64,
+    failures: AtomicU64,
+}
+
+pub(super) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The header of a failure for a request whose own header could not be read.
+fn unknown_header() -> Interchange {
+    Interchange {
+        protocol: PROTOCOL_VERSION,
+        release: PROTOCOL_VERSION,
+        return_channel: Vec::new(),
+        correlation: Vec::new(),
+        service: "_".into(),
+        operation: "_".into(),
+    }
+}
+
+/// The failure result for `failure`, addressed with `header`.
+pub fn failure_response(mut header: Interchange, failure: Failure) -> Vec<u8> {
+    header.protocol = PROTOCOL_VERSION;
+    Response {
+        header,
+        outcome: Outcome::Failure(vec![ErrorInfo {
+            code: failure.code(),
+            message: failure.to_string(),
+            debug: vec![("tryst".into(), failure.name().into())],
+        }]),
+    }
+    .encode()
+}
+
+fn success(mut header: Interchange, value: Value) -> Vec<u8> {
+    header.protocol = PROTOCOL_VERSION;
+    Response {
+        header,
+        outcome: Outcome::Success(vec![value]),
+    }
+    .encode()
+}
+
+impl Qredo {
+    /// Opens the conversation store and builds the service.
+    pub fn open(config: QredoConfig) -> Result<Self, QredoError> {
+        let store = ConversationStore::open(&config.store_path, config.store)
+            .map_err(|e| QredoError::Store(e.to_string()))?;
+        let apps = match &config.apps_file {
+            None => HashMap::new(),
+            Some(path) => {
+                let apps_err = |message: String| QredoError::Apps {
+                    path: path.clone(),
+                    message,
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| apps_err(e.to_string()))?;
+                super::parse_apps(&text)
+                    .map_err(apps_err)?
+                    .into_iter()
+                    .collect()
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                rendezvous: Mutex::new(RendezvousTable::new(config.rendezvous)),
+                queue_replay: Mutex::new(ReplayCache::new(config.rendezvous.replay_capacity)),
+                apps,
+                store: Arc::new(store),
+                counters: Counters::default(),
+                events: broadcast::channel(EVENT_BUFFER).0,
+                subscriptions: Arc::new(AtomicU64::new(0)),
+                sockets: Arc::new(tokio::sync::Semaphore::new(config.max_sockets)),
+                config,
+            }),
+        })
+    }
+
+    pub(super) fn events(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// A WebSocket slot, if one is free.
+    pub(super) fn socket_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.inner.sockets).try_acquire_owned().ok()
+    }
+
+    pub(super) fn subscriptions(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.inner.subscriptions)
+    }
+
+    pub(super) fn max_request(&self) -> usize {
+        self.inner.config.max_request
+    }
+
+    pub(super) fn with_rendezvous<T>(&self, f: impl FnOnce(&mut RendezvousTable) -> T) -> T {
+        f(&mut lock(&self.inner.rendezvous))
+    }
+
+    /// Does this service own `path`?
+    pub fn owns(path: &str) -> bool {
+        path == PATH
+    }
+
+    /// Prometheus lines.
+    pub fn render_metrics(&self) -> String {
+        let c = &self.inner.counters;
+        let active = lock(&self.inner.rendezvous).active(now_ms());
+        let mut out = String::new();
+        crate::metrics::single(
+            &mut out,
+            "tryst_qredo_calls_total",
+            "counter",
+            "Lingua Franca calls answered at /services.",
+            c.calls.load(Ordering::Relaxed),
+        );
+        crate::metrics::single(
+            &mut out,
+            "tryst_qredo_failures_total",
+            "counter",
+            "Lingua Franca calls answered with a failure result.",
+            c.failures.load(Ordering::Relaxed),
+        );
+        crate::metrics::single(
+            &mut out,
+            "tryst_qredo_subscriptions",
+            "gauge",
+            "Qredo WebSocket subscriptions live now.",
+            self.inner.subscriptions.load(Ordering::Relaxed),
+        );
+        crate::metrics::single(
+            &mut out,
+            "tryst_qredo_rendezvous_active",
+            "gauge",
+            "Qredo rendezvous active now.",
+            active as u64,
+        );
+        out
+    }
+
+    pub(super) fn app_allowed(&self, req: &Request) -> bool {
+        if self.inner.config.open {
+            return true;
+        }
+        match self.inner.apps.get(&req.app_id) {
+            Some(secret) => {
+                use subtle::ConstantTimeEq as _;
+                secret.len() == req.app_secret.len()
+                    && bool::from(secret.as_slice().ct_eq(&req.app_secret))
+            }
+            None => false,
+        }
+    }
+
+    /// Answers one request body (at `now_ms`).
+    pub async fn call_at(&self, body: &[u8], now: u64) -> Vec<u8> {
+        self.inner.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let limits = Limits {
+            max_total: self.inner.config.max_request,
+            max_atom: self.inner.config.max_request,
+            ..Limits::default()
+        };
+        let req = match lf::decode_request(body, &limits) {
+            Ok(req) => req,
+            Err((e, partial)) => {
+                let failure = match e {
+                    lf::LfError::TooLarge | lf::LfError::AtomTooLong => Failure::TooLarge,
+                    _ => Failure::Malformed,
+                };
+                return self.fail(partial.header.unwrap_or_else(unknown_header), failure);
+            }
+        };
+        if req.header.protocol.major != PROTOCOL_VERSION.major
+            || req.header.protocol.minor != PROTOCOL_VERSION.minor
+        {
+            return self.fail(req.header, Failure::UnsupportedVersion);
+        }
+        if !self.app_allowed(&req) {
+            return self.fail(req.header, Failure::AppNotAuthorised);
+        }
+        let result = self.dispatch(&req, now).await;
+        match result {
+            Ok(v) => success(req.header, v),
+            Err(f) => self.fail(req.header, f),
+        }
+    }
+
+    /// Answers one request body now.
+    pub async fn call(&self, body: &[u8]) -> Vec<u8> {
+        self.call_at(body, now_ms()).await
+    }
+
+    pub(super) fn fail(&self, header: Interchange, failure: Failure) -> Vec<u8> {
+        self.inner.counters.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(code = failure.name(), "qredo call refused");
+        failure_response(header, failure)
+    }
+
+    async fn dispatch(&self, req: &Request, now: u64) -> Result<Value, Failure> {
+        let args = req.args.as_slice();
+        match (req.header.service.as_str(), req.header.operation.as_str()) {
+            ("Ping", "ping") => match args {
+                [] => Ok(Value::Bool(true)),
+                _ => Err(Failure::BadArguments),
+            },
+            ("Rendezvous", op) => {
+                let mut t = lock(&self.inner.rendezvous);
+                match (op, args) {
+                    ("create", [info]) => t.create(info, now),
+                    ("activate", [tag, duration, sig]) => t.activate(tag, duration, sig, now),
+                    ("getInfo", [tag, sig]) => t.get_info(tag, sig, now),
+                    ("respond", [response]) => {
+                        let (v, registered) = t.respond(response, now)?;
+                        if let Some(r) = registered {
+                            // No subscriber is fine.
+                            let _ = self.inner.events.send(Event::Response {
+                                tag: r.tag,
+                                value: r.value,
+                            });
+                        }
+                        Ok(v)
+                    }
+                    ("getResponses", [tag, after, sig]) => t.get_responses(tag, after, sig, now),
+                    ("deactivate", [tag, sig]) => t.deactivate(tag, sig, now),
+                    ("subscribeToResponses", [_, _]) => Err(Failure::NeedsWebSocket),
+                    (
+                        "create"
+                        | "activate"
+                        | "getInfo"
+                        | "respond"
+                        | "getResponses"
+                        | "deactivate"
+                        | "subscribeToResponses",
+                        _,
+                    ) => Err(Failure::BadArguments),
+                    _ => Err(Failure::UnknownOperation),
+                }
+            }
+            ("Conversations", op) => match (op, args) {
+                ("publish", [queue, item, sig]) => self.publish(queue, item, sig, now).await,
+                ("queryItems", [queue, after, fetch, sig]) => {
+                    self.query_items(queue, after, fetch, sig, now).await
+                }
+                ("acknowledgeReceipt", [queue, up_to, sig]) => {
+                    self.acknowledge(queue, up_to, sig, now).await
+                }
+                ("subscribe", [_, _]) => Err(Failure::NeedsWebSocket),
+                ("publish" | "queryItems" | "acknowledgeReceipt" | "subscribe", _) => {
+                    Err(Failure::BadArguments)
+                }
+                _ => Err(Failure::UnknownOperation),
+            },
+            _ => Err(Failure::UnknownService),
+        }
+    }
+
+    /// Checks a queue operation's signature: the queue id is the queue's Ed25519 public
+    /// key (`QredoConversation.m`: queueId = public key of the queue's signing pair).
+    pub(super) fn queue_auth(
+        &self,
+        queue: &Value,
+        sig: &Value,
+        op: Op,
+        data: &[u8],
+        now: u64,
+    ) -> Result<[u8; 32], Failure> {
+        let queue = *queue.as_quid().map_err(|_| Failure::BadArguments)?;
+        let key = crate::ed25519::strict_key(&queue).map_err(|_| Failure::BadSignature)?;
+        ownership::check(
+            sig,
+            &key,
+            op,
+            data,
+            now,
+            self.inner.config.rendezvous.window_ms,
+            &mut lock(&self.inner.queue_replay),
+        )?;
+        Ok(queue)
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ConversationStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.inner.store);
+        match tokio::task::spawn_blocking(move || f(&store)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(StoreError::QueueFull)) => Err(Failure::QueueFull),
+            Ok(Err(StoreError::StoreFull)) => Err(Failure::Busy),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "qredo: conversation store failed");
+                Err(Failure::StoreUnavailable)
+            }
+            Err(_) => Err(Failure::StoreUnavailable),
+        }
+    }
+
+    /// `publish(queueId, EncryptedConversationItem, signature)` →
+    /// `ConversationPublishResult{sequenceValue}`; signed `OperationCreate` over the
+    /// marshalled item (`QredoConversation.m sendMessageWithoutStoring:`).
+    async fn publish(
+        &self,
+        queue: &Value,
+        item: &Value,
+        sig: &Value,
+        now: u64,
+    ) -> Result<Value, Failure> {
+        let rec = item.as_record().map_err(|_| Failure::BadArguments)?;
+        if rec.name != "EncryptedConversationItem"
+            || rec.fields.len() != 2
+            || rec.field("authCode").and_then(Value::as_bytes).is_err()
+            || rec
+                .field("encryptedMessage")
+                .and_then(Value::as_bytes)
+                .is_err()
+        {
+            return Err(Failure::BadArguments);
+        }
+        let bytes = item.encode();
+        let queue = self.queue_auth(queue, sig, Op::Create, &bytes, now)?;
+        let seq = self
+            .blocking(move |s| s.publish(&queue, &bytes, now))
+            .await?;
+        let _ = self.inner.events.send(Event::Item {
+            queue,
+            value: Value::Record(lf::Record::new(
+                "ConversationItemWithSequenceValue",
+                vec![
+                    ("item", item.clone()),
+                    ("sequenceValue", Value::Bytes(seq.to_be_bytes().to_vec())),
+                ],
+            )),
+        });
+        Ok(Value::Record(lf::Record::new(
+            "ConversationPublishResult",
+            vec![("sequenceValue", Value::Bytes(seq.to_be_bytes().to_vec()))],
+        )))
+    }
+
+    /// `queryItems(queueId, after: set<bytes>, fetchSize: set<int32>, signature)` →
+    /// `ConversationQueryItemsResult{current, items, maxSequenceValue}`; signed
+    /// `OperationList` over the two sets (`QredoConversation.m enumerateMessages...`).
+    async fn query_items(
+        &self,
+        queue: &Value,
+        after: &Value,
+        fetch: &Value,
+        sig: &Value,
+        now: u64,
+    ) -> Result<Value, Failure> {
+        let after_seq = match after.as_set().map_err(|_| Failure::BadArguments)? {
+            [] => 0,
+            [v] => sequence(v)?,
+            _ => return Err(Failure::BadArguments),
+        };
+        let limit = match fetch.as_optional_i32().map_err(|_| Failure::BadArguments)? {
+            None => MAX_FETCH,
+            Some(n) if n <= 0 => return Err(Failure::BadArguments),
+            Some(n) => usize::try_from(n).map_or(MAX_FETCH, |n| n.min(MAX_FETCH)),
+        };
+        let mut data = after.encode();
+        fetch.encode_into(&mut data);
+        let queue = self.queue_auth(queue, sig, Op::List, &data, now)?;
+        let (items, current) = self
+            .blocking(move |s| s.query(&queue, after_seq, limit, now))
+            .await?;
+        let max = items.last().map_or(after_seq, |i| i.seq);
+        let mut values = Vec::with_capacity(items.len());
+        for stored in items {
+            let item = lf::sexp::parse(&stored.item, &Limits::default())
+                .and_then(|s| Value::decode(&s))
+                .map_err(|_| Failure::StoreUnavailable)?;
+            values.push(Value::Record(lf::Record::new(
+                "ConversationItemWithSequenceValue",
+                vec![
+                    ("item", item),
+                    (
+                        "sequenceValue",
+                        Value::Bytes(stored.seq.to_be_bytes().to_vec()),
+                    ),
+                ],
+            )));
+        }
+        Ok(Value::Record(lf::Record::new(
+            "ConversationQueryItemsResult",
+            vec![
+                ("current", Value::Bool(current)),
+                ("items", Value::Seq(values)),
+                ("maxSequenceValue", Value::Bytes(max.to_be_bytes().to_vec())),
+            ],
+        )))
+    }
+
+    /// `acknowledgeReceipt(queueId, upTo: bytes, signature)` → `ConversationAckResult`;
+    /// signed `OperationDelete` over the marshalled `upTo` (the SDK never calls it:
+    /// tryst's choice). Answered after the removal is committed.
+    async fn acknowledge(
+        &self,
+        queue: &Value,
+        up_to: &Value,
+        sig: &Value,
+        now: u64,
+    ) -> Result<Value, Failure> {
+        let seq = sequence(up_to)?;
+        let queue = self.queue_auth(queue, sig, Op::Delete, &up_to.encode(), now)?;
+        self.blocking(move |s| s.acknowledge(&queue, seq, now))
+            .await?;
+        Ok(Value::Record(lf::Record::unit("ConversationAckResult")))
+    }
+
+    /// Serves `POST /services` and the WebSocket upgrade `GET /services` (any other
+    /// request: 405 with `Allow: GET, POST`).
+    pub async fn serve<B>(
+        &self,
+        req: HttpRequest<B>,
+        deadline: Duration,
+    ) -> HttpResponse<Full<Bytes>>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if super::ws::is_upgrade(&req) {
+            return self.upgrade(req);
+        }
+        let (parts, body) = req.into_parts();
+        if parts.method != Method::POST {
+            let mut resp = HttpResponse::new(Full::new(Bytes::new()));
+            *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            return resp;
+        }
+        let limit = self.inner.config.max_request;
+        let mut close = false;
+        let out = if body.size_hint().lower() > limit as u64 {
+            close = true;
+            self.fail(unknown_header(), Failure::TooLarge)
+        } else {
+            match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
+                Ok(Ok(collected)) => self.call(&collected.to_bytes()).await,
+                Ok(Err(e)) if e.is::<LengthLimitError>() => {
+                    close = true;
+                    self.fail(unknown_header(), Failure::TooLarge)
+                }
+                Ok(Err(_)) | Err(_) => {
+                    close = true;
+                    self.fail(unknown_header(), Failure::Malformed)
+                }
+            }
+        };
+        let mut resp = HttpResponse::new(Full::new(Bytes::from(out)));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        if close {
+            // The rest of the body is unread: the connection cannot be reused.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+/// A conversation sequence value: 8 bytes, big-endian (tryst's encoding of the SDK's
+/// opaque `ConversationSequenceValue`).
+fn sequence(v: &Value) -> Result<u64, Failure> {
+    let b = v.as_bytes().map_err(|_| Failure::BadArguments)?;
+    <[u8; 8]>::try_from(b)
+        .map(u64::from_be_bytes)
+        .map_err(|_| Failure::BadArguments)
+}

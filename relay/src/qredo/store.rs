@@ -1,0 +1,348 @@
+//! The durable store of `Conversations` queues (redb, a file in the data directory
+//! beside the dead-drop's). Every change is one write transaction committed with redb's
+//! default `Durability::Immediate` (fsynced before `commit` returns); a publish is
+//! answered only after its commit.
+//!
+//! Layout (keys big-endian, so byte order is numeric order):
+//! - `items`: queueId (32) ‖ seq (u64) → expires (u64, unix ms) ‖ item (the marshalled
+//!   `EncryptedConversationItem`)
+//! - `queues`: queueId → next seq (u64) ‖ items held (u64); removed when the queue
+//!   empties (by acknowledgement), so only queues holding items take space
+//! - `meta`: `bytes` (bytes charged for held items), `queues` (queues holding items)
+//!
+//! Expired items are removed from the front of a queue when it is next published to,
+//! read or acknowledged; readers never see them.
+
+use redb::{Database, ReadableTable as _, TableDefinition};
+use std::path::Path;
+
+const ITEMS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("items");
+const QUEUES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("queues");
+const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+
+/// Bytes an item is charged beyond its own (key, header, index).
+pub const OVERHEAD_BYTES: u64 = 64;
+
+/// A queue id (the queue's Ed25519 public key).
+pub type QueueId = [u8; 32];
+
+/// Caps checked inside the transaction that would exceed them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    /// Most items per queue.
+    pub max_items: u64,
+    /// Most queues holding items.
+    pub max_queues: u64,
+    /// Most bytes charged in total.
+    pub max_bytes: u64,
+    /// How long an item is kept unacknowledged, ms.
+    pub item_ttl_ms: u64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self {
+            max_items: 10_000,
+            max_queues: 100_000,
+            max_bytes: 1 << 30,
+            item_ttl_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// Why the store refused or failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The queue holds `max_items`.
+    #[error("queue full")]
+    QueueFull,
+    /// `max_queues` or `max_bytes` reached.
+    #[error("store full")]
+    StoreFull,
+    /// redb failed (nothing was committed).
+    #[error("store: {0}")]
+    Db(String),
+}
+
+fn dberr<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+fn item_key(q: &QueueId, seq: u64) -> [u8; 40] {
+    let mut k = [0u8; 40];
+    k[..32].copy_from_slice(q);
+    k[32..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn u64_at(b: &[u8], i: usize) -> u64 {
+    let mut a = [0u8; 8];
+    if let Some(s) = b.get(i..i + 8) {
+        a.copy_from_slice(s);
+    }
+    u64::from_be_bytes(a)
+}
+
+fn queue_value(next: u64, count: u64) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&next.to_be_bytes());
+    v[8..].copy_from_slice(&count.to_be_bytes());
+    v
+}
+
+/// One stored item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredItem {
+    /// Its sequence number in its queue (1, 2, ...).
+    pub seq: u64,
+    /// The marshalled `EncryptedConversationItem`.
+    pub item: Vec<u8>,
+}
+
+/// The store. Blocking: call from `spawn_blocking`.
+#[derive(Debug)]
+pub struct ConversationStore {
+    db: Database,
+    limits: StoreLimits,
+}
+
+impl ConversationStore {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(dberr)?;
+        let txn = db.begin_write().map_err(dberr)?;
+        {
+            txn.open_table(ITEMS).map_err(dberr)?;
+            txn.open_table(QUEUES).map_err(dberr)?;
+            txn.open_table(META).map_err(dberr)?;
+        }
+        txn.commit().map_err(dberr)?;
+        Ok(Self { db, limits })
+    }
+
+    /// Appends `item` to `queue`, durable when this returns; its sequence number.
+    pub fn publish(&self, queue: &QueueId, item: &[u8], now_ms: u64) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(dberr)?;
+        let seq = {
+            let mut items = txn.open_table(ITEMS).map_err(dberr)?;
+            let mut queues = txn.open_table(QUEUES).map_err(dberr)?;
+            let mut meta = txn.open_table(META).map_err(dberr)?;
+            let (next, mut count) = match queues.get(&queue[..]).map_err(dberr)? {
+                Some(v) => (u64_at(v.value(), 0), u64_at(v.value(), 8)),
+                // A queue's entry goes when it empties; numbering a new one from the
+                // clock keeps its sequence values above any it had before.
+                None => (first_seq(now_ms), 0),
+            };
+            let mut bytes = meta.get("bytes").map_err(dberr)?.map_or(0, |v| v.value());
+            let mut nqueues = meta.get("queues").map_err(dberr)?.map_or(0, |v| v.value());
+            let freed = purge_expired(&mut items, queue, now_ms)?;
+            if count > 0 && freed.0 >= count {
+                nqueues = nqueues.saturating_sub(1);
+            }
+            count -= freed.0.min(count);
+            bytes -= freed.1.min(bytes);
+            if count >= self.limits.max_items {
+                return Err(StoreError::QueueFull);
+            }
+            let charge = item.len() as u64 + OVERHEAD_BYTES;
+            let new_queue = count == 0;
+            if bytes + charge > self.limits.max_bytes
+                || (new_queue && nqueues >= self.limits.max_queues)
+            {
+                return Err(StoreError::StoreFull);
+            }
+            let mut value = Vec::with_capacity(8 + item.len());
+            value.extend_from_slice(&now_ms.saturating_add(self.limits.item_ttl_ms).to_be_bytes());
+            value.extend_from_slice(item);
+            items
+                .insert(&item_key(queue, next)[..], value.as_slice())
+                .map_err(dberr)?;
+            queues
+                .insert(&queue[..], &queue_value(next + 1, count + 1)[..])
+                .map_err(dberr)?;
+            if new_queue {
+                nqueues += 1;
+            }
+            bytes += charge;
+            meta.insert("bytes", bytes).map_err(dberr)?;
+            meta.insert("queues", nqueues).map_err(dberr)?;
+            next
+        };
+        txn.commit().map_err(dberr)?;
+        Ok(seq)
+    }
+
+    /// Up to `limit` unexpired items of `queue` after `after`, and whether they are all
+    /// there is (no further item).
+    pub fn query(
+        &self,
+        queue: &QueueId,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<(Vec<StoredItem>, bool), StoreError> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let items = txn.open_table(ITEMS).map_err(dberr)?;
+        let start = item_key(queue, after.saturating_add(1));
+        let end = item_key(queue, u64::MAX);
+        let mut out = Vec::new();
+        for entry in items.range(&start[..]..=&end[..]).map_err(dberr)? {
+            let (k, v) = entry.map_err(dberr)?;
+            let v = v.value();
+            if u64_at(v, 0) <= now_ms {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, false));
+            }
+            out.push(StoredItem {
+                seq: u64_at(k.value(), 32),
+                item: v.get(8..).unwrap_or_default().to_vec(),
+            });
+        }
+        Ok((out, true))
+    }
+
+    /// Removes every item of `queue` up to and including `up_to`; durable when this
+    /// returns. The number removed.
+    pub fn acknowledge(&self, queue: &QueueId, up_to: u64, now_ms: u64) -> Result<u64, StoreError> {
+        let txn = self.db.begin_write().map_err(dberr)?;
+        let removed = {
+            let mut items = txn.open_table(ITEMS).map_err(dberr)?;
+            let mut queues = txn.open_table(QUEUES).map_err(dberr)?;
+            let mut meta = txn.open_table(META).map_err(dberr)?;
+            let Some((next, count)) = queues
+                .get(&queue[..])
+                .map_err(dberr)?
+                .map(|v| (u64_at(v.value(), 0), u64_at(v.value(), 8)))
+            else {
+                return Ok(0);
+            };
+            let (expired, mut freed) = purge_expired(&mut items, queue, now_ms)?;
+            let start = item_key(queue, 0);
+            let end = item_key(queue, up_to);
+            let keys: Vec<(Vec<u8>, u64)> = items
+                .range(&start[..]..=&end[..])
+                .map_err(dberr)?
+                .map(|e| e.map(|(k, v)| (k.value().to_vec(), v.value().len() as u64)))
+                .collect::<Result<_, _>>()
+                .map_err(dberr)?;
+            for (k, len) in &keys {
+                items.remove(k.as_slice()).map_err(dberr)?;
+                freed += len - 8 + OVERHEAD_BYTES;
+            }
+            let removed = expired + keys.len() as u64;
+            let left = count.saturating_sub(removed);
+            if left == 0 {
+                queues.remove(&queue[..]).map_err(dberr)?;
+            } else {
+                queues
+                    .insert(&queue[..], &queue_value(next, left)[..])
+                    .map_err(dberr)?;
+            }
+            let bytes = meta.get("bytes").map_err(dberr)?.map_or(0, |v| v.value());
+            meta.insert("bytes", bytes.saturating_sub(freed))
+                .map_err(dberr)?;
+            if count > 0 && left == 0 {
+                let n = meta.get("queues").map_err(dberr)?.map_or(0, |v| v.value());
+                meta.insert("queues", n.saturating_sub(1)).map_err(dberr)?;
+            }
+            keys.len() as u64
+        };
+        txn.commit().map_err(dberr)?;
+        Ok(removed)
+    }
+}
+
+/// The first sequence value of a queue created at `now_ms`: microseconds since the
+/// epoch, so a queue that emptied (and lost its entry) and is used again continues
+/// above its old numbers (unless the clock went back meanwhile).
+pub fn first_seq(now_ms: u64) -> u64 {
+    now_ms.saturating_mul(1000).max(1)
+}
+
+/// Removes expired items from the front of `queue`: (items, bytes charged) freed.
+fn purge_expired(
+    items: &mut redb::Table<'_, &[u8], &[u8]>,
+    queue: &QueueId,
+    now_ms: u64,
+) -> Result<(u64, u64), StoreError> {
+    let start = item_key(queue, 0);
+    let end = item_key(queue, u64::MAX);
+    let mut doomed = Vec::new();
+    for entry in items.range(&start[..]..=&end[..]).map_err(dberr)? {
+        let (k, v) = entry.map_err(dberr)?;
+        if u64_at(v.value(), 0) > now_ms {
+            break;
+        }
+        doomed.push((k.value().to_vec(), v.value().len() as u64));
+    }
+    let mut bytes = 0;
+    for (k, len) in &doomed {
+        items.remove(k.as_slice()).map_err(dberr)?;
+        bytes += len - 8 + OVERHEAD_BYTES;
+    }
+    Ok((doomed.len() as u64, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn publish_query_ack_expire_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = StoreLimits {
+            max_items: 3,
+            max_queues: 2,
+            max_bytes: 10_000,
+            item_ttl_ms: 1000,
+        };
+        let path = dir.path().join("q.redb");
+        let s = ConversationStore::open(&path, limits).unwrap();
+        let q = [1u8; 32];
+        let base = first_seq(0);
+        assert_eq!(s.publish(&q, b"a", 0).unwrap(), base);
+        assert_eq!(s.publish(&q, b"b", 10).unwrap(), base + 1);
+        assert_eq!(s.publish(&q, b"c", 20).unwrap(), base + 2);
+        assert!(matches!(
+            s.publish(&q, b"d", 30),
+            Err(StoreError::QueueFull)
+        ));
+        let seqs = |items: Vec<StoredItem>| items.iter().map(|i| i.seq - base).collect::<Vec<_>>();
+        let (items, all) = s.query(&q, 0, 2, 30).unwrap();
+        assert_eq!(seqs(items), [0, 1]);
+        assert!(!all);
+        let (items, all) = s.query(&q, base + 1, 10, 30).unwrap();
+        assert_eq!(
+            items,
+            [StoredItem {
+                seq: base + 2,
+                item: b"c".to_vec()
+            }]
+        );
+        assert!(all);
+        assert_eq!(s.acknowledge(&q, base + 1, 30).unwrap(), 2);
+        assert_eq!(s.publish(&q, b"d", 40).unwrap(), base + 3);
+        assert!(s.publish(&[2; 32], b"x", 40).is_ok());
+        assert!(matches!(
+            s.publish(&[3; 32], b"x", 40),
+            Err(StoreError::StoreFull)
+        ));
+        drop(s);
+        // Durable: reopened, the queue continues; expired items are gone.
+        let s = ConversationStore::open(&path, limits).unwrap();
+        let (items, _) = s.query(&q, 0, 10, 1019).unwrap();
+        assert_eq!(seqs(items), [2, 3]);
+        assert_eq!(s.publish(&q, b"e", 2000).unwrap(), base + 4);
+        let (items, _) = s.query(&q, 0, 10, 2000).unwrap();
+        assert_eq!(seqs(items), [4]);
+        // Emptied by acknowledgement, the queue's entry goes; used again later, it
+        // numbers above everything before.
+        assert_eq!(s.acknowledge(&q, base + 4, 2000).unwrap(), 1);
+        let again = s.publish(&q, b"f", 5000).unwrap();
+        assert_eq!(again, first_seq(5000));
+        assert!(again > base + 4);
+    }
+}

@@ -1,0 +1,958 @@
+//! Qredo's Lingua Franca RPC at `/services` end to end through `tryst serve`, driven by a
+//! client that follows the Qredo SDK's crypto (`QredoRendezvousCrypto.m`,
+//! `QredoConversationCrypto.m`, `QredoConversation.m`): the tag KDF, AES-256-CTR responder
+//! info with the IV prepended, HMAC-SHA256 authentication codes, X25519 and the HKDF
+//! conversation keys, Ed25519 ownership signatures. Every refusal is checked as the exact
+//! failure result; none is a 5xx.
+
+use crate::tunnel::{HttpRelay, Relay};
+use aes::cipher::{KeyIvInit as _, StreamCipher as _};
+use ed25519_dalek::SigningKey;
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tryst_relay::qredo::lf::{
+    self, ErrorInfo, Interchange, Limits, Outcome, PROTOCOL_VERSION, Record, Request, Value,
+};
+use tryst_relay::qredo::ownership::{Op, sign};
+use tryst_relay::tag::kdf;
+
+const APP: &str = "com.example.chat";
+const APP_SECRET_HEX: &str = "5ec2e7a55ec2e7a5";
+
+type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn hkdf32(ikm: &[u8], salt: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(salt), ikm)
+        .expand(&[], &mut out)
+        .unwrap();
+    out
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut m = Hmac::<Sha256>::new_from_slice(key).unwrap();
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().to_vec()
+}
+
+/// The SDK's `encryptBulk`: AES-256-CTR, a random 16-byte IV prepended.
+fn encrypt(key: &[u8; 32], plain: &[u8]) -> Vec<u8> {
+    let iv: [u8; 16] = rand::random();
+    let mut out = plain.to_vec();
+    Aes256Ctr::new(key.into(), &iv.into()).apply_keystream(&mut out);
+    [iv.to_vec(), out].concat()
+}
+
+fn decrypt(key: &[u8; 32], data: &[u8]) -> Vec<u8> {
+    let (iv, ct) = data.split_at(16);
+    let mut out = ct.to_vec();
+    Aes256Ctr::new(key.into(), iv.into()).apply_keystream(&mut out);
+    out
+}
+
+fn decode_value(bytes: &[u8]) -> Value {
+    Value::decode(&lf::sexp::parse(bytes, &Limits::default()).unwrap()).unwrap()
+}
+
+/// One SDK client: app credentials and a transport (plain HTTP to `addr`).
+struct Client {
+    addr: SocketAddr,
+    secret: Vec<u8>,
+}
+
+fn post_raw(addr: SocketAddr, body: &[u8]) -> (u16, Vec<u8>) {
+    post_with(addr, "POST", body)
+}
+
+fn post_with(addr: SocketAddr, method: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "{method} /services HTTP/1.1\r\nHost: relay\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The relay may answer (and close) before reading an oversized body.
+    let _ = s.write_all(body);
+    read_http(&mut s)
+}
+
+fn read_http(s: &mut impl Read) -> (u16, Vec<u8>) {
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&raw)));
+    let status = std::str::from_utf8(&raw[9..12]).unwrap().parse().unwrap();
+    (status, raw[end + 4..].to_vec())
+}
+
+fn request(service: &str, op: &str, secret: &[u8], args: Vec<Value>) -> Request {
+    Request {
+        header: Interchange {
+            protocol: PROTOCOL_VERSION,
+            release: PROTOCOL_VERSION,
+            return_channel: b"client-1".to_vec(),
+            correlation: rand::random::<[u8; 16]>().to_vec(),
+            service: service.into(),
+            operation: op.into(),
+        },
+        app_id: APP.into(),
+        app_secret: secret.to_vec(),
+        args,
+    }
+}
+
+impl Client {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            addr,
+            secret: hex::decode(APP_SECRET_HEX).unwrap(),
+        }
+    }
+
+    /// Sends `req`; the outcome, after checking the envelope echoes the request's.
+    fn send(&self, req: &Request) -> Outcome {
+        let (status, body) = post_raw(self.addr, &req.encode());
+        assert_eq!(status, 200);
+        let resp = lf::decode_response(&body, &Limits::default()).expect("a Lingua Franca result");
+        assert_eq!(resp.header.correlation, req.header.correlation);
+        assert_eq!(resp.header.return_channel, req.header.return_channel);
+        assert_eq!(resp.header.service, req.header.service);
+        assert_eq!(resp.header.operation, req.header.operation);
+        resp.outcome
+    }
+
+    fn call(&self, service: &str, op: &str, args: Vec<Value>) -> Outcome {
+        self.send(&request(service, op, &self.secret, args))
+    }
+
+    fn ok(&self, service: &str, op: &str, args: Vec<Value>) -> Value {
+        match self.call(service, op, args) {
+            Outcome::Success(mut v) if v.len() == 1 => v.remove(0),
+            other => panic!("{service}.{op}: {other:?}"),
+        }
+    }
+}
+
+/// The failure `code`/`name` exactly as the relay encodes it.
+fn failed(code: i32, name: &str, message: &str) -> Outcome {
+    Outcome::Failure(vec![ErrorInfo {
+        code,
+        message: message.into(),
+        debug: vec![("tryst".into(), name.into())],
+    }])
+}
+
+fn record_name(v: &Value) -> &str {
+    &v.as_record().unwrap().name
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v.as_record().unwrap().field(name).unwrap()
+}
+
+/// The publisher's side of a rendezvous (`QredoRendezvousCrypto.m`).
+struct Publisher {
+    hashed: [u8; 32],
+    owner: SigningKey,
+    auth_key: [u8; 32],
+    dh: x25519_dalek::StaticSecret,
+}
+
+/// Keys both sides derive from the tag.
+fn tag_keys(tag: &str) -> ([u8; 32], [u8; 32], [u8; 32]) {
+    let master = kdf::master_key(APP, tag);
+    let hashed = kdf::hashed_tag(APP, tag).0;
+    (
+        hashed,
+        hkdf32(&master, b"QoR0rwQOu3PMCieK"),
+        hkdf32(&master, b"FZHoqke4BfkIOfkH"),
+    )
+}
+
+fn creation_info(tag: &str, single: bool, duration: Option<i32>) -> (Publisher, Value) {
+    let (hashed, enc_key, auth_key) = tag_keys(tag);
+    let owner = SigningKey::from_bytes(&hashed);
+    let dh = x25519_dalek::StaticSecret::from(rand::random::<[u8; 32]>());
+    let responder_info = Value::Record(Record::new(
+        "RendezvousResponderInfo",
+        vec![
+            ("conversationType", Value::Str("com.qredo.chat".into())),
+            (
+                "requesterPublicKey",
+                Value::Bytes(x25519_dalek::PublicKey::from(&dh).as_bytes().to_vec()),
+            ),
+            ("transCap", Value::Set(vec![])),
+        ],
+    ));
+    let sealed = Value::Bytes(encrypt(&enc_key, &responder_info.encode())).encode();
+    let code = hmac(&auth_key, &[&hashed, &sealed]);
+    let info = Value::Record(Record::new(
+        "RendezvousCreationInfo",
+        vec![
+            (
+                "durationSeconds",
+                Value::Set(duration.map(Value::Int32).into_iter().collect()),
+            ),
+            (
+                "encryptedResponderInfo",
+                Value::Record(Record::new(
+                    "EncryptedResponderInfo",
+                    vec![
+                        ("authenticationCode", Value::Bytes(code)),
+                        (
+                            "authenticationType",
+                            Value::Record(Record::unit("RendezvousAnonymous")),
+                        ),
+                        ("value", Value::Bytes(sealed)),
+                    ],
+                )),
+            ),
+            ("hashedTag", Value::Quid(hashed)),
+            (
+                "ownershipPublicKey",
+                Value::Bytes(owner.verifying_key().as_bytes().to_vec()),
+            ),
+            (
+                "responseCountLimit",
+                Value::Record(Record::unit(if single {
+                    "RendezvousSingleResponse"
+                } else {
+                    "RendezvousUnlimitedResponses"
+                })),
+            ),
+        ],
+    ));
+    (
+        Publisher {
+            hashed,
+            owner,
+            auth_key,
+            dh,
+        },
+        info,
+    )
+}
+
+impl Publisher {
+    fn sig(&self, op: Op, data: &[u8]) -> Value {
+        sign(&self.owner, op, data, &rand::random::<[u8; 16]>(), now_ms())
+    }
+
+    fn get_responses_args(&self, after: i64) -> Vec<Value> {
+        let mut data = Value::Quid(self.hashed).encode();
+        Value::Int64(after).encode_into(&mut data);
+        vec![
+            Value::Quid(self.hashed),
+            Value::Int64(after),
+            self.sig(Op::List, &data),
+        ]
+    }
+}
+
+/// A responder: its X25519 pair and the `RendezvousResponse` it sends.
+fn response_for(tag: &str) -> (x25519_dalek::StaticSecret, Value) {
+    let (hashed, _, auth_key) = tag_keys(tag);
+    let dh = x25519_dalek::StaticSecret::from(rand::random::<[u8; 32]>());
+    let public = x25519_dalek::PublicKey::from(&dh).as_bytes().to_vec();
+    let code = hmac(&auth_key, &[&hashed, &public]);
+    let response = Value::Record(Record::new(
+        "RendezvousResponse",
+        vec![
+            ("hashedTag", Value::Quid(hashed)),
+            ("responderAuthenticationCode", Value::Bytes(code)),
+            ("responderPublicKey", Value::Bytes(public)),
+        ],
+    ));
+    (dh, response)
+}
+
+/// One direction of a conversation: the queue's signing key (its public key is the
+/// queue id) and the bulk and authentication keys.
+struct Queue {
+    key: SigningKey,
+    enc: [u8; 32],
+    auth: [u8; 32],
+}
+
+/// `QredoConversation.m`: (requester inbound, responder inbound) from the DH secret.
+fn conversation(shared: &[u8; 32]) -> (Queue, Queue) {
+    let master = hkdf32(shared, b"");
+    let queue = |queue_salt: &[u8], enc_salt: &[u8], auth_salt: &[u8]| Queue {
+        key: SigningKey::from_bytes(&hkdf32(&master, queue_salt)),
+        enc: hkdf32(&master, enc_salt),
+        auth: hkdf32(&master, auth_salt),
+    };
+    (
+        queue(
+            b"eeK3hieyengahp3A",
+            b"iJ8LLVtLlt2tzlXz",
+            b"7KySh0dMToM9IyzR",
+        ),
+        queue(
+            b"Wo6ahjata4tae5ij",
+            b"BbSe15geLqnWW5Vb",
+            b"8i6DD1mbFMv4oG9I",
+        ),
+    )
+}
+
+impl Queue {
+    fn id(&self) -> Value {
+        Value::Quid(self.key.verifying_key().to_bytes())
+    }
+
+    fn publish_args(&self, text: &str) -> Vec<Value> {
+        let message = Value::Record(Record::new(
+            "ConversationMessage",
+            vec![("body", Value::Bytes(text.as_bytes().to_vec()))],
+        ));
+        let encrypted = Value::Bytes(encrypt(&self.enc, &message.encode())).encode();
+        let item = Value::Record(Record::new(
+            "EncryptedConversationItem",
+            vec![
+                ("authCode", Value::Bytes(hmac(&self.auth, &[&encrypted]))),
+                ("encryptedMessage", Value::Bytes(encrypted)),
+            ],
+        ));
+        let sig = sign(
+            &self.key,
+            Op::Create,
+            &item.encode(),
+            &rand::random::<[u8; 16]>(),
+            now_ms(),
+        );
+        vec![self.id(), item, sig]
+    }
+
+    fn query_args(&self, after: Option<&[u8]>, fetch: i32) -> Vec<Value> {
+        let after = Value::Set(
+            after
+                .map(|a| Value::Bytes(a.to_vec()))
+                .into_iter()
+                .collect(),
+        );
+        let fetch = Value::Set(vec![Value::Int32(fetch)]);
+        let mut data = after.encode();
+        fetch.encode_into(&mut data);
+        let sig = sign(
+            &self.key,
+            Op::List,
+            &data,
+            &rand::random::<[u8; 16]>(),
+            now_ms(),
+        );
+        vec![self.id(), after, fetch, sig]
+    }
+
+    fn ack_args(&self, up_to: &[u8]) -> Vec<Value> {
+        let up_to = Value::Bytes(up_to.to_vec());
+        let sig = sign(
+            &self.key,
+            Op::Delete,
+            &up_to.encode(),
+            &rand::random::<[u8; 16]>(),
+            now_ms(),
+        );
+        vec![self.id(), up_to, sig]
+    }
+
+    /// Reads the items after `after`: (texts, sequence values), checking each item's
+    /// authentication code and decrypting it.
+    fn read(&self, client: &Client, after: Option<&[u8]>) -> (Vec<String>, Vec<Vec<u8>>, bool) {
+        let result = client.ok("Conversations", "queryItems", self.query_args(after, 100));
+        assert_eq!(record_name(&result), "ConversationQueryItemsResult");
+        let Value::Seq(items) = field(&result, "items") else {
+            panic!("items")
+        };
+        let mut texts = Vec::new();
+        let mut seqs = Vec::new();
+        for entry in items {
+            let item = field(entry, "item");
+            let encrypted = field(item, "encryptedMessage").as_bytes().unwrap();
+            assert_eq!(
+                field(item, "authCode").as_bytes().unwrap(),
+                hmac(&self.auth, &[encrypted])
+            );
+            let sealed = decode_value(encrypted);
+            let message = decode_value(&decrypt(&self.enc, sealed.as_bytes().unwrap()));
+            texts.push(
+                String::from_utf8(field(&message, "body").as_bytes().unwrap().to_vec()).unwrap(),
+            );
+            seqs.push(field(entry, "sequenceValue").as_bytes().unwrap().to_vec());
+        }
+        let current = field(&result, "current") == &Value::Bool(true);
+        (texts, seqs, current)
+    }
+}
+
+fn apps_relay() -> HttpRelay {
+    let dir = tempfile::tempdir().unwrap();
+    let apps = dir.path().join("apps.toml");
+    std::fs::write(&apps, format!("[apps]\n\"{APP}\" = \"{APP_SECRET_HEX}\"\n")).unwrap();
+    let relay = HttpRelay::start(&["--qredo-apps", apps.to_str().unwrap()]);
+    // The file is read at start; the relay owns its settings from then on.
+    drop(dir);
+    relay
+}
+
+#[test]
+fn rendezvous_and_conversation_over_http_with_the_sdk_crypto() {
+    let relay = apps_relay();
+    let client = Client::new(relay.addr);
+    assert_eq!(client.ok("Ping", "ping", vec![]), Value::Bool(true));
+
+    // The publisher creates a single-response rendezvous.
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, true, Some(600));
+    let created = client.ok("Rendezvous", "create", vec![info.clone()]);
+    assert_eq!(record_name(&created), "RendezvousCreated");
+    assert_eq!(field(&created, "expiresAt").as_set().unwrap().len(), 1);
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "create", vec![info])),
+        "RendezvousAlreadyExists"
+    );
+    // Nobody has responded yet.
+    let none = client.ok(
+        "Rendezvous",
+        "getResponses",
+        publisher.get_responses_args(0),
+    );
+    assert_eq!(field(&none, "responses"), &Value::Seq(vec![]));
+    assert_eq!(field(&none, "sequenceValue"), &Value::Int64(0));
+
+    // The responder responds, checks the code and decrypts the responder info.
+    let (responder_dh, response) = response_for(&tag);
+    let registered = client.ok("Rendezvous", "respond", vec![response.clone()]);
+    assert_eq!(record_name(&registered), "RendezvousResponseRegistered");
+    let (hashed, enc_key, auth_key) = tag_keys(&tag);
+    let info = field(&registered, "info");
+    let sealed = field(info, "value").as_bytes().unwrap();
+    assert_eq!(
+        field(info, "authenticationCode").as_bytes().unwrap(),
+        hmac(&auth_key, &[&hashed, sealed])
+    );
+    let responder_info = decode_value(&decrypt(&enc_key, decode_value(sealed).as_bytes().unwrap()));
+    let requester_public: [u8; 32] = field(&responder_info, "requesterPublicKey")
+        .as_bytes()
+        .unwrap()
+        .try_into()
+        .unwrap();
+    // Single response: a second responder is turned away.
+    let (_, second) = response_for(&tag);
+    let rejected = client.ok("Rendezvous", "respond", vec![second]);
+    assert_eq!(
+        rejected,
+        Value::Record(Record::new(
+            "RendezvousResponseRejected",
+            vec![(
+                "reason",
+                Value::Record(Record::unit("RendezvousResponseMaxResponseCountReached"))
+            )],
+        ))
+    );
+
+    // The publisher polls and gets the response with sequence number 1.
+    let got = client.ok(
+        "Rendezvous",
+        "getResponses",
+        publisher.get_responses_args(0),
+    );
+    assert_eq!(
+        field(&got, "responses"),
+        &Value::Seq(vec![response.clone()])
+    );
+    assert_eq!(field(&got, "sequenceValue"), &Value::Int64(1));
+    let after = client.ok(
+        "Rendezvous",
+        "getResponses",
+        publisher.get_responses_args(1),
+    );
+    assert_eq!(field(&after, "responses"), &Value::Seq(vec![]));
+    let responder_public: [u8; 32] = field(&response, "responderPublicKey")
+        .as_bytes()
+        .unwrap()
+        .try_into()
+        .unwrap();
+    assert_eq!(
+        field(&response, "responderAuthenticationCode")
+            .as_bytes()
+            .unwrap(),
+        hmac(&publisher.auth_key, &[&publisher.hashed, &responder_public])
+    );
+
+    // Both derive the conversation keys from X25519.
+    let shared_p = publisher
+        .dh
+        .diffie_hellman(&x25519_dalek::PublicKey::from(responder_public));
+    let shared_r = responder_dh.diffie_hellman(&x25519_dalek::PublicKey::from(requester_public));
+    assert_eq!(shared_p.as_bytes(), shared_r.as_bytes());
+    let (p_in, r_in) = conversation(shared_p.as_bytes());
+    let (p_in_r, r_in_r) = conversation(shared_r.as_bytes());
+
+    // The responder writes to the requester's inbound queue; the publisher reads, acks.
+    for text in ["hello", "second"] {
+        let published = client.ok("Conversations", "publish", p_in_r.publish_args(text));
+        assert_eq!(record_name(&published), "ConversationPublishResult");
+    }
+    let (texts, seqs, current) = p_in.read(&client, None);
+    assert_eq!(texts, ["hello", "second"]);
+    let numbers: Vec<u64> = seqs
+        .iter()
+        .map(|s| u64::from_be_bytes(s.as_slice().try_into().unwrap()))
+        .collect();
+    assert_eq!(numbers[1], numbers[0] + 1);
+    assert!(current);
+    let (texts, _, _) = p_in.read(&client, Some(&seqs[0]));
+    assert_eq!(texts, ["second"]);
+    assert_eq!(
+        client.ok(
+            "Conversations",
+            "acknowledgeReceipt",
+            p_in.ack_args(&seqs[1])
+        ),
+        Value::Record(Record::unit("ConversationAckResult"))
+    );
+    assert_eq!(p_in.read(&client, None).0, Vec::<String>::new());
+
+    // And back.
+    client.ok("Conversations", "publish", r_in.publish_args("reply"));
+    assert_eq!(r_in_r.read(&client, None).0, ["reply"]);
+
+    // Deactivated: responders are told the duration elapsed.
+    let data = Value::Quid(publisher.hashed).encode();
+    let deactivated = client.ok(
+        "Rendezvous",
+        "deactivate",
+        vec![
+            Value::Quid(publisher.hashed),
+            publisher.sig(Op::Delete, &data),
+        ],
+    );
+    assert_eq!(record_name(&deactivated), "RendezvousDeactivated");
+    let mut data = Value::Quid(publisher.hashed).encode();
+    data.extend(Value::Set(vec![Value::Int32(60)]).encode());
+    let activated = client.ok(
+        "Rendezvous",
+        "activate",
+        vec![
+            Value::Quid(publisher.hashed),
+            Value::Set(vec![Value::Int32(60)]),
+            publisher.sig(Op::Create, &data),
+        ],
+    );
+    assert_eq!(record_name(&activated), "RendezvousActivated");
+    let data = Value::Quid(publisher.hashed).encode();
+    let got = client.ok(
+        "Rendezvous",
+        "getInfo",
+        vec![Value::Quid(publisher.hashed), publisher.sig(Op::Get, &data)],
+    );
+    assert_eq!(field(&got, "numOfResponses"), &Value::Int64(1));
+    assert_eq!(
+        field(&got, "responseCountLimit"),
+        &Value::Record(Record::unit("RendezvousSingleResponse"))
+    );
+}
+
+#[test]
+fn every_refusal_is_an_exact_failure_result() {
+    let relay = apps_relay();
+    let client = Client::new(relay.addr);
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, false, None);
+    client.ok("Rendezvous", "create", vec![info]);
+
+    // Unknown tag and a malformed response.
+    let (_, unknown) = response_for("never created");
+    assert_eq!(
+        client.ok("Rendezvous", "respond", vec![unknown]),
+        Value::Record(Record::unit("RendezvousResponseUnknownTag"))
+    );
+    let (_, response) = response_for(&tag);
+    let mut bad = response.as_record().unwrap().clone();
+    bad.fields[2].1 = Value::Bytes(vec![1; 5]);
+    assert_eq!(
+        client.ok("Rendezvous", "respond", vec![Value::Record(bad)]),
+        Value::Record(Record::new(
+            "RendezvousResponseRejected",
+            vec![(
+                "reason",
+                Value::Record(Record::unit("RendezvousResponseInvalid"))
+            )],
+        ))
+    );
+    // Deactivated: DurationElapsed.
+    let data = Value::Quid(publisher.hashed).encode();
+    client.ok(
+        "Rendezvous",
+        "deactivate",
+        vec![
+            Value::Quid(publisher.hashed),
+            publisher.sig(Op::Delete, &data),
+        ],
+    );
+    assert_eq!(
+        client.ok("Rendezvous", "respond", vec![response]),
+        Value::Record(Record::new(
+            "RendezvousResponseRejected",
+            vec![(
+                "reason",
+                Value::Record(Record::unit("RendezvousResponseDurationElapsed"))
+            )],
+        ))
+    );
+
+    // Ownership signatures: another key, another op, stale, replayed.
+    let mut args = publisher.get_responses_args(0);
+    let thief = SigningKey::from_bytes(&[3; 32]);
+    let mut data = Value::Quid(publisher.hashed).encode();
+    Value::Int64(0).encode_into(&mut data);
+    args[2] = sign(&thief, Op::List, &data, &[1; 16], now_ms());
+    assert_eq!(
+        client.call("Rendezvous", "getResponses", args.clone()),
+        failed(1007, "bad_signature", "bad ownership signature")
+    );
+    args[2] = sign(&publisher.owner, Op::Delete, &data, &[2; 16], now_ms());
+    assert_eq!(
+        client.call("Rendezvous", "getResponses", args.clone()),
+        failed(1007, "bad_signature", "bad ownership signature")
+    );
+    args[2] = sign(
+        &publisher.owner,
+        Op::List,
+        &data,
+        &[3; 16],
+        now_ms() - 600_000,
+    );
+    assert_eq!(
+        client.call("Rendezvous", "getResponses", args.clone()),
+        failed(1008, "stale_signature", "stale ownership signature")
+    );
+    let good = request(
+        "Rendezvous",
+        "getResponses",
+        &client.secret,
+        publisher.get_responses_args(0),
+    );
+    assert!(matches!(client.send(&good), Outcome::Success(_)));
+    assert_eq!(
+        client.send(&good),
+        failed(1009, "replayed_signature", "replayed ownership signature")
+    );
+    assert_eq!(
+        client.call(
+            "Rendezvous",
+            "getInfo",
+            vec![Value::Quid([9; 32]), publisher.sig(Op::Get, &[])]
+        ),
+        failed(1011, "unknown_rendezvous", "unknown rendezvous")
+    );
+
+    // Envelope-level refusals.
+    let wrong_app = request("Ping", "ping", b"not the secret", vec![]);
+    assert_eq!(
+        client.send(&wrong_app),
+        failed(1003, "app_not_authorised", "app not authorised")
+    );
+    assert_eq!(
+        client.call("Vault", "getItem", vec![]),
+        failed(1004, "unknown_service", "unknown service")
+    );
+    assert_eq!(
+        client.call("Rendezvous", "explode", vec![]),
+        failed(1005, "unknown_operation", "unknown operation")
+    );
+    assert_eq!(
+        client.call("Rendezvous", "create", vec![Value::Bool(true)]),
+        failed(1006, "bad_arguments", "bad arguments")
+    );
+    assert_eq!(
+        client.call(
+            "Rendezvous",
+            "subscribeToResponses",
+            vec![Value::Quid([0; 32]), Value::Bool(true)]
+        ),
+        failed(
+            1015,
+            "needs_websocket",
+            "multi-response operations need the WebSocket transport"
+        )
+    );
+    let mut old = request("Ping", "ping", &client.secret, vec![]);
+    old.header.protocol.minor = 2;
+    assert_eq!(
+        client.send(&old),
+        failed(1002, "unsupported_version", "unsupported protocol version")
+    );
+
+    // Malformed and oversized bodies: 200 with a failure result, never a 5xx.
+    let unaddressed = |code, name: &str, message: &str| lf::Response {
+        header: Interchange {
+            protocol: PROTOCOL_VERSION,
+            release: PROTOCOL_VERSION,
+            return_channel: vec![],
+            correlation: vec![],
+            service: "_".into(),
+            operation: "_".into(),
+        },
+        outcome: failed(code, name, message),
+    };
+    for body in [&b"(3:abc"[..], b"", b"hello", b"(01:a)"] {
+        let (status, reply) = post_raw(relay.addr, body);
+        assert_eq!(status, 200);
+        assert_eq!(
+            reply,
+            unaddressed(1000, "malformed_request", "malformed request").encode()
+        );
+    }
+    // A well-formed header with a malformed argument: the failure is addressed.
+    let mut broken = request("Ping", "ping", &client.secret, vec![]).encode();
+    broken.truncate(broken.len() - 3);
+    broken.extend_from_slice(b"1:Z)))");
+    let (status, reply) = post_raw(relay.addr, &broken);
+    assert_eq!(status, 200);
+    let resp = lf::decode_response(&reply, &Limits::default()).unwrap();
+    assert_eq!(resp.header.operation, "ping");
+    assert_eq!(
+        resp.outcome,
+        failed(1000, "malformed_request", "malformed request")
+    );
+    let (status, reply) = post_raw(relay.addr, &vec![b'('; 70 * 1024]);
+    assert_eq!(status, 200);
+    assert_eq!(
+        reply,
+        unaddressed(1001, "request_too_large", "request too large").encode()
+    );
+    let (status, _) = post_with(relay.addr, "GET", b"");
+    assert_eq!(status, 405);
+    assert!(!relay.log().contains("panicked"), "{}", relay.log());
+}
+
+#[test]
+fn open_relay_answers_any_app_and_tls_carries_the_rpc() {
+    let relay = Relay::start(&["--qredo-open", "true", "--tls-listen", "127.0.0.1:0"]);
+    let client = Client {
+        addr: relay.addr,
+        secret: b"anything".to_vec(),
+    };
+    assert_eq!(client.ok("Ping", "ping", vec![]), Value::Bool(true));
+    let req = request("Ping", "ping", b"", vec![]).encode();
+    let mut tls = crate::tls::tls_connect(&relay);
+    let head = format!(
+        "POST /services HTTP/1.1\r\nHost: relay\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        req.len()
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(&req).unwrap();
+    let (status, body) = read_http(&mut tls);
+    assert_eq!(status, 200);
+    let resp = lf::decode_response(&body, &Limits::default()).unwrap();
+    assert_eq!(resp.outcome, Outcome::Success(vec![Value::Bool(true)]));
+}
+
+#[test]
+fn without_apps_or_open_every_call_is_refused() {
+    let relay = HttpRelay::start(&[]);
+    let client = Client::new(relay.addr);
+    assert_eq!(
+        client.call("Ping", "ping", vec![]),
+        failed(1003, "app_not_authorised", "app not authorised")
+    );
+}
+
+type Ws = tungstenite::WebSocket<TcpStream>;
+
+fn ws_connect(addr: SocketAddr) -> Ws {
+    use tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{addr}/services")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "qredo".parse().unwrap());
+    let stream = TcpStream::connect(addr).unwrap();
+    let (ws, resp) = tungstenite::client(req, stream).expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "qredo");
+    ws
+}
+
+fn ws_send(ws: &mut Ws, req: &Request) {
+    ws.send(tungstenite::Message::binary(req.encode())).unwrap();
+}
+
+fn ws_recv(ws: &mut Ws) -> lf::Response {
+    loop {
+        match ws.read().expect("a message") {
+            tungstenite::Message::Binary(b) => {
+                return lf::decode_response(&b, &Limits::default()).expect("a result");
+            }
+            tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A counter from `/metrics`.
+fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (_, body) = read_http(&mut s);
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name}"))
+}
+
+/// Waits (bounded) until `name` reads `want`.
+fn await_metric(addr: SocketAddr, name: &str, want: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = metric(addr, name);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed {got}, want {want}"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn websocket_carries_calls_in_flight_and_pushes_subscriptions() {
+    let relay = apps_relay();
+    let client = Client::new(relay.addr);
+    let mut ws = ws_connect(relay.addr);
+
+    // Several requests in flight on one socket, answered by correlation id.
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, false, None);
+    let sent = [
+        request("Ping", "ping", &client.secret, vec![]),
+        request("Rendezvous", "create", &client.secret, vec![info]),
+        request("Ping", "ping", &client.secret, vec![]),
+    ];
+    for r in &sent {
+        ws_send(&mut ws, r);
+    }
+    let mut got: Vec<lf::Response> = (0..sent.len()).map(|_| ws_recv(&mut ws)).collect();
+    got.sort_by_key(|r| {
+        sent.iter()
+            .position(|s| s.header.correlation == r.header.correlation)
+    });
+    assert_eq!(got[0].outcome, Outcome::Success(vec![Value::Bool(true)]));
+    let Outcome::Success(created) = &got[1].outcome else {
+        panic!("{:?}", got[1])
+    };
+    assert_eq!(record_name(&created[0]), "RendezvousCreated");
+    assert_eq!(got[2].outcome, Outcome::Success(vec![Value::Bool(true)]));
+
+    // One response before the subscription, one after: both are pushed, in order.
+    let (_, first) = response_for(&tag);
+    client.ok("Rendezvous", "respond", vec![first.clone()]);
+    let data = Value::Quid(publisher.hashed).encode();
+    let subscribe = request(
+        "Rendezvous",
+        "subscribeToResponses",
+        &client.secret,
+        vec![
+            Value::Quid(publisher.hashed),
+            publisher.sig(Op::List, &data),
+        ],
+    );
+    ws_send(&mut ws, &subscribe);
+    let pushed = |resp: lf::Response| {
+        assert_eq!(resp.header.correlation, subscribe.header.correlation);
+        let Outcome::Success(mut v) = resp.outcome else {
+            panic!("{:?}", resp.outcome)
+        };
+        v.remove(0)
+    };
+    let one = pushed(ws_recv(&mut ws));
+    assert_eq!(field(&one, "response"), &first);
+    assert_eq!(field(&one, "sequenceValue"), &Value::Int64(1));
+    await_metric(relay.addr, "tryst_qredo_subscriptions", 1);
+    let (_, second) = response_for(&tag);
+    client.ok("Rendezvous", "respond", vec![second.clone()]);
+    let two = pushed(ws_recv(&mut ws));
+    assert_eq!(field(&two, "response"), &second);
+    assert_eq!(field(&two, "sequenceValue"), &Value::Int64(2));
+
+    // A conversation queue subscription gets each published item.
+    let queue = Queue {
+        key: SigningKey::from_bytes(&rand::random()),
+        enc: rand::random(),
+        auth: rand::random(),
+    };
+    let sig = sign(
+        &queue.key,
+        Op::List,
+        &[],
+        &rand::random::<[u8; 16]>(),
+        now_ms(),
+    );
+    let sub = request(
+        "Conversations",
+        "subscribe",
+        &client.secret,
+        vec![queue.id(), sig],
+    );
+    ws_send(&mut ws, &sub);
+    await_metric(relay.addr, "tryst_qredo_subscriptions", 2);
+    let args = queue.publish_args("pushed");
+    let item = args[1].clone();
+    client.ok("Conversations", "publish", args);
+    let resp = ws_recv(&mut ws);
+    assert_eq!(resp.header.correlation, sub.header.correlation);
+    let Outcome::Success(v) = resp.outcome else {
+        panic!("{:?}", resp.outcome)
+    };
+    assert_eq!(field(&v[0], "item"), &item);
+
+    // A bad subscription signature is one failure result.
+    let bad = request(
+        "Rendezvous",
+        "subscribeToResponses",
+        &client.secret,
+        vec![
+            Value::Quid(publisher.hashed),
+            publisher.sig(Op::Delete, &data),
+        ],
+    );
+    ws_send(&mut ws, &bad);
+    let resp = ws_recv(&mut ws);
+    assert_eq!(resp.header.correlation, bad.header.correlation);
+    assert_eq!(
+        resp.outcome,
+        failed(1007, "bad_signature", "bad ownership signature")
+    );
+
+    // The socket dies: its subscriptions end; the relay carries on.
+    drop(ws);
+    await_metric(relay.addr, "tryst_qredo_subscriptions", 0);
+    let (_, third) = response_for(&tag);
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "respond", vec![third])),
+        "RendezvousResponseRegistered"
+    );
+    assert!(!relay.log().contains("panicked"), "{}", relay.log());
+}
