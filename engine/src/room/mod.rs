@@ -151,6 +151,14 @@ const NIL: u32 = u32::MAX;
 /// compacted. Small under test and fuzzing so the simulation's small rooms compact often.
 const DEADLINE_SLACK: usize = if cfg!(any(test, fuzzing)) { 2 } else { 32 };
 
+/// The layout of a `slab` element (`slab::Entry`, which is private): the same enum, so
+/// the same size. Used only to account for the slab's bytes ([`Room::table_bytes`]).
+#[allow(dead_code, reason = "never built; only its size is taken")]
+pub(crate) enum SlabEntry<T> {
+    Vacant(usize),
+    Occupied(T),
+}
+
 /// One room entry: the caller's item plus its place in its key's FIFO.
 #[derive(Debug)]
 struct Slot<T> {
@@ -200,6 +208,41 @@ impl<T> Room<T> {
             parked: 0,
             waiting: 0,
         }
+    }
+
+    /// Bytes the room's tables have allocated, by table: the entry slab, the generations,
+    /// the per-key index (a SwissTable: one slot plus one control byte per bucket, and
+    /// a group of trailing control bytes) and the two deadline queues. Computed from
+    /// capacities and element sizes; `parked_mem` checks the sum against a counting
+    /// allocator.
+    pub fn table_bytes(&self) -> [(&'static str, usize); 4] {
+        let buckets = match self.keys.capacity() {
+            0 => 0,
+            c if c < 8 => (c + 1).next_power_of_two(),
+            c => (c * 8 / 7).next_power_of_two(),
+        };
+        let key_index = if buckets == 0 {
+            0
+        } else {
+            buckets * (size_of::<(RendezvousKey, KeyQueue)>() + 1) + 16
+        };
+        let deadlines: usize = self
+            .deadlines
+            .iter()
+            .map(|q| q.capacity() * size_of::<(Instant, EntryHandle)>())
+            .sum();
+        [
+            (
+                "room entry slab",
+                self.slots.capacity() * size_of::<SlabEntry<Slot<T>>>(),
+            ),
+            (
+                "room generations",
+                self.generations.capacity() * size_of::<u32>(),
+            ),
+            ("room key index", key_index),
+            ("room deadline queues", deadlines),
+        ]
     }
 
     /// The limits the room was built with.
