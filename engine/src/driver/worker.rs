@@ -1047,25 +1047,29 @@ impl<R: Router> Worker<R> {
 
     fn flush_handoffs(&mut self) {
         let mut blocked = vec![false; self.workers + 1];
-        let mut keep = VecDeque::new();
-        while let Some(h) = self.pending_handoffs.pop_front() {
+        // Each queued hand-off is looked at once, in order; those that stay go back to
+        // the end, so the queue is rotated in place instead of rebuilt (rebuilding grew
+        // a second queue by doubling on every flush).
+        for _ in 0..self.pending_handoffs.len() {
+            let Some(h) = self.pending_handoffs.pop_front() else {
+                break;
+            };
             let to = h.to.min(self.workers);
             if blocked[to] {
-                keep.push_back(h);
+                self.pending_handoffs.push_back(h);
                 continue;
             }
             match msg::send_conn(self.handoff_socket(to), h.fd.as_fd(), &h.bytes, h.transport) {
                 Ok(()) => drop(h),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     blocked[to] = true;
-                    keep.push_back(h);
+                    self.pending_handoffs.push_back(h);
                 }
                 Err(e) => {
                     tracing::warn!(worker = self.index, to, error = %e, "hand-off failed; closing the connection");
                 }
             }
         }
-        self.pending_handoffs = keep;
         for (to, b) in blocked.into_iter().enumerate() {
             if b && !self.peer_poll_armed[to] {
                 self.peer_poll_armed[to] = true;

@@ -180,7 +180,9 @@ struct KeyQueue {
     head: u32,
     /// Youngest entry.
     tail: u32,
-    len: usize,
+    /// Entries in the list; never more than the slab's index space (below [`NIL`]), so
+    /// `u32` suffices and keeps a map entry at 36 bytes instead of 48.
+    len: u32,
 }
 
 fn role_index(role: Role) -> usize {
@@ -199,11 +201,22 @@ fn is_live<T>(slots: &Slab<Slot<T>>, generations: &[u32], handle: EntryHandle) -
 impl<T> Room<T> {
     /// An empty room.
     pub fn new(limits: RoomLimits) -> Self {
+        Self::with_capacity(limits, 0)
+    }
+
+    /// An empty room whose tables (entry slab, generations, per-key index) hold
+    /// `capacity` entries without growing. A room filled by doubling copies each table
+    /// into one twice its size, so its high-water mark is up to three times what it
+    /// keeps; reserving the known budget up front avoids that. The reserved slab and
+    /// generations are only address space until entries are written to them; the key
+    /// index touches one control byte per bucket. The deadline queues are not reserved:
+    /// they hold waiting clients (and servers only with a `park_ttl`).
+    pub fn with_capacity(limits: RoomLimits, capacity: usize) -> Self {
         Self {
             limits,
-            slots: Slab::new(),
-            generations: Vec::new(),
-            keys: HashMap::new(),
+            slots: Slab::with_capacity(capacity),
+            generations: Vec::with_capacity(capacity),
+            keys: HashMap::with_capacity(capacity),
             deadlines: [VecDeque::new(), VecDeque::new()],
             parked: 0,
             waiting: 0,
@@ -411,7 +424,7 @@ impl<T> Room<T> {
     /// Entries of `role` queued under `key`.
     fn len_for(&self, key: &RendezvousKey, role: Role) -> usize {
         match self.keys.get(key) {
-            Some(queue) if queue.role == role => queue.len,
+            Some(queue) if queue.role == role => queue.len as usize,
             _ => 0,
         }
     }

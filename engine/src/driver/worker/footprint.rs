@@ -32,21 +32,38 @@ pub(super) struct Tables<F> {
     pub(super) room: Room<usize>,
 }
 
+/// Most entries a table is reserved for up front, whatever the configured budget (a
+/// budget above it grows by doubling past this point).
+const MAX_RESERVE: usize = 1 << 22;
+
 impl<F> Tables<F> {
-    /// The worker's empty tables for `cfg`.
+    /// The worker's empty tables for `cfg`, reserved for its socket budget
+    /// (`max_sockets_per_worker`; the room for at most that many entries). A table
+    /// filled by doubling copies itself into one twice its size, so it peaks at up to
+    /// three times what it holds, and keeps up to twice; reserving the known budget
+    /// avoids both. Reserved but unused capacity is address space, not resident memory
+    /// (the allocator maps large blocks lazily), except one control byte per bucket
+    /// of the room's key index.
     pub(super) fn new(cfg: &EngineConfig) -> Self {
-        let room = Room::new(RoomLimits {
-            max_parked: cfg.max_parked_per_worker,
-            max_parked_per_key: cfg.max_parked_per_key,
-            max_waiting: cfg.max_waiting_per_worker,
-            max_waiting_per_key: cfg.max_waiting_per_worker,
-            client_wait: cfg.client_wait,
-            park_ttl: None,
-        });
+        let budget = cfg.max_sockets_per_worker.min(MAX_RESERVE);
+        let room = Room::with_capacity(
+            RoomLimits {
+                max_parked: cfg.max_parked_per_worker,
+                max_parked_per_key: cfg.max_parked_per_key,
+                max_waiting: cfg.max_waiting_per_worker,
+                max_waiting_per_key: cfg.max_waiting_per_worker,
+                client_wait: cfg.client_wait,
+                park_ttl: None,
+            },
+            budget.min(
+                cfg.max_parked_per_worker
+                    .saturating_add(cfg.max_waiting_per_worker),
+            ),
+        );
         Self {
-            socks: Slab::new(),
-            sock_gens: Vec::new(),
-            head_deadlines: VecDeque::new(),
+            socks: Slab::with_capacity(budget),
+            sock_gens: Vec::with_capacity(budget),
+            head_deadlines: VecDeque::with_capacity(budget),
             room,
         }
     }
@@ -71,25 +88,20 @@ pub(super) fn insert_sock<F>(
     idx
 }
 
-/// One read step of a request head: `recv` fills the buffer it is given, and what it
-/// returns is appended to `buf`. `scratch` is the worker's shared buffer.
+/// One read step of a request head: `recv` fills up to [`HEAD_CHUNK`] bytes of the
+/// worker's shared `scratch` buffer, and only what it returns is appended to `buf`. A
+/// connection whose head has not arrived holds no buffer, and one whose head came in
+/// one piece holds exactly its bytes (it used to be a 4 KiB buffer per connection,
+/// kept while waiting and carried into a hand-off).
 pub(super) fn receive_head(
     buf: &mut Vec<u8>,
-    _scratch: &mut [u8],
+    scratch: &mut [u8],
     recv: impl FnOnce(&mut [u8]) -> io::Result<usize>,
 ) -> io::Result<usize> {
-    let old = buf.len();
-    buf.resize(old + HEAD_CHUNK, 0);
-    match recv(&mut buf[old..]) {
-        Ok(n) => {
-            buf.truncate(old + n);
-            Ok(n)
-        }
-        Err(e) => {
-            buf.truncate(old);
-            Err(e)
-        }
-    }
+    let room = HEAD_CHUNK.min(scratch.len());
+    let n = recv(&mut scratch[..room])?;
+    buf.extend_from_slice(&scratch[..n]);
+    Ok(n)
 }
 
 /// How far the simulated connections get.
