@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Instruction-count regression gate (the CI half of benchmark tracking; see
-# docs/performance.md "How regressions are gated").
+# docs/performance.md "How regressions are gated"), and the bytes-per-connection check
+# of benches/src/bin/parked_mem.rs.
 #
 #   scripts/bench-gate.sh                compare every scenario with the baseline; exit 1
 #                                        if any regressed by more than THRESHOLD_PERCENT
@@ -32,7 +33,7 @@ while [[ $# -gt 0 ]]; do
             shift
             ;;
         -h | --help)
-            sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -55,7 +56,7 @@ for tool in valgrind jq; do
 done
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
-cargo build --release --locked -p tryst-benches --bin instr
+cargo build --release --locked -p tryst-benches --bin instr --bin parked_mem
 bin=target/release/instr
 rustc_version=$(rustc --version)
 valgrind_version=$(valgrind --version)
@@ -143,6 +144,13 @@ done
 for s in $(jq -r '.scenarios | keys[]' "$BASELINE"); do
     [[ -v "current[$s]" ]] || echo "bench-gate: note: baseline scenario $s no longer exists (run --update)"
 done
+
+# Memory per connection in a worker's own tables (docs/performance.md "Memory per
+# parked connection"): counted by an allocator, so as deterministic as the counts above.
+if ! target/release/parked_mem --check; then
+    echo "bench-gate: FAILED: parked_mem: bytes per connection over the limit or not flat"
+    failed=1
+fi
 
 if ((failed)); then
     echo "bench-gate: FAILED: instruction counts regressed beyond ${THRESHOLD_PERCENT}% (or a scenario has no baseline)"

@@ -23,7 +23,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Side-by-side benchmarks: direct, tryst (each data path), HAProxy, bore.
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
     /// Internal: a worker process of a capacity run (spec on stdin).
     #[command(name = "__worker", hide = true)]
     Worker,
@@ -259,13 +259,30 @@ pub(crate) struct CompareArgs {
         default_value = "direct,tryst-splice-syscall,tryst-splice-uring,haproxy-splice,haproxy-copy,bore"
     )]
     pub(crate) targets: Vec<String>,
-    /// Workloads to run, comma-separated, from: bulk1, bulk16, bulk256, pingpong, pairing.
+    /// Workloads to run, comma-separated, from: bulk1, bulk16, bulk256, pingpong,
+    /// pairing (closed loop: pairings/s at saturation), pairing-open (open loop at
+    /// `--rate`: latency at a fixed offered rate).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "bulk1,bulk16,bulk256,pingpong,pairing"
+        default_value = "bulk1,bulk16,bulk256,pingpong,pairing,pairing-open"
     )]
     pub(crate) workloads: Vec<String>,
+    /// Generator threads of the pairing workloads, each with its own event loop and
+    /// pinned to its own CPU away from the relay's when there are enough CPUs
+    /// (default: one per CPU left after the relay's and the sink's, at least 1, at
+    /// most 8).
+    #[arg(long)]
+    pub(crate) pairing_generators: Option<usize>,
+    /// Concurrent connection loops per generator thread in the closed-loop `pairing`
+    /// workload.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) pairing_loops: usize,
+    /// Offered pairings per second (all generators together) in the open-loop
+    /// `pairing-open` workload: arrivals at fixed intervals, whether or not earlier
+    /// ones finished; latency is measured from each arrival's scheduled time.
+    #[arg(long, default_value_t = 2000.0)]
+    pub(crate) rate: f64,
     /// The tryst binary (default: next to loadgen, or $TRYST_BIN).
     #[arg(long)]
     pub(crate) tryst: Option<PathBuf>,
@@ -294,7 +311,16 @@ pub(crate) const TARGETS: [&str; 7] = [
     "tryst-agents",
 ];
 /// Every workload `compare` knows.
-pub(crate) const WORKLOADS: [&str; 5] = ["bulk1", "bulk16", "bulk256", "pingpong", "pairing"];
+pub(crate) const WORKLOADS: [&str; 6] = [
+    "bulk1",
+    "bulk16",
+    "bulk256",
+    "pingpong",
+    "pairing",
+    "pairing-open",
+];
+/// Most generator threads `--pairing-generators` takes.
+pub(crate) const MAX_PAIRING_GENERATORS: usize = 64;
 
 impl CompareArgs {
     /// Checks the options.
@@ -317,6 +343,17 @@ impl CompareArgs {
             if !WORKLOADS.contains(&w.as_str()) {
                 bail!("unknown workload {w:?}; known: {}", WORKLOADS.join(", "));
             }
+        }
+        if let Some(g) = self.pairing_generators
+            && (g == 0 || g > MAX_PAIRING_GENERATORS)
+        {
+            bail!("--pairing-generators must be between 1 and {MAX_PAIRING_GENERATORS}");
+        }
+        if self.pairing_loops == 0 {
+            bail!("--pairing-loops must be at least 1");
+        }
+        if !(self.rate.is_finite() && self.rate > 0.0) {
+            bail!("--rate must be a positive number of pairings per second");
         }
         Ok(())
     }
@@ -515,6 +552,35 @@ mod tests {
             panic!()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn pairing_generator_options_are_checked() {
+        let compare = |extra: &[&str]| {
+            let args: Vec<&str> = std::iter::once("compare")
+                .chain(extra.iter().copied())
+                .collect();
+            let Some(Command::Compare(c)) = parse(&args).command else {
+                panic!("compare")
+            };
+            c
+        };
+        let c = compare(&[]);
+        assert_eq!((c.pairing_generators, c.pairing_loops), (None, 16));
+        assert!(c.workloads.iter().any(|w| w == "pairing-open"));
+        let c = compare(&["--pairing-generators", "4", "--rate", "5000"]);
+        c.validate().unwrap();
+        assert_eq!((c.pairing_generators, c.rate), (Some(4), 5000.0));
+        for bad in [
+            &["--pairing-generators", "0"][..],
+            &["--pairing-generators", "65"],
+            &["--pairing-loops", "0"],
+            &["--rate", "0"],
+            &["--rate=-3"],
+            &["--rate", "inf"],
+        ] {
+            assert!(compare(bad).validate().is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! `loadgen compare`: the same workloads, interleaved A/B/A/B, against direct loopback,
 //! tryst (each data path), HAProxy in TCP mode (splice and copy) and bore.
 //!
-//! One generator and one sink serve every target, in this process (pinned to CPU 0 when
-//! possible); every relay runs pinned to CPU 1. The sink reads one mode byte per
+//! One sink serves every target, in this process (pinned to CPU 0 when possible); every
+//! relay runs pinned to CPU 1. The bulk and ping-pong generators run on this process's
+//! thread too; the pairing workloads run on `--pairing-generators` threads, each with
+//! its own event loop, pinned to CPUs 2, 3, ... (CPU 0 when there are only two), so
+//! that connection setup, which costs the generator more than the relay, does not
+//! saturate the generator first. `pairing` is closed loop (pairings/s at saturation);
+//! `pairing-open` offers `--rate` pairings/s open loop (latency at a fixed load). The
+//! sink reads one mode byte per
 //! connection (not echoed): `E` echoes everything after it, `B` discards and, at end of stream, answers
 //! with the number of bytes it counted (u64, little-endian) so that bulk transfers are
 //! checked end to end.
@@ -38,6 +44,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -181,10 +189,43 @@ const METRICS: &[MetricDef] = &[
         baseline: "direct",
         higher_is_better: false,
     },
+    MetricDef {
+        workload: "pairing-open",
+        key: "per_s",
+        label: "open-loop pairing at --rate: pairings per second achieved",
+        baseline: "direct",
+        higher_is_better: true,
+    },
+    MetricDef {
+        workload: "pairing-open",
+        key: "p50_us",
+        label: "open-loop pairing latency p50 (µs) from scheduled arrival",
+        baseline: "direct",
+        higher_is_better: false,
+    },
+    MetricDef {
+        workload: "pairing-open",
+        key: "p99_us",
+        label: "open-loop pairing latency p99 (µs) from scheduled arrival",
+        baseline: "direct",
+        higher_is_better: false,
+    },
+    MetricDef {
+        workload: "pairing-open",
+        key: "dropped",
+        label: "open-loop arrivals not started (too many in progress)",
+        baseline: "direct",
+        higher_is_better: false,
+    },
+    MetricDef {
+        workload: "pairing-open",
+        key: "relay_cpu_us",
+        label: "open-loop pairing: relay CPU µs per pairing",
+        baseline: "haproxy-splice",
+        higher_is_better: false,
+    },
 ];
 
-/// Concurrent connection loops in the pairing workload.
-const PAIRING_LOOPS: usize = 16;
 /// Ids and parked connections per id of a tryst target's sink.
 const TRYST_IDS: usize = 64;
 const TRYST_PARKED: usize = 4;
@@ -325,8 +366,9 @@ fn spawn_tryst_sink(
 enum Route {
     /// A plain TCP connect (direct, HAProxy, bore).
     Plain(SocketAddr),
-    /// A tryst client handshake to one of `ids` (round robin).
-    Tryst(SocketAddr, Rc<Vec<Uuid>>, Rc<std::cell::Cell<usize>>),
+    /// A tryst client handshake to one of `ids` (round robin). Shared by the pairing
+    /// generator threads, hence `Arc` and an atomic cursor.
+    Tryst(SocketAddr, Arc<Vec<Uuid>>, Arc<AtomicUsize>),
 }
 
 impl Route {
@@ -341,8 +383,7 @@ impl Route {
                 .await
             }
             Self::Tryst(addr, ids, next) => {
-                let i = next.get();
-                next.set(i.wrapping_add(1));
+                let i = next.fetch_add(1, Ordering::Relaxed);
                 let id = ids[i % ids.len()];
                 net::within(STEP_TIMEOUT, "client/handshake", async {
                     let mut s = net::dial(*addr, None)
@@ -473,7 +514,7 @@ async fn start_target(
             let ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
             Ok(Target {
                 name: name.into(),
-                route: Route::Tryst(relay.addr, Rc::new(ids), Rc::new(std::cell::Cell::new(0))),
+                route: Route::Tryst(relay.addr, Arc::new(ids), Arc::new(AtomicUsize::new(0))),
                 pids: vec![relay.pid],
                 command: relay.command.clone(),
                 children: Vec::new(),
@@ -777,71 +818,134 @@ async fn pingpong(target: &Target, duration: Duration) -> Result<Metrics, Failur
     Ok(m)
 }
 
-async fn pairing(target: &Target, duration: Duration) -> Result<Metrics, Failure> {
-    let relay_cpu0 = cpu_seconds(&target.pids);
-    let own_cpu0 = cpu_seconds(&[std::process::id()]);
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = Vec::new();
-    for l in 0..PAIRING_LOOPS {
-        let route = target.route.clone();
-        tasks.push(tokio::task::spawn_local(async move {
-            let mut h = Latency::new();
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                let t = Instant::now();
-                let mut s = route.open().await?;
-                let p = Pattern::new(2, (l as u64) << 32 | n);
-                let mut msg = [b'E', 0];
-                p.fill(0, &mut msg[1..]);
-                s.write_all(&msg)
-                    .await
-                    .map_err(|e| Failure::io("client/mode", &e))?;
-                let mut back = [0u8; 1];
-                net::within(STEP_TIMEOUT, "client/echo", async {
-                    s.read_exact(&mut back)
-                        .await
-                        .map_err(|e| Failure::io("client/echo read", &e))
-                })
-                .await?;
-                if back[0] != msg[1] {
-                    return Err(Failure("client/echo: corrupt bytes".into()));
-                }
-                h.record(t.elapsed());
-                net::within(
-                    STEP_TIMEOUT,
-                    "client/close",
-                    net::close_clean(&mut s, "client"),
-                )
-                .await?;
-                n += 1;
-            }
-            Ok::<_, Failure>((n, h))
-        }));
+/// Where the pairing workloads' generator threads run.
+#[derive(Debug, Clone)]
+struct Generators {
+    /// Generator threads.
+    count: usize,
+    /// CPUs to pin them to, round robin (empty: not pinned).
+    cpus: Vec<usize>,
+    /// Concurrent loops per thread in the closed-loop workload.
+    loops: usize,
+    /// Offered pairings per second in the open-loop workload (all threads together).
+    rate: f64,
+}
+
+/// Most arrivals of one open-loop generator thread still in progress; an arrival
+/// beyond it is not started and counted as `dropped` (the offered rate is more than
+/// the target sustains).
+const MAX_OUTSTANDING_PER_GENERATOR: usize = 4096;
+
+/// One pairing: open a route, send the mode byte and one pattern byte, read the echo,
+/// close. Returns when the echoed byte has been checked.
+async fn pair_once(route: &Route, seed: u64) -> Result<TcpStream, Failure> {
+    let mut s = route.open().await?;
+    let p = Pattern::new(2, seed);
+    let mut msg = [b'E', 0];
+    p.fill(0, &mut msg[1..]);
+    s.write_all(&msg)
+        .await
+        .map_err(|e| Failure::io("client/mode", &e))?;
+    let mut back = [0u8; 1];
+    net::within(STEP_TIMEOUT, "client/echo", async {
+        s.read_exact(&mut back)
+            .await
+            .map_err(|e| Failure::io("client/echo read", &e))
+    })
+    .await?;
+    if back[0] != msg[1] {
+        return Err(Failure("client/echo: corrupt bytes".into()));
     }
-    let mut total = 0u64;
-    let mut h = Latency::new();
+    Ok(s)
+}
+
+/// What one generator thread reports.
+#[derive(Debug)]
+struct GeneratorResult {
+    pairings: u64,
+    latency: Latency,
+    /// Open loop: arrivals not started because too many were in progress.
+    dropped: u64,
+}
+
+/// Runs `work` on `gens.count` threads, each with its own current-thread runtime and
+/// pinned to its CPU, and collects their results without blocking this thread (which
+/// also serves the sink).
+async fn on_generators<F, Fut>(gens: &Generators, work: F) -> Result<Vec<GeneratorResult>, Failure>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<GeneratorResult, Failure>> + 'static,
+{
+    let work = Arc::new(work);
+    let mut results = Vec::new();
+    for g in 0..gens.count {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cpu = (!gens.cpus.is_empty()).then(|| gens.cpus[g % gens.cpus.len()]);
+        let work = work.clone();
+        std::thread::Builder::new()
+            .name(format!("pairing-gen-{g}"))
+            .spawn(move || {
+                if let Some(cpu) = cpu {
+                    let mut set = nix::sched::CpuSet::new();
+                    // Best effort: an unpinned generator still measures correctly.
+                    if set.set(cpu).is_ok() {
+                        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+                    }
+                }
+                let r = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Failure::io("generator/runtime", &e))
+                    .and_then(|rt| {
+                        let local = tokio::task::LocalSet::new();
+                        local.block_on(&rt, work(g))
+                    });
+                let _ = tx.send(r);
+            })
+            .map_err(|e| Failure::io("generator/thread", &e))?;
+        results.push(rx);
+    }
+    let mut out = Vec::new();
     let mut first_err = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok((n, lh))) => {
-                total += n;
-                h.merge(&lh);
-            }
+    for rx in results {
+        match rx.await {
+            Ok(Ok(r)) => out.push(r),
             Ok(Err(f)) => {
                 first_err.get_or_insert(f);
             }
             Err(_) => {
-                first_err.get_or_insert_with(|| Failure("client/pairing: task failed".into()));
+                first_err.get_or_insert_with(|| Failure("generator: thread died".into()));
             }
         }
     }
-    if let Some(f) = first_err {
-        return Err(f);
+    match first_err {
+        Some(f) => Err(f),
+        None => Ok(out),
     }
-    let elapsed = start.elapsed().as_secs_f64();
-    let relay_cpu = cpu_seconds(&target.pids) - relay_cpu0;
-    let own_cpu = cpu_seconds(&[std::process::id()]) - own_cpu0;
+}
+
+/// Relay CPU and this process's CPU, for per-pairing costs.
+fn pairing_cpu(target: &Target) -> (f64, f64) {
+    (
+        cpu_seconds(&target.pids),
+        cpu_seconds(&[std::process::id()]),
+    )
+}
+
+/// Adds count, rate, latency and CPU-per-pairing metrics.
+fn pairing_metrics(
+    target: &Target,
+    results: &[GeneratorResult],
+    elapsed: f64,
+    cpu0: (f64, f64),
+) -> Metrics {
+    let (relay_cpu, own_cpu) = pairing_cpu(target);
+    let (relay_cpu, own_cpu) = (relay_cpu - cpu0.0, own_cpu - cpu0.1);
+    let total: u64 = results.iter().map(|r| r.pairings).sum();
+    let mut h = Latency::new();
+    for r in results {
+        h.merge(&r.latency);
+    }
     let mut m = Metrics::new();
     m.insert("per_s".into(), total as f64 / elapsed);
     if total > 0 {
@@ -855,6 +959,152 @@ async fn pairing(target: &Target, duration: Duration) -> Result<Metrics, Failure
     m.insert("p50_us".into(), h.quantile_ns(0.5) as f64 / 1e3);
     m.insert("p99_us".into(), h.quantile_ns(0.99) as f64 / 1e3);
     m.insert("count".into(), total as f64);
+    m.insert("generators".into(), results.len() as f64);
+    m
+}
+
+/// Closed loop: `gens.loops` loops on each generator thread, each pairing as fast as
+/// the target answers, for `duration`: pairings/s at saturation.
+async fn pairing(
+    target: &Target,
+    duration: Duration,
+    gens: &Generators,
+) -> Result<Metrics, Failure> {
+    let cpu0 = pairing_cpu(target);
+    let start = std::time::Instant::now();
+    let deadline = start + duration;
+    let (route, loops) = (target.route.clone(), gens.loops);
+    let results = on_generators(gens, move |g| {
+        let route = route.clone();
+        async move {
+            let mut tasks = Vec::new();
+            for l in 0..loops {
+                let route = route.clone();
+                let stream = ((g * loops + l) as u64) << 32;
+                tasks.push(tokio::task::spawn_local(async move {
+                    let mut h = Latency::new();
+                    let mut n = 0u64;
+                    while std::time::Instant::now() < deadline {
+                        let t = std::time::Instant::now();
+                        let mut s = pair_once(&route, stream | n).await?;
+                        h.record(t.elapsed());
+                        net::within(
+                            STEP_TIMEOUT,
+                            "client/close",
+                            net::close_clean(&mut s, "client"),
+                        )
+                        .await?;
+                        n += 1;
+                    }
+                    Ok::<_, Failure>((n, h))
+                }));
+            }
+            let mut r = GeneratorResult {
+                pairings: 0,
+                latency: Latency::new(),
+                dropped: 0,
+            };
+            for t in tasks {
+                let (n, h) = t
+                    .await
+                    .map_err(|_| Failure("client/pairing: task failed".into()))??;
+                r.pairings += n;
+                r.latency.merge(&h);
+            }
+            Ok(r)
+        }
+    })
+    .await?;
+    Ok(pairing_metrics(
+        target,
+        &results,
+        start.elapsed().as_secs_f64(),
+        cpu0,
+    ))
+}
+
+/// Open loop: arrivals at fixed intervals adding up to `gens.rate` per second over all
+/// generator threads, each started whether or not earlier ones finished, for
+/// `duration`. Latency runs from each arrival's scheduled time, so a target that falls
+/// behind shows it (no coordinated omission). Gaps under 2 ms are paced by yielding
+/// rather than by the runtime's millisecond timer, which would bunch arrivals.
+async fn pairing_open(
+    target: &Target,
+    duration: Duration,
+    gens: &Generators,
+) -> Result<Metrics, Failure> {
+    let cpu0 = pairing_cpu(target);
+    let start = std::time::Instant::now();
+    let deadline = start + duration;
+    let route = target.route.clone();
+    let (count, rate) = (gens.count, gens.rate);
+    let results = on_generators(gens, move |g| {
+        let route = route.clone();
+        async move {
+            let interval = Duration::from_secs_f64(count as f64 / rate);
+            // Thread g's arrivals are offset by g/rate, interleaving the threads.
+            let mut next = start + Duration::from_secs_f64(g as f64 / rate);
+            let outstanding = Rc::new(std::cell::Cell::new(0usize));
+            let mut tasks = Vec::new();
+            let mut dropped = 0u64;
+            let mut n = 0u64;
+            while next < deadline {
+                let now = std::time::Instant::now();
+                if next > now {
+                    let gap = next - now;
+                    if gap > Duration::from_millis(2) {
+                        tokio::time::sleep(gap - Duration::from_millis(1)).await;
+                    } else {
+                        tokio::task::yield_now().await;
+                    }
+                    continue;
+                }
+                let scheduled = next;
+                next += interval;
+                if outstanding.get() >= MAX_OUTSTANDING_PER_GENERATOR {
+                    dropped += 1;
+                    continue;
+                }
+                outstanding.set(outstanding.get() + 1);
+                let (route, outstanding) = (route.clone(), outstanding.clone());
+                let seed = ((g as u64) << 40) | n;
+                n += 1;
+                tasks.push(tokio::task::spawn_local(async move {
+                    let r = pair_once(&route, seed).await;
+                    let latency = scheduled.elapsed();
+                    outstanding.set(outstanding.get() - 1);
+                    let mut s = r?;
+                    net::within(
+                        STEP_TIMEOUT,
+                        "client/close",
+                        net::close_clean(&mut s, "client"),
+                    )
+                    .await?;
+                    Ok::<_, Failure>(latency)
+                }));
+            }
+            let mut r = GeneratorResult {
+                pairings: 0,
+                latency: Latency::new(),
+                dropped,
+            };
+            for t in tasks {
+                let latency = t
+                    .await
+                    .map_err(|_| Failure("client/pairing: task failed".into()))??;
+                r.latency.record(latency);
+                r.pairings += 1;
+            }
+            Ok(r)
+        }
+    })
+    .await?;
+    let mut m = pairing_metrics(target, &results, start.elapsed().as_secs_f64(), cpu0);
+    m.insert("offered_per_s".into(), rate);
+    m.insert(
+        "dropped".into(),
+        results.iter().map(|r| r.dropped).sum::<u64>() as f64,
+    );
     Ok(m)
 }
 
@@ -862,13 +1112,15 @@ async fn run_workload(
     target: &Target,
     workload: &str,
     duration: Duration,
+    gens: &Generators,
 ) -> Result<Metrics, Failure> {
     match workload {
         "bulk1" => bulk(target, 1, duration).await,
         "bulk16" => bulk(target, 16, duration).await,
         "bulk256" => bulk(target, 256, duration).await,
         "pingpong" => pingpong(target, duration).await,
-        "pairing" => pairing(target, duration).await,
+        "pairing" => pairing(target, duration, gens).await,
+        "pairing-open" => pairing_open(target, duration, gens).await,
         other => Err(Failure(format!("unknown workload {other}"))),
     }
 }
@@ -1059,6 +1311,9 @@ fn have(program: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Most generator threads `--pairing-generators` picks by default.
+const AUTO_GENERATORS_MAX: usize = 8;
+
 /// Pins this process to CPU 0 and returns the CPU list for relays, or why not.
 fn pinning(args: &CompareArgs) -> (Option<String>, String) {
     let cpus = std::thread::available_parallelism()
@@ -1082,6 +1337,42 @@ fn pinning(args: &CompareArgs) -> (Option<String>, String) {
     (Some("1".into()), "relays on CPU 1 (taskset -c 1); generator and sink (this process) on CPU 0 (sched_setaffinity)".into())
 }
 
+/// The pairing generator threads for `cpus` CPUs: pinned (when the relays are) to the
+/// CPUs other than the relays' CPU 1, those other than the sink's CPU 0 first, so the
+/// generators compete with neither where there are enough CPUs.
+fn generators(args: &CompareArgs, cpus: usize, pinned: bool) -> Generators {
+    let others: Vec<usize> = (2..cpus).collect();
+    let count = args
+        .pairing_generators
+        .unwrap_or_else(|| others.len().clamp(1, AUTO_GENERATORS_MAX));
+    let cpus = if !pinned {
+        Vec::new()
+    } else if others.is_empty() {
+        vec![0]
+    } else {
+        others
+    };
+    Generators {
+        count,
+        cpus,
+        loops: args.pairing_loops,
+        rate: args.rate,
+    }
+}
+
+fn describe_generators(g: &Generators) -> String {
+    let cpus = if g.cpus.is_empty() {
+        "not pinned".to_string()
+    } else {
+        let list: Vec<String> = g.cpus.iter().map(usize::to_string).collect();
+        format!("pinned round robin to CPU {}", list.join(","))
+    };
+    format!(
+        "{} pairing generator thread(s), {cpus}; {} loops each (pairing), {} pairings/s offered (pairing-open)",
+        g.count, g.loops, g.rate
+    )
+}
+
 /// Entry point of `loadgen compare`. `Ok(false)` when any measurement failed.
 pub(crate) fn main(args: &CompareArgs) -> Result<bool> {
     args.validate()?;
@@ -1102,6 +1393,8 @@ async fn run(args: &CompareArgs) -> Result<bool> {
         .map(|n| n.get())
         .unwrap_or(1);
     let (pin, pin_text) = pinning(args);
+    let gens = generators(args, cpus, pin.is_some());
+    let pin_text = format!("{pin_text}; {}", describe_generators(&gens));
     eprintln!("loadgen compare: pinning: {pin_text}");
     let errors = Rc::new(std::cell::RefCell::new(crate::stats::Errors::default()));
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -1154,7 +1447,7 @@ async fn run(args: &CompareArgs) -> Result<bool> {
                     args.repetitions,
                     t.name
                 );
-                let result = run_workload(t, w, args.duration).await;
+                let result = run_workload(t, w, args.duration, &gens).await;
                 let (metrics, error) = match result {
                     Ok(m) => (m, None),
                     Err(f) => {
@@ -1348,8 +1641,20 @@ mod tests {
                 assert!(m["bytes"] > 0.0 && !m.contains_key("cpu_s_per_gb"));
                 let m = pingpong(&t, Duration::from_millis(50)).await.unwrap();
                 assert!(m["round_trips"] > 0.0);
-                let m = pairing(&t, Duration::from_millis(50)).await.unwrap();
+                let gens = Generators {
+                    count: 2,
+                    cpus: Vec::new(),
+                    loops: 2,
+                    rate: 2000.0,
+                };
+                let m = pairing(&t, Duration::from_millis(50), &gens).await.unwrap();
                 assert!(m["count"] > 0.0);
+                assert_eq!(m["generators"], 2.0);
+                let m = pairing_open(&t, Duration::from_millis(50), &gens)
+                    .await
+                    .unwrap();
+                assert!(m["count"] > 0.0 && m["offered_per_s"] == 2000.0);
+                assert!(m["count"] + m["dropped"] <= 2000.0 * 0.05 + 2.0);
                 assert_eq!(errors.borrow().total(), 0);
             })
             .await;

@@ -20,6 +20,10 @@ mod sys;
 mod tls;
 mod worker;
 
+/// Per-connection tables of a worker, simulated for memory measurement (`parked_mem`).
+#[doc(hidden)]
+pub use worker::footprint;
+
 use crate::head::HeadLimits;
 use crate::reject::Rejection;
 use crate::route::{Router, Transport};

@@ -19,7 +19,7 @@ use super::tls::TlsFront;
 use super::{DataPath, EngineConfig};
 use crate::head::{HeadStatus, RequestHead, parse_head};
 use crate::reject::{OK_RESPONSE, Rejection};
-use crate::room::{EntryHandle, ParkOutcome, ReachOutcome, Role, Room, RoomLimits};
+use crate::room::{EntryHandle, ParkOutcome, ReachOutcome, Role, Room};
 use crate::route::{Classified, HalfClose, ParkMode, Route, Router, Transport};
 use crate::target::{Placement, RendezvousKey};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
@@ -28,6 +28,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant, SystemTime};
+
+pub mod footprint;
+use footprint::Tables;
 
 const TICK: Duration = Duration::from_millis(50);
 /// How often the router is asked for retired keys ([`Router::evictions`]).
@@ -119,8 +122,9 @@ enum SockState {
 }
 
 #[derive(Debug)]
-struct Sock {
-    fd: OwnedFd,
+struct Sock<F = OwnedFd> {
+    /// The descriptor (a stand-in number in [`footprint::simulate`]).
+    fd: F,
     state: SockState,
     /// How the peer reached us (a TLS front's inner end is `Tls`).
     transport: Transport,
@@ -330,14 +334,12 @@ impl<R: Router> Worker<R> {
         let mut max_workers = [2u32, 4u32];
         let _ = ring.submitter().register_iowq_max_workers(&mut max_workers);
         let now = Instant::now();
-        let room = Room::new(RoomLimits {
-            max_parked: cfg.max_parked_per_worker,
-            max_parked_per_key: cfg.max_parked_per_key,
-            max_waiting: cfg.max_waiting_per_worker,
-            max_waiting_per_key: cfg.max_waiting_per_worker,
-            client_wait: cfg.client_wait,
-            park_ttl: None,
-        });
+        let Tables {
+            socks,
+            sock_gens,
+            head_deadlines,
+            room,
+        } = Tables::new(&cfg);
         Ok(Self {
             pipes: PipePool::new(cfg.max_pipes_per_worker, cfg.pipe_size),
             index: fds.index,
@@ -348,8 +350,8 @@ impl<R: Router> Worker<R> {
             lost_warn: WarnLimit::default(),
             router,
             ring,
-            socks: Slab::new(),
-            sock_gens: Vec::new(),
+            socks,
+            sock_gens,
             tunnels: Slab::new(),
             tunnel_gens: Vec::new(),
             room,
@@ -365,7 +367,7 @@ impl<R: Router> Worker<R> {
             accept_paused_until: None,
             accept_backoff: Duration::from_millis(10),
             counters: fds.counters,
-            head_deadlines: VecDeque::new(),
+            head_deadlines,
             linger_deadlines: VecDeque::new(),
             pending_handoffs: VecDeque::new(),
             shutdown_deadline: None,
@@ -528,15 +530,7 @@ impl<R: Router> Worker<R> {
     // ----- socket table -----
 
     fn insert_sock(&mut self, fd: OwnedFd, state: SockState) -> usize {
-        let idx = self.socks.insert(Sock {
-            fd,
-            state,
-            transport: Transport::Plain,
-            armed: [None, None],
-        });
-        if self.sock_gens.len() <= idx {
-            self.sock_gens.resize(idx + 1, 0);
-        }
+        let idx = footprint::insert_sock(&mut self.socks, &mut self.sock_gens, fd, state);
         // Senders read this before handing a connection over: publish growth at once.
         self.counters.set(Counter::Held, self.held_fds() as u64);
         idx
@@ -938,15 +932,14 @@ impl<R: Router> Worker<R> {
                 return;
             };
             let old = buf.len();
-            buf.resize(old + HEAD_CHUNK, 0);
-            match sys::recv(s.fd.as_fd(), &mut buf[old..]) {
+            let fd = s.fd.as_fd();
+            match footprint::receive_head(buf, &mut self.scratch, |into| sys::recv(fd, into)) {
                 Ok(0) => {
                     // Peer closed before finishing its head.
                     self.close_sock(sock, false);
                     return;
                 }
-                Ok(n) => {
-                    buf.truncate(old + n);
+                Ok(_) => {
                     // A head only completes at a line end: parsing only then keeps a
                     // byte-at-a-time sender from costing a full re-parse per byte. The
                     // first bytes are parsed on every read, so bytes that cannot start
@@ -973,11 +966,10 @@ impl<R: Router> Worker<R> {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    buf.truncate(old);
                     self.arm(sock, 0, POLL_READ);
                     return;
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => buf.truncate(old),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.close_sock(sock, false);
                     return;
@@ -1238,11 +1230,16 @@ impl<R: Router> Worker<R> {
 
     fn flush_handoffs(&mut self) {
         let mut blocked = vec![false; self.workers + 1];
-        let mut keep = VecDeque::new();
-        while let Some(h) = self.pending_handoffs.pop_front() {
+        // Each queued hand-off is looked at once, in order; those that stay go back to
+        // the end, so the queue is rotated in place instead of rebuilt (rebuilding grew
+        // a second queue by doubling on every flush).
+        for _ in 0..self.pending_handoffs.len() {
+            let Some(h) = self.pending_handoffs.pop_front() else {
+                break;
+            };
             let to = h.to.min(self.workers);
             if blocked[to] {
-                keep.push_back(h);
+                self.pending_handoffs.push_back(h);
                 continue;
             }
             let sent = if h.accepted {
@@ -1254,7 +1251,7 @@ impl<R: Router> Worker<R> {
                 Ok(()) => drop(h),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     blocked[to] = true;
-                    keep.push_back(h);
+                    self.pending_handoffs.push_back(h);
                 }
                 Err(e) => {
                     // Still ours: answer it rather than close it silently.
@@ -1271,7 +1268,6 @@ impl<R: Router> Worker<R> {
                 }
             }
         }
-        self.pending_handoffs = keep;
         for (to, b) in blocked.into_iter().enumerate() {
             if b && !self.peer_poll_armed[to] {
                 self.peer_poll_armed[to] = true;

@@ -550,7 +550,7 @@ impl<T> Room<T> {
                 Role::Server => self.limits.max_parked_per_key,
                 Role::Client => self.limits.max_waiting_per_key,
             };
-            if queue.len > cap {
+            if queue.len as usize > cap {
                 return Err(format!("{key:?}: {} entries over the cap {cap}", queue.len));
             }
             let mut prev = NIL;
@@ -570,7 +570,7 @@ impl<T> Room<T> {
                 prev = at;
                 at = slot.next;
             }
-            if n != queue.len || queue.tail != prev {
+            if n != queue.len as usize || queue.tail != prev {
                 return Err(format!("{key:?}: len {} but {n} linked", queue.len));
             }
             seen += n;

@@ -151,6 +151,14 @@ const NIL: u32 = u32::MAX;
 /// compacted. Small under test and fuzzing so the simulation's small rooms compact often.
 const DEADLINE_SLACK: usize = if cfg!(any(test, fuzzing)) { 2 } else { 32 };
 
+/// The layout of a `slab` element (`slab::Entry`, which is private): the same enum, so
+/// the same size. Used only to account for the slab's bytes ([`Room::table_bytes`]).
+#[allow(dead_code, reason = "never built; only its size is taken")]
+pub(crate) enum SlabEntry<T> {
+    Vacant(usize),
+    Occupied(T),
+}
+
 /// One room entry: the caller's item plus its place in its key's FIFO.
 #[derive(Debug)]
 struct Slot<T> {
@@ -172,7 +180,9 @@ struct KeyQueue {
     head: u32,
     /// Youngest entry.
     tail: u32,
-    len: usize,
+    /// Entries in the list; never more than the slab's index space (below [`NIL`]), so
+    /// `u32` suffices and keeps a map entry at 36 bytes instead of 48.
+    len: u32,
 }
 
 fn role_index(role: Role) -> usize {
@@ -191,15 +201,61 @@ fn is_live<T>(slots: &Slab<Slot<T>>, generations: &[u32], handle: EntryHandle) -
 impl<T> Room<T> {
     /// An empty room.
     pub fn new(limits: RoomLimits) -> Self {
+        Self::with_capacity(limits, 0)
+    }
+
+    /// An empty room whose tables (entry slab, generations, per-key index) hold
+    /// `capacity` entries without growing. A room filled by doubling copies each table
+    /// into one twice its size, so its high-water mark is up to three times what it
+    /// keeps; reserving the known budget up front avoids that. The reserved slab and
+    /// generations are only address space until entries are written to them; the key
+    /// index touches one control byte per bucket. The deadline queues are not reserved:
+    /// they hold waiting clients (and servers only with a `park_ttl`).
+    pub fn with_capacity(limits: RoomLimits, capacity: usize) -> Self {
         Self {
             limits,
-            slots: Slab::new(),
-            generations: Vec::new(),
-            keys: HashMap::new(),
+            slots: Slab::with_capacity(capacity),
+            generations: Vec::with_capacity(capacity),
+            keys: HashMap::with_capacity(capacity),
             deadlines: [VecDeque::new(), VecDeque::new()],
             parked: 0,
             waiting: 0,
         }
+    }
+
+    /// Bytes the room's tables have allocated, by table: the entry slab, the generations,
+    /// the per-key index (a SwissTable: one slot plus one control byte per bucket, and
+    /// a group of trailing control bytes) and the two deadline queues. Computed from
+    /// capacities and element sizes; `parked_mem` checks the sum against a counting
+    /// allocator.
+    pub fn table_bytes(&self) -> [(&'static str, usize); 4] {
+        let buckets = match self.keys.capacity() {
+            0 => 0,
+            c if c < 8 => (c + 1).next_power_of_two(),
+            c => (c * 8 / 7).next_power_of_two(),
+        };
+        let key_index = if buckets == 0 {
+            0
+        } else {
+            buckets * (size_of::<(RendezvousKey, KeyQueue)>() + 1) + 16
+        };
+        let deadlines: usize = self
+            .deadlines
+            .iter()
+            .map(|q| q.capacity() * size_of::<(Instant, EntryHandle)>())
+            .sum();
+        [
+            (
+                "room entry slab",
+                self.slots.capacity() * size_of::<SlabEntry<Slot<T>>>(),
+            ),
+            (
+                "room generations",
+                self.generations.capacity() * size_of::<u32>(),
+            ),
+            ("room key index", key_index),
+            ("room deadline queues", deadlines),
+        ]
     }
 
     /// The limits the room was built with.
@@ -368,7 +424,7 @@ impl<T> Room<T> {
     /// Entries of `role` queued under `key`.
     fn len_for(&self, key: &RendezvousKey, role: Role) -> usize {
         match self.keys.get(key) {
-            Some(queue) if queue.role == role => queue.len,
+            Some(queue) if queue.role == role => queue.len as usize,
             _ => 0,
         }
     }

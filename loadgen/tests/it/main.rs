@@ -530,3 +530,90 @@ fn tls_arguments_are_checked_before_starting_anything() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("need --tls"));
 }
+
+/// The pairing workloads spread over several generator threads: both run against
+/// direct loopback and a tryst relay with zero errors, and the report says how many
+/// generators ran and what rate was offered. No speed is asserted.
+#[test]
+fn compare_spreads_pairing_over_generators_closed_and_open_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, r, out) = run_json(
+        &[
+            "compare",
+            "--targets",
+            "direct,tryst-splice-syscall",
+            "--workloads",
+            "pairing,pairing-open",
+            "--repetitions",
+            "3",
+            "--duration",
+            "200ms",
+            "--pairing-generators",
+            "3",
+            "--pairing-loops",
+            "2",
+            "--rate",
+            "300",
+            "--no-pin",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(r["errors"].as_object().unwrap().is_empty(), "{out}");
+    assert!(
+        r["pinning"]
+            .as_str()
+            .unwrap()
+            .contains("3 pairing generator thread(s), not pinned"),
+        "{out}"
+    );
+    let cells = r["cells"].as_array().unwrap();
+    for target in ["direct", "tryst-splice-syscall"] {
+        for workload in ["pairing", "pairing-open"] {
+            let mine: Vec<&serde_json::Value> = cells
+                .iter()
+                .filter(|c| c["target"] == target && c["workload"] == workload)
+                .collect();
+            assert_eq!(mine.len(), 3, "{target} {workload}: {out}");
+            for c in mine {
+                assert!(c["error"].is_null(), "{target} {workload}: {c}");
+                let m = &c["metrics"];
+                assert_eq!(m["generators"], 3.0, "{target} {workload}: {c}");
+                assert!(m["count"].as_f64().unwrap() >= 1.0, "{c}");
+                assert!(m["p50_us"].as_f64().unwrap() > 0.0, "{c}");
+                if workload == "pairing-open" {
+                    assert_eq!(m["offered_per_s"], 300.0, "{c}");
+                    // 200 ms at 300/s schedules 60 arrivals over the three threads;
+                    // every one is either paired or counted as dropped.
+                    let arrivals = m["count"].as_f64().unwrap() + m["dropped"].as_f64().unwrap();
+                    assert!((58.0..=62.0).contains(&arrivals), "{c}");
+                }
+            }
+        }
+    }
+    let labels: Vec<&str> = r["summary"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["workload"].as_str().unwrap())
+        .collect();
+    assert!(labels.contains(&"pairing-open"), "{out}");
+}
+
+#[test]
+fn compare_refuses_bad_pairing_generator_options() {
+    for (args, message) in [
+        (&["--pairing-generators", "0"][..], "--pairing-generators"),
+        (&["--rate", "0"], "--rate"),
+        (&["--pairing-loops", "0"], "--pairing-loops"),
+    ] {
+        let out = Command::new(loadgen())
+            .arg("compare")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}

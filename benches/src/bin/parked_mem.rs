@@ -1,0 +1,252 @@
+//! parked_mem: user-space bytes a worker's own tables hold per connection, counted by
+//! a heap profiler's allocator (dhat), at 10k and 100k connections (and 1M with
+//! `--million`).
+//!
+//! Each measurement runs in a child process (`parked_mem measure <stage> <n>`) so peaks
+//! do not carry over. The child drives `tryst_engine::driver::footprint::simulate`: the
+//! worker's real socket table, head reading and room, built by the same code the worker
+//! runs, for `n` connections with distinct keys, with the worker's budget
+//! (`max_sockets_per_worker`, `max_parked_per_worker`) set to `n`. Two stages:
+//! - `parked`: the head arrived and the connection parked (what a million parked hidden
+//!   servers hold);
+//! - `awaiting-head`: accepted, nothing read yet (a connect burst before heads arrive).
+//!
+//! "live" is what stays allocated while the connections are held (reserved capacity
+//! counts in full, resident or not), "peak" the high-water mark while getting there: a
+//! hash table grown by doubling holds its old and new tables at once; a `Vec` grown by
+//! `realloc` counts as resized in place, so a copying `realloc` is understated.
+//! Allocation sizes are deterministic: the only randomness is std's hash seed, which
+//! changes probe order, not table sizes.
+//!
+//! `parked_mem --check` exits 1 when a connection (at either stage) costs more than
+//! [`MAX_LIVE_PER_CONN`] live or [`MAX_PEAK_PER_CONN`] peak bytes at any size, when the
+//! tables' own accounting does not add up to what the allocator counted, or when
+//! the live cost at 100k is more than [`MAX_GROWTH`] times that at 10k (flat from 10k up
+//! is the goal); `scripts/bench-gate.sh` runs it.
+
+#![forbid(unsafe_code)]
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+use tryst_engine::driver::EngineConfig;
+use tryst_engine::driver::footprint::{Stage, simulate};
+
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
+/// Most live bytes a connection (parked, or awaiting its head) may cost in the
+/// worker's tables. Measured: 209-238 B from 10k to 1M (docs/performance.md).
+const MAX_LIVE_PER_CONN: f64 = 256.0;
+/// Most high-water-mark bytes per connection while getting there.
+const MAX_PEAK_PER_CONN: f64 = 320.0;
+/// Most growth of the live cost per parked connection from 10k to 100k.
+const MAX_GROWTH: f64 = 1.10;
+
+const SIZES: [usize; 2] = [10_000, 100_000];
+const MILLION: usize = 1_000_000;
+
+fn stage_name(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Parked => "parked",
+        Stage::AwaitingHead => "awaiting-head",
+    }
+}
+
+fn short(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Parked => "parked",
+        Stage::AwaitingHead => "await",
+    }
+}
+
+/// In the child: simulates `n` connections at `stage`, prints `live peak` bytes.
+fn measure(stage: Stage, n: usize) {
+    let cfg = EngineConfig {
+        max_sockets_per_worker: n,
+        max_parked_per_worker: n,
+        max_waiting_per_worker: n,
+        ..EngineConfig::default()
+    };
+    let now = Instant::now();
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let before = dhat::HeapStats::get();
+    let held = simulate(&cfg, n, stage, now);
+    let after = dhat::HeapStats::get();
+    assert_eq!(held.sockets(), n, "every simulated connection is held");
+    if stage == Stage::Parked {
+        assert_eq!(held.parked(), n, "every simulated connection parked");
+    }
+    let live = after.curr_bytes - before.curr_bytes;
+    let peak = after.max_bytes - before.curr_bytes;
+    println!("{live} {peak}");
+    for (table, bytes) in held.table_bytes() {
+        println!("{table}\t{bytes}");
+    }
+    drop(held);
+}
+
+/// One measurement: live and peak bytes counted by the allocator, and the tables'
+/// own accounting of what they hold.
+struct Measured {
+    live: usize,
+    peak: usize,
+    tables: Vec<(String, usize)>,
+}
+
+/// Runs one measurement in a child process.
+fn child(stage: Stage, n: usize) -> Result<Measured, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let out = Command::new(exe)
+        .args(["measure", stage_name(stage), &n.to_string()])
+        .output()
+        .map_err(|e| format!("running the measurement: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "measure {} {n} failed: {}",
+            stage_name(stage),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or_default();
+    let mut it = first.split_whitespace().map(str::parse::<usize>);
+    let (Some(Ok(live)), Some(Ok(peak))) = (it.next(), it.next()) else {
+        return Err(format!("unexpected measurement output {text:?}"));
+    };
+    let mut tables = Vec::new();
+    for line in lines {
+        match line.split_once('\t').map(|(t, b)| (t, b.parse::<usize>())) {
+            Some((table, Ok(bytes))) => tables.push((table.to_string(), bytes)),
+            _ => return Err(format!("unexpected measurement line {line:?}")),
+        }
+    }
+    Ok(Measured { live, peak, tables })
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("measure") {
+        let stage = match args.get(1).map(String::as_str) {
+            Some("parked") => Stage::Parked,
+            Some("awaiting-head") => Stage::AwaitingHead,
+            _ => {
+                eprintln!("parked_mem: measure <parked|awaiting-head> <n>");
+                return ExitCode::from(2);
+            }
+        };
+        let Some(Ok(n)) = args.get(2).map(|a| a.parse::<usize>()) else {
+            eprintln!("parked_mem: measure <parked|awaiting-head> <n>");
+            return ExitCode::from(2);
+        };
+        measure(stage, n);
+        return ExitCode::SUCCESS;
+    }
+    let mut check = false;
+    let mut sizes = SIZES.to_vec();
+    for a in &args {
+        match a.as_str() {
+            "--check" => check = true,
+            "--million" => sizes.push(MILLION),
+            "-h" | "--help" => {
+                println!(
+                    "parked_mem [--check] [--million]: bytes per connection in a worker's tables"
+                );
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("parked_mem: unknown argument {other}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    println!(
+        "{:<14} {:>9} {:>14} {:>14} {:>10}",
+        "stage", "conns", "live B/conn", "peak B/conn", "peak/live"
+    );
+    let mut failures = Vec::new();
+    let mut parked_live = Vec::new();
+    let mut breakdowns = Vec::new();
+    for stage in [Stage::Parked, Stage::AwaitingHead] {
+        for &n in &sizes {
+            let Measured { live, peak, tables } = match child(stage, n) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("parked_mem: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            breakdowns.push((stage, n, tables.clone()));
+            let accounted: usize = tables.iter().map(|(_, b)| b).sum();
+            if accounted != live {
+                failures.push(format!(
+                    "{} {n}: the tables account for {accounted} bytes, the allocator counted {live}",
+                    stage_name(stage)
+                ));
+            }
+            let (live_per, peak_per) = (live as f64 / n as f64, peak as f64 / n as f64);
+            println!(
+                "{:<14} {:>9} {:>14.1} {:>14.1} {:>10.2}",
+                stage_name(stage),
+                n,
+                live_per,
+                peak_per,
+                if live > 0 {
+                    peak as f64 / live as f64
+                } else {
+                    0.0
+                }
+            );
+            if stage == Stage::Parked {
+                parked_live.push(live_per);
+            }
+            if live_per > MAX_LIVE_PER_CONN {
+                failures.push(format!(
+                    "{n} {}: {live_per:.1} live B/conn > {MAX_LIVE_PER_CONN}",
+                    stage_name(stage)
+                ));
+            }
+            if peak_per > MAX_PEAK_PER_CONN {
+                failures.push(format!(
+                    "{n} {}: {peak_per:.1} peak B/conn > {MAX_PEAK_PER_CONN}",
+                    stage_name(stage)
+                ));
+            }
+        }
+    }
+    println!("\nbytes per connection by table (capacity x element size):");
+    print!("{:<22}", "table");
+    for (stage, n, _) in &breakdowns {
+        print!(" {:>16}", format!("{} {}k", short(*stage), n / 1000));
+    }
+    println!();
+    if let Some((_, _, first)) = breakdowns.first() {
+        for (i, (table, _)) in first.iter().enumerate() {
+            print!("{table:<22}");
+            for (_, n, tables) in &breakdowns {
+                let bytes = tables.get(i).map_or(0, |(_, b)| *b);
+                print!(" {:>16.1}", bytes as f64 / *n as f64);
+            }
+            println!();
+        }
+    }
+    if let (Some(first), Some(last)) = (parked_live.first(), parked_live.get(1))
+        && *last > first * MAX_GROWTH
+    {
+        failures.push(format!(
+            "live B/parked conn grew from {first:.1} at {} to {last:.1} at {} (> {MAX_GROWTH}x)",
+            SIZES[0], SIZES[1]
+        ));
+    }
+    if check {
+        if failures.is_empty() {
+            println!("parked_mem: ok");
+        } else {
+            for f in &failures {
+                println!("parked_mem: FAILED: {f}");
+            }
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
