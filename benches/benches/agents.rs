@@ -1,5 +1,5 @@
 //! tryst-client's hot paths, as `tryst expose` and `tryst connect` run them: building a
-//! park head with a fresh proof (once per park), and moving a tunnel's bytes over
+//! park head with a fresh proof (once per park; native and Hive), and moving a tunnel's bytes over
 //! loopback with `splice_join` (both agents' plain TCP legs) and `copy_join` (TLS legs,
 //! stdin/stdout).
 //!
@@ -21,6 +21,32 @@ fn park_head(c: &mut Criterion) {
     let secret = Secret::new(vec![7; 32]);
     c.bench_function("agents/park head with a fresh proof", |b| {
         b.iter(|| heads::park_head_now(&id, &secret))
+    });
+}
+
+/// A Hive device's park head: a fresh `Hive` proof (one Ed25519 signature) with the
+/// publication reused, and with it re-signed (a second signature and its base64), as
+/// `Publisher` does once per `min(ttl/2, 60 s)`.
+fn hive_park_head(c: &mut Criterion) {
+    use tryst_client::hive::{Device, HiveTarget, Publisher};
+    let device = Device {
+        target: HiveTarget {
+            workspace: [0x7e; 16],
+            device: [1; 16],
+        },
+        account: [0x11; 16],
+        key: ed25519_dalek::SigningKey::from_bytes(&[5; 32]),
+    };
+    let publisher = Publisher::new(device, 120);
+    c.bench_function("agents/hive park head, publication reused", |b| {
+        b.iter(|| publisher.park_head_at(1_795_327_200, &[3; 16]))
+    });
+    let mut now = 1_795_327_200;
+    c.bench_function("agents/hive park head, publication re-signed", |b| {
+        b.iter(|| {
+            now += 60;
+            publisher.park_head_at(now, &[3; 16])
+        })
     });
 }
 
@@ -83,5 +109,5 @@ fn pumps(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, park_head, pumps);
+criterion_group!(benches, park_head, hive_park_head, pumps);
 criterion_main!(benches);

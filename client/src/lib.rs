@@ -14,7 +14,9 @@
 //!   failures and stops on permanent refusals.
 //! - [`secret`]: reading a secret exactly as `tryst provision` prints it.
 //! - [`tag`]: the Qredo-style tag family's publisher side (KDF, park request, frames);
-//!   [`hive`]: the Hive streaming fallback's park proof.
+//!   [`hive`]: the Hive streaming fallback's park proof, park head and a re-signing
+//!   [`hive::Publisher`]; [`publication`]: signing Hive publications (the canonical
+//!   preimage the relay verifies).
 //!
 //! Runnable examples: `examples/expose.rs` (a pooled hidden server forwarding to a local
 //! service) and `examples/reach.rs` (one reach, one request).
@@ -39,6 +41,7 @@ pub mod conn;
 pub mod expose;
 pub mod heads;
 pub mod hive;
+pub mod publication;
 pub mod pump;
 pub mod secret;
 pub mod tag;

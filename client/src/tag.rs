@@ -236,6 +236,20 @@ pub fn parse_hello(buf: &[u8]) -> Result<(Vec<u8>, usize), FrameError> {
     Ok((challenge.to_vec(), 10 + len))
 }
 
+/// A responder's reach head: `CONNECT tag:<hashed> HTTP/1.1`, with a `Tag-Challenge`
+/// header (hex, [`CHALLENGE_BYTES`] long) when the responder checks the publisher's
+/// identity key; the publisher then answers with [`answer_frame`] before any data.
+pub fn reach_head(tag: &HashedTag, challenge: Option<&[u8]>) -> String {
+    match challenge {
+        Some(c) => format!(
+            "CONNECT {} HTTP/1.1\r\nTag-Challenge: {}\r\n\r\n",
+            tag.target(),
+            hex::encode(c)
+        ),
+        None => format!("CONNECT {} HTTP/1.1\r\n\r\n", tag.target()),
+    }
+}
+
 /// The message a challenge answer signs.
 pub fn challenge_message(tag: &HashedTag, challenge: &[u8]) -> Vec<u8> {
     let mut m = Vec::with_capacity(CHALLENGE_CONTEXT.len() + 32 + challenge.len());

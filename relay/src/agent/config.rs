@@ -24,6 +24,11 @@
 //! identity_key_file = "id.hex"        # authenticated tags `<prefix>@<key>`: the seed
 //! to = "127.0.0.1:9000"
 //!
+//! [[service]]                         # a Hive device (streaming fallback, no id)
+//! family = "hive"
+//! hive_key_file = "device.key"        # ids and Ed25519 key (agent::hive_key)
+//! to = "127.0.0.1:9100"
+//!
 //! [[service]]                         # a node-rendezvous (steward-style) hidden server
 //! id = "2f402f80-da50-11e1-9b23-00000000abcd"
 //! family = "node"
@@ -33,7 +38,7 @@
 //! to = "127.0.0.1:8080"
 //! ```
 //!
-//! Unknown keys are errors; relative `secret_file` paths are relative to the config
+//! Unknown keys are errors; relative `secret_file` (and other key file) paths are relative to the config
 //! file's directory. [`parse`] is pure (the fuzz target `agent_config` runs it).
 
 use crate::duration::HumanDuration;
@@ -98,6 +103,8 @@ pub struct ServiceFile {
     /// File holding the identity key's 32-byte Ed25519 seed in hex, for an
     /// authenticated tag `<prefix>@<key>` (tag family).
     pub identity_key_file: Option<PathBuf>,
+    /// File holding the device's ids and Ed25519 key (hive family; `agent::hive_key`).
+    pub hive_key_file: Option<PathBuf>,
     /// Local target `HOST:PORT`.
     pub to: String,
     /// Pool size.
@@ -138,6 +145,11 @@ pub enum AuthSpec {
         /// The identity key seed file of an authenticated tag.
         identity_key_file: Option<PathBuf>,
     },
+    /// The `hive:` streaming fallback: a device parking with its signed publication.
+    Hive {
+        /// The device key file ([`crate::agent::hive_key`]).
+        hive_key_file: PathBuf,
+    },
 }
 
 /// The keys of one service that say how it parks (from flags or a `[[service]]` table).
@@ -159,6 +171,8 @@ pub struct AuthKeys<'a> {
     pub app_id: Option<&'a str>,
     /// `identity_key_file` (tag).
     pub identity_key_file: Option<&'a std::path::Path>,
+    /// `hive_key_file` (hive).
+    pub hive_key_file: Option<&'a std::path::Path>,
 }
 
 impl AuthSpec {
@@ -170,6 +184,7 @@ impl AuthSpec {
                 totp_secret_file, ..
             } => totp_secret_file,
             Self::Tag { tag_file, .. } => tag_file,
+            Self::Hive { hive_key_file } => hive_key_file,
         }
     }
 
@@ -184,7 +199,11 @@ impl AuthSpec {
             tag_file,
             app_id,
             identity_key_file,
+            hive_key_file,
         } = keys;
+        if hive_key_file.is_some() && family != Some("hive") {
+            return Err("hive_key_file needs family = hive".into());
+        }
         let tag_keys = tag_file.is_some() || app_id.is_some() || identity_key_file.is_some();
         if tag_keys && family != Some("tag") {
             return Err("tag_file, app_id and identity_key_file need family = tag".into());
@@ -247,8 +266,20 @@ impl AuthSpec {
                     identity_key_file: identity_key_file.map(std::path::Path::to_owned),
                 })
             }
+            Some("hive") => {
+                if secret_file.is_some()
+                    || totp_secret_file.is_some()
+                    || step.is_some()
+                    || digits.is_some()
+                {
+                    return Err("the hive family takes hive_key_file".into());
+                }
+                Ok(Self::Hive {
+                    hive_key_file: nonempty(hive_key_file, "hive_key_file")?,
+                })
+            }
             Some(other) => Err(format!(
-                "family `{other}`: expose parks with the native, node and tag families"
+                "family `{other}`: expose parks with the native, node, tag and hive families"
             )),
         }
     }
@@ -256,7 +287,9 @@ impl AuthSpec {
     /// The default pool: 4, but 1 for node (its ids replace older parks by default).
     pub fn default_pool(&self) -> usize {
         match self {
-            Self::Native { .. } | Self::Tag { .. } => crate::agent::DEFAULT_POOL,
+            Self::Native { .. } | Self::Tag { .. } | Self::Hive { .. } => {
+                crate::agent::DEFAULT_POOL
+            }
             Self::Node { .. } => 1,
         }
     }
@@ -267,7 +300,7 @@ impl AuthSpec {
 pub struct ServiceSpec {
     /// Name for logs and metrics.
     pub name: String,
-    /// Rendezvous id (native and node; `None` for tag).
+    /// Rendezvous id (native and node; `None` for tag and hive).
     pub id: Option<RendezvousId>,
     /// How it parks.
     pub auth: AuthSpec,
@@ -382,13 +415,19 @@ pub fn parse(text: &str) -> Result<AgentConfig, AgentConfigError> {
             tag_file: s.tag_file.as_deref(),
             app_id: s.app_id.as_deref(),
             identity_key_file: s.identity_key_file.as_deref(),
+            hive_key_file: s.hive_key_file.as_deref(),
         })
         .map_err(fail)?;
         match (&auth, id) {
             (AuthSpec::Tag { .. }, Some(_)) => {
                 return Err(fail("the tag family takes no id".into()));
             }
-            (AuthSpec::Tag { .. }, None) | (_, Some(_)) => {}
+            (AuthSpec::Hive { .. }, Some(_)) => {
+                return Err(fail(
+                    "the hive family takes no id (the key file names the device)".into(),
+                ));
+            }
+            (AuthSpec::Tag { .. } | AuthSpec::Hive { .. }, None) | (_, Some(_)) => {}
             (_, None) => return Err(fail("id is missing".into())),
         }
         let pool = s.pool.unwrap_or_else(|| auth.default_pool());
@@ -404,6 +443,7 @@ pub fn parse(text: &str) -> Result<AgentConfig, AgentConfigError> {
         services.push(ServiceSpec {
             name: s.name.clone().unwrap_or_else(|| match id {
                 Some(id) => id.to_string(),
+                None if matches!(auth, AuthSpec::Hive { .. }) => format!("hive-{}", i + 1),
                 None => format!("tag-{}", i + 1),
             }),
             id,
@@ -494,6 +534,19 @@ pin = "{pin}"
     }
 
     #[test]
+    fn a_hive_service_takes_its_key_file_and_no_id() {
+        let c = parse("relay = \"r:1\"\n[[service]]\nfamily = \"hive\"\nhive_key_file = \"dev.key\"\nto = \"h:1\"\n").unwrap();
+        let s = &c.services[0];
+        assert_eq!((s.id, s.pool, s.name.as_str()), (None, 4, "hive-1"));
+        assert_eq!(
+            s.auth,
+            AuthSpec::Hive {
+                hive_key_file: "dev.key".into()
+            }
+        );
+    }
+
+    #[test]
     fn bad_files_are_refused_with_the_reason() {
         let svc = |extra: &str| {
             format!(
@@ -506,7 +559,16 @@ pin = "{pin}"
             ("relay = \"r:1\"\nsecret = \"x\"\n".into(), "unknown field"),
             (svc("pool = 0"), "pool must be"),
             (svc("pool = 65"), "pool must be"),
-            (svc("family = \"hive\""), "native, node and tag families"),
+            (
+                svc("family = \"quic\""),
+                "native, node, tag and hive families",
+            ),
+            (svc("family = \"hive\""), "takes hive_key_file"),
+            (svc("hive_key_file = \"k\""), "needs family = hive"),
+            (
+                svc("").replace("secret_file", "hive_key_file") + "family = \"hive\"\n",
+                "takes no id",
+            ),
             (svc("family = \"tag\""), "takes tag_file"),
             (svc("app_id = \"x\""), "need family = tag"),
             (

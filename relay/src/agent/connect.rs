@@ -5,8 +5,15 @@
 //! - With `--listen ADDR`: a local port forward; every accepted connection reaches the
 //!   hidden server once (a refused reach closes that connection and is logged).
 //!
+//! What it reaches: a native id (`--id`), a Qredo-style tag publisher (`--tag` or
+//! `--tag-file`, with `--app-id`; for an authenticated tag `<prefix>@<key>` a random
+//! `Tag-Challenge` is sent and the publisher's answer is checked against the key in the
+//! tag before any byte is passed on), or a Hive device's streaming fallback
+//! (`--hive WS/DEVICE`, no proof: the relay checked the device's when it parked).
+//!
 //! Exit codes ([`exit`]): 3 nobody parked (`not_parked`), 4 other refusals, 5 relay
-//! unreachable; the message carries the relay's error code.
+//! unreachable, 6 a tag publisher's challenge answer missing or wrong; the message
+//! carries the relay's error code.
 
 use super::{exit, exit_code};
 use clap::Args;
@@ -14,7 +21,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt as _;
 use tryst_client::conn::{self, RelayAddr, RelayStream, Timeouts};
+use tryst_client::hive::HiveTarget;
 use tryst_client::pump::{self, Counters};
+use tryst_client::tag::HashedTag;
 use tryst_client::tls::Pin;
 use tryst_engine::target::RendezvousId;
 
@@ -24,9 +33,23 @@ pub struct ConnectArgs {
     /// The relay, HOST:PORT.
     #[arg(long, env = "TRYST_RELAY", value_name = "HOST:PORT")]
     pub relay: String,
-    /// The rendezvous id of the hidden server.
-    #[arg(long, value_name = "UUID")]
-    pub id: String,
+    /// The rendezvous id of the hidden server (native family).
+    #[arg(long, value_name = "UUID", required_unless_present_any = ["tag", "tag_file", "hive"],
+          conflicts_with_all = ["tag", "tag_file", "hive"])]
+    pub id: Option<String>,
+    /// Reach a tag publisher: the tag's text (visible to other local users in the
+    /// process list; prefer --tag-file).
+    #[arg(long, value_name = "TAG", conflicts_with_all = ["tag_file", "hive"])]
+    pub tag: Option<String>,
+    /// Reach a tag publisher: a file holding the tag (trailing newline ignored).
+    #[arg(long, value_name = "FILE", conflicts_with = "hive")]
+    pub tag_file: Option<std::path::PathBuf>,
+    /// tag family: the Qredo appId prefixed to the tag before hashing [default: empty].
+    #[arg(long, value_name = "ID")]
+    pub app_id: Option<String>,
+    /// Reach a Hive device's streaming fallback: `<workspace-uuid>/<device-uuid>`.
+    #[arg(long, value_name = "WS/DEVICE")]
+    pub hive: Option<String>,
     /// Accept local connections on ADDR and reach the hidden server once per connection
     /// (a local port forward) instead of joining stdin/stdout.
     #[arg(long, value_name = "ADDR")]
@@ -39,14 +62,136 @@ pub struct ConnectArgs {
     pub pin: Option<Pin>,
 }
 
+/// What a reach asks the relay for.
+#[derive(Debug, Clone)]
+enum Target {
+    /// `CONNECT uuid:<id>`.
+    Native(RendezvousId),
+    /// `CONNECT tag:<hashed>`; with the tag's identity key, a challenge is sent and the
+    /// answer checked.
+    Tag {
+        tag: HashedTag,
+        identity: Option<ed25519_dalek::VerifyingKey>,
+    },
+    /// `CONNECT hive:<ws>/<device>`.
+    Hive(HiveTarget),
+}
+
+fn target(args: &ConnectArgs) -> Result<Target, String> {
+    if let Some(text) = &args.hive {
+        let t =
+            crate::hive::connect::parse_target(&format!("{}{text}", tryst_client::hive::SCHEME))
+                .map_err(|_| format!("--hive: `{text}` is not <workspace-uuid>/<device-uuid>"))?;
+        return Ok(Target::Hive(t));
+    }
+    let tag = match (&args.tag, &args.tag_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("--tag-file {}: {e}", path.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        (None, None) => None,
+    };
+    if let Some(tag) = tag {
+        if tag.is_empty() {
+            return Err("the tag is empty".into());
+        }
+        return Ok(Target::Tag {
+            identity: crate::tag::wire::tag_identity_key(&tag),
+            tag: tryst_client::tag::hashed_tag(args.app_id.as_deref().unwrap_or_default(), &tag),
+        });
+    }
+    if args.app_id.is_some() {
+        return Err("--app-id needs --tag or --tag-file".into());
+    }
+    let text = args.id.as_deref().unwrap_or_default();
+    RendezvousId::parse(text)
+        .map(Target::Native)
+        .map_err(|_| format!("--id: `{text}` is not a hyphenated UUID"))
+}
+
+/// Why a reach failed.
+#[derive(Debug)]
+enum ReachError {
+    /// The relay refused or could not be reached.
+    Relay(tryst_client::Error),
+    /// A tag publisher did not answer the challenge with the tag's identity key.
+    Answer(String),
+}
+
+/// One reach of `target`: the tunnel and the hidden server's first bytes (after a tag
+/// publisher's checked answer).
+async fn reach(relay: &RelayAddr, target: &Target) -> Result<(RelayStream, Vec<u8>), ReachError> {
+    let timeouts = Timeouts::default();
+    let (head, challenge) = match target {
+        Target::Native(id) => (tryst_client::heads::reach_head(id), None),
+        Target::Hive(t) => (tryst_client::hive::reach_head(t), None),
+        Target::Tag { tag, identity } => {
+            let challenge: Option<[u8; 32]> = identity.map(|_| rand::random());
+            (
+                tryst_client::tag::reach_head(tag, challenge.as_ref().map(<[u8; 32]>::as_slice)),
+                challenge,
+            )
+        }
+    };
+    let (mut stream, mut early) = conn::reach_with(relay, head.as_bytes(), &timeouts)
+        .await
+        .map_err(ReachError::Relay)?;
+    if let (
+        Target::Tag {
+            tag,
+            identity: Some(key),
+        },
+        Some(challenge),
+    ) = (target, challenge)
+    {
+        use tokio::io::AsyncReadExt as _;
+        let want = tryst_client::tag::ANSWER_LEN;
+        let mut chunk = [0u8; 256];
+        let read = async {
+            while early.len() < want {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                early.extend_from_slice(&chunk[..n]);
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        match tokio::time::timeout(timeouts.answer, read).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(ReachError::Answer(format!(
+                    "the tag publisher closed before answering the challenge: {e}"
+                )));
+            }
+            Err(_) => {
+                return Err(ReachError::Answer(
+                    "the tag publisher did not answer the challenge in time".into(),
+                ));
+            }
+        }
+        let rest = early.split_off(want);
+        if !crate::tag::wire::verify_answer(key, tag, &challenge, &early) {
+            return Err(ReachError::Answer(
+                "the tag publisher's challenge answer is not signed by the key in the tag".into(),
+            ));
+        }
+        early = rest;
+    }
+    Ok((stream, early))
+}
+
 /// Runs `tryst connect`; returns the process exit code.
 pub fn main(args: &ConnectArgs) -> i32 {
-    let Ok(id) = RendezvousId::parse(&args.id) else {
-        eprintln!(
-            "tryst connect: --id: `{}` is not a hyphenated UUID",
-            args.id
-        );
-        return exit::FAILURE;
+    let target = match target(args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tryst connect: {e}");
+            return exit::FAILURE;
+        }
     };
     let relay = match args.pin {
         Some(pin) => RelayAddr::tls(args.relay.clone(), pin),
@@ -61,15 +206,22 @@ pub fn main(args: &ConnectArgs) -> i32 {
     };
     let code = rt.block_on(async {
         match args.listen {
-            Some(addr) => listen(addr, relay, id).await,
-            None => stdio(relay, id).await,
+            Some(addr) => listen(addr, relay, target).await,
+            None => stdio(relay, target).await,
         }
     });
     // Leaves at once even if the stdin reader thread is still blocked in read(2).
     std::process::exit(code)
 }
 
-fn report(e: &tryst_client::Error, relay: &RelayAddr) -> i32 {
+fn report(e: &ReachError, relay: &RelayAddr) -> i32 {
+    let e = match e {
+        ReachError::Relay(e) => e,
+        ReachError::Answer(why) => {
+            eprintln!("tryst connect: {why}");
+            return exit::BAD_ANSWER;
+        }
+    };
     let code = exit_code(e);
     match e.refusal() {
         Some(r) => eprintln!(
@@ -81,8 +233,8 @@ fn report(e: &tryst_client::Error, relay: &RelayAddr) -> i32 {
     code
 }
 
-async fn stdio(relay: RelayAddr, id: RendezvousId) -> i32 {
-    let (stream, early) = match conn::reach(&relay, &id, &Timeouts::default()).await {
+async fn stdio(relay: RelayAddr, target: Target) -> i32 {
+    let (stream, early) = match reach(&relay, &target).await {
         Ok(ok) => ok,
         Err(e) => return report(&e, &relay),
     };
@@ -121,7 +273,7 @@ async fn stdio(relay: RelayAddr, id: RendezvousId) -> i32 {
     }
 }
 
-async fn listen(addr: SocketAddr, relay: RelayAddr, id: RendezvousId) -> i32 {
+async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target) -> i32 {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -136,7 +288,7 @@ async fn listen(addr: SocketAddr, relay: RelayAddr, id: RendezvousId) -> i32 {
             return exit::FAILURE;
         }
     }
-    let relay = Arc::new(relay);
+    let (relay, target) = (Arc::new(relay), Arc::new(target));
     loop {
         let (mut local, peer) = match listener.accept().await {
             Ok(ok) => ok,
@@ -147,14 +299,18 @@ async fn listen(addr: SocketAddr, relay: RelayAddr, id: RendezvousId) -> i32 {
                 continue;
             }
         };
-        let relay = relay.clone();
+        let (relay, target) = (relay.clone(), target.clone());
         tokio::spawn(async move {
             let _ = local.set_nodelay(true);
-            let (stream, early) = match conn::reach(&relay, &id, &Timeouts::default()).await {
+            let (stream, early) = match reach(&relay, &target).await {
                 Ok(ok) => ok,
-                Err(e) => {
+                Err(ReachError::Relay(e)) => {
                     let code = e.refusal().map_or("", |r| r.code.as_str());
                     tracing::warn!(%peer, code, "reach failed: {e}");
+                    return;
+                }
+                Err(ReachError::Answer(why)) => {
+                    tracing::warn!(%peer, "reach failed: {why}");
                     return;
                 }
             };

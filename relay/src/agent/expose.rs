@@ -37,9 +37,11 @@ pub struct ExposeArgs {
     /// TRYST_SECRET environment variable.
     #[arg(long, value_name = "FILE")]
     pub secret_file: Option<PathBuf>,
-    /// How to park: `native` (HMAC proof with --secret-file / TRYST_SECRET) or `node`
-    /// (node-rendezvous: a TOTP code from --totp-secret-file; the relay's TLS port).
-    #[arg(long, value_name = "FAMILY", default_value = "native", value_parser = ["native", "node", "tag"])]
+    /// How to park: `native` (HMAC proof with --secret-file / TRYST_SECRET), `node`
+    /// (node-rendezvous: a TOTP code from --totp-secret-file; the relay's TLS port),
+    /// `tag` (a Qredo-style tag publisher, --tag-file) or `hive` (a Hive device's
+    /// streaming fallback, --hive-key-file).
+    #[arg(long, value_name = "FAMILY", default_value = "native", value_parser = ["native", "node", "tag", "hive"])]
     pub family: String,
     /// node family: a file holding the id's base32 TOTP key (as `tryst provision --totp`
     /// printed it).
@@ -62,6 +64,11 @@ pub struct ExposeArgs {
     /// key's 32-byte Ed25519 seed in hex, to answer responders' challenges.
     #[arg(long, value_name = "FILE")]
     pub identity_key_file: Option<PathBuf>,
+    /// hive family: the device key file (TOML: workspace, device, account, signing_key
+    /// as 64 hex digits of the Ed25519 seed, optional ttl; see docs/agents.md). Each park
+    /// carries a publication signed with it, re-signed as it ages.
+    #[arg(long, value_name = "FILE")]
+    pub hive_key_file: Option<PathBuf>,
     /// The local service, HOST:PORT, opened once per client.
     #[arg(long, value_name = "HOST:PORT", required_unless_present = "config")]
     pub to: Option<String>,
@@ -79,7 +86,7 @@ pub struct ExposeArgs {
     /// Several services from a TOML file (`[[service]]` tables; see docs/agents.md);
     /// excludes --relay, --id, --secret-file, --to, --pool, --tls and --pin.
     #[arg(long, value_name = "FILE",
-          conflicts_with_all = ["relay", "id", "secret_file", "totp_secret_file", "tag_file", "to", "tls", "pin"])]
+          conflicts_with_all = ["relay", "id", "secret_file", "totp_secret_file", "tag_file", "hive_key_file", "to", "tls", "pin"])]
     pub config: Option<PathBuf>,
     /// Serve Prometheus counters at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
@@ -130,7 +137,12 @@ fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
             let to = args.to.clone().unwrap_or_default();
             let id = match (&args.id, args.family.as_str()) {
                 (Some(_), "tag") => anyhow::bail!("--id: the tag family has no id (--tag-file)"),
-                (None, "tag") => None,
+                (Some(_), "hive") => {
+                    anyhow::bail!(
+                        "--id: the hive family has no id (the --hive-key-file names the device)"
+                    )
+                }
+                (None, "tag" | "hive") => None,
                 (None, _) => anyhow::bail!("--id is required for the {} family", args.family),
                 (Some(text), _) => Some(
                     tryst_engine::target::RendezvousId::parse(text)
@@ -148,6 +160,7 @@ fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
                 tag_file: args.tag_file.as_deref(),
                 app_id: args.app_id.as_deref(),
                 identity_key_file: args.identity_key_file.as_deref(),
+                hive_key_file: args.hive_key_file.as_deref(),
             });
             // The native secret may come from the environment instead of a file.
             let mut secret = None;
@@ -162,7 +175,7 @@ fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
             }
             let auth = auth.map_err(|e| anyhow::anyhow!("{}", e.replace('_', "-")))?;
             let spec = ServiceSpec {
-                name: id.map_or_else(|| "tag".to_owned(), |id| id.to_string()),
+                name: id.map_or_else(|| args.family.clone(), |id| id.to_string()),
                 id,
                 pool: args.pool.unwrap_or_else(|| auth.default_pool()),
                 auth,
@@ -248,6 +261,20 @@ fn park_auth(
                 tag: tryst_client::tag::hashed_tag(app_id, tag),
                 identity,
             }
+        }
+        AuthSpec::Hive { hive_key_file } => {
+            let text = std::fs::read_to_string(hive_key_file)
+                .with_context(|| format!("hive key file {}", hive_key_file.display()))?;
+            let key = super::hive_key::parse(&text)
+                .map_err(|e| anyhow::anyhow!("hive key file {}: {e}", hive_key_file.display()))?;
+            let publisher = tryst_client::hive::Publisher::new(key.device, key.ttl);
+            tracing::info!(
+                device = %publisher.device().target.target(),
+                ttl = key.ttl,
+                "hive device: parks carry a publication re-signed every {}s",
+                publisher.reuse_secs()
+            );
+            ParkAuth::Head(Arc::new(move || publisher.park_head_now().into_bytes()))
         }
         AuthSpec::Node {
             totp_secret_file,

@@ -1,6 +1,6 @@
 //! The `tryst expose --config` parser (`agent::config::parse`) on arbitrary text: never
 //! panics; an accepted config has 1 to `MAX_SERVICES` services, each with a pool in
-//! range, a parsed id whose canonical form round-trips, a relay and target that pass the
+//! range, a parsed id whose canonical form round-trips (no id only for tag and hive), a relay and target that pass the
 //! `HOST:PORT` check, a non-empty secret file (native or TOTP, never both), node TOTP
 //! settings in range, and a pin only when the file asked for TLS.
 
@@ -20,7 +20,11 @@ pub fn run(data: &[u8]) {
         assert!((1..=MAX_POOL).contains(&s.pool));
         match s.id {
             Some(id) => assert_eq!(RendezvousId::parse(&id.to_string()), Ok(id)),
-            None => assert!(matches!(s.auth, crate::agent::config::AuthSpec::Tag { .. })),
+            None => assert!(matches!(
+                s.auth,
+                crate::agent::config::AuthSpec::Tag { .. }
+                    | crate::agent::config::AuthSpec::Hive { .. }
+            )),
         }
         assert!(check_host_port(&s.relay).is_ok());
         assert!(check_host_port(&s.to).is_ok());

@@ -7,6 +7,7 @@ pub mod deaddrop_bodies;
 pub mod deaddrop_proof_raw;
 pub mod deaddrop_proof_structured;
 pub mod hive_connect;
+pub mod hive_key_file;
 pub mod hive_preimage;
 pub mod hive_record;
 pub mod hive_signature;
@@ -30,6 +31,7 @@ pub const TARGETS: &[Target] = &[
     ("deaddrop_proof_raw", deaddrop_proof_raw::run),
     ("deaddrop_proof_structured", deaddrop_proof_structured::run),
     ("hive_connect", hive_connect::run),
+    ("hive_key_file", hive_key_file::run),
     ("hive_preimage", hive_preimage::run),
     ("hive_record", hive_record::run),
     ("hive_signature", hive_signature::run),

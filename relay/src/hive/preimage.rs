@@ -16,77 +16,16 @@
 //! Candidates JSON: `[` then, comma-separated in the order sent,
 //! `{"kind":K,"host":H,"port":P,"priority":R}` with K and H as JSON strings and P and R
 //! as decimal integers without sign or leading zeros, then `]`; no whitespace.
+//!
+//! The builder lives in tryst-client ([`tryst_client::publication`]), where devices sign
+//! with it; the relay re-exports it and verifies over the same bytes.
 
-use super::record::{Candidate, Record};
-
-/// The domain tag that starts every publication preimage.
-pub const DOMAIN: &[u8] = b"hive-rendezvous-v1\0";
-
-/// The canonical compact JSON of `candidates` (keys in the fixed order kind, host, port,
-/// priority).
-pub fn candidates_json(candidates: &[Candidate]) -> String {
-    let mut out = String::from("[");
-    for (i, c) in candidates.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        out.push_str("{\"kind\":");
-        push_json_string(&mut out, &c.kind);
-        out.push_str(",\"host\":");
-        push_json_string(&mut out, &c.host);
-        out.push_str(&format!(
-            ",\"port\":{},\"priority\":{}}}",
-            c.port, c.priority
-        ));
-    }
-    out.push(']');
-    out
-}
-
-/// A JSON string literal: `"` and `\` escaped, control characters as `\u00XX`, other
-/// characters as themselves. (Validated records only contain visible ASCII other than
-/// `"` and `\`; the escaping keeps the builder total over arbitrary strings.)
-fn push_json_string(out: &mut String, s: &str) {
-    out.push('"');
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-}
-
-fn push_prefixed(out: &mut Vec<u8>, field: &[u8]) {
-    // Fields longer than u32::MAX cannot come from a bounded body; saturate to keep the
-    // builder total (such a preimage can never match a real signature anyway).
-    let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(field);
-}
-
-/// The canonical preimage of `record`.
-pub fn preimage(record: &Record) -> Vec<u8> {
-    let candidates = candidates_json(&record.candidates);
-    let mut out = Vec::with_capacity(
-        DOMAIN.len() + 48 + 4 + 32 + 4 + candidates.len() + 4 + record.published_at.len() + 4,
-    );
-    out.extend_from_slice(DOMAIN);
-    out.extend_from_slice(&record.workspace);
-    out.extend_from_slice(&record.account);
-    out.extend_from_slice(&record.device);
-    push_prefixed(&mut out, &record.signing_key);
-    push_prefixed(&mut out, candidates.as_bytes());
-    push_prefixed(&mut out, record.published_at.as_bytes());
-    out.extend_from_slice(&record.ttl_seconds.to_le_bytes());
-    out
-}
+pub use tryst_client::publication::{DOMAIN, candidates_json, preimage};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hive::record::{Candidate, Record};
 
     fn record() -> Record {
         Record {

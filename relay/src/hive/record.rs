@@ -30,39 +30,9 @@ pub const MAX_KIND_LEN: usize = 32;
 /// Larger bodies are refused with 413 before parsing.
 pub const MAX_PUBLICATION_BYTES: usize = 8 * 1024;
 
-/// One connection candidate of a record, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(any(test, fuzzing), derive(arbitrary::Arbitrary))]
-pub struct Candidate {
-    /// The candidate kind (`stunReflexive`, `hostLocal`, ...): 1..=32 ASCII letters/digits.
-    pub kind: String,
-    /// The host: 1..=255 bytes of visible ASCII other than `"` and `\`.
-    pub host: String,
-    /// The UDP port, 1..=65535.
-    pub port: u16,
-    /// The priority (higher is preferred by clients; the relay does not interpret it).
-    pub priority: u32,
-}
-
-/// A record validated field by field (not yet signature-checked).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(any(test, fuzzing), derive(arbitrary::Arbitrary))]
-pub struct Record {
-    /// `workspaceID`, raw.
-    pub workspace: [u8; 16],
-    /// `publisherAccountID`, raw.
-    pub account: [u8; 16],
-    /// `publisherDeviceID`, raw.
-    pub device: [u8; 16],
-    /// `publisherSigningPublicKey`, raw (not yet checked to be a valid key).
-    pub signing_key: [u8; 32],
-    /// The candidates, in the order sent.
-    pub candidates: Vec<Candidate>,
-    /// `publishedAt` exactly as sent (after JSON string decoding).
-    pub published_at: String,
-    /// `ttlSeconds` as requested (1..=u32::MAX; the relay caps it).
-    pub ttl_seconds: u32,
-}
+/// One connection candidate and the record (defined in tryst-client, where devices
+/// build and sign them; re-exported here for the parser and the verifier).
+pub use tryst_client::publication::{Candidate, Record};
 
 /// A parsed publication: the record, its signature and the parsed time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,18 +246,8 @@ pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
     Some(out)
 }
 
-/// The canonical lower-case hyphenated spelling of 16 UUID bytes.
-pub fn format_uuid(id: &[u8; 16]) -> String {
-    let h = hex::encode(id);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
+/// The canonical spellings of a UUID and a time (tryst-client's, re-exported).
+pub use tryst_client::publication::{format_rfc3339_utc, format_uuid};
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z` (upper-case `T` and `Z`, seconds 00..=59, years
 /// 0000..=9999) into unix seconds and nanoseconds.
@@ -334,28 +294,6 @@ pub fn parse_rfc3339_utc(text: &str) -> Option<(i64, u32)> {
     };
     let days = days_from_civil(year, month, day);
     Some((days * 86_400 + hour * 3600 + minute * 60 + second, nanos))
-}
-
-/// Formats unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (years 0000..=9999; others clamp).
-pub fn format_rfc3339_utc(unix: i64) -> String {
-    let unix = unix.clamp(-62_167_219_200, 253_402_300_799);
-    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
 }
 
 fn is_leap(year: i64) -> bool {

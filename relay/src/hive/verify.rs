@@ -1,13 +1,8 @@
 //! The verification of a whole publication ([`verify_publication`]), under the strict
 //! Ed25519 policy of [`crate::ed25519`] (re-exported here as [`verify_strict`]).
 
-use super::preimage::{candidates_json, preimage};
-use super::record::{
-    MAX_PUBLICATION_BYTES, Publication, Record, RecordError, format_uuid, parse_publication,
-};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use ed25519_dalek::{Signer as _, SigningKey};
+use super::preimage::preimage;
+use super::record::{MAX_PUBLICATION_BYTES, Publication, RecordError, parse_publication};
 
 pub use crate::ed25519::{SignatureError, verify_strict};
 
@@ -143,32 +138,9 @@ pub fn verify_publication(
     })
 }
 
-/// Builds a signed publication body for `record` with `key` (whose public half replaces
-/// `record.signing_key`). The JSON uses the record's field order and lower-case UUIDs.
-/// For tests, tools and simulated devices; the relay itself never signs.
-pub fn sign_publication(key: &SigningKey, record: &Record) -> Vec<u8> {
-    let mut record = record.clone();
-    record.signing_key = key.verifying_key().to_bytes();
-    let signature = key.sign(&preimage(&record)).to_bytes();
-    publication_body(&record, &signature)
-}
-
-/// The JSON body `{"record":{..},"signature":".."}` for `record` and a raw `signature`,
-/// fields in the documented order, candidates as their canonical JSON.
-pub fn publication_body(record: &Record, signature: &[u8; 64]) -> Vec<u8> {
-    format!(
-        "{{\"record\":{{\"workspaceID\":\"{}\",\"publisherAccountID\":\"{}\",\"publisherDeviceID\":\"{}\",\"publisherSigningPublicKey\":\"{}\",\"candidates\":{},\"publishedAt\":{},\"ttlSeconds\":{}}},\"signature\":\"{}\"}}",
-        format_uuid(&record.workspace),
-        format_uuid(&record.account),
-        format_uuid(&record.device),
-        STANDARD.encode(record.signing_key),
-        candidates_json(&record.candidates),
-        serde_json::Value::from(record.published_at.as_str()),
-        record.ttl_seconds,
-        STANDARD.encode(signature),
-    )
-    .into_bytes()
-}
+/// Builds a signed publication body (devices, tests and tools; the relay itself never
+/// signs), and the JSON body for a record and a raw signature: tryst-client's builders.
+pub use tryst_client::publication::{publication_body, sign_publication};
 
 #[cfg(test)]
 mod tests;

@@ -925,3 +925,273 @@ fn a_tag_publisher_serves_responders_and_answers_their_challenge() {
     assert_eq!(read_to_close(&mut s), "challenged");
     assert_eq!(agent.metric("tryst_agent_paired_total"), 2);
 }
+
+/// The text of a Hive device key file (`tryst expose --hive-key-file`) for device
+/// `[n; 16]` in workspace `[0x7e; 16]` with seed `[n; 32]`.
+fn hive_key_file(n: u8) -> String {
+    let uuid = |b: u8| tryst_relay::hive::record::format_uuid(&[b; 16]);
+    format!(
+        "workspace = \"{}\"\ndevice = \"{}\"\naccount = \"{}\"\nsigning_key = \"{}\"\nttl = 90\n",
+        uuid(0x7e),
+        uuid(n),
+        uuid(0x11),
+        hex::encode([n; 32])
+    )
+}
+
+/// `WS/DEVICE` of [`hive_key_file`]'s device `n`.
+fn hive_device(n: u8) -> String {
+    let uuid = |b: u8| tryst_relay::hive::record::format_uuid(&[b; 16]);
+    format!("{}/{}", uuid(0x7e), uuid(n))
+}
+
+/// `tryst connect` with `args`, `input` on stdin; returns its status, stdout and stderr.
+fn connect_with(args: &[&str], input: Vec<u8>) -> (Option<i32>, Vec<u8>, String) {
+    let mut child = tryst()
+        .arg("connect")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    (
+        out.status.code(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_hive_device_behind_expose_is_reached_natively_and_through_connect() {
+    let relay = Relay::start(&["--client-wait", "10s"]);
+    let echo = echo_server();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("device.key");
+    std::fs::write(&key, hive_key_file(5)).unwrap();
+    let mut cmd = tryst();
+    cmd.args(["expose", "--relay", &relay.addr.to_string()])
+        .args(["--family", "hive", "--hive-key-file"])
+        .arg(&key)
+        .args(["--to", &echo.to_string(), "--pool", "2"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"]);
+    let agent = Agent::spawn(cmd, dir);
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
+    // A native Hive reach (as a Hive client does it): 1 MiB both ways.
+    let target = format!("hive:{}", hive_device(5));
+    let big = pattern(1 << 20, 3);
+    let mut s = TcpStream::connect(relay.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\n\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(read_exact_n(&mut s, OK.len()), OK);
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        let big = big.clone();
+        std::thread::spawn(move || {
+            s.write_all(&big).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == big, "echoed bytes differ");
+    // `tryst connect --hive` joins stdin/stdout to the device's service.
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
+    let input = pattern(256 << 10, 8);
+    let (code, out, stderr) = connect_with(
+        &[
+            "--relay",
+            &relay.addr.to_string(),
+            "--hive",
+            &hive_device(5),
+        ],
+        input.clone(),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(out == input, "stdout differs from stdin");
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 2);
+    let log = agent.log();
+    assert!(log.contains("re-signed every 45s"), "{log}");
+    assert!(
+        !log.contains(&hex::encode([5u8; 32])),
+        "the key was logged: {log}"
+    );
+    // The same device from a config file's [[service]] table.
+    drop(agent);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("device.key"), hive_key_file(5)).unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "relay = \"{}\"\nmetrics_listen = \"127.0.0.1:0\"\n[[service]]\nfamily = \"hive\"\n\
+             hive_key_file = \"device.key\"\nto = \"{echo}\"\npool = 1\n",
+            relay.addr
+        ),
+    )
+    .unwrap();
+    let mut cmd = tryst();
+    cmd.arg("expose").arg("--config").arg(&path);
+    let agent = Agent::spawn(cmd, dir);
+    let (code, out, stderr) = connect_with(
+        &[
+            "--relay",
+            &relay.addr.to_string(),
+            "--hive",
+            &hive_device(5),
+        ],
+        b"from the config".to_vec(),
+    );
+    assert_eq!(code, Some(0), "{stderr}; {}", agent.log());
+    assert_eq!(out, b"from the config");
+}
+
+#[test]
+fn bad_hive_key_files_and_targets_are_refused_before_connecting() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("device.key");
+    let seed = hex::encode([5u8; 32]);
+    let bad_seed = format!("{}zz", &seed[..62]);
+    for (text, want) in [
+        (
+            hive_key_file(5).replace(&seed, &bad_seed),
+            "signing_key is not 64 hex digits",
+        ),
+        (hive_key_file(5) + "colour = 1\n", "unknown field `colour`"),
+    ] {
+        std::fs::write(&key, text).unwrap();
+        let out = tryst()
+            .args(["expose", "--relay", &closed, "--to", "127.0.0.1:9"])
+            .args(["--family", "hive", "--hive-key-file"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(want), "{stderr}");
+        assert!(!stderr.contains(&bad_seed[..60]), "{stderr}");
+    }
+    for (args, want) in [
+        (vec!["--hive", "not/a-device"], "--hive: `not/a-device`"),
+        (
+            vec!["--id", ID, "--hive", &hive_device(5)],
+            "cannot be used with",
+        ),
+        (vec!["--tag", ""], "the tag is empty"),
+    ] {
+        let (code, _, stderr) = connect_with(&[&["--relay", &closed][..], &args].concat(), vec![]);
+        assert!(matches!(code, Some(1 | 2)), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+    // Nobody parked for a device: exit 3 with the relay's code.
+    let relay = Relay::start(&["--client-wait", "0s"]);
+    let (code, _, stderr) = connect_with(
+        &[
+            "--relay",
+            &relay.addr.to_string(),
+            "--hive",
+            &hive_device(6),
+        ],
+        vec![],
+    );
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("relay error code: not_parked"), "{stderr}");
+}
+
+#[test]
+fn tryst_connect_reaches_a_tag_publisher_and_checks_its_challenge_answer() {
+    let relay = Relay::start(&["--client-wait", "10s"]);
+    let echo = echo_server();
+    let identity = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let tag = format!(
+        "printer@{}",
+        hex::encode(identity.verifying_key().as_bytes())
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let tag_file = dir.path().join("tag.txt");
+    std::fs::write(&tag_file, format!("{tag}\n")).unwrap();
+    std::fs::write(dir.path().join("id.hex"), hex::encode([42u8; 32])).unwrap();
+    let mut cmd = tryst();
+    cmd.args(["expose", "--relay", &relay.addr.to_string()])
+        .args(["--family", "tag", "--tag-file"])
+        .arg(&tag_file)
+        .arg("--identity-key-file")
+        .arg(dir.path().join("id.hex"))
+        .args(["--to", &echo.to_string(), "--pool", "1"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"]);
+    let tag_path = tag_file.to_str().unwrap().to_owned();
+    let agent = Agent::spawn(cmd, dir);
+    assert_eq!(relay.await_metric("tryst_parked", 1), 1, "{}", agent.log());
+    // Authenticated tag: connect challenges, the agent answers, then the bytes flow.
+    let input = pattern(128 << 10, 1);
+    let (code, out, stderr) = connect_with(
+        &["--relay", &relay.addr.to_string(), "--tag-file", &tag_path],
+        input.clone(),
+    );
+    assert_eq!(code, Some(0), "{stderr}; {}", agent.log());
+    assert!(out == input, "stdout differs from stdin");
+    drop(agent);
+    // A publisher of the same tag without its identity key: the answer does not verify,
+    // connect exits 6 and passes nothing on.
+    let hashed = tryst_client::tag::hashed_tag("", &tag);
+    let mut park = TcpStream::connect(relay.addr).unwrap();
+    park.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = tryst_client::tag::park_request(
+        &hashed,
+        &hashed.derived_signing_key(),
+        tryst_client::heads::now_unix(),
+        &[9; 16],
+        &tryst_client::tag::CreateOptions::default(),
+    );
+    park.write_all(head.as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut park, OK.len()), OK);
+    let impostor = std::thread::spawn(move || {
+        // The hello frame carries the 32-byte challenge: magic 8, version, length, bytes.
+        let hello = read_exact_n(&mut park, 10 + 32);
+        assert_eq!(&hello[..8], tryst_client::tag::HELLO_MAGIC);
+        let mut forged = tryst_client::tag::ANSWER_MAGIC.to_vec();
+        forged.extend([0u8; 64]);
+        forged.extend(b"not for the client");
+        let _ = park.write_all(&forged);
+        let _ = park.shutdown(Shutdown::Write);
+        park
+    });
+    let (code, out, stderr) =
+        connect_with(&["--relay", &relay.addr.to_string(), "--tag", &tag], vec![]);
+    assert_eq!(code, Some(6), "{stderr}");
+    assert!(
+        stderr.contains("not signed by the key in the tag"),
+        "{stderr}"
+    );
+    assert!(out.is_empty(), "{out:?}");
+    drop(impostor.join().unwrap());
+    // No publisher of a tag (`404 unknown_tag`): exit 3, as for an id nobody parked.
+    let relay = Relay::start(&["--client-wait", "0s"]);
+    let (code, _, stderr) = connect_with(
+        &[
+            "--relay",
+            &relay.addr.to_string(),
+            "--tag",
+            "no-such-tag",
+            "--app-id",
+            "app",
+        ],
+        vec![],
+    );
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(stderr.contains("relay error code: unknown_tag"), "{stderr}");
+}

@@ -1,6 +1,8 @@
 use super::*;
-use crate::hive::record::{Candidate, parse_rfc3339_utc};
-use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+use crate::hive::record::{Candidate, Record, parse_rfc3339_utc};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 
 fn h<const N: usize>(s: &str) -> [u8; N] {
     hex::decode(s).unwrap().try_into().unwrap()
