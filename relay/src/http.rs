@@ -7,11 +7,12 @@
 //! keep-alive connections), a cap on concurrent connections (over it: 503 and close), and
 //! request bodies read only up to [`BODY_LIMIT`] bytes.
 
+use crate::body::{BodyError, json_reply};
 use crate::deaddrop::DeadDrop;
 use crate::hive::Hive;
 use crate::metrics::{self, render_metrics};
 use crate::pico::{self, Pico, PicoLimits};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -150,7 +151,7 @@ impl ApiError {
     /// The JSON error response: `{"error":{"code":...,"message":...}}`.
     pub fn response(self) -> Response<Full<Bytes>> {
         let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
-        let mut resp = json_response(self.status(), body.to_string());
+        let mut resp = json_reply(self.status(), body.to_string());
         let headers = resp.headers_mut();
         match self {
             Self::MethodNotAllowed => {
@@ -167,16 +168,6 @@ impl ApiError {
         }
         resp
     }
-}
-
-fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
 }
 
 /// The HTTP service. Cheap to clone; clones share the connection cap.
@@ -532,7 +523,7 @@ impl HttpService {
 
     fn health(&self) -> Response<Full<Bytes>> {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
-            let mut resp = json_response(
+            let mut resp = json_reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"status":"shutting_down"}"#.to_owned(),
             );
@@ -542,7 +533,7 @@ impl HttpService {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             resp
         } else {
-            json_response(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())
+            json_reply(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())
         }
     }
 }
@@ -558,14 +549,11 @@ async fn read_capped(body: Incoming, deadline: Duration) -> Result<(), ApiError>
     if body.is_end_stream() {
         return Ok(());
     }
-    if body.size_hint().lower() > BODY_LIMIT as u64 {
-        return Err(ApiError::BodyTooLarge);
-    }
-    match tokio::time::timeout(deadline, Limited::new(body, BODY_LIMIT).collect()).await {
-        Err(_) => Err(ApiError::BodyTimeout),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ApiError::BodyTooLarge),
-        Ok(Err(_)) => Err(ApiError::MalformedBody),
+    match crate::body::read_body(body, BODY_LIMIT, deadline).await {
+        Ok(_) => Ok(()),
+        Err(BodyError::TooLarge) => Err(ApiError::BodyTooLarge),
+        Err(BodyError::Timeout) => Err(ApiError::BodyTimeout),
+        Err(BodyError::Malformed) => Err(ApiError::MalformedBody),
     }
 }
 

@@ -8,6 +8,7 @@
 //! protocol plus node-rendezvous, [`tryst_engine::node::CompatRouter`]) and hand control
 //! to the engine.
 
+use crate::clock::unix_now;
 use crate::config::ServeConfig;
 use crate::http::{HttpLimits, HttpService, StatsRequest, StatsRequester};
 use crate::secrets::{self, FileSecrets, SecretsError};
@@ -94,12 +95,6 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Blocks until the wall clock has left unix second `second` (at most one second).
