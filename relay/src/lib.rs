@@ -17,6 +17,8 @@
 //! - [`http`]: the hyper service for connections the engine hands off (every family's
 //!   paths, `/healthz`, `/metrics`) and for the operators' `--metrics-listen`
 //!   listener. Network I/O on the handed-off sockets.
+//! - [`family`]: [`family::ServiceFamily`], the shape of every family [`http`] serves
+//!   (Pico, dead-drop, Hive, Qredo, STUN), listed once in [`serve`]. Pure (a trait).
 //! - [`body`]: the one request-body reader (limit + deadline → [`body::BodyError`]) and
 //!   JSON reply the HTTP families share. Awaits the body; otherwise pure.
 //! - [`clock`]: the one reading of the wall clock as unix seconds / milliseconds.
@@ -47,8 +49,8 @@
 //! - [`tag`]: Qredo-style tag rendezvous (`CONNECT tag:<hashedTag>`): the Qredo KDF,
 //!   Ed25519 ownership proofs and the sans-IO tag table, as a `tag:` scheme family in
 //!   [`router`]. Pure.
-//! - [`stun`]: the STUN Binding responder (`--stun-listen`): a pure message module and
-//!   [`stun::server`], the UDP task.
+//! - [`stun`]: the STUN Binding responder (`--stun-listen`): a pure message module,
+//!   [`stun::server`] the UDP task, and [`stun::Stun`], its [`family::ServiceFamily`].
 //! - [`agent`]: `tryst expose` and `tryst connect` over `tryst-client`. Network, the
 //!   agent's config file, signals.
 //! - `fuzzing` (built for tests and `--cfg fuzzing` only): the fuzz targets' harnesses.
@@ -65,6 +67,7 @@ pub mod config;
 pub mod deaddrop;
 pub mod duration;
 pub mod ed25519;
+pub mod family;
 pub mod files;
 pub mod framing;
 #[cfg(any(test, fuzzing))]

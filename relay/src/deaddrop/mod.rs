@@ -19,6 +19,7 @@ pub mod limits;
 pub mod pg;
 pub mod proof;
 pub mod request;
+mod service;
 pub mod store;
 
 use crate::body::{BodyError, json_reply};

@@ -670,5 +670,31 @@ fn export_query(query: Option<&str>) -> Result<(u64, usize), &'static str> {
     Ok((since, limit))
 }
 
+impl crate::family::ServiceFamily for Hive {
+    fn name(&self) -> &'static str {
+        "hive"
+    }
+
+    fn owns(&self, path: &str) -> bool {
+        Self::owns(path)
+    }
+
+    fn serve(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        cx: crate::family::ServeContext,
+    ) -> crate::family::ServeFuture<'_> {
+        Box::pin(Self::serve(self, req, cx.body_deadline))
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        out.push_str(&Self::render_metrics(self));
+    }
+
+    fn start(&self) {
+        self.start_background();
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@
 pub mod channel;
 #[doc(hidden)]
 pub mod fuzzing;
+mod service;
 
 use crate::body::{BodyError, json_reply};
 use channel::{Limits, Notice, Read, Refusal, Table, Timer, WaitId, Write};

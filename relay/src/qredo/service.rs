@@ -539,3 +539,25 @@ fn sequence(v: &Value) -> Result<u64, Failure> {
         .map(u64::from_be_bytes)
         .map_err(|_| Failure::BadArguments)
 }
+
+impl crate::family::ServiceFamily for Qredo {
+    fn name(&self) -> &'static str {
+        "qredo"
+    }
+
+    fn owns(&self, path: &str) -> bool {
+        Self::owns(path)
+    }
+
+    fn serve(
+        &self,
+        req: HttpRequest<hyper::body::Incoming>,
+        cx: crate::family::ServeContext,
+    ) -> crate::family::ServeFuture<'_> {
+        Box::pin(Self::serve(self, req, cx.body_deadline))
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        out.push_str(&Self::render_metrics(self));
+    }
+}
