@@ -494,6 +494,96 @@ impl DeadDrop {
     }
 }
 
+/// The dead-drop settings: defaults in `data_dir`, overridden and validated.
+pub fn resolve(
+    s: &crate::cli::Settings,
+    data_dir: &std::path::Path,
+    cwd: &Result<&std::path::Path, std::io::Error>,
+) -> Result<DeadDropConfig, crate::config::ConfigError> {
+    use crate::config::{absolute, invalid};
+    let mut d = DeadDropConfig::in_dir(data_dir);
+    if let Some(key) = &s.deaddrop_key {
+        d.key_path = absolute(key.clone(), cwd)?;
+    }
+    if let Some(n) = s.deaddrop_store_pool
+        && !(1..=1024).contains(&n)
+    {
+        return Err(invalid("deaddrop-store-pool", "must be between 1 and 1024"));
+    }
+    match s.deaddrop_store.as_deref() {
+        None | Some("") => {
+            if s.deaddrop_store_pool.is_some() {
+                return Err(invalid(
+                    "deaddrop-store-pool",
+                    "needs --deaddrop-store postgres://...",
+                ));
+            }
+        }
+        Some(url) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "deaddrop-store",
+                    "must be a postgres:// or postgresql:// URL",
+                ));
+            }
+            if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                // The parser's message never repeats the URL (which may hold a password).
+                return Err(invalid(
+                    "deaddrop-store",
+                    &format!("not a PostgreSQL URL: {e}"),
+                ));
+            }
+            d.store = StoreChoice::Postgres {
+                url: url.to_owned(),
+                pool_size: s.deaddrop_store_pool.unwrap_or(pg::DEFAULT_POOL_SIZE),
+            };
+        }
+    }
+    if let Some(n) = s.deaddrop_max_payload {
+        if !(1..=64 << 20).contains(&n) {
+            return Err(invalid(
+                "deaddrop-max-payload",
+                "must be between 1 and 67108864",
+            ));
+        }
+        d.max_payload = n;
+    }
+    if let Some(n) = s.deaddrop_max_pending {
+        if n == 0 {
+            return Err(invalid("deaddrop-max-pending", "must be at least 1"));
+        }
+        d.max_pending = n;
+    }
+    if let Some(n) = s.deaddrop_max_mailboxes {
+        if n == 0 {
+            return Err(invalid("deaddrop-max-mailboxes", "must be at least 1"));
+        }
+        d.max_mailboxes = n;
+    }
+    if let Some(n) = s.deaddrop_max_store_bytes {
+        d.max_store_bytes = n;
+    }
+    if let Some(n) = s.deaddrop_rate_limit {
+        if n == 0 {
+            return Err(invalid("deaddrop-rate-limit", "must be at least 1"));
+        }
+        d.rate_limit = n;
+    }
+    if let Some(w) = s.deaddrop_rate_window {
+        if w.0 < Duration::from_millis(1) {
+            return Err(invalid("deaddrop-rate-window", "must be at least 1ms"));
+        }
+        d.rate_window = w.0;
+    }
+    if let Some(b) = s.deaddrop_require_depositor_proof {
+        d.require_depositor_proof = b;
+    }
+    if let Some(b) = s.deaddrop_require_recipient_fingerprint {
+        d.require_recipient_fingerprint = b;
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -486,6 +486,29 @@ fn too_large() -> PicoResponse {
     )
 }
 
+/// The Pico limits from `s` (defaults where unset), validated.
+pub fn resolve(s: &crate::cli::Settings) -> Result<Limits, crate::config::ConfigError> {
+    use crate::config::{invalid, positive};
+    let pico_defaults = Limits::default();
+    let pico = Limits {
+        wait: positive("pico-wait", s.pico_wait.map_or(pico_defaults.wait, |d| d.0))?,
+        channel_ttl: positive(
+            "pico-channel-ttl",
+            s.pico_channel_ttl
+                .map_or(pico_defaults.channel_ttl, |d| d.0),
+        )?,
+        max_channels: s.pico_max_channels.unwrap_or(pico_defaults.max_channels),
+        max_waiting: s.pico_max_waiting.unwrap_or(pico_defaults.max_waiting),
+    };
+    if pico.max_channels == 0 {
+        return Err(invalid("pico-max-channels", "must be at least 1"));
+    }
+    if pico.max_waiting == 0 {
+        return Err(invalid("pico-max-waiting", "must be at least 1"));
+    }
+    Ok(pico)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
