@@ -9,8 +9,6 @@
 //! - [`route`]: which paths and methods belong to this family (pure).
 
 pub mod channel;
-#[doc(hidden)]
-pub mod fuzzing;
 mod service;
 
 use crate::body::{BodyError, json_reply};
