@@ -2,7 +2,7 @@
 //! the signed message of a `Hive` proof and the park proof header. The relay's verifier
 //! (`tryst_relay::hive`) checks proofs over the same [`proof_message`], so the signed
 //! bytes cannot drift. Exact formats: docs/protocol-publications.md §7 and
-//! docs/compat/hive-stream.md.
+//! docs/compat/hive.md.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

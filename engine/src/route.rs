@@ -141,9 +141,9 @@ pub trait Router {
     /// state stays and the error is returned for logging.
     fn reload(&mut self) -> Result<(), String>;
     /// Keys whose parked connections the owner worker must close now (e.g. a tag that
-    /// expired or was consumed), appended to `out`. The worker polls this about once a
-    /// second with wall-clock seconds; keys this worker does not own are harmless (it has
-    /// nothing parked under them). The default has none.
+    /// expired or was consumed), appended to `out`. The worker polls this every 250 ms
+    /// (`EVICTION_POLL` in the driver) with wall-clock seconds; keys this worker does not
+    /// own are harmless (it has nothing parked under them). The default has none.
     fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
         let _ = (now_unix, out);
     }

@@ -1,6 +1,6 @@
 //! Pico channels: the sans-IO table against a reference model, request routing on
 //! arbitrary paths, and requests through the async adapter.
-//! The harness is `tryst_relay::fuzzing::pico_channel` (over `tryst_relay::pico::fuzzing`);
+//! The harness is `tryst_relay::fuzzing::pico_channel`;
 //! `cargo test` replays the corpus through it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;

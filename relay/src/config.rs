@@ -263,23 +263,7 @@ impl ServeConfig {
             return Err(invalid("max-http-connections", "must be at least 1"));
         }
 
-        let pico_defaults = crate::pico::PicoLimits::default();
-        let pico = crate::pico::PicoLimits {
-            wait: positive("pico-wait", s.pico_wait.map_or(pico_defaults.wait, |d| d.0))?,
-            channel_ttl: positive(
-                "pico-channel-ttl",
-                s.pico_channel_ttl
-                    .map_or(pico_defaults.channel_ttl, |d| d.0),
-            )?,
-            max_channels: s.pico_max_channels.unwrap_or(pico_defaults.max_channels),
-            max_waiting: s.pico_max_waiting.unwrap_or(pico_defaults.max_waiting),
-        };
-        if pico.max_channels == 0 {
-            return Err(invalid("pico-max-channels", "must be at least 1"));
-        }
-        if pico.max_waiting == 0 {
-            return Err(invalid("pico-max-waiting", "must be at least 1"));
-        }
+        let pico = crate::pico::resolve(&s)?;
 
         let budget =
             sockets_per_worker(host.nofile_hard, max_pipes_per_worker).ok_or_else(|| {
@@ -327,10 +311,10 @@ impl ServeConfig {
         if tls.is_none() && (s.tls_cert.is_some() || s.tls_key.is_some()) {
             return Err(invalid("tls-cert", "needs tls-listen"));
         }
-        let deaddrop = deaddrop_config(&s, &data_dir, &cwd)?;
-        let tag = tag_limits(&s, proof_window.as_secs(), client_wait)?;
-        let hive = hive_config(&s, proof_window.as_secs())?;
-        let qredo = qredo_config(&s, &data_dir, &cwd, &tag, proof_window)?;
+        let deaddrop = crate::deaddrop::resolve(&s, &data_dir, &cwd)?;
+        let tag = crate::tag::resolve(&s, proof_window.as_secs(), client_wait)?;
+        let hive = crate::hive::resolve(&s, proof_window.as_secs())?;
+        let qredo = crate::qredo::resolve(&s, &data_dir, &cwd, &tag, proof_window)?;
         Ok(Self {
             tag,
             deaddrop,
@@ -353,210 +337,6 @@ impl ServeConfig {
             engine,
         })
     }
-}
-
-/// The `tag:` table limits: the tag flags, the proof window, and a publisher grace of
-/// the client wait rounded up to whole seconds.
-fn tag_limits(
-    s: &Settings,
-    proof_window_secs: u64,
-    client_wait: Duration,
-) -> Result<crate::tag::table::TagLimits, ConfigError> {
-    let defaults = crate::tag::table::TagLimits::default();
-    let max_duration = s
-        .tag_max_duration
-        .map_or_else(|| Duration::from_secs(defaults.max_duration_secs), |d| d.0);
-    if max_duration < Duration::from_secs(1) || max_duration.subsec_nanos() != 0 {
-        return Err(invalid(
-            "tag-max-duration",
-            "must be a whole number of seconds, at least 1s",
-        ));
-    }
-    let max_tags = s.tag_max_tags.unwrap_or(defaults.max_tags);
-    if !(1..=100_000_000).contains(&max_tags) {
-        return Err(invalid("tag-max-tags", "must be between 1 and 100000000"));
-    }
-    Ok(crate::tag::table::TagLimits {
-        max_tags,
-        max_duration_secs: max_duration.as_secs(),
-        proof_window_secs,
-        publisher_grace_secs: client_wait.as_secs() + u64::from(client_wait.subsec_nanos() > 0),
-        ..defaults
-    })
-}
-
-/// Qredo's `/services`: its store in `data_dir`, the apps flags, and the `tag:` family's
-/// caps (most tags, longest duration) and proof window, shared so both faces of a tag
-/// follow the same limits.
-fn qredo_config(
-    s: &Settings,
-    data_dir: &Path,
-    cwd: &Result<&Path, io::Error>,
-    tag: &crate::tag::table::TagLimits,
-    proof_window: Duration,
-) -> Result<crate::qredo::QredoConfig, ConfigError> {
-    let mut q = crate::qredo::QredoConfig::in_dir(data_dir);
-    q.open = s.qredo_open.unwrap_or(false);
-    q.apps_file = s.qredo_apps.clone().map(|p| absolute(p, cwd)).transpose()?;
-    q.rendezvous.max_tags = tag.max_tags;
-    q.rendezvous.max_duration_secs = tag.max_duration_secs;
-    q.rendezvous.window_ms = u64::try_from(proof_window.as_millis()).unwrap_or(u64::MAX);
-    Ok(q)
-}
-
-/// The dead-drop settings: defaults in `data_dir`, overridden and validated.
-fn deaddrop_config(
-    s: &Settings,
-    data_dir: &Path,
-    cwd: &Result<&Path, io::Error>,
-) -> Result<crate::deaddrop::DeadDropConfig, ConfigError> {
-    let mut d = crate::deaddrop::DeadDropConfig::in_dir(data_dir);
-    if let Some(key) = &s.deaddrop_key {
-        d.key_path = absolute(key.clone(), cwd)?;
-    }
-    if let Some(n) = s.deaddrop_store_pool
-        && !(1..=1024).contains(&n)
-    {
-        return Err(invalid("deaddrop-store-pool", "must be between 1 and 1024"));
-    }
-    match s.deaddrop_store.as_deref() {
-        None | Some("") => {
-            if s.deaddrop_store_pool.is_some() {
-                return Err(invalid(
-                    "deaddrop-store-pool",
-                    "needs --deaddrop-store postgres://...",
-                ));
-            }
-        }
-        Some(url) => {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(invalid(
-                    "deaddrop-store",
-                    "must be a postgres:// or postgresql:// URL",
-                ));
-            }
-            if let Err(e) = url.parse::<tokio_postgres::Config>() {
-                // The parser's message never repeats the URL (which may hold a password).
-                return Err(invalid(
-                    "deaddrop-store",
-                    &format!("not a PostgreSQL URL: {e}"),
-                ));
-            }
-            d.store = crate::deaddrop::StoreChoice::Postgres {
-                url: url.to_owned(),
-                pool_size: s
-                    .deaddrop_store_pool
-                    .unwrap_or(crate::deaddrop::pg::DEFAULT_POOL_SIZE),
-            };
-        }
-    }
-    if let Some(n) = s.deaddrop_max_payload {
-        if !(1..=64 << 20).contains(&n) {
-            return Err(invalid(
-                "deaddrop-max-payload",
-                "must be between 1 and 67108864",
-            ));
-        }
-        d.max_payload = n;
-    }
-    if let Some(n) = s.deaddrop_max_pending {
-        if n == 0 {
-            return Err(invalid("deaddrop-max-pending", "must be at least 1"));
-        }
-        d.max_pending = n;
-    }
-    if let Some(n) = s.deaddrop_max_mailboxes {
-        if n == 0 {
-            return Err(invalid("deaddrop-max-mailboxes", "must be at least 1"));
-        }
-        d.max_mailboxes = n;
-    }
-    if let Some(n) = s.deaddrop_max_store_bytes {
-        d.max_store_bytes = n;
-    }
-    if let Some(n) = s.deaddrop_rate_limit {
-        if n == 0 {
-            return Err(invalid("deaddrop-rate-limit", "must be at least 1"));
-        }
-        d.rate_limit = n;
-    }
-    if let Some(w) = s.deaddrop_rate_window {
-        if w.0 < Duration::from_millis(1) {
-            return Err(invalid("deaddrop-rate-window", "must be at least 1ms"));
-        }
-        d.rate_window = w.0;
-    }
-    if let Some(b) = s.deaddrop_require_depositor_proof {
-        d.require_depositor_proof = b;
-    }
-    if let Some(b) = s.deaddrop_require_recipient_fingerprint {
-        d.require_recipient_fingerprint = b;
-    }
-    Ok(d)
-}
-
-/// The Hive family settings: defaults, overridden and validated.
-fn hive_config(
-    s: &Settings,
-    proof_window_secs: u64,
-) -> Result<crate::hive::HiveConfig, ConfigError> {
-    let mut h = crate::hive::HiveConfig::default();
-    // `--proof-window` governs the drain proof as it does every park proof.
-    h.forward.proof_window_secs = i64::try_from(proof_window_secs).unwrap_or(i64::MAX);
-    if let Some(t) = s.max_ttl {
-        if t.0 < Duration::from_secs(1) || t.0.subsec_nanos() != 0 {
-            return Err(invalid(
-                "max-ttl",
-                "must be a whole number of seconds, at least 1s",
-            ));
-        }
-        h.policy.max_ttl_secs = t.0.as_secs();
-    }
-    if let Some(n) = s.hive_max_per_workspace {
-        if n == 0 {
-            return Err(invalid("hive-max-per-workspace", "must be at least 1"));
-        }
-        h.store.max_per_workspace = n;
-    }
-    if let Some(n) = s.hive_max_publications {
-        if n == 0 {
-            return Err(invalid("hive-max-publications", "must be at least 1"));
-        }
-        h.store.max_total = n;
-    }
-    for url in s.mirror.iter().flatten() {
-        let peer = crate::hive::mirror::MirrorPeer::parse(url)
-            .map_err(|e| invalid("mirror", &e.to_string()))?;
-        h.mirrors.push(peer);
-    }
-    if let Some(d) = s.mirror_interval {
-        h.mirror_interval = positive("mirror-interval", d.0)?;
-    }
-    if let Some(d) = s.forward_poll_timeout {
-        h.poll_timeout = positive("forward-poll-timeout", d.0)?;
-    }
-    if let Some(n) = s.forward_mailbox_bytes {
-        if n < h.forward.max_body {
-            return Err(invalid(
-                "forward-mailbox-bytes",
-                "must be at least 1048576 (one largest body)",
-            ));
-        }
-        h.forward.max_mailbox_bytes = n;
-    }
-    if let Some(n) = s.forward_total_bytes {
-        if n < h.forward.max_body {
-            return Err(invalid(
-                "forward-total-bytes",
-                "must be at least 1048576 (one largest body)",
-            ));
-        }
-        h.forward.max_total_bytes = n;
-    }
-    if s.hive_board == Some(true) {
-        h.board = Some(crate::hive::board::BoardLimits::default());
-    }
-    Ok(h)
 }
 
 /// The absolute data directory and secrets file: explicit values, else the defaults
@@ -651,21 +431,27 @@ pub fn auto_workers(max_sockets: usize, budget: usize, cores: usize) -> usize {
     cores.max(for_sockets).max(1)
 }
 
-fn positive(key: &'static str, d: Duration) -> Result<Duration, ConfigError> {
+/// `d`, refused under `key` if zero.
+pub(crate) fn positive(key: &'static str, d: Duration) -> Result<Duration, ConfigError> {
     if d.is_zero() {
         return Err(invalid(key, "must be greater than zero"));
     }
     Ok(d)
 }
 
-fn invalid(key: &'static str, message: &str) -> ConfigError {
+/// [`ConfigError::Invalid`] for `key`.
+pub(crate) fn invalid(key: &'static str, message: &str) -> ConfigError {
     ConfigError::Invalid {
         key,
         message: message.to_owned(),
     }
 }
 
-fn absolute(path: PathBuf, cwd: &Result<&Path, io::Error>) -> Result<PathBuf, ConfigError> {
+/// `path` anchored at `cwd` if relative.
+pub(crate) fn absolute(
+    path: PathBuf,
+    cwd: &Result<&Path, io::Error>,
+) -> Result<PathBuf, ConfigError> {
     if path.is_absolute() {
         return Ok(path);
     }

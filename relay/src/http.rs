@@ -1,17 +1,33 @@
 //! The HTTP service for connections the engine hands off (everything that is not a
-//! rendezvous request): `GET /healthz` and `GET /metrics` today.
+//! rendezvous request) and for the operators' listener (`--metrics-listen`).
 //!
 //! A handed-off connection arrives with the bytes the engine already read (the request
 //! head and whatever followed). [`Rewind`] replays them before reading the socket, and
-//! hyper serves the connection. Limits: a header read timeout (also bounding idle
-//! keep-alive connections), a cap on concurrent connections (over it: 503 and close), and
-//! request bodies read only up to [`BODY_LIMIT`] bytes.
+//! hyper serves the connection. Routing on the public listeners, in this order:
+//! 1. the first [`ServiceFamily`] (in the list [`crate::serve`] builds: Pico, the
+//!    dead-drop, Hive, STUN, Qredo) that owns the path serves the request, reading its
+//!    body with its own limit (Qredo's `/services` also takes the WebSocket upgrade);
+//! 2. `/healthz`, and `/metrics` unless [`HttpService::make_metrics_private`] moved it
+//!    to the operators' listener;
+//! 3. any other path outside [`tryst_engine::node::HTTP_SERVICE_PREFIXES`] goes to the
+//!    family that [owns unknown paths](ServiceFamily::owns_unknown_paths) (the
+//!    dead-drop: hivemind's upstream 404);
+//! 4. everything else is `404 not_found`, after reading at most [`BODY_LIMIT`] body
+//!    bytes.
+//!
+//! `/metrics` is the engine's counters, `tryst_worker_socket_budget`, then every
+//! family's metrics in list order. The operators' listener serves `/metrics` and
+//! `/healthz` only. Limits: a header read timeout (also bounding idle keep-alive
+//! connections and each family's body deadline) and a cap on concurrent connections
+//! (over it: 503 and close).
+//!
+//! I/O contract: network I/O on the handed-off and accepted sockets; the families do
+//! their own.
 
-use crate::deaddrop::DeadDrop;
-use crate::hive::Hive;
+use crate::body::{BodyError, json_reply};
+use crate::family::{ServeContext, ServiceFamily};
 use crate::metrics::{self, render_metrics};
-use crate::pico::{self, Pico, PicoLimits};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
@@ -150,7 +166,7 @@ impl ApiError {
     /// The JSON error response: `{"error":{"code":...,"message":...}}`.
     pub fn response(self) -> Response<Full<Bytes>> {
         let body = serde_json::json!({"error": {"code": self.code(), "message": self.to_string()}});
-        let mut resp = json_response(self.status(), body.to_string());
+        let mut resp = json_reply(self.status(), body.to_string());
         let headers = resp.headers_mut();
         match self {
             Self::MethodNotAllowed => {
@@ -169,16 +185,6 @@ impl ApiError {
     }
 }
 
-fn json_response(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
 /// The HTTP service. Cheap to clone; clones share the connection cap.
 #[derive(Debug, Clone)]
 pub struct HttpService {
@@ -191,13 +197,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     stats: StatsRequester,
     shutting_down: AtomicBool,
-    pico: Pico,
-    deaddrop: Option<DeadDrop>,
-    hive: Option<Hive>,
-    /// The STUN responder's counters, rendered on `/metrics` once set.
-    stun: std::sync::OnceLock<Arc<crate::stun::StunCounters>>,
-    /// Qredo's Lingua Franca RPC (`/services`), once set.
-    qredo: std::sync::OnceLock<crate::qredo::Qredo>,
+    /// The families, in routing and `/metrics` order.
+    families: Vec<Arc<dyn ServiceFamily>>,
     /// Sockets one worker may hold, rendered as `tryst_worker_socket_budget` once set.
     socket_budget: std::sync::OnceLock<u64>,
     /// Set when an operators' listener serves `/metrics`: the public listeners then
@@ -216,45 +217,12 @@ enum Scope {
 }
 
 impl HttpService {
-    /// A service with `limits`, reading counters through `stats`.
-    pub fn new(limits: HttpLimits, stats: StatsRequester) -> Self {
-        Self::build(limits, stats, PicoLimits::default(), None, None)
-    }
-
-    /// A service with `limits`, reading counters through `stats`, whose Pico channels
-    /// (`/new`, `/channel/...`) use `pico`.
-    pub fn with_pico(limits: HttpLimits, stats: StatsRequester, pico: PicoLimits) -> Self {
-        Self::build(limits, stats, pico, None, None)
-    }
-
-    /// A service with every API family: Pico channels with `pico`, and the dead-drop's
-    /// paths (`/pubkey`, `/deposit`, `/retrieve`, `/ack`).
-    pub fn with_families(
+    /// A service with `limits`, reading counters through `stats`, serving `families`
+    /// (routing and `/metrics` follow their order; see [`HttpService::serve_connection`]).
+    pub fn new(
         limits: HttpLimits,
         stats: StatsRequester,
-        pico: PicoLimits,
-        deaddrop: DeadDrop,
-    ) -> Self {
-        Self::build(limits, stats, pico, Some(deaddrop), None)
-    }
-
-    /// [`HttpService::with_families`] plus the Hive family (`/v1/...`).
-    pub fn with_hive(
-        limits: HttpLimits,
-        stats: StatsRequester,
-        pico: PicoLimits,
-        deaddrop: DeadDrop,
-        hive: Hive,
-    ) -> Self {
-        Self::build(limits, stats, pico, Some(deaddrop), Some(hive))
-    }
-
-    fn build(
-        limits: HttpLimits,
-        stats: StatsRequester,
-        pico: PicoLimits,
-        deaddrop: Option<DeadDrop>,
-        hive: Option<Hive>,
+        families: Vec<Arc<dyn ServiceFamily>>,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         Self {
@@ -263,27 +231,11 @@ impl HttpService {
                 permits,
                 stats,
                 shutting_down: AtomicBool::new(false),
-                pico: Pico::new(pico),
-                deaddrop,
-                hive,
-                stun: std::sync::OnceLock::new(),
+                families,
                 socket_budget: std::sync::OnceLock::new(),
                 metrics_private: AtomicBool::new(false),
-                qredo: std::sync::OnceLock::new(),
             }),
         }
-    }
-
-    /// A service that also serves the dead-drop's paths (`/pubkey`, `/deposit`,
-    /// `/retrieve`, `/ack`).
-    pub fn with_deaddrop(limits: HttpLimits, stats: StatsRequester, deaddrop: DeadDrop) -> Self {
-        Self::build(limits, stats, PicoLimits::default(), Some(deaddrop), None)
-    }
-
-    /// Renders the STUN responder's `counters` on `/metrics` from now on (the first call
-    /// wins).
-    pub fn set_stun_counters(&self, counters: Arc<crate::stun::StunCounters>) {
-        let _ = self.inner.stun.set(counters);
     }
 
     /// Renders `tryst_worker_socket_budget` (sockets one worker may hold before it
@@ -324,11 +276,6 @@ impl HttpService {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         self.serve_scoped(io, None, Scope::Operator).await;
-    }
-
-    /// Serves Qredo's `/services` with `qredo` from now on (the first call wins).
-    pub fn set_qredo(&self, qredo: crate::qredo::Qredo) {
-        let _ = self.inner.qredo.set(qredo);
     }
 
     /// From now on `/healthz` answers 503 (the relay is draining).
@@ -433,27 +380,19 @@ impl HttpService {
         if scope == Scope::Operator {
             return self.builtin(req).await;
         }
-        // API families (dead-drop, Pico channels, publications, ...) each own a set of
-        // paths and read their own bodies with their own limits: dispatch to them here,
-        // one arm per family, before the built-in endpoints below.
-        if pico::owns(req.uri().path()) {
-            let deadline = self.inner.limits.header_timeout;
-            return Ok(self.inner.pico.serve(req, deadline).await);
-        }
-        if let Some(dd) = &self.inner.deaddrop
-            && DeadDrop::owns(req.uri().path())
+        // Families each own a set of paths and read their own bodies with their own
+        // limits: the first that owns the path serves it, before the built-in endpoints.
+        let cx = ServeContext {
+            peer,
+            body_deadline: self.inner.limits.header_timeout,
+        };
+        if let Some(family) = self
+            .inner
+            .families
+            .iter()
+            .find(|f| f.owns(req.uri().path()))
         {
-            return Ok(dd.serve(req, peer, self.inner.limits.header_timeout).await);
-        }
-        if let Some(hive) = &self.inner.hive
-            && Hive::owns(req.uri().path())
-        {
-            return Ok(hive.serve(req, self.inner.limits.header_timeout).await);
-        }
-        if let Some(qredo) = self.inner.qredo.get()
-            && crate::qredo::Qredo::owns(req.uri().path())
-        {
-            return Ok(qredo.serve(req, self.inner.limits.header_timeout).await);
+            return Ok(family.serve(req, cx).await);
         }
         let path = req.uri().path();
         let builtin = path == "/healthz"
@@ -463,7 +402,7 @@ impl HttpService {
             .any(|p| path.starts_with(p));
         if !builtin
             && !family_prefix
-            && let Some(dd) = &self.inner.deaddrop
+            && let Some(family) = self.inner.families.iter().find(|f| f.owns_unknown_paths())
         {
             // Unknown paths on the public listeners (outside the API families' prefixes,
             // whose unknown paths stay this service's 404) are the hivemind dead-drop's,
@@ -471,7 +410,7 @@ impl HttpService {
             // (a POST's body is parsed first, as upstream does). Node-rendezvous's
             // unknown paths (the Digest challenge) never reach here: the engine's router
             // keeps them on the TLS listener.
-            return Ok(dd.serve(req, peer, self.inner.limits.header_timeout).await);
+            return Ok(family.serve(req, cx).await);
         }
         self.builtin(req).await
     }
@@ -507,18 +446,8 @@ impl HttpService {
                         budget,
                     );
                 }
-                text.push_str(&self.inner.pico.render_metrics());
-                if let Some(dd) = &self.inner.deaddrop {
-                    text.push_str(&dd.render_metrics());
-                }
-                if let Some(hive) = &self.inner.hive {
-                    text.push_str(&hive.render_metrics());
-                }
-                if let Some(stun) = self.inner.stun.get() {
-                    text.push_str(&stun.render_metrics());
-                }
-                if let Some(qredo) = self.inner.qredo.get() {
-                    text.push_str(&qredo.render_metrics());
+                for family in &self.inner.families {
+                    family.render_metrics(&mut text);
                 }
                 let mut resp = Response::new(Full::new(Bytes::from(text)));
                 resp.headers_mut().insert(
@@ -532,7 +461,7 @@ impl HttpService {
 
     fn health(&self) -> Response<Full<Bytes>> {
         if self.inner.shutting_down.load(Ordering::Relaxed) {
-            let mut resp = json_response(
+            let mut resp = json_reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 r#"{"status":"shutting_down"}"#.to_owned(),
             );
@@ -542,7 +471,7 @@ impl HttpService {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             resp
         } else {
-            json_response(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())
+            json_reply(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())
         }
     }
 }
@@ -558,14 +487,11 @@ async fn read_capped(body: Incoming, deadline: Duration) -> Result<(), ApiError>
     if body.is_end_stream() {
         return Ok(());
     }
-    if body.size_hint().lower() > BODY_LIMIT as u64 {
-        return Err(ApiError::BodyTooLarge);
-    }
-    match tokio::time::timeout(deadline, Limited::new(body, BODY_LIMIT).collect()).await {
-        Err(_) => Err(ApiError::BodyTimeout),
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(ApiError::BodyTooLarge),
-        Ok(Err(_)) => Err(ApiError::MalformedBody),
+    match crate::body::read_body(body, BODY_LIMIT, deadline).await {
+        Ok(_) => Ok(()),
+        Err(BodyError::TooLarge) => Err(ApiError::BodyTooLarge),
+        Err(BodyError::Timeout) => Err(ApiError::BodyTimeout),
+        Err(BodyError::Malformed) => Err(ApiError::MalformedBody),
     }
 }
 
@@ -659,6 +585,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pico::{Pico, PicoLimits};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpStream;
     use tryst_engine::driver::WorkerStats;
@@ -683,7 +610,11 @@ mod tests {
                 let _ = reply.send(sample_stats());
             }
         });
-        HttpService::new(limits, stats)
+        HttpService::new(
+            limits,
+            stats,
+            vec![Arc::new(Pico::new(PicoLimits::default()))],
+        )
     }
 
     /// Connects a client over loopback and hands the server side to `svc` with `early`.
@@ -843,7 +774,7 @@ mod tests {
     async fn metrics_without_an_engine_owner_is_503() {
         let (stats, rx) = StatsRequester::channel(1);
         drop(rx);
-        let svc = HttpService::new(HttpLimits::default(), stats);
+        let svc = HttpService::new(HttpLimits::default(), stats, Vec::new());
         let resp = read_all(
             hand_off(
                 &svc,

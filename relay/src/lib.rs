@@ -1,41 +1,74 @@
 //! tryst-relay: the `tryst` binary's logic around [`tryst_engine`].
 //!
-//! - [`cli`]: the command line (`tryst serve`, `tryst provision`).
-//! - [`config`]: flags, environment and config file merged into a validated
-//!   [`config::ServeConfig`].
-//! - [`ed25519`]: the strict Ed25519 policy shared by every signature check.
-//! - [`duration`]: `2s` / `500ms` / `1h` durations.
-//! - [`framing`]: `Content-Length` / `Transfer-Encoding` checks of requests for the HTTP
-//!   service, refused on the worker in the owning family's shape.
-//! - [`secrets`]: the secrets file, [`secrets::FileSecrets`] for the native router, and
-//!   provisioning.
-//! - [`nodeprov`]: node-rendezvous TOTP records: provisioning, import/export, QR codes.
-//! - [`http`]: the hyper service for connections the engine hands off (`/healthz`,
-//!   `/metrics`).
-//! - [`metrics`]: the Prometheus rendering of the engine's counters.
-//! - [`pico`]: the Pico Rendezvous Point API (`/new`, `/channel/<name>`): a sans-IO
-//!   channel table and its async adapter, served by [`http`].
-//! - [`qredo`]: Qredo's own wire, the Lingua Franca RPC at `/services` (codec,
-//!   ownership signatures, rendezvous table, durable conversation queues), served by
-//!   [`http`].
-//! - [`router`]: the workers' router: the engine's compat router plus the `CONNECT`
-//!   scheme families (`tag:`, `hive:`).
-//! - [`serve`]: the supervisor process and the worker entry point.
-//! - [`stun`]: the STUN Binding responder (`--stun-listen`).
-//! - [`tag`]: Qredo-style tag rendezvous (`CONNECT tag:<hashedTag>`): the Qredo KDF,
-//!   Ed25519 ownership proofs and the sans-IO tag table, as a `tag:` scheme family.
+//! Every module and its I/O contract ("pure": no I/O, no clock, no threads; the clock
+//! is passed in as `now` unless said otherwise):
 //!
-//! I/O contract: [`serve`], [`http`] and [`stun::server`] do network I/O, [`secrets`] and [`config`] read and
-//! write files; everything else is pure. This crate contains no `unsafe` code.
+//! - [`cli`]: the command line (`tryst serve`, `tryst provision`, `tryst expose`,
+//!   `tryst connect`); parses and dispatches, I/O is the commands'.
+//! - [`config`]: flags, environment and config file merged into a validated
+//!   [`config::ServeConfig`]; reads the config file, nothing else.
+//! - [`serve`]: the supervisor process (tokio: listeners, HTTP inbox, signals, worker
+//!   supervision, the STUN task) and the worker entry point. Network, processes,
+//!   signals, the clock.
+//! - [`router`]: the workers' router: the engine's compat router plus the `CONNECT`
+//!   scheme families (`tag:`, `hive:`). Pure; runs inside the worker's loop.
+//! - [`framing`]: `Content-Length` / `Transfer-Encoding` checks of requests for the HTTP
+//!   service, refused on the worker in the owning family's shape. Pure.
+//! - [`http`]: the hyper service for connections the engine hands off (every family's
+//!   paths, `/healthz`, `/metrics`) and for the operators' `--metrics-listen`
+//!   listener. Network I/O on the handed-off sockets.
+//! - [`family`]: [`family::ServiceFamily`], the shape of every family [`http`] serves
+//!   (Pico, dead-drop, Hive, Qredo, STUN), listed once in [`serve`]. Pure (a trait).
+//! - [`body`]: the one request-body reader (limit + deadline → [`body::BodyError`]) and
+//!   JSON reply the HTTP families share. Awaits the body; otherwise pure.
+//! - [`clock`]: the one reading of the wall clock as unix seconds / milliseconds.
+//! - [`files`]: the one atomic write of private files (secrets, dead-drop key, TLS key).
+//!   Writes files.
+//! - [`metrics`]: the Prometheus rendering of the engine's counters. Pure.
+//! - [`secrets`]: the secrets file, [`secrets::FileSecrets`] for the native router, and
+//!   provisioning. Reads and writes the secrets file.
+//! - [`nodeprov`]: node-rendezvous TOTP records: provisioning, import/export, QR codes.
+//!   Reads and writes the secrets file (through [`secrets`]).
+//! - [`tls`]: the TLS certificate: the operator's PEM files or a self-signed pair
+//!   generated once into the data directory. Reads and writes those files.
+//! - [`ed25519`]: the strict Ed25519 policy shared by every signature check. Pure.
+//! - [`duration`]: `2s` / `500ms` / `1h` durations. Pure.
+//! - [`pico`]: the Pico Rendezvous Point API (`/new`, `/channel/<name>`): a sans-IO
+//!   channel table and its async adapter (timers), served by [`http`].
+//! - [`deaddrop`]: the hivemind-compatible dead-drop (`/pubkey`, `/deposit`,
+//!   `/retrieve`, `/ack`, and unknown paths on the public listeners), served by [`http`].
+//!   Files (the redb store, the relay key), PostgreSQL over the network, a writer
+//!   thread; its checks and tables are pure.
+//! - [`hive`]: Hive publications and forward mailboxes (`/v1/...`, served by [`http`])
+//!   and the `hive:` scheme family (in [`router`]). `mirror` pulls from and pushes to
+//!   peer relays over HTTP; the tables and verification are pure.
+//! - [`qredo`]: Qredo's own wire, the Lingua Franca RPC at `/services` (codec,
+//!   ownership signatures, rendezvous table, durable conversation queues, WebSocket),
+//!   served by [`http`]. The conversation store is a redb file; the codec and tables
+//!   are pure.
+//! - [`tag`]: Qredo-style tag rendezvous (`CONNECT tag:<hashedTag>`): the Qredo KDF,
+//!   Ed25519 ownership proofs and the sans-IO tag table, as a `tag:` scheme family in
+//!   [`router`]. Pure.
+//! - [`stun`]: the STUN Binding responder (`--stun-listen`): a pure message module,
+//!   [`stun::server`] the UDP task, and [`stun::Stun`], its [`family::ServiceFamily`].
+//! - [`agent`]: `tryst expose` and `tryst connect` over `tryst-client`. Network, the
+//!   agent's config file, signals.
+//! - `fuzzing` (built for tests and `--cfg fuzzing` only): the fuzz targets' harnesses.
+//!
+//! This crate contains no `unsafe` code.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod deaddrop;
 pub mod duration;
 pub mod ed25519;
+pub mod family;
+pub mod files;
 pub mod framing;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;

@@ -21,9 +21,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tryst_engine::auth::Secret;
 use tryst_engine::route::SecretSource;
@@ -344,49 +344,14 @@ pub fn load_file(path: &Path) -> Result<SecretsFile, SecretsError> {
     parse_file(&text, path)
 }
 
-/// Writes `contents` to `path` atomically with `mode`: a temporary file in the same
-/// directory, fsync, rename over `path`, fsync of the directory.
+/// Writes `contents` to `path` atomically with `mode` ([`crate::files::write_private`]:
+/// a fresh temporary file in the same directory, exact mode, fsync, rename over
+/// `path`, fsync of the directory).
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), SecretsError> {
-    fn io_err(p: &Path) -> impl FnOnce(io::Error) -> SecretsError + '_ {
-        move |source| SecretsError::Io {
-            path: p.to_owned(),
-            source,
-        }
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{:016x}",
-        std::process::id(),
-        rand::random::<u64>()
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io_err(&tmp))?;
-        // The umask may have removed bits; make the mode exact.
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io_err(&tmp))?;
-        f.write_all(contents).map_err(io_err(&tmp))?;
-        f.sync_all().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, path).map_err(io_err(path))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(&dir))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    crate::files::write_private(path, contents, mode).map_err(|e| SecretsError::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 /// Creates `dir` (and its parents) with mode 0700 if missing.

@@ -8,7 +8,9 @@
 //! protocol plus node-rendezvous, [`tryst_engine::node::CompatRouter`]) and hand control
 //! to the engine.
 
+use crate::clock::unix_now;
 use crate::config::ServeConfig;
+use crate::family::ServiceFamily;
 use crate::http::{HttpLimits, HttpService, StatsRequest, StatsRequester};
 use crate::secrets::{self, FileSecrets, SecretsError};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -16,6 +18,7 @@ use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -94,12 +97,6 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 /// Blocks until the wall clock has left unix second `second` (at most one second).
@@ -349,39 +346,39 @@ async fn supervise(
     let SideListeners { stun, metrics } = side;
     let (stats, mut stats_requests) = StatsRequester::channel(64);
     let hive = crate::hive::Hive::new(config.hive.clone()).with_replay_floor(started);
-    if let Some(port) = stun
-        .as_ref()
-        .and_then(|s| s.local_addr().ok())
-        .map(|a| a.port())
-    {
-        // Devices learn where to ask for their reflexive address from /v1/health.
-        hive.set_stun_port(port);
+    let stun = match stun {
+        Some(socket) => {
+            if let Ok(addr) = socket.local_addr() {
+                // Devices learn where to ask for their reflexive address from /v1/health.
+                hive.set_stun_port(addr.port());
+            }
+            let socket = tokio::net::UdpSocket::from_std(socket)
+                .map_err(io_err("registering the STUN socket"))?;
+            Some(crate::stun::Stun::new(socket))
+        }
+        None => None,
+    };
+    // The service families, in routing and `/metrics` order: the one list to extend.
+    let mut families: Vec<Arc<dyn ServiceFamily>> = vec![
+        Arc::new(crate::pico::Pico::new(config.pico)),
+        Arc::new(deaddrop),
+        Arc::new(hive),
+    ];
+    families.extend(stun.map(|s| Arc::new(s) as Arc<dyn ServiceFamily>));
+    families.push(Arc::new(qredo));
+    for family in &families {
+        family.start();
     }
-    hive.start_background();
-    let http = HttpService::with_hive(
+    let http = HttpService::new(
         HttpLimits {
             max_connections: config.max_http_connections,
             header_timeout: config.engine.head_timeout,
             max_headers: config.engine.head_max_headers,
         },
         stats,
-        config.pico,
-        deaddrop,
-        hive,
+        families,
     );
     http.set_socket_budget(config.engine.max_sockets_per_worker as u64);
-    http.set_qredo(qredo);
-    if let Some(socket) = stun {
-        let socket = tokio::net::UdpSocket::from_std(socket)
-            .map_err(io_err("registering the STUN socket"))?;
-        let counters = crate::stun::StunCounters::shared();
-        http.set_stun_counters(counters.clone());
-        tokio::spawn(async move {
-            if let Err(e) = crate::stun::server::run(socket, counters).await {
-                tracing::error!(error = %e, "stun: responder stopped");
-            }
-        });
-    }
     if let Some(listener) = metrics {
         listener
             .set_nonblocking(true)

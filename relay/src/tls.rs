@@ -6,8 +6,6 @@ use crate::config::TlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -150,22 +148,13 @@ fn generate_self_signed(name: &str, cert_path: &Path, key_path: &Path) -> Result
     Ok(())
 }
 
-/// Writes a file readable only by its owner, atomically (temp file then rename).
+/// Writes a file readable only by its owner ([`crate::files::write_private`], mode
+/// 0600); an error names `path`.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    let io = |source| TlsError::Io {
+    crate::files::write_private(path, bytes, 0o600).map_err(|e| TlsError::Io {
         path: path.to_path_buf(),
-        source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

@@ -9,8 +9,7 @@
 
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 use rsa::{RsaPrivateKey, RsaPublicKey};
-use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// Size of a generated key.
@@ -71,26 +70,8 @@ fn load_or_generate_private(path: &Path) -> Result<(RsaPrivateKey, bool), KeyErr
             let pem = key
                 .to_pkcs8_pem(LineEnding::LF)
                 .map_err(|e| io_err(io::Error::other(e.to_string())))?;
-            let dir = path.parent().unwrap_or_else(|| Path::new("."));
-            let tmp = dir.join(format!(
-                ".{}.tmp{}",
-                path.file_name().and_then(|n| n.to_str()).unwrap_or("key"),
-                std::process::id()
-            ));
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io_err)?;
-            f.write_all(pem.as_bytes()).map_err(io_err)?;
-            f.sync_all().map_err(io_err)?;
-            drop(f);
-            std::fs::rename(&tmp, path).map_err(io_err)?;
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
+            crate::files::write_private(path, pem.as_bytes(), 0o600)
+                .map_err(|e| io_err(e.source))?;
             Ok((key, true))
         }
         Err(e) => Err(io_err(e)),

@@ -19,15 +19,17 @@ pub mod limits;
 pub mod pg;
 pub mod proof;
 pub mod request;
+mod service;
 pub mod store;
 
+use crate::body::{BodyError, json_reply};
+use crate::clock::{unix_now, unix_now_ms};
 use crate::deaddrop::request::{Action, Checker, Reject};
 use crate::deaddrop::store::{
     Full, Op, Outcome, Reader, RedbStore, StoreLimits, WriteError, Writer,
 };
-use http_body_util::{BodyExt as _, Full as FullBody, LengthLimitError, Limited};
+use http_body_util::Full as FullBody;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -215,18 +217,6 @@ struct DeadDropInner {
     counters: Counters,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn unix_now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl DeadDrop {
     /// Loads or generates the relay key, opens the store and starts its writer thread.
     /// Returns the service and whether the key was generated now (into `key_path`).
@@ -373,7 +363,7 @@ impl DeadDrop {
         if parts.method == Method::GET {
             if parts.uri.path() == "/pubkey" && parts.uri.query().is_none() {
                 let body = serde_json::json!({ "pubkey": self.relay_pem() });
-                return json(StatusCode::OK, body.to_string());
+                return json_reply(StatusCode::OK, body.to_string());
             }
             return Reject::NotFound.response();
         }
@@ -384,16 +374,11 @@ impl DeadDrop {
         if body.is_end_stream() {
             return Reject::EmptyBody.response();
         }
-        if body.size_hint().lower() > limit as u64 {
-            return Reject::PayloadTooLarge.response();
-        }
-        let bytes = match tokio::time::timeout(body_timeout, Limited::new(body, limit).collect())
-            .await
-        {
-            Err(_) => return Reject::BodyTimeout.response(),
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(e)) if e.is::<LengthLimitError>() => return Reject::PayloadTooLarge.response(),
-            Ok(Err(_)) => return Reject::MalformedBody.response(),
+        let bytes = match crate::body::read_body(body, limit, body_timeout).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => return Reject::PayloadTooLarge.response(),
+            Err(BodyError::Timeout) => return Reject::BodyTimeout.response(),
+            Err(BodyError::Malformed) => return Reject::MalformedBody.response(),
         };
         let path = if parts.uri.query().is_some() {
             ""
@@ -426,7 +411,7 @@ impl DeadDrop {
                 match self.inner.writer.submit(Op::Deposit(m)).await {
                     Ok(Outcome::Deposited) => {
                         self.inner.counters.deposits.fetch_add(1, Ordering::Relaxed);
-                        json(
+                        json_reply(
                             StatusCode::OK,
                             serde_json::json!({"status": "ok", "deposit_id": id}).to_string(),
                         )
@@ -444,7 +429,7 @@ impl DeadDrop {
                 match self.inner.reader.has_live(&mailbox, now).await {
                     Ok(true) => {}
                     Ok(false) => {
-                        return json(
+                        return json_reply(
                             StatusCode::OK,
                             serde_json::json!({"status": "ok", "messages": []}).to_string(),
                         );
@@ -469,7 +454,7 @@ impl DeadDrop {
                         } else {
                             msgs.into_iter().map(|m| m.payload.into()).collect()
                         };
-                        json(
+                        json_reply(
                             StatusCode::OK,
                             serde_json::json!({"status": "ok", "messages": messages}).to_string(),
                         )
@@ -480,7 +465,7 @@ impl DeadDrop {
             }
             Action::Ack { mailbox, ids } => {
                 match self.inner.writer.submit(Op::Ack { mailbox, ids }).await {
-                    Ok(Outcome::Removed(n)) => json(
+                    Ok(Outcome::Removed(n)) => json_reply(
                         StatusCode::OK,
                         serde_json::json!({"status": "ok", "removed": n}).to_string(),
                     ),
@@ -509,20 +494,101 @@ impl DeadDrop {
     }
 }
 
-fn json(status: StatusCode, body: String) -> Response<FullBody<Bytes>> {
-    let mut resp = Response::new(FullBody::new(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
+/// The dead-drop settings: defaults in `data_dir`, overridden and validated.
+pub fn resolve(
+    s: &crate::cli::Settings,
+    data_dir: &std::path::Path,
+    cwd: &Result<&std::path::Path, std::io::Error>,
+) -> Result<DeadDropConfig, crate::config::ConfigError> {
+    use crate::config::{absolute, invalid};
+    let mut d = DeadDropConfig::in_dir(data_dir);
+    if let Some(key) = &s.deaddrop_key {
+        d.key_path = absolute(key.clone(), cwd)?;
+    }
+    if let Some(n) = s.deaddrop_store_pool
+        && !(1..=1024).contains(&n)
+    {
+        return Err(invalid("deaddrop-store-pool", "must be between 1 and 1024"));
+    }
+    match s.deaddrop_store.as_deref() {
+        None | Some("") => {
+            if s.deaddrop_store_pool.is_some() {
+                return Err(invalid(
+                    "deaddrop-store-pool",
+                    "needs --deaddrop-store postgres://...",
+                ));
+            }
+        }
+        Some(url) => {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "deaddrop-store",
+                    "must be a postgres:// or postgresql:// URL",
+                ));
+            }
+            if let Err(e) = url.parse::<tokio_postgres::Config>() {
+                // The parser's message never repeats the URL (which may hold a password).
+                return Err(invalid(
+                    "deaddrop-store",
+                    &format!("not a PostgreSQL URL: {e}"),
+                ));
+            }
+            d.store = StoreChoice::Postgres {
+                url: url.to_owned(),
+                pool_size: s.deaddrop_store_pool.unwrap_or(pg::DEFAULT_POOL_SIZE),
+            };
+        }
+    }
+    if let Some(n) = s.deaddrop_max_payload {
+        if !(1..=64 << 20).contains(&n) {
+            return Err(invalid(
+                "deaddrop-max-payload",
+                "must be between 1 and 67108864",
+            ));
+        }
+        d.max_payload = n;
+    }
+    if let Some(n) = s.deaddrop_max_pending {
+        if n == 0 {
+            return Err(invalid("deaddrop-max-pending", "must be at least 1"));
+        }
+        d.max_pending = n;
+    }
+    if let Some(n) = s.deaddrop_max_mailboxes {
+        if n == 0 {
+            return Err(invalid("deaddrop-max-mailboxes", "must be at least 1"));
+        }
+        d.max_mailboxes = n;
+    }
+    if let Some(n) = s.deaddrop_max_store_bytes {
+        d.max_store_bytes = n;
+    }
+    if let Some(n) = s.deaddrop_rate_limit {
+        if n == 0 {
+            return Err(invalid("deaddrop-rate-limit", "must be at least 1"));
+        }
+        d.rate_limit = n;
+    }
+    if let Some(w) = s.deaddrop_rate_window {
+        if w.0 < Duration::from_millis(1) {
+            return Err(invalid("deaddrop-rate-window", "must be at least 1ms"));
+        }
+        d.rate_window = w.0;
+    }
+    if let Some(b) = s.deaddrop_require_depositor_proof {
+        d.require_depositor_proof = b;
+    }
+    if let Some(b) = s.deaddrop_require_recipient_fingerprint {
+        d.require_recipient_fingerprint = b;
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use base64::Engine as _;
+    use http_body_util::BodyExt as _;
     use rsa::pkcs8::DecodePrivateKey as _;
     use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
     use std::sync::mpsc;

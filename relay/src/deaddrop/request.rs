@@ -157,13 +157,8 @@ impl Reject {
     pub fn response(self) -> Response<Full<Bytes>> {
         let (status, reason) = self.status_reason();
         let body = serde_json::json!({"status": "error", "reason": reason}).to_string();
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
-        *resp.status_mut() = status;
+        let mut resp = crate::body::json_reply(status, body);
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
         match self {
             Self::RateLimited(secs) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -16,7 +16,8 @@
 //! The client is a minimal HTTP/1.1 client over a tokio `TcpStream` (`Connection:
 //! close`, `Content-Length` or read-to-end bodies, no TLS, no redirects).
 
-use super::service::{Hive, now_unix};
+use super::service::Hive;
+use crate::clock::unix_now_signed;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
@@ -245,7 +246,7 @@ pub async fn pull_once(hive: &Hive, peer: &MirrorPeer, mut cursor: PullCursor) -
             }
         }
         let count = page.publications.len();
-        let now = now_unix();
+        let now = unix_now_signed();
         for encoded in &page.publications {
             let Ok(body) = STANDARD.decode(encoded) else {
                 continue;

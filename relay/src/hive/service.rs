@@ -12,16 +12,18 @@ use super::forward::{
 use super::record::{MAX_PUBLICATION_BYTES, parse_uuid};
 use super::store::{InsertError, Inserted, PublicationStore, StoreLimits};
 use super::verify::{PublicationError, PublicationPolicy, verify_publication};
+use crate::body::{BodyError, json_reply};
+use crate::clock::unix_now_signed;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::{Body, Bytes};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 
 /// The `/v1/health` response header naming the STUN responder's UDP port (when
@@ -104,13 +106,6 @@ pub struct Hive {
     inner: Arc<Inner>,
 }
 
-/// The unix time now.
-pub fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 type Resp = Response<Full<Bytes>>;
 
 fn respond(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
@@ -123,15 +118,14 @@ fn respond(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> R
 
 /// `{"error":"<reason>"}` with `status`.
 pub fn error(status: u16, reason: &str) -> Resp {
-    respond(
-        status,
-        "application/json",
+    json_reply(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         serde_json::json!({ "error": reason }).to_string(),
     )
 }
 
 fn ok_json() -> Resp {
-    respond(200, "application/json", r#"{"ok":true}"#)
+    json_reply(StatusCode::OK, r#"{"ok":true}"#)
 }
 
 fn not_found() -> Resp {
@@ -166,15 +160,13 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if body.size_hint().lower() > limit as u64 {
-        return Err(close(error(413, too_large)));
-    }
-    match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(close(error(408, "request body not received in time"))),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(close(error(413, too_large))),
-        Ok(Err(_)) => Err(close(error(400, "malformed request body"))),
-    }
+    crate::body::read_body(body, limit, deadline)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => close(error(413, too_large)),
+            BodyError::Timeout => close(error(408, "request body not received in time")),
+            BodyError::Malformed => close(error(400, "malformed request body")),
+        })
 }
 
 /// The raw ids of a `{ws}/{device}` path; the `Err` is the 400 reason.
@@ -198,7 +190,7 @@ struct WaitGuard<'a> {
 impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         let mut state = self.hive.lock();
-        state.mailboxes.end_wait(&self.key, now_unix());
+        state.mailboxes.end_wait(&self.key, unix_now_signed());
         state.waiters.remove(&self.key);
     }
 }
@@ -278,7 +270,7 @@ impl Hive {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let hive = Self { inner };
-                let now = now_unix();
+                let now = unix_now_signed();
                 let mut state = hive.lock();
                 state.store.evict_expired(now);
                 state.mailboxes.evict_idle(now);
@@ -431,17 +423,15 @@ impl Hive {
             ["v1", "rendezvous"] if post => self.publish(body, deadline).await,
             ["v1", "rendezvous"] => method_not_allowed("POST"),
             ["v1", "rendezvous", "mirror"] if get => match export_query(parts.uri.query()) {
-                Ok((since, limit)) => respond(
-                    200,
-                    "application/json",
-                    self.export(since, limit, now_unix()),
-                ),
+                Ok((since, limit)) => {
+                    json_reply(StatusCode::OK, self.export(since, limit, unix_now_signed()))
+                }
                 Err(reason) => error(400, reason),
             },
             ["v1", "rendezvous", ws] if get => match parse_uuid(ws) {
                 None => error(400, "malformed workspace id"),
                 Some(ws) => {
-                    let all = self.lock().store.workspace(&ws, now_unix());
+                    let all = self.lock().store.workspace(&ws, unix_now_signed());
                     let mut out = Vec::from(&b"["[..]);
                     for (i, p) in all.iter().enumerate() {
                         if i > 0 {
@@ -450,13 +440,13 @@ impl Hive {
                         out.extend_from_slice(&p.body);
                     }
                     out.push(b']');
-                    respond(200, "application/json", out)
+                    json_reply(StatusCode::OK, out)
                 }
             },
             ["v1", "rendezvous", ws, device] if get => match ids(ws, device) {
                 Err(reason) => error(400, reason),
-                Ok((ws, device)) => match self.lock().store.get(&ws, &device, now_unix()) {
-                    Some(p) => respond(200, "application/json", p.body.clone()),
+                Ok((ws, device)) => match self.lock().store.get(&ws, &device, unix_now_signed()) {
+                    Some(p) => json_reply(StatusCode::OK, p.body.clone()),
                     None => no_publication(),
                 },
             },
@@ -481,9 +471,9 @@ impl Hive {
                     return error(400, "malformed workspace id");
                 }
                 if get {
-                    let now = now_unix();
+                    let now = unix_now_signed();
                     let text = self.lock().board.as_ref().map(|b| b.get(ws, now));
-                    respond(200, "application/json", text.unwrap_or_default())
+                    json_reply(StatusCode::OK, text.unwrap_or_default())
                 } else if post {
                     let limit = self.inner.config.board.map_or(0, |b| b.max_body);
                     let body =
@@ -491,7 +481,7 @@ impl Hive {
                             Ok(b) => b,
                             Err(r) => return r,
                         };
-                    let now = now_unix();
+                    let now = unix_now_signed();
                     let result = self.lock().board.as_mut().map(|b| b.post(ws, &body, now));
                     match result {
                         Some(Ok(())) => ok_json(),
@@ -516,7 +506,7 @@ impl Hive {
             Ok(b) => b,
             Err(r) => return r,
         };
-        match self.accept_publication(&body, now_unix()) {
+        match self.accept_publication(&body, unix_now_signed()) {
             Ok(outcome) => {
                 if outcome.changed() {
                     self.push_to_mirrors(&body);
@@ -538,7 +528,7 @@ impl Hive {
             Ok(b) => b,
             Err(r) => return r,
         };
-        let now = now_unix();
+        let now = unix_now_signed();
         let mut state = self.lock();
         if state.store.get(&key.0, &key.1, now).is_none() {
             return no_publication();
@@ -556,7 +546,7 @@ impl Hive {
 
     async fn forward_drain(&self, key: MailboxKey, auth: Option<&str>) -> Resp {
         let notify = Arc::new(Notify::new());
-        let now = now_unix();
+        let now = unix_now_signed();
         // Look the key up under the lock, verify outside it (Ed25519 is the slow part).
         let (signing_key, window) = {
             let state = self.lock();
@@ -602,14 +592,14 @@ impl Hive {
         let _guard = WaitGuard { hive: self, key };
         let until = tokio::time::Instant::now() + self.inner.config.poll_timeout;
         loop {
-            if let Some(data) = self.lock().mailboxes.take(&key, now_unix()) {
+            if let Some(data) = self.lock().mailboxes.take(&key, unix_now_signed()) {
                 return respond(200, "application/octet-stream", data);
             }
             if tokio::time::timeout_at(until, notify.notified())
                 .await
                 .is_err()
             {
-                return match self.lock().mailboxes.take(&key, now_unix()) {
+                return match self.lock().mailboxes.take(&key, unix_now_signed()) {
                     Some(data) => respond(200, "application/octet-stream", data),
                     None => {
                         let mut r = Response::new(Full::new(Bytes::new()));
@@ -678,6 +668,32 @@ fn export_query(query: Option<&str>) -> Result<(u64, usize), &'static str> {
         }
     }
     Ok((since, limit))
+}
+
+impl crate::family::ServiceFamily for Hive {
+    fn name(&self) -> &'static str {
+        "hive"
+    }
+
+    fn owns(&self, path: &str) -> bool {
+        Self::owns(path)
+    }
+
+    fn serve(
+        &self,
+        req: Request<hyper::body::Incoming>,
+        cx: crate::family::ServeContext,
+    ) -> crate::family::ServeFuture<'_> {
+        Box::pin(Self::serve(self, req, cx.body_deadline))
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        out.push_str(&Self::render_metrics(self));
+    }
+
+    fn start(&self) {
+        self.start_background();
+    }
 }
 
 #[cfg(test)]

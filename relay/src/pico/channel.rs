@@ -688,9 +688,9 @@ mod tests {
         for _ in 0..300 {
             let len = rng.gen_range(0..300);
             let data: Vec<u8> = (0..len).map(|_| rng.r#gen()).collect();
-            crate::pico::fuzzing::channel_ops(&data);
-            crate::pico::fuzzing::request_path(&data);
-            crate::pico::fuzzing::requests(&data);
+            crate::fuzzing::pico_channel::channel_ops(&data);
+            crate::fuzzing::pico_channel::request_path(&data);
+            crate::fuzzing::pico_channel::requests(&data);
         }
     }
 }

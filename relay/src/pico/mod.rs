@@ -9,11 +9,11 @@
 //! - [`route`]: which paths and methods belong to this family (pure).
 
 pub mod channel;
-#[doc(hidden)]
-pub mod fuzzing;
+mod service;
 
+use crate::body::{BodyError, json_reply};
 use channel::{Limits, Notice, Read, Refusal, Table, Timer, WaitId, Write};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::{Body, Bytes};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -151,12 +151,18 @@ fn response(status: StatusCode, content_type: Option<&'static str>, body: Bytes)
     resp
 }
 
+/// A JSON reply with the CORS header.
+fn json_cors(status: StatusCode, body: impl Into<Bytes>) -> PicoResponse {
+    let mut resp = json_reply(status, body);
+    resp.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
+}
+
 fn json(body: &'static str) -> PicoResponse {
-    response(
-        StatusCode::OK,
-        Some("application/json"),
-        Bytes::from_static(body.as_bytes()),
-    )
+    json_cors(StatusCode::OK, body)
 }
 
 fn data(body: Bytes) -> PicoResponse {
@@ -188,7 +194,7 @@ fn preflight() -> PicoResponse {
 /// A tryst-style JSON error (`{"error":{"code":..,"message":..}}`) with the CORS header.
 fn error(status: StatusCode, code: &str, message: &str, close: bool) -> PicoResponse {
     let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
-    let mut resp = response(status, Some("application/json"), Bytes::from(body));
+    let mut resp = json_cors(status, body);
     let h = resp.headers_mut();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -443,31 +449,30 @@ impl Drop for CancelOnDrop<'_> {
     }
 }
 
-/// Reads a POST body of at most [`MAX_MESSAGE`] bytes within `deadline`.
+/// Reads a POST body of at most [`MAX_MESSAGE`] bytes within `deadline`; the `Err` is
+/// Pico's reply.
 async fn read_body<B>(body: B, deadline: Duration) -> Result<Bytes, PicoResponse>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    if body.size_hint().lower() > MAX_MESSAGE as u64 {
-        return Err(too_large());
-    }
-    match tokio::time::timeout(deadline, Limited::new(body, MAX_MESSAGE).collect()).await {
-        Err(_) => Err(error(
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            "request body not received in time",
-            true,
-        )),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
-        Ok(Err(_)) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "malformed_body",
-            "malformed request body",
-            true,
-        )),
-    }
+    crate::body::read_body(body, MAX_MESSAGE, deadline)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => too_large(),
+            BodyError::Timeout => error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "request body not received in time",
+                true,
+            ),
+            BodyError::Malformed => error(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                "malformed request body",
+                true,
+            ),
+        })
 }
 
 fn too_large() -> PicoResponse {
@@ -479,9 +484,33 @@ fn too_large() -> PicoResponse {
     )
 }
 
+/// The Pico limits from `s` (defaults where unset), validated.
+pub fn resolve(s: &crate::cli::Settings) -> Result<Limits, crate::config::ConfigError> {
+    use crate::config::{invalid, positive};
+    let pico_defaults = Limits::default();
+    let pico = Limits {
+        wait: positive("pico-wait", s.pico_wait.map_or(pico_defaults.wait, |d| d.0))?,
+        channel_ttl: positive(
+            "pico-channel-ttl",
+            s.pico_channel_ttl
+                .map_or(pico_defaults.channel_ttl, |d| d.0),
+        )?,
+        max_channels: s.pico_max_channels.unwrap_or(pico_defaults.max_channels),
+        max_waiting: s.pico_max_waiting.unwrap_or(pico_defaults.max_waiting),
+    };
+    if pico.max_channels == 0 {
+        return Err(invalid("pico-max-channels", "must be at least 1"));
+    }
+    if pico.max_waiting == 0 {
+        return Err(invalid("pico-max-waiting", "must be at least 1"));
+    }
+    Ok(pico)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt as _;
 
     fn short() -> Limits {
         Limits {

@@ -23,6 +23,7 @@ pub mod ws;
 pub use service::Qredo;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Why a call failed: encoded as the SDK's failure result (`R`) with one error item,
 /// `(I<code> S<message> (S"tryst" S<name>))`. The codes are tryst's (Qredo's own
@@ -197,6 +198,26 @@ pub fn parse_apps(text: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
                 .map_err(|_| format!("the secret of app {id:?} is not hex"))
         })
         .collect()
+}
+
+/// Qredo's `/services`: its store in `data_dir`, the apps flags, and the `tag:` family's
+/// caps (most tags, longest duration) and proof window, shared so both faces of a tag
+/// follow the same limits.
+pub fn resolve(
+    s: &crate::cli::Settings,
+    data_dir: &std::path::Path,
+    cwd: &Result<&std::path::Path, std::io::Error>,
+    tag: &crate::tag::table::TagLimits,
+    proof_window: Duration,
+) -> Result<QredoConfig, crate::config::ConfigError> {
+    use crate::config::absolute;
+    let mut q = QredoConfig::in_dir(data_dir);
+    q.open = s.qredo_open.unwrap_or(false);
+    q.apps_file = s.qredo_apps.clone().map(|p| absolute(p, cwd)).transpose()?;
+    q.rendezvous.max_tags = tag.max_tags;
+    q.rendezvous.max_duration_secs = tag.max_duration_secs;
+    q.rendezvous.window_ms = u64::try_from(proof_window.as_millis()).unwrap_or(u64::MAX);
+    Ok(q)
 }
 
 #[cfg(test)]

@@ -10,14 +10,16 @@ use super::ownership::{self, Op, ReplayCache};
 use super::rendezvous::RendezvousTable;
 use super::store::{ConversationStore, StoreError};
 use super::{Failure, QredoConfig, QredoError};
-use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use crate::body::BodyError;
+use crate::clock::unix_now_ms;
+use http_body_util::Full;
 use hyper::body::{Body, Bytes};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request as HttpRequest, Response as HttpResponse, StatusCode};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// The path the SDK posts to.
@@ -71,12 +73,6 @@ struct Inner {
 struct Counters {
     calls: AtomicU64,
     failures: AtomicU64,
-}
-
-pub(super) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -181,7 +177,7 @@ impl Qredo {
     /// Prometheus lines.
     pub fn render_metrics(&self) -> String {
         let c = &self.inner.counters;
-        let active = lock(&self.inner.rendezvous).active(now_ms());
+        let active = lock(&self.inner.rendezvous).active(unix_now_ms());
         let mut out = String::new();
         crate::metrics::single(
             &mut out,
@@ -263,7 +259,7 @@ impl Qredo {
 
     /// Answers one request body now.
     pub async fn call(&self, body: &[u8]) -> Vec<u8> {
-        self.call_at(body, now_ms()).await
+        self.call_at(body, unix_now_ms()).await
     }
 
     pub(super) fn fail(&self, header: Interchange, failure: Failure) -> Vec<u8> {
@@ -509,20 +505,16 @@ impl Qredo {
         }
         let limit = self.inner.config.max_request;
         let mut close = false;
-        let out = if body.size_hint().lower() > limit as u64 {
-            close = true;
-            self.fail(unknown_header(), Failure::TooLarge)
-        } else {
-            match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
-                Ok(Ok(collected)) => self.call(&collected.to_bytes()).await,
-                Ok(Err(e)) if e.is::<LengthLimitError>() => {
-                    close = true;
-                    self.fail(unknown_header(), Failure::TooLarge)
-                }
-                Ok(Err(_)) | Err(_) => {
-                    close = true;
-                    self.fail(unknown_header(), Failure::Malformed)
-                }
+        let out = match crate::body::read_body(body, limit, deadline).await {
+            Ok(bytes) => self.call(&bytes).await,
+            Err(BodyError::TooLarge) => {
+                close = true;
+                self.fail(unknown_header(), Failure::TooLarge)
+            }
+            // Qredo's wire has no timeout failure: a late body is a malformed request.
+            Err(BodyError::Timeout | BodyError::Malformed) => {
+                close = true;
+                self.fail(unknown_header(), Failure::Malformed)
             }
         };
         let mut resp = HttpResponse::new(Full::new(Bytes::from(out)));
@@ -546,4 +538,26 @@ fn sequence(v: &Value) -> Result<u64, Failure> {
     <[u8; 8]>::try_from(b)
         .map(u64::from_be_bytes)
         .map_err(|_| Failure::BadArguments)
+}
+
+impl crate::family::ServiceFamily for Qredo {
+    fn name(&self) -> &'static str {
+        "qredo"
+    }
+
+    fn owns(&self, path: &str) -> bool {
+        Self::owns(path)
+    }
+
+    fn serve(
+        &self,
+        req: HttpRequest<hyper::body::Incoming>,
+        cx: crate::family::ServeContext,
+    ) -> crate::family::ServeFuture<'_> {
+        Box::pin(Self::serve(self, req, cx.body_deadline))
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        out.push_str(&Self::render_metrics(self));
+    }
 }

@@ -184,7 +184,7 @@ impl Qredo {
     async fn subscribe(&self, header: Interchange, args: &[Value], out: mpsc::Sender<Vec<u8>>) {
         // Subscribe to events first, so nothing registered after the snapshot is missed.
         let mut events = self.events();
-        let now = super::service::now_ms();
+        let now = crate::clock::unix_now_ms();
         let setup = match (header.service.as_str(), args) {
             ("Rendezvous", [tag, sig]) => self
                 .with_rendezvous(|t| t.subscribe(tag, sig, now))

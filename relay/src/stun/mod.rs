@@ -13,6 +13,8 @@
 
 pub mod message;
 pub mod server;
+pub mod service;
 
 pub use message::{DropReason, Outcome, respond};
 pub use server::StunCounters;
+pub use service::Stun;

@@ -17,6 +17,7 @@ pub mod table;
 pub mod wire;
 
 use crate::router::SchemeFamily;
+use std::time::Duration;
 use table::{TagLimits, TagTable, room_key};
 use tryst_engine::head::RequestHead;
 use tryst_engine::reject::Rejection;
@@ -137,6 +138,37 @@ impl Router for TagFamily {
     fn reload(&mut self) -> Result<(), String> {
         Ok(())
     }
+}
+
+/// The `tag:` table limits: the tag flags, the proof window, and a publisher grace of
+/// the client wait rounded up to whole seconds.
+pub fn resolve(
+    s: &crate::cli::Settings,
+    proof_window_secs: u64,
+    client_wait: Duration,
+) -> Result<TagLimits, crate::config::ConfigError> {
+    use crate::config::invalid;
+    let defaults = TagLimits::default();
+    let max_duration = s
+        .tag_max_duration
+        .map_or_else(|| Duration::from_secs(defaults.max_duration_secs), |d| d.0);
+    if max_duration < Duration::from_secs(1) || max_duration.subsec_nanos() != 0 {
+        return Err(invalid(
+            "tag-max-duration",
+            "must be a whole number of seconds, at least 1s",
+        ));
+    }
+    let max_tags = s.tag_max_tags.unwrap_or(defaults.max_tags);
+    if !(1..=100_000_000).contains(&max_tags) {
+        return Err(invalid("tag-max-tags", "must be between 1 and 100000000"));
+    }
+    Ok(TagLimits {
+        max_tags,
+        max_duration_secs: max_duration.as_secs(),
+        proof_window_secs,
+        publisher_grace_secs: client_wait.as_secs() + u64::from(client_wait.subsec_nanos() > 0),
+        ..defaults
+    })
 }
 
 #[cfg(test)]

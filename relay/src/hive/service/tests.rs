@@ -7,6 +7,7 @@ use crate::hive::forward::proof_message;
 use crate::hive::record::{Candidate, Record, format_rfc3339_utc};
 use crate::hive::verify::sign_publication;
 use ed25519_dalek::{Signer as _, SigningKey};
+use http_body_util::BodyExt as _;
 
 const WS: [u8; 16] = [0x11; 16];
 const DEV: [u8; 16] = [0x22; 16];
@@ -35,7 +36,7 @@ fn record(device: [u8; 16], published_at: i64, ttl: u32) -> Record {
 }
 
 fn publication(device: [u8; 16], offset: i64) -> Vec<u8> {
-    sign_publication(&key(), &record(device, now_unix() + offset, 300))
+    sign_publication(&key(), &record(device, unix_now_signed() + offset, 300))
 }
 
 fn hive(poll: Duration) -> Hive {
@@ -210,7 +211,7 @@ async fn publish_refusals() {
         err(413, "publication too large")
     );
     // Expired already (published 200 s ago with a 100 s TTL): refused.
-    let stale = sign_publication(&key(), &record([0x55; 16], now_unix() - 200, 100));
+    let stale = sign_publication(&key(), &record([0x55; 16], unix_now_signed() - 200, 100));
     assert_eq!(
         call(&h, "POST", "/v1/rendezvous", &[], &stale).await,
         err(400, "publication already expired")
@@ -274,7 +275,7 @@ async fn forward_round_trip_and_refusals() {
         call(&h, "GET", &fwd, &[("authorization", "Bearer x")], b"").await,
         err(401, "drain proof: wrong scheme")
     );
-    let stale = drain_auth(now_unix() - 61, [1; 16]);
+    let stale = drain_auth(unix_now_signed() - 61, [1; 16]);
     assert_eq!(
         call(&h, "GET", &fwd, &[("authorization", &stale)], b"").await,
         err(401, "drain proof: ts out of window")
@@ -284,12 +285,12 @@ async fn forward_round_trip_and_refusals() {
             DRAIN_DOMAIN,
             &WS,
             &DEV,
-            u64::try_from(now_unix()).unwrap(),
+            u64::try_from(unix_now_signed()).unwrap(),
             &[2; 16],
         ));
         format!(
             "Hive-Drain ts={}, nonce={}, sig={}",
-            now_unix(),
+            unix_now_signed(),
             hex::encode([2; 16]),
             STANDARD.encode(sig.to_bytes())
         )
@@ -298,7 +299,7 @@ async fn forward_round_trip_and_refusals() {
         call(&h, "GET", &fwd, &[("authorization", &other_key)], b"").await,
         err(401, "drain proof: bad signature")
     );
-    let auth = drain_auth(now_unix(), [3; 16]);
+    let auth = drain_auth(unix_now_signed(), [3; 16]);
     let (status, ctype, body) = call(&h, "GET", &fwd, &[("authorization", &auth)], b"").await;
     assert_eq!((status, ctype.as_str()), (200, "application/octet-stream"));
     let mut want = vec![1; 1 << 20];
@@ -310,7 +311,7 @@ async fn forward_round_trip_and_refusals() {
         err(401, "drain proof replayed")
     );
     // Empty after the poll timeout: 204.
-    let auth = drain_auth(now_unix(), [4; 16]);
+    let auth = drain_auth(unix_now_signed(), [4; 16]);
     let (status, _, body) = call(&h, "GET", &fwd, &[("authorization", &auth)], b"").await;
     assert_eq!((status, body.len()), (204, 0));
 }
@@ -323,7 +324,7 @@ async fn a_waiting_drain_is_woken_and_a_second_one_refused() {
         call(&h, "POST", "/v1/rendezvous", &[], &publication(DEV, 0)).await,
         ok()
     );
-    let auth = drain_auth(now_unix(), [7; 16]);
+    let auth = drain_auth(unix_now_signed(), [7; 16]);
     let waiter = {
         let (h, fwd) = (h.clone(), fwd.clone());
         tokio::spawn(async move { call(&h, "GET", &fwd, &[("authorization", &auth)], b"").await })
@@ -332,7 +333,7 @@ async fn a_waiting_drain_is_woken_and_a_second_one_refused() {
     while h.lock().waiters.is_empty() {
         tokio::task::yield_now().await;
     }
-    let auth2 = drain_auth(now_unix(), [8; 16]);
+    let auth2 = drain_auth(unix_now_signed(), [8; 16]);
     assert_eq!(
         call(&h, "GET", &fwd, &[("authorization", &auth2)], b"").await,
         err(409, "a drain is already waiting on this mailbox")
@@ -357,7 +358,7 @@ async fn a_vanished_drain_frees_its_slot() {
         call(&h, "POST", "/v1/rendezvous", &[], &publication(DEV, 0)).await,
         ok()
     );
-    let auth = drain_auth(now_unix(), [9; 16]);
+    let auth = drain_auth(unix_now_signed(), [9; 16]);
     let waiter = {
         let (h, fwd) = (h.clone(), fwd.clone());
         tokio::spawn(async move { call(&h, "GET", &fwd, &[("authorization", &auth)], b"").await })
@@ -368,7 +369,10 @@ async fn a_vanished_drain_frees_its_slot() {
     waiter.abort();
     assert!(waiter.await.unwrap_err().is_cancelled());
     assert!(h.lock().waiters.is_empty());
-    assert_eq!(h.lock().mailboxes.begin_wait((WS, DEV), now_unix()), Ok(()));
+    assert_eq!(
+        h.lock().mailboxes.begin_wait((WS, DEV), unix_now_signed()),
+        Ok(())
+    );
 }
 
 #[tokio::test]
@@ -488,7 +492,7 @@ async fn every_remaining_refusal_has_its_exact_body() {
         ..HiveConfig::default()
     });
     // Same publishedAt, different body.
-    let at = now_unix();
+    let at = unix_now_signed();
     let first = sign_publication(&key(), &record(DEV, at, 300));
     let second = sign_publication(&key(), &record(DEV, at, 299));
     assert_eq!(call(&h, "POST", "/v1/rendezvous", &[], &first).await, ok());
@@ -566,7 +570,7 @@ async fn every_remaining_refusal_has_its_exact_body() {
         &h,
         "GET",
         &fwd,
-        &[("authorization", &drain_auth(now_unix(), [1; 16]))],
+        &[("authorization", &drain_auth(unix_now_signed(), [1; 16]))],
         b"",
     )
     .await;
@@ -576,7 +580,7 @@ async fn every_remaining_refusal_has_its_exact_body() {
             &h,
             "GET",
             &fwd,
-            &[("authorization", &drain_auth(now_unix(), [2; 16]))],
+            &[("authorization", &drain_auth(unix_now_signed(), [2; 16]))],
             b""
         )
         .await,
@@ -670,7 +674,7 @@ async fn mutual_mirrors_do_not_loop() {
         a.mirror_counters().pushes_answered.load(Ordering::Relaxed),
         1
     );
-    let got = b.lock().store.get(&WS, &DEV, now_unix()).unwrap();
+    let got = b.lock().store.get(&WS, &DEV, unix_now_signed()).unwrap();
     assert_eq!(got.body, body);
     assert!(
         a.render_metrics()
@@ -700,7 +704,14 @@ async fn pulls_follow_the_cursor_and_restart_on_a_new_epoch() {
             since: 1
         }
     );
-    assert_eq!(b.lock().store.get(&WS, &DEV, now_unix()).unwrap().body, p1);
+    assert_eq!(
+        b.lock()
+            .store
+            .get(&WS, &DEV, unix_now_signed())
+            .unwrap()
+            .body,
+        p1
+    );
     assert_eq!(b.mirror_counters().pulled.load(Ordering::Relaxed), 1);
     // Nothing new: same cursor, nothing imported.
     let again = pull_once(&b, &peer, cursor.clone()).await;
@@ -715,5 +726,12 @@ async fn pulls_follow_the_cursor_and_restart_on_a_new_epoch() {
     };
     let cursor = pull_once(&c, &peer, stale).await;
     assert_eq!(cursor, PullCursor { epoch, since: 1 });
-    assert_eq!(c.lock().store.get(&WS, &DEV, now_unix()).unwrap().body, p1);
+    assert_eq!(
+        c.lock()
+            .store
+            .get(&WS, &DEV, unix_now_signed())
+            .unwrap()
+            .body,
+        p1
+    );
 }

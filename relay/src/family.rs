@@ -1,0 +1,52 @@
+//! [`ServiceFamily`]: the shape of a family served by the supervisor (HTTP paths on the
+//! handed-off connections, and UDP or background tasks), as [`crate::router::SchemeFamily`]
+//! is the shape of a `CONNECT` family on the workers.
+//!
+//! [`crate::http::HttpService`] holds the families in one `Vec` (listed once, in
+//! [`crate::serve`]): it routes a request to the first family that [owns](ServiceFamily::owns)
+//! its path, appends every family's [metrics](ServiceFamily::render_metrics) to
+//! `/metrics` in list order, and the supervisor [starts](ServiceFamily::start) each once.
+//!
+//! I/O contract: the trait does none; implementations do what their module says.
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// What a family learns about a request besides the request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeContext {
+    /// The client's address, when known.
+    pub peer: Option<IpAddr>,
+    /// How long the request body may take to arrive.
+    pub body_deadline: Duration,
+}
+
+/// The future of one [`ServiceFamily::serve`].
+pub type ServeFuture<'a> = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send + 'a>>;
+
+/// A family served by the supervisor: Pico channels, the dead-drop, Hive's HTTP side,
+/// Qredo's `/services`, the STUN responder.
+pub trait ServiceFamily: Send + Sync + std::fmt::Debug {
+    /// A short name for logs (`"pico"`, `"deaddrop"`, ...).
+    fn name(&self) -> &'static str;
+    /// Whether the family serves `path` on the public listeners.
+    fn owns(&self, path: &str) -> bool;
+    /// Whether the family also serves the paths nobody owns (outside every family's
+    /// prefix): the dead-drop does, as hivemind's upstream server does on its port. The
+    /// first family in the list that says so gets them.
+    fn owns_unknown_paths(&self) -> bool {
+        false
+    }
+    /// Serves one request; reads its body, if at all, within `cx.body_deadline`.
+    fn serve(&self, req: Request<Incoming>, cx: ServeContext) -> ServeFuture<'_>;
+    /// Appends the family's Prometheus text to `out`.
+    fn render_metrics(&self, out: &mut String);
+    /// Starts the family's background tasks (sweeps, mirror pulls, a UDP loop); called
+    /// once, inside the supervisor's tokio runtime. The default has none.
+    fn start(&self) {}
+}
