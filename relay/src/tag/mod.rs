@@ -20,7 +20,9 @@ use crate::router::SchemeFamily;
 use table::{TagLimits, TagTable, room_key};
 use tryst_engine::head::RequestHead;
 use tryst_engine::reject::Rejection;
-use tryst_engine::route::{Classified, HalfClose, ParkMode, ReachPlan, Route, Router, Transport};
+use tryst_engine::route::{
+    Classified, HalfClose, ParkMode, ReachPlan, ReloadError, Route, Router, Transport,
+};
 use tryst_engine::target::RendezvousKey;
 use wire::TagMode;
 
@@ -134,7 +136,7 @@ impl Router for TagFamily {
     }
 
     /// Nothing is loaded from disk: the family's state lives only in memory.
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), ReloadError> {
         Ok(())
     }
 }
