@@ -177,11 +177,11 @@ pub enum ReloadError {
         scheme: &'static str,
         /// What went wrong in that family.
         #[source]
-        source: Box<ReloadError>,
+        source: Box<Self>,
     },
     /// Several parts failed, each with its own error (joined with `; ` when displayed).
     #[error("{}", join_errors(.0))]
-    Several(Vec<ReloadError>),
+    Several(Vec<Self>),
 }
 
 impl ReloadError {
@@ -200,7 +200,7 @@ impl ReloadError {
 
     /// `Ok` when `errors` is empty, the single error when there is one, else
     /// [`ReloadError::Several`].
-    pub fn collect(mut errors: Vec<ReloadError>) -> Result<(), ReloadError> {
+    pub fn collect(mut errors: Vec<Self>) -> Result<(), Self> {
         match errors.len() {
             0 => Ok(()),
             1 => Err(errors.remove(0)),
@@ -613,7 +613,10 @@ mod tests {
         assert!(matches!(one, ReloadError::Load(_)), "{one:?}");
         assert_eq!(one.to_string(), "secrets.toml: bad");
         let both = ReloadError::collect(vec![io(), io().in_family("tag")]).unwrap_err();
-        assert_eq!(both.to_string(), "secrets.toml: bad; tag: secrets.toml: bad");
+        assert_eq!(
+            both.to_string(),
+            "secrets.toml: bad; tag: secrets.toml: bad"
+        );
         let ReloadError::Several(parts) = both else {
             panic!("two errors are Several");
         };
