@@ -41,7 +41,7 @@ mod handoff;
 mod head;
 mod timers;
 mod tunnel;
-use decide::{PollRole, Side};
+use decide::{OnReady, PollRole, Side};
 use footprint::Tables;
 use front::TlsFrontEntry;
 use handoff::PendingHandoff;
@@ -736,29 +736,13 @@ impl<R: Router> Worker<R> {
     }
 
     fn on_ready(&mut self, sock: usize, role: PollRole, res: i32) {
-        let state = match &self.socks[sock].state {
-            SockState::Head { .. } => 0,
-            SockState::Parked { .. } | SockState::Waiting { .. } => 1,
-            SockState::Refusing { .. } => 2,
-            SockState::Lingering { .. } => 3,
-            SockState::Tunnel { .. } => 4,
-            SockState::TlsTcp { front } | SockState::TlsInner { front } => {
-                let front = *front;
-                self.pump_front(front);
-                return;
-            }
-        };
-        match state {
-            0 => self.read_head(sock),
-            1 => self.on_room_hangup(sock, res),
-            2 => self.write_refusal(sock),
-            3 => self.linger(sock),
-            _ => {
-                let SockState::Tunnel { tunnel, side } = self.socks[sock].state else {
-                    return;
-                };
-                self.pump_and_arm(tunnel, decide::direction_for(side, role));
-            }
+        match decide::on_ready(&self.socks[sock].state, role) {
+            OnReady::ReadHead => self.read_head(sock),
+            OnReady::LeaveRoom => self.on_room_hangup(sock, res),
+            OnReady::WriteRefusal => self.write_refusal(sock),
+            OnReady::Linger => self.linger(sock),
+            OnReady::Pump { tunnel, direction } => self.pump_and_arm(tunnel, direction),
+            OnReady::PumpFront { front } => self.pump_front(front),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! A connection's head (read, parse, classify, route), its place in the room, and its
 //! refusal and linger.
 
-use super::decide::{self, PollRole};
+use super::decide::{self, HeadNext, PollRole};
 use super::{
     LINGER, LINGER_BYTES, POLL_HANGUP, POLL_READ, POLL_WRITE, Pairing, REQUEST_LINE_PROBE,
     SockState, Worker, footprint,
@@ -11,7 +11,7 @@ use crate::driver::sys;
 use crate::head::{HeadStatus, RequestHead, parse_head};
 use crate::reject::{OK_RESPONSE, Rejection};
 use crate::room::{ParkOutcome, ReachOutcome};
-use crate::route::{Classified, HalfClose, ParkMode, Route, Router};
+use crate::route::{HalfClose, ParkMode, Route, Router};
 use crate::target::RendezvousKey;
 use std::io;
 use std::os::fd::AsFd;
@@ -119,17 +119,17 @@ impl<R: Router> Worker<R> {
             }
         );
         let transport = self.socks[sock].transport;
-        match self.router.classify(&head, transport) {
-            Err(r) => self.refuse(sock, r),
-            Ok(Classified::Http) => self.hand_off(sock, self.workers),
-            Ok(Classified::Rendezvous(key)) => {
-                let owner = key.owner(&self.placement);
-                if owner != self.index && !handed_in {
-                    self.hand_off(sock, owner);
-                } else {
-                    self.route(sock, &head);
-                }
-            }
+        let classified = self.router.classify(&head, transport);
+        match decide::after_classify(
+            classified,
+            &self.placement,
+            self.index,
+            self.workers,
+            handed_in,
+        ) {
+            HeadNext::Refuse(r) => self.refuse(sock, r),
+            HeadNext::HandOff { to } => self.hand_off(sock, to),
+            HeadNext::Route => self.route(sock, &head),
         }
     }
 
@@ -311,10 +311,9 @@ impl<R: Router> Worker<R> {
                 return;
             };
             match sys::recv(s.fd.as_fd(), &mut self.scratch) {
-                Ok(0) => break,
                 Ok(n) => {
                     *discarded += n;
-                    if *discarded > LINGER_BYTES {
+                    if decide::linger_over(n, *discarded, LINGER_BYTES) {
                         break;
                     }
                 }
