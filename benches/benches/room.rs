@@ -1,4 +1,6 @@
-//! Waiting-room benchmarks at 10^5 entries: park, pair (reach), expire, remove by handle.
+//! Waiting-room benchmarks at 10^5 entries: park, pair (reach), expire, remove by handle;
+//! and a worker's whole per-connection park path through its own tables
+//! (`worker_tables`), with the room reserved for its budget or grown from empty.
 //!
 //! Each "100k" benchmark builds its room in untimed setup and times one pass over
 //! 100,000 entries; throughput is reported per entry.
@@ -168,5 +170,53 @@ fn bench_room(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_room);
+/// A worker's per-connection path for a hidden server that connects and parks: socket
+/// table insert, head deadline, head receive, split, room park, through
+/// `tryst_engine::driver::footprint::simulate` (the worker's own tables and head step,
+/// without a ring). Per connection; the reserved-vs-grown room is compared too.
+fn bench_worker_tables(c: &mut Criterion) {
+    use tryst_engine::driver::EngineConfig;
+    use tryst_engine::driver::footprint::{Stage, simulate};
+    let now = Instant::now();
+    let n = ENTRIES as usize;
+    let cfg = EngineConfig {
+        max_sockets_per_worker: n,
+        max_parked_per_worker: n,
+        max_waiting_per_worker: n,
+        ..EngineConfig::default()
+    };
+    let mut group = c.benchmark_group("worker_tables");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(u64::from(ENTRIES)));
+    group.bench_function("accept_read_park_100k", |b| {
+        b.iter(|| black_box(simulate(&cfg, n, Stage::Parked, now)));
+    });
+    group.bench_function("room_park_100k_distinct_keys_reserved", |b| {
+        b.iter_batched(
+            || Room::with_capacity(limits(), n),
+            |mut room| {
+                for i in 0..ENTRIES {
+                    black_box(room.park(key(i), u64::from(i), now));
+                }
+                room
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.bench_function("room_park_100k_distinct_keys_grown", |b| {
+        b.iter_batched(
+            || Room::new(limits()),
+            |mut room| {
+                for i in 0..ENTRIES {
+                    black_box(room.park(key(i), u64::from(i), now));
+                }
+                room
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_room, bench_worker_tables);
 criterion_main!(benches);

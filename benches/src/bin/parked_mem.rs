@@ -28,8 +28,11 @@
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
+use tryst_engine::auth::{Proof, ReplayCache};
 use tryst_engine::driver::EngineConfig;
 use tryst_engine::driver::footprint::{Stage, simulate};
+use tryst_engine::route::NativeRouterConfig;
+use tryst_engine::target::RendezvousId;
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -93,6 +96,58 @@ struct Measured {
     tables: Vec<(String, usize)>,
 }
 
+/// In the child: a native router's replay cache (default capacity and window) after
+/// `n` parks with distinct 16-byte nonces (as loadgen sends) within one window, each
+/// for its own id; prints `live peak` bytes. The nonces stay for the proof window
+/// after their park, so this is what a park burst adds on top of the parked tables
+/// for that long.
+fn measure_replay(n: usize) {
+    let config = NativeRouterConfig::default();
+    let proofs: Vec<(RendezvousId, Proof)> = (0..n as u64)
+        .map(|i| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            let proof = Proof {
+                ts: 1_700_000_000,
+                nonce: i.to_be_bytes().repeat(2),
+                mac: [0; 32],
+            };
+            (RendezvousId(id), proof)
+        })
+        .collect();
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let before = dhat::HeapStats::get();
+    let mut cache = ReplayCache::new(config.replay_capacity, config.proof_window_secs);
+    let fresh = proofs
+        .iter()
+        .filter(|(id, p)| cache.check_and_insert(id, p, p.ts).is_ok())
+        .count();
+    let after = dhat::HeapStats::get();
+    assert_eq!(fresh, n, "every nonce is fresh");
+    let live = after.curr_bytes - before.curr_bytes;
+    let peak = after.max_bytes - before.curr_bytes;
+    println!("{live} {peak}");
+    drop(cache);
+}
+
+/// Runs the replay measurement in a child process: `(live, peak)` bytes.
+fn child_replay(n: usize) -> Result<(usize, usize), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let out = Command::new(exe)
+        .args(["measure-replay", &n.to_string()])
+        .output()
+        .map_err(|e| format!("running the measurement: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(str::parse::<usize>);
+    match (out.status.success(), it.next(), it.next()) {
+        (true, Some(Ok(live)), Some(Ok(peak))) => Ok((live, peak)),
+        _ => Err(format!(
+            "measure-replay {n} failed: {text:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
 /// Runs one measurement in a child process.
 fn child(stage: Stage, n: usize) -> Result<Measured, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
@@ -140,6 +195,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         };
         measure(stage, n);
+        return ExitCode::SUCCESS;
+    }
+    if args.first().map(String::as_str) == Some("measure-replay") {
+        let Some(Ok(n)) = args.get(1).map(|a| a.parse::<usize>()) else {
+            eprintln!("parked_mem: measure-replay <n>");
+            return ExitCode::from(2);
+        };
+        measure_replay(n);
         return ExitCode::SUCCESS;
     }
     let mut check = false;
@@ -228,6 +291,29 @@ fn main() -> ExitCode {
                 print!(" {:>16.1}", bytes as f64 / *n as f64);
             }
             println!();
+        }
+    }
+    println!(
+        "\nreplay cache of the native router per park (kept for the proof window, not gated):"
+    );
+    for &n in &sizes {
+        match child_replay(n) {
+            Ok((live, peak)) => println!(
+                "{:<14} {:>9} {:>14.1} {:>14.1} {:>10.2}",
+                "replay",
+                n,
+                live as f64 / n as f64,
+                peak as f64 / n as f64,
+                if live > 0 {
+                    peak as f64 / live as f64
+                } else {
+                    0.0
+                }
+            ),
+            Err(e) => {
+                eprintln!("parked_mem: {e}");
+                return ExitCode::FAILURE;
+            }
         }
     }
     if let (Some(first), Some(last)) = (parked_live.first(), parked_live.get(1))

@@ -226,3 +226,79 @@ pub fn simulate(cfg: &EngineConfig, n: usize, stage: Stage, now: Instant) -> Sim
     }
     Simulated { tables }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_keeps_only_the_bytes_that_arrived() {
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut buf = Vec::new();
+        let r = receive_head(&mut buf, &mut scratch, |_| {
+            Err(io::ErrorKind::WouldBlock.into())
+        });
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(
+            (buf.len(), buf.capacity()),
+            (0, 0),
+            "nothing held before bytes"
+        );
+        let n = receive_head(&mut buf, &mut scratch, |into| {
+            assert_eq!(into.len(), HEAD_CHUNK, "one recv reads at most HEAD_CHUNK");
+            into[..5].copy_from_slice(b"CONNE");
+            Ok(5)
+        })
+        .unwrap();
+        assert_eq!((n, buf.as_slice()), (5, &b"CONNE"[..]));
+        assert!(
+            buf.capacity() < 64,
+            "capacity {} for 5 bytes",
+            buf.capacity()
+        );
+        let n = receive_head(&mut buf, &mut scratch, |into| {
+            into[..3].copy_from_slice(b"CT ");
+            Ok(3)
+        })
+        .unwrap();
+        assert_eq!((n, buf.as_slice()), (3, &b"CONNECT "[..]));
+    }
+
+    #[test]
+    fn tables_are_reserved_for_the_budget_and_do_not_grow() {
+        let cfg = EngineConfig {
+            max_sockets_per_worker: 1000,
+            max_parked_per_worker: 1000,
+            ..EngineConfig::default()
+        };
+        let empty = Tables::<RawFd>::new(&cfg);
+        let reserved = (
+            empty.socks.capacity(),
+            empty.sock_gens.capacity(),
+            empty.room.table_bytes(),
+        );
+        assert!(reserved.0 >= 1000 && reserved.1 >= 1000, "{reserved:?}");
+        let sim = simulate(&cfg, 1000, Stage::Parked, Instant::now());
+        assert_eq!((sim.sockets(), sim.parked()), (1000, 1000));
+        let t = &sim.tables;
+        assert_eq!(
+            (
+                t.socks.capacity(),
+                t.sock_gens.capacity(),
+                t.room.table_bytes()
+            ),
+            reserved,
+            "a table grew past its reservation"
+        );
+        let heads = sim.table_bytes();
+        assert!(heads.contains(&("head buffers", 0)), "{heads:?}");
+    }
+
+    #[test]
+    fn connections_awaiting_their_head_hold_no_buffer() {
+        let cfg = EngineConfig::default();
+        let sim = simulate(&cfg, 100, Stage::AwaitingHead, Instant::now());
+        assert_eq!((sim.sockets(), sim.parked()), (100, 0));
+        assert!(sim.table_bytes().contains(&("head buffers", 0)));
+    }
+}
