@@ -109,6 +109,7 @@ fn measure_replay(n: usize) {
             id[..8].copy_from_slice(&i.to_le_bytes());
             let proof = Proof {
                 ts: 1_700_000_000,
+                ts_leading_zeros: 0,
                 nonce: i.to_be_bytes().repeat(2),
                 mac: [0; 32],
             };
