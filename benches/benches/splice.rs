@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tryst_engine::auth::{Operation, Secret, proof_header};
 use tryst_engine::driver::{self, DataPath, Engine, EngineConfig, Listener};
-use tryst_engine::route::{NativeRouter, NativeRouterConfig, SecretSource, Transport};
+use tryst_engine::route::{NativeRouter, NativeRouterConfig, ReloadError, SecretSource, Transport};
 use tryst_engine::target::RendezvousId;
 
 const ID: &str = "5e1f0c2d-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
@@ -26,7 +26,7 @@ impl SecretSource for OneSecret {
     fn secret(&self, id: &RendezvousId) -> Option<&Secret> {
         self.0.get(id)
     }
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), ReloadError> {
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use tryst_engine::auth::Secret;
 use tryst_engine::driver::{self, Engine, EngineConfig, Listener};
-use tryst_engine::route::{NativeRouter, NativeRouterConfig, SecretSource, Transport};
+use tryst_engine::route::{NativeRouter, NativeRouterConfig, ReloadError, SecretSource, Transport};
 use tryst_engine::target::RendezvousId;
 
 struct StaticSecrets(HashMap<RendezvousId, Secret>);
@@ -16,7 +16,7 @@ impl SecretSource for StaticSecrets {
     fn secret(&self, id: &RendezvousId) -> Option<&Secret> {
         self.0.get(id)
     }
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), ReloadError> {
         Ok(())
     }
 }

@@ -139,7 +139,7 @@ pub trait Router {
     ) -> Route;
     /// Re-reads whatever the router loads (secrets). Called on SIGHUP; on error the old
     /// state stays and the error is returned for logging.
-    fn reload(&mut self) -> Result<(), String>;
+    fn reload(&mut self) -> Result<(), ReloadError>;
     /// Keys whose parked connections the owner worker must close now (e.g. a tag that
     /// expired or was consumed), appended to `out`. The worker polls this every 250 ms
     /// (`EVICTION_POLL` in the driver) with wall-clock seconds; keys this worker does not
@@ -159,7 +159,62 @@ pub trait SecretSource {
         None
     }
     /// Re-reads the source; on error the old secrets stay.
-    fn reload(&mut self) -> Result<(), String>;
+    fn reload(&mut self) -> Result<(), ReloadError>;
+}
+
+/// Why a [`Router::reload`] or [`SecretSource::reload`] failed. In every case the part
+/// that failed keeps its previous state; the error is only logged.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The source could not be read or parsed (the loader's own error, kept as the source).
+    #[error(transparent)]
+    Load(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// One scheme family's reload failed.
+    #[error("{scheme}: {source}")]
+    Family {
+        /// The family's scheme (`tag`, `hive`, ...).
+        scheme: &'static str,
+        /// What went wrong in that family.
+        #[source]
+        source: Box<Self>,
+    },
+    /// Several parts failed, each with its own error (joined with `; ` when displayed).
+    #[error("{}", join_errors(.0))]
+    Several(Vec<Self>),
+}
+
+impl ReloadError {
+    /// Wraps a loader's error.
+    pub fn load(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Load(Box::new(error))
+    }
+
+    /// Tags `self` with the scheme of the family it came from.
+    pub fn in_family(self, scheme: &'static str) -> Self {
+        Self::Family {
+            scheme,
+            source: Box::new(self),
+        }
+    }
+
+    /// `Ok` when `errors` is empty, the single error when there is one, else
+    /// [`ReloadError::Several`].
+    pub fn collect(mut errors: Vec<Self>) -> Result<(), Self> {
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(Self::Several(errors)),
+        }
+    }
+}
+
+fn join_errors(errors: &[ReloadError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Settings of the native router.
@@ -277,7 +332,7 @@ impl<S: SecretSource> Router for NativeRouter<S> {
         }
     }
 
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), ReloadError> {
         self.secrets.reload()
     }
 }
@@ -302,7 +357,7 @@ mod tests {
         fn secret(&self, id: &RendezvousId) -> Option<&Secret> {
             (*id == self.id).then_some(&self.secret)
         }
-        fn reload(&mut self) -> Result<(), String> {
+        fn reload(&mut self) -> Result<(), ReloadError> {
             self.reloads += 1;
             Ok(())
         }
@@ -551,9 +606,28 @@ mod tests {
     }
 
     #[test]
+    fn reload_errors_name_their_family_and_join() {
+        assert!(ReloadError::collect(Vec::new()).is_ok());
+        let io = || ReloadError::load(std::io::Error::other("secrets.toml: bad"));
+        let one = ReloadError::collect(vec![io()]).unwrap_err();
+        assert!(matches!(one, ReloadError::Load(_)), "{one:?}");
+        assert_eq!(one.to_string(), "secrets.toml: bad");
+        let both = ReloadError::collect(vec![io(), io().in_family("tag")]).unwrap_err();
+        assert_eq!(
+            both.to_string(),
+            "secrets.toml: bad; tag: secrets.toml: bad"
+        );
+        let ReloadError::Several(parts) = both else {
+            panic!("two errors are Several");
+        };
+        let source = std::error::Error::source(&parts[1]).expect("a family keeps its source");
+        assert_eq!(source.to_string(), "secrets.toml: bad");
+    }
+
+    #[test]
     fn reload_reaches_the_secret_source() {
         let mut r = router();
-        assert_eq!(r.reload(), Ok(()));
+        assert!(r.reload().is_ok());
         assert_eq!(r.secrets.reloads, 1);
     }
 }

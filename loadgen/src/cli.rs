@@ -2,7 +2,7 @@
 
 use crate::proto::Auth;
 use anyhow::{Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -258,7 +258,7 @@ pub(crate) struct CompareArgs {
         value_delimiter = ',',
         default_value = "direct,tryst-splice-syscall,tryst-splice-uring,haproxy-splice,haproxy-copy,bore"
     )]
-    pub(crate) targets: Vec<String>,
+    pub(crate) targets: Vec<CompareTarget>,
     /// Workloads to run, comma-separated, from: bulk1, bulk16, bulk256, pingpong,
     /// pairing (closed loop: pairings/s at saturation), pairing-open (open loop at
     /// `--rate`: latency at a fixed offered rate).
@@ -267,7 +267,7 @@ pub(crate) struct CompareArgs {
         value_delimiter = ',',
         default_value = "bulk1,bulk16,bulk256,pingpong,pairing,pairing-open"
     )]
-    pub(crate) workloads: Vec<String>,
+    pub(crate) workloads: Vec<Workload>,
     /// Generator threads of the pairing workloads, each with its own event loop and
     /// pinned to its own CPU away from the relay's when there are enough CPUs
     /// (default: one per CPU left after the relay's and the sink's, at least 1, at
@@ -300,25 +300,63 @@ pub(crate) struct CompareArgs {
     pub(crate) json: Option<PathBuf>,
 }
 
-/// Every target `compare` knows.
-pub(crate) const TARGETS: [&str; 7] = [
-    "direct",
-    "tryst-splice-syscall",
-    "tryst-splice-uring",
-    "haproxy-splice",
-    "haproxy-copy",
-    "bore",
-    "tryst-agents",
-];
-/// Every workload `compare` knows.
-pub(crate) const WORKLOADS: [&str; 6] = [
-    "bulk1",
-    "bulk16",
-    "bulk256",
-    "pingpong",
-    "pairing",
-    "pairing-open",
-];
+/// A target `compare` knows; its spelling (clap's kebab-case of the variant) is the one
+/// the command line takes and the report prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CompareTarget {
+    /// The generator straight to the sink: the baseline every ratio is against.
+    Direct,
+    /// tryst with `--data-path splice-syscall`.
+    TrystSpliceSyscall,
+    /// tryst with `--data-path splice-uring`.
+    TrystSpliceUring,
+    /// HAProxy in TCP mode with splicing.
+    HaproxySplice,
+    /// HAProxy in TCP mode without splicing.
+    HaproxyCopy,
+    /// bore's server and local agent.
+    Bore,
+    /// tryst connect -> relay -> tryst expose.
+    TrystAgents,
+}
+
+/// A workload `compare` knows (spelled as [`CompareTarget`] is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Workload {
+    /// One bulk pair.
+    Bulk1,
+    /// 16 bulk pairs.
+    Bulk16,
+    /// 256 bulk pairs.
+    Bulk256,
+    /// Request/response round trips.
+    Pingpong,
+    /// Closed-loop pairings.
+    Pairing,
+    /// Open-loop pairings at `--rate`.
+    PairingOpen,
+}
+
+/// The command-line spelling of a value.
+fn spelling(value: &impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+impl std::fmt::Display for CompareTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&spelling(self))
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&spelling(self))
+    }
+}
+
 /// Most generator threads `--pairing-generators` takes.
 pub(crate) const MAX_PAIRING_GENERATORS: usize = 64;
 
@@ -331,18 +369,8 @@ impl CompareArgs {
         if self.duration < Duration::from_millis(100) {
             bail!("--duration must be at least 100ms");
         }
-        for t in &self.targets {
-            if !TARGETS.contains(&t.as_str()) {
-                bail!("unknown target {t:?}; known: {}", TARGETS.join(", "));
-            }
-        }
-        if !self.targets.iter().any(|t| t == "direct") {
+        if !self.targets.contains(&CompareTarget::Direct) {
             bail!("the targets must include `direct` (ratios are against it)");
-        }
-        for w in &self.workloads {
-            if !WORKLOADS.contains(&w.as_str()) {
-                bail!("unknown workload {w:?}; known: {}", WORKLOADS.join(", "));
-            }
         }
         if let Some(g) = self.pairing_generators
             && (g == 0 || g > MAX_PAIRING_GENERATORS)
@@ -548,10 +576,53 @@ mod tests {
             panic!()
         };
         assert!(c.validate().is_err(), "direct is required");
-        let Some(Command::Compare(c)) = parse(&["compare", "--workloads", "bulk7"]).command else {
-            panic!()
+        for bad in [
+            &["compare", "--workloads", "bulk7"][..],
+            &["compare", "--targets", "direct,nginx"],
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("loadgen").chain(bad.iter().copied()))
+                .expect_err("an unknown target or workload is refused");
+            assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn compare_targets_and_workloads_keep_their_spellings() {
+        let targets = [
+            "direct",
+            "tryst-splice-syscall",
+            "tryst-splice-uring",
+            "haproxy-splice",
+            "haproxy-copy",
+            "bore",
+            "tryst-agents",
+        ];
+        let workloads = [
+            "bulk1",
+            "bulk16",
+            "bulk256",
+            "pingpong",
+            "pairing",
+            "pairing-open",
+        ];
+        let joined = |v: &[&str]| v.join(",");
+        let Some(Command::Compare(c)) = parse(&[
+            "compare",
+            "--targets",
+            &joined(&targets),
+            "--workloads",
+            &joined(&workloads),
+        ])
+        .command
+        else {
+            panic!("compare")
         };
-        assert!(c.validate().is_err());
+        let printed: Vec<String> = c.targets.iter().map(ToString::to_string).collect();
+        assert_eq!(printed, targets);
+        assert_eq!(CompareTarget::value_variants().len(), targets.len());
+        let printed: Vec<String> = c.workloads.iter().map(ToString::to_string).collect();
+        assert_eq!(printed, workloads);
+        assert_eq!(Workload::value_variants().len(), workloads.len());
     }
 
     #[test]
@@ -567,7 +638,7 @@ mod tests {
         };
         let c = compare(&[]);
         assert_eq!((c.pairing_generators, c.pairing_loops), (None, 16));
-        assert!(c.workloads.iter().any(|w| w == "pairing-open"));
+        assert!(c.workloads.contains(&Workload::PairingOpen));
         let c = compare(&["--pairing-generators", "4", "--rate", "5000"]);
         c.validate().unwrap();
         assert_eq!((c.pairing_generators, c.rate), (Some(4), 5000.0));

@@ -30,7 +30,7 @@
 //!   --to <sink> --pool 16`. Its "relay" CPU is the sum of the relay and both agents;
 //!   "pairing" is the time to the first byte of a new reach.
 
-use crate::cli::CompareArgs;
+use crate::cli::{CompareArgs, CompareTarget, Workload};
 use crate::net::{self, Failure};
 use crate::pattern::Pattern;
 use crate::procfs;
@@ -402,7 +402,7 @@ impl Route {
 }
 
 struct Target {
-    name: String,
+    name: CompareTarget,
     route: Route,
     /// Processes whose CPU counts as the relay's.
     pids: Vec<u32>,
@@ -473,7 +473,7 @@ fn haproxy_config(listen: SocketAddr, sink: SocketAddr, splice: bool) -> String 
 }
 
 async fn start_target(
-    name: &str,
+    name: CompareTarget,
     args: &CompareArgs,
     sink: SocketAddr,
     pin: Option<&str>,
@@ -484,8 +484,8 @@ async fn start_target(
         .prefix("loadgen-compare-")
         .tempdir()?;
     match name {
-        "direct" => Ok(Target {
-            name: name.into(),
+        CompareTarget::Direct => Ok(Target {
+            name,
             route: Route::Plain(sink),
             pids: Vec::new(),
             command: format!("(none: generator -> sink at {sink})"),
@@ -493,8 +493,13 @@ async fn start_target(
             relay: None,
             _dir: None,
         }),
-        "tryst-splice-syscall" | "tryst-splice-uring" => {
-            let data_path = name.trim_start_matches("tryst-").to_string();
+        CompareTarget::TrystSpliceSyscall | CompareTarget::TrystSpliceUring => {
+            let data_path = if name == CompareTarget::TrystSpliceSyscall {
+                "splice-syscall"
+            } else {
+                "splice-uring"
+            }
+            .to_string();
             let ids = proto::generate_ids(TRYST_IDS);
             proto::write_private_atomic(
                 &dir.path().join("secrets.toml"),
@@ -513,7 +518,7 @@ async fn start_target(
             spawn_tryst_sink(relay.addr, &ids, stop.clone(), errors.clone());
             let ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
             Ok(Target {
-                name: name.into(),
+                name,
                 route: Route::Tryst(relay.addr, Arc::new(ids), Arc::new(AtomicUsize::new(0))),
                 pids: vec![relay.pid],
                 command: relay.command.clone(),
@@ -522,10 +527,13 @@ async fn start_target(
                 _dir: Some(dir),
             })
         }
-        "haproxy-splice" | "haproxy-copy" => {
+        CompareTarget::HaproxySplice | CompareTarget::HaproxyCopy => {
             let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
             let cfg = dir.path().join("haproxy.cfg");
-            std::fs::write(&cfg, haproxy_config(listen, sink, name == "haproxy-splice"))?;
+            std::fs::write(
+                &cfg,
+                haproxy_config(listen, sink, name == CompareTarget::HaproxySplice),
+            )?;
             let (prog, a) = pinned(
                 pin,
                 &args.haproxy,
@@ -537,7 +545,7 @@ async fn start_target(
                 .await
                 .with_context(|| crate::relay::tail(&dir.path().join("haproxy.log"), 10))?;
             Ok(Target {
-                name: name.into(),
+                name,
                 route: Route::Plain(listen),
                 pids: vec![pid],
                 command: format!("{prog} {} (config {})", a.join(" "), cfg.display()),
@@ -546,7 +554,7 @@ async fn start_target(
                 _dir: Some(dir),
             })
         }
-        "bore" => {
+        CompareTarget::Bore => {
             // bore's control port is fixed at 7835; tunnels get a port from the range.
             if std::net::TcpListener::bind("127.0.0.1:7835").is_err() {
                 bail!("port 7835 (bore's fixed control port) is in use");
@@ -587,7 +595,7 @@ async fn start_target(
             let public: SocketAddr = format!("127.0.0.1:{port}").parse()?;
             wait_listening(public, &mut local, "bore local").await?;
             Ok(Target {
-                name: name.into(),
+                name,
                 route: Route::Plain(public),
                 pids: vec![server_pid, local_pid],
                 command: format!("{prog} {}; {prog2} {}", a.join(" "), a2.join(" ")),
@@ -596,7 +604,7 @@ async fn start_target(
                 _dir: Some(dir),
             })
         }
-        "tryst-agents" => {
+        CompareTarget::TrystAgents => {
             let ids = proto::generate_ids(1);
             proto::write_private_atomic(
                 &dir.path().join("secrets.toml"),
@@ -660,7 +668,7 @@ async fn start_target(
                 .await
                 .with_context(|| crate::relay::tail(&dir.path().join("connect.log"), 10))?;
             Ok(Target {
-                name: name.into(),
+                name,
                 route: Route::Plain(listen),
                 pids: vec![relay.pid, expose_pid, connect_pid],
                 command: format!(
@@ -674,7 +682,6 @@ async fn start_target(
                 _dir: Some(dir),
             })
         }
-        other => bail!("unknown target {other}"),
     }
 }
 
@@ -1110,18 +1117,17 @@ async fn pairing_open(
 
 async fn run_workload(
     target: &Target,
-    workload: &str,
+    workload: Workload,
     duration: Duration,
     gens: &Generators,
 ) -> Result<Metrics, Failure> {
     match workload {
-        "bulk1" => bulk(target, 1, duration).await,
-        "bulk16" => bulk(target, 16, duration).await,
-        "bulk256" => bulk(target, 256, duration).await,
-        "pingpong" => pingpong(target, duration).await,
-        "pairing" => pairing(target, duration, gens).await,
-        "pairing-open" => pairing_open(target, duration, gens).await,
-        other => Err(Failure(format!("unknown workload {other}"))),
+        Workload::Bulk1 => bulk(target, 1, duration).await,
+        Workload::Bulk16 => bulk(target, 16, duration).await,
+        Workload::Bulk256 => bulk(target, 256, duration).await,
+        Workload::Pingpong => pingpong(target, duration).await,
+        Workload::Pairing => pairing(target, duration, gens).await,
+        Workload::PairingOpen => pairing_open(target, duration, gens).await,
     }
 }
 
@@ -1404,13 +1410,15 @@ async fn run(args: &CompareArgs) -> Result<bool> {
 
     let mut targets = Vec::new();
     let mut skipped = BTreeMap::new();
-    for name in &args.targets {
-        let missing = match name.as_str() {
-            "haproxy-splice" | "haproxy-copy" if !have(&args.haproxy) => Some(format!(
-                "{} not found (run loadgen/scripts/install-peers.sh)",
-                args.haproxy
-            )),
-            "bore" if !have(&args.bore) => Some(format!(
+    for &name in &args.targets {
+        let missing = match name {
+            CompareTarget::HaproxySplice | CompareTarget::HaproxyCopy if !have(&args.haproxy) => {
+                Some(format!(
+                    "{} not found (run loadgen/scripts/install-peers.sh)",
+                    args.haproxy
+                ))
+            }
+            CompareTarget::Bore if !have(&args.bore) => Some(format!(
                 "{} not found (run loadgen/scripts/install-peers.sh)",
                 args.bore
             )),
@@ -1418,7 +1426,7 @@ async fn run(args: &CompareArgs) -> Result<bool> {
         };
         if let Some(why) = missing {
             eprintln!("loadgen compare: SKIPPING {name}: {why}");
-            skipped.insert(name.clone(), why);
+            skipped.insert(name.to_string(), why);
             continue;
         }
         match start_target(name, args, sink, pin.as_deref(), &stop_rx, &errors).await {
@@ -1429,17 +1437,17 @@ async fn run(args: &CompareArgs) -> Result<bool> {
             Err(e) => {
                 let why = format!("{e:#}");
                 eprintln!("loadgen compare: SKIPPING {name}: could not start: {why}");
-                skipped.insert(name.clone(), why);
+                skipped.insert(name.to_string(), why);
             }
         }
     }
-    if !targets.iter().any(|t| t.name == "direct") {
+    if !targets.iter().any(|t| t.name == CompareTarget::Direct) {
         bail!("the direct baseline could not run");
     }
 
     let mut cells = Vec::new();
     for rep in 0..args.repetitions {
-        for w in &args.workloads {
+        for &w in &args.workloads {
             for t in &targets {
                 eprintln!(
                     "loadgen compare: repetition {}/{} {w} {}",
@@ -1458,8 +1466,8 @@ async fn run(args: &CompareArgs) -> Result<bool> {
                 };
                 cells.push(Cell {
                     repetition: rep,
-                    workload: w.clone(),
-                    target: t.name.clone(),
+                    workload: w.to_string(),
+                    target: t.name.to_string(),
                     metrics,
                     error,
                 });
@@ -1472,9 +1480,9 @@ async fn run(args: &CompareArgs) -> Result<bool> {
     tokio::task::yield_now().await;
     let mut target_cmds = BTreeMap::new();
     for t in targets.iter() {
-        target_cmds.insert(t.name.clone(), t.command.clone());
+        target_cmds.insert(t.name.to_string(), t.command.clone());
     }
-    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+    let names: Vec<String> = targets.iter().map(|t| t.name.to_string()).collect();
     for mut t in targets {
         if let Some(r) = t.relay.take() {
             let _ = r.stop(Duration::from_secs(10)).await;
@@ -1629,7 +1637,7 @@ mod tests {
                 let addr = l.local_addr().unwrap();
                 tokio::task::spawn_local(run_sink_listener(l, errors.clone()));
                 let t = Target {
-                    name: "direct".into(),
+                    name: CompareTarget::Direct,
                     route: Route::Plain(addr),
                     pids: Vec::new(),
                     command: String::new(),

@@ -11,7 +11,7 @@ use tryst_engine::head::{Method, RequestHead};
 use tryst_engine::node::CompatRouter;
 use tryst_engine::node::router::REFUSAL_KEY;
 use tryst_engine::reject::Rejection;
-use tryst_engine::route::{Classified, Route, Router, SecretSource, Transport};
+use tryst_engine::route::{Classified, ReloadError, Route, Router, SecretSource, Transport};
 use tryst_engine::target::RendezvousKey;
 
 /// A `CONNECT` family selected by its target scheme: a [`Router`] for the requests
@@ -106,21 +106,17 @@ impl<S: SecretSource> Router for RelayRouter<S> {
         }
     }
 
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), ReloadError> {
         let mut errors = Vec::new();
         if let Err(e) = self.compat.reload() {
             errors.push(e);
         }
         for family in &mut self.families {
             if let Err(e) = family.reload() {
-                errors.push(format!("{}: {e}", family.scheme()));
+                errors.push(e.in_family(family.scheme()));
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
-        }
+        ReloadError::collect(errors)
     }
 
     fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
@@ -146,7 +142,7 @@ mod tests {
         fn secret(&self, _: &RendezvousId) -> Option<&Secret> {
             None
         }
-        fn reload(&mut self) -> Result<(), String> {
+        fn reload(&mut self) -> Result<(), ReloadError> {
             Ok(())
         }
     }
@@ -174,7 +170,7 @@ mod tests {
             ))
         }
 
-        fn reload(&mut self) -> Result<(), String> {
+        fn reload(&mut self) -> Result<(), ReloadError> {
             Ok(())
         }
     }
@@ -201,7 +197,7 @@ mod tests {
             }
         }
 
-        fn reload(&mut self) -> Result<(), String> {
+        fn reload(&mut self) -> Result<(), ReloadError> {
             Ok(())
         }
     }

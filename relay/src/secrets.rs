@@ -26,7 +26,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tryst_engine::auth::Secret;
-use tryst_engine::route::SecretSource;
+use tryst_engine::route::{ReloadError, SecretSource};
 use tryst_engine::target::RendezvousId;
 use tryst_engine::totp::{TotpAlgorithm, TotpError, TotpParking, TotpRecord};
 
@@ -420,8 +420,8 @@ impl SecretSource for FileSecrets {
         self.totp.get(id)
     }
 
-    fn reload(&mut self) -> Result<(), String> {
-        let fresh = load_file(&self.path).map_err(|e| e.to_string())?;
+    fn reload(&mut self) -> Result<(), ReloadError> {
+        let fresh = load_file(&self.path).map_err(ReloadError::load)?;
         self.secrets = fresh.secrets.into_iter().collect();
         self.totp = fresh
             .totp
@@ -750,7 +750,7 @@ mod tests {
         let old = s.secret(&id).cloned().unwrap();
 
         fs::write(&path, "[secrets]\n\"garbage\n").unwrap();
-        let err = s.reload().unwrap_err();
+        let err = s.reload().unwrap_err().to_string();
         assert!(err.contains("secrets.toml"), "{err}");
         assert_eq!(
             s.secret(&id),

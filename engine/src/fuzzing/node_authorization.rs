@@ -4,7 +4,7 @@
 use crate::auth::Secret;
 use crate::head::{HeadLimits, HeadStatus, parse_head};
 use crate::node::{CompatRouter, CompatRouterConfig, authorization_username};
-use crate::route::{Route, Router, SecretSource, Transport};
+use crate::route::{ReloadError, Route, Router, SecretSource, Transport};
 use crate::target::RendezvousId;
 
 struct NoSecrets;
@@ -13,7 +13,7 @@ impl SecretSource for NoSecrets {
     fn secret(&self, _id: &RendezvousId) -> Option<&Secret> {
         None
     }
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), ReloadError> {
         Ok(())
     }
 }

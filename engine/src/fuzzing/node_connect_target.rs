@@ -5,7 +5,7 @@
 use crate::auth::Secret;
 use crate::head::{HeadLimits, HeadStatus, parse_head};
 use crate::node::{CompatRouter, CompatRouterConfig, looks_like_node_connect, parse_node_connect};
-use crate::route::{Route, Router, SecretSource, Transport};
+use crate::route::{ReloadError, Route, Router, SecretSource, Transport};
 use crate::target::RendezvousId;
 use crate::totp::{TotpAlgorithm, TotpRecord};
 
@@ -18,7 +18,7 @@ impl SecretSource for OneRecord {
     fn totp(&self, _id: &RendezvousId) -> Option<&TotpRecord> {
         Some(&self.0)
     }
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), ReloadError> {
         Ok(())
     }
 }

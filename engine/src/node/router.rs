@@ -48,8 +48,8 @@ use super::{
 use crate::head::{Method, RequestHead};
 use crate::reject::Rejection;
 use crate::route::{
-    Classified, HalfClose, NativeRouter, NativeRouterConfig, ParkMode, ReachPlan, Route, Router,
-    SecretSource, Transport,
+    Classified, HalfClose, NativeRouter, NativeRouterConfig, ParkMode, ReachPlan, ReloadError,
+    Route, Router, SecretSource, Transport,
 };
 use crate::target::{ConnectTarget, RendezvousId, RendezvousKey, parse_connect_target};
 use crate::totp::{self, TotpParking};
@@ -315,7 +315,7 @@ impl<S: SecretSource> Router for CompatRouter<S> {
         }
     }
 
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), ReloadError> {
         self.native.reload()
     }
 }
@@ -352,7 +352,7 @@ mod tests {
                 _ => None,
             }
         }
-        fn reload(&mut self) -> Result<(), String> {
+        fn reload(&mut self) -> Result<(), ReloadError> {
             Ok(())
         }
     }

@@ -55,7 +55,7 @@ use base64::engine::general_purpose::STANDARD;
 use tryst_engine::auth::{self, ReplayCache};
 use tryst_engine::head::RequestHead;
 use tryst_engine::reject::Rejection;
-use tryst_engine::route::{Classified, Route, Router, Transport};
+use tryst_engine::route::{Classified, ReloadError, Route, Router, Transport};
 use tryst_engine::target::RendezvousId;
 
 /// Domain tag of the park proof (`b"hive-connect-v1\0"`, defined beside the shared proof
@@ -249,7 +249,7 @@ impl Router for HiveConnect {
     }
 
     /// Nothing is loaded from disk: the family's state lives only in memory.
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), ReloadError> {
         Ok(())
     }
 }

@@ -21,7 +21,9 @@ use std::time::Duration;
 use table::{TagLimits, TagTable, room_key};
 use tryst_engine::head::RequestHead;
 use tryst_engine::reject::Rejection;
-use tryst_engine::route::{Classified, HalfClose, ParkMode, ReachPlan, Route, Router, Transport};
+use tryst_engine::route::{
+    Classified, HalfClose, ParkMode, ReachPlan, ReloadError, Route, Router, Transport,
+};
 use tryst_engine::target::RendezvousKey;
 use wire::TagMode;
 
@@ -135,7 +137,7 @@ impl Router for TagFamily {
     }
 
     /// Nothing is loaded from disk: the family's state lives only in memory.
-    fn reload(&mut self) -> Result<(), String> {
+    fn reload(&mut self) -> Result<(), ReloadError> {
         Ok(())
     }
 }

@@ -1,0 +1,330 @@
+//! A connection's head (read, parse, classify, route), its place in the room, and its
+//! refusal and linger.
+
+use super::decide::{self, HeadNext, PollRole};
+use super::{
+    LINGER, LINGER_BYTES, POLL_HANGUP, POLL_READ, POLL_WRITE, Pairing, REQUEST_LINE_PROBE,
+    SockState, Worker, footprint,
+};
+use crate::driver::shm::Counter;
+use crate::driver::sys;
+use crate::head::{HeadStatus, RequestHead, parse_head};
+use crate::reject::{OK_RESPONSE, Rejection};
+use crate::room::{ParkOutcome, ReachOutcome};
+use crate::route::{HalfClose, ParkMode, Route, Router};
+use crate::target::RendezvousKey;
+use std::io;
+use std::os::fd::AsFd;
+use std::time::SystemTime;
+
+/// What [`Worker::try_parse`] did with a buffered head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Parsed {
+    /// Not complete yet: keep reading.
+    Partial,
+    /// Complete and routed, or refused (bad, or the socket is no longer reading one).
+    Handled,
+}
+
+impl<R: Router> Worker<R> {
+    pub(super) fn read_head(&mut self, sock: usize) {
+        let limit = self.cfg.head_max_bytes;
+        loop {
+            let s = &mut self.socks[sock];
+            let SockState::Head { buf, .. } = &mut s.state else {
+                return;
+            };
+            let old = buf.len();
+            let fd = s.fd.as_fd();
+            match footprint::receive_head(buf, &mut self.scratch, |into| sys::recv(fd, into)) {
+                Ok(0) => {
+                    // Peer closed before finishing its head.
+                    self.close_sock(sock, false);
+                    return;
+                }
+                Ok(_) => {
+                    // A head only completes at a line end: parsing only then keeps a
+                    // byte-at-a-time sender from costing a full re-parse per byte. The
+                    // first bytes are parsed on every read, so bytes that cannot start
+                    // a request line (NULs, a TLS ClientHello) are refused at once
+                    // (`parse_head` checks viability) rather than at the head deadline.
+                    let new_line = buf[old..].contains(&b'\n');
+                    if !decide::parse_after_read(
+                        old,
+                        buf.len(),
+                        new_line,
+                        limit,
+                        REQUEST_LINE_PROBE,
+                    ) {
+                        continue;
+                    }
+                    match self.try_parse(sock) {
+                        Parsed::Handled => return,
+                        Parsed::Partial => {
+                            let SockState::Head { buf, .. } = &self.socks[sock].state else {
+                                return;
+                            };
+                            if buf.len() > limit {
+                                self.refuse(sock, Rejection::HeadTooLarge);
+                                return;
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.arm(sock, PollRole::Read, POLL_READ);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close_sock(sock, false);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Parses the buffered head, and routes or refuses it when it is complete or bad.
+    pub(super) fn try_parse(&mut self, sock: usize) -> Parsed {
+        let SockState::Head { buf, .. } = &self.socks[sock].state else {
+            return Parsed::Handled;
+        };
+        match parse_head(buf, &self.cfg.head_limits()) {
+            Ok(HeadStatus::Partial) => Parsed::Partial,
+            Ok(HeadStatus::Complete(head)) => {
+                self.dispatch(sock, head);
+                Parsed::Handled
+            }
+            Err(e) => {
+                self.refuse(sock, e.into());
+                Parsed::Handled
+            }
+        }
+    }
+
+    /// A complete head arrived through the inbox: parse and route it.
+    pub(super) fn process_head(&mut self, sock: usize) {
+        if self.try_parse(sock) == Parsed::Partial {
+            // A hand-off always carries a complete head; anything else is refused.
+            self.refuse(sock, Rejection::MalformedHead);
+        }
+    }
+
+    pub(super) fn dispatch(&mut self, sock: usize, head: RequestHead) {
+        let handed_in = matches!(
+            self.socks[sock].state,
+            SockState::Head {
+                handed_in: true,
+                ..
+            }
+        );
+        let transport = self.socks[sock].transport;
+        let classified = self.router.classify(&head, transport);
+        match decide::after_classify(
+            classified,
+            &self.placement,
+            self.index,
+            self.workers,
+            handed_in,
+        ) {
+            HeadNext::Refuse(r) => self.refuse(sock, r),
+            HeadNext::HandOff { to } => self.hand_off(sock, to),
+            HeadNext::Route => self.route(sock, &head),
+        }
+    }
+
+    pub(super) fn route(&mut self, sock: usize, head: &RequestHead) {
+        if self.shutdown_deadline.is_some() {
+            self.refuse(sock, Rejection::ShuttingDown);
+            return;
+        }
+        let SockState::Head { buf, .. } = &mut self.socks[sock].state else {
+            return;
+        };
+        let early = buf.split_off(head.head_len.min(buf.len()));
+        let now_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let transport = self.socks[sock].transport;
+        match self.router.route(head, &early, now_unix, transport) {
+            Route::Reject(r) => self.refuse(sock, r),
+            Route::RejectWith(r, response) => self.refuse_with(sock, r, response),
+            Route::Http => self.hand_off(sock, self.workers),
+            Route::Park { key, mode } => {
+                if mode == ParkMode::Replace {
+                    let mut old = Vec::new();
+                    self.room.take_parked(&key, &mut old);
+                    for s in old {
+                        self.close_sock(s, false);
+                    }
+                }
+                self.park(sock, key);
+            }
+            Route::Reach(plan) => {
+                let mut to_server = plan.forward;
+                to_server.extend_from_slice(&early);
+                let pairing = Pairing {
+                    key: plan.key,
+                    greeting: plan.greeting,
+                    to_server,
+                    not_parked: plan.not_parked,
+                    half_close: plan.half_close,
+                };
+                self.reach(sock, Box::new(pairing));
+            }
+        }
+    }
+
+    pub(super) fn park(&mut self, sock: usize, key: RendezvousKey) {
+        match self.room.park(key, sock, self.now) {
+            ParkOutcome::Full(sock) => self.refuse(sock, Rejection::RoomFull),
+            ParkOutcome::Parked { handle, evicted } => {
+                if sys::send(self.socks[sock].fd.as_fd(), OK_RESPONSE).ok()
+                    != Some(OK_RESPONSE.len())
+                {
+                    self.room.remove(handle);
+                    self.close_sock(sock, false);
+                } else {
+                    self.socks[sock].state = SockState::Parked { handle };
+                    self.arm(sock, PollRole::Read, POLL_HANGUP);
+                }
+                if let Some(old) = evicted {
+                    self.close_sock(old, false);
+                }
+            }
+            ParkOutcome::Paired { server, client } => {
+                let pairing = self.take_pairing(client);
+                if sys::send(self.socks[server].fd.as_fd(), OK_RESPONSE).ok()
+                    != Some(OK_RESPONSE.len())
+                {
+                    // The server vanished between its head and its 200: the client keeps
+                    // waiting for another one.
+                    self.close_sock(server, false);
+                    self.disarm(client);
+                    self.reach(client, pairing);
+                    return;
+                }
+                self.pair(client, server, *pairing);
+            }
+        }
+        self.sync_room_counters();
+    }
+
+    /// Takes a waiting client's pairing plan out of its state.
+    pub(super) fn take_pairing(&mut self, client: usize) -> Box<Pairing> {
+        let empty = || {
+            Box::new(Pairing {
+                key: RendezvousKey::uuid([0; 16]),
+                greeting: Vec::new(),
+                to_server: Vec::new(),
+                not_parked: None,
+                half_close: HalfClose::PerDirection,
+            })
+        };
+        match &mut self.socks[client].state {
+            SockState::Waiting { pairing, .. } => std::mem::replace(pairing, empty()),
+            _ => empty(),
+        }
+    }
+
+    pub(super) fn reach(&mut self, sock: usize, pairing: Box<Pairing>) {
+        match self.room.reach(pairing.key, sock, self.now) {
+            ReachOutcome::Full(sock) => self.refuse(sock, Rejection::TooManyWaiting),
+            ReachOutcome::Waiting { handle } => {
+                self.socks[sock].state = SockState::Waiting { handle, pairing };
+                self.arm(sock, PollRole::Read, POLL_HANGUP);
+            }
+            ReachOutcome::Paired { server, client } => self.pair(client, server, *pairing),
+        }
+        self.sync_room_counters();
+    }
+
+    pub(super) fn on_room_hangup(&mut self, sock: usize, _res: i32) {
+        let handle = match &self.socks[sock].state {
+            SockState::Parked { handle } | SockState::Waiting { handle, .. } => *handle,
+            _ => return,
+        };
+        self.room.remove(handle);
+        self.close_sock(sock, false);
+        self.sync_room_counters();
+    }
+
+    pub(super) fn sync_room_counters(&self) {
+        self.counters
+            .set(Counter::Parked, self.room.parked() as u64);
+        self.counters
+            .set(Counter::Waiting, self.room.waiting() as u64);
+    }
+
+    pub(super) fn refuse(&mut self, sock: usize, r: Rejection) {
+        self.refuse_with(sock, r, r.response());
+    }
+
+    /// Refuses with exact bytes, counted under `r`.
+    pub(super) fn refuse_with(&mut self, sock: usize, r: Rejection, response: Vec<u8>) {
+        self.counters.reject(r);
+        self.disarm(sock);
+        self.socks[sock].state = SockState::Refusing {
+            response,
+            written: 0,
+        };
+        self.write_refusal(sock);
+    }
+
+    pub(super) fn write_refusal(&mut self, sock: usize) {
+        let s = &mut self.socks[sock];
+        let SockState::Refusing { response, written } = &mut s.state else {
+            return;
+        };
+        while *written < response.len() {
+            match sys::send(s.fd.as_fd(), &response[*written..]) {
+                Ok(n) => *written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.arm(sock, PollRole::Write, POLL_WRITE);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close_sock(sock, false);
+                    return;
+                }
+            }
+        }
+        // Sent: shut our side and discard what the peer still sends, so unread input
+        // does not turn our close into a reset that destroys the response in flight.
+        let _ = sys::shutdown_write(s.fd.as_fd());
+        let deadline = self.now + LINGER;
+        s.state = SockState::Lingering {
+            deadline,
+            discarded: 0,
+        };
+        self.linger_deadlines
+            .push_back((deadline, sock, self.sock_gens[sock]));
+        self.linger(sock);
+    }
+
+    pub(super) fn linger(&mut self, sock: usize) {
+        loop {
+            let s = &mut self.socks[sock];
+            let SockState::Lingering { discarded, .. } = &mut s.state else {
+                return;
+            };
+            match sys::recv(s.fd.as_fd(), &mut self.scratch) {
+                Ok(n) => {
+                    *discarded += n;
+                    if decide::linger_over(n, *discarded, LINGER_BYTES) {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.arm(sock, PollRole::Read, POLL_READ);
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.close_sock(sock, false);
+    }
+}

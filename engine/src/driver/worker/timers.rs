@@ -1,0 +1,176 @@
+//! Timers run once per loop turn (head and linger deadlines, the room, evictions, idle
+//! sweeps, accept back-off, descriptor counts) and shutdown.
+
+use super::decide::Closing;
+use super::{EVICTION_POLL, SockState, Worker};
+use crate::driver::shm::Counter;
+use crate::driver::sys;
+use crate::reject::Rejection;
+use crate::room::Role;
+use crate::route::Router;
+use std::time::{Duration, SystemTime};
+
+impl<R: Router> Worker<R> {
+    pub(super) fn on_tick(&mut self) {
+        let now = self.now;
+        // Head deadlines (408).
+        while let Some(&(deadline, sock, generation)) = self.head_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.head_deadlines.pop_front();
+            if self.sock_gens.get(sock) == Some(&generation)
+                && matches!(
+                    self.socks.get(sock).map(|s| &s.state),
+                    Some(SockState::Head { .. })
+                )
+            {
+                self.refuse(sock, Rejection::HeadTimeout);
+            }
+        }
+        // Lingering refusals.
+        while let Some(&(deadline, sock, _)) = self.linger_deadlines.front() {
+            if deadline > now {
+                break;
+            }
+            self.linger_deadlines.pop_front();
+            if matches!(self.socks.get(sock).map(|s| &s.state), Some(SockState::Lingering { deadline: d, .. }) if *d <= now)
+            {
+                self.close_sock(sock, false);
+            }
+        }
+        // Waiting room.
+        let mut expired = std::mem::take(&mut self.expired);
+        self.room.expire(now, &mut expired);
+        for e in expired.drain(..) {
+            match e.role {
+                Role::Client => match self.take_pairing(e.item).not_parked {
+                    Some(bytes) => self.refuse_with(e.item, Rejection::NotParked, bytes),
+                    None => self.refuse(e.item, Rejection::NotParked),
+                },
+                Role::Server => self.close_sock(e.item, false),
+            }
+        }
+        self.expired = expired;
+        // Keys the router retired (expired or consumed tags): close what is parked.
+        if now >= self.next_eviction_poll {
+            self.next_eviction_poll = now + EVICTION_POLL;
+            self.evict_retired_keys();
+        }
+        self.sync_room_counters();
+        // Idle tunnels.
+        if now >= self.next_idle_sweep {
+            let idle = self.cfg.idle_timeout;
+            self.next_idle_sweep =
+                now + (idle / 8).clamp(Duration::from_millis(100), Duration::from_secs(60));
+            let stale: Vec<usize> = self
+                .tunnels
+                .iter()
+                .filter(|(_, t)| now.saturating_duration_since(t.last_active) >= idle)
+                .map(|(i, _)| i)
+                .collect();
+            for t in stale {
+                self.close_tunnel(t, true);
+            }
+            let stale: Vec<usize> = self
+                .fronts
+                .iter()
+                .filter(|(_, f)| now.saturating_duration_since(f.last_active) >= idle)
+                .map(|(i, _)| i)
+                .collect();
+            for f in stale {
+                self.close_front(f, true);
+            }
+        }
+        // Accept back-off.
+        if let Some(until) = self.accept_paused_until {
+            let below_cap = self.held_fds() < self.socket_cap() * 9 / 10;
+            if now >= until && below_cap {
+                self.accept_paused_until = None;
+                for i in 0..self.listeners.len() {
+                    self.arm_accept(i);
+                }
+            }
+        }
+        if !self.pending_handoffs.is_empty() {
+            self.flush_handoffs();
+        }
+        self.counters.set(Counter::Sockets, self.socks.len() as u64);
+        self.counters.set(Counter::Pipes, self.pipes.held() as u64);
+        if now >= self.next_fd_count {
+            self.next_fd_count = now + Duration::from_secs(1);
+            self.counters.set(Counter::Fds, sys::open_fds());
+            self.limit_cap = sys::soft_nofile().map_or(usize::MAX, |soft| {
+                soft.saturating_sub(self.fd_overhead + 16)
+            });
+        }
+    }
+
+    /// Closes every connection parked under a key [`Router::evictions`] names.
+    pub(super) fn evict_retired_keys(&mut self) {
+        let now_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut keys = std::mem::take(&mut self.evict_keys);
+        self.router.evictions(now_unix, &mut keys);
+        let mut parked = Vec::new();
+        for key in keys.drain(..) {
+            self.room.take_parked(&key, &mut parked);
+        }
+        self.evict_keys = keys;
+        for sock in parked {
+            self.close_sock(sock, false);
+        }
+    }
+
+    // ----- shutdown -----
+
+    pub(super) fn begin_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        tracing::info!(
+            worker = self.index,
+            tunnels = self.tunnels.len(),
+            "shutting down: draining tunnels"
+        );
+        self.shutdown_deadline = Some(self.now + self.cfg.drain_timeout);
+        // Accepting goes on while tunnels drain: a new connection (a load balancer's
+        // health check, a client) gets `503 shutting_down` at once instead of hanging
+        // in the listen queue until the process exits (see `on_accept`).
+        for (role, item) in self.room.drain_all() {
+            match role {
+                Role::Server => self.close_sock(item, false),
+                Role::Client => self.refuse(item, Rejection::ShuttingDown),
+            }
+        }
+        self.sync_room_counters();
+        let heads: Vec<usize> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| matches!(s.state, SockState::Head { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        for s in heads {
+            self.refuse(s, Rejection::ShuttingDown);
+        }
+    }
+
+    pub(super) fn abort_all(&mut self) {
+        let tunnels: Vec<usize> = self.tunnels.iter().map(|(i, _)| i).collect();
+        for t in tunnels {
+            // Splices still queued keep their descriptors; the process exits next, which
+            // releases everything after the kernel finishes with them.
+            self.tunnels[t].closing = Closing::Open;
+            for d in &mut self.tunnels[t].dirs {
+                d.inflight = false;
+            }
+            self.close_tunnel(t, true);
+        }
+        let socks: Vec<usize> = self.socks.iter().map(|(i, _)| i).collect();
+        for s in socks {
+            self.close_sock(s, true);
+        }
+    }
+}
