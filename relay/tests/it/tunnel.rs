@@ -563,21 +563,36 @@ fn no_parked_server_answers_404_after_the_client_wait() {
 #[test]
 fn bad_proofs_are_refused_with_exact_codes() {
     let relay = Relay::start(&[]);
-    let now = now_unix();
-    let cases: Vec<(String, (u16, &str))> = vec![
-        (park_head_with(&[9; 32], now, &nonce()), (403, "bad_proof")),
-        (park_head(now - 61, &nonce()), (403, "stale_timestamp")),
-        (park_head(now + 61, &nonce()), (403, "stale_timestamp")),
+    // Each head is stamped just before it is sent, so a slow machine cannot move a
+    // just-out-of-window `ts` back into the window. Both clocks are read in whole seconds,
+    // so the stale stamps sit 2 s past the 60 s window (1 s past could be read as 60 s
+    // by a relay whose second ticked over in between); the exact boundary is
+    // unit-tested in engine/src/auth.rs with an injected `now`.
+    type Head = fn(u64) -> String;
+    let cases: Vec<(Head, (u16, &str))> = vec![
         (
-            format!("CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: Tryst ts=1\r\n\r\n"),
+            |now| park_head_with(&[9; 32], now, &nonce()),
+            (403, "bad_proof"),
+        ),
+        (
+            |now| park_head(now - 62, &nonce()),
+            (403, "stale_timestamp"),
+        ),
+        (
+            |now| park_head(now + 62, &nonce()),
+            (403, "stale_timestamp"),
+        ),
+        (
+            |_| format!("CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: Tryst ts=1\r\n\r\n"),
             (400, "malformed_proof"),
         ),
         (
-            format!("CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: Basic eDp5\r\n\r\n"),
+            |_| format!("CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: Basic eDp5\r\n\r\n"),
             (400, "malformed_proof"),
         ),
     ];
-    for (request, (status, code)) in cases {
+    for (head, (status, code)) in cases {
+        let request = head(now_unix());
         let response = relay.exchange(request.as_bytes());
         assert_eq!(
             status_and_code(&response),
@@ -588,7 +603,7 @@ fn bad_proofs_are_refused_with_exact_codes() {
     // Unknown id: same answer as a bad MAC.
     let other = "11111111-2222-4333-8444-555555555555";
     let id = RendezvousId::parse(other).unwrap();
-    let head = client_park_head(&id, &Secret::new(SECRET.to_vec()), now, &nonce());
+    let head = client_park_head(&id, &Secret::new(SECRET.to_vec()), now_unix(), &nonce());
     let response = relay.exchange(head.as_bytes());
     assert_eq!(status_and_code(&response), (403, "bad_proof".into()));
 }
