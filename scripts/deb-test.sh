@@ -75,6 +75,8 @@ expected_files="/etc/tryst/tryst.toml
 /usr/share/doc/tryst/copyright
 /usr/share/doc/tryst/deploy.md
 /usr/share/fish/vendor_completions.d/tryst.fish
+/usr/share/man/man1/tryst-connect.1.gz
+/usr/share/man/man1/tryst-expose.1.gz
 /usr/share/man/man1/tryst-provision.1.gz
 /usr/share/man/man1/tryst-serve.1.gz
 /usr/share/man/man1/tryst-tag.1.gz
