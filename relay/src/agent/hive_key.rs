@@ -60,12 +60,14 @@ pub enum HiveKeyError {
 
 /// Parses a key file's text.
 pub fn parse(text: &str) -> Result<HiveKey, HiveKeyError> {
-    // toml's messages quote the offending line; keep the seed out of them by naming
-    // only the position.
+    // toml's messages quote the offending line, and serde's quote unknown keys and
+    // mistyped values: keep the seed out of them by naming only the position and the
+    // file's own field names.
     let file: KeyFile = toml::from_str(text).map_err(|e| {
+        let message = scrub(e.message());
         HiveKeyError::Syntax(match e.span() {
-            Some(span) => format!("{} (at byte {})", e.message(), span.start),
-            None => e.message().to_owned(),
+            Some(span) => format!("{message} (at byte {})", span.start),
+            None => message,
         })
     })?;
     let workspace = parse_uuid(&file.workspace).ok_or(HiveKeyError::Uuid("workspace"))?;
@@ -85,6 +87,36 @@ pub fn parse(text: &str) -> Result<HiveKey, HiveKeyError> {
         },
         ttl,
     })
+}
+
+/// The key file's field names: the only quoted words a refusal may repeat.
+const FIELDS: [&str; 5] = ["workspace", "device", "account", "signing_key", "ttl"];
+
+/// `message` with every quoted part (between backticks or double quotes) that is not one
+/// of [`FIELDS`] replaced by `…`, and anything after an unclosed quote dropped: a seed
+/// pasted under a wrong or misspelt name, or as the wrong type, never reaches a log.
+fn scrub(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = rest[open..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let Some(close) = after.find(quote) else {
+            out.push('…');
+            return out;
+        };
+        let inner = &after[..close];
+        out.push_str(if FIELDS.contains(&inner) {
+            inner
+        } else {
+            "…"
+        });
+        out.push(quote);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The canonical text of `key` (what [`parse`] reads back to the same key).
@@ -164,5 +196,38 @@ mod tests {
             assert!(matches!(err, HiveKeyError::Syntax(_)), "{text}: {err}");
             assert!(!err.to_string().contains(&seed), "{err}");
         }
+    }
+
+    /// Found by the `hive_key_file` fuzz target: serde quotes an unknown key, and a
+    /// mistyped value, in its message; a seed pasted there must not be repeated.
+    #[test]
+    fn a_seed_under_a_wrong_name_or_type_is_not_repeated() {
+        let seed = "ef".repeat(32);
+        for text in [
+            format!("{seed} = 1\n{}", file(&seed, "")),
+            file(&seed, &format!("ttl = \"{seed}\"")),
+            file(&seed, "").replace("signing_key = ", &format!("signing_key{seed} = ")),
+        ] {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(!err.contains(&seed), "{err}");
+        }
+        // Field names stay readable.
+        let err = parse(&file(&seed, "colour = 1")).unwrap_err().to_string();
+        assert!(err.contains("unknown field `…`"), "{err}");
+        assert!(err.contains("`signing_key`"), "{err}");
+    }
+
+    #[test]
+    fn scrub_keeps_field_names_and_hides_everything_else_quoted() {
+        assert_eq!(
+            scrub("unknown field `x`, expected `ttl`"),
+            "unknown field `…`, expected `ttl`"
+        );
+        assert_eq!(
+            scrub("invalid type: string \"abc\", expected u32"),
+            "invalid type: string \"…\", expected u32"
+        );
+        assert_eq!(scrub("open `quote and more"), "open `…");
+        assert_eq!(scrub("no quotes"), "no quotes");
     }
 }
