@@ -1071,7 +1071,12 @@ fn bad_hive_key_files_and_targets_are_refused_before_connecting() {
             hive_key_file(5).replace(&seed, &bad_seed),
             "signing_key is not 64 hex digits",
         ),
-        (hive_key_file(5) + "colour = 1\n", "unknown field `colour`"),
+        // Quoted words from the file other than its field names are never repeated (a
+        // seed pasted under a wrong name must not reach a log): the position says where.
+        (
+            hive_key_file(5) + "colour = 1\n",
+            "unknown field `…`, expected one of `workspace`",
+        ),
     ] {
         std::fs::write(&key, text).unwrap();
         let out = tryst()
