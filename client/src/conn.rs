@@ -359,9 +359,7 @@ pub async fn park_with(
     head: &[u8],
     timeouts: &Timeouts,
 ) -> Result<(RelayStream, Vec<u8>), Error> {
-    let mut stream = open(relay, timeouts.connect).await?;
-    let early = exchange(&mut stream, head, timeouts.answer).await?;
-    Ok((stream, early))
+    send_head(relay, head, timeouts).await
 }
 
 /// Reaches the hidden server parked under `id`: the connection and the first bytes it
@@ -376,6 +374,16 @@ pub async fn reach(
 
 /// Reaches with a ready-made head (any family).
 pub async fn reach_with(
+    relay: &RelayAddr,
+    head: &[u8],
+    timeouts: &Timeouts,
+) -> Result<(RelayStream, Vec<u8>), Error> {
+    send_head(relay, head, timeouts).await
+}
+
+/// Opens a connection to the relay, sends `head` and reads the 200: parking and reaching
+/// differ only in the head.
+async fn send_head(
     relay: &RelayAddr,
     head: &[u8],
     timeouts: &Timeouts,

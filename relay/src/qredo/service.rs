@@ -179,34 +179,34 @@ impl Qredo {
         let c = &self.inner.counters;
         let active = lock(&self.inner.rendezvous).active(unix_now_ms());
         let mut out = String::new();
-        crate::metrics::single(
-            &mut out,
-            "tryst_qredo_calls_total",
-            "counter",
-            "Lingua Franca calls answered at /services.",
-            c.calls.load(Ordering::Relaxed),
-        );
-        crate::metrics::single(
-            &mut out,
-            "tryst_qredo_failures_total",
-            "counter",
-            "Lingua Franca calls answered with a failure result.",
-            c.failures.load(Ordering::Relaxed),
-        );
-        crate::metrics::single(
-            &mut out,
-            "tryst_qredo_subscriptions",
-            "gauge",
-            "Qredo WebSocket subscriptions live now.",
-            self.inner.subscriptions.load(Ordering::Relaxed),
-        );
-        crate::metrics::single(
-            &mut out,
-            "tryst_qredo_rendezvous_active",
-            "gauge",
-            "Qredo rendezvous active now.",
-            active as u64,
-        );
+        for (name, kind, help, value) in [
+            (
+                "tryst_qredo_calls_total",
+                "counter",
+                "Lingua Franca calls answered at /services.",
+                c.calls.load(Ordering::Relaxed),
+            ),
+            (
+                "tryst_qredo_failures_total",
+                "counter",
+                "Lingua Franca calls answered with a failure result.",
+                c.failures.load(Ordering::Relaxed),
+            ),
+            (
+                "tryst_qredo_subscriptions",
+                "gauge",
+                "Qredo WebSocket subscriptions live now.",
+                self.inner.subscriptions.load(Ordering::Relaxed),
+            ),
+            (
+                "tryst_qredo_rendezvous_active",
+                "gauge",
+                "Qredo rendezvous active now.",
+                active as u64,
+            ),
+        ] {
+            crate::metrics::single(&mut out, name, kind, help, value);
+        }
         out
     }
 
