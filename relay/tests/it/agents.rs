@@ -864,35 +864,52 @@ fn a_node_rendezvous_hidden_server_parks_over_tls_with_a_totp_code() {
     assert!(stderr.contains("invalid request"), "{stderr}");
 }
 
+/// A `tryst expose --family tag` publisher of an authenticated tag
+/// (`printer@<identity key>`), its tag and identity key in files of its own.
+struct TagPublisher;
+
+impl TagPublisher {
+    /// The identity key whose public half the tag names.
+    fn identity() -> ed25519_dalek::SigningKey {
+        ed25519_dalek::SigningKey::from_bytes(&[42; 32])
+    }
+
+    /// Starts the agent with a pool of `pool` towards `to`, waits until all are parked;
+    /// returns it, the tag and the tag file's path.
+    fn start(relay: &Relay, to: SocketAddr, pool: u64) -> (Agent, String, String) {
+        let tag = format!(
+            "printer@{}",
+            hex::encode(Self::identity().verifying_key().as_bytes())
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let tag_file = dir.path().join("tag.txt");
+        std::fs::write(&tag_file, format!("{tag}\n")).unwrap();
+        std::fs::write(dir.path().join("id.hex"), hex::encode([42u8; 32])).unwrap();
+        let mut cmd = tryst();
+        cmd.args(["expose", "--relay", &relay.addr.to_string()])
+            .args(["--family", "tag", "--tag-file"])
+            .arg(&tag_file)
+            .arg("--identity-key-file")
+            .arg(dir.path().join("id.hex"))
+            .args(["--to", &to.to_string(), "--pool", &pool.to_string()])
+            .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"]);
+        let tag_path = tag_file.to_str().unwrap().to_owned();
+        let agent = Agent::spawn(cmd, dir);
+        assert_eq!(
+            relay.await_metric("tryst_parked", pool),
+            pool,
+            "{}",
+            agent.log()
+        );
+        (agent, tag, tag_path)
+    }
+}
+
 #[test]
 fn a_tag_publisher_serves_responders_and_answers_their_challenge() {
     let relay = Relay::start(&["--client-wait", "10s"]);
     let echo = echo_server();
-    // An authenticated tag `<prefix>@<identity key>` and the identity key's seed.
-    let identity = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-    let tag = format!(
-        "printer@{}",
-        hex::encode(identity.verifying_key().as_bytes())
-    );
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("tag.txt"), format!("{tag}\n")).unwrap();
-    std::fs::write(dir.path().join("id.hex"), hex::encode([42u8; 32])).unwrap();
-    let mut cmd = tryst();
-    cmd.args([
-        "expose",
-        "--relay",
-        &relay.addr.to_string(),
-        "--family",
-        "tag",
-    ])
-    .arg("--tag-file")
-    .arg(dir.path().join("tag.txt"))
-    .arg("--identity-key-file")
-    .arg(dir.path().join("id.hex"))
-    .args(["--to", &echo.to_string(), "--pool", "2"])
-    .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"]);
-    let agent = Agent::spawn(cmd, dir);
-    assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
+    let (agent, tag, _tag_file) = TagPublisher::start(&relay, echo, 2);
     let hashed = tryst_client::tag::hashed_tag("", &tag);
     // A responder without a challenge: its bytes reach the service and come back.
     let mut s = TcpStream::connect(relay.addr).unwrap();
@@ -1121,26 +1138,7 @@ fn bad_hive_key_files_and_targets_are_refused_before_connecting() {
 fn tryst_connect_reaches_a_tag_publisher_and_checks_its_challenge_answer() {
     let relay = Relay::start(&["--client-wait", "10s"]);
     let echo = echo_server();
-    let identity = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
-    let tag = format!(
-        "printer@{}",
-        hex::encode(identity.verifying_key().as_bytes())
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let tag_file = dir.path().join("tag.txt");
-    std::fs::write(&tag_file, format!("{tag}\n")).unwrap();
-    std::fs::write(dir.path().join("id.hex"), hex::encode([42u8; 32])).unwrap();
-    let mut cmd = tryst();
-    cmd.args(["expose", "--relay", &relay.addr.to_string()])
-        .args(["--family", "tag", "--tag-file"])
-        .arg(&tag_file)
-        .arg("--identity-key-file")
-        .arg(dir.path().join("id.hex"))
-        .args(["--to", &echo.to_string(), "--pool", "1"])
-        .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"]);
-    let tag_path = tag_file.to_str().unwrap().to_owned();
-    let agent = Agent::spawn(cmd, dir);
-    assert_eq!(relay.await_metric("tryst_parked", 1), 1, "{}", agent.log());
+    let (agent, tag, tag_path) = TagPublisher::start(&relay, echo, 1);
     // Authenticated tag: connect challenges, the agent answers, then the bytes flow.
     let input = pattern(128 << 10, 1);
     let (code, out, stderr) = connect_with(
