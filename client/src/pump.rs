@@ -8,6 +8,9 @@
 //!   process-wide pool when a socket turns readable, given back empty when it has
 //!   nothing more, closed if a failure leaves bytes in them. An idle tunnel holds no
 //!   pipe, and a new tunnel usually costs no `pipe2`/`fcntl`/`close` calls.
+//! - [`splice_reach`]: a local client's socket joined with a reach whose head was just
+//!   sent, without waiting for the relay's 200 (the client's bytes follow the head at
+//!   once; the relay's answer is read before anything goes back).
 //! - [`copy_join`]: any two async streams (TLS, stdin/stdout) through one fixed
 //!   [`COPY_BUFFER`] per direction.
 //!
@@ -15,6 +18,7 @@
 //! the opposite direction keeps flowing), count bytes as they move, and on an error in
 //! either direction stop both (TCP sockets are closed with a reset so the peer learns).
 
+use crate::conn;
 use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
 use std::io;
 use std::net::Shutdown;
@@ -80,6 +84,76 @@ async fn splice_join_with(
         reset(b);
     }
     result
+}
+
+/// Joins a local client's socket with a reach whose head was just sent on `relay`
+/// ([`conn::open_and_send`]), without waiting for the relay's answer: `local → relay`
+/// starts at once (the relay delivers bytes sent after a reach head to the hidden server
+/// once paired, in order), `relay → local` once the relay's `200` arrived, beginning
+/// with the bytes that came with it. An EOF from `local` is forwarded only after the
+/// 200, so a client that half-closes early does not abandon its reach.
+///
+/// A refusal, or no answer within `answer_timeout`, is the outer error: nothing from
+/// the relay reached `local`, which is left open for the caller to close. Otherwise the
+/// tunnel's result as [`splice_join`]'s (`local → relay`, `relay → local`; the bytes
+/// that came with the 200 are counted).
+pub async fn splice_reach(
+    local: &TcpStream,
+    relay: &mut TcpStream,
+    answer_timeout: Duration,
+    counters: &Counters,
+) -> Result<io::Result<(u64, u64)>, conn::Error> {
+    // The answer needs a reader while the splice uses the socket: both halves borrow it.
+    let (mut from_relay, to_relay) = relay.split();
+    let relay_sock: &TcpStream = to_relay.as_ref();
+    let up = splice_direction(&PIPES, local, relay_sock, &counters.a_to_b);
+    tokio::pin!(up);
+    let answer = conn::answer(&mut from_relay, answer_timeout);
+    tokio::pin!(answer);
+    let mut up_done = None;
+    let early = loop {
+        tokio::select! {
+            r = &mut up, if up_done.is_none() => up_done = Some(r),
+            a = &mut answer => break a?,
+        }
+    };
+    let up = async {
+        let n = match up_done {
+            Some(r) => r?,
+            None => up.await?,
+        };
+        half_close(relay_sock);
+        Ok(n)
+    };
+    let down = async {
+        write_all_to(local, &early).await?;
+        counters
+            .b_to_a
+            .fetch_add(early.len() as u64, Ordering::Relaxed);
+        let n = splice_direction(&PIPES, relay_sock, local, &counters.b_to_a).await?;
+        half_close(local);
+        Ok(n + early.len() as u64)
+    };
+    let result = tokio::try_join!(up, down);
+    if result.is_err() {
+        reset(local);
+        reset(relay_sock);
+    }
+    Ok(result)
+}
+
+/// `write_all` on a socket shared with a splice in the other direction.
+async fn write_all_to(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        to.writable().await?;
+        match to.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Makes the coming close a reset (`SO_LINGER` 0), so the peer sees the failure.
@@ -376,6 +450,139 @@ mod tests {
         let counters = Counters::default();
         assert!(splice_join_with(&pipes, &a, &b, &counters).await.is_err());
         assert_eq!(spare(&pipes), kept - 1);
+    }
+
+    const HEAD: &[u8] = b"CONNECT uuid:0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f HTTP/1.1\r\n\r\n";
+
+    /// A listener standing in for the relay.
+    async fn fake_relay() -> (TcpListener, std::net::SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
+    async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        s.read_exact(&mut v).await.unwrap();
+        v
+    }
+
+    /// Fails a test that would otherwise hang.
+    async fn bounded<F: Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(20), f)
+            .await
+            .expect("finished within 20 s")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn splice_reach_sends_the_clients_bytes_before_the_200_and_delivers_what_came_with_it() {
+        bounded(async {
+            let (mut outer, local) = pair().await;
+            let (listener, addr) = fake_relay().await;
+            let mut relay = TcpStream::connect(addr).await.unwrap();
+            relay.write_all(HEAD).await.unwrap();
+            outer.write_all(b"GET").await.unwrap();
+            let relay_side = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                // The client's bytes arrive before the relay answered anything.
+                let got = read_n(&mut s, HEAD.len() + 3).await;
+                assert_eq!(&got[HEAD.len()..], b"GET");
+                s.write_all(b"HTTP/1.1 200\r\n\r\nhello").await.unwrap();
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).await.unwrap();
+                s.write_all(&rest).await.unwrap();
+                s.shutdown().await.unwrap();
+                rest
+            });
+            let counters = Counters::default();
+            let client = async {
+                assert_eq!(read_n(&mut outer, 5).await, b"hello");
+                outer.write_all(b"more").await.unwrap();
+                outer.shutdown().await.unwrap();
+                let mut echoed = Vec::new();
+                outer.read_to_end(&mut echoed).await.unwrap();
+                echoed
+            };
+            let (joined, echoed) = tokio::join!(
+                splice_reach(&local, &mut relay, Duration::from_secs(10), &counters),
+                client
+            );
+            assert_eq!(echoed, b"more");
+            assert_eq!(relay_side.await.unwrap(), b"more");
+            assert_eq!(joined.unwrap().unwrap(), (3 + 4, 5 + 4));
+            assert_eq!(counters.b_to_a.load(Ordering::Relaxed), 5 + 4);
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn splice_reach_returns_a_refusal_and_passes_nothing_back() {
+        bounded(async {
+            let (mut outer, local) = pair().await;
+            let (listener, addr) = fake_relay().await;
+            let mut relay = TcpStream::connect(addr).await.unwrap();
+            relay.write_all(HEAD).await.unwrap();
+            outer.write_all(b"SSH-2.0-x\r\n").await.unwrap();
+            tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                read_n(&mut s, HEAD.len()).await;
+                let body = r#"{"error":{"code":"not_parked","message":"no hidden server"}}"#;
+                let answer = format!(
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(answer.as_bytes()).await.unwrap();
+            });
+            let counters = Counters::default();
+            let err = splice_reach(&local, &mut relay, Duration::from_secs(10), &counters)
+                .await
+                .unwrap_err();
+            let refusal = err.refusal().expect("a refusal");
+            assert_eq!((refusal.status, refusal.code.as_str()), (404, "not_parked"));
+            drop(local);
+            let mut got = Vec::new();
+            outer.read_to_end(&mut got).await.unwrap();
+            assert!(got.is_empty(), "the relay's refusal reached the client: {got:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn splice_reach_forwards_an_early_half_close_only_after_the_200() {
+        bounded(async {
+            let (mut outer, local) = pair().await;
+            let (listener, addr) = fake_relay().await;
+            let mut relay = TcpStream::connect(addr).await.unwrap();
+            relay.write_all(HEAD).await.unwrap();
+            // The client sends and half-closes before the reach is even answered.
+            outer.write_all(b"abc").await.unwrap();
+            outer.shutdown().await.unwrap();
+            let relay_side = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                assert_eq!(&read_n(&mut s, HEAD.len() + 3).await[HEAD.len()..], b"abc");
+                // No EOF while the reach waits for its answer (a relay may take a
+                // waiting client's EOF as giving up).
+                let mut byte = [0u8; 1];
+                let early = tokio::time::timeout(Duration::from_millis(300), s.read(&mut byte));
+                assert!(early.await.is_err(), "EOF or bytes before the 200");
+                s.write_all(b"HTTP/1.1 200\r\n\r\nok").await.unwrap();
+                assert_eq!(s.read(&mut byte).await.unwrap(), 0, "EOF after the 200");
+                s.shutdown().await.unwrap();
+            });
+            let counters = Counters::default();
+            let (joined, got) = tokio::join!(
+                splice_reach(&local, &mut relay, Duration::from_secs(10), &counters),
+                async {
+                    let mut v = Vec::new();
+                    outer.read_to_end(&mut v).await.unwrap();
+                    v
+                }
+            );
+            relay_side.await.unwrap();
+            assert_eq!(got, b"ok");
+            assert_eq!(joined.unwrap().unwrap(), (3, 2));
+        })
+        .await;
     }
 
     #[tokio::test]
