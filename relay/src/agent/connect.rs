@@ -343,8 +343,8 @@ const WITH_HEAD: usize = 16 * 1024;
 /// at once, without waiting for the relay's 200 (the relay delivers bytes sent after a
 /// reach head in order once paired; docs/protocol.md). The client's first bytes thus
 /// reach the hidden server one relay round trip sooner, and the relay usually reads the
-/// head and those bytes in one go. A refusal closes the local connection (FIN) without
-/// a byte from the relay, as the non-pipelined path does.
+/// head and those bytes in one go. A refusal closes the local connection without a byte
+/// from the relay, as the non-pipelined path does.
 async fn pipelined(
     local: &tokio::net::TcpStream,
     peer: SocketAddr,
