@@ -1,7 +1,8 @@
 //! tryst-client's hot paths, as `tryst expose` and `tryst connect` run them: building a
 //! park head with a fresh proof (once per park; native and Hive), and moving a tunnel's bytes over
 //! loopback with `splice_join` (both agents' plain TCP legs) and `copy_join` (TLS legs,
-//! stdin/stdout).
+//! stdin/stdout), and one reach of `tryst connect --listen` against a stand-in relay,
+//! pipelined (`splice_reach`) and waiting for the 200 first.
 //!
 //! `cargo bench -p tryst-benches --bench agents`
 
@@ -9,8 +10,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
-use tryst_client::heads;
 use tryst_client::pump::{self, Counters};
+use tryst_client::{conn, heads};
 use tryst_engine::auth::Secret;
 use tryst_engine::target::RendezvousId;
 
@@ -109,5 +110,89 @@ fn pumps(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, park_head, hive_park_head, pumps);
+/// Stands in for the relay: answers every head with a 200, then echoes whatever
+/// followed the head and everything after it until EOF.
+async fn fake_relay() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut have = 0;
+                let end = loop {
+                    let n = s.read(&mut buf[have..]).await.unwrap();
+                    assert!(n > 0, "closed before a complete head");
+                    have += n;
+                    if let Some(i) = buf[..have].windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                };
+                s.write_all(b"HTTP/1.1 200\r\n\r\n").await.unwrap();
+                s.write_all(&buf[end..have]).await.unwrap();
+                let (mut r, mut w) = s.split();
+                tokio::io::copy(&mut r, &mut w).await.unwrap();
+                w.shutdown().await.unwrap();
+            });
+        }
+    });
+    addr
+}
+
+/// One reach as `tryst connect --listen` makes it, against [`fake_relay`]: a local
+/// client sends 64 bytes and waits for their echo. `pipelined`: the client's bytes go
+/// out right after the head ([`pump::splice_reach`]); otherwise the 200 is awaited
+/// first ([`conn::answer`], then [`pump::splice_join`]).
+async fn one_reach(relay_addr: std::net::SocketAddr, pipelined: bool) {
+    const HEAD: &[u8] = b"CONNECT uuid:0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f HTTP/1.1\r\n\r\n";
+    let (mut outer, local) = pair().await;
+    let mut relay = TcpStream::connect(relay_addr).await.unwrap();
+    relay.set_nodelay(true).unwrap();
+    relay.write_all(HEAD).await.unwrap();
+    outer.write_all(&[7; 64]).await.unwrap();
+    let counters = Counters::default();
+    let agent = async {
+        if pipelined {
+            pump::splice_reach(&local, &mut relay, Duration::from_secs(10), &counters)
+                .await
+                .unwrap()
+                .unwrap();
+        } else {
+            let early = conn::answer(&mut relay, Duration::from_secs(10))
+                .await
+                .unwrap();
+            let mut local = local;
+            local.write_all(&early).await.unwrap();
+            pump::splice_join(&local, &relay, &counters).await.unwrap();
+        }
+    };
+    let client = async {
+        let mut echo = [0u8; 64];
+        outer.read_exact(&mut echo).await.unwrap();
+        outer.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        outer.read_to_end(&mut rest).await.unwrap();
+    };
+    tokio::join!(agent, client);
+}
+
+fn reaches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let relay = rt.block_on(fake_relay());
+    let mut group = c.benchmark_group("agents/reach and 64 B echo through a stand-in relay");
+    for (name, pipelined) in [("pipelined (splice_reach)", true), ("200 first", false)] {
+        group.bench_function(name, |b| {
+            b.iter(|| rt.block_on(one_reach(relay, pipelined)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, park_head, hive_park_head, pumps, reaches);
 criterion_main!(benches);

@@ -265,6 +265,38 @@ where
         .unwrap_or(Err(Error::Timeout(timeout)))
 }
 
+/// Reads the relay's answer to a head already sent: `Ok(early)` on a 200 (the bytes that
+/// followed it), or the refusal; [`Error::Timeout`] after `timeout`.
+pub async fn answer<S>(stream: &mut S, timeout: Duration) -> Result<Vec<u8>, Error>
+where
+    S: AsyncRead + Unpin,
+{
+    tokio::time::timeout(timeout, read_answer(stream))
+        .await
+        .unwrap_or(Err(Error::Timeout(timeout)))
+}
+
+/// Opens a connection to the relay and sends `head` without waiting for the answer (read
+/// it with [`answer`]). For a reach: the relay delivers bytes sent right after a reach
+/// head to the hidden server once paired, in order, so a client may send its first bytes
+/// at once (see `splice_reach` in [`crate::pump`]).
+pub async fn open_and_send(
+    relay: &RelayAddr,
+    head: &[u8],
+    timeouts: &Timeouts,
+) -> Result<RelayStream, Error> {
+    let mut stream = open(relay, timeouts.connect).await?;
+    let send = async {
+        stream.write_all(head).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(timeouts.answer, send).await {
+        Ok(Ok(())) => Ok(stream),
+        Ok(Err(e)) => Err(Error::Lost(e)),
+        Err(_) => Err(Error::Timeout(timeouts.answer)),
+    }
+}
+
 /// Reads one response head (and, for a refusal, its body).
 async fn read_answer<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, Error> {
     let mut buf = Vec::with_capacity(256);

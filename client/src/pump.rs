@@ -1,8 +1,16 @@
 //! Moving a tunnel's bytes both ways.
 //!
-//! - [`splice_join`]: two TCP sockets joined with `splice(2)` through one pipe pair per
+//! - [`splice_join`]: two TCP sockets joined with `splice(2)` through one pipe per
 //!   direction (Linux): payload never enters user space. Readiness comes from tokio;
-//!   the calls are `nix::fcntl::splice`, so there is no `unsafe` here.
+//!   the calls are `nix::fcntl::splice`, so there is no `unsafe` here. Pipes are asked
+//!   for [`PIPE_SIZE`] (fewer, larger splices per GB than the default 64 KiB; HAProxy's
+//!   `tune.pipesize` model) and held only while bytes are in flight: taken from a
+//!   process-wide pool when a socket turns readable, given back empty when it has
+//!   nothing more, closed if a failure leaves bytes in them. An idle tunnel holds no
+//!   pipe, and a new tunnel usually costs no `pipe2`/`fcntl`/`close` calls.
+//! - [`splice_reach`]: a local client's socket joined with a reach whose head was just
+//!   sent, without waiting for the relay's 200 (the client's bytes follow the head at
+//!   once; the relay's answer is read before anything goes back).
 //! - [`copy_join`]: any two async streams (TLS, stdin/stdout) through one fixed
 //!   [`COPY_BUFFER`] per direction.
 //!
@@ -10,18 +18,28 @@
 //! the opposite direction keeps flowing), count bytes as they move, and on an error in
 //! either direction stop both (TCP sockets are closed with a reset so the peer learns).
 
-use nix::fcntl::{SpliceFFlags, splice};
+use crate::conn;
+use nix::fcntl::{FcntlArg, SpliceFFlags, fcntl, splice};
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
 
 /// Bytes per direction of [`copy_join`]'s buffer.
 pub const COPY_BUFFER: usize = 64 * 1024;
-/// Most bytes asked of one `splice(2)` call (the default pipe capacity).
-pub const SPLICE_CHUNK: usize = 64 * 1024;
+/// Pipe capacity asked for (`F_SETPIPE_SZ`), as the relay's default `pipe_size`. The
+/// kernel grants less when the user is over `fs.pipe-user-pages-soft`; the pipe then
+/// keeps what it has and splices are that large.
+pub const PIPE_SIZE: usize = 256 * 1024;
+/// Most empty pipes kept for reuse in one process.
+pub const SPARE_PIPES: usize = 64;
+
+/// The process's empty pipes, left by tunnel directions that ended cleanly.
+static PIPES: PipePool = PipePool::new();
 
 /// Byte counters of a tunnel, added to as bytes move (so long tunnels show up in
 /// metrics before they end).
@@ -40,9 +58,26 @@ pub async fn splice_join(
     b: &TcpStream,
     counters: &Counters,
 ) -> io::Result<(u64, u64)> {
+    splice_join_with(&PIPES, a, b, counters).await
+}
+
+async fn splice_join_with(
+    pipes: &PipePool,
+    a: &TcpStream,
+    b: &TcpStream,
+    counters: &Counters,
+) -> io::Result<(u64, u64)> {
     let result = tokio::try_join!(
-        splice_direction(a, b, &counters.a_to_b),
-        splice_direction(b, a, &counters.b_to_a)
+        async {
+            let n = splice_direction(pipes, a, b, &counters.a_to_b).await?;
+            half_close(b);
+            Ok(n)
+        },
+        async {
+            let n = splice_direction(pipes, b, a, &counters.b_to_a).await?;
+            half_close(a);
+            Ok(n)
+        }
     );
     if result.is_err() {
         reset(a);
@@ -51,44 +86,190 @@ pub async fn splice_join(
     result
 }
 
+/// Joins a local client's socket with a reach whose head was just sent on `relay`
+/// ([`conn::open_and_send`]), without waiting for the relay's answer: `local → relay`
+/// starts at once (the relay delivers bytes sent after a reach head to the hidden server
+/// once paired, in order), `relay → local` once the relay's `200` arrived, beginning
+/// with the bytes that came with it. An EOF from `local` is forwarded only after the
+/// 200, so a client that half-closes early does not abandon its reach.
+///
+/// A refusal, or no answer within `answer_timeout`, is the outer error: nothing from
+/// the relay reached `local`, which is left open for the caller to close. Otherwise the
+/// tunnel's result as [`splice_join`]'s (`local → relay`, `relay → local`; the bytes
+/// that came with the 200 are counted).
+pub async fn splice_reach(
+    local: &TcpStream,
+    relay: &mut TcpStream,
+    answer_timeout: Duration,
+    counters: &Counters,
+) -> Result<io::Result<(u64, u64)>, conn::Error> {
+    // The answer needs a reader while the splice uses the socket: both halves borrow it.
+    let (mut from_relay, to_relay) = relay.split();
+    let relay_sock: &TcpStream = to_relay.as_ref();
+    let up = splice_direction(&PIPES, local, relay_sock, &counters.a_to_b);
+    tokio::pin!(up);
+    let answer = conn::answer(&mut from_relay, answer_timeout);
+    tokio::pin!(answer);
+    let mut up_done = None;
+    let early = loop {
+        tokio::select! {
+            r = &mut up, if up_done.is_none() => up_done = Some(r),
+            a = &mut answer => break a?,
+        }
+    };
+    let up = async {
+        let n = match up_done {
+            Some(r) => r?,
+            None => up.await?,
+        };
+        half_close(relay_sock);
+        Ok(n)
+    };
+    let down = async {
+        write_all_to(local, &early).await?;
+        counters
+            .b_to_a
+            .fetch_add(early.len() as u64, Ordering::Relaxed);
+        let n = splice_direction(&PIPES, relay_sock, local, &counters.b_to_a).await?;
+        half_close(local);
+        Ok(n + early.len() as u64)
+    };
+    let result = tokio::try_join!(up, down);
+    if result.is_err() {
+        reset(local);
+        reset(relay_sock);
+    }
+    Ok(result)
+}
+
+/// `write_all` on a socket shared with a splice in the other direction.
+async fn write_all_to(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        to.writable().await?;
+        match to.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Makes the coming close a reset (`SO_LINGER` 0), so the peer sees the failure.
 pub fn reset(s: &TcpStream) {
-    let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
+    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-        .map_err(io::Error::from)
+/// A pipe for one splice direction, and the most bytes one splice into it can move.
+#[derive(Debug)]
+struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    capacity: usize,
 }
 
-/// One direction: socket → pipe → socket. The pipe is always emptied before the next
-/// fill, so a `WouldBlock` from a splice always means the socket is not ready, never the
-/// pipe; tokio's readiness is cleared only then.
-async fn splice_direction(from: &TcpStream, to: &TcpStream, count: &AtomicU64) -> io::Result<u64> {
-    let (pipe_r, pipe_w) = pipe()?;
+/// Empty pipes kept for reuse (at most [`SPARE_PIPES`]).
+#[derive(Debug)]
+struct PipePool {
+    spare: Mutex<Vec<Pipe>>,
+    /// Pipes created so far (tests).
+    created: AtomicU64,
+}
+
+impl PipePool {
+    const fn new() -> Self {
+        Self {
+            spare: Mutex::new(Vec::new()),
+            created: AtomicU64::new(0),
+        }
+    }
+
+    /// A spare pipe, or a new one.
+    fn take(&self) -> io::Result<Pipe> {
+        match self.spare.lock().ok().and_then(|mut spare| spare.pop()) {
+            Some(pipe) => Ok(pipe),
+            None => {
+                self.created.fetch_add(1, Ordering::Relaxed);
+                Pipe::new()
+            }
+        }
+    }
+
+    /// Keeps an empty pipe for the next tunnel (closes it when enough are kept).
+    fn give_back(&self, pipe: Pipe) {
+        if let Ok(mut spare) = self.spare.lock()
+            && spare.len() < SPARE_PIPES
+        {
+            spare.push(pipe);
+        }
+    }
+}
+
+impl Pipe {
+    /// A new pipe, grown to [`PIPE_SIZE`] when the kernel allows.
+    fn new() -> io::Result<Self> {
+        let (read, write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        let capacity = fcntl(write.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32))
+            .or_else(|_| fcntl(write.as_raw_fd(), FcntlArg::F_GETPIPE_SZ))
+            .map_or(64 * 1024, |n| n as usize);
+        Ok(Self {
+            read,
+            write,
+            capacity,
+        })
+    }
+}
+
+/// Forwards a half-close: EOF read from one side becomes `shutdown(SHUT_WR)` on `to`; the
+/// other direction carries on.
+fn half_close(to: &TcpStream) {
+    let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+}
+
+/// One direction: socket → pipe → socket, until EOF from `from` (not forwarded: the
+/// caller shuts `to` down when it is time).
+///
+/// The pipe is always emptied before the next fill, so a `WouldBlock` from a splice
+/// always means the socket is not ready, never the pipe; tokio's readiness is cleared
+/// only then. A pipe is held only while bytes are in flight: taken from `pipes` when
+/// `from` is readable, given back (empty) when `from` has nothing more for now or ends,
+/// so an idle tunnel holds none. On an error the pipe is closed with whatever it holds.
+async fn splice_direction(
+    pipes: &PipePool,
+    from: &TcpStream,
+    to: &TcpStream,
+    count: &AtomicU64,
+) -> io::Result<u64> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    let mut held: Option<Pipe> = None;
     let mut total = 0u64;
     loop {
-        let filled = loop {
+        let (filled, pipe) = loop {
             from.readable().await?;
+            let pipe = match held.take() {
+                Some(pipe) => pipe,
+                None => pipes.take()?,
+            };
             match from.try_io(Interest::READABLE, || {
-                splice(from, None, &pipe_w, None, SPLICE_CHUNK, flags).map_err(io::Error::from)
+                splice(from, None, &pipe.write, None, pipe.capacity, flags).map_err(io::Error::from)
             }) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(n) => break (n, pipe),
+                // Drained for now: the (empty) pipe goes back while this side idles.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => pipes.give_back(pipe),
                 Err(e) => return Err(e),
             }
         };
         if filled == 0 {
-            // EOF: forward the half-close; the other direction carries on.
-            let _ = socket2::SockRef::from(to).shutdown(Shutdown::Write);
+            pipes.give_back(pipe);
             return Ok(total);
         }
         let mut in_pipe = filled;
         while in_pipe > 0 {
             to.writable().await?;
             match to.try_io(Interest::WRITABLE, || {
-                splice(&pipe_r, None, to, None, in_pipe, flags).map_err(io::Error::from)
+                splice(&pipe.read, None, to, None, in_pipe, flags).map_err(io::Error::from)
             }) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
@@ -100,6 +281,8 @@ async fn splice_direction(from: &TcpStream, to: &TcpStream, count: &AtomicU64) -
                 Err(e) => return Err(e),
             }
         }
+        // Empty again; kept while `from` may have more.
+        held = Some(pipe);
     }
 }
 
@@ -196,6 +379,215 @@ mod tests {
         assert_eq!((ab, ba), (3 << 20, 2 << 20));
         assert_eq!(counters.a_to_b.load(Ordering::Relaxed), 3 << 20);
         drop((outer_a.shutdown().await, outer_b.shutdown().await));
+    }
+
+    /// One tunnel through `pipes`: `up` from outer a to outer b, `down` back, both ends
+    /// half-closed after sending. Checks the bytes and returns the join's result.
+    async fn clean_tunnel(pipes: &PipePool, up: &[u8], down: &[u8]) {
+        let (mut outer_a, a) = pair().await;
+        let (b, mut outer_b) = pair().await;
+        let counters = Counters::default();
+        let (mut ar, mut aw) = outer_a.split();
+        let (mut br, mut bw) = outer_b.split();
+        let (joined, got_up, got_down, _, _) = tokio::join!(
+            splice_join_with(pipes, &a, &b, &counters),
+            async {
+                let mut v = Vec::new();
+                br.read_to_end(&mut v).await.unwrap();
+                v
+            },
+            async {
+                let mut v = Vec::new();
+                ar.read_to_end(&mut v).await.unwrap();
+                v
+            },
+            async {
+                aw.write_all(up).await.unwrap();
+                aw.shutdown().await.unwrap();
+            },
+            async {
+                bw.write_all(down).await.unwrap();
+                bw.shutdown().await.unwrap();
+            }
+        );
+        assert!(got_up == up, "a->b differs");
+        assert!(got_down == down, "b->a differs");
+        assert_eq!(joined.unwrap(), (up.len() as u64, down.len() as u64));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipes_are_grown_reused_and_closed_when_a_direction_fails() {
+        let pipes = PipePool::new();
+        let spare = |pipes: &PipePool| pipes.spare.lock().unwrap().len();
+        clean_tunnel(&pipes, &pattern(1 << 20, 4), &pattern(300_000, 5)).await;
+        // One pipe per direction at most, all given back empty.
+        let kept = spare(&pipes);
+        assert!((1..=2).contains(&kept), "{kept} pipes kept");
+        for pipe in pipes.spare.lock().unwrap().iter() {
+            let granted = fcntl(pipe.write.as_raw_fd(), FcntlArg::F_GETPIPE_SZ).unwrap();
+            assert_eq!(pipe.capacity, granted as usize);
+            assert!(pipe.capacity >= 64 * 1024);
+            let mut byte = [0u8; 1];
+            assert_eq!(
+                nix::unistd::read(pipe.read.as_raw_fd(), &mut byte),
+                Err(nix::errno::Errno::EAGAIN),
+                "a kept pipe is empty"
+            );
+        }
+
+        // Reused: two directions never need more than two pipes, however many tunnels.
+        clean_tunnel(&pipes, &pattern(200_000, 6), &pattern(5, 7)).await;
+        clean_tunnel(&pipes, &[], &pattern(100_000, 8)).await;
+        assert!(pipes.created.load(Ordering::Relaxed) <= 2);
+        let kept = spare(&pipes);
+
+        // The far end resets: b -> a takes a pipe, fails, and closes it; a -> b never
+        // had bytes, so it held none.
+        let (_outer_a, a) = pair().await;
+        let (b, outer_b) = pair().await;
+        reset(&outer_b);
+        drop(outer_b);
+        let counters = Counters::default();
+        assert!(splice_join_with(&pipes, &a, &b, &counters).await.is_err());
+        assert_eq!(spare(&pipes), kept - 1);
+    }
+
+    const HEAD: &[u8] = b"CONNECT uuid:0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f HTTP/1.1\r\n\r\n";
+
+    /// A listener standing in for the relay.
+    async fn fake_relay() -> (TcpListener, std::net::SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
+    async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        s.read_exact(&mut v).await.unwrap();
+        v
+    }
+
+    /// Fails a test that would otherwise hang.
+    async fn bounded<F: Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(20), f)
+            .await
+            .expect("finished within 20 s")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn splice_reach_sends_the_clients_bytes_before_the_200_and_delivers_what_came_with_it() {
+        bounded(async {
+            let (mut outer, local) = pair().await;
+            let (listener, addr) = fake_relay().await;
+            let mut relay = TcpStream::connect(addr).await.unwrap();
+            relay.write_all(HEAD).await.unwrap();
+            outer.write_all(b"GET").await.unwrap();
+            let relay_side = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                // The client's bytes arrive before the relay answered anything.
+                let got = read_n(&mut s, HEAD.len() + 3).await;
+                assert_eq!(&got[HEAD.len()..], b"GET");
+                s.write_all(b"HTTP/1.1 200\r\n\r\nhello").await.unwrap();
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest).await.unwrap();
+                s.write_all(&rest).await.unwrap();
+                s.shutdown().await.unwrap();
+                rest
+            });
+            let counters = Counters::default();
+            let client = async {
+                assert_eq!(read_n(&mut outer, 5).await, b"hello");
+                outer.write_all(b"more").await.unwrap();
+                outer.shutdown().await.unwrap();
+                let mut echoed = Vec::new();
+                outer.read_to_end(&mut echoed).await.unwrap();
+                echoed
+            };
+            let (joined, echoed) = tokio::join!(
+                splice_reach(&local, &mut relay, Duration::from_secs(10), &counters),
+                client
+            );
+            assert_eq!(echoed, b"more");
+            assert_eq!(relay_side.await.unwrap(), b"more");
+            assert_eq!(joined.unwrap().unwrap(), (3 + 4, 5 + 4));
+            assert_eq!(counters.b_to_a.load(Ordering::Relaxed), 5 + 4);
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn splice_reach_returns_a_refusal_and_passes_nothing_back() {
+        bounded(async {
+            let (mut outer, local) = pair().await;
+            let (listener, addr) = fake_relay().await;
+            let mut relay = TcpStream::connect(addr).await.unwrap();
+            relay.write_all(HEAD).await.unwrap();
+            outer.write_all(b"SSH-2.0-x\r\n").await.unwrap();
+            tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                read_n(&mut s, HEAD.len()).await;
+                let body = r#"{"error":{"code":"not_parked","message":"no hidden server"}}"#;
+                let answer = format!(
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                s.write_all(answer.as_bytes()).await.unwrap();
+            });
+            let counters = Counters::default();
+            let err = splice_reach(&local, &mut relay, Duration::from_secs(10), &counters)
+                .await
+                .unwrap_err();
+            let refusal = err.refusal().expect("a refusal");
+            assert_eq!((refusal.status, refusal.code.as_str()), (404, "not_parked"));
+            drop(local);
+            // A FIN, or a reset when the client's bytes were still unread in `local`:
+            // either way not a byte.
+            let mut got = Vec::new();
+            match outer.read_to_end(&mut got).await {
+                Ok(_) => {}
+                Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset, "{e}"),
+            }
+            assert!(got.is_empty(), "the relay's refusal reached the client: {got:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn splice_reach_forwards_an_early_half_close_only_after_the_200() {
+        bounded(async {
+            let (mut outer, local) = pair().await;
+            let (listener, addr) = fake_relay().await;
+            let mut relay = TcpStream::connect(addr).await.unwrap();
+            relay.write_all(HEAD).await.unwrap();
+            // The client sends and half-closes before the reach is even answered.
+            outer.write_all(b"abc").await.unwrap();
+            outer.shutdown().await.unwrap();
+            let relay_side = tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                assert_eq!(&read_n(&mut s, HEAD.len() + 3).await[HEAD.len()..], b"abc");
+                // No EOF while the reach waits for its answer (a relay may take a
+                // waiting client's EOF as giving up).
+                let mut byte = [0u8; 1];
+                let early = tokio::time::timeout(Duration::from_millis(300), s.read(&mut byte));
+                assert!(early.await.is_err(), "EOF or bytes before the 200");
+                s.write_all(b"HTTP/1.1 200\r\n\r\nok").await.unwrap();
+                assert_eq!(s.read(&mut byte).await.unwrap(), 0, "EOF after the 200");
+                s.shutdown().await.unwrap();
+            });
+            let counters = Counters::default();
+            let (joined, got) = tokio::join!(
+                splice_reach(&local, &mut relay, Duration::from_secs(10), &counters),
+                async {
+                    let mut v = Vec::new();
+                    outer.read_to_end(&mut v).await.unwrap();
+                    v
+                }
+            );
+            relay_side.await.unwrap();
+            assert_eq!(got, b"ok");
+            assert_eq!(joined.unwrap().unwrap(), (3, 2));
+        })
+        .await;
     }
 
     #[tokio::test]

@@ -302,6 +302,9 @@ async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target) -> i32 {
         let (relay, target) = (relay.clone(), target.clone());
         tokio::spawn(async move {
             let _ = local.set_nodelay(true);
+            if let (Target::Native(id), None) = (&*target, relay.tls) {
+                return pipelined(&local, peer, &relay, id).await;
+            }
             let (stream, early) = match reach(&relay, &target).await {
                 Ok(ok) => ok,
                 Err(ReachError::Relay(e)) => {
@@ -328,5 +331,54 @@ async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target) -> i32 {
                 Err(e) => tracing::info!(%peer, "tunnel ended with an error: {e}"),
             }
         });
+    }
+}
+
+/// Most bytes a local client already sent that go out in the same write as the reach
+/// head.
+const WITH_HEAD: usize = 16 * 1024;
+
+/// A native reach over plain TCP for one local connection, pipelined: the head goes out
+/// together with whatever the client already sent, and the client's further bytes follow
+/// at once, without waiting for the relay's 200 (the relay delivers bytes sent after a
+/// reach head in order once paired; docs/protocol.md). The client's first bytes thus
+/// reach the hidden server one relay round trip sooner, and the relay usually reads the
+/// head and those bytes in one go. A refusal closes the local connection without a byte
+/// from the relay, as the non-pipelined path does.
+async fn pipelined(
+    local: &tokio::net::TcpStream,
+    peer: SocketAddr,
+    relay: &RelayAddr,
+    id: &RendezvousId,
+) {
+    let timeouts = Timeouts::default();
+    let mut head = tryst_client::heads::reach_head(id).into_bytes();
+    let head_len = head.len();
+    head.reserve(WITH_HEAD);
+    // Nothing waiting (WouldBlock) or an error the splice will meet again: head alone.
+    let _ = local.try_read_buf(&mut head);
+    let with_head = (head.len() - head_len) as u64;
+    let counters = Counters::default();
+    counters
+        .a_to_b
+        .fetch_add(with_head, std::sync::atomic::Ordering::Relaxed);
+    let joined = match conn::open_and_send(relay, &head, &timeouts).await {
+        Ok(RelayStream::Tcp(mut stream)) => {
+            pump::splice_reach(local, &mut stream, timeouts.answer, &counters).await
+        }
+        Ok(RelayStream::Tls(_)) => {
+            // Not reached: the caller checked the address has no pin, so it opens TCP.
+            tracing::warn!(%peer, "reach failed: a pipelined reach needs plain TCP");
+            return;
+        }
+        Err(e) => Err(e),
+    };
+    match joined {
+        Ok(Ok((up, down))) => tracing::info!(%peer, up = up + with_head, down, "tunnel closed"),
+        Ok(Err(e)) => tracing::info!(%peer, "tunnel ended with an error: {e}"),
+        Err(e) => {
+            let code = e.refusal().map_or("", |r| r.code.as_str());
+            tracing::warn!(%peer, code, "reach failed: {e}");
+        }
     }
 }

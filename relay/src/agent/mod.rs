@@ -47,11 +47,14 @@ pub fn exit_code(error: &tryst_client::Error) -> i32 {
     }
 }
 
-/// A multi-threaded tokio runtime for an agent (two worker threads: the agents wait on
-/// sockets; splice does the byte moving in the kernel).
+/// A multi-threaded tokio runtime for an agent: two worker threads (the agents wait on
+/// sockets; splice does the byte moving in the kernel), one when the process may run on
+/// one CPU only (`taskset`, a cgroup cpuset), where a second worker only adds wake-ups
+/// and context switches between the two.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(cpus.min(2))
         .enable_all()
         .build()
 }

@@ -523,6 +523,77 @@ fn connect_listen(
     (Killed(child), addr, log)
 }
 
+/// Polls `read` (deadline 20 s) until it contains `needle`.
+fn await_text(needle: &str, read: impl Fn() -> String) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = read();
+        if text.contains(needle) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn connect_listen_carries_bytes_and_an_early_half_close_sent_while_the_reach_waits() {
+    // `connect --listen` sends a client's bytes right after the reach head, before the
+    // relay's 200; the client's EOF must still wait for the pairing.
+    let relay = Relay::start(&["--client-wait", "10s"]);
+    let (_connect, local, log) = connect_listen(relay.addr, &[]);
+    let mut client = TcpStream::connect(local).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let request = pattern(100_000, 3);
+    client.write_all(&request).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(relay.await_metric("tryst_waiting", 1), 1);
+    // Only now a hidden server parks.
+    let echo = echo_server();
+    let agent = Agent::start(relay.addr, &echo.to_string(), &["--pool", "1"]);
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).unwrap();
+    assert!(
+        back == request,
+        "echo differs ({} of {} bytes)\nagent: {}\nconnect: {}",
+        back.len(),
+        request.len(),
+        agent.log(),
+        std::fs::read_to_string(log.path()).unwrap_or_default()
+    );
+    let text = await_text("tunnel closed", || {
+        std::fs::read_to_string(log.path()).unwrap_or_default()
+    });
+    assert!(text.contains("up=100000 down=100000"), "{text}");
+}
+
+#[test]
+fn connect_listen_closes_a_refused_connection_without_passing_the_refusal_on() {
+    let relay = Relay::start(&["--client-wait", "0s"]);
+    let (_connect, local, log) = connect_listen(relay.addr, &[]);
+    let mut client = TcpStream::connect(local).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    client.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").unwrap();
+    // A FIN, or a reset if the agent closed before reading all the client sent: never a
+    // byte of the refusal.
+    let mut got = Vec::new();
+    if let Err(e) = client.read_to_end(&mut got) {
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    }
+    assert!(
+        got.is_empty(),
+        "the client got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let text = await_text("not_parked", || {
+        std::fs::read_to_string(log.path()).unwrap_or_default()
+    });
+    assert!(text.contains("reach failed"), "{text}");
+}
+
 fn sha256(data: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(data))
