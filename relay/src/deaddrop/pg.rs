@@ -21,9 +21,10 @@ use super::store::{
     StoreError, StoreLimits,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
 
 /// Connections the pool holds at most (the writer uses one at a time, readers the rest).
 pub const DEFAULT_POOL_SIZE: usize = 4;
@@ -328,60 +329,120 @@ impl Batch<'_> {
         self.tx.execute(&st, &[&seqs]).await.map_err(pg)
     }
 
-    async fn deposit(&mut self, m: &NewMessage) -> Result<Outcome, StoreError> {
+    /// Stores a run of consecutive deposits with three statements whatever its length:
+    /// which of their ids are stored already and the pending counts of their mailboxes
+    /// (pipelined), then one multi-row `INSERT` of the accepted ones, in order. The caps
+    /// are decided here, in order, from the counters read under the write lock, exactly
+    /// as one deposit at a time would: a duplicate id (stored before, or earlier in the
+    /// run) is acknowledged again without a second copy, before any cap is checked.
+    async fn deposits(&mut self, run: &[&NewMessage]) -> Result<Vec<Outcome>, StoreError> {
+        let ids: Vec<&str> = run.iter().map(|m| m.deposit_id.as_str()).collect();
+        let mut unknown: Vec<&[u8]> = Vec::new();
+        for m in run {
+            if !self.pending.contains_key(&m.mailbox) && !unknown.contains(&m.mailbox.as_slice()) {
+                unknown.push(m.mailbox.as_slice());
+            }
+        }
         let dup = self
             .tx
-            .prepare_cached("SELECT 1 FROM deaddrop_messages WHERE deposit_id = $1")
+            .prepare_cached("SELECT deposit_id FROM deaddrop_messages WHERE deposit_id = ANY($1)")
             .await
             .map_err(pg)?;
-        if self
+        let counts = self
             .tx
-            .query_opt(&dup, &[&m.deposit_id])
+            .prepare_cached(
+                "SELECT mailbox, pending FROM deaddrop_mailboxes WHERE mailbox = ANY($1)",
+            )
             .await
+            .map_err(pg)?;
+        // Both go out at once (tokio-postgres pipelines queries issued together).
+        let (dup_params, count_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+            ([&ids], [&unknown]);
+        let (stored, counted) = if unknown.is_empty() {
+            (
+                self.tx.query(&dup, &dup_params).await.map_err(pg)?,
+                Vec::new(),
+            )
+        } else {
+            tokio::try_join!(
+                self.tx.query(&dup, &dup_params),
+                self.tx.query(&counts, &count_params)
+            )
             .map_err(pg)?
-            .is_some()
-        {
-            // Already stored (a retried deposit): acknowledged again, not stored twice.
-            return Ok(Outcome::Deposited);
+        };
+        let mut stored: HashSet<String> = stored.iter().map(|r| r.get(0)).collect();
+        for mailbox in unknown {
+            let n = counted
+                .iter()
+                .find(|r| r.get::<_, &[u8]>(0) == mailbox)
+                .map_or(0, |r| r.get::<_, i64>(1).max(0).unsigned_abs());
+            let mailbox: Mailbox = mailbox
+                .try_into()
+                .map_err(|_| StoreError::failed("corrupt mailbox"))?;
+            self.pending.insert(mailbox, n);
         }
-        let count = self.pending(&m.mailbox).await?;
-        if count >= self.limits.max_pending {
-            return Ok(Outcome::Refused(Full::Mailbox));
+
+        let mut out = Vec::with_capacity(run.len());
+        let (mut mailboxes, mut deposit_ids, mut payloads, mut expiries) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for m in run {
+            if stored.contains(&m.deposit_id) {
+                // Already stored (a retried deposit): acknowledged again, not stored twice.
+                out.push(Outcome::Deposited);
+                continue;
+            }
+            let count = self.pending.get(&m.mailbox).copied().unwrap_or(0);
+            if count >= self.limits.max_pending {
+                out.push(Outcome::Refused(Full::Mailbox));
+                continue;
+            }
+            if count == 0 && self.mailboxes >= self.limits.max_mailboxes {
+                out.push(Outcome::Refused(Full::Mailboxes));
+                continue;
+            }
+            let cost = charge(m.deposit_id.len(), m.payload.len());
+            if self.bytes.saturating_add(cost) > self.limits.max_bytes {
+                out.push(Outcome::Refused(Full::Bytes));
+                continue;
+            }
+            stored.insert(m.deposit_id.clone());
+            mailboxes.push(m.mailbox.as_slice());
+            deposit_ids.push(m.deposit_id.as_str());
+            payloads.push(m.payload.as_bytes());
+            expiries.push(int(m.expires_at));
+            self.set_pending(&m.mailbox, count + 1);
+            if count == 0 {
+                self.mailboxes += 1;
+            }
+            self.bytes += cost;
+            self.totals_dirty = true;
+            out.push(Outcome::Deposited);
         }
-        if count == 0 && self.mailboxes >= self.limits.max_mailboxes {
-            return Ok(Outcome::Refused(Full::Mailboxes));
+        if deposit_ids.is_empty() {
+            return Ok(out);
         }
-        let cost = charge(m.deposit_id.len(), m.payload.len());
-        if self.bytes.saturating_add(cost) > self.limits.max_bytes {
-            return Ok(Outcome::Refused(Full::Bytes));
-        }
+        // `ORDER BY o`: rows are inserted, and so numbered (`seq`), in deposit order.
         let insert = self
             .tx
             .prepare_cached(
                 "INSERT INTO deaddrop_messages (mailbox, deposit_id, payload, expires_at) \
-                 VALUES ($1, $2, $3, $4)",
+                 SELECT m, d, p, e FROM unnest($1::bytea[], $2::text[], $3::bytea[], \
+                 $4::bigint[]) WITH ORDINALITY AS t(m, d, p, e, o) ORDER BY o",
             )
             .await
             .map_err(pg)?;
-        self.tx
-            .execute(
-                &insert,
-                &[
-                    &m.mailbox.as_slice(),
-                    &m.deposit_id,
-                    &m.payload.as_bytes(),
-                    &int(m.expires_at),
-                ],
-            )
+        let n = self
+            .tx
+            .execute(&insert, &[&mailboxes, &deposit_ids, &payloads, &expiries])
             .await
             .map_err(pg)?;
-        self.set_pending(&m.mailbox, count + 1);
-        if count == 0 {
-            self.mailboxes += 1;
+        if n != deposit_ids.len() as u64 {
+            return Err(StoreError::failed(format!(
+                "inserted {n} of {} deposits",
+                deposit_ids.len()
+            )));
         }
-        self.bytes += cost;
-        self.totals_dirty = true;
-        Ok(Outcome::Deposited)
+        Ok(out)
     }
 
     async fn take(
@@ -485,47 +546,60 @@ impl Batch<'_> {
         Ok(Outcome::Removed(rows.len()))
     }
 
+    /// Writes the batch's changed counters back: every changed mailbox count and the
+    /// totals, in one round trip (pipelined).
     async fn flush(&mut self) -> Result<(), StoreError> {
         let put = self
             .tx
             .prepare_cached(
-                "INSERT INTO deaddrop_mailboxes (mailbox, pending) VALUES ($1, $2) \
+                "INSERT INTO deaddrop_mailboxes (mailbox, pending) \
+                 SELECT * FROM unnest($1::bytea[], $2::bigint[]) \
                  ON CONFLICT (mailbox) DO UPDATE SET pending = EXCLUDED.pending",
             )
             .await
             .map_err(pg)?;
         let del = self
             .tx
-            .prepare_cached("DELETE FROM deaddrop_mailboxes WHERE mailbox = $1")
+            .prepare_cached("DELETE FROM deaddrop_mailboxes WHERE mailbox = ANY($1)")
             .await
             .map_err(pg)?;
-        for mailbox in std::mem::take(&mut self.dirty) {
-            let n = self.pending.get(&mailbox).copied().unwrap_or(0);
-            if n == 0 {
-                self.tx
-                    .execute(&del, &[&mailbox.as_slice()])
-                    .await
-                    .map_err(pg)?;
-            } else {
-                self.tx
-                    .execute(&put, &[&mailbox.as_slice(), &int(n)])
-                    .await
-                    .map_err(pg)?;
+        let totals = self
+            .tx
+            .prepare_cached("UPDATE deaddrop_totals SET bytes = $1, mailboxes = $2 WHERE id = 1")
+            .await
+            .map_err(pg)?;
+        let dirty = std::mem::take(&mut self.dirty);
+        let (mut kept, mut counts, mut emptied) = (Vec::new(), Vec::new(), Vec::new());
+        for mailbox in &dirty {
+            match self.pending.get(mailbox).copied().unwrap_or(0) {
+                0 => emptied.push(mailbox.as_slice()),
+                n => {
+                    kept.push(mailbox.as_slice());
+                    counts.push(int(n));
+                }
             }
         }
-        if self.totals_dirty {
-            let st = self
-                .tx
-                .prepare_cached(
-                    "UPDATE deaddrop_totals SET bytes = $1, mailboxes = $2 WHERE id = 1",
-                )
-                .await
-                .map_err(pg)?;
-            self.tx
-                .execute(&st, &[&int(self.bytes), &int(self.mailboxes)])
-                .await
-                .map_err(pg)?;
-        }
+        let tx = self.tx;
+        let (bytes, mailboxes) = (int(self.bytes), int(self.mailboxes));
+        let puts = async {
+            if kept.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(&put, &[&kept, &counts]).await
+        };
+        let dels = async {
+            if emptied.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(&del, &[&emptied]).await
+        };
+        let sums = async {
+            if !self.totals_dirty {
+                return Ok(0);
+            }
+            tx.execute(&totals, &[&bytes, &mailboxes]).await
+        };
+        tokio::try_join!(puts, dels, sums).map_err(pg)?;
         Ok(())
     }
 }
@@ -541,12 +615,17 @@ async fn apply_batch(
         .prepare_cached("SELECT pg_advisory_xact_lock($1)")
         .await
         .map_err(pg)?;
-    tx.execute(&lock, &[&WRITE_LOCK]).await.map_err(pg)?;
     let totals = tx
         .prepare_cached("SELECT bytes, mailboxes FROM deaddrop_totals WHERE id = 1")
         .await
         .map_err(pg)?;
-    let row = tx.query_one(&totals, &[]).await.map_err(pg)?;
+    // Pipelined, executed in order: the totals are read (a statement of its own, so a
+    // snapshot taken after the lock was granted) only once this node holds the lock.
+    let (_, row) = tokio::try_join!(
+        tx.execute(&lock, &[&WRITE_LOCK]),
+        tx.query_one(&totals, &[])
+    )
+    .map_err(pg)?;
     let mut batch = Batch {
         tx: &tx,
         limits,
@@ -557,9 +636,24 @@ async fn apply_batch(
         totals_dirty: false,
     };
     let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
+    let mut rest = ops;
+    while let Some(op) = rest.first() {
+        // Consecutive deposits are stored together; every other op sees the state the
+        // ops before it left, as it would one op at a time.
+        let run: Vec<&NewMessage> = rest
+            .iter()
+            .map_while(|o| match o {
+                Op::Deposit(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        if !run.is_empty() {
+            out.extend(batch.deposits(&run).await?);
+            rest = &rest[run.len()..];
+            continue;
+        }
         out.push(match op {
-            Op::Deposit(m) => batch.deposit(m).await?,
+            Op::Deposit(_) => unreachable!("deposits are stored as runs above"),
             Op::Take {
                 mailbox,
                 now,
@@ -568,6 +662,7 @@ async fn apply_batch(
             Op::Ack { mailbox, ids } => batch.ack(mailbox, ids).await?,
             Op::Expire { now } => batch.expire(*now).await?,
         });
+        rest = &rest[1..];
     }
     batch.flush().await?;
     drop(batch);
