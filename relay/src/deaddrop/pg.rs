@@ -24,7 +24,6 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio_postgres::NoTls;
-use tokio_postgres::types::ToSql;
 
 /// Connections the pool holds at most (the writer uses one at a time, readers the rest).
 pub const DEFAULT_POOL_SIZE: usize = 4;
@@ -259,18 +258,100 @@ async fn migrate(
 }
 
 /// Counters of one batch, read once under the write lock and written back before
-/// `COMMIT` (as the redb store's `meta` and `pending` tables).
-struct Batch<'a> {
-    tx: &'a deadpool_postgres::Transaction<'a>,
+/// `COMMIT` (as the redb store's `meta` and `pending` tables), and the deposits it
+/// accepted but has not sent yet.
+struct Batch<'t, 'o> {
+    tx: &'t deadpool_postgres::Transaction<'t>,
     limits: StoreLimits,
     bytes: u64,
     mailboxes: u64,
     pending: HashMap<Mailbox, u64>,
     dirty: Vec<Mailbox>,
     totals_dirty: bool,
+    /// Accepted deposits, inserted with the next statement that must see them (before
+    /// a take, an ack or a sweep) or with the counters at the end of the batch.
+    unsent: Vec<&'o NewMessage>,
 }
 
-impl Batch<'_> {
+/// The consecutive deposits at the start of `ops`.
+fn run_at(ops: &[Op]) -> Vec<&NewMessage> {
+    ops.iter()
+        .map_while(|o| match o {
+            Op::Deposit(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a run of deposits needs from the database: whether its ids are stored, and the
+/// pending counts of its mailboxes this batch has not read yet.
+struct Lookup<'o> {
+    ids: Vec<&'o str>,
+    unknown: Vec<&'o [u8]>,
+}
+
+/// The statements of the deposit path, prepared once per connection.
+struct Statements {
+    dup: tokio_postgres::Statement,
+    counts: tokio_postgres::Statement,
+    insert: tokio_postgres::Statement,
+}
+
+impl Statements {
+    async fn prepare(tx: &deadpool_postgres::Transaction<'_>) -> Result<Self, StoreError> {
+        Ok(Self {
+            dup: tx
+                .prepare_cached(
+                    "SELECT deposit_id FROM deaddrop_messages WHERE deposit_id = ANY($1)",
+                )
+                .await
+                .map_err(pg)?,
+            counts: tx
+                .prepare_cached(
+                    "SELECT mailbox, pending FROM deaddrop_mailboxes WHERE mailbox = ANY($1)",
+                )
+                .await
+                .map_err(pg)?,
+            // `ORDER BY o`: rows are inserted, and so numbered (`seq`), in deposit order.
+            insert: tx
+                .prepare_cached(
+                    "INSERT INTO deaddrop_messages (mailbox, deposit_id, payload, expires_at) \
+                     SELECT m, d, p, e FROM unnest($1::bytea[], $2::text[], $3::bytea[], \
+                     $4::bigint[]) WITH ORDINALITY AS t(m, d, p, e, o) ORDER BY o",
+                )
+                .await
+                .map_err(pg)?,
+        })
+    }
+}
+
+/// The rows a [`Lookup`] found: stored ids, and `(mailbox, pending)` counts.
+type Found = (Vec<tokio_postgres::Row>, Vec<tokio_postgres::Row>);
+
+impl Lookup<'_> {
+    /// Runs both queries (pipelined, in order). Nothing to look up: no round trip.
+    async fn run(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        st: &Statements,
+    ) -> Result<Found, tokio_postgres::Error> {
+        let stored = async {
+            if self.ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            tx.query(&st.dup, &[&self.ids]).await
+        };
+        let counted = async {
+            if self.unknown.is_empty() {
+                return Ok(Vec::new());
+            }
+            tx.query(&st.counts, &[&self.unknown]).await
+        };
+        tokio::try_join!(stored, counted)
+    }
+}
+
+impl<'o> Batch<'_, 'o> {
     async fn pending(&mut self, mailbox: &Mailbox) -> Result<u64, StoreError> {
         if let Some(n) = self.pending.get(mailbox) {
             return Ok(*n);
@@ -329,62 +410,44 @@ impl Batch<'_> {
         self.tx.execute(&st, &[&seqs]).await.map_err(pg)
     }
 
-    /// Stores a run of consecutive deposits with three statements whatever its length:
-    /// which of their ids are stored already and the pending counts of their mailboxes
-    /// (pipelined), then one multi-row `INSERT` of the accepted ones, in order. The caps
-    /// are decided here, in order, from the counters read under the write lock, exactly
-    /// as one deposit at a time would: a duplicate id (stored before, or earlier in the
-    /// run) is acknowledged again without a second copy, before any cap is checked.
-    async fn deposits(&mut self, run: &[&NewMessage]) -> Result<Vec<Outcome>, StoreError> {
-        let ids: Vec<&str> = run.iter().map(|m| m.deposit_id.as_str()).collect();
-        let mut unknown: Vec<&[u8]> = Vec::new();
+    /// What `run` needs looked up.
+    fn lookup(&self, run: &[&'o NewMessage]) -> Lookup<'o> {
+        let mut unknown: Vec<&'o [u8]> = Vec::new();
         for m in run {
             if !self.pending.contains_key(&m.mailbox) && !unknown.contains(&m.mailbox.as_slice()) {
                 unknown.push(m.mailbox.as_slice());
             }
         }
-        let dup = self
-            .tx
-            .prepare_cached("SELECT deposit_id FROM deaddrop_messages WHERE deposit_id = ANY($1)")
-            .await
-            .map_err(pg)?;
-        let counts = self
-            .tx
-            .prepare_cached(
-                "SELECT mailbox, pending FROM deaddrop_mailboxes WHERE mailbox = ANY($1)",
-            )
-            .await
-            .map_err(pg)?;
-        // Both go out at once (tokio-postgres pipelines queries issued together).
-        let (dup_params, count_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
-            ([&ids], [&unknown]);
-        let (stored, counted) = if unknown.is_empty() {
-            (
-                self.tx.query(&dup, &dup_params).await.map_err(pg)?,
-                Vec::new(),
-            )
-        } else {
-            tokio::try_join!(
-                self.tx.query(&dup, &dup_params),
-                self.tx.query(&counts, &count_params)
-            )
-            .map_err(pg)?
-        };
-        let mut stored: HashSet<String> = stored.iter().map(|r| r.get(0)).collect();
-        for mailbox in unknown {
+        Lookup {
+            ids: run.iter().map(|m| m.deposit_id.as_str()).collect(),
+            unknown,
+        }
+    }
+
+    /// Decides a run of consecutive deposits, in order, from what `lookup` found and the
+    /// counters read under the write lock, exactly as one deposit at a time would: a
+    /// duplicate id (stored before, or earlier in the batch) is acknowledged again
+    /// without a second copy, before any cap is checked. The accepted ones join
+    /// `unsent`; the run costs no round trip of its own.
+    fn deposits(
+        &mut self,
+        run: &[&'o NewMessage],
+        lookup: &Lookup<'o>,
+        (stored, counted): Found,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        for mailbox in &lookup.unknown {
             let n = counted
                 .iter()
-                .find(|r| r.get::<_, &[u8]>(0) == mailbox)
+                .find(|r| r.get::<_, &[u8]>(0) == *mailbox)
                 .map_or(0, |r| r.get::<_, i64>(1).max(0).unsigned_abs());
-            let mailbox: Mailbox = mailbox
+            let mailbox: Mailbox = (*mailbox)
                 .try_into()
                 .map_err(|_| StoreError::failed("corrupt mailbox"))?;
             self.pending.insert(mailbox, n);
         }
-
+        let mut stored: HashSet<String> = stored.iter().map(|r| r.get(0)).collect();
+        stored.extend(self.unsent.iter().map(|m| m.deposit_id.clone()));
         let mut out = Vec::with_capacity(run.len());
-        let (mut mailboxes, mut deposit_ids, mut payloads, mut expiries) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for m in run {
             if stored.contains(&m.deposit_id) {
                 // Already stored (a retried deposit): acknowledged again, not stored twice.
@@ -406,10 +469,7 @@ impl Batch<'_> {
                 continue;
             }
             stored.insert(m.deposit_id.clone());
-            mailboxes.push(m.mailbox.as_slice());
-            deposit_ids.push(m.deposit_id.as_str());
-            payloads.push(m.payload.as_bytes());
-            expiries.push(int(m.expires_at));
+            self.unsent.push(m);
             self.set_pending(&m.mailbox, count + 1);
             if count == 0 {
                 self.mailboxes += 1;
@@ -418,31 +478,39 @@ impl Batch<'_> {
             self.totals_dirty = true;
             out.push(Outcome::Deposited);
         }
-        if deposit_ids.is_empty() {
-            return Ok(out);
+        Ok(out)
+    }
+
+    /// One multi-row `INSERT` of the unsent deposits, in order.
+    async fn insert(
+        tx: &deadpool_postgres::Transaction<'_>,
+        st: &Statements,
+        unsent: &[&NewMessage],
+    ) -> Result<(), StoreError> {
+        if unsent.is_empty() {
+            return Ok(());
         }
-        // `ORDER BY o`: rows are inserted, and so numbered (`seq`), in deposit order.
-        let insert = self
-            .tx
-            .prepare_cached(
-                "INSERT INTO deaddrop_messages (mailbox, deposit_id, payload, expires_at) \
-                 SELECT m, d, p, e FROM unnest($1::bytea[], $2::text[], $3::bytea[], \
-                 $4::bigint[]) WITH ORDINALITY AS t(m, d, p, e, o) ORDER BY o",
-            )
+        let mailboxes: Vec<&[u8]> = unsent.iter().map(|m| m.mailbox.as_slice()).collect();
+        let ids: Vec<&str> = unsent.iter().map(|m| m.deposit_id.as_str()).collect();
+        let payloads: Vec<&[u8]> = unsent.iter().map(|m| m.payload.as_bytes()).collect();
+        let expiries: Vec<i64> = unsent.iter().map(|m| int(m.expires_at)).collect();
+        let n = tx
+            .execute(&st.insert, &[&mailboxes, &ids, &payloads, &expiries])
             .await
             .map_err(pg)?;
-        let n = self
-            .tx
-            .execute(&insert, &[&mailboxes, &deposit_ids, &payloads, &expiries])
-            .await
-            .map_err(pg)?;
-        if n != deposit_ids.len() as u64 {
+        if n != unsent.len() as u64 {
             return Err(StoreError::failed(format!(
                 "inserted {n} of {} deposits",
-                deposit_ids.len()
+                unsent.len()
             )));
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Inserts the unsent deposits now (before an op that must see them).
+    async fn send(&mut self, st: &Statements) -> Result<(), StoreError> {
+        let unsent = std::mem::take(&mut self.unsent);
+        Self::insert(self.tx, st, &unsent).await
     }
 
     async fn take(
@@ -546,9 +614,9 @@ impl Batch<'_> {
         Ok(Outcome::Removed(rows.len()))
     }
 
-    /// Writes the batch's changed counters back: every changed mailbox count and the
-    /// totals, in one round trip (pipelined).
-    async fn flush(&mut self) -> Result<(), StoreError> {
+    /// Writes the unsent deposits and the batch's changed counters (every changed
+    /// mailbox count and the totals), all in one round trip (pipelined).
+    async fn finish(&mut self, st: &Statements) -> Result<(), StoreError> {
         let put = self
             .tx
             .prepare_cached(
@@ -580,30 +648,36 @@ impl Batch<'_> {
             }
         }
         let tx = self.tx;
+        let unsent = std::mem::take(&mut self.unsent);
         let (bytes, mailboxes) = (int(self.bytes), int(self.mailboxes));
         let puts = async {
             if kept.is_empty() {
                 return Ok(0);
             }
-            tx.execute(&put, &[&kept, &counts]).await
+            tx.execute(&put, &[&kept, &counts]).await.map_err(pg)
         };
         let dels = async {
             if emptied.is_empty() {
                 return Ok(0);
             }
-            tx.execute(&del, &[&emptied]).await
+            tx.execute(&del, &[&emptied]).await.map_err(pg)
         };
         let sums = async {
             if !self.totals_dirty {
                 return Ok(0);
             }
-            tx.execute(&totals, &[&bytes, &mailboxes]).await
+            tx.execute(&totals, &[&bytes, &mailboxes]).await.map_err(pg)
         };
-        tokio::try_join!(puts, dels, sums).map_err(pg)?;
+        tokio::try_join!(Self::insert(tx, st, &unsent), puts, dels, sums)?;
         Ok(())
     }
 }
 
+/// One batch as one transaction. Round trips: `BEGIN`; the write lock, the totals and
+/// the first run of deposits' lookups (pipelined); one more lookup per later run of
+/// deposits; the unsent deposits before each take, ack or sweep, and each of those;
+/// the unsent deposits with the counters (pipelined); `COMMIT`. A batch of deposits
+/// alone is four round trips, however many it holds.
 async fn apply_batch(
     pool: &Pool,
     ops: &[Op],
@@ -619,41 +693,47 @@ async fn apply_batch(
         .prepare_cached("SELECT bytes, mailboxes FROM deaddrop_totals WHERE id = 1")
         .await
         .map_err(pg)?;
-    // Pipelined, executed in order: the totals are read (a statement of its own, so a
-    // snapshot taken after the lock was granted) only once this node holds the lock.
-    let (_, row) = tokio::try_join!(
-        tx.execute(&lock, &[&WRITE_LOCK]),
-        tx.query_one(&totals, &[])
-    )
-    .map_err(pg)?;
+    let st = Statements::prepare(&tx).await?;
     let mut batch = Batch {
         tx: &tx,
         limits,
-        bytes: row.get::<_, i64>(0).max(0).unsigned_abs(),
-        mailboxes: row.get::<_, i64>(1).max(0).unsigned_abs(),
+        bytes: 0,
+        mailboxes: 0,
         pending: HashMap::new(),
         dirty: Vec::new(),
         totals_dirty: false,
+        unsent: Vec::new(),
     };
+    let first = run_at(ops);
+    let lookup = batch.lookup(&first);
+    // Pipelined, executed in order: the totals and the lookups are read (statements of
+    // their own, so snapshots taken after the lock was granted) only once this node
+    // holds the lock.
+    let (_, row, found) = tokio::try_join!(
+        tx.execute(&lock, &[&WRITE_LOCK]),
+        tx.query_one(&totals, &[]),
+        lookup.run(&tx, &st)
+    )
+    .map_err(pg)?;
+    batch.bytes = row.get::<_, i64>(0).max(0).unsigned_abs();
+    batch.mailboxes = row.get::<_, i64>(1).max(0).unsigned_abs();
     let mut out = Vec::with_capacity(ops.len());
-    let mut rest = ops;
+    out.extend(batch.deposits(&first, &lookup, found)?);
+    let mut rest = &ops[first.len()..];
     while let Some(op) = rest.first() {
-        // Consecutive deposits are stored together; every other op sees the state the
-        // ops before it left, as it would one op at a time.
-        let run: Vec<&NewMessage> = rest
-            .iter()
-            .map_while(|o| match o {
-                Op::Deposit(m) => Some(m),
-                _ => None,
-            })
-            .collect();
+        // Consecutive deposits are decided together; every other op sees the state the
+        // ops before it left (the unsent deposits go first), as one op at a time would.
+        let run = run_at(rest);
         if !run.is_empty() {
-            out.extend(batch.deposits(&run).await?);
+            let lookup = batch.lookup(&run);
+            let found = lookup.run(&tx, &st).await.map_err(pg)?;
+            out.extend(batch.deposits(&run, &lookup, found)?);
             rest = &rest[run.len()..];
             continue;
         }
+        batch.send(&st).await?;
         out.push(match op {
-            Op::Deposit(_) => unreachable!("deposits are stored as runs above"),
+            Op::Deposit(_) => unreachable!("deposits are decided as runs above"),
             Op::Take {
                 mailbox,
                 now,
@@ -664,7 +744,7 @@ async fn apply_batch(
         });
         rest = &rest[1..];
     }
-    batch.flush().await?;
+    batch.finish(&st).await?;
     drop(batch);
     tx.commit().await.map_err(pg)?;
     Ok(out)
