@@ -1,12 +1,21 @@
-//! The dead-drop's per-request proof work: decoding the claimer's public key PEM and
-//! verifying its RSA-PSS (SHA-256, salt 32) ownership signature with `ring`, for a
-//! 2048-bit key (what PyCryptodome clients generate). Every `/deposit` with a depositor
-//! proof, `/retrieve` and `/ack` pays one verification.
+//! The dead-drop's per-request work.
+//!
+//! - `deaddrop_proof`: decoding the claimer's public key PEM and verifying its RSA-PSS
+//!   (SHA-256, salt 32) ownership signature with `ring`, for a 2048-bit key (what
+//!   PyCryptodome clients generate). Every `/deposit` with a depositor proof,
+//!   `/retrieve` and `/ack` pays one verification.
+//! - `deaddrop_deposit`: a `/deposit` of a 1 KiB INTERCOM message as the relay handles
+//!   it after the body is read: the body checked in upstream's order (JSON, the
+//!   HiveMessage envelope, the mailbox hash), then stored by the redb store as one
+//!   group-commit transaction of 1 or 8 deposits (fsync included: these depend on the
+//!   disk and its load as much as on the code).
 #![forbid(unsafe_code)]
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use tryst_relay::deaddrop::proof;
+use tryst_relay::deaddrop::request::{Action, Checker};
+use tryst_relay::deaddrop::store::{Op, RedbStore, Store as _, StoreLimits};
+use tryst_relay::deaddrop::{DeadDropConfig, proof};
 
 const CLIENT_PEM: &str = include_str!("../../relay/tests/fixtures/deaddrop/client-pub.pem");
 /// Signed over `ownership_message(CLIENT_PEM, "", TS)`.
@@ -25,5 +34,53 @@ fn bench_proof(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_proof);
+/// A deposit body as `relay/examples/deaddrop_bench.rs` sends it: a 1 KiB ciphertext
+/// in an INTERCOM HiveMessage, serialised into the `payload` string.
+fn deposit_body() -> String {
+    let escaped_pem = CLIENT_PEM.replace('\n', "\\n");
+    let inner = format!(
+        r#"{{\"msg_type\": \"intercom\", \"payload\": {{\"ciphertext\": \"{}\", \"n\": 1}}, \"metadata\": {{}}, \"route\": []}}"#,
+        "x".repeat(1024)
+    );
+    format!(r#"{{"payload": "{inner}", "target_pubkey": "{escaped_pem}"}}"#)
+}
+
+fn bench_deposit(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = DeadDropConfig::in_dir(dir.path());
+    config.rate_limit = usize::MAX;
+    let checker = Checker::new(&config, "relay".into());
+    let body = deposit_body();
+    let now_ms = 1_700_000_000_000;
+    let deposit = || match checker.check("/deposit", body.as_bytes(), None, now_ms) {
+        Ok(Action::Deposit(m)) => m,
+        other => panic!("the bench body is refused: {other:?}"),
+    };
+    deposit();
+
+    let mut group = c.benchmark_group("deaddrop_deposit");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("check_1k_body", |b| {
+        b.iter(|| checker.check("/deposit", black_box(body.as_bytes()), None, now_ms))
+    });
+    let limits = StoreLimits {
+        max_pending: u64::MAX,
+        max_mailboxes: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+    let mut store = RedbStore::open(&dir.path().join("bench.redb"), limits).expect("store");
+    for n in [1u64, 8] {
+        group.throughput(Throughput::Elements(n));
+        group.bench_function(format!("redb_commit_{n}"), |b| {
+            b.iter_batched(
+                || (0..n).map(|_| Op::Deposit(deposit())).collect::<Vec<_>>(),
+                |ops| store.apply(&ops).expect("commit"),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_proof, bench_deposit);
 criterion_main!(benches);

@@ -15,7 +15,9 @@
 //! Every request uses a new connection (upstream speaks HTTP/1.0 and closes after each
 //! reply), so all servers see the same load. Each phase deposits into a mailbox of its
 //! own, then retrieves from it (the first retrieve drains it, the rest find it empty).
-//! Proofs are signed before the clock starts.
+//! Proofs are signed before the clock starts. For the tryst servers the deposit phase
+//! also reports, from `/metrics`, how many deposits each store transaction held (group
+//! commit) and how long a transaction took, commit included.
 
 use base64::Engine as _;
 use clap::Parser;
@@ -113,6 +115,46 @@ fn run(
     (rate, p99)
 }
 
+/// The dead-drop writer's totals on `/metrics` (tryst only): transactions, requests in
+/// them, seconds spent in them.
+#[derive(Clone, Copy, Default)]
+struct WriterTotals {
+    batches: f64,
+    requests: f64,
+    commit_secs: f64,
+}
+
+impl WriterTotals {
+    fn scrape(addr: SocketAddr) -> Option<Self> {
+        let (status, body) = exchange(addr, "GET", "/metrics", "");
+        if status != 200 {
+            return None;
+        }
+        let value = |name: &str| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        };
+        Some(Self {
+            batches: value("tryst_deaddrop_batch_requests_count")?,
+            requests: value("tryst_deaddrop_batch_requests_sum")?,
+            commit_secs: value("tryst_deaddrop_commit_seconds_sum")?,
+        })
+    }
+
+    /// `requests per transaction | ms per transaction` between two scrapes.
+    fn since(self, before: Self) -> String {
+        let batches = self.batches - before.batches;
+        if batches <= 0.0 {
+            return "- | -".into();
+        }
+        format!(
+            "{:.1} | {:.2}",
+            (self.requests - before.requests) / batches,
+            (self.commit_secs - before.commit_secs) * 1e3 / batches
+        )
+    }
+}
+
 /// A `tryst serve` this bench started; killed on drop.
 struct Started {
     child: Child,
@@ -201,8 +243,10 @@ fn deposit_bodies(owner: usize, n: usize, tag: usize) -> Vec<String> {
 
 fn main() {
     let args = Args::parse();
-    println!("| server | clients | deposits/s | deposit p99 ms | retrieves/s | retrieve p99 ms |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| server | clients | deposits/s | deposit p99 ms | deposits per commit | ms per commit | retrieves/s | retrieve p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     for target in &args.targets {
         let (label, addr, _started) = match target.split_once('=') {
             None if target == "redb" => {
@@ -230,11 +274,16 @@ fn main() {
         for (phase, &clients) in args.clients.iter().enumerate() {
             let owner = phase % KEYS.len();
             let deposits = deposit_bodies(owner, args.deposits, phase);
+            let before = WriterTotals::scrape(addr);
             let (dps, dp99) = run(addr, clients, deposits, "/deposit");
+            let batching = match (before, WriterTotals::scrape(addr)) {
+                (Some(before), Some(after)) => after.since(before),
+                _ => "- | -".into(),
+            };
             let proofs = sign_proofs(&relay_pem, owner, args.retrieves);
             let (rps, rp99) = run(addr, clients, proofs, "/retrieve");
             println!(
-                "| {label} | {clients} | {dps:.0} | {:.1} | {rps:.0} | {:.1} |",
+                "| {label} | {clients} | {dps:.0} | {:.1} | {batching} | {rps:.0} | {:.1} |",
                 dp99.as_secs_f64() * 1e3,
                 rp99.as_secs_f64() * 1e3
             );

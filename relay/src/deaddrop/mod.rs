@@ -330,6 +330,28 @@ impl DeadDrop {
         ] {
             crate::metrics::single(&mut out, name, "counter", help, v.load(Ordering::Relaxed));
         }
+        let w = self.inner.writer.stats();
+        histogram(
+            &mut out,
+            "tryst_deaddrop_batch_requests",
+            "Requests per dead-drop store transaction (group commit).",
+            &w.batch_size,
+            1.0,
+        );
+        histogram(
+            &mut out,
+            "tryst_deaddrop_commit_seconds",
+            "Time a dead-drop store transaction took, commit included.",
+            &w.commit_micros,
+            1e6,
+        );
+        crate::metrics::single(
+            &mut out,
+            "tryst_deaddrop_gather_seconds_total",
+            "counter",
+            "Time the dead-drop writer waited for more requests before a transaction.",
+            w.gather_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        );
         out
     }
 
@@ -475,6 +497,20 @@ impl DeadDrop {
             }
         }
     }
+}
+
+/// Writes `h` as a Prometheus histogram, its values divided by `per_unit`.
+fn histogram(out: &mut String, name: &str, help: &str, h: &store::Histogram, per_unit: f64) {
+    use std::fmt::Write as _;
+    crate::metrics::header(out, name, "histogram", help);
+    let mut count = 0;
+    for (bound, n) in h.cumulative() {
+        let le = bound.map_or_else(|| "+Inf".to_owned(), |b| (b as f64 / per_unit).to_string());
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+        count = n;
+    }
+    let _ = writeln!(out, "{name}_sum {}", h.sum() as f64 / per_unit);
+    let _ = writeln!(out, "{name}_count {count}");
 }
 
 impl DeadDrop {
@@ -689,5 +725,38 @@ mod tests {
                 serde_json::json!({"status": "error", "reason": "storage_error"})
             )
         );
+    }
+
+    /// `/metrics` shows how the writer batched: the batch-size and commit-time
+    /// histograms count the committed deposit.
+    #[tokio::test]
+    async fn metrics_show_batch_sizes_and_commit_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = DeadDropConfig::in_dir(dir.path());
+        config.rate_limit = 1000;
+        let store = RedbStore::open(&config.store_path, config.limits()).unwrap();
+        let dd = DeadDrop::start(config, store, RELAY_PEM.into(), 0);
+        let deposit = serde_json::json!({
+            "payload": r#"{"msg_type":"intercom","payload":{}}"#,
+            "target_pubkey": CLIENT_PEM,
+        })
+        .to_string();
+        let resp = dd.handle_post("/deposit", deposit.as_bytes(), None).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let text = dd.render_metrics();
+        for line in [
+            "# TYPE tryst_deaddrop_batch_requests histogram",
+            "tryst_deaddrop_batch_requests_bucket{le=\"1\"} 1",
+            "tryst_deaddrop_batch_requests_bucket{le=\"+Inf\"} 1",
+            "tryst_deaddrop_batch_requests_sum 1",
+            "tryst_deaddrop_batch_requests_count 1",
+            "# TYPE tryst_deaddrop_commit_seconds histogram",
+            "tryst_deaddrop_commit_seconds_bucket{le=\"+Inf\"} 1",
+            "tryst_deaddrop_commit_seconds_count 1",
+            "tryst_deaddrop_gather_seconds_total 0",
+            "tryst_deaddrop_deposits_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+        }
     }
 }

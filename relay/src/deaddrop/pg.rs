@@ -21,7 +21,7 @@ use super::store::{
     StoreError, StoreLimits,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
@@ -258,18 +258,100 @@ async fn migrate(
 }
 
 /// Counters of one batch, read once under the write lock and written back before
-/// `COMMIT` (as the redb store's `meta` and `pending` tables).
-struct Batch<'a> {
-    tx: &'a deadpool_postgres::Transaction<'a>,
+/// `COMMIT` (as the redb store's `meta` and `pending` tables), and the deposits it
+/// accepted but has not sent yet.
+struct Batch<'t, 'o> {
+    tx: &'t deadpool_postgres::Transaction<'t>,
     limits: StoreLimits,
     bytes: u64,
     mailboxes: u64,
     pending: HashMap<Mailbox, u64>,
     dirty: Vec<Mailbox>,
     totals_dirty: bool,
+    /// Accepted deposits, inserted with the next statement that must see them (before
+    /// a take, an ack or a sweep) or with the counters at the end of the batch.
+    unsent: Vec<&'o NewMessage>,
 }
 
-impl Batch<'_> {
+/// The consecutive deposits at the start of `ops`.
+fn run_at(ops: &[Op]) -> Vec<&NewMessage> {
+    ops.iter()
+        .map_while(|o| match o {
+            Op::Deposit(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a run of deposits needs from the database: whether its ids are stored, and the
+/// pending counts of its mailboxes this batch has not read yet.
+struct Lookup<'o> {
+    ids: Vec<&'o str>,
+    unknown: Vec<&'o [u8]>,
+}
+
+/// The statements of the deposit path, prepared once per connection.
+struct Statements {
+    dup: tokio_postgres::Statement,
+    counts: tokio_postgres::Statement,
+    insert: tokio_postgres::Statement,
+}
+
+impl Statements {
+    async fn prepare(tx: &deadpool_postgres::Transaction<'_>) -> Result<Self, StoreError> {
+        Ok(Self {
+            dup: tx
+                .prepare_cached(
+                    "SELECT deposit_id FROM deaddrop_messages WHERE deposit_id = ANY($1)",
+                )
+                .await
+                .map_err(pg)?,
+            counts: tx
+                .prepare_cached(
+                    "SELECT mailbox, pending FROM deaddrop_mailboxes WHERE mailbox = ANY($1)",
+                )
+                .await
+                .map_err(pg)?,
+            // `ORDER BY o`: rows are inserted, and so numbered (`seq`), in deposit order.
+            insert: tx
+                .prepare_cached(
+                    "INSERT INTO deaddrop_messages (mailbox, deposit_id, payload, expires_at) \
+                     SELECT m, d, p, e FROM unnest($1::bytea[], $2::text[], $3::bytea[], \
+                     $4::bigint[]) WITH ORDINALITY AS t(m, d, p, e, o) ORDER BY o",
+                )
+                .await
+                .map_err(pg)?,
+        })
+    }
+}
+
+/// The rows a [`Lookup`] found: stored ids, and `(mailbox, pending)` counts.
+type Found = (Vec<tokio_postgres::Row>, Vec<tokio_postgres::Row>);
+
+impl Lookup<'_> {
+    /// Runs both queries (pipelined, in order). Nothing to look up: no round trip.
+    async fn run(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        st: &Statements,
+    ) -> Result<Found, tokio_postgres::Error> {
+        let stored = async {
+            if self.ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            tx.query(&st.dup, &[&self.ids]).await
+        };
+        let counted = async {
+            if self.unknown.is_empty() {
+                return Ok(Vec::new());
+            }
+            tx.query(&st.counts, &[&self.unknown]).await
+        };
+        tokio::try_join!(stored, counted)
+    }
+}
+
+impl<'o> Batch<'_, 'o> {
     async fn pending(&mut self, mailbox: &Mailbox) -> Result<u64, StoreError> {
         if let Some(n) = self.pending.get(mailbox) {
             return Ok(*n);
@@ -328,60 +410,107 @@ impl Batch<'_> {
         self.tx.execute(&st, &[&seqs]).await.map_err(pg)
     }
 
-    async fn deposit(&mut self, m: &NewMessage) -> Result<Outcome, StoreError> {
-        let dup = self
-            .tx
-            .prepare_cached("SELECT 1 FROM deaddrop_messages WHERE deposit_id = $1")
+    /// What `run` needs looked up.
+    fn lookup(&self, run: &[&'o NewMessage]) -> Lookup<'o> {
+        let mut unknown: Vec<&'o [u8]> = Vec::new();
+        for m in run {
+            if !self.pending.contains_key(&m.mailbox) && !unknown.contains(&m.mailbox.as_slice()) {
+                unknown.push(m.mailbox.as_slice());
+            }
+        }
+        Lookup {
+            ids: run.iter().map(|m| m.deposit_id.as_str()).collect(),
+            unknown,
+        }
+    }
+
+    /// Decides a run of consecutive deposits, in order, from what `lookup` found and the
+    /// counters read under the write lock, exactly as one deposit at a time would: a
+    /// duplicate id (stored before, or earlier in the batch) is acknowledged again
+    /// without a second copy, before any cap is checked. The accepted ones join
+    /// `unsent`; the run costs no round trip of its own.
+    fn deposits(
+        &mut self,
+        run: &[&'o NewMessage],
+        lookup: &Lookup<'o>,
+        (stored, counted): Found,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        for mailbox in &lookup.unknown {
+            let n = counted
+                .iter()
+                .find(|r| r.get::<_, &[u8]>(0) == *mailbox)
+                .map_or(0, |r| r.get::<_, i64>(1).max(0).unsigned_abs());
+            let mailbox: Mailbox = (*mailbox)
+                .try_into()
+                .map_err(|_| StoreError::failed("corrupt mailbox"))?;
+            self.pending.insert(mailbox, n);
+        }
+        let mut stored: HashSet<String> = stored.iter().map(|r| r.get(0)).collect();
+        stored.extend(self.unsent.iter().map(|m| m.deposit_id.clone()));
+        let mut out = Vec::with_capacity(run.len());
+        for m in run {
+            if stored.contains(&m.deposit_id) {
+                // Already stored (a retried deposit): acknowledged again, not stored twice.
+                out.push(Outcome::Deposited);
+                continue;
+            }
+            let count = self.pending.get(&m.mailbox).copied().unwrap_or(0);
+            if count >= self.limits.max_pending {
+                out.push(Outcome::Refused(Full::Mailbox));
+                continue;
+            }
+            if count == 0 && self.mailboxes >= self.limits.max_mailboxes {
+                out.push(Outcome::Refused(Full::Mailboxes));
+                continue;
+            }
+            let cost = charge(m.deposit_id.len(), m.payload.len());
+            if self.bytes.saturating_add(cost) > self.limits.max_bytes {
+                out.push(Outcome::Refused(Full::Bytes));
+                continue;
+            }
+            stored.insert(m.deposit_id.clone());
+            self.unsent.push(m);
+            self.set_pending(&m.mailbox, count + 1);
+            if count == 0 {
+                self.mailboxes += 1;
+            }
+            self.bytes += cost;
+            self.totals_dirty = true;
+            out.push(Outcome::Deposited);
+        }
+        Ok(out)
+    }
+
+    /// One multi-row `INSERT` of the unsent deposits, in order.
+    async fn insert(
+        tx: &deadpool_postgres::Transaction<'_>,
+        st: &Statements,
+        unsent: &[&NewMessage],
+    ) -> Result<(), StoreError> {
+        if unsent.is_empty() {
+            return Ok(());
+        }
+        let mailboxes: Vec<&[u8]> = unsent.iter().map(|m| m.mailbox.as_slice()).collect();
+        let ids: Vec<&str> = unsent.iter().map(|m| m.deposit_id.as_str()).collect();
+        let payloads: Vec<&[u8]> = unsent.iter().map(|m| m.payload.as_bytes()).collect();
+        let expiries: Vec<i64> = unsent.iter().map(|m| int(m.expires_at)).collect();
+        let n = tx
+            .execute(&st.insert, &[&mailboxes, &ids, &payloads, &expiries])
             .await
             .map_err(pg)?;
-        if self
-            .tx
-            .query_opt(&dup, &[&m.deposit_id])
-            .await
-            .map_err(pg)?
-            .is_some()
-        {
-            // Already stored (a retried deposit): acknowledged again, not stored twice.
-            return Ok(Outcome::Deposited);
+        if n != unsent.len() as u64 {
+            return Err(StoreError::failed(format!(
+                "inserted {n} of {} deposits",
+                unsent.len()
+            )));
         }
-        let count = self.pending(&m.mailbox).await?;
-        if count >= self.limits.max_pending {
-            return Ok(Outcome::Refused(Full::Mailbox));
-        }
-        if count == 0 && self.mailboxes >= self.limits.max_mailboxes {
-            return Ok(Outcome::Refused(Full::Mailboxes));
-        }
-        let cost = charge(m.deposit_id.len(), m.payload.len());
-        if self.bytes.saturating_add(cost) > self.limits.max_bytes {
-            return Ok(Outcome::Refused(Full::Bytes));
-        }
-        let insert = self
-            .tx
-            .prepare_cached(
-                "INSERT INTO deaddrop_messages (mailbox, deposit_id, payload, expires_at) \
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .await
-            .map_err(pg)?;
-        self.tx
-            .execute(
-                &insert,
-                &[
-                    &m.mailbox.as_slice(),
-                    &m.deposit_id,
-                    &m.payload.as_bytes(),
-                    &int(m.expires_at),
-                ],
-            )
-            .await
-            .map_err(pg)?;
-        self.set_pending(&m.mailbox, count + 1);
-        if count == 0 {
-            self.mailboxes += 1;
-        }
-        self.bytes += cost;
-        self.totals_dirty = true;
-        Ok(Outcome::Deposited)
+        Ok(())
+    }
+
+    /// Inserts the unsent deposits now (before an op that must see them).
+    async fn send(&mut self, st: &Statements) -> Result<(), StoreError> {
+        let unsent = std::mem::take(&mut self.unsent);
+        Self::insert(self.tx, st, &unsent).await
     }
 
     async fn take(
@@ -485,51 +614,70 @@ impl Batch<'_> {
         Ok(Outcome::Removed(rows.len()))
     }
 
-    async fn flush(&mut self) -> Result<(), StoreError> {
+    /// Writes the unsent deposits and the batch's changed counters (every changed
+    /// mailbox count and the totals), all in one round trip (pipelined).
+    async fn finish(&mut self, st: &Statements) -> Result<(), StoreError> {
         let put = self
             .tx
             .prepare_cached(
-                "INSERT INTO deaddrop_mailboxes (mailbox, pending) VALUES ($1, $2) \
+                "INSERT INTO deaddrop_mailboxes (mailbox, pending) \
+                 SELECT * FROM unnest($1::bytea[], $2::bigint[]) \
                  ON CONFLICT (mailbox) DO UPDATE SET pending = EXCLUDED.pending",
             )
             .await
             .map_err(pg)?;
         let del = self
             .tx
-            .prepare_cached("DELETE FROM deaddrop_mailboxes WHERE mailbox = $1")
+            .prepare_cached("DELETE FROM deaddrop_mailboxes WHERE mailbox = ANY($1)")
             .await
             .map_err(pg)?;
-        for mailbox in std::mem::take(&mut self.dirty) {
-            let n = self.pending.get(&mailbox).copied().unwrap_or(0);
-            if n == 0 {
-                self.tx
-                    .execute(&del, &[&mailbox.as_slice()])
-                    .await
-                    .map_err(pg)?;
-            } else {
-                self.tx
-                    .execute(&put, &[&mailbox.as_slice(), &int(n)])
-                    .await
-                    .map_err(pg)?;
+        let totals = self
+            .tx
+            .prepare_cached("UPDATE deaddrop_totals SET bytes = $1, mailboxes = $2 WHERE id = 1")
+            .await
+            .map_err(pg)?;
+        let dirty = std::mem::take(&mut self.dirty);
+        let (mut kept, mut counts, mut emptied) = (Vec::new(), Vec::new(), Vec::new());
+        for mailbox in &dirty {
+            match self.pending.get(mailbox).copied().unwrap_or(0) {
+                0 => emptied.push(mailbox.as_slice()),
+                n => {
+                    kept.push(mailbox.as_slice());
+                    counts.push(int(n));
+                }
             }
         }
-        if self.totals_dirty {
-            let st = self
-                .tx
-                .prepare_cached(
-                    "UPDATE deaddrop_totals SET bytes = $1, mailboxes = $2 WHERE id = 1",
-                )
-                .await
-                .map_err(pg)?;
-            self.tx
-                .execute(&st, &[&int(self.bytes), &int(self.mailboxes)])
-                .await
-                .map_err(pg)?;
-        }
+        let tx = self.tx;
+        let unsent = std::mem::take(&mut self.unsent);
+        let (bytes, mailboxes) = (int(self.bytes), int(self.mailboxes));
+        let puts = async {
+            if kept.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(&put, &[&kept, &counts]).await.map_err(pg)
+        };
+        let dels = async {
+            if emptied.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(&del, &[&emptied]).await.map_err(pg)
+        };
+        let sums = async {
+            if !self.totals_dirty {
+                return Ok(0);
+            }
+            tx.execute(&totals, &[&bytes, &mailboxes]).await.map_err(pg)
+        };
+        tokio::try_join!(Self::insert(tx, st, &unsent), puts, dels, sums)?;
         Ok(())
     }
 }
 
+/// One batch as one transaction. Round trips: `BEGIN`; the write lock, the totals and
+/// the first run of deposits' lookups (pipelined); one more lookup per later run of
+/// deposits; the unsent deposits before each take, ack or sweep, and each of those;
+/// the unsent deposits with the counters (pipelined); `COMMIT`. A batch of deposits
+/// alone is four round trips, however many it holds.
 async fn apply_batch(
     pool: &Pool,
     ops: &[Op],
@@ -541,25 +689,51 @@ async fn apply_batch(
         .prepare_cached("SELECT pg_advisory_xact_lock($1)")
         .await
         .map_err(pg)?;
-    tx.execute(&lock, &[&WRITE_LOCK]).await.map_err(pg)?;
     let totals = tx
         .prepare_cached("SELECT bytes, mailboxes FROM deaddrop_totals WHERE id = 1")
         .await
         .map_err(pg)?;
-    let row = tx.query_one(&totals, &[]).await.map_err(pg)?;
+    let st = Statements::prepare(&tx).await?;
     let mut batch = Batch {
         tx: &tx,
         limits,
-        bytes: row.get::<_, i64>(0).max(0).unsigned_abs(),
-        mailboxes: row.get::<_, i64>(1).max(0).unsigned_abs(),
+        bytes: 0,
+        mailboxes: 0,
         pending: HashMap::new(),
         dirty: Vec::new(),
         totals_dirty: false,
+        unsent: Vec::new(),
     };
+    let first = run_at(ops);
+    let lookup = batch.lookup(&first);
+    // Pipelined, executed in order: the totals and the lookups are read (statements of
+    // their own, so snapshots taken after the lock was granted) only once this node
+    // holds the lock.
+    let (_, row, found) = tokio::try_join!(
+        tx.execute(&lock, &[&WRITE_LOCK]),
+        tx.query_one(&totals, &[]),
+        lookup.run(&tx, &st)
+    )
+    .map_err(pg)?;
+    batch.bytes = row.get::<_, i64>(0).max(0).unsigned_abs();
+    batch.mailboxes = row.get::<_, i64>(1).max(0).unsigned_abs();
     let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
+    out.extend(batch.deposits(&first, &lookup, found)?);
+    let mut rest = &ops[first.len()..];
+    while let Some(op) = rest.first() {
+        // Consecutive deposits are decided together; every other op sees the state the
+        // ops before it left (the unsent deposits go first), as one op at a time would.
+        let run = run_at(rest);
+        if !run.is_empty() {
+            let lookup = batch.lookup(&run);
+            let found = lookup.run(&tx, &st).await.map_err(pg)?;
+            out.extend(batch.deposits(&run, &lookup, found)?);
+            rest = &rest[run.len()..];
+            continue;
+        }
+        batch.send(&st).await?;
         out.push(match op {
-            Op::Deposit(m) => batch.deposit(m).await?,
+            Op::Deposit(_) => unreachable!("deposits are decided as runs above"),
             Op::Take {
                 mailbox,
                 now,
@@ -568,8 +742,9 @@ async fn apply_batch(
             Op::Ack { mailbox, ids } => batch.ack(mailbox, ids).await?,
             Op::Expire { now } => batch.expire(*now).await?,
         });
+        rest = &rest[1..];
     }
-    batch.flush().await?;
+    batch.finish(&st).await?;
     drop(batch);
     tx.commit().await.map_err(pg)?;
     Ok(out)

@@ -18,6 +18,7 @@
 
 use redb::{Database, ReadableTable as _, ReadableTableMetadata as _, TableDefinition};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
 
@@ -349,15 +350,43 @@ struct Tables<'t> {
     ids: redb::Table<'t, &'static str, u64>,
     pending: redb::Table<'t, &'static [u8], u64>,
     meta: redb::Table<'t, &'static str, u64>,
+    /// The `meta` counters, read once per transaction and written back before commit.
+    totals: Totals,
+}
+
+/// The `meta` table's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Totals {
+    next_seq: u64,
+    bytes: u64,
+    mailboxes: u64,
 }
 
 impl Tables<'_> {
-    fn meta(&self, k: &str) -> Result<u64, StoreError> {
-        Ok(self.meta.get(k).map_err(err)?.map_or(0, |v| v.value()))
+    fn read_totals(meta: &redb::Table<'_, &'static str, u64>) -> Result<Totals, StoreError> {
+        let get = |k: &str| -> Result<u64, StoreError> {
+            Ok(meta.get(k).map_err(err)?.map_or(0, |v| v.value()))
+        };
+        Ok(Totals {
+            next_seq: get("next_seq")?,
+            bytes: get("bytes")?,
+            mailboxes: get("mailboxes")?,
+        })
     }
 
-    fn set_meta(&mut self, k: &str, v: u64) -> Result<(), StoreError> {
-        self.meta.insert(k, v).map(|_| ()).map_err(err)
+    /// Writes the counters back if the batch changed them.
+    fn write_totals(&mut self, before: Totals) -> Result<(), StoreError> {
+        let now = self.totals;
+        for (k, old, new) in [
+            ("next_seq", before.next_seq, now.next_seq),
+            ("bytes", before.bytes, now.bytes),
+            ("mailboxes", before.mailboxes, now.mailboxes),
+        ] {
+            if old != new {
+                self.meta.insert(k, new).map_err(err)?;
+            }
+        }
+        Ok(())
     }
 
     /// Removes message `seq` and its index entries; true if it existed.
@@ -382,13 +411,11 @@ impl Tables<'_> {
             .saturating_sub(1);
         if left == 0 {
             self.pending.remove(mailbox.as_slice()).map_err(err)?;
-            let n = self.meta("mailboxes")?.saturating_sub(1);
-            self.set_meta("mailboxes", n)?;
+            self.totals.mailboxes = self.totals.mailboxes.saturating_sub(1);
         } else {
             self.pending.insert(mailbox.as_slice(), left).map_err(err)?;
         }
-        let bytes = self.meta("bytes")?.saturating_sub(charge(&id, &payload));
-        self.set_meta("bytes", bytes)?;
+        self.totals.bytes = self.totals.bytes.saturating_sub(charge(&id, &payload));
         Ok(true)
     }
 
@@ -405,17 +432,17 @@ impl Tables<'_> {
         if count >= limits.max_pending {
             return Ok(Outcome::Refused(Full::Mailbox));
         }
-        let mailboxes = self.meta("mailboxes")?;
+        let mailboxes = self.totals.mailboxes;
         if count == 0 && mailboxes >= limits.max_mailboxes {
             return Ok(Outcome::Refused(Full::Mailboxes));
         }
-        let bytes = self.meta("bytes")?;
+        let bytes = self.totals.bytes;
         let cost = charge(&m.deposit_id, &m.payload);
         if bytes.saturating_add(cost) > limits.max_bytes {
             return Ok(Outcome::Refused(Full::Bytes));
         }
-        let seq = self.meta("next_seq")?;
-        self.set_meta("next_seq", seq + 1)?;
+        let seq = self.totals.next_seq;
+        self.totals.next_seq = seq + 1;
         self.messages
             .insert(seq, encode(m).as_slice())
             .map_err(err)?;
@@ -430,9 +457,9 @@ impl Tables<'_> {
             .insert(m.mailbox.as_slice(), count + 1)
             .map_err(err)?;
         if count == 0 {
-            self.set_meta("mailboxes", mailboxes + 1)?;
+            self.totals.mailboxes = mailboxes + 1;
         }
-        self.set_meta("bytes", bytes + cost)?;
+        self.totals.bytes = bytes + cost;
         Ok(Outcome::Deposited)
     }
 
@@ -529,13 +556,16 @@ impl Store for RedbStore {
         let txn = db.begin_write().map_err(err)?;
         let mut out = Vec::with_capacity(ops.len());
         {
+            let meta = txn.open_table(META).map_err(err)?;
+            let before = Tables::read_totals(&meta)?;
             let mut t = Tables {
                 messages: txn.open_table(MESSAGES).map_err(err)?,
                 by_mailbox: txn.open_table(BY_MAILBOX).map_err(err)?,
                 by_expiry: txn.open_table(BY_EXPIRY).map_err(err)?,
                 ids: txn.open_table(IDS).map_err(err)?,
                 pending: txn.open_table(PENDING).map_err(err)?,
-                meta: txn.open_table(META).map_err(err)?,
+                meta,
+                totals: before,
             };
             for op in ops {
                 out.push(match op {
@@ -549,6 +579,7 @@ impl Store for RedbStore {
                     Op::Expire { now } => t.expire(*now)?,
                 });
             }
+            t.write_totals(before)?;
             debug_assert_eq!(
                 t.messages.len().unwrap_or(0),
                 t.by_expiry.len().unwrap_or(0)
@@ -602,10 +633,94 @@ impl<S: Store + ?Sized> Store for Box<S> {
 
 type Reply = oneshot::Sender<Result<Outcome, WriteError>>;
 
+/// Upper bounds of the batch-size histogram's buckets (requests per transaction).
+pub const BATCH_SIZE_BUCKETS: [u64; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
+/// Upper bounds of the commit-time histogram's buckets, microseconds.
+pub const COMMIT_MICROS_BUCKETS: [u64; 10] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+];
+/// Longest the writer waits for the callers of its last commit before the next one.
+pub const MAX_GATHER: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A histogram with fixed buckets, written by the writer thread, read by `/metrics`.
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [u64],
+    /// Per bucket (not cumulative); the last one counts values above every bound.
+    counts: Vec<AtomicU64>,
+    sum: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [u64]) -> Self {
+        Self {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self, v: u64) {
+        let i = self.bounds.partition_point(|b| *b < v);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(v, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Sum of the observed values.
+    pub fn sum(&self) -> u64 {
+        self.sum.load(Ordering::Relaxed)
+    }
+
+    /// `(upper bound, cumulative count)` per bucket, then `(None, count)` for `+Inf`.
+    pub fn cumulative(&self) -> Vec<(Option<u64>, u64)> {
+        let mut acc = 0;
+        self.counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                acc += c.load(Ordering::Relaxed);
+                (self.bounds.get(i).copied(), acc)
+            })
+            .collect()
+    }
+}
+
+/// What the writer thread did, for `/metrics`: how well group commit batches.
+#[derive(Debug)]
+pub struct WriterStats {
+    /// Requests per committed or failed batch (the expiry sweep not counted).
+    pub batch_size: Histogram,
+    /// Time a batch took in [`Store::apply`] (transaction and commit), microseconds.
+    pub commit_micros: Histogram,
+    /// Time spent waiting for more requests before a batch (see [`Writer::spawn`]),
+    /// microseconds in all.
+    pub gather_micros: AtomicU64,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        Self {
+            batch_size: Histogram::new(&BATCH_SIZE_BUCKETS),
+            commit_micros: Histogram::new(&COMMIT_MICROS_BUCKETS),
+            gather_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// The handle to the group-commit writer thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Writer {
     tx: mpsc::SyncSender<(Op, Reply)>,
+    stats: Arc<WriterStats>,
 }
 
 /// Why the writer could not take a request.
@@ -632,61 +747,137 @@ impl From<StoreError> for WriteError {
     }
 }
 
+/// Moves whatever is queued into the batch, up to [`MAX_BATCH`] requests.
+fn drain(rx: &mpsc::Receiver<(Op, Reply)>, ops: &mut Vec<Op>, replies: &mut Vec<Option<Reply>>) {
+    while ops.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok((op, reply)) => {
+                ops.push(op);
+                replies.push(Some(reply));
+            }
+            Err(_) => break,
+        }
+    }
+}
+
 impl Writer {
     /// Starts the writer thread over `store`; it sweeps expired messages every
     /// `sweep_every` while idle, taking the time from `clock` (Unix seconds).
+    ///
+    /// Group commit: a batch is everything queued when the writer takes it, so requests
+    /// that arrive during a commit share the next one. Clients wait for their answer
+    /// before they send again, so with `C` busy clients the batches would alternate
+    /// between those answered by one commit and those queued behind it, each request
+    /// waiting for two commits. So before a batch the writer waits, for at most the
+    /// last commit's duration (and [`MAX_GATHER`]), until as many requests are queued as
+    /// the last batch held plus those that queued behind it: the callers it just
+    /// answered coming back. A lone client (nothing queued behind its commit) never
+    /// waits.
     pub fn spawn<S: Store>(
-        mut store: S,
+        store: S,
         queue: usize,
         sweep_every: std::time::Duration,
         clock: fn() -> u64,
     ) -> Self {
+        Self::spawn_gathering(store, queue, sweep_every, clock, |last| {
+            last.min(MAX_GATHER)
+        })
+    }
+
+    /// [`Writer::spawn`] with the longest wait for returning callers given by `window`
+    /// from the last commit's duration (tests choose one that cannot run out).
+    pub fn spawn_gathering<S: Store>(
+        mut store: S,
+        queue: usize,
+        sweep_every: std::time::Duration,
+        clock: fn() -> u64,
+        window: fn(std::time::Duration) -> std::time::Duration,
+    ) -> Self {
+        use std::time::{Duration, Instant};
         let (tx, rx) = mpsc::sync_channel::<(Op, Reply)>(queue.max(1));
-        let run = move || {
-            let mut last_sweep = std::time::Instant::now();
-            loop {
-                let first = match rx.recv_timeout(sweep_every) {
-                    Ok(first) => Some(first),
-                    Err(mpsc::RecvTimeoutError::Timeout) => None,
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                };
-                let mut ops = Vec::new();
-                let mut replies = Vec::new();
-                if let Some((op, reply)) = first {
-                    ops.push(op);
-                    replies.push(Some(reply));
-                    while ops.len() < MAX_BATCH {
-                        match rx.try_recv() {
+        let stats = Arc::new(WriterStats::default());
+        let run = {
+            let stats = Arc::clone(&stats);
+            move || {
+                let mut last_sweep = Instant::now();
+                let mut ops: Vec<Op> = Vec::new();
+                let mut replies: Vec<Option<Reply>> = Vec::new();
+                // Requests expected in the next batch, and how long the last commit took.
+                let mut expect = 0;
+                let mut last_commit = Duration::ZERO;
+                loop {
+                    if ops.is_empty() {
+                        match rx.recv_timeout(sweep_every) {
                             Ok((op, reply)) => {
                                 ops.push(op);
                                 replies.push(Some(reply));
                             }
-                            Err(_) => break,
+                            Err(mpsc::RecvTimeoutError::Timeout) => {}
+                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
                         }
                     }
-                }
-                if last_sweep.elapsed() >= sweep_every {
-                    ops.push(Op::Expire { now: clock() });
-                    replies.push(None);
-                    last_sweep = std::time::Instant::now();
-                }
-                match store.apply(&ops) {
-                    Ok(outcomes) => {
-                        for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                            if let Some(reply) = reply {
-                                let _ = reply.send(Ok(outcome));
+                    drain(&rx, &mut ops, &mut replies);
+                    let want = expect.min(MAX_BATCH);
+                    if !ops.is_empty() && ops.len() < want {
+                        let start = Instant::now();
+                        let deadline = start + window(last_commit);
+                        while ops.len() < want {
+                            let left = deadline.saturating_duration_since(Instant::now());
+                            match rx.recv_timeout(left) {
+                                Ok((op, reply)) => {
+                                    ops.push(op);
+                                    replies.push(Some(reply));
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        drain(&rx, &mut ops, &mut replies);
+                        stats
+                            .gather_micros
+                            .fetch_add(micros(start.elapsed()), Ordering::Relaxed);
+                    }
+                    let requests = ops.len();
+                    if last_sweep.elapsed() >= sweep_every {
+                        ops.push(Op::Expire { now: clock() });
+                        replies.push(None);
+                        last_sweep = Instant::now();
+                    }
+                    if ops.is_empty() {
+                        continue;
+                    }
+                    let started = Instant::now();
+                    let result = store.apply(&ops);
+                    last_commit = started.elapsed();
+                    stats.commit_micros.record(micros(last_commit));
+                    if requests > 0 {
+                        stats.batch_size.record(requests as u64);
+                    }
+                    // What queued during the commit, taken before anyone is answered: not
+                    // this batch's callers, who will come back too.
+                    let mut next_ops = Vec::new();
+                    let mut next_replies = Vec::new();
+                    drain(&rx, &mut next_ops, &mut next_replies);
+                    expect = requests + next_ops.len();
+                    match result {
+                        Ok(outcomes) => {
+                            for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                                if let Some(reply) = reply {
+                                    let _ = reply.send(Ok(outcome));
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, batch = ops.len(), "dead-drop store batch failed");
+                            for reply in replies.drain(..).flatten() {
+                                let _ = reply.send(Err(WriteError::from(e.clone())));
+                            }
+                            if let Err(e) = store.recover() {
+                                tracing::error!(error = %e, "dead-drop store cannot be reopened");
                             }
                         }
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, batch = ops.len(), "dead-drop store batch failed");
-                        for reply in replies.into_iter().flatten() {
-                            let _ = reply.send(Err(WriteError::from(e.clone())));
-                        }
-                        if let Err(e) = store.recover() {
-                            tracing::error!(error = %e, "dead-drop store cannot be reopened");
-                        }
-                    }
+                    ops = next_ops;
+                    replies = next_replies;
                 }
             }
         };
@@ -696,7 +887,12 @@ impl Writer {
         {
             tracing::error!(error = %e, "cannot start the dead-drop writer");
         }
-        Self { tx }
+        Self { tx, stats }
+    }
+
+    /// What the writer thread did so far.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// Queues `op` and waits for the commit that includes it.
@@ -815,6 +1011,10 @@ mod tests {
         reader_sees_only_live_messages,
         writer_batches_concurrent_requests,
         deposits_queued_during_a_commit_share_the_next_one,
+        answered_callers_share_the_next_commit_with_those_queued,
+        a_lone_caller_never_waits_for_others,
+        deposit_runs_around_other_ops_keep_the_order_of_ops,
+        a_long_run_of_deposits_meets_the_caps_in_order,
     );
 
     fn take(s: &mut impl Store, mb: u8, now: u64, delete: bool) -> Vec<String> {
@@ -994,12 +1194,12 @@ mod tests {
     #[derive(Debug)]
     struct SmallDisk {
         inner: redb::backends::FileBackend,
-        cap: Arc<std::sync::atomic::AtomicU64>,
+        cap: Arc<AtomicU64>,
     }
 
     impl SmallDisk {
         fn full(&self, end: u64) -> std::io::Result<()> {
-            if end > self.cap.load(std::sync::atomic::Ordering::Relaxed) {
+            if end > self.cap.load(Ordering::Relaxed) {
                 return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
             }
             Ok(())
@@ -1030,7 +1230,6 @@ mod tests {
     /// everything acknowledged before stays intact, in memory and after reopening.
     #[test]
     fn disk_full_refuses_without_losing_or_tearing() {
-        use std::sync::atomic::{AtomicU64, Ordering};
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.redb");
         let cap = Arc::new(AtomicU64::new(u64::MAX));
@@ -1225,5 +1424,187 @@ mod tests {
             assert_eq!(rt.block_on(a).unwrap(), Ok(Outcome::Deposited));
         }
         assert_eq!(*sizes.lock().unwrap(), [1, 9]);
+    }
+
+    /// Group commit with clients that wait for their answer: the callers one commit
+    /// answered come back and share the next transaction with the requests that queued
+    /// behind that commit, instead of the two groups alternating (each request waiting
+    /// for two commits).
+    fn answered_callers_share_the_next_commit_with_those_queued(place: &Place) {
+        let (entered, entered_rx) = mpsc::channel();
+        let (open, gate) = mpsc::channel();
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let store = Gated {
+            inner: place.open(
+                "d",
+                StoreLimits {
+                    max_pending: 100,
+                    ..LIMITS
+                },
+            ),
+            entered,
+            gate: Some(gate),
+            sizes: Arc::clone(&sizes),
+        };
+        // A window that cannot run out: the batch closes when the caller is back.
+        let hour = std::time::Duration::from_secs(3600);
+        let w = Writer::spawn_gathering(
+            store,
+            64,
+            hour,
+            || 0,
+            |_| std::time::Duration::from_secs(3600),
+        );
+        let send = |op: Op| {
+            let (reply, answer) = oneshot::channel();
+            w.tx.try_send((op, reply)).unwrap();
+            answer
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let first = send(msg(1, "first", "p", 100));
+        entered_rx.recv().unwrap();
+        let queued: Vec<_> = (0..3)
+            .map(|i| send(msg(1, &format!("queued{i}"), "p", 100)))
+            .collect();
+        open.send(()).unwrap();
+        assert_eq!(rt.block_on(first).unwrap(), Ok(Outcome::Deposited));
+        // The first caller sends again; the three queued ones were held for it (or it
+        // was back before the writer looked: either way one batch).
+        let again = send(msg(1, "again", "p", 100));
+        for a in queued {
+            assert_eq!(rt.block_on(a).unwrap(), Ok(Outcome::Deposited));
+        }
+        assert_eq!(rt.block_on(again).unwrap(), Ok(Outcome::Deposited));
+        assert_eq!(*sizes.lock().unwrap(), [1, 4]);
+        let stats = w.stats();
+        assert_eq!(stats.batch_size.count(), 2);
+        assert_eq!(stats.batch_size.sum(), 5);
+        assert_eq!(stats.commit_micros.count(), 2);
+    }
+
+    /// One client at a time: nothing ever queues behind a commit, so the writer never
+    /// waits before one (a wait would show in `gather_micros`).
+    fn a_lone_caller_never_waits_for_others(place: &Place) {
+        let s = place.open("d", LIMITS);
+        let w = Writer::spawn_gathering(
+            s,
+            64,
+            std::time::Duration::from_secs(3600),
+            || 0,
+            |_| std::time::Duration::from_secs(3600),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        for i in 0..3 {
+            let op = msg(1, &format!("id{i}"), "p", 100);
+            assert_eq!(rt.block_on(w.submit(op)), Ok(Outcome::Deposited));
+        }
+        let stats = w.stats();
+        assert_eq!(stats.batch_size.cumulative()[0], (Some(1), 3));
+        assert_eq!(stats.gather_micros.load(Ordering::Relaxed), 0);
+    }
+
+    /// Deposits next to takes and acks in one batch: every op sees what the ops before
+    /// it left (the PostgreSQL store inserts a run of deposits with one statement).
+    fn deposit_runs_around_other_ops_keep_the_order_of_ops(place: &Place) {
+        let mut s = place.open(
+            "d",
+            StoreLimits {
+                max_pending: 100,
+                ..LIMITS
+            },
+        );
+        let take_op = |delete| Op::Take {
+            mailbox: [1; 32],
+            now: 0,
+            delete,
+        };
+        let out = s
+            .apply(&[
+                msg(1, "a", "1", 100),
+                msg(1, "b", "2", 100),
+                take_op(true),
+                // `a` was delivered and deleted: its id is free again.
+                msg(1, "a", "3", 100),
+                msg(1, "c", "4", 100),
+                msg(1, "c", "4 again", 100),
+                Op::Ack {
+                    mailbox: [1; 32],
+                    ids: vec!["c".into()],
+                },
+                msg(1, "c", "5", 100),
+                take_op(false),
+            ])
+            .unwrap();
+        let delivered = |v: &[(&str, &str)]| {
+            Outcome::Messages(
+                v.iter()
+                    .map(|(id, p)| Delivered {
+                        deposit_id: (*id).into(),
+                        payload: (*p).into(),
+                    })
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            out,
+            [
+                Outcome::Deposited,
+                Outcome::Deposited,
+                delivered(&[("a", "1"), ("b", "2")]),
+                Outcome::Deposited,
+                Outcome::Deposited,
+                Outcome::Deposited,
+                Outcome::Removed(1),
+                Outcome::Deposited,
+                delivered(&[("a", "3"), ("c", "5")]),
+            ]
+        );
+        assert_eq!(take(&mut s, 1, 0, true), ["3", "5"]);
+    }
+
+    /// 300 deposits in one batch over three mailboxes, against a per-mailbox cap of
+    /// 100 and a mailbox cap of 2: exactly the first 100 of each of the first two
+    /// mailboxes are stored, in order, and the totals carry over to the next batch.
+    fn a_long_run_of_deposits_meets_the_caps_in_order(place: &Place) {
+        let limits = StoreLimits {
+            max_pending: 100,
+            max_mailboxes: 2,
+            max_bytes: 1 << 30,
+        };
+        let mut s = place.open("d", limits);
+        let ops: Vec<Op> = (0..300)
+            .map(|i| msg(1 + (i % 3) as u8, &format!("id{i}"), &i.to_string(), 100))
+            .chain((0..150).map(|i| msg(1, &format!("more{i}"), "m", 100)))
+            .collect();
+        let out = s.apply(&ops).unwrap();
+        for (i, o) in out.iter().enumerate() {
+            let want = match (i, i % 3) {
+                (0..300, 2) => Outcome::Refused(Full::Mailboxes),
+                (0..300, _) => Outcome::Deposited,
+                _ => Outcome::Refused(Full::Mailbox),
+            };
+            assert_eq!(*o, want, "op {i}");
+        }
+        let first: Vec<String> = (0..300).step_by(3).map(|i: usize| i.to_string()).collect();
+        assert_eq!(take(&mut s, 1, 0, false), first);
+        let out = s
+            .apply(&[msg(1, "later", "x", 100), msg(3, "new", "x", 100)])
+            .unwrap();
+        assert_eq!(
+            out,
+            [
+                Outcome::Refused(Full::Mailbox),
+                Outcome::Refused(Full::Mailboxes)
+            ]
+        );
+        assert_eq!(take(&mut s, 2, 0, true).len(), 100);
+        let out = s.apply(&[msg(3, "new", "x", 100)]).unwrap();
+        assert_eq!(out, [Outcome::Deposited]);
     }
 }
