@@ -7,6 +7,12 @@
 //!   `tryst connect`); parses and dispatches, I/O is the commands'.
 //! - [`config`]: flags, environment and config file merged into a validated
 //!   [`config::ServeConfig`]; reads the config file, nothing else.
+//! - [`config_keys`]: the config file's keys routed to the settings group (the relay's
+//!   own or a family's) that owns them. Pure.
+//! - [`families`]: the one list of families: their settings, resolved configurations,
+//!   summary and start-up lines, the [`family::ServiceFamily`] list and the `CONNECT`
+//!   families. Resolving is pure; opening reads and writes the families' files and binds
+//!   their sockets.
 //! - [`serve`]: the supervisor process (tokio: listeners, HTTP inbox, signals, worker
 //!   supervision, the STUN task) and the worker entry point. Network, processes,
 //!   signals, the clock.
@@ -18,7 +24,7 @@
 //!   paths, `/healthz`, `/metrics`) and for the operators' `--metrics-listen`
 //!   listener. Network I/O on the handed-off sockets.
 //! - [`family`]: [`family::ServiceFamily`], the shape of every family [`http`] serves
-//!   (Pico, dead-drop, Hive, Qredo, STUN), listed once in [`serve`]. Pure (a trait).
+//!   (Pico, dead-drop, Hive, Qredo, STUN), listed once in [`families`]. Pure (a trait).
 //! - [`body`]: the one request-body reader (limit + deadline → [`body::BodyError`]) and
 //!   JSON reply the HTTP families share. Awaits the body; otherwise pure.
 //! - [`clock`]: the one reading of the wall clock as unix seconds / milliseconds.
@@ -64,9 +70,11 @@ pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod config_keys;
 pub mod deaddrop;
 pub mod duration;
 pub mod ed25519;
+pub mod families;
 pub mod family;
 pub mod files;
 pub mod framing;

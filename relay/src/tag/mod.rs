@@ -16,6 +16,7 @@ pub mod kdf;
 pub mod table;
 pub mod wire;
 
+use crate::duration::HumanDuration;
 use crate::router::SchemeFamily;
 use std::time::Duration;
 use table::{TagLimits, TagTable, room_key};
@@ -142,13 +143,30 @@ impl Router for TagFamily {
     }
 }
 
+/// The `tag:` flags (`tryst serve --tag-*`, config keys of the same names).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct TagSettings {
+    /// Longest lifetime of a published tag; longer Tag-Duration requests are capped, and a tag created without one gets this [default: 24h].
+    #[arg(long, env = "TRYST_TAG_MAX_DURATION", value_name = "DURATION")]
+    pub tag_max_duration: Option<HumanDuration>,
+    /// Most tags (live and recently dead) per worker; creating one more is answered 503 [default: 100000].
+    #[arg(long, env = "TRYST_TAG_MAX_TAGS", value_name = "N")]
+    pub tag_max_tags: Option<usize>,
+}
+
+crate::config_keys::impl_settings_or!(TagSettings {
+    tag_max_duration,
+    tag_max_tags,
+});
+
 /// The `tag:` table limits: the tag flags, the proof window, and a publisher grace of
 /// the client wait rounded up to whole seconds.
 pub fn resolve(
-    s: &crate::cli::Settings,
-    proof_window_secs: u64,
-    client_wait: Duration,
+    s: &TagSettings,
+    cx: &crate::families::ResolveContext<'_>,
 ) -> Result<TagLimits, crate::config::ConfigError> {
+    let (proof_window_secs, client_wait) = (cx.proof_window.as_secs(), cx.client_wait);
     use crate::config::invalid;
     let defaults = TagLimits::default();
     let max_duration = s
@@ -453,5 +471,42 @@ mod tests {
         let mut out = Vec::new();
         f.evictions(NOW + 10, &mut out);
         assert_eq!(out, vec![room_key(&a)]);
+    }
+}
+
+/// Its settings as `tryst serve` resolves them (flags, config keys, refusals).
+#[cfg(test)]
+mod settings_tests {
+    use crate::cli::Settings;
+    use crate::config::tests::resolve;
+    use crate::config::{ConfigError, parse_config};
+
+    #[test]
+    fn tag_settings_default_parse_and_validate() {
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.families.tag.max_duration_secs, 24 * 3600);
+        assert_eq!(c.families.tag.max_tags, 100_000);
+        assert_eq!(c.families.tag.proof_window_secs, 60);
+        // The publisher grace is the client wait (2 s by default), rounded up.
+        assert_eq!(c.families.tag.publisher_grace_secs, 2);
+        let s = parse_config(
+            "tag-max-duration = \"10m\"\ntag-max-tags = 7\nclient-wait = \"1500ms\"\nproof-window = \"30s\"\n",
+        )
+        .unwrap();
+        let c = resolve(s).unwrap();
+        assert_eq!(c.families.tag.max_duration_secs, 600);
+        assert_eq!(c.families.tag.max_tags, 7);
+        assert_eq!(c.families.tag.publisher_grace_secs, 2);
+        assert_eq!(c.families.tag.proof_window_secs, 30);
+        for (text, key) in [
+            ("tag-max-duration = \"0s\"\n", "tag-max-duration"),
+            ("tag-max-duration = \"1500ms\"\n", "tag-max-duration"),
+            ("tag-max-tags = 0\n", "tag-max-tags"),
+        ] {
+            match resolve(parse_config(text).unwrap()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
     }
 }
