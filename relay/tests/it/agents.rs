@@ -5,7 +5,8 @@
 //! counters polled under a deadline; ports are ephemeral (a relay restarted "on the same
 //! port" reuses the port its first run was given by the kernel).
 
-use crate::tunnel::{ID, OK, Relay, SECRET, b64url, metric_sum, read_exact_n, read_to_close};
+use crate::relay::Relay;
+use crate::tunnel::{ID, OK, SECRET, b64url, metric_sum, read_exact_n, read_to_close};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
