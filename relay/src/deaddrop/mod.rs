@@ -10,6 +10,11 @@
 //! - [`pg`]: the same store on PostgreSQL (`--deaddrop-store postgres://...`), shared by
 //!   several nodes; the relay key is shared through the database (docs/cluster.md).
 //! - [`keys`]: the relay's RSA key pair in the data directory.
+//! - `service.rs`: its [`crate::family::ServiceFamily`] (which also owns unknown paths).
+//! - here: [`DeadDropConfig`], [`DeadDropSettings`] (its flags), [`resolve`] and the
+//!   async adapter [`DeadDrop`].
+//!
+//! The dead-drop has no `CONNECT` side, so no `connect.rs`.
 //!
 //! Error replies are upstream's `{"status":"error","reason":"<code>"}`; see
 //! docs/compat/hivemind.md for the deliberate differences.

@@ -10,7 +10,9 @@
 //! - [`board`]: the unsigned candidates board (sans-IO, off by default).
 //! - [`connect`]: the streaming fallback, the `hive:` CONNECT family (sans-IO).
 //! - [`mirror`]: federation with peer relays (push and pull).
-//! - [`service`]: the HTTP adapter ([`Hive`]), served by [`crate::http`].
+//! - [`service`]: the HTTP adapter ([`Hive`], its [`crate::family::ServiceFamily`]),
+//!   served by [`crate::http`].
+//! - here: [`HiveConfig`], [`HiveSettings`] (its flags) and [`resolve`].
 //!
 //! Everything here is sans-IO except the HTTP adapter; docs/protocol-publications.md is
 //! the wire reference.
@@ -26,13 +28,49 @@ pub mod store;
 pub mod verify;
 
 use crate::duration::HumanDuration;
+use board::BoardLimits;
+use forward::ForwardLimits;
 use std::time::Duration;
+use store::StoreLimits;
 
-pub use service::{Hive, HiveConfig};
+pub use service::Hive;
 pub use verify::{
     PublicationError, PublicationPolicy, SignatureError, VerifiedPublication, verify_publication,
     verify_strict,
 };
+
+/// Settings of the Hive family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HiveConfig {
+    /// Publication checks (TTL cap, skew window).
+    pub policy: PublicationPolicy,
+    /// Publication caps.
+    pub store: StoreLimits,
+    /// Forward mailbox limits.
+    pub forward: ForwardLimits,
+    /// How long a forward drain waits for data before 204.
+    pub poll_timeout: Duration,
+    /// The unsigned candidates board, or `None` (off: its paths answer 404).
+    pub board: Option<BoardLimits>,
+    /// Peer relays to mirror publications with (`http://host:port`).
+    pub mirrors: Vec<mirror::MirrorPeer>,
+    /// How often each peer is pulled.
+    pub mirror_interval: Duration,
+}
+
+impl Default for HiveConfig {
+    fn default() -> Self {
+        Self {
+            policy: PublicationPolicy::default(),
+            store: StoreLimits::default(),
+            forward: ForwardLimits::default(),
+            poll_timeout: Duration::from_secs(25),
+            board: None,
+            mirrors: Vec::new(),
+            mirror_interval: Duration::from_secs(10),
+        }
+    }
+}
 
 impl HiveConfig {
     /// Its `--check-config` line: the mirror peers, when there are any (none is
@@ -152,7 +190,7 @@ pub fn resolve(
         h.forward.max_total_bytes = n;
     }
     if s.hive_board == Some(true) {
-        h.board = Some(board::BoardLimits::default());
+        h.board = Some(BoardLimits::default());
     }
     Ok(h)
 }

@@ -7,6 +7,10 @@
 //!   `oneshot::Receiver` and a timer; it costs no thread. If its connection closes, hyper
 //!   drops the future and a guard puts the channel back to standby.
 //! - [`route`]: which paths and methods belong to this family (pure).
+//! - `service.rs`: its [`crate::family::ServiceFamily`].
+//! - here also: [`PicoSettings`] (its flags) and [`resolve`] (its [`PicoLimits`]).
+//!
+//! Pico has no `CONNECT` side, so no `connect.rs`.
 
 pub mod channel;
 mod service;

@@ -7,6 +7,11 @@
 //! - [`store`]: the durable `Conversations` queues (redb).
 //! - [`service`]: [`Qredo`], the RPC core and its `POST /services` adapter.
 //! - [`ws`]: the WebSocket at `/services` (several requests in flight, subscriptions).
+//! - here: [`QredoConfig`], [`QredoSettings`] (its flags) and [`resolve`].
+//!
+//! `service.rs` holds the RPC core as well as its [`crate::family::ServiceFamily`]. There
+//! is no `connect.rs`: the `CONNECT` side of Qredo's tags is the `tag:` family
+//! ([`crate::tag`]), whose limits `/services` shares.
 //!
 //! Apps: every request carries the SDK's `appId` and `appSecret` (the hex-decoded
 //! secret). The relay answers an app listed in `--qredo-apps` (secret compared in

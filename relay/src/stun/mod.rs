@@ -3,6 +3,11 @@
 //!
 //! - [`message`]: the sans-IO parser, encoder and the responder's decision ([`respond`]).
 //! - [`server`]: the UDP loop the supervisor runs on `--stun-listen`, and its counters.
+//! - [`service`]: [`Stun`], its [`crate::family::ServiceFamily`] (the UDP loop is its
+//!   background task).
+//! - here: [`StunSettings`] (its flag) and [`resolve`].
+//!
+//! STUN has no `CONNECT` side, so no `connect.rs`.
 //!
 //! No-amplification rule: a datagram is answered only if it is a well-formed Binding
 //! request (magic cookie, exact length, valid FINGERPRINT when present, no
