@@ -203,6 +203,23 @@ fn echo_once(relay: SocketAddr, msg: &[u8]) {
     assert_eq!(read_to_close(&mut s), String::from_utf8_lossy(msg));
 }
 
+/// Writes `data` to `s` (from a thread) and half-closes it, while reading what comes
+/// back until the far end closes; returns that.
+fn echo_round_trip(mut s: TcpStream, data: &[u8]) -> Vec<u8> {
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            s.write_all(&data).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    back
+}
+
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 13) as u8)
@@ -216,19 +233,8 @@ fn expose_carries_bytes_both_ways_and_reparks_after_each_pairing() {
     let agent = Agent::start(relay.addr, &echo.to_string(), &["--pool", "2"]);
     assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
     let big = pattern(4 << 20, 9);
-    let mut s = reach(relay.addr);
-    let writer = {
-        let mut s = s.try_clone().unwrap();
-        let big = big.clone();
-        std::thread::spawn(move || {
-            s.write_all(&big).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).unwrap();
-    writer.join().unwrap();
-    assert!(back == big, "echoed bytes differ");
+    let s = reach(relay.addr);
+    assert!(echo_round_trip(s, &big) == big, "echoed bytes differ");
     // The pool is refilled at once after the pairing.
     assert_eq!(relay.await_metric("tryst_parked", 2), 2);
     assert_eq!(agent.metric("tryst_agent_paired_total"), 1);
@@ -744,20 +750,9 @@ fn tls_with_a_pinned_certificate_for_expose_and_connect_and_a_wrong_pin_is_refus
     );
     assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
     let (_connect, local, _log) = connect_listen(tls, &["--tls", "--pin", &pin]);
-    let mut s = TcpStream::connect(local).unwrap();
+    let s = TcpStream::connect(local).unwrap();
     let data = pattern(1 << 20, 5);
-    let writer = {
-        let mut s = s.try_clone().unwrap();
-        let data = data.clone();
-        std::thread::spawn(move || {
-            s.write_all(&data).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).unwrap();
-    writer.join().unwrap();
-    assert!(back == data, "echo over TLS differs");
+    assert!(echo_round_trip(s, &data) == data, "echo over TLS differs");
     // A different pin: the handshake fails, reported as unreachable (5).
     let wrong = format!("sha256:{}", "00".repeat(32));
     let out = tryst()
@@ -1010,18 +1005,7 @@ fn a_hive_device_behind_expose_is_reached_natively_and_through_connect() {
     s.write_all(format!("CONNECT {target} HTTP/1.1\r\n\r\n").as_bytes())
         .unwrap();
     assert_eq!(read_exact_n(&mut s, OK.len()), OK);
-    let writer = {
-        let mut s = s.try_clone().unwrap();
-        let big = big.clone();
-        std::thread::spawn(move || {
-            s.write_all(&big).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).unwrap();
-    writer.join().unwrap();
-    assert!(back == big, "echoed bytes differ");
+    assert!(echo_round_trip(s, &big) == big, "echoed bytes differ");
     // `tryst connect --hive` joins stdin/stdout to the device's service.
     assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
     let input = pattern(256 << 10, 8);
