@@ -216,6 +216,12 @@ impl Settings {
         KEYS.get_or_init(|| crate::config_keys::struct_fields(|d| Self::deserialize(d).map(drop)))
     }
 
+    /// Every config key (aliases included): the relay's own and each family's, in
+    /// `--help` order.
+    pub fn config_keys() -> &'static [&'static str] {
+        Self::all_keys()
+    }
+
     /// Every config key: the relay's own, then each family's.
     fn all_keys() -> &'static [&'static str] {
         static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
