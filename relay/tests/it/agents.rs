@@ -5,7 +5,7 @@
 //! counters polled under a deadline; ports are ephemeral (a relay restarted "on the same
 //! port" reuses the port its first run was given by the kernel).
 
-use crate::relay::Relay;
+use crate::relay::{Relay, reach_at};
 use crate::tunnel::{ID, OK, SECRET, b64url, metric_sum, read_exact_n, read_to_close};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -184,20 +184,9 @@ fn serve_echo(listener: TcpListener) {
     }
 }
 
-/// A reach by hand (as a client would): the connection after its 200.
-fn reach(relay: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(relay).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(tryst_client::heads::reach_head(ID).as_bytes())
-        .unwrap();
-    let got = read_exact_n(&mut s, OK.len());
-    assert_eq!(got, OK, "{}", String::from_utf8_lossy(&got));
-    s
-}
-
 /// One echo round trip through a fresh reach.
 fn echo_once(relay: SocketAddr, msg: &[u8]) {
-    let mut s = reach(relay);
+    let mut s = reach_at(relay, b"");
     s.write_all(msg).unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_close(&mut s), String::from_utf8_lossy(msg));
@@ -233,7 +222,7 @@ fn expose_carries_bytes_both_ways_and_reparks_after_each_pairing() {
     let agent = Agent::start(relay.addr, &echo.to_string(), &["--pool", "2"]);
     assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
     let big = pattern(4 << 20, 9);
-    let s = reach(relay.addr);
+    let s = reach_at(relay.addr, b"");
     assert!(echo_round_trip(s, &big) == big, "echoed bytes differ");
     // The pool is refilled at once after the pairing.
     assert_eq!(relay.await_metric("tryst_parked", 2), 2);
@@ -348,7 +337,7 @@ fn a_local_target_down_closes_the_client_cleanly_and_the_agent_keeps_serving() {
     let to = format!("127.0.0.1:{port}");
     let agent = Agent::start(relay.addr, &to, &["--pool", "2"]);
     assert_eq!(relay.await_metric("tryst_parked", 2), 2);
-    let mut s = reach(relay.addr);
+    let mut s = reach_at(relay.addr, b"");
     s.write_all(b"anyone there?").unwrap();
     let mut rest = Vec::new();
     // A clean close (EOF), not a reset and not a hang.
@@ -380,7 +369,7 @@ fn the_agent_reconnects_after_the_relay_is_killed_idle_and_mid_tunnel() {
     assert_eq!(relay.await_metric("tryst_parked", 2), 2);
     for round in 0..2 {
         let tunnel = (round == 1).then(|| {
-            let mut s = reach(addr);
+            let mut s = reach_at(addr, b"");
             s.write_all(b"mid").unwrap();
             assert_eq!(read_exact_n(&mut s, 3), b"mid");
             s
@@ -428,7 +417,7 @@ fn sigterm_stops_parking_drains_open_tunnels_and_exits_zero() {
     let echo = echo_server();
     let mut agent = Agent::start(relay.addr, &echo.to_string(), &["--drain-timeout", "10s"]);
     assert_eq!(relay.await_metric("tryst_parked", 4), 4);
-    let mut s = reach(relay.addr);
+    let mut s = reach_at(relay.addr, b"");
     s.write_all(b"before").unwrap();
     assert_eq!(read_exact_n(&mut s, 6), b"before");
     nix::sys::signal::kill(

@@ -388,12 +388,7 @@ impl Relay {
 
     /// Connects a client (with `early` bytes after its head) and reads its 200.
     pub(crate) fn reach(&self, early: &[u8]) -> TcpStream {
-        let mut s = self.connect();
-        let mut req = reach_head(ID).into_bytes();
-        req.extend_from_slice(early);
-        s.write_all(&req).unwrap();
-        assert_eq!(read_exact_n(&mut s, OK.len()), OK);
-        s
+        reach_at(self.addr, early)
     }
 
     /// Sends raw bytes and returns everything the relay answers until it closes.
@@ -443,6 +438,19 @@ impl Relay {
     pub(crate) fn wait_exit(&mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()
     }
+}
+
+/// Connects a client of [`ID`] to the relay at `addr` (with `early` bytes after its
+/// head) and reads its 200.
+pub(crate) fn reach_at(addr: SocketAddr, early: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = reach_head(ID).into_bytes();
+    req.extend_from_slice(early);
+    s.write_all(&req).unwrap();
+    let got = read_exact_n(&mut s, OK.len());
+    assert_eq!(got, OK, "{}", String::from_utf8_lossy(&got));
+    s
 }
 
 #[test]
