@@ -33,6 +33,8 @@
 //! - [`metrics`]: the Prometheus rendering of the engine's counters. Pure.
 //! - [`secrets`]: the secrets file, [`secrets::FileSecrets`] for the native router, and
 //!   provisioning. Reads and writes the secrets file.
+//! - [`provision`]: `tryst provision` (secrets, TOTP records, import/export). Reads and
+//!   writes the secrets file.
 //! - [`nodeprov`]: node-rendezvous TOTP records: provisioning, import/export, QR codes.
 //!   Reads and writes the secrets file (through [`secrets`]).
 //! - [`tls`]: the TLS certificate: the operator's PEM files or a self-signed pair
@@ -85,6 +87,7 @@ pub mod http;
 pub mod metrics;
 pub mod nodeprov;
 pub mod pico;
+pub mod provision;
 pub mod qredo;
 pub mod router;
 pub mod secrets;
