@@ -78,8 +78,16 @@ pub struct ServeArgs {
 
 /// Every `serve` setting. `None` means "not given here"; defaults apply after merging
 /// flags, environment and config file (see [`crate::config`]).
+///
+/// The config file is read key by key: a family's key goes to its group, the others to
+/// this struct's derived (`remote = "Self"`) `deserialize` (see [`crate::config_keys`]).
 #[derive(Debug, Clone, Default, PartialEq, Args, serde::Deserialize)]
-#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+#[serde(
+    deny_unknown_fields,
+    default,
+    rename_all = "kebab-case",
+    remote = "Self"
+)]
 pub struct Settings {
     /// Address to listen on [default: 0.0.0.0:7400].
     #[arg(long, env = "TRYST_LISTEN", value_name = "ADDR")]
@@ -138,18 +146,6 @@ pub struct Settings {
     /// Most concurrent connections to the HTTP service (/healthz, /metrics) [default: 256].
     #[arg(long, env = "TRYST_MAX_HTTP_CONNECTIONS", value_name = "N")]
     pub max_http_connections: Option<usize>,
-    /// How long a Pico channel GET or POST waits for its peer before the code-2 answer [default: 40s].
-    #[arg(long, env = "TRYST_PICO_WAIT", value_name = "DURATION")]
-    pub pico_wait: Option<HumanDuration>,
-    /// A Pico channel is removed this long after its creation (not extended by use) [default: 30m].
-    #[arg(long, env = "TRYST_PICO_CHANNEL_TTL", value_name = "DURATION")]
-    pub pico_channel_ttl: Option<HumanDuration>,
-    /// Most Pico channels at once; creating one more is answered 503 [default: 65536].
-    #[arg(long, env = "TRYST_PICO_MAX_CHANNELS", value_name = "N")]
-    pub pico_max_channels: Option<usize>,
-    /// Most waiting Pico GETs and POSTs at once; one more is answered 503 [default: 256].
-    #[arg(long, env = "TRYST_PICO_MAX_WAITING", value_name = "N")]
-    pub pico_max_waiting: Option<usize>,
     /// Also listen for TLS on this address (node-rendezvous clients speak TLS) [default: no TLS listener].
     #[arg(long, env = "TRYST_TLS_LISTEN", value_name = "ADDR")]
     pub tls_listen: Option<SocketAddr>,
@@ -172,94 +168,10 @@ pub struct Settings {
     /// Name (IP address or DNS name) put in a generated certificate [default: the TLS listen address's IP].
     #[arg(long, env = "TRYST_TLS_NAME", value_name = "NAME")]
     pub tls_name: Option<String>,
-    /// The dead-drop's RSA private key, PKCS#8 PEM; its public half is served at /pubkey [default: deaddrop-key.pem in the data directory, generated (2048-bit, mode 0600) if missing].
-    #[arg(long, env = "TRYST_DEADDROP_KEY", value_name = "FILE")]
-    pub deaddrop_key: Option<PathBuf>,
-    /// Where the dead-drop keeps messages: a PostgreSQL URL (`postgres://user@host/db`, or `postgresql:///db?host=/socket/dir`) shared by several nodes, whose database then also holds the relay key every node serves (docs/cluster.md) [default: the redb file deaddrop.redb in the data directory].
-    #[arg(
-        long,
-        env = "TRYST_DEADDROP_STORE",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub deaddrop_store: Option<String>,
-    /// Most connections the dead-drop keeps to PostgreSQL [default: 4].
-    #[arg(long, env = "TRYST_DEADDROP_STORE_POOL", value_name = "N")]
-    pub deaddrop_store_pool: Option<usize>,
-    /// Largest dead-drop payload string in bytes; 413 beyond [default: 262144].
-    #[arg(long, env = "TRYST_DEADDROP_MAX_PAYLOAD", value_name = "BYTES")]
-    pub deaddrop_max_payload: Option<usize>,
-    /// Most undelivered messages per dead-drop mailbox; 507 mailbox_full beyond [default: 256].
-    #[arg(long, env = "TRYST_DEADDROP_MAX_PENDING", value_name = "N")]
-    pub deaddrop_max_pending: Option<u64>,
-    /// Most dead-drop mailboxes holding messages; 507 too_many_mailboxes beyond [default: 4096].
-    #[arg(long, env = "TRYST_DEADDROP_MAX_MAILBOXES", value_name = "N")]
-    pub deaddrop_max_mailboxes: Option<u64>,
-    /// Most bytes the dead-drop stores; 507 store_full beyond [default: 1073741824].
-    #[arg(long, env = "TRYST_DEADDROP_MAX_STORE_BYTES", value_name = "BYTES")]
-    pub deaddrop_max_store_bytes: Option<u64>,
-    /// Dead-drop deposits per client address per window; 429 beyond [default: 60].
-    #[arg(long, env = "TRYST_DEADDROP_RATE_LIMIT", value_name = "N")]
-    pub deaddrop_rate_limit: Option<usize>,
-    /// The dead-drop rate-limit window [default: 60s].
-    #[arg(long, env = "TRYST_DEADDROP_RATE_WINDOW", value_name = "DURATION")]
-    pub deaddrop_rate_window: Option<HumanDuration>,
-    /// Refuse dead-drop deposits without a depositor ownership proof [default: false].
-    #[arg(
-        long,
-        env = "TRYST_DEADDROP_REQUIRE_DEPOSITOR_PROOF",
-        value_name = "BOOL"
-    )]
-    pub deaddrop_require_depositor_proof: Option<bool>,
-    /// Refuse dead-drop envelopes without recipient_fingerprint [default: false].
-    #[arg(
-        long,
-        env = "TRYST_DEADDROP_REQUIRE_RECIPIENT_FINGERPRINT",
-        value_name = "BOOL"
-    )]
-    pub deaddrop_require_recipient_fingerprint: Option<bool>,
-    /// Longest lifetime of a published tag; longer Tag-Duration requests are capped, and a tag created without one gets this [default: 24h].
-    #[arg(long, env = "TRYST_TAG_MAX_DURATION", value_name = "DURATION")]
-    pub tag_max_duration: Option<HumanDuration>,
-    /// Most tags (live and recently dead) per worker; creating one more is answered 503 [default: 100000].
-    #[arg(long, env = "TRYST_TAG_MAX_TAGS", value_name = "N")]
-    pub tag_max_tags: Option<usize>,
-    /// Cap on a Hive publication's TTL (/v1/rendezvous), whole seconds [default: 300s].
-    #[arg(long, env = "TRYST_MAX_TTL", value_name = "DURATION")]
-    pub max_ttl: Option<HumanDuration>,
-    /// Most Hive publications per workspace; 503 beyond, after evicting expired ones [default: 256].
-    #[arg(long, env = "TRYST_HIVE_MAX_PER_WORKSPACE", value_name = "N")]
-    pub hive_max_per_workspace: Option<usize>,
-    /// Most Hive publications in total; 503 beyond, after evicting expired ones [default: 65536].
-    #[arg(long, env = "TRYST_HIVE_MAX_PUBLICATIONS", value_name = "N")]
-    pub hive_max_publications: Option<usize>,
-    /// A peer relay to mirror Hive publications with, http://host:port; repeatable (environment: comma-separated) [default: none].
-    #[arg(long, env = "TRYST_MIRROR", value_name = "URL", value_delimiter = ',')]
-    pub mirror: Option<Vec<String>>,
-    /// How often each --mirror peer is pulled [default: 10s].
-    #[arg(long, env = "TRYST_MIRROR_INTERVAL", value_name = "DURATION")]
-    pub mirror_interval: Option<HumanDuration>,
-    /// How long a /v1/forward drain waits for data before 204 [default: 25s].
-    #[arg(long, env = "TRYST_FORWARD_POLL_TIMEOUT", value_name = "DURATION")]
-    pub forward_poll_timeout: Option<HumanDuration>,
-    /// Most bytes queued in one /v1/forward mailbox; 429 beyond [default: 4194304].
-    #[arg(long, env = "TRYST_FORWARD_MAILBOX_BYTES", value_name = "BYTES")]
-    pub forward_mailbox_bytes: Option<usize>,
-    /// Most bytes queued in all /v1/forward mailboxes; 503 beyond [default: 268435456].
-    #[arg(long, env = "TRYST_FORWARD_TOTAL_BYTES", value_name = "BYTES")]
-    pub forward_total_bytes: Option<usize>,
-    /// Serve Hive's unsigned candidates board (/v1/workspaces/{id}/candidates) [default: false].
-    #[arg(long, env = "TRYST_HIVE_BOARD", value_name = "BOOL")]
-    pub hive_board: Option<bool>,
-    /// Qredo /services: answer every appId/appSecret, not only those in --qredo-apps [default: false].
-    #[arg(long, env = "TRYST_QREDO_OPEN", value_name = "BOOL")]
-    pub qredo_open: Option<bool>,
-    /// Qredo /services: TOML file of operator-provisioned apps, `[apps]` "<appId>" = "<secret, hex>" [default: none].
-    #[arg(long, env = "TRYST_QREDO_APPS", value_name = "FILE")]
-    pub qredo_apps: Option<PathBuf>,
-    /// Answer STUN Binding requests (RFC 8489) on this UDP address [default: off].
-    #[arg(long, env = "TRYST_STUN_LISTEN", value_name = "ADDR")]
-    pub stun_listen: Option<SocketAddr>,
+    /// Every family's settings (each family's own flags and config keys).
+    #[command(flatten)]
+    #[serde(skip)]
+    pub families: crate::families::FamilySettings,
     /// Serve /metrics and /healthz for operators on this TCP address (e.g.
     /// 127.0.0.1:9400); the public listeners then stop serving /metrics [default: off].
     #[arg(long, env = "TRYST_METRICS_LISTEN", value_name = "ADDR")]
@@ -287,55 +199,76 @@ impl Settings {
             max_sockets: self.max_sockets.or(fallback.max_sockets),
             max_pipes_per_worker: self.max_pipes_per_worker.or(fallback.max_pipes_per_worker),
             max_http_connections: self.max_http_connections.or(fallback.max_http_connections),
-            pico_wait: self.pico_wait.or(fallback.pico_wait),
-            pico_channel_ttl: self.pico_channel_ttl.or(fallback.pico_channel_ttl),
-            pico_max_channels: self.pico_max_channels.or(fallback.pico_max_channels),
-            pico_max_waiting: self.pico_max_waiting.or(fallback.pico_max_waiting),
             tls_listen: self.tls_listen.or(fallback.tls_listen),
             tls_cert: self.tls_cert.or(fallback.tls_cert),
             tls_key: self.tls_key.or(fallback.tls_key),
             tls_name: self.tls_name.or(fallback.tls_name),
-            deaddrop_key: self.deaddrop_key.or(fallback.deaddrop_key),
-            deaddrop_store: self.deaddrop_store.or(fallback.deaddrop_store),
-            deaddrop_store_pool: self.deaddrop_store_pool.or(fallback.deaddrop_store_pool),
-            deaddrop_max_payload: self.deaddrop_max_payload.or(fallback.deaddrop_max_payload),
-            deaddrop_max_pending: self.deaddrop_max_pending.or(fallback.deaddrop_max_pending),
-            deaddrop_max_mailboxes: self
-                .deaddrop_max_mailboxes
-                .or(fallback.deaddrop_max_mailboxes),
-            deaddrop_max_store_bytes: self
-                .deaddrop_max_store_bytes
-                .or(fallback.deaddrop_max_store_bytes),
-            deaddrop_rate_limit: self.deaddrop_rate_limit.or(fallback.deaddrop_rate_limit),
-            deaddrop_rate_window: self.deaddrop_rate_window.or(fallback.deaddrop_rate_window),
-            deaddrop_require_depositor_proof: self
-                .deaddrop_require_depositor_proof
-                .or(fallback.deaddrop_require_depositor_proof),
-            deaddrop_require_recipient_fingerprint: self
-                .deaddrop_require_recipient_fingerprint
-                .or(fallback.deaddrop_require_recipient_fingerprint),
-            tag_max_duration: self.tag_max_duration.or(fallback.tag_max_duration),
-            tag_max_tags: self.tag_max_tags.or(fallback.tag_max_tags),
-            max_ttl: self.max_ttl.or(fallback.max_ttl),
-            hive_max_per_workspace: self
-                .hive_max_per_workspace
-                .or(fallback.hive_max_per_workspace),
-            hive_max_publications: self
-                .hive_max_publications
-                .or(fallback.hive_max_publications),
-            mirror: self.mirror.or(fallback.mirror),
-            mirror_interval: self.mirror_interval.or(fallback.mirror_interval),
-            forward_poll_timeout: self.forward_poll_timeout.or(fallback.forward_poll_timeout),
-            forward_mailbox_bytes: self
-                .forward_mailbox_bytes
-                .or(fallback.forward_mailbox_bytes),
-            forward_total_bytes: self.forward_total_bytes.or(fallback.forward_total_bytes),
-            hive_board: self.hive_board.or(fallback.hive_board),
-            stun_listen: self.stun_listen.or(fallback.stun_listen),
+            families: self.families.or(fallback.families),
             metrics_listen: self.metrics_listen.or(fallback.metrics_listen),
-            qredo_open: self.qredo_open.or(fallback.qredo_open),
-            qredo_apps: self.qredo_apps.or(fallback.qredo_apps),
         }
+    }
+}
+
+impl Settings {
+    /// The relay's own config keys (this struct's fields, aliases included).
+    fn own_keys() -> &'static [&'static str] {
+        static KEYS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| crate::config_keys::struct_fields(|d| Self::deserialize(d).map(drop)))
+    }
+
+    /// Every config key (aliases included): the relay's own and each family's, in
+    /// `--help` order.
+    pub fn config_keys() -> &'static [&'static str] {
+        Self::all_keys()
+    }
+
+    /// Every config key: the relay's own, then each family's.
+    fn all_keys() -> &'static [&'static str] {
+        static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| {
+            let own = Self::own_keys();
+            // The families' keys go where they stood before the last relay keys
+            // (`metrics-listen`), as they are listed in `--help`.
+            let (before, after) = own.split_at(own.len().saturating_sub(1));
+            [before, &crate::families::FamilySettings::keys(), after].concat()
+        })
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Settings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SettingsVisitor;
+
+        impl<'de> Visitor<'de> for SettingsVisitor {
+            type Value = Settings;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("struct Settings")
+            }
+
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Settings, A::Error> {
+                use crate::config_keys::{KnownKey, one_entry};
+                use crate::families::FamilySettings;
+                let known =
+                    |key: &str| Settings::own_keys().contains(&key) || FamilySettings::owns(key);
+                let seed = KnownKey {
+                    known: &known,
+                    all: Settings::all_keys(),
+                };
+                let mut settings = Settings::default();
+                while let Some(key) = map.next_key_seed(seed)? {
+                    if FamilySettings::owns(&key) {
+                        settings.families.read_entry(key, &mut map)?;
+                    } else {
+                        let one = one_entry(key, &mut map, |e| Settings::deserialize(e))?;
+                        settings = one.or(settings);
+                    }
+                }
+                Ok(settings)
+            }
+        }
+
+        deserializer.deserialize_struct("Settings", Self::all_keys(), SettingsVisitor)
     }
 }
 

@@ -6,6 +6,7 @@
 //! supervisor and every worker (which re-parse the same command line) agree.
 
 use crate::cli::{ProvisionArgs, ServeArgs, Settings, WorkerCount};
+use crate::families::{FamilyConfigs, ResolveContext};
 use std::ffi::OsString;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -140,25 +141,15 @@ pub struct ServeConfig {
     pub max_sockets: usize,
     /// Most concurrent HTTP-service connections.
     pub max_http_connections: usize,
-    /// Limits of the Pico channels.
-    pub pico: crate::pico::PicoLimits,
     /// The TLS listener, when one is configured.
     pub tls: Option<TlsConfig>,
     /// Everything the engine takes.
     pub engine: EngineConfig,
-    /// The dead-drop (hivemind-rendezvous compatible mailboxes).
-    pub deaddrop: crate::deaddrop::DeadDropConfig,
-    /// The `tag:` family's table limits (per worker).
-    pub tag: crate::tag::table::TagLimits,
-    /// The Hive family (/v1/rendezvous, /v1/forward, federation, board).
-    pub hive: crate::hive::HiveConfig,
-    /// The UDP address of the STUN Binding responder, when one is configured.
-    pub stun_listen: Option<SocketAddr>,
+    /// Every family's configuration ([`crate::families`]).
+    pub families: FamilyConfigs,
     /// The operators' address for `/metrics` and `/healthz`, when one is configured;
     /// the public listeners then answer `/metrics` as an unknown path.
     pub metrics_listen: Option<SocketAddr>,
-    /// Qredo's Lingua Franca RPC at /services.
-    pub qredo: crate::qredo::QredoConfig,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -263,8 +254,6 @@ impl ServeConfig {
             return Err(invalid("max-http-connections", "must be at least 1"));
         }
 
-        let pico = crate::pico::resolve(&s)?;
-
         let budget =
             sockets_per_worker(host.nofile_hard, max_pipes_per_worker).ok_or_else(|| {
                 ConfigError::NoFdBudget {
@@ -311,16 +300,14 @@ impl ServeConfig {
         if tls.is_none() && (s.tls_cert.is_some() || s.tls_key.is_some()) {
             return Err(invalid("tls-cert", "needs tls-listen"));
         }
-        let deaddrop = crate::deaddrop::resolve(&s, &data_dir, &cwd)?;
-        let tag = crate::tag::resolve(&s, proof_window.as_secs(), client_wait)?;
-        let hive = crate::hive::resolve(&s, proof_window.as_secs())?;
-        let qredo = crate::qredo::resolve(&s, &data_dir, &cwd, &tag, proof_window)?;
+        let families = s.families.resolve(&ResolveContext {
+            data_dir: &data_dir,
+            cwd: &cwd,
+            proof_window,
+            client_wait,
+        })?;
         Ok(Self {
-            tag,
-            deaddrop,
-            hive,
-            qredo,
-            stun_listen: s.stun_listen,
+            families,
             metrics_listen: s.metrics_listen,
             tls,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
@@ -333,7 +320,6 @@ impl ServeConfig {
                 .map_or(tryst_engine::route::ParkMode::Replace, Into::into),
             max_sockets,
             max_http_connections,
-            pico,
             engine,
         })
     }
@@ -469,7 +455,7 @@ fn clone_io_error(e: &io::Error) -> io::Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::duration::HumanDuration;
     use std::collections::HashMap;
@@ -488,7 +474,8 @@ mod tests {
         move |name: &str| map.get(name).cloned()
     }
 
-    fn resolve(s: Settings) -> Result<ServeConfig, ConfigError> {
+    /// [`ServeConfig::resolve`] on a test host, with `HOME=/home/u` and `/cwd`.
+    pub(crate) fn resolve(s: Settings) -> Result<ServeConfig, ConfigError> {
         let env = env_of(&[("HOME", "/home/u")]);
         ServeConfig::resolve(s, &env, Ok(Path::new("/cwd")), HOST)
     }
@@ -788,184 +775,38 @@ max-http-connections = 10
     }
 
     #[test]
-    fn deaddrop_store_default_parse_and_validate() {
-        use crate::deaddrop::StoreChoice;
-        let c = resolve(Settings::default()).unwrap();
-        assert_eq!(c.deaddrop.store, StoreChoice::Redb);
+    fn an_unknown_key_is_refused_at_its_place_naming_every_key() {
+        let err = parse_config("listen = \"127.0.0.1:1\"\nclient_wait = \"2s\"\n").unwrap_err();
         assert_eq!(
-            c.deaddrop.describe_store(),
-            "redb /home/u/.local/share/tryst/deaddrop.redb"
+            err,
+            "TOML parse error at line 2, column 1\n  |\n2 | client_wait = \"2s\"\n  | ^^^^^^^^^^^\n\
+             unknown field `client_wait`, expected one of `listen`, `data-dir`, `secrets`, \
+             `threads`, `workers`, `data-path`, `client-wait`, `head-timeout`, `idle-timeout`, \
+             `drain-timeout`, `max-parked-per-id`, `pipe-size`, `proof-window`, \
+             `totp-skew-steps`, `node-park-mode`, `max-sockets`, `max-pipes-per-worker`, \
+             `max-http-connections`, `tls-listen`, `tls-cert`, `tls-key`, `tls-name`, \
+             `pico-wait`, `pico-channel-ttl`, `pico-max-channels`, `pico-max-waiting`, \
+             `deaddrop-key`, `deaddrop-store`, `deaddrop-store-pool`, `deaddrop-max-payload`, \
+             `deaddrop-max-pending`, `deaddrop-max-mailboxes`, `deaddrop-max-store-bytes`, \
+             `deaddrop-rate-limit`, `deaddrop-rate-window`, `deaddrop-require-depositor-proof`, \
+             `deaddrop-require-recipient-fingerprint`, `tag-max-duration`, `tag-max-tags`, \
+             `max-ttl`, `hive-max-per-workspace`, `hive-max-publications`, `mirror`, \
+             `mirror-interval`, `forward-poll-timeout`, `forward-mailbox-bytes`, \
+             `forward-total-bytes`, `hive-board`, `qredo-open`, `qredo-apps`, `stun-listen`, \
+             `metrics-listen`"
         );
-        let s = parse_config(
-            "deaddrop-store = \"postgres://tryst:hunter2@db:5433/mail\"\ndeaddrop-store-pool = 9\n",
-        )
-        .unwrap();
-        let c = resolve(s).unwrap();
-        assert_eq!(
-            c.deaddrop.store,
-            StoreChoice::Postgres {
-                url: "postgres://tryst:hunter2@db:5433/mail".into(),
-                pool_size: 9
-            }
+        // A family's value is read in place: its error points into the value.
+        let err = parse_config("pico-wait = \"2\"\n").unwrap_err();
+        assert!(
+            err.starts_with("TOML parse error at line 1, column 13\n"),
+            "{err}"
         );
-        // Neither the start-up line nor Debug shows the password.
-        assert_eq!(
-            c.deaddrop.describe_store(),
-            "postgres host=db dbname=mail user=tryst pool=9"
-        );
-        assert!(!format!("{:?}", c.deaddrop).contains("hunter2"));
-        let c = resolve(
-            parse_config("deaddrop-store = \"postgresql:///mail?host=/run/postgresql\"\n").unwrap(),
-        )
-        .unwrap();
-        assert!(matches!(
-            c.deaddrop.store,
-            StoreChoice::Postgres { pool_size: 4, .. }
-        ));
-        for (text, key, message) in [
-            (
-                "deaddrop-store = \"mysql://db/mail\"\n",
-                "deaddrop-store",
-                "invalid `deaddrop-store`: must be a postgres:// or postgresql:// URL",
-            ),
-            (
-                "deaddrop-store = \"postgres://db:notaport/mail\"\n",
-                "deaddrop-store",
-                "",
-            ),
-            (
-                "deaddrop-store-pool = 4\n",
-                "deaddrop-store-pool",
-                "invalid `deaddrop-store-pool`: needs --deaddrop-store postgres://...",
-            ),
-            (
-                "deaddrop-store = \"postgres:///x\"\ndeaddrop-store-pool = 0\n",
-                "deaddrop-store-pool",
-                "invalid `deaddrop-store-pool`: must be between 1 and 1024",
-            ),
-        ] {
-            match resolve(parse_config(text).unwrap()) {
-                Err(e @ ConfigError::Invalid { key: k, .. }) => {
-                    assert_eq!(k, key);
-                    if !message.is_empty() {
-                        assert_eq!(e.to_string(), message);
-                    }
-                }
-                other => panic!("{text}: expected Invalid, got {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn pico_settings_default_parse_and_validate() {
-        let c = resolve(Settings::default()).unwrap();
-        assert_eq!(c.pico, crate::pico::PicoLimits::default());
-        assert_eq!(c.pico.wait, Duration::from_secs(40));
-        assert_eq!(c.pico.channel_ttl, Duration::from_secs(1800));
-        let s = parse_config(
-            "pico-wait = \"300ms\"\npico-channel-ttl = \"2m\"\npico-max-channels = 9\npico-max-waiting = 3\n",
-        )
-        .unwrap();
-        let c = resolve(s).unwrap();
-        assert_eq!(
-            c.pico,
-            crate::pico::PicoLimits {
-                wait: Duration::from_millis(300),
-                channel_ttl: Duration::from_secs(120),
-                max_channels: 9,
-                max_waiting: 3,
-            }
-        );
-        for (text, key) in [
-            ("pico-wait = \"0s\"\n", "pico-wait"),
-            ("pico-channel-ttl = \"0s\"\n", "pico-channel-ttl"),
-            ("pico-max-channels = 0\n", "pico-max-channels"),
-            ("pico-max-waiting = 0\n", "pico-max-waiting"),
-        ] {
-            match resolve(parse_config(text).unwrap()) {
-                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
-                other => panic!("{key}: expected Invalid, got {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn tag_settings_default_parse_and_validate() {
-        let c = resolve(Settings::default()).unwrap();
-        assert_eq!(c.tag.max_duration_secs, 24 * 3600);
-        assert_eq!(c.tag.max_tags, 100_000);
-        assert_eq!(c.tag.proof_window_secs, 60);
-        // The publisher grace is the client wait (2 s by default), rounded up.
-        assert_eq!(c.tag.publisher_grace_secs, 2);
-        let s = parse_config(
-            "tag-max-duration = \"10m\"\ntag-max-tags = 7\nclient-wait = \"1500ms\"\nproof-window = \"30s\"\n",
-        )
-        .unwrap();
-        let c = resolve(s).unwrap();
-        assert_eq!(c.tag.max_duration_secs, 600);
-        assert_eq!(c.tag.max_tags, 7);
-        assert_eq!(c.tag.publisher_grace_secs, 2);
-        assert_eq!(c.tag.proof_window_secs, 30);
-        for (text, key) in [
-            ("tag-max-duration = \"0s\"\n", "tag-max-duration"),
-            ("tag-max-duration = \"1500ms\"\n", "tag-max-duration"),
-            ("tag-max-tags = 0\n", "tag-max-tags"),
-        ] {
-            match resolve(parse_config(text).unwrap()) {
-                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
-                other => panic!("{key}: expected Invalid, got {other:?}"),
-            }
-        }
-    }
-
-    #[test]
-    fn proof_window_governs_the_hive_drain_proof() {
-        let c = resolve(Settings::default()).unwrap();
-        assert_eq!(c.hive.forward.proof_window_secs, 60);
-        let c = resolve(parse_config("proof-window = \"30s\"\n").unwrap()).unwrap();
-        assert_eq!(c.hive.forward.proof_window_secs, 30);
-        assert_eq!(c.proof_window_secs, 30);
-    }
-
-    #[test]
-    fn hive_settings_default_parse_and_validate() {
-        let c = resolve(Settings::default()).unwrap();
-        assert_eq!(c.hive, crate::hive::HiveConfig::default());
-        assert_eq!(c.hive.policy.max_ttl_secs, 300);
-        assert_eq!(c.hive.board, None);
-        let s = parse_config(
-            "max-ttl = \"90s\"\nhive-max-per-workspace = 3\nhive-max-publications = 7\n\
-             mirror = [\"http://127.0.0.1:7400\", \"http://[::1]:9/\"]\nmirror-interval = \"500ms\"\n\
-             forward-poll-timeout = \"2s\"\nforward-mailbox-bytes = 2097152\n\
-             forward-total-bytes = 8388608\nhive-board = true\n",
-        )
-        .unwrap();
-        let h = resolve(s).unwrap().hive;
-        assert_eq!(h.policy.max_ttl_secs, 90);
-        assert_eq!(h.policy.skew_secs, 300);
-        assert_eq!((h.store.max_per_workspace, h.store.max_total), (3, 7));
-        assert_eq!(h.mirrors.len(), 2);
-        assert_eq!(h.mirrors[1].host, "::1");
-        assert_eq!(h.mirror_interval, Duration::from_millis(500));
-        assert_eq!(h.poll_timeout, Duration::from_secs(2));
-        assert_eq!(h.forward.max_mailbox_bytes, 2 << 20);
-        assert_eq!(h.forward.max_total_bytes, 8 << 20);
-        assert!(h.board.is_some());
-        for (text, key) in [
-            ("max-ttl = \"0s\"\n", "max-ttl"),
-            ("max-ttl = \"1500ms\"\n", "max-ttl"),
-            ("hive-max-per-workspace = 0\n", "hive-max-per-workspace"),
-            ("hive-max-publications = 0\n", "hive-max-publications"),
-            ("mirror = [\"https://a:1\"]\n", "mirror"),
-            ("mirror-interval = \"0s\"\n", "mirror-interval"),
-            ("forward-poll-timeout = \"0s\"\n", "forward-poll-timeout"),
-            ("forward-mailbox-bytes = 1000\n", "forward-mailbox-bytes"),
-            ("forward-total-bytes = 1000\n", "forward-total-bytes"),
-        ] {
-            match resolve(parse_config(text).unwrap()) {
-                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
-                other => panic!("{key}: expected Invalid, got {other:?}"),
-            }
-        }
+        assert!(err.contains("`2` has no unit"), "{err}");
+        // The alias of a relay key, and relay and family keys mixed.
+        let s = parse_config("threads = 2\npico-max-waiting = 3\nlisten = \"127.0.0.1:1\"\nstun-listen = \"127.0.0.1:2\"\n").unwrap();
+        assert_eq!(s.workers, "2".parse().ok());
+        assert_eq!(s.families.pico.pico_max_waiting, Some(3));
+        assert_eq!(s.listen, "127.0.0.1:1".parse().ok());
+        assert_eq!(s.families.stun.stun_listen, "127.0.0.1:2".parse().ok());
     }
 }

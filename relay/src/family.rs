@@ -3,7 +3,7 @@
 //! is the shape of a `CONNECT` family on the workers.
 //!
 //! [`crate::http::HttpService`] holds the families in one `Vec` (listed once, in
-//! [`crate::serve`]): it routes a request to the first family that [owns](ServiceFamily::owns)
+//! [`crate::families`]): it routes a request to the first family that [owns](ServiceFamily::owns)
 //! its path, appends every family's [metrics](ServiceFamily::render_metrics) to
 //! `/metrics` in list order, and the supervisor [starts](ServiceFamily::start) each once.
 //!

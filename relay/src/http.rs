@@ -4,7 +4,7 @@
 //! A handed-off connection arrives with the bytes the engine already read (the request
 //! head and whatever followed). [`Rewind`] replays them before reading the socket, and
 //! hyper serves the connection. Routing on the public listeners, in this order:
-//! 1. the first [`ServiceFamily`] (in the list [`crate::serve`] builds: Pico, the
+//! 1. the first [`ServiceFamily`] (in the one list, [`crate::families`]: Pico, the
 //!    dead-drop, Hive, STUN, Qredo) that owns the path serves the request, reading its
 //!    body with its own limit (Qredo's `/services` also takes the WebSocket upgrade);
 //! 2. `/healthz`, and `/metrics` unless [`HttpService::make_metrics_private`] moved it

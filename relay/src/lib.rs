@@ -7,6 +7,12 @@
 //!   `tryst connect`); parses and dispatches, I/O is the commands'.
 //! - [`config`]: flags, environment and config file merged into a validated
 //!   [`config::ServeConfig`]; reads the config file, nothing else.
+//! - [`config_keys`]: the config file's keys routed to the settings group (the relay's
+//!   own or a family's) that owns them. Pure.
+//! - [`families`]: the one list of families: their settings, resolved configurations,
+//!   summary and start-up lines, the [`family::ServiceFamily`] list and the `CONNECT`
+//!   families. Resolving is pure; opening reads and writes the families' files and binds
+//!   their sockets.
 //! - [`serve`]: the supervisor process (tokio: listeners, HTTP inbox, signals, worker
 //!   supervision, the STUN task) and the worker entry point. Network, processes,
 //!   signals, the clock.
@@ -18,7 +24,7 @@
 //!   paths, `/healthz`, `/metrics`) and for the operators' `--metrics-listen`
 //!   listener. Network I/O on the handed-off sockets.
 //! - [`family`]: [`family::ServiceFamily`], the shape of every family [`http`] serves
-//!   (Pico, dead-drop, Hive, Qredo, STUN), listed once in [`serve`]. Pure (a trait).
+//!   (Pico, dead-drop, Hive, Qredo, STUN), listed once in [`families`]. Pure (a trait).
 //! - [`body`]: the one request-body reader (limit + deadline → [`body::BodyError`]) and
 //!   JSON reply the HTTP families share. Awaits the body; otherwise pure.
 //! - [`clock`]: the one reading of the wall clock as unix seconds / milliseconds.
@@ -27,6 +33,8 @@
 //! - [`metrics`]: the Prometheus rendering of the engine's counters. Pure.
 //! - [`secrets`]: the secrets file, [`secrets::FileSecrets`] for the native router, and
 //!   provisioning. Reads and writes the secrets file.
+//! - [`provision`]: `tryst provision` (secrets, TOTP records, import/export). Reads and
+//!   writes the secrets file.
 //! - [`nodeprov`]: node-rendezvous TOTP records: provisioning, import/export, QR codes.
 //!   Reads and writes the secrets file (through [`secrets`]).
 //! - [`tls`]: the TLS certificate: the operator's PEM files or a self-signed pair
@@ -64,9 +72,11 @@ pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod config_keys;
 pub mod deaddrop;
 pub mod duration;
 pub mod ed25519;
+pub mod families;
 pub mod family;
 pub mod files;
 pub mod framing;
@@ -77,6 +87,7 @@ pub mod http;
 pub mod metrics;
 pub mod nodeprov;
 pub mod pico;
+pub mod provision;
 pub mod qredo;
 pub mod router;
 pub mod secrets;

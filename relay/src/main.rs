@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
         Command::Connect(args) => std::process::exit(tryst_relay::agent::connect::main(&args)),
         Command::Provision(args) => {
             let path = config::provision_secrets_path(&args)?;
-            let text = serve::run_provision(&path, &args)?;
+            let text = tryst_relay::provision::run(&path, &args)?;
             print!("{text}");
         }
     }

@@ -10,7 +10,7 @@
 
 use crate::clock::unix_now;
 use crate::config::ServeConfig;
-use crate::family::ServiceFamily;
+use crate::families::{self, FamilyError};
 use crate::http::{HttpLimits, HttpService, StatsRequest, StatsRequester};
 use crate::secrets::{self, FileSecrets, SecretsError};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -18,14 +18,12 @@ use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tryst_engine::driver::{Engine, Listener, run_worker};
 use tryst_engine::node::{CompatRouter, CompatRouterConfig};
 
-use crate::hive::connect::{HiveConnect, HiveConnectConfig};
 use crate::router::RelayRouter;
 use tryst_engine::route::{NativeRouterConfig, Transport};
 
@@ -60,12 +58,9 @@ pub enum ServeError {
     /// The TLS certificate or key is unusable.
     #[error("tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
-    /// The dead-drop could not start (its key or its store).
-    #[error("dead-drop: {0}")]
-    DeadDrop(#[from] crate::deaddrop::DeadDropError),
-    /// Qredo's `/services` could not start (its apps file or its store).
-    #[error("{0}")]
-    Qredo(#[from] crate::qredo::QredoError),
+    /// A family could not start (its files, its store or its socket).
+    #[error(transparent)]
+    Family(#[from] FamilyError),
     /// Another I/O failure, with what was being done.
     #[error("{what}: {source}")]
     Io {
@@ -188,11 +183,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         );
     }
     drop(secrets);
-    let (deaddrop, generated) = crate::deaddrop::DeadDrop::open(config.deaddrop.clone(), started)?;
-    if generated {
-        tracing::info!(path = %config.deaddrop.key_path.display(), "dead-drop key generated");
-    }
-    let qredo = crate::qredo::Qredo::open(config.qredo.clone())?;
+    let mut families = families::open(&config.families, started)?;
 
     // Signal handlers go in before the startup lines: whoever reads them may signal at
     // once, and SIGHUP's or SIGTERM's default action would kill the supervisor.
@@ -244,17 +235,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
             transport: Transport::Tls,
         });
     }
-    let mut stun = None;
-    if let Some(addr) = config.stun_listen {
-        let socket = std::net::UdpSocket::bind(addr)
-            .and_then(|s| s.set_nonblocking(true).map(|()| s))
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let stun_local = socket
-            .local_addr()
-            .map_err(io_err("reading the bound address"))?;
-        tls_lines.push_str(&format!("tryst: stun listening on {stun_local}\n"));
-        stun = Some(socket);
-    }
+    tls_lines.push_str(&families.bind()?);
     let mut metrics = None;
     if let Some(addr) = config.metrics_listen {
         let socket = bind_listener(addr).map_err(|source| ServeError::Bind { addr, source })?;
@@ -264,11 +245,9 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         tls_lines.push_str(&format!("tryst: metrics listening on {metrics_local}\n"));
         metrics = Some(socket);
     }
-    // The dead-drop's store, last: readers of the earlier lines need not skip it.
-    tls_lines.push_str(&format!(
-        "tryst: dead-drop store {}\n",
-        config.deaddrop.describe_store()
-    ));
+    // The families' last lines (the dead-drop's store): readers of the earlier lines
+    // need not skip them.
+    tls_lines.push_str(&families.tail_lines());
     {
         // One write: a reader may close the pipe once it has the first line.
         let mut out = io::stdout().lock();
@@ -292,9 +271,8 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     worker_args.push(started.to_string().into());
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
-    let side = SideListeners { stun, metrics };
     runtime.block_on(supervise(
-        engine, &config, signals, deaddrop, qredo, side, started,
+        engine, &config, signals, families, metrics, started,
     ))
 }
 
@@ -326,46 +304,17 @@ fn inbox_readiness(engine: &Engine) -> io::Result<tokio::net::UnixDatagram> {
     tokio::net::UnixDatagram::from_std(std::os::unix::net::UnixDatagram::from(fd))
 }
 
-/// The supervisor's own sockets besides the engine's listeners.
-struct SideListeners {
-    /// `--stun-listen`.
-    stun: Option<std::net::UdpSocket>,
-    /// `--metrics-listen`.
-    metrics: Option<TcpListener>,
-}
-
 async fn supervise(
     mut engine: Engine,
     config: &ServeConfig,
     signals: Signals,
-    deaddrop: crate::deaddrop::DeadDrop,
-    qredo: crate::qredo::Qredo,
-    side: SideListeners,
+    families: families::Opened,
+    metrics: Option<TcpListener>,
     started: u64,
 ) -> Result<(), ServeError> {
-    let SideListeners { stun, metrics } = side;
     let (stats, mut stats_requests) = StatsRequester::channel(64);
-    let hive = crate::hive::Hive::new(config.hive.clone()).with_replay_floor(started);
-    let stun = match stun {
-        Some(socket) => {
-            if let Ok(addr) = socket.local_addr() {
-                // Devices learn where to ask for their reflexive address from /v1/health.
-                hive.set_stun_port(addr.port());
-            }
-            let socket = tokio::net::UdpSocket::from_std(socket)
-                .map_err(io_err("registering the STUN socket"))?;
-            Some(crate::stun::Stun::new(socket))
-        }
-        None => None,
-    };
-    // The service families, in routing and `/metrics` order: the one list to extend.
-    let mut families: Vec<Arc<dyn ServiceFamily>> = vec![
-        Arc::new(crate::pico::Pico::new(config.pico)),
-        Arc::new(deaddrop),
-        Arc::new(hive),
-    ];
-    families.extend(stun.map(|s| Arc::new(s) as Arc<dyn ServiceFamily>));
-    families.push(Arc::new(qredo));
+    // The service families, in routing and `/metrics` order ([`families`]).
+    let families = families.into_services(started)?;
     for family in &families {
         family.start();
     }
@@ -533,16 +482,12 @@ pub fn run_worker_process(
             node_park_mode: config.node_park_mode,
             metrics_private: config.metrics_listen.is_some(),
         },
-    ))
-    .with_family(Box::new(HiveConnect::new(HiveConnectConfig {
-        policy: config.hive.policy,
-        proof_window_secs: config.proof_window_secs,
-        started_unix: Some(started_unix),
-        ..HiveConnectConfig::default()
-    })))
-    .with_family(Box::new(
-        crate::tag::TagFamily::new(config.tag).started_at(started_unix),
     ));
+    let router = config
+        .families
+        .connect_families(config.proof_window_secs, started_unix)
+        .into_iter()
+        .fold(router, RelayRouter::with_family);
     let tls = config.tls.clone().map(|tls| {
         let data_dir = config.data_dir.clone();
         Box::new(move || {
@@ -614,30 +559,11 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
             }
         ),
     };
-    let stun = config
-        .stun_listen
-        .map(|addr| format!("stun listen     {addr}\n"))
-        .unwrap_or_default();
+    let stun = config.families.summary_listeners();
     let metrics = config
         .metrics_listen
         .map(|addr| format!("metrics listen  {addr} (/metrics only there)\n"))
         .unwrap_or_default();
-    let mirrors = if config.hive.mirrors.is_empty() {
-        String::new()
-    } else {
-        let peers: Vec<String> = config
-            .hive
-            .mirrors
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        format!("hive mirrors    {}\n", peers.join(", "))
-    };
-    // Only when not the default file, as the mirrors (the database is not contacted).
-    let deaddrop = match config.deaddrop.store {
-        crate::deaddrop::StoreChoice::Redb => String::new(),
-        _ => format!("dead-drop store {}\n", config.deaddrop.describe_store()),
-    };
     format!(
         "tryst: configuration ok\n\
          listen          {}\n\
@@ -654,52 +580,7 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         if secrets == 1 { "id" } else { "ids" },
         e.workers,
         e.max_sockets_per_worker,
-    ) + &mirrors
-        + &deaddrop
-}
-
-/// Runs `tryst provision` (a native secret, a TOTP record, an import or an export; see
-/// [`secrets::provision`] and [`crate::nodeprov`]) and returns what to print.
-pub fn run_provision(
-    secrets_path: &Path,
-    args: &crate::cli::ProvisionArgs,
-) -> anyhow::Result<String> {
-    use crate::nodeprov;
-    use anyhow::Context as _;
-    if args.export {
-        return Ok(nodeprov::export(secrets_path)?);
-    }
-    if let Some(file) = &args.import {
-        let text = if file.as_os_str() == "-" {
-            io::read_to_string(io::stdin()).context("reading records from stdin")?
-        } else {
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
-        };
-        let ids = nodeprov::import(secrets_path, &text, args.force)
-            .with_context(|| format!("importing {}", file.display()))?;
-        return Ok(format!(
-            "Imported {} node-rendezvous record(s) into {}\nA running relay loads them on SIGHUP (kill -HUP <pid of tryst serve>).\n",
-            ids.len(),
-            secrets_path.display()
-        ));
-    }
-    let id = args.id.as_deref().unwrap_or_default();
-    let mut rng = rand::rngs::OsRng;
-    if args.totp {
-        let parking = match args.parking.as_deref() {
-            None => None,
-            Some(p) => Some(tryst_engine::totp::TotpParking::parse(p)?),
-        };
-        let options = nodeprov::TotpOptions {
-            step: args.step,
-            parking,
-            issuer: args.issuer.clone(),
-        };
-        let p = nodeprov::provision_totp(secrets_path, id, args.force, &options, &mut rng)?;
-        return Ok(nodeprov::totp_instructions(&p));
-    }
-    let p = secrets::provision(secrets_path, id, args.force, &mut rng)?;
-    Ok(secrets::provision_instructions(&p))
+    ) + &config.families.summary_tail()
 }
 
 #[cfg(test)]
@@ -762,7 +643,7 @@ mod tests {
              data path       splice-syscall\n"
         );
         let mut config = config;
-        config.hive.mirrors = vec![
+        config.families.hive.mirrors = vec![
             crate::hive::mirror::MirrorPeer::parse("http://10.0.0.2:7400").unwrap(),
             crate::hive::mirror::MirrorPeer::parse("http://[::1]:7401").unwrap(),
         ];
@@ -771,7 +652,7 @@ mod tests {
                 .ends_with("data path       splice-syscall\nhive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n")
         );
         let mut with_pg = config.clone();
-        with_pg.deaddrop.store = crate::deaddrop::StoreChoice::Postgres {
+        with_pg.families.deaddrop.store = crate::deaddrop::StoreChoice::Postgres {
             url: "postgres://tryst:hunter2@db/mail".into(),
             pool_size: 4,
         };
@@ -779,7 +660,7 @@ mod tests {
             "hive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n\
                  dead-drop store postgres host=db dbname=mail user=tryst pool=4\n"
         ));
-        config.stun_listen = Some("0.0.0.0:3478".parse().unwrap());
+        config.families.stun_listen = Some("0.0.0.0:3478".parse().unwrap());
         assert!(config_summary(&config, DataDirState::Exists, 2).contains(
             "listen          127.0.0.1:9000\nstun listen     0.0.0.0:3478\ndata directory"
         ));

@@ -8,8 +8,8 @@
 use super::config::{self, AgentConfig, AuthSpec, ServiceSpec};
 use super::exit;
 use crate::duration::HumanDuration;
-use anyhow::Context as _;
 use clap::Args;
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,6 +107,78 @@ fn parse_pool(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Why `tryst expose` could not start or stopped, naming who caused it: the operator's
+/// flags and files, or the local system. Printed with its causes joined by `: `.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExposeError {
+    /// A flag or a file's content is wrong; the message names it.
+    #[error("{0}")]
+    Invalid(String),
+    /// The agent's config file does not parse.
+    #[error("{}", path.display())]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        #[source]
+        source: config::AgentConfigError,
+    },
+    /// `TRYST_SECRET` holds no secret.
+    #[error("TRYST_SECRET")]
+    SecretEnv(#[source] tryst_client::secret::SecretError),
+    /// A service's secret file is unreadable or holds no secret.
+    #[error(transparent)]
+    SecretFile(#[from] tryst_client::secret::SecretError),
+    /// A file, a socket or the runtime: what was being done, and the system's error.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: io::Error,
+    },
+    /// A system call without more to say than its error (signals, a socket address).
+    #[error(transparent)]
+    System(#[from] io::Error),
+    /// One service's configuration is unusable.
+    #[error("service {name}")]
+    Service {
+        /// The service.
+        name: String,
+        /// Why.
+        #[source]
+        source: Box<Self>,
+    },
+    /// A service task panicked or was cancelled.
+    #[error("a service task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
+
+impl ExposeError {
+    fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
+
+    /// The message and every cause, joined by `: ` (as printed).
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(e) = cause {
+            out.push_str(": ");
+            out.push_str(&e.to_string());
+            cause = e.source();
+        }
+        out
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ExposeError {
+    ExposeError::Invalid(message.into())
+}
+
 /// Everything `run` needs, validated.
 struct Plan {
     services: Vec<(ServiceSpec, Option<tryst_engine::auth::Secret>)>,
@@ -115,12 +187,15 @@ struct Plan {
     backoff_max: Duration,
 }
 
-fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
+fn plan(args: &ExposeArgs) -> Result<Plan, ExposeError> {
     let file: Option<AgentConfig> = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let mut parsed = config::parse(&text).with_context(|| format!("{}", path.display()))?;
+                .map_err(ExposeError::io(format!("reading {}", path.display())))?;
+            let mut parsed = config::parse(&text).map_err(|source| ExposeError::ConfigFile {
+                path: path.clone(),
+                source,
+            })?;
             let base = path.parent().unwrap_or_else(|| Path::new("."));
             for s in &mut parsed.services {
                 let file = s.auth.file_mut();
@@ -136,21 +211,28 @@ fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
             let relay = args.relay.clone().unwrap_or_default();
             let to = args.to.clone().unwrap_or_default();
             let id = match (&args.id, args.family.as_str()) {
-                (Some(_), "tag") => anyhow::bail!("--id: the tag family has no id (--tag-file)"),
+                (Some(_), "tag") => {
+                    return Err(invalid("--id: the tag family has no id (--tag-file)"));
+                }
                 (Some(_), "hive") => {
-                    anyhow::bail!(
-                        "--id: the hive family has no id (the --hive-key-file names the device)"
-                    )
+                    return Err(invalid(
+                        "--id: the hive family has no id (the --hive-key-file names the device)",
+                    ));
                 }
                 (None, "tag" | "hive") => None,
-                (None, _) => anyhow::bail!("--id is required for the {} family", args.family),
+                (None, _) => {
+                    return Err(invalid(format!(
+                        "--id is required for the {} family",
+                        args.family
+                    )));
+                }
                 (Some(text), _) => Some(
                     tryst_engine::target::RendezvousId::parse(text)
-                        .map_err(|_| anyhow::anyhow!("--id: `{text}` is not a hyphenated UUID"))?,
+                        .map_err(|_| invalid(format!("--id: `{text}` is not a hyphenated UUID")))?,
                 ),
             };
-            config::check_host_port(&relay).map_err(|e| anyhow::anyhow!("--relay: {e}"))?;
-            config::check_host_port(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            config::check_host_port(&relay).map_err(|e| invalid(format!("--relay: {e}")))?;
+            config::check_host_port(&to).map_err(|e| invalid(format!("--to: {e}")))?;
             let mut auth = AuthSpec::from_keys(config::AuthKeys {
                 family: Some(&args.family),
                 secret_file: args.secret_file.as_deref(),
@@ -166,14 +248,14 @@ fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
             let mut secret = None;
             if args.family == "native" && args.secret_file.is_none() {
                 let text = std::env::var("TRYST_SECRET").map_err(|_| {
-                    anyhow::anyhow!("no secret: give --secret-file FILE or set TRYST_SECRET")
+                    invalid("no secret: give --secret-file FILE or set TRYST_SECRET")
                 })?;
-                secret = Some(tryst_client::secret::decode(&text).context("TRYST_SECRET")?);
+                secret = Some(tryst_client::secret::decode(&text).map_err(ExposeError::SecretEnv)?);
                 auth = Ok(AuthSpec::Native {
                     secret_file: PathBuf::new(),
                 });
             }
-            let auth = auth.map_err(|e| anyhow::anyhow!("{}", e.replace('_', "-")))?;
+            let auth = auth.map_err(|e| invalid(e.replace('_', "-")))?;
             let spec = ServiceSpec {
                 name: id.map_or_else(|| args.family.clone(), |id| id.to_string()),
                 id,
@@ -212,7 +294,7 @@ fn plan(args: &ExposeArgs) -> anyhow::Result<Plan> {
 fn park_auth(
     spec: &ServiceSpec,
     secret: Option<tryst_engine::auth::Secret>,
-) -> anyhow::Result<ParkAuth> {
+) -> Result<ParkAuth, ExposeError> {
     Ok(match &spec.auth {
         AuthSpec::Native { secret_file } => {
             let secret = match secret {
@@ -220,7 +302,7 @@ fn park_auth(
                 None => tryst_client::secret::read_file(secret_file)?,
             };
             ParkAuth::Native {
-                id: spec.id.context("no id")?,
+                id: spec.id.ok_or_else(|| invalid("no id"))?,
                 secret,
             }
         }
@@ -230,29 +312,30 @@ fn park_auth(
             identity_key_file,
         } => {
             let text = std::fs::read_to_string(tag_file)
-                .with_context(|| format!("tag file {}", tag_file.display()))?;
+                .map_err(ExposeError::io(format!("tag file {}", tag_file.display())))?;
             let tag = text.trim_end_matches(['\r', '\n']);
             if tag.is_empty() {
-                anyhow::bail!("tag file {} is empty", tag_file.display());
+                return Err(invalid(format!("tag file {} is empty", tag_file.display())));
             }
             let identity = match identity_key_file {
                 None => None,
                 Some(path) => {
-                    let hex_seed = std::fs::read_to_string(path)
-                        .with_context(|| format!("identity key file {}", path.display()))?;
+                    let hex_seed = std::fs::read_to_string(path).map_err(ExposeError::io(
+                        format!("identity key file {}", path.display()),
+                    ))?;
                     let mut seed = [0u8; 32];
                     hex::decode_to_slice(hex_seed.trim(), &mut seed).map_err(|_| {
-                        anyhow::anyhow!(
+                        invalid(format!(
                             "identity key file {}: not 64 hex digits (a 32-byte Ed25519 seed)",
                             path.display()
-                        )
+                        ))
                     })?;
                     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
                     if crate::tag::wire::tag_identity_key(tag) != Some(key.verifying_key()) {
-                        anyhow::bail!(
+                        return Err(invalid(format!(
                             "identity key file {}: not the key named in the tag (<prefix>@<key>)",
                             path.display()
-                        );
+                        )));
                     }
                     Some(Box::new(key))
                 }
@@ -263,10 +346,12 @@ fn park_auth(
             }
         }
         AuthSpec::Hive { hive_key_file } => {
-            let text = std::fs::read_to_string(hive_key_file)
-                .with_context(|| format!("hive key file {}", hive_key_file.display()))?;
+            let text = std::fs::read_to_string(hive_key_file).map_err(ExposeError::io(format!(
+                "hive key file {}",
+                hive_key_file.display()
+            )))?;
             let key = super::hive_key::parse(&text)
-                .map_err(|e| anyhow::anyhow!("hive key file {}: {e}", hive_key_file.display()))?;
+                .map_err(|e| invalid(format!("hive key file {}: {e}", hive_key_file.display())))?;
             let publisher = tryst_client::hive::Publisher::new(key.device, key.ttl);
             tracing::info!(
                 device = %publisher.device().target.target(),
@@ -281,16 +366,17 @@ fn park_auth(
             step,
             digits,
         } => {
-            let text = std::fs::read_to_string(totp_secret_file)
-                .with_context(|| format!("TOTP key file {}", totp_secret_file.display()))?;
+            let text = std::fs::read_to_string(totp_secret_file).map_err(ExposeError::io(
+                format!("TOTP key file {}", totp_secret_file.display()),
+            ))?;
             let record = tryst_engine::totp::TotpRecord::from_base32(
                 text.trim(),
                 *step,
                 tryst_engine::totp::TotpAlgorithm::Sha1,
                 None,
             )
-            .map_err(|e| anyhow::anyhow!("TOTP key file {}: {e}", totp_secret_file.display()))?;
-            let (id, digits) = (spec.id.context("no id")?, *digits);
+            .map_err(|e| invalid(format!("TOTP key file {}: {e}", totp_secret_file.display())))?;
+            let (id, digits) = (spec.id.ok_or_else(|| invalid("no id"))?, *digits);
             ParkAuth::Head(Arc::new(move || {
                 let code = tryst_client::heads::node_code_now(&record, digits);
                 tryst_client::heads::node_park_head(id, &code).into_bytes()
@@ -304,17 +390,20 @@ pub fn main(args: &ExposeArgs) -> i32 {
     match run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tryst expose: {e:#}");
+            eprintln!("tryst expose: {}", e.chain());
             exit::FAILURE
         }
     }
 }
 
-fn run(args: &ExposeArgs) -> anyhow::Result<i32> {
+fn run(args: &ExposeArgs) -> Result<i32, ExposeError> {
     let plan = plan(args)?;
     let mut exposers = Vec::new();
     for (spec, secret) in plan.services {
-        let auth = park_auth(&spec, secret).with_context(|| format!("service {}", spec.name))?;
+        let auth = park_auth(&spec, secret).map_err(|e| ExposeError::Service {
+            name: spec.name.clone(),
+            source: Box::new(e),
+        })?;
         let relay = match spec.pin {
             Some(pin) => RelayAddr::tls(spec.relay.clone(), pin),
             None => RelayAddr::plain(spec.relay.clone()),
@@ -330,7 +419,7 @@ fn run(args: &ExposeArgs) -> anyhow::Result<i32> {
             drain: plan.drain,
         }));
     }
-    let rt = super::runtime().context("starting the runtime")?;
+    let rt = super::runtime().map_err(ExposeError::io("starting the runtime"))?;
     rt.block_on(async move {
         let stats: Vec<_> = exposers
             .iter()
@@ -339,7 +428,7 @@ fn run(args: &ExposeArgs) -> anyhow::Result<i32> {
         if let Some(addr) = plan.metrics_listen {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("--metrics-listen {addr}"))?;
+                .map_err(ExposeError::io(format!("--metrics-listen {addr}")))?;
             let local = listener.local_addr()?;
             println!("tryst: metrics on http://{local}/metrics");
             tokio::spawn(super::metrics::serve(listener, Arc::new(stats)));
@@ -367,9 +456,27 @@ fn run(args: &ExposeArgs) -> anyhow::Result<i32> {
                     eprintln!("tryst expose: {e}; not retrying (relay error code: {code})");
                     return Ok(exit::REFUSED);
                 }
-                Err(join) => anyhow::bail!("a service task failed: {join}"),
+                Err(join) => return Err(ExposeError::Task(join)),
             }
         }
         Ok(0)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_prints_with_every_cause_joined() {
+        let e = ExposeError::Service {
+            name: "db".into(),
+            source: Box::new(ExposeError::Io {
+                what: "tag file /t".into(),
+                source: io::Error::new(io::ErrorKind::NotFound, "gone"),
+            }),
+        };
+        assert_eq!(e.chain(), "service db: tag file /t: gone");
+        assert_eq!(invalid("--to: no port").chain(), "--to: no port");
+    }
 }

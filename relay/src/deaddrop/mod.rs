@@ -10,6 +10,11 @@
 //! - [`pg`]: the same store on PostgreSQL (`--deaddrop-store postgres://...`), shared by
 //!   several nodes; the relay key is shared through the database (docs/cluster.md).
 //! - [`keys`]: the relay's RSA key pair in the data directory.
+//! - `service.rs`: its [`crate::family::ServiceFamily`] (which also owns unknown paths).
+//! - here: [`DeadDropConfig`], [`DeadDropSettings`] (its flags), [`resolve`] and the
+//!   async adapter [`DeadDrop`].
+//!
+//! The dead-drop has no `CONNECT` side, so no `connect.rs`.
 //!
 //! Error replies are upstream's `{"status":"error","reason":"<code>"}`; see
 //! docs/compat/hivemind.md for the deliberate differences.
@@ -28,6 +33,7 @@ use crate::deaddrop::request::{Action, Checker, Reject};
 use crate::deaddrop::store::{
     Full, Op, Outcome, Reader, RedbStore, StoreLimits, WriteError, Writer,
 };
+use crate::duration::HumanDuration;
 use http_body_util::Full as FullBody;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -134,6 +140,20 @@ impl DeadDropConfig {
             rate_window: DEFAULT_RATE_WINDOW,
             require_depositor_proof: false,
             require_recipient_fingerprint: false,
+        }
+    }
+
+    /// Its start-up line: `tryst: dead-drop store <store>`.
+    pub fn startup_line(&self) -> String {
+        format!("tryst: dead-drop store {}\n", self.describe_store())
+    }
+
+    /// Its `--check-config` line: only when not the default file, as the mirrors (the
+    /// database is not contacted).
+    pub fn summary_line(&self) -> String {
+        match self.store {
+            StoreChoice::Redb => String::new(),
+            _ => format!("dead-drop store {}\n", self.describe_store()),
         }
     }
 
@@ -530,13 +550,79 @@ impl DeadDrop {
     }
 }
 
+/// The dead-drop flags (`tryst serve --deaddrop-*`, config keys of the same names).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct DeadDropSettings {
+    /// The dead-drop's RSA private key, PKCS#8 PEM; its public half is served at /pubkey [default: deaddrop-key.pem in the data directory, generated (2048-bit, mode 0600) if missing].
+    #[arg(long, env = "TRYST_DEADDROP_KEY", value_name = "FILE")]
+    pub deaddrop_key: Option<PathBuf>,
+    /// Where the dead-drop keeps messages: a PostgreSQL URL (`postgres://user@host/db`, or `postgresql:///db?host=/socket/dir`) shared by several nodes, whose database then also holds the relay key every node serves (docs/cluster.md) [default: the redb file deaddrop.redb in the data directory].
+    #[arg(
+        long,
+        env = "TRYST_DEADDROP_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub deaddrop_store: Option<String>,
+    /// Most connections the dead-drop keeps to PostgreSQL [default: 4].
+    #[arg(long, env = "TRYST_DEADDROP_STORE_POOL", value_name = "N")]
+    pub deaddrop_store_pool: Option<usize>,
+    /// Largest dead-drop payload string in bytes; 413 beyond [default: 262144].
+    #[arg(long, env = "TRYST_DEADDROP_MAX_PAYLOAD", value_name = "BYTES")]
+    pub deaddrop_max_payload: Option<usize>,
+    /// Most undelivered messages per dead-drop mailbox; 507 mailbox_full beyond [default: 256].
+    #[arg(long, env = "TRYST_DEADDROP_MAX_PENDING", value_name = "N")]
+    pub deaddrop_max_pending: Option<u64>,
+    /// Most dead-drop mailboxes holding messages; 507 too_many_mailboxes beyond [default: 4096].
+    #[arg(long, env = "TRYST_DEADDROP_MAX_MAILBOXES", value_name = "N")]
+    pub deaddrop_max_mailboxes: Option<u64>,
+    /// Most bytes the dead-drop stores; 507 store_full beyond [default: 1073741824].
+    #[arg(long, env = "TRYST_DEADDROP_MAX_STORE_BYTES", value_name = "BYTES")]
+    pub deaddrop_max_store_bytes: Option<u64>,
+    /// Dead-drop deposits per client address per window; 429 beyond [default: 60].
+    #[arg(long, env = "TRYST_DEADDROP_RATE_LIMIT", value_name = "N")]
+    pub deaddrop_rate_limit: Option<usize>,
+    /// The dead-drop rate-limit window [default: 60s].
+    #[arg(long, env = "TRYST_DEADDROP_RATE_WINDOW", value_name = "DURATION")]
+    pub deaddrop_rate_window: Option<HumanDuration>,
+    /// Refuse dead-drop deposits without a depositor ownership proof [default: false].
+    #[arg(
+        long,
+        env = "TRYST_DEADDROP_REQUIRE_DEPOSITOR_PROOF",
+        value_name = "BOOL"
+    )]
+    pub deaddrop_require_depositor_proof: Option<bool>,
+    /// Refuse dead-drop envelopes without recipient_fingerprint [default: false].
+    #[arg(
+        long,
+        env = "TRYST_DEADDROP_REQUIRE_RECIPIENT_FINGERPRINT",
+        value_name = "BOOL"
+    )]
+    pub deaddrop_require_recipient_fingerprint: Option<bool>,
+}
+
+crate::config_keys::impl_settings_or!(DeadDropSettings {
+    deaddrop_key,
+    deaddrop_store,
+    deaddrop_store_pool,
+    deaddrop_max_payload,
+    deaddrop_max_pending,
+    deaddrop_max_mailboxes,
+    deaddrop_max_store_bytes,
+    deaddrop_rate_limit,
+    deaddrop_rate_window,
+    deaddrop_require_depositor_proof,
+    deaddrop_require_recipient_fingerprint,
+});
+
 /// The dead-drop settings: defaults in `data_dir`, overridden and validated.
 pub fn resolve(
-    s: &crate::cli::Settings,
-    data_dir: &std::path::Path,
-    cwd: &Result<&std::path::Path, std::io::Error>,
+    s: &DeadDropSettings,
+    cx: &crate::families::ResolveContext<'_>,
 ) -> Result<DeadDropConfig, crate::config::ConfigError> {
     use crate::config::{absolute, invalid};
+    let (data_dir, cwd) = (cx.data_dir, cx.cwd);
     let mut d = DeadDropConfig::in_dir(data_dir);
     if let Some(key) = &s.deaddrop_key {
         d.key_path = absolute(key.clone(), cwd)?;
@@ -757,6 +843,83 @@ mod tests {
             "tryst_deaddrop_deposits_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+        }
+    }
+}
+
+/// Its settings as `tryst serve` resolves them (flags, config keys, refusals).
+#[cfg(test)]
+mod settings_tests {
+    use crate::cli::Settings;
+    use crate::config::tests::resolve;
+    use crate::config::{ConfigError, parse_config};
+
+    #[test]
+    fn deaddrop_store_default_parse_and_validate() {
+        use crate::deaddrop::StoreChoice;
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.families.deaddrop.store, StoreChoice::Redb);
+        assert_eq!(
+            c.families.deaddrop.describe_store(),
+            "redb /home/u/.local/share/tryst/deaddrop.redb"
+        );
+        let s = parse_config(
+            "deaddrop-store = \"postgres://tryst:hunter2@db:5433/mail\"\ndeaddrop-store-pool = 9\n",
+        )
+        .unwrap();
+        let c = resolve(s).unwrap();
+        assert_eq!(
+            c.families.deaddrop.store,
+            StoreChoice::Postgres {
+                url: "postgres://tryst:hunter2@db:5433/mail".into(),
+                pool_size: 9
+            }
+        );
+        // Neither the start-up line nor Debug shows the password.
+        assert_eq!(
+            c.families.deaddrop.describe_store(),
+            "postgres host=db dbname=mail user=tryst pool=9"
+        );
+        assert!(!format!("{:?}", c.families.deaddrop).contains("hunter2"));
+        let c = resolve(
+            parse_config("deaddrop-store = \"postgresql:///mail?host=/run/postgresql\"\n").unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            c.families.deaddrop.store,
+            StoreChoice::Postgres { pool_size: 4, .. }
+        ));
+        for (text, key, message) in [
+            (
+                "deaddrop-store = \"mysql://db/mail\"\n",
+                "deaddrop-store",
+                "invalid `deaddrop-store`: must be a postgres:// or postgresql:// URL",
+            ),
+            (
+                "deaddrop-store = \"postgres://db:notaport/mail\"\n",
+                "deaddrop-store",
+                "",
+            ),
+            (
+                "deaddrop-store-pool = 4\n",
+                "deaddrop-store-pool",
+                "invalid `deaddrop-store-pool`: needs --deaddrop-store postgres://...",
+            ),
+            (
+                "deaddrop-store = \"postgres:///x\"\ndeaddrop-store-pool = 0\n",
+                "deaddrop-store-pool",
+                "invalid `deaddrop-store-pool`: must be between 1 and 1024",
+            ),
+        ] {
+            match resolve(parse_config(text).unwrap()) {
+                Err(e @ ConfigError::Invalid { key: k, .. }) => {
+                    assert_eq!(k, key);
+                    if !message.is_empty() {
+                        assert_eq!(e.to_string(), message);
+                    }
+                }
+                other => panic!("{text}: expected Invalid, got {other:?}"),
+            }
         }
     }
 }

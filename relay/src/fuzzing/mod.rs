@@ -16,6 +16,7 @@ pub mod node_provisioning_record;
 pub mod pico_channel;
 pub mod qredo_lf;
 pub mod qredo_ownership;
+pub mod serve_config;
 pub mod stun_message;
 pub mod tag_proof;
 pub mod tag_target;
@@ -40,6 +41,7 @@ pub const TARGETS: &[Target] = &[
     ("pico_channel", pico_channel::run),
     ("qredo_lf", qredo_lf::run),
     ("qredo_ownership", qredo_ownership::run),
+    ("serve_config", serve_config::run),
     ("stun_message", stun_message::run),
     ("tag_proof", tag_proof::run),
     ("tag_target", tag_target::run),

@@ -4,14 +4,15 @@
 //!
 //! Every error is `application/json` `{"error":"<reason>"}`.
 
-use super::board::{Board, BoardLimits, valid_workspace};
+use super::HiveConfig;
+use super::board::{Board, valid_workspace};
 use super::forward::{
-    DRAIN_DOMAIN, DRAIN_SCHEME, ForwardError, ForwardLimits, MailboxKey, Mailboxes, ProofError,
-    ReplayCache, check_proof, parse_proof,
+    DRAIN_DOMAIN, DRAIN_SCHEME, ForwardError, MailboxKey, Mailboxes, ProofError, ReplayCache,
+    check_proof, parse_proof,
 };
 use super::record::{MAX_PUBLICATION_BYTES, parse_uuid};
-use super::store::{InsertError, Inserted, PublicationStore, StoreLimits};
-use super::verify::{PublicationError, PublicationPolicy, verify_publication};
+use super::store::{InsertError, Inserted, PublicationStore};
+use super::verify::{PublicationError, verify_publication};
 use crate::body::{BodyError, json_reply};
 use crate::clock::unix_now_signed;
 use base64::Engine as _;
@@ -33,39 +34,6 @@ pub const STUN_PORT_HEADER: &str = "tryst-stun-port";
 
 /// Most publications in one federation export page.
 pub const MAX_EXPORT_PAGE: usize = 256;
-
-/// Settings of the Hive family.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HiveConfig {
-    /// Publication checks (TTL cap, skew window).
-    pub policy: PublicationPolicy,
-    /// Publication caps.
-    pub store: StoreLimits,
-    /// Forward mailbox limits.
-    pub forward: ForwardLimits,
-    /// How long a forward drain waits for data before 204.
-    pub poll_timeout: Duration,
-    /// The unsigned candidates board, or `None` (off: its paths answer 404).
-    pub board: Option<BoardLimits>,
-    /// Peer relays to mirror publications with (`http://host:port`).
-    pub mirrors: Vec<super::mirror::MirrorPeer>,
-    /// How often each peer is pulled.
-    pub mirror_interval: Duration,
-}
-
-impl Default for HiveConfig {
-    fn default() -> Self {
-        Self {
-            policy: PublicationPolicy::default(),
-            store: StoreLimits::default(),
-            forward: ForwardLimits::default(),
-            poll_timeout: Duration::from_secs(25),
-            board: None,
-            mirrors: Vec::new(),
-            mirror_interval: Duration::from_secs(10),
-        }
-    }
-}
 
 #[derive(Debug)]
 struct State {

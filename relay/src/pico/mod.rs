@@ -7,11 +7,16 @@
 //!   `oneshot::Receiver` and a timer; it costs no thread. If its connection closes, hyper
 //!   drops the future and a guard puts the channel back to standby.
 //! - [`route`]: which paths and methods belong to this family (pure).
+//! - `service.rs`: its [`crate::family::ServiceFamily`].
+//! - here also: [`PicoSettings`] (its flags) and [`resolve`] (its [`PicoLimits`]).
+//!
+//! Pico has no `CONNECT` side, so no `connect.rs`.
 
 pub mod channel;
 mod service;
 
 use crate::body::{BodyError, json_reply};
+use crate::duration::HumanDuration;
 use channel::{Limits, Notice, Read, Refusal, Table, Timer, WaitId, Write};
 use http_body_util::Full;
 use hyper::body::{Body, Bytes};
@@ -484,8 +489,36 @@ fn too_large() -> PicoResponse {
     )
 }
 
+/// The Pico flags (`tryst serve --pico-*`, config keys of the same names).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct PicoSettings {
+    /// How long a Pico channel GET or POST waits for its peer before the code-2 answer [default: 40s].
+    #[arg(long, env = "TRYST_PICO_WAIT", value_name = "DURATION")]
+    pub pico_wait: Option<HumanDuration>,
+    /// A Pico channel is removed this long after its creation (not extended by use) [default: 30m].
+    #[arg(long, env = "TRYST_PICO_CHANNEL_TTL", value_name = "DURATION")]
+    pub pico_channel_ttl: Option<HumanDuration>,
+    /// Most Pico channels at once; creating one more is answered 503 [default: 65536].
+    #[arg(long, env = "TRYST_PICO_MAX_CHANNELS", value_name = "N")]
+    pub pico_max_channels: Option<usize>,
+    /// Most waiting Pico GETs and POSTs at once; one more is answered 503 [default: 256].
+    #[arg(long, env = "TRYST_PICO_MAX_WAITING", value_name = "N")]
+    pub pico_max_waiting: Option<usize>,
+}
+
+crate::config_keys::impl_settings_or!(PicoSettings {
+    pico_wait,
+    pico_channel_ttl,
+    pico_max_channels,
+    pico_max_waiting,
+});
+
 /// The Pico limits from `s` (defaults where unset), validated.
-pub fn resolve(s: &crate::cli::Settings) -> Result<Limits, crate::config::ConfigError> {
+pub fn resolve(
+    s: &PicoSettings,
+    _cx: &crate::families::ResolveContext<'_>,
+) -> Result<Limits, crate::config::ConfigError> {
     use crate::config::{invalid, positive};
     let pico_defaults = Limits::default();
     let pico = Limits {
@@ -623,5 +656,47 @@ mod tests {
         assert_eq!(resp.headers()["content-type"], "application/json");
         assert_eq!(body(resp).await, TIMEOUT_JSON.as_bytes());
         assert_eq!(pico.counts(), (1, 0));
+    }
+}
+
+/// Its settings as `tryst serve` resolves them (flags, config keys, refusals).
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+    use crate::cli::Settings;
+    use crate::config::tests::resolve;
+    use crate::config::{ConfigError, parse_config};
+
+    #[test]
+    fn pico_settings_default_parse_and_validate() {
+        let c = resolve(Settings::default()).unwrap();
+        assert_eq!(c.families.pico, PicoLimits::default());
+        assert_eq!(c.families.pico.wait, Duration::from_secs(40));
+        assert_eq!(c.families.pico.channel_ttl, Duration::from_secs(1800));
+        let s = parse_config(
+            "pico-wait = \"300ms\"\npico-channel-ttl = \"2m\"\npico-max-channels = 9\npico-max-waiting = 3\n",
+        )
+        .unwrap();
+        let c = resolve(s).unwrap();
+        assert_eq!(
+            c.families.pico,
+            PicoLimits {
+                wait: Duration::from_millis(300),
+                channel_ttl: Duration::from_secs(120),
+                max_channels: 9,
+                max_waiting: 3,
+            }
+        );
+        for (text, key) in [
+            ("pico-wait = \"0s\"\n", "pico-wait"),
+            ("pico-channel-ttl = \"0s\"\n", "pico-channel-ttl"),
+            ("pico-max-channels = 0\n", "pico-max-channels"),
+            ("pico-max-waiting = 0\n", "pico-max-waiting"),
+        ] {
+            match resolve(parse_config(text).unwrap()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key),
+                other => panic!("{key}: expected Invalid, got {other:?}"),
+            }
+        }
     }
 }

@@ -7,6 +7,11 @@
 //! - [`store`]: the durable `Conversations` queues (redb).
 //! - [`service`]: [`Qredo`], the RPC core and its `POST /services` adapter.
 //! - [`ws`]: the WebSocket at `/services` (several requests in flight, subscriptions).
+//! - here: [`QredoConfig`], [`QredoSettings`] (its flags) and [`resolve`].
+//!
+//! `service.rs` holds the RPC core as well as its [`crate::family::ServiceFamily`]. There
+//! is no `connect.rs`: the `CONNECT` side of Qredo's tags is the `tag:` family
+//! ([`crate::tag`]), whose limits `/services` shares.
 //!
 //! Apps: every request carries the SDK's `appId` and `appSecret` (the hex-decoded
 //! secret). The relay answers an app listed in `--qredo-apps` (secret compared in
@@ -23,7 +28,6 @@ pub mod ws;
 pub use service::Qredo;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Why a call failed: encoded as the SDK's failure result (`R`) with one error item,
 /// `(I<code> S<message> (S"tryst" S<name>))`. The codes are tryst's (Qredo's own
@@ -200,16 +204,32 @@ pub fn parse_apps(text: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
         .collect()
 }
 
+/// The Qredo `/services` flags (`tryst serve --qredo-*`, config keys of the same names).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct QredoSettings {
+    /// Qredo /services: answer every appId/appSecret, not only those in --qredo-apps [default: false].
+    #[arg(long, env = "TRYST_QREDO_OPEN", value_name = "BOOL")]
+    pub qredo_open: Option<bool>,
+    /// Qredo /services: TOML file of operator-provisioned apps, `[apps]` "<appId>" = "<secret, hex>" [default: none].
+    #[arg(long, env = "TRYST_QREDO_APPS", value_name = "FILE")]
+    pub qredo_apps: Option<PathBuf>,
+}
+
+crate::config_keys::impl_settings_or!(QredoSettings {
+    qredo_open,
+    qredo_apps,
+});
+
 /// Qredo's `/services`: its store in `data_dir`, the apps flags, and the `tag:` family's
 /// caps (most tags, longest duration) and proof window, shared so both faces of a tag
 /// follow the same limits.
 pub fn resolve(
-    s: &crate::cli::Settings,
-    data_dir: &std::path::Path,
-    cwd: &Result<&std::path::Path, std::io::Error>,
+    s: &QredoSettings,
+    cx: &crate::families::ResolveContext<'_>,
     tag: &crate::tag::table::TagLimits,
-    proof_window: Duration,
 ) -> Result<QredoConfig, crate::config::ConfigError> {
+    let (data_dir, cwd, proof_window) = (cx.data_dir, cx.cwd, cx.proof_window);
     use crate::config::absolute;
     let mut q = QredoConfig::in_dir(data_dir);
     q.open = s.qredo_open.unwrap_or(false);

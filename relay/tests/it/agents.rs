@@ -5,7 +5,8 @@
 //! counters polled under a deadline; ports are ephemeral (a relay restarted "on the same
 //! port" reuses the port its first run was given by the kernel).
 
-use crate::tunnel::{ID, OK, Relay, SECRET, b64url, metric_sum, read_exact_n, read_to_close};
+use crate::relay::{Relay, reach_at};
+use crate::tunnel::{ID, OK, SECRET, b64url, metric_sum, read_exact_n, read_to_close};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -183,23 +184,29 @@ fn serve_echo(listener: TcpListener) {
     }
 }
 
-/// A reach by hand (as a client would): the connection after its 200.
-fn reach(relay: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(relay).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(tryst_client::heads::reach_head(ID).as_bytes())
-        .unwrap();
-    let got = read_exact_n(&mut s, OK.len());
-    assert_eq!(got, OK, "{}", String::from_utf8_lossy(&got));
-    s
-}
-
 /// One echo round trip through a fresh reach.
 fn echo_once(relay: SocketAddr, msg: &[u8]) {
-    let mut s = reach(relay);
+    let mut s = reach_at(relay, b"");
     s.write_all(msg).unwrap();
     s.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_close(&mut s), String::from_utf8_lossy(msg));
+}
+
+/// Writes `data` to `s` (from a thread) and half-closes it, while reading what comes
+/// back until the far end closes; returns that.
+fn echo_round_trip(mut s: TcpStream, data: &[u8]) -> Vec<u8> {
+    let writer = {
+        let mut s = s.try_clone().unwrap();
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            s.write_all(&data).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).unwrap();
+    writer.join().unwrap();
+    back
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -215,19 +222,8 @@ fn expose_carries_bytes_both_ways_and_reparks_after_each_pairing() {
     let agent = Agent::start(relay.addr, &echo.to_string(), &["--pool", "2"]);
     assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
     let big = pattern(4 << 20, 9);
-    let mut s = reach(relay.addr);
-    let writer = {
-        let mut s = s.try_clone().unwrap();
-        let big = big.clone();
-        std::thread::spawn(move || {
-            s.write_all(&big).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).unwrap();
-    writer.join().unwrap();
-    assert!(back == big, "echoed bytes differ");
+    let s = reach_at(relay.addr, b"");
+    assert!(echo_round_trip(s, &big) == big, "echoed bytes differ");
     // The pool is refilled at once after the pairing.
     assert_eq!(relay.await_metric("tryst_parked", 2), 2);
     assert_eq!(agent.metric("tryst_agent_paired_total"), 1);
@@ -341,7 +337,7 @@ fn a_local_target_down_closes_the_client_cleanly_and_the_agent_keeps_serving() {
     let to = format!("127.0.0.1:{port}");
     let agent = Agent::start(relay.addr, &to, &["--pool", "2"]);
     assert_eq!(relay.await_metric("tryst_parked", 2), 2);
-    let mut s = reach(relay.addr);
+    let mut s = reach_at(relay.addr, b"");
     s.write_all(b"anyone there?").unwrap();
     let mut rest = Vec::new();
     // A clean close (EOF), not a reset and not a hang.
@@ -373,7 +369,7 @@ fn the_agent_reconnects_after_the_relay_is_killed_idle_and_mid_tunnel() {
     assert_eq!(relay.await_metric("tryst_parked", 2), 2);
     for round in 0..2 {
         let tunnel = (round == 1).then(|| {
-            let mut s = reach(addr);
+            let mut s = reach_at(addr, b"");
             s.write_all(b"mid").unwrap();
             assert_eq!(read_exact_n(&mut s, 3), b"mid");
             s
@@ -421,7 +417,7 @@ fn sigterm_stops_parking_drains_open_tunnels_and_exits_zero() {
     let echo = echo_server();
     let mut agent = Agent::start(relay.addr, &echo.to_string(), &["--drain-timeout", "10s"]);
     assert_eq!(relay.await_metric("tryst_parked", 4), 4);
-    let mut s = reach(relay.addr);
+    let mut s = reach_at(relay.addr, b"");
     s.write_all(b"before").unwrap();
     assert_eq!(read_exact_n(&mut s, 6), b"before");
     nix::sys::signal::kill(
@@ -814,20 +810,9 @@ fn tls_with_a_pinned_certificate_for_expose_and_connect_and_a_wrong_pin_is_refus
     );
     assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
     let (_connect, local, _log) = connect_listen(tls, &["--tls", "--pin", &pin]);
-    let mut s = TcpStream::connect(local).unwrap();
+    let s = TcpStream::connect(local).unwrap();
     let data = pattern(1 << 20, 5);
-    let writer = {
-        let mut s = s.try_clone().unwrap();
-        let data = data.clone();
-        std::thread::spawn(move || {
-            s.write_all(&data).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).unwrap();
-    writer.join().unwrap();
-    assert!(back == data, "echo over TLS differs");
+    assert!(echo_round_trip(s, &data) == data, "echo over TLS differs");
     // A different pin: the handshake fails, reported as unreachable (5).
     let wrong = format!("sha256:{}", "00".repeat(32));
     let out = tryst()
@@ -1080,18 +1065,7 @@ fn a_hive_device_behind_expose_is_reached_natively_and_through_connect() {
     s.write_all(format!("CONNECT {target} HTTP/1.1\r\n\r\n").as_bytes())
         .unwrap();
     assert_eq!(read_exact_n(&mut s, OK.len()), OK);
-    let writer = {
-        let mut s = s.try_clone().unwrap();
-        let big = big.clone();
-        std::thread::spawn(move || {
-            s.write_all(&big).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).unwrap();
-    writer.join().unwrap();
-    assert!(back == big, "echoed bytes differ");
+    assert!(echo_round_trip(s, &big) == big, "echoed bytes differ");
     // `tryst connect --hive` joins stdin/stdout to the device's service.
     assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
     let input = pattern(256 << 10, 8);

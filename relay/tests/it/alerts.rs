@@ -4,7 +4,7 @@
 //! (tryst.rules.test.yml) and finds no lint problem in a real scrape. `promtool` comes
 //! from Debian's `prometheus` package, installed by scripts/test-deps.sh.
 
-use crate::tunnel::Relay;
+use crate::relay::Relay;
 use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::PathBuf;

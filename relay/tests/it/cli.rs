@@ -546,7 +546,7 @@ fn provision_totp_prints_uri_qr_and_record_and_exports_imports() {
 /// relay a data directory of its own; everything else is the printed command.
 #[test]
 fn the_serve_command_provision_totp_prints_runs() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     let home = tempfile::tempdir().unwrap();
     let data = home.path().join("data");
     let node_id = "2f402f80-da50-11e1-9b23-0123456789ab";
@@ -566,7 +566,7 @@ fn the_serve_command_provision_totp_prints_runs() {
         .lines()
         .find_map(|l| l.trim_start().strip_prefix("tryst serve "))
         .unwrap_or_else(|| panic!("no serve command in {printed}"));
-    let mut args: Vec<String> = vec!["serve".into()];
+    let mut args: Vec<String> = Vec::new();
     for word in command.split_whitespace() {
         args.push(if word.starts_with("0.0.0.0:") {
             "127.0.0.1:0".into()
@@ -575,40 +575,17 @@ fn the_serve_command_provision_totp_prints_runs() {
         });
     }
     assert!(args.iter().any(|a| a == "--tls-listen"), "{args:?}");
-    args.extend(["--listen", "127.0.0.1:0", "--workers", "1", "--data-dir"].map(String::from));
-    args.push(home.path().join("serve-data").to_str().unwrap().to_owned());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("TRYST_") || key == "XDG_DATA_HOME" {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
-        .env("HOME", home.path())
+    let relay = crate::relay::Relay::builder()
+        .workers(1)
+        .default_client_wait()
+        .no_secrets()
+        .home(home.path())
+        .data_dir(home.path().join("serve-data"))
+        .log_file(home.path().join("relay.log"))
         .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let _guard = Kill(child);
-    let lines: Vec<String> = (0..4)
-        .map(|_| {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            line.trim_end().to_owned()
-        })
-        .collect();
-    let named = |prefix: &str| lines.iter().find_map(|l| l.strip_prefix(prefix));
-    assert!(named("tryst: tls listening on ").is_some(), "{lines:?}");
-    let plain: std::net::SocketAddr = named("tryst: listening on ").unwrap().parse().unwrap();
+        .start();
+    assert!(relay.tls_addr.is_some(), "{:?}", relay.lines);
+    let plain = relay.addr;
     // The printed park line, with the code oathtool would print now.
     let b32 = printed
         .lines()

@@ -8,9 +8,8 @@
 //! and say SKIPPED without it. PostgreSQL only: two nodes on one database, and
 //! PostgreSQL stopped and started again under load.
 
+use crate::relay::Relay;
 use base64::Engine as _;
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use rand::Rng as _;
 use rsa::RsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey as _;
@@ -18,11 +17,11 @@ use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/deaddrop");
@@ -36,13 +35,6 @@ fn now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
-}
-
-/// A running `tryst serve` with the dead-drop.
-struct Relay {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
 }
 
 /// Which store a scenario runs against.
@@ -119,58 +111,19 @@ both_stores!(
     a_retrieve_proof_used_before_a_restart_is_refused_after_it,
 );
 
-impl Relay {
-    fn start(store: &Store, home: &Path, data_dir: &Path, extra: &[&str]) -> Self {
-        let log = home.join(format!("relay-{}.log", rand::random::<u32>()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tryst"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("TRYST_") || key == "XDG_DATA_HOME" {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .env("HOME", home)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(extra)
-            .args(&store.args)
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        out.read_line(&mut first).unwrap();
-        let addr = first
-            .strip_prefix("tryst: listening on ")
-            .and_then(|a| a.trim_end().parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "first line {first:?}; log:\n{}",
-                    fs::read_to_string(&log).unwrap_or_default()
-                )
-            });
-        Self { child, addr, log }
-    }
-
-    fn kill9(mut self) {
-        kill(Pid::from_raw(self.child.id() as i32), Signal::SIGKILL).unwrap();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A one-worker relay with the dead-drop on `store`, `HOME` in `home`, its log in a file
+/// of `home`.
+fn start_relay(store: &Store, home: &Path, data_dir: &Path, extra: &[&str]) -> Relay {
+    Relay::builder()
+        .workers(1)
+        .default_client_wait()
+        .no_secrets()
+        .home(home)
+        .data_dir(data_dir)
+        .log_file(home.join(format!("relay-{}.log", rand::random::<u32>())))
+        .args(extra)
+        .args(&store.args)
+        .start()
 }
 
 /// One HTTP exchange: (status, headers lower-cased, body).
@@ -277,7 +230,7 @@ fn endpoints_error_codes_and_check_order(kind: Kind) {
     let home = tempfile::tempdir().unwrap();
     let data = home.path().join("data");
     let store = Store::new(kind);
-    let relay = Relay::start(
+    let relay = start_relay(
         &store,
         home.path(),
         &data,
@@ -569,13 +522,13 @@ fn endpoints_error_codes_and_check_order(kind: Kind) {
     drop(relay);
 
     // The key survives a restart.
-    let relay = Relay::start(&store, home.path(), &data, &[]);
+    let relay = start_relay(&store, home.path(), &data, &[]);
     assert_eq!(relay_pem(relay.addr), rpem);
 }
 
 fn rate_limit_counts_rejected_deposits_and_says_when(kind: Kind) {
     let home = tempfile::tempdir().unwrap();
-    let relay = Relay::start(
+    let relay = start_relay(
         &Store::new(kind),
         home.path(),
         &home.path().join("d"),
@@ -611,7 +564,7 @@ fn rate_limit_counts_rejected_deposits_and_says_when(kind: Kind) {
 
 fn caps_answer_507(kind: Kind) {
     let home = tempfile::tempdir().unwrap();
-    let relay = Relay::start(
+    let relay = start_relay(
         &Store::new(kind),
         home.path(),
         &home.path().join("d"),
@@ -636,7 +589,7 @@ fn caps_answer_507(kind: Kind) {
         (507, err("too_many_mailboxes"))
     );
     let home2 = tempfile::tempdir().unwrap();
-    let small = Relay::start(
+    let small = start_relay(
         &Store::new(kind),
         home2.path(),
         &home2.path().join("d"),
@@ -680,7 +633,7 @@ fn kill_9_loses_no_acknowledged_deposit(kind: Kind) {
     let mut delivered: HashSet<String> = HashSet::new();
     let mut unacked_earlier: HashSet<String> = HashSet::new();
     for cycle in 0..cycles {
-        let relay = Relay::start(&store, home.path(), &data, &flags);
+        let relay = start_relay(&store, home.path(), &data, &flags);
         let addr = relay.addr;
         let rpem = relay_pem(addr);
         // Everything acknowledged before the last kill must be here, exactly.
@@ -756,7 +709,7 @@ fn kill_9_loses_no_acknowledged_deposit(kind: Kind) {
             sent.extend(tried);
         }
     }
-    let relay = Relay::start(&store, home.path(), &data, &flags);
+    let relay = start_relay(&store, home.path(), &data, &flags);
     let got = retrieve_all(relay.addr, &bob, &relay_pem(relay.addr));
     let got_set: HashSet<&String> = got.iter().collect();
     for m in &acked {
@@ -772,7 +725,7 @@ fn kill_9_loses_no_acknowledged_deposit(kind: Kind) {
         );
     }
     println!("kill -9 test: {total_acked} acknowledged deposits over {cycles} cycles, none lost");
-    let _ = fs::read_to_string(&relay.log);
+    let _ = relay.log();
 }
 
 /// The real client: hivemind-rendezvous 0.1.2a2's own signing and envelope helpers
@@ -795,7 +748,7 @@ fn real_hivemind_client_passes_every_scenario(kind: Kind) {
         }
     };
     let home = tempfile::tempdir().unwrap();
-    let relay = Relay::start(
+    let relay = start_relay(
         &Store::new(kind),
         home.path(),
         &home.path().join("d"),
@@ -813,7 +766,7 @@ fn real_hivemind_client_passes_every_scenario(kind: Kind) {
         out.status.success() && stdout.contains("ALL OK"),
         "driver failed:\n{stdout}\n{}\nrelay log:\n{}",
         String::from_utf8_lossy(&out.stderr),
-        fs::read_to_string(&relay.log).unwrap_or_default()
+        relay.log()
     );
 }
 
@@ -836,7 +789,7 @@ fn postgres_two_nodes_share_one_database() {
     let store = Store::new(Kind::Postgres);
     let home = tempfile::tempdir().unwrap();
     let flags = ["--deaddrop-rate-limit", "100000"];
-    let a = Relay::start(&store, home.path(), &home.path().join("a"), &flags);
+    let a = start_relay(&store, home.path(), &home.path().join("a"), &flags);
     // B has a key file of its own: the database's key wins, and B says so.
     fs::create_dir(home.path().join("b")).unwrap();
     fs::write(
@@ -844,19 +797,15 @@ fn postgres_two_nodes_share_one_database() {
         fixture("other-key.pem"),
     )
     .unwrap();
-    let b = Relay::start(&store, home.path(), &home.path().join("b"), &flags);
+    let b = start_relay(&store, home.path(), &home.path().join("b"), &flags);
     let rpem = relay_pem(a.addr);
     assert_eq!(relay_pem(b.addr), rpem, "the nodes present different keys");
-    let b_log = fs::read_to_string(&b.log).unwrap();
+    let b_log = b.log();
     assert!(
         b_log.contains("differs from the key in the database"),
         "{b_log}"
     );
-    assert!(
-        !fs::read_to_string(&a.log)
-            .unwrap()
-            .contains("differs from the key in the database")
-    );
+    assert!(!a.log().contains("differs from the key in the database"));
     let bob = Identity::fixture("client");
 
     let first = intercom(json!({"n": "first"}));
@@ -1010,7 +959,7 @@ fn postgres_stopped_and_started_while_deposits_flow() {
     let url = tryst_relay::deaddrop::pg::testing::fresh_database_at(&cluster.socket).unwrap();
     let store = Store::at(&url);
     let home = tempfile::tempdir().unwrap();
-    let relay = Relay::start(
+    let relay = start_relay(
         &store,
         home.path(),
         &home.path().join("d"),
@@ -1139,7 +1088,7 @@ fn postgres_promoted_synchronous_standby_holds_every_acknowledged_deposit() {
         "1000000",
     ];
     let home = tempfile::tempdir().unwrap();
-    let relay = Relay::start(
+    let relay = start_relay(
         &Store::at(&url),
         home.path(),
         &home.path().join("a"),
@@ -1191,7 +1140,7 @@ fn postgres_promoted_synchronous_standby_holds_every_acknowledged_deposit() {
     standby.promote();
     drop(relay);
     let standby_url = url.replace(&primary.socket, &standby.socket);
-    let relay = Relay::start(
+    let relay = start_relay(
         &Store::at(&standby_url),
         home.path(),
         &home.path().join("b"),
@@ -1223,13 +1172,13 @@ fn a_retrieve_proof_used_before_a_restart_is_refused_after_it(kind: Kind) {
     let home = tempfile::tempdir().unwrap();
     let data = home.path().join("data");
     let bob = Identity::fixture("client");
-    let relay = Relay::start(&store, home.path(), &data, &[]);
+    let relay = start_relay(&store, home.path(), &data, &[]);
     let rpem = relay_pem(relay.addr);
     let proof = bob.proof(&rpem, now());
     let (status, v) = post(relay.addr, "/retrieve", &proof);
     assert_eq!(status, 200, "{v}");
     relay.kill9();
-    let relay = Relay::start(&store, home.path(), &data, &[]);
+    let relay = start_relay(&store, home.path(), &data, &[]);
     let a = relay.addr;
     assert_eq!(relay_pem(a), rpem);
     let payload = intercom(json!({"after": "restart"}));

@@ -2,9 +2,9 @@
 //! handed-over connections, the SIGTERM drain, gauges after a worker crash and
 //! node-rendezvous half-close. Each test starts its own relay (tunnel.rs's launcher).
 
+use crate::relay::Relay;
 use crate::tunnel::{
-    ID, Relay, metric_sum, now_unix, read_exact_n, read_to_close, series_value, wait_past,
-    worker_pids,
+    ID, metric_sum, now_unix, read_exact_n, read_to_close, series_value, wait_past, worker_pids,
 };
 use std::io::Write;
 use std::process::Command;
@@ -156,10 +156,11 @@ fn a_flood_aimed_at_one_worker_gets_503s_and_no_connection_is_closed_silently() 
     const NOFILE: u64 = 2048;
     let key = key_owning_id_on_worker_0();
     let placement = Placement::new(2, key);
-    let relay = Relay::start_with(&["--workers", "2", "--client-wait", "15s"], |mut c| {
-        c.env(TEST_OWNER_KEY_ENV, hex::encode(key));
-        under_prlimit(c, NOFILE)
-    });
+    let relay = Relay::builder()
+        .args(["--workers", "2", "--client-wait", "15s"])
+        .env(TEST_OWNER_KEY_ENV, hex::encode(key))
+        .wrap(|c| under_prlimit(c, NOFILE))
+        .start();
     // The worker budget the relay derives from that limit (docs/configuration.md).
     let budget = tryst_relay::config::sockets_per_worker(NOFILE, 128).unwrap() as u64;
     assert!(budget < NOFILE);
@@ -413,7 +414,7 @@ except (ConnectionError, ssl.SSLError):
 fn node_rendezvous_over_tls_ends_both_connections_on_close_notify() {
     let (n, mut server) = crate::node::start_tls_and_park();
     let tls = n.relay.tls_addr.unwrap();
-    let cafile = n.relay.dir.path().join("tls-cert.pem");
+    let cafile = n.relay.data_dir().join("tls-cert.pem");
     let mobile = Command::new("python3")
         .arg("-c")
         .arg(PY_TLS_MOBILE)

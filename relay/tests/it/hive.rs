@@ -2,7 +2,7 @@
 //! refusals with their exact JSON), forward mailboxes with the drain proof, the board
 //! switch, and federation between two relays (push and pull).
 
-use crate::tunnel::HttpRelay as Relay;
+use crate::relay::Relay;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer as _, SigningKey};
@@ -140,7 +140,7 @@ fn drain_auth(n: u8, nonce: [u8; 16]) -> String {
 
 #[test]
 fn publications_round_trip_exactly_and_refusals_are_named() {
-    let relay = Relay::start(&["--max-ttl", "120s"]);
+    let relay = Relay::http(&["--max-ttl", "120s"]);
     let a = relay.addr;
     assert_eq!(
         request(a, "GET", "/v1/health", &[], b""),
@@ -230,7 +230,7 @@ fn publications_round_trip_exactly_and_refusals_are_named() {
 
 #[test]
 fn forward_mailboxes_end_to_end() {
-    let relay = Relay::start(&["--forward-poll-timeout", "300ms"]);
+    let relay = Relay::http(&["--forward-poll-timeout", "300ms"]);
     let a = relay.addr;
     let path = format!("/v1/forward/{}/{}", ws(), dev(4));
     assert_eq!(
@@ -314,12 +314,12 @@ fn forward_mailboxes_end_to_end() {
 
 #[test]
 fn the_candidates_board_is_off_by_default_and_works_when_on() {
-    let off = Relay::start(&[]);
+    let off = Relay::http(&[]);
     assert_eq!(
         request(off.addr, "GET", "/v1/workspaces/w1/candidates", &[], b""),
         json(404, r#"{"error":"not found"}"#)
     );
-    let on = Relay::start(&["--hive-board", "true"]);
+    let on = Relay::http(&["--hive-board", "true"]);
     assert_eq!(
         request(
             on.addr,
@@ -355,11 +355,11 @@ fn wait_for(relay: &Relay, path: &str, want: &[u8]) {
 
 #[test]
 fn two_relays_federate_by_push_and_pull() {
-    let a = Relay::start(&[]);
+    let a = Relay::http(&[]);
     // Published on A before B exists: B learns it by pulling A's export.
     let p1 = publication(5, 0, 300);
     assert_eq!(request(a.addr, "POST", "/v1/rendezvous", &[], &p1), ok());
-    let b = Relay::start(&["--mirror", &a.url(), "--mirror-interval", "100ms"]);
+    let b = Relay::http(&["--mirror", &a.url(), "--mirror-interval", "100ms"]);
     wait_for(&b, &format!("/v1/rendezvous/{}/{}", ws(), dev(5)), &p1);
     // Published on B: pushed to A (which does not mirror anyone).
     let p2 = publication(6, 0, 300);
@@ -376,7 +376,7 @@ fn two_relays_federate_by_push_and_pull() {
 /// their forward mailboxes.
 #[test]
 fn two_devices_find_each_other_and_exchange_frames() {
-    let relay = Relay::start(&["--forward-poll-timeout", "5s"]);
+    let relay = Relay::http(&["--forward-poll-timeout", "5s"]);
     let a = relay.addr;
     let (x, y) = (7u8, 8u8);
     assert_eq!(
@@ -459,12 +459,12 @@ fn two_devices_find_each_other_and_exchange_frames() {
 #[test]
 fn max_ttl_caps_the_requested_ttl() {
     let p = publication(3, -10, 90);
-    let default = Relay::start(&[]);
+    let default = Relay::http(&[]);
     assert_eq!(
         request(default.addr, "POST", "/v1/rendezvous", &[], &p),
         ok()
     );
-    let capped = Relay::start(&["--max-ttl", "5s"]);
+    let capped = Relay::http(&["--max-ttl", "5s"]);
     assert_eq!(
         request(capped.addr, "POST", "/v1/rendezvous", &[], &p),
         json(400, r#"{"error":"publication already expired"}"#)

@@ -4,7 +4,8 @@
 //! from the STUN responder, publish, find each other, exchange frames through
 //! /v1/forward and then through a streaming tunnel.
 
-use crate::tunnel::{OK, Relay, now_unix, read_exact_n, series_value};
+use crate::relay::Relay;
+use crate::tunnel::{OK, now_unix, read_exact_n, series_value};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer as _, SigningKey};

@@ -10,6 +10,7 @@ mod hive_stream;
 mod node;
 mod pico;
 mod qredo;
+mod relay;
 mod serve;
 mod stun;
 mod tag;

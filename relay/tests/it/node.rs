@@ -7,7 +7,8 @@
 //! the lead's work; these tests use `Transport::Plain`, where the node rules apply to
 //! `uuid:` targets with a query string.
 
-use crate::tunnel::{Relay, read_exact_n, read_to_close};
+use crate::relay::Relay;
+use crate::tunnel::{read_exact_n, read_to_close};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -165,7 +166,7 @@ fn curl_digest_and_basic_reach_a_totp_parked_hidden_server() {
         "https://127.0.0.1:{}/some/path?q=1",
         n.relay.tls_addr.unwrap().port()
     );
-    let cafile = n.relay.dir.path().join("tls-cert.pem");
+    let cafile = n.relay.data_dir().join("tls-cert.pem");
     let user = format!("{ID}:x");
     let cafile = cafile.to_str().unwrap();
     let child = curl(&["--cacert", cafile, "--digest", "-u", &user, &tls_url]);
@@ -490,7 +491,7 @@ fn tls_python_hidden_server_and_curl_digest_client_move_a_mebibyte_each_way() {
         "127.0.0.1:0",
     ]);
     let tls = relay.tls_addr.unwrap();
-    let cafile = relay.dir.path().join("tls-cert.pem");
+    let cafile = relay.data_dir().join("tls-cert.pem");
     let code = code_at(LONG_STEP, now());
     let mut hidden = Command::new("python3")
         .arg("-c")

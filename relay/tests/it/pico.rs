@@ -5,7 +5,7 @@
 //! Ordering without sleeps: two requests of the same role race on one channel; exactly
 //! one is refused with 404 at once, which proves the other is the waiting party.
 
-use crate::tunnel::HttpRelay as Relay;
+use crate::relay::Relay;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
@@ -167,7 +167,7 @@ fn has_bytes(s: &TcpStream) -> bool {
 }
 
 fn short_relay() -> Relay {
-    Relay::start(&["--pico-wait", "300ms"])
+    Relay::http(&["--pico-wait", "300ms"])
 }
 
 #[test]
@@ -209,7 +209,7 @@ fn standby_waits_time_out_with_code_2_and_return_to_standby() {
 
 #[test]
 fn read_waiting_then_post_delivers_and_second_reader_is_404() {
-    let relay = Relay::start(&["--pico-wait", "20s"]);
+    let relay = Relay::http(&["--pico-wait", "20s"]);
     let msg: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     let reader = one_waiting(relay.addr, "GET", "/channel/rw", b"");
     assert_eq!(request(relay.addr, "POST", "/channel/rw", &msg), json(OK));
@@ -218,7 +218,7 @@ fn read_waiting_then_post_delivers_and_second_reader_is_404() {
 
 #[test]
 fn write_waiting_then_get_delivers_and_second_writer_is_404() {
-    let relay = Relay::start(&["--pico-wait", "20s"]);
+    let relay = Relay::http(&["--pico-wait", "20s"]);
     let writer = one_waiting(relay.addr, "POST", "/channel/wr", b"\0hello\xff");
     assert_eq!(
         request(relay.addr, "GET", "/channel/wr", b""),
@@ -233,7 +233,7 @@ fn write_waiting_then_get_delivers_and_second_writer_is_404() {
 
 #[test]
 fn a_vanished_writer_frees_the_slot_and_its_message_is_dropped() {
-    let relay = Relay::start(&["--pico-wait", "2s"]);
+    let relay = Relay::http(&["--pico-wait", "2s"]);
     let t0 = Instant::now();
     let writer = one_waiting(relay.addr, "POST", "/channel/v", b"lost");
     drop(writer);
@@ -258,7 +258,7 @@ fn a_vanished_writer_frees_the_slot_and_its_message_is_dropped() {
 
 #[test]
 fn delete_answers_ok_and_the_waiting_party_hears_code_minus_1() {
-    let relay = Relay::start(&["--pico-wait", "20s"]);
+    let relay = Relay::http(&["--pico-wait", "20s"]);
     let reader = one_waiting(relay.addr, "GET", "/channel/d", b"");
     assert_eq!(request(relay.addr, "DELETE", "/channel/d", b""), json(OK));
     assert_eq!(receive(reader), json(CLOSED));
@@ -274,7 +274,7 @@ fn delete_answers_ok_and_the_waiting_party_hears_code_minus_1() {
 
 #[test]
 fn channels_expire_after_their_lifetime_with_code_minus_1() {
-    let relay = Relay::start(&["--pico-wait", "20s", "--pico-channel-ttl", "700ms"]);
+    let relay = Relay::http(&["--pico-wait", "20s", "--pico-channel-ttl", "700ms"]);
     let t0 = Instant::now();
     assert_eq!(request(relay.addr, "GET", "/channel/e", b""), json(CLOSED));
     let took = t0.elapsed();
@@ -309,7 +309,7 @@ fn preflight_is_204_with_the_cors_trio() {
 
 #[test]
 fn bodies_up_to_1_mib_pass_and_larger_ones_are_413() {
-    let relay = Relay::start(&["--pico-wait", "20s"]);
+    let relay = Relay::http(&["--pico-wait", "20s"]);
     let big: Vec<u8> = (0..1024 * 1024).map(|i: u32| (i * 7 % 251) as u8).collect();
     let reader = one_waiting(relay.addr, "GET", "/channel/big", b"");
     assert_eq!(request(relay.addr, "POST", "/channel/big", &big), json(OK));
@@ -334,7 +334,7 @@ fn bodies_up_to_1_mib_pass_and_larger_ones_are_413() {
 
 #[test]
 fn caps_on_channels_and_waiting_requests_answer_503() {
-    let relay = Relay::start(&[
+    let relay = Relay::http(&[
         "--pico-wait",
         "20s",
         "--pico-max-channels",
@@ -414,7 +414,7 @@ fn pico_read(addr: SocketAddr, path: &str) -> Vec<u8> {
 
 #[test]
 fn libpico_framed_conversation_both_ways_over_a_channel_pair() {
-    let relay = Relay::start(&["--pico-wait", "200ms"]);
+    let relay = Relay::http(&["--pico-wait", "200ms"]);
     let addr = relay.addr;
     let name = |r: Resp| String::from_utf8(r.body).unwrap();
     let up = format!("/channel/{}", name(request(addr, "GET", "/new", b"")));
@@ -461,7 +461,7 @@ fn read_one(s: &mut TcpStream) -> Resp {
 
 #[test]
 fn requests_share_a_kept_alive_connection_like_libcurl() {
-    let relay = Relay::start(&["--pico-wait", "300ms"]);
+    let relay = Relay::http(&["--pico-wait", "300ms"]);
     let mut s = TcpStream::connect(relay.addr).unwrap();
     s.write_all(b"GET /new HTTP/1.1\r\nHost: r\r\n\r\n")
         .unwrap();
@@ -506,7 +506,7 @@ fn requests_share_a_kept_alive_connection_like_libcurl() {
 
 #[test]
 fn metrics_report_channels_and_waiting_parties() {
-    let relay = Relay::start(&["--pico-wait", "20s"]);
+    let relay = Relay::http(&["--pico-wait", "20s"]);
     let gauges = |relay: &Relay| {
         let body = request(relay.addr, "GET", "/metrics", b"").body;
         let text = String::from_utf8(body).unwrap();

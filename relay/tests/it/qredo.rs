@@ -5,7 +5,7 @@
 //! conversation keys, Ed25519 ownership signatures. Every refusal is checked as the exact
 //! failure result; none is a 5xx.
 
-use crate::tunnel::{HttpRelay, Relay};
+use crate::relay::Relay;
 use aes::cipher::{KeyIvInit as _, StreamCipher as _};
 use ed25519_dalek::SigningKey;
 use hkdf::Hkdf;
@@ -400,11 +400,11 @@ impl Queue {
     }
 }
 
-fn apps_relay() -> HttpRelay {
+fn apps_relay() -> Relay {
     let dir = tempfile::tempdir().unwrap();
     let apps = dir.path().join("apps.toml");
     std::fs::write(&apps, format!("[apps]\n\"{APP}\" = \"{APP_SECRET_HEX}\"\n")).unwrap();
-    let relay = HttpRelay::start(&["--qredo-apps", apps.to_str().unwrap()]);
+    let relay = Relay::http(&["--qredo-apps", apps.to_str().unwrap()]);
     // The file is read at start; the relay owns its settings from then on.
     drop(dir);
     relay
@@ -767,7 +767,7 @@ fn open_relay_answers_any_app_and_tls_carries_the_rpc() {
 
 #[test]
 fn without_apps_or_open_every_call_is_refused() {
-    let relay = HttpRelay::start(&[]);
+    let relay = Relay::http(&[]);
     let client = Client::new(relay.addr);
     assert_eq!(
         client.call("Ping", "ping", vec![]),

@@ -1,26 +1,33 @@
 //! `tryst serve` end to end: startup lines, the HTTP service, parking and reaching with a
 //! provisioned secret, SIGHUP reload, SIGTERM exit.
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use std::fs::{self, File};
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::relay::Relay;
+use nix::sys::signal::Signal;
+use std::fs;
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tryst_engine::target::RendezvousId;
 
 const ID_A: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
 const ID_B: &str = "11111111-2222-4333-8444-555555555555";
 
-/// A running `tryst serve`; killed on drop if the test did not stop it.
-struct Relay {
-    child: Child,
-    addr: SocketAddr,
-    data_dir: PathBuf,
-    log: PathBuf,
+/// A two-worker relay on `data_dir` (the relay's own client wait, no secrets file), with
+/// `HOME` in `home` and its log in `home/relay.log`; checks its data directory line.
+fn start(home: &Path, data_dir: &Path) -> Relay {
+    let relay = Relay::builder()
+        .default_client_wait()
+        .no_secrets()
+        .home(home)
+        .data_dir(data_dir)
+        .log_file(home.join("relay.log"))
+        .start();
+    let line = format!("tryst: data directory {}", data_dir.display());
+    assert!(relay.lines.contains(&line), "{:?}", relay.lines);
+    relay
 }
 
 fn tryst(home: &Path) -> Command {
@@ -32,67 +39,6 @@ fn tryst(home: &Path) -> Command {
     }
     cmd.env("HOME", home);
     cmd
-}
-
-impl Relay {
-    fn start(home: &Path, data_dir: &Path) -> Self {
-        let log = home.join("relay.log");
-        let mut child = tryst(home)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "2",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        let mut second = String::new();
-        out.read_line(&mut first).unwrap();
-        out.read_line(&mut second).unwrap();
-        let addr = first
-            .strip_prefix("tryst: listening on ")
-            .and_then(|a| a.trim_end().parse().ok())
-            .unwrap_or_else(|| panic!("first line {first:?}; log:\n{}", read(&log)));
-        assert_eq!(
-            second,
-            format!("tryst: data directory {}\n", data_dir.display())
-        );
-        Self {
-            child,
-            addr,
-            data_dir: data_dir.to_owned(),
-            log,
-        }
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(i32::try_from(self.child.id()).unwrap()), sig).unwrap();
-    }
-
-    /// SIGTERM, then waits for the exit; asserts it was clean.
-    fn stop(mut self) {
-        self.signal(Signal::SIGTERM);
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "{status}; log:\n{}", read(&self.log));
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn read(path: &Path) -> String {
-    fs::read_to_string(path).unwrap_or_default()
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> String {
@@ -149,10 +95,10 @@ fn park(addr: SocketAddr, data_dir: &Path, id: &str, nonce: u64) -> (TcpStream, 
 fn serve_prints_where_it_listens_serves_http_and_exits_cleanly() {
     let home = tempfile::tempdir().unwrap();
     let data_dir = home.path().join("data");
-    let relay = Relay::start(home.path(), &data_dir);
+    let relay = start(home.path(), &data_dir);
     assert_ne!(relay.addr.port(), 0);
     assert_eq!(
-        fs::metadata(&relay.data_dir).unwrap().permissions().mode() & 0o777,
+        fs::metadata(relay.data_dir()).unwrap().permissions().mode() & 0o777,
         0o700
     );
 
@@ -210,7 +156,7 @@ fn provisioned_server_is_reached_and_sighup_loads_new_ids() {
     let home = tempfile::tempdir().unwrap();
     let data_dir = home.path().join("data");
     provision(home.path(), &data_dir, ID_A);
-    let relay = Relay::start(home.path(), &data_dir);
+    let relay = start(home.path(), &data_dir);
 
     let (mut server, head) = park(relay.addr, &data_dir, ID_A, 1);
     assert_eq!(head, "HTTP/1.1 200\r\n\r\n");
@@ -252,7 +198,7 @@ fn provisioned_server_is_reached_and_sighup_loads_new_ids() {
         assert!(
             Instant::now() < deadline,
             "SIGHUP did not load the new id; log:\n{}",
-            read(&relay.log)
+            relay.log()
         );
         nonce += 1;
     }
@@ -262,7 +208,7 @@ fn provisioned_server_is_reached_and_sighup_loads_new_ids() {
 #[test]
 fn signals_right_after_the_startup_lines_are_handled() {
     let home = tempfile::tempdir().unwrap();
-    let relay = Relay::start(home.path(), &home.path().join("data"));
+    let relay = start(home.path(), &home.path().join("data"));
     // Default actions would kill the process; handlers are installed before printing.
     relay.signal(Signal::SIGHUP);
     relay.stop();

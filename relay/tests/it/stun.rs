@@ -3,7 +3,8 @@
 //! stuntman-client, or coturn's `turnutils_stunclient`; installed by
 //! scripts/test-deps.sh), and the drop counters on `/metrics`.
 
-use crate::tunnel::{Relay, series_value};
+use crate::relay::Relay;
+use crate::tunnel::series_value;
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;

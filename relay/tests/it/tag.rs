@@ -3,7 +3,8 @@
 //!
 //! Waiting is on events only: a read returning (200, a frame, EOF), a thread joining.
 
-use crate::tunnel::{OK, Relay, now_unix, read_exact_n, read_to_close, status_and_code};
+use crate::relay::Relay;
+use crate::tunnel::{OK, now_unix, read_exact_n, read_to_close, status_and_code};
 use ed25519_dalek::SigningKey;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -1,7 +1,8 @@
 //! The TLS listener: the same rendezvous over rustls-terminated connections, with the
 //! generated self-signed certificate as the client's only trust anchor (pinning).
 
-use crate::tunnel::{ID, OK, Relay, exchange_at, nonce, now_unix, park_head, read_exact_n};
+use crate::relay::Relay;
+use crate::tunnel::{ID, OK, exchange_at, nonce, now_unix, park_head, read_exact_n};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::io::{Read, Write};
@@ -16,7 +17,7 @@ fn start() -> Relay {
 }
 
 fn client_config(relay: &Relay) -> Arc<rustls::ClientConfig> {
-    pinned_config(&relay.dir.path().join("tls-cert.pem"))
+    pinned_config(&relay.data_dir().join("tls-cert.pem"))
 }
 
 pub(crate) fn tls_connect(relay: &Relay) -> Tls {

@@ -3,8 +3,10 @@
 //! `tryst serve`.)
 
 use super::*;
-use crate::hive::forward::proof_message;
+use crate::hive::board::BoardLimits;
+use crate::hive::forward::{ForwardLimits, proof_message};
 use crate::hive::record::{Candidate, Record, format_rfc3339_utc};
+use crate::hive::store::StoreLimits;
 use crate::hive::verify::sign_publication;
 use ed25519_dalek::{Signer as _, SigningKey};
 use http_body_util::BodyExt as _;
