@@ -159,6 +159,8 @@ pub struct ServeConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Qredo's Lingua Franca RPC at /services.
     pub qredo: crate::qredo::QredoConfig,
+    /// Several nodes as one (`--cluster-redis` and the mesh flags); `None`: a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -315,7 +317,9 @@ impl ServeConfig {
         let tag = crate::tag::resolve(&s, proof_window.as_secs(), client_wait)?;
         let hive = crate::hive::resolve(&s, proof_window.as_secs())?;
         let qredo = crate::qredo::resolve(&s, &data_dir, &cwd, &tag, proof_window)?;
+        let cluster = crate::cluster::resolve(&s, &cwd)?;
         Ok(Self {
+            cluster,
             tag,
             deaddrop,
             hive,

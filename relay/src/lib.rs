@@ -63,6 +63,7 @@ pub mod agent;
 pub mod body;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod deaddrop;
 pub mod duration;

@@ -66,6 +66,9 @@ pub enum ServeError {
     /// Qredo's `/services` could not start (its apps file or its store).
     #[error("{0}")]
     Qredo(#[from] crate::qredo::QredoError),
+    /// The cluster could not start (mesh key, mesh listener, directory client).
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// Another I/O failure, with what was being done.
     #[error("{what}: {source}")]
     Io {
@@ -264,6 +267,20 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         tls_lines.push_str(&format!("tryst: metrics listening on {metrics_local}\n"));
         metrics = Some(socket);
     }
+    let mut mesh = None;
+    if let Some(cluster) = &config.cluster {
+        let addr = cluster.mesh_listen;
+        let socket = bind_listener(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        let mesh_local = socket
+            .local_addr()
+            .map_err(io_err("reading the bound address"))?;
+        tls_lines.push_str(&format!(
+            "tryst: mesh listening on {mesh_local}\ntryst: cluster node {} directory {}\n",
+            cluster.node_name,
+            cluster.describe_redis()
+        ));
+        mesh = Some(socket);
+    }
     // The dead-drop's store, last: readers of the earlier lines need not skip it.
     tls_lines.push_str(&format!(
         "tryst: dead-drop store {}\n",
@@ -292,7 +309,11 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     worker_args.push(started.to_string().into());
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
-    let side = SideListeners { stun, metrics };
+    let side = SideListeners {
+        stun,
+        metrics,
+        mesh,
+    };
     runtime.block_on(supervise(
         engine, &config, signals, deaddrop, qredo, side, started,
     ))
@@ -332,6 +353,8 @@ struct SideListeners {
     stun: Option<std::net::UdpSocket>,
     /// `--metrics-listen`.
     metrics: Option<TcpListener>,
+    /// `--mesh-listen` (with `--cluster-redis`).
+    mesh: Option<TcpListener>,
 }
 
 async fn supervise(
@@ -343,7 +366,12 @@ async fn supervise(
     side: SideListeners,
     started: u64,
 ) -> Result<(), ServeError> {
-    let SideListeners { stun, metrics } = side;
+    let SideListeners {
+        stun,
+        metrics,
+        mesh,
+    } = side;
+    let cluster = start_cluster(&engine, config, mesh)?;
     let (stats, mut stats_requests) = StatsRequester::channel(64);
     let hive = crate::hive::Hive::new(config.hive.clone()).with_replay_floor(started);
     let stun = match stun {
@@ -366,6 +394,11 @@ async fn supervise(
     ];
     families.extend(stun.map(|s| Arc::new(s) as Arc<dyn ServiceFamily>));
     families.push(Arc::new(qredo));
+    families.extend(
+        cluster
+            .clone()
+            .map(|c| Arc::new(c) as Arc<dyn ServiceFamily>),
+    );
     for family in &families {
         family.start();
     }
@@ -434,6 +467,44 @@ async fn supervise(
     drop(inbox);
     tracing::info!("all workers exited");
     Ok(())
+}
+
+/// With `--cluster-redis`: builds the [`crate::cluster::Cluster`] handle, starts its
+/// directory and warm-socket tasks and the mesh listener (which gives verified mesh
+/// connections to the workers). `None` for a single node: nothing is started.
+fn start_cluster(
+    engine: &Engine,
+    config: &ServeConfig,
+    mesh: Option<TcpListener>,
+) -> Result<Option<crate::cluster::Cluster>, ServeError> {
+    let (Some(settings), Some(listener)) = (&config.cluster, mesh) else {
+        return Ok(None);
+    };
+    let local = listener
+        .local_addr()
+        .map_err(io_err("reading the bound address"))?;
+    let cluster = crate::cluster::Cluster::new(settings.clone(), local)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("registering the mesh listener"))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(io_err("registering the mesh listener"))?;
+    let injector = engine
+        .injector()
+        .map_err(io_err("preparing the mesh hand-off"))?;
+    cluster.spawn_tasks();
+    tokio::spawn(crate::cluster::mesh::serve(
+        cluster.clone(),
+        listener,
+        injector,
+    ));
+    tracing::info!(
+        node = cluster.node(),
+        epoch = cluster.epoch(),
+        mesh = %cluster.advertise(),
+        "cluster started"
+    );
+    Ok(Some(cluster))
 }
 
 /// Serves every queued hand-off. Ends with `WouldBlock` once the inbox is empty, or

@@ -188,6 +188,48 @@ impl StatsSnapshot {
     }
 }
 
+/// Who sent a connection to this node: a client, or another node of the cluster over the
+/// mesh (carrying a client's head). A mesh-origin reach is never carried to a third node
+/// (one hop at most).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// A client connected to this node.
+    #[default]
+    Client,
+    /// Another node carried the connection here (its preamble verified by the
+    /// supervisor).
+    Mesh,
+}
+
+/// Gives mesh connections (verified by the supervisor) to the workers: each goes to the
+/// next worker in turn, which reads, classifies and routes it like an accepted
+/// connection (handing it to the key's owner if needed), marked [`Origin::Mesh`].
+/// Cheap to share; usable from any thread.
+#[derive(Debug)]
+pub struct Injector {
+    sends: Vec<OwnedFd>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Injector {
+    /// Sends `conn` (non-blocking, with the bytes already read past the preamble) to a
+    /// worker; `Err(WouldBlock)` when every worker's inbox is full. `transport` is the
+    /// client's on the sending node.
+    pub fn inject(&self, conn: OwnedFd, early: &[u8], transport: Transport) -> io::Result<()> {
+        let n = self.sends.len();
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut last = io::Error::from(io::ErrorKind::WouldBlock);
+        for k in 0..n {
+            let sock = &self.sends[(start + k) % n];
+            match msg::send_injected(sock.as_fd(), conn.as_fd(), early, transport) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
 /// A connection passed to the HTTP service, with the bytes already read from it.
 #[derive(Debug)]
 pub struct HandedOff {
@@ -198,6 +240,8 @@ pub struct HandedOff {
     /// How the client reached the relay. For [`Transport::Tls`] the relay terminated
     /// TLS and `stream` is the plaintext end of a unix stream socket, not TCP.
     pub transport: Transport,
+    /// A client's own connection, or one another node carried here over the mesh.
+    pub origin: Origin,
 }
 
 /// The supervisor's end of the HTTP hand-off: a non-blocking unix datagram socket.
@@ -217,13 +261,14 @@ impl HttpInbox {
         loop {
             match msg::try_recv(self.recv.as_fd(), &mut buf)? {
                 None => return Ok(None),
-                Some(msg::Message::Conn(fd, early, transport)) => {
+                Some(msg::Message::Conn(fd, early, transport, origin)) => {
                     let stream = TcpStream::from(fd);
                     stream.set_nonblocking(false)?;
                     return Ok(Some(HandedOff {
                         stream,
                         early,
                         transport,
+                        origin,
                     }));
                 }
                 Some(msg::Message::LostConn) => {
@@ -441,6 +486,18 @@ impl Engine {
         self.slots[index].child = Some(child);
         self.slots[index].started = Instant::now();
         Ok(())
+    }
+
+    /// A handle that gives mesh connections to the workers (see [`Injector`]).
+    pub fn injector(&self) -> io::Result<Injector> {
+        Ok(Injector {
+            sends: self
+                .slots
+                .iter()
+                .map(|s| s.inbox_send.try_clone())
+                .collect::<io::Result<_>>()?,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
     }
 
     /// Where handed-off HTTP connections arrive.

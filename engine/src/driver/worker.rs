@@ -18,11 +18,11 @@
 //! fronts), `timers` (deadlines, sweeps, shutdown) and `decide` (the per-connection
 //! decisions, free of sockets and unit-tested).
 
-use super::EngineConfig;
 use super::msg::{self, Message};
 use super::pipes::PipePool;
 use super::shm::{Counter, WorkerCounters};
 use super::sys;
+use super::{EngineConfig, Origin};
 use crate::reject::Rejection;
 use crate::room::{EntryHandle, Room};
 use crate::route::{HalfClose, Router, Transport};
@@ -143,6 +143,8 @@ struct Sock<F = OwnedFd> {
     state: SockState,
     /// How the peer reached us (a TLS front's inner end is `Tls`).
     transport: Transport,
+    /// A client's own connection, or one another node carried over the mesh.
+    origin: Origin,
     /// `user_data` of the armed read-role and write-role polls.
     armed: [Option<u64>; 2],
 }
@@ -611,6 +613,7 @@ impl<R: Router> Worker<R> {
                     fd,
                     bytes: Vec::new(),
                     transport: Transport::Plain,
+                    origin: Origin::Client,
                     accepted: true,
                 });
                 self.counters.add(Counter::HandoffsOut, 1);
@@ -655,7 +658,7 @@ impl<R: Router> Worker<R> {
         let mut buf = std::mem::take(&mut self.msg_buf);
         loop {
             match msg::try_recv(self.inbox.as_fd(), &mut buf) {
-                Ok(Some(Message::Conn(fd, bytes, transport))) => {
+                Ok(Some(Message::Conn(fd, bytes, transport, origin))) => {
                     let deadline = self.now + self.cfg.head_timeout;
                     let idx = self.insert_sock(
                         fd,
@@ -667,6 +670,7 @@ impl<R: Router> Worker<R> {
                     // Now held here (published by insert_sock): no longer in transit.
                     self.counters_release_inbound();
                     self.socks[idx].transport = transport;
+                    self.socks[idx].origin = origin;
                     if self.held_fds() > self.socket_cap() {
                         // A sender's view of this worker lagged; the budget still holds.
                         self.refuse(idx, Rejection::Overloaded);
@@ -697,6 +701,9 @@ impl<R: Router> Worker<R> {
                     self.head_deadlines
                         .push_back((deadline, idx, self.sock_gens[idx]));
                     self.read_head(idx);
+                }
+                Ok(Some(Message::Injected(fd, bytes, transport))) => {
+                    self.on_injected(fd, bytes, transport);
                 }
                 Ok(Some(Message::LostConn)) => {
                     self.counters.add(Counter::HandoffsLost, 1);

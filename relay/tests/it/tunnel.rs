@@ -31,6 +31,8 @@ pub(crate) struct Relay {
     pub(crate) stun_addr: Option<SocketAddr>,
     /// The operators' address, when started with `--metrics-listen`.
     pub(crate) metrics_addr: Option<SocketAddr>,
+    /// The mesh listener's address, when started with `--cluster-redis`.
+    pub(crate) mesh_addr: Option<SocketAddr>,
     pub(crate) dir: tempfile::TempDir,
 }
 
@@ -188,7 +190,8 @@ impl Relay {
         let count = 2
             + 2 * usize::from(extra.contains(&"--tls-listen"))
             + usize::from(extra.contains(&"--stun-listen"))
-            + usize::from(extra.contains(&"--metrics-listen"));
+            + usize::from(extra.contains(&"--metrics-listen"))
+            + 2 * usize::from(extra.contains(&"--cluster-redis"));
         let lines: Vec<String> = (0..count).map(|_| read_line()).collect();
         let named = |prefix: &str| {
             lines
@@ -206,6 +209,7 @@ impl Relay {
         let tls_addr = named("tryst: tls listening on ");
         let stun_addr = named("tryst: stun listening on ");
         let metrics_addr = named("tryst: metrics listening on ");
+        let mesh_addr = named("tryst: mesh listening on ");
         // `tryst: tls certificate <path> sha256 <AA:BB:...>[ (generated now)]`
         let tls_fingerprint = lines
             .iter()
@@ -227,6 +231,7 @@ impl Relay {
             tls_fingerprint,
             stun_addr,
             metrics_addr,
+            mesh_addr,
             dir,
         }
     }

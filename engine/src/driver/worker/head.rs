@@ -102,6 +102,40 @@ impl<R: Router> Worker<R> {
         }
     }
 
+    /// A mesh connection from the supervisor (see `msg::Message::Injected`): read and
+    /// route like an accepted connection, marked mesh-origin. Nobody reserved room in
+    /// this worker's budget for it, so nothing is released; above the budget it is
+    /// refused like any connection.
+    pub(super) fn on_injected(
+        &mut self,
+        fd: std::os::fd::OwnedFd,
+        bytes: Vec<u8>,
+        transport: crate::route::Transport,
+    ) {
+        let idx = self.insert_sock(
+            fd,
+            SockState::Head {
+                buf: bytes,
+                handed_in: false,
+            },
+        );
+        self.socks[idx].transport = transport;
+        self.socks[idx].origin = crate::driver::Origin::Mesh;
+        if self.held_fds() > self.socket_cap() {
+            self.refuse(idx, Rejection::Overloaded);
+            self.warn_refused("a mesh connection arrived above the socket budget");
+            return;
+        }
+        let deadline = self.now + self.cfg.head_timeout;
+        self.head_deadlines
+            .push_back((deadline, idx, self.sock_gens[idx]));
+        let has_line =
+            matches!(&self.socks[idx].state, SockState::Head { buf, .. } if buf.contains(&b'\n'));
+        if !has_line || self.try_parse(idx) == Parsed::Partial {
+            self.read_head(idx);
+        }
+    }
+
     /// A complete head arrived through the inbox: parse and route it.
     pub(super) fn process_head(&mut self, sock: usize) {
         if self.try_parse(sock) == Parsed::Partial {

@@ -1,0 +1,213 @@
+//! Several nodes as one (issue #16): three relays on 127.0.0.2-4 sharing one private
+//! `redis-server` (started by the test through scripts/redis-test.sh: a unix socket in
+//! a temp dir, no persistence), parks on one node reached from the others, and the
+//! failures (Redis down and back, a node killed, a node cut off from Redis, a wrong
+//! mesh key, a client on the mesh port).
+
+use crate::tunnel::Relay;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A private redis-server for one test; stopped on drop.
+pub(crate) struct TestRedis {
+    dir: tempfile::TempDir,
+    /// Its unix socket.
+    pub(crate) socket: PathBuf,
+}
+
+fn redis_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis-test.sh")
+}
+
+impl TestRedis {
+    pub(crate) fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = Self::run("start", dir.path());
+        Self {
+            socket: PathBuf::from(socket.trim()),
+            dir,
+        }
+    }
+
+    fn run(cmd: &str, dir: &Path) -> String {
+        let out = Command::new(redis_script())
+            .arg(cmd)
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "redis-test.sh {cmd}: {}{} (run scripts/test-deps.sh)",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The socket path as a string for `--cluster-redis`.
+    pub(crate) fn url(&self) -> String {
+        self.socket.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = Command::new(redis_script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// Writes a mesh key file (mode 0600) into `dir`.
+pub(crate) fn write_psk(dir: &Path, key: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join("mesh.key");
+    std::fs::write(&path, key).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Cluster flags for a node called `name` listening on `ip` (public and mesh ports
+/// ephemeral).
+pub(crate) fn node_args(redis: &TestRedis, psk: &Path, name: &str, ip: &str) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        format!("{ip}:0"),
+        "--cluster-redis".into(),
+        redis.url(),
+        "--node-name".into(),
+        name.into(),
+        "--mesh-listen".into(),
+        format!("{ip}:0"),
+        "--mesh-psk-file".into(),
+        psk.to_string_lossy().into_owned(),
+    ]
+}
+
+/// Starts one node with `extra` flags besides its cluster flags.
+pub(crate) fn start_node(
+    redis: &TestRedis,
+    psk: &Path,
+    name: &str,
+    ip: &str,
+    extra: &[&str],
+) -> Relay {
+    let mut args = node_args(redis, psk, name, ip);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Relay::start(&refs)
+}
+
+const PSK: &str = "cluster test mesh key, 0123456789";
+
+/// Reads until the peer closes; what it sent.
+fn read_until_closed(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+fn preamble(key: &[u8], node: &str, unix: u64) -> Vec<u8> {
+    use tryst_relay::cluster::preamble::{Preamble, encode};
+    encode(
+        &Preamble {
+            node: node.into(),
+            transport: tryst_engine::route::Transport::Plain,
+            peer: Some("192.0.2.1:4000".parse().unwrap()),
+            unix,
+            nonce: rand_nonce(),
+        },
+        key,
+    )
+}
+
+fn rand_nonce() -> [u8; 16] {
+    let n = crate::tunnel::nonce();
+    let mut out = [0u8; 16];
+    for (o, b) in out.iter_mut().zip(n.iter().cycle()) {
+        *o = *b;
+    }
+    // nonce() is random text; mix in the clock so two calls never collide.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        .to_le_bytes();
+    for (o, b) in out.iter_mut().zip(t) {
+        *o ^= b;
+    }
+    out
+}
+
+fn refused(node: &Relay, reason: &str) -> u64 {
+    let series = format!("tryst_mesh_refused_total{{reason=\"{reason}\"}}");
+    crate::tunnel::series_value(&node.metrics(), &series)
+}
+
+fn await_refused(node: &Relay, reason: &str, want: u64) -> u64 {
+    let series = format!("tryst_mesh_refused_total{{reason=\"{reason}\"}}");
+    node.await_value(want, |t| crate::tunnel::series_value(t, &series))
+}
+
+/// A wrong mesh key, a replayed preamble and a client's CONNECT on the mesh port are
+/// closed without a byte and counted by reason; a good preamble followed by a reach is
+/// served by the node's family (here its "not parked": nobody is parked).
+#[test]
+fn the_mesh_port_refuses_wrong_keys_replays_and_clients() {
+    use std::io::Write as _;
+    let redis = TestRedis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let a = start_node(&redis, &psk, "a", "127.0.0.2", &["--workers", "1"]);
+    let mesh = a.mesh_addr.expect("a mesh listening line");
+
+    let mut s = std::net::TcpStream::connect(mesh).unwrap();
+    s.write_all(&preamble(
+        b"another key, not the cluster's",
+        "x",
+        crate::tunnel::now_unix(),
+    ))
+    .unwrap();
+    s.write_all(tryst_client::heads::reach_head(crate::tunnel::ID).as_bytes())
+        .unwrap();
+    assert_eq!(read_until_closed(&mut s), b"");
+    assert_eq!(await_refused(&a, "bad_key", 1), 1);
+
+    let mut s = std::net::TcpStream::connect(mesh).unwrap();
+    s.write_all(tryst_client::heads::reach_head(crate::tunnel::ID).as_bytes())
+        .unwrap();
+    assert_eq!(read_until_closed(&mut s), b"");
+    assert_eq!(await_refused(&a, "not_mesh", 1), 1);
+
+    let good = preamble(PSK.as_bytes(), "b", crate::tunnel::now_unix());
+    let mut s = std::net::TcpStream::connect(mesh).unwrap();
+    s.write_all(&good).unwrap();
+    s.write_all(tryst_client::heads::reach_head(crate::tunnel::ID).as_bytes())
+        .unwrap();
+    let answer = String::from_utf8(read_until_closed(&mut s)).unwrap();
+    assert_eq!(
+        crate::tunnel::status_and_code(&answer),
+        (404, "not_parked".to_owned()),
+        "{answer}"
+    );
+    let mut s = std::net::TcpStream::connect(mesh).unwrap();
+    s.write_all(&good).unwrap();
+    assert_eq!(read_until_closed(&mut s), b"");
+    assert_eq!(await_refused(&a, "replayed", 1), 1);
+
+    let stale = preamble(PSK.as_bytes(), "b", crate::tunnel::now_unix() - 120);
+    let mut s = std::net::TcpStream::connect(mesh).unwrap();
+    s.write_all(&stale).unwrap();
+    assert_eq!(read_until_closed(&mut s), b"");
+    assert_eq!(await_refused(&a, "stale", 1), 1);
+    assert_eq!(refused(&a, "bad_key"), 1);
+    assert_eq!(
+        crate::tunnel::series_value(
+            &a.metrics(),
+            "tryst_cluster_reaches_total{direction=\"in\"}"
+        ),
+        1
+    );
+}
