@@ -319,7 +319,6 @@ impl ServeConfig {
         let qredo = crate::qredo::resolve(&s, &data_dir, &cwd, &tag, proof_window)?;
         let cluster = crate::cluster::resolve(&s, &cwd)?;
         Ok(Self {
-            cluster,
             tag,
             deaddrop,
             hive,
@@ -338,7 +337,11 @@ impl ServeConfig {
             max_sockets,
             max_http_connections,
             pico,
-            engine,
+            engine: EngineConfig {
+                cluster: cluster.is_some(),
+                ..engine
+            },
+            cluster,
         })
     }
 }

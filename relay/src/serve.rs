@@ -371,7 +371,15 @@ async fn supervise(
         metrics,
         mesh,
     } = side;
-    let cluster = start_cluster(&engine, config, mesh)?;
+    let (cluster, dispatcher) = start_cluster(&engine, config, mesh)?.unzip();
+    // The workers' cluster events (presence, lookups), only with a cluster.
+    let cluster_events = match &dispatcher {
+        Some(_) => {
+            Some(cluster_readiness(&engine).map_err(io_err("registering the cluster events"))?)
+        }
+        None => None,
+    };
+    let mut restarts: Vec<u64> = engine.stats().workers.iter().map(|w| w.restarts).collect();
     let (stats, mut stats_requests) = StatsRequester::channel(64);
     let hive = crate::hive::Hive::new(config.hive.clone()).with_replay_floor(started);
     let stun = match stun {
@@ -451,6 +459,12 @@ async fn supervise(
                 // `try_io` clears tokio's readiness when the drain ends in WouldBlock.
                 let _ = inbox.try_io(Interest::READABLE, || drain_inbox(&engine, &http));
             }
+            ready = readable(cluster_events.as_ref()) => {
+                ready.map_err(io_err("waiting on the cluster events"))?;
+                if let (Some(events), Some(d)) = (&cluster_events, &dispatcher) {
+                    let _ = events.try_io(Interest::READABLE, || drain_cluster_events(&engine, d));
+                }
+            }
             Some(reply) = stats_requests.recv() => answer_stats(&engine, reply),
             _ = hangup.recv() => reload(&engine, config),
             _ = terminate.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGTERM"),
@@ -460,6 +474,15 @@ async fn supervise(
                     Ok(true) if shutting_down => break,
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "checking workers"),
+                }
+                if let Some(d) = &dispatcher {
+                    // A worker that died took its parked connections with it.
+                    for w in engine.stats().workers {
+                        if restarts.get(w.index).is_some_and(|&r| r != w.restarts) {
+                            restarts[w.index] = w.restarts;
+                            d.worker_gone(w.index);
+                        }
+                    }
                 }
             }
         }
@@ -476,7 +499,7 @@ fn start_cluster(
     engine: &Engine,
     config: &ServeConfig,
     mesh: Option<TcpListener>,
-) -> Result<Option<crate::cluster::Cluster>, ServeError> {
+) -> Result<Option<(crate::cluster::Cluster, crate::cluster::reach::Dispatcher)>, ServeError> {
     let (Some(settings), Some(listener)) = (&config.cluster, mesh) else {
         return Ok(None);
     };
@@ -489,22 +512,55 @@ fn start_cluster(
         .map_err(io_err("registering the mesh listener"))?;
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(io_err("registering the mesh listener"))?;
-    let injector = engine
-        .injector()
-        .map_err(io_err("preparing the mesh hand-off"))?;
+    let injector = Arc::new(
+        engine
+            .injector()
+            .map_err(io_err("preparing the mesh hand-off"))?,
+    );
     cluster.spawn_tasks();
     tokio::spawn(crate::cluster::mesh::serve(
         cluster.clone(),
         listener,
-        injector,
+        injector.clone(),
     ));
+    let dispatcher = crate::cluster::reach::Dispatcher::start(cluster.clone(), injector);
     tracing::info!(
         node = cluster.node(),
         epoch = cluster.epoch(),
         mesh = %cluster.advertise(),
         "cluster started"
     );
-    Ok(Some(cluster))
+    Ok(Some((cluster, dispatcher)))
+}
+
+/// A duplicate of the cluster events socket's fd, registered with tokio only to learn
+/// when it is readable (receiving goes through the engine's `ClusterInbox`).
+fn cluster_readiness(engine: &Engine) -> io::Result<tokio::net::UnixDatagram> {
+    let fd = engine.cluster_inbox().as_fd().try_clone_to_owned()?;
+    tokio::net::UnixDatagram::from_std(std::os::unix::net::UnixDatagram::from(fd))
+}
+
+/// Readiness of an optional socket (never ready without one).
+async fn readable(s: Option<&tokio::net::UnixDatagram>) -> io::Result<()> {
+    match s {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands every queued cluster event to the dispatcher; ends with `WouldBlock`.
+fn drain_cluster_events(
+    engine: &Engine,
+    dispatcher: &crate::cluster::reach::Dispatcher,
+) -> io::Result<()> {
+    loop {
+        match engine.cluster_inbox().try_recv() {
+            Ok(Some(ev)) => dispatcher.on_event(ev),
+            Ok(None) => return Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Serves every queued hand-off. Ends with `WouldBlock` once the inbox is empty, or

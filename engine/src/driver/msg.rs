@@ -22,6 +22,8 @@ const KIND_CONN_TLS_MESH: u8 = 7;
 /// A mesh-origin connection from the supervisor, head possibly incomplete.
 const KIND_INJECTED: u8 = 8;
 const KIND_INJECTED_TLS: u8 = 9;
+/// A mesh socket for a waiting client (see `driver::cluster`).
+const KIND_REMOTE_FOUND: u8 = 22;
 
 /// A received message.
 #[derive(Debug)]
@@ -34,6 +36,9 @@ pub(crate) enum Message {
     /// whole head) and the client's transport on the sending node. The receiver reads
     /// and classifies it like an accepted connection.
     Injected(OwnedFd, Vec<u8>, Transport),
+    /// A mesh socket to another node for the waiting client `ReachToken` names; that
+    /// node's answer comes through it (see `driver::cluster`).
+    RemoteFound(OwnedFd, super::cluster::ReachToken),
     /// A plain connection accepted by a worker at its socket budget and passed on
     /// before anything was read from it: the receiver reads its head as if it had
     /// accepted it itself.
@@ -78,6 +83,18 @@ pub(crate) fn send_injected(
         Transport::Tls => KIND_INJECTED_TLS,
     };
     send_fd(sock, kind, conn, bytes)
+}
+
+/// Sends a mesh socket for a waiting client (see [`Message::RemoteFound`]).
+pub(crate) fn send_remote_found(
+    sock: BorrowedFd<'_>,
+    conn: BorrowedFd<'_>,
+    token: super::cluster::ReachToken,
+) -> io::Result<()> {
+    let mut payload = [0u8; 12];
+    payload[..4].copy_from_slice(&token.slot.to_be_bytes());
+    payload[4..].copy_from_slice(&token.entry.to_be_bytes());
+    send_fd(sock, KIND_REMOTE_FOUND, conn, &payload)
 }
 
 /// Sends a plain connection accepted but not read from (see [`Message::Accepted`]).
@@ -186,6 +203,7 @@ fn recv_with(
                     | KIND_CONN_TLS_MESH
                     | KIND_INJECTED
                     | KIND_INJECTED_TLS
+                    | KIND_REMOTE_FOUND
             )
         );
         if len > 0 && conn && truncated && fds.len() == 0 {
@@ -219,6 +237,20 @@ fn recv_with(
                     .map(|fd| Message::Injected(fd, buf[1..n].to_vec(), transport))
             }
             (Some(KIND_ACCEPTED), _) => fds.next().map(Message::Accepted),
+            (Some(KIND_REMOTE_FOUND), 13) => {
+                let slot = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+                let mut entry = [0u8; 8];
+                entry.copy_from_slice(&buf[5..13]);
+                fds.next().map(|fd| {
+                    Message::RemoteFound(
+                        fd,
+                        super::cluster::ReachToken {
+                            slot,
+                            entry: u64::from_be_bytes(entry),
+                        },
+                    )
+                })
+            }
             (Some(KIND_RELOAD), _) => Some(Message::Reload),
             (Some(KIND_SHUTDOWN), _) => Some(Message::Shutdown),
             _ => None,

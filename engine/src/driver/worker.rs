@@ -34,6 +34,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+mod cluster;
 mod decide;
 pub mod footprint;
 mod front;
@@ -194,6 +195,8 @@ pub(crate) struct WorkerFds {
     pub(crate) peer_counters: Vec<WorkerCounters>,
     pub(crate) inbox: OwnedFd,
     pub(crate) http_out: OwnedFd,
+    /// Cluster events to the supervisor (used only with `EngineConfig::cluster`).
+    pub(crate) cluster_out: OwnedFd,
     pub(crate) peers: Vec<OwnedFd>,
     pub(crate) listeners: Vec<(OwnedFd, Transport)>,
     pub(crate) counters: WorkerCounters,
@@ -218,6 +221,11 @@ pub(crate) struct Worker<R> {
     pipes: PipePool,
     inbox: OwnedFd,
     http_out: OwnedFd,
+    cluster_out: OwnedFd,
+    /// Presence changes being sent (reused buffer) and those not sent yet (latest state
+    /// per key), with `EngineConfig::cluster`.
+    presence_changes: Vec<(RendezvousKey, bool)>,
+    presence_backlog: std::collections::HashMap<RendezvousKey, bool>,
     peers: Vec<OwnedFd>,
     listeners: Vec<(OwnedFd, Transport)>,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -279,8 +287,11 @@ impl<R: Router> Worker<R> {
             socks,
             sock_gens,
             head_deadlines,
-            room,
+            mut room,
         } = Tables::new(&cfg);
+        if cfg.cluster {
+            room.track_presence();
+        }
         Ok(Self {
             pipes: PipePool::new(cfg.max_pipes_per_worker, cfg.pipe_size),
             index: fds.index,
@@ -298,6 +309,9 @@ impl<R: Router> Worker<R> {
             room,
             inbox: fds.inbox,
             http_out: fds.http_out,
+            cluster_out: fds.cluster_out,
+            presence_changes: Vec::new(),
+            presence_backlog: std::collections::HashMap::new(),
             peer_poll_armed: vec![false; fds.peers.len() + 1],
             peers: fds.peers,
             accept_armed: vec![false; fds.listeners.len()],
@@ -339,6 +353,7 @@ impl<R: Router> Worker<R> {
             self.now = Instant::now();
             self.handle_completions();
             self.on_tick();
+            self.flush_presence();
             self.publish_budget();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.tunnels.is_empty() && !self.accept_stopped {
@@ -705,6 +720,7 @@ impl<R: Router> Worker<R> {
                 Ok(Some(Message::Injected(fd, bytes, transport))) => {
                     self.on_injected(fd, bytes, transport);
                 }
+                Ok(Some(Message::RemoteFound(fd, token))) => self.on_remote_found(fd, token),
                 Ok(Some(Message::LostConn)) => {
                     self.counters.add(Counter::HandoffsLost, 1);
                     if let Some(suppressed) = self.lost_warn.ready(self.now) {

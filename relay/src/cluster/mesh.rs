@@ -240,13 +240,12 @@ impl RefusalLog {
 
 /// Accepts mesh connections until the runtime stops: each is verified in its own task
 /// and, once verified, given to a worker through `injector` as mesh-origin.
-pub async fn serve(cluster: Cluster, listener: TcpListener, injector: Injector) {
+pub async fn serve(cluster: Cluster, listener: TcpListener, injector: Arc<Injector>) {
     let verifier = Arc::new(Mutex::new(Verifier::new(
         cluster.psk(),
         super::PREAMBLE_WINDOW_SECS,
         REPLAY_CAPACITY,
     )));
-    let injector = Arc::new(injector);
     let log = Arc::new(RefusalLog::default());
     let pending = Arc::new(AtomicU64::new(0));
     loop {

@@ -24,6 +24,7 @@
 pub mod directory;
 pub mod mesh;
 pub mod preamble;
+pub mod reach;
 
 use crate::cli::Settings;
 use crate::config::{ConfigError, absolute, invalid};

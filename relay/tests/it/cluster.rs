@@ -211,3 +211,119 @@ fn the_mesh_port_refuses_wrong_keys_replays_and_clients() {
         1
     );
 }
+
+/// Three nodes (a, b, c on 127.0.0.2-4, one worker each) on one private Redis, each
+/// seeing the other two live before the test goes on.
+pub(crate) struct Three {
+    pub(crate) redis: TestRedis,
+    pub(crate) keys: tempfile::TempDir,
+    pub(crate) nodes: Vec<Relay>,
+}
+
+pub(crate) const NAMES: [&str; 3] = ["a", "b", "c"];
+pub(crate) const IPS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+
+impl Three {
+    pub(crate) fn start(extra: &[&str]) -> Self {
+        let redis = TestRedis::start();
+        let keys = tempfile::tempdir().unwrap();
+        let psk = write_psk(keys.path(), PSK);
+        let mut args = vec!["--workers", "1", "--client-wait", "3s"];
+        args.extend_from_slice(extra);
+        let nodes: Vec<Relay> = NAMES
+            .iter()
+            .zip(IPS)
+            .map(|(name, ip)| start_node(&redis, &psk, name, ip, &args))
+            .collect();
+        for n in &nodes {
+            assert_eq!(n.await_metric("tryst_cluster_live_nodes", 2), 2);
+        }
+        Self { redis, keys, nodes }
+    }
+}
+
+/// A native park on `at` waiting for its client; the parked connection.
+fn park_native(at: &Relay) -> std::net::TcpStream {
+    at.park()
+}
+
+/// Waits (bounded) until the directory says `node` holds the native id `ID`.
+fn await_presence(redis: &TestRedis, node: &str, want: bool) {
+    let key = format!("tryst:park:00{}", hex_id(crate::tunnel::ID));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(&redis.socket)
+            .args(["HEXISTS", &key, node])
+            .output()
+            .unwrap();
+        let has = String::from_utf8_lossy(&out.stdout).trim() == "1";
+        if has == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "presence of {node} never became {want}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn hex_id(id: &str) -> String {
+    id.replace('-', "")
+}
+
+/// Bytes both ways through a paired tunnel (client side `c`, server side `s`), with
+/// `early` sent by the client after its head.
+fn assert_tunnel(mut c: std::net::TcpStream, mut s: std::net::TcpStream, early: &[u8]) {
+    use std::io::{Read as _, Write as _};
+    let mut got = vec![0u8; early.len()];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(got, early);
+    s.write_all(b"from the hidden server").unwrap();
+    let mut got = [0u8; 22];
+    c.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"from the hidden server");
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    c.write_all(&big).unwrap();
+    let mut got = vec![0u8; big.len()];
+    s.read_exact(&mut got).unwrap();
+    assert!(got == big, "200 kB client -> server differ");
+    s.write_all(&big).unwrap();
+    let mut got = vec![0u8; big.len()];
+    c.read_exact(&mut got).unwrap();
+    assert!(got == big, "200 kB server -> client differ");
+}
+
+/// A hidden server parked on a is reached from b and from c (native ids): the 200,
+/// the early bytes and 200 kB each way pass through the mesh unchanged.
+#[test]
+fn native_park_on_a_is_reached_from_b_and_c() {
+    let three = Three::start(&[]);
+    let [a, b, c] = &three.nodes[..] else {
+        unreachable!()
+    };
+    for (i, from) in [b, c].into_iter().enumerate() {
+        let server = park_native(a);
+        await_presence(&three.redis, "a", true);
+        let early = format!("early bytes {i}");
+        let client = from.reach(early.as_bytes());
+        assert_tunnel(client, server, early.as_bytes());
+    }
+    assert_eq!(
+        crate::tunnel::series_value(
+            &b.metrics(),
+            "tryst_cluster_reaches_total{direction=\"out\"}"
+        ),
+        1
+    );
+    assert_eq!(
+        crate::tunnel::series_value(
+            &a.metrics(),
+            "tryst_cluster_reaches_total{direction=\"in\"}"
+        ),
+        2
+    );
+    drop(three.keys);
+}

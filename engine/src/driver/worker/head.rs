@@ -196,16 +196,33 @@ impl<R: Router> Worker<R> {
                 self.park(sock, key);
             }
             Route::Reach(plan) => {
+                // With a cluster, a client's own reach may be carried to another node:
+                // keep its bytes verbatim for the lookup (a mesh-origin one never is).
+                let raw = (self.cfg.cluster
+                    && self.socks[sock].origin == crate::driver::Origin::Client)
+                    .then(|| match &self.socks[sock].state {
+                        SockState::Head { buf, .. } => [buf.as_slice(), &early].concat(),
+                        _ => Vec::new(),
+                    });
                 let mut to_server = plan.forward;
                 to_server.extend_from_slice(&early);
+                let key = plan.key;
                 let pairing = Pairing {
-                    key: plan.key,
+                    key,
                     greeting: plan.greeting,
                     to_server,
                     not_parked: plan.not_parked,
                     half_close: plan.half_close,
                 };
                 self.reach(sock, Box::new(pairing));
+                if let Some(raw) = raw
+                    && matches!(
+                        self.socks.get(sock).map(|s| &s.state),
+                        Some(SockState::Waiting { .. })
+                    )
+                {
+                    self.send_lookup(sock, key, raw);
+                }
             }
         }
     }
