@@ -215,9 +215,10 @@ fn the_mesh_port_refuses_wrong_keys_replays_and_clients() {
 /// Three nodes (a, b, c on 127.0.0.2-4, one worker each) on one private Redis, each
 /// seeing the other two live before the test goes on.
 pub(crate) struct Three {
-    pub(crate) redis: TestRedis,
-    pub(crate) keys: tempfile::TempDir,
+    // Fields drop in order: the nodes before the Redis they use.
     pub(crate) nodes: Vec<Relay>,
+    pub(crate) keys: tempfile::TempDir,
+    pub(crate) redis: TestRedis,
 }
 
 pub(crate) const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -238,7 +239,7 @@ impl Three {
         for n in &nodes {
             assert_eq!(n.await_metric("tryst_cluster_live_nodes", 2), 2);
         }
-        Self { redis, keys, nodes }
+        Self { nodes, keys, redis }
     }
 }
 
@@ -247,9 +248,9 @@ fn park_native(at: &Relay) -> std::net::TcpStream {
     at.park()
 }
 
-/// Waits (bounded) until the directory says `node` holds the native id `ID`.
-fn await_presence(redis: &TestRedis, node: &str, want: bool) {
-    let key = format!("tryst:park:00{}", hex_id(crate::tunnel::ID));
+/// Waits (bounded) until the directory says whether `node` holds the `uuid:` id `id`.
+fn await_presence(redis: &TestRedis, id: &str, node: &str, want: bool) {
+    let key = format!("tryst:park:00{}", hex_id(id));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let out = Command::new("redis-cli")
@@ -306,7 +307,7 @@ fn native_park_on_a_is_reached_from_b_and_c() {
     };
     for (i, from) in [b, c].into_iter().enumerate() {
         let server = park_native(a);
-        await_presence(&three.redis, "a", true);
+        await_presence(&three.redis, crate::tunnel::ID, "a", true);
         let early = format!("early bytes {i}");
         let client = from.reach(early.as_bytes());
         assert_tunnel(client, server, early.as_bytes());
@@ -326,4 +327,90 @@ fn native_park_on_a_is_reached_from_b_and_c() {
         2
     );
     drop(three.keys);
+}
+
+/// node-rendezvous over TLS: a steward-style hidden server parked on a's TLS listener
+/// is reached by a mobile client on b's TLS listener (b carries its head to a marked
+/// TLS, so a answers in its TLS style), and then on c's.
+#[test]
+fn node_rendezvous_tls_park_on_a_is_reached_from_b_and_c() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = crate::node::cluster_secrets(dir.path());
+    let three = Three::start(&[
+        "--secrets",
+        secrets.to_str().unwrap(),
+        // One wildcard listener per node (its own port), certificates named for the
+        // address the test dials.
+        "--tls-listen",
+        "0.0.0.0:0",
+        "--tls-name",
+        "127.0.0.1",
+    ]);
+    let [a, b, c] = &three.nodes[..] else {
+        unreachable!()
+    };
+    for (i, from) in [b, c].into_iter().enumerate() {
+        let mut server = crate::node::park_over_tls(a);
+        await_presence(&three.redis, crate::node::PARKED_ID, "a", true);
+        let mut client = crate::tls::tls_connect(from);
+        let path = format!("/hello/{i}");
+        client
+            .write_all(crate::node::mobile_request(&path).as_bytes())
+            .unwrap();
+        let head = crate::node::read_forwarded_head_tls(&mut server);
+        assert!(
+            head.starts_with(&format!("GET {path} HTTP/1.1\r\n")),
+            "{head}"
+        );
+        assert!(
+            !head.to_ascii_lowercase().contains("authorization"),
+            "{head}"
+        );
+        let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nfrom a!";
+        server.write_all(answer).unwrap();
+        server.flush().unwrap();
+        let mut got = vec![0u8; answer.len()];
+        client.read_exact(&mut got).unwrap();
+        assert_eq!(got, answer);
+        client.write_all(b"more from the client").unwrap();
+        client.flush().unwrap();
+        let mut got = [0u8; 20];
+        server.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"more from the client");
+    }
+}
+
+/// A long-term tag published on a is answered from b and from c: the responder gets
+/// its 200 from a's tag family and the publisher the hello frame with the responder's
+/// challenge, then bytes both ways.
+#[test]
+fn tag_published_on_a_is_answered_from_b_and_c() {
+    let three = Three::start(&[]);
+    let [a, b, c] = &three.nodes[..] else {
+        unreachable!()
+    };
+    for (i, from) in [b, c].into_iter().enumerate() {
+        let name = format!("cluster billboard {i}");
+        // The responder may arrive before the presence is written: it waits.
+        let (publisher, responder) = crate::tag::publish_and_respond_across(a, from, &name);
+        assert_tunnel(responder, publisher, b"");
+    }
+    // A tag published nowhere is still refused with the exact unknown-tag answer, after
+    // the client wait.
+    let (request, want) = crate::tag::unknown_tag_request();
+    assert_eq!(b.exchange(request.as_bytes()), want);
+}
+
+/// Hive streaming fallback: a device parked on a is reached from b and from c.
+#[test]
+fn hive_stream_park_on_a_is_reached_from_b_and_c() {
+    let three = Three::start(&[]);
+    let [a, b, c] = &three.nodes[..] else {
+        unreachable!()
+    };
+    for (n, from) in [(1u8, b), (2u8, c)] {
+        let (server, client) = crate::hive_stream::park_and_reach_across(a, from, n);
+        assert_tunnel(client, server, b"");
+    }
 }

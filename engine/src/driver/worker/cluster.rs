@@ -5,6 +5,7 @@
 use super::{Pairing, SockState, Worker};
 use crate::driver::cluster::{self, Lookup, ReachToken};
 use crate::driver::{Origin, sys};
+use crate::reject::Rejection;
 use crate::room::EntryHandle;
 use crate::route::Router;
 use crate::target::RendezvousKey;
@@ -82,6 +83,54 @@ impl<R: Router> Worker<R> {
             && e.kind() != io::ErrorKind::WouldBlock
         {
             tracing::warn!(worker = self.index, error = %e, "cannot send a lookup to the supervisor");
+        }
+    }
+
+    /// Whether refusal `r` of a client's own request only means "not known on this
+    /// node" and, in a cluster, may be known on another: a tag responder whose tag was
+    /// published on another node (the tag table is per node).
+    pub(super) fn waits_remote(&self, sock: usize, r: Rejection) -> bool {
+        self.cfg.cluster && r == Rejection::UnknownTag && self.socks[sock].origin == Origin::Client
+    }
+
+    /// Lets a client refused with `r` (see [`Self::waits_remote`]) wait for a node that
+    /// holds its key instead: it waits in the room under a shadow key no park can take
+    /// (so only a mesh socket from the lookup pairs it) and, when the wait ends,
+    /// receives exactly the refusal it would have had at once.
+    pub(super) fn wait_remote(
+        &mut self,
+        sock: usize,
+        head: &crate::head::RequestHead,
+        early: Vec<u8>,
+        r: Rejection,
+    ) {
+        let transport = self.socks[sock].transport;
+        let Ok(crate::route::Classified::Rendezvous(key)) = self.router.classify(head, transport)
+        else {
+            self.refuse(sock, r);
+            return;
+        };
+        let raw = match &self.socks[sock].state {
+            SockState::Head { buf, .. } => [buf.as_slice(), &early].concat(),
+            _ => early,
+        };
+        let shadow = RendezvousKey::derived(
+            key.space(),
+            &[b"tryst-remote-only\0".as_slice(), &key.to_wire()].concat(),
+        );
+        let pairing = Pairing {
+            key: shadow,
+            greeting: Vec::new(),
+            to_server: Vec::new(),
+            not_parked: Some(r.response()),
+            half_close: crate::route::HalfClose::PerDirection,
+        };
+        self.reach(sock, Box::new(pairing));
+        if matches!(
+            self.socks.get(sock).map(|s| &s.state),
+            Some(SockState::Waiting { .. })
+        ) {
+            self.send_lookup(sock, key, raw);
         }
     }
 

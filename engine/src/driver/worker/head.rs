@@ -182,6 +182,9 @@ impl<R: Router> Worker<R> {
             .unwrap_or(0);
         let transport = self.socks[sock].transport;
         match self.router.route(head, &early, now_unix, transport) {
+            Route::Reject(r) if self.waits_remote(sock, r) => {
+                self.wait_remote(sock, head, early, r);
+            }
             Route::Reject(r) => self.refuse(sock, r),
             Route::RejectWith(r, response) => self.refuse_with(sock, r, response),
             Route::Http => self.hand_off(sock, self.workers),
