@@ -44,6 +44,16 @@ impl TestRedis {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Stops the server (its data is gone: it never persists).
+    pub(crate) fn stop(&self) {
+        Self::run("stop", self.dir.path());
+    }
+
+    /// Starts it again, empty, on the same socket.
+    pub(crate) fn start_again(&self) {
+        Self::run("start", self.dir.path());
+    }
+
     /// The socket path as a string for `--cluster-redis`.
     pub(crate) fn url(&self) -> String {
         self.socket.to_string_lossy().into_owned()
@@ -413,4 +423,180 @@ fn hive_stream_park_on_a_is_reached_from_b_and_c() {
         let (server, client) = crate::hive_stream::park_and_reach_across(a, from, n);
         assert_tunnel(client, server, b"");
     }
+}
+
+/// The status and code of a native reach of `ID` sent to `node`, and how long the answer
+/// took.
+fn reach_refused(node: &Relay) -> ((u16, String), std::time::Duration) {
+    let t = std::time::Instant::now();
+    let answer = node.exchange(tryst_client::heads::reach_head(crate::tunnel::ID).as_bytes());
+    (crate::tunnel::status_and_code(&answer), t.elapsed())
+}
+
+/// Redis down: local parks and pairings go on; a cross-node reach gets native's clean
+/// 404 not_parked after the client wait (3 s here), not a hang. Redis back (empty): the
+/// nodes re-write their liveness and parks, and cross-node reaches work again.
+#[test]
+fn redis_down_keeps_local_pairings_and_refuses_cross_reaches_cleanly_then_heals() {
+    let three = Three::start(&[]);
+    let [a, b, _c] = &three.nodes[..] else {
+        unreachable!()
+    };
+    three.redis.stop();
+    for n in &three.nodes {
+        assert_eq!(n.await_metric("tryst_cluster_directory_connected", 0), 0);
+    }
+    // Local: park and reach on a.
+    let server = park_native(a);
+    let client = a.reach(b"local while redis is down");
+    assert_tunnel(client, server, b"local while redis is down");
+    // Cross: parked on a, reached from b.
+    let _parked = park_native(a);
+    let (answer, took) = reach_refused(b);
+    assert_eq!(answer, (404, "not_parked".to_owned()));
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+
+    three.redis.start_again();
+    for n in &three.nodes {
+        assert_eq!(n.await_metric("tryst_cluster_directory_connected", 1), 1);
+        assert_eq!(n.await_metric("tryst_cluster_live_nodes", 2), 2);
+    }
+    // a's park (still parked) is written again without any new park.
+    await_presence(&three.redis, crate::tunnel::ID, "a", true);
+    let client = b.reach(b"after the comeback");
+    assert_tunnel(client, _parked, b"after the comeback");
+}
+
+/// kill -9 of a node: reaches for its keys from the others get a clean not_parked
+/// within 10 s; the hidden server parking again on c is reachable from b and c.
+#[test]
+fn a_killed_node_stops_being_a_target_and_reparked_servers_are_reachable() {
+    let mut three = Three::start(&[]);
+    let server = park_native(&three.nodes[0]);
+    await_presence(&three.redis, crate::tunnel::ID, "a", true);
+    let a = three.nodes.remove(0);
+    let status = Command::new("kill")
+        .args(["-9", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    drop(server);
+    let [b, c] = &three.nodes[..] else {
+        unreachable!()
+    };
+    let (answer, took) = reach_refused(b);
+    assert_eq!(answer, (404, "not_parked".to_owned()));
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+    drop(a);
+    // The hidden server parks again, on c: reachable from b and from c.
+    for from in [b, c] {
+        let server = park_native(c);
+        await_presence(&three.redis, crate::tunnel::ID, "c", true);
+        let client = from.reach(b"re-parked");
+        assert_tunnel(client, server, b"re-parked");
+    }
+    assert_eq!(b.await_metric("tryst_cluster_live_nodes", 1), 1);
+}
+
+/// A unix-socket proxy to Redis that the test can cut (every connection closed, new
+/// ones refused) and restore.
+struct CutProxy {
+    path: PathBuf,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl CutProxy {
+    fn start(upstream: &Path) -> Self {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (cut2, conns2, upstream) = (cut.clone(), conns.clone(), upstream.to_owned());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(down) = conn else { return };
+                if cut2.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let Ok(up) = UnixStream::connect(&upstream) else {
+                    continue;
+                };
+                let mut list = conns2.lock().unwrap();
+                list.push(down.try_clone().unwrap());
+                list.push(up.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (down.try_clone().unwrap(), up.try_clone().unwrap()),
+                    (up, down),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self {
+            path,
+            cut,
+            conns,
+            _dir: dir,
+        }
+    }
+
+    fn cut(&self, on: bool) {
+        self.cut.store(on, std::sync::atomic::Ordering::SeqCst);
+        if on {
+            for c in self.conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// A node cut off from Redis stops being a forwarding target (its liveness record
+/// expires): a client on b for a key parked on a gets not_parked. Restored, a re-writes
+/// its state and is reached again.
+#[test]
+fn a_node_cut_off_from_redis_stops_being_a_target_until_it_rejoins() {
+    let redis = TestRedis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let proxy = CutProxy::start(&redis.socket);
+    let flags = ["--workers", "1", "--client-wait", "3s"];
+    let mut a_args = node_args(&redis, &psk, "a", IPS[0]);
+    a_args[3] = proxy.path.to_string_lossy().into_owned();
+    a_args.extend(flags.iter().map(|f| (*f).to_owned()));
+    let a_refs: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let a = Relay::start(&a_refs);
+    let b = start_node(&redis, &psk, "b", IPS[1], &flags);
+    assert_eq!(a.await_metric("tryst_cluster_live_nodes", 1), 1);
+    assert_eq!(b.await_metric("tryst_cluster_live_nodes", 1), 1);
+    let server = park_native(&a);
+    await_presence(&redis, crate::tunnel::ID, "a", true);
+
+    proxy.cut(true);
+    assert_eq!(a.await_metric("tryst_cluster_directory_connected", 0), 0);
+    // b forgets a once its record expires (5 s TTL).
+    assert_eq!(
+        b.await_metric("tryst_cluster_live_nodes", 0),
+        0,
+        "b still sees a"
+    );
+    let (answer, _) = reach_refused(&b);
+    assert_eq!(answer, (404, "not_parked".to_owned()));
+
+    proxy.cut(false);
+    assert_eq!(a.await_metric("tryst_cluster_directory_connected", 1), 1);
+    assert_eq!(
+        b.await_metric("tryst_cluster_live_nodes", 1),
+        1,
+        "b never saw a again"
+    );
+    let client = b.reach(b"rejoined");
+    assert_tunnel(client, server, b"rejoined");
 }
