@@ -177,6 +177,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         other => ServeError::Secrets(other),
     })?;
     let secrets = FileSecrets::load(&config.secrets_path)?;
+    check_cluster(config.cluster.as_ref())?;
     if secrets.is_empty() {
         tracing::info!(
             path = %config.secrets_path.display(),
@@ -489,6 +490,10 @@ async fn supervise(
     }
     drop(inbox);
     tracing::info!("all workers exited");
+    if let Some(cluster) = &cluster {
+        // Leave the directory now rather than when the liveness record expires.
+        cluster.directory().leave().await;
+    }
     Ok(())
 }
 
@@ -703,11 +708,26 @@ pub fn check_config(config: &ServeConfig) -> Result<String, ServeError> {
         }
     };
     let secrets = FileSecrets::load(&config.secrets_path)?;
+    check_cluster(config.cluster.as_ref())?;
     // The operator's certificate and key must load; a generated pair is made at start.
     if let Some(tls) = config.tls.as_ref().filter(|t| t.cert_and_key.is_some()) {
         crate::tls::load(tls, &config.data_dir, false)?;
     }
     Ok(config_summary(config, data_dir, secrets.len()))
+}
+
+/// What `serve` checks of the cluster settings before binding anything (and
+/// `--check-config` too): the mesh key file reads and is long enough, and the other
+/// nodes have an address to dial.
+fn check_cluster(cluster: Option<&crate::cluster::ClusterConfig>) -> Result<(), ServeError> {
+    let Some(c) = cluster else {
+        return Ok(());
+    };
+    crate::cluster::load_psk(&c.mesh_psk_file)?;
+    if c.mesh_advertise.is_none() && c.mesh_listen.ip().is_unspecified() {
+        return Err(crate::cluster::ClusterError::NoAdvertise(c.mesh_listen).into());
+    }
+    Ok(())
 }
 
 /// Whether the data directory is already there (for [`config_summary`]).
@@ -783,6 +803,18 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         e.max_sockets_per_worker,
     ) + &mirrors
         + &deaddrop
+        + &config
+            .cluster
+            .as_ref()
+            .map(|c| {
+                format!(
+                    "cluster node    {} directory {} mesh {}\n",
+                    c.node_name,
+                    c.describe_redis(),
+                    c.mesh_listen
+                )
+            })
+            .unwrap_or_default()
 }
 
 /// Runs `tryst provision` (a native secret, a TOTP record, an import or an export; see

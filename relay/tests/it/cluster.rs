@@ -600,3 +600,66 @@ fn a_node_cut_off_from_redis_stops_being_a_target_until_it_rejoins() {
     let client = b.reach(b"rejoined");
     assert_tunnel(client, server, b"rejoined");
 }
+
+/// `--check-config` with the cluster flags: a missing mesh key file, a too short key and
+/// a wildcard mesh address without `--mesh-advertise` are refused naming the problem
+/// (never the Redis password); a good set prints the cluster line.
+#[test]
+fn check_config_checks_the_mesh_key_and_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tryst"))
+            .args(["serve", "--check-config", "--listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--cluster-redis", "redis://:hunter2@127.0.0.1:6390/0"])
+            .args(extra)
+            .env_remove("TRYST_CONFIG")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        (out.status.code(), text)
+    };
+    let missing = dir.path().join("missing.key");
+    let (code, text) = run(&[
+        "--mesh-psk-file",
+        missing.to_str().unwrap(),
+        "--mesh-listen",
+        "127.0.0.2:7401",
+    ]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("cannot read mesh key file"), "{text}");
+    let short = write_psk(dir.path(), "short");
+    let (code, text) = run(&[
+        "--mesh-psk-file",
+        short.to_str().unwrap(),
+        "--mesh-listen",
+        "127.0.0.2:7401",
+    ]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("fewer than 16 bytes"), "{text}");
+    let good = write_psk(dir.path(), PSK);
+    let (code, text) = run(&["--mesh-psk-file", good.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("pass --mesh-advertise"), "{text}");
+    let (code, text) = run(&[
+        "--mesh-psk-file",
+        good.to_str().unwrap(),
+        "--mesh-listen",
+        "0.0.0.0:7401",
+        "--mesh-advertise",
+        "10.0.0.1:7401",
+        "--node-name",
+        "n1",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("cluster node    n1 directory 127.0.0.1:6390 mesh 0.0.0.0:7401"),
+        "{text}"
+    );
+}
