@@ -8,26 +8,16 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # A throw-away PostgreSQL cluster (unix socket only, fsync on) for the dead-drop's
 # PostgreSQL variants; they fail if TRYST_TEST_PG is set but unusable, so here they run.
 # An existing TRYST_TEST_PG (a developer's own cluster) is used as it is.
-cleanup=()
-trap 'for c in "${cleanup[@]}"; do eval "$c"; done' EXIT
 if [[ -z "${TRYST_TEST_PG:-}" ]]; then
     pg_dir=$(mktemp -d /tmp/tryst-pg.XXXXXX)
-    cleanup+=('./scripts/pg-test.sh stop "$pg_dir"; rm -rf "$pg_dir"')
+    trap './scripts/pg-test.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
     TRYST_TEST_PG=$(./scripts/pg-test.sh start "$pg_dir")
     export TRYST_TEST_PG
 fi
-# A throw-away redis-server (unix socket only, no persistence) for the cluster tests
-# (the directory); they fail if TRYST_TEST_REDIS is set but unusable. An existing
-# TRYST_TEST_REDIS (a socket path or redis:// URL) is used as it is.
-if [[ -z "${TRYST_TEST_REDIS:-}" ]]; then
-    redis_dir=$(mktemp -d /tmp/tryst-redis.XXXXXX)
-    cleanup+=('./scripts/redis-test.sh stop "$redis_dir"; rm -rf "$redis_dir"')
-    TRYST_TEST_REDIS=$(./scripts/redis-test.sh start "$redis_dir")
-    export TRYST_TEST_REDIS
-fi
-# The cluster tests (relay/tests/it/cluster.rs) start a private redis-server each with
-# scripts/redis-test.sh (unix socket in a temp dir, no persistence): they stop and
-# restart it, and parallel tests must not share keys.
+# The cluster tests (relay/tests/it/cluster.rs) and the alert scrape start a private
+# redis-server each with scripts/redis-test.sh (unix socket in a temp dir, no
+# persistence; redis-server from test-deps.sh): they stop and restart it, and parallel
+# tests must not share keys, so there is no run-wide server as for PostgreSQL.
 # Integration tests start the real binaries (`tryst`, `loadgen`), so build them first.
 cargo build --workspace --bins --examples --locked
 cargo test --workspace --locked
