@@ -231,6 +231,12 @@ pub struct ClusterStats {
     pub reaches_out: AtomicU64,
     /// Mesh connections accepted from other nodes and handed to a worker (reaches in).
     pub reaches_in: AtomicU64,
+    /// Lookups (clients waiting for a key not parked here) that ended without a node
+    /// to carry them to: the client got its family's "not parked" from this node.
+    pub lookups_unfound: AtomicU64,
+    /// Lookups not started because [`reach::MAX_LOOKUPS`] were in flight (the client
+    /// waited for a local park only).
+    pub lookups_dropped: AtomicU64,
     /// Mesh connects that failed (dial or preamble write).
     pub mesh_connect_errors: AtomicU64,
     /// Preamble and head bytes this node wrote to mesh connections.
@@ -406,6 +412,10 @@ impl Cluster {
              # TYPE tryst_cluster_reaches_total counter\n\
              tryst_cluster_reaches_total{{direction=\"out\"}} {}\n\
              tryst_cluster_reaches_total{{direction=\"in\"}} {}\n\
+             # HELP tryst_cluster_lookups_total Lookups of keys not parked on this node that found no node to carry the client to, or were not started (too many in flight).\n\
+             # TYPE tryst_cluster_lookups_total counter\n\
+             tryst_cluster_lookups_total{{outcome=\"unfound\"}} {}\n\
+             tryst_cluster_lookups_total{{outcome=\"dropped\"}} {}\n\
              # HELP tryst_mesh_connect_errors_total Mesh connections to other nodes that failed.\n\
              # TYPE tryst_mesh_connect_errors_total counter\n\
              tryst_mesh_connect_errors_total {}\n\
@@ -420,6 +430,8 @@ impl Cluster {
             st.live_nodes,
             g(&s.reaches_out),
             g(&s.reaches_in),
+            g(&s.lookups_unfound),
+            g(&s.lookups_dropped),
             g(&s.mesh_connect_errors),
             g(&s.mesh_bytes_out),
             g(&s.mesh_bytes_in),

@@ -137,6 +137,10 @@ impl Dispatcher {
             }
             ClusterEvent::Lookup(l) => {
                 let Ok(permit) = self.lookups.clone().try_acquire_owned() else {
+                    self.cluster
+                        .stats()
+                        .lookups_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                     return;
                 };
                 let this = self.clone();
@@ -161,6 +165,10 @@ impl Dispatcher {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left < MIN_LEFT {
+                self.cluster
+                    .stats()
+                    .lookups_unfound
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
             let mut c = self.cluster.redis();

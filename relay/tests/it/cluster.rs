@@ -455,6 +455,11 @@ fn redis_down_keeps_local_pairings_and_refuses_cross_reaches_cleanly_then_heals(
     let (answer, took) = reach_refused(b);
     assert_eq!(answer, (404, "not_parked".to_owned()));
     assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    let unfound = "tryst_cluster_lookups_total{outcome=\"unfound\"}";
+    assert_eq!(
+        b.await_value(1, |t| crate::tunnel::series_value(t, unfound)),
+        1
+    );
 
     three.redis.start_again();
     for n in &three.nodes {
