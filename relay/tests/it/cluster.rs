@@ -668,3 +668,35 @@ fn check_config_checks_the_mesh_key_and_address() {
         "{text}"
     );
 }
+
+/// With several workers per node the mesh connection may land on a worker that does not
+/// own the key (it is handed to the owner, still mesh-origin) and lookups come from
+/// whichever worker owns the client's key (the mesh socket goes back to that one):
+/// several parks and reaches across two nodes of four workers each all pair.
+#[test]
+fn reaches_cross_nodes_of_several_workers() {
+    let redis = TestRedis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let flags = ["--workers", "4", "--client-wait", "3s"];
+    let a = start_node(&redis, &psk, "a", IPS[0], &flags);
+    let b = start_node(&redis, &psk, "b", IPS[1], &flags);
+    assert_eq!(a.await_metric("tryst_cluster_live_nodes", 1), 1);
+    assert_eq!(b.await_metric("tryst_cluster_live_nodes", 1), 1);
+    for i in 0..6u8 {
+        let (park_on, reach_from) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (server, client) =
+            crate::hive_stream::park_and_reach_across(park_on, reach_from, 10 + i);
+        assert_tunnel(client, server, b"");
+    }
+    assert_eq!(
+        crate::tunnel::series_value(
+            &a.metrics(),
+            "tryst_cluster_reaches_total{direction=\"in\"}"
+        ) + crate::tunnel::series_value(
+            &b.metrics(),
+            "tryst_cluster_reaches_total{direction=\"in\"}"
+        ),
+        6
+    );
+}
