@@ -457,7 +457,11 @@ impl Cluster {
             "directory": {
                 "connected": st.connected,
                 "last_error": st.last_error,
-                "live_nodes": self.live_nodes().iter().map(|n| n.name.clone()).collect::<Vec<_>>(),
+                "live_nodes": self.live_nodes().iter().map(|n| serde_json::json!({
+                    "name": n.name,
+                    "epoch": n.epoch,
+                    "mesh": n.mesh.to_string(),
+                })).collect::<Vec<_>>(),
             },
             "reaches": {
                 "out": s.reaches_out.load(Ordering::Relaxed),

@@ -700,3 +700,62 @@ fn reaches_cross_nodes_of_several_workers() {
         6
     );
 }
+
+/// A node killed and started again under the same name has a new epoch: the park
+/// record its previous run left in Redis (still there, within its TTL) is ignored, so a
+/// reach from b gets not_parked instead of being carried to a node that no longer holds
+/// the key; a park in the new run is reached.
+#[test]
+fn a_restarted_node_s_stale_parks_are_ignored_by_epoch() {
+    let redis = TestRedis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let flags = ["--workers", "1", "--client-wait", "2s"];
+    let a = start_node(&redis, &psk, "a", IPS[0], &flags);
+    let b = start_node(&redis, &psk, "b", IPS[1], &flags);
+    assert_eq!(b.await_metric("tryst_cluster_live_nodes", 1), 1);
+    let server = park_native(&a);
+    await_presence(&redis, crate::tunnel::ID, "a", true);
+    let status = Command::new("kill")
+        .args(["-9", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    drop(server);
+    drop(a);
+    let a = start_node(&redis, &psk, "a", IPS[0], &flags);
+    assert_eq!(a.await_metric("tryst_cluster_live_nodes", 1), 1);
+    // b has read a's new epoch.
+    let epoch = healthz(&a)["cluster"]["epoch"].as_u64().unwrap();
+    // (await_value polls /metrics; the answer here is read from /healthz.)
+    let seen = |_metrics: &str| -> u64 {
+        let h = healthz(&b);
+        let nodes = h["cluster"]["directory"]["live_nodes"].as_array().cloned();
+        u64::from(nodes.is_some_and(|n| {
+            n.iter()
+                .any(|n| n["name"] == "a" && n["epoch"].as_u64() == Some(epoch))
+        }))
+    };
+    assert_eq!(b.await_value(1, seen), 1, "b never saw a's new epoch");
+    // The old run's field is still there; the new run holds nothing.
+    await_presence(&redis, crate::tunnel::ID, "a", true);
+    let (answer, _) = reach_refused(&b);
+    assert_eq!(answer, (404, "not_parked".to_owned()));
+    assert_eq!(
+        crate::tunnel::series_value(
+            &a.metrics(),
+            "tryst_cluster_reaches_total{direction=\"in\"}"
+        ),
+        0
+    );
+    let server = park_native(&a);
+    let client = b.reach(b"new epoch");
+    assert_tunnel(client, server, b"new epoch");
+}
+
+/// A node's `/healthz` JSON.
+fn healthz(node: &Relay) -> serde_json::Value {
+    let answer = node.exchange(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
