@@ -162,6 +162,7 @@ impl Dispatcher {
         let mut published = self.parked.subscribe();
         let wire = l.key.to_wire();
         let record = park_key(&l.key);
+        let mut failed: HashSet<String> = HashSet::new();
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left < MIN_LEFT {
@@ -180,7 +181,8 @@ impl Dispatcher {
                     redis::cmd("HGETALL").arg(&record).query_async(&mut c),
                 )
                 .await;
-            if let Some(fields) = fields {
+            if let Some(mut fields) = fields {
+                fields.retain(|node, _| !failed.contains(node));
                 let holder = choose_holder(
                     &fields,
                     self.cluster.node(),
@@ -188,10 +190,14 @@ impl Dispatcher {
                     crate::clock::unix_now(),
                     rand::random::<u32>() as usize,
                 );
-                if let Some(node) = holder
-                    && self.carry(&node, &l, deadline).await
-                {
-                    return;
+                if let Some(node) = holder {
+                    if self.carry(&node, &l, deadline).await {
+                        return;
+                    }
+                    // Unreachable (killed, or its mesh refuses us) though still live in
+                    // the cache: not again for this client; try another holder now.
+                    failed.insert(node);
+                    continue;
                 }
             }
             // Nobody (reachable) holds it: wait for a park anywhere, re-reading once a

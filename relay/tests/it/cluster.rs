@@ -479,12 +479,16 @@ fn a_killed_node_stops_being_a_target_and_reparked_servers_are_reachable() {
     let mut three = Three::start(&[]);
     let server = park_native(&three.nodes[0]);
     await_presence(&three.redis, crate::tunnel::ID, "a", true);
-    let a = three.nodes.remove(0);
+    let mut a = three.nodes.remove(0);
     let status = Command::new("kill")
         .args(["-9", &a.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    // Reaped: its sockets (mesh listener, accepted warm sockets) are closed. A warm
+    // socket taken in the very instant a node dies still carries a client to it, who
+    // then sees the connection close (as a client of that node would): docs/cluster.md.
+    a.wait_exit();
     drop(server);
     let [b, c] = &three.nodes[..] else {
         unreachable!()
@@ -602,6 +606,7 @@ fn a_node_cut_off_from_redis_stops_being_a_target_until_it_rejoins() {
         1,
         "b never saw a again"
     );
+    await_presence(&redis, crate::tunnel::ID, "a", true);
     let client = b.reach(b"rejoined");
     assert_tunnel(client, server, b"rejoined");
 }
@@ -716,11 +721,13 @@ fn a_restarted_node_s_stale_parks_are_ignored_by_epoch() {
     assert_eq!(b.await_metric("tryst_cluster_live_nodes", 1), 1);
     let server = park_native(&a);
     await_presence(&redis, crate::tunnel::ID, "a", true);
+    let mut a = a;
     let status = Command::new("kill")
         .args(["-9", &a.pid().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
+    a.wait_exit();
     drop(server);
     drop(a);
     let a = start_node(&redis, &psk, "a", IPS[0], &flags);
