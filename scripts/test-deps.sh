@@ -5,7 +5,8 @@
 # real STUN client: stuntman-client's `stunclient` where Debian still ships it, else
 # coturn's `turnutils_stunclient` (bookworm dropped stuntman); promtool (Debian's
 # `prometheus`, for the alert-rule tests), lintian (scripts/deb-test.sh) and PostgreSQL
-# (the dead-drop's PostgreSQL store; scripts/pg-test.sh starts throw-away clusters).
+# (the dead-drop's PostgreSQL store; scripts/pg-test.sh starts throw-away clusters) and
+# redis-server (the cluster directory; scripts/redis-test.sh starts throw-away servers).
 # Idempotent: installs only what is missing. Needs root or sudo for apt-get.
 set -euo pipefail
 
@@ -16,6 +17,7 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 tools=()
 command -v promtool >/dev/null 2>&1 || tools+=(prometheus)
 command -v lintian >/dev/null 2>&1 || tools+=(lintian)
+command -v redis-server >/dev/null 2>&1 || tools+=(redis-server)
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
     missing+=(postgresql)
 fi
@@ -28,7 +30,7 @@ if ! command -v stunclient >/dev/null 2>&1 && ! command -v turnutils_stunclient 
 fi
 
 if ((${#missing[@]} == 0 && ${#tools[@]} == 0 && ${#stun_client[@]} == 0)); then
-    echo "test-deps: oathtool, curl, python3, sshd, ssh, PostgreSQL, promtool, lintian and a STUN client present"
+    echo "test-deps: oathtool, curl, python3, sshd, ssh, PostgreSQL, promtool, lintian, redis-server and a STUN client present"
     exit 0
 fi
 
@@ -49,7 +51,8 @@ if ((${#missing[@]} > 0)); then
 fi
 if ((${#tools[@]} > 0)); then
     # Only promtool is wanted from `prometheus` (not its exporters); the server it ships
-    # is never started by CI. About 40 s for both packages.
+    # is never started by CI. About 40 s for both packages; redis-server (the tests
+    # start their own on unix sockets) a few seconds more.
     "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${tools[@]}"
 fi
 if ((${#stun_client[@]} > 0)); then

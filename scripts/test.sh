@@ -14,6 +14,10 @@ if [[ -z "${TRYST_TEST_PG:-}" ]]; then
     TRYST_TEST_PG=$(./scripts/pg-test.sh start "$pg_dir")
     export TRYST_TEST_PG
 fi
+# The cluster tests (relay/tests/it/cluster.rs) and the alert scrape start a private
+# redis-server each with scripts/redis-test.sh (unix socket in a temp dir, no
+# persistence; redis-server from test-deps.sh): they stop and restart it, and parallel
+# tests must not share keys, so there is no run-wide server as for PostgreSQL.
 # Integration tests start the real binaries (`tryst`, `loadgen`), so build them first.
 cargo build --workspace --bins --examples --locked
 cargo test --workspace --locked

@@ -156,6 +156,28 @@ impl RendezvousKey {
         &self.bytes
     }
 
+    /// The space byte then the 16 key bytes: the form messages and the cluster
+    /// directory carry ([`RendezvousKey::from_wire`] reads it back).
+    pub fn to_wire(&self) -> [u8; 17] {
+        let mut out = [0u8; 17];
+        out[0] = self.space as u8;
+        out[1..].copy_from_slice(&self.bytes);
+        out
+    }
+
+    /// Reads [`RendezvousKey::to_wire`]'s form; `None` for an unknown space byte.
+    pub fn from_wire(wire: &[u8; 17]) -> Option<Self> {
+        let space = match wire[0] {
+            0 => KeySpace::Uuid,
+            1 => KeySpace::Tag,
+            2 => KeySpace::Hive,
+            _ => return None,
+        };
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&wire[1..]);
+        Some(Self { space, bytes })
+    }
+
     /// The worker that owns this key under `placement`: SipHash-1-3 keyed with the
     /// placement's 128-bit key, over the space byte and the 16 key bytes, reduced
     /// `mod workers`.

@@ -176,6 +176,26 @@ pub struct Settings {
     /// 127.0.0.1:9400); the public listeners then stop serving /metrics [default: off].
     #[arg(long, env = "TRYST_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Join a cluster whose directory is this Valkey/Redis: `redis://[:password@]host:port[/db]`, `rediss://…`, or an absolute unix socket path (docs/cluster.md) [default: none, a single node].
+    #[arg(
+        long,
+        env = "TRYST_CLUSTER_REDIS",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub cluster_redis: Option<String>,
+    /// This node's name in the cluster, unique among the nodes: 1 to 64 of A-Z a-z 0-9 . _ - [default: the host name].
+    #[arg(long, env = "TRYST_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Where this node accepts mesh connections from the other nodes (keep it off the internet) [default: 0.0.0.0:7401].
+    #[arg(long, env = "TRYST_MESH_LISTEN", value_name = "ADDR")]
+    pub mesh_listen: Option<SocketAddr>,
+    /// The address the other nodes dial for this node's mesh [default: the bound mesh address, which must then not be 0.0.0.0].
+    #[arg(long, env = "TRYST_MESH_ADVERTISE", value_name = "ADDR")]
+    pub mesh_advertise: Option<SocketAddr>,
+    /// File holding the pre-shared mesh key (at least 16 bytes; the same file on every node; keep it mode 0600).
+    #[arg(long, env = "TRYST_MESH_PSK_FILE", value_name = "FILE")]
+    pub mesh_psk_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -205,6 +225,11 @@ impl Settings {
             tls_name: self.tls_name.or(fallback.tls_name),
             families: self.families.or(fallback.families),
             metrics_listen: self.metrics_listen.or(fallback.metrics_listen),
+            cluster_redis: self.cluster_redis.or(fallback.cluster_redis),
+            node_name: self.node_name.or(fallback.node_name),
+            mesh_listen: self.mesh_listen.or(fallback.mesh_listen),
+            mesh_advertise: self.mesh_advertise.or(fallback.mesh_advertise),
+            mesh_psk_file: self.mesh_psk_file.or(fallback.mesh_psk_file),
         }
     }
 }
@@ -228,8 +253,12 @@ impl Settings {
         KEYS.get_or_init(|| {
             let own = Self::own_keys();
             // The families' keys go where they stood before the last relay keys
-            // (`metrics-listen`), as they are listed in `--help`.
-            let (before, after) = own.split_at(own.len().saturating_sub(1));
+            // (`metrics-listen` and the cluster's), as they are listed in `--help`.
+            let at = own
+                .iter()
+                .position(|k| *k == "metrics-listen")
+                .unwrap_or(own.len());
+            let (before, after) = own.split_at(at);
             [before, &crate::families::FamilySettings::keys(), after].concat()
         })
     }

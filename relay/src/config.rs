@@ -150,6 +150,8 @@ pub struct ServeConfig {
     /// The operators' address for `/metrics` and `/healthz`, when one is configured;
     /// the public listeners then answer `/metrics` as an unknown path.
     pub metrics_listen: Option<SocketAddr>,
+    /// Several nodes as one (`--cluster-redis` and the mesh flags); `None`: a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Where TLS listens and which certificate it presents.
@@ -306,6 +308,7 @@ impl ServeConfig {
             proof_window,
             client_wait,
         })?;
+        let cluster = crate::cluster::resolve(&s, &cwd)?;
         Ok(Self {
             families,
             metrics_listen: s.metrics_listen,
@@ -320,7 +323,11 @@ impl ServeConfig {
                 .map_or(tryst_engine::route::ParkMode::Replace, Into::into),
             max_sockets,
             max_http_connections,
-            engine,
+            engine: EngineConfig {
+                cluster: cluster.is_some(),
+                ..engine
+            },
+            cluster,
         })
     }
 }
@@ -793,7 +800,8 @@ max-http-connections = 10
              `max-ttl`, `hive-max-per-workspace`, `hive-max-publications`, `mirror`, \
              `mirror-interval`, `forward-poll-timeout`, `forward-mailbox-bytes`, \
              `forward-total-bytes`, `hive-board`, `qredo-open`, `qredo-apps`, `stun-listen`, \
-             `metrics-listen`"
+             `metrics-listen`, `cluster-redis`, `node-name`, `mesh-listen`, \
+             `mesh-advertise`, `mesh-psk-file`"
         );
         // A family's value is read in place: its error points into the value.
         let err = parse_config("pico-wait = \"2\"\n").unwrap_err();

@@ -46,6 +46,12 @@ pub trait ServiceFamily: Send + Sync + std::fmt::Debug {
     fn serve(&self, req: Request<Incoming>, cx: ServeContext) -> ServeFuture<'_>;
     /// Appends the family's Prometheus text to `out`.
     fn render_metrics(&self, out: &mut String);
+    /// A member of `/healthz`'s JSON object, `(key, value)`, for families with state an
+    /// operator's health check should see (the cluster's directory). The default adds
+    /// none; the status and code stay `ok`/200 either way.
+    fn health(&self) -> Option<(&'static str, serde_json::Value)> {
+        None
+    }
     /// Starts the family's background tasks (sweeps, mirror pulls, a UDP loop); called
     /// once, inside the supervisor's tokio runtime. The default has none.
     fn start(&self) {}

@@ -471,7 +471,21 @@ impl HttpService {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
             resp
         } else {
-            json_reply(StatusCode::OK, r#"{"status":"ok"}"#.to_owned())
+            let extra: Vec<_> = self
+                .inner
+                .families
+                .iter()
+                .filter_map(|f| f.health())
+                .collect();
+            if extra.is_empty() {
+                return json_reply(StatusCode::OK, r#"{"status":"ok"}"#.to_owned());
+            }
+            let mut body = serde_json::Map::new();
+            body.insert("status".into(), "ok".into());
+            for (k, v) in extra {
+                body.insert(k.into(), v);
+            }
+            json_reply(StatusCode::OK, serde_json::Value::Object(body).to_string())
         }
     }
 }
@@ -628,6 +642,7 @@ mod tests {
             stream: server,
             early: early.to_vec(),
             transport: tryst_engine::route::Transport::Plain,
+            origin: tryst_engine::driver::Origin::Client,
         })
         .unwrap();
         client

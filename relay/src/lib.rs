@@ -71,6 +71,7 @@ pub mod agent;
 pub mod body;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod config_keys;
 pub mod deaddrop;

@@ -18,6 +18,7 @@ use std::io::{self, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -61,6 +62,9 @@ pub enum ServeError {
     /// A family could not start (its files, its store or its socket).
     #[error(transparent)]
     Family(#[from] FamilyError),
+    /// The cluster could not start (mesh key, mesh listener, directory client).
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// Another I/O failure, with what was being done.
     #[error("{what}: {source}")]
     Io {
@@ -169,6 +173,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         other => ServeError::Secrets(other),
     })?;
     let secrets = FileSecrets::load(&config.secrets_path)?;
+    check_cluster(config.cluster.as_ref())?;
     if secrets.is_empty() {
         tracing::info!(
             path = %config.secrets_path.display(),
@@ -245,6 +250,20 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         tls_lines.push_str(&format!("tryst: metrics listening on {metrics_local}\n"));
         metrics = Some(socket);
     }
+    let mut mesh = None;
+    if let Some(cluster) = &config.cluster {
+        let addr = cluster.mesh_listen;
+        let socket = bind_listener(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        let mesh_local = socket
+            .local_addr()
+            .map_err(io_err("reading the bound address"))?;
+        tls_lines.push_str(&format!(
+            "tryst: mesh listening on {mesh_local}\ntryst: cluster node {} directory {}\n",
+            cluster.node_name,
+            cluster.describe_redis()
+        ));
+        mesh = Some(socket);
+    }
     // The families' last lines (the dead-drop's store): readers of the earlier lines
     // need not skip them.
     tls_lines.push_str(&families.tail_lines());
@@ -272,7 +291,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let engine = Engine::start(&config.engine, listeners, worker_args)
         .map_err(io_err("starting the workers"))?;
     runtime.block_on(supervise(
-        engine, &config, signals, families, metrics, started,
+        engine, &config, signals, families, metrics, mesh, started,
     ))
 }
 
@@ -310,11 +329,27 @@ async fn supervise(
     signals: Signals,
     families: families::Opened,
     metrics: Option<TcpListener>,
+    mesh: Option<TcpListener>,
     started: u64,
 ) -> Result<(), ServeError> {
+    let (cluster, dispatcher) = start_cluster(&engine, config, mesh)?.unzip();
+    // The workers' cluster events (presence, lookups), only with a cluster.
+    let cluster_events = match &dispatcher {
+        Some(_) => {
+            Some(cluster_readiness(&engine).map_err(io_err("registering the cluster events"))?)
+        }
+        None => None,
+    };
+    let mut restarts: Vec<u64> = engine.stats().workers.iter().map(|w| w.restarts).collect();
     let (stats, mut stats_requests) = StatsRequester::channel(64);
-    // The service families, in routing and `/metrics` order ([`families`]).
-    let families = families.into_services(started)?;
+    // The service families, in routing and `/metrics` order ([`families`]), then the
+    // cluster's health and metrics when there is one.
+    let mut families = families.into_services(started)?;
+    families.extend(
+        cluster
+            .clone()
+            .map(|c| Arc::new(c) as Arc<dyn crate::family::ServiceFamily>),
+    );
     for family in &families {
         family.start();
     }
@@ -367,6 +402,12 @@ async fn supervise(
                 // `try_io` clears tokio's readiness when the drain ends in WouldBlock.
                 let _ = inbox.try_io(Interest::READABLE, || drain_inbox(&engine, &http));
             }
+            ready = readable(cluster_events.as_ref()) => {
+                ready.map_err(io_err("waiting on the cluster events"))?;
+                if let (Some(events), Some(d)) = (&cluster_events, &dispatcher) {
+                    let _ = events.try_io(Interest::READABLE, || drain_cluster_events(&engine, d));
+                }
+            }
             Some(reply) = stats_requests.recv() => answer_stats(&engine, reply),
             _ = hangup.recv() => reload(&engine, config),
             _ = terminate.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGTERM"),
@@ -377,12 +418,96 @@ async fn supervise(
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "checking workers"),
                 }
+                if let Some(d) = &dispatcher {
+                    // A worker that died took its parked connections with it.
+                    for w in engine.stats().workers {
+                        if restarts.get(w.index).is_some_and(|&r| r != w.restarts) {
+                            restarts[w.index] = w.restarts;
+                            d.worker_gone(w.index);
+                        }
+                    }
+                }
             }
         }
     }
     drop(inbox);
     tracing::info!("all workers exited");
+    if let Some(cluster) = &cluster {
+        // Leave the directory now rather than when the liveness record expires.
+        cluster.directory().leave().await;
+    }
     Ok(())
+}
+
+/// With `--cluster-redis`: builds the [`crate::cluster::Cluster`] handle, starts its
+/// directory and warm-socket tasks and the mesh listener (which gives verified mesh
+/// connections to the workers). `None` for a single node: nothing is started.
+fn start_cluster(
+    engine: &Engine,
+    config: &ServeConfig,
+    mesh: Option<TcpListener>,
+) -> Result<Option<(crate::cluster::Cluster, crate::cluster::reach::Dispatcher)>, ServeError> {
+    let (Some(settings), Some(listener)) = (&config.cluster, mesh) else {
+        return Ok(None);
+    };
+    let local = listener
+        .local_addr()
+        .map_err(io_err("reading the bound address"))?;
+    let cluster = crate::cluster::Cluster::new(settings.clone(), local)?;
+    listener
+        .set_nonblocking(true)
+        .map_err(io_err("registering the mesh listener"))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(io_err("registering the mesh listener"))?;
+    let injector = Arc::new(
+        engine
+            .injector()
+            .map_err(io_err("preparing the mesh hand-off"))?,
+    );
+    cluster.spawn_tasks();
+    tokio::spawn(crate::cluster::mesh::serve(
+        cluster.clone(),
+        listener,
+        injector.clone(),
+    ));
+    let dispatcher = crate::cluster::reach::Dispatcher::start(cluster.clone(), injector);
+    tracing::info!(
+        node = cluster.node(),
+        epoch = cluster.epoch(),
+        mesh = %cluster.advertise(),
+        "cluster started"
+    );
+    Ok(Some((cluster, dispatcher)))
+}
+
+/// A duplicate of the cluster events socket's fd, registered with tokio only to learn
+/// when it is readable (receiving goes through the engine's `ClusterInbox`).
+fn cluster_readiness(engine: &Engine) -> io::Result<tokio::net::UnixDatagram> {
+    let fd = engine.cluster_inbox().as_fd().try_clone_to_owned()?;
+    tokio::net::UnixDatagram::from_std(std::os::unix::net::UnixDatagram::from(fd))
+}
+
+/// Readiness of an optional socket (never ready without one).
+async fn readable(s: Option<&tokio::net::UnixDatagram>) -> io::Result<()> {
+    match s {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hands every queued cluster event to the dispatcher; ends with `WouldBlock`.
+fn drain_cluster_events(
+    engine: &Engine,
+    dispatcher: &crate::cluster::reach::Dispatcher,
+) -> io::Result<()> {
+    loop {
+        match engine.cluster_inbox().try_recv() {
+            Ok(Some(ev)) => dispatcher.on_event(ev),
+            Ok(None) => return Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Serves every queued hand-off. Ends with `WouldBlock` once the inbox is empty, or
@@ -521,11 +646,26 @@ pub fn check_config(config: &ServeConfig) -> Result<String, ServeError> {
         }
     };
     let secrets = FileSecrets::load(&config.secrets_path)?;
+    check_cluster(config.cluster.as_ref())?;
     // The operator's certificate and key must load; a generated pair is made at start.
     if let Some(tls) = config.tls.as_ref().filter(|t| t.cert_and_key.is_some()) {
         crate::tls::load(tls, &config.data_dir, false)?;
     }
     Ok(config_summary(config, data_dir, secrets.len()))
+}
+
+/// What `serve` checks of the cluster settings before binding anything (and
+/// `--check-config` too): the mesh key file reads and is long enough, and the other
+/// nodes have an address to dial.
+fn check_cluster(cluster: Option<&crate::cluster::ClusterConfig>) -> Result<(), ServeError> {
+    let Some(c) = cluster else {
+        return Ok(());
+    };
+    crate::cluster::load_psk(&c.mesh_psk_file)?;
+    if c.mesh_advertise.is_none() && c.mesh_listen.ip().is_unspecified() {
+        return Err(crate::cluster::ClusterError::NoAdvertise(c.mesh_listen).into());
+    }
+    Ok(())
 }
 
 /// Whether the data directory is already there (for [`config_summary`]).
@@ -581,6 +721,18 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         e.workers,
         e.max_sockets_per_worker,
     ) + &config.families.summary_tail()
+        + &config
+            .cluster
+            .as_ref()
+            .map(|c| {
+                format!(
+                    "cluster node    {} directory {} mesh {}\n",
+                    c.node_name,
+                    c.describe_redis(),
+                    c.mesh_listen
+                )
+            })
+            .unwrap_or_default()
 }
 
 #[cfg(test)]

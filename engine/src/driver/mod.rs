@@ -13,6 +13,7 @@
 //! Counters live in a shared memory region the supervisor reads for `/metrics`.
 #![allow(unsafe_code)]
 
+pub mod cluster;
 mod msg;
 mod pipes;
 mod shm;
@@ -84,6 +85,10 @@ pub struct EngineConfig {
     pub max_waiting_per_worker: usize,
     /// Submission queue entries per ring.
     pub ring_entries: u32,
+    /// Several nodes as one: workers report parked keys ([`cluster::ClusterEvent`])
+    /// and ask the supervisor to look up keys not parked here. Off: none of it.
+    #[serde(default)]
+    pub cluster: bool,
 }
 
 impl EngineConfig {
@@ -114,6 +119,7 @@ impl Default for EngineConfig {
             max_parked_per_worker: 100_000,
             max_waiting_per_worker: 100_000,
             ring_entries: 4096,
+            cluster: false,
         }
     }
 }
@@ -188,6 +194,63 @@ impl StatsSnapshot {
     }
 }
 
+/// Who sent a connection to this node: a client, or another node of the cluster over the
+/// mesh (carrying a client's head). A mesh-origin reach is never carried to a third node
+/// (one hop at most).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Origin {
+    /// A client connected to this node.
+    #[default]
+    Client,
+    /// Another node carried the connection here (its preamble verified by the
+    /// supervisor).
+    Mesh,
+}
+
+/// Gives mesh connections (verified by the supervisor) to the workers: each goes to the
+/// next worker in turn, which reads, classifies and routes it like an accepted
+/// connection (handing it to the key's owner if needed), marked [`Origin::Mesh`].
+/// Cheap to share; usable from any thread.
+#[derive(Debug)]
+pub struct Injector {
+    sends: Vec<OwnedFd>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Injector {
+    /// Gives worker `worker` the mesh socket `conn` for the waiting client `token` (see
+    /// [`cluster`]); non-blocking. The worker closes it if that client is gone.
+    pub fn deliver(
+        &self,
+        worker: usize,
+        token: cluster::ReachToken,
+        conn: OwnedFd,
+    ) -> io::Result<()> {
+        let sock = self
+            .sends
+            .get(worker)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no such worker"))?;
+        msg::send_remote_found(sock.as_fd(), conn.as_fd(), token)
+    }
+
+    /// Sends `conn` (non-blocking, with the bytes already read past the preamble) to a
+    /// worker; `Err(WouldBlock)` when every worker's inbox is full. `transport` is the
+    /// client's on the sending node.
+    pub fn inject(&self, conn: OwnedFd, early: &[u8], transport: Transport) -> io::Result<()> {
+        let n = self.sends.len();
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut last = io::Error::from(io::ErrorKind::WouldBlock);
+        for k in 0..n {
+            let sock = &self.sends[(start + k) % n];
+            match msg::send_injected(sock.as_fd(), conn.as_fd(), early, transport) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
 /// A connection passed to the HTTP service, with the bytes already read from it.
 #[derive(Debug)]
 pub struct HandedOff {
@@ -198,6 +261,8 @@ pub struct HandedOff {
     /// How the client reached the relay. For [`Transport::Tls`] the relay terminated
     /// TLS and `stream` is the plaintext end of a unix stream socket, not TCP.
     pub transport: Transport,
+    /// A client's own connection, or one another node carried here over the mesh.
+    pub origin: Origin,
 }
 
 /// The supervisor's end of the HTTP hand-off: a non-blocking unix datagram socket.
@@ -217,13 +282,14 @@ impl HttpInbox {
         loop {
             match msg::try_recv(self.recv.as_fd(), &mut buf)? {
                 None => return Ok(None),
-                Some(msg::Message::Conn(fd, early, transport)) => {
+                Some(msg::Message::Conn(fd, early, transport, origin)) => {
                     let stream = TcpStream::from(fd);
                     stream.set_nonblocking(false)?;
                     return Ok(Some(HandedOff {
                         stream,
                         early,
                         transport,
+                        origin,
                     }));
                 }
                 Some(msg::Message::LostConn) => {
@@ -274,7 +340,7 @@ fn parse_owner_key(hex: &str) -> io::Result<[u8; 16]> {
 /// Environment variable carrying a worker's index and descriptor layout.
 const WORKER_ENV: &str = "TRYST_WORKER";
 /// First descriptor number of the layout in a worker: inbox, HTTP out, stats, then one
-/// send socket per worker, then the listeners.
+/// send socket per worker, then the listeners, then the cluster events socket.
 const FIRST_FD: RawFd = 3;
 
 #[derive(Debug)]
@@ -307,6 +373,9 @@ pub struct Engine {
     slots: Vec<WorkerSlot>,
     http_send: OwnedFd,
     http: HttpInbox,
+    /// Workers' end of the cluster events socket (mapped into each worker).
+    cluster_send: OwnedFd,
+    cluster: cluster::ClusterInbox,
     stats: SharedStats,
     shutdown_started: Option<Instant>,
 }
@@ -359,7 +428,18 @@ impl Engine {
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
         )
         .map_err(io::Error::from)?;
+        let (cluster_recv, cluster_send) = dgram_pair()?;
+        nix::fcntl::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&cluster_recv),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(io::Error::from)?;
         let mut engine = Self {
+            cluster_send,
+            cluster: cluster::ClusterInbox {
+                recv: cluster_recv,
+                buf: std::sync::Mutex::new(Vec::new()),
+            },
             config: EngineConfig {
                 workers,
                 ..config.clone()
@@ -413,6 +493,10 @@ impl Engine {
             });
             next += 1;
         }
+        mappings.push(FdMapping {
+            parent_fd: self.cluster_send.try_clone()?,
+            child_fd: next,
+        });
         // /proc/self/exe, not current_exe(): after an upgrade replaces the binary on
         // disk, the path reads "... (deleted)" but the running image can still be
         // executed through /proc, so a crashed worker restarts as the same version.
@@ -441,6 +525,23 @@ impl Engine {
         self.slots[index].child = Some(child);
         self.slots[index].started = Instant::now();
         Ok(())
+    }
+
+    /// A handle that gives mesh connections to the workers (see [`Injector`]).
+    pub fn injector(&self) -> io::Result<Injector> {
+        Ok(Injector {
+            sends: self
+                .slots
+                .iter()
+                .map(|s| s.inbox_send.try_clone())
+                .collect::<io::Result<_>>()?,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    /// Where the workers' cluster events arrive (only with [`EngineConfig::cluster`]).
+    pub fn cluster_inbox(&self) -> &cluster::ClusterInbox {
+        &self.cluster
     }
 
     /// Where handed-off HTTP connections arrive.
@@ -645,7 +746,8 @@ pub fn run_worker<R: Router>(
         .enumerate()
         .map(|(k, t)| (take(FIRST_FD + 3 + workers as RawFd + k as RawFd), *t))
         .collect();
-    for fd in [&inbox, &http_out]
+    let cluster_out = take(FIRST_FD + 3 + workers as RawFd + kinds.len() as RawFd);
+    for fd in [&inbox, &http_out, &cluster_out]
         .into_iter()
         .chain(&peers)
         .chain(listeners.iter().map(|(fd, _)| fd))
@@ -659,6 +761,7 @@ pub fn run_worker<R: Router>(
         peer_counters: (0..workers).map(|j| stats.worker(j)).collect(),
         inbox,
         http_out,
+        cluster_out,
         peers,
         listeners,
         counters: stats.worker(index),

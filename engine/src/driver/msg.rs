@@ -2,6 +2,7 @@
 //! owner worker or to the supervisor's HTTP inbox (descriptor via `SCM_RIGHTS`, plus
 //! every byte already read from it), and control messages from the supervisor.
 
+use super::Origin;
 use crate::route::Transport;
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use std::io::{self, IoSlice, IoSliceMut};
@@ -15,12 +16,29 @@ const KIND_CONN_TLS: u8 = 4;
 const KIND_ACCEPTED: u8 = 5;
 const KIND_RELOAD: u8 = 2;
 const KIND_SHUTDOWN: u8 = 3;
+/// A mesh-origin connection handed to its owner (plain / TLS client transport).
+const KIND_CONN_MESH: u8 = 6;
+const KIND_CONN_TLS_MESH: u8 = 7;
+/// A mesh-origin connection from the supervisor, head possibly incomplete.
+const KIND_INJECTED: u8 = 8;
+const KIND_INJECTED_TLS: u8 = 9;
+/// A mesh socket for a waiting client (see `driver::cluster`).
+const KIND_REMOTE_FOUND: u8 = 22;
 
 /// A received message.
 #[derive(Debug)]
 pub(crate) enum Message {
-    /// A connection, the bytes already read from it, and how it arrived.
-    Conn(OwnedFd, Vec<u8>, Transport),
+    /// A connection, the bytes already read from it, how it arrived, and whether a
+    /// client or another node (the mesh) sent it.
+    Conn(OwnedFd, Vec<u8>, Transport, Origin),
+    /// A connection from another node (the mesh), given by the supervisor after it
+    /// verified the preamble: the bytes read past the preamble (possibly not yet a
+    /// whole head) and the client's transport on the sending node. The receiver reads
+    /// and classifies it like an accepted connection.
+    Injected(OwnedFd, Vec<u8>, Transport),
+    /// A mesh socket to another node for the waiting client `ReachToken` names; that
+    /// node's answer comes through it (see `driver::cluster`).
+    RemoteFound(OwnedFd, super::cluster::ReachToken),
     /// A plain connection accepted by a worker at its socket budget and passed on
     /// before anything was read from it: the receiver reads its head as if it had
     /// accepted it itself.
@@ -42,12 +60,41 @@ pub(crate) fn send_conn(
     conn: BorrowedFd<'_>,
     bytes: &[u8],
     transport: Transport,
+    origin: Origin,
 ) -> io::Result<()> {
-    let kind = match transport {
-        Transport::Plain => KIND_CONN,
-        Transport::Tls => KIND_CONN_TLS,
+    let kind = match (transport, origin) {
+        (Transport::Plain, Origin::Client) => KIND_CONN,
+        (Transport::Tls, Origin::Client) => KIND_CONN_TLS,
+        (Transport::Plain, Origin::Mesh) => KIND_CONN_MESH,
+        (Transport::Tls, Origin::Mesh) => KIND_CONN_TLS_MESH,
     };
     send_fd(sock, kind, conn, bytes)
+}
+
+/// Sends a mesh connection to a worker (see [`Message::Injected`]).
+pub(crate) fn send_injected(
+    sock: BorrowedFd<'_>,
+    conn: BorrowedFd<'_>,
+    bytes: &[u8],
+    transport: Transport,
+) -> io::Result<()> {
+    let kind = match transport {
+        Transport::Plain => KIND_INJECTED,
+        Transport::Tls => KIND_INJECTED_TLS,
+    };
+    send_fd(sock, kind, conn, bytes)
+}
+
+/// Sends a mesh socket for a waiting client (see [`Message::RemoteFound`]).
+pub(crate) fn send_remote_found(
+    sock: BorrowedFd<'_>,
+    conn: BorrowedFd<'_>,
+    token: super::cluster::ReachToken,
+) -> io::Result<()> {
+    let mut payload = [0u8; 12];
+    payload[..4].copy_from_slice(&token.slot.to_be_bytes());
+    payload[4..].copy_from_slice(&token.entry.to_be_bytes());
+    send_fd(sock, KIND_REMOTE_FOUND, conn, &payload)
 }
 
 /// Sends a plain connection accepted but not read from (see [`Message::Accepted`]).
@@ -148,20 +195,62 @@ fn recv_with(
         let mut fds = fds.into_iter();
         let conn = matches!(
             buf.first().copied(),
-            Some(KIND_CONN | KIND_CONN_TLS | KIND_ACCEPTED)
+            Some(
+                KIND_CONN
+                    | KIND_CONN_TLS
+                    | KIND_ACCEPTED
+                    | KIND_CONN_MESH
+                    | KIND_CONN_TLS_MESH
+                    | KIND_INJECTED
+                    | KIND_INJECTED_TLS
+                    | KIND_REMOTE_FOUND
+            )
         );
         if len > 0 && conn && truncated && fds.len() == 0 {
             return Ok(Some(Message::LostConn));
         }
         let msg = match (buf.first().copied(), len) {
             (_, 0) => None,
-            (Some(KIND_CONN), n) if n <= MAX_PAYLOAD + 1 => fds
-                .next()
-                .map(|fd| Message::Conn(fd, buf[1..n].to_vec(), Transport::Plain)),
-            (Some(KIND_CONN_TLS), n) if n <= MAX_PAYLOAD + 1 => fds
-                .next()
-                .map(|fd| Message::Conn(fd, buf[1..n].to_vec(), Transport::Tls)),
+            (Some(k @ (KIND_CONN | KIND_CONN_TLS | KIND_CONN_MESH | KIND_CONN_TLS_MESH)), n)
+                if n <= MAX_PAYLOAD + 1 =>
+            {
+                let transport = if matches!(k, KIND_CONN_TLS | KIND_CONN_TLS_MESH) {
+                    Transport::Tls
+                } else {
+                    Transport::Plain
+                };
+                let origin = if matches!(k, KIND_CONN_MESH | KIND_CONN_TLS_MESH) {
+                    Origin::Mesh
+                } else {
+                    Origin::Client
+                };
+                fds.next()
+                    .map(|fd| Message::Conn(fd, buf[1..n].to_vec(), transport, origin))
+            }
+            (Some(k @ (KIND_INJECTED | KIND_INJECTED_TLS)), n) if n <= MAX_PAYLOAD + 1 => {
+                let transport = if k == KIND_INJECTED_TLS {
+                    Transport::Tls
+                } else {
+                    Transport::Plain
+                };
+                fds.next()
+                    .map(|fd| Message::Injected(fd, buf[1..n].to_vec(), transport))
+            }
             (Some(KIND_ACCEPTED), _) => fds.next().map(Message::Accepted),
+            (Some(KIND_REMOTE_FOUND), 13) => {
+                let slot = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+                let mut entry = [0u8; 8];
+                entry.copy_from_slice(&buf[5..13]);
+                fds.next().map(|fd| {
+                    Message::RemoteFound(
+                        fd,
+                        super::cluster::ReachToken {
+                            slot,
+                            entry: u64::from_be_bytes(entry),
+                        },
+                    )
+                })
+            }
             (Some(KIND_RELOAD), _) => Some(Message::Reload),
             (Some(KIND_SHUTDOWN), _) => Some(Message::Shutdown),
             _ => None,
@@ -197,11 +286,12 @@ mod tests {
             conn.as_fd(),
             b"GET / HTTP/1.1\r\n\r\n",
             Transport::Tls,
+            Origin::Client,
         )
         .unwrap();
         let mut buf = Vec::new();
         match try_recv(b.as_fd(), &mut buf).unwrap() {
-            Some(Message::Conn(_fd, bytes, Transport::Tls)) => {
+            Some(Message::Conn(_fd, bytes, Transport::Tls, Origin::Client)) => {
                 assert_eq!(bytes, b"GET / HTTP/1.1\r\n\r\n")
             }
             other => panic!("{other:?}"),
@@ -210,12 +300,36 @@ mod tests {
     }
 
     #[test]
+    fn mesh_origin_and_injected_connections_keep_their_kind() {
+        let (a, b) = pair();
+        let (conn, _peer) = pair();
+        send_conn(a.as_fd(), conn.as_fd(), b"h", Transport::Tls, Origin::Mesh).unwrap();
+        send_injected(a.as_fd(), conn.as_fd(), b"CONN", Transport::Plain).unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(
+            try_recv(b.as_fd(), &mut buf).unwrap(),
+            Some(Message::Conn(_, _, Transport::Tls, Origin::Mesh))
+        ));
+        match try_recv(b.as_fd(), &mut buf).unwrap() {
+            Some(Message::Injected(_, bytes, Transport::Plain)) => assert_eq!(bytes, b"CONN"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_connection_whose_descriptor_was_not_installed_is_reported_not_dropped() {
         // MSG_CTRUNC without a descriptor: what a full descriptor table (EMFILE) gives
         // the receiver. It used to be skipped silently; now it is a message to count.
         let (a, b) = pair();
         let (conn, _peer) = pair();
-        send_conn(a.as_fd(), conn.as_fd(), b"x", Transport::Plain).unwrap();
+        send_conn(
+            a.as_fd(),
+            conn.as_fd(),
+            b"x",
+            Transport::Plain,
+            Origin::Client,
+        )
+        .unwrap();
         send_reload(a.as_fd()).unwrap();
         let mut buf = Vec::new();
         assert!(matches!(

@@ -18,11 +18,11 @@
 //! fronts), `timers` (deadlines, sweeps, shutdown) and `decide` (the per-connection
 //! decisions, free of sockets and unit-tested).
 
-use super::EngineConfig;
 use super::msg::{self, Message};
 use super::pipes::PipePool;
 use super::shm::{Counter, WorkerCounters};
 use super::sys;
+use super::{EngineConfig, Origin};
 use crate::reject::Rejection;
 use crate::room::{EntryHandle, Room};
 use crate::route::{HalfClose, Router, Transport};
@@ -34,6 +34,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+mod cluster;
 mod decide;
 pub mod footprint;
 mod front;
@@ -143,6 +144,8 @@ struct Sock<F = OwnedFd> {
     state: SockState,
     /// How the peer reached us (a TLS front's inner end is `Tls`).
     transport: Transport,
+    /// A client's own connection, or one another node carried over the mesh.
+    origin: Origin,
     /// `user_data` of the armed read-role and write-role polls.
     armed: [Option<u64>; 2],
 }
@@ -192,6 +195,8 @@ pub(crate) struct WorkerFds {
     pub(crate) peer_counters: Vec<WorkerCounters>,
     pub(crate) inbox: OwnedFd,
     pub(crate) http_out: OwnedFd,
+    /// Cluster events to the supervisor (used only with `EngineConfig::cluster`).
+    pub(crate) cluster_out: OwnedFd,
     pub(crate) peers: Vec<OwnedFd>,
     pub(crate) listeners: Vec<(OwnedFd, Transport)>,
     pub(crate) counters: WorkerCounters,
@@ -216,6 +221,11 @@ pub(crate) struct Worker<R> {
     pipes: PipePool,
     inbox: OwnedFd,
     http_out: OwnedFd,
+    cluster_out: OwnedFd,
+    /// Presence changes being sent (reused buffer) and those not sent yet (latest state
+    /// per key), with `EngineConfig::cluster`.
+    presence_changes: Vec<(RendezvousKey, bool)>,
+    presence_backlog: std::collections::HashMap<RendezvousKey, bool>,
     peers: Vec<OwnedFd>,
     listeners: Vec<(OwnedFd, Transport)>,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -277,8 +287,11 @@ impl<R: Router> Worker<R> {
             socks,
             sock_gens,
             head_deadlines,
-            room,
+            mut room,
         } = Tables::new(&cfg);
+        if cfg.cluster {
+            room.track_presence();
+        }
         Ok(Self {
             pipes: PipePool::new(cfg.max_pipes_per_worker, cfg.pipe_size),
             index: fds.index,
@@ -296,6 +309,9 @@ impl<R: Router> Worker<R> {
             room,
             inbox: fds.inbox,
             http_out: fds.http_out,
+            cluster_out: fds.cluster_out,
+            presence_changes: Vec::new(),
+            presence_backlog: std::collections::HashMap::new(),
             peer_poll_armed: vec![false; fds.peers.len() + 1],
             peers: fds.peers,
             accept_armed: vec![false; fds.listeners.len()],
@@ -337,6 +353,7 @@ impl<R: Router> Worker<R> {
             self.now = Instant::now();
             self.handle_completions();
             self.on_tick();
+            self.flush_presence();
             self.publish_budget();
             if let Some(deadline) = self.shutdown_deadline {
                 if self.tunnels.is_empty() && !self.accept_stopped {
@@ -611,6 +628,7 @@ impl<R: Router> Worker<R> {
                     fd,
                     bytes: Vec::new(),
                     transport: Transport::Plain,
+                    origin: Origin::Client,
                     accepted: true,
                 });
                 self.counters.add(Counter::HandoffsOut, 1);
@@ -655,7 +673,7 @@ impl<R: Router> Worker<R> {
         let mut buf = std::mem::take(&mut self.msg_buf);
         loop {
             match msg::try_recv(self.inbox.as_fd(), &mut buf) {
-                Ok(Some(Message::Conn(fd, bytes, transport))) => {
+                Ok(Some(Message::Conn(fd, bytes, transport, origin))) => {
                     let deadline = self.now + self.cfg.head_timeout;
                     let idx = self.insert_sock(
                         fd,
@@ -667,6 +685,7 @@ impl<R: Router> Worker<R> {
                     // Now held here (published by insert_sock): no longer in transit.
                     self.counters_release_inbound();
                     self.socks[idx].transport = transport;
+                    self.socks[idx].origin = origin;
                     if self.held_fds() > self.socket_cap() {
                         // A sender's view of this worker lagged; the budget still holds.
                         self.refuse(idx, Rejection::Overloaded);
@@ -698,6 +717,10 @@ impl<R: Router> Worker<R> {
                         .push_back((deadline, idx, self.sock_gens[idx]));
                     self.read_head(idx);
                 }
+                Ok(Some(Message::Injected(fd, bytes, transport))) => {
+                    self.on_injected(fd, bytes, transport);
+                }
+                Ok(Some(Message::RemoteFound(fd, token))) => self.on_remote_found(fd, token),
                 Ok(Some(Message::LostConn)) => {
                     self.counters.add(Counter::HandoffsLost, 1);
                     if let Some(suppressed) = self.lost_warn.ready(self.now) {

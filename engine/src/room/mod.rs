@@ -56,6 +56,22 @@ pub struct EntryHandle {
     generation: u32,
 }
 
+impl EntryHandle {
+    /// The handle as one number (to name an entry in a message and check it on return:
+    /// a stale one stays stale).
+    pub fn to_bits(self) -> u64 {
+        (u64::from(self.index) << 32) | u64::from(self.generation)
+    }
+
+    /// [`EntryHandle::to_bits`] read back.
+    pub fn from_bits(bits: u64) -> Self {
+        Self {
+            index: (bits >> 32) as u32,
+            generation: bits as u32,
+        }
+    }
+}
+
 /// Which side an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -141,6 +157,9 @@ pub struct Room<T> {
     deadlines: [VecDeque<(Instant, EntryHandle)>; 2],
     parked: usize,
     waiting: usize,
+    /// With [`Room::track_presence`]: every key whose parked count went 0 → 1 (`true`)
+    /// or 1 → 0 (`false`), in order, until [`Room::take_presence`].
+    presence: Option<Vec<(RendezvousKey, bool)>>,
 }
 
 /// "No entry" in the intrusive per-key lists. Never a valid index: the room refuses to
@@ -220,7 +239,31 @@ impl<T> Room<T> {
             deadlines: [VecDeque::new(), VecDeque::new()],
             parked: 0,
             waiting: 0,
+            presence: None,
         }
+    }
+
+    /// From now on, records every key whose parked count goes 0 → 1 or 1 → 0 (the
+    /// cluster directory publishes which node holds which key). Off by default: a single
+    /// node records nothing.
+    pub fn track_presence(&mut self) {
+        self.presence.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves the presence changes recorded since the last call to `out` (in order;
+    /// `true`: the key has parked servers now, `false`: it has none).
+    pub fn take_presence(&mut self, out: &mut Vec<(RendezvousKey, bool)>) {
+        if let Some(p) = &mut self.presence {
+            out.append(p);
+        }
+    }
+
+    /// Every key with parked servers now (a full re-sync of presence).
+    pub fn parked_keys(&self) -> impl Iterator<Item = &RendezvousKey> {
+        self.keys
+            .iter()
+            .filter(|(_, q)| q.role == Role::Server && q.len > 0)
+            .map(|(k, _)| k)
     }
 
     /// Bytes the room's tables have allocated, by table: the entry slab, the generations,
@@ -476,6 +519,12 @@ impl<T> Room<T> {
         }
         queue.tail = index;
         queue.len += 1;
+        if role == Role::Server
+            && queue.len == 1
+            && let Some(p) = &mut self.presence
+        {
+            p.push((key, true));
+        }
         match role {
             Role::Server => self.parked += 1,
             Role::Client => self.waiting += 1,
@@ -531,6 +580,11 @@ impl<T> Room<T> {
             queue.len = queue.len.saturating_sub(1);
             if queue.len == 0 {
                 entry.remove();
+                if slot.role == Role::Server
+                    && let Some(p) = &mut self.presence
+                {
+                    p.push((slot.key, false));
+                }
             }
         }
         match slot.role {

@@ -621,3 +621,44 @@ fn expiry_keeps_the_stale_bound_when_live_entries_leave() {
     assert!(room.deadline_queue_len(Role::Client) <= 2 * room.waiting() + DEADLINE_SLACK);
     assert_eq!(room.next_deadline(), Some(t(3_000)));
 }
+
+#[test]
+fn presence_records_only_the_zero_one_transitions_of_parked_keys() {
+    let now = Instant::now();
+    let mut room: Room<u32> = Room::new(limits());
+    // Off by default: nothing is recorded.
+    parked(room.park(key(9), 0, now));
+    let mut out = Vec::new();
+    room.take_presence(&mut out);
+    assert!(out.is_empty());
+
+    room.track_presence();
+    let a = parked(room.park(key(1), 1, now));
+    parked(room.park(key(1), 2, now));
+    // A waiting client for another key is no presence.
+    waiting(room.reach(key(2), 3, now));
+    room.take_presence(&mut out);
+    assert_eq!(out, [(key(1), true)]);
+    out.clear();
+    // Pairing takes the oldest; one is still parked.
+    assert!(matches!(
+        room.reach(key(1), 4, now),
+        ReachOutcome::Paired { .. }
+    ));
+    room.take_presence(&mut out);
+    assert!(out.is_empty());
+    // The last one leaves by hang-up: 1 -> 0.
+    assert_eq!(room.remove(a), None, "a paired first (FIFO)");
+    let mut taken = Vec::new();
+    room.take_parked(&key(1), &mut taken);
+    room.take_presence(&mut out);
+    assert_eq!(out, [(key(1), false)]);
+    let mut keys: Vec<_> = room.parked_keys().copied().collect();
+    keys.sort();
+    assert_eq!(keys, [key(9)]);
+    let h = EntryHandle {
+        index: 7,
+        generation: 3,
+    };
+    assert_eq!(EntryHandle::from_bits(h.to_bits()), h);
+}

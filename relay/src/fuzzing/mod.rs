@@ -12,6 +12,7 @@ pub mod hive_preimage;
 pub mod hive_record;
 pub mod hive_signature;
 pub mod http_framing;
+pub mod mesh_preamble;
 pub mod node_provisioning_record;
 pub mod pico_channel;
 pub mod qredo_lf;
@@ -37,6 +38,7 @@ pub const TARGETS: &[Target] = &[
     ("hive_record", hive_record::run),
     ("hive_signature", hive_signature::run),
     ("http_framing", http_framing::run),
+    ("mesh_preamble", mesh_preamble::run),
     ("node_provisioning_record", node_provisioning_record::run),
     ("pico_channel", pico_channel::run),
     ("qredo_lf", qredo_lf::run),

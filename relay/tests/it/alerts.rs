@@ -57,9 +57,23 @@ fn reason_values(text: &str) -> BTreeSet<String> {
 }
 
 /// The body of a live relay's `/metrics` with every optional family on (dead-drop and
-/// Hive are on by default; STUN needs `--stun-listen`).
+/// Hive are on by default; STUN needs `--stun-listen`; the cluster a Redis and a mesh
+/// key, given by a private redis-server).
 fn live_scrape() -> String {
-    let relay = Relay::start(&["--workers", "1", "--stun-listen", "127.0.0.1:0"]);
+    let redis = crate::cluster::TestRedis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = crate::cluster::write_psk(keys.path(), "alerts test mesh key 0123456789");
+    let mut args: Vec<String> = ["--workers", "1", "--stun-listen", "127.0.0.1:0"]
+        .map(String::from)
+        .into();
+    args.extend(crate::cluster::node_args(
+        &redis,
+        &psk,
+        "alerts",
+        "127.0.0.1",
+    ));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let relay = Relay::start(&args);
     let response = relay.metrics();
     let (head, body) = response.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");

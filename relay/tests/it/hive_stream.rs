@@ -568,3 +568,17 @@ fn hive_proofs_honour_the_proof_window_and_lower_case_names() {
     );
     park(&relay, &device, &publication, 7);
 }
+
+/// For the cluster tests: a device parked (streaming fallback) on `park_on` and a
+/// client's reach of it from `reach_from`, both past their 200; a device key of its own
+/// per `n`.
+pub(crate) fn park_and_reach_across(
+    park_on: &Relay,
+    reach_from: &Relay,
+    n: u8,
+) -> (TcpStream, TcpStream) {
+    let device = Device::new(n);
+    let publication = device.publication(Vec::new());
+    let parked = park(park_on, &device, &publication, n);
+    (parked, reach(reach_from, &device))
+}

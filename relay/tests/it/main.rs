@@ -3,6 +3,7 @@
 mod agents;
 mod alerts;
 mod cli;
+mod cluster;
 mod deaddrop;
 mod hardening;
 mod hive;

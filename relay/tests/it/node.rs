@@ -640,3 +640,47 @@ fn skew_and_park_mode_flags_change_the_node_policy() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "second", "{out:?}");
 }
+
+/// For the cluster tests: the node-rendezvous secrets file (TOTP records for
+/// [`PARKED_ID`]) written into `dir`, to give every node.
+pub(crate) fn cluster_secrets(dir: &Path) -> PathBuf {
+    secrets_file(dir)
+}
+
+/// A steward-style hidden server parked over TLS on `relay` (its `--tls-listen`).
+pub(crate) fn park_over_tls(relay: &Relay) -> crate::tls::Tls {
+    let mut s = crate::tls::tls_connect(relay);
+    let code = code_at(LONG_STEP, now());
+    write!(
+        s,
+        "CONNECT uuid:{ID}?response={code} HTTP/1.1\r\nHost: relay\r\n\r\n"
+    )
+    .unwrap();
+    let mut ok = [0u8; 16];
+    s.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, OK);
+    s
+}
+
+/// A mobile client's Basic-authenticated request for [`PARKED_ID`] (what curl sends).
+pub(crate) fn mobile_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: relay\r\nAuthorization: Basic {}\r\n\r\n",
+        base64_basic(&format!("{ID}:any-password"))
+    )
+}
+
+/// Reads a request head from a hidden server's TLS socket.
+pub(crate) fn read_forwarded_head_tls(s: &mut crate::tls::Tls) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            s.read(&mut byte).unwrap(),
+            1,
+            "closed inside a head: {head:?}"
+        );
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}

@@ -218,6 +218,7 @@ impl RelayBuilder {
             tls_fingerprint,
             stun_addr: named("tryst: stun listening on "),
             metrics_addr: named("tryst: metrics listening on "),
+            mesh_addr: named("tryst: mesh listening on "),
             lines,
             log,
             dir: data_dir,
@@ -258,6 +259,8 @@ pub(crate) struct Relay {
     pub(crate) stun_addr: Option<SocketAddr>,
     /// The operators' address, when started with `--metrics-listen`.
     pub(crate) metrics_addr: Option<SocketAddr>,
+    /// The mesh listener's address, when started with `--cluster-redis`.
+    pub(crate) mesh_addr: Option<SocketAddr>,
     /// Every start-up line, as printed.
     pub(crate) lines: Vec<String>,
     log: Option<PathBuf>,

@@ -384,3 +384,37 @@ fn a_tag_park_proof_accepted_before_a_restart_is_refused_after_it() {
     // A proof made now parks (the tag is created again).
     park(&relay, &tag, &options);
 }
+
+/// For the cluster tests: a long-term tag published (parked) on `park_on` and a
+/// responder's reach of it from `reach_from` with a challenge; returns the publisher's
+/// and the responder's sockets past the hello frame and the 200.
+pub(crate) fn publish_and_respond_across(
+    park_on: &Relay,
+    reach_from: &Relay,
+    name: &str,
+) -> (TcpStream, TcpStream) {
+    let tag = hashed_tag("app", name);
+    let long = CreateOptions {
+        mode: Some(TagMode::LongTerm),
+        duration_secs: Some(600),
+        ..CreateOptions::default()
+    };
+    let mut publisher = park(park_on, &tag, &long);
+    let mut responder = reach_from.connect();
+    responder
+        .write_all(respond_head(&tag, Some(b"cluster challenge")).as_bytes())
+        .unwrap();
+    assert_eq!(read_exact_n(&mut responder, OK.len()), OK);
+    assert_eq!(read_hello(&mut publisher), b"cluster challenge");
+    (publisher, responder)
+}
+
+/// A responder's request for a tag nobody published, and the exact refusal a relay
+/// answers to it.
+pub(crate) fn unknown_tag_request() -> (String, String) {
+    let tag = hashed_tag("app", "published nowhere");
+    (
+        respond_head(&tag, None),
+        String::from_utf8(tryst_engine::reject::Rejection::UnknownTag.response()).unwrap(),
+    )
+}

@@ -80,6 +80,7 @@ pub(super) fn insert_sock<F>(
         fd,
         state,
         transport: Transport::Plain,
+        origin: crate::driver::Origin::Client,
         armed: [None, None],
     });
     if sock_gens.len() <= idx {

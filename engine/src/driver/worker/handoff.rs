@@ -3,8 +3,8 @@
 //! under its descriptor budget.
 
 use super::{Kind, MAX_PENDING_HANDOFFS, POLL_WRITE, SockState, Worker, user_data};
-use crate::driver::msg;
 use crate::driver::shm::Counter;
+use crate::driver::{Origin, msg};
 use crate::reject::Rejection;
 use crate::route::{Router, Transport};
 use io_uring::{opcode, types};
@@ -17,6 +17,8 @@ pub(super) struct PendingHandoff {
     pub(super) fd: OwnedFd,
     pub(super) bytes: Vec<u8>,
     pub(super) transport: Transport,
+    /// Carried into the receiver's socket table.
+    pub(super) origin: Origin,
     /// Accepted here at the socket budget and passed on unread ([`Message::Accepted`]).
     pub(super) accepted: bool,
 }
@@ -61,6 +63,7 @@ impl<R: Router> Worker<R> {
         self.disarm(sock);
         let s = self.socks.remove(sock);
         let transport = s.transport;
+        let origin = s.origin;
         let bytes = match s.state {
             SockState::Head { buf, .. } => buf,
             _ => Vec::new(),
@@ -80,6 +83,7 @@ impl<R: Router> Worker<R> {
             fd: s.fd,
             bytes,
             transport,
+            origin,
             accepted: false,
         });
         self.flush_handoffs();
@@ -132,7 +136,13 @@ impl<R: Router> Worker<R> {
             let sent = if h.accepted {
                 msg::send_accepted(self.handoff_socket(to), h.fd.as_fd())
             } else {
-                msg::send_conn(self.handoff_socket(to), h.fd.as_fd(), &h.bytes, h.transport)
+                msg::send_conn(
+                    self.handoff_socket(to),
+                    h.fd.as_fd(),
+                    &h.bytes,
+                    h.transport,
+                    h.origin,
+                )
             };
             match sent {
                 Ok(()) => drop(h),

@@ -102,6 +102,40 @@ impl<R: Router> Worker<R> {
         }
     }
 
+    /// A mesh connection from the supervisor (see `msg::Message::Injected`): read and
+    /// route like an accepted connection, marked mesh-origin. Nobody reserved room in
+    /// this worker's budget for it, so nothing is released; above the budget it is
+    /// refused like any connection.
+    pub(super) fn on_injected(
+        &mut self,
+        fd: std::os::fd::OwnedFd,
+        bytes: Vec<u8>,
+        transport: crate::route::Transport,
+    ) {
+        let idx = self.insert_sock(
+            fd,
+            SockState::Head {
+                buf: bytes,
+                handed_in: false,
+            },
+        );
+        self.socks[idx].transport = transport;
+        self.socks[idx].origin = crate::driver::Origin::Mesh;
+        if self.held_fds() > self.socket_cap() {
+            self.refuse(idx, Rejection::Overloaded);
+            self.warn_refused("a mesh connection arrived above the socket budget");
+            return;
+        }
+        let deadline = self.now + self.cfg.head_timeout;
+        self.head_deadlines
+            .push_back((deadline, idx, self.sock_gens[idx]));
+        let has_line =
+            matches!(&self.socks[idx].state, SockState::Head { buf, .. } if buf.contains(&b'\n'));
+        if !has_line || self.try_parse(idx) == Parsed::Partial {
+            self.read_head(idx);
+        }
+    }
+
     /// A complete head arrived through the inbox: parse and route it.
     pub(super) fn process_head(&mut self, sock: usize) {
         if self.try_parse(sock) == Parsed::Partial {
@@ -148,6 +182,9 @@ impl<R: Router> Worker<R> {
             .unwrap_or(0);
         let transport = self.socks[sock].transport;
         match self.router.route(head, &early, now_unix, transport) {
+            Route::Reject(r) if self.waits_remote(sock, r) => {
+                self.wait_remote(sock, head, early, r);
+            }
             Route::Reject(r) => self.refuse(sock, r),
             Route::RejectWith(r, response) => self.refuse_with(sock, r, response),
             Route::Http => self.hand_off(sock, self.workers),
@@ -162,16 +199,33 @@ impl<R: Router> Worker<R> {
                 self.park(sock, key);
             }
             Route::Reach(plan) => {
+                // With a cluster, a client's own reach may be carried to another node:
+                // keep its bytes verbatim for the lookup (a mesh-origin one never is).
+                let raw = (self.cfg.cluster
+                    && self.socks[sock].origin == crate::driver::Origin::Client)
+                    .then(|| match &self.socks[sock].state {
+                        SockState::Head { buf, .. } => [buf.as_slice(), &early].concat(),
+                        _ => Vec::new(),
+                    });
                 let mut to_server = plan.forward;
                 to_server.extend_from_slice(&early);
+                let key = plan.key;
                 let pairing = Pairing {
-                    key: plan.key,
+                    key,
                     greeting: plan.greeting,
                     to_server,
                     not_parked: plan.not_parked,
                     half_close: plan.half_close,
                 };
                 self.reach(sock, Box::new(pairing));
+                if let Some(raw) = raw
+                    && matches!(
+                        self.socks.get(sock).map(|s| &s.state),
+                        Some(SockState::Waiting { .. })
+                    )
+                {
+                    self.send_lookup(sock, key, raw);
+                }
             }
         }
     }
