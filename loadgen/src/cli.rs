@@ -286,6 +286,10 @@ pub(crate) struct CompareArgs {
     /// The tryst binary (default: next to loadgen, or $TRYST_BIN).
     #[arg(long)]
     pub(crate) tryst: Option<PathBuf>,
+    /// One more argument for every tryst relay this run starts (repeatable), e.g.
+    /// `--relay-arg=--pipe-size=1048576` to measure a setting side by side with HAProxy.
+    #[arg(long = "relay-arg", allow_hyphen_values = true)]
+    pub(crate) relay_args: Vec<String>,
     /// The haproxy binary.
     #[arg(long, default_value = "haproxy")]
     pub(crate) haproxy: String,
@@ -584,6 +588,28 @@ mod tests {
                 .expect_err("an unknown target or workload is refused");
             assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn compare_passes_relay_args_through_in_order() {
+        let Some(Command::Compare(c)) = parse(&[
+            "compare",
+            "--relay-arg=--pipe-size=1048576",
+            "--relay-arg",
+            "--max-pipes-per-worker=1024",
+        ])
+        .command
+        else {
+            panic!("compare")
+        };
+        assert_eq!(
+            c.relay_args,
+            ["--pipe-size=1048576", "--max-pipes-per-worker=1024"]
+        );
+        let Some(Command::Compare(c)) = parse(&["compare"]).command else {
+            panic!("compare")
+        };
+        assert!(c.relay_args.is_empty());
     }
 
     #[test]

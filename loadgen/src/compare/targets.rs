@@ -152,7 +152,7 @@ pub(super) async fn start_target(
                 data_dir: dir.path().to_path_buf(),
                 data_path: Some(data_path),
                 workers: Some(1),
-                extra: Vec::new(),
+                extra: args.relay_args.clone(),
                 pin_cpus: pin.map(str::to_string),
                 tls: false,
             };
@@ -258,7 +258,7 @@ pub(super) async fn start_target(
                 data_dir: dir.path().to_path_buf(),
                 data_path: None,
                 workers: Some(1),
-                extra: Vec::new(),
+                extra: args.relay_args.clone(),
                 pin_cpus: pin.map(str::to_string),
                 tls: false,
             };
