@@ -293,6 +293,10 @@ pub(crate) struct CompareArgs {
     /// The haproxy binary.
     #[arg(long, default_value = "haproxy")]
     pub(crate) haproxy: String,
+    /// HAProxy's `tune.pipesize` (bytes), to compare at the pipe size tryst is given
+    /// with `--relay-arg=--pipe-size=...`.
+    #[arg(long, default_value_t = 262_144)]
+    pub(crate) haproxy_pipe_size: usize,
     /// The bore binary.
     #[arg(long, default_value = "bore")]
     pub(crate) bore: String,
@@ -610,6 +614,13 @@ mod tests {
             panic!("compare")
         };
         assert!(c.relay_args.is_empty());
+        assert_eq!(c.haproxy_pipe_size, 262_144);
+        let Some(Command::Compare(c)) =
+            parse(&["compare", "--haproxy-pipe-size", "1048576"]).command
+        else {
+            panic!("compare")
+        };
+        assert_eq!(c.haproxy_pipe_size, 1_048_576);
     }
 
     #[test]
