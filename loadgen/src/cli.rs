@@ -286,9 +286,17 @@ pub(crate) struct CompareArgs {
     /// The tryst binary (default: next to loadgen, or $TRYST_BIN).
     #[arg(long)]
     pub(crate) tryst: Option<PathBuf>,
+    /// One more argument for every tryst relay this run starts (repeatable), e.g.
+    /// `--relay-arg=--pipe-size=1048576` to measure a setting side by side with HAProxy.
+    #[arg(long = "relay-arg", allow_hyphen_values = true)]
+    pub(crate) relay_args: Vec<String>,
     /// The haproxy binary.
     #[arg(long, default_value = "haproxy")]
     pub(crate) haproxy: String,
+    /// HAProxy's `tune.pipesize` (bytes), to compare at the pipe size tryst is given
+    /// with `--relay-arg=--pipe-size=...`.
+    #[arg(long, default_value_t = 262_144)]
+    pub(crate) haproxy_pipe_size: usize,
     /// The bore binary.
     #[arg(long, default_value = "bore")]
     pub(crate) bore: String,
@@ -584,6 +592,35 @@ mod tests {
                 .expect_err("an unknown target or workload is refused");
             assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn compare_passes_relay_args_through_in_order() {
+        let Some(Command::Compare(c)) = parse(&[
+            "compare",
+            "--relay-arg=--pipe-size=1048576",
+            "--relay-arg",
+            "--max-pipes-per-worker=1024",
+        ])
+        .command
+        else {
+            panic!("compare")
+        };
+        assert_eq!(
+            c.relay_args,
+            ["--pipe-size=1048576", "--max-pipes-per-worker=1024"]
+        );
+        let Some(Command::Compare(c)) = parse(&["compare"]).command else {
+            panic!("compare")
+        };
+        assert!(c.relay_args.is_empty());
+        assert_eq!(c.haproxy_pipe_size, 262_144);
+        let Some(Command::Compare(c)) =
+            parse(&["compare", "--haproxy-pipe-size", "1048576"]).command
+        else {
+            panic!("compare")
+        };
+        assert_eq!(c.haproxy_pipe_size, 1_048_576);
     }
 
     #[test]

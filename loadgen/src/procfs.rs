@@ -114,6 +114,11 @@ pub(crate) fn sample(pid: u32, with_fds: bool) -> TreeSample {
     s
 }
 
+/// CPU seconds of `pids` (each without its descendants), summed.
+pub(crate) fn cpu_seconds(pids: &[u32]) -> f64 {
+    pids.iter().map(|p| sample(*p, false).cpu_seconds).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,6 @@
-//! Starting and stopping a local `tryst serve`, and finding its binary.
+//! Starting and stopping a local `tryst serve`, and finding its binary; starting the other
+//! programs `loadgen compare` runs (HAProxy, bore, the agents), pinned to CPUs with
+//! `taskset`, and waiting for them to listen.
 
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -6,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+use tokio::time::Instant;
 
 /// Where the `tryst` binary is: `explicit` if given, else `$TRYST_BIN`, else next to this
 /// executable (`target/<profile>/`), also when this executable is a test harness in
@@ -187,7 +191,7 @@ impl LocalRelay {
         // With TLS: the second line is the data directory, the third the TLS listener.
         let mut tls_addr = None;
         if opts.tls {
-            let deadline = tokio::time::Instant::now() + startup;
+            let deadline = Instant::now() + startup;
             for _ in 0..2 {
                 let line = match tokio::time::timeout_at(deadline, lines.next_line()).await {
                     Ok(Ok(Some(line))) => line,
@@ -251,6 +255,83 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+// ----- other processes (HAProxy, bore, the agents) for `loadgen compare`
+
+/// A free loopback port to give a program that cannot bind port 0 itself.
+pub(crate) fn free_port() -> Result<u16> {
+    // Racy by nature (the port is released before the peer binds it); good enough for
+    // a benchmark harness, never used in tests.
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Waits (up to 15 s) until `addr` accepts a connection, or fails if `child` exits first.
+pub(crate) async fn wait_listening(addr: SocketAddr, child: &mut Child, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{what} exited at start ({status})");
+        }
+        if let Ok(s) = TcpStream::connect(addr).await {
+            drop(s);
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("{what} did not listen on {addr} within 15 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `program args` run under `taskset -c <pin>` when `pin` is given.
+pub(crate) fn pinned(pin: Option<&str>, program: &str, args: &[String]) -> (String, Vec<String>) {
+    match pin {
+        Some(cpus) => {
+            let mut a = vec!["-c".to_string(), cpus.to_string(), program.to_string()];
+            a.extend(args.iter().cloned());
+            ("taskset".to_string(), a)
+        }
+        None => (program.to_string(), args.to_vec()),
+    }
+}
+
+/// Starts `program args` with its output in `log`; killed when the handle is dropped.
+pub(crate) fn spawn(program: &str, args: &[String], log: &Path) -> Result<Child> {
+    let logf = std::fs::File::create(log)?;
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(logf.try_clone()?))
+        .stderr(Stdio::from(logf))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {program}"))
+}
+
+/// Like [`spawn`], for tryst's agents: warnings only (no line per pairing in the log).
+pub(crate) fn spawn_quiet(program: &str, args: &[String], log: &Path) -> Result<Child> {
+    let logf = std::fs::File::create(log)?;
+    Command::new(program)
+        .args(args)
+        .env("TRYST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(logf.try_clone()?))
+        .stderr(Stdio::from(logf))
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {program}"))
+}
+
+/// Whether `program` is a file (given a path) or found on `PATH`.
+pub(crate) fn have(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

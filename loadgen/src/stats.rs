@@ -255,6 +255,37 @@ pub(crate) fn fmt_ns(ns: u64) -> String {
     }
 }
 
+/// Median of `values` (mean of the middle two for an even count); `None` when empty.
+pub(crate) fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+/// (min, max) of `values`; `None` when empty.
+pub(crate) fn spread(values: &[f64]) -> Option<(f64, f64)> {
+    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    let min = v.iter().copied().reduce(f64::min)?;
+    let max = v.iter().copied().reduce(f64::max)?;
+    Some((min, max))
+}
+
+/// `value / baseline`, or `None` when the baseline is missing or zero.
+pub(crate) fn ratio(value: Option<f64>, baseline: Option<f64>) -> Option<f64> {
+    match (value, baseline) {
+        (Some(v), Some(b)) if b != 0.0 && b.is_finite() => Some(v / b),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +376,23 @@ mod tests {
         assert_eq!(fmt_ns(1_500), "1.5µs");
         assert_eq!(fmt_ns(25_000_000), "25.00ms");
         assert_eq!(fmt_ns(12_000_000_000), "12.00s");
+    }
+
+    #[test]
+    fn median_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[f64::NAN, 5.0]), Some(5.0));
+    }
+
+    #[test]
+    fn spread_and_ratio() {
+        assert_eq!(spread(&[3.0, 1.0, 2.0]), Some((1.0, 3.0)));
+        assert_eq!(spread(&[]), None);
+        assert_eq!(ratio(Some(15.0), Some(30.0)), Some(0.5));
+        assert_eq!(ratio(Some(1.0), Some(0.0)), None);
+        assert_eq!(ratio(None, Some(1.0)), None);
+        assert_eq!(ratio(Some(1.0), None), None);
     }
 }

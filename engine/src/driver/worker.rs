@@ -8,15 +8,18 @@
 //! queued splice names are kept open until its completion arrives.
 //!
 //! Completions are routed by `user_data` = kind (8 bits) | generation (24 bits) | slot
-//! (32 bits); a completion whose generation no longer matches its slot is stale and is
-//! ignored, so a reused slot is never confused with its previous occupant.
+//! (32 bits) ([`ids::UserData`]); a completion whose generation no longer matches its
+//! slot is stale and is ignored, so a reused slot is never confused with its previous
+//! occupant. Sockets, tunnels and TLS fronts are named by typed ids ([`ids::SockId`],
+//! [`ids::TunnelId`], [`ids::FrontId`]) into tables that take only their own kind.
 //!
 //! This file holds the ring and the loop (arming, the socket table, completions,
 //! accepts, the inbox). The rest is split by what it does: `head` (a connection's head,
 //! the room, refusal and linger), `tunnel` (a tunnel's directions and the two pumps),
 //! `handoff` (passing connections on, and the socket-budget reservation), `front` (TLS
-//! fronts), `timers` (deadlines, sweeps, shutdown) and `decide` (the per-connection
-//! decisions, free of sockets and unit-tested).
+//! fronts), `timers` (deadlines, sweeps, shutdown), `decide` (the per-connection
+//! decisions, free of sockets and unit-tested) and `ids` (the typed ids, their tables and
+//! `user_data`).
 
 use super::msg::{self, Message};
 use super::pipes::PipePool;
@@ -28,7 +31,6 @@ use crate::room::{EntryHandle, Room};
 use crate::route::{HalfClose, Router, Transport};
 use crate::target::{Placement, RendezvousKey};
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
-use slab::Slab;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -40,12 +42,14 @@ pub mod footprint;
 mod front;
 mod handoff;
 mod head;
+mod ids;
 mod timers;
 mod tunnel;
-use decide::{OnReady, PollRole, Side};
+use decide::{AcceptFailed, OnReady, OverBudget, PollRole, Side};
 use footprint::Tables;
 use front::TlsFrontEntry;
 use handoff::PendingHandoff;
+use ids::{FrontId, Generations, IdSlab, Kind, SockId, TunnelId, UserData};
 use tunnel::Tunnel;
 
 const TICK: Duration = Duration::from_millis(50);
@@ -71,48 +75,6 @@ const POLL_READ: u32 = (libc::POLLIN | libc::POLLRDHUP) as u32;
 const POLL_HANGUP: u32 = libc::POLLRDHUP as u32;
 const POLL_WRITE: u32 = libc::POLLOUT as u32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Kind {
-    Ignore = 0,
-    Accept = 1,
-    PollRead = 2,
-    PollWrite = 3,
-    Inbox = 4,
-    PeerWritable = 5,
-    SpliceIn = 6,
-    SpliceOut = 7,
-}
-
-impl Kind {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Self::Accept,
-            2 => Self::PollRead,
-            3 => Self::PollWrite,
-            4 => Self::Inbox,
-            5 => Self::PeerWritable,
-            6 => Self::SpliceIn,
-            7 => Self::SpliceOut,
-            _ => Self::Ignore,
-        }
-    }
-}
-
-fn user_data(kind: Kind, generation: u32, slot: usize) -> u64 {
-    ((kind as u64) << 56)
-        | ((u64::from(generation) & 0xff_ffff) << 32)
-        | (slot as u64 & 0xffff_ffff)
-}
-
-fn decode(ud: u64) -> (Kind, u32, usize) {
-    (
-        Kind::from_u8((ud >> 56) as u8),
-        ((ud >> 32) & 0xff_ffff) as u32,
-        (ud & 0xffff_ffff) as usize,
-    )
-}
-
 /// What a socket is doing.
 #[derive(Debug)]
 enum SockState {
@@ -130,11 +92,11 @@ enum SockState {
     /// Refusal sent and write side shut; discarding input until EOF or the deadline.
     Lingering { deadline: Instant, discarded: usize },
     /// One side of a tunnel.
-    Tunnel { tunnel: usize, side: Side },
+    Tunnel { tunnel: TunnelId, side: Side },
     /// The TCP socket of a TLS front.
-    TlsTcp { front: usize },
+    TlsTcp { front: FrontId },
     /// The front's end of the socketpair whose other end is the plaintext connection.
-    TlsInner { front: usize },
+    TlsInner { front: FrontId },
 }
 
 #[derive(Debug)]
@@ -213,11 +175,11 @@ pub(crate) struct Worker<R> {
     lost_warn: WarnLimit,
     router: R,
     ring: IoUring,
-    socks: Slab<Sock>,
-    sock_gens: Vec<u32>,
-    tunnels: Slab<Tunnel>,
-    tunnel_gens: Vec<u32>,
-    room: Room<usize>,
+    socks: IdSlab<SockId, Sock>,
+    sock_gens: Generations<SockId>,
+    tunnels: IdSlab<TunnelId, Tunnel>,
+    tunnel_gens: Generations<TunnelId>,
+    room: Room<SockId>,
     pipes: PipePool,
     inbox: OwnedFd,
     http_out: OwnedFd,
@@ -230,13 +192,13 @@ pub(crate) struct Worker<R> {
     listeners: Vec<(OwnedFd, Transport)>,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     tls_source: Option<super::TlsSource>,
-    fronts: Slab<TlsFrontEntry>,
+    fronts: IdSlab<FrontId, TlsFrontEntry>,
     accept_armed: Vec<bool>,
     accept_paused_until: Option<Instant>,
     accept_backoff: Duration,
     counters: WorkerCounters,
-    head_deadlines: VecDeque<(Instant, usize, u32)>,
-    linger_deadlines: VecDeque<(Instant, usize, u32)>,
+    head_deadlines: VecDeque<(Instant, SockId, u32)>,
+    linger_deadlines: VecDeque<(Instant, SockId, u32)>,
     pending_handoffs: VecDeque<PendingHandoff>,
     peer_poll_armed: Vec<bool>,
     shutdown_deadline: Option<Instant>,
@@ -257,7 +219,7 @@ pub(crate) struct Worker<R> {
     scratch: Vec<u8>,
     msg_buf: Vec<u8>,
     cqes: Vec<(u64, i32, u32)>,
-    expired: Vec<crate::room::Expired<usize>>,
+    expired: Vec<crate::room::Expired<SockId>>,
 }
 
 impl<R: Router> Worker<R> {
@@ -304,8 +266,8 @@ impl<R: Router> Worker<R> {
             ring,
             socks,
             sock_gens,
-            tunnels: Slab::new(),
-            tunnel_gens: Vec::new(),
+            tunnels: IdSlab::with_capacity(0),
+            tunnel_gens: Generations::with_capacity(0),
             room,
             inbox: fds.inbox,
             http_out: fds.http_out,
@@ -318,7 +280,7 @@ impl<R: Router> Worker<R> {
             listeners: fds.listeners,
             tls,
             tls_source,
-            fronts: Slab::new(),
+            fronts: IdSlab::with_capacity(0),
             accept_paused_until: None,
             accept_backoff: Duration::from_millis(10),
             counters: fds.counters,
@@ -424,7 +386,7 @@ impl<R: Router> Worker<R> {
         let e = opcode::AcceptMulti::new(fd)
             .flags(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)
             .build()
-            .user_data(user_data(Kind::Accept, 0, i));
+            .user_data(UserData::plain(Kind::Accept, i));
         self.push(e);
         self.accept_armed[i] = true;
     }
@@ -432,9 +394,9 @@ impl<R: Router> Worker<R> {
     fn cancel_accepts(&mut self) {
         for i in 0..self.listeners.len() {
             if self.accept_armed[i] {
-                let e = opcode::AsyncCancel::new(user_data(Kind::Accept, 0, i))
+                let e = opcode::AsyncCancel::new(UserData::plain(Kind::Accept, i))
                     .build()
-                    .user_data(user_data(Kind::Ignore, 0, 0));
+                    .user_data(UserData::IGNORE);
                 self.push(e);
             }
         }
@@ -443,12 +405,12 @@ impl<R: Router> Worker<R> {
     fn arm_inbox(&mut self) {
         let e = opcode::PollAdd::new(types::Fd(self.inbox.as_raw_fd()), libc::POLLIN as u32)
             .build()
-            .user_data(user_data(Kind::Inbox, 0, 0));
+            .user_data(UserData::plain(Kind::Inbox, 0));
         self.push(e);
     }
 
     /// Arms a one-shot poll on a socket for the read role or the write role.
-    fn arm(&mut self, sock: usize, role: PollRole, events: u32) {
+    fn arm(&mut self, sock: SockId, role: PollRole, events: u32) {
         let Some(s) = self.socks.get(sock) else {
             return;
         };
@@ -459,7 +421,7 @@ impl<R: Router> Worker<R> {
             PollRole::Read => Kind::PollRead,
             PollRole::Write => Kind::PollWrite,
         };
-        let ud = user_data(kind, self.sock_gens[sock], sock);
+        let ud = UserData::sock(kind, self.sock_gens.get(sock), sock);
         let e = opcode::PollAdd::new(types::Fd(s.fd.as_raw_fd()), events)
             .build()
             .user_data(ud);
@@ -468,7 +430,7 @@ impl<R: Router> Worker<R> {
     }
 
     /// Removes every armed poll of a socket and invalidates late completions.
-    fn disarm(&mut self, sock: usize) {
+    fn disarm(&mut self, sock: SockId) {
         let Some(s) = self.socks.get_mut(sock) else {
             return;
         };
@@ -476,15 +438,15 @@ impl<R: Router> Worker<R> {
         for ud in armed.into_iter().flatten() {
             let e = opcode::PollRemove::new(ud)
                 .build()
-                .user_data(user_data(Kind::Ignore, 0, 0));
+                .user_data(UserData::IGNORE);
             self.push(e);
         }
-        self.sock_gens[sock] = self.sock_gens[sock].wrapping_add(1) & 0xff_ffff;
+        self.sock_gens.bump(sock);
     }
 
     // ----- socket table -----
 
-    fn insert_sock(&mut self, fd: OwnedFd, state: SockState) -> usize {
+    fn insert_sock(&mut self, fd: OwnedFd, state: SockState) -> SockId {
         let idx = footprint::insert_sock(&mut self.socks, &mut self.sock_gens, fd, state);
         // Senders read this before handing a connection over: publish growth at once.
         self.counters.set(Counter::Held, self.held_fds() as u64);
@@ -500,7 +462,7 @@ impl<R: Router> Worker<R> {
     }
 
     /// Closes a socket: removes its polls, then drops the descriptor.
-    fn close_sock(&mut self, sock: usize, reset: bool) {
+    fn close_sock(&mut self, sock: SockId, reset: bool) {
         if !self.socks.contains(sock) {
             return;
         }
@@ -525,8 +487,8 @@ impl<R: Router> Worker<R> {
         self.refuse(idx, r);
     }
 
-    fn gen_ok(&self, sock: usize, generation: u32) -> bool {
-        self.socks.contains(sock) && self.sock_gens.get(sock) == Some(&generation)
+    fn gen_ok(&self, sock: SockId, generation: u32) -> bool {
+        self.socks.contains(sock) && self.sock_gens.is_current(sock, generation)
     }
 
     // ----- completions -----
@@ -551,30 +513,31 @@ impl<R: Router> Worker<R> {
     }
 
     fn on_completion(&mut self, ud: u64, res: i32, flags: u32) {
-        let (kind, generation, slot) = decode(ud);
-        match kind {
+        let ud = UserData::decode(ud);
+        match ud.kind {
             Kind::Ignore => {}
-            Kind::Accept => self.on_accept(slot, res, flags),
+            Kind::Accept => self.on_accept(ud.slot, res, flags),
             Kind::Inbox => self.on_inbox(),
             Kind::PeerWritable => {
-                if let Some(a) = self.peer_poll_armed.get_mut(slot) {
+                if let Some(a) = self.peer_poll_armed.get_mut(ud.slot) {
                     *a = false;
                 }
                 self.flush_handoffs();
             }
             Kind::PollRead | Kind::PollWrite => {
-                if !self.gen_ok(slot, generation) {
+                let sock = ud.sock_id();
+                if !self.gen_ok(sock, ud.generation) {
                     return;
                 }
-                let role = if kind == Kind::PollWrite {
+                let role = if ud.kind == Kind::PollWrite {
                     PollRole::Write
                 } else {
                     PollRole::Read
                 };
-                self.socks[slot].armed[role.index()] = None;
-                self.on_ready(slot, role, res);
+                self.socks[sock].armed[role.index()] = None;
+                self.on_ready(sock, role, res);
             }
-            Kind::SpliceIn | Kind::SpliceOut => self.on_splice(kind, generation, slot, res),
+            Kind::SpliceIn | Kind::SpliceOut => self.on_splice(ud, res),
         }
     }
 
@@ -583,17 +546,14 @@ impl<R: Router> Worker<R> {
             self.accept_armed[listener] = false;
         }
         if res < 0 {
-            let err = -res;
-            if err == libc::EMFILE
-                || err == libc::ENFILE
-                || err == libc::ENOBUFS
-                || err == libc::ENOMEM
-            {
-                // Out of descriptors: back off (doubling, capped) and leave tunnels alone.
-                self.counters.add(Counter::AcceptBackoffs, 1);
-                self.pause_accepting();
-            } else if err != libc::ECANCELED && !self.accept_armed[listener] {
-                self.arm_accept(listener);
+            match decide::accept_failed(-res, self.accept_armed[listener]) {
+                AcceptFailed::BackOff => {
+                    // Out of descriptors: back off (doubling, capped) and leave tunnels alone.
+                    self.counters.add(Counter::AcceptBackoffs, 1);
+                    self.pause_accepting();
+                }
+                AcceptFailed::Rearm => self.arm_accept(listener),
+                AcceptFailed::Nothing => {}
             }
             return;
         }
@@ -619,10 +579,17 @@ impl<R: Router> Worker<R> {
             // headroom that connections handed to this worker need (the kernel drops a
             // descriptor it cannot install). Pass it, unread, to a worker with room;
             // only when none has room is it refused here.
-            if self.listeners[listener].1 == Transport::Plain
-                && self.pending_handoffs.len() < MAX_PENDING_HANDOFFS
-                && let Some(to) = self.peer_with_room()
-            {
+            let mut to = None;
+            let next = decide::over_budget(
+                self.listeners[listener].1,
+                self.pending_handoffs.len(),
+                MAX_PENDING_HANDOFFS,
+                || {
+                    to = self.peer_with_room();
+                    to.is_some()
+                },
+            );
+            if let (OverBudget::PassOn, Some(to)) = (next, to) {
                 self.pending_handoffs.push_back(PendingHandoff {
                     to,
                     fd,
@@ -656,7 +623,7 @@ impl<R: Router> Worker<R> {
         );
         self.socks[idx].transport = transport;
         self.head_deadlines
-            .push_back((deadline, idx, self.sock_gens[idx]));
+            .push_back((deadline, idx, self.sock_gens.get(idx)));
         self.read_head(idx);
         if !self.accept_armed[listener] && self.accept_paused_until.is_none() {
             self.arm_accept(listener);
@@ -666,7 +633,7 @@ impl<R: Router> Worker<R> {
     fn pause_accepting(&mut self) {
         self.cancel_accepts();
         self.accept_paused_until = Some(self.now + self.accept_backoff);
-        self.accept_backoff = (self.accept_backoff * 2).min(Duration::from_secs(1));
+        self.accept_backoff = decide::next_backoff(self.accept_backoff);
     }
 
     fn on_inbox(&mut self) {
@@ -695,7 +662,7 @@ impl<R: Router> Worker<R> {
                         continue;
                     }
                     self.head_deadlines
-                        .push_back((deadline, idx, self.sock_gens[idx]));
+                        .push_back((deadline, idx, self.sock_gens.get(idx)));
                     self.process_head(idx);
                 }
                 Ok(Some(Message::Accepted(fd))) => {
@@ -714,7 +681,7 @@ impl<R: Router> Worker<R> {
                     }
                     let deadline = self.now + self.cfg.head_timeout;
                     self.head_deadlines
-                        .push_back((deadline, idx, self.sock_gens[idx]));
+                        .push_back((deadline, idx, self.sock_gens.get(idx)));
                     self.read_head(idx);
                 }
                 Ok(Some(Message::Injected(fd, bytes, transport))) => {
@@ -758,7 +725,7 @@ impl<R: Router> Worker<R> {
         self.arm_inbox();
     }
 
-    fn on_ready(&mut self, sock: usize, role: PollRole, res: i32) {
+    fn on_ready(&mut self, sock: SockId, role: PollRole, res: i32) {
         match decide::on_ready(&self.socks[sock].state, role) {
             OnReady::ReadHead => self.read_head(sock),
             OnReady::LeaveRoom => self.on_room_hangup(sock, res),

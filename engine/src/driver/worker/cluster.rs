@@ -2,6 +2,7 @@
 //! `driver::cluster`): presence changes of its room sent to the supervisor, lookups for
 //! clients waiting for keys not parked here, and the mesh sockets that come back.
 
+use super::ids::{Id as _, SockId};
 use super::{Pairing, SockState, Worker};
 use crate::driver::cluster::{self, Lookup, ReachToken};
 use crate::driver::{Origin, sys};
@@ -50,7 +51,7 @@ impl<R: Router> Worker<R> {
     /// the key up on the other nodes (only for a client's own connection; a mesh-origin
     /// reach never goes further). `raw` is its head and early bytes, verbatim. Best
     /// effort: if the message cannot be sent the client waits for a local park only.
-    pub(super) fn send_lookup(&mut self, sock: usize, key: RendezvousKey, raw: Vec<u8>) {
+    pub(super) fn send_lookup(&mut self, sock: SockId, key: RendezvousKey, raw: Vec<u8>) {
         let SockState::Waiting { handle, .. } = &self.socks[sock].state else {
             return;
         };
@@ -60,7 +61,7 @@ impl<R: Router> Worker<R> {
         let lookup = Lookup {
             worker: self.index,
             token: ReachToken {
-                slot: sock as u32,
+                slot: sock.slot() as u32,
                 entry: handle.to_bits(),
             },
             key,
@@ -89,7 +90,7 @@ impl<R: Router> Worker<R> {
     /// Whether refusal `r` of a client's own request only means "not known on this
     /// node" and, in a cluster, may be known on another: a tag responder whose tag was
     /// published on another node (the tag table is per node).
-    pub(super) fn waits_remote(&self, sock: usize, r: Rejection) -> bool {
+    pub(super) fn waits_remote(&self, sock: SockId, r: Rejection) -> bool {
         self.cfg.cluster && r == Rejection::UnknownTag && self.socks[sock].origin == Origin::Client
     }
 
@@ -99,7 +100,7 @@ impl<R: Router> Worker<R> {
     /// receives exactly the refusal it would have had at once.
     pub(super) fn wait_remote(
         &mut self,
-        sock: usize,
+        sock: SockId,
         head: &crate::head::RequestHead,
         early: Vec<u8>,
         r: Rejection,
@@ -138,7 +139,7 @@ impl<R: Router> Worker<R> {
     /// room entry, take it out of the room and splice it with the mesh socket, writing
     /// nothing of our own (the other node's family answers). Otherwise close the socket.
     pub(super) fn on_remote_found(&mut self, fd: OwnedFd, token: ReachToken) {
-        let sock = token.slot as usize;
+        let sock = SockId::from_slot(token.slot as usize);
         let handle = EntryHandle::from_bits(token.entry);
         let waiting = matches!(
             self.socks.get(sock).map(|s| &s.state),

@@ -1,12 +1,15 @@
 //! The worker's per-connection decisions, free of sockets and of the ring, so they can be
 //! unit-tested the way the room is: what a ready poll leads to, when a head is parsed,
-//! where a classified head goes, when a lingering refusal ends, what a finished direction
-//! does to its tunnel, and how a tunnel direction is named in a completion's `user_data`.
+//! where a classified head goes, when a lingering refusal ends, what a finished
+//! direction does to its tunnel, what a failed accept or a connection over the socket
+//! budget leads to, when paused accepting resumes, and what a splice completion does. (How ids are packed into `user_data` is in `ids`.)
 
 use super::SockState;
+use super::ids::{FrontId, TunnelId};
 use crate::reject::Rejection;
-use crate::route::{Classified, HalfClose};
+use crate::route::{Classified, HalfClose, Transport};
 use crate::target::Placement;
+use std::time::{Duration, Instant};
 
 /// The two ends of a tunnel. The client is the side that reached; the server is the
 /// side that parked. A direction is named by the side it reads from.
@@ -72,15 +75,15 @@ pub(super) enum OnReady {
     Linger,
     /// One side of a tunnel: pump the direction the poll serves.
     Pump {
-        /// The tunnel's slot.
-        tunnel: usize,
+        /// The tunnel.
+        tunnel: TunnelId,
         /// The direction to pump.
         direction: Side,
     },
     /// A socket of a TLS front: pump the front.
     PumpFront {
-        /// The front's slot.
-        front: usize,
+        /// The front.
+        front: FrontId,
     },
 }
 
@@ -168,6 +171,110 @@ pub(super) fn parse_after_read(
     new_line || len > limit || old < probe
 }
 
+/// What a failed accept completion (`errno`) leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AcceptFailed {
+    /// Out of descriptors or memory: stop accepting for a while (tunnels are left alone).
+    BackOff,
+    /// A passing error on a multishot accept that ended: arm it again.
+    Rearm,
+    /// Cancelled on purpose, or the multishot accept is still armed: nothing to do.
+    Nothing,
+}
+
+/// What a failed accept with `errno` does, the multishot accept being still `armed`.
+pub(super) fn accept_failed(errno: i32, armed: bool) -> AcceptFailed {
+    match errno {
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => AcceptFailed::BackOff,
+        libc::ECANCELED => AcceptFailed::Nothing,
+        _ if armed => AcceptFailed::Nothing,
+        _ => AcceptFailed::Rearm,
+    }
+}
+
+/// The next accept back-off after `current`: doubling, at most a second.
+pub(super) fn next_backoff(current: Duration) -> Duration {
+    (current * 2).min(MAX_ACCEPT_BACKOFF)
+}
+
+/// Longest pause between accept attempts while out of descriptors.
+pub(super) const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Whether paused accepting resumes: once the pause is over and the worker holds less
+/// than 90 % of its socket cap (so it does not pause again at once).
+pub(super) fn resume_accepting(
+    now: Instant,
+    paused_until: Instant,
+    held: usize,
+    cap: usize,
+) -> bool {
+    now >= paused_until && held < cap * 9 / 10
+}
+
+/// What happens to a connection accepted while the worker is at its socket budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OverBudget {
+    /// Pass it, unread, to another worker with room (it is reserved there).
+    PassOn,
+    /// Refuse it here with `503 overloaded`.
+    Refuse,
+}
+
+/// Where a connection accepted over the budget goes. Only a plain connection can be
+/// passed unread (a TLS one is already inside a front), and only while the hand-off
+/// queue has room and `peer_has_room()` (called last: it reserves a slot) finds a peer.
+/// Holding it here while its 503 is written would spend the descriptor headroom that
+/// connections handed to this worker need.
+pub(super) fn over_budget(
+    transport: Transport,
+    pending_handoffs: usize,
+    max_pending: usize,
+    peer_has_room: impl FnOnce() -> bool,
+) -> OverBudget {
+    if transport == Transport::Plain && pending_handoffs < max_pending && peer_has_room() {
+        OverBudget::PassOn
+    } else {
+        OverBudget::Refuse
+    }
+}
+
+/// How often idle tunnels and fronts are looked for: an eighth of the idle timeout,
+/// between 100 ms and a minute.
+pub(super) fn idle_sweep_interval(idle_timeout: Duration) -> Duration {
+    (idle_timeout / 8).clamp(Duration::from_millis(100), Duration::from_secs(60))
+}
+
+/// What a splice completion (uring data path) with result `res` leads to; `fill` is a
+/// splice from the source socket into the pipe, otherwise out of the pipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterSplice {
+    /// The source had nothing: give the pipe back if empty, wait for it to be readable.
+    WaitRead,
+    /// The destination was full: wait for it to be writable.
+    WaitWrite,
+    /// Failed: reset the tunnel.
+    Reset,
+    /// Account `moved` bytes (0 on a fill is the source's EOF) and pump on.
+    Moved {
+        /// Bytes the splice moved.
+        moved: usize,
+    },
+    /// Interrupted, or an empty splice out of a pipe that holds bytes: pump again.
+    Retry,
+}
+
+/// What a splice completion with `res` (bytes, or a negated errno) does.
+pub(super) fn after_splice(fill: bool, res: i32) -> AfterSplice {
+    match res {
+        r if r == -libc::EAGAIN && fill => AfterSplice::WaitRead,
+        r if r == -libc::EAGAIN => AfterSplice::WaitWrite,
+        r if r == -libc::EINTR => AfterSplice::Retry,
+        r if r < 0 => AfterSplice::Reset,
+        0 if !fill => AfterSplice::Retry,
+        n => AfterSplice::Moved { moved: n as usize },
+    }
+}
+
 /// How a tunnel stands: open, or being torn down (with a reset or a clean close) while
 /// splices it queued are still in flight.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,39 +288,9 @@ pub(super) enum Closing {
     },
 }
 
-/// A tunnel slot in the tunnel table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct TunnelId(pub(super) usize);
-
-/// One direction of one tunnel, as carried in the slot field of a splice completion's
-/// `user_data` (`tunnel * 2 + side`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct DirSlot {
-    pub(super) tunnel: TunnelId,
-    pub(super) side: Side,
-}
-
-impl DirSlot {
-    /// The slot number put in `user_data`.
-    pub(super) fn encode(self) -> usize {
-        self.tunnel.0 * 2 + self.side.index()
-    }
-
-    /// The direction a slot number names.
-    pub(super) fn decode(slot: usize) -> Self {
-        Self {
-            tunnel: TunnelId(slot / 2),
-            side: if slot.is_multiple_of(2) {
-                Side::Client
-            } else {
-                Side::Server
-            },
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::ids::Id as _;
     use super::*;
 
     const BOTH: [Side; 2] = [Side::Client, Side::Server];
@@ -243,7 +320,7 @@ mod tests {
             written: 0,
         };
         let lingering = SockState::Lingering {
-            deadline: std::time::Instant::now(),
+            deadline: Instant::now(),
             discarded: 0,
         };
         for role in [PollRole::Read, PollRole::Write] {
@@ -251,20 +328,29 @@ mod tests {
             assert_eq!(on_ready(&refusing, role), OnReady::WriteRefusal);
             assert_eq!(on_ready(&lingering, role), OnReady::Linger);
             for state in [
-                SockState::TlsTcp { front: 3 },
-                SockState::TlsInner { front: 3 },
+                SockState::TlsTcp {
+                    front: FrontId::from_slot(3),
+                },
+                SockState::TlsInner {
+                    front: FrontId::from_slot(3),
+                },
             ] {
-                assert_eq!(on_ready(&state, role), OnReady::PumpFront { front: 3 });
+                assert_eq!(
+                    on_ready(&state, role),
+                    OnReady::PumpFront {
+                        front: FrontId::from_slot(3)
+                    }
+                );
             }
         }
         let server = SockState::Tunnel {
-            tunnel: 9,
+            tunnel: TunnelId::from_slot(9),
             side: Side::Server,
         };
         assert_eq!(
             on_ready(&server, PollRole::Read),
             OnReady::Pump {
-                tunnel: 9,
+                tunnel: TunnelId::from_slot(9),
                 direction: Side::Server
             },
             "the server is readable: pump server to client"
@@ -272,7 +358,7 @@ mod tests {
         assert_eq!(
             on_ready(&server, PollRole::Write),
             OnReady::Pump {
-                tunnel: 9,
+                tunnel: TunnelId::from_slot(9),
                 direction: Side::Client
             },
             "the server is writable: pump client to server"
@@ -283,7 +369,7 @@ mod tests {
     fn room_sockets_leave_the_room_when_ready() {
         use crate::room::{ParkOutcome, ReachOutcome, Room, RoomLimits};
         use crate::target::RendezvousKey;
-        let now = std::time::Instant::now();
+        let now = Instant::now();
         let mut room: Room<usize> = Room::new(RoomLimits::default());
         let ParkOutcome::Parked { handle, .. } = room.park(RendezvousKey::uuid([1; 16]), 1, now)
         else {
@@ -380,16 +466,93 @@ mod tests {
     }
 
     #[test]
-    fn direction_slots_round_trip_and_match_the_old_numbering() {
-        for t in [0usize, 1, 7, 1 << 20] {
-            for side in BOTH {
-                let slot = DirSlot {
-                    tunnel: TunnelId(t),
-                    side,
-                };
-                assert_eq!(slot.encode(), t * 2 + side.index());
-                assert_eq!(DirSlot::decode(slot.encode()), slot);
+    fn accept_errors_back_off_on_exhaustion_and_rearm_an_ended_accept() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            for armed in [false, true] {
+                assert_eq!(accept_failed(errno, armed), AcceptFailed::BackOff);
             }
         }
+        assert_eq!(accept_failed(libc::ECANCELED, false), AcceptFailed::Nothing);
+        assert_eq!(
+            accept_failed(libc::ECONNABORTED, false),
+            AcceptFailed::Rearm
+        );
+        assert_eq!(
+            accept_failed(libc::ECONNABORTED, true),
+            AcceptFailed::Nothing,
+            "a multishot accept still armed keeps going"
+        );
+    }
+
+    #[test]
+    fn accept_back_off_doubles_to_a_second_and_resumes_below_ninety_percent() {
+        assert_eq!(
+            next_backoff(Duration::from_millis(10)),
+            Duration::from_millis(20)
+        );
+        assert_eq!(next_backoff(Duration::from_millis(600)), MAX_ACCEPT_BACKOFF);
+        assert_eq!(next_backoff(MAX_ACCEPT_BACKOFF), MAX_ACCEPT_BACKOFF);
+        let t = Instant::now();
+        let later = t + Duration::from_millis(10);
+        assert!(!resume_accepting(t, later, 0, 1000), "still paused");
+        assert!(resume_accepting(later, later, 899, 1000));
+        assert!(
+            !resume_accepting(later, later, 900, 1000),
+            "at 90 % of the cap"
+        );
+    }
+
+    #[test]
+    fn over_budget_connections_are_passed_on_only_when_plain_queued_and_placed() {
+        let yes = || true;
+        assert_eq!(over_budget(Transport::Plain, 0, 8, yes), OverBudget::PassOn);
+        assert_eq!(
+            over_budget(Transport::Plain, 0, 8, || false),
+            OverBudget::Refuse
+        );
+        assert_eq!(over_budget(Transport::Plain, 8, 8, yes), OverBudget::Refuse);
+        assert_eq!(over_budget(Transport::Tls, 0, 8, yes), OverBudget::Refuse);
+        let mut asked = false;
+        let _ = over_budget(Transport::Tls, 0, 8, || {
+            asked = true;
+            true
+        });
+        assert!(
+            !asked,
+            "no peer slot is reserved for a connection that is refused"
+        );
+    }
+
+    #[test]
+    fn idle_sweeps_run_at_an_eighth_of_the_timeout_within_bounds() {
+        assert_eq!(
+            idle_sweep_interval(Duration::from_secs(80)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            idle_sweep_interval(Duration::from_millis(80)),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            idle_sweep_interval(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
+    }
+
+    #[test]
+    fn splice_completions_wait_fail_retry_or_move() {
+        assert_eq!(after_splice(true, -libc::EAGAIN), AfterSplice::WaitRead);
+        assert_eq!(after_splice(false, -libc::EAGAIN), AfterSplice::WaitWrite);
+        for fill in [false, true] {
+            assert_eq!(after_splice(fill, -libc::EINTR), AfterSplice::Retry);
+            assert_eq!(after_splice(fill, -libc::EPIPE), AfterSplice::Reset);
+            assert_eq!(after_splice(fill, 4096), AfterSplice::Moved { moved: 4096 });
+        }
+        assert_eq!(
+            after_splice(true, 0),
+            AfterSplice::Moved { moved: 0 },
+            "an empty fill is the source's EOF"
+        );
+        assert_eq!(after_splice(false, 0), AfterSplice::Retry);
     }
 }

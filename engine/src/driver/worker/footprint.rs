@@ -9,12 +9,12 @@
 //! counting allocator, at 10k, 100k and 1M connections. Kernel memory (socket buffers,
 //! the armed poll per parked socket) is not here; see docs/deploy.md.
 
-use super::{HEAD_CHUNK, Kind, Sock, SockState, user_data};
+use super::ids::{Generations, IdSlab, Kind, SockId, UserData};
+use super::{HEAD_CHUNK, Sock, SockState};
 use crate::driver::EngineConfig;
 use crate::room::{ParkOutcome, Room, RoomLimits, SlabEntry};
 use crate::route::Transport;
 use crate::target::RendezvousKey;
-use slab::Slab;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
@@ -23,13 +23,13 @@ use std::time::Instant;
 /// The tables a worker keeps per connection.
 #[derive(Debug)]
 pub(super) struct Tables<F> {
-    pub(super) socks: Slab<Sock<F>>,
+    pub(super) socks: IdSlab<SockId, Sock<F>>,
     /// Generation of every socket slot ever used (stale completions are ignored).
-    pub(super) sock_gens: Vec<u32>,
+    pub(super) sock_gens: Generations<SockId>,
     /// `(deadline, slot, generation)` of every accepted connection, in accept order;
     /// lazily deleted, so an entry stays until its deadline even after the head came.
-    pub(super) head_deadlines: VecDeque<(Instant, usize, u32)>,
-    pub(super) room: Room<usize>,
+    pub(super) head_deadlines: VecDeque<(Instant, SockId, u32)>,
+    pub(super) room: Room<SockId>,
 }
 
 /// Most entries a table is reserved for up front, whatever the configured budget (a
@@ -61,8 +61,8 @@ impl<F> Tables<F> {
             ),
         );
         Self {
-            socks: Slab::with_capacity(budget),
-            sock_gens: Vec::with_capacity(budget),
+            socks: IdSlab::with_capacity(budget),
+            sock_gens: Generations::with_capacity(budget),
             head_deadlines: VecDeque::with_capacity(budget),
             room,
         }
@@ -71,11 +71,11 @@ impl<F> Tables<F> {
 
 /// Adds a socket in `state` to the socket table; its slot index.
 pub(super) fn insert_sock<F>(
-    socks: &mut Slab<Sock<F>>,
-    sock_gens: &mut Vec<u32>,
+    socks: &mut IdSlab<SockId, Sock<F>>,
+    sock_gens: &mut Generations<SockId>,
     fd: F,
     state: SockState,
-) -> usize {
+) -> SockId {
     let idx = socks.insert(Sock {
         fd,
         state,
@@ -83,9 +83,7 @@ pub(super) fn insert_sock<F>(
         origin: crate::driver::Origin::Client,
         armed: [None, None],
     });
-    if sock_gens.len() <= idx {
-        sock_gens.resize(idx + 1, 0);
-    }
+    sock_gens.track(idx);
     idx
 }
 
@@ -155,7 +153,7 @@ impl Simulated {
             ),
             (
                 "head deadlines",
-                t.head_deadlines.capacity() * size_of::<(Instant, usize, u32)>(),
+                t.head_deadlines.capacity() * size_of::<(Instant, SockId, u32)>(),
             ),
             ("head buffers", heads),
         ];
@@ -192,15 +190,18 @@ pub fn simulate(cfg: &EngineConfig, n: usize, stage: Stage, now: Instant) -> Sim
         );
         tables
             .head_deadlines
-            .push_back((deadline, idx, tables.sock_gens[idx]));
+            .push_back((deadline, idx, tables.sock_gens.get(idx)));
         let SockState::Head { buf, .. } = &mut tables.socks[idx].state else {
             unreachable!("inserted as a head");
         };
         match stage {
             Stage::AwaitingHead => {
                 let _ = receive_head(buf, &mut scratch, |_| Err(io::ErrorKind::WouldBlock.into()));
-                tables.socks[idx].armed[0] =
-                    Some(user_data(Kind::PollRead, tables.sock_gens[idx], idx));
+                tables.socks[idx].armed[0] = Some(UserData::sock(
+                    Kind::PollRead,
+                    tables.sock_gens.get(idx),
+                    idx,
+                ));
             }
             Stage::Parked => {
                 let _ = receive_head(buf, &mut scratch, |into| {
@@ -215,8 +216,11 @@ pub fn simulate(cfg: &EngineConfig, n: usize, stage: Stage, now: Instant) -> Sim
                 match tables.room.park(RendezvousKey::uuid(id), idx, now) {
                     ParkOutcome::Parked { handle, .. } => {
                         tables.socks[idx].state = SockState::Parked { handle };
-                        tables.socks[idx].armed[0] =
-                            Some(user_data(Kind::PollRead, tables.sock_gens[idx], idx));
+                        tables.socks[idx].armed[0] = Some(UserData::sock(
+                            Kind::PollRead,
+                            tables.sock_gens.get(idx),
+                            idx,
+                        ));
                     }
                     ParkOutcome::Full(_) | ParkOutcome::Paired { .. } => {
                         tables.socks.remove(idx);

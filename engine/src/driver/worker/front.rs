@@ -2,6 +2,7 @@
 //! socketpair whose other end takes the ordinary plaintext path.
 
 use super::decide::PollRole;
+use super::ids::{FrontId, Id as _, SockId};
 use super::{POLL_READ, POLL_WRITE, SockState, Worker};
 use crate::driver::shm::Counter;
 use crate::driver::sys;
@@ -13,8 +14,8 @@ use std::time::Instant;
 /// A TLS front and the two sockets it pumps between.
 pub(super) struct TlsFrontEntry {
     pub(super) front: TlsFront,
-    pub(super) tcp: usize,
-    pub(super) inner: usize,
+    pub(super) tcp: SockId,
+    pub(super) inner: SockId,
     /// Last time either side was ready; idle fronts are closed like idle tunnels.
     pub(super) last_active: Instant,
 }
@@ -44,8 +45,9 @@ impl<R: Router> Worker<R> {
         .ok()?;
         let front = self.fronts.insert(TlsFrontEntry {
             front: TlsFront::new(session),
-            tcp: usize::MAX,
-            inner: usize::MAX,
+            // Set below, once the sockets (which name the front) are in the table.
+            tcp: SockId::from_slot(usize::MAX),
+            inner: SockId::from_slot(usize::MAX),
             last_active: self.now,
         });
         let tcp = self.insert_sock(tcp, SockState::TlsTcp { front });
@@ -59,7 +61,7 @@ impl<R: Router> Worker<R> {
         Some(outer)
     }
 
-    pub(super) fn pump_front(&mut self, front: usize) {
+    pub(super) fn pump_front(&mut self, front: FrontId) {
         let Some(entry) = self.fronts.get_mut(front) else {
             return;
         };
@@ -90,7 +92,7 @@ impl<R: Router> Worker<R> {
         }
     }
 
-    pub(super) fn close_front(&mut self, front: usize, reset: bool) {
+    pub(super) fn close_front(&mut self, front: FrontId, reset: bool) {
         if !self.fronts.contains(front) {
             return;
         }

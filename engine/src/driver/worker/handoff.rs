@@ -2,7 +2,8 @@
 //! its key or to the HTTP side, and the socket-budget reservation that keeps the receiver
 //! under its descriptor budget.
 
-use super::{Kind, MAX_PENDING_HANDOFFS, POLL_WRITE, SockState, Worker, user_data};
+use super::ids::{Kind, SockId, UserData};
+use super::{MAX_PENDING_HANDOFFS, POLL_WRITE, SockState, Worker};
 use crate::driver::shm::Counter;
 use crate::driver::{Origin, msg};
 use crate::reject::Rejection;
@@ -51,7 +52,7 @@ impl<R: Router> Worker<R> {
 
     /// Passes a socket (with every byte read from it) to worker `to`, or to the HTTP
     /// inbox when `to == self.workers`.
-    pub(super) fn hand_off(&mut self, sock: usize, to: usize) {
+    pub(super) fn hand_off(&mut self, sock: SockId, to: usize) {
         if to < self.workers && !self.peer_counters[to].reserve_inbound() {
             // The owner is at its socket budget: refuse here, where the connection still
             // has a descriptor, rather than send it to be dropped there.
@@ -164,7 +165,7 @@ impl<R: Router> Worker<R> {
                 let fd = types::Fd(self.handoff_socket(to).as_raw_fd());
                 let e = opcode::PollAdd::new(fd, POLL_WRITE)
                     .build()
-                    .user_data(user_data(Kind::PeerWritable, 0, to));
+                    .user_data(UserData::plain(Kind::PeerWritable, to));
                 self.push(e);
             }
         }

@@ -2,6 +2,7 @@
 //! refusal and linger.
 
 use super::decide::{self, HeadNext, PollRole};
+use super::ids::SockId;
 use super::{
     LINGER, LINGER_BYTES, POLL_HANGUP, POLL_READ, POLL_WRITE, Pairing, REQUEST_LINE_PROBE,
     SockState, Worker, footprint,
@@ -27,7 +28,7 @@ pub(super) enum Parsed {
 }
 
 impl<R: Router> Worker<R> {
-    pub(super) fn read_head(&mut self, sock: usize) {
+    pub(super) fn read_head(&mut self, sock: SockId) {
         let limit = self.cfg.head_max_bytes;
         loop {
             let s = &mut self.socks[sock];
@@ -85,7 +86,7 @@ impl<R: Router> Worker<R> {
     }
 
     /// Parses the buffered head, and routes or refuses it when it is complete or bad.
-    pub(super) fn try_parse(&mut self, sock: usize) -> Parsed {
+    pub(super) fn try_parse(&mut self, sock: SockId) -> Parsed {
         let SockState::Head { buf, .. } = &self.socks[sock].state else {
             return Parsed::Handled;
         };
@@ -128,7 +129,7 @@ impl<R: Router> Worker<R> {
         }
         let deadline = self.now + self.cfg.head_timeout;
         self.head_deadlines
-            .push_back((deadline, idx, self.sock_gens[idx]));
+            .push_back((deadline, idx, self.sock_gens.get(idx)));
         let has_line =
             matches!(&self.socks[idx].state, SockState::Head { buf, .. } if buf.contains(&b'\n'));
         if !has_line || self.try_parse(idx) == Parsed::Partial {
@@ -137,14 +138,14 @@ impl<R: Router> Worker<R> {
     }
 
     /// A complete head arrived through the inbox: parse and route it.
-    pub(super) fn process_head(&mut self, sock: usize) {
+    pub(super) fn process_head(&mut self, sock: SockId) {
         if self.try_parse(sock) == Parsed::Partial {
             // A hand-off always carries a complete head; anything else is refused.
             self.refuse(sock, Rejection::MalformedHead);
         }
     }
 
-    pub(super) fn dispatch(&mut self, sock: usize, head: RequestHead) {
+    pub(super) fn dispatch(&mut self, sock: SockId, head: RequestHead) {
         let handed_in = matches!(
             self.socks[sock].state,
             SockState::Head {
@@ -167,7 +168,7 @@ impl<R: Router> Worker<R> {
         }
     }
 
-    pub(super) fn route(&mut self, sock: usize, head: &RequestHead) {
+    pub(super) fn route(&mut self, sock: SockId, head: &RequestHead) {
         if self.shutdown_deadline.is_some() {
             self.refuse(sock, Rejection::ShuttingDown);
             return;
@@ -230,7 +231,7 @@ impl<R: Router> Worker<R> {
         }
     }
 
-    pub(super) fn park(&mut self, sock: usize, key: RendezvousKey) {
+    pub(super) fn park(&mut self, sock: SockId, key: RendezvousKey) {
         match self.room.park(key, sock, self.now) {
             ParkOutcome::Full(sock) => self.refuse(sock, Rejection::RoomFull),
             ParkOutcome::Parked { handle, evicted } => {
@@ -266,7 +267,7 @@ impl<R: Router> Worker<R> {
     }
 
     /// Takes a waiting client's pairing plan out of its state.
-    pub(super) fn take_pairing(&mut self, client: usize) -> Box<Pairing> {
+    pub(super) fn take_pairing(&mut self, client: SockId) -> Box<Pairing> {
         let empty = || {
             Box::new(Pairing {
                 key: RendezvousKey::uuid([0; 16]),
@@ -282,7 +283,7 @@ impl<R: Router> Worker<R> {
         }
     }
 
-    pub(super) fn reach(&mut self, sock: usize, pairing: Box<Pairing>) {
+    pub(super) fn reach(&mut self, sock: SockId, pairing: Box<Pairing>) {
         match self.room.reach(pairing.key, sock, self.now) {
             ReachOutcome::Full(sock) => self.refuse(sock, Rejection::TooManyWaiting),
             ReachOutcome::Waiting { handle } => {
@@ -294,7 +295,7 @@ impl<R: Router> Worker<R> {
         self.sync_room_counters();
     }
 
-    pub(super) fn on_room_hangup(&mut self, sock: usize, _res: i32) {
+    pub(super) fn on_room_hangup(&mut self, sock: SockId, _res: i32) {
         let handle = match &self.socks[sock].state {
             SockState::Parked { handle } | SockState::Waiting { handle, .. } => *handle,
             _ => return,
@@ -311,12 +312,12 @@ impl<R: Router> Worker<R> {
             .set(Counter::Waiting, self.room.waiting() as u64);
     }
 
-    pub(super) fn refuse(&mut self, sock: usize, r: Rejection) {
+    pub(super) fn refuse(&mut self, sock: SockId, r: Rejection) {
         self.refuse_with(sock, r, r.response());
     }
 
     /// Refuses with exact bytes, counted under `r`.
-    pub(super) fn refuse_with(&mut self, sock: usize, r: Rejection, response: Vec<u8>) {
+    pub(super) fn refuse_with(&mut self, sock: SockId, r: Rejection, response: Vec<u8>) {
         self.counters.reject(r);
         self.disarm(sock);
         self.socks[sock].state = SockState::Refusing {
@@ -326,7 +327,7 @@ impl<R: Router> Worker<R> {
         self.write_refusal(sock);
     }
 
-    pub(super) fn write_refusal(&mut self, sock: usize) {
+    pub(super) fn write_refusal(&mut self, sock: SockId) {
         let s = &mut self.socks[sock];
         let SockState::Refusing { response, written } = &mut s.state else {
             return;
@@ -354,11 +355,11 @@ impl<R: Router> Worker<R> {
             discarded: 0,
         };
         self.linger_deadlines
-            .push_back((deadline, sock, self.sock_gens[sock]));
+            .push_back((deadline, sock, self.sock_gens.get(sock)));
         self.linger(sock);
     }
 
-    pub(super) fn linger(&mut self, sock: usize) {
+    pub(super) fn linger(&mut self, sock: SockId) {
         loop {
             let s = &mut self.socks[sock];
             let SockState::Lingering { discarded, .. } = &mut s.state else {

@@ -1,7 +1,7 @@
 //! Timers run once per loop turn (head and linger deadlines, the room, evictions, idle
 //! sweeps, accept back-off, descriptor counts) and shutdown.
 
-use super::decide::Closing;
+use super::decide::{self, Closing};
 use super::{EVICTION_POLL, SockState, Worker};
 use crate::driver::shm::Counter;
 use crate::driver::sys;
@@ -19,7 +19,7 @@ impl<R: Router> Worker<R> {
                 break;
             }
             self.head_deadlines.pop_front();
-            if self.sock_gens.get(sock) == Some(&generation)
+            if self.sock_gens.is_current(sock, generation)
                 && matches!(
                     self.socks.get(sock).map(|s| &s.state),
                     Some(SockState::Head { .. })
@@ -61,9 +61,8 @@ impl<R: Router> Worker<R> {
         // Idle tunnels.
         if now >= self.next_idle_sweep {
             let idle = self.cfg.idle_timeout;
-            self.next_idle_sweep =
-                now + (idle / 8).clamp(Duration::from_millis(100), Duration::from_secs(60));
-            let stale: Vec<usize> = self
+            self.next_idle_sweep = now + decide::idle_sweep_interval(idle);
+            let stale: Vec<_> = self
                 .tunnels
                 .iter()
                 .filter(|(_, t)| now.saturating_duration_since(t.last_active) >= idle)
@@ -72,7 +71,7 @@ impl<R: Router> Worker<R> {
             for t in stale {
                 self.close_tunnel(t, true);
             }
-            let stale: Vec<usize> = self
+            let stale: Vec<_> = self
                 .fronts
                 .iter()
                 .filter(|(_, f)| now.saturating_duration_since(f.last_active) >= idle)
@@ -83,13 +82,12 @@ impl<R: Router> Worker<R> {
             }
         }
         // Accept back-off.
-        if let Some(until) = self.accept_paused_until {
-            let below_cap = self.held_fds() < self.socket_cap() * 9 / 10;
-            if now >= until && below_cap {
-                self.accept_paused_until = None;
-                for i in 0..self.listeners.len() {
-                    self.arm_accept(i);
-                }
+        if let Some(until) = self.accept_paused_until
+            && decide::resume_accepting(now, until, self.held_fds(), self.socket_cap())
+        {
+            self.accept_paused_until = None;
+            for i in 0..self.listeners.len() {
+                self.arm_accept(i);
             }
         }
         if !self.pending_handoffs.is_empty() {
@@ -146,7 +144,7 @@ impl<R: Router> Worker<R> {
             }
         }
         self.sync_room_counters();
-        let heads: Vec<usize> = self
+        let heads: Vec<_> = self
             .socks
             .iter()
             .filter(|(_, s)| matches!(s.state, SockState::Head { .. }))
@@ -158,7 +156,7 @@ impl<R: Router> Worker<R> {
     }
 
     pub(super) fn abort_all(&mut self) {
-        let tunnels: Vec<usize> = self.tunnels.iter().map(|(i, _)| i).collect();
+        let tunnels = self.tunnels.ids();
         for t in tunnels {
             // Splices still queued keep their descriptors; the process exits next, which
             // releases everything after the kernel finishes with them.
@@ -168,7 +166,7 @@ impl<R: Router> Worker<R> {
             }
             self.close_tunnel(t, true);
         }
-        let socks: Vec<usize> = self.socks.iter().map(|(i, _)| i).collect();
+        let socks = self.socks.ids();
         for s in socks {
             self.close_sock(s, true);
         }

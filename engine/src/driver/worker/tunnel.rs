@@ -1,8 +1,9 @@
 //! A tunnel's two directions and the two pumps (splice syscalls, or splices queued on
 //! the ring), and its close.
 
-use super::decide::{self, Closing, DirSlot, PollRole, Side, TunnelId};
-use super::{Kind, POLL_READ, POLL_WRITE, PUMP_BUDGET, Pairing, SockState, Worker, user_data};
+use super::decide::{self, AfterSplice, Closing, PollRole, Side};
+use super::ids::{DirSlot, Kind, SockId, TunnelId, UserData};
+use super::{POLL_READ, POLL_WRITE, PUMP_BUDGET, Pairing, SockState, Worker};
 use crate::driver::DataPath;
 use crate::driver::pipes::Pipe;
 use crate::driver::shm::Counter;
@@ -29,7 +30,7 @@ pub(super) struct Direction {
 
 #[derive(Debug)]
 pub(super) struct Tunnel {
-    pub(super) socks: [usize; 2],
+    pub(super) socks: [SockId; 2],
     pub(super) dirs: [Direction; 2],
     pub(super) last_active: Instant,
     /// Set once the tunnel is being torn down (with a reset when true).
@@ -51,18 +52,20 @@ pub(super) enum Pump {
     Fail,
 }
 
-/// Result of [`Worker::pipe_or_copy`].
-pub(super) enum PipeOrCopy {
-    /// The direction holds a pipe: splice.
-    Pipe,
-    /// No pipe to lend; a chunk was copied (or EOF seen): pump again.
-    Copied,
+/// What a direction does next, decided once for both data paths by
+/// [`Worker::next_step`]; the pumps only differ in how they splice.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Move `len` bytes from the direction's pipe to its destination socket.
+    Drain { len: usize },
+    /// Move up to `capacity` bytes from the source socket into the direction's pipe.
+    Fill { capacity: usize },
     /// Stop pumping with this result.
     Stop(Pump),
 }
 
 impl<R: Router> Worker<R> {
-    pub(super) fn pair(&mut self, client: usize, server: usize, pairing: Pairing) {
+    pub(super) fn pair(&mut self, client: SockId, server: SockId, pairing: Pairing) {
         self.disarm(client);
         self.disarm(server);
         let _ = sys::set_nodelay(self.socks[client].fd.as_fd());
@@ -77,9 +80,7 @@ impl<R: Router> Worker<R> {
             closing: Closing::Open,
             half_close: pairing.half_close,
         });
-        if self.tunnel_gens.len() <= t {
-            self.tunnel_gens.resize(t + 1, 0);
-        }
+        self.tunnel_gens.track(t);
         self.socks[client].state = SockState::Tunnel {
             tunnel: t,
             side: Side::Client,
@@ -97,7 +98,7 @@ impl<R: Router> Worker<R> {
         }
     }
 
-    pub(super) fn pump_and_arm(&mut self, t: usize, d: Side) {
+    pub(super) fn pump_and_arm(&mut self, t: TunnelId, d: Side) {
         if !self.tunnels.contains(t) || self.tunnels[t].closing != Closing::Open {
             return;
         }
@@ -122,13 +123,13 @@ impl<R: Router> Worker<R> {
         }
     }
 
-    pub(super) fn dir_socks(&self, t: usize, d: Side) -> [usize; 2] {
+    pub(super) fn dir_socks(&self, t: TunnelId, d: Side) -> [SockId; 2] {
         let socks = self.tunnels[t].socks;
         [socks[d.index()], socks[d.other().index()]]
     }
 
     /// Writes a direction's pending user-space bytes. `None` when all are written.
-    pub(super) fn flush_pending(&mut self, t: usize, d: Side) -> Option<Pump> {
+    pub(super) fn flush_pending(&mut self, t: TunnelId, d: Side) -> Option<Pump> {
         let [_, dst] = self.dir_socks(t, d);
         let tunnel = &mut self.tunnels[t];
         let dir = &mut tunnel.dirs[d.index()];
@@ -148,8 +149,9 @@ impl<R: Router> Worker<R> {
         None
     }
 
-    /// With no pipe to lend, moves one chunk through user space.
-    pub(super) fn copy_chunk(&mut self, t: usize, d: Side) -> Result<(), Pump> {
+    /// With no pipe to lend, moves one chunk through user space (into `pending`, which
+    /// the next step writes).
+    pub(super) fn copy_chunk(&mut self, t: TunnelId, d: Side) -> Result<(), Pump> {
         let [src, _] = self.dir_socks(t, d);
         match sys::recv(self.socks[src].fd.as_fd(), &mut self.scratch) {
             Ok(0) => {
@@ -167,25 +169,50 @@ impl<R: Router> Worker<R> {
         }
     }
 
-    /// Makes sure a direction holds a pipe; with none left to lend, moves one chunk
-    /// through user space instead.
-    pub(super) fn pipe_or_copy(&mut self, t: usize, d: Side) -> PipeOrCopy {
-        if self.tunnels[t].dirs[d.index()].pipe.is_some() {
-            return PipeOrCopy::Pipe;
-        }
-        match self.pipes.get() {
-            Some(p) => {
-                self.tunnels[t].dirs[d.index()].pipe = Some(p);
-                PipeOrCopy::Pipe
+    /// What direction `d` does next: write its pending bytes, drain its pipe, finish at
+    /// EOF, yield once its budget is spent (`budget_left` false), or fill its pipe. With
+    /// no pipe to lend, one chunk is copied through user space and the step repeats.
+    /// The one place both pumps take a pipe from the pool or fall back to copying.
+    pub(super) fn next_step(&mut self, t: TunnelId, d: Side, budget_left: bool) -> Step {
+        loop {
+            if let Some(p) = self.flush_pending(t, d) {
+                return Step::Stop(p);
             }
-            None => match self.copy_chunk(t, d) {
-                Ok(()) => PipeOrCopy::Copied,
-                Err(p) => PipeOrCopy::Stop(p),
-            },
+            let dir = &self.tunnels[t].dirs[d.index()];
+            if dir.in_pipe > 0 {
+                if dir.pipe.is_none() {
+                    return Step::Stop(Pump::Fail);
+                }
+                return Step::Drain { len: dir.in_pipe };
+            }
+            if dir.src_eof {
+                return Step::Stop(self.finish_direction(t, d));
+            }
+            if !budget_left {
+                self.release_pipe_if_empty(t, d);
+                return Step::Stop(Pump::Yield);
+            }
+            if let Some(pipe) = &self.tunnels[t].dirs[d.index()].pipe {
+                return Step::Fill {
+                    capacity: pipe.capacity,
+                };
+            }
+            match self.pipes.get() {
+                Some(p) => {
+                    let capacity = p.capacity;
+                    self.tunnels[t].dirs[d.index()].pipe = Some(p);
+                    return Step::Fill { capacity };
+                }
+                None => {
+                    if let Err(p) = self.copy_chunk(t, d) {
+                        return Step::Stop(p);
+                    }
+                }
+            }
         }
     }
 
-    pub(super) fn release_pipe_if_empty(&mut self, t: usize, d: Side) {
+    pub(super) fn release_pipe_if_empty(&mut self, t: TunnelId, d: Side) {
         let dir = &mut self.tunnels[t].dirs[d.index()];
         if dir.in_pipe == 0
             && let Some(p) = dir.pipe.take()
@@ -194,7 +221,7 @@ impl<R: Router> Worker<R> {
         }
     }
 
-    pub(super) fn finish_direction(&mut self, t: usize, d: Side) -> Pump {
+    pub(super) fn finish_direction(&mut self, t: TunnelId, d: Side) -> Pump {
         let [_, dst] = self.dir_socks(t, d);
         let _ = sys::shutdown_write(self.socks[dst].fd.as_fd());
         self.release_pipe_if_empty(t, d);
@@ -202,61 +229,66 @@ impl<R: Router> Worker<R> {
         Pump::Done
     }
 
-    pub(super) fn pump_syscall(&mut self, t: usize, d: Side) -> Pump {
+    /// Accounts a splice result: `Ok(n)` bytes in (`fill`) or out of the pipe. `Err` is
+    /// the pump's result when the splice did not move bytes.
+    fn spliced(&mut self, t: TunnelId, d: Side, fill: bool, n: usize) -> Result<(), Pump> {
+        let dir = &mut self.tunnels[t].dirs[d.index()];
+        if fill {
+            if n == 0 {
+                dir.src_eof = true;
+            } else {
+                dir.in_pipe = n;
+            }
+        } else {
+            if n == 0 {
+                // A pipe with bytes in it never reads as empty: the destination is gone.
+                return Err(Pump::Fail);
+            }
+            dir.in_pipe = dir.in_pipe.saturating_sub(n);
+            self.counters.add(Counter::BytesSpliced, n as u64);
+        }
+        if n > 0 {
+            self.tunnels[t].last_active = self.now;
+        }
+        Ok(())
+    }
+
+    pub(super) fn pump_syscall(&mut self, t: TunnelId, d: Side) -> Pump {
         let [src, dst] = self.dir_socks(t, d);
         let mut moved = 0usize;
         loop {
             if self.tunnels[t].dirs[d.index()].done {
                 return Pump::Done;
             }
-            if let Some(p) = self.flush_pending(t, d) {
-                return p;
-            }
-            let dir = &mut self.tunnels[t].dirs[d.index()];
-            if dir.in_pipe > 0 {
-                let Some(pipe) = dir.pipe.as_ref() else {
-                    return Pump::Fail;
-                };
-                match sys::splice(pipe.read.as_fd(), self.socks[dst].fd.as_fd(), dir.in_pipe) {
-                    Ok(0) => return Pump::Fail,
-                    Ok(n) => {
-                        dir.in_pipe -= n;
-                        moved += n;
-                        self.tunnels[t].last_active = self.now;
-                        self.counters.add(Counter::BytesSpliced, n as u64);
-                        continue;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Pump::WaitWrite,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => return Pump::Fail,
-                }
-            }
-            if dir.src_eof {
-                return self.finish_direction(t, d);
-            }
-            if moved >= PUMP_BUDGET {
-                self.release_pipe_if_empty(t, d);
-                return Pump::Yield;
-            }
-            match self.pipe_or_copy(t, d) {
-                PipeOrCopy::Pipe => {}
-                PipeOrCopy::Copied => continue,
-                PipeOrCopy::Stop(p) => return p,
-            }
-            let dir = &mut self.tunnels[t].dirs[d.index()];
-            let Some(pipe) = dir.pipe.as_ref() else {
-                return Pump::Fail;
+            let step = self.next_step(t, d, moved < PUMP_BUDGET);
+            let dir = &self.tunnels[t].dirs[d.index()];
+            let (fill, result) = match (step, dir.pipe.as_ref()) {
+                (Step::Stop(p), _) => return p,
+                (_, None) => return Pump::Fail,
+                (Step::Drain { len }, Some(pipe)) => (
+                    false,
+                    sys::splice(pipe.read.as_fd(), self.socks[dst].fd.as_fd(), len),
+                ),
+                (Step::Fill { capacity }, Some(pipe)) => (
+                    true,
+                    sys::splice(self.socks[src].fd.as_fd(), pipe.write.as_fd(), capacity),
+                ),
             };
-            match sys::splice(
-                self.socks[src].fd.as_fd(),
-                pipe.write.as_fd(),
-                pipe.capacity,
-            ) {
-                Ok(0) => dir.src_eof = true,
-                Ok(n) => dir.in_pipe = n,
+            match result {
+                Ok(n) => {
+                    if !fill {
+                        moved += n;
+                    }
+                    if let Err(p) = self.spliced(t, d, fill, n) {
+                        return p;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.release_pipe_if_empty(t, d);
-                    return Pump::WaitRead;
+                    if fill {
+                        self.release_pipe_if_empty(t, d);
+                        return Pump::WaitRead;
+                    }
+                    return Pump::WaitWrite;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Pump::Fail,
@@ -264,87 +296,50 @@ impl<R: Router> Worker<R> {
         }
     }
 
-    pub(super) fn pump_uring(&mut self, t: usize, d: Side) -> Pump {
-        if self.tunnels[t].dirs[d.index()].inflight {
+    pub(super) fn pump_uring(&mut self, t: TunnelId, d: Side) -> Pump {
+        let dir = &self.tunnels[t].dirs[d.index()];
+        if dir.inflight {
             return Pump::InFlight;
         }
-        if self.tunnels[t].dirs[d.index()].done {
+        if dir.done {
             return Pump::Done;
         }
-        loop {
-            if let Some(p) = self.flush_pending(t, d) {
-                return p;
-            }
-            let [src, dst] = self.dir_socks(t, d);
-            let generation = self.tunnel_gens[t];
-            let dir = &mut self.tunnels[t].dirs[d.index()];
-            if dir.in_pipe > 0 {
-                let Some(pipe) = dir.pipe.as_ref() else {
-                    return Pump::Fail;
-                };
-                let (from, to, len) = (
-                    pipe.read.as_raw_fd(),
-                    self.socks[dst].fd.as_raw_fd(),
-                    dir.in_pipe,
-                );
-                dir.inflight = true;
-                self.queue_splice(
-                    from,
-                    to,
-                    len,
-                    Kind::SpliceOut,
-                    generation,
-                    DirSlot {
-                        tunnel: TunnelId(t),
-                        side: d,
-                    },
-                );
-                return Pump::InFlight;
-            }
-            if dir.src_eof {
-                return self.finish_direction(t, d);
-            }
-            match self.pipe_or_copy(t, d) {
-                PipeOrCopy::Pipe => {}
-                PipeOrCopy::Copied => continue,
-                PipeOrCopy::Stop(p) => return p,
-            }
-            let dir = &mut self.tunnels[t].dirs[d.index()];
-            let Some(pipe) = dir.pipe.as_ref() else {
-                return Pump::Fail;
-            };
-            let (from, to, len) = (
+        let [src, dst] = self.dir_socks(t, d);
+        let step = self.next_step(t, d, true);
+        let dir = &mut self.tunnels[t].dirs[d.index()];
+        let (from, to, len, kind) = match (step, dir.pipe.as_ref()) {
+            (Step::Stop(p), _) => return p,
+            (_, None) => return Pump::Fail,
+            (Step::Drain { len }, Some(pipe)) => (
+                pipe.read.as_raw_fd(),
+                self.socks[dst].fd.as_raw_fd(),
+                len,
+                Kind::SpliceOut,
+            ),
+            (Step::Fill { capacity }, Some(pipe)) => (
                 self.socks[src].fd.as_raw_fd(),
                 pipe.write.as_raw_fd(),
-                pipe.capacity,
-            );
-            dir.inflight = true;
-            self.queue_splice(
-                from,
-                to,
-                len,
+                capacity,
                 Kind::SpliceIn,
-                generation,
-                DirSlot {
-                    tunnel: TunnelId(t),
-                    side: d,
-                },
-            );
-            return Pump::InFlight;
-        }
+            ),
+        };
+        dir.inflight = true;
+        let dir = DirSlot { tunnel: t, side: d };
+        self.queue_splice(from, to, len, kind, dir);
+        Pump::InFlight
     }
 
     /// Queues one non-blocking `IORING_OP_SPLICE` of up to `len` bytes; its completion
-    /// comes back as `kind` for the tunnel direction `slot` names.
+    /// comes back as `kind` for the tunnel direction `dir` names.
     pub(super) fn queue_splice(
         &mut self,
         from: RawFd,
         to: RawFd,
         len: usize,
         kind: Kind,
-        generation: u32,
-        slot: DirSlot,
+        dir: DirSlot,
     ) {
+        let generation = self.tunnel_gens.get(dir.tunnel);
         let e = opcode::Splice::new(
             types::Fd(from),
             -1,
@@ -354,16 +349,13 @@ impl<R: Router> Worker<R> {
         )
         .flags(libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK)
         .build()
-        .user_data(user_data(kind, generation, slot.encode()));
+        .user_data(UserData::splice(kind, generation, dir));
         self.push(e);
     }
 
-    pub(super) fn on_splice(&mut self, kind: Kind, generation: u32, slot: usize, res: i32) {
-        let DirSlot {
-            tunnel: TunnelId(t),
-            side: d,
-        } = DirSlot::decode(slot);
-        if !self.tunnels.contains(t) || self.tunnel_gens[t] != generation {
+    pub(super) fn on_splice(&mut self, ud: UserData, res: i32) {
+        let DirSlot { tunnel: t, side: d } = ud.dir();
+        if !self.tunnels.contains(t) || !self.tunnel_gens.is_current(t, ud.generation) {
             return;
         }
         self.tunnels[t].dirs[d.index()].inflight = false;
@@ -374,36 +366,31 @@ impl<R: Router> Worker<R> {
             return;
         }
         let [src, dst] = self.dir_socks(t, d);
-        if res == -libc::EAGAIN {
-            if kind == Kind::SpliceIn {
+        let fill = ud.kind == Kind::SpliceIn;
+        match decide::after_splice(fill, res) {
+            AfterSplice::WaitRead => {
                 self.release_pipe_if_empty(t, d);
                 self.arm(src, PollRole::Read, POLL_READ);
-            } else {
+                return;
+            }
+            AfterSplice::WaitWrite => {
                 self.arm(dst, PollRole::Write, POLL_WRITE);
+                return;
             }
-            return;
-        }
-        if res < 0 && res != -libc::EINTR {
-            self.close_tunnel(t, true);
-            return;
-        }
-        let n = res.max(0) as usize;
-        let dir = &mut self.tunnels[t].dirs[d.index()];
-        match kind {
-            Kind::SpliceIn if res == 0 => dir.src_eof = true,
-            Kind::SpliceIn => dir.in_pipe = n,
-            _ => {
-                dir.in_pipe = dir.in_pipe.saturating_sub(n);
-                self.counters.add(Counter::BytesSpliced, n as u64);
+            AfterSplice::Reset => {
+                self.close_tunnel(t, true);
+                return;
             }
-        }
-        if n > 0 {
-            self.tunnels[t].last_active = self.now;
+            AfterSplice::Moved { moved } => {
+                // Only a drain of 0 bytes errs, and that is a Retry, not Moved.
+                let _ = self.spliced(t, d, fill, moved);
+            }
+            AfterSplice::Retry => {}
         }
         self.pump_and_arm(t, d);
     }
 
-    pub(super) fn close_tunnel(&mut self, t: usize, reset: bool) {
+    pub(super) fn close_tunnel(&mut self, t: TunnelId, reset: bool) {
         if !self.tunnels.contains(t) || self.tunnels[t].closing != Closing::Open {
             return;
         }
@@ -417,9 +404,9 @@ impl<R: Router> Worker<R> {
         }
     }
 
-    pub(super) fn finish_close(&mut self, t: usize, reset: bool) {
+    pub(super) fn finish_close(&mut self, t: TunnelId, reset: bool) {
         let mut tunnel = self.tunnels.remove(t);
-        self.tunnel_gens[t] = self.tunnel_gens[t].wrapping_add(1) & 0xff_ffff;
+        self.tunnel_gens.bump(t);
         for dir in &mut tunnel.dirs {
             if let Some(p) = dir.pipe.take() {
                 if dir.in_pipe == 0 {

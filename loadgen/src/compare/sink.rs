@@ -1,0 +1,143 @@
+//! The sink every target forwards to: a plain listener, or hidden servers parked at a
+//! tryst relay (re-parking after each pairing).
+
+use super::STEP_TIMEOUT;
+use crate::net::{self, Failure};
+use crate::proto::ParkAuth;
+use crate::stats::Errors;
+use crate::transport::Conn;
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tryst_engine::auth::Secret;
+use uuid::Uuid;
+
+/// Parked connections per id of a tryst target's sink.
+const TRYST_PARKED: usize = 4;
+
+/// Serves one sink connection whose first bytes (`first`, possibly empty) were read
+/// already.
+pub(super) async fn sink_conn(mut s: TcpStream, first: Vec<u8>) -> Result<(), Failure> {
+    let mut first = first;
+    if first.is_empty() {
+        let mut b = [0u8; 1];
+        match s.read(&mut b).await {
+            // A readiness probe (closed or reset through a proxy before any byte): every
+            // workload connection sends its mode byte first, and its failures are
+            // counted on the generator's side.
+            Ok(0) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(()),
+            Ok(_) => first.push(b[0]),
+            Err(e) => return Err(Failure::io("sink/read", &e)),
+        }
+    }
+    match first[0] {
+        b'E' => net::echo_serve(&mut s, &first[1..], "sink")
+            .await
+            .map(|_| ()),
+        b'B' => {
+            let mut count = (first.len() - 1) as u64;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = s
+                    .read(&mut buf)
+                    .await
+                    .map_err(|e| Failure::io("sink/read", &e))?;
+                if n == 0 {
+                    break;
+                }
+                count += n as u64;
+            }
+            s.write_all(&count.to_le_bytes())
+                .await
+                .map_err(|e| Failure::io("sink/ack", &e))?;
+            s.shutdown()
+                .await
+                .map_err(|e| Failure::io("sink/shutdown", &e))
+        }
+        other => Err(Failure(format!("sink: unknown mode byte {other}"))),
+    }
+}
+
+pub(super) async fn run_sink_listener(listener: TcpListener, errors: Rc<RefCell<Errors>>) {
+    loop {
+        let Ok((s, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = s.set_nodelay(true);
+        let errors = errors.clone();
+        tokio::task::spawn_local(async move {
+            if let Err(f) = sink_conn(s, Vec::new()).await {
+                errors.borrow_mut().add(f.0);
+            }
+        });
+    }
+}
+
+/// The sink as hidden servers parked at a tryst relay.
+pub(super) fn spawn_tryst_sink(
+    relay: SocketAddr,
+    ids: &[(Uuid, Vec<u8>)],
+    stop: watch::Receiver<bool>,
+    errors: Rc<RefCell<Errors>>,
+) {
+    for (id, secret) in ids {
+        for _ in 0..TRYST_PARKED {
+            let id = *id;
+            let auth = ParkAuth::Native(Secret::new(secret.clone()));
+            let mut stop = stop.clone();
+            let errors = errors.clone();
+            tokio::task::spawn_local(async move {
+                loop {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    let parked = net::park(relay, None, &id, &auth, None, STEP_TIMEOUT).await;
+                    let mut s = match parked {
+                        Ok(Conn::Plain(s)) => s,
+                        Ok(Conn::Tls(_)) => {
+                            errors
+                                .borrow_mut()
+                                .add("hidden/park: TLS where plain TCP was asked");
+                            break;
+                        }
+                        Err(f) => {
+                            errors.borrow_mut().add(f.0);
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                                _ = stop.changed() => break,
+                            }
+                        }
+                    };
+                    let mut b = [0u8; 1];
+                    let got = tokio::select! {
+                        r = s.read(&mut b) => r,
+                        _ = stop.changed() => break,
+                    };
+                    match got {
+                        // A relay being stopped at the end closes its parked connections.
+                        Ok(0) if *stop.borrow() => break,
+                        Ok(0) => errors
+                            .borrow_mut()
+                            .add("hidden/parked: closed by the relay"),
+                        Err(e) => errors
+                            .borrow_mut()
+                            .add(Failure::io("hidden/parked read", &e).0),
+                        Ok(_) => {
+                            let errors = errors.clone();
+                            tokio::task::spawn_local(async move {
+                                if let Err(f) = sink_conn(s, vec![b[0]]).await {
+                                    errors.borrow_mut().add(f.0);
+                                }
+                            });
+                        }
+                    }
+                }
+            });
+        }
+    }
+}
