@@ -147,6 +147,15 @@ pub trait Router {
     fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
         let _ = (now_unix, out);
     }
+    /// The cluster-wide claim of the decision the last [`Router::route`] returned, if
+    /// any (see [`crate::claim`]): taken once; the worker calls this after every
+    /// `route`, so a claim never outlives its decision. `now_unix` as given to `route`.
+    /// Only a clustered relay sends claims anywhere; a single node drops them. The
+    /// default has none.
+    fn claim(&mut self, now_unix: u64) -> Option<crate::claim::Claim> {
+        let _ = now_unix;
+        None
+    }
 }
 
 /// Looks up per-id secrets for the native proof.
@@ -330,6 +339,10 @@ impl<S: SecretSource> Router for NativeRouter<S> {
                 Route::park(id.into())
             }
         }
+    }
+
+    fn claim(&mut self, now_unix: u64) -> Option<crate::claim::Claim> {
+        self.replay.take_claim(now_unix)
     }
 
     fn reload(&mut self) -> Result<(), ReloadError> {

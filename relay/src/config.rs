@@ -289,7 +289,7 @@ impl ServeConfig {
             }
         };
 
-        let engine = EngineConfig {
+        let mut engine = EngineConfig {
             workers,
             data_path: s.data_path.unwrap_or(defaults.data_path),
             pipe_size,
@@ -318,6 +318,8 @@ impl ServeConfig {
         let hive = crate::hive::resolve(&s, proof_window.as_secs())?;
         let qredo = crate::qredo::resolve(&s, &data_dir, &cwd, &tag, proof_window)?;
         let cluster = crate::cluster::resolve(&s, &cwd)?;
+        // A cluster decides proof replays and single-shot tags cluster-wide (claims).
+        engine.cluster_claims = cluster.is_some();
         Ok(Self {
             cluster,
             tag,

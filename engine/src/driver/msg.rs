@@ -22,6 +22,12 @@ const KIND_CONN_TLS_MESH: u8 = 7;
 /// A mesh-origin connection from the supervisor, head possibly incomplete.
 const KIND_INJECTED: u8 = 8;
 const KIND_INJECTED_TLS: u8 = 9;
+/// A cluster-wide claim, worker -> supervisor (see [`crate::claim`]).
+const KIND_CLAIM: u8 = 10;
+/// The supervisor's verdict on a claim, supervisor -> worker.
+const KIND_VERDICT: u8 = 11;
+/// Close what is parked under a key (another node's newer replace park).
+const KIND_EVICT: u8 = 12;
 
 /// A received message.
 #[derive(Debug)]
@@ -38,6 +44,12 @@ pub(crate) enum Message {
     /// before anything was read from it: the receiver reads its head as if it had
     /// accepted it itself.
     Accepted(OwnedFd),
+    /// A cluster-wide claim from a worker (received by the supervisor).
+    Claim(crate::claim::ClaimRequest),
+    /// The supervisor's verdict on this worker's claim `id`.
+    Verdict(u64, crate::claim::Verdict),
+    /// Close every connection parked under this key (another node's replace park).
+    Evict(crate::target::RendezvousKey),
     /// Re-read secrets.
     Reload,
     /// Stop accepting, drain, exit.
@@ -119,6 +131,49 @@ fn send_kind(sock: BorrowedFd<'_>, kind: u8) -> io::Result<()> {
     )
     .map(drop)
     .map_err(io::Error::from)
+}
+
+fn send_bytes(sock: BorrowedFd<'_>, kind: u8, payload: &[u8]) -> io::Result<()> {
+    let kind = [kind];
+    let iov = [IoSlice::new(&kind), IoSlice::new(payload)];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+    .map_err(io::Error::from)
+}
+
+/// Sends a claim (worker -> supervisor). `Err(WouldBlock)` when the queue is full.
+pub(crate) fn send_claim(
+    sock: BorrowedFd<'_>,
+    request: &crate::claim::ClaimRequest,
+) -> io::Result<()> {
+    send_bytes(sock, KIND_CLAIM, &crate::claim::encode_request(request))
+}
+
+/// Sends a verdict (supervisor -> worker).
+pub(crate) fn send_verdict(
+    sock: BorrowedFd<'_>,
+    id: u64,
+    verdict: crate::claim::Verdict,
+) -> io::Result<()> {
+    send_bytes(
+        sock,
+        KIND_VERDICT,
+        &crate::claim::encode_verdict(id, verdict),
+    )
+}
+
+/// Sends an eviction order (supervisor -> worker).
+pub(crate) fn send_evict(
+    sock: BorrowedFd<'_>,
+    key: &crate::target::RendezvousKey,
+) -> io::Result<()> {
+    send_bytes(sock, KIND_EVICT, &crate::claim::encode_evict(key))
 }
 
 /// Sends a reload request.
@@ -219,6 +274,15 @@ fn recv_with(
                     .map(|fd| Message::Injected(fd, buf[1..n].to_vec(), transport))
             }
             (Some(KIND_ACCEPTED), _) => fds.next().map(Message::Accepted),
+            (Some(KIND_CLAIM), n) if n <= MAX_PAYLOAD + 1 => {
+                crate::claim::decode_request(&buf[1..n]).map(Message::Claim)
+            }
+            (Some(KIND_VERDICT), n) if n <= MAX_PAYLOAD + 1 => {
+                crate::claim::decode_verdict(&buf[1..n]).map(|(id, v)| Message::Verdict(id, v))
+            }
+            (Some(KIND_EVICT), n) if n <= MAX_PAYLOAD + 1 => {
+                crate::claim::decode_evict(&buf[1..n]).map(Message::Evict)
+            }
             (Some(KIND_RELOAD), _) => Some(Message::Reload),
             (Some(KIND_SHUTDOWN), _) => Some(Message::Shutdown),
             _ => None,

@@ -34,6 +34,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+mod claims;
 mod decide;
 pub mod footprint;
 mod front;
@@ -250,6 +251,8 @@ pub(crate) struct Worker<R> {
     msg_buf: Vec<u8>,
     cqes: Vec<(u64, i32, u32)>,
     expired: Vec<crate::room::Expired<usize>>,
+    /// Connections waiting for a cluster-wide claim's verdict.
+    claims: claims::Claims,
 }
 
 impl<R: Router> Worker<R> {
@@ -324,6 +327,7 @@ impl<R: Router> Worker<R> {
             msg_buf: Vec::new(),
             cqes: Vec::with_capacity(1024),
             expired: Vec::new(),
+            claims: claims::Claims::default(),
             cfg,
         })
     }
@@ -705,6 +709,10 @@ impl<R: Router> Worker<R> {
                 Ok(Some(Message::Injected(fd, bytes, transport))) => {
                     self.on_injected(fd, bytes, transport);
                 }
+                Ok(Some(Message::Verdict(id, verdict))) => self.on_verdict(id, verdict),
+                Ok(Some(Message::Evict(key))) => self.evict_key(&key),
+                // Claims go to the supervisor, never to a worker.
+                Ok(Some(Message::Claim(_))) => {}
                 Ok(Some(Message::LostConn)) => {
                     self.counters.add(Counter::HandoffsLost, 1);
                     if let Some(suppressed) = self.lost_warn.ready(self.now) {

@@ -50,6 +50,8 @@ pub fn describe(app_id: &str, tag: &str) -> String {
 #[derive(Debug)]
 pub struct TagFamily {
     table: TagTable,
+    /// The single-shot tag the last decision consumed, until [`Router::claim`].
+    consumed: Option<kdf::HashedTag>,
 }
 
 impl TagFamily {
@@ -57,6 +59,7 @@ impl TagFamily {
     pub fn new(limits: TagLimits) -> Self {
         Self {
             table: TagTable::new(limits),
+            consumed: None,
         }
     }
 
@@ -78,7 +81,9 @@ impl TagFamily {
         let proofs = head.header_count("proxy-authorization");
         if proofs == 0 {
             let challenge = wire::parse_challenge(head)?;
-            self.table.respond(&tag, now)?;
+            if self.table.respond(&tag, now)? == TagMode::SingleShot {
+                self.consumed = Some(tag);
+            }
             return Ok(Route::Reach(ReachPlan {
                 key: room_key(&tag),
                 greeting: tryst_engine::reject::OK_RESPONSE.to_vec(),
@@ -134,6 +139,25 @@ impl Router for TagFamily {
 
     fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
         self.table.evictions(now_unix, out);
+    }
+
+    /// A park proof's replay claim (`tryst:replay:tag:...`, the node's own cache on
+    /// failure), or a single-shot consumption's claim (`tryst:tag-once:<hashed tag>`,
+    /// kept as long as a tag entry can live): exactly one responder wins across nodes,
+    /// and while the directory cannot decide, responders are refused `503 overloaded`
+    /// rather than risk two winners.
+    fn claim(&mut self, now_unix: u64) -> Option<tryst_engine::claim::Claim> {
+        let replay = self.table.take_replay_claim(now_unix);
+        let Some(tag) = self.consumed.take() else {
+            return replay;
+        };
+        let mut key = String::from("tryst:tag-once:");
+        tryst_engine::claim::push_hex(&mut key, &tag.0);
+        Some(tryst_engine::claim::Claim {
+            key,
+            ttl_secs: u32::try_from(self.table.max_duration_secs().max(1)).unwrap_or(u32::MAX),
+            on_unavailable: tryst_engine::claim::OnUnavailable::Refuse(Rejection::Overloaded),
+        })
     }
 
     /// Nothing is loaded from disk: the family's state lives only in memory.

@@ -181,7 +181,29 @@ impl<R: Router> Worker<R> {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let transport = self.socks[sock].transport;
-        match self.router.route(head, &early, now_unix, transport) {
+        let route = self.router.route(head, &early, now_unix, transport);
+        // Taken after every decision so that none outlives it; only a cluster waits.
+        let claim = self.router.claim(now_unix);
+        if self.cfg.cluster_claims && matches!(route, Route::Park { .. } | Route::Reach(_)) {
+            // A replace park without a claim of its own is announced to the other nodes.
+            let claim = claim.or_else(|| match &route {
+                Route::Park {
+                    key,
+                    mode: ParkMode::Replace,
+                } => Some(crate::claim::replace_claim(key)),
+                _ => None,
+            });
+            if let Some(claim) = claim {
+                self.hold_for_claim(sock, head, early, route, claim, now_unix);
+                return;
+            }
+        }
+        self.carry_out(sock, route, early);
+    }
+
+    /// Carries out a route decision for `sock` (`early`: the bytes after its head).
+    pub(super) fn carry_out(&mut self, sock: usize, route: Route, early: Vec<u8>) {
+        match route {
             Route::Reject(r) => self.refuse(sock, r),
             Route::RejectWith(r, response) => self.refuse_with(sock, r, response),
             Route::Http => self.hand_off(sock, self.workers),
@@ -208,6 +230,16 @@ impl<R: Router> Worker<R> {
                 self.reach(sock, Box::new(pairing));
             }
         }
+    }
+
+    /// Closes every connection parked under `key` (another node's newer replace park).
+    pub(super) fn evict_key(&mut self, key: &RendezvousKey) {
+        let mut old = Vec::new();
+        self.room.take_parked(key, &mut old);
+        for s in old {
+            self.close_sock(s, false);
+        }
+        self.sync_room_counters();
     }
 
     pub(super) fn park(&mut self, sock: usize, key: RendezvousKey) {
