@@ -580,6 +580,30 @@ mod tests {
     }
 
     #[test]
+    fn an_accepted_nonce_is_claimed_once_under_its_scope() {
+        let mut cache = ReplayCache::new(16, 60).scoped("hive-park");
+        let proof = signed(TS, &[0xab; 16]);
+        assert_eq!(cache.take_claim(TS), None);
+        assert_eq!(cache.check_and_insert(&id(), &proof, TS + 10), Ok(()));
+        let claim = cache.take_claim(TS + 10).unwrap();
+        assert_eq!(
+            claim.key,
+            format!(
+                "tryst:replay:hive-park:{}:{}",
+                hex::encode(id().0),
+                "ab".repeat(16)
+            )
+        );
+        // Kept until the entry would expire here: max(ts, now) + window.
+        assert_eq!(claim.ttl_secs, 60);
+        assert_eq!(claim.on_unavailable, crate::claim::OnUnavailable::Proceed);
+        assert_eq!(cache.take_claim(TS + 10), None, "taken once");
+        // A refused replay claims nothing.
+        assert!(cache.check_and_insert(&id(), &proof, TS + 11).is_err());
+        assert_eq!(cache.take_claim(TS + 11), None);
+    }
+
+    #[test]
     fn known_vector_matches_an_independent_implementation() {
         assert_eq!(proof_message(Operation::Park, &id(), TS, &nonce()), MESSAGE);
         let mac = sign(&secret(), Operation::Park, &id(), TS, &nonce());

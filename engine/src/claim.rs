@@ -20,6 +20,12 @@ use crate::target::{KeySpace, RendezvousKey};
 /// Longest claim key, bytes.
 pub const MAX_KEY_LEN: usize = 200;
 
+/// Longest a worker waits for a verdict before settling the claim as unavailable (the
+/// supervisor's directory commands time out after 1 s, so it answers well before this
+/// unless it is itself stuck). Families whose timers start at a claimed decision (a
+/// consumed single-shot tag's publisher grace) add this in a cluster.
+pub const CLAIM_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What to do when a claim cannot be decided cluster-wide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnUnavailable {

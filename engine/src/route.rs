@@ -156,6 +156,13 @@ pub trait Router {
         let _ = now_unix;
         None
     }
+    /// A claim with [`crate::claim::OnUnavailable::Refuse`] could not be decided and
+    /// its connection was refused: undo what the decision changed locally (e.g. put a
+    /// consumed single-shot tag back), so that the refusal leaves no trace. `key` is the
+    /// claim's key. The default does nothing.
+    fn claim_refused(&mut self, key: &str, now_unix: u64) {
+        let _ = (key, now_unix);
+    }
 }
 
 /// Looks up per-id secrets for the native proof.

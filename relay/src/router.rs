@@ -137,6 +137,13 @@ impl<S: SecretSource> Router for RelayRouter<S> {
         }
         out
     }
+
+    fn claim_refused(&mut self, key: &str, now_unix: u64) {
+        self.compat.claim_refused(key, now_unix);
+        for family in &mut self.families {
+            family.claim_refused(key, now_unix);
+        }
+    }
 }
 
 #[cfg(test)]

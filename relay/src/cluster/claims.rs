@@ -270,7 +270,8 @@ pub fn replace_key(key: &RendezvousKey) -> String {
 }
 
 /// Parses `"<space>:<32 hex> <node> <epoch>"`; `None` for anything else (a known space,
-/// exactly 32 lower-case hex digits, a valid node name, a decimal epoch).
+/// exactly 32 lower-case hex digits, a valid node name, a decimal epoch without leading
+/// zeros: the spelling is canonical).
 pub fn parse_replace(text: &str) -> Option<Replace<'_>> {
     let mut parts = text.split(' ');
     let (key, node, epoch) = (parts.next()?, parts.next()?, parts.next()?);
@@ -289,7 +290,10 @@ pub fn parse_replace(text: &str) -> Option<Replace<'_>> {
     }
     let mut bytes = [0u8; 16];
     hex::decode_to_slice(hex, &mut bytes).ok()?;
-    if epoch.is_empty() || !epoch.bytes().all(|b| b.is_ascii_digit()) {
+    if epoch.is_empty()
+        || !epoch.bytes().all(|b| b.is_ascii_digit())
+        || (epoch.len() > 1 && epoch.starts_with('0'))
+    {
         return None;
     }
     Some(Replace {
@@ -324,6 +328,7 @@ mod tests {
             &format!("0:{} n", "ab".repeat(16)),
             &format!("0:{} n 1 extra", "ab".repeat(16)),
             &format!("0:{} n +1", "ab".repeat(16)),
+            &format!("0:{} n 01", "ab".repeat(16)),
             &format!("0:{} n 1", "AB".repeat(16)),
             &format!("0:{} bad/name 1", "ab".repeat(16)),
         ] {

@@ -44,6 +44,9 @@ pub fn describe(app_id: &str, tag: &str) -> String {
     )
 }
 
+/// Prefix of a single-shot tag's consumption claim (`tryst:tag-once:<hashed tag hex>`).
+pub const TAG_ONCE_PREFIX: &str = "tryst:tag-once:";
+
 /// The `tag:` scheme family. One per worker; the owner worker of a hashed tag (by its
 /// room key) holds that tag's entry, so every park and respond for a tag meets the same
 /// table and replay cache.
@@ -146,12 +149,24 @@ impl Router for TagFamily {
     /// kept as long as a tag entry can live): exactly one responder wins across nodes,
     /// and while the directory cannot decide, responders are refused `503 overloaded`
     /// rather than risk two winners.
+    /// A single-shot responder refused because its claim could not be decided: the tag
+    /// is published again here (it was not consumed anywhere as far as anyone knows).
+    fn claim_refused(&mut self, key: &str, now_unix: u64) {
+        let Some(hex) = key.strip_prefix(TAG_ONCE_PREFIX) else {
+            return;
+        };
+        let mut bytes = [0u8; 32];
+        if hex::decode_to_slice(hex, &mut bytes).is_ok() {
+            self.table.unconsume(&kdf::HashedTag(bytes), now_unix);
+        }
+    }
+
     fn claim(&mut self, now_unix: u64) -> Option<tryst_engine::claim::Claim> {
         let replay = self.table.take_replay_claim(now_unix);
         let Some(tag) = self.consumed.take() else {
             return replay;
         };
-        let mut key = String::from("tryst:tag-once:");
+        let mut key = String::from(TAG_ONCE_PREFIX);
         tryst_engine::claim::push_hex(&mut key, &tag.0);
         Some(tryst_engine::claim::Claim {
             key,
@@ -192,7 +207,15 @@ pub fn resolve(
         max_tags,
         max_duration_secs: max_duration.as_secs(),
         proof_window_secs,
-        publisher_grace_secs: client_wait.as_secs() + u64::from(client_wait.subsec_nanos() > 0),
+        // In a cluster the winning responder is paired only once its claim is decided
+        // (at most the claim deadline later): the publisher is kept that much longer.
+        publisher_grace_secs: client_wait.as_secs()
+            + u64::from(client_wait.subsec_nanos() > 0)
+            + if s.cluster_redis.is_some() {
+                tryst_engine::claim::CLAIM_DEADLINE.as_secs()
+            } else {
+                0
+            },
         ..defaults
     })
 }
@@ -303,6 +326,51 @@ mod tests {
             refused(route(&mut f, &respond, b"")),
             response("404 Not Found", "unknown_tag", "no such tag", "")
         );
+    }
+
+    #[test]
+    fn claims_name_the_park_nonce_and_the_single_shot_consumption() {
+        use tryst_engine::claim::OnUnavailable;
+        let mut f = family();
+        let tag = hashed_tag("", "claimed");
+        let o = CreateOptions {
+            mode: Some(TagMode::SingleShot),
+            ..CreateOptions::default()
+        };
+        route(&mut f, &park_text(&tag, 9, &o), b"");
+        let park = f.claim(NOW).expect("a park proof's claim");
+        assert_eq!(
+            park.key,
+            format!(
+                "tryst:replay:tag:{}:{}",
+                hex::encode(room_key(&tag).bytes()),
+                "09".repeat(16)
+            )
+        );
+        assert_eq!(park.ttl_secs, 60);
+        assert_eq!(park.on_unavailable, OnUnavailable::Proceed);
+        assert_eq!(f.claim(NOW), None, "taken once");
+        let respond = format!("CONNECT {} HTTP/1.1\r\n\r\n", tag.target());
+        assert!(matches!(route(&mut f, &respond, b""), Route::Reach(_)));
+        let once = f.claim(NOW).expect("a consumption's claim");
+        assert_eq!(once.key, format!("tryst:tag-once:{}", tag.to_hex()));
+        assert_eq!(
+            once.on_unavailable,
+            OnUnavailable::Refuse(Rejection::Overloaded)
+        );
+        // Refused for want of a decision: the tag is published again.
+        f.claim_refused(&once.key, NOW);
+        assert!(matches!(route(&mut f, &respond, b""), Route::Reach(_)));
+        assert!(f.claim(NOW).is_some());
+        assert_eq!(
+            refused(route(&mut f, &respond, b"")),
+            response("404 Not Found", "unknown_tag", "no such tag", "")
+        );
+        assert_eq!(f.claim(NOW), None, "a refusal claims nothing");
+        // Other keys change nothing.
+        f.claim_refused("tryst:tag-once:zz", NOW);
+        f.claim_refused("tryst:replay:tag:00", NOW);
+        assert!(refused(route(&mut f, &respond, b"")).contains("unknown_tag"));
     }
 
     #[test]

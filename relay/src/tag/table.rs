@@ -271,6 +271,20 @@ impl TagTable {
         Ok(e.mode)
     }
 
+    /// Undoes a single-shot consumption made at `now` (the responder was refused
+    /// because the consumption could not be claimed cluster-wide): the tag is Live
+    /// again if it has not expired meanwhile. The stale tombstone and deadline entries
+    /// left behind are harmless (both re-check the state).
+    pub fn unconsume(&mut self, tag: &HashedTag, now: u64) {
+        if let Some(e) = self.entries.get_mut(tag)
+            && matches!(e.state, State::Consumed { .. })
+            && now < e.expires_at
+        {
+            e.state = State::Live;
+            e.died_at = None;
+        }
+    }
+
     /// The park proof's cluster-wide replay claim (see `ReplayCache::take_claim`).
     pub fn take_replay_claim(&mut self, now: u64) -> Option<tryst_engine::claim::Claim> {
         self.replay.take_claim(now)

@@ -295,7 +295,7 @@ fn with_the_directory_down_proofs_fall_back_and_single_shot_tags_answer_503_then
     await_connected(&b);
     wait_past(now_unix());
     let tag = hashed_tag("", &hex::encode(rand::random::<[u8; 16]>()));
-    let _publisher = tag_park(&a, &tag, &single_shot());
+    let mut publisher = tag_park(&a, &tag, &single_shot());
 
     redis.stop();
     let head = park_head(now_unix(), &nonce());
@@ -337,6 +337,14 @@ fn with_the_directory_down_proofs_fall_back_and_single_shot_tags_answer_503_then
         "{on_b}"
     );
     assert_eq!(await_series(&b, LOST, lost_before + 1), lost_before + 1);
+    // The 503 left the single-shot tag published: a responder now wins it.
+    let mut responder = a.connect();
+    responder.write_all(respond_head(&tag).as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut responder, OK.len()), OK);
+    publisher
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(read_exact_n(&mut publisher, 10), b"TAGHELLO\x01\x00");
 }
 
 // ----- node-rendezvous replace across nodes -----

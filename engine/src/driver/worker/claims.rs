@@ -13,11 +13,9 @@ use crate::reject::Rejection;
 use crate::route::{Route, Router};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsFd as _;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-/// Longest wait for a verdict (the supervisor's directory commands time out after 1 s,
-/// so it answers `Unavailable` well before this unless it is itself stuck).
-pub(super) const CLAIM_DEADLINE: Duration = Duration::from_secs(2);
+pub(super) use crate::claim::CLAIM_DEADLINE;
 /// Most claims one worker waits on at once; beyond it claims settle as unavailable.
 pub(super) const MAX_PENDING_CLAIMS: usize = 4096;
 
@@ -31,6 +29,8 @@ pub(super) struct Pending {
     route: Route,
     now_unix: u64,
     on_unavailable: OnUnavailable,
+    /// The claim's key (for [`Router::claim_refused`]).
+    key: String,
 }
 
 /// The worker's pending claims.
@@ -62,6 +62,7 @@ impl<R: Router> Worker<R> {
             route,
             now_unix,
             on_unavailable: claim.on_unavailable,
+            key: claim.key,
         };
         if self.claims.pending.len() >= MAX_PENDING_CLAIMS {
             self.counters.add(Counter::ClaimsUnanswered, 1);
@@ -74,7 +75,7 @@ impl<R: Router> Worker<R> {
             worker: u16::try_from(self.index).unwrap_or(u16::MAX),
             id,
             ttl_secs: claim.ttl_secs.max(1),
-            key: claim.key,
+            key: pending.key.clone(),
         };
         if msg::send_claim(self.http_out.as_fd(), &request).is_err() {
             // The supervisor's inbox is full (or gone): never wait on it.
@@ -123,7 +124,10 @@ impl<R: Router> Worker<R> {
             (Verdict::Won, _) | (Verdict::Unavailable, OnUnavailable::Proceed) => {
                 self.carry_out(p.sock, p.route, p.early);
             }
-            (Verdict::Unavailable, OnUnavailable::Refuse(r)) => self.refuse(p.sock, r),
+            (Verdict::Unavailable, OnUnavailable::Refuse(r)) => {
+                self.router.claim_refused(&p.key, p.now_unix);
+                self.refuse(p.sock, r);
+            }
             (Verdict::Lost, _) => {
                 // The family's local state now holds what was claimed (the nonce, the
                 // consumed tag): routing the head again gives its own exact refusal.
