@@ -120,6 +120,11 @@ impl<R: Router> Worker<R> {
         {
             return;
         }
+        if self.shutdown_deadline.is_some() {
+            // Draining: no new parks or reaches, whatever the directory said.
+            self.refuse(p.sock, Rejection::ShuttingDown);
+            return;
+        }
         match (verdict, p.on_unavailable) {
             (Verdict::Won, _) | (Verdict::Unavailable, OnUnavailable::Proceed) => {
                 self.carry_out(p.sock, p.route, p.early);
