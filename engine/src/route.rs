@@ -148,10 +148,10 @@ pub trait Router {
         let _ = (now_unix, out);
     }
     /// The cluster-wide claim of the decision the last [`Router::route`] returned, if
-    /// any (see [`crate::claim`]): taken once; the worker calls this after every
-    /// `route`, so a claim never outlives its decision. `now_unix` as given to `route`.
-    /// Only a clustered relay sends claims anywhere; a single node drops them. The
-    /// default has none.
+    /// any (see [`crate::claim`]): taken once. A clustered worker calls this after
+    /// every `route`, so a claim never outlives its decision; a single node never calls
+    /// it (implementations keep at most the last decision's claim, overwritten by the
+    /// next). `now_unix` as given to `route`. The default has none.
     fn claim(&mut self, now_unix: u64) -> Option<crate::claim::Claim> {
         let _ = now_unix;
         None

@@ -182,8 +182,14 @@ impl<R: Router> Worker<R> {
             .unwrap_or(0);
         let transport = self.socks[sock].transport;
         let route = self.router.route(head, &early, now_unix, transport);
-        // Taken after every decision so that none outlives it; only a cluster waits.
-        let claim = self.router.claim(now_unix);
+        // A cluster takes the claim after every decision, so that none outlives it. A
+        // single node never asks (a router's unread claim is overwritten by its next
+        // decision): no claim is built, nothing is sent.
+        let claim = if self.cfg.cluster_claims {
+            self.router.claim(now_unix)
+        } else {
+            None
+        };
         if self.cfg.cluster_claims && matches!(route, Route::Park { .. } | Route::Reach(_)) {
             // A replace park without a claim of its own is announced to the other nodes.
             let claim = claim.or_else(|| match &route {
