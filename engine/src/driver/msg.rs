@@ -310,6 +310,43 @@ mod tests {
     }
 
     #[test]
+    fn claims_verdicts_and_evictions_cross_and_malformed_ones_are_skipped() {
+        use crate::claim::{ClaimRequest, Verdict};
+        let (a, b) = pair();
+        let request = ClaimRequest {
+            worker: 1,
+            id: 42,
+            ttl_secs: 60,
+            key: "tryst:replay:native:00:11".into(),
+        };
+        // A zero ttl never leaves a worker; if it arrived it would be skipped.
+        let bad = ClaimRequest {
+            ttl_secs: 0,
+            ..request.clone()
+        };
+        send_bytes(a.as_fd(), KIND_CLAIM, &crate::claim::encode_request(&bad)).unwrap();
+        send_claim(a.as_fd(), &request).unwrap();
+        send_verdict(a.as_fd(), 42, Verdict::Lost).unwrap();
+        send_bytes(a.as_fd(), KIND_EVICT, &[9; 17]).unwrap();
+        let key = crate::target::RendezvousKey::uuid([3; 16]);
+        send_evict(a.as_fd(), &key).unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(
+            try_recv(b.as_fd(), &mut buf).unwrap(),
+            Some(Message::Claim(r)) if r == request
+        ));
+        assert!(matches!(
+            try_recv(b.as_fd(), &mut buf).unwrap(),
+            Some(Message::Verdict(42, Verdict::Lost))
+        ));
+        assert!(matches!(
+            try_recv(b.as_fd(), &mut buf).unwrap(),
+            Some(Message::Evict(k)) if k == key
+        ));
+        assert!(try_recv(b.as_fd(), &mut buf).unwrap().is_none());
+    }
+
+    #[test]
     fn a_connection_arrives_with_its_descriptor_and_bytes() {
         let (a, b) = pair();
         let (conn, _peer) = pair();
