@@ -96,6 +96,16 @@ fn bench_replay(c: &mut Criterion) {
     );
     let mut group = c.benchmark_group("replay_cache");
     group.bench_function("insert_at_100k", |b| b.iter(|| stream.insert()));
+    // A clustered worker also takes the insertion's claim (its directory key).
+    group.bench_function("insert_and_take_claim_at_100k", |b| {
+        b.iter(|| {
+            let inserted = stream.insert();
+            let claim = stream
+                .cache
+                .take_claim(TS + stream.count / stream.per_second);
+            (inserted, claim)
+        })
+    });
     group.finish();
     let held = stream.cache.len();
     assert!(

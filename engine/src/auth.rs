@@ -435,6 +435,10 @@ pub struct ReplayCache {
     started_unix: Option<u64>,
     seen: HashSet<ReplayKey>,
     by_expiry: BTreeMap<u64, Vec<ReplayKey>>,
+    /// The cache's name in cluster-wide claim keys (`tryst:replay:<scope>:...`).
+    scope: &'static str,
+    /// The last accepted entry and its expiry, until [`ReplayCache::take_claim`].
+    last: Option<(ReplayKey, u64)>,
 }
 
 impl ReplayCache {
@@ -447,7 +451,45 @@ impl ReplayCache {
             started_unix: None,
             seen: HashSet::new(),
             by_expiry: BTreeMap::new(),
+            scope: "native",
+            last: None,
         }
+    }
+
+    /// The same cache named `scope` in its cluster-wide claim keys (`"native"` unless
+    /// set; each family's cache has its own, so equal nonces of two families never
+    /// collide). ASCII letters, digits and `-` only.
+    #[must_use]
+    pub fn scoped(mut self, scope: &'static str) -> Self {
+        self.scope = scope;
+        self
+    }
+
+    /// The cluster-wide claim for the entry the last successful
+    /// [`ReplayCache::check_and_insert`] added, taken once: key
+    /// `tryst:replay:<scope>:<id hex>:<nonce hex>` (a nonce longer than 32 bytes is
+    /// folded to its SHA-256), kept until the entry would expire here. A replay cache
+    /// falls back to itself when the claim cannot be decided
+    /// ([`crate::claim::OnUnavailable::Proceed`]).
+    pub fn take_claim(&mut self, now_unix: u64) -> Option<crate::claim::Claim> {
+        let (key, expiry) = self.last.take()?;
+        let mut text = String::with_capacity(96);
+        text.push_str("tryst:replay:");
+        text.push_str(self.scope);
+        text.push(':');
+        crate::claim::push_hex(&mut text, &key.id);
+        text.push(':');
+        let len = if key.nonce_len == u8::MAX {
+            MAX_NONCE_BYTES
+        } else {
+            usize::from(key.nonce_len)
+        };
+        crate::claim::push_hex(&mut text, &key.nonce[..len]);
+        Some(crate::claim::Claim {
+            key: text,
+            ttl_secs: u32::try_from(expiry.saturating_sub(now_unix).max(1)).unwrap_or(u32::MAX),
+            on_unavailable: crate::claim::OnUnavailable::Proceed,
+        })
     }
 
     /// The same cache, for a process or worker that started at `started_unix`: proofs
@@ -491,6 +533,7 @@ impl ReplayCache {
             return Err(ProofError::ReplayCacheFull);
         }
         let expiry = proof.ts.max(now_unix).saturating_add(self.window_secs);
+        self.last = Some((key, expiry));
         self.seen.insert(key);
         self.by_expiry.entry(expiry).or_default().push(key);
         Ok(())
@@ -534,6 +577,30 @@ mod tests {
     }
     fn signed(ts: u64, nonce: &[u8]) -> Proof {
         parse_proof(proof_header(&secret(), Operation::Park, &id(), ts, nonce).as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn an_accepted_nonce_is_claimed_once_under_its_scope() {
+        let mut cache = ReplayCache::new(16, 60).scoped("hive-park");
+        let proof = signed(TS, &[0xab; 16]);
+        assert_eq!(cache.take_claim(TS), None);
+        assert_eq!(cache.check_and_insert(&id(), &proof, TS + 10), Ok(()));
+        let claim = cache.take_claim(TS + 10).unwrap();
+        assert_eq!(
+            claim.key,
+            format!(
+                "tryst:replay:hive-park:{}:{}",
+                hex::encode(id().0),
+                "ab".repeat(16)
+            )
+        );
+        // Kept until the entry would expire here: max(ts, now) + window.
+        assert_eq!(claim.ttl_secs, 60);
+        assert_eq!(claim.on_unavailable, crate::claim::OnUnavailable::Proceed);
+        assert_eq!(cache.take_claim(TS + 10), None, "taken once");
+        // A refused replay claims nothing.
+        assert!(cache.check_and_insert(&id(), &proof, TS + 11).is_err());
+        assert_eq!(cache.take_claim(TS + 11), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`room`]: the waiting room, a pure state machine over a slab.
 //! - [`reject`]: every refusal the engine can send, mapped to a status code in one place.
 //! - [`route`]: the routing contract between the engine and the relay.
+//! - [`claim`]: cluster-wide claims a route may carry (replay nonces, single-shot tags).
 //! - [`totp`]: RFC 6238 TOTP as node-rendezvous (speakeasy) checks it.
 //! - [`node`]: node-rendezvous parsers, exact frames, and [`node::CompatRouter`] (native
 //!   and node-rendezvous on one listener).
@@ -21,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod claim;
 pub mod driver;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;

@@ -147,6 +147,22 @@ pub trait Router {
     fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
         let _ = (now_unix, out);
     }
+    /// The cluster-wide claim of the decision the last [`Router::route`] returned, if
+    /// any (see [`crate::claim`]): taken once. A clustered worker calls this after
+    /// every `route`, so a claim never outlives its decision; a single node never calls
+    /// it (implementations keep at most the last decision's claim, overwritten by the
+    /// next). `now_unix` as given to `route`. The default has none.
+    fn claim(&mut self, now_unix: u64) -> Option<crate::claim::Claim> {
+        let _ = now_unix;
+        None
+    }
+    /// A claim with [`crate::claim::OnUnavailable::Refuse`] could not be decided and
+    /// its connection was refused: undo what the decision changed locally (e.g. put a
+    /// consumed single-shot tag back), so that the refusal leaves no trace. `key` is the
+    /// claim's key. The default does nothing.
+    fn claim_refused(&mut self, key: &str, now_unix: u64) {
+        let _ = (key, now_unix);
+    }
 }
 
 /// Looks up per-id secrets for the native proof.
@@ -330,6 +346,10 @@ impl<S: SecretSource> Router for NativeRouter<S> {
                 Route::park(id.into())
             }
         }
+    }
+
+    fn claim(&mut self, now_unix: u64) -> Option<crate::claim::Claim> {
+        self.replay.take_claim(now_unix)
     }
 
     fn reload(&mut self) -> Result<(), ReloadError> {

@@ -146,6 +146,12 @@ impl RendezvousKey {
         Self { space, bytes }
     }
 
+    /// A key from its namespace and 16 bytes (as [`Self::space`] and [`Self::bytes`]
+    /// give them; used to pass a key between processes).
+    pub const fn from_parts(space: KeySpace, bytes: [u8; 16]) -> Self {
+        Self { space, bytes }
+    }
+
     /// The key's namespace.
     pub const fn space(&self) -> KeySpace {
         self.space

@@ -278,7 +278,7 @@ impl ServeConfig {
             }
         };
 
-        let engine = EngineConfig {
+        let mut engine = EngineConfig {
             workers,
             data_path: s.data_path.unwrap_or(defaults.data_path),
             pipe_size,
@@ -302,13 +302,16 @@ impl ServeConfig {
         if tls.is_none() && (s.tls_cert.is_some() || s.tls_key.is_some()) {
             return Err(invalid("tls-cert", "needs tls-listen"));
         }
+        let cluster = crate::cluster::resolve(&s, &cwd)?;
         let families = s.families.resolve(&ResolveContext {
             data_dir: &data_dir,
             cwd: &cwd,
             proof_window,
             client_wait,
+            clustered: cluster.is_some(),
         })?;
-        let cluster = crate::cluster::resolve(&s, &cwd)?;
+        // A cluster decides proof replays and single-shot tags cluster-wide (claims).
+        engine.cluster_claims = cluster.is_some();
         Ok(Self {
             families,
             metrics_listen: s.metrics_listen,

@@ -118,6 +118,8 @@ pub struct ResolveContext<'a> {
     pub proof_window: Duration,
     /// `--client-wait`.
     pub client_wait: Duration,
+    /// Whether this node is part of a cluster (`--cluster-redis`).
+    pub clustered: bool,
 }
 
 /// Every family's validated configuration.

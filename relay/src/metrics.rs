@@ -129,6 +129,18 @@ pub fn render_metrics(stats: &StatsSnapshot) -> String {
 
     header(
         &mut out,
+        "tryst_cluster_claims_unanswered_total",
+        "counter",
+        "Cluster-wide claims a worker settled without the supervisor's verdict (hand-off full or no answer in 2 s): proofs fell back to the local replay cache, single-shot tag responders got 503. Always 0 on a single node.",
+    );
+    let _ = writeln!(
+        out,
+        "tryst_cluster_claims_unanswered_total {}",
+        stats.sum(|w| w.claims_unanswered)
+    );
+
+    header(
+        &mut out,
         "tryst_rejections_total",
         "counter",
         "Requests refused, by reason.",
@@ -225,6 +237,7 @@ mod tests {
                     restarts: 0,
                     handoffs_refused: 0,
                     handoffs_lost: 0,
+                    claims_unanswered: 0,
                     rejections: rej0,
                 },
                 WorkerStats {
@@ -246,6 +259,7 @@ mod tests {
                     restarts: 0,
                     handoffs_refused: 2,
                     handoffs_lost: 1,
+                    claims_unanswered: 0,
                     // A short vector (older worker) counts as zeros.
                     rejections: rej1,
                 },

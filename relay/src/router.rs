@@ -125,6 +125,25 @@ impl<S: SecretSource> Router for RelayRouter<S> {
             family.evictions(now_unix, out);
         }
     }
+
+    /// The claim of whichever router decided last (each one's claim is taken here, so
+    /// none outlives its decision).
+    fn claim(&mut self, now_unix: u64) -> Option<tryst_engine::claim::Claim> {
+        let mut out = self.compat.claim(now_unix);
+        for family in &mut self.families {
+            if let Some(c) = family.claim(now_unix) {
+                out.get_or_insert(c);
+            }
+        }
+        out
+    }
+
+    fn claim_refused(&mut self, key: &str, now_unix: u64) {
+        self.compat.claim_refused(key, now_unix);
+        for family in &mut self.families {
+            family.claim_refused(key, now_unix);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -350,6 +350,15 @@ async fn supervise(
             .clone()
             .map(|c| Arc::new(c) as Arc<dyn crate::family::ServiceFamily>),
     );
+    if let Some(cluster) = &cluster {
+        // Claims from the workers (proof replays, single-shot tags, replace parks).
+        let answerer = engine
+            .claim_answerer()
+            .map_err(io_err("preparing the claim answers"))?;
+        let claims =
+            crate::cluster::claims::Claims::start(cluster.clone(), answerer, engine.http_inbox());
+        families.push(claims);
+    }
     for family in &families {
         family.start();
     }

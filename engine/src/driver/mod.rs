@@ -89,6 +89,10 @@ pub struct EngineConfig {
     /// and ask the supervisor to look up keys not parked here. Off: none of it.
     #[serde(default)]
     pub cluster: bool,
+    /// A clustered relay: routes carrying a cluster-wide claim ([`crate::claim`]) wait
+    /// for the supervisor's verdict. Off for a single node: claims are dropped unread.
+    #[serde(default)]
+    pub cluster_claims: bool,
 }
 
 impl EngineConfig {
@@ -120,6 +124,7 @@ impl Default for EngineConfig {
             max_waiting_per_worker: 100_000,
             ring_entries: 4096,
             cluster: false,
+            cluster_claims: false,
         }
     }
 }
@@ -165,6 +170,9 @@ pub struct WorkerStats {
     /// Connections handed to this worker whose descriptor it could not install, so the
     /// connection was lost (total; the budget keeps this at zero).
     pub handoffs_lost: u64,
+    /// Cluster-wide claims settled without the supervisor's verdict (the hand-off to it
+    /// full, or no answer before the deadline): each took the fallback path (total).
+    pub claims_unanswered: u64,
     /// Refusals by [`Rejection::index`] (total).
     pub rejections: Vec<u64>,
 }
@@ -273,9 +281,56 @@ pub struct HttpInbox {
     recv: OwnedFd,
     buf: std::sync::Mutex<Vec<u8>>,
     lost: shm::LostCounter,
+    claims: std::sync::OnceLock<ClaimSink>,
+}
+
+/// Where [`HttpInbox::try_recv`] passes the workers' cluster-wide claims.
+pub type ClaimSinkFn = Box<dyn Fn(crate::claim::ClaimRequest) + Send + Sync>;
+
+struct ClaimSink(ClaimSinkFn);
+
+impl std::fmt::Debug for ClaimSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClaimSink")
+    }
+}
+
+/// Answers the workers' cluster-wide claims and orders evictions (see
+/// [`crate::claim`]). Usable from any thread; every send is non-blocking.
+#[derive(Debug)]
+pub struct ClaimAnswerer {
+    sends: Vec<OwnedFd>,
+}
+
+impl ClaimAnswerer {
+    /// Sends `verdict` on claim `id` to `worker`. `Err(WouldBlock)` when its inbox is
+    /// full (the worker then settles the claim at its deadline).
+    pub fn answer(&self, worker: u16, id: u64, verdict: crate::claim::Verdict) -> io::Result<()> {
+        let sock = self
+            .sends
+            .get(usize::from(worker))
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        msg::send_verdict(sock.as_fd(), id, verdict)
+    }
+
+    /// Tells every worker to close what is parked under `key` (only its owner holds
+    /// any). Returns how many workers could not be told (inbox full).
+    pub fn evict(&self, key: &crate::target::RendezvousKey) -> usize {
+        self.sends
+            .iter()
+            .filter(|s| msg::send_evict(s.as_fd(), key).is_err())
+            .count()
+    }
 }
 
 impl HttpInbox {
+    /// Routes the workers' cluster-wide claims to `sink` (called from
+    /// [`HttpInbox::try_recv`]; must not block). Set once; later calls are ignored.
+    /// Without a sink, claims are dropped and the workers settle them at their deadline.
+    pub fn set_claim_sink(&self, sink: ClaimSinkFn) {
+        let _ = self.claims.set(ClaimSink(sink));
+    }
+
     /// Receives one handed-off connection; `Ok(None)` when none is queued.
     pub fn try_recv(&self) -> io::Result<Option<HandedOff>> {
         let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
@@ -297,6 +352,11 @@ impl HttpInbox {
                     tracing::warn!(
                         "a connection handed to the HTTP service arrived without its descriptor (descriptor table full?); it is lost"
                     );
+                }
+                Some(msg::Message::Claim(request)) => {
+                    if let Some(sink) = self.claims.get() {
+                        (sink.0)(request);
+                    }
                 }
                 // Control messages are never sent to the supervisor.
                 Some(_) => {}
@@ -452,6 +512,7 @@ impl Engine {
                 recv: http_recv,
                 buf: std::sync::Mutex::new(Vec::new()),
                 lost: stats.http_lost(),
+                claims: std::sync::OnceLock::new(),
             },
             stats,
             shutdown_started: None,
@@ -544,6 +605,18 @@ impl Engine {
         &self.cluster
     }
 
+    /// A handle that answers the workers' claims and orders evictions (see
+    /// [`ClaimAnswerer`]).
+    pub fn claim_answerer(&self) -> io::Result<ClaimAnswerer> {
+        Ok(ClaimAnswerer {
+            sends: self
+                .slots
+                .iter()
+                .map(|s| s.inbox_send.try_clone())
+                .collect::<io::Result<_>>()?,
+        })
+    }
+
     /// Where handed-off HTTP connections arrive.
     pub fn http_inbox(&self) -> &HttpInbox {
         &self.http
@@ -576,6 +649,7 @@ impl Engine {
                     restarts: u64::from(self.slots[i].restarts),
                     handoffs_refused: c.get(Counter::HandoffsRefused),
                     handoffs_lost: c.get(Counter::HandoffsLost),
+                    claims_unanswered: c.get(Counter::ClaimsUnanswered),
                     rejections: c.rejections(),
                 }
             })

@@ -24,6 +24,12 @@ const KIND_INJECTED: u8 = 8;
 const KIND_INJECTED_TLS: u8 = 9;
 /// A mesh socket for a waiting client (see `driver::cluster`).
 const KIND_REMOTE_FOUND: u8 = 22;
+/// A cluster-wide claim, worker -> supervisor (see [`crate::claim`]).
+const KIND_CLAIM: u8 = 10;
+/// The supervisor's verdict on a claim, supervisor -> worker.
+const KIND_VERDICT: u8 = 11;
+/// Close what is parked under a key (another node's newer replace park).
+const KIND_EVICT: u8 = 12;
 
 /// A received message.
 #[derive(Debug)]
@@ -43,6 +49,12 @@ pub(crate) enum Message {
     /// before anything was read from it: the receiver reads its head as if it had
     /// accepted it itself.
     Accepted(OwnedFd),
+    /// A cluster-wide claim from a worker (received by the supervisor).
+    Claim(crate::claim::ClaimRequest),
+    /// The supervisor's verdict on this worker's claim `id`.
+    Verdict(u64, crate::claim::Verdict),
+    /// Close every connection parked under this key (another node's replace park).
+    Evict(crate::target::RendezvousKey),
     /// Re-read secrets.
     Reload,
     /// Stop accepting, drain, exit.
@@ -136,6 +148,49 @@ fn send_kind(sock: BorrowedFd<'_>, kind: u8) -> io::Result<()> {
     )
     .map(drop)
     .map_err(io::Error::from)
+}
+
+fn send_bytes(sock: BorrowedFd<'_>, kind: u8, payload: &[u8]) -> io::Result<()> {
+    let kind = [kind];
+    let iov = [IoSlice::new(&kind), IoSlice::new(payload)];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+    .map_err(io::Error::from)
+}
+
+/// Sends a claim (worker -> supervisor). `Err(WouldBlock)` when the queue is full.
+pub(crate) fn send_claim(
+    sock: BorrowedFd<'_>,
+    request: &crate::claim::ClaimRequest,
+) -> io::Result<()> {
+    send_bytes(sock, KIND_CLAIM, &crate::claim::encode_request(request))
+}
+
+/// Sends a verdict (supervisor -> worker).
+pub(crate) fn send_verdict(
+    sock: BorrowedFd<'_>,
+    id: u64,
+    verdict: crate::claim::Verdict,
+) -> io::Result<()> {
+    send_bytes(
+        sock,
+        KIND_VERDICT,
+        &crate::claim::encode_verdict(id, verdict),
+    )
+}
+
+/// Sends an eviction order (supervisor -> worker).
+pub(crate) fn send_evict(
+    sock: BorrowedFd<'_>,
+    key: &crate::target::RendezvousKey,
+) -> io::Result<()> {
+    send_bytes(sock, KIND_EVICT, &crate::claim::encode_evict(key))
 }
 
 /// Sends a reload request.
@@ -251,6 +306,15 @@ fn recv_with(
                     )
                 })
             }
+            (Some(KIND_CLAIM), n) if n <= MAX_PAYLOAD + 1 => {
+                crate::claim::decode_request(&buf[1..n]).map(Message::Claim)
+            }
+            (Some(KIND_VERDICT), n) if n <= MAX_PAYLOAD + 1 => {
+                crate::claim::decode_verdict(&buf[1..n]).map(|(id, v)| Message::Verdict(id, v))
+            }
+            (Some(KIND_EVICT), n) if n <= MAX_PAYLOAD + 1 => {
+                crate::claim::decode_evict(&buf[1..n]).map(Message::Evict)
+            }
             (Some(KIND_RELOAD), _) => Some(Message::Reload),
             (Some(KIND_SHUTDOWN), _) => Some(Message::Shutdown),
             _ => None,
@@ -275,6 +339,43 @@ mod tests {
             SockFlag::SOCK_CLOEXEC,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn claims_verdicts_and_evictions_cross_and_malformed_ones_are_skipped() {
+        use crate::claim::{ClaimRequest, Verdict};
+        let (a, b) = pair();
+        let request = ClaimRequest {
+            worker: 1,
+            id: 42,
+            ttl_secs: 60,
+            key: "tryst:replay:native:00:11".into(),
+        };
+        // A zero ttl never leaves a worker; if it arrived it would be skipped.
+        let bad = ClaimRequest {
+            ttl_secs: 0,
+            ..request.clone()
+        };
+        send_bytes(a.as_fd(), KIND_CLAIM, &crate::claim::encode_request(&bad)).unwrap();
+        send_claim(a.as_fd(), &request).unwrap();
+        send_verdict(a.as_fd(), 42, Verdict::Lost).unwrap();
+        send_bytes(a.as_fd(), KIND_EVICT, &[9; 17]).unwrap();
+        let key = crate::target::RendezvousKey::uuid([3; 16]);
+        send_evict(a.as_fd(), &key).unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(
+            try_recv(b.as_fd(), &mut buf).unwrap(),
+            Some(Message::Claim(r)) if r == request
+        ));
+        assert!(matches!(
+            try_recv(b.as_fd(), &mut buf).unwrap(),
+            Some(Message::Verdict(42, Verdict::Lost))
+        ));
+        assert!(matches!(
+            try_recv(b.as_fd(), &mut buf).unwrap(),
+            Some(Message::Evict(k)) if k == key
+        ));
+        assert!(try_recv(b.as_fd(), &mut buf).unwrap().is_none());
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub(crate) enum Counter {
     HandoffsRefused,
     /// Hand-offs whose descriptor the kernel could not install here (total).
     HandoffsLost,
+    /// Cluster-wide claims this worker settled without the supervisor's verdict (its
+    /// hand-off full, or no answer before the claim deadline), total.
+    ClaimsUnanswered,
     /// First of `Rejection::ALL.len()` slots.
     Rejections,
 }

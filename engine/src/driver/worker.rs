@@ -36,6 +36,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+mod claims;
 mod cluster;
 mod decide;
 pub mod footprint;
@@ -220,6 +221,8 @@ pub(crate) struct Worker<R> {
     msg_buf: Vec<u8>,
     cqes: Vec<(u64, i32, u32)>,
     expired: Vec<crate::room::Expired<SockId>>,
+    /// Connections waiting for a cluster-wide claim's verdict.
+    claims: claims::Claims,
 }
 
 impl<R: Router> Worker<R> {
@@ -300,6 +303,7 @@ impl<R: Router> Worker<R> {
             msg_buf: Vec::new(),
             cqes: Vec::with_capacity(1024),
             expired: Vec::new(),
+            claims: claims::Claims::default(),
             cfg,
         })
     }
@@ -688,6 +692,10 @@ impl<R: Router> Worker<R> {
                     self.on_injected(fd, bytes, transport);
                 }
                 Ok(Some(Message::RemoteFound(fd, token))) => self.on_remote_found(fd, token),
+                Ok(Some(Message::Verdict(id, verdict))) => self.on_verdict(id, verdict),
+                Ok(Some(Message::Evict(key))) => self.evict_key(&key),
+                // Claims go to the supervisor, never to a worker.
+                Ok(Some(Message::Claim(_))) => {}
                 Ok(Some(Message::LostConn)) => {
                     self.counters.add(Counter::HandoffsLost, 1);
                     if let Some(suppressed) = self.lost_warn.ready(self.now) {

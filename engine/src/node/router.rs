@@ -315,6 +315,12 @@ impl<S: SecretSource> Router for CompatRouter<S> {
         }
     }
 
+    /// The native park proof's replay claim (node-rendezvous TOTP parks have no replay
+    /// cache, so no claim).
+    fn claim(&mut self, now_unix: u64) -> Option<crate::claim::Claim> {
+        self.native.claim(now_unix)
+    }
+
     fn reload(&mut self) -> Result<(), ReloadError> {
         self.native.reload()
     }

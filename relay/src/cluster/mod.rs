@@ -18,9 +18,13 @@
 //! - [`preamble`]: the sans-IO preamble codec and verifier (HMAC-SHA256 under the
 //!   pre-shared mesh key, time window, nonce replay cache).
 //!
+//! - [`claims`]: what must be cluster-wide on the `CONNECT` side (proof replays,
+//!   single-shot tags, replace parks), decided for the workers by `SET NX` / `PUBLISH`.
+//!
 //! Keys colleagues add for cluster-wide state go under the `tryst:` prefix, named in
 //! docs/cluster.md's key table.
 
+pub mod claims;
 pub mod directory;
 pub mod mesh;
 pub mod preamble;

@@ -3,6 +3,7 @@
 //! and the layout notes). Built only for tests and under `cfg(fuzzing)`.
 
 pub mod agent_config;
+pub mod cluster_claims;
 pub mod deaddrop_bodies;
 pub mod deaddrop_proof_raw;
 pub mod deaddrop_proof_structured;
@@ -29,6 +30,7 @@ pub type Target = (&'static str, fn(&[u8]));
 /// Every relay fuzz target.
 pub const TARGETS: &[Target] = &[
     ("agent_config", agent_config::run),
+    ("cluster_claims", cluster_claims::run),
     ("deaddrop_bodies", deaddrop_bodies::run),
     ("deaddrop_proof_raw", deaddrop_proof_raw::run),
     ("deaddrop_proof_structured", deaddrop_proof_structured::run),

@@ -136,7 +136,8 @@ pub struct HiveConnect {
 impl HiveConnect {
     /// A family with `config`.
     pub fn new(config: HiveConnectConfig) -> Self {
-        let replay = ReplayCache::new(config.replay_capacity, config.proof_window_secs);
+        let replay =
+            ReplayCache::new(config.replay_capacity, config.proof_window_secs).scoped("hive-park");
         Self {
             policy: config.policy,
             replay: match config.started_unix {
@@ -246,6 +247,11 @@ impl Router for HiveConnect {
             return Route::Reject(Rejection::EarlyData);
         }
         Route::park(target.key())
+    }
+
+    /// The park proof's replay claim (`tryst:replay:hive-park:...`).
+    fn claim(&mut self, now_unix: u64) -> Option<tryst_engine::claim::Claim> {
+        self.replay.take_claim(now_unix)
     }
 
     /// Nothing is loaded from disk: the family's state lives only in memory.

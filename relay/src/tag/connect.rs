@@ -17,6 +17,8 @@ use tryst_engine::target::RendezvousKey;
 #[derive(Debug)]
 pub struct TagFamily {
     table: TagTable,
+    /// The single-shot tag the last decision consumed, until [`Router::claim`].
+    consumed: Option<super::kdf::HashedTag>,
 }
 
 impl TagFamily {
@@ -24,6 +26,7 @@ impl TagFamily {
     pub fn new(limits: TagLimits) -> Self {
         Self {
             table: TagTable::new(limits),
+            consumed: None,
         }
     }
 
@@ -45,7 +48,9 @@ impl TagFamily {
         let proofs = head.header_count("proxy-authorization");
         if proofs == 0 {
             let challenge = wire::parse_challenge(head)?;
-            self.table.respond(&tag, now)?;
+            if self.table.respond(&tag, now)? == TagMode::SingleShot {
+                self.consumed = Some(tag);
+            }
             return Ok(Route::Reach(ReachPlan {
                 key: room_key(&tag),
                 greeting: tryst_engine::reject::OK_RESPONSE.to_vec(),
@@ -103,6 +108,38 @@ impl Router for TagFamily {
         self.table.evictions(now_unix, out);
     }
 
+    /// A park proof's replay claim (`tryst:replay:tag:...`, the node's own cache on
+    /// failure), or a single-shot consumption's claim (`tryst:tag-once:<hashed tag>`,
+    /// kept as long as a tag entry can live): exactly one responder wins across nodes,
+    /// and while the directory cannot decide, responders are refused `503 overloaded`
+    /// rather than risk two winners.
+    /// A single-shot responder refused because its claim could not be decided: the tag
+    /// is published again here (it was not consumed anywhere as far as anyone knows).
+    fn claim_refused(&mut self, key: &str, now_unix: u64) {
+        let Some(hex) = key.strip_prefix(super::TAG_ONCE_PREFIX) else {
+            return;
+        };
+        let mut bytes = [0u8; 32];
+        if hex::decode_to_slice(hex, &mut bytes).is_ok() {
+            self.table
+                .unconsume(&super::kdf::HashedTag(bytes), now_unix);
+        }
+    }
+
+    fn claim(&mut self, now_unix: u64) -> Option<tryst_engine::claim::Claim> {
+        let replay = self.table.take_replay_claim(now_unix);
+        let Some(tag) = self.consumed.take() else {
+            return replay;
+        };
+        let mut key = String::from(super::TAG_ONCE_PREFIX);
+        tryst_engine::claim::push_hex(&mut key, &tag.0);
+        Some(tryst_engine::claim::Claim {
+            key,
+            ttl_secs: u32::try_from(self.table.max_duration_secs().max(1)).unwrap_or(u32::MAX),
+            on_unavailable: tryst_engine::claim::OnUnavailable::Refuse(Rejection::Overloaded),
+        })
+    }
+
     /// Nothing is loaded from disk: the family's state lives only in memory.
     fn reload(&mut self) -> Result<(), ReloadError> {
         Ok(())
@@ -151,6 +188,51 @@ mod tests {
             "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n{body}",
             body.len()
         )
+    }
+
+    #[test]
+    fn claims_name_the_park_nonce_and_the_single_shot_consumption() {
+        use tryst_engine::claim::OnUnavailable;
+        let mut f = family();
+        let tag = hashed_tag("", "claimed");
+        let o = CreateOptions {
+            mode: Some(TagMode::SingleShot),
+            ..CreateOptions::default()
+        };
+        route(&mut f, &park_text(&tag, 9, &o), b"");
+        let park = f.claim(NOW).expect("a park proof's claim");
+        assert_eq!(
+            park.key,
+            format!(
+                "tryst:replay:tag:{}:{}",
+                hex::encode(room_key(&tag).bytes()),
+                "09".repeat(16)
+            )
+        );
+        assert_eq!(park.ttl_secs, 60);
+        assert_eq!(park.on_unavailable, OnUnavailable::Proceed);
+        assert_eq!(f.claim(NOW), None, "taken once");
+        let respond = format!("CONNECT {} HTTP/1.1\r\n\r\n", tag.target());
+        assert!(matches!(route(&mut f, &respond, b""), Route::Reach(_)));
+        let once = f.claim(NOW).expect("a consumption's claim");
+        assert_eq!(once.key, format!("tryst:tag-once:{}", tag.to_hex()));
+        assert_eq!(
+            once.on_unavailable,
+            OnUnavailable::Refuse(Rejection::Overloaded)
+        );
+        // Refused for want of a decision: the tag is published again.
+        f.claim_refused(&once.key, NOW);
+        assert!(matches!(route(&mut f, &respond, b""), Route::Reach(_)));
+        assert!(f.claim(NOW).is_some());
+        assert_eq!(
+            refused(route(&mut f, &respond, b"")),
+            response("404 Not Found", "unknown_tag", "no such tag", "")
+        );
+        assert_eq!(f.claim(NOW), None, "a refusal claims nothing");
+        // Other keys change nothing.
+        f.claim_refused("tryst:tag-once:zz", NOW);
+        f.claim_refused("tryst:replay:tag:00", NOW);
+        assert!(refused(route(&mut f, &respond, b"")).contains("unknown_tag"));
     }
 
     #[test]

@@ -62,6 +62,9 @@ crate::config_keys::impl_settings_or!(TagSettings {
     tag_max_tags,
 });
 
+/// Prefix of a single-shot tag's consumption claim (`tryst:tag-once:<hashed tag hex>`).
+pub const TAG_ONCE_PREFIX: &str = "tryst:tag-once:";
+
 /// The `tag:` table limits: the tag flags, the proof window, and a publisher grace of
 /// the client wait rounded up to whole seconds.
 pub fn resolve(
@@ -88,7 +91,15 @@ pub fn resolve(
         max_tags,
         max_duration_secs: max_duration.as_secs(),
         proof_window_secs,
-        publisher_grace_secs: client_wait.as_secs() + u64::from(client_wait.subsec_nanos() > 0),
+        // In a cluster the winning responder is paired only once its claim is decided
+        // (at most the claim deadline later): the publisher is kept that much longer.
+        publisher_grace_secs: client_wait.as_secs()
+            + u64::from(client_wait.subsec_nanos() > 0)
+            + if cx.clustered {
+                tryst_engine::claim::CLAIM_DEADLINE.as_secs()
+            } else {
+                0
+            },
         ..defaults
     })
 }

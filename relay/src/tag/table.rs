@@ -117,7 +117,8 @@ impl TagTable {
     /// An empty table.
     pub fn new(limits: TagLimits) -> Self {
         Self {
-            replay: ReplayCache::new(limits.replay_capacity, limits.proof_window_secs),
+            replay: ReplayCache::new(limits.replay_capacity, limits.proof_window_secs)
+                .scoped("tag"),
             limits,
             entries: HashMap::new(),
             deadlines: BTreeSet::new(),
@@ -268,6 +269,31 @@ impl TagTable {
                 .insert((now.saturating_add(self.limits.publisher_grace_secs), *tag));
         }
         Ok(e.mode)
+    }
+
+    /// Undoes a single-shot consumption made at `now` (the responder was refused
+    /// because the consumption could not be claimed cluster-wide): the tag is Live
+    /// again if it has not expired meanwhile. The stale tombstone and deadline entries
+    /// left behind are harmless (both re-check the state).
+    pub fn unconsume(&mut self, tag: &HashedTag, now: u64) {
+        if let Some(e) = self.entries.get_mut(tag)
+            && matches!(e.state, State::Consumed { .. })
+            && now < e.expires_at
+        {
+            e.state = State::Live;
+            e.died_at = None;
+        }
+    }
+
+    /// The park proof's cluster-wide replay claim (see `ReplayCache::take_claim`).
+    pub fn take_replay_claim(&mut self, now: u64) -> Option<tryst_engine::claim::Claim> {
+        self.replay.take_claim(now)
+    }
+
+    /// The longest a tag entry lives (live, then as a tombstone), seconds: how long a
+    /// single-shot consumption is remembered cluster-wide.
+    pub fn max_duration_secs(&self) -> u64 {
+        self.limits.max_duration_secs
     }
 
     /// Room keys whose parked connections must be closed at `now` (expired tags, and

@@ -182,10 +182,43 @@ impl<R: Router> Worker<R> {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let transport = self.socks[sock].transport;
-        match self.router.route(head, &early, now_unix, transport) {
-            Route::Reject(r) if self.waits_remote(sock, r) => {
+        let route = self.router.route(head, &early, now_unix, transport);
+        // A cluster takes the claim after every decision, so that none outlives it. A
+        // single node never asks (a router's unread claim is overwritten by its next
+        // decision): no claim is built, nothing is sent.
+        let claim = if self.cfg.cluster_claims {
+            self.router.claim(now_unix)
+        } else {
+            None
+        };
+        if let Route::Reject(r) = &route {
+            let r = *r;
+            if self.waits_remote(sock, r) {
+                // Not here: another node may hold the key (asked for off this path).
                 self.wait_remote(sock, head, early, r);
+                return;
             }
+        }
+        if self.cfg.cluster_claims && matches!(route, Route::Park { .. } | Route::Reach(_)) {
+            // A replace park without a claim of its own is announced to the other nodes.
+            let claim = claim.or_else(|| match &route {
+                Route::Park {
+                    key,
+                    mode: ParkMode::Replace,
+                } => Some(crate::claim::replace_claim(key)),
+                _ => None,
+            });
+            if let Some(claim) = claim {
+                self.hold_for_claim(sock, head, early, route, claim, now_unix);
+                return;
+            }
+        }
+        self.carry_out(sock, route, early);
+    }
+
+    /// Carries out a route decision for `sock` (`early`: the bytes after its head).
+    pub(super) fn carry_out(&mut self, sock: SockId, route: Route, early: Vec<u8>) {
+        match route {
             Route::Reject(r) => self.refuse(sock, r),
             Route::RejectWith(r, response) => self.refuse_with(sock, r, response),
             Route::Http => self.hand_off(sock, self.workers),
@@ -229,6 +262,16 @@ impl<R: Router> Worker<R> {
                 }
             }
         }
+    }
+
+    /// Closes every connection parked under `key` (another node's newer replace park).
+    pub(super) fn evict_key(&mut self, key: &RendezvousKey) {
+        let mut old = Vec::new();
+        self.room.take_parked(key, &mut old);
+        for s in old {
+            self.close_sock(s, false);
+        }
+        self.sync_room_counters();
     }
 
     pub(super) fn park(&mut self, sock: SockId, key: RendezvousKey) {

@@ -28,6 +28,8 @@ impl<R: Router> Worker<R> {
                 self.refuse(sock, Rejection::HeadTimeout);
             }
         }
+        // Cluster-wide claims nobody answered in time.
+        self.expire_claims();
         // Lingering refusals.
         while let Some(&(deadline, sock, _)) = self.linger_deadlines.front() {
             if deadline > now {

@@ -1,0 +1,422 @@
+//! What must be cluster-wide on the `CONNECT` side (issue #16): a proof replayed to
+//! another node, a node-rendezvous replace park on another node, a single-shot tag
+//! raced from two nodes, and what happens while the directory (a private
+//! `redis-server`, stopped and started again by the test) is down.
+//!
+//! Waiting is on events only: a read returning, a metric reaching its value (bounded).
+
+use crate::cluster::write_psk;
+use crate::tunnel::{
+    OK, Relay, now_unix, park_head, read_exact_n, read_to_close, status_and_code, wait_past,
+};
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+use tryst_client::tag::{self as publisher, CreateOptions, HashedTag, TagMode, hashed_tag};
+
+const PSK: &str = "cluster claims test mesh key 0123";
+
+/// A private redis-server this test stops and starts again on the same socket.
+struct Redis {
+    dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn script() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis-test.sh")
+    }
+
+    fn run(&self, cmd: &str) {
+        let out = Command::new(Self::script())
+            .arg(cmd)
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "redis-test.sh {cmd}: {}{} (run scripts/test-deps.sh)",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn start() -> Self {
+        let r = Self {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        r.run("start");
+        r
+    }
+
+    fn stop(&self) {
+        self.run("stop");
+    }
+
+    fn restart(&self) {
+        self.run("start");
+    }
+
+    fn socket(&self) -> String {
+        self.dir
+            .path()
+            .join("redis.sock")
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A node named `name` on `ip` with one worker and `extra` flags.
+fn node(redis: &Redis, psk: &Path, name: &str, ip: &str, extra: &[&str]) -> Relay {
+    let mut flags: Vec<&str> = vec!["--workers", "1"];
+    flags.extend_from_slice(extra);
+    start_node_at(&redis.socket(), psk, name, ip, &flags)
+}
+
+fn start_node_at(socket: &str, psk: &Path, name: &str, ip: &str, extra: &[&str]) -> Relay {
+    let args = [
+        "--listen",
+        &format!("{ip}:0"),
+        "--cluster-redis",
+        socket,
+        "--node-name",
+        name,
+        "--mesh-listen",
+        &format!("{ip}:0"),
+        "--mesh-psk-file",
+        psk.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect::<Vec<String>>();
+    let mut refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    refs.extend_from_slice(extra);
+    Relay::start(&refs)
+}
+
+fn series(relay: &Relay, series: &str) -> u64 {
+    crate::tunnel::series_value(&relay.metrics(), series)
+}
+
+fn await_series(relay: &Relay, series: &str, want: u64) -> u64 {
+    relay.await_value(want, |t| crate::tunnel::series_value(t, series))
+}
+
+/// Waits until `relay`'s directory answers (its first liveness write).
+fn await_connected(relay: &Relay) {
+    assert_eq!(
+        relay.await_metric("tryst_cluster_directory_connected", 1),
+        1
+    );
+}
+
+fn nonce() -> Vec<u8> {
+    (0..16).map(|_| rand::random::<u8>()).collect()
+}
+
+const WON: &str = "tryst_cluster_claims_total{verdict=\"won\"}";
+const LOST: &str = "tryst_cluster_claims_total{verdict=\"lost\"}";
+const FALLBACK: &str = "tryst_cluster_claims_fallback_total{reason=\"unavailable\"}";
+
+/// A native park proof accepted on A and sent to B is refused by B with exactly the
+/// bytes A sends for a local replay; B counts a lost claim, A a won one.
+#[test]
+fn a_native_proof_replayed_to_another_node_is_refused_like_a_local_replay() {
+    let redis = Redis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let a = node(&redis, &psk, "a", "127.0.0.2", &[]);
+    let b = node(&redis, &psk, "b", "127.0.0.3", &[]);
+    await_connected(&a);
+    await_connected(&b);
+    // Both nodes refuse proofs stamped in or before their start second.
+    wait_past(now_unix());
+    let head = park_head(now_unix(), &nonce());
+    let mut parked = a.connect();
+    parked.write_all(head.as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut parked, OK.len()), OK);
+    assert_eq!(series(&a, WON), 1);
+    let on_b = b.exchange(head.as_bytes());
+    assert_eq!(
+        status_and_code(&on_b),
+        (403, "replayed_nonce".into()),
+        "{on_b}"
+    );
+    let on_a = a.exchange(head.as_bytes());
+    assert_eq!(on_b, on_a, "the same bytes as a local replay");
+    assert_eq!(series(&b, LOST), 1);
+    assert_eq!(series(&b, WON), 0);
+    // A fresh proof parks on B.
+    let mut fresh = b.connect();
+    fresh
+        .write_all(park_head(now_unix(), &nonce()).as_bytes())
+        .unwrap();
+    assert_eq!(read_exact_n(&mut fresh, OK.len()), OK);
+    assert_eq!(series(&b, WON), 1);
+}
+
+/// Parks a tag publisher on `relay` with a fresh proof and reads its 200.
+fn tag_park(relay: &Relay, tag: &HashedTag, options: &CreateOptions) -> TcpStream {
+    let head = publisher::park_request(
+        tag,
+        &tag.derived_signing_key(),
+        now_unix(),
+        &nonce(),
+        options,
+    );
+    let mut s = relay.connect();
+    s.write_all(head.as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut s, OK.len()), OK, "tag park refused");
+    s
+}
+
+fn respond_head(tag: &HashedTag) -> String {
+    format!("CONNECT {} HTTP/1.1\r\n\r\n", tag.target())
+}
+
+fn single_shot() -> CreateOptions {
+    CreateOptions {
+        mode: Some(TagMode::SingleShot),
+        ..CreateOptions::default()
+    }
+}
+
+/// A tag park proof accepted on A is refused on B with A's exact local replay answer.
+#[test]
+fn a_tag_park_proof_replayed_to_another_node_is_refused_like_a_local_replay() {
+    let redis = Redis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let a = node(&redis, &psk, "a", "127.0.0.2", &[]);
+    let b = node(&redis, &psk, "b", "127.0.0.3", &[]);
+    await_connected(&a);
+    await_connected(&b);
+    wait_past(now_unix());
+    let tag = hashed_tag("", &hex::encode(rand::random::<[u8; 16]>()));
+    let head = publisher::park_request(
+        &tag,
+        &tag.derived_signing_key(),
+        now_unix(),
+        &nonce(),
+        &CreateOptions::default(),
+    );
+    let mut parked = a.connect();
+    parked.write_all(head.as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut parked, OK.len()), OK);
+    let on_b = b.exchange(head.as_bytes());
+    assert_eq!(
+        status_and_code(&on_b),
+        (403, "replayed_nonce".into()),
+        "{on_b}"
+    );
+    assert_eq!(on_b, a.exchange(head.as_bytes()));
+    assert_eq!(series(&b, LOST), 1);
+}
+
+/// A single-shot tag published on both A and B, two responders (one per node) released
+/// together: exactly one is paired, the other gets the exact `404 unknown_tag`.
+#[test]
+fn a_single_shot_tag_raced_from_two_nodes_has_exactly_one_winner() {
+    let redis = Redis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let a = node(&redis, &psk, "a", "127.0.0.2", &[]);
+    let b = node(&redis, &psk, "b", "127.0.0.3", &[]);
+    await_connected(&a);
+    await_connected(&b);
+    wait_past(now_unix());
+    let tag = hashed_tag("", &hex::encode(rand::random::<[u8; 16]>()));
+    let mut publishers = [
+        tag_park(&a, &tag, &single_shot()),
+        tag_park(&b, &tag, &single_shot()),
+    ];
+    let barrier = Arc::new(Barrier::new(2));
+    let racers: Vec<_> = [a.addr, b.addr]
+        .into_iter()
+        .map(|addr| {
+            let barrier = Arc::clone(&barrier);
+            let request = respond_head(&tag);
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                barrier.wait();
+                s.write_all(request.as_bytes()).unwrap();
+                let mut first = vec![0u8; OK.len()];
+                s.read_exact(&mut first).unwrap();
+                if first == OK {
+                    s.write_all(b"winner").unwrap();
+                    (true, String::new(), s)
+                } else {
+                    let mut rest = String::from_utf8_lossy(&first).into_owned();
+                    rest.push_str(&read_to_close(&mut s));
+                    (false, rest, s)
+                }
+            })
+        })
+        .collect();
+    let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    assert_eq!(
+        results.iter().filter(|(won, ..)| *won).count(),
+        1,
+        "exactly one winner"
+    );
+    let (_, refusal, _) = results.iter().find(|(won, ..)| !won).unwrap();
+    let exact = tryst_engine::reject::Rejection::UnknownTag.response();
+    assert_eq!(refusal.as_bytes(), exact, "{refusal}");
+    // The winner's node paired it with its publisher: the hello, then the bytes.
+    let winner_node = results.iter().position(|(won, ..)| *won).unwrap();
+    let p = &mut publishers[winner_node];
+    p.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let hello = read_exact_n(p, 10);
+    assert_eq!(&hello, b"TAGHELLO\x01\x00");
+    assert_eq!(read_exact_n(p, 6), b"winner");
+}
+
+/// While the directory is down: a native park proof falls back to the node's own
+/// replay cache (accepted, counted; a local replay still refused), a single-shot tag
+/// responder gets the exact `503 overloaded`. When it is back, claims decide again: a
+/// proof replayed to another node is refused.
+#[test]
+fn with_the_directory_down_proofs_fall_back_and_single_shot_tags_answer_503_then_recover() {
+    let redis = Redis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let a = node(&redis, &psk, "a", "127.0.0.2", &[]);
+    let b = node(&redis, &psk, "b", "127.0.0.3", &[]);
+    await_connected(&a);
+    await_connected(&b);
+    wait_past(now_unix());
+    let tag = hashed_tag("", &hex::encode(rand::random::<[u8; 16]>()));
+    let mut publisher = tag_park(&a, &tag, &single_shot());
+
+    redis.stop();
+    let head = park_head(now_unix(), &nonce());
+    let mut parked = a.connect();
+    parked.write_all(head.as_bytes()).unwrap();
+    assert_eq!(
+        read_exact_n(&mut parked, OK.len()),
+        OK,
+        "fell back to local"
+    );
+    assert!(series(&a, FALLBACK) >= 1);
+    let replay = a.exchange(head.as_bytes());
+    assert_eq!(
+        status_and_code(&replay),
+        (403, "replayed_nonce".into()),
+        "{replay}"
+    );
+    let before = series(&a, FALLBACK);
+    let refusal = a.exchange(respond_head(&tag).as_bytes());
+    assert_eq!(
+        refusal.as_bytes(),
+        tryst_engine::reject::Rejection::Overloaded.response(),
+        "{refusal}"
+    );
+    assert!(series(&a, FALLBACK) > before);
+
+    redis.restart();
+    await_connected(&a);
+    await_connected(&b);
+    let lost_before = series(&b, LOST);
+    let head = park_head(now_unix(), &nonce());
+    let mut parked = a.connect();
+    parked.write_all(head.as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut parked, OK.len()), OK);
+    let on_b = b.exchange(head.as_bytes());
+    assert_eq!(
+        status_and_code(&on_b),
+        (403, "replayed_nonce".into()),
+        "{on_b}"
+    );
+    assert_eq!(await_series(&b, LOST, lost_before + 1), lost_before + 1);
+    // The 503 left the single-shot tag published: a responder now wins it.
+    let mut responder = a.connect();
+    responder.write_all(respond_head(&tag).as_bytes()).unwrap();
+    assert_eq!(read_exact_n(&mut responder, OK.len()), OK);
+    publisher
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(read_exact_n(&mut publisher, 10), b"TAGHELLO\x01\x00");
+}
+
+// ----- node-rendezvous replace across nodes -----
+
+const NODE_ID: &str = "2f402f80-da50-11e1-9b23-0123456789ab";
+const NODE_KEY: &[u8] = b"PKMLogv7SFLJubPIvgiRB7q6l7UmxmAmt6NNGWCy";
+const LONG_STEP: u64 = 1_000_000_000;
+
+fn node_secrets(dir: &Path) -> PathBuf {
+    let path = dir.join("node-secrets.toml");
+    let text = format!(
+        "[totp]\n\"{NODE_ID}\" = {{ base32 = \"{}\", step = {LONG_STEP} }}\n",
+        tryst_engine::totp::encode_base32(NODE_KEY)
+    );
+    std::fs::write(&path, text).unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+fn node_park(relay: &Relay) -> TcpStream {
+    let record = tryst_engine::totp::TotpRecord::new(
+        NODE_KEY.to_vec(),
+        LONG_STEP,
+        tryst_engine::totp::TotpAlgorithm::Sha1,
+        None,
+    )
+    .unwrap();
+    let code = tryst_engine::totp::generate(&record, now_unix(), 6);
+    let mut s = relay.connect();
+    s.write_all(tryst_client::heads::node_park_head(NODE_ID, &code).as_bytes())
+        .unwrap();
+    assert_eq!(read_exact_n(&mut s, OK.len()), OK);
+    s
+}
+
+/// A node-rendezvous hidden server parked on A is closed when a newer one parks for the
+/// same id on B (replace mode across nodes); the newer one stays parked.
+#[test]
+fn a_node_rendezvous_park_on_another_node_replaces_the_older_one() {
+    let redis = Redis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let secrets = node_secrets(keys.path());
+    let flags = ["--secrets", secrets.to_str().unwrap()];
+    let a = node(&redis, &psk, "a", "127.0.0.2", &flags);
+    let b = node(&redis, &psk, "b", "127.0.0.3", &flags);
+    await_connected(&a);
+    await_connected(&b);
+    // Both listen for other nodes' replace parks before anyone parks.
+    let subscribed = "tryst_cluster_replace_subscribed";
+    assert_eq!(a.await_metric(subscribed, 1), 1);
+    assert_eq!(b.await_metric(subscribed, 1), 1);
+    let mut first = node_park(&a);
+    let sent = "tryst_cluster_replace_total{direction=\"sent\"}";
+    let received = "tryst_cluster_replace_total{direction=\"received\"}";
+    assert_eq!(await_series(&a, sent, 1), 1);
+    let mut second = node_park(&b);
+    assert_eq!(await_series(&b, sent, 1), 1);
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(read_to_close(&mut first), "", "the older park is closed");
+    assert_eq!(series(&a, received), 1);
+    // The newer one is still parked: nothing arrives, the relay keeps it open.
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let still = second.read(&mut byte);
+    assert!(
+        matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "{still:?}"
+    );
+}
