@@ -373,7 +373,12 @@ async fn supervise(
     } = side;
     let cluster = start_cluster(&engine, config, mesh)?;
     let (stats, mut stats_requests) = StatsRequester::channel(64);
-    let hive = crate::hive::Hive::new(config.hive.clone()).with_replay_floor(started);
+    // The HTTP families' cluster side (channel and mailbox owners, publications in the
+    // directory); `None` on a single node.
+    let cluster_http = cluster.clone().map(crate::cluster::http::ClusterHttp::new);
+    let hive = crate::hive::Hive::new(config.hive.clone())
+        .with_replay_floor(started)
+        .with_cluster(cluster_http.clone());
     let stun = match stun {
         Some(socket) => {
             if let Ok(addr) = socket.local_addr() {
@@ -388,7 +393,7 @@ async fn supervise(
     };
     // The service families, in routing and `/metrics` order: the one list to extend.
     let mut families: Vec<Arc<dyn ServiceFamily>> = vec![
-        Arc::new(crate::pico::Pico::new(config.pico)),
+        Arc::new(crate::pico::Pico::new(config.pico).with_cluster(cluster_http.clone())),
         Arc::new(deaddrop),
         Arc::new(hive),
     ];
@@ -399,6 +404,7 @@ async fn supervise(
             .clone()
             .map(|c| Arc::new(c) as Arc<dyn ServiceFamily>),
     );
+    families.extend(cluster_http.map(|c| c as Arc<dyn ServiceFamily>));
     for family in &families {
         family.start();
     }

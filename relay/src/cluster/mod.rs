@@ -22,6 +22,7 @@
 //! docs/cluster.md's key table.
 
 pub mod directory;
+pub mod http;
 pub mod mesh;
 pub mod preamble;
 

@@ -11,11 +11,14 @@
 //! - [`connect`]: the streaming fallback, the `hive:` CONNECT family (sans-IO).
 //! - [`mirror`]: federation with peer relays (push and pull).
 //! - [`service`]: the HTTP adapter ([`Hive`]), served by [`crate::http`].
+//! - [`cluster`]: publications in the directory and forward mailbox keys, for several
+//!   nodes (`--cluster-redis`).
 //!
 //! Everything here is sans-IO except the HTTP adapter; docs/protocol-publications.md is
 //! the wire reference.
 
 pub mod board;
+pub mod cluster;
 pub mod connect;
 pub mod forward;
 pub mod mirror;

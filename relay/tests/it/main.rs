@@ -4,6 +4,7 @@ mod agents;
 mod alerts;
 mod cli;
 mod cluster;
+mod cluster_http;
 mod deaddrop;
 mod hardening;
 mod hive;
