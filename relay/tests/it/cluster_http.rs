@@ -445,3 +445,43 @@ fn a_killed_owner_s_channels_and_mailboxes_move_to_the_live_nodes() {
         |node: &Relay| metric_sum(&node.metrics(), "tryst_cluster_http_takeovers_total");
     assert_eq!(takeovers(b) + takeovers(c), 2);
 }
+
+fn signal(node: &Relay, sig: &str) {
+    let sent = Command::new("kill")
+        .args([sig, &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {sig}");
+}
+
+/// An owner that hangs (SIGSTOP: its sockets accept, nothing answers) costs a bounded
+/// wait, never a hang: a forward POST carried to it is answered
+/// `503 {"error":"forward mailbox unavailable"}` with `Retry-After: 1`, a drain `204`,
+/// once the exchange's deadline (poll timeout + 10 s) has passed.
+#[test]
+fn a_hung_owner_costs_a_bounded_wait_and_the_families_own_answers() {
+    let n = three(&["--forward-poll-timeout", "1s"]);
+    let (a, b, c) = (&n.nodes[0], &n.nodes[1], &n.nodes[2]);
+    publish(a, 5);
+    let (head, _) = request(a.addr, "POST", &forward_path(5), &[], b"on a");
+    assert_eq!(status(&head), 200);
+    signal(a, "-STOP");
+    let t0 = Instant::now();
+    let drain = {
+        let (addr, path, auth) = (c.addr, forward_path(5), drain_auth(5));
+        std::thread::spawn(move || request(addr, "GET", &path, &[("Authorization", &auth)], b""))
+    };
+    let (head, got) = request(b.addr, "POST", &forward_path(5), &[], b"frame");
+    signal(a, "-CONT");
+    assert_eq!(status(&head), 503, "{head}");
+    assert!(head.contains("retry-after: 1"), "{head}");
+    assert_eq!(got, br#"{"error":"forward mailbox unavailable"}"#);
+    let (head, got) = drain.join().unwrap();
+    assert_eq!((status(&head), got.len()), (204, 0), "{head}");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(10) && waited < Duration::from_secs(30),
+        "{waited:?}"
+    );
+    assert!(metric_sum(&b.metrics(), "tryst_cluster_http_proxy_errors_total") >= 1);
+}
