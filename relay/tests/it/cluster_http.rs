@@ -485,3 +485,34 @@ fn a_hung_owner_costs_a_bounded_wait_and_the_families_own_answers() {
     );
     assert!(metric_sum(&b.metrics(), "tryst_cluster_http_proxy_errors_total") >= 1);
 }
+
+/// A restarted owner (same name, a new run) holds nothing of its earlier run: its keys
+/// are taken over by the next node that asks, without waiting for a liveness TTL.
+#[test]
+fn a_restarted_owner_s_keys_are_taken_over_by_the_next_node_that_asks() {
+    let mut n = three(&["--pico-wait", "20s"]);
+    let path = channel();
+    let (head, _) = request(n.nodes[0].addr, "DELETE", &path, &[], b"");
+    assert_eq!(status(&head), 200);
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let a = n.nodes.remove(0);
+    let mut args = crate::cluster::node_args(&n.redis, &psk, "a", "127.0.0.2");
+    args.extend(["--workers", "1", "--pico-wait", "20s"].map(String::from));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = a.restart(&refs);
+    let c = &n.nodes[1];
+    let t0 = Instant::now();
+    let reader = send(c.addr, "GET", &path, &[], b"");
+    pico_waiting(c, 1);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert_eq!(
+        crate::tunnel::series_value(
+            &c.metrics(),
+            "tryst_cluster_http_takeovers_total{family=\"pico\"}"
+        ),
+        1
+    );
+    assert_eq!(a.metric("tryst_pico_waiting"), 0);
+    drop(reader);
+}
