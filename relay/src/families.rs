@@ -271,14 +271,20 @@ impl Opened {
 
     /// The service families, in routing and `/metrics` order; needs the supervisor's
     /// tokio runtime. `started` is the relay's replay floor.
-    pub fn into_services(self, started: u64) -> Result<Vec<Arc<dyn ServiceFamily>>, FamilyError> {
+    pub fn into_services(
+        self,
+        started: u64,
+        cluster: Option<Arc<crate::cluster::http::ClusterHttp>>,
+    ) -> Result<Vec<Arc<dyn ServiceFamily>>, FamilyError> {
         let Self {
             configs,
             deaddrop,
             qredo,
             stun,
         } = self;
-        let hive = hive::Hive::new(configs.hive).with_replay_floor(started);
+        let hive = hive::Hive::new(configs.hive)
+            .with_replay_floor(started)
+            .with_cluster(cluster.clone());
         let stun = match stun {
             Some(socket) => {
                 if let Ok(addr) = socket.local_addr() {
@@ -295,7 +301,7 @@ impl Opened {
             None => None,
         };
         let mut families: Vec<Arc<dyn ServiceFamily>> = vec![
-            Arc::new(pico::Pico::new(configs.pico)),
+            Arc::new(pico::Pico::new(configs.pico).with_cluster(cluster)),
             Arc::new(deaddrop),
             Arc::new(hive),
         ];

@@ -24,6 +24,9 @@ pub struct ServeContext {
     pub peer: Option<IpAddr>,
     /// How long the request body may take to arrive.
     pub body_deadline: Duration,
+    /// The request came from another node over the cluster mesh: serve it from this
+    /// node's state and never carry it to a third node (one hop at most).
+    pub via_mesh: bool,
 }
 
 /// The future of one [`ServiceFamily::serve`].

@@ -275,7 +275,7 @@ impl HttpService {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_scoped(io, None, Scope::Operator).await;
+        self.serve_scoped(io, None, Scope::Operator, false).await;
     }
 
     /// From now on `/healthz` answers 503 (the relay is draining).
@@ -291,7 +291,13 @@ impl HttpService {
     /// Takes a handed-off connection: serves it on a new task, or answers 503 and closes
     /// it when the connection cap is reached. Must be called inside a tokio runtime.
     pub fn accept(&self, conn: HandedOff) -> io::Result<()> {
-        let HandedOff { stream, early, .. } = conn;
+        let HandedOff {
+            stream,
+            early,
+            origin,
+            ..
+        } = conn;
+        let via_mesh = origin == tryst_engine::driver::Origin::Mesh;
         let Ok(permit) = Arc::clone(&self.inner.permits).try_acquire_owned() else {
             refuse_overloaded(stream);
             return Ok(());
@@ -304,7 +310,12 @@ impl HttpService {
         tokio::spawn(
             async move {
                 service
-                    .serve_connection_from(Rewind::new(early, stream), peer.map(|p| p.ip()))
+                    .serve_scoped(
+                        Rewind::new(early, stream),
+                        peer.map(|p| p.ip()),
+                        Scope::Public,
+                        via_mesh,
+                    )
                     .await;
                 drop(permit);
             }
@@ -327,10 +338,11 @@ impl HttpService {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_scoped(io, peer, Scope::Public).await;
+        self.serve_scoped(io, peer, Scope::Public, false).await;
     }
 
-    async fn serve_scoped<T>(&self, io: T, peer: Option<IpAddr>, scope: Scope)
+    /// `via_mesh`: the connection came from another node over the cluster mesh.
+    async fn serve_scoped<T>(&self, io: T, peer: Option<IpAddr>, scope: Scope, via_mesh: bool)
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -344,7 +356,7 @@ impl HttpService {
         let service = self.clone();
         let svc = service_fn(move |req| {
             let service = service.clone();
-            async move { Ok::<_, Infallible>(service.handle(req, peer, scope).await) }
+            async move { Ok::<_, Infallible>(service.handle(req, peer, scope, via_mesh).await) }
         });
         // `with_upgrades`: Qredo's `/services` WebSocket takes the connection over.
         if let Err(e) = builder
@@ -361,8 +373,9 @@ impl HttpService {
         req: Request<Incoming>,
         peer: Option<IpAddr>,
         scope: Scope,
+        via_mesh: bool,
     ) -> Response<Full<Bytes>> {
-        match self.route(req, peer, scope).await {
+        match self.route(req, peer, scope, via_mesh).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(code = e.code(), "http request refused");
@@ -376,6 +389,7 @@ impl HttpService {
         req: Request<Incoming>,
         peer: Option<IpAddr>,
         scope: Scope,
+        via_mesh: bool,
     ) -> Result<Response<Full<Bytes>>, ApiError> {
         if scope == Scope::Operator {
             return self.builtin(req).await;
@@ -385,6 +399,7 @@ impl HttpService {
         let cx = ServeContext {
             peer,
             body_deadline: self.inner.limits.header_timeout,
+            via_mesh,
         };
         if let Some(family) = self
             .inner

@@ -344,7 +344,10 @@ async fn supervise(
     let (stats, mut stats_requests) = StatsRequester::channel(64);
     // The service families, in routing and `/metrics` order ([`families`]), then the
     // cluster's health and metrics when there is one.
-    let mut families = families.into_services(started)?;
+    // The HTTP families' cluster side (channel and mailbox owners, publications in the
+    // directory); `None` on a single node.
+    let cluster_http = cluster.clone().map(crate::cluster::http::ClusterHttp::new);
+    let mut families = families.into_services(started, cluster_http.clone())?;
     families.extend(
         cluster
             .clone()
@@ -359,6 +362,7 @@ async fn supervise(
             crate::cluster::claims::Claims::start(cluster.clone(), answerer, engine.http_inbox());
         families.push(claims);
     }
+    families.extend(cluster_http.map(|c| c as Arc<dyn crate::family::ServiceFamily>));
     for family in &families {
         family.start();
     }

@@ -26,6 +26,7 @@
 
 pub mod claims;
 pub mod directory;
+pub mod http;
 pub mod mesh;
 pub mod preamble;
 pub mod reach;

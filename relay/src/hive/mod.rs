@@ -13,11 +13,14 @@
 //! - [`service`]: the HTTP adapter ([`Hive`], its [`crate::family::ServiceFamily`]),
 //!   served by [`crate::http`].
 //! - here: [`HiveConfig`], [`HiveSettings`] (its flags) and [`resolve`].
+//! - [`cluster`]: publications in the directory and forward mailbox keys, for several
+//!   nodes (`--cluster-redis`).
 //!
 //! Everything here is sans-IO except the HTTP adapter; docs/protocol-publications.md is
 //! the wire reference.
 
 pub mod board;
+pub mod cluster;
 pub mod connect;
 pub mod forward;
 pub mod mirror;

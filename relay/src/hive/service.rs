@@ -12,9 +12,11 @@ use super::forward::{
 };
 use super::record::{MAX_PUBLICATION_BYTES, parse_uuid};
 use super::store::{InsertError, Inserted, PublicationStore};
-use super::verify::{PublicationError, verify_publication};
+use super::verify::{PublicationError, VerifiedPublication, verify_publication};
 use crate::body::{BodyError, json_reply};
 use crate::clock::unix_now_signed;
+use crate::cluster::http::{ClusterHttp, Family, Routed};
+use crate::family::ServeContext;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http_body_util::Full;
@@ -45,8 +47,11 @@ struct State {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     config: HiveConfig,
+    /// With `--cluster-redis`: publications written through to the directory, forward
+    /// mailboxes owned by one node (see [`Hive::with_cluster`]).
+    cluster: std::sync::OnceLock<Arc<ClusterHttp>>,
     state: Mutex<State>,
     pushes: Mutex<Vec<mpsc::Sender<Arc<Vec<u8>>>>>,
     counters: MirrorCounters,
@@ -54,6 +59,31 @@ struct Inner {
     /// The STUN responder's UDP port, advertised on `/v1/health` (0: none).
     stun_port: std::sync::atomic::AtomicU16,
 }
+
+impl Inner {
+    /// The cluster side, when in a cluster.
+    pub(crate) fn cluster(&self) -> Option<&Arc<ClusterHttp>> {
+        self.cluster.get()
+    }
+
+    /// The publication TTL cap, seconds.
+    pub(crate) fn max_ttl_secs(&self) -> u64 {
+        self.config.policy.max_ttl_secs
+    }
+
+    /// Every fresh publication held now.
+    pub(crate) fn all_fresh(&self) -> Vec<Arc<VerifiedPublication>> {
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.store.since(0, usize::MAX, unix_now_signed()).0
+    }
+}
+
+/// Extra time a request carried to a mailbox's owner node may take beyond the poll
+/// timeout.
+const PROXY_SLACK: Duration = Duration::from_secs(10);
 
 /// Federation counters (also on `/metrics`).
 #[derive(Debug, Default)]
@@ -178,6 +208,195 @@ impl Hive {
         self
     }
 
+    /// The same service in a cluster (`None`: a single node, as before): publications
+    /// are written through to the directory and read from it (verified again) before
+    /// local answers, and each forward mailbox lives on one owner node that the other
+    /// nodes carry its requests to (docs/cluster.md).
+    #[must_use]
+    pub fn with_cluster(self, cluster: Option<Arc<ClusterHttp>>) -> Self {
+        if let Some(c) = cluster {
+            let _ = self.inner.cluster.set(c);
+        }
+        self
+    }
+
+    fn cluster(&self) -> Option<&Arc<ClusterHttp>> {
+        self.inner.cluster.get()
+    }
+
+    /// Takes the directory's publication of (ws, device) into the local store when it
+    /// differs from the local one (verified again; the store's rules and caps apply).
+    async fn refresh_publication(&self, ws: &[u8; 16], device: &[u8; 16]) {
+        let Some(c) = self.cluster() else { return };
+        let Some(Some(body)) = super::cluster::get(c, ws, device).await else {
+            return;
+        };
+        let now = unix_now_signed();
+        let same = self
+            .lock()
+            .store
+            .get(ws, device, now)
+            .is_some_and(|p| p.body == body);
+        if !same {
+            self.absorb(&body, now);
+        }
+    }
+
+    /// [`Hive::refresh_publication`] for every device of workspace `ws`.
+    async fn refresh_workspace(&self, ws: &[u8; 16]) {
+        let Some(c) = self.cluster() else { return };
+        let Some(bodies) = super::cluster::workspace(c, ws).await else {
+            return;
+        };
+        let now = unix_now_signed();
+        let local: std::collections::HashSet<Vec<u8>> = self
+            .lock()
+            .store
+            .workspace(ws, now)
+            .iter()
+            .map(|p| p.body.clone())
+            .collect();
+        for body in bodies.iter().filter(|b| !local.contains(*b)) {
+            self.absorb(body, now);
+        }
+    }
+
+    /// Verifies a body read from the directory and stores it (refusals are dropped:
+    /// older, expired, or over a cap here).
+    fn absorb(&self, body: &[u8], now: i64) {
+        match verify_publication(body, now, &self.inner.config.policy) {
+            Ok(p) => {
+                let _ = self.lock().store.insert(p, now);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "hive: a publication in the directory does not verify here");
+            }
+        }
+    }
+
+    /// Serves one `/v1/*` request as [`Hive::serve`] does, in a cluster first: reads
+    /// publications from the directory before answering from the local store, writes
+    /// accepted ones through, and carries forward requests to their mailbox's owner
+    /// node unless the request already came over the mesh. Owner unreachable until
+    /// the deadline (or the exchange broke after sending): a drain answers `204` (no
+    /// data), a forward POST `503 {"error":"forward mailbox unavailable"}` with
+    /// `Retry-After: 1`.
+    pub async fn serve_in<B>(&self, req: Request<B>, cx: ServeContext) -> Resp
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Some(cluster) = self.cluster().map(Arc::clone) else {
+            return self.serve(req, cx.body_deadline).await;
+        };
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_owned();
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let get = parts.method == Method::GET || parts.method == Method::HEAD;
+        let post = parts.method == Method::POST;
+        match segments.as_slice() {
+            ["v1", "rendezvous", ws, device] if get => {
+                if let Ok((ws, device)) = ids(ws, device) {
+                    self.refresh_publication(&ws, &device).await;
+                }
+            }
+            ["v1", "rendezvous", ws] if get && *ws != "mirror" => {
+                if let Some(ws) = parse_uuid(ws) {
+                    self.refresh_workspace(&ws).await;
+                }
+            }
+            ["v1", "forward", ws, device] if get || post => {
+                if let Ok(key) = ids(ws, device) {
+                    return self.forward_in(&cluster, key, parts, body, cx).await;
+                }
+            }
+            _ => {}
+        }
+        self.serve(Request::from_parts(parts, body), cx.body_deadline)
+            .await
+    }
+
+    async fn forward_in<B>(
+        &self,
+        cluster: &ClusterHttp,
+        key: MailboxKey,
+        parts: hyper::http::request::Parts,
+        body: B,
+        cx: ServeContext,
+    ) -> Resp
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let post = parts.method == Method::POST;
+        let bytes = if post {
+            let limit = self.inner.config.forward.max_body;
+            let too_large = ForwardError::TooLarge.to_string();
+            match read_body(body, limit, &too_large, cx.body_deadline).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            }
+        } else {
+            Bytes::new()
+        };
+        let routed = if cx.via_mesh {
+            Routed::Local
+        } else {
+            let poll = self.inner.config.poll_timeout;
+            let idle = Duration::from_secs(
+                u64::try_from(self.inner.config.forward.idle_secs).unwrap_or(0),
+            );
+            let now = tokio::time::Instant::now();
+            let give_up = now
+                + if post {
+                    crate::cluster::http::TAKEOVER_WAIT
+                } else {
+                    poll
+                };
+            // A drain's reply is at most one mailbox.
+            let reply_limit = self.inner.config.forward.max_mailbox_bytes + 64 * 1024;
+            cluster
+                .route(
+                    Family::HiveForward,
+                    &super::cluster::forward_key(&key.0, &key.1),
+                    idle + poll,
+                    &parts,
+                    &bytes,
+                    cx,
+                    reply_limit,
+                    poll + PROXY_SLACK,
+                    give_up,
+                )
+                .await
+        };
+        match routed {
+            Routed::Answered(resp) => resp,
+            Routed::Local => {
+                self.refresh_publication(&key.0, &key.1).await;
+                if post {
+                    self.forward_append(key, bytes)
+                } else {
+                    let auth = parts
+                        .headers
+                        .get(header::AUTHORIZATION)
+                        .map(|v| v.to_str().unwrap_or("\u{0}"));
+                    self.forward_drain(key, auth).await
+                }
+            }
+            Routed::Unavailable if post => {
+                let mut r = error(503, "forward mailbox unavailable");
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            Routed::Unavailable => {
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = StatusCode::NO_CONTENT;
+                r
+            }
+        }
+    }
+
     /// Advertises the STUN responder's UDP `port` on `/v1/health` from now on.
     pub fn set_stun_port(&self, port: u16) {
         self.inner.stun_port.store(port, Ordering::Relaxed);
@@ -198,6 +417,7 @@ impl Hive {
                 state: Mutex::new(state),
                 pushes: Mutex::new(Vec::new()),
                 counters: MirrorCounters::default(),
+                cluster: std::sync::OnceLock::new(),
                 epoch: rand::random(),
                 stun_port: std::sync::atomic::AtomicU16::new(0),
             }),
@@ -231,6 +451,9 @@ impl Hive {
 
     /// Starts the periodic sweep and the federation tasks. Needs a tokio runtime.
     pub fn start_background(&self) {
+        if self.cluster().is_some() {
+            tokio::spawn(super::cluster::rewrite_loop(Arc::downgrade(&self.inner)));
+        }
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(15));
@@ -474,15 +697,32 @@ impl Hive {
             Ok(b) => b,
             Err(r) => return r,
         };
-        match self.accept_publication(&body, unix_now_signed()) {
+        let now = unix_now_signed();
+        let p = match verify_publication(&body, now, &self.inner.config.policy) {
+            Ok(p) => p,
+            Err(e) => {
+                let e = PublishRefusal::Invalid(e);
+                return error(e.status(), &e.reason());
+            }
+        };
+        let written = self.cluster().map(|c| (Arc::clone(c), p.clone()));
+        match self
+            .lock()
+            .store
+            .insert(p, now)
+            .map_err(PublishRefusal::Store)
+        {
             Ok(outcome) => {
                 if outcome.changed() {
                     self.push_to_mirrors(&body);
                 }
-                ok_json()
             }
-            Err(e) => error(e.status(), &e.reason()),
+            Err(e) => return error(e.status(), &e.reason()),
         }
+        if let Some((c, p)) = written {
+            super::cluster::put(&c, &p, self.inner.config.policy.max_ttl_secs).await;
+        }
+        ok_json()
     }
 
     async fn forward_post<B>(&self, key: MailboxKey, body: B, deadline: Duration) -> Resp
@@ -496,6 +736,12 @@ impl Hive {
             Ok(b) => b,
             Err(r) => return r,
         };
+        self.forward_append(key, body)
+    }
+
+    /// Appends a read forward body to `key`'s mailbox (the device must have a fresh
+    /// publication here).
+    fn forward_append(&self, key: MailboxKey, body: Bytes) -> Resp {
         let now = unix_now_signed();
         let mut state = self.lock();
         if state.store.get(&key.0, &key.1, now).is_none() {
@@ -650,9 +896,9 @@ impl crate::family::ServiceFamily for Hive {
     fn serve(
         &self,
         req: Request<hyper::body::Incoming>,
-        cx: crate::family::ServeContext,
+        cx: ServeContext,
     ) -> crate::family::ServeFuture<'_> {
-        Box::pin(Self::serve(self, req, cx.body_deadline))
+        Box::pin(Self::serve_in(self, req, cx))
     }
 
     fn render_metrics(&self, out: &mut String) {

@@ -16,7 +16,9 @@ pub mod channel;
 mod service;
 
 use crate::body::{BodyError, json_reply};
+use crate::cluster::http::{ClusterHttp, Family, Routed};
 use crate::duration::HumanDuration;
+use crate::family::ServeContext;
 use channel::{Limits, Notice, Read, Refusal, Table, Timer, WaitId, Write};
 use http_body_util::Full;
 use hyper::body::{Body, Bytes};
@@ -244,7 +246,14 @@ type Waiter = oneshot::Sender<Notice>;
 #[derive(Debug, Clone)]
 pub struct Pico {
     table: Arc<Mutex<Table<Waiter>>>,
+    limits: Limits,
+    /// With `--cluster-redis`: channels live on their owner node (see
+    /// [`Pico::with_cluster`]).
+    cluster: Option<Arc<ClusterHttp>>,
 }
+
+/// Extra time a request carried to a channel's owner node may take beyond the wait.
+const PROXY_SLACK: Duration = Duration::from_secs(10);
 
 /// Sends every side-effect notice (waiters whose receivers are gone are skipped).
 fn notify(out: &mut Vec<(Waiter, Notice)>) {
@@ -258,6 +267,81 @@ impl Pico {
     pub fn new(limits: Limits) -> Self {
         Self {
             table: Arc::new(Mutex::new(Table::new(limits))),
+            limits,
+            cluster: None,
+        }
+    }
+
+    /// The same family in a cluster: a channel lives on the node that first served it
+    /// (its owner, recorded in the directory as `tryst:pico:<hex name>`); GETs, POSTs
+    /// and DELETEs arriving elsewhere are carried to the owner over the mesh and its
+    /// exact reply is passed back (docs/cluster.md). `None`: a single node, as before.
+    #[must_use]
+    pub fn with_cluster(mut self, cluster: Option<Arc<ClusterHttp>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Serves one request as [`Pico::serve`] does, first carrying channel requests to
+    /// their owner node when this node is in a cluster and the request did not already
+    /// come over the mesh. A POST's body is read here, with the same limits and
+    /// answers as a local one. Owner unreachable until the wait ends (or the exchange
+    /// broke after the request was sent): the code-2 "request timed out" answer, which
+    /// clients answer by polling (or posting) again; a DELETE answers code 0.
+    pub async fn serve_in<B>(&self, req: Request<B>, cx: ServeContext) -> PicoResponse
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Some(cluster) = self.cluster.as_ref().filter(|_| !cx.via_mesh) else {
+            return self.serve(req, cx.body_deadline).await;
+        };
+        let (parts, body) = req.into_parts();
+        let route = route(&parts.method, parts.uri.path());
+        let (name, bytes) = match &route {
+            Route::Read(name) | Route::Delete(name) => (name.clone(), Bytes::new()),
+            Route::Write(name) => match read_body(body, cx.body_deadline).await {
+                Ok(b) => (name.clone(), b),
+                Err(resp) => return resp,
+            },
+            _ => {
+                return self
+                    .serve(Request::from_parts(parts, body), cx.body_deadline)
+                    .await;
+            }
+        };
+        let key = format!("tryst:pico:{}", hex::encode(&name));
+        let ttl = self.limits.channel_ttl + self.limits.wait;
+        let now = tokio::time::Instant::now();
+        let give_up = if matches!(route, Route::Delete(_)) {
+            now + crate::cluster::http::TAKEOVER_WAIT
+        } else {
+            now + self.limits.wait
+        };
+        let routed = cluster
+            .route(
+                Family::Pico,
+                &key,
+                ttl,
+                &parts,
+                &bytes,
+                cx,
+                MAX_MESSAGE + 64 * 1024,
+                self.limits.wait + PROXY_SLACK,
+                give_up,
+            )
+            .await;
+        match (routed, route) {
+            (Routed::Answered(resp), _) => resp,
+            (Routed::Local, Route::Read(name)) => self.read(&name).await,
+            (Routed::Local, Route::Write(name)) => self.write(&name, bytes).await,
+            (Routed::Local | Routed::Unavailable, Route::Delete(name)) => {
+                self.delete(&name);
+                json(OK_JSON)
+            }
+            (Routed::Unavailable, _) => json(TIMEOUT_JSON),
+            // Not reached: only channel routes come this far.
+            (Routed::Local, _) => no_resource(),
         }
     }
 

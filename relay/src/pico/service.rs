@@ -15,7 +15,7 @@ impl ServiceFamily for Pico {
     }
 
     fn serve(&self, req: Request<Incoming>, cx: ServeContext) -> ServeFuture<'_> {
-        Box::pin(Self::serve(self, req, cx.body_deadline))
+        Box::pin(Self::serve_in(self, req, cx))
     }
 
     fn render_metrics(&self, out: &mut String) {

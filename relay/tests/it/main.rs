@@ -5,6 +5,7 @@ mod alerts;
 mod cli;
 mod cluster;
 mod cluster_claims;
+mod cluster_http;
 mod deaddrop;
 mod hardening;
 mod hive;
