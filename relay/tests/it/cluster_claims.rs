@@ -6,8 +6,9 @@
 //! Waiting is on events only: a read returning, a metric reaching its value (bounded).
 
 use crate::cluster::write_psk;
+use crate::relay::Relay;
 use crate::tunnel::{
-    OK, Relay, now_unix, park_head, read_exact_n, read_to_close, status_and_code, wait_past,
+    OK, now_unix, park_head, read_exact_n, read_to_close, status_and_code, wait_past,
 };
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

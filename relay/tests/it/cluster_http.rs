@@ -5,7 +5,8 @@
 //! started again; a node killed with kill -9.
 
 use crate::cluster::{TestRedis, start_node, write_psk};
-use crate::tunnel::{Relay, metric_sum};
+use crate::relay::Relay;
+use crate::tunnel::metric_sum;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer as _, SigningKey};
