@@ -365,6 +365,10 @@ async fn supervise(
         Arc::new(hive),
     ];
     families.extend(stun.map(|s| Arc::new(s) as Arc<dyn ServiceFamily>));
+    // One tag table for `/services` and `CONNECT tag:` (docs/compat/qredo.md).
+    let mut tag_updates = qredo.link_tags();
+    let mut courier = crate::qredo::share::Courier::default();
+    let tag_reports = qredo.clone();
     families.push(Arc::new(qredo));
     for family in &families {
         family.start();
@@ -417,7 +421,14 @@ async fn supervise(
                 ready.map_err(io_err("waiting on the HTTP inbox"))?;
                 // `try_io` clears tokio's readiness when the drain ends in WouldBlock.
                 let _ = inbox.try_io(Interest::READABLE, || drain_inbox(&engine, &http));
+                crate::qredo::share::Courier::deliver(&tag_reports, engine.http_inbox().take_family_reports());
             }
+            Some(out) = async {
+                match tag_updates.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => courier.send(&engine, out),
             Some(reply) = stats_requests.recv() => answer_stats(&engine, reply),
             _ = hangup.recv() => reload(&engine, config),
             _ = terminate.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGTERM"),
@@ -428,6 +439,9 @@ async fn supervise(
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "checking workers"),
                 }
+                let restarted = engine.take_restarted();
+                courier.resend(&engine, &tag_reports, &restarted);
+                courier.flush(&engine);
             }
         }
     }

@@ -18,6 +18,7 @@ pub mod qredo_lf;
 pub mod qredo_ownership;
 pub mod stun_message;
 pub mod tag_proof;
+pub mod tag_sync;
 pub mod tag_target;
 pub mod tls_pin;
 
@@ -42,6 +43,7 @@ pub const TARGETS: &[Target] = &[
     ("qredo_ownership", qredo_ownership::run),
     ("stun_message", stun_message::run),
     ("tag_proof", tag_proof::run),
+    ("tag_sync", tag_sync::run),
     ("tag_target", tag_target::run),
     ("tls_pin", tls_pin::run),
 ];

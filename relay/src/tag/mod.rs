@@ -8,11 +8,14 @@
 //! - [`kdf`]: the Qredo hashed tag and the derived ownership key.
 //! - [`wire`]: the target, proof, options and challenge parsers; the pairing frames.
 //! - [`table`]: the sans-IO tag table (modes, durations, tombstones, replay cache).
+//! - [`sync`]: the messages that share the table with Qredo's `/services` (one tag
+//!   table for RPC and `CONNECT tag:`).
 //! - [`TagFamily`]: the [`SchemeFamily`] plugging it into the workers' router.
 //!
 //! Exact wire and security notes: `docs/compat/qredo.md`.
 
 pub mod kdf;
+pub mod sync;
 pub mod table;
 pub mod wire;
 
@@ -50,6 +53,9 @@ pub fn describe(app_id: &str, tag: &str) -> String {
 #[derive(Debug)]
 pub struct TagFamily {
     table: TagTable,
+    /// Reports for the supervisor ([`sync::Report`], encoded), taken by
+    /// [`Router::reports`].
+    reports: Vec<Vec<u8>>,
 }
 
 impl TagFamily {
@@ -57,6 +63,41 @@ impl TagFamily {
     pub fn new(limits: TagLimits) -> Self {
         Self {
             table: TagTable::new(limits),
+            reports: Vec::new(),
+        }
+    }
+
+    /// Applies one [`sync::Control`] from the supervisor at `now`; the room key of a
+    /// tag that is no longer live goes to `evict`.
+    pub fn apply(&mut self, control: sync::Control, now: u64, evict: &mut Vec<RendezvousKey>) {
+        let reply = match control {
+            sync::Control::Create { id, shared } => {
+                let answer = match self.table.share(&shared, true, now) {
+                    Ok(dead) => {
+                        if dead {
+                            evict.push(room_key(&shared.tag));
+                        }
+                        sync::Answer::Created
+                    }
+                    Err(answer) => answer,
+                };
+                Some((id, answer))
+            }
+            sync::Control::Put { shared } => {
+                match self.table.share(&shared, false, now) {
+                    Ok(true) => evict.push(room_key(&shared.tag)),
+                    Ok(false) => {}
+                    Err(answer) => {
+                        tracing::warn!(tag = %shared.tag.to_hex(), ?answer, "a tag shared with /services could not be stored")
+                    }
+                }
+                None
+            }
+            sync::Control::Claim { id, tag } => Some((id, self.table.claim(&tag, now))),
+        };
+        if let Some((id, answer)) = reply {
+            self.reports
+                .push(sync::Report::Reply { id, answer }.encode());
         }
     }
 
@@ -78,7 +119,10 @@ impl TagFamily {
         let proofs = head.header_count("proxy-authorization");
         if proofs == 0 {
             let challenge = wire::parse_challenge(head)?;
-            self.table.respond(&tag, now)?;
+            if self.table.respond(&tag, now)? == TagMode::SingleShot && self.table.is_shared(&tag) {
+                // `/services` must refuse RPC responders from now on.
+                self.reports.push(sync::Report::Consumed { tag }.encode());
+            }
             return Ok(Route::Reach(ReachPlan {
                 key: room_key(&tag),
                 greeting: tryst_engine::reject::OK_RESPONSE.to_vec(),
@@ -134,6 +178,19 @@ impl Router for TagFamily {
 
     fn evictions(&mut self, now_unix: u64, out: &mut Vec<RendezvousKey>) {
         self.table.evictions(now_unix, out);
+    }
+
+    /// A [`sync::Control`] from the supervisor (the scheme already stripped by the
+    /// relay's router); one that does not parse (only a bug sends it) is logged.
+    fn control(&mut self, message: &[u8], now_unix: u64, evict: &mut Vec<RendezvousKey>) {
+        match sync::Control::decode(message) {
+            Ok(control) => self.apply(control, now_unix, evict),
+            Err(e) => tracing::warn!(error = %e, "tag: unreadable control message ignored"),
+        }
+    }
+
+    fn reports(&mut self, out: &mut Vec<Vec<u8>>) {
+        out.append(&mut self.reports);
     }
 
     /// Nothing is loaded from disk: the family's state lives only in memory.
