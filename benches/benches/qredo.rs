@@ -9,83 +9,8 @@
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
-use tryst_relay::qredo::lf::{
-    self, Interchange, Limits, Outcome, PROTOCOL_VERSION, Record, Request, Response, Value,
-};
-use tryst_relay::qredo::rendezvous::{RendezvousLimits, RendezvousTable};
-
-const T0: u64 = 1_700_000_000_000;
-const TAG: [u8; 32] = [0x11; 32];
-
-fn request(op: &str, args: Vec<Value>) -> Request {
-    Request {
-        header: Interchange {
-            protocol: PROTOCOL_VERSION,
-            release: PROTOCOL_VERSION,
-            return_channel: b"client-1".to_vec(),
-            correlation: vec![7; 16],
-            service: "Rendezvous".into(),
-            operation: op.into(),
-        },
-        app_id: "com.example.chat".into(),
-        app_secret: vec![0x5e; 8],
-        args,
-    }
-}
-
-/// A `RendezvousCreationInfo` as the SDK sends it (anonymous, single response, 600 s).
-fn creation_info() -> Value {
-    let owner = ed25519_dalek::SigningKey::from_bytes(&TAG);
-    Value::Record(Record::new(
-        "RendezvousCreationInfo",
-        vec![
-            ("durationSeconds", Value::Set(vec![Value::Int32(600)])),
-            (
-                "encryptedResponderInfo",
-                Value::Record(Record::new(
-                    "EncryptedResponderInfo",
-                    vec![
-                        ("authenticationCode", Value::Bytes(vec![0xaa; 32])),
-                        (
-                            "authenticationType",
-                            Value::Record(Record::unit("RendezvousAnonymous")),
-                        ),
-                        ("value", Value::Bytes(vec![0x42; 120])),
-                    ],
-                )),
-            ),
-            ("hashedTag", Value::Quid(TAG)),
-            (
-                "ownershipPublicKey",
-                Value::Bytes(owner.verifying_key().to_bytes().to_vec()),
-            ),
-            (
-                "responseCountLimit",
-                Value::Record(Record::unit("RendezvousUnlimitedResponses")),
-            ),
-        ],
-    ))
-}
-
-fn response() -> Value {
-    Value::Record(Record::new(
-        "RendezvousResponse",
-        vec![
-            ("hashedTag", Value::Quid(TAG)),
-            ("responderAuthenticationCode", Value::Bytes(vec![3; 32])),
-            ("responderPublicKey", Value::Bytes(vec![4; 32])),
-        ],
-    ))
-}
-
-fn table() -> RendezvousTable {
-    let mut t = RendezvousTable::new(RendezvousLimits {
-        max_responses: usize::MAX,
-        ..RendezvousLimits::default()
-    });
-    t.create(&creation_info(), T0).expect("created");
-    t
-}
+use tryst_benches::qredo::{T0, creation_info, request, response, table};
+use tryst_relay::qredo::lf::{self, Limits, Outcome, Response};
 
 fn bench_codec(c: &mut Criterion) {
     let req = request("create", vec![creation_info()]);

@@ -420,3 +420,89 @@ mod tests {
         assert_eq!(wire::parse_target(&TAG.target()).expect("parses"), TAG);
     }
 }
+
+/// Fixtures of Qredo's `/services` benches (`benches/qredo.rs`) and of `qredo_cpu`: a
+/// `Rendezvous.create` request as the SDK sends it, a `respond`, and a table holding
+/// the rendezvous.
+pub mod qredo {
+    use tryst_relay::qredo::lf::{Interchange, PROTOCOL_VERSION, Record, Request, Value};
+    use tryst_relay::qredo::rendezvous::{RendezvousLimits, RendezvousTable};
+
+    /// The fixtures' time, unix ms.
+    pub const T0: u64 = 1_700_000_000_000;
+    /// The fixture hashed tag.
+    pub const TAG: [u8; 32] = [0x11; 32];
+
+    /// A `Rendezvous` request for `op` with `args`.
+    pub fn request(op: &str, args: Vec<Value>) -> Request {
+        Request {
+            header: Interchange {
+                protocol: PROTOCOL_VERSION,
+                release: PROTOCOL_VERSION,
+                return_channel: b"client-1".to_vec(),
+                correlation: vec![7; 16],
+                service: "Rendezvous".into(),
+                operation: op.into(),
+            },
+            app_id: "com.example.chat".into(),
+            app_secret: vec![0x5e; 8],
+            args,
+        }
+    }
+
+    /// A `RendezvousCreationInfo` as the SDK sends it (anonymous, unlimited, 600 s).
+    pub fn creation_info() -> Value {
+        let owner = ed25519_dalek::SigningKey::from_bytes(&TAG);
+        Value::Record(Record::new(
+            "RendezvousCreationInfo",
+            vec![
+                ("durationSeconds", Value::Set(vec![Value::Int32(600)])),
+                (
+                    "encryptedResponderInfo",
+                    Value::Record(Record::new(
+                        "EncryptedResponderInfo",
+                        vec![
+                            ("authenticationCode", Value::Bytes(vec![0xaa; 32])),
+                            (
+                                "authenticationType",
+                                Value::Record(Record::unit("RendezvousAnonymous")),
+                            ),
+                            ("value", Value::Bytes(vec![0x42; 120])),
+                        ],
+                    )),
+                ),
+                ("hashedTag", Value::Quid(TAG)),
+                (
+                    "ownershipPublicKey",
+                    Value::Bytes(owner.verifying_key().to_bytes().to_vec()),
+                ),
+                (
+                    "responseCountLimit",
+                    Value::Record(Record::unit("RendezvousUnlimitedResponses")),
+                ),
+            ],
+        ))
+    }
+
+    /// A `RendezvousResponse` to [`TAG`].
+    pub fn response() -> Value {
+        Value::Record(Record::new(
+            "RendezvousResponse",
+            vec![
+                ("hashedTag", Value::Quid(TAG)),
+                ("responderAuthenticationCode", Value::Bytes(vec![3; 32])),
+                ("responderPublicKey", Value::Bytes(vec![4; 32])),
+            ],
+        ))
+    }
+
+    /// A table holding the rendezvous of [`creation_info`] (no response cap).
+    pub fn table() -> RendezvousTable {
+        let mut t = RendezvousTable::new(RendezvousLimits {
+            max_responses: usize::MAX,
+            ..RendezvousLimits::default()
+        });
+        t.create(&creation_info(), T0).expect("created");
+        t
+    }
+}

@@ -163,6 +163,20 @@ pub trait Router {
     fn claim_refused(&mut self, key: &str, now_unix: u64) {
         let _ = (key, now_unix);
     }
+    /// A family control message from the supervisor (`Engine::send_family`), delivered
+    /// to the worker owning the key it was sent for. The engine does not read it; keys
+    /// whose parked connections must be closed now are appended to `evict`. The default
+    /// ignores it.
+    fn control(&mut self, message: &[u8], now_unix: u64, evict: &mut Vec<RendezvousKey>) {
+        let _ = (message, now_unix, evict);
+    }
+    /// Messages for the supervisor (family reports, e.g. a tag consumed by a tunnel, or
+    /// the answer to a control message), appended to `out`. The worker asks once per
+    /// loop turn and sends each to the supervisor, which reads them with
+    /// `HttpInbox::take_family_reports`. The default has none.
+    fn reports(&mut self, out: &mut Vec<Vec<u8>>) {
+        let _ = out;
+    }
 }
 
 /// Looks up per-id secrets for the native proof.

@@ -24,6 +24,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Side-by-side benchmarks: direct, tryst (each data path), HAProxy, bore.
     Compare(Box<CompareArgs>),
+    /// Qredo's `/services` RPC: `Rendezvous` creates and responds per second over HTTP
+    /// and WebSocket, against a local relay or `--relay`.
+    Qredo(Box<QredoArgs>),
     /// Internal: a worker process of a capacity run (spec on stdin).
     #[command(name = "__worker", hide = true)]
     Worker,
@@ -306,6 +309,64 @@ pub(crate) struct CompareArgs {
     /// Write the results as JSON.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
+}
+
+/// Options of `loadgen qredo`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct QredoArgs {
+    /// Drive this relay (started with `--qredo-open true` or with an app named
+    /// `loadgen` and an empty secret) instead of starting one; its CPU is not measured.
+    #[arg(long)]
+    pub(crate) relay: Option<SocketAddr>,
+    /// The tryst binary for the local relay (default: next to loadgen, or $TRYST_BIN).
+    #[arg(long)]
+    pub(crate) tryst: Option<PathBuf>,
+    /// Repetitions of the four phases (medians and spreads need at least 3).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) repetitions: usize,
+    /// Duration of each phase.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub(crate) duration: Duration,
+    /// Keep-alive HTTP connections (one request in flight on each).
+    #[arg(long, default_value_t = 16)]
+    pub(crate) connections: usize,
+    /// WebSockets.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) sockets: usize,
+    /// Requests in flight per WebSocket (the relay answers up to 16 at once per socket).
+    #[arg(long, default_value_t = 8)]
+    pub(crate) in_flight: usize,
+    /// Generator threads (one event loop shared by all connections).
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
+    /// Pin the local relay to these CPUs (`taskset -c` syntax), e.g. `1` for one core.
+    #[arg(long)]
+    pub(crate) pin_relay: Option<String>,
+    /// Write the results as JSON.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+}
+
+impl QredoArgs {
+    /// Checks the options.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.repetitions < 3 {
+            bail!("--repetitions must be at least 3 (medians and spreads need them)");
+        }
+        if self.duration < Duration::from_millis(100) {
+            bail!("--duration must be at least 100ms");
+        }
+        if !(1..=4096).contains(&self.connections) || !(1..=1024).contains(&self.sockets) {
+            bail!("--connections must be 1 to 4096 and --sockets 1 to 1024");
+        }
+        if !(1..=16).contains(&self.in_flight) {
+            bail!("--in-flight must be 1 to 16 (the relay's limit per socket)");
+        }
+        if !(1..=64).contains(&self.threads) {
+            bail!("--threads must be 1 to 64");
+        }
+        Ok(())
+    }
 }
 
 /// A target `compare` knows; its spelling (clap's kebab-case of the variant) is the one

@@ -7,6 +7,8 @@
 //!   exceed the 20,000 fd per-process limit.
 //! - `loadgen compare`: the same workloads against direct loopback, tryst (each data
 //!   path), HAProxy (splice and copy) and bore, interleaved, with medians and spreads.
+//! - `loadgen qredo`: Qredo's `/services` RPC, creates and responds per second over HTTP
+//!   and WebSocket, with medians and spreads.
 #![forbid(unsafe_code)]
 
 mod capacity;
@@ -16,6 +18,7 @@ mod net;
 mod pattern;
 mod procfs;
 mod proto;
+mod qredo;
 mod relay;
 mod report;
 mod stats;
@@ -44,6 +47,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Some(cli::Command::Worker) => worker::main().map(|()| true),
         Some(cli::Command::Compare(args)) => compare::main(&args),
+        Some(cli::Command::Qredo(args)) => qredo::main(&args),
         None => capacity::main(&cli.capacity),
     };
     match result {

@@ -228,6 +228,14 @@ pub struct Opened {
     stun: Option<std::net::UdpSocket>,
 }
 
+impl Opened {
+    /// Qredo's service, for the link between its `/services` rendezvous and the `tag:`
+    /// family's tables in the workers (one tag table; docs/compat/qredo.md).
+    pub fn qredo(&self) -> &qredo::Qredo {
+        &self.qredo
+    }
+}
+
 /// Opens every family's files and stores (the supervisor, once, at start; `started` is
 /// its start second, the replay floor).
 pub fn open(configs: &FamilyConfigs, started: u64) -> Result<Opened, FamilyError> {

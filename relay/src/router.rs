@@ -6,6 +6,10 @@
 //! decided by that family on either transport; everything else goes to the compat router
 //! unchanged. Each family derives its keys in its own [`tryst_engine::target::KeySpace`],
 //! so no family can reach another's parked connections. Pure: no I/O, no clock reads.
+//!
+//! Family control messages ([`Router::control`]) and reports ([`Router::reports`])
+//! travel with the family's scheme in front ([`family_message`]); the router strips it
+//! and passes the rest to that family.
 
 use tryst_engine::head::{Method, RequestHead};
 use tryst_engine::node::CompatRouter;
@@ -144,6 +148,43 @@ impl<S: SecretSource> Router for RelayRouter<S> {
             family.claim_refused(key, now_unix);
         }
     }
+
+    /// A family control message starts with its family's scheme (e.g. `tag:`), which is
+    /// stripped before the family sees it; one naming no family is ignored.
+    fn control(&mut self, message: &[u8], now_unix: u64, evict: &mut Vec<RendezvousKey>) {
+        match self
+            .families
+            .iter_mut()
+            .find(|f| message.starts_with(f.scheme().as_bytes()))
+        {
+            Some(family) => {
+                let scheme = family.scheme().len();
+                family.control(&message[scheme..], now_unix, evict);
+            }
+            None => tracing::warn!("a family control message names no family; ignored"),
+        }
+    }
+
+    /// Each family's reports, prefixed with its scheme (see [`family_message`]).
+    fn reports(&mut self, out: &mut Vec<Vec<u8>>) {
+        let mut reports = Vec::new();
+        for family in &mut self.families {
+            family.reports(&mut reports);
+            let scheme = family.scheme().as_bytes();
+            out.extend(reports.drain(..).map(|r| [scheme, r.as_slice()].concat()));
+        }
+    }
+}
+
+/// A family control message or report as it travels: the family's scheme, then the
+/// family's own bytes. The inverse is [`split_family_message`].
+pub fn family_message(scheme: &str, body: &[u8]) -> Vec<u8> {
+    [scheme.as_bytes(), body].concat()
+}
+
+/// The body of a family message whose scheme is `scheme`, or `None`.
+pub fn split_family_message<'m>(scheme: &str, message: &'m [u8]) -> Option<&'m [u8]> {
+    message.strip_prefix(scheme.as_bytes())
 }
 
 #[cfg(test)]

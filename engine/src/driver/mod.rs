@@ -282,6 +282,9 @@ pub struct HttpInbox {
     buf: std::sync::Mutex<Vec<u8>>,
     lost: shm::LostCounter,
     claims: std::sync::OnceLock<ClaimSink>,
+    /// Family reports from workers ([`Router::reports`]) received by `try_recv`, kept
+    /// for [`HttpInbox::take_family_reports`] (bounded: the oldest go beyond it).
+    reports: std::sync::Mutex<std::collections::VecDeque<Vec<u8>>>,
 }
 
 /// Where [`HttpInbox::try_recv`] passes the workers' cluster-wide claims.
@@ -323,6 +326,10 @@ impl ClaimAnswerer {
     }
 }
 
+/// Most family reports [`HttpInbox`] keeps between two
+/// [`HttpInbox::take_family_reports`] calls.
+const MAX_QUEUED_REPORTS: usize = 65_536;
+
 impl HttpInbox {
     /// Routes the workers' cluster-wide claims to `sink` (called from
     /// [`HttpInbox::try_recv`]; must not block). Set once; later calls are ignored.
@@ -358,10 +365,27 @@ impl HttpInbox {
                         (sink.0)(request);
                     }
                 }
+                Some(msg::Message::Family(report)) => {
+                    let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+                    if reports.len() >= MAX_QUEUED_REPORTS {
+                        reports.pop_front();
+                        tracing::warn!("family reports are not being read; the oldest is dropped");
+                    }
+                    reports.push_back(report);
+                }
                 // Control messages are never sent to the supervisor.
                 Some(_) => {}
             }
         }
+    }
+}
+
+impl HttpInbox {
+    /// The family reports workers sent ([`Router::reports`]) that [`HttpInbox::try_recv`]
+    /// received so far, oldest first. Call it after draining `try_recv`.
+    pub fn take_family_reports(&self) -> Vec<Vec<u8>> {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.drain(..).collect()
     }
 }
 
@@ -438,6 +462,9 @@ pub struct Engine {
     cluster: cluster::ClusterInbox,
     stats: SharedStats,
     shutdown_started: Option<Instant>,
+    placement: Placement,
+    /// Workers started again since the last [`Engine::take_restarted`].
+    restarted: Vec<usize>,
 }
 
 fn dgram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -513,9 +540,12 @@ impl Engine {
                 buf: std::sync::Mutex::new(Vec::new()),
                 lost: stats.http_lost(),
                 claims: std::sync::OnceLock::new(),
+                reports: std::sync::Mutex::new(std::collections::VecDeque::new()),
             },
             stats,
             shutdown_started: None,
+            placement,
+            restarted: Vec::new(),
         };
         for i in 0..workers {
             engine.spawn(i)?;
@@ -585,6 +615,9 @@ impl Engine {
         tracing::debug!(worker = index, pid = child.id(), "worker started");
         self.slots[index].child = Some(child);
         self.slots[index].started = Instant::now();
+        if self.slots[index].restarts > 0 {
+            self.restarted.push(index);
+        }
         Ok(())
     }
 
@@ -615,6 +648,42 @@ impl Engine {
                 .map(|s| s.inbox_send.try_clone())
                 .collect::<io::Result<_>>()?,
         })
+    }
+
+    /// The worker owning `key` (the same answer every worker computes).
+    pub fn owner(&self, key: &crate::target::RendezvousKey) -> usize {
+        key.owner(&self.placement)
+    }
+
+    /// Sends a family control message to the worker owning `key`, which passes it to its
+    /// [`Router::control`]. Messages to one worker arrive in the order sent (also across
+    /// a restart: they wait in its inbox). `Err(WouldBlock)` when its inbox is full.
+    pub fn send_family(
+        &self,
+        key: &crate::target::RendezvousKey,
+        message: &[u8],
+    ) -> io::Result<()> {
+        self.send_family_to(self.owner(key), message)
+    }
+
+    /// Sends a family control message to worker `index` (see [`Engine::send_family`]).
+    pub fn send_family_to(&self, index: usize, message: &[u8]) -> io::Result<()> {
+        let slot = self
+            .slots
+            .get(index)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no such worker"))?;
+        msg::send_family(slot.inbox_send.as_fd(), message)
+    }
+
+    /// Workers restarted (after dying) since the last call: a family that keeps state in
+    /// the workers re-sends what the replacement must hold.
+    pub fn take_restarted(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.restarted)
+    }
+
+    /// Worker processes.
+    pub fn workers(&self) -> usize {
+        self.slots.len()
     }
 
     /// Where handed-off HTTP connections arrive.

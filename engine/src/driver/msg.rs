@@ -1,6 +1,7 @@
 //! Messages between processes over unix datagram sockets: a connection handed to its
 //! owner worker or to the supervisor's HTTP inbox (descriptor via `SCM_RIGHTS`, plus
-//! every byte already read from it), and control messages from the supervisor.
+//! every byte already read from it), and control messages from the supervisor; family
+//! control messages both ways (opaque to the engine: the relay's families define them).
 
 use super::Origin;
 use crate::route::Transport;
@@ -30,6 +31,7 @@ const KIND_CLAIM: u8 = 10;
 const KIND_VERDICT: u8 = 11;
 /// Close what is parked under a key (another node's newer replace park).
 const KIND_EVICT: u8 = 12;
+const KIND_FAMILY: u8 = 13;
 
 /// A received message.
 #[derive(Debug)]
@@ -59,6 +61,9 @@ pub(crate) enum Message {
     Reload,
     /// Stop accepting, drain, exit.
     Shutdown,
+    /// A family control message (supervisor -> owner worker, or a worker's report to the
+    /// supervisor): bytes only the relay's families read.
+    Family(Vec<u8>),
     /// A connection whose descriptor the kernel could not install here (`MSG_CTRUNC`:
     /// the receiver's descriptor table was full). The connection is gone: the sender
     /// closed its copy and the kernel closed the one in flight. The receiver counts and
@@ -203,6 +208,28 @@ pub(crate) fn send_shutdown(sock: BorrowedFd<'_>) -> io::Result<()> {
     send_kind(sock, KIND_SHUTDOWN)
 }
 
+/// Sends a family control message (see [`Message::Family`]). `Err(WouldBlock)` when the
+/// receiver's queue is full.
+pub(crate) fn send_family(sock: BorrowedFd<'_>, payload: &[u8]) -> io::Result<()> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "payload too large",
+        ));
+    }
+    let kind = [KIND_FAMILY];
+    let iov = [IoSlice::new(&kind), IoSlice::new(payload)];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+    .map_err(io::Error::from)
+}
+
 /// Receives one message without blocking; `Ok(None)` when none is queued. Malformed
 /// messages (which only a bug could produce) are dropped, closing any descriptor.
 pub(crate) fn try_recv(sock: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<Option<Message>> {
@@ -317,6 +344,11 @@ fn recv_with(
             }
             (Some(KIND_RELOAD), _) => Some(Message::Reload),
             (Some(KIND_SHUTDOWN), _) => Some(Message::Shutdown),
+            // A descriptor never comes with a family message; one that did is closed
+            // (dropped with `fds`).
+            (Some(KIND_FAMILY), n) if n <= MAX_PAYLOAD + 1 => {
+                Some(Message::Family(buf[1..n].to_vec()))
+            }
             _ => None,
         };
         if let Some(m) = msg {
@@ -415,6 +447,31 @@ mod tests {
             Some(Message::Injected(_, bytes, Transport::Plain)) => assert_eq!(bytes, b"CONN"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_family_message_arrives_whole_and_in_order() {
+        let (a, b) = pair();
+        send_family(a.as_fd(), b"tag:\x01payload").unwrap();
+        send_family(a.as_fd(), b"").unwrap();
+        send_reload(a.as_fd()).unwrap();
+        let mut buf = Vec::new();
+        match try_recv(b.as_fd(), &mut buf).unwrap() {
+            Some(Message::Family(bytes)) => assert_eq!(bytes, b"tag:\x01payload"),
+            other => panic!("{other:?}"),
+        }
+        match try_recv(b.as_fd(), &mut buf).unwrap() {
+            Some(Message::Family(bytes)) => assert!(bytes.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            try_recv(b.as_fd(), &mut buf).unwrap(),
+            Some(Message::Reload)
+        ));
+        assert!(
+            send_family(a.as_fd(), &vec![0; MAX_PAYLOAD + 1]).is_err(),
+            "oversized"
+        );
     }
 
     #[test]

@@ -217,6 +217,9 @@ pub(crate) struct Worker<R> {
     /// Next time the router is asked for keys to evict ([`Router::evictions`]).
     next_eviction_poll: Instant,
     evict_keys: Vec<RendezvousKey>,
+    /// Family reports the router produced ([`Router::reports`]) not yet sent to the
+    /// supervisor (its inbox was full); retried every turn, oldest first.
+    pending_reports: VecDeque<Vec<u8>>,
     scratch: Vec<u8>,
     msg_buf: Vec<u8>,
     cqes: Vec<(u64, i32, u32)>,
@@ -299,6 +302,7 @@ impl<R: Router> Worker<R> {
             next_fd_count: now,
             next_eviction_poll: now,
             evict_keys: Vec::new(),
+            pending_reports: VecDeque::new(),
             scratch: vec![0; 64 * 1024],
             msg_buf: Vec::new(),
             cqes: Vec::with_capacity(1024),
@@ -310,10 +314,13 @@ impl<R: Router> Worker<R> {
 
     /// Runs until shutdown completes.
     pub(crate) fn run(mut self) -> io::Result<()> {
+        // What waits in the inbox goes first (it also arms the inbox): a replacement
+        // worker applies the family control messages the supervisor queued for it
+        // (`Engine::take_restarted`) before it accepts a connection they concern.
+        self.on_inbox();
         for i in 0..self.listeners.len() {
             self.arm_accept(i);
         }
-        self.arm_inbox();
         loop {
             self.wait()?;
             self.now = Instant::now();
@@ -722,6 +729,7 @@ impl<R: Router> Worker<R> {
                     }
                 }
                 Ok(Some(Message::Shutdown)) => self.begin_shutdown(),
+                Ok(Some(Message::Family(bytes))) => self.on_family_message(&bytes),
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(worker = self.index, error = %e, "inbox receive failed");

@@ -622,3 +622,67 @@ fn compare_refuses_bad_pairing_generator_options() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }
+
+/// `loadgen qredo` against a local relay: every phase over both transports runs with
+/// zero errors, and the report has a median and spread for each phase. No speed is
+/// asserted.
+#[test]
+fn qredo_creates_and_responds_over_http_and_websocket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, r, out) = run_json(
+        &[
+            "qredo",
+            "--repetitions",
+            "3",
+            "--duration",
+            "200ms",
+            "--connections",
+            "4",
+            "--sockets",
+            "2",
+            "--in-flight",
+            "4",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(r["errors"].as_object().unwrap().is_empty(), "{out}");
+    let cells = r["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 12, "{out}");
+    for c in cells {
+        let m = &c["metrics"];
+        assert!(m["count"].as_f64().unwrap() >= 1.0, "{c}");
+        assert_eq!(m["errors"], 0.0, "{c}");
+        assert!(m["p50_us"].as_f64().unwrap() > 0.0, "{c}");
+        assert!(m["relay_cpu_us"].as_f64().is_some(), "{c}");
+    }
+    for phase in ["create-http", "respond-http", "create-ws", "respond-ws"] {
+        let row = r["summary"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["phase"] == phase && row["metric"] == "per_s")
+            .unwrap_or_else(|| panic!("{phase}: {out}"));
+        assert_eq!(row["samples"], 3, "{row}");
+        assert!(row["min"].as_f64() <= row["median"].as_f64(), "{row}");
+        assert!(row["median"].as_f64() <= row["max"].as_f64(), "{row}");
+    }
+}
+
+#[test]
+fn qredo_refuses_bad_options_before_starting_anything() {
+    for (args, message) in [
+        (&["--repetitions", "2"][..], "--repetitions"),
+        (&["--in-flight", "17"], "--in-flight"),
+        (&["--connections", "0"], "--connections"),
+    ] {
+        let out = Command::new(loadgen())
+            .arg("qredo")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{args:?}: {err}");
+    }
+}

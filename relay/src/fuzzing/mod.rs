@@ -21,6 +21,7 @@ pub mod qredo_ownership;
 pub mod serve_config;
 pub mod stun_message;
 pub mod tag_proof;
+pub mod tag_sync;
 pub mod tag_target;
 pub mod tls_pin;
 
@@ -48,6 +49,7 @@ pub const TARGETS: &[Target] = &[
     ("serve_config", serve_config::run),
     ("stun_message", stun_message::run),
     ("tag_proof", tag_proof::run),
+    ("tag_sync", tag_sync::run),
     ("tag_target", tag_target::run),
     ("tls_pin", tls_pin::run),
 ];

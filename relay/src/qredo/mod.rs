@@ -6,6 +6,8 @@
 //! - [`rendezvous`]: the sans-IO `Rendezvous` table (takes `now`).
 //! - [`store`]: the durable `Conversations` queues (redb).
 //! - [`service`]: [`Qredo`], the RPC core and its `POST /services` adapter.
+//! - [`share`]: the link to the workers' `tag:` tables (one tag table for RPC and
+//!   `CONNECT tag:`).
 //! - [`ws`]: the WebSocket at `/services` (several requests in flight, subscriptions).
 //! - here: [`QredoConfig`], [`QredoSettings`] (its flags) and [`resolve`].
 //!
@@ -22,6 +24,7 @@ pub mod lf;
 pub mod ownership;
 pub mod rendezvous;
 pub mod service;
+pub mod share;
 pub mod store;
 pub mod ws;
 

@@ -18,6 +18,9 @@
 use super::Failure;
 use super::lf::{DateTime, Record, Value};
 use super::ownership::{self, Op, ReplayCache};
+use crate::tag::kdf::HashedTag;
+use crate::tag::sync::SharedTag;
+use crate::tag::wire::TagMode;
 use ed25519_dalek::VerifyingKey;
 use std::collections::HashMap;
 
@@ -61,6 +64,13 @@ struct Entry {
     deactivated_at_ms: Option<u64>,
     /// `RendezvousResponse` records with their sequence numbers (1, 2, ...).
     responses: Vec<(i64, Record)>,
+    /// The duration asked for at the last `create` or `activate`, seconds (shared with
+    /// the `tag:` family: a park naming another `Tag-Duration` conflicts).
+    requested_secs: u64,
+    /// A single-response rendezvous whose response was taken outside this table (by a
+    /// `CONNECT tag:` responder, as the owner worker reported): `respond` is
+    /// `Rejected(MaxResponseCountReached)`.
+    consumed_elsewhere: bool,
 }
 
 impl Entry {
@@ -149,6 +159,63 @@ impl RendezvousTable {
         self.entries.values().filter(|e| e.active(now_ms)).count()
     }
 
+    /// The entry of `tag` as the `tag:` family's table must hold it (see
+    /// [`crate::tag::sync`]), if there is one.
+    pub fn shared(&self, tag: &[u8; 32], now_ms: u64) -> Option<SharedTag> {
+        let e = self.entries.get(tag)?;
+        Some(SharedTag {
+            tag: HashedTag(*tag),
+            owner: e.owner.to_bytes(),
+            mode: if e.single {
+                TagMode::SingleShot
+            } else {
+                TagMode::LongTerm
+            },
+            requested_duration_secs: e.requested_secs,
+            expires_at: e.expires_at_ms / 1000,
+            active: e.active(now_ms),
+            consumed: e.single && (e.consumed_elsewhere || !e.responses.is_empty()),
+        })
+    }
+
+    /// Every entry as [`RendezvousTable::shared`] gives it (for a restarted worker).
+    pub fn all_shared(&self, now_ms: u64) -> Vec<SharedTag> {
+        self.entries
+            .keys()
+            .filter_map(|tag| self.shared(tag, now_ms))
+            .collect()
+    }
+
+    /// The hashed tag of a `RendezvousResponse`, when it names a single-response
+    /// rendezvous that is active and still unanswered here: its response must first be
+    /// claimed from the owner worker, which decides single-shot consumption.
+    pub fn needs_claim(&self, response: &Value, now_ms: u64) -> Option<[u8; 32]> {
+        let tag = *response
+            .as_record()
+            .ok()?
+            .field("hashedTag")
+            .and_then(Value::as_quid)
+            .ok()?;
+        let e = self.entries.get(&tag)?;
+        (e.single && e.active(now_ms) && e.responses.is_empty() && !e.consumed_elsewhere)
+            .then_some(tag)
+    }
+
+    /// The single response of `tag` was taken outside this table (a tunnel responder, or
+    /// another RPC responder whose claim won).
+    pub fn mark_consumed(&mut self, tag: &[u8; 32]) {
+        if let Some(e) = self.entries.get_mut(tag)
+            && e.single
+        {
+            e.consumed_elsewhere = true;
+        }
+    }
+
+    /// Forgets `tag` (a `create` the owner worker refused).
+    pub fn forget(&mut self, tag: &[u8; 32]) {
+        self.entries.remove(tag);
+    }
+
     fn duration_ms(&self, requested: Option<i32>) -> Result<u64, Failure> {
         let max = self.limits.max_duration_secs;
         let secs = match requested {
@@ -230,6 +297,8 @@ impl RendezvousTable {
                 expires_at_ms,
                 deactivated_at_ms: None,
                 responses: Vec::new(),
+                requested_secs: duration_ms / 1000,
+                consumed_elsewhere: false,
             },
         );
         Ok(Value::Record(Record::new(
@@ -281,6 +350,7 @@ impl RendezvousTable {
         let entry = self.owned(tag, sig, Op::Create, &data, now_ms)?;
         entry.deactivated_at_ms = None;
         entry.expires_at_ms = now_ms.saturating_add(duration_ms);
+        entry.requested_secs = duration_ms / 1000;
         Ok(Value::Record(Record::new(
             "RendezvousActivated",
             vec![("expiresAt", Value::Set(vec![at(entry.expires_at_ms)]))],
@@ -300,7 +370,14 @@ impl RendezvousTable {
                     Value::Set(entry.deactivated_at_ms.map(at).into_iter().collect()),
                 ),
                 ("expiresAt", Value::Set(vec![at(entry.expires_at_ms)])),
-                ("numOfResponses", Value::Int64(entry.responses.len() as i64)),
+                (
+                    "numOfResponses",
+                    // A response a tunnel took counts as the single one.
+                    Value::Int64(
+                        entry.responses.len() as i64
+                            + i64::from(entry.consumed_elsewhere && entry.responses.is_empty()),
+                    ),
+                ),
                 ("responseCountLimit", limit_value(entry.single)),
             ],
         )))
@@ -313,6 +390,26 @@ impl RendezvousTable {
         &mut self,
         response: &Value,
         now_ms: u64,
+    ) -> Result<(Value, Option<Registered>), Failure> {
+        self.respond_with(response, now_ms, false)
+    }
+
+    /// [`RendezvousTable::respond`] for a responder whose claim on a single-response
+    /// rendezvous the owner worker granted (see [`RendezvousTable::needs_claim`]): a
+    /// consumption reported meanwhile by a losing claim does not refuse it.
+    pub fn respond_claimed(
+        &mut self,
+        response: &Value,
+        now_ms: u64,
+    ) -> Result<(Value, Option<Registered>), Failure> {
+        self.respond_with(response, now_ms, true)
+    }
+
+    fn respond_with(
+        &mut self,
+        response: &Value,
+        now_ms: u64,
+        claimed: bool,
     ) -> Result<(Value, Option<Registered>), Failure> {
         let bad = |_| Failure::BadArguments;
         let rec = response.as_record().map_err(bad)?;
@@ -349,7 +446,7 @@ impl RendezvousTable {
         } else {
             self.limits.max_responses
         };
-        if entry.responses.len() >= cap {
+        if entry.responses.len() >= cap || (entry.consumed_elsewhere && !claimed) {
             return Ok((rejected("RendezvousResponseMaxResponseCountReached"), None));
         }
         let seq = entry.responses.len() as i64 + 1;

@@ -8,10 +8,13 @@ use super::lf::{
 };
 use super::ownership::{self, Op, ReplayCache};
 use super::rendezvous::RendezvousTable;
+use super::share::{Outgoing, TagLink};
 use super::store::{ConversationStore, StoreError};
 use super::{Failure, QredoConfig, QredoError};
 use crate::body::BodyError;
 use crate::clock::unix_now_ms;
+use crate::tag::kdf::HashedTag;
+use crate::tag::sync::{Answer, Control, SharedTag};
 use http_body_util::Full;
 use hyper::body::{Body, Bytes};
 use hyper::header::{self, HeaderValue};
@@ -20,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 /// The path the SDK posts to.
 pub const PATH: &str = "/services";
@@ -67,6 +70,8 @@ struct Inner {
     queue_replay: Mutex<ReplayCache>,
     store: Arc<ConversationStore>,
     counters: Counters,
+    /// Set once the relay links the table with the workers' (`link_tags`).
+    link: std::sync::OnceLock<TagLink>,
 }
 
 #[derive(Debug, Default)]
@@ -140,6 +145,7 @@ impl Qredo {
                 apps,
                 store: Arc::new(store),
                 counters: Counters::default(),
+                link: std::sync::OnceLock::new(),
                 events: broadcast::channel(EVENT_BUFFER).0,
                 subscriptions: Arc::new(AtomicU64::new(0)),
                 sockets: Arc::new(tokio::sync::Semaphore::new(config.max_sockets)),
@@ -275,39 +281,7 @@ impl Qredo {
                 [] => Ok(Value::Bool(true)),
                 _ => Err(Failure::BadArguments),
             },
-            ("Rendezvous", op) => {
-                let mut t = lock(&self.inner.rendezvous);
-                match (op, args) {
-                    ("create", [info]) => t.create(info, now),
-                    ("activate", [tag, duration, sig]) => t.activate(tag, duration, sig, now),
-                    ("getInfo", [tag, sig]) => t.get_info(tag, sig, now),
-                    ("respond", [response]) => {
-                        let (v, registered) = t.respond(response, now)?;
-                        if let Some(r) = registered {
-                            // No subscriber is fine.
-                            let _ = self.inner.events.send(Event::Response {
-                                tag: r.tag,
-                                value: r.value,
-                            });
-                        }
-                        Ok(v)
-                    }
-                    ("getResponses", [tag, after, sig]) => t.get_responses(tag, after, sig, now),
-                    ("deactivate", [tag, sig]) => t.deactivate(tag, sig, now),
-                    ("subscribeToResponses", [_, _]) => Err(Failure::NeedsWebSocket),
-                    (
-                        "create"
-                        | "activate"
-                        | "getInfo"
-                        | "respond"
-                        | "getResponses"
-                        | "deactivate"
-                        | "subscribeToResponses",
-                        _,
-                    ) => Err(Failure::BadArguments),
-                    _ => Err(Failure::UnknownOperation),
-                }
-            }
+            ("Rendezvous", op) => self.rendezvous(op, args, now).await,
             ("Conversations", op) => match (op, args) {
                 ("publish", [queue, item, sig]) => self.publish(queue, item, sig, now).await,
                 ("queryItems", [queue, after, fetch, sig]) => {
@@ -324,6 +298,159 @@ impl Qredo {
             },
             _ => Err(Failure::UnknownService),
         }
+    }
+
+    /// The `Rendezvous` operations. With a [`TagLink`] (a relay with workers), the owner
+    /// worker's `tag:` table is kept in step: a creation is answered once the worker has
+    /// it (or refused it), `activate`/`deactivate` send the new state, and a response to
+    /// a single-response rendezvous is first claimed from the worker, which decides
+    /// single-shot consumption for RPC and tunnel responders alike.
+    async fn rendezvous(&self, op: &str, args: &[Value], now: u64) -> Result<Value, Failure> {
+        let table = || lock(&self.inner.rendezvous);
+        let link = self.inner.link.get();
+        match (op, args) {
+            ("create", [info]) => {
+                let created = table().create(info, now)?;
+                let Some(link) = link else {
+                    return Ok(created);
+                };
+                let tag = info
+                    .as_record()
+                    .and_then(|r| r.field("hashedTag"))
+                    .and_then(Value::as_quid)
+                    .copied();
+                let shared = match (&created, tag) {
+                    (Value::Record(r), Ok(tag)) if r.name == "RendezvousCreated" => {
+                        table().shared(&tag, now)
+                    }
+                    _ => None,
+                };
+                let Some(shared) = shared else {
+                    return Ok(created);
+                };
+                let tag = shared.tag.0;
+                match link.ask(tag, |id| Control::Create { id, shared }).await {
+                    Some(Answer::Created) => Ok(created),
+                    Some(Answer::Exists) => {
+                        table().forget(&tag);
+                        Ok(Value::Record(lf::Record::unit("RendezvousAlreadyExists")))
+                    }
+                    answer => {
+                        table().forget(&tag);
+                        if answer.is_none() {
+                            // The worker may still apply the creation later: retire it.
+                            link.put(SharedTag {
+                                active: false,
+                                ..shared
+                            })
+                            .await;
+                        }
+                        Err(Failure::Busy)
+                    }
+                }
+            }
+            ("activate", [tag, duration, sig]) => {
+                let v = table().activate(tag, duration, sig, now)?;
+                self.share_state(tag, now).await;
+                Ok(v)
+            }
+            ("deactivate", [tag, sig]) => {
+                let v = table().deactivate(tag, sig, now)?;
+                self.share_state(tag, now).await;
+                Ok(v)
+            }
+            ("getInfo", [tag, sig]) => table().get_info(tag, sig, now),
+            ("respond", [response]) => {
+                let mut claimed = false;
+                let claim = link.zip(table().needs_claim(response, now));
+                if let Some((link, tag)) = claim {
+                    let answer = link
+                        .ask(tag, |id| Control::Claim {
+                            id,
+                            tag: HashedTag(tag),
+                        })
+                        .await;
+                    match answer {
+                        Some(Answer::Claimed) => claimed = true,
+                        // Refused below as `Rejected(MaxResponseCountReached)`.
+                        Some(Answer::Consumed) => table().mark_consumed(&tag),
+                        _ => return Err(Failure::Busy),
+                    }
+                }
+                let (v, registered) = if claimed {
+                    table().respond_claimed(response, now)?
+                } else {
+                    table().respond(response, now)?
+                };
+                if let Some(r) = registered {
+                    // No subscriber is fine.
+                    let _ = self.inner.events.send(Event::Response {
+                        tag: r.tag,
+                        value: r.value,
+                    });
+                }
+                Ok(v)
+            }
+            ("getResponses", [tag, after, sig]) => table().get_responses(tag, after, sig, now),
+            ("subscribeToResponses", [_, _]) => Err(Failure::NeedsWebSocket),
+            (
+                "create"
+                | "activate"
+                | "getInfo"
+                | "respond"
+                | "getResponses"
+                | "deactivate"
+                | "subscribeToResponses",
+                _,
+            ) => Err(Failure::BadArguments),
+            _ => Err(Failure::UnknownOperation),
+        }
+    }
+
+    /// Sends `tag`'s state to its owner worker (when linked).
+    async fn share_state(&self, tag: &Value, now: u64) {
+        let Some(link) = self.inner.link.get() else {
+            return;
+        };
+        let Ok(tag) = tag.as_quid() else {
+            return;
+        };
+        let shared = lock(&self.inner.rendezvous).shared(tag, now);
+        if let Some(shared) = shared {
+            link.put(shared).await;
+        }
+    }
+
+    /// Links the `Rendezvous` table with the workers' `tag:` tables (once; later calls
+    /// get `None`): the supervisor's loop sends each returned [`Outgoing`] to the worker
+    /// owning its tag and passes the workers' `tag:` reports to
+    /// [`Qredo::on_tag_report`].
+    pub fn link_tags(&self) -> Option<mpsc::Receiver<Outgoing>> {
+        let (link, rx) = TagLink::new();
+        self.inner.link.set(link).ok().map(|()| rx)
+    }
+
+    /// A `tag:` report from a worker (the scheme stripped).
+    pub fn on_tag_report(&self, report: &[u8]) {
+        let Some(link) = self.inner.link.get() else {
+            return;
+        };
+        if let Some(tag) = link.on_report(report) {
+            lock(&self.inner.rendezvous).mark_consumed(&tag);
+        }
+    }
+
+    /// Every rendezvous as the `tag:` tables hold it, for a restarted worker (the
+    /// supervisor sends each to its owner as a `Put`).
+    pub fn shared_tags(&self, now_ms: u64) -> Vec<Outgoing> {
+        lock(&self.inner.rendezvous)
+            .all_shared(now_ms)
+            .into_iter()
+            .map(|shared| Outgoing {
+                tag: shared.tag.0,
+                message: Control::Put { shared }.encode(),
+            })
+            .collect()
     }
 
     /// Checks a queue operation's signature: the queue id is the queue's Ed25519 public

@@ -1,6 +1,7 @@
 //! The `tag:` family's `CONNECT` side: [`TagFamily`], a [`SchemeFamily`] over the
 //! sans-IO [`TagTable`], one per worker. Pure (the clock is passed in as `now`).
 
+use super::sync;
 use super::table::{TagLimits, TagTable, room_key};
 use super::wire::{self, TagMode};
 use crate::router::SchemeFamily;
@@ -19,6 +20,9 @@ pub struct TagFamily {
     table: TagTable,
     /// The single-shot tag the last decision consumed, until [`Router::claim`].
     consumed: Option<super::kdf::HashedTag>,
+    /// Reports for the supervisor ([`sync::Report`], encoded), taken by
+    /// [`Router::reports`].
+    reports: Vec<Vec<u8>>,
 }
 
 impl TagFamily {
@@ -27,6 +31,41 @@ impl TagFamily {
         Self {
             table: TagTable::new(limits),
             consumed: None,
+            reports: Vec::new(),
+        }
+    }
+
+    /// Applies one [`sync::Control`] from the supervisor at `now`; the room key of a
+    /// tag that is no longer live goes to `evict`.
+    pub fn apply(&mut self, control: sync::Control, now: u64, evict: &mut Vec<RendezvousKey>) {
+        let reply = match control {
+            sync::Control::Create { id, shared } => {
+                let answer = match self.table.share(&shared, true, now) {
+                    Ok(dead) => {
+                        if dead {
+                            evict.push(room_key(&shared.tag));
+                        }
+                        sync::Answer::Created
+                    }
+                    Err(answer) => answer,
+                };
+                Some((id, answer))
+            }
+            sync::Control::Put { shared } => {
+                match self.table.share(&shared, false, now) {
+                    Ok(true) => evict.push(room_key(&shared.tag)),
+                    Ok(false) => {}
+                    Err(answer) => {
+                        tracing::warn!(tag = %shared.tag.to_hex(), ?answer, "a tag shared with /services could not be stored")
+                    }
+                }
+                None
+            }
+            sync::Control::Claim { id, tag } => Some((id, self.table.claim(&tag, now))),
+        };
+        if let Some((id, answer)) = reply {
+            self.reports
+                .push(sync::Report::Reply { id, answer }.encode());
         }
     }
 
@@ -49,7 +88,12 @@ impl TagFamily {
         if proofs == 0 {
             let challenge = wire::parse_challenge(head)?;
             if self.table.respond(&tag, now)? == TagMode::SingleShot {
+                // Decided cluster-wide when clustered (`Router::claim`).
                 self.consumed = Some(tag);
+                if self.table.is_shared(&tag) {
+                    // `/services` must refuse RPC responders from now on.
+                    self.reports.push(sync::Report::Consumed { tag }.encode());
+                }
             }
             return Ok(Route::Reach(ReachPlan {
                 key: room_key(&tag),
@@ -138,6 +182,19 @@ impl Router for TagFamily {
             ttl_secs: u32::try_from(self.table.max_duration_secs().max(1)).unwrap_or(u32::MAX),
             on_unavailable: tryst_engine::claim::OnUnavailable::Refuse(Rejection::Overloaded),
         })
+    }
+
+    /// A [`sync::Control`] from the supervisor (the scheme already stripped by the
+    /// relay's router); one that does not parse (only a bug sends it) is logged.
+    fn control(&mut self, message: &[u8], now_unix: u64, evict: &mut Vec<RendezvousKey>) {
+        match sync::Control::decode(message) {
+            Ok(control) => self.apply(control, now_unix, evict),
+            Err(e) => tracing::warn!(error = %e, "tag: unreadable control message ignored"),
+        }
+    }
+
+    fn reports(&mut self, out: &mut Vec<Vec<u8>>) {
+        out.append(&mut self.reports);
     }
 
     /// Nothing is loaded from disk: the family's state lives only in memory.

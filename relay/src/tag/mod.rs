@@ -8,6 +8,8 @@
 //! - [`kdf`]: the Qredo hashed tag and the derived ownership key.
 //! - [`wire`]: the target, proof, options and challenge parsers; the pairing frames.
 //! - [`table`]: the sans-IO tag table (modes, durations, tombstones, replay cache).
+//! - [`sync`]: the messages that share the table with Qredo's `/services` (one tag
+//!   table for RPC and `CONNECT tag:`).
 //! - [`connect`]: [`TagFamily`], the `CONNECT` side: the [`crate::router::SchemeFamily`]
 //!   plugging the table into the workers' router.
 //! - here: [`TagSettings`] (its flags) and [`resolve`] (their limits).
@@ -19,6 +21,7 @@
 
 pub mod connect;
 pub mod kdf;
+pub mod sync;
 pub mod table;
 pub mod wire;
 

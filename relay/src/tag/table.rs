@@ -19,6 +19,7 @@
 //! dropped, oldest death first, before a new tag is refused with 503.
 
 use super::kdf::HashedTag;
+use super::sync::{Answer, SharedTag};
 use super::wire::{CreateOptions, TagMode, TagProof, park_message};
 use ed25519_dalek::VerifyingKey;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -78,6 +79,9 @@ struct Entry {
     state: State,
     /// When the entry became a tombstone (Consumed or Expired).
     died_at: Option<u64>,
+    /// Created or updated over `/services` ([`TagTable::share`]): its consumption by a
+    /// tunnel responder is reported to the supervisor.
+    shared: bool,
 }
 
 impl Entry {
@@ -242,6 +246,7 @@ impl TagTable {
                 expires_at,
                 state: State::Live,
                 died_at: None,
+                shared: false,
             },
         );
         self.deadlines.insert((expires_at, *tag));
@@ -294,6 +299,87 @@ impl TagTable {
     /// single-shot consumption is remembered cluster-wide.
     pub fn max_duration_secs(&self) -> u64 {
         self.limits.max_duration_secs
+    }
+
+    /// Whether `tag` is held as a tag shared with `/services` (see [`TagTable::share`]).
+    pub fn is_shared(&self, tag: &HashedTag) -> bool {
+        self.entries.get(tag).is_some_and(|e| e.shared)
+    }
+
+    /// Applies the supervisor's view of a tag created over `/services` (see
+    /// [`super::sync`]). With `create`, a live tag already held (created by a
+    /// `CONNECT tag:` park) is left alone: [`Answer::Exists`]. Otherwise the entry takes
+    /// the given owner, mode, duration and expiry; it is Live when `active` and not yet
+    /// expired, Consumed when `consumed` or when an update finds it consumed already
+    /// (a single-shot tag whose response is taken stays so), else Expired. `Ok(true)` when it is not Live (its parked publishers must
+    /// be closed now). [`Answer::Full`] when a new entry finds no room (after dropping
+    /// tombstones), `Err(Answer::Unknown)` for an owner key that is not a strong
+    /// Ed25519 key (the supervisor checked it; only a bug gets here).
+    pub fn share(&mut self, s: &SharedTag, create: bool, now: u64) -> Result<bool, Answer> {
+        let owner = crate::ed25519::strict_key(&s.owner).map_err(|_| Answer::Unknown)?;
+        self.refresh(&s.tag, now);
+        match self.entries.get(&s.tag) {
+            Some(e) if create && e.state == State::Live => return Err(Answer::Exists),
+            Some(_) => {}
+            None => {
+                if self.entries.len() >= self.limits.max_tags {
+                    self.drop_tombstones_for_room(now);
+                    if self.entries.len() >= self.limits.max_tags {
+                        return Err(Answer::Full);
+                    }
+                }
+            }
+        }
+        let previous = self.entries.get(&s.tag).map(|e| e.state);
+        // Consumption is the worker's to decide: an update never revives a consumed
+        // tag (the supervisor may not have heard of the consumption yet); a new
+        // creation starts afresh.
+        let state = match previous {
+            Some(State::Consumed { at }) if s.consumed || !create => State::Consumed { at },
+            // Consumed elsewhere: no publisher grace is owed here.
+            _ if s.consumed => State::Consumed { at: 0 },
+            _ if s.active && now < s.expires_at => State::Live,
+            _ => State::Expired,
+        };
+        let died_at = match state {
+            State::Live => None,
+            _ => Some(now),
+        };
+        self.entries.insert(
+            s.tag,
+            Entry {
+                owner,
+                mode: s.mode,
+                requested_duration: s.requested_duration_secs,
+                expires_at: s.expires_at,
+                state,
+                died_at,
+                shared: true,
+            },
+        );
+        if state == State::Live {
+            self.deadlines.insert((s.expires_at, s.tag));
+        } else {
+            self.tombstones.push_back((now, s.tag));
+        }
+        Ok(state != State::Live)
+    }
+
+    /// An RPC responder's claim on a shared single-shot tag (see [`super::sync`]): the
+    /// same check and consumption as a tunnel responder's [`TagTable::respond`], so that
+    /// exactly one responder wins whichever way each came. [`Answer::Claimed`] for the
+    /// winner, [`Answer::Consumed`] when the tag's response is taken, else
+    /// [`Answer::Unknown`].
+    pub fn claim(&mut self, tag: &HashedTag, now: u64) -> Answer {
+        self.refresh(tag, now);
+        match self.entries.get(tag).map(|e| e.state) {
+            Some(State::Consumed { .. }) => Answer::Consumed,
+            Some(State::Live) => match self.respond(tag, now) {
+                Ok(_) => Answer::Claimed,
+                Err(_) => Answer::Unknown,
+            },
+            _ => Answer::Unknown,
+        }
     }
 
     /// Room keys whose parked connections must be closed at `now` (expired tags, and
@@ -674,5 +760,107 @@ mod tests {
         );
         assert_eq!(t.len(), 4);
         assert_eq!(t.respond(&tags[1], NOW + 10), Err(Rejection::UnknownTag));
+    }
+
+    fn shared_by(tag: &HashedTag, key: &SigningKey, mode: TagMode) -> SharedTag {
+        SharedTag {
+            tag: *tag,
+            owner: key.verifying_key().to_bytes(),
+            mode,
+            requested_duration_secs: 600,
+            expires_at: NOW + 600,
+            active: true,
+            consumed: false,
+        }
+    }
+
+    #[test]
+    fn a_shared_tag_takes_the_rpc_owner_and_one_claim_or_responder_wins() {
+        let mut t = TagTable::new(limits());
+        let tag = hashed_tag("", "shared");
+        let owner = SigningKey::from_bytes(&[42; 32]);
+        let s = shared_by(&tag, &owner, TagMode::SingleShot);
+        assert_eq!(t.share(&s, true, NOW), Ok(false));
+        assert!(t.is_shared(&tag) && t.is_live(&tag, NOW));
+        // Parks are checked against the shared owner key, not the derived one.
+        assert_eq!(
+            park(&mut t, &tag, 1, &CreateOptions::default(), NOW),
+            Err(Rejection::BadProof)
+        );
+        let o = CreateOptions::default();
+        let p = proof_by(&owner, &tag, NOW, 2, &o);
+        assert_eq!(
+            t.park(&tag, &p, &o, NOW).map(|p| p.mode),
+            Ok(TagMode::SingleShot)
+        );
+        // A second create of a live tag is refused; an update is applied.
+        assert_eq!(t.share(&s, true, NOW), Err(Answer::Exists));
+        // The first claim wins; later claims and responders see it consumed.
+        assert_eq!(t.claim(&tag, NOW), Answer::Claimed);
+        assert_eq!(t.claim(&tag, NOW), Answer::Consumed);
+        assert_eq!(t.respond(&tag, NOW), Err(Rejection::UnknownTag));
+        // An update (e.g. `activate`) does not revive a consumed tag.
+        assert_eq!(t.share(&s, false, NOW + 1), Ok(true));
+        assert_eq!(t.claim(&tag, NOW + 1), Answer::Consumed);
+        // A tunnel responder consuming first makes the claim lose.
+        let other = hashed_tag("", "shared-2");
+        t.share(&shared_by(&other, &owner, TagMode::SingleShot), true, NOW)
+            .unwrap();
+        assert_eq!(t.respond(&other, NOW), Ok(TagMode::SingleShot));
+        assert_eq!(t.claim(&other, NOW), Answer::Consumed);
+        assert_eq!(t.claim(&hashed_tag("", "none"), NOW), Answer::Unknown);
+    }
+
+    #[test]
+    fn deactivating_a_shared_tag_retires_it_and_activating_revives_it() {
+        let mut t = TagTable::new(limits());
+        let tag = hashed_tag("", "toggle");
+        let key = tag.derived_signing_key();
+        let mut s = shared_by(&tag, &key, TagMode::LongTerm);
+        t.share(&s, true, NOW).unwrap();
+        s.active = false;
+        assert_eq!(t.share(&s, false, NOW), Ok(true), "parks are evicted");
+        assert_eq!(t.respond(&tag, NOW), Err(Rejection::UnknownTag));
+        assert_eq!(
+            park(&mut t, &tag, 1, &CreateOptions::default(), NOW),
+            Err(Rejection::TagGone)
+        );
+        assert_eq!(t.claim(&tag, NOW), Answer::Unknown);
+        s.active = true;
+        assert_eq!(t.share(&s, false, NOW + 1), Ok(false));
+        assert_eq!(t.respond(&tag, NOW + 1), Ok(TagMode::LongTerm));
+        // A creation finding a dead entry starts afresh; an expired one too.
+        s.expires_at = NOW + 2;
+        t.share(&s, false, NOW + 1).unwrap();
+        assert!(!t.is_live(&tag, NOW + 2));
+        s.expires_at = NOW + 600;
+        assert_eq!(t.share(&s, true, NOW + 2), Ok(false));
+        // A consumed state sent by the supervisor needs no publisher grace.
+        s.consumed = true;
+        assert_eq!(t.share(&s, false, NOW + 3), Ok(true));
+        assert_eq!(
+            park(&mut t, &tag, 2, &CreateOptions::default(), NOW + 3),
+            Err(Rejection::TagGone)
+        );
+    }
+
+    #[test]
+    fn a_shared_tag_needs_room_and_a_strong_key() {
+        let mut t = TagTable::new(limits());
+        let key = SigningKey::from_bytes(&[1; 32]);
+        for i in 0..4u8 {
+            let tag = hashed_tag("", &i.to_string());
+            t.share(&shared_by(&tag, &key, TagMode::LongTerm), true, NOW)
+                .unwrap();
+        }
+        let fifth = shared_by(&hashed_tag("", "5"), &key, TagMode::LongTerm);
+        assert_eq!(t.share(&fifth, true, NOW), Err(Answer::Full));
+        assert_eq!(t.share(&fifth, false, NOW), Err(Answer::Full));
+        let weak = SharedTag {
+            owner: [0; 32],
+            ..fifth
+        };
+        assert_eq!(t.share(&weak, true, NOW), Err(Answer::Unknown));
+        assert_eq!(t.len(), 4);
     }
 }

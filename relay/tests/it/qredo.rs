@@ -956,3 +956,283 @@ fn websocket_carries_calls_in_flight_and_pushes_subscriptions() {
     );
     assert!(!relay.log().contains("panicked"), "{}", relay.log());
 }
+
+// ----- One tag table for `/services` and `CONNECT tag:` -----
+
+/// The exact refusal bytes the `tag:` family sends (as `tag.rs` checks them).
+fn tag_refusal(status: &str, code: &str, message: &str) -> String {
+    let body = format!(r#"{{"error":{{"code":"{code}","message":"{message}"}}}}"#);
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A `CONNECT tag:` park signed by `key` (the tag family's proof), as a request.
+fn tag_park_head(hashed: [u8; 32], key: &SigningKey) -> String {
+    tryst_client::tag::park_request(
+        &tryst_client::tag::HashedTag(hashed),
+        key,
+        crate::tunnel::now_unix(),
+        &rand::random::<[u8; 16]>(),
+        &tryst_client::tag::CreateOptions::default(),
+    )
+}
+
+/// Parks a publisher connection with `CONNECT tag:` and reads its 200.
+fn tag_park(relay: &Relay, hashed: [u8; 32], key: &SigningKey) -> TcpStream {
+    let mut s = relay.connect();
+    s.write_all(tag_park_head(hashed, key).as_bytes()).unwrap();
+    assert_eq!(
+        crate::tunnel::read_exact_n(&mut s, crate::tunnel::OK.len()),
+        crate::tunnel::OK,
+        "tag park refused"
+    );
+    s
+}
+
+fn tag_reach_head(hashed: [u8; 32]) -> String {
+    tryst_client::tag::reach_head(&tryst_client::tag::HashedTag(hashed), None)
+}
+
+/// A tunnel responder: reaches the tag and checks bytes both ways with `publisher`
+/// (which first gets the responder hello frame without a challenge).
+fn tunnel_both_ways(relay: &Relay, hashed: [u8; 32], publisher: &mut TcpStream) {
+    use crate::tunnel::read_exact_n;
+    let mut responder = relay.connect();
+    responder
+        .write_all(tag_reach_head(hashed).as_bytes())
+        .unwrap();
+    assert_eq!(
+        read_exact_n(&mut responder, crate::tunnel::OK.len()),
+        crate::tunnel::OK
+    );
+    assert_eq!(read_exact_n(publisher, 10), b"TAGHELLO\x01\x00");
+    responder.write_all(b"ping").unwrap();
+    assert_eq!(read_exact_n(publisher, 4), b"ping");
+    publisher.write_all(b"pong").unwrap();
+    assert_eq!(read_exact_n(&mut responder, 4), b"pong");
+}
+
+fn max_count_reached() -> Value {
+    Value::Record(Record::new(
+        "RendezvousResponseRejected",
+        vec![(
+            "reason",
+            Value::Record(Record::unit("RendezvousResponseMaxResponseCountReached")),
+        )],
+    ))
+}
+
+impl Publisher {
+    fn tag_sig_args(&self, op: Op) -> Vec<Value> {
+        let data = Value::Quid(self.hashed).encode();
+        vec![Value::Quid(self.hashed), self.sig(op, &data)]
+    }
+
+    fn activate_args(&self, duration: i32) -> Vec<Value> {
+        let duration = Value::Set(vec![Value::Int32(duration)]);
+        let mut data = Value::Quid(self.hashed).encode();
+        duration.encode_into(&mut data);
+        vec![
+            Value::Quid(self.hashed),
+            duration.clone(),
+            self.sig(Op::Create, &data),
+        ]
+    }
+
+    fn num_of_responses(&self, client: &Client) -> &'static str {
+        let info = client.ok("Rendezvous", "getInfo", self.tag_sig_args(Op::Get));
+        match field(&info, "numOfResponses") {
+            Value::Int64(0) => "0",
+            Value::Int64(1) => "1",
+            other => panic!("numOfResponses {other:?}"),
+        }
+    }
+}
+
+/// The creation info with another ownership key (a publisher may register any key).
+fn with_owner(info: Value, owner: &SigningKey) -> Value {
+    let Value::Record(mut r) = info else {
+        panic!("not a record")
+    };
+    for (name, v) in &mut r.fields {
+        if name == "ownershipPublicKey" {
+            *v = Value::Bytes(owner.verifying_key().as_bytes().to_vec());
+        }
+    }
+    Value::Record(r)
+}
+
+#[test]
+fn a_rendezvous_created_over_rpc_is_reached_as_a_tunnel() {
+    let relay = Relay::start(&["--qredo-open", "true"]);
+    let client = Client::new(relay.addr);
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, false, Some(600));
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "create", vec![info])),
+        "RendezvousCreated"
+    );
+    // The publisher parks with the tag family's proof by the rendezvous' owner key.
+    let mut parked = tag_park(&relay, publisher.hashed, &publisher.owner);
+    tunnel_both_ways(&relay, publisher.hashed, &mut parked);
+    // Unlimited: RPC responders are still registered, and tunnels keep working.
+    let (_, response) = response_for(&tag);
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "respond", vec![response])),
+        "RendezvousResponseRegistered"
+    );
+    let mut again = tag_park(&relay, publisher.hashed, &publisher.owner);
+    tunnel_both_ways(&relay, publisher.hashed, &mut again);
+    // A park by any other key is refused: the tag's owner is the RPC creation's.
+    let stranger = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    assert_eq!(
+        relay.exchange(tag_park_head(publisher.hashed, &stranger).as_bytes()),
+        tag_refusal("403 Forbidden", "bad_proof", "proof does not verify")
+    );
+    // A tag a publisher created with `CONNECT tag:` is not taken over by an RPC create.
+    let tunnel_tag = hex::encode(rand::random::<[u8; 16]>());
+    let (tunnel_publisher, tunnel_info) = creation_info(&tunnel_tag, false, Some(600));
+    let _held = tag_park(&relay, tunnel_publisher.hashed, &tunnel_publisher.owner);
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "create", vec![tunnel_info])),
+        "RendezvousAlreadyExists"
+    );
+}
+
+#[test]
+fn a_single_shot_tag_is_consumed_once_whichever_way_the_responder_comes() {
+    let relay = Relay::start(&["--qredo-open", "true"]);
+    let client = Client::new(relay.addr);
+
+    // A tunnel responder takes it: RPC responders are refused, getInfo counts it.
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, true, Some(600));
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "create", vec![info])),
+        "RendezvousCreated"
+    );
+    assert_eq!(publisher.num_of_responses(&client), "0");
+    let mut parked = tag_park(&relay, publisher.hashed, &publisher.owner);
+    tunnel_both_ways(&relay, publisher.hashed, &mut parked);
+    let (_, response) = response_for(&tag);
+    assert_eq!(
+        client.ok("Rendezvous", "respond", vec![response]),
+        max_count_reached()
+    );
+    assert_eq!(publisher.num_of_responses(&client), "1");
+    assert_eq!(
+        relay.exchange(tag_reach_head(publisher.hashed).as_bytes()),
+        tag_refusal("404 Not Found", "unknown_tag", "no such tag")
+    );
+
+    // An RPC responder takes it: tunnel responders are refused.
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, true, Some(600));
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "create", vec![info])),
+        "RendezvousCreated"
+    );
+    let _parked = tag_park(&relay, publisher.hashed, &publisher.owner);
+    let (_, response) = response_for(&tag);
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "respond", vec![response])),
+        "RendezvousResponseRegistered"
+    );
+    assert_eq!(
+        relay.exchange(tag_reach_head(publisher.hashed).as_bytes()),
+        tag_refusal("404 Not Found", "unknown_tag", "no such tag")
+    );
+    let (_, second) = response_for(&tag);
+    assert_eq!(
+        client.ok("Rendezvous", "respond", vec![second]),
+        max_count_reached()
+    );
+    assert_eq!(publisher.num_of_responses(&client), "1");
+}
+
+#[test]
+fn deactivate_over_rpc_evicts_the_parked_publishers_and_activate_revives() {
+    let relay = Relay::start(&["--qredo-open", "true"]);
+    let client = Client::new(relay.addr);
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, false, Some(600));
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "create", vec![info])),
+        "RendezvousCreated"
+    );
+    let mut parked = tag_park(&relay, publisher.hashed, &publisher.owner);
+    assert_eq!(
+        record_name(&client.ok(
+            "Rendezvous",
+            "deactivate",
+            publisher.tag_sig_args(Op::Delete)
+        )),
+        "RendezvousDeactivated"
+    );
+    // The parked publisher is closed by the relay (EOF, nothing sent).
+    assert_eq!(crate::tunnel::read_to_close(&mut parked), "");
+    assert_eq!(
+        relay.exchange(tag_reach_head(publisher.hashed).as_bytes()),
+        tag_refusal("404 Not Found", "unknown_tag", "no such tag")
+    );
+    assert_eq!(
+        relay.exchange(tag_park_head(publisher.hashed, &publisher.owner).as_bytes()),
+        tag_refusal("410 Gone", "tag_gone", "tag consumed or expired")
+    );
+    // `activate` revives it for tunnels too.
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "activate", publisher.activate_args(600))),
+        "RendezvousActivated"
+    );
+    let mut parked = tag_park(&relay, publisher.hashed, &publisher.owner);
+    tunnel_both_ways(&relay, publisher.hashed, &mut parked);
+}
+
+#[test]
+fn a_restarted_worker_gets_the_shared_tags_again() {
+    use crate::tunnel::{now_unix, wait_past, worker_pids};
+    let relay = Relay::start(&["--qredo-open", "true", "--workers", "1"]);
+    let client = Client::new(relay.addr);
+    // Owned by a registered key, not the one derived from the tag: a worker that had
+    // lost the shared entry would accept a park by the derived key as a new tag.
+    let owner = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, false, Some(600));
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "create", vec![with_owner(info, &owner)])),
+        "RendezvousCreated"
+    );
+    let derived_park = tag_park_head(publisher.hashed, &publisher.owner);
+    let bad_proof = tag_refusal("403 Forbidden", "bad_proof", "proof does not verify");
+    assert_eq!(relay.exchange(derived_park.as_bytes()), bad_proof);
+
+    let before = worker_pids(&relay.metrics());
+    assert_eq!(before.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(before[0] as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let pids = worker_pids(&relay.metrics());
+        if pids.len() == 1 && pids != before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker was not restarted"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The replacement refuses proofs stamped in or before its first second.
+    wait_past(now_unix());
+    assert_eq!(
+        relay.exchange(tag_park_head(publisher.hashed, &publisher.owner).as_bytes()),
+        bad_proof
+    );
+    let mut parked = tag_park(&relay, publisher.hashed, &owner);
+    tunnel_both_ways(&relay, publisher.hashed, &mut parked);
+}

@@ -8,7 +8,15 @@ use crate::driver::sys;
 use crate::reject::Rejection;
 use crate::room::Role;
 use crate::route::Router;
+use std::os::fd::AsFd as _;
 use std::time::{Duration, SystemTime};
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 impl<R: Router> Worker<R> {
     pub(super) fn on_tick(&mut self) {
@@ -60,6 +68,7 @@ impl<R: Router> Worker<R> {
             self.evict_retired_keys();
         }
         self.sync_room_counters();
+        self.send_reports();
         // Idle tunnels.
         if now >= self.next_idle_sweep {
             let idle = self.cfg.idle_timeout;
@@ -108,10 +117,7 @@ impl<R: Router> Worker<R> {
 
     /// Closes every connection parked under a key [`Router::evictions`] names.
     pub(super) fn evict_retired_keys(&mut self) {
-        let now_unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now_unix = unix_now();
         let mut keys = std::mem::take(&mut self.evict_keys);
         self.router.evictions(now_unix, &mut keys);
         let mut parked = Vec::new();
@@ -121,6 +127,42 @@ impl<R: Router> Worker<R> {
         self.evict_keys = keys;
         for sock in parked {
             self.close_sock(sock, false);
+        }
+    }
+
+    /// Applies a family control message from the supervisor ([`Router::control`]) and
+    /// closes what is parked under the keys it retired.
+    pub(super) fn on_family_message(&mut self, message: &[u8]) {
+        let mut keys = std::mem::take(&mut self.evict_keys);
+        self.router.control(message, unix_now(), &mut keys);
+        let mut parked = Vec::new();
+        for key in keys.drain(..) {
+            self.room.take_parked(&key, &mut parked);
+        }
+        self.evict_keys = keys;
+        for sock in parked {
+            self.close_sock(sock, false);
+        }
+        self.sync_room_counters();
+    }
+
+    /// Sends the router's family reports ([`Router::reports`]) to the supervisor; those
+    /// its full inbox refuses wait for a later turn, in order.
+    pub(super) fn send_reports(&mut self) {
+        let mut fresh = Vec::new();
+        self.router.reports(&mut fresh);
+        self.pending_reports.extend(fresh);
+        while let Some(report) = self.pending_reports.front() {
+            match crate::driver::msg::send_family(self.http_out.as_fd(), report) {
+                Ok(()) => {
+                    self.pending_reports.pop_front();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::warn!(worker = self.index, error = %e, "a family report could not be sent; dropped");
+                    self.pending_reports.pop_front();
+                }
+            }
         }
     }
 
