@@ -463,7 +463,7 @@ mod tests {
                     pids: Vec::new(),
                     command: String::new(),
                     children: Vec::new(),
-                    relay: None,
+                    relays: Vec::new(),
                     _dir: None,
                 };
                 let m = bulk(&t, 2, Duration::from_millis(100)).await.unwrap();
