@@ -74,6 +74,9 @@ pub(super) struct Target {
     pub(super) pids: Vec<u32>,
     pub(super) command: String,
     pub(super) children: Vec<Child>,
+    /// Names of the first `pids`, whose CPU is also reported one by one (the cluster
+    /// targets: `a`, `b`, `redis`); empty for the others.
+    pub(super) part_names: Vec<&'static str>,
     /// The tryst relays (stopped first, with their own shutdown).
     pub(super) relays: Vec<LocalRelay>,
     pub(super) _dir: Option<tempfile::TempDir>,
@@ -140,6 +143,7 @@ pub(super) async fn start_target(
             command: format!("(none: generator -> sink at {sink})"),
             children: Vec::new(),
             relays: Vec::new(),
+            part_names: Vec::new(),
             _dir: None,
         }),
         CompareTarget::TrystSpliceSyscall | CompareTarget::TrystSpliceUring => {
@@ -173,6 +177,7 @@ pub(super) async fn start_target(
                 command: relay.command.clone(),
                 children: Vec::new(),
                 relays: vec![relay],
+                part_names: Vec::new(),
                 _dir: Some(dir),
             })
         }
@@ -205,6 +210,7 @@ pub(super) async fn start_target(
                 command: format!("{prog} {} (config {})", a.join(" "), cfg.display()),
                 children: vec![child],
                 relays: Vec::new(),
+                part_names: Vec::new(),
                 _dir: Some(dir),
             })
         }
@@ -255,6 +261,7 @@ pub(super) async fn start_target(
                 command: format!("{prog} {}; {prog2} {}", a.join(" "), a2.join(" ")),
                 children: vec![server, local],
                 relays: Vec::new(),
+                part_names: Vec::new(),
                 _dir: Some(dir),
             })
         }
@@ -333,6 +340,7 @@ pub(super) async fn start_target(
                 ),
                 children: vec![expose, connect],
                 relays: vec![relay],
+                part_names: Vec::new(),
                 _dir: Some(dir),
             })
         }
@@ -497,6 +505,7 @@ async fn start_cluster(
         ),
         children: vec![redis],
         relays,
+        part_names: vec!["a", "b", "redis"],
         _dir: Some(dir),
     })
 }

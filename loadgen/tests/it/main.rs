@@ -752,8 +752,17 @@ fn compare_runs_the_cluster_targets_local_and_cross() {
         let m = cell("pairing");
         assert!(m["count"].as_f64().unwrap() >= 1.0, "{m}");
         assert!(m["p50_us"].as_f64().unwrap() > 0.0, "{m}");
-        // CPU is summed over both nodes and redis-server (at 100 ticks/s it may be 0).
+        // CPU is summed over both nodes and redis-server (at 100 ticks/s it may be 0),
+        // and reported for each of them.
         assert!(m["relay_cpu_us"].as_f64().unwrap() >= 0.0, "{m}");
+        let parts: f64 = ["a", "b", "redis"]
+            .iter()
+            .map(|p| m[format!("relay_cpu_us_{p}").as_str()].as_f64().unwrap())
+            .sum();
+        let whole = m["relay_cpu_us"].as_f64().unwrap();
+        // The parts are sampled just after the whole: allow a 10 ms tick per part.
+        let ticks_us = 3.0 * 10_000.0 / m["count"].as_f64().unwrap();
+        assert!((parts - whole).abs() <= ticks_us + 1e-6, "{m}");
         let m = cell("pingpong");
         assert!(m["round_trips"].as_f64().unwrap() > 0.0, "{m}");
         // The sink counts the bytes it received and the generator checks the count.
