@@ -255,7 +255,9 @@ pub(crate) struct CompareArgs {
     pub(crate) duration: Duration,
     /// Targets to run, comma-separated, from: direct, tryst-splice-syscall,
     /// tryst-splice-uring, haproxy-splice, haproxy-copy, bore, tryst-agents (tryst connect
-    /// -> relay -> tryst expose, the counterpart of bore's agents; not in the default set).
+    /// -> relay -> tryst expose, the counterpart of bore's agents), tryst-cluster-local and
+    /// tryst-cluster-cross (two clustered nodes and a redis-server this run starts: park on
+    /// node A, reach via A or via B); the last three are not in the default set.
     #[arg(
         long,
         value_delimiter = ',',
@@ -303,6 +305,10 @@ pub(crate) struct CompareArgs {
     /// The bore binary.
     #[arg(long, default_value = "bore")]
     pub(crate) bore: String,
+    /// The redis-server binary the cluster targets start (a private one per target, on a
+    /// unix socket in a temp dir, no persistence).
+    #[arg(long, default_value = "redis-server")]
+    pub(crate) redis_server: String,
     /// Do not pin the relay and the load to separate CPUs.
     #[arg(long)]
     pub(crate) no_pin: bool,
@@ -387,6 +393,10 @@ pub(crate) enum CompareTarget {
     Bore,
     /// tryst connect -> relay -> tryst expose.
     TrystAgents,
+    /// Two clustered tryst nodes and a redis-server: park on node A, reach via A.
+    TrystClusterLocal,
+    /// Two clustered tryst nodes and a redis-server: park on node A, reach via B.
+    TrystClusterCross,
 }
 
 /// A workload `compare` knows (spelled as [`CompareTarget`] is).
@@ -694,6 +704,8 @@ mod tests {
             "haproxy-copy",
             "bore",
             "tryst-agents",
+            "tryst-cluster-local",
+            "tryst-cluster-cross",
         ];
         let workloads = [
             "bulk1",

@@ -29,6 +29,12 @@
 //!   to `tryst connect --listen`, which reaches through the relay to `tryst expose
 //!   --to <sink> --pool 16`. Its "relay" CPU is the sum of the relay and both agents;
 //!   "pairing" is the time to the first byte of a new reach.
+//! - tryst-cluster-local / tryst-cluster-cross: two clustered tryst nodes (A and B, one
+//!   worker each) sharing a private `redis-server` this run starts (unix socket in a temp
+//!   dir, `--save ''`); the sink parks on A, the generator reaches via A (local) or via B
+//!   (cross: B's lookup in Redis, then the mesh hop to A). Each target starts its own
+//!   pair of nodes and Redis; its "relay" CPU is both nodes (supervisor and workers) plus
+//!   redis-server.
 //!
 //! The parts: [`targets`] starts and stops each target (tryst, HAProxy, bore, the
 //! agents) and names its route; [`sink`] is the far end every target forwards to;
@@ -168,6 +174,14 @@ async fn run(args: &CompareArgs) -> Result<bool> {
                 "{} not found (run loadgen/scripts/install-peers.sh)",
                 args.bore
             )),
+            CompareTarget::TrystClusterLocal | CompareTarget::TrystClusterCross
+                if !have(&args.redis_server) =>
+            {
+                Some(format!(
+                    "{} not found: the cluster targets need a redis-server (run scripts/test-deps.sh)",
+                    args.redis_server
+                ))
+            }
             _ => None,
         };
         if let Some(why) = missing {

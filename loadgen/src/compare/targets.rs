@@ -12,6 +12,7 @@ use crate::stats::Errors;
 use anyhow::{Context, Result, bail};
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -73,7 +74,11 @@ pub(super) struct Target {
     pub(super) pids: Vec<u32>,
     pub(super) command: String,
     pub(super) children: Vec<Child>,
-    pub(super) relay: Option<LocalRelay>,
+    /// Names of the first `pids`, whose CPU is also reported one by one (the cluster
+    /// targets: `a`, `b`, `redis`); empty for the others.
+    pub(super) part_names: Vec<&'static str>,
+    /// The tryst relays (stopped first, with their own shutdown).
+    pub(super) relays: Vec<LocalRelay>,
     pub(super) _dir: Option<tempfile::TempDir>,
 }
 
@@ -81,7 +86,7 @@ impl Target {
     /// Stops the target's processes: the relay with its own shutdown, every other child
     /// with SIGTERM, killed after 10 s.
     pub(super) async fn stop(mut self) {
-        if let Some(r) = self.relay.take() {
+        for r in self.relays.drain(..) {
             let _ = r.stop(Duration::from_secs(10)).await;
         }
         for mut c in self.children.drain(..) {
@@ -137,7 +142,8 @@ pub(super) async fn start_target(
             pids: Vec::new(),
             command: format!("(none: generator -> sink at {sink})"),
             children: Vec::new(),
-            relay: None,
+            relays: Vec::new(),
+            part_names: Vec::new(),
             _dir: None,
         }),
         CompareTarget::TrystSpliceSyscall | CompareTarget::TrystSpliceUring => {
@@ -170,7 +176,8 @@ pub(super) async fn start_target(
                 pids: vec![relay.pid],
                 command: relay.command.clone(),
                 children: Vec::new(),
-                relay: Some(relay),
+                relays: vec![relay],
+                part_names: Vec::new(),
                 _dir: Some(dir),
             })
         }
@@ -202,7 +209,8 @@ pub(super) async fn start_target(
                 pids: vec![pid],
                 command: format!("{prog} {} (config {})", a.join(" "), cfg.display()),
                 children: vec![child],
-                relay: None,
+                relays: Vec::new(),
+                part_names: Vec::new(),
                 _dir: Some(dir),
             })
         }
@@ -252,7 +260,8 @@ pub(super) async fn start_target(
                 pids: vec![server_pid, local_pid],
                 command: format!("{prog} {}; {prog2} {}", a.join(" "), a2.join(" ")),
                 children: vec![server, local],
-                relay: None,
+                relays: Vec::new(),
+                part_names: Vec::new(),
                 _dir: Some(dir),
             })
         }
@@ -330,11 +339,175 @@ pub(super) async fn start_target(
                     a2.join(" ")
                 ),
                 children: vec![expose, connect],
-                relay: Some(relay),
+                relays: vec![relay],
+                part_names: Vec::new(),
                 _dir: Some(dir),
             })
         }
+        CompareTarget::TrystClusterLocal | CompareTarget::TrystClusterCross => {
+            start_cluster(name, args, dir, pin, stop, errors).await
+        }
     }
+}
+
+/// Starts a private `redis-server` on a unix socket in `dir` (no TCP port, no
+/// persistence) and waits (up to 30 s) until it answers PING. Returns the child, its pid,
+/// the socket path and the command line.
+async fn start_redis(
+    program: &str,
+    dir: &Path,
+    pin: Option<&str>,
+) -> Result<(Child, u32, PathBuf, String)> {
+    let socket = dir.join("redis.sock");
+    let (prog, a) = pinned(
+        pin,
+        program,
+        &[
+            "--port".into(),
+            "0".into(),
+            "--unixsocket".into(),
+            socket.display().to_string(),
+            "--unixsocketperm".into(),
+            "700".into(),
+            "--save".into(),
+            String::new(),
+            "--appendonly".into(),
+            "no".into(),
+            "--dir".into(),
+            dir.display().to_string(),
+        ],
+    );
+    let log = dir.join("redis.log");
+    let mut child = spawn(&prog, &a, &log)?;
+    let pid = child.id().context("redis-server exited at once")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "redis-server exited ({status}) before answering; its log:\n{}",
+                crate::relay::tail(&log, 10)
+            );
+        }
+        if redis_pings(&socket).await {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.kill().await;
+            bail!(
+                "redis-server did not answer PING on {} within 30 s; its log:\n{}",
+                socket.display(),
+                crate::relay::tail(&log, 10)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let shown: Vec<&str> = a
+        .iter()
+        .map(|x| if x.is_empty() { "''" } else { x.as_str() })
+        .collect();
+    let command = format!("{prog} {}", shown.join(" "));
+    Ok((child, pid, socket, command))
+}
+
+/// Whether a Redis server answers `PING` with `+PONG` on `socket`.
+async fn redis_pings(socket: &Path) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let Ok(mut s) = tokio::net::UnixStream::connect(socket).await else {
+        return false;
+    };
+    if s.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 7];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut answer)).await,
+        Ok(Ok(_))
+    ) && &answer == b"+PONG\r\n"
+}
+
+/// The two cluster targets: a private redis-server, nodes A and B (one worker each,
+/// mesh on ephemeral loopback ports, one random mesh key), the sink parked on A; the
+/// generator reaches via A (`tryst-cluster-local`) or via B (`tryst-cluster-cross`).
+async fn start_cluster(
+    name: CompareTarget,
+    args: &CompareArgs,
+    dir: tempfile::TempDir,
+    pin: Option<&str>,
+    stop: &watch::Receiver<bool>,
+    errors: &Rc<RefCell<Errors>>,
+) -> Result<Target> {
+    let (mut redis, redis_pid, socket, redis_cmd) =
+        start_redis(&args.redis_server, dir.path(), pin).await?;
+    let ids = proto::generate_ids(TRYST_IDS);
+    let psk = dir.path().join("mesh.key");
+    {
+        use base64::Engine as _;
+        use rand::RngCore as _;
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        let text = base64::engine::general_purpose::STANDARD.encode(key);
+        proto::write_private_atomic(&psk, &format!("{text}\n"))?;
+    }
+    let binary = tryst_binary(args.tryst.as_deref())?;
+    let mut relays = Vec::new();
+    for node in ["a", "b"] {
+        let data_dir = dir.path().join(node);
+        std::fs::create_dir(&data_dir)?;
+        proto::write_private_atomic(&data_dir.join("secrets.toml"), &proto::render_secrets(&ids))?;
+        let mut extra: Vec<String> = vec![
+            "--cluster-redis".into(),
+            socket.display().to_string(),
+            "--node-name".into(),
+            node.into(),
+            "--mesh-listen".into(),
+            "127.0.0.1:0".into(),
+            "--mesh-psk-file".into(),
+            psk.display().to_string(),
+        ];
+        extra.extend(args.relay_args.iter().cloned());
+        let opts = RelayOptions {
+            binary: binary.clone(),
+            data_dir,
+            data_path: None,
+            workers: Some(1),
+            extra,
+            pin_cpus: pin.map(str::to_string),
+            tls: false,
+        };
+        match LocalRelay::start(&opts, Duration::from_secs(30)).await {
+            Ok(r) => relays.push(r),
+            Err(e) => {
+                for r in relays {
+                    let _ = r.stop(Duration::from_secs(10)).await;
+                }
+                let _ = redis.kill().await;
+                return Err(e.context(format!("starting cluster node {node}")));
+            }
+        }
+    }
+    let (a, b) = (relays[0].addr, relays[1].addr);
+    spawn_tryst_sink(a, &ids, stop.clone(), errors.clone());
+    let reach = if name == CompareTarget::TrystClusterCross {
+        b
+    } else {
+        a
+    };
+    let ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
+    Ok(Target {
+        name,
+        route: Route::Tryst(reach, Arc::new(ids), Arc::new(AtomicUsize::new(0))),
+        pids: vec![relays[0].pid, relays[1].pid, redis_pid],
+        command: format!(
+            "{redis_cmd}; A: {}; B: {}; sink parks on A ({a}), clients reach via {} ({reach})",
+            relays[0].command,
+            relays[1].command,
+            if reach == a { "A" } else { "B" }
+        ),
+        children: vec![redis],
+        relays,
+        part_names: vec!["a", "b", "redis"],
+        _dir: Some(dir),
+    })
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ async fn bulk(target: &Target, pairs: usize, duration: Duration) -> Result<Metri
     Pattern::new(0, 0).fill(0, &mut buf);
     let buf = Rc::new(buf);
     let cpu0 = cpu_seconds(&target.pids);
+    let parts0 = part_cpu(target);
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(pairs);
@@ -87,6 +88,7 @@ async fn bulk(target: &Target, pairs: usize, duration: Duration) -> Result<Metri
     m.insert("bytes".into(), total as f64);
     if !target.pids.is_empty() && total > 0 {
         m.insert("cpu_s_per_gb".into(), cpu / (total as f64 / 1e9));
+        insert_parts(&mut m, target, &parts0, "cpu_s_per_gb", 1e9 / total as f64);
     }
     Ok(m)
 }
@@ -240,12 +242,31 @@ where
     }
 }
 
-/// Relay CPU and this process's CPU, for per-pairing costs.
-fn pairing_cpu(target: &Target) -> (f64, f64) {
+/// Relay CPU and this process's CPU, for per-pairing costs, and the relay CPU of each
+/// named part (the cluster targets: node A, node B, redis-server).
+fn pairing_cpu(target: &Target) -> (f64, f64, Vec<f64>) {
     (
         cpu_seconds(&target.pids),
         cpu_seconds(&[std::process::id()]),
+        part_cpu(target),
     )
+}
+
+/// CPU seconds of each of the target's named parts (in `pids` order).
+fn part_cpu(target: &Target) -> Vec<f64> {
+    target
+        .part_names
+        .iter()
+        .zip(&target.pids)
+        .map(|(_, pid)| cpu_seconds(&[*pid]))
+        .collect()
+}
+
+/// Adds `<prefix>_<part>` = CPU used by each named part since `cpu0`, times `scale`.
+fn insert_parts(m: &mut Metrics, target: &Target, cpu0: &[f64], prefix: &str, scale: f64) {
+    for ((name, before), after) in target.part_names.iter().zip(cpu0).zip(part_cpu(target)) {
+        m.insert(format!("{prefix}_{name}"), (after - before) * scale);
+    }
 }
 
 /// Adds count, rate, latency and CPU-per-pairing metrics.
@@ -253,9 +274,9 @@ fn pairing_metrics(
     target: &Target,
     results: &[GeneratorResult],
     elapsed: f64,
-    cpu0: (f64, f64),
+    cpu0: (f64, f64, Vec<f64>),
 ) -> Metrics {
-    let (relay_cpu, own_cpu) = pairing_cpu(target);
+    let (relay_cpu, own_cpu, _) = pairing_cpu(target);
     let (relay_cpu, own_cpu) = (relay_cpu - cpu0.0, own_cpu - cpu0.1);
     let total: u64 = results.iter().map(|r| r.pairings).sum();
     let mut h = Latency::new();
@@ -267,6 +288,7 @@ fn pairing_metrics(
     if total > 0 {
         if !target.pids.is_empty() {
             m.insert("relay_cpu_us".into(), relay_cpu * 1e6 / total as f64);
+            insert_parts(&mut m, target, &cpu0.2, "relay_cpu_us", 1e6 / total as f64);
         }
         // This process's tree includes the relay it started; count only the generator.
         let generator = (own_cpu - relay_cpu).max(0.0);
@@ -463,7 +485,8 @@ mod tests {
                     pids: Vec::new(),
                     command: String::new(),
                     children: Vec::new(),
-                    relay: None,
+                    relays: Vec::new(),
+                    part_names: Vec::new(),
                     _dir: None,
                 };
                 let m = bulk(&t, 2, Duration::from_millis(100)).await.unwrap();

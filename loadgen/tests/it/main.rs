@@ -686,3 +686,124 @@ fn qredo_refuses_bad_options_before_starting_anything() {
         assert!(err.contains(message), "{args:?}: {err}");
     }
 }
+
+/// Whether `program` is on PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// The cluster targets (issue #16): each starts its own redis-server and two nodes; a
+/// few pairings, a ping-pong and a bulk transfer through A (local) and through B
+/// (cross) verify every byte and report figures, CPU included. No speed is asserted.
+#[test]
+fn compare_runs_the_cluster_targets_local_and_cross() {
+    if !on_path("redis-server") {
+        eprintln!(
+            "SKIPPED compare_runs_the_cluster_targets_local_and_cross: redis-server is not installed (scripts/test-deps.sh installs it)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, r, out) = run_json(
+        &[
+            "compare",
+            "--targets",
+            "direct,tryst-cluster-local,tryst-cluster-cross",
+            "--workloads",
+            "pairing,pingpong,bulk1",
+            "--repetitions",
+            "3",
+            "--duration",
+            "150ms",
+            "--pairing-generators",
+            "1",
+            "--pairing-loops",
+            "2",
+            "--no-pin",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(r["errors"].as_object().unwrap().is_empty(), "{out}");
+    assert!(r["skipped"].as_object().unwrap().is_empty(), "{out}");
+    let cmd = r["targets"]["tryst-cluster-cross"].as_str().unwrap();
+    assert!(
+        cmd.contains("redis-server") && cmd.contains("--save ''") && cmd.contains("reach via B"),
+        "{cmd}"
+    );
+    assert!(
+        r["targets"]["tryst-cluster-local"]
+            .as_str()
+            .unwrap()
+            .contains("reach via A"),
+        "{out}"
+    );
+    let cells = r["cells"].as_array().unwrap();
+    for target in ["tryst-cluster-local", "tryst-cluster-cross"] {
+        let cell = |workload: &str| {
+            let c = cells
+                .iter()
+                .find(|c| c["target"] == target && c["workload"] == workload)
+                .unwrap_or_else(|| panic!("{target} {workload}: {out}"));
+            assert!(c["error"].is_null(), "{target} {workload}: {c}");
+            c["metrics"].clone()
+        };
+        let m = cell("pairing");
+        assert!(m["count"].as_f64().unwrap() >= 1.0, "{m}");
+        assert!(m["p50_us"].as_f64().unwrap() > 0.0, "{m}");
+        // CPU is summed over both nodes and redis-server (at 100 ticks/s it may be 0),
+        // and reported for each of them.
+        assert!(m["relay_cpu_us"].as_f64().unwrap() >= 0.0, "{m}");
+        let parts: f64 = ["a", "b", "redis"]
+            .iter()
+            .map(|p| m[format!("relay_cpu_us_{p}").as_str()].as_f64().unwrap())
+            .sum();
+        let whole = m["relay_cpu_us"].as_f64().unwrap();
+        // The parts are sampled just after the whole: allow a 10 ms tick per part.
+        let ticks_us = 3.0 * 10_000.0 / m["count"].as_f64().unwrap();
+        assert!((parts - whole).abs() <= ticks_us + 1e-6, "{m}");
+        let m = cell("pingpong");
+        assert!(m["round_trips"].as_f64().unwrap() > 0.0, "{m}");
+        // The sink counts the bytes it received and the generator checks the count.
+        let m = cell("bulk1");
+        assert!(m["bytes"].as_f64().unwrap() > 0.0, "{m}");
+        assert!(m["cpu_s_per_gb"].as_f64().unwrap() >= 0.0, "{m}");
+    }
+}
+
+/// Without a redis-server the cluster targets are skipped with the reason in the report
+/// (the direct baseline still runs).
+#[test]
+fn compare_names_a_missing_redis_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-redis-server");
+    let (code, r, out) = run_json(
+        &[
+            "compare",
+            "--targets",
+            "direct,tryst-cluster-cross",
+            "--workloads",
+            "pingpong",
+            "--repetitions",
+            "3",
+            "--duration",
+            "100ms",
+            "--no-pin",
+            "--redis-server",
+            missing.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        r["skipped"]["tryst-cluster-cross"].as_str().unwrap(),
+        format!(
+            "{} not found: the cluster targets need a redis-server (run scripts/test-deps.sh)",
+            missing.display()
+        ),
+        "{out}"
+    );
+    assert!(out.contains("SKIPPING tryst-cluster-cross"), "{out}");
+    assert!(r["targets"].get("tryst-cluster-cross").is_none(), "{out}");
+}
