@@ -229,10 +229,65 @@ pub struct Opened {
 }
 
 impl Opened {
-    /// Qredo's service, for the link between its `/services` rendezvous and the `tag:`
-    /// family's tables in the workers (one tag table; docs/compat/qredo.md).
-    pub fn qredo(&self) -> &qredo::Qredo {
-        &self.qredo
+    /// The supervisor's side of the families that keep state in the workers' routers
+    /// (today: Qredo's `/services` rendezvous shared with the `tag:` tables, one tag
+    /// table; docs/compat/qredo.md). The first half yields the families' updates for the
+    /// workers; the second sends them, re-sends to restarted workers and takes the
+    /// workers' reports.
+    pub fn worker_links(&self) -> (LinkUpdates, WorkerLinks) {
+        (
+            LinkUpdates(self.qredo.link_tags()),
+            WorkerLinks {
+                courier: qredo::share::Courier::default(),
+                qredo: self.qredo.clone(),
+            },
+        )
+    }
+}
+
+/// The families' updates for the workers, in the order they were made (see
+/// [`Opened::worker_links`]).
+#[derive(Debug)]
+pub struct LinkUpdates(Option<tokio::sync::mpsc::Receiver<qredo::share::Outgoing>>);
+
+/// One update from a family for its owner worker (see [`WorkerLinks::send`]).
+#[derive(Debug)]
+pub struct LinkUpdate(qredo::share::Outgoing);
+
+impl LinkUpdates {
+    /// The next update; pending forever when no family has any to make.
+    pub async fn next(&mut self) -> Option<LinkUpdate> {
+        match self.0.as_mut() {
+            Some(rx) => rx.recv().await.map(LinkUpdate),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Carries the families' updates to the workers and their reports back (see
+/// [`Opened::worker_links`]).
+#[derive(Debug)]
+pub struct WorkerLinks {
+    courier: qredo::share::Courier,
+    qredo: qredo::Qredo,
+}
+
+impl WorkerLinks {
+    /// Sends `update` to the worker owning its key (queued while that inbox is full).
+    pub fn send(&mut self, engine: &tryst_engine::driver::Engine, update: LinkUpdate) {
+        self.courier.send(engine, update.0);
+    }
+
+    /// Hands the workers' reports (`HttpInbox::take_family_reports`) to their families.
+    pub fn deliver(&self, reports: Vec<Vec<u8>>) {
+        qredo::share::Courier::deliver(&self.qredo, reports);
+    }
+
+    /// Once per supervisor tick: re-sends what `restarted` workers must hold, then what
+    /// still waits for room in an inbox.
+    pub fn tick(&mut self, engine: &tryst_engine::driver::Engine, restarted: &[usize]) {
+        self.courier.resend(engine, &self.qredo, restarted);
+        self.courier.flush(engine);
     }
 }
 

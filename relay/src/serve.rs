@@ -347,10 +347,8 @@ async fn supervise(
     // The HTTP families' cluster side (channel and mailbox owners, publications in the
     // directory); `None` on a single node.
     let cluster_http = cluster.clone().map(crate::cluster::http::ClusterHttp::new);
-    // One tag table for `/services` and `CONNECT tag:` (docs/compat/qredo.md).
-    let mut tag_updates = families.qredo().link_tags();
-    let mut courier = crate::qredo::share::Courier::default();
-    let tag_reports = families.qredo().clone();
+    // Families that keep state in the workers' routers ([`families::Opened::worker_links`]).
+    let (mut link_updates, mut links) = families.worker_links();
     let mut families = families.into_services(started, cluster_http.clone())?;
     families.extend(
         cluster
@@ -418,7 +416,7 @@ async fn supervise(
                 ready.map_err(io_err("waiting on the HTTP inbox"))?;
                 // `try_io` clears tokio's readiness when the drain ends in WouldBlock.
                 let _ = inbox.try_io(Interest::READABLE, || drain_inbox(&engine, &http));
-                crate::qredo::share::Courier::deliver(&tag_reports, engine.http_inbox().take_family_reports());
+                links.deliver(engine.http_inbox().take_family_reports());
             }
             ready = readable(cluster_events.as_ref()) => {
                 ready.map_err(io_err("waiting on the cluster events"))?;
@@ -426,12 +424,7 @@ async fn supervise(
                     let _ = events.try_io(Interest::READABLE, || drain_cluster_events(&engine, d));
                 }
             }
-            Some(out) = async {
-                match tag_updates.as_mut() {
-                    Some(rx) => rx.recv().await,
-                    None => std::future::pending().await,
-                }
-            } => courier.send(&engine, out),
+            Some(update) = link_updates.next() => links.send(&engine, update),
             Some(reply) = stats_requests.recv() => answer_stats(&engine, reply),
             _ = hangup.recv() => reload(&engine, config),
             _ = terminate.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGTERM"),
@@ -452,8 +445,7 @@ async fn supervise(
                     }
                 }
                 let restarted = engine.take_restarted();
-                courier.resend(&engine, &tag_reports, &restarted);
-                courier.flush(&engine);
+                links.tick(&engine, &restarted);
             }
         }
     }
