@@ -37,16 +37,31 @@ pub type ServeFuture<'a> = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + 
 pub trait ServiceFamily: Send + Sync + std::fmt::Debug {
     /// A short name for logs (`"pico"`, `"deaddrop"`, ...).
     fn name(&self) -> &'static str;
-    /// Whether the family serves `path` on the public listeners.
-    fn owns(&self, path: &str) -> bool;
+    /// Whether the family serves `path` on the public listeners. The default owns none:
+    /// a family that only adds `/metrics` lines, `/healthz` members or background tasks
+    /// (STUN, the cluster's parts).
+    fn owns(&self, path: &str) -> bool {
+        let _ = path;
+        false
+    }
     /// Whether the family also serves the paths nobody owns (outside every family's
     /// prefix): the dead-drop does, as hivemind's upstream server does on its port. The
     /// first family in the list that says so gets them.
     fn owns_unknown_paths(&self) -> bool {
         false
     }
-    /// Serves one request; reads its body, if at all, within `cx.body_deadline`.
-    fn serve(&self, req: Request<Incoming>, cx: ServeContext) -> ServeFuture<'_>;
+    /// Serves one request; reads its body, if at all, within `cx.body_deadline`. Only
+    /// called for paths the family [`owns`](Self::owns); the default, for families that
+    /// own none, is never reached and would answer `404 {"error":"not_found"}`.
+    fn serve(&self, req: Request<Incoming>, cx: ServeContext) -> ServeFuture<'_> {
+        let _ = (req, cx);
+        Box::pin(async {
+            crate::body::json_reply(
+                hyper::StatusCode::NOT_FOUND,
+                r#"{"error":"not_found"}"#.to_owned(),
+            )
+        })
+    }
     /// Appends the family's Prometheus text to `out`.
     fn render_metrics(&self, out: &mut String);
     /// A member of `/healthz`'s JSON object, `(key, value)`, for families with state an

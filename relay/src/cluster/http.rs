@@ -29,9 +29,9 @@
 //! connections; nothing here runs on a worker.
 
 use super::{Cluster, NodeInfo, Origin};
-use crate::family::{ServeContext, ServeFuture, ServiceFamily};
+use crate::family::{ServeContext, ServiceFamily};
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::header::{self, HeaderName};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
@@ -427,20 +427,6 @@ impl ClusterHttp {
 impl ServiceFamily for ClusterHttp {
     fn name(&self) -> &'static str {
         "cluster-http"
-    }
-
-    fn owns(&self, _path: &str) -> bool {
-        false
-    }
-
-    fn serve(&self, _req: Request<Incoming>, _cx: ServeContext) -> ServeFuture<'_> {
-        // Never routed here (`owns` is false for every path).
-        Box::pin(async {
-            crate::body::json_reply(
-                hyper::StatusCode::NOT_FOUND,
-                r#"{"error":"not_found"}"#.to_owned(),
-            )
-        })
     }
 
     fn render_metrics(&self, out: &mut String) {

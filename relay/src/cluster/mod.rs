@@ -487,24 +487,6 @@ impl crate::family::ServiceFamily for Cluster {
         "cluster"
     }
 
-    fn owns(&self, _path: &str) -> bool {
-        false
-    }
-
-    fn serve(
-        &self,
-        _req: hyper::Request<hyper::body::Incoming>,
-        _cx: crate::family::ServeContext,
-    ) -> crate::family::ServeFuture<'_> {
-        // Never routed here (`owns` is false for every path).
-        Box::pin(async {
-            crate::body::json_reply(
-                hyper::StatusCode::NOT_FOUND,
-                r#"{"error":"not_found"}"#.to_owned(),
-            )
-        })
-    }
-
     fn render_metrics(&self, out: &mut String) {
         Self::render_metrics(self, out);
     }

@@ -2,10 +2,7 @@
 //! background task and its counters go to `/metrics`.
 
 use super::server::{self, StunCounters};
-use crate::family::{ServeContext, ServeFuture, ServiceFamily};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
+use crate::family::ServiceFamily;
 use std::sync::{Arc, Mutex};
 use tokio::net::UdpSocket;
 
@@ -35,19 +32,6 @@ impl Stun {
 impl ServiceFamily for Stun {
     fn name(&self) -> &'static str {
         "stun"
-    }
-
-    fn owns(&self, _path: &str) -> bool {
-        false
-    }
-
-    /// Never called (the responder owns no path); a plain 404 if it were.
-    fn serve(&self, _req: Request<Incoming>, _cx: ServeContext) -> ServeFuture<'_> {
-        Box::pin(async {
-            let mut resp = Response::new(Full::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::NOT_FOUND;
-            resp
-        })
     }
 
     fn render_metrics(&self, out: &mut String) {
