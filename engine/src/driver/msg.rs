@@ -142,17 +142,7 @@ fn send_fd(sock: BorrowedFd<'_>, kind: u8, conn: BorrowedFd<'_>, bytes: &[u8]) -
 }
 
 fn send_kind(sock: BorrowedFd<'_>, kind: u8) -> io::Result<()> {
-    let kind = [kind];
-    let iov = [IoSlice::new(&kind)];
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &iov,
-        &[],
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map(drop)
-    .map_err(io::Error::from)
+    send_bytes(sock, kind, &[])
 }
 
 fn send_bytes(sock: BorrowedFd<'_>, kind: u8, payload: &[u8]) -> io::Result<()> {
@@ -217,17 +207,7 @@ pub(crate) fn send_family(sock: BorrowedFd<'_>, payload: &[u8]) -> io::Result<()
             "payload too large",
         ));
     }
-    let kind = [KIND_FAMILY];
-    let iov = [IoSlice::new(&kind), IoSlice::new(payload)];
-    sendmsg::<()>(
-        sock.as_raw_fd(),
-        &iov,
-        &[],
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map(drop)
-    .map_err(io::Error::from)
+    send_bytes(sock, KIND_FAMILY, payload)
 }
 
 /// Receives one message without blocking; `Ok(None)` when none is queued. Malformed
