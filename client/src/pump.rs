@@ -342,48 +342,15 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn splice_moves_bytes_both_ways_and_forwards_half_close() {
-        // outer_a <-> a  [splice]  b <-> outer_b
-        let (mut outer_a, a) = pair().await;
-        let (b, mut outer_b) = pair().await;
-        let counters = std::sync::Arc::new(Counters::default());
-        let c = counters.clone();
-        let joined = tokio::spawn(async move { splice_join(&a, &b, &c).await });
-        let up = pattern(3 << 20, 1);
-        let down = pattern(2 << 20, 2);
-        let (up2, down2) = (up.clone(), down.clone());
-        let (mut ar, mut aw) = outer_a.split();
-        let (mut br, mut bw) = outer_b.split();
-        let (got_up, got_down, _, _) = tokio::join!(
-            async {
-                let mut v = Vec::new();
-                br.read_to_end(&mut v).await.unwrap();
-                v
-            },
-            async {
-                let mut v = Vec::new();
-                ar.read_to_end(&mut v).await.unwrap();
-                v
-            },
-            async {
-                aw.write_all(&up2).await.unwrap();
-                aw.shutdown().await.unwrap();
-            },
-            async {
-                bw.write_all(&down2).await.unwrap();
-                bw.shutdown().await.unwrap();
-            }
-        );
-        assert!(got_up == up, "a->b differs");
-        assert!(got_down == down, "b->a differs");
-        let (ab, ba) = joined.await.unwrap().unwrap();
-        assert_eq!((ab, ba), (3 << 20, 2 << 20));
+        // outer_a <-> a  [splice]  b <-> outer_b, through the process-wide pool.
+        let counters = clean_tunnel(&PIPES, &pattern(3 << 20, 1), &pattern(2 << 20, 2)).await;
         assert_eq!(counters.a_to_b.load(Ordering::Relaxed), 3 << 20);
-        drop((outer_a.shutdown().await, outer_b.shutdown().await));
     }
 
     /// One tunnel through `pipes`: `up` from outer a to outer b, `down` back, both ends
-    /// half-closed after sending. Checks the bytes and returns the join's result.
-    async fn clean_tunnel(pipes: &PipePool, up: &[u8], down: &[u8]) {
+    /// half-closed after sending. Checks the bytes and the join's result; returns the
+    /// tunnel's counters.
+    async fn clean_tunnel(pipes: &PipePool, up: &[u8], down: &[u8]) -> Counters {
         let (mut outer_a, a) = pair().await;
         let (b, mut outer_b) = pair().await;
         let counters = Counters::default();
@@ -413,6 +380,7 @@ mod tests {
         assert!(got_up == up, "a->b differs");
         assert!(got_down == down, "b->a differs");
         assert_eq!(joined.unwrap(), (up.len() as u64, down.len() as u64));
+        counters
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
