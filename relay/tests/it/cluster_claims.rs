@@ -5,7 +5,7 @@
 //!
 //! Waiting is on events only: a read returning, a metric reaching its value (bounded).
 
-use crate::cluster::write_psk;
+use crate::cluster::{TestRedis as Redis, start_node, write_psk};
 use crate::relay::Relay;
 use crate::tunnel::{
     OK, now_unix, park_head, read_exact_n, read_to_close, status_and_code, wait_past,
@@ -13,94 +13,17 @@ use crate::tunnel::{
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 use tryst_client::tag::{self as publisher, CreateOptions, HashedTag, TagMode, hashed_tag};
 
 const PSK: &str = "cluster claims test mesh key 0123";
 
-/// A private redis-server this test stops and starts again on the same socket.
-struct Redis {
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn script() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis-test.sh")
-    }
-
-    fn run(&self, cmd: &str) {
-        let out = Command::new(Self::script())
-            .arg(cmd)
-            .arg(self.dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "redis-test.sh {cmd}: {}{} (run scripts/test-deps.sh)",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn start() -> Self {
-        let r = Self {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        r.run("start");
-        r
-    }
-
-    fn stop(&self) {
-        self.run("stop");
-    }
-
-    fn restart(&self) {
-        self.run("start");
-    }
-
-    fn socket(&self) -> String {
-        self.dir
-            .path()
-            .join("redis.sock")
-            .to_string_lossy()
-            .into_owned()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 /// A node named `name` on `ip` with one worker and `extra` flags.
 fn node(redis: &Redis, psk: &Path, name: &str, ip: &str, extra: &[&str]) -> Relay {
     let mut flags: Vec<&str> = vec!["--workers", "1"];
     flags.extend_from_slice(extra);
-    start_node_at(&redis.socket(), psk, name, ip, &flags)
-}
-
-fn start_node_at(socket: &str, psk: &Path, name: &str, ip: &str, extra: &[&str]) -> Relay {
-    let args = [
-        "--listen",
-        &format!("{ip}:0"),
-        "--cluster-redis",
-        socket,
-        "--node-name",
-        name,
-        "--mesh-listen",
-        &format!("{ip}:0"),
-        "--mesh-psk-file",
-        psk.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect::<Vec<String>>();
-    let mut refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    refs.extend_from_slice(extra);
-    Relay::start(&refs)
+    start_node(redis, psk, name, ip, &flags)
 }
 
 fn series(relay: &Relay, series: &str) -> u64 {
@@ -323,7 +246,7 @@ fn with_the_directory_down_proofs_fall_back_and_single_shot_tags_answer_503_then
     );
     assert!(series(&a, FALLBACK) > before);
 
-    redis.restart();
+    redis.start_again();
     await_connected(&a);
     await_connected(&b);
     let lost_before = series(&b, LOST);

@@ -12,7 +12,6 @@ use base64::engine::general_purpose::STANDARD;
 use ed25519_dalek::{Signer as _, SigningKey};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tryst_relay::hive::forward::{DRAIN_DOMAIN, proof_message};
@@ -50,21 +49,6 @@ fn three(extra: &[&str]) -> Nodes {
         _keys: keys,
         nodes,
     }
-}
-
-/// The redis-test.sh directory of `redis` (its socket's directory).
-fn redis_dir(redis: &TestRedis) -> PathBuf {
-    redis.socket.parent().unwrap().to_owned()
-}
-
-fn redis_script(cmd: &str, redis: &TestRedis) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis-test.sh");
-    let out = Command::new(script)
-        .arg(cmd)
-        .arg(redis_dir(redis))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "redis-test.sh {cmd}: {out:?}");
 }
 
 fn send(
@@ -340,7 +324,7 @@ fn redis_down_serves_local_state_and_heals_when_it_returns() {
     let (_, got) = request(c.addr, "GET", &publication_path(2), &[], b"");
     assert_eq!(got, before);
 
-    redis_script("stop", &n.redis);
+    n.redis.stop();
     for node in &n.nodes {
         assert_eq!(node.await_metric("tryst_cluster_directory_connected", 0), 0);
     }
@@ -374,7 +358,7 @@ fn redis_down_serves_local_state_and_heals_when_it_returns() {
         );
     }
 
-    redis_script("start", &n.redis);
+    n.redis.start_again();
     for node in &n.nodes {
         assert_eq!(node.await_metric("tryst_cluster_directory_connected", 1), 1);
         assert_eq!(node.await_metric("tryst_cluster_live_nodes", 2), 2);
