@@ -61,8 +61,16 @@ pub fn run(data: &[u8]) {
                 ));
                 assert!(evict.is_empty());
             }
-            Ok(Control::Put { shared }) => {
-                assert!(reports.is_empty());
+            Ok(Control::Put { id, shared }) => {
+                if id == 0 {
+                    assert!(reports.is_empty());
+                } else {
+                    assert_eq!(reports.len(), 1);
+                    assert!(matches!(
+                        Report::decode(&reports[0]),
+                        Ok(Report::Reply { id: answered, .. }) if answered == id
+                    ));
+                }
                 assert!(evict.iter().all(|k| *k == room_key(&shared.tag)));
             }
             Err(_) => {

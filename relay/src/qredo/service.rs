@@ -339,7 +339,7 @@ impl Qredo {
                         table().forget(&tag);
                         if answer.is_none() {
                             // The worker may still apply the creation later: retire it.
-                            link.put(SharedTag {
+                            link.put_unanswered(SharedTag {
                                 active: false,
                                 ..shared
                             })
@@ -417,7 +417,14 @@ impl Qredo {
         };
         let shared = lock(&self.inner.rendezvous).shared(tag, now);
         if let Some(shared) = shared {
-            link.put(shared).await;
+            match link.put(shared).await {
+                Some(Answer::Applied) => {}
+                answer => tracing::warn!(
+                    tag = %shared.tag.to_hex(),
+                    ?answer,
+                    "qredo: the owner worker did not confirm a tag update; tunnels may see it late"
+                ),
+            }
         }
     }
 
@@ -448,7 +455,7 @@ impl Qredo {
             .into_iter()
             .map(|shared| Outgoing {
                 tag: shared.tag.0,
-                message: Control::Put { shared }.encode(),
+                message: Control::Put { id: 0, shared }.encode(),
             })
             .collect()
     }

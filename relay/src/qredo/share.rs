@@ -64,11 +64,19 @@ impl TagLink {
         )
     }
 
-    /// Sends `shared` as the tag's current state (no answer).
-    pub async fn put(&self, shared: SharedTag) {
+    /// Sends `shared` as the tag's current state and waits up to [`ANSWER_WAIT`] for the
+    /// owner worker to apply it ([`Answer::Applied`]); `None` when no answer came (the
+    /// update stays queued in order and applies later).
+    pub async fn put(&self, shared: SharedTag) -> Option<Answer> {
+        self.ask(shared.tag.0, |id| Control::Put { id, shared })
+            .await
+    }
+
+    /// Sends `shared` as the tag's current state without waiting for an answer.
+    pub async fn put_unanswered(&self, shared: SharedTag) {
         let out = Outgoing {
             tag: shared.tag.0,
-            message: Control::Put { shared }.encode(),
+            message: Control::Put { id: 0, shared }.encode(),
         };
         if self.tx.send(out).await.is_err() {
             tracing::warn!("qredo: the tag link is closed; a tag update is lost");

@@ -51,15 +51,20 @@ impl TagFamily {
                 };
                 Some((id, answer))
             }
-            sync::Control::Put { shared } => {
-                match self.table.share(&shared, false, now) {
-                    Ok(true) => evict.push(room_key(&shared.tag)),
-                    Ok(false) => {}
-                    Err(answer) => {
-                        tracing::warn!(tag = %shared.tag.to_hex(), ?answer, "a tag shared with /services could not be stored")
+            sync::Control::Put { id, shared } => {
+                let answer = match self.table.share(&shared, false, now) {
+                    Ok(dead) => {
+                        if dead {
+                            evict.push(room_key(&shared.tag));
+                        }
+                        sync::Answer::Applied
                     }
-                }
-                None
+                    Err(answer) => {
+                        tracing::warn!(tag = %shared.tag.to_hex(), ?answer, "a tag shared with /services could not be stored");
+                        answer
+                    }
+                };
+                (id != 0).then_some((id, answer))
             }
             sync::Control::Claim { id, tag } => Some((id, self.table.claim(&tag, now))),
         };

@@ -10,8 +10,10 @@
 //! Who decides what:
 //! - the supervisor's table decides a shared tag's existence, owner, mode, expiry and
 //!   activation (`create`, `activate`, `deactivate` are RPC operations): every change
-//!   is sent to the owner worker as [`Control::Put`], and a `create` waits for the
-//!   worker's [`Answer`] to [`Control::Create`] (a tag a publisher already created with
+//!   is sent to the owner worker as [`Control::Put`], which `activate` and `deactivate`
+//!   wait for ([`Answer::Applied`]) before they reply, so a park or reach right after
+//!   the reply sees the change; a `create` waits for the worker's [`Answer`] to
+//!   [`Control::Create`] (a tag a publisher already created with
 //!   a `CONNECT tag:` park is not taken over: `RendezvousAlreadyExists`);
 //! - the owner worker decides single-shot consumption: it sees every tunnel responder,
 //!   and an RPC `respond` to a single-shot tag first claims it there
@@ -19,7 +21,8 @@
 //!   a tunnel consumed is reported back ([`Report::Consumed`]).
 //!
 //! Layout (big-endian integers): a control message is an op byte, then for `Create`
-//! `id u64` and a [`SharedTag`], for `Put` a [`SharedTag`], for `Claim` `id u64` and the
+//! `id u64` and a [`SharedTag`], for `Put` `id u64` (0: no answer wanted) and a
+//! [`SharedTag`], for `Claim` `id u64` and the
 //! hashed tag. A [`SharedTag`] is `tag [32] owner [32] mode u8 (1 single-shot, 2
 //! long-term) requested_duration u64 expires_at u64 flags u8 (1 active, 2 consumed)`. A
 //! report is `1 id u64 answer u8` or `2 tag [32]`. Nothing else parses.
@@ -60,9 +63,12 @@ pub enum Control {
         shared: SharedTag,
     },
     /// The supervisor's current view of a shared tag (after `activate` or `deactivate`,
-    /// or re-sent to a restarted worker); applied as given, no answer. A tag that is not
+    /// or re-sent to a restarted worker); applied as given and answered
+    /// [`Answer::Applied`] (or [`Answer::Full`]) unless `id` is 0. A tag that is not
     /// active (or is consumed) has its parked publishers closed.
     Put {
+        /// Correlates the answer; 0 when none is wanted.
+        id: u64,
         /// The tag's state.
         shared: SharedTag,
     },
@@ -92,6 +98,8 @@ pub enum Answer {
     Consumed,
     /// The worker holds no live entry for the tag.
     Unknown,
+    /// A [`Control::Put`] is applied to the worker's table.
+    Applied,
 }
 
 /// Owner worker → supervisor.
@@ -176,6 +184,7 @@ fn answer_byte(a: Answer) -> u8 {
         Answer::Claimed => 4,
         Answer::Consumed => 5,
         Answer::Unknown => 6,
+        Answer::Applied => 7,
     }
 }
 
@@ -189,8 +198,9 @@ impl Control {
                 out.extend_from_slice(&id.to_be_bytes());
                 put_shared(&mut out, shared);
             }
-            Self::Put { shared } => {
+            Self::Put { id, shared } => {
                 out.push(OP_PUT);
+                out.extend_from_slice(&id.to_be_bytes());
                 put_shared(&mut out, shared);
             }
             Self::Claim { id, tag } => {
@@ -206,26 +216,27 @@ impl Control {
     pub fn decode(b: &[u8]) -> Result<Self, SyncError> {
         let (&op, rest) = b.split_first().ok_or(SyncError::Length)?;
         match op {
-            OP_CREATE | OP_CLAIM => {
+            OP_CREATE | OP_PUT | OP_CLAIM => {
                 if rest.len() < 8 {
                     return Err(SyncError::Length);
                 }
                 let id = u64::from_be_bytes(array(&rest[..8])?);
-                if op == OP_CREATE {
-                    Ok(Self::Create {
+                let rest = &rest[8..];
+                Ok(match op {
+                    OP_CREATE => Self::Create {
                         id,
-                        shared: get_shared(&rest[8..])?,
-                    })
-                } else {
-                    Ok(Self::Claim {
+                        shared: get_shared(rest)?,
+                    },
+                    OP_PUT => Self::Put {
                         id,
-                        tag: HashedTag(array(&rest[8..])?),
-                    })
-                }
+                        shared: get_shared(rest)?,
+                    },
+                    _ => Self::Claim {
+                        id,
+                        tag: HashedTag(array(rest)?),
+                    },
+                })
             }
-            OP_PUT => Ok(Self::Put {
-                shared: get_shared(rest)?,
-            }),
             _ => Err(SyncError::Code),
         }
     }
@@ -264,6 +275,7 @@ impl Report {
                     4 => Answer::Claimed,
                     5 => Answer::Consumed,
                     6 => Answer::Unknown,
+                    7 => Answer::Applied,
                     _ => return Err(SyncError::Code),
                 };
                 Ok(Self::Reply {
@@ -301,6 +313,7 @@ mod tests {
         for c in [
             Control::Create { id: 1, shared: s },
             Control::Put {
+                id: 0,
                 shared: SharedTag {
                     mode: TagMode::LongTerm,
                     active: false,
@@ -322,6 +335,7 @@ mod tests {
             Answer::Claimed,
             Answer::Consumed,
             Answer::Unknown,
+            Answer::Applied,
         ] {
             let r = Report::Reply { id: 42, answer: a };
             assert_eq!(Report::decode(&r.encode()), Ok(r));
@@ -332,12 +346,17 @@ mod tests {
 
     #[test]
     fn the_layout_is_fixed() {
-        let bytes = Control::Put { shared: shared() }.encode();
-        assert_eq!(bytes.len(), 1 + 82);
+        let bytes = Control::Put {
+            id: 3,
+            shared: shared(),
+        }
+        .encode();
+        assert_eq!(bytes.len(), 1 + 8 + 82);
         assert_eq!(bytes[0], 2);
-        assert_eq!(bytes[65], 1, "mode byte: single-shot");
-        assert_eq!(&bytes[66..74], &600u64.to_be_bytes());
-        assert_eq!(bytes[82], 1, "flags: active");
+        assert_eq!(&bytes[1..9], &3u64.to_be_bytes());
+        assert_eq!(bytes[8 + 65], 1, "mode byte: single-shot");
+        assert_eq!(&bytes[8 + 66..8 + 74], &600u64.to_be_bytes());
+        assert_eq!(bytes[8 + 82], 1, "flags: active");
         assert_eq!(
             Report::Reply {
                 id: 1,
@@ -374,7 +393,7 @@ mod tests {
         assert_eq!(Control::decode(&[3, 0, 0]), Err(SyncError::Length));
         assert_eq!(Report::decode(&[1, 0]), Err(SyncError::Length));
         assert_eq!(
-            Report::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 1, 7]),
+            Report::decode(&[1, 0, 0, 0, 0, 0, 0, 0, 1, 8]),
             Err(SyncError::Code)
         );
         assert_eq!(Report::decode(&[2; 32]), Err(SyncError::Length));
