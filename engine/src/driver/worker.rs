@@ -1,7 +1,7 @@
 //! One worker: one thread, one io_uring, its own fd table.
 //!
 //! The ring carries multishot accepts, one-shot `POLL_ADD`s (readiness; the driver then
-//! calls non-blocking syscalls itself), `POLL_REMOVE`s and, in
+//! calls non-blocking syscalls itself), `ASYNC_CANCEL`s and, in
 //! [`super::DataPath::SpliceUring`] mode, `IORING_OP_SPLICE`s. No user-space buffer is ever
 //! lent to the kernel: heads are read with `recv(2)` on readiness into buffers the worker
 //! owns, so there is no buffer whose lifetime depends on a completion. Descriptors that a
@@ -345,7 +345,7 @@ impl<R: Router> Worker<R> {
                 }
             }
         }
-        // Flush the PollRemoves of the final teardown; the process exits right after.
+        // Flush the cancels of the final teardown; the process exits right after.
         let _ = self.ring.submit();
         Ok(())
     }
@@ -370,11 +370,11 @@ impl<R: Router> Worker<R> {
     fn push(&mut self, entry: squeue::Entry) {
         loop {
             // SAFETY: every entry pushed here references only descriptors (no memory):
-            // poll, poll-remove, cancel, accept without an address, and splice. The
+            // poll, cancel, accept without an address, and splice. The
             // descriptors are owned by `self` (listeners, inbox, peer sockets, sockets in
             // `self.socks`, pipes in tunnel directions) and are kept open until the
             // entry's terminal completion arrives (tunnels with a splice in flight are not
-            // torn down until it completes; polls on closed sockets are removed).
+            // torn down until it completes; polls on closed sockets are cancelled).
             let pushed = unsafe { self.ring.submission().push(&entry) };
             if pushed.is_ok() {
                 return;
@@ -440,6 +440,21 @@ impl<R: Router> Worker<R> {
         self.push(e);
     }
 
+    /// Waits for room on `sock` with a multishot poll (see the `PollWrite` completion):
+    /// it stays armed, as `arm` sees, until the socket closes.
+    fn arm_multishot_write(&mut self, sock: SockId) {
+        let Some(s) = self.socks.get(sock) else {
+            return;
+        };
+        let ud = UserData::sock(Kind::PollWrite, self.sock_gens.get(sock), sock);
+        let e = opcode::PollAdd::new(types::Fd(s.fd.as_raw_fd()), POLL_WRITE)
+            .multi(true)
+            .build()
+            .user_data(ud);
+        self.socks[sock].armed[PollRole::Write.index()] = Some(ud);
+        self.push(e);
+    }
+
     /// Removes every armed poll of a socket and invalidates late completions.
     fn disarm(&mut self, sock: SockId) {
         let Some(s) = self.socks.get_mut(sock) else {
@@ -447,7 +462,11 @@ impl<R: Router> Worker<R> {
         };
         let armed = std::mem::take(&mut s.armed);
         for ud in armed.into_iter().flatten() {
-            let e = opcode::PollRemove::new(ud)
+            // ASYNC_CANCEL, not POLL_REMOVE: a poll remove that meets a wake-up in
+            // progress fails with EALREADY, and if that wake-up then finds no event the
+            // kernel re-arms the poll, which keeps the socket's file open after our close
+            // (its peer never sees the end). Cancellation sets a flag the wake-up honours.
+            let e = opcode::AsyncCancel::new(ud)
                 .build()
                 .user_data(UserData::IGNORE);
             self.push(e);
@@ -545,7 +564,23 @@ impl<R: Router> Worker<R> {
                 } else {
                     PollRole::Read
                 };
-                self.socks[sock].armed[role.index()] = None;
+                // A multishot poll stays armed while the kernel says more will come.
+                let still_armed = cqueue::more(flags);
+                if !still_armed {
+                    self.socks[sock].armed[role.index()] = None;
+                }
+                if role == PollRole::Write && decide::write_poll_not_writable(res) {
+                    // io_uring reports a peer's half-close (POLLRDHUP) to every poll, so
+                    // a one-shot wait for room on a socket whose peer stopped sending
+                    // fires again at once, forever, while the peer does not read: a
+                    // busy loop. Wait for room with a multishot poll instead, which
+                    // posts only on the socket's wake-ups, and skip the ones without
+                    // room.
+                    if !still_armed {
+                        self.arm_multishot_write(sock);
+                    }
+                    return;
+                }
                 self.on_ready(sock, role, res);
             }
             Kind::SpliceIn | Kind::SpliceOut => self.on_splice(ud, res),

@@ -4,9 +4,11 @@
 
 use crate::relay::Relay;
 use crate::tunnel::{
-    ID, metric_sum, now_unix, read_exact_n, read_to_close, series_value, wait_past, worker_pids,
+    ID, cpu_ticks, metric_sum, now_unix, read_exact_n, read_to_close, series_value, wait_past,
+    worker_pids,
 };
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::Shutdown;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tryst_engine::driver::TEST_OWNER_KEY_ENV;
@@ -289,8 +291,8 @@ fn during_a_drain_new_connections_get_503_at_once_and_keep_alive_health_is_close
     // The tunnel still drains, and its end ends the relay.
     client.write_all(b"still here").unwrap();
     assert_eq!(read_exact_n(&mut server, 10), b"still here");
-    client.shutdown(std::net::Shutdown::Write).unwrap();
-    server.shutdown(std::net::Shutdown::Write).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    server.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_to_close(&mut client), "");
     assert!(relay.wait_exit().success());
 }
@@ -352,7 +354,7 @@ fn node_rendezvous_ends_both_connections_when_either_side_finishes() {
             (&mut client, &mut server)
         };
         ending.write_all(b"last words").unwrap();
-        ending.shutdown(std::net::Shutdown::Write).unwrap();
+        ending.shutdown(Shutdown::Write).unwrap();
         assert_eq!(read_exact_n(other, 10), b"last words", "{ender}");
         // The other side sees the end, and so does the side that ended: the relay closed
         // it although nobody closed the other connection.
@@ -369,13 +371,13 @@ fn native_tunnels_keep_per_direction_half_close() {
     let relay = Relay::start(&[]);
     let mut server = relay.park();
     let mut client = relay.reach(b"");
-    client.shutdown(std::net::Shutdown::Write).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
     assert!(closed_by_relay(&mut server), "FIN not forwarded");
     // Still open the other way, for as long as the server sends.
     server.write_all(b"reply after FIN").unwrap();
     assert_eq!(read_exact_n(&mut client, 15), b"reply after FIN");
     assert_eq!(relay.metric("tryst_active_tunnels"), 1);
-    server.shutdown(std::net::Shutdown::Write).unwrap();
+    server.shutdown(Shutdown::Write).unwrap();
     assert!(closed_by_relay(&mut client));
     assert_eq!(relay.await_metric("tryst_active_tunnels", 0), 0);
 }
@@ -439,4 +441,59 @@ fn node_rendezvous_over_tls_ends_both_connections_on_close_notify() {
     let out = mobile.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "closed");
+}
+
+/// A client that half-closes (its FIN forwarded) and then stops reading while the hidden
+/// server keeps sending: the relay's write waits for room on that client would complete
+/// at once, forever, with io_uring's `POLLRDHUP` (a busy loop burning a core per stalled
+/// tunnel, found by a test that stalled one). The workers must stay idle instead. This
+/// measures CPU spent over a window in which nothing can move (not a wait for a
+/// condition): a busy loop spends most of the window, an idle worker nearly nothing.
+pub(crate) fn stall_a_half_closed_client(
+    relay: &Relay,
+    mut server: impl Read + Write + Send + 'static,
+) {
+    let pids = worker_pids(&relay.metrics());
+    let mut client = relay.reach(b"");
+    client.write_all(b"x").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"x", "the client's byte, then its FIN");
+    // Far more than socket buffers and pipes hold: the server blocks once they are full.
+    let sending = std::thread::spawn(move || {
+        let chunk = vec![7u8; 1 << 20];
+        while server.write_all(&chunk).is_ok() {}
+    });
+    // Until the path is full, bytes move and the workers work.
+    let mut first = [0u8; 1];
+    client.read_exact(&mut first).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let ticks = |pids: &[u32]| pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
+    let before = ticks(&pids);
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = ticks(&pids) - before;
+    assert!(
+        spent < 20,
+        "stalled tunnel: workers spent {spent} ticks of CPU in 2 s (a busy loop)"
+    );
+    // The tunnel still works: reading drains it.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut drained = 0;
+    while drained < 8 << 20 {
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0);
+        drained += n;
+    }
+    drop(client);
+    sending.join().unwrap();
+}
+
+#[test]
+fn a_stalled_half_closed_client_costs_the_workers_no_cpu() {
+    for data_path in ["splice-syscall", "splice-uring"] {
+        let relay = Relay::start(&["--data-path", data_path]);
+        let server = relay.park();
+        stall_a_half_closed_client(&relay, server);
+    }
 }

@@ -244,6 +244,15 @@ pub(super) fn idle_sweep_interval(idle_timeout: Duration) -> Duration {
     (idle_timeout / 8).clamp(Duration::from_millis(100), Duration::from_secs(60))
 }
 
+/// Whether a completed wait for room (`POLLOUT`) with result `res` found no room: io_uring
+/// always adds `POLLRDHUP`, so a socket whose peer half-closed completes such a wait at
+/// once with only that bit. An error or hang-up counts as ready (the next write says
+/// what happened), and so does a negative result (the poll itself failed).
+pub(super) fn write_poll_not_writable(res: i32) -> bool {
+    const READY: u32 = (libc::POLLOUT | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) as u32;
+    u32::try_from(res).is_ok_and(|mask| mask & READY == 0)
+}
+
 /// What a splice completion (uring data path) with result `res` leads to; `fill` is a
 /// splice from the source socket into the pipe, otherwise out of the pipe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -537,6 +546,17 @@ mod tests {
             idle_sweep_interval(Duration::from_secs(3600)),
             Duration::from_secs(60)
         );
+    }
+
+    #[test]
+    fn a_wait_for_room_that_saw_only_a_half_close_found_no_room() {
+        assert!(write_poll_not_writable(libc::POLLRDHUP as i32));
+        assert!(!write_poll_not_writable(
+            (libc::POLLOUT | libc::POLLRDHUP) as i32
+        ));
+        assert!(!write_poll_not_writable(libc::POLLHUP as i32));
+        assert!(!write_poll_not_writable(libc::POLLERR as i32));
+        assert!(!write_poll_not_writable(-libc::ECANCELED));
     }
 
     #[test]
