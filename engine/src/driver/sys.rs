@@ -69,6 +69,26 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     cvt_size(ret)
 }
 
+/// Non-blocking `sendmsg(2)` of several buffers in one call, without SIGPIPE.
+pub(crate) fn send_vectored(fd: BorrowedFd<'_>, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+    // `IoSlice` is ABI-compatible with `iovec` on Unix; the kernel takes at most IOV_MAX.
+    let count = bufs.len().min(1024);
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+    msg.msg_iovlen = count;
+    // SAFETY: `msg` points at `count` valid, readable buffers borrowed for the duration
+    // of the call; the kernel only reads them.
+    let ret = unsafe {
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &msg,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    cvt_size(ret)
+}
+
 /// Non-blocking `recv(2)`.
 pub(crate) fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid writable slice for the duration of the call.

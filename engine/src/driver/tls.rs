@@ -6,18 +6,27 @@
 //! same path as a plain one: head, classification, hand-off to the key's owner, room,
 //! splice. The front only moves bytes: ciphertext from TCP through rustls into `inner`,
 //! and bytes from `inner` through rustls out to TCP. There is no kernel TLS on this
-//! machine, so tunnel bytes of a TLS connection necessarily pass through user space;
-//! the front reuses fixed buffers, so it allocates nothing per chunk once running.
+//! machine, so tunnel bytes of a TLS connection necessarily pass through user space.
+//!
+//! Syscalls per byte are what the front can save: rustls reads ciphertext from a socket
+//! in 4 KiB steps (four or five `recv`s per 16 KiB record) and writes one record per
+//! `send`. The front instead takes ciphertext with one large `recv` into the worker's
+//! scratch buffer and feeds rustls from memory, and writes every queued record with one
+//! `writev`. Decrypted bytes wait in one 64 KiB buffer that exists only while it holds
+//! bytes, so an idle (parked) front keeps no plaintext buffer.
 
 use super::sys;
 use rustls::ServerConnection;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// Most decrypted bytes held for `inner` before the front stops reading TCP.
 const PLAIN_BUF: usize = 64 * 1024;
 /// Most bytes taken from `inner` per read.
 const CHUNK: usize = 64 * 1024;
+/// Room kept for the plaintext of a record rustls already holds in part: a TLS record
+/// on the wire is at most 16 KiB of plaintext plus its header, padding and tag.
+const RECORD_SLACK: usize = 18 * 1024;
 
 /// One TLS connection's front.
 pub(crate) struct TlsFront {
@@ -46,15 +55,12 @@ pub(crate) struct Needs {
 
 struct FdIo<'a>(BorrowedFd<'a>);
 
-impl Read for FdIo<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        sys::recv(self.0, buf)
-    }
-}
-
 impl Write for FdIo<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         sys::send(self.0, buf)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        sys::send_vectored(self.0, bufs)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -72,12 +78,60 @@ impl TlsFront {
     pub(crate) fn new(session: ServerConnection) -> Self {
         Self {
             session,
-            to_inner: Vec::with_capacity(PLAIN_BUF),
+            to_inner: Vec::new(),
             to_inner_written: 0,
             tcp_eof: false,
             inner_eof: false,
             inner_write_shut: false,
             tcp_write_shut: false,
+        }
+    }
+
+    /// Feeds `ciphertext` (all of it) to rustls and moves every record's plaintext into
+    /// the buffer for `inner`; the caller read no more than that buffer can take. An
+    /// error is a TLS protocol error (rustls queued the alert).
+    fn take_ciphertext(&mut self, mut ciphertext: &[u8]) -> Result<(), ()> {
+        while !ciphertext.is_empty() {
+            match self.session.read_tls(&mut ciphertext) {
+                // close_notify was received: what follows it is ignored.
+                Ok(0) => {
+                    self.tcp_eof = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => return Err(()),
+            }
+            self.session.process_new_packets().map_err(drop)?;
+            self.take_plaintext();
+        }
+        Ok(())
+    }
+
+    /// Moves the plaintext rustls holds into the buffer for `inner`.
+    fn take_plaintext(&mut self) {
+        loop {
+            let mut reader = self.session.reader();
+            match reader.fill_buf() {
+                Ok([]) => {
+                    // close_notify: the peer finished sending.
+                    self.tcp_eof = true;
+                    return;
+                }
+                Ok(plain) => {
+                    let n = plain.len();
+                    if self.to_inner.capacity() == 0 {
+                        self.to_inner.reserve_exact(PLAIN_BUF.max(n));
+                    }
+                    self.to_inner.extend_from_slice(plain);
+                    reader.consume(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    // Unexpected EOF without close_notify: treat as end of stream.
+                    self.tcp_eof = true;
+                    return;
+                }
+            }
         }
     }
 
@@ -88,16 +142,19 @@ impl TlsFront {
         let chunk = scratch.len().min(CHUNK);
         loop {
             let mut progress = false;
-            // Ciphertext in from TCP, while there is room for the plaintext.
-            if !self.tcp_eof && self.to_inner.len() < PLAIN_BUF && self.session.wants_read() {
-                match self.session.read_tls(&mut FdIo(tcp.as_fd())) {
+            // Ciphertext in from TCP with one large read, while the plaintext of all of
+            // it (and of a record rustls holds in part) fits in the buffer for `inner`.
+            let room = PLAIN_BUF - self.to_inner.len();
+            if !self.tcp_eof && room > RECORD_SLACK && self.session.wants_read() {
+                let want = (room - RECORD_SLACK).min(scratch.len());
+                match sys::recv(tcp.as_fd(), &mut scratch[..want]) {
                     Ok(0) => {
                         self.tcp_eof = true;
                         progress = true;
                     }
-                    Ok(_) => {
+                    Ok(n) => {
                         progress = true;
-                        if self.session.process_new_packets().is_err() {
+                        if self.take_ciphertext(&scratch[..n]).is_err() {
                             // Send the alert rustls queued, then give up.
                             let _ = self.session.write_tls(&mut FdIo(tcp.as_fd()));
                             needs.failed = true;
@@ -108,27 +165,6 @@ impl TlsFront {
                     Err(_) => {
                         needs.failed = true;
                         return needs;
-                    }
-                }
-            }
-            // Plaintext out of rustls into the buffer for `inner`.
-            while self.to_inner.len() < PLAIN_BUF {
-                let room = (PLAIN_BUF - self.to_inner.len()).min(chunk);
-                match self.session.reader().read(&mut scratch[..room]) {
-                    Ok(0) => {
-                        // close_notify: the peer finished sending.
-                        self.tcp_eof = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        self.to_inner.extend_from_slice(&scratch[..n]);
-                        progress = true;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(_) => {
-                        // Unexpected EOF without close_notify: treat as end of stream.
-                        self.tcp_eof = true;
-                        break;
                     }
                 }
             }
@@ -150,7 +186,9 @@ impl TlsFront {
                 }
             }
             if self.to_inner_written == self.to_inner.len() {
-                self.to_inner.clear();
+                // Nothing waits for `inner`: give the buffer back (a parked or idle
+                // front holds none; the next plaintext takes a fresh one).
+                self.to_inner = Vec::new();
                 self.to_inner_written = 0;
                 if self.tcp_eof && !self.inner_write_shut {
                     let _ = sys::shutdown_write(inner.as_fd());

@@ -87,6 +87,42 @@ fn a_plain_client_reaches_a_hidden_server_parked_over_tls() {
     client.shutdown(Shutdown::Write).unwrap();
 }
 
+/// Sixteen mebibytes one way, then sixteen back, between a hidden server parked over TLS
+/// and a plain client, each side writing without waiting for the other to read: the
+/// front's buffers fill and drain many times, records span its large reads, and each
+/// side's end of stream arrives after the last byte (close_notify one way, FIN the other).
+#[test]
+fn sixteen_mebibytes_each_way_through_a_tls_front_with_back_pressure() {
+    const LEN: usize = 16 << 20;
+    let relay = start();
+    let mut server = tls_park(&relay);
+    let mut client = relay.reach(b"");
+    let up: Vec<u8> = (0..LEN).map(|i| (i * 31 + i / 4093) as u8).collect();
+    let down: Vec<u8> = (0..LEN).map(|i| (i * 17 + 3 + i / 8191) as u8).collect();
+    let mut writer = client.try_clone().unwrap();
+    let sent_up = up.clone();
+    let writing = std::thread::spawn(move || {
+        writer.write_all(&sent_up).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::with_capacity(LEN);
+    server.read_to_end(&mut got).unwrap();
+    writing.join().unwrap();
+    assert_eq!(got.len(), LEN);
+    assert!(got == up, "client->server differs");
+    let reading = std::thread::spawn(move || {
+        let mut got = Vec::with_capacity(LEN);
+        client.read_to_end(&mut got).unwrap();
+        got
+    });
+    server.write_all(&down).unwrap();
+    server.conn.send_close_notify();
+    server.flush().unwrap();
+    let got = reading.join().unwrap();
+    assert_eq!(got.len(), LEN);
+    assert!(got == down, "server->client differs");
+}
+
 #[test]
 fn refusals_and_http_work_inside_tls() {
     let relay = start();
@@ -302,4 +338,13 @@ fn metrics_listen_takes_metrics_off_the_public_listeners() {
             .starts_with("HTTP/1.1 200")
     );
     assert!(tls_get(&relay, "/healthz").starts_with("HTTP/1.1 200"));
+}
+
+/// As `hardening.rs`'s half-closed stall test, through a TLS front: the client half-closes
+/// and stops reading while the hidden server (over TLS) keeps sending.
+#[test]
+fn a_stalled_half_closed_client_costs_a_tls_front_no_cpu() {
+    let relay = start();
+    let server = tls_park(&relay);
+    crate::hardening::stall_a_half_closed_client(&relay, server);
 }
