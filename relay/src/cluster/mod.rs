@@ -20,6 +20,8 @@
 //!
 //! - [`claims`]: what must be cluster-wide on the `CONNECT` side (proof replays,
 //!   single-shot tags, replace parks), decided for the workers by `SET NX` / `PUBLISH`.
+//! - [`replay`]: the HTTP families' proof replay caches made cluster-wide (Hive drains,
+//!   Qredo ownership signatures, dead-drop proofs), one `SET NX` per accepted proof.
 //!
 //! Keys colleagues add for cluster-wide state go under the `tryst:` prefix, named in
 //! docs/cluster.md's key table.
@@ -30,6 +32,7 @@ pub mod http;
 pub mod mesh;
 pub mod preamble;
 pub mod reach;
+pub mod replay;
 
 use crate::cli::Settings;
 use crate::config::{ConfigError, absolute, invalid};
