@@ -158,12 +158,16 @@ pub fn decode_evict(b: &[u8]) -> Option<RendezvousKey> {
     Some(RendezvousKey::from_parts(space, bytes))
 }
 
-/// The claim a clustered worker attaches to a replace park (`ParkMode::Replace`) when
-/// its router gave none: `tryst:replace:<space byte>:<key hex>`. The supervisor
-/// announces it to the other nodes, which close what they have parked under the key;
-/// the park proceeds whatever the directory says.
+/// Prefix of the claim keys that announce a replace park ([`replace_claim`]).
+pub const REPLACE_PREFIX: &str = "tryst:replace:";
+
+/// The claim a clustered worker attaches to a replace park (`ParkMode::Replace`):
+/// `tryst:replace:<space byte>:<key hex>`, on its own when the router gave no claim,
+/// after the router's claim (a park proof's nonce, e.g. a single-shot `tag:` park) was
+/// won otherwise. The supervisor announces it to the other nodes, which close what they
+/// have parked under the key; the park proceeds whatever the directory says.
 pub fn replace_claim(key: &RendezvousKey) -> Claim {
-    let mut text = format!("tryst:replace:{}:", key.space() as u8);
+    let mut text = format!("{REPLACE_PREFIX}{}:", key.space() as u8);
     push_hex(&mut text, key.bytes());
     Claim {
         key: text,

@@ -163,6 +163,13 @@ pub trait Router {
     fn claim_refused(&mut self, key: &str, now_unix: u64) {
         let _ = (key, now_unix);
     }
+    /// Another node's newer replace park for `key` (a cluster's replace announcement):
+    /// the worker has closed what it parked under the key; forget what makes this node
+    /// look like the key's holder (e.g. a single-shot tag's entry, so that a responder
+    /// here is carried to the node that holds it now). The default does nothing.
+    fn replaced_elsewhere(&mut self, key: &RendezvousKey, now_unix: u64) {
+        let _ = (key, now_unix);
+    }
     /// A family control message from the supervisor (`Engine::send_family`), delivered
     /// to the worker owning the key it was sent for. The engine does not read it; keys
     /// whose parked connections must be closed now are appended to `evict`. The default

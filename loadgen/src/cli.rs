@@ -27,6 +27,10 @@ pub(crate) enum Command {
     /// Qredo's `/services` RPC: `Rendezvous` creates and responds per second over HTTP
     /// and WebSocket, against a local relay or `--relay`.
     Qredo(Box<QredoArgs>),
+    /// Recovery times of a two-node cluster (a private redis-server): Valkey restarted
+    /// empty, and a node killed with kill -9. A benchmark: run it on a quiet machine.
+    #[command(name = "cluster-recovery")]
+    ClusterRecovery(Box<RecoveryArgs>),
     /// Internal: a worker process of a capacity run (spec on stdin).
     #[command(name = "__worker", hide = true)]
     Worker,
@@ -351,6 +355,54 @@ pub(crate) struct QredoArgs {
     /// Write the results as JSON.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
+}
+
+/// Options of `loadgen cluster-recovery`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RecoveryArgs {
+    /// Hidden servers parked on node A.
+    #[arg(long, default_value_t = 10_000)]
+    pub(crate) hidden: usize,
+    /// Keys reached from node B per round (spread over the parked ones).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) sample: usize,
+    /// Rounds of each measurement (medians over rounds need at least 3).
+    #[arg(long, default_value_t = 3)]
+    pub(crate) rounds: usize,
+    /// The nodes' `--client-wait` (how long a client waits for a park anywhere).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) client_wait: Duration,
+    /// Longest any one recovery may take before the run fails.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+    /// The tryst binary (default: next to loadgen, or $TRYST_BIN).
+    #[arg(long)]
+    pub(crate) tryst: Option<PathBuf>,
+    /// The redis-server binary (a private one on a unix socket in a temp dir).
+    #[arg(long, default_value = "redis-server")]
+    pub(crate) redis_server: String,
+    /// One more argument for both nodes (repeatable).
+    #[arg(long = "relay-arg", allow_hyphen_values = true)]
+    pub(crate) relay_args: Vec<String>,
+    /// Generator threads.
+    #[arg(long, default_value_t = 2)]
+    pub(crate) threads: usize,
+}
+
+impl RecoveryArgs {
+    /// Checks the options.
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.hidden == 0 || self.sample == 0 || self.rounds == 0 {
+            bail!("--hidden, --sample and --rounds must be at least 1");
+        }
+        if self.sample > self.hidden {
+            bail!("--sample cannot exceed --hidden");
+        }
+        if !(1..=64).contains(&self.threads) {
+            bail!("--threads must be 1 to 64");
+        }
+        Ok(())
+    }
 }
 
 impl QredoArgs {

@@ -9,6 +9,8 @@
 //!   path), HAProxy (splice and copy) and bore, interleaved, with medians and spreads.
 //! - `loadgen qredo`: Qredo's `/services` RPC, creates and responds per second over HTTP
 //!   and WebSocket, with medians and spreads.
+//! - `loadgen cluster-recovery`: recovery times of a two-node cluster (Valkey restarted
+//!   empty, a node killed), with medians.
 #![forbid(unsafe_code)]
 
 mod capacity;
@@ -19,6 +21,7 @@ mod pattern;
 mod procfs;
 mod proto;
 mod qredo;
+mod recovery;
 mod relay;
 mod report;
 mod stats;
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Some(cli::Command::Worker) => worker::main().map(|()| true),
         Some(cli::Command::Compare(args)) => compare::main(&args),
         Some(cli::Command::Qredo(args)) => qredo::main(&args),
+        Some(cli::Command::ClusterRecovery(args)) => recovery::main(&args),
         None => capacity::main(&cli.capacity),
     };
     match result {

@@ -364,12 +364,12 @@ impl Opened {
             None => None,
         };
         let mut families: Vec<Arc<dyn ServiceFamily>> = vec![
-            Arc::new(pico::Pico::new(configs.pico).with_cluster(cluster)),
-            Arc::new(deaddrop),
+            Arc::new(pico::Pico::new(configs.pico).with_cluster(cluster.clone())),
+            Arc::new(deaddrop.with_cluster(cluster.clone())),
             Arc::new(hive),
         ];
         families.extend(stun.map(|s| Arc::new(s) as Arc<dyn ServiceFamily>));
-        families.push(Arc::new(qredo));
+        families.push(Arc::new(qredo.with_cluster(cluster)));
         Ok(families)
     }
 }

@@ -78,6 +78,18 @@ impl Default for HttpLimits {
 /// A request for the current counters, answered by whoever owns the engine.
 pub type StatsRequest = oneshot::Sender<StatsSnapshot>;
 
+/// Finds the client's own address of a mesh-origin connection by the connection's peer
+/// address (see [`HttpService::set_mesh_peers`]).
+pub struct MeshPeers(
+    pub Box<dyn Fn(std::net::SocketAddr) -> Option<std::net::SocketAddr> + Send + Sync>,
+);
+
+impl std::fmt::Debug for MeshPeers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MeshPeers")
+    }
+}
+
 /// Asks the supervisor loop (which owns the engine) for a [`StatsSnapshot`].
 #[derive(Debug, Clone)]
 pub struct StatsRequester {
@@ -201,6 +213,9 @@ struct Inner {
     families: Vec<Arc<dyn ServiceFamily>>,
     /// Sockets one worker may hold, rendered as `tryst_worker_socket_budget` once set.
     socket_budget: std::sync::OnceLock<u64>,
+    /// With a cluster: the client's own address of a mesh-origin connection, by the
+    /// connection's peer (the sending node's socket).
+    mesh_peers: std::sync::OnceLock<MeshPeers>,
     /// Set when an operators' listener serves `/metrics`: the public listeners then
     /// answer it as an unknown path.
     metrics_private: AtomicBool,
@@ -233,6 +248,7 @@ impl HttpService {
                 shutting_down: AtomicBool::new(false),
                 families,
                 socket_budget: std::sync::OnceLock::new(),
+                mesh_peers: std::sync::OnceLock::new(),
                 metrics_private: AtomicBool::new(false),
             }),
         }
@@ -243,6 +259,13 @@ impl HttpService {
     /// `tryst_worker_sockets` with it (the first call wins).
     pub fn set_socket_budget(&self, sockets_per_worker: u64) {
         let _ = self.inner.socket_budget.set(sockets_per_worker);
+    }
+
+    /// With a cluster: how the client's own address of a connection another node
+    /// carried here is found (the preamble named it), so families see the client, not
+    /// the node (the first call wins).
+    pub fn set_mesh_peers(&self, peers: MeshPeers) {
+        let _ = self.inner.mesh_peers.set(peers);
     }
 
     /// From now on `/metrics` is served only by [`HttpService::serve_operator_connection`]
@@ -302,7 +325,13 @@ impl HttpService {
             refuse_overloaded(stream);
             return Ok(());
         };
-        let peer = stream.peer_addr().ok();
+        let mut peer = stream.peer_addr().ok();
+        if via_mesh
+            && let (Some(conn), Some(lookup)) = (peer, self.inner.mesh_peers.get())
+            && let Some(client) = (lookup.0)(conn)
+        {
+            peer = Some(client);
+        }
         stream.set_nonblocking(true)?;
         let stream = tokio::net::TcpStream::from_std(stream)?;
         let service = self.clone();

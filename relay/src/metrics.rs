@@ -238,6 +238,8 @@ mod tests {
                     handoffs_refused: 0,
                     handoffs_lost: 0,
                     claims_unanswered: 0,
+                    mesh_bytes_out: 0,
+                    mesh_bytes_in: 0,
                     rejections: rej0,
                 },
                 WorkerStats {
@@ -260,6 +262,8 @@ mod tests {
                     handoffs_refused: 2,
                     handoffs_lost: 1,
                     claims_unanswered: 0,
+                    mesh_bytes_out: 0,
+                    mesh_bytes_in: 0,
                     // A short vector (older worker) counts as zeros.
                     rejections: rej1,
                 },

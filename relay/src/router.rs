@@ -142,6 +142,13 @@ impl<S: SecretSource> Router for RelayRouter<S> {
         out
     }
 
+    fn replaced_elsewhere(&mut self, key: &RendezvousKey, now_unix: u64) {
+        self.compat.replaced_elsewhere(key, now_unix);
+        for family in &mut self.families {
+            family.replaced_elsewhere(key, now_unix);
+        }
+    }
+
     fn claim_refused(&mut self, key: &str, now_unix: u64) {
         self.compat.claim_refused(key, now_unix);
         for family in &mut self.families {

@@ -378,6 +378,12 @@ async fn supervise(
         families,
     );
     http.set_socket_budget(config.engine.max_sockets_per_worker as u64);
+    if let Some(c) = &cluster {
+        let c = c.clone();
+        http.set_mesh_peers(crate::http::MeshPeers(Box::new(move |conn| {
+            c.mesh_client(conn)
+        })));
+    }
     if let Some(listener) = metrics {
         listener
             .set_nonblocking(true)
@@ -435,9 +441,14 @@ async fn supervise(
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "checking workers"),
                 }
-                if let Some(d) = &dispatcher {
+                if let (Some(d), Some(c)) = (&dispatcher, &cluster) {
+                    let stats = engine.stats();
+                    c.set_tunnel_bytes(
+                        stats.sum(|w| w.mesh_bytes_out),
+                        stats.sum(|w| w.mesh_bytes_in),
+                    );
                     // A worker that died took its parked connections with it.
-                    for w in engine.stats().workers {
+                    for w in stats.workers {
                         if restarts.get(w.index).is_some_and(|&r| r != w.restarts) {
                             restarts[w.index] = w.restarts;
                             d.worker_gone(w.index);

@@ -173,6 +173,10 @@ pub struct WorkerStats {
     /// Cluster-wide claims settled without the supervisor's verdict (the hand-off to it
     /// full, or no answer before the deadline): each took the fallback path (total).
     pub claims_unanswered: u64,
+    /// Bytes of cross-node tunnels written to the mesh connection (total).
+    pub mesh_bytes_out: u64,
+    /// Bytes of cross-node tunnels read from the mesh connection (total).
+    pub mesh_bytes_in: u64,
     /// Refusals by [`Rejection::index`] (total).
     pub rejections: Vec<u64>,
 }
@@ -719,6 +723,8 @@ impl Engine {
                     handoffs_refused: c.get(Counter::HandoffsRefused),
                     handoffs_lost: c.get(Counter::HandoffsLost),
                     claims_unanswered: c.get(Counter::ClaimsUnanswered),
+                    mesh_bytes_out: c.get(Counter::MeshBytesOut),
+                    mesh_bytes_in: c.get(Counter::MeshBytesIn),
                     rejections: c.rejections(),
                 }
             })

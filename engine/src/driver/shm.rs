@@ -43,6 +43,11 @@ pub(crate) enum Counter {
     /// Cluster-wide claims this worker settled without the supervisor's verdict (its
     /// hand-off full, or no answer before the claim deadline), total.
     ClaimsUnanswered,
+    /// Tunnel bytes written to a mesh connection (another node's side of a
+    /// cross-node tunnel), total.
+    MeshBytesOut,
+    /// Tunnel bytes read from a mesh connection and written to this node's side, total.
+    MeshBytesIn,
     /// First of `Rejection::ALL.len()` slots.
     Rejections,
 }

@@ -735,7 +735,7 @@ impl<R: Router> Worker<R> {
                 }
                 Ok(Some(Message::RemoteFound(fd, token))) => self.on_remote_found(fd, token),
                 Ok(Some(Message::Verdict(id, verdict))) => self.on_verdict(id, verdict),
-                Ok(Some(Message::Evict(key))) => self.evict_key(&key),
+                Ok(Some(Message::Evict(key))) => self.replaced_elsewhere(&key),
                 // Claims go to the supervisor, never to a worker.
                 Ok(Some(Message::Claim(_))) => {}
                 Ok(Some(Message::LostConn)) => {

@@ -44,7 +44,7 @@
 
 mod report;
 mod sink;
-mod targets;
+pub(crate) mod targets;
 mod workloads;
 
 use crate::cli::{CompareArgs, CompareTarget};

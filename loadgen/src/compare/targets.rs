@@ -353,7 +353,7 @@ pub(super) async fn start_target(
 /// Starts a private `redis-server` on a unix socket in `dir` (no TCP port, no
 /// persistence) and waits (up to 30 s) until it answers PING. Returns the child, its pid,
 /// the socket path and the command line.
-async fn start_redis(
+pub(crate) async fn start_redis(
     program: &str,
     dir: &Path,
     pin: Option<&str>,
@@ -410,7 +410,7 @@ async fn start_redis(
 }
 
 /// Whether a Redis server answers `PING` with `+PONG` on `socket`.
-async fn redis_pings(socket: &Path) -> bool {
+pub(crate) async fn redis_pings(socket: &Path) -> bool {
     use tokio::io::AsyncReadExt as _;
     let Ok(mut s) = tokio::net::UnixStream::connect(socket).await else {
         return false;
@@ -423,6 +423,65 @@ async fn redis_pings(socket: &Path) -> bool {
         tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut answer)).await,
         Ok(Ok(_))
     ) && &answer == b"+PONG\r\n"
+}
+
+/// Writes a random mesh key (base64 of 32 bytes, mode 0600) into `dir`; its path.
+pub(crate) fn write_mesh_key(dir: &Path) -> Result<PathBuf> {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let psk = dir.join("mesh.key");
+    let mut key = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut key);
+    let text = base64::engine::general_purpose::STANDARD.encode(key);
+    proto::write_private_atomic(&psk, &format!("{text}\n"))?;
+    Ok(psk)
+}
+
+/// One clustered node to start (see [`cluster_node`]).
+pub(crate) struct ClusterNode<'a> {
+    pub(crate) binary: &'a Path,
+    /// The run's directory: the node's data directory is `<dir>/<node>`.
+    pub(crate) dir: &'a Path,
+    /// The redis-server's unix socket.
+    pub(crate) socket: &'a Path,
+    pub(crate) psk: &'a Path,
+    pub(crate) node: &'a str,
+    /// The native ids and secrets the node accepts parks for.
+    pub(crate) ids: &'a [(Uuid, Vec<u8>)],
+    /// Extra relay flags.
+    pub(crate) extra: &'a [String],
+    pub(crate) pin: Option<&'a str>,
+}
+
+/// The options of one clustered node (one worker, mesh on an ephemeral loopback port);
+/// creates its data directory and secrets file (again when it exists: a restart).
+pub(crate) fn cluster_node(n: &ClusterNode<'_>) -> Result<RelayOptions> {
+    let data_dir = n.dir.join(n.node);
+    std::fs::create_dir_all(&data_dir)?;
+    proto::write_private_atomic(
+        &data_dir.join("secrets.toml"),
+        &proto::render_secrets(n.ids),
+    )?;
+    let mut extra: Vec<String> = vec![
+        "--cluster-redis".into(),
+        n.socket.display().to_string(),
+        "--node-name".into(),
+        n.node.into(),
+        "--mesh-listen".into(),
+        "127.0.0.1:0".into(),
+        "--mesh-psk-file".into(),
+        n.psk.display().to_string(),
+    ];
+    extra.extend(n.extra.iter().cloned());
+    Ok(RelayOptions {
+        binary: n.binary.to_path_buf(),
+        data_dir,
+        data_path: None,
+        workers: Some(1),
+        extra,
+        pin_cpus: n.pin.map(str::to_string),
+        tls: false,
+    })
 }
 
 /// The two cluster targets: a private redis-server, nodes A and B (one worker each,
@@ -439,41 +498,20 @@ async fn start_cluster(
     let (mut redis, redis_pid, socket, redis_cmd) =
         start_redis(&args.redis_server, dir.path(), pin).await?;
     let ids = proto::generate_ids(TRYST_IDS);
-    let psk = dir.path().join("mesh.key");
-    {
-        use base64::Engine as _;
-        use rand::RngCore as _;
-        let mut key = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut key);
-        let text = base64::engine::general_purpose::STANDARD.encode(key);
-        proto::write_private_atomic(&psk, &format!("{text}\n"))?;
-    }
+    let psk = write_mesh_key(dir.path())?;
     let binary = tryst_binary(args.tryst.as_deref())?;
     let mut relays = Vec::new();
     for node in ["a", "b"] {
-        let data_dir = dir.path().join(node);
-        std::fs::create_dir(&data_dir)?;
-        proto::write_private_atomic(&data_dir.join("secrets.toml"), &proto::render_secrets(&ids))?;
-        let mut extra: Vec<String> = vec![
-            "--cluster-redis".into(),
-            socket.display().to_string(),
-            "--node-name".into(),
-            node.into(),
-            "--mesh-listen".into(),
-            "127.0.0.1:0".into(),
-            "--mesh-psk-file".into(),
-            psk.display().to_string(),
-        ];
-        extra.extend(args.relay_args.iter().cloned());
-        let opts = RelayOptions {
-            binary: binary.clone(),
-            data_dir,
-            data_path: None,
-            workers: Some(1),
-            extra,
-            pin_cpus: pin.map(str::to_string),
-            tls: false,
-        };
+        let opts = cluster_node(&ClusterNode {
+            binary: &binary,
+            dir: dir.path(),
+            socket: &socket,
+            psk: &psk,
+            node,
+            ids: &ids,
+            extra: &args.relay_args,
+            pin,
+        })?;
         match LocalRelay::start(&opts, Duration::from_secs(30)).await {
             Ok(r) => relays.push(r),
             Err(e) => {

@@ -807,3 +807,45 @@ fn compare_names_a_missing_redis_server() {
     assert!(out.contains("SKIPPING tryst-cluster-cross"), "{out}");
     assert!(r["targets"].get("tryst-cluster-cross").is_none(), "{out}");
 }
+
+/// `loadgen cluster-recovery` at a tiny scale: both recoveries run (Redis restarted
+/// empty, node A killed) and print their per-round and median lines. Correctness only:
+/// the figures are a benchmark's (docs/performance.md), not checked here.
+#[test]
+fn cluster_recovery_runs_both_recoveries() {
+    let out = Command::new(loadgen())
+        .args([
+            "cluster-recovery",
+            "--hidden",
+            "20",
+            "--sample",
+            "4",
+            "--rounds",
+            "1",
+            "--client-wait",
+            "1s",
+        ])
+        .env("TRYST_BIN", tryst())
+        .output()
+        .expect("running loadgen");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("round 1 valkey restarted: directory ") && text.contains("(4 samples"),
+        "{text}"
+    );
+    assert!(
+        text.contains("round 1 A killed: directory - sampled median "),
+        "{text}"
+    );
+    assert!(
+        text.contains("valkey restarted: directory holds all 20 keys after ")
+            && text.contains("A killed: a client on B answered \"not parked\" after "),
+        "{text}"
+    );
+    assert!(!text.contains(" - sampled median -"), "{text}");
+}

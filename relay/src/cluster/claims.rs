@@ -29,7 +29,7 @@ pub const MAX_IN_FLIGHT: usize = 512;
 /// The pub/sub channel of replace parks.
 pub const REPLACE_CHANNEL: &str = "tryst:replace";
 /// Prefix of the claim keys that announce a replace park.
-pub const REPLACE_PREFIX: &str = "tryst:replace:";
+pub const REPLACE_PREFIX: &str = tryst_engine::claim::REPLACE_PREFIX;
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -43,6 +43,8 @@ pub struct ClaimStats {
     /// Replace parks announced, and evictions received from other nodes.
     replace_sent: AtomicU64,
     replace_received: AtomicU64,
+    /// Announcements of a node not live in the epoch they name (a previous run's).
+    replace_stale: AtomicU64,
     /// 1 while subscribed to [`REPLACE_CHANNEL`].
     subscribed: AtomicU64,
 }
@@ -178,7 +180,13 @@ impl Claims {
         }
     }
 
-    fn on_replace(&self, text: &str) {
+    /// Another node's replace park: closes what this node parks under the key, when
+    /// the announcing node is live in the epoch it names (as every reader of the
+    /// directory trusts only live nodes' current runs): an announcement a previous run
+    /// of a restarted node left in flight never closes a newer park. A node the live
+    /// cache does not know in that epoch yet (it started within the last second) is
+    /// looked up in the directory first.
+    fn on_replace(self: &Arc<Self>, text: &str) {
         let Some(r) = parse_replace(text) else {
             tracing::debug!("ignoring a malformed replace announcement");
             return;
@@ -186,10 +194,50 @@ impl Claims {
         if r.node == self.cluster.node() {
             return;
         }
+        match self.cluster.live_node(r.node) {
+            Some(n) if n.epoch == r.epoch => self.evict(&r.key),
+            Some(n) if n.epoch > r.epoch => self.stale(r.node, r.epoch),
+            _ => {
+                let me = self.clone();
+                let (key, node, epoch) = (r.key, r.node.to_owned(), r.epoch);
+                tokio::spawn(async move {
+                    let mut c = me.cluster.redis();
+                    let record: Option<Option<String>> = me
+                        .cluster
+                        .directory()
+                        .run(
+                            "replace",
+                            redis::cmd("GET")
+                                .arg(super::directory::node_key(&node))
+                                .query_async(&mut c),
+                        )
+                        .await;
+                    let live = record
+                        .flatten()
+                        .and_then(|v| super::directory::parse_record(&node, &v));
+                    match live {
+                        Some(n) if n.epoch == epoch => me.evict(&key),
+                        _ => me.stale(&node, epoch),
+                    }
+                });
+            }
+        }
+    }
+
+    fn evict(&self, key: &RendezvousKey) {
         self.stats.replace_received.fetch_add(1, Ordering::Relaxed);
-        if self.answerer.evict(&r.key) > 0 {
+        if self.answerer.evict(key) > 0 {
             tracing::warn!("a replace eviction could not reach every worker (inbox full)");
         }
+    }
+
+    fn stale(&self, node: &str, epoch: u64) {
+        self.stats.replace_stale.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            node,
+            epoch,
+            "ignoring a replace announcement of a node not live in that epoch"
+        );
     }
 
     /// Appends the claims' `/metrics` lines.
@@ -207,10 +255,11 @@ impl Claims {
              # TYPE tryst_cluster_claims_fallback_total counter\n\
              tryst_cluster_claims_fallback_total{{reason=\"unavailable\"}} {}\n\
              tryst_cluster_claims_fallback_total{{reason=\"full\"}} {}\n\
-             # HELP tryst_cluster_replace_total Replace parks: sent = announced by this node, received = another node's, evicted here.\n\
+             # HELP tryst_cluster_replace_total Replace parks: sent = announced by this node, received = another node's, evicted here, stale = another node's ignored (that node is not live in the epoch it names).\n\
              # TYPE tryst_cluster_replace_total counter\n\
              tryst_cluster_replace_total{{direction=\"sent\"}} {}\n\
              tryst_cluster_replace_total{{direction=\"received\"}} {}\n\
+             tryst_cluster_replace_total{{direction=\"stale\"}} {}\n\
              # HELP tryst_cluster_replace_subscribed 1 while this node listens for other nodes' replace parks.\n\
              # TYPE tryst_cluster_replace_subscribed gauge\n\
              tryst_cluster_replace_subscribed {}\n",
@@ -220,6 +269,7 @@ impl Claims {
             g(&s.full),
             g(&s.replace_sent),
             g(&s.replace_received),
+            g(&s.replace_stale),
             g(&s.subscribed),
         );
     }

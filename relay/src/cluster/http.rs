@@ -165,6 +165,7 @@ pub struct ClusterHttp {
     cluster: Cluster,
     me: String,
     counters: [Counters; 3],
+    replay: super::replay::ReplayClaims,
 }
 
 /// Aborts a spawned task when dropped (the mesh connection's driver).
@@ -195,6 +196,7 @@ impl ClusterHttp {
     pub fn new(cluster: Cluster) -> Arc<Self> {
         let me = format!("{} {}", cluster.node(), cluster.epoch());
         Arc::new(Self {
+            replay: super::replay::ReplayClaims::new(cluster.clone()),
             cluster,
             me,
             counters: Default::default(),
@@ -204,6 +206,11 @@ impl ClusterHttp {
     /// The cluster handle.
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    /// The cluster-wide proof replay caches of the HTTP families.
+    pub fn replay(&self) -> &super::replay::ReplayClaims {
+        &self.replay
     }
 
     fn counters(&self, family: Family) -> &Counters {
@@ -420,6 +427,7 @@ impl ClusterHttp {
                 );
             }
         }
+        self.replay.render_metrics(out);
     }
 }
 

@@ -338,7 +338,72 @@ async fn receive(cluster: &Cluster, mut stream: TcpStream, verifier: &Mutex<Veri
     }
 }
 
+/// Clients' own addresses (from verified preambles) by the mesh connection that
+/// carries them, named by its remote address (the sending node's socket, unique while
+/// the connection is open): the HTTP service looks up the peer of a mesh-origin
+/// connection here, so rate limits and logs see the client, not the sending node.
+/// Bounded: at most [`MeshClients::CAP`] entries, each kept at most
+/// [`MeshClients::TTL`] (entries of rendezvous reaches, never looked up, expire).
+#[derive(Debug, Default)]
+pub struct MeshClients {
+    inner: Mutex<ClientsInner>,
+}
+
+#[derive(Debug, Default)]
+struct ClientsInner {
+    by_conn: HashMap<SocketAddr, (SocketAddr, Instant)>,
+    order: std::collections::VecDeque<(Instant, SocketAddr)>,
+}
+
+impl MeshClients {
+    /// Most entries held.
+    pub const CAP: usize = 65_536;
+    /// Longest an entry is kept.
+    pub const TTL: Duration = Duration::from_secs(60);
+
+    /// Records that the mesh connection from `conn` carries the client at `client`.
+    pub fn record(&self, conn: SocketAddr, client: SocketAddr, now: Instant) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(&(at, c)) = g.order.front() {
+            if now.duration_since(at) < Self::TTL && g.order.len() < Self::CAP {
+                break;
+            }
+            g.order.pop_front();
+            if g.by_conn.get(&c).is_some_and(|&(_, t)| t == at) {
+                g.by_conn.remove(&c);
+            }
+        }
+        g.by_conn.insert(conn, (client, now));
+        g.order.push_back((now, conn));
+    }
+
+    /// The client carried by the mesh connection from `conn` (forgotten once asked).
+    pub fn take(&self, conn: SocketAddr) -> Option<SocketAddr> {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.by_conn.remove(&conn).map(|(client, _)| client)
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_conn
+            .len()
+    }
+
+    /// Whether none are held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 fn hand_in(cluster: &Cluster, injector: &Injector, stream: TcpStream, early: &[u8], p: &Preamble) {
+    let conn = stream.peer_addr().ok();
+    if let (Some(conn), Some(client)) = (conn, p.peer) {
+        // Before the worker can hand it to the HTTP service.
+        cluster.clients().record(conn, client, Instant::now());
+    }
     let fd: OwnedFd = match stream.into_std() {
         Ok(s) => s.into(),
         Err(e) => {
@@ -352,6 +417,9 @@ fn hand_in(cluster: &Cluster, injector: &Injector, stream: TcpStream, early: &[u
             tracing::debug!(from = %p.node, "mesh connection handed to a worker");
         }
         Err(e) => {
+            if let Some(conn) = conn {
+                cluster.clients().take(conn);
+            }
             // Every worker's inbox full: the connection closes; the sending node's
             // client sees its tunnel end.
             tracing::warn!(from = %p.node, error = %e, "mesh connection dropped: no worker took it");
@@ -362,6 +430,31 @@ fn hand_in(cluster: &Cluster, injector: &Injector, stream: TcpStream, early: &[u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mesh_clients_are_taken_once_and_expire() {
+        let c = MeshClients::default();
+        let t0 = Instant::now();
+        let (n1, n2): (SocketAddr, SocketAddr) = (
+            "10.0.0.2:40000".parse().unwrap(),
+            "10.0.0.2:40001".parse().unwrap(),
+        );
+        let client: SocketAddr = "198.51.100.7:5555".parse().unwrap();
+        c.record(n1, client, t0);
+        assert_eq!(c.take(n1), Some(client));
+        assert_eq!(c.take(n1), None);
+        c.record(n1, client, t0);
+        c.record(n2, client, t0 + MeshClients::TTL);
+        assert_eq!(c.take(n1), None, "expired when n2 came");
+        assert_eq!(c.take(n2), Some(client));
+        // A connection reused later (same remote port) keeps its newer entry.
+        c.record(n1, client, t0);
+        let other: SocketAddr = "198.51.100.8:1".parse().unwrap();
+        c.record(n1, other, t0 + MeshClients::TTL / 2);
+        c.record(n2, client, t0 + MeshClients::TTL);
+        assert_eq!(c.take(n1), Some(other));
+        assert_eq!(c.len(), 1);
+    }
 
     #[tokio::test]
     async fn still_open_tells_a_closed_peer() {

@@ -20,6 +20,8 @@
 //!
 //! - [`claims`]: what must be cluster-wide on the `CONNECT` side (proof replays,
 //!   single-shot tags, replace parks), decided for the workers by `SET NX` / `PUBLISH`.
+//! - [`replay`]: the HTTP families' proof replay caches made cluster-wide (Hive drains,
+//!   Qredo ownership signatures, dead-drop proofs), one `SET NX` per accepted proof.
 //!
 //! Keys colleagues add for cluster-wide state go under the `tryst:` prefix, named in
 //! docs/cluster.md's key table.
@@ -30,6 +32,7 @@ pub mod http;
 pub mod mesh;
 pub mod preamble;
 pub mod reach;
+pub mod replay;
 
 use crate::cli::Settings;
 use crate::config::{ConfigError, absolute, invalid};
@@ -248,6 +251,11 @@ pub struct ClusterStats {
     pub mesh_bytes_out: AtomicU64,
     /// Preamble and head bytes read from accepted mesh connections.
     pub mesh_bytes_in: AtomicU64,
+    /// Tunnel bytes the workers wrote to mesh connections (their total, copied here by
+    /// the supervisor: [`Cluster::set_tunnel_bytes`]).
+    pub tunnel_bytes_out: AtomicU64,
+    /// Tunnel bytes the workers read from mesh connections (likewise).
+    pub tunnel_bytes_in: AtomicU64,
     /// Refused mesh connections, by [`preamble::Refusal::index`].
     pub mesh_refused: [AtomicU64; 8],
 }
@@ -277,6 +285,7 @@ struct Inner {
     directory: Directory,
     stats: ClusterStats,
     warm: mesh::WarmPool,
+    clients: mesh::MeshClients,
 }
 
 impl Cluster {
@@ -304,6 +313,7 @@ impl Cluster {
                 directory,
                 stats: ClusterStats::default(),
                 warm: mesh::WarmPool::default(),
+                clients: mesh::MeshClients::default(),
             }),
         })
     }
@@ -379,6 +389,17 @@ impl Cluster {
         &self.inner.warm
     }
 
+    /// The clients' addresses of mesh connections handed to the workers.
+    pub fn clients(&self) -> &mesh::MeshClients {
+        &self.inner.clients
+    }
+
+    /// The client carried by the accepted mesh connection whose remote address is
+    /// `conn` (from its verified preamble), once.
+    pub fn mesh_client(&self, conn: SocketAddr) -> Option<SocketAddr> {
+        self.inner.clients.take(conn)
+    }
+
     /// A connection to live node `node`'s mesh listener with a fresh preamble already
     /// written (sending node, `origin`'s transport and peer, time, nonce, MAC): write
     /// the client's head next, verbatim. Takes a warm pre-connected socket when one is
@@ -389,6 +410,25 @@ impl Cluster {
         origin: Origin,
     ) -> Result<tokio::net::TcpStream, MeshError> {
         mesh::connect(self, node, origin).await
+    }
+
+    /// The workers' totals of cross-node tunnel bytes written to (`out`) and read from
+    /// (`inn`) mesh connections; the supervisor copies them here every loop turn.
+    pub fn set_tunnel_bytes(&self, out: u64, inn: u64) {
+        let s = &self.inner.stats;
+        s.tunnel_bytes_out.store(out, Ordering::Relaxed);
+        s.tunnel_bytes_in.store(inn, Ordering::Relaxed);
+    }
+
+    /// Every byte on mesh connections so far: (out, in) = preambles, carried heads and
+    /// requests, and both directions of cross-node tunnels.
+    pub fn mesh_bytes(&self) -> (u64, u64) {
+        let s = &self.inner.stats;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        (
+            g(&s.mesh_bytes_out) + g(&s.tunnel_bytes_out),
+            g(&s.mesh_bytes_in) + g(&s.tunnel_bytes_in),
+        )
     }
 
     /// Counts a mesh refusal by reason.
@@ -424,7 +464,7 @@ impl Cluster {
              # HELP tryst_mesh_connect_errors_total Mesh connections to other nodes that failed.\n\
              # TYPE tryst_mesh_connect_errors_total counter\n\
              tryst_mesh_connect_errors_total {}\n\
-             # HELP tryst_mesh_bytes_total Preamble and head bytes on mesh connections (tunnel bytes are in tryst_bytes_spliced_total).\n\
+             # HELP tryst_mesh_bytes_total Bytes on mesh connections: preambles, carried heads and requests, and both directions of cross-node tunnels (out = written to another node, in = read from one).\n\
              # TYPE tryst_mesh_bytes_total counter\n\
              tryst_mesh_bytes_total{{direction=\"out\"}} {}\n\
              tryst_mesh_bytes_total{{direction=\"in\"}} {}\n\
@@ -438,8 +478,8 @@ impl Cluster {
             g(&s.lookups_unfound),
             g(&s.lookups_dropped),
             g(&s.mesh_connect_errors),
-            g(&s.mesh_bytes_out),
-            g(&s.mesh_bytes_in),
+            self.mesh_bytes().0,
+            self.mesh_bytes().1,
         );
         for r in preamble::Refusal::ALL {
             let _ = writeln!(
@@ -473,8 +513,8 @@ impl Cluster {
                 "in": s.reaches_in.load(Ordering::Relaxed),
             },
             "mesh_bytes": {
-                "out": s.mesh_bytes_out.load(Ordering::Relaxed),
-                "in": s.mesh_bytes_in.load(Ordering::Relaxed),
+                "out": self.mesh_bytes().0,
+                "in": self.mesh_bytes().1,
             },
         })
     }

@@ -197,6 +197,18 @@ pub enum Action {
     },
 }
 
+/// A proof the replay cache admitted for a request: what a cluster claims on every
+/// node ([`crate::cluster::replay`]) before the request is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// SHA-256 of the signature (the local cache's key).
+    pub digest: [u8; 32],
+    /// When its timestamp leaves the window (unix seconds).
+    pub until: i64,
+    /// The refusal a replay of it gets.
+    pub replay: Reject,
+}
+
 /// The stateful part of checking: the rate limiter and the replay cache, each behind
 /// its own short lock. Shared by every request (`&self`): RSA-PSS verification, the
 /// expensive part, runs under no lock, so concurrent requests verify in parallel.
@@ -274,6 +286,19 @@ impl Checker {
         peer: Option<IpAddr>,
         now_ms: u64,
     ) -> Result<Action, Reject> {
+        self.check_admitted(path, body, peer, now_ms)
+            .map(|(action, _)| action)
+    }
+
+    /// [`Checker::check`], also naming the proof its replay cache admitted for the
+    /// request (at most one), so a cluster can check it on every node.
+    pub fn check_admitted(
+        &self,
+        path: &str,
+        body: &[u8],
+        peer: Option<IpAddr>,
+        now_ms: u64,
+    ) -> Result<(Action, Option<Admitted>), Reject> {
         let value: Value = serde_json::from_slice(body).map_err(|_| Reject::InvalidJson)?;
         let now = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
         match path {
@@ -290,14 +315,15 @@ impl Checker {
                 let Value::Object(body) = value else {
                     return Err(Reject::InvalidJson);
                 };
-                let mailbox = self.claim(&body, now)?;
+                let (mailbox, admitted) = self.claim(&body, now)?;
+                let admitted = Some(admitted);
                 if path == "/retrieve" {
                     let keep = match body.get("ack") {
                         None | Some(Value::Null) | Some(Value::Bool(true)) => false,
                         Some(Value::Bool(false)) => true,
                         Some(_) => return Err(Reject::InvalidField),
                     };
-                    Ok(Action::Retrieve { mailbox, keep })
+                    Ok((Action::Retrieve { mailbox, keep }, admitted))
                 } else {
                     let ids = match body.get("deposit_ids") {
                         Some(Value::Array(a)) if a.len() <= MAX_ACK_IDS => a
@@ -308,20 +334,32 @@ impl Checker {
                         None | Some(Value::Null) => return Err(Reject::MissingFields),
                         Some(_) => return Err(Reject::InvalidField),
                     };
-                    Ok(Action::Ack { mailbox, ids })
+                    Ok((Action::Ack { mailbox, ids }, admitted))
                 }
             }
             _ => Err(Reject::NotFound),
         }
     }
 
-    fn admit(&self, sig: &[u8], ts: i64, now: i64) -> Result<(), ReplayError> {
+    fn admit(
+        &self,
+        sig: &[u8],
+        ts: i64,
+        now: i64,
+        replay: Reject,
+    ) -> Result<Admitted, ReplayError> {
         let digest = Sha256::digest(sig).into();
-        lock(&self.replay).admit(digest, ts, now)
+        lock(&self.replay).admit(digest, ts, now)?;
+        Ok(Admitted {
+            digest,
+            until: ts.saturating_add(proof::WINDOW_SECS),
+            replay,
+        })
     }
 
-    /// The retrieve/ack proof: `pubkey`, `timestamp`, `signature`. Returns the mailbox.
-    fn claim(&self, body: &Map<String, Value>, now: i64) -> Result<Mailbox, Reject> {
+    /// The retrieve/ack proof: `pubkey`, `timestamp`, `signature`. Returns the mailbox
+    /// and the admitted proof.
+    fn claim(&self, body: &Map<String, Value>, now: i64) -> Result<(Mailbox, Admitted), Reject> {
         let (pubkey, ts, sig) = (
             body.get("pubkey"),
             body.get("timestamp"),
@@ -341,14 +379,19 @@ impl Checker {
             ProofError::Stale => Reject::ReplayDetected { replay: false },
             _ => Reject::InvalidSignature,
         })?;
-        self.admit(&sig, ts, now).map_err(|e| match e {
-            ReplayError::Replayed => Reject::ReplayDetected { replay: true },
+        let replayed = Reject::ReplayDetected { replay: true };
+        let admitted = self.admit(&sig, ts, now, replayed).map_err(|e| match e {
+            ReplayError::Replayed => replayed,
             ReplayError::Full => Reject::ReplayCacheFull,
         })?;
-        Ok(proof::mailbox_of(pubkey))
+        Ok((proof::mailbox_of(pubkey), admitted))
     }
 
-    fn deposit(&self, body: &Map<String, Value>, now: i64) -> Result<Action, Reject> {
+    fn deposit(
+        &self,
+        body: &Map<String, Value>,
+        now: i64,
+    ) -> Result<(Action, Option<Admitted>), Reject> {
         let ttl = match body.get("ttl") {
             None => MAX_TTL_SECS,
             Some(v) => proof::py_int(v).ok_or(Reject::InvalidTtl)?,
@@ -381,6 +424,7 @@ impl Checker {
         if self.require_depositor_proof && !trio {
             return Err(Reject::DepositorProofRequired);
         }
+        let mut admitted = None;
         if trio {
             let ts = dts
                 .and_then(proof::py_int)
@@ -390,10 +434,11 @@ impl Checker {
                 return Err(bad);
             };
             let sig = proof::verify(pk, &self.relay_pem, ts, sig, now).map_err(|_| bad)?;
-            self.admit(&sig, ts, now).map_err(|e| match e {
-                ReplayError::Replayed => Reject::InvalidDepositorSignature { replay: true },
+            let replayed = Reject::InvalidDepositorSignature { replay: true };
+            admitted = Some(self.admit(&sig, ts, now, replayed).map_err(|e| match e {
+                ReplayError::Replayed => replayed,
                 ReplayError::Full => Reject::ReplayCacheFull,
-            })?;
+            })?);
         }
 
         let envelope = hive_message_envelope(payload)?;
@@ -407,14 +452,17 @@ impl Checker {
             return Err(Reject::RecipientFingerprintMismatch);
         }
         let now = u64::try_from(now).unwrap_or(0);
-        Ok(Action::Deposit(NewMessage {
-            mailbox: proof::mailbox_of(target),
-            deposit_id: uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .to_string(),
-            payload: payload.clone(),
-            expires_at: now.saturating_add(ttl.unsigned_abs()),
-        }))
+        Ok((
+            Action::Deposit(NewMessage {
+                mailbox: proof::mailbox_of(target),
+                deposit_id: uuid::Builder::from_random_bytes(rand::random())
+                    .into_uuid()
+                    .to_string(),
+                payload: payload.clone(),
+                expires_at: now.saturating_add(ttl.unsigned_abs()),
+            }),
+            admitted,
+        ))
     }
 }
 

@@ -45,6 +45,9 @@ struct DeadDropInner {
     writer: Writer,
     reader: Reader,
     counters: Counters,
+    /// With `--cluster-redis`: proofs are also claimed in the directory, so a proof
+    /// used on one node is refused on every node (see [`DeadDrop::with_cluster`]).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::http::ClusterHttp>>,
 }
 
 impl DeadDrop {
@@ -113,8 +116,20 @@ impl DeadDrop {
                 writer,
                 reader,
                 counters: Counters::default(),
+                cluster: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// The same service in a cluster (`None`: a single node, as before): every proof
+    /// its replay cache admits is then claimed in the directory too, and one another
+    /// node used is refused with the exact reply of a local replay (docs/cluster.md).
+    #[must_use]
+    pub fn with_cluster(self, cluster: Option<Arc<crate::cluster::http::ClusterHttp>>) -> Self {
+        if let Some(c) = cluster {
+            let _ = self.inner.cluster.set(c);
+        }
+        self
     }
 
     /// The PEM served at `/pubkey`.
@@ -247,16 +262,35 @@ impl DeadDrop {
         body: &[u8],
         peer: Option<IpAddr>,
     ) -> Response<FullBody<Bytes>> {
-        let action = self.inner.checker.check(path, body, peer, unix_now_ms());
-        let action = match action {
-            Ok(a) => a,
-            Err(reject) => {
-                if reject.is_replay() {
-                    self.inner.counters.replays.fetch_add(1, Ordering::Relaxed);
-                }
-                return reject.response();
+        let checked = self
+            .inner
+            .checker
+            .check_admitted(path, body, peer, unix_now_ms());
+        let replayed = |reject: Reject| {
+            if reject.is_replay() {
+                self.inner.counters.replays.fetch_add(1, Ordering::Relaxed);
             }
+            reject.response()
         };
+        let (action, admitted) = match checked {
+            Ok(a) => a,
+            Err(reject) => return replayed(reject),
+        };
+        if let (Some(c), Some(proof)) = (self.inner.cluster.get(), admitted) {
+            use crate::cluster::replay::{Scope, Seen, ttl};
+            let until_ms = u64::try_from(proof.until).unwrap_or(0).saturating_mul(1000);
+            let seen = c
+                .replay()
+                .first_use(
+                    Scope::DeadDrop,
+                    &[&proof.digest],
+                    ttl(until_ms, unix_now_ms()),
+                )
+                .await;
+            if seen == Seen::Replayed {
+                return replayed(proof.replay);
+            }
+        }
         match action {
             Action::Deposit(m) => {
                 let id = m.deposit_id.clone();

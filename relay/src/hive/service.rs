@@ -790,14 +790,32 @@ impl Hive {
             Ok(p) => p,
             Err(e) => return forward_error(&ForwardError::Proof(e)),
         };
+        if let Err(e) = self
+            .lock()
+            .replay
+            .check_and_insert(key, proof.nonce, proof.ts, now, window)
+        {
+            return forward_error(&e);
+        }
+        // In a cluster: a proof another node accepted (a mailbox that moved to this
+        // node) is refused as the local cache refuses it.
+        if let Some(c) = self.cluster() {
+            let until_ms = proof
+                .ts
+                .saturating_add(window.unsigned_abs())
+                .saturating_mul(1000);
+            let ttl = crate::cluster::replay::ttl(until_ms, crate::clock::unix_now_ms());
+            let parts: [&[u8]; 2] = [&[key.0, key.1].concat(), &proof.nonce];
+            let seen = c
+                .replay()
+                .first_use(crate::cluster::replay::Scope::HiveDrain, &parts, ttl)
+                .await;
+            if seen == crate::cluster::replay::Seen::Replayed {
+                return forward_error(&ForwardError::Replay);
+            }
+        }
         {
             let mut state = self.lock();
-            if let Err(e) = state
-                .replay
-                .check_and_insert(key, proof.nonce, proof.ts, now, window)
-            {
-                return forward_error(&e);
-            }
             if let Err(e) = state.mailboxes.begin_wait(key, now) {
                 return forward_error(&e);
             }

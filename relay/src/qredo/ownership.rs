@@ -102,13 +102,9 @@ impl ReplayCache {
         self.seen.is_empty()
     }
 
-    fn check_and_insert(
-        &mut self,
-        key: &[u8; 32],
-        nonce: &[u8],
-        expiry_ms: u64,
-        now_ms: u64,
-    ) -> Result<(), Failure> {
+    /// Records a verified signature ([`verify`]); refuses one recorded before within
+    /// its window, or any when full of unexpired entries.
+    pub fn insert(&mut self, v: &Verified, now_ms: u64) -> Result<(), Failure> {
         while let Some(entry) = self.by_expiry.first_entry() {
             if *entry.key() >= now_ms {
                 break;
@@ -117,11 +113,7 @@ impl ReplayCache {
                 self.seen.remove(&k);
             }
         }
-        let mut h = Sha256::new();
-        h.update(key);
-        h.update([nonce.len() as u8]);
-        h.update(nonce);
-        let id: [u8; 32] = h.finalize().into();
+        let id = v.id;
         if self.seen.contains(&id) {
             return Err(Failure::ReplayedSignature);
         }
@@ -129,9 +121,19 @@ impl ReplayCache {
             return Err(Failure::ReplayCacheFull);
         }
         self.seen.insert(id);
-        self.by_expiry.entry(expiry_ms).or_default().push(id);
+        self.by_expiry.entry(v.expiry_ms).or_default().push(id);
         Ok(())
     }
+}
+
+/// A signature that verified, before any replay cache saw it: what a replay cache
+/// records (locally, or cluster-wide: `crate::cluster::replay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// SHA-256 over the signing key, the nonce's length and the nonce.
+    pub id: [u8; 32],
+    /// Unix ms after which its timestamp can no longer pass the window check.
+    pub expiry_ms: u64,
 }
 
 /// Checks `sig` (an `OwnershipSignature` value) for `op` over `data` under `key`.
@@ -144,6 +146,20 @@ pub fn check(
     window_ms: u64,
     replay: &mut ReplayCache,
 ) -> Result<(), Failure> {
+    let v = verify(sig, key, op, data, now_ms, window_ms)?;
+    replay.insert(&v, now_ms)
+}
+
+/// [`check`] without the replay cache: the signature's form, time window and
+/// Ed25519 signature.
+pub fn verify(
+    sig: &Value,
+    key: &VerifyingKey,
+    op: Op,
+    data: &[u8],
+    now_ms: u64,
+    window_ms: u64,
+) -> Result<Verified, Failure> {
     let bad = |_| Failure::BadArguments;
     let rec = sig.as_record().map_err(bad)?;
     if rec.name != "OwnershipSignature" {
@@ -178,8 +194,15 @@ pub fn check(
     let message = signed_bytes(op, data, nonce, ts);
     crate::ed25519::verify_with(key, &message, &signature).map_err(|_| Failure::BadSignature)?;
     // Kept until the timestamp can no longer pass the window check.
-    let expiry = ts_ms.max(now_ms).saturating_add(window_ms);
-    replay.check_and_insert(key.as_bytes(), nonce, expiry, now_ms)
+    let expiry_ms = ts_ms.max(now_ms).saturating_add(window_ms);
+    let mut h = Sha256::new();
+    h.update(key.as_bytes());
+    h.update([nonce.len() as u8]);
+    h.update(nonce);
+    Ok(Verified {
+        id: h.finalize().into(),
+        expiry_ms,
+    })
 }
 
 #[cfg(test)]

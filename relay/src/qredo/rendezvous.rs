@@ -89,6 +89,9 @@ pub struct RendezvousTable {
     limits: RendezvousLimits,
     entries: HashMap<[u8; 32], Entry>,
     replay: ReplayCache,
+    /// `Some` while [`RendezvousTable::probe`] runs an operation: its signature is
+    /// verified and recorded here, and the operation stops before any effect.
+    probe: Option<Option<ownership::Verified>>,
 }
 
 /// A response registered by `respond`, for subscribers.
@@ -141,6 +144,25 @@ impl RendezvousTable {
             limits,
             entries: HashMap::new(),
             replay: ReplayCache::new(limits.replay_capacity),
+            probe: None,
+        }
+    }
+
+    /// Runs a signed operation (`activate`, `deactivate`, `getInfo`, `getResponses`,
+    /// `subscribe`) up to its signature check only: no replay cache is touched and
+    /// nothing changes. `Ok(Some(v))`: the signature verified (a cluster claims `v`
+    /// before the operation runs for real); `Err`: the operation's own refusal, which
+    /// running it would give too; `Ok(None)`: it checks no signature.
+    pub fn probe<T>(
+        &mut self,
+        op: impl FnOnce(&mut Self) -> Result<T, Failure>,
+    ) -> Result<Option<ownership::Verified>, Failure> {
+        self.probe = Some(None);
+        let result = op(self);
+        match (self.probe.take().flatten(), result) {
+            (Some(v), _) => Ok(Some(v)),
+            (None, Err(e)) => Err(e),
+            (None, Ok(_)) => Ok(None),
         }
     }
 
@@ -320,6 +342,12 @@ impl RendezvousTable {
             .entries
             .get_mut(&tag)
             .ok_or(Failure::UnknownRendezvous)?;
+        if let Some(probed) = &mut self.probe {
+            let v = ownership::verify(sig, &entry.owner, op, data, now_ms, self.limits.window_ms)?;
+            *probed = Some(v);
+            // Never answered: `probe` returns the verified signature instead.
+            return Err(Failure::Busy);
+        }
         ownership::check(
             sig,
             &entry.owner,

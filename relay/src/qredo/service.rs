@@ -72,6 +72,9 @@ struct Inner {
     counters: Counters,
     /// Set once the relay links the table with the workers' (`link_tags`).
     link: std::sync::OnceLock<TagLink>,
+    /// With `--cluster-redis`: ownership signatures are also claimed in the directory
+    /// (see [`Qredo::with_cluster`]).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::http::ClusterHttp>>,
 }
 
 #[derive(Debug, Default)]
@@ -146,12 +149,56 @@ impl Qredo {
                 store: Arc::new(store),
                 counters: Counters::default(),
                 link: std::sync::OnceLock::new(),
+                cluster: std::sync::OnceLock::new(),
                 events: broadcast::channel(EVENT_BUFFER).0,
                 subscriptions: Arc::new(AtomicU64::new(0)),
                 sockets: Arc::new(tokio::sync::Semaphore::new(config.max_sockets)),
                 config,
             }),
         })
+    }
+
+    /// The same service in a cluster (`None`: a single node, as before): every
+    /// ownership signature is then claimed in the directory before its operation runs,
+    /// and one another node accepted is refused `ReplayedSignature` as a local replay
+    /// is (docs/cluster.md).
+    #[must_use]
+    pub fn with_cluster(self, cluster: Option<Arc<crate::cluster::http::ClusterHttp>>) -> Self {
+        if let Some(c) = cluster {
+            let _ = self.inner.cluster.set(c);
+        }
+        self
+    }
+
+    /// In a cluster: claims a verified signature in the directory; `Err` when another
+    /// node (or this one) used it before. Without a cluster, or when the directory
+    /// cannot say (counted), the local replay cache alone decides.
+    async fn claim_signature(&self, v: &ownership::Verified) -> Result<(), Failure> {
+        use crate::cluster::replay::{Scope, Seen, ttl};
+        let Some(c) = self.inner.cluster.get() else {
+            return Ok(());
+        };
+        let ttl = ttl(v.expiry_ms, unix_now_ms());
+        match c.replay().first_use(Scope::Qredo, &[&v.id], ttl).await {
+            Seen::Replayed => Err(Failure::ReplayedSignature),
+            Seen::First | Seen::Unchecked => Ok(()),
+        }
+    }
+
+    /// Runs a signed `Rendezvous` operation on the table; in a cluster its signature is
+    /// verified and claimed in the directory first, so the operation runs only for a
+    /// signature no node used before.
+    pub(super) async fn signed<T>(
+        &self,
+        op: impl Fn(&mut RendezvousTable) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        if self.inner.cluster.get().is_some() {
+            let probed = lock(&self.inner.rendezvous).probe(&op)?;
+            if let Some(v) = probed {
+                self.claim_signature(&v).await?;
+            }
+        }
+        op(&mut lock(&self.inner.rendezvous))
     }
 
     pub(super) fn events(&self) -> broadcast::Receiver<Event> {
@@ -169,10 +216,6 @@ impl Qredo {
 
     pub(super) fn max_request(&self) -> usize {
         self.inner.config.max_request
-    }
-
-    pub(super) fn with_rendezvous<T>(&self, f: impl FnOnce(&mut RendezvousTable) -> T) -> T {
-        f(&mut lock(&self.inner.rendezvous))
     }
 
     /// Does this service own `path`?
@@ -350,16 +393,16 @@ impl Qredo {
                 }
             }
             ("activate", [tag, duration, sig]) => {
-                let v = table().activate(tag, duration, sig, now)?;
+                let v = self.signed(|t| t.activate(tag, duration, sig, now)).await?;
                 self.share_state(tag, now).await;
                 Ok(v)
             }
             ("deactivate", [tag, sig]) => {
-                let v = table().deactivate(tag, sig, now)?;
+                let v = self.signed(|t| t.deactivate(tag, sig, now)).await?;
                 self.share_state(tag, now).await;
                 Ok(v)
             }
-            ("getInfo", [tag, sig]) => table().get_info(tag, sig, now),
+            ("getInfo", [tag, sig]) => self.signed(|t| t.get_info(tag, sig, now)).await,
             ("respond", [response]) => {
                 let mut claimed = false;
                 let claim = link.zip(table().needs_claim(response, now));
@@ -391,7 +434,9 @@ impl Qredo {
                 }
                 Ok(v)
             }
-            ("getResponses", [tag, after, sig]) => table().get_responses(tag, after, sig, now),
+            ("getResponses", [tag, after, sig]) => {
+                self.signed(|t| t.get_responses(tag, after, sig, now)).await
+            }
             ("subscribeToResponses", [_, _]) => Err(Failure::NeedsWebSocket),
             (
                 "create"
@@ -462,7 +507,7 @@ impl Qredo {
 
     /// Checks a queue operation's signature: the queue id is the queue's Ed25519 public
     /// key (`QredoConversation.m`: queueId = public key of the queue's signing pair).
-    pub(super) fn queue_auth(
+    pub(super) async fn queue_auth(
         &self,
         queue: &Value,
         sig: &Value,
@@ -472,15 +517,16 @@ impl Qredo {
     ) -> Result<[u8; 32], Failure> {
         let queue = *queue.as_quid().map_err(|_| Failure::BadArguments)?;
         let key = crate::ed25519::strict_key(&queue).map_err(|_| Failure::BadSignature)?;
-        ownership::check(
+        let verified = ownership::verify(
             sig,
             &key,
             op,
             data,
             now,
             self.inner.config.rendezvous.window_ms,
-            &mut lock(&self.inner.queue_replay),
         )?;
+        lock(&self.inner.queue_replay).insert(&verified, now)?;
+        self.claim_signature(&verified).await?;
         Ok(queue)
     }
 
@@ -524,7 +570,7 @@ impl Qredo {
             return Err(Failure::BadArguments);
         }
         let bytes = item.encode();
-        let queue = self.queue_auth(queue, sig, Op::Create, &bytes, now)?;
+        let queue = self.queue_auth(queue, sig, Op::Create, &bytes, now).await?;
         let seq = self
             .blocking(move |s| s.publish(&queue, &bytes, now))
             .await?;
@@ -567,7 +613,7 @@ impl Qredo {
         };
         let mut data = after.encode();
         fetch.encode_into(&mut data);
-        let queue = self.queue_auth(queue, sig, Op::List, &data, now)?;
+        let queue = self.queue_auth(queue, sig, Op::List, &data, now).await?;
         let (items, current) = self
             .blocking(move |s| s.query(&queue, after_seq, limit, now))
             .await?;
@@ -609,7 +655,9 @@ impl Qredo {
         now: u64,
     ) -> Result<Value, Failure> {
         let seq = sequence(up_to)?;
-        let queue = self.queue_auth(queue, sig, Op::Delete, &up_to.encode(), now)?;
+        let queue = self
+            .queue_auth(queue, sig, Op::Delete, &up_to.encode(), now)
+            .await?;
         self.blocking(move |s| s.acknowledge(&queue, seq, now))
             .await?;
         Ok(Value::Record(lf::Record::unit("ConversationAckResult")))

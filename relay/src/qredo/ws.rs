@@ -187,13 +187,15 @@ impl Qredo {
         let now = crate::clock::unix_now_ms();
         let setup = match (header.service.as_str(), args) {
             ("Rendezvous", [tag, sig]) => self
-                .with_rendezvous(|t| t.subscribe(tag, sig, now))
+                .signed(|t| t.subscribe(tag, sig, now))
+                .await
                 .and_then(|existing| {
                     let tag = *tag.as_quid().map_err(|_| Failure::BadArguments)?;
                     Ok((Target::Tag(tag), existing))
                 }),
             ("Conversations", [queue, sig]) => self
                 .queue_auth(queue, sig, Op::List, &[], now)
+                .await
                 .map(|q| (Target::Queue(q), Vec::new())),
             _ => Err(Failure::BadArguments),
         };

@@ -157,6 +157,11 @@ impl Router for TagFamily {
         self.table.evictions(now_unix, out);
     }
 
+    /// A newer single-shot park on another node: the tag lives there now.
+    fn replaced_elsewhere(&mut self, key: &RendezvousKey, now_unix: u64) {
+        self.table.moved_away(key, now_unix);
+    }
+
     /// A park proof's replay claim (`tryst:replay:tag:...`, the node's own cache on
     /// failure), or a single-shot consumption's claim (`tryst:tag-once:<hashed tag>`,
     /// kept as long as a tag entry can live): exactly one responder wins across nodes,

@@ -106,6 +106,9 @@ pub struct TagTable {
     /// Tombstones in order of death: (died_at, tag).
     tombstones: VecDeque<(u64, HashedTag)>,
     replay: ReplayCache,
+    /// Room key → tag of the single-shot entries created here (for
+    /// [`TagTable::moved_away`]); pruned of gone entries when it doubles the table.
+    by_room: HashMap<RendezvousKey, HashedTag>,
 }
 
 /// What an accepted park means for the engine.
@@ -127,6 +130,26 @@ impl TagTable {
             entries: HashMap::new(),
             deadlines: BTreeSet::new(),
             tombstones: VecDeque::new(),
+            by_room: HashMap::new(),
+        }
+    }
+
+    /// Another node took single-shot `key` over with a newer park (its replace
+    /// announcement; the publisher parked here is closed): a live, unshared single-shot
+    /// entry is forgotten, so a responder here gets what a node without the tag gives
+    /// (in a cluster: carried to the node that has it) instead of consuming the tag for
+    /// a publisher that is gone.
+    pub fn moved_away(&mut self, key: &RendezvousKey, now: u64) {
+        let Some(tag) = self.by_room.remove(key) else {
+            return;
+        };
+        self.refresh(&tag, now);
+        if self
+            .entries
+            .get(&tag)
+            .is_some_and(|e| e.mode == TagMode::SingleShot && e.state == State::Live && !e.shared)
+        {
+            self.entries.remove(&tag);
         }
     }
 
@@ -236,6 +259,13 @@ impl TagTable {
             });
         }
         let mode = options.mode.unwrap_or(TagMode::LongTerm);
+        if mode == TagMode::SingleShot {
+            if self.by_room.len() >= 2 * self.entries.len().max(64) {
+                let entries = &self.entries;
+                self.by_room.retain(|_, t| entries.contains_key(t));
+            }
+            self.by_room.insert(room_key(tag), *tag);
+        }
         let expires_at = now.saturating_add(requested.min(self.limits.max_duration_secs));
         self.entries.insert(
             *tag,
@@ -494,6 +524,37 @@ mod tests {
             duration_secs: duration,
             owner_key: None,
         }
+    }
+
+    #[test]
+    fn a_single_shot_tag_replaced_on_another_node_is_forgotten_here() {
+        let mut t = TagTable::new(limits());
+        let (one, long) = (hashed_tag("", "moved"), hashed_tag("", "stays"));
+        park(&mut t, &one, 1, &single_shot(None), NOW).unwrap();
+        park(&mut t, &long, 2, &CreateOptions::default(), NOW).unwrap();
+        t.moved_away(&room_key(&long), NOW);
+        assert_eq!(
+            t.respond(&long, NOW),
+            Ok(TagMode::LongTerm),
+            "long-term: kept"
+        );
+        t.moved_away(&room_key(&one), NOW);
+        assert_eq!(t.respond(&one, NOW), Err(Rejection::UnknownTag));
+        assert_eq!(t.len(), 1, "only the long-term entry");
+        // Parked here again later: a new entry.
+        assert!(
+            park(&mut t, &one, 3, &single_shot(None), NOW + 1)
+                .unwrap()
+                .created
+        );
+        // A consumed one is no longer live: its tombstone stays.
+        assert_eq!(t.respond(&one, NOW + 1), Ok(TagMode::SingleShot));
+        t.moved_away(&room_key(&one), NOW + 1);
+        assert_eq!(t.respond(&one, NOW + 1), Err(Rejection::UnknownTag));
+        assert_eq!(
+            park(&mut t, &one, 4, &single_shot(None), NOW + 5),
+            Err(Rejection::TagGone)
+        );
     }
 
     #[test]

@@ -120,17 +120,65 @@ fn read_until_closed(s: &mut std::net::TcpStream) -> Vec<u8> {
 }
 
 fn preamble(key: &[u8], node: &str, unix: u64) -> Vec<u8> {
+    preamble_for(key, node, unix, "192.0.2.1:4000")
+}
+
+/// A preamble naming the client at `client`.
+fn preamble_for(key: &[u8], node: &str, unix: u64, client: &str) -> Vec<u8> {
     use tryst_relay::cluster::preamble::{Preamble, encode};
     encode(
         &Preamble {
             node: node.into(),
             transport: tryst_engine::route::Transport::Plain,
-            peer: Some("192.0.2.1:4000".parse().unwrap()),
+            peer: Some(client.parse().unwrap()),
             unix,
             nonce: rand_nonce(),
         },
         key,
     )
+}
+
+/// A request carried over the mesh for the client at `client` is served as that
+/// client's: the dead-drop's per-address deposit limit counts it under the client's
+/// address (from the preamble), not the sending node's.
+#[test]
+fn the_client_s_address_travels_over_the_mesh() {
+    use std::io::Write as _;
+    let redis = TestRedis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let limit = [
+        "--workers",
+        "1",
+        "--deaddrop-rate-limit",
+        "1",
+        "--deaddrop-rate-window",
+        "1h",
+    ];
+    let a = start_node(&redis, &psk, "a", "127.0.0.2", &limit);
+    let mesh = a.mesh_addr.expect("a mesh listening line");
+    let deposit = b"POST /deposit HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    let via_mesh = |client: &str| {
+        let mut s = std::net::TcpStream::connect(mesh).unwrap();
+        s.write_all(&preamble_for(
+            PSK.as_bytes(),
+            "b",
+            crate::tunnel::now_unix(),
+            client,
+        ))
+        .unwrap();
+        s.write_all(deposit).unwrap();
+        let answer = String::from_utf8(read_until_closed(&mut s)).unwrap();
+        answer[9..12].parse::<u16>().unwrap()
+    };
+    // 400 (an empty deposit), counted against its client's one deposit an hour.
+    assert_eq!(via_mesh("198.51.100.7:40000"), 400);
+    assert_eq!(via_mesh("198.51.100.7:40001"), 429, "the same client again");
+    assert_eq!(via_mesh("198.51.100.8:40000"), 400, "another client");
+    assert_eq!(via_mesh("[2001:db8::9]:1"), 400, "and another");
+    // The test's own address (what every mesh connection comes from) is still fresh.
+    let direct = a.exchange(deposit);
+    assert_eq!(&direct[9..12], "400", "{direct}");
 }
 
 fn rand_nonce() -> [u8; 16] {
@@ -329,6 +377,22 @@ fn native_park_on_a_is_reached_from_b_and_c() {
         ),
         1
     );
+    // The tunnel's bytes both ways are mesh bytes on both nodes: b wrote the client's
+    // 200 kB (and its early bytes) to the mesh and read the server's 200 kB (and its
+    // greeting) from it; a, which carried two tunnels, the same in reverse.
+    let at_least = |node: &Relay, direction: &str, want: u64| {
+        let series = format!("tryst_mesh_bytes_total{{direction=\"{direction}\"}}");
+        let got = node.await_value(1, |t| {
+            u64::from(crate::tunnel::series_value(t, &series) >= want)
+        });
+        assert_eq!(got, 1, "{series} < {want}: {}", node.metrics());
+    };
+    at_least(b, "out", 200_000);
+    at_least(b, "in", 200_022);
+    at_least(a, "in", 400_000);
+    at_least(a, "out", 400_044);
+    let healthz_b = healthz(b);
+    assert!(healthz_b["cluster"]["mesh_bytes"]["in"].as_u64().unwrap() >= 200_022);
     assert_eq!(
         crate::tunnel::series_value(
             &a.metrics(),

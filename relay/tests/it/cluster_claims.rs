@@ -145,8 +145,10 @@ fn a_tag_park_proof_replayed_to_another_node_is_refused_like_a_local_replay() {
     assert_eq!(series(&b, LOST), 1);
 }
 
-/// A single-shot tag published on both A and B, two responders (one per node) released
-/// together: exactly one is paired, the other gets the exact `404 unknown_tag`.
+/// A single-shot tag published on A, then on B (which replaces A's publisher: a
+/// single-shot park replaces across nodes), two responders (one per node) released
+/// together: exactly one is paired, with B's publisher, the other gets the exact
+/// `404 unknown_tag`.
 #[test]
 fn a_single_shot_tag_raced_from_two_nodes_has_exactly_one_winner() {
     let redis = Redis::start();
@@ -162,6 +164,10 @@ fn a_single_shot_tag_raced_from_two_nodes_has_exactly_one_winner() {
         tag_park(&a, &tag, &single_shot()),
         tag_park(&b, &tag, &single_shot()),
     ];
+    publishers[0]
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(read_to_close(&mut publishers[0]), "", "replaced by b's");
     let barrier = Arc::new(Barrier::new(2));
     let racers: Vec<_> = [a.addr, b.addr]
         .into_iter()
@@ -195,9 +201,9 @@ fn a_single_shot_tag_raced_from_two_nodes_has_exactly_one_winner() {
     let (_, refusal, _) = results.iter().find(|(won, ..)| !won).unwrap();
     let exact = tryst_engine::reject::Rejection::UnknownTag.response();
     assert_eq!(refusal.as_bytes(), exact, "{refusal}");
-    // The winner's node paired it with its publisher: the hello, then the bytes.
-    let winner_node = results.iter().position(|(won, ..)| *won).unwrap();
-    let p = &mut publishers[winner_node];
+    // Whichever node the winner asked, it is paired with the publisher on b: the
+    // hello, then the bytes.
+    let p = &mut publishers[1];
     p.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let hello = read_exact_n(p, 10);
     assert_eq!(&hello, b"TAGHELLO\x01\x00");
@@ -343,4 +349,106 @@ fn a_node_rendezvous_park_on_another_node_replaces_the_older_one() {
         matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
         "{still:?}"
     );
+}
+
+/// A single-shot tag publisher parked on A is closed when a newer one parks for the same
+/// tag on B (its proof's nonce claimed first, then the replace announced); the newer one
+/// stays parked.
+#[test]
+fn a_single_shot_tag_park_on_another_node_replaces_the_older_one() {
+    let redis = Redis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let a = node(&redis, &psk, "a", "127.0.0.2", &[]);
+    let b = node(&redis, &psk, "b", "127.0.0.3", &[]);
+    await_connected(&a);
+    await_connected(&b);
+    let subscribed = "tryst_cluster_replace_subscribed";
+    assert_eq!(a.await_metric(subscribed, 1), 1);
+    assert_eq!(b.await_metric(subscribed, 1), 1);
+    wait_past(now_unix());
+    let tag = hashed_tag("", &hex::encode(rand::random::<[u8; 16]>()));
+    let sent = "tryst_cluster_replace_total{direction=\"sent\"}";
+    let received = "tryst_cluster_replace_total{direction=\"received\"}";
+    let mut first = tag_park(&a, &tag, &single_shot());
+    // Its proof's nonce, then its replace announcement, both before its 200.
+    assert_eq!(series(&a, WON), 2);
+    assert_eq!(series(&a, sent), 1);
+    let mut second = tag_park(&b, &tag, &single_shot());
+    assert_eq!(await_series(&b, sent, 1), 1);
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(read_to_close(&mut first), "", "the older park is closed");
+    assert_eq!(series(&a, received), 1);
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let still = second.read(&mut byte);
+    assert!(
+        matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "{still:?}"
+    );
+    // Long-term tags queue: their parks announce nothing.
+    let long = hashed_tag("", &hex::encode(rand::random::<[u8; 16]>()));
+    let _queued = tag_park(&a, &long, &CreateOptions::default());
+    assert_eq!(series(&a, WON), 3, "its nonce only");
+    assert_eq!(series(&a, sent), 1);
+}
+
+/// Publishes `message` on the replace channel of `redis` (as another node would).
+fn publish_replace(redis: &Redis, message: &str) {
+    let out = std::process::Command::new("redis-cli")
+        .arg("-s")
+        .arg(&redis.socket)
+        .args(["PUBLISH", "tryst:replace", message])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// A replace announcement naming another epoch than its node's live one (a previous
+/// run of a restarted node, or a node that is not live) closes nothing and is counted
+/// as stale; the same announcement in the node's live epoch closes the park.
+#[test]
+fn a_replace_announcement_of_a_stale_epoch_closes_nothing() {
+    let redis = Redis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let secrets = node_secrets(keys.path());
+    let flags = ["--secrets", secrets.to_str().unwrap()];
+    let a = node(&redis, &psk, "a", "127.0.0.2", &flags);
+    let b = node(&redis, &psk, "b", "127.0.0.3", &flags);
+    await_connected(&a);
+    assert_eq!(a.await_metric("tryst_cluster_live_nodes", 1), 1);
+    assert_eq!(a.await_metric("tryst_cluster_replace_subscribed", 1), 1);
+    let mut parked = node_park(&a);
+    let answer = b.exchange(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let health: serde_json::Value = serde_json::from_str(body).unwrap();
+    let epoch = health["cluster"]["epoch"].as_u64().unwrap();
+    let key = format!("0:{}", NODE_ID.replace('-', ""));
+    let stale = "tryst_cluster_replace_total{direction=\"stale\"}";
+    let received = "tryst_cluster_replace_total{direction=\"received\"}";
+    // b's previous run, and a node nobody knows.
+    publish_replace(&redis, &format!("{key} b {}", epoch - 1));
+    publish_replace(&redis, &format!("{key} ghost 1"));
+    assert_eq!(await_series(&a, stale, 2), 2);
+    assert_eq!(series(&a, received), 0);
+    parked
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let still = parked.read(&mut byte);
+    assert!(
+        matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "{still:?}"
+    );
+    publish_replace(&redis, &format!("{key} b {epoch}"));
+    parked
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(read_to_close(&mut parked), "", "closed by b's live run");
+    assert_eq!(series(&a, received), 1);
 }

@@ -23,15 +23,15 @@ const TIMEOUT_JSON: &[u8] =
     b"{\"status\": \"error\", \"code\": 2, \"message\": \"request timed out\"}\n";
 const OK_JSON: &[u8] = b"{\"status\": \"ok\", \"code\": 0}\n";
 
-struct Nodes {
-    redis: TestRedis,
+pub(crate) struct Nodes {
+    pub(crate) redis: TestRedis,
     _keys: tempfile::TempDir,
-    nodes: Vec<Relay>,
+    pub(crate) nodes: Vec<Relay>,
 }
 
 /// Three nodes `a`, `b`, `c` on 127.0.0.2-4 (`--workers 1` and `extra`), each seeing
 /// the other two as live.
-fn three(extra: &[&str]) -> Nodes {
+pub(crate) fn three(extra: &[&str]) -> Nodes {
     let redis = TestRedis::start();
     let keys = tempfile::tempdir().unwrap();
     let psk = write_psk(keys.path(), PSK);
@@ -89,7 +89,7 @@ fn reply(mut s: TcpStream) -> (String, Vec<u8>) {
     (head.join("\r\n"), raw[end + 4..].to_vec())
 }
 
-fn request(
+pub(crate) fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -99,7 +99,7 @@ fn request(
     reply(send(addr, method, path, headers, body))
 }
 
-fn status(head: &str) -> u16 {
+pub(crate) fn status(head: &str) -> u16 {
     head[9..12].parse().unwrap()
 }
 
@@ -219,11 +219,11 @@ fn publication_path(n: u8) -> String {
     )
 }
 
-fn forward_path(n: u8) -> String {
+pub(crate) fn forward_path(n: u8) -> String {
     format!("/v1/forward/{}/{}", format_uuid(&WS), format_uuid(&[n; 16]))
 }
 
-fn drain_auth(n: u8) -> String {
+pub(crate) fn drain_auth(n: u8) -> String {
     let ts = u64::try_from(unix_now()).unwrap();
     let mut nonce = [0u8; 16];
     nonce.copy_from_slice(&crate::tunnel::nonce());
@@ -235,7 +235,7 @@ fn drain_auth(n: u8) -> String {
     )
 }
 
-fn publish(node: &Relay, n: u8) -> Vec<u8> {
+pub(crate) fn publish(node: &Relay, n: u8) -> Vec<u8> {
     let body = publication(n);
     let (head, reply) = request(node.addr, "POST", "/v1/rendezvous", &[], &body);
     assert_eq!(

@@ -30,7 +30,7 @@ fn fixture(name: &str) -> String {
     fs::read_to_string(Path::new(FIXTURES).join(name)).unwrap()
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -156,7 +156,7 @@ fn request(
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
 
-fn post(addr: SocketAddr, path: &str, v: &Value) -> (u16, Value) {
+pub(crate) fn post(addr: SocketAddr, path: &str, v: &Value) -> (u16, Value) {
     let (status, _, body) = request(addr, "POST", path, Some(v.to_string().as_bytes()));
     (
         status,
@@ -168,13 +168,13 @@ fn err(reason: &str) -> Value {
     json!({"status": "error", "reason": reason})
 }
 
-struct Identity {
+pub(crate) struct Identity {
     key: RsaPrivateKey,
     pem: String,
 }
 
 impl Identity {
-    fn fixture(name: &str) -> Self {
+    pub(crate) fn fixture(name: &str) -> Self {
         Self {
             key: RsaPrivateKey::from_pkcs8_pem(&fixture(&format!("{name}-key.pem"))).unwrap(),
             pem: fixture(&format!("{name}-pub.pem")),
@@ -193,7 +193,7 @@ impl Identity {
         base64::engine::general_purpose::STANDARD.encode(sig.to_bytes())
     }
 
-    fn proof(&self, relay_pem: &str, ts: i64) -> Value {
+    pub(crate) fn proof(&self, relay_pem: &str, ts: i64) -> Value {
         json!({"pubkey": self.pem, "timestamp": ts, "signature": self.sign(relay_pem, ts)})
     }
 
@@ -208,7 +208,7 @@ fn intercom(envelope: Value) -> String {
     .to_string()
 }
 
-fn relay_pem(addr: SocketAddr) -> String {
+pub(crate) fn relay_pem(addr: SocketAddr) -> String {
     let (status, _, body) = request(addr, "GET", "/pubkey", None);
     assert_eq!(status, 200);
     let v: Value = serde_json::from_str(&body).unwrap();

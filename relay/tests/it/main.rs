@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod cluster_claims;
 mod cluster_http;
+mod cluster_replay;
 mod deaddrop;
 mod hardening;
 mod hive;

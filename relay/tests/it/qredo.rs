@@ -20,8 +20,8 @@ use tryst_relay::qredo::lf::{
 use tryst_relay::qredo::ownership::{Op, sign};
 use tryst_relay::tag::kdf;
 
-const APP: &str = "com.example.chat";
-const APP_SECRET_HEX: &str = "5ec2e7a55ec2e7a5";
+pub(crate) const APP: &str = "com.example.chat";
+pub(crate) const APP_SECRET_HEX: &str = "5ec2e7a55ec2e7a5";
 
 type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
 
@@ -73,7 +73,7 @@ struct Client {
     secret: Vec<u8>,
 }
 
-fn post_raw(addr: SocketAddr, body: &[u8]) -> (u16, Vec<u8>) {
+pub(crate) fn post_raw(addr: SocketAddr, body: &[u8]) -> (u16, Vec<u8>) {
     post_with(addr, "POST", body)
 }
 
@@ -100,7 +100,7 @@ fn read_http(s: &mut impl Read) -> (u16, Vec<u8>) {
     (status, raw[end + 4..].to_vec())
 }
 
-fn request(service: &str, op: &str, secret: &[u8], args: Vec<Value>) -> Request {
+pub(crate) fn request(service: &str, op: &str, secret: &[u8], args: Vec<Value>) -> Request {
     Request {
         header: Interchange {
             protocol: PROTOCOL_VERSION,
@@ -149,7 +149,7 @@ impl Client {
 }
 
 /// The failure `code`/`name` exactly as the relay encodes it.
-fn failed(code: i32, name: &str, message: &str) -> Outcome {
+pub(crate) fn failed(code: i32, name: &str, message: &str) -> Outcome {
     Outcome::Failure(vec![ErrorInfo {
         code,
         message: message.into(),

@@ -11,7 +11,7 @@ use crate::driver::msg;
 use crate::driver::shm::Counter;
 use crate::head::RequestHead;
 use crate::reject::Rejection;
-use crate::route::{Route, Router};
+use crate::route::{ParkMode, Route, Router};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsFd as _;
 use std::time::Instant;
@@ -127,7 +127,23 @@ impl<R: Router> Worker<R> {
             return;
         }
         match (verdict, p.on_unavailable) {
-            (Verdict::Won, _) | (Verdict::Unavailable, OnUnavailable::Proceed) => {
+            (Verdict::Won, _) => {
+                // A replace park whose own claim (its proof's nonce) is won is announced
+                // to the other nodes next, as a replace park without a proof is: one
+                // more directory command, then the park.
+                if let Route::Park {
+                    key,
+                    mode: ParkMode::Replace,
+                } = &p.route
+                    && !p.key.starts_with(crate::claim::REPLACE_PREFIX)
+                {
+                    let claim = crate::claim::replace_claim(key);
+                    self.hold_for_claim(p.sock, &p.head, p.early, p.route, claim, p.now_unix);
+                    return;
+                }
+                self.carry_out(p.sock, p.route, p.early);
+            }
+            (Verdict::Unavailable, OnUnavailable::Proceed) => {
                 self.carry_out(p.sock, p.route, p.early);
             }
             (Verdict::Unavailable, OnUnavailable::Refuse(r)) => {

@@ -265,6 +265,14 @@ impl<R: Router> Worker<R> {
     }
 
     /// Closes every connection parked under `key` (another node's newer replace park).
+    /// Another node's replace park for `key`: closes what is parked here under it and
+    /// tells the router.
+    pub(super) fn replaced_elsewhere(&mut self, key: &RendezvousKey) {
+        self.evict_key(key);
+        self.router
+            .replaced_elsewhere(key, super::timers::unix_now());
+    }
+
     pub(super) fn evict_key(&mut self, key: &RendezvousKey) {
         let mut old = Vec::new();
         self.room.take_parked(key, &mut old);

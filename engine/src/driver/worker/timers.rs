@@ -11,7 +11,7 @@ use crate::route::Router;
 use std::os::fd::AsFd as _;
 use std::time::{Duration, SystemTime};
 
-fn unix_now() -> u64 {
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())

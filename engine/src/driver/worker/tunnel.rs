@@ -37,6 +37,10 @@ pub(super) struct Tunnel {
     pub(super) closing: Closing,
     /// How it ends when one side finishes sending.
     pub(super) half_close: HalfClose,
+    /// The side whose socket is a mesh connection to another node (a cross-node
+    /// tunnel: the client's node splices its client with it, the holder its hidden
+    /// server): its bytes both ways are counted as mesh bytes.
+    pub(super) mesh: Option<Side>,
 }
 
 /// Outcome of pumping a direction.
@@ -73,12 +77,21 @@ impl<R: Router> Worker<R> {
         let mut dirs = [Direction::default(), Direction::default()];
         dirs[0].pending = pairing.to_server;
         dirs[1].pending = pairing.greeting;
+        let is_mesh = |s: SockId| self.socks[s].origin == crate::driver::Origin::Mesh;
+        let mesh = if is_mesh(client) {
+            Some(Side::Client)
+        } else if is_mesh(server) {
+            Some(Side::Server)
+        } else {
+            None
+        };
         let t = self.tunnels.insert(Tunnel {
             socks: [client, server],
             dirs,
             last_active: self.now,
             closing: Closing::Open,
             half_close: pairing.half_close,
+            mesh,
         });
         self.tunnel_gens.track(t);
         self.socks[client].state = SockState::Tunnel {
@@ -128,25 +141,52 @@ impl<R: Router> Worker<R> {
         [socks[d.index()], socks[d.other().index()]]
     }
 
+    /// Counts `n` bytes direction `d` delivered, as mesh bytes when the tunnel crosses
+    /// nodes (read from the mesh: in; written to it: out).
+    fn count_mesh(&self, t: TunnelId, d: Side, n: usize) {
+        if let Some(m) = self.tunnels[t].mesh {
+            let c = if m == d {
+                Counter::MeshBytesIn
+            } else {
+                Counter::MeshBytesOut
+            };
+            self.counters.add(c, n as u64);
+        }
+    }
+
     /// Writes a direction's pending user-space bytes. `None` when all are written.
     pub(super) fn flush_pending(&mut self, t: TunnelId, d: Side) -> Option<Pump> {
         let [_, dst] = self.dir_socks(t, d);
         let tunnel = &mut self.tunnels[t];
         let dir = &mut tunnel.dirs[d.index()];
+        let mut sent = 0;
+        let mut stop = None;
         while dir.written < dir.pending.len() {
             match sys::send(self.socks[dst].fd.as_fd(), &dir.pending[dir.written..]) {
                 Ok(n) => {
                     dir.written += n;
+                    sent += n;
                     tunnel.last_active = self.now;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(Pump::WaitWrite),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    stop = Some(Pump::WaitWrite);
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Some(Pump::Fail),
+                Err(_) => {
+                    stop = Some(Pump::Fail);
+                    break;
+                }
             }
         }
-        dir.pending.clear();
-        dir.written = 0;
-        None
+        if stop.is_none() {
+            dir.pending.clear();
+            dir.written = 0;
+        }
+        if sent > 0 {
+            self.count_mesh(t, d, sent);
+        }
+        stop
     }
 
     /// With no pipe to lend, moves one chunk through user space (into `pending`, which
@@ -246,6 +286,7 @@ impl<R: Router> Worker<R> {
             }
             dir.in_pipe = dir.in_pipe.saturating_sub(n);
             self.counters.add(Counter::BytesSpliced, n as u64);
+            self.count_mesh(t, d, n);
         }
         if n > 0 {
             self.tunnels[t].last_active = self.now;
