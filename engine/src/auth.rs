@@ -38,20 +38,52 @@ const MAC_B64_LEN: usize = 43;
 /// wrong MAC for a known id. Its value does not matter; the result is always refused.
 const DUMMY_KEY: [u8; 32] = [0x5a; 32];
 
+/// Longest secret kept inline in a [`Secret`] (what `tryst provision` makes: 32 bytes).
+const INLINE_SECRET: usize = 32;
+
 /// A per-id shared secret. Its `Debug` never prints the bytes.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
+///
+/// Up to [`INLINE_SECRET`] bytes are held inline, so a table of secrets (one per
+/// provisioned id, in every worker's share of the secrets file) is one allocation with
+/// no second one per id: a million ids used to add a million 32-byte heap blocks, which
+/// also kept the heap pages of the file's parse resident around them.
+#[derive(Clone)]
+pub struct Secret(SecretBytes);
+
+#[derive(Clone)]
+enum SecretBytes {
+    Inline { len: u8, bytes: [u8; INLINE_SECRET] },
+    Boxed(Box<[u8]>),
+}
 
 impl Secret {
     /// Wraps secret bytes.
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(bytes)
+        match u8::try_from(bytes.len()) {
+            Ok(len) if bytes.len() <= INLINE_SECRET => {
+                let mut inline = [0u8; INLINE_SECRET];
+                inline[..bytes.len()].copy_from_slice(&bytes);
+                Self(SecretBytes::Inline { len, bytes: inline })
+            }
+            _ => Self(SecretBytes::Boxed(bytes.into_boxed_slice())),
+        }
     }
     /// The secret bytes, for MAC computation.
     pub fn expose(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            SecretBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            SecretBytes::Boxed(bytes) => bytes,
+        }
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -553,6 +585,23 @@ impl ReplayCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_keep_their_bytes_inline_or_boxed() {
+        for len in [0, 1, 16, 31, 32, 33, 64, 1024] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7 + 1) as u8).collect();
+            let s = Secret::new(bytes.clone());
+            assert_eq!(s.expose(), &bytes[..], "{len} bytes");
+            assert_eq!(s.clone(), s);
+            assert!(matches!(
+                (&s.0, len <= INLINE_SECRET),
+                (SecretBytes::Inline { .. }, true) | (SecretBytes::Boxed(_), false)
+            ));
+        }
+        // Equal prefixes of different lengths are different secrets.
+        assert_ne!(Secret::new(vec![1; 16]), Secret::new(vec![1; 17]));
+        assert!(size_of::<Secret>() <= 40);
+    }
 
     const ID: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
     const TS: u64 = 1_700_000_000;

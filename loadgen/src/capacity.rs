@@ -196,6 +196,8 @@ async fn run(args: &CapacityArgs) -> Result<bool> {
         transport::TlsClient::load(t)?;
     }
     let baseline = local.as_ref().map(|r| procfs::sample(r.pid, true));
+    let kernel_baseline = procfs::kernel();
+    let mut kernel_after_park = kernel_baseline;
 
     // Workers.
     let nworkers = args.worker_count();
@@ -340,6 +342,7 @@ async fn run(args: &CapacityArgs) -> Result<bool> {
         match phase {
             Phase::Parking if workers.iter().all(|w| w.parked) => {
                 after_park = local.as_ref().map(|r| procfs::sample(r.pid, true));
+                kernel_after_park = procfs::kernel();
                 eprintln!(
                     "loadgen: parking done in {:.1}s; starting clients",
                     started.elapsed().as_secs_f64()
@@ -412,7 +415,22 @@ async fn run(args: &CapacityArgs) -> Result<bool> {
             let status = relay.stop(Duration::from_secs(30)).await?;
             let base = baseline.unwrap_or_default();
             let peak = at_peak.or(after_park).unwrap_or_default();
+            let parked = after_park.unwrap_or_default();
             Some(RelayResources {
+                kernel_baseline,
+                kernel_after_park,
+                user_bytes_per_parked: if parked.sockets > 0 {
+                    parked.rss_anon as f64 / parked.sockets as f64
+                } else {
+                    0.0
+                },
+                kernel_bytes_per_parked: report::per_parked(
+                    &base,
+                    &parked,
+                    kernel_after_park
+                        .total()
+                        .saturating_sub(kernel_baseline.total()),
+                ),
                 command,
                 exit_status: status.to_string(),
                 baseline: base,

@@ -14,6 +14,10 @@ pub(crate) struct TreeSample {
     pub(crate) peak_rss: u64,
     /// Sum of VmRSS, bytes.
     pub(crate) rss: u64,
+    /// Sum of RssAnon (heap and other private memory; not the binary's file pages,
+    /// which every worker process maps and VmRSS counts once per process), bytes.
+    #[serde(default)]
+    pub(crate) rss_anon: u64,
     /// User + system CPU seconds of every thread (plus reaped children).
     pub(crate) cpu_seconds: f64,
     /// Open file descriptors.
@@ -102,6 +106,7 @@ pub(crate) fn sample(pid: u32, with_fds: bool) -> TreeSample {
         s.processes += 1;
         s.peak_rss += parse_status_kb(&status, "VmHWM").unwrap_or(0);
         s.rss += parse_status_kb(&status, "VmRSS").unwrap_or(0);
+        s.rss_anon += parse_status_kb(&status, "RssAnon").unwrap_or(0);
         if let Ok(stat) = std::fs::read_to_string(base.join("stat")) {
             s.cpu_seconds += parse_stat_ticks(&stat).unwrap_or(0) as f64 / tps;
         }
@@ -114,6 +119,54 @@ pub(crate) fn sample(pid: u32, with_fds: bool) -> TreeSample {
     s
 }
 
+/// Host-wide kernel memory that grows with TCP connections: slab caches (sockets,
+/// inodes, files, dentries, io_uring requests) and TCP socket buffers. It counts every
+/// socket on the host, so a loopback run counts both ends of each connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct KernelSample {
+    /// `Slab` of /proc/meminfo, bytes.
+    pub(crate) slab: u64,
+    /// `TCP: ... mem` of /proc/net/sockstat (pages), in bytes.
+    pub(crate) tcp_mem: u64,
+}
+
+impl KernelSample {
+    /// Both together, bytes.
+    pub(crate) fn total(&self) -> u64 {
+        self.slab + self.tcp_mem
+    }
+}
+
+/// `mem` of the `TCP:` line of a /proc/net/sockstat text, in pages.
+pub(crate) fn parse_sockstat_tcp_mem(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut words = line.split_whitespace();
+    while let Some(w) = words.next() {
+        if w == "mem" {
+            return words.next()?.parse().ok();
+        }
+    }
+    None
+}
+
+/// Samples [`KernelSample`] (zeros where /proc cannot be read).
+pub(crate) fn kernel() -> KernelSample {
+    let page = match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(p)) if p > 0 => p as u64,
+        _ => 4096,
+    };
+    let slab = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| parse_status_kb(&m, "Slab"))
+        .unwrap_or(0);
+    let tcp_mem = std::fs::read_to_string("/proc/net/sockstat")
+        .ok()
+        .and_then(|t| parse_sockstat_tcp_mem(&t))
+        .unwrap_or(0)
+        * page;
+    KernelSample { slab, tcp_mem }
+}
+
 /// CPU seconds of `pids` (each without its descendants), summed.
 pub(crate) fn cpu_seconds(pids: &[u32]) -> f64 {
     pids.iter().map(|p| sample(*p, false).cpu_seconds).sum()
@@ -122,6 +175,16 @@ pub(crate) fn cpu_seconds(pids: &[u32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockstat_tcp_mem_is_read_from_the_tcp_line() {
+        let text =
+            "sockets: used 290\nTCP: inuse 5 orphan 0 tw 2 alloc 7 mem 13\nUDP: inuse 1 mem 9\n";
+        assert_eq!(parse_sockstat_tcp_mem(text), Some(13));
+        assert_eq!(parse_sockstat_tcp_mem("UDP: inuse 1 mem 9\n"), None);
+        let meminfo = "MemTotal:       24000000 kB\nSlab:             123456 kB\n";
+        assert_eq!(parse_status_kb(meminfo, "Slab"), Some(123_456 * 1024));
+    }
 
     #[test]
     fn stat_ticks_survive_odd_command_names() {

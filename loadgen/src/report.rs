@@ -1,7 +1,7 @@
 //! The capacity report (table and JSON) and the hand-written SVG percentile plot.
 
 use crate::cli::CapacityArgs;
-use crate::procfs::TreeSample;
+use crate::procfs::{KernelSample, TreeSample};
 use crate::proto::Auth;
 use crate::stats::{Stats, Summary, fmt_ns};
 use serde::Serialize;
@@ -30,6 +30,29 @@ pub(crate) struct RelayResources {
     pub(crate) bytes_per_socket: f64,
     /// RSS at the peak divided by sockets at the peak (includes fixed costs).
     pub(crate) bytes_per_socket_overall: f64,
+    /// Host-wide kernel memory right after the relay started listening.
+    pub(crate) kernel_baseline: KernelSample,
+    /// Host-wide kernel memory after every hidden server parked.
+    pub(crate) kernel_after_park: KernelSample,
+    /// User space per parked connection: RssAnon after parking (heap and other private
+    /// memory, fixed per-process costs included; not the binary's file pages, which
+    /// VmRSS counts once per worker process) over the relay's sockets. An upper bound:
+    /// the growth per connection is the slope between two runs of different sizes.
+    pub(crate) user_bytes_per_parked: f64,
+    /// Kernel memory per parked connection: host-wide slab and TCP memory growth over
+    /// the same interval, over the relay's sockets added. On loopback it includes the
+    /// hidden server's own end of each connection.
+    pub(crate) kernel_bytes_per_parked: f64,
+}
+
+/// Growth of `after - before` per socket the relay added between the two samples (0
+/// when none were added).
+pub(crate) fn per_parked(before: &TreeSample, after: &TreeSample, grown: u64) -> f64 {
+    let added = after.sockets.saturating_sub(before.sockets);
+    if added == 0 {
+        return 0.0;
+    }
+    grown as f64 / added as f64
 }
 
 /// RSS growth per socket between two samples of the same tree (0 when no sockets were
@@ -260,6 +283,18 @@ pub(crate) fn render_capacity(r: &CapacityReport) -> String {
             o,
             "  per socket     {:.0} B user space per added socket (RSS growth from parked to peak); {:.0} B overall (RSS / sockets at the peak)",
             res.bytes_per_socket, res.bytes_per_socket_overall
+        );
+        let _ = writeln!(
+            o,
+            "  per parked     {:.0} B user space (RssAnon after parking / sockets, fixed costs included); {:.0} B kernel (slab + TCP memory growth / sockets added, whole host: both ends on loopback)",
+            res.user_bytes_per_parked, res.kernel_bytes_per_parked
+        );
+        let _ = writeln!(
+            o,
+            "  RssAnon        {} at start, {} after parking, {} at the peak",
+            mb(res.baseline.rss_anon),
+            mb(res.after_park.rss_anon),
+            mb(res.at_peak.rss_anon)
         );
         let _ = writeln!(
             o,

@@ -26,8 +26,9 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tryst_engine::auth::Secret;
+use tryst_engine::driver::WorkerShare;
 use tryst_engine::route::{ReloadError, SecretSource};
-use tryst_engine::target::RendezvousId;
+use tryst_engine::target::{RendezvousId, RendezvousKey};
 use tryst_engine::totp::{TotpAlgorithm, TotpError, TotpParking, TotpRecord};
 
 /// Bytes of a provisioned secret.
@@ -208,6 +209,18 @@ pub fn parse_secrets(
 
 /// Parses the text of a secrets file. `path` is only used in error messages.
 pub fn parse_file(text: &str, path: &Path) -> Result<SecretsFile, SecretsError> {
+    parse_file_keeping(text, path, |_| true)
+}
+
+/// [`parse_file`] keeping only the ids `keep` accepts (a worker's own share, see
+/// [`FileSecrets::load_share`]). Every entry is still checked (id, encoding, length);
+/// duplicate spellings of one id are found among the kept ids (the supervisor checks
+/// the whole file, with everything kept, before any worker loads it).
+pub fn parse_file_keeping(
+    text: &str,
+    path: &Path,
+    keep: impl Fn(&RendezvousId) -> bool,
+) -> Result<SecretsFile, SecretsError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| SecretsError::Syntax {
         path: path.to_owned(),
         message: e.to_string().trim_end().to_owned(),
@@ -223,6 +236,9 @@ pub fn parse_file(text: &str, path: &Path) -> Result<SecretsFile, SecretsError> 
             path: path.to_owned(),
             key: key.clone(),
         })?;
+        if !keep(&id) {
+            continue;
+        }
         if out.insert(id, Secret::new(bytes)).is_some() {
             return Err(SecretsError::DuplicateId {
                 path: path.to_owned(),
@@ -241,6 +257,9 @@ pub fn parse_file(text: &str, path: &Path) -> Result<SecretsFile, SecretsError> 
             path: path.to_owned(),
             key: key.clone(),
         })?;
+        if !keep(&id) {
+            continue;
+        }
         if totp.insert(id, entry).is_some() {
             return Err(SecretsError::DuplicateId {
                 path: path.to_owned(),
@@ -327,6 +346,14 @@ pub fn load_secrets(path: &Path) -> Result<BTreeMap<RendezvousId, Secret>, Secre
 /// Reads the whole secrets file (both tables); a missing file is empty. Warns like
 /// [`load_secrets`].
 pub fn load_file(path: &Path) -> Result<SecretsFile, SecretsError> {
+    load_file_keeping(path, |_| true)
+}
+
+/// [`load_file`] keeping only the ids `keep` accepts ([`parse_file_keeping`]).
+pub fn load_file_keeping(
+    path: &Path,
+    keep: impl Fn(&RendezvousId) -> bool,
+) -> Result<SecretsFile, SecretsError> {
     let io_err = |source| SecretsError::Io {
         path: path.to_owned(),
         source,
@@ -341,7 +368,7 @@ pub fn load_file(path: &Path) -> Result<SecretsFile, SecretsError> {
         tracing::warn!("{w}");
     }
     let text = io::read_to_string(file).map_err(io_err)?;
-    parse_file(&text, path)
+    parse_file_keeping(&text, path, keep)
 }
 
 /// Writes `contents` to `path` atomically with `mode` ([`crate::files::write_private`]:
@@ -367,26 +394,34 @@ pub fn create_private_dir(dir: &Path) -> Result<(), SecretsError> {
 }
 
 /// The secrets of the router (native secrets and TOTP records), loaded from the
-/// secrets file.
+/// secrets file: all of them, or a worker's share.
 #[derive(Debug)]
 pub struct FileSecrets {
     path: PathBuf,
-    secrets: HashMap<RendezvousId, Secret>,
-    totp: HashMap<RendezvousId, TotpRecord>,
+    /// The ids kept (on load and on every reload).
+    share: WorkerShare,
+    secrets: SecretTable,
+    totp: TotpTable,
 }
 
 impl FileSecrets {
     /// Loads `path` (a missing file is an empty set).
     pub fn load(path: &Path) -> Result<Self, SecretsError> {
-        let file = load_file(path)?;
+        Self::load_share(path, WorkerShare::everything())
+    }
+
+    /// Loads the ids of `path` that `share`'s worker owns: the only ones whose proofs it
+    /// checks (a `uuid:` id's key is [`RendezvousKey::uuid`] for native and
+    /// node-rendezvous parks alike). Each of N workers keeps about 1/N of the file
+    /// instead of all of it.
+    pub fn load_share(path: &Path, share: WorkerShare) -> Result<Self, SecretsError> {
+        let file = load_file_keeping(path, |id| share.owns(&RendezvousKey::from(*id)))?;
+        let (secrets, totp) = tables(file);
         Ok(Self {
             path: path.to_owned(),
-            secrets: file.secrets.into_iter().collect(),
-            totp: file
-                .totp
-                .into_iter()
-                .map(|(id, e)| (id, e.record))
-                .collect(),
+            share,
+            secrets,
+            totp,
         })
     }
 
@@ -411,6 +446,23 @@ impl FileSecrets {
     }
 }
 
+type SecretTable = HashMap<RendezvousId, Secret>;
+type TotpTable = HashMap<RendezvousId, TotpRecord>;
+
+/// The lookup tables of a parsed file. The parse (the file's text and its TOML
+/// document, ~0.7 KB per id at its peak) is freed by now; its pages are handed back to
+/// the kernel so they do not stay resident in every worker after each load.
+fn tables(file: SecretsFile) -> (SecretTable, TotpTable) {
+    let secrets = file.secrets.into_iter().collect();
+    let totp = file
+        .totp
+        .into_iter()
+        .map(|(id, e)| (id, e.record))
+        .collect();
+    tryst_engine::driver::release_free_memory();
+    (secrets, totp)
+}
+
 impl SecretSource for FileSecrets {
     fn secret(&self, id: &RendezvousId) -> Option<&Secret> {
         self.secrets.get(id)
@@ -421,13 +473,10 @@ impl SecretSource for FileSecrets {
     }
 
     fn reload(&mut self) -> Result<(), ReloadError> {
-        let fresh = load_file(&self.path).map_err(ReloadError::load)?;
-        self.secrets = fresh.secrets.into_iter().collect();
-        self.totp = fresh
-            .totp
-            .into_iter()
-            .map(|(id, e)| (id, e.record))
-            .collect();
+        let share = self.share;
+        let fresh = load_file_keeping(&self.path, |id| share.owns(&RendezvousKey::from(*id)))
+            .map_err(ReloadError::load)?;
+        (self.secrets, self.totp) = tables(fresh);
         Ok(())
     }
 }
@@ -688,6 +737,63 @@ mod tests {
         let err =
             parse_secrets(&format!("[secrets]\n\"{{{ID}}}\" = \"{SECRET_B64}\"\n"), p).unwrap_err();
         assert!(matches!(err, SecretsError::BadId { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_worker_share_keeps_exactly_the_ids_its_worker_owns() {
+        use tryst_engine::target::Placement;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.toml");
+        let ids: Vec<String> = (0..200u32)
+            .map(|i| format!("{i:08x}-3c4b-4a8e-9d2f-6a1c2b3d4e5f"))
+            .collect();
+        let mut text = render_entries(ids.iter().map(|id| (id.as_str(), SECRET_B64)));
+        text.push_str("\n[totp]\n");
+        for id in &ids[..50] {
+            text.push_str(&format!(
+                "\"{id}\" = {{ base32 = \"KBFU2TDPM53DOU2GJRFHKYSQJF3GO2KSII3XCNTMG5KW26DNIFWXINSOJZDVOQ3Z\" }}\n"
+            ));
+        }
+        write_atomic(&path, text.as_bytes(), 0o600).unwrap();
+        let placement = Placement::new(4, [7; 16]);
+        let mut seen_secrets = 0;
+        let mut seen_totp = 0;
+        for index in 0..4 {
+            let share = WorkerShare::new(index, placement);
+            let mut loaded = FileSecrets::load_share(&path, share).unwrap();
+            for _ in 0..2 {
+                for id in &ids {
+                    let id = RendezvousId::parse(id).unwrap();
+                    let owned = RendezvousKey::from(id).owner(&placement) == index;
+                    assert_eq!(loaded.secret(&id).is_some(), owned, "{id:?} on {index}");
+                    assert!(loaded.totp(&id).is_none() || owned, "{id:?} on {index}");
+                }
+                assert!(loaded.len() < ids.len(), "worker {index} kept every id");
+                // A reload keeps the same share.
+                loaded.reload().unwrap();
+            }
+            seen_secrets += loaded.len();
+            seen_totp += loaded.totp_len();
+        }
+        assert_eq!(
+            seen_secrets,
+            ids.len(),
+            "each id kept by exactly one worker"
+        );
+        assert_eq!(seen_totp, 50, "each TOTP id kept by exactly one worker");
+        let all = FileSecrets::load(&path).unwrap();
+        assert_eq!((all.len(), all.totp_len()), (200, 50));
+
+        // Ids a worker does not keep are still checked.
+        let bad = render_entries(ids.iter().map(|id| (id.as_str(), "c2hvcnQ")));
+        write_atomic(&path, bad.as_bytes(), 0o600).unwrap();
+        for index in 0..4 {
+            let share = WorkerShare::new(index, placement);
+            assert!(matches!(
+                FileSecrets::load_share(&path, share),
+                Err(SecretsError::BadSecret { .. })
+            ));
+        }
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tryst_engine::driver::{Engine, Listener, run_worker};
+use tryst_engine::driver::{Engine, Listener, WorkerShare, run_worker_with};
 use tryst_engine::node::{CompatRouter, CompatRouterConfig};
 
 use crate::router::RelayRouter;
@@ -624,7 +624,41 @@ pub fn run_worker_process(
     let own = unix_now();
     let replaces = relay_floor.is_some_and(|f| replaces_another_worker(&config.data_dir, f));
     let started_unix = worker_replay_floor(relay_floor, replaces, own);
-    let secrets = FileSecrets::load(&config.secrets_path)?;
+    // The router is built once the worker knows which keys it owns: it keeps only
+    // their secrets.
+    let mut load_error = None;
+    let build = |share: WorkerShare| -> io::Result<_> {
+        match FileSecrets::load_share(&config.secrets_path, share) {
+            Ok(secrets) => Ok(build_worker_router(config, secrets, started_unix)),
+            Err(e) => {
+                let io = io::Error::other(e.to_string());
+                load_error = Some(e);
+                Err(io)
+            }
+        }
+    };
+    let tls = config.tls.clone().map(|tls| {
+        let data_dir = config.data_dir.clone();
+        Box::new(move || {
+            crate::tls::load(&tls, &data_dir, false)
+                .map(|loaded| loaded.config)
+                .map_err(|e| e.to_string())
+        }) as tryst_engine::driver::TlsSource
+    });
+    let result = run_worker_with(&config.engine, build, tls);
+    if let Some(e) = load_error {
+        return Err(e.into());
+    }
+    result.map_err(io_err("worker"))
+}
+
+/// A worker's router over `secrets`: the native and node-rendezvous router, then every
+/// `CONNECT` family.
+fn build_worker_router(
+    config: &ServeConfig,
+    secrets: FileSecrets,
+    started_unix: u64,
+) -> RelayRouter<FileSecrets> {
     let router = RelayRouter::new(CompatRouter::new(
         secrets,
         CompatRouterConfig {
@@ -638,20 +672,11 @@ pub fn run_worker_process(
             metrics_private: config.metrics_listen.is_some(),
         },
     ));
-    let router = config
+    config
         .families
         .connect_families(config.proof_window_secs, started_unix)
         .into_iter()
-        .fold(router, RelayRouter::with_family);
-    let tls = config.tls.clone().map(|tls| {
-        let data_dir = config.data_dir.clone();
-        Box::new(move || {
-            crate::tls::load(&tls, &data_dir, false)
-                .map(|loaded| loaded.config)
-                .map_err(|e| e.to_string())
-        }) as tryst_engine::driver::TlsSource
-    });
-    run_worker(&config.engine, router, tls).map_err(io_err("worker"))
+        .fold(router, RelayRouter::with_family)
 }
 
 /// `tryst serve --check-config`: given the configuration [`ServeConfig::load`] accepted,

@@ -18,11 +18,21 @@
 //! Allocation sizes are deterministic: the only randomness is std's hash seed, which
 //! changes probe order, not table sizes.
 //!
+//! A third measurement (`measure-secrets <ids> <workers>`) loads a secrets file of `ids`
+//! native ids the way each of `workers` worker processes does
+//! (`FileSecrets::load_share`, its own share of the ids) and counts what all of them
+//! keep together. A relay needs one worker per ~19,000 sockets, so with every worker
+//! holding the whole file memory grew as ids x workers: about 300 B per id per worker,
+//! 4.8 GB at 500,000 parked (docs/performance.md "Secrets per worker").
+//!
 //! `parked_mem --check` exits 1 when a connection (at either stage) costs more than
 //! [`MAX_LIVE_PER_CONN`] live or [`MAX_PEAK_PER_CONN`] peak bytes at any size, when the
-//! tables' own accounting does not add up to what the allocator counted, or when
+//! tables' own accounting does not add up to what the allocator counted, when
 //! the live cost at 100k is more than [`MAX_GROWTH`] times that at 10k (flat from 10k up
-//! is the goal); `scripts/bench-gate.sh` runs it.
+//! is the goal), when the secrets all workers keep cost more than
+//! [`MAX_SECRET_PER_ID`] bytes per id, or when they grow with the worker count (more than
+//! [`MAX_GROWTH`] times from 1 to [`SECRETS_WORKERS`] workers); `scripts/bench-gate.sh`
+//! runs it.
 
 #![forbid(unsafe_code)]
 
@@ -44,6 +54,15 @@ const MAX_LIVE_PER_CONN: f64 = 256.0;
 const MAX_PEAK_PER_CONN: f64 = 320.0;
 /// Most growth of the live cost per parked connection from 10k to 100k.
 const MAX_GROWTH: f64 = 1.10;
+
+/// Most live bytes per id of the secrets all workers keep together (the `HashMap`
+/// entry, secrets of up to 32 bytes held inline). Measured: 93.4 B at 20,000 ids (a
+/// power-of-two table at 61 % load); 100.2 B before secrets were inline.
+const MAX_SECRET_PER_ID: f64 = 120.0;
+/// Ids in the secrets file of the secrets measurement.
+const SECRETS_IDS: usize = 20_000;
+/// Worker counts of the secrets measurement: one, and as many as ~300,000 sockets need.
+const SECRETS_WORKERS: [usize; 2] = [1, 16];
 
 const SIZES: [usize; 2] = [10_000, 100_000];
 const MILLION: usize = 1_000_000;
@@ -131,11 +150,52 @@ fn measure_replay(n: usize) {
     drop(cache);
 }
 
-/// Runs the replay measurement in a child process: `(live, peak)` bytes.
-fn child_replay(n: usize) -> Result<(usize, usize), String> {
+/// In the child: writes a secrets file of `ids` native ids, then loads it as each of
+/// `workers` workers does (its own share) and keeps every share loaded, as the worker
+/// processes do; prints `live peak` bytes over all of them (the file text and the
+/// parse are freed in between; the peak is the shares kept so far plus one parse).
+fn measure_secrets(ids: usize, workers: usize) {
+    use tryst_engine::driver::WorkerShare;
+    use tryst_engine::target::Placement;
+    use tryst_relay::secrets::{FileSecrets, encode_secret, render_entries};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("secrets.toml");
+    let entries: Vec<(String, String)> = (0..ids as u64)
+        .map(|i| {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&i.to_le_bytes());
+            id[6] = 0x40 | (id[6] & 0x0f);
+            id[8] = 0x80 | (id[8] & 0x3f);
+            let secret: Vec<u8> = (0..32u8).map(|b| b ^ id[usize::from(b) % 8]).collect();
+            (RendezvousId(id).to_string(), encode_secret(&secret))
+        })
+        .collect();
+    let text = render_entries(entries.iter().map(|(i, s)| (i.as_str(), s.as_str())));
+    std::fs::write(&path, text).expect("writing the secrets file");
+    drop(entries);
+    let placement = Placement::new(workers, [0x5a; 16]);
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let before = dhat::HeapStats::get();
+    let shares: Vec<FileSecrets> = (0..workers)
+        .map(|index| {
+            FileSecrets::load_share(&path, WorkerShare::new(index, placement))
+                .expect("loading the secrets file")
+        })
+        .collect();
+    let after = dhat::HeapStats::get();
+    let kept: usize = shares.iter().map(FileSecrets::len).sum();
+    assert_eq!(kept, ids, "every id is kept by exactly one worker");
+    let live = after.curr_bytes - before.curr_bytes;
+    let peak = after.max_bytes - before.curr_bytes;
+    println!("{live} {peak}");
+    drop(shares);
+}
+
+/// Runs a `measure-*` child process with `args`: its `live peak` bytes.
+fn child_pair(args: &[String]) -> Result<(usize, usize), String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let out = Command::new(exe)
-        .args(["measure-replay", &n.to_string()])
+        .args(args)
         .output()
         .map_err(|e| format!("running the measurement: {e}"))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -143,10 +203,16 @@ fn child_replay(n: usize) -> Result<(usize, usize), String> {
     match (out.status.success(), it.next(), it.next()) {
         (true, Some(Ok(live)), Some(Ok(peak))) => Ok((live, peak)),
         _ => Err(format!(
-            "measure-replay {n} failed: {text:?} {}",
+            "{} failed: {text:?} {}",
+            args.join(" "),
             String::from_utf8_lossy(&out.stderr)
         )),
     }
+}
+
+/// Runs the replay measurement in a child process: `(live, peak)` bytes.
+fn child_replay(n: usize) -> Result<(usize, usize), String> {
+    child_pair(&["measure-replay".to_string(), n.to_string()])
 }
 
 /// Runs one measurement in a child process.
@@ -196,6 +262,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         };
         measure(stage, n);
+        return ExitCode::SUCCESS;
+    }
+    if args.first().map(String::as_str) == Some("measure-secrets") {
+        let parse = |i: usize| args.get(i).and_then(|a| a.parse::<usize>().ok());
+        let (Some(ids), Some(workers)) = (parse(1), parse(2)) else {
+            eprintln!("parked_mem: measure-secrets <ids> <workers>");
+            return ExitCode::from(2);
+        };
+        measure_secrets(ids, workers);
         return ExitCode::SUCCESS;
     }
     if args.first().map(String::as_str) == Some("measure-replay") {
@@ -316,6 +391,44 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
+    }
+    println!("\nsecrets file of {SECRETS_IDS} ids, all workers' shares together, per id (gated):");
+    println!(
+        "{:<14} {:>9} {:>14} {:>14}",
+        "workers", "ids", "live B/id", "peak B/id"
+    );
+    let mut secrets_live = Vec::new();
+    for workers in SECRETS_WORKERS {
+        let args = [
+            "measure-secrets".to_string(),
+            SECRETS_IDS.to_string(),
+            workers.to_string(),
+        ];
+        let (live, peak) = match child_pair(&args) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("parked_mem: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (live_per, peak_per) = (
+            live as f64 / SECRETS_IDS as f64,
+            peak as f64 / SECRETS_IDS as f64,
+        );
+        println!("{workers:<14} {SECRETS_IDS:>9} {live_per:>14.1} {peak_per:>14.1}");
+        if live_per > MAX_SECRET_PER_ID {
+            failures.push(format!(
+                "secrets with {workers} workers: {live_per:.1} live B/id > {MAX_SECRET_PER_ID}"
+            ));
+        }
+        secrets_live.push((workers, live_per));
+    }
+    if let (Some((w0, first)), Some((w1, last))) = (secrets_live.first(), secrets_live.last())
+        && *last > first * MAX_GROWTH
+    {
+        failures.push(format!(
+            "secrets: live B/id grew from {first:.1} with {w0} workers to {last:.1} with {w1} (> {MAX_GROWTH}x)"
+        ));
     }
     if let (Some(first), Some(last)) = (parked_live.first(), parked_live.get(1))
         && *last > first * MAX_GROWTH

@@ -18,6 +18,7 @@ mod msg;
 mod pipes;
 mod shm;
 mod sys;
+pub use sys::release_free_memory;
 mod tls;
 mod worker;
 
@@ -821,11 +822,55 @@ pub fn is_worker() -> bool {
 pub type TlsSource =
     Box<dyn FnMut() -> Result<std::sync::Arc<rustls::ServerConfig>, String> + Send>;
 
+/// Which worker this process is and which rendezvous keys it owns, given to the router
+/// builder of [`run_worker_with`]. Only the owner of a key checks its proofs (see
+/// docs/ARCHITECTURE.md "Ownership and hand-off"), so per-key state a router loads
+/// (the secrets file) need only hold the keys its worker owns: with the whole file in
+/// every worker, memory was ids x workers, and the worker count grows with the socket
+/// budget (docs/performance.md "Secrets per worker").
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerShare {
+    index: usize,
+    placement: Placement,
+}
+
+impl WorkerShare {
+    /// Worker `index` of those `placement` spreads keys over.
+    pub fn new(index: usize, placement: Placement) -> Self {
+        Self { index, placement }
+    }
+
+    /// The share of a process that is the only worker: it owns every key.
+    pub fn everything() -> Self {
+        Self::new(0, Placement::new(1, [0; 16]))
+    }
+
+    /// This worker's index.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Whether this worker owns `key` (checks its proofs and parks it).
+    pub fn owns(&self, key: &crate::target::RendezvousKey) -> bool {
+        self.placement.workers() == 1 || key.owner(&self.placement) == self.index
+    }
+}
+
 /// Runs this worker process's event loop until shutdown. `router` decides every request;
 /// `tls` terminates connections from TLS listeners (required when there are any).
 pub fn run_worker<R: Router>(
     config: &EngineConfig,
     router: R,
+    tls: Option<TlsSource>,
+) -> io::Result<()> {
+    run_worker_with(config, |_| Ok(router), tls)
+}
+
+/// [`run_worker`] with the router built once the worker knows its [`WorkerShare`]
+/// (after it has read its index and the owner-hash key, before it accepts anything).
+pub fn run_worker_with<R: Router>(
+    config: &EngineConfig,
+    router: impl FnOnce(WorkerShare) -> io::Result<R>,
     tls: Option<TlsSource>,
 ) -> io::Result<()> {
     let malformed = || io::Error::new(io::ErrorKind::InvalidInput, "malformed TRYST_WORKER");
@@ -903,10 +948,12 @@ pub fn run_worker<R: Router>(
     {
         set_cloexec(fd)?;
     }
+    let placement = Placement::new(workers, stats.owner_key());
+    let router = router(WorkerShare::new(index, placement))?;
     let fds = worker::WorkerFds {
         index,
         workers,
-        placement: Placement::new(workers, stats.owner_key()),
+        placement,
         peer_counters: (0..workers).map(|j| stats.worker(j)).collect(),
         inbox,
         http_out,

@@ -177,3 +177,16 @@ pub(crate) fn soft_nofile() -> Option<usize> {
         .ok()
         .map(|(soft, _)| soft as usize)
 }
+
+/// Returns the allocator's free memory to the kernel (`malloc_trim(0)`: glibc releases
+/// the free pages in the middle of its heaps too, not only at the top). Called after a
+/// large transient allocation, such as parsing the secrets file, whose freed pages would
+/// otherwise stay resident in every worker. A no-op on other C libraries.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointers and only walks the allocator's own free
+    // lists under its lock; it is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
