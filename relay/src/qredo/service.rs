@@ -567,8 +567,7 @@ impl Qredo {
         let max = items.last().map_or(after_seq, |i| i.seq);
         let mut values = Vec::with_capacity(items.len());
         for stored in items {
-            let item = lf::sexp::parse(&stored.item, &Limits::default())
-                .and_then(|s| Value::decode(&s))
+            let item = Value::decode_bytes(&stored.item, &Limits::default())
                 .map_err(|_| Failure::StoreUnavailable)?;
             values.push(Value::Record(lf::Record::new(
                 "ConversationItemWithSequenceValue",
