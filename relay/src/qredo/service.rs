@@ -382,12 +382,18 @@ impl Qredo {
                 } else {
                     table().respond(response, now)?
                 };
-                if let Some(r) = registered {
-                    // No subscriber is fine.
-                    let _ = self.inner.events.send(Event::Response {
-                        tag: r.tag,
-                        value: r.value,
-                    });
+                // The pushed value is built only when a socket subscribes (to anything: a
+                // subscriber takes its receiver before it reads the table, so one that
+                // missed this check finds the response in the table instead).
+                if let Some(r) = registered
+                    && self.inner.events.receiver_count() > 0
+                    && let Some(value) = table().registered_value(&r)
+                {
+                    // A subscriber gone meanwhile is fine.
+                    let _ = self
+                        .inner
+                        .events
+                        .send(Event::Response { tag: r.tag, value });
                 }
                 Ok(v)
             }
