@@ -291,8 +291,74 @@ pub(crate) mod props {
             )
     }
 
-    /// The encoding of a value, a request, a success or failure response or an object,
-    /// then up to four single-byte edits (replace, insert, delete), the inserted bytes
+    /// Any S-expression up to 8 levels deep, of small atoms that are mostly markers,
+    /// symbols and marked atoms: shapes the value generators do not make (deep, narrow,
+    /// misplaced markers, records with odd fields), small enough for the tiny limits.
+    fn sexp_tree() -> impl Strategy<Value = Sexp> {
+        let atom = proptest::sample::select(vec![
+            &b""[..],
+            b"[",
+            b"{",
+            b"C",
+            b"s",
+            b"o",
+            b"r",
+            b"R",
+            b"'a",
+            b"'b",
+            b"Sx",
+            b"b\x01",
+            b"T",
+            b"I\x00\x00\x00\x01",
+        ])
+        .prop_map(|a| Sexp::Atom(a.to_vec()));
+        atom.prop_recursive(8, 48, 4, |inner| {
+            proptest::collection::vec(inner, 0..4).prop_map(Sexp::List)
+        })
+    }
+
+    /// A record whose fields are lists of 0 to 3 items (names, values, or neither), in
+    /// any order: field counts, names and order as a record decoder must check them.
+    fn record_ish() -> impl Strategy<Value = Sexp> {
+        let item = prop_oneof![
+            proptest::sample::select(vec!["a", "b", "c"])
+                .prop_map(|n| Sexp::Atom([b"'", n.as_bytes()].concat())),
+            leaf().prop_map(|v| sexp::parse(&v.encode(), &Limits::default()).expect("a leaf")),
+            sexp_tree(),
+        ];
+        let field = proptest::collection::vec(item, 0..4).prop_map(Sexp::List);
+        proptest::collection::vec(field, 0..4).prop_map(|fields| {
+            let mut list = vec![Sexp::Atom(b"C".to_vec()), Sexp::Atom(b"'R".to_vec())];
+            list.extend(fields);
+            Sexp::List(list)
+        })
+    }
+
+    /// Up to 24 tokens (parentheses and small atoms) in any order: balanced or not,
+    /// narrow and deep, around every limit of the tiny set (depth 4, 12 nodes). Opening
+    /// parentheses are weighted so that about one soup in 27 reaches the depth limit.
+    fn token_soup() -> impl Strategy<Value = Vec<u8>> {
+        let token = proptest::sample::select(vec![
+            &b"("[..],
+            b"(",
+            b"(",
+            b"(",
+            b")",
+            b")",
+            b"0:",
+            b"1:[",
+            b"1:{",
+            b"1:C",
+            b"2:'a",
+            b"2:'b",
+            b"2:Sx",
+            b"1:T",
+        ]);
+        proptest::collection::vec(token, 0..24).prop_map(|t| t.concat())
+    }
+
+    /// The encoding of a value, a request, a success or failure response, an object or
+    /// an S-expression, then up to four single-byte edits (replace, insert, delete), the inserted bytes
     /// mostly the syntax's own: inputs that get deep into the decoders before they fail.
     fn near_valid() -> impl Strategy<Value = Vec<u8>> {
         let base = prop_oneof![
@@ -317,6 +383,8 @@ pub(crate) mod props {
                 .encode()
             }),
             value().prop_map(|v| encode_object(PROTOCOL_VERSION, PROTOCOL_VERSION, &v)),
+            sexp_tree().prop_map(|t| t.encode()),
+            record_ish().prop_map(|t| t.encode()),
         ];
         let byte = prop_oneof![
             proptest::sample::select(b"()0123456789:'SCbIQ[{sor".to_vec()),
@@ -380,6 +448,18 @@ pub(crate) mod props {
         /// The flat decoders agree with the reference on near-valid inputs.
         #[test]
         fn near_valid_inputs_agree_with_the_reference(bytes in near_valid()) {
+            agree_with_reference(&bytes)?;
+        }
+
+        /// ... on record-shaped lists ...
+        #[test]
+        fn record_shapes_agree_with_the_reference(record in record_ish()) {
+            agree_with_reference(&record.encode())?;
+        }
+
+        /// ... on token soups ...
+        #[test]
+        fn token_soups_agree_with_the_reference(bytes in token_soup()) {
             agree_with_reference(&bytes)?;
         }
 
