@@ -123,15 +123,17 @@ pub mod fixtures {
     }
 }
 
-/// The Hive and tag workloads of the instruction-count gate (`instr`): each is prepared
+/// The Hive, tag and Qredo workloads of the instruction-count gate (`instr`): each is prepared
 /// by `new` (keys, signatures, frames, publications: all outside the measurement) and
 /// run once by `run`, which `instr` calls inside its measured function. `run` returns
 /// how many operations succeeded.
 pub mod workloads {
-    use super::fixtures;
+    use super::{fixtures, qredo};
     use tryst_relay::hive::forward::{self, ForwardLimits, Mailboxes};
     use tryst_relay::hive::store::{Inserted, PublicationStore, StoreLimits};
     use tryst_relay::hive::verify::{PublicationPolicy, VerifiedPublication, verify_publication};
+    use tryst_relay::qredo::lf;
+    use tryst_relay::qredo::rendezvous::RendezvousTable;
     use tryst_relay::tag::table::{TagLimits, TagTable};
     use tryst_relay::tag::wire::{self, CreateOptions};
 
@@ -351,6 +353,119 @@ pub mod workloads {
                 .count()
         }
     }
+
+    /// [`ITERATIONS`] decodes of a `Rendezvous.create` request as the SDK sends it
+    /// (`qredo::creation_info`: 5 fields, 2 nested records, a 120-byte responder info).
+    #[derive(Debug)]
+    pub struct QredoDecodeCreate {
+        bytes: Vec<u8>,
+        limits: lf::Limits,
+    }
+
+    impl QredoDecodeCreate {
+        /// Encodes the request.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self {
+                bytes: qredo::request("create", vec![qredo::creation_info()]).encode(),
+                limits: lf::Limits::default(),
+            }
+        }
+
+        /// Decodes it [`ITERATIONS`] times; returns how many decoded.
+        #[inline(never)]
+        pub fn run(&self) -> usize {
+            (0..ITERATIONS)
+                .filter(|_| {
+                    lf::decode_request(std::hint::black_box(&self.bytes), &self.limits).is_ok()
+                })
+                .count()
+        }
+    }
+
+    /// [`ITERATIONS`] encodes of the result of a `respond`
+    /// (`RendezvousResponseRegistered{info}` with the creation's responder info).
+    #[derive(Debug)]
+    pub struct QredoEncodeResult {
+        response: lf::Response,
+    }
+
+    impl QredoEncodeResult {
+        /// Answers one `respond` to build the result.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            let (value, _) = qredo::table()
+                .respond(&qredo::response(), qredo::T0 + 1)
+                .expect("fixture responds");
+            Self {
+                response: lf::Response {
+                    header: qredo::request("respond", Vec::new()).header,
+                    outcome: lf::Outcome::Success(vec![value]),
+                },
+            }
+        }
+
+        /// The encoding's length.
+        pub fn encoded_len(&self) -> usize {
+            self.response.encode().len()
+        }
+
+        /// Encodes it [`ITERATIONS`] times; returns the bytes written.
+        #[inline(never)]
+        pub fn run(&self) -> usize {
+            (0..ITERATIONS)
+                .map(|_| std::hint::black_box(&self.response).encode().len())
+                .sum()
+        }
+    }
+
+    /// [`ITERATIONS`] whole `respond` calls through the sans-IO path: decode the request,
+    /// `RendezvousTable::respond` to one unlimited rendezvous, encode the result (what
+    /// `Qredo::call` does between the transport and the table, less the app check).
+    #[derive(Debug)]
+    pub struct QredoRespond {
+        table: RendezvousTable,
+        body: Vec<u8>,
+        limits: lf::Limits,
+    }
+
+    impl QredoRespond {
+        /// Creates the rendezvous and encodes the request.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self {
+                table: qredo::table(),
+                body: qredo::request("respond", vec![qredo::response()]).encode(),
+                limits: lf::Limits::default(),
+            }
+        }
+
+        /// Answers the request [`ITERATIONS`] times; returns how many were registered.
+        #[inline(never)]
+        pub fn run(&mut self) -> usize {
+            let mut registered = 0;
+            for _ in 0..ITERATIONS {
+                let Ok(req) = lf::decode_request(std::hint::black_box(&self.body), &self.limits)
+                else {
+                    continue;
+                };
+                let Some(arg) = req.args.first() else {
+                    continue;
+                };
+                if let Ok((value, Some(_))) = self.table.respond(arg, qredo::T0 + 1) {
+                    std::hint::black_box(
+                        lf::Response {
+                            header: req.header,
+                            outcome: lf::Outcome::Success(vec![value]),
+                        }
+                        .encode(),
+                    );
+                    registered += 1;
+                }
+            }
+            registered
+        }
+    }
 }
 
 #[cfg(test)]
@@ -377,6 +492,10 @@ mod tests {
         let mut tag = TagParkVerify::with_iterations(3);
         assert_eq!(tag.run(), 3);
         assert_eq!(tag.run(), 0, "every nonce is now a replay");
+        assert_eq!(QredoDecodeCreate::new().run(), ITERATIONS);
+        let encode = QredoEncodeResult::new();
+        assert_eq!(encode.run(), ITERATIONS * encode.encoded_len());
+        assert_eq!(QredoRespond::new().run(), ITERATIONS);
     }
 
     #[test]

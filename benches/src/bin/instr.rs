@@ -90,6 +90,18 @@ const SCENARIOS: &[(&str, &str)] = &[
         "tag_park_verify_1k",
         "1,000 x tag proof parse + table park (strict Ed25519, replay cache)",
     ),
+    (
+        "qredo_decode_create_1k",
+        "1,000 x lf::decode_request of a Rendezvous.create request",
+    ),
+    (
+        "qredo_encode_result_1k",
+        "1,000 x encode of a respond's result (RendezvousResponseRegistered)",
+    ),
+    (
+        "qredo_respond_1k",
+        "1,000 x decode a respond request + RendezvousTable::respond + encode the result",
+    ),
 ];
 
 fn main() -> ExitCode {
@@ -117,6 +129,9 @@ fn main() -> ExitCode {
         "hive_forward_1k" => hive_forward(),
         "hive_store_insert_10k" => hive_store_insert(),
         "tag_park_verify_1k" => tag_park_verify(),
+        "qredo_decode_create_1k" => qredo_decode_create(),
+        "qredo_encode_result_1k" => qredo_encode_result(),
+        "qredo_respond_1k" => qredo_respond(),
         other => {
             eprintln!("instr: unknown scenario `{other}`; `instr list` names them");
             return ExitCode::from(2);
@@ -299,7 +314,7 @@ fn room_expire() {
     assert_eq!(room.parked(), 0);
 }
 
-// The Hive and tag workloads live in `tryst_benches::workloads` (prepared there, run
+// The Hive, tag and Qredo workloads live in `tryst_benches::workloads` (prepared there, run
 // here inside `measured`): keeping their code out of this crate keeps this binary's
 // code generation, and so the counts of the scenarios above, as they were.
 
@@ -327,5 +342,23 @@ fn hive_store_insert() {
 
 fn tag_park_verify() {
     let mut w = workloads::TagParkVerify::new();
+    assert_eq!(measured(|| w.run()), workloads::ITERATIONS);
+}
+
+fn qredo_decode_create() {
+    let w = workloads::QredoDecodeCreate::new();
+    assert_eq!(measured(|| w.run()), workloads::ITERATIONS);
+}
+
+fn qredo_encode_result() {
+    let w = workloads::QredoEncodeResult::new();
+    assert_eq!(
+        measured(|| w.run()),
+        workloads::ITERATIONS * w.encoded_len()
+    );
+}
+
+fn qredo_respond() {
+    let mut w = workloads::QredoRespond::new();
     assert_eq!(measured(|| w.run()), workloads::ITERATIONS);
 }

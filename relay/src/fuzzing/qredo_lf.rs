@@ -2,10 +2,11 @@
 //!
 //! Invariants: nothing panics; the S-expression parser, the value decoder and the
 //! request/response/object decoders only accept canonical bytes (whatever they accept
-//! re-encodes to exactly the input); small limits are respected.
+//! re-encodes to exactly the input); small limits are respected; every decoder answers
+//! exactly as the first, tree-based one (`qredo::lf::reference`), refusals included.
 
 use crate::qredo::lf::{
-    Limits, Value, decode_object, decode_request, decode_response, encode_object, sexp,
+    Limits, Value, decode_object, decode_request, decode_response, encode_object, reference, sexp,
 };
 
 /// Runs one input under the default limits and under a tiny set.
@@ -17,7 +18,29 @@ pub fn run(data: &[u8]) {
         max_nodes: 12,
     };
     for limits in [Limits::default(), tiny] {
-        if let Ok(s) = sexp::parse(data, &limits) {
+        let tree = reference::parse(data, &limits);
+        assert_eq!(sexp::parse(data, &limits), tree, "parse differs");
+        assert_eq!(
+            Value::decode_bytes(data, &limits),
+            tree.as_ref().map_err(|e| *e).and_then(reference::decode),
+            "value decode differs"
+        );
+        assert_eq!(
+            decode_request(data, &limits),
+            reference::decode_request(data, &limits),
+            "request decode differs"
+        );
+        assert_eq!(
+            decode_response(data, &limits),
+            reference::decode_response(data, &limits),
+            "response decode differs"
+        );
+        assert_eq!(
+            decode_object(data, &limits),
+            reference::decode_object(data, &limits),
+            "object decode differs"
+        );
+        if let Ok(s) = tree {
             assert!(data.len() <= limits.max_total);
             assert_eq!(s.encode(), data, "sexp is not canonical");
             if let Ok(v) = Value::decode(&s) {

@@ -55,8 +55,10 @@ impl Default for RendezvousLimits {
 
 #[derive(Debug)]
 struct Entry {
-    /// The `EncryptedResponderInfo` record handed to every responder.
-    responder_info: Value,
+    /// What every registered responder is answered: `RendezvousResponseRegistered
+    /// {info}`, `info` being the creation's `EncryptedResponderInfo` (built once here
+    /// rather than per `respond`).
+    registered: Value,
     owner: VerifyingKey,
     single: bool,
     /// When it stops (or stopped) being active.
@@ -94,13 +96,14 @@ pub struct RendezvousTable {
     probe: Option<Option<ownership::Verified>>,
 }
 
-/// A response registered by `respond`, for subscribers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A response registered by `respond`, for subscribers: the value they are pushed comes
+/// from [`RendezvousTable::registered_value`], built only when someone subscribes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registered {
     /// The hashed tag.
     pub tag: [u8; 32],
-    /// `RendezvousResponseWithSequenceValue`.
-    pub value: Value,
+    /// Its sequence number.
+    pub seq: i64,
 }
 
 fn limit_value(single: bool) -> Value {
@@ -313,7 +316,10 @@ impl RendezvousTable {
         self.entries.insert(
             tag,
             Entry {
-                responder_info: responder_info.clone(),
+                registered: Value::Record(Record::new(
+                    "RendezvousResponseRegistered",
+                    vec![("info", responder_info.clone())],
+                )),
                 owner,
                 single,
                 expires_at_ms,
@@ -479,17 +485,19 @@ impl RendezvousTable {
         }
         let seq = entry.responses.len() as i64 + 1;
         entry.responses.push((seq, rec.clone()));
-        let registered = Registered {
-            tag,
-            value: with_sequence(seq, rec),
-        };
-        Ok((
-            Value::Record(Record::new(
-                "RendezvousResponseRegistered",
-                vec![("info", entry.responder_info.clone())],
-            )),
-            Some(registered),
-        ))
+        Ok((entry.registered.clone(), Some(Registered { tag, seq })))
+    }
+
+    /// The `RendezvousResponseWithSequenceValue` subscribers are pushed for `registered`
+    /// (`None` if its rendezvous was forgotten since).
+    pub fn registered_value(&self, registered: &Registered) -> Option<Value> {
+        let entry = self.entries.get(&registered.tag)?;
+        let (seq, response) = entry
+            .responses
+            .iter()
+            .rev()
+            .find(|(seq, _)| *seq == registered.seq)?;
+        Some(with_sequence(*seq, response))
     }
 
     /// `getResponses(hashedTag, after, signature)` → `RendezvousResponsesResult
@@ -707,6 +715,13 @@ mod tests {
         // Sequence numbers for subscribers: 1, 2, 3.
         let (_, reg) = t.respond(&response([2; 32]), T0).unwrap();
         assert_eq!(reg, None);
+        let pushed_value =
+            |t: &RendezvousTable, seq| t.registered_value(&Registered { tag: [2; 32], seq });
+        assert_eq!(
+            pushed_value(&t, 3),
+            Some(with_sequence(3, response([2; 32]).as_record().unwrap()))
+        );
+        assert_eq!(pushed_value(&t, 4), None, "no fourth response");
         let sig = ownership::sign(
             &owner,
             Op::List,

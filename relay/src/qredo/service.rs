@@ -425,12 +425,18 @@ impl Qredo {
                 } else {
                     table().respond(response, now)?
                 };
-                if let Some(r) = registered {
-                    // No subscriber is fine.
-                    let _ = self.inner.events.send(Event::Response {
-                        tag: r.tag,
-                        value: r.value,
-                    });
+                // The pushed value is built only when a socket subscribes (to anything: a
+                // subscriber takes its receiver before it reads the table, so one that
+                // missed this check finds the response in the table instead).
+                if let Some(r) = registered
+                    && self.inner.events.receiver_count() > 0
+                    && let Some(value) = table().registered_value(&r)
+                {
+                    // A subscriber gone meanwhile is fine.
+                    let _ = self
+                        .inner
+                        .events
+                        .send(Event::Response { tag: r.tag, value });
                 }
                 Ok(v)
             }
@@ -620,8 +626,7 @@ impl Qredo {
         let max = items.last().map_or(after_seq, |i| i.seq);
         let mut values = Vec::with_capacity(items.len());
         for stored in items {
-            let item = lf::sexp::parse(&stored.item, &Limits::default())
-                .and_then(|s| Value::decode(&s))
+            let item = Value::decode_bytes(&stored.item, &Limits::default())
                 .map_err(|_| Failure::StoreUnavailable)?;
             values.push(Value::Record(lf::Record::new(
                 "ConversationItemWithSequenceValue",

@@ -1094,11 +1094,44 @@ fn a_rendezvous_created_over_rpc_is_reached_as_a_tunnel() {
     // A tag a publisher created with `CONNECT tag:` is not taken over by an RPC create.
     let tunnel_tag = hex::encode(rand::random::<[u8; 16]>());
     let (tunnel_publisher, tunnel_info) = creation_info(&tunnel_tag, false, Some(600));
-    let _held = tag_park(&relay, tunnel_publisher.hashed, &tunnel_publisher.owner);
+    let mut held = tag_park(&relay, tunnel_publisher.hashed, &tunnel_publisher.owner);
     assert_eq!(
         record_name(&client.ok("Rendezvous", "create", vec![tunnel_info])),
         "RendezvousAlreadyExists"
     );
+    // ... and stays unknown to `/services` (docs/compat/qredo.md says why): an SDK
+    // responder is told `UnknownTag`, the owner's operations `unknown_rendezvous`, even
+    // signed by the very key its parks use.
+    let (_, tunnel_response) = response_for(&tunnel_tag);
+    assert_eq!(
+        client.ok("Rendezvous", "respond", vec![tunnel_response]),
+        Value::Record(Record::unit("RendezvousResponseUnknownTag"))
+    );
+    for (op, signed) in [("getInfo", Op::Get), ("deactivate", Op::Delete)] {
+        assert_eq!(
+            client.call("Rendezvous", op, tunnel_publisher.tag_sig_args(signed)),
+            failed(1011, "unknown_rendezvous", "unknown rendezvous"),
+            "{op}"
+        );
+    }
+    assert_eq!(
+        client.call(
+            "Rendezvous",
+            "getResponses",
+            tunnel_publisher.get_responses_args(0)
+        ),
+        failed(1011, "unknown_rendezvous", "unknown rendezvous")
+    );
+    assert_eq!(
+        client.call(
+            "Rendezvous",
+            "activate",
+            tunnel_publisher.activate_args(600)
+        ),
+        failed(1011, "unknown_rendezvous", "unknown rendezvous")
+    );
+    // The tunnel tag itself is untouched by all that: a responder still reaches it.
+    tunnel_both_ways(&relay, tunnel_publisher.hashed, &mut held);
 }
 
 #[test]

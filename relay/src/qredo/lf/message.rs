@@ -14,8 +14,8 @@
 //! e.g. its keychain) is `( version version value )`: [`decode_object`].
 
 use super::LfError;
-use super::sexp::{Limits, Sexp, parse};
-use super::value::{Value, write_list_start, write_marked};
+use super::sexp::{Items, Limits, NodeRef, parse_flat};
+use super::value::{Value, decode_all, write_list_start, write_marked};
 
 /// A protocol or release version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -45,8 +45,8 @@ impl Version {
         [a[0], a[1], b[0], b[1], c[0], c[1]]
     }
 
-    fn decode(sexp: &Sexp) -> Result<Self, LfError> {
-        match sexp.as_atom() {
+    fn decode(node: NodeRef<'_, '_>) -> Result<Self, LfError> {
+        match node.as_atom() {
             Some([b'b', a0, a1, b0, b1, c0, c1]) => Ok(Self {
                 major: u16::from_be_bytes([*a0, *a1]),
                 minor: u16::from_be_bytes([*b0, *b1]),
@@ -186,122 +186,138 @@ pub struct Partial {
     pub header: Option<Interchange>,
 }
 
-fn marked_list(sexp: &Sexp, marker: u8) -> Result<&[Sexp], LfError> {
-    let items = sexp.as_list().ok_or(LfError::BadHeader)?;
-    match items.split_first() {
-        Some((m, rest)) if m.as_atom() == Some(&[marker][..]) => Ok(rest),
+fn marked_list<'n, 'a>(node: NodeRef<'n, 'a>, marker: u8) -> Result<Items<'n, 'a>, LfError> {
+    let mut items = node.as_list().ok_or(LfError::BadHeader)?;
+    match items.next() {
+        Some(m) if m.as_atom() == Some(&[marker][..]) => Ok(items),
         _ => Err(LfError::BadHeader),
     }
 }
 
-fn symbol(sexp: &Sexp) -> Result<String, LfError> {
-    match Value::decode(sexp) {
+fn symbol(node: NodeRef<'_, '_>) -> Result<String, LfError> {
+    match Value::decode_node(node) {
         Ok(Value::Symbol(s)) => Ok(s),
         _ => Err(LfError::BadHeader),
     }
 }
 
-fn bytes(sexp: &Sexp) -> Result<Vec<u8>, LfError> {
-    match sexp.as_atom() {
+fn bytes(node: NodeRef<'_, '_>) -> Result<Vec<u8>, LfError> {
+    match node.as_atom() {
         Some([b'b', rest @ ..]) => Ok(rest.to_vec()),
         _ => Err(LfError::BadHeader),
     }
 }
 
+/// The next item of a list whose length was checked.
+fn item<'n, 'a>(items: &mut Items<'n, 'a>, e: LfError) -> Result<NodeRef<'n, 'a>, LfError> {
+    items.next().ok_or(e)
+}
+
 /// Splits `(version version (s ...))` into the interchange header and the items after
 /// its four fields.
-fn read_interchange(top: &Sexp) -> Result<(Interchange, &[Sexp]), LfError> {
-    let [protocol, release, inter] = top.as_list().ok_or(LfError::BadHeader)? else {
-        return Err(LfError::BadHeader);
-    };
-    let protocol = Version::decode(protocol)?;
-    let release = Version::decode(release)?;
-    let items = marked_list(inter, b's')?;
-    let [rc, corr, service, op, rest @ ..] = items else {
-        return Err(LfError::BadHeader);
-    };
+fn read_interchange<'n, 'a>(top: NodeRef<'n, 'a>) -> Result<(Interchange, Items<'n, 'a>), LfError> {
+    const E: LfError = LfError::BadHeader;
+    let mut top = top.as_list().ok_or(E)?;
+    if top.len() != 3 {
+        return Err(E);
+    }
+    let protocol = Version::decode(item(&mut top, E)?)?;
+    let release = Version::decode(item(&mut top, E)?)?;
+    let mut items = marked_list(item(&mut top, E)?, b's')?;
+    if items.len() < 4 {
+        return Err(E);
+    }
     Ok((
         Interchange {
             protocol,
             release,
-            return_channel: bytes(rc)?,
-            correlation: bytes(corr)?,
-            service: symbol(service)?,
-            operation: symbol(op)?,
+            return_channel: bytes(item(&mut items, E)?)?,
+            correlation: bytes(item(&mut items, E)?)?,
+            service: symbol(item(&mut items, E)?)?,
+            operation: symbol(item(&mut items, E)?)?,
         },
-        rest,
+        items,
     ))
+}
+
+/// Reads the one item after a request's interchange header, `(o S<appId> b<appSecret>
+/// argument…)`.
+fn read_invocation(mut rest: Items<'_, '_>) -> Result<(String, Vec<u8>, Vec<Value>), LfError> {
+    const E: LfError = LfError::BadHeader;
+    if rest.len() != 1 {
+        return Err(E);
+    }
+    let mut items = marked_list(item(&mut rest, E)?, b'o')?;
+    if items.len() < 2 {
+        return Err(E);
+    }
+    let Ok(Value::Str(app_id)) = Value::decode_node(item(&mut items, E)?) else {
+        return Err(E);
+    };
+    let app_secret = bytes(item(&mut items, E)?)?;
+    Ok((app_id, app_secret, decode_all(items)?))
 }
 
 /// Decodes a request. On error, [`Partial`] holds the header if it was readable.
 pub fn decode_request(input: &[u8], limits: &Limits) -> Result<Request, (LfError, Partial)> {
-    let top = parse(input, limits).map_err(|e| (e, Partial::default()))?;
-    let (header, rest) = read_interchange(&top).map_err(|e| (e, Partial::default()))?;
-    let fail = |e: LfError, header: &Interchange| {
-        (
+    let flat = parse_flat(input, limits).map_err(|e| (e, Partial::default()))?;
+    let (header, rest) = read_interchange(flat.root()).map_err(|e| (e, Partial::default()))?;
+    match read_invocation(rest) {
+        Ok((app_id, app_secret, args)) => Ok(Request {
+            header,
+            app_id,
+            app_secret,
+            args,
+        }),
+        Err(e) => Err((
             e,
             Partial {
-                header: Some(header.clone()),
+                header: Some(header),
             },
-        )
-    };
-    let [invocation] = rest else {
-        return Err(fail(LfError::BadHeader, &header));
-    };
-    let items = marked_list(invocation, b'o').map_err(|e| fail(e, &header))?;
-    let [app_id, app_secret, args @ ..] = items else {
-        return Err(fail(LfError::BadHeader, &header));
-    };
-    let Ok(Value::Str(app_id)) = Value::decode(app_id) else {
-        return Err(fail(LfError::BadHeader, &header));
-    };
-    let app_secret = bytes(app_secret).map_err(|e| fail(e, &header))?;
-    let args = args
-        .iter()
-        .map(Value::decode)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(e, &header))?;
-    Ok(Request {
-        header,
-        app_id,
-        app_secret,
-        args,
-    })
+        )),
+    }
 }
 
 /// Decodes a response (the client side; used by tests and tools).
 pub fn decode_response(input: &[u8], limits: &Limits) -> Result<Response, LfError> {
-    let top = parse(input, limits)?;
-    let (header, rest) = read_interchange(&top)?;
-    let [result] = rest else {
+    let flat = parse_flat(input, limits)?;
+    let (header, mut rest) = read_interchange(flat.root())?;
+    if rest.len() != 1 {
         return Err(LfError::BadHeader);
-    };
-    let items = result.as_list().ok_or(LfError::BadHeader)?;
-    let (status, rest) = items.split_first().ok_or(LfError::BadHeader)?;
+    }
+    let mut items = item(&mut rest, LfError::BadHeader)?
+        .as_list()
+        .ok_or(LfError::BadHeader)?;
+    let status = items.next().ok_or(LfError::BadHeader)?;
     let outcome = match status.as_atom() {
-        Some(b"r") => Outcome::Success(rest.iter().map(Value::decode).collect::<Result<_, _>>()?),
+        Some(b"r") => Outcome::Success(decode_all(items)?),
         Some(b"R") => {
-            let [seq] = rest else {
+            if items.len() != 1 {
                 return Err(LfError::BadHeader);
-            };
+            }
             let mut errors = Vec::new();
-            for item in marked_list(seq, b'[')? {
-                let fields = item.as_list().ok_or(LfError::BadValue)?;
-                let [code, message, debug @ ..] = fields else {
-                    return Err(LfError::BadValue);
-                };
-                let (Value::Int32(code), Value::Str(message)) =
-                    (Value::decode(code)?, Value::decode(message)?)
-                else {
+            for entry in marked_list(item(&mut items, LfError::BadHeader)?, b'[')? {
+                const E: LfError = LfError::BadValue;
+                let mut fields = entry.as_list().ok_or(E)?;
+                if fields.len() < 2 {
+                    return Err(E);
+                }
+                let (Value::Int32(code), Value::Str(message)) = (
+                    Value::decode_node(item(&mut fields, E)?)?,
+                    Value::decode_node(item(&mut fields, E)?)?,
+                ) else {
                     return Err(LfError::WrongType);
                 };
                 let mut pairs = Vec::new();
-                for d in debug {
-                    let [k, v] = d.as_list().ok_or(LfError::BadValue)? else {
-                        return Err(LfError::BadValue);
-                    };
-                    let (Value::Str(k), Value::Str(v)) = (Value::decode(k)?, Value::decode(v)?)
-                    else {
+                for d in fields {
+                    let mut pair = d.as_list().ok_or(E)?;
+                    if pair.len() != 2 {
+                        return Err(E);
+                    }
+                    let (Value::Str(k), Value::Str(v)) = (
+                        Value::decode_node(item(&mut pair, E)?)?,
+                        Value::decode_node(item(&mut pair, E)?)?,
+                    ) else {
                         return Err(LfError::WrongType);
                     };
                     pairs.push((k, v));
@@ -321,14 +337,16 @@ pub fn decode_response(input: &[u8], limits: &Limits) -> Result<Response, LfErro
 
 /// A marshalled object with its message header: `( version version value )`.
 pub fn decode_object(input: &[u8], limits: &Limits) -> Result<(Version, Version, Value), LfError> {
-    let top = parse(input, limits)?;
-    let [protocol, release, value] = top.as_list().ok_or(LfError::BadHeader)? else {
-        return Err(LfError::BadHeader);
-    };
+    const E: LfError = LfError::BadHeader;
+    let flat = parse_flat(input, limits)?;
+    let mut top = flat.root().as_list().ok_or(E)?;
+    if top.len() != 3 {
+        return Err(E);
+    }
     Ok((
-        Version::decode(protocol)?,
-        Version::decode(release)?,
-        Value::decode(value)?,
+        Version::decode(item(&mut top, E)?)?,
+        Version::decode(item(&mut top, E)?)?,
+        Value::decode_node(item(&mut top, E)?)?,
     ))
 }
 

@@ -3,9 +3,13 @@
 //! Written from what the SDK's `QredoSExpression.m`, `QredoWireFormat.m` and
 //! `QredoServiceInvoker.m` (fluidjax/qredo_ios_sdk, Apache-2.0) do; none of its code is
 //! copied. Everything is bounded by [`sexp::Limits`] and never panics (fuzz target
-//! `qredo_lf`).
+//! `qredo_lf`). Decoding is one flat pass over the input ([`sexp::parse_flat`]) and then
+//! the values, atoms borrowed until a value takes its own copy; the first, tree-based
+//! decoder is kept as a test and fuzz oracle (`reference`) that it must agree with.
 
 pub mod message;
+#[cfg(any(test, fuzzing))]
+pub(crate) mod reference;
 pub mod sexp;
 pub mod value;
 
@@ -260,7 +264,211 @@ pub(crate) mod props {
         })
     }
 
+    /// Any request.
+    fn request() -> impl Strategy<Value = Request> {
+        (
+            proptest::collection::vec(value(), 0..4),
+            ".{0,12}",
+            proptest::collection::vec(any::<u8>(), 0..20),
+            proptest::collection::vec(any::<u8>(), 0..20),
+            symbol(),
+            symbol(),
+        )
+            .prop_map(
+                |(args, app_id, app_secret, correlation, service, operation)| Request {
+                    header: Interchange {
+                        protocol: PROTOCOL_VERSION,
+                        release: PROTOCOL_VERSION,
+                        return_channel: vec![9; 3],
+                        correlation,
+                        service,
+                        operation,
+                    },
+                    app_id,
+                    app_secret,
+                    args,
+                },
+            )
+    }
+
+    /// Any S-expression up to 8 levels deep, of small atoms that are mostly markers,
+    /// symbols and marked atoms: shapes the value generators do not make (deep, narrow,
+    /// misplaced markers, records with odd fields), small enough for the tiny limits.
+    fn sexp_tree() -> impl Strategy<Value = Sexp> {
+        let atom = proptest::sample::select(vec![
+            &b""[..],
+            b"[",
+            b"{",
+            b"C",
+            b"s",
+            b"o",
+            b"r",
+            b"R",
+            b"'a",
+            b"'b",
+            b"Sx",
+            b"b\x01",
+            b"T",
+            b"I\x00\x00\x00\x01",
+        ])
+        .prop_map(|a| Sexp::Atom(a.to_vec()));
+        atom.prop_recursive(8, 48, 4, |inner| {
+            proptest::collection::vec(inner, 0..4).prop_map(Sexp::List)
+        })
+    }
+
+    /// A record whose fields are lists of 0 to 3 items (names, values, or neither), in
+    /// any order: field counts, names and order as a record decoder must check them.
+    fn record_ish() -> impl Strategy<Value = Sexp> {
+        let item = prop_oneof![
+            proptest::sample::select(vec!["a", "b", "c"])
+                .prop_map(|n| Sexp::Atom([b"'", n.as_bytes()].concat())),
+            leaf().prop_map(|v| sexp::parse(&v.encode(), &Limits::default()).expect("a leaf")),
+            sexp_tree(),
+        ];
+        let field = proptest::collection::vec(item, 0..4).prop_map(Sexp::List);
+        proptest::collection::vec(field, 0..4).prop_map(|fields| {
+            let mut list = vec![Sexp::Atom(b"C".to_vec()), Sexp::Atom(b"'R".to_vec())];
+            list.extend(fields);
+            Sexp::List(list)
+        })
+    }
+
+    /// Up to 24 tokens (parentheses and small atoms) in any order: balanced or not,
+    /// narrow and deep, around every limit of the tiny set (depth 4, 12 nodes). Opening
+    /// parentheses are weighted so that about one soup in 27 reaches the depth limit.
+    fn token_soup() -> impl Strategy<Value = Vec<u8>> {
+        let token = proptest::sample::select(vec![
+            &b"("[..],
+            b"(",
+            b"(",
+            b"(",
+            b")",
+            b")",
+            b"0:",
+            b"1:[",
+            b"1:{",
+            b"1:C",
+            b"2:'a",
+            b"2:'b",
+            b"2:Sx",
+            b"1:T",
+        ]);
+        proptest::collection::vec(token, 0..24).prop_map(|t| t.concat())
+    }
+
+    /// The encoding of a value, a request, a success or failure response, an object or
+    /// an S-expression, then up to four single-byte edits (replace, insert, delete), the inserted bytes
+    /// mostly the syntax's own: inputs that get deep into the decoders before they fail.
+    fn near_valid() -> impl Strategy<Value = Vec<u8>> {
+        let base = prop_oneof![
+            value().prop_map(|v| v.encode()),
+            request().prop_map(|r| r.encode()),
+            (request(), proptest::collection::vec(value(), 0..3)).prop_map(|(r, values)| {
+                Response {
+                    header: r.header,
+                    outcome: Outcome::Success(values),
+                }
+                .encode()
+            }),
+            (request(), any::<i32>(), ".{0,8}", ".{0,4}").prop_map(|(r, code, m, k)| {
+                Response {
+                    header: r.header,
+                    outcome: Outcome::Failure(vec![ErrorInfo {
+                        code,
+                        message: m,
+                        debug: vec![(k.clone(), k)],
+                    }]),
+                }
+                .encode()
+            }),
+            value().prop_map(|v| encode_object(PROTOCOL_VERSION, PROTOCOL_VERSION, &v)),
+            sexp_tree().prop_map(|t| t.encode()),
+            record_ish().prop_map(|t| t.encode()),
+        ];
+        let byte = prop_oneof![
+            proptest::sample::select(b"()0123456789:'SCbIQ[{sor".to_vec()),
+            any::<u8>(),
+        ];
+        let edits =
+            proptest::collection::vec((any::<proptest::sample::Index>(), byte, 0u8..3), 0..4);
+        (base, edits).prop_map(|(mut bytes, edits)| {
+            for (at, b, kind) in edits {
+                if bytes.is_empty() {
+                    bytes.push(b);
+                    continue;
+                }
+                let at = at.index(bytes.len());
+                match kind {
+                    0 => bytes[at] = b,
+                    1 => bytes.insert(at, b),
+                    _ => {
+                        bytes.remove(at);
+                    }
+                }
+            }
+            bytes
+        })
+    }
+
+    /// Every decoder gives exactly what the reference decoder gives on `bytes`, value or
+    /// refusal, under the default limits and under tiny ones.
+    pub(crate) fn agree_with_reference(bytes: &[u8]) -> Result<(), TestCaseError> {
+        let tiny = Limits {
+            max_depth: 4,
+            max_atom: 16,
+            max_total: 128,
+            max_nodes: 12,
+        };
+        for limits in [Limits::default(), tiny] {
+            let tree = reference::parse(bytes, &limits);
+            prop_assert_eq!(&sexp::parse(bytes, &limits), &tree);
+            let value = tree.as_ref().map_err(|e| *e).and_then(reference::decode);
+            prop_assert_eq!(Value::decode_bytes(bytes, &limits), value.clone());
+            if let Ok(tree) = &tree {
+                prop_assert_eq!(Value::decode(tree), value);
+            }
+            prop_assert_eq!(
+                decode_request(bytes, &limits),
+                reference::decode_request(bytes, &limits)
+            );
+            prop_assert_eq!(
+                decode_response(bytes, &limits),
+                reference::decode_response(bytes, &limits)
+            );
+            prop_assert_eq!(
+                decode_object(bytes, &limits),
+                reference::decode_object(bytes, &limits)
+            );
+        }
+        Ok(())
+    }
+
     proptest! {
+        /// The flat decoders agree with the reference on near-valid inputs.
+        #[test]
+        fn near_valid_inputs_agree_with_the_reference(bytes in near_valid()) {
+            agree_with_reference(&bytes)?;
+        }
+
+        /// ... on record-shaped lists ...
+        #[test]
+        fn record_shapes_agree_with_the_reference(record in record_ish()) {
+            agree_with_reference(&record.encode())?;
+        }
+
+        /// ... on token soups ...
+        #[test]
+        fn token_soups_agree_with_the_reference(bytes in token_soup()) {
+            agree_with_reference(&bytes)?;
+        }
+
+        /// ... and on arbitrary bytes.
+        #[test]
+        fn arbitrary_bytes_agree_with_the_reference(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            agree_with_reference(&bytes)?;
+        }
+
         /// Every value survives encode → decode, and its bytes survive decode → encode.
         #[test]
         fn values_round_trip(v in value()) {
@@ -274,27 +482,7 @@ pub(crate) mod props {
 
         /// Whole requests survive encode → decode.
         #[test]
-        fn requests_round_trip(
-            args in proptest::collection::vec(value(), 0..4),
-            app_id in ".{0,12}",
-            secret in proptest::collection::vec(any::<u8>(), 0..20),
-            corr in proptest::collection::vec(any::<u8>(), 0..20),
-            service in symbol(),
-            operation in symbol(),
-        ) {
-            let req = Request {
-                header: Interchange {
-                    protocol: PROTOCOL_VERSION,
-                    release: PROTOCOL_VERSION,
-                    return_channel: vec![9; 3],
-                    correlation: corr,
-                    service,
-                    operation,
-                },
-                app_id,
-                app_secret: secret,
-                args,
-            };
+        fn requests_round_trip(req in request()) {
             let bytes = req.encode();
             prop_assert_eq!(decode_request(&bytes, &Limits::default()).expect("decodes"), req);
         }

@@ -5,7 +5,11 @@
 //! `encode(parse(b)) == b` for every accepted `b`.
 //!
 //! Parsing is bounded by [`Limits`] (nesting depth, atom length, total size, node count)
-//! and never panics; it is recursive, but only to [`Limits::max_depth`].
+//! and never panics. [`parse_flat`] is the parser: one pass, no recursion, one
+//! allocation (the node vector); its [`Flat`] result lists the nodes in pre-order with
+//! atoms borrowing the input, which is what the value and message decoders read.
+//! [`parse`] builds an owned [`Sexp`] tree from it (recursing to at most
+//! [`Limits::max_depth`]).
 
 use super::LfError;
 
@@ -85,100 +89,260 @@ impl Sexp {
 
 /// Appends `<len>:<bytes>`.
 pub fn write_atom(atom: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(atom.len().to_string().as_bytes());
-    out.push(b':');
+    write_len(atom.len(), out);
     out.extend_from_slice(atom);
 }
 
-/// Parses exactly one expression filling all of `input`.
+/// Appends an atom's `<decimal length>:` prefix.
+pub fn write_len(len: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+    out.push(b':');
+}
+
+/// Parses exactly one expression filling all of `input`, into an owned tree.
 pub fn parse(input: &[u8], limits: &Limits) -> Result<Sexp, LfError> {
+    parse_flat(input, limits).map(|flat| flat.root().to_sexp())
+}
+
+/// One node of a [`Flat`] expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node<'a> {
+    /// An atom's bytes, borrowed from the input.
+    Atom(&'a [u8]),
+    /// A list: its number of items, and the nodes of its subtree (itself included), so
+    /// that its next sibling is `span` nodes further on.
+    List {
+        /// Items (direct children).
+        items: usize,
+        /// Nodes in the subtree, this one included.
+        span: usize,
+    },
+}
+
+/// A parsed expression as its nodes in pre-order (a list, then its items' subtrees in
+/// order), atoms borrowing the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flat<'a> {
+    nodes: Vec<Node<'a>>,
+}
+
+impl<'a> Flat<'a> {
+    /// The whole expression.
+    pub fn root(&self) -> NodeRef<'_, 'a> {
+        NodeRef {
+            nodes: &self.nodes,
+            at: 0,
+        }
+    }
+}
+
+/// One expression inside a [`Flat`] one.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeRef<'n, 'a> {
+    nodes: &'n [Node<'a>],
+    at: usize,
+}
+
+impl<'n, 'a> NodeRef<'n, 'a> {
+    /// The atom's bytes, if this is an atom.
+    pub fn as_atom(self) -> Option<&'a [u8]> {
+        match self.nodes.get(self.at) {
+            Some(Node::Atom(a)) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// The list's items, if this is a list.
+    pub fn as_list(self) -> Option<Items<'n, 'a>> {
+        match self.nodes.get(self.at) {
+            Some(Node::List { items, .. }) => Some(Items {
+                nodes: self.nodes,
+                next: self.at + 1,
+                left: *items,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The owned tree of this expression.
+    pub fn to_sexp(self) -> Sexp {
+        match self.as_list() {
+            Some(items) => {
+                let mut list = Vec::with_capacity(items.len());
+                list.extend(items.map(Self::to_sexp));
+                Sexp::List(list)
+            }
+            None => Sexp::Atom(self.as_atom().unwrap_or_default().to_vec()),
+        }
+    }
+}
+
+/// The items of a list, in order.
+#[derive(Debug, Clone)]
+pub struct Items<'n, 'a> {
+    nodes: &'n [Node<'a>],
+    next: usize,
+    left: usize,
+}
+
+impl<'n, 'a> Iterator for Items<'n, 'a> {
+    type Item = NodeRef<'n, 'a>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let span = match self.nodes.get(self.next)? {
+            Node::Atom(_) => 1,
+            Node::List { span, .. } => *span,
+        };
+        let item = NodeRef {
+            nodes: self.nodes,
+            at: self.next,
+        };
+        self.next += span;
+        self.left -= 1;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for Items<'_, '_> {}
+
+impl Sexp {
+    /// The flat form of this tree (for the decoders, which read [`NodeRef`]s).
+    pub fn flatten(&self) -> Flat<'_> {
+        fn push<'a>(s: &'a Sexp, nodes: &mut Vec<Node<'a>>) {
+            match s {
+                Sexp::Atom(a) => nodes.push(Node::Atom(a)),
+                Sexp::List(items) => {
+                    let at = nodes.len();
+                    nodes.push(Node::List {
+                        items: items.len(),
+                        span: 0,
+                    });
+                    for item in items {
+                        push(item, nodes);
+                    }
+                    let len = nodes.len();
+                    if let Some(Node::List { span, .. }) = nodes.get_mut(at) {
+                        *span = len - at;
+                    }
+                }
+            }
+        }
+        let mut nodes = Vec::new();
+        push(self, &mut nodes);
+        Flat { nodes }
+    }
+}
+
+/// While a list is open, its `span` holds the index of the list enclosing it (this when
+/// there is none).
+const NO_LIST: usize = usize::MAX;
+
+/// Parses exactly one expression filling all of `input`: the canonical syntax, every
+/// limit, and the same refusals, for the same first offending byte, as a recursive
+/// descent would give.
+pub fn parse_flat<'a>(input: &'a [u8], limits: &Limits) -> Result<Flat<'a>, LfError> {
     if input.len() > limits.max_total {
         return Err(LfError::TooLarge);
     }
-    let mut p = Parser {
-        input,
-        pos: 0,
-        nodes: 0,
-        limits,
-    };
-    let sexp = p.expr(0)?;
-    if p.pos != input.len() {
-        return Err(LfError::TrailingBytes);
-    }
-    Ok(sexp)
-}
-
-struct Parser<'a> {
-    input: &'a [u8],
-    pos: usize,
-    nodes: usize,
-    limits: &'a Limits,
-}
-
-impl Parser<'_> {
-    fn expr(&mut self, depth: usize) -> Result<Sexp, LfError> {
-        self.nodes += 1;
-        if self.nodes > self.limits.max_nodes {
+    // A node takes at least two bytes (`0:`, `()`); most take more.
+    let mut nodes = Vec::with_capacity((input.len() / 6 + 4).min(limits.max_nodes));
+    let mut pos = 0;
+    let mut depth = 0;
+    // The innermost open list.
+    let mut open = NO_LIST;
+    loop {
+        // A node starts at `pos`.
+        if nodes.len() >= limits.max_nodes {
             return Err(LfError::TooManyNodes);
         }
-        match self.input.get(self.pos) {
-            None => Err(LfError::Truncated),
+        if let Some(Node::List { items, .. }) = nodes.get_mut(open) {
+            *items += 1;
+        }
+        match input.get(pos) {
+            None => return Err(LfError::Truncated),
             Some(b'(') => {
-                if depth + 1 > self.limits.max_depth {
+                if depth >= limits.max_depth {
                     return Err(LfError::TooDeep);
                 }
-                self.pos += 1;
-                let mut items = Vec::new();
-                loop {
-                    match self.input.get(self.pos) {
-                        None => return Err(LfError::Truncated),
-                        Some(b')') => {
-                            self.pos += 1;
-                            return Ok(Sexp::List(items));
-                        }
-                        Some(_) => items.push(self.expr(depth + 1)?),
-                    }
-                }
+                depth += 1;
+                pos += 1;
+                nodes.push(Node::List {
+                    items: 0,
+                    span: open,
+                });
+                open = nodes.len() - 1;
             }
-            Some(b')') => Err(LfError::UnexpectedByte),
-            Some(_) => self.atom().map(Sexp::Atom),
+            Some(b')') => return Err(LfError::UnexpectedByte),
+            Some(_) => nodes.push(Node::Atom(atom(input, &mut pos, limits)?)),
         }
-    }
-
-    fn atom(&mut self) -> Result<Vec<u8>, LfError> {
-        let start = self.pos;
-        let mut len: usize = 0;
+        // Close lists until the next node starts or the expression ends.
         loop {
-            let Some(&b) = self.input.get(self.pos) else {
-                return Err(LfError::Truncated);
-            };
-            match b {
-                b'0'..=b'9' => {
-                    // No leading zero (canonical), at most 9 digits (no overflow).
-                    if self.pos > start && self.input[start] == b'0' {
-                        return Err(LfError::BadLength);
-                    }
-                    if self.pos - start >= 9 {
-                        return Err(LfError::BadLength);
-                    }
-                    len = len * 10 + usize::from(b - b'0');
-                    self.pos += 1;
+            if depth == 0 {
+                return if pos == input.len() {
+                    Ok(Flat { nodes })
+                } else {
+                    Err(LfError::TrailingBytes)
+                };
+            }
+            match input.get(pos) {
+                None => return Err(LfError::Truncated),
+                Some(b')') => {
+                    pos += 1;
+                    depth -= 1;
+                    let len = nodes.len();
+                    let Some(Node::List { span, .. }) = nodes.get_mut(open) else {
+                        // Unreachable: `open` is the innermost list while depth > 0.
+                        return Err(LfError::UnexpectedByte);
+                    };
+                    open = std::mem::replace(span, len - open);
                 }
-                b':' if self.pos > start => {
-                    self.pos += 1;
-                    break;
-                }
-                _ => return Err(LfError::UnexpectedByte),
+                Some(_) => break,
             }
         }
-        if len > self.limits.max_atom {
-            return Err(LfError::AtomTooLong);
-        }
-        let end = self.pos.checked_add(len).ok_or(LfError::Truncated)?;
-        let bytes = self.input.get(self.pos..end).ok_or(LfError::Truncated)?;
-        self.pos = end;
-        Ok(bytes.to_vec())
     }
+}
+
+/// Reads `<len>:<bytes>` at `*pos`.
+fn atom<'a>(input: &'a [u8], pos: &mut usize, limits: &Limits) -> Result<&'a [u8], LfError> {
+    let start = *pos;
+    let mut len: usize = 0;
+    loop {
+        let Some(&b) = input.get(*pos) else {
+            return Err(LfError::Truncated);
+        };
+        match b {
+            b'0'..=b'9' => {
+                // No leading zero (canonical), at most 9 digits (no overflow).
+                if *pos > start && input[start] == b'0' {
+                    return Err(LfError::BadLength);
+                }
+                if *pos - start >= 9 {
+                    return Err(LfError::BadLength);
+                }
+                len = len * 10 + usize::from(b - b'0');
+                *pos += 1;
+            }
+            b':' if *pos > start => {
+                *pos += 1;
+                break;
+            }
+            _ => return Err(LfError::UnexpectedByte),
+        }
+    }
+    if len > limits.max_atom {
+        return Err(LfError::AtomTooLong);
+    }
+    let end = pos.checked_add(len).ok_or(LfError::Truncated)?;
+    let bytes = input.get(*pos..end).ok_or(LfError::Truncated)?;
+    *pos = end;
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@
 //! generated marshallers write them so), so `encode(decode(x)) == x` byte for byte.
 
 use super::LfError;
-use super::sexp::{Sexp, write_atom};
+use super::sexp::{Items, Limits, NodeRef, Sexp, parse_flat, write_atom, write_len};
 
 /// A calendar date as LF carries it (not validated beyond its byte layout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,12 +139,34 @@ pub enum Value {
     Record(Record),
 }
 
+/// For every byte: [`SYMBOL_START`] if a symbol may start with it (`[a-zA-Z_]`),
+/// [`SYMBOL_REST`] if it may only follow (`[0-9]`), 0 if neither. One load per byte
+/// instead of four range tests: symbols are most of a request's bytes.
+static SYMBOL_BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphabetic() || c == b'_' {
+            SYMBOL_START
+        } else if c.is_ascii_digit() {
+            SYMBOL_REST
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+const SYMBOL_START: u8 = 1;
+const SYMBOL_REST: u8 = 2;
+
 /// Is `s` a valid LF symbol (`[a-zA-Z_][a-zA-Z_0-9]*`)?
 pub fn is_symbol(s: &[u8]) -> bool {
     match s.split_first() {
         Some((first, rest)) => {
-            (first.is_ascii_alphabetic() || *first == b'_')
-                && rest.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+            SYMBOL_BYTES[usize::from(*first)] == SYMBOL_START
+                && rest.iter().all(|c| SYMBOL_BYTES[usize::from(*c)] != 0)
         }
         None => false,
     }
@@ -152,8 +174,7 @@ pub fn is_symbol(s: &[u8]) -> bool {
 
 /// Appends a marked atom (`marker` then `data`).
 pub fn write_marked(marker: u8, data: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice((data.len() + 1).to_string().as_bytes());
-    out.push(b':');
+    write_len(data.len() + 1, out);
     out.push(marker);
     out.extend_from_slice(data);
 }
@@ -226,18 +247,26 @@ impl Value {
 
     /// Reads a value from one S-expression.
     pub fn decode(sexp: &Sexp) -> Result<Self, LfError> {
-        match sexp {
-            Sexp::Atom(a) => decode_atom(a),
-            Sexp::List(items) => {
-                let (marker, rest) = items.split_first().ok_or(LfError::BadValue)?;
-                match marker.as_atom() {
-                    Some(b"[") => Ok(Self::Seq(decode_all(rest)?)),
-                    Some(b"{") => Ok(Self::Set(decode_all(rest)?)),
-                    Some(b"C") => decode_record(rest).map(Self::Record),
-                    _ => Err(LfError::BadValue),
-                }
-            }
+        Self::decode_node(sexp.flatten().root())
+    }
+
+    /// Reads a value from one expression of a [`super::sexp::Flat`] parse.
+    pub fn decode_node(node: NodeRef<'_, '_>) -> Result<Self, LfError> {
+        let Some(mut items) = node.as_list() else {
+            return decode_atom(node.as_atom().ok_or(LfError::BadValue)?);
+        };
+        let marker = items.next().ok_or(LfError::BadValue)?;
+        match marker.as_atom() {
+            Some(b"[") => Ok(Self::Seq(decode_all(items)?)),
+            Some(b"{") => Ok(Self::Set(decode_all(items)?)),
+            Some(b"C") => decode_record(items).map(Self::Record),
+            _ => Err(LfError::BadValue),
         }
+    }
+
+    /// Parses and reads one value filling all of `input`.
+    pub fn decode_bytes(input: &[u8], limits: &Limits) -> Result<Self, LfError> {
+        Self::decode_node(parse_flat(input, limits)?.root())
     }
 
     /// The record, or [`LfError::WrongType`].
@@ -304,23 +333,28 @@ fn date_bytes(d: &Date) -> [u8; 4] {
     [y[0], y[1], d.month, d.day]
 }
 
-fn decode_all(items: &[Sexp]) -> Result<Vec<Value>, LfError> {
-    items.iter().map(Value::decode).collect()
+/// Decodes every item (one allocation: the item count is known).
+pub(super) fn decode_all(items: Items<'_, '_>) -> Result<Vec<Value>, LfError> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        out.push(Value::decode_node(item)?);
+    }
+    Ok(out)
 }
 
-fn decode_symbol(sexp: &Sexp) -> Result<String, LfError> {
-    match Value::decode(sexp)? {
+fn decode_symbol(node: NodeRef<'_, '_>) -> Result<String, LfError> {
+    match Value::decode_node(node)? {
         Value::Symbol(s) => Ok(s),
         _ => Err(LfError::WrongType),
     }
 }
 
-fn decode_record(items: &[Sexp]) -> Result<Record, LfError> {
-    let (name, fields) = items.split_first().ok_or(LfError::BadValue)?;
-    let name = decode_symbol(name)?;
-    let mut out: Vec<(String, Value)> = Vec::with_capacity(fields.len());
-    for field in fields {
-        let [fname, value] = field.as_list().ok_or(LfError::BadValue)? else {
+fn decode_record(mut items: Items<'_, '_>) -> Result<Record, LfError> {
+    let name = decode_symbol(items.next().ok_or(LfError::BadValue)?)?;
+    let mut out: Vec<(String, Value)> = Vec::with_capacity(items.len());
+    for field in items {
+        let mut pair = field.as_list().ok_or(LfError::BadValue)?;
+        let (2, Some(fname), Some(value)) = (pair.len(), pair.next(), pair.next()) else {
             return Err(LfError::BadValue);
         };
         let fname = decode_symbol(fname)?;
@@ -330,7 +364,7 @@ fn decode_record(items: &[Sexp]) -> Result<Record, LfError> {
         {
             return Err(LfError::FieldOrder);
         }
-        out.push((fname, Value::decode(value)?));
+        out.push((fname, Value::decode_node(value)?));
     }
     Ok(Record { name, fields: out })
 }
@@ -372,7 +406,11 @@ fn decode_atom(atom: &[u8]) -> Result<Value, LfError> {
                 return Err(LfError::BadValue);
             }
             // ASCII by construction.
-            Value::Symbol(String::from_utf8_lossy(data).into_owned())
+            Value::Symbol(
+                std::str::from_utf8(data)
+                    .map_err(|_| LfError::BadValue)?
+                    .to_owned(),
+            )
         }
         b'Q' => {
             let mut q = [0u8; 32];
@@ -501,6 +539,18 @@ mod tests {
             Err(LfError::FieldOrder)
         );
         assert_eq!(decode(b"(1:C1:T)"), Err(LfError::WrongType));
+    }
+
+    #[test]
+    fn symbol_bytes_are_exactly_the_grammar() {
+        for b in 0..=255u8 {
+            let start = b.is_ascii_alphabetic() || b == b'_';
+            let rest = start || b.is_ascii_digit();
+            assert_eq!(is_symbol(&[b]), start, "{b}");
+            assert_eq!(is_symbol(&[b'a', b]), rest, "{b}");
+        }
+        assert!(!is_symbol(b""));
+        assert!(is_symbol(b"_9aZ"));
     }
 
     #[test]
