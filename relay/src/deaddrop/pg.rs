@@ -5,7 +5,9 @@
 //!   the writer thread can run a batch to completion while readers on the HTTP runtime
 //!   use the same pool. Statements are prepared once per connection (`prepare_cached`).
 //! - Group commit: the [`super::store::Writer`] hands each queued batch to [`PgStore`] as
-//!   one transaction; every caller is answered after `COMMIT` returned. A batch takes a
+//!   one transaction; every caller is answered after `COMMIT` returned. `BEGIN` and
+//!   `COMMIT` are pipelined with the batch's statements, so a batch of deposits is two
+//!   round trips however many it holds (see [`apply_batch`]). A batch takes a
 //!   transaction-scoped advisory lock first, so batches of all nodes are serialised and
 //!   the caps (per mailbox, mailboxes, bytes) hold across the cluster.
 //! - Schema: versioned migrations in `deaddrop_schema`, applied on start under an
@@ -261,7 +263,7 @@ async fn migrate(
 /// `COMMIT` (as the redb store's `meta` and `pending` tables), and the deposits it
 /// accepted but has not sent yet.
 struct Batch<'t, 'o> {
-    tx: &'t deadpool_postgres::Transaction<'t>,
+    tx: &'t Conn,
     limits: StoreLimits,
     bytes: u64,
     mailboxes: u64,
@@ -298,7 +300,7 @@ struct Statements {
 }
 
 impl Statements {
-    async fn prepare(tx: &deadpool_postgres::Transaction<'_>) -> Result<Self, StoreError> {
+    async fn prepare(tx: &Conn) -> Result<Self, StoreError> {
         Ok(Self {
             dup: tx
                 .prepare_cached(
@@ -330,11 +332,7 @@ type Found = (Vec<tokio_postgres::Row>, Vec<tokio_postgres::Row>);
 
 impl Lookup<'_> {
     /// Runs both queries (pipelined, in order). Nothing to look up: no round trip.
-    async fn run(
-        &self,
-        tx: &deadpool_postgres::Transaction<'_>,
-        st: &Statements,
-    ) -> Result<Found, tokio_postgres::Error> {
+    async fn run(&self, tx: &Conn, st: &Statements) -> Result<Found, tokio_postgres::Error> {
         let stored = async {
             if self.ids.is_empty() {
                 return Ok(Vec::new());
@@ -347,7 +345,10 @@ impl Lookup<'_> {
             }
             tx.query(&st.counts, &[&self.unknown]).await
         };
-        tokio::try_join!(stored, counted)
+        // `join!`, not `try_join!`: the first error in pipeline order is the cause (those
+        // after it only say the transaction is aborted).
+        let (stored, counted) = tokio::join!(biased; stored, counted);
+        Ok((stored?, counted?))
     }
 }
 
@@ -445,11 +446,15 @@ impl<'o> Batch<'_, 'o> {
                 .map_err(|_| StoreError::failed("corrupt mailbox"))?;
             self.pending.insert(mailbox, n);
         }
-        let mut stored: HashSet<String> = stored.iter().map(|r| r.get(0)).collect();
-        stored.extend(self.unsent.iter().map(|m| m.deposit_id.clone()));
+        // Borrowed, not copied: the rows and the batch's deposits outlive the decisions.
+        let mut stored: HashSet<&str> = stored.iter().map(|r| r.get::<_, &str>(0)).collect();
+        stored.extend(self.unsent.iter().map(|m| {
+            let m: &'o NewMessage = m;
+            m.deposit_id.as_str()
+        }));
         let mut out = Vec::with_capacity(run.len());
         for m in run {
-            if stored.contains(&m.deposit_id) {
+            if stored.contains(m.deposit_id.as_str()) {
                 // Already stored (a retried deposit): acknowledged again, not stored twice.
                 out.push(Outcome::Deposited);
                 continue;
@@ -468,7 +473,7 @@ impl<'o> Batch<'_, 'o> {
                 out.push(Outcome::Refused(Full::Bytes));
                 continue;
             }
-            stored.insert(m.deposit_id.clone());
+            stored.insert(&m.deposit_id);
             self.unsent.push(m);
             self.set_pending(&m.mailbox, count + 1);
             if count == 0 {
@@ -482,11 +487,7 @@ impl<'o> Batch<'_, 'o> {
     }
 
     /// One multi-row `INSERT` of the unsent deposits, in order.
-    async fn insert(
-        tx: &deadpool_postgres::Transaction<'_>,
-        st: &Statements,
-        unsent: &[&NewMessage],
-    ) -> Result<(), StoreError> {
+    async fn insert(tx: &Conn, st: &Statements, unsent: &[&NewMessage]) -> Result<(), StoreError> {
         if unsent.is_empty() {
             return Ok(());
         }
@@ -519,6 +520,9 @@ impl<'o> Batch<'_, 'o> {
         now: u64,
         delete: bool,
     ) -> Result<Outcome, StoreError> {
+        if delete {
+            return self.take_all(mailbox, now).await;
+        }
         let list = self
             .tx
             .prepare_cached(
@@ -555,6 +559,47 @@ impl<'o> Batch<'_, 'o> {
         }
         let n = self.delete_seqs(&gone).await?;
         self.removed(mailbox, n, gone_bytes).await?;
+        Ok(Outcome::Messages(out))
+    }
+
+    /// Delete-on-read: every message of the mailbox goes, live or expired, with one
+    /// statement that returns them (the live ones oldest first are the answer), and the
+    /// mailbox is empty afterwards: no count to look up.
+    async fn take_all(&mut self, mailbox: &Mailbox, now: u64) -> Result<Outcome, StoreError> {
+        let st = self
+            .tx
+            .prepare_cached(
+                "DELETE FROM deaddrop_messages WHERE mailbox = $1 \
+                 RETURNING seq, deposit_id, payload, expires_at",
+            )
+            .await
+            .map_err(pg)?;
+        let mut rows = self
+            .tx
+            .query(&st, &[&mailbox.as_slice()])
+            .await
+            .map_err(pg)?;
+        rows.sort_unstable_by_key(|r| r.get::<_, i64>(0));
+        let mut out = Vec::with_capacity(rows.len());
+        let mut gone_bytes = 0;
+        for row in &rows {
+            let deposit_id: String = row.get(1);
+            let payload = String::from_utf8(row.get(2))
+                .map_err(|_| StoreError::failed("corrupt message record"))?;
+            gone_bytes += charge(deposit_id.len(), payload.len());
+            if row.get::<_, i64>(3).max(0).unsigned_abs() > now {
+                out.push(Delivered {
+                    deposit_id,
+                    payload,
+                });
+            }
+        }
+        if !rows.is_empty() {
+            self.mailboxes = self.mailboxes.saturating_sub(1);
+            self.set_pending(mailbox, 0);
+            self.bytes = self.bytes.saturating_sub(gone_bytes);
+            self.totals_dirty = true;
+        }
         Ok(Outcome::Messages(out))
     }
 
@@ -615,8 +660,10 @@ impl<'o> Batch<'_, 'o> {
     }
 
     /// Writes the unsent deposits and the batch's changed counters (every changed
-    /// mailbox count and the totals), all in one round trip (pipelined).
-    async fn finish(&mut self, st: &Statements) -> Result<(), StoreError> {
+    /// mailbox count and the totals), then `COMMIT`, all in one round trip (pipelined,
+    /// executed in order). A statement that fails aborts the transaction, so the
+    /// `COMMIT` behind it only rolls back; its error is what this returns.
+    async fn finish_and_commit(&mut self, st: &Statements) -> Result<(), StoreError> {
         let put = self
             .tx
             .prepare_cached(
@@ -668,23 +715,65 @@ impl<'o> Batch<'_, 'o> {
             }
             tx.execute(&totals, &[&bytes, &mailboxes]).await.map_err(pg)
         };
-        tokio::try_join!(Self::insert(tx, st, &unsent), puts, dels, sums)?;
+        let commit = async { tx.batch_execute("COMMIT").await.map_err(pg) };
+        // Every answer is awaited; the first error in pipeline order is the cause (the
+        // statements after a failed one, `COMMIT` included, only report or perform the
+        // rollback).
+        let (inserted, puts, dels, sums, commit) =
+            tokio::join!(biased; Self::insert(tx, st, &unsent), puts, dels, sums, commit);
+        inserted?;
+        puts?;
+        dels?;
+        sums?;
+        commit?;
         Ok(())
     }
 }
 
-/// One batch as one transaction. Round trips: `BEGIN`; the write lock, the totals and
+/// A pooled connection for one batch. The transaction is begun with a plain `BEGIN`
+/// (not `tokio_postgres::Transaction`) so that `BEGIN` and `COMMIT` share round trips
+/// with the batch's statements. Unless [`Conn::committed`] is called, dropping it takes
+/// the connection out of the pool and closes it (the server rolls the transaction
+/// back): a connection left inside a transaction, or inside one a failed statement
+/// aborted, or with answers still unread after a timeout, is never handed out again.
+struct Conn(Option<deadpool_postgres::Client>);
+
+impl std::ops::Deref for Conn {
+    type Target = deadpool_postgres::ClientWrapper;
+
+    fn deref(&self) -> &Self::Target {
+        // Only `committed` and `drop` take the client out, and both consume the guard.
+        self.0.as_deref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Conn {
+    /// `COMMIT` returned: the connection goes back to the pool.
+    fn committed(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+/// One batch as one transaction. Round trips: `BEGIN`, the write lock, the totals and
 /// the first run of deposits' lookups (pipelined); one more lookup per later run of
 /// deposits; the unsent deposits before each take, ack or sweep, and each of those;
-/// the unsent deposits with the counters (pipelined); `COMMIT`. A batch of deposits
-/// alone is four round trips, however many it holds.
+/// the unsent deposits with the counters and `COMMIT` (pipelined). A batch of deposits
+/// alone is two round trips, however many it holds (the statements are prepared once
+/// per connection).
 async fn apply_batch(
     pool: &Pool,
     ops: &[Op],
     limits: StoreLimits,
 ) -> Result<Vec<Outcome>, StoreError> {
-    let mut client = pool.get().await.map_err(pool_err)?;
-    let tx = client.transaction().await.map_err(pg)?;
+    let tx = Conn(Some(pool.get().await.map_err(pool_err)?));
     let lock = tx
         .prepare_cached("SELECT pg_advisory_xact_lock($1)")
         .await
@@ -706,15 +795,21 @@ async fn apply_batch(
     };
     let first = run_at(ops);
     let lookup = batch.lookup(&first);
-    // Pipelined, executed in order: the totals and the lookups are read (statements of
-    // their own, so snapshots taken after the lock was granted) only once this node
-    // holds the lock.
-    let (_, row, found) = tokio::try_join!(
+    // Pipelined, executed in order (tokio-postgres sends a request when its future is
+    // first polled, and `biased` polls them in the order written): the totals and the
+    // lookups are read (statements of their own, so snapshots taken after the lock was
+    // granted) only once this node holds the lock, inside the transaction `BEGIN` opened.
+    let (begun, locked, row, found) = tokio::join!(
+        biased;
+        tx.batch_execute("BEGIN"),
         tx.execute(&lock, &[&WRITE_LOCK]),
         tx.query_one(&totals, &[]),
         lookup.run(&tx, &st)
-    )
-    .map_err(pg)?;
+    );
+    // The first error in pipeline order is the cause.
+    begun.map_err(pg)?;
+    locked.map_err(pg)?;
+    let (row, found) = (row.map_err(pg)?, found.map_err(pg)?);
     batch.bytes = row.get::<_, i64>(0).max(0).unsigned_abs();
     batch.mailboxes = row.get::<_, i64>(1).max(0).unsigned_abs();
     let mut out = Vec::with_capacity(ops.len());
@@ -744,9 +839,9 @@ async fn apply_batch(
         });
         rest = &rest[1..];
     }
-    batch.finish(&st).await?;
+    batch.finish_and_commit(&st).await?;
     drop(batch);
-    tx.commit().await.map_err(pg)?;
+    tx.committed();
     Ok(out)
 }
 
@@ -934,6 +1029,67 @@ mod tests {
         );
         let e = PgStore::open(&url, LIMITS, 1, || Ok(String::new())).unwrap_err();
         assert!(e.unavailable, "{e}");
+    }
+
+    fn deposit(mailbox: u8, id: &str) -> Op {
+        Op::Deposit(NewMessage {
+            mailbox: [mailbox; 32],
+            deposit_id: id.into(),
+            payload: format!("payload of {id}"),
+            expires_at: u64::MAX >> 2,
+        })
+    }
+
+    /// `BEGIN` and `COMMIT` share round trips with the batch's statements: when one of
+    /// them fails, the `COMMIT` behind it only rolls back, the batch reports the error,
+    /// nothing of it is stored, and its connection (inside an aborted transaction) is
+    /// never handed out again: the only pooled connection is replaced and the next
+    /// batch commits.
+    #[test]
+    fn a_failed_statement_commits_nothing_and_its_connection_is_not_reused() {
+        let Some(url) =
+            database("a_failed_statement_commits_nothing_and_its_connection_is_not_reused")
+        else {
+            return;
+        };
+        let (mut store, _) = PgStore::open(&url, LIMITS, 1, || Ok("key".into())).unwrap();
+        let sql = |store: &PgStore, q: &str| -> Vec<i64> {
+            store.rt.block_on(async {
+                let (c, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+                let conn = tokio::spawn(conn);
+                let rows = c.simple_query(q).await.unwrap();
+                drop(c);
+                let _ = conn.await;
+                rows.iter()
+                    .filter_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => {
+                            r.get(0).map(|v| v.parse().unwrap())
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+        };
+        // A rule of the test's: the multi-row INSERT of this batch fails on its second row.
+        sql(
+            &store,
+            "ALTER TABLE deaddrop_messages ADD CONSTRAINT test_poison CHECK (deposit_id <> 'poison')",
+        );
+        let e = store
+            .apply(&[deposit(1, "fine"), deposit(2, "poison")])
+            .unwrap_err();
+        assert!(!e.unavailable, "{e}");
+        assert!(e.message.contains("test_poison"), "{e}");
+        let state = "SELECT count(*) FROM deaddrop_messages UNION ALL                      SELECT count(*) FROM deaddrop_mailboxes UNION ALL                      SELECT bytes FROM deaddrop_totals UNION ALL SELECT mailboxes FROM deaddrop_totals";
+        assert_eq!(sql(&store, state), [0, 0, 0, 0]);
+        for id in ["after-1", "after-2"] {
+            assert_eq!(
+                store.apply(&[deposit(1, id)]).unwrap(),
+                [Outcome::Deposited]
+            );
+        }
+        let bytes = 2 * charge("after-1".len(), "payload of after-1".len());
+        assert_eq!(sql(&store, state), [2, 1, int(bytes), 1]);
     }
 
     #[test]

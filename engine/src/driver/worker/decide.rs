@@ -2,7 +2,7 @@
 //! unit-tested the way the room is: what a ready poll leads to, when a head is parsed,
 //! where a classified head goes, when a lingering refusal ends, what a finished
 //! direction does to its tunnel, what a failed accept or a connection over the socket
-//! budget leads to, when paused accepting resumes, and what a splice completion does. (How ids are packed into `user_data` is in `ids`.)
+//! budget leads to, what a failed hand-off does, when paused accepting resumes, and what a splice completion does. (How ids are packed into `user_data` is in `ids`.)
 
 use super::SockState;
 use super::ids::{FrontId, TunnelId};
@@ -209,6 +209,30 @@ pub(super) fn resume_accepting(
     cap: usize,
 ) -> bool {
     now >= paused_until && held < cap * 9 / 10
+}
+
+/// What a hand-off that could not be sent does with its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HandoffFailed {
+    /// Answer `503 overloaded` and close: the receiver is alive but cannot take it.
+    Refuse,
+    /// The supervisor's end of the HTTP inbox is closed: the supervisor has exited (a
+    /// crash, `kill -9`) and its death signal is about to end this worker too. Exit now,
+    /// leaving the connection unanswered as the signal would: a `503 overloaded` would
+    /// tell the client that a relay which has crashed is merely busy.
+    SupervisorGone,
+}
+
+/// What a failed hand-off with `errno` does; `to_http` when it went to the supervisor's
+/// HTTP inbox (whose receiving end the supervisor holds for its whole life, so only
+/// its exit closes it).
+pub(super) fn handoff_failed(errno: Option<i32>, to_http: bool) -> HandoffFailed {
+    match errno {
+        Some(libc::ECONNREFUSED | libc::EPIPE | libc::ENOTCONN) if to_http => {
+            HandoffFailed::SupervisorGone
+        }
+        _ => HandoffFailed::Refuse,
+    }
 }
 
 /// What happens to a connection accepted while the worker is at its socket budget.
@@ -491,6 +515,24 @@ mod tests {
             AcceptFailed::Nothing,
             "a multishot accept still armed keeps going"
         );
+    }
+
+    #[test]
+    fn a_hand_off_to_a_closed_http_inbox_means_the_supervisor_is_gone() {
+        for errno in [libc::ECONNREFUSED, libc::EPIPE, libc::ENOTCONN] {
+            assert_eq!(
+                handoff_failed(Some(errno), true),
+                HandoffFailed::SupervisorGone
+            );
+            assert_eq!(
+                handoff_failed(Some(errno), false),
+                HandoffFailed::Refuse,
+                "a worker's inbox is held by the supervisor: not a sign of its exit"
+            );
+        }
+        for errno in [Some(libc::ENOBUFS), Some(libc::EMFILE), None] {
+            assert_eq!(handoff_failed(errno, true), HandoffFailed::Refuse);
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! its key or to the HTTP side, and the socket-budget reservation that keeps the receiver
 //! under its descriptor budget.
 
+use super::decide::{self, HandoffFailed};
 use super::ids::{Kind, SockId, UserData};
 use super::{MAX_PENDING_HANDOFFS, POLL_WRITE, SockState, Worker};
 use crate::driver::shm::Counter;
@@ -151,12 +152,18 @@ impl<R: Router> Worker<R> {
                     blocked[to] = true;
                     self.pending_handoffs.push_back(h);
                 }
-                Err(e) => {
-                    // Still ours: answer it rather than close it silently.
-                    tracing::warn!(worker = self.index, to, error = %e, "hand-off failed; refusing the connection");
-                    self.unreserve(h.to);
-                    self.refuse_fd(h.fd, Rejection::Overloaded);
-                }
+                Err(e) => match decide::handoff_failed(e.raw_os_error(), to == self.workers) {
+                    HandoffFailed::Refuse => {
+                        // Still ours: answer it rather than close it silently.
+                        tracing::warn!(worker = self.index, to, error = %e, "hand-off failed; refusing the connection");
+                        self.unreserve(h.to);
+                        self.refuse_fd(h.fd, Rejection::Overloaded);
+                    }
+                    HandoffFailed::SupervisorGone => {
+                        tracing::error!(worker = self.index, error = %e, "the supervisor has exited; this worker exits too");
+                        std::process::exit(1);
+                    }
+                },
             }
         }
         for (to, b) in blocked.into_iter().enumerate() {
