@@ -273,7 +273,11 @@ pub fn main(args: &ConnectArgs) -> i32 {
     };
     let code = rt.block_on(async {
         match args.listen {
-            Some(addr) => listen(addr, relay, target, spare_config).await,
+            // On a worker like the tunnels: an accept then needs no wake-up of the
+            // thread blocked here and no hand-off of the new tunnel to a worker.
+            Some(addr) => tokio::spawn(listen(addr, relay, target, spare_config))
+                .await
+                .unwrap_or(exit::FAILURE),
             None => stdio(relay, target).await,
         }
     });
