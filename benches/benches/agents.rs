@@ -2,7 +2,8 @@
 //! park head with a fresh proof (once per park; native and Hive), and moving a tunnel's bytes over
 //! loopback with `splice_join` (both agents' plain TCP legs) and `copy_join` (TLS legs,
 //! stdin/stdout), and one reach of `tryst connect --listen` against a stand-in relay,
-//! pipelined (`splice_reach`) and waiting for the 200 first.
+//! pipelined (`splice_reach`) on a spare relay connection (`spare::Spares`) or a new one,
+//! and waiting for the 200 first.
 //!
 //! `cargo bench -p tryst-benches --bench agents`
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tryst_client::pump::{self, Counters};
+use tryst_client::spare::{SpareConfig, Spares};
 use tryst_client::{conn, heads};
 use tryst_engine::auth::Secret;
 use tryst_engine::target::RendezvousId;
@@ -144,12 +146,20 @@ async fn fake_relay() -> std::net::SocketAddr {
 /// One reach as `tryst connect --listen` makes it, against [`fake_relay`]: a local
 /// client sends 64 bytes and waits for their echo. `pipelined`: the client's bytes go
 /// out right after the head ([`pump::splice_reach`]); otherwise the 200 is awaited
-/// first ([`conn::answer`], then [`pump::splice_join`]).
-async fn one_reach(relay_addr: std::net::SocketAddr, pipelined: bool) {
+/// first ([`conn::answer`], then [`pump::splice_join`]). With `spares`, the relay
+/// connection is a spare when one is ready (as `tryst connect --listen --spares N`
+/// takes it), else a new one.
+async fn one_reach(relay_addr: std::net::SocketAddr, pipelined: bool, spares: Option<&Spares>) {
     const HEAD: &[u8] = b"CONNECT uuid:0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f HTTP/1.1\r\n\r\n";
     let (mut outer, local) = pair().await;
-    let mut relay = TcpStream::connect(relay_addr).await.unwrap();
-    relay.set_nodelay(true).unwrap();
+    let mut relay = match spares.and_then(Spares::take) {
+        Some(conn::RelayStream::Tcp(s)) => s,
+        _ => {
+            let s = TcpStream::connect(relay_addr).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            s
+        }
+    };
     relay.write_all(HEAD).await.unwrap();
     outer.write_all(&[7; 64]).await.unwrap();
     let counters = Counters::default();
@@ -185,13 +195,32 @@ fn reaches(c: &mut Criterion) {
         .build()
         .unwrap();
     let relay = rt.block_on(fake_relay());
+    let spares = rt.block_on(async {
+        Spares::start(
+            conn::RelayAddr::plain(relay.to_string()),
+            SpareConfig {
+                count: 4,
+                ..SpareConfig::default()
+            },
+        )
+    });
     let mut group = c.benchmark_group("agents/reach and 64 B echo through a stand-in relay");
-    for (name, pipelined) in [("pipelined (splice_reach)", true), ("200 first", false)] {
+    for (name, pipelined, spares) in [
+        ("pipelined on a spare (--spares 4)", true, Some(&spares)),
+        ("pipelined (splice_reach)", true, None),
+        ("200 first", false, None),
+    ] {
         group.bench_function(name, |b| {
-            b.iter(|| rt.block_on(one_reach(relay, pipelined)))
+            b.iter(|| rt.block_on(one_reach(relay, pipelined, spares)))
         });
     }
     group.finish();
+    let stats = spares.stats();
+    eprintln!(
+        "spares: {} takes found one, {} found none",
+        stats.used.load(std::sync::atomic::Ordering::Relaxed),
+        stats.missed.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
 
 criterion_group!(benches, park_head, hive_park_head, pumps, reaches);

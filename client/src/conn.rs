@@ -286,14 +286,24 @@ pub async fn open_and_send(
     timeouts: &Timeouts,
 ) -> Result<RelayStream, Error> {
     let mut stream = open(relay, timeouts.connect).await?;
+    send(&mut stream, head, timeouts.answer).await?;
+    Ok(stream)
+}
+
+/// Sends `head` on an open connection (a spare: [`crate::spare`]) without waiting for
+/// the answer; [`Error::Timeout`] if it cannot be written within `timeout`.
+pub async fn send<S>(stream: &mut S, head: &[u8], timeout: Duration) -> Result<(), Error>
+where
+    S: AsyncWrite + Unpin,
+{
     let send = async {
         stream.write_all(head).await?;
         stream.flush().await
     };
-    match tokio::time::timeout(timeouts.answer, send).await {
-        Ok(Ok(())) => Ok(stream),
+    match tokio::time::timeout(timeout, send).await {
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(Error::Lost(e)),
-        Err(_) => Err(Error::Timeout(timeouts.answer)),
+        Err(_) => Err(Error::Timeout(timeout)),
     }
 }
 

@@ -322,6 +322,10 @@ impl Parker {
                                 (early, answer),
                                 self.tunnels.clone(),
                             ));
+                            // The tunnel (next in this worker's queue) opens the local
+                            // target first; the re-park's connect and proof come after,
+                            // off the client's first-byte path.
+                            tokio::task::yield_now().await;
                             continue;
                         }
                         Ok(_) => Error::Lost(std::io::Error::new(

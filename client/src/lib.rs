@@ -12,6 +12,8 @@
 //! - [`expose::Exposer`]: a pool of parked connections for one service that opens the
 //!   local target on each pairing, re-parks at once, backs off with jitter on transient
 //!   failures and stops on permanent refusals.
+//! - [`spare::Spares`]: relay connections opened (and TLS-handshaken) ahead of need, so
+//!   a reach pays no handshake to the relay; bounded, refreshed, closed on idle.
 //! - [`secret`]: reading a secret exactly as `tryst provision` prints it.
 //! - [`tag`]: the Qredo-style tag family's publisher side (KDF, park request, frames);
 //!   [`hive`]: the Hive streaming fallback's park proof, park head and a re-signing
@@ -44,6 +46,7 @@ pub mod hive;
 pub mod publication;
 pub mod pump;
 pub mod secret;
+pub mod spare;
 pub mod tag;
 pub mod tls;
 

@@ -26,8 +26,9 @@
 //!   space) and pairing is on demand, not from a parked pool. Its "relay" CPU is the sum
 //!   of both bore processes.
 //! - tryst-agents: tryst's own agents, the counterpart of bore's: the generator connects
-//!   to `tryst connect --listen`, which reaches through the relay to `tryst expose
-//!   --to <sink> --pool 16`. Its "relay" CPU is the sum of the relay and both agents;
+//!   to `tryst connect --listen --spares 16`, which reaches through the relay to `tryst
+//!   expose --to <sink> --pool 16`. Its "relay" CPU is the sum of the relay and both
+//!   agents (each also in the JSON: `relay`, `expose`, `connect`);
 //!   "pairing" is the time to the first byte of a new reach.
 //! - tryst-cluster-local / tryst-cluster-cross: two clustered tryst nodes (A and B, one
 //!   worker each) sharing a private `redis-server` this run starts (unix socket in a temp

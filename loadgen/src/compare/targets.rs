@@ -74,8 +74,10 @@ pub(super) struct Target {
     pub(super) pids: Vec<u32>,
     pub(super) command: String,
     pub(super) children: Vec<Child>,
-    /// Names of the first `pids`, whose CPU is also reported one by one (the cluster
-    /// targets: `a`, `b`, `redis`); empty for the others.
+    /// Names of the first `pids`, whose CPU is also reported one by one in the JSON
+    /// (`cpu_s_per_gb_<part>`, `relay_cpu_us_<part>`): the cluster targets' `a`, `b`,
+    /// `redis`, tryst-agents' `relay`, `expose`, `connect`, bore's `server`, `local`;
+    /// empty for the others.
     pub(super) part_names: Vec<&'static str>,
     /// The tryst relays (stopped first, with their own shutdown).
     pub(super) relays: Vec<LocalRelay>,
@@ -261,7 +263,7 @@ pub(super) async fn start_target(
                 command: format!("{prog} {}; {prog2} {}", a.join(" "), a2.join(" ")),
                 children: vec![server, local],
                 relays: Vec::new(),
-                part_names: Vec::new(),
+                part_names: vec!["server", "local"],
                 _dir: Some(dir),
             })
         }
@@ -321,6 +323,10 @@ pub(super) async fn start_target(
                     id.hyphenated().to_string(),
                     "--listen".into(),
                     listen.to_string(),
+                    // As many connections to the relay kept ready as the agent keeps
+                    // parked.
+                    "--spares".into(),
+                    "16".into(),
                 ],
             );
             let mut connect = spawn_quiet(&prog2, &a2, &dir.path().join("connect.log"))?;
@@ -340,7 +346,7 @@ pub(super) async fn start_target(
                 ),
                 children: vec![expose, connect],
                 relays: vec![relay],
-                part_names: Vec::new(),
+                part_names: vec!["relay", "expose", "connect"],
                 _dir: Some(dir),
             })
         }

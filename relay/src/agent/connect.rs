@@ -16,6 +16,7 @@
 //! carries the relay's error code.
 
 use super::{exit, exit_code};
+use crate::duration::HumanDuration;
 use clap::Args;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio::io::AsyncWriteExt as _;
 use tryst_client::conn::{self, RelayAddr, RelayStream, Timeouts};
 use tryst_client::hive::HiveTarget;
 use tryst_client::pump::{self, Counters};
+use tryst_client::spare::{SpareConfig, Spares};
 use tryst_client::tag::HashedTag;
 use tryst_client::tls::Pin;
 use tryst_engine::target::RendezvousId;
@@ -60,6 +62,44 @@ pub struct ConnectArgs {
     /// The relay certificate's SHA-256 fingerprint (`sha256:...`).
     #[arg(long, value_name = "sha256:...", requires = "tls")]
     pub pin: Option<Pin>,
+    /// With --listen: relay connections kept open (and TLS-handshaken) ahead of need, so
+    /// a local client's reach pays no handshake to the relay; 0 turns them off
+    /// [default: 2].
+    #[arg(long, value_name = "N", requires = "listen", value_parser = parse_spares)]
+    pub spares: Option<usize>,
+    /// With --listen: a spare is used at most this long after it was opened, then
+    /// replaced; keep it below the relay's --head-timeout (10s by default) [default: 5s].
+    #[arg(long, value_name = "DURATION", requires = "listen")]
+    pub spare_max_age: Option<HumanDuration>,
+    /// With --listen: spares are closed after this long without a local connection,
+    /// and opened again by the next one [default: 60s].
+    #[arg(long, value_name = "DURATION", requires = "listen")]
+    pub spare_idle: Option<HumanDuration>,
+}
+
+/// Most `--spares`.
+pub const MAX_SPARES: usize = 64;
+
+fn parse_spares(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n <= MAX_SPARES => Ok(n),
+        _ => Err(format!("expected 0 to {MAX_SPARES}")),
+    }
+}
+
+/// The spare pool's settings from the flags (defaults: [`SpareConfig::default`]).
+fn spare_config(args: &ConnectArgs) -> Result<SpareConfig, String> {
+    let defaults = SpareConfig::default();
+    let config = SpareConfig {
+        count: args.spares.unwrap_or(defaults.count),
+        max_age: args.spare_max_age.map_or(defaults.max_age, |d| d.0),
+        idle: args.spare_idle.map_or(defaults.idle, |d| d.0),
+        connect_timeout: Timeouts::default().connect,
+    };
+    if config.max_age.is_zero() || config.idle.is_zero() {
+        return Err("--spare-max-age and --spare-idle must be positive".into());
+    }
+    Ok(config)
 }
 
 /// What a reach asks the relay for.
@@ -121,9 +161,26 @@ enum ReachError {
     Answer(String),
 }
 
-/// One reach of `target`: the tunnel and the hidden server's first bytes (after a tag
-/// publisher's checked answer).
-async fn reach(relay: &RelayAddr, target: &Target) -> Result<(RelayStream, Vec<u8>), ReachError> {
+/// A connection to the relay: a spare if one is ready (`true`), else a new one.
+async fn relay_stream(
+    relay: &RelayAddr,
+    spares: Option<&Spares>,
+    timeouts: &Timeouts,
+) -> Result<(RelayStream, bool), tryst_client::Error> {
+    match spares.and_then(Spares::take) {
+        Some(stream) => Ok((stream, true)),
+        None => Ok((conn::open(relay, timeouts.connect).await?, false)),
+    }
+}
+
+/// One reach of `target` (on a spare connection when `spares` has one ready): the
+/// tunnel, the hidden server's first bytes (after a tag publisher's checked answer) and
+/// whether a spare carried it.
+async fn reach(
+    relay: &RelayAddr,
+    target: &Target,
+    spares: Option<&Spares>,
+) -> Result<(RelayStream, Vec<u8>, bool), ReachError> {
     let timeouts = Timeouts::default();
     let (head, challenge) = match target {
         Target::Native(id) => (tryst_client::heads::reach_head(id), None),
@@ -136,7 +193,10 @@ async fn reach(relay: &RelayAddr, target: &Target) -> Result<(RelayStream, Vec<u
             )
         }
     };
-    let (mut stream, mut early) = conn::reach_with(relay, head.as_bytes(), &timeouts)
+    let (mut stream, spare) = relay_stream(relay, spares, &timeouts)
+        .await
+        .map_err(ReachError::Relay)?;
+    let mut early = conn::exchange(&mut stream, head.as_bytes(), timeouts.answer)
         .await
         .map_err(ReachError::Relay)?;
     if let (
@@ -181,7 +241,7 @@ async fn reach(relay: &RelayAddr, target: &Target) -> Result<(RelayStream, Vec<u
         }
         early = rest;
     }
-    Ok((stream, early))
+    Ok((stream, early, spare))
 }
 
 /// Runs `tryst connect`; returns the process exit code.
@@ -197,6 +257,13 @@ pub fn main(args: &ConnectArgs) -> i32 {
         Some(pin) => RelayAddr::tls(args.relay.clone(), pin),
         None => RelayAddr::plain(args.relay.clone()),
     };
+    let spare_config = match spare_config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tryst connect: {e}");
+            return exit::FAILURE;
+        }
+    };
     let rt = match super::runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -206,7 +273,11 @@ pub fn main(args: &ConnectArgs) -> i32 {
     };
     let code = rt.block_on(async {
         match args.listen {
-            Some(addr) => listen(addr, relay, target).await,
+            // On a worker like the tunnels: an accept then needs no wake-up of the
+            // thread blocked here and no hand-off of the new tunnel to a worker.
+            Some(addr) => tokio::spawn(listen(addr, relay, target, spare_config))
+                .await
+                .unwrap_or(exit::FAILURE),
             None => stdio(relay, target).await,
         }
     });
@@ -234,7 +305,7 @@ fn report(e: &ReachError, relay: &RelayAddr) -> i32 {
 }
 
 async fn stdio(relay: RelayAddr, target: Target) -> i32 {
-    let (stream, early) = match reach(&relay, &target).await {
+    let (stream, early, _) = match reach(&relay, &target, None).await {
         Ok(ok) => ok,
         Err(e) => return report(&e, &relay),
     };
@@ -273,7 +344,7 @@ async fn stdio(relay: RelayAddr, target: Target) -> i32 {
     }
 }
 
-async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target) -> i32 {
+async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target, spares: SpareConfig) -> i32 {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -288,6 +359,8 @@ async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target) -> i32 {
             return exit::FAILURE;
         }
     }
+    // Started once listening, so the first client finds them.
+    let spares = Arc::new((spares.count > 0).then(|| Spares::start(relay.clone(), spares)));
     let (relay, target) = (Arc::new(relay), Arc::new(target));
     loop {
         let (mut local, peer) = match listener.accept().await {
@@ -299,13 +372,14 @@ async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target) -> i32 {
                 continue;
             }
         };
-        let (relay, target) = (relay.clone(), target.clone());
+        let (relay, target, spares) = (relay.clone(), target.clone(), spares.clone());
         tokio::spawn(async move {
             let _ = local.set_nodelay(true);
+            let spares = spares.as_ref().as_ref();
             if let (Target::Native(id), None) = (&*target, relay.tls) {
-                return pipelined(&local, peer, &relay, id).await;
+                return pipelined(&local, peer, &relay, id, spares).await;
             }
-            let (stream, early) = match reach(&relay, &target).await {
+            let (stream, early, spare) = match reach(&relay, &target, spares).await {
                 Ok(ok) => ok,
                 Err(ReachError::Relay(e)) => {
                     let code = e.refusal().map_or("", |r| r.code.as_str());
@@ -317,7 +391,7 @@ async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target) -> i32 {
                     return;
                 }
             };
-            tracing::info!(%peer, "tunnel open");
+            tracing::info!(%peer, spare, "tunnel open");
             if local.write_all(&early).await.is_err() {
                 return;
             }
@@ -327,11 +401,25 @@ async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target) -> i32 {
                 tls => pump::copy_join(local, tls, &counters).await,
             };
             match moved {
-                Ok((up, down)) => tracing::info!(%peer, up, down, "tunnel closed"),
+                Ok((up, down)) => tracing::info!(%peer, up, down, spare, "tunnel closed"),
                 Err(e) => tracing::info!(%peer, "tunnel ended with an error: {e}"),
             }
         });
     }
+}
+
+/// Sends `head` on a spare (`true`) or a new connection without waiting for the answer.
+async fn send_on(
+    relay: &RelayAddr,
+    spares: Option<&Spares>,
+    head: &[u8],
+    timeouts: &Timeouts,
+) -> Result<(RelayStream, bool), tryst_client::Error> {
+    let Some(mut stream) = spares.and_then(Spares::take) else {
+        return Ok((conn::open_and_send(relay, head, timeouts).await?, false));
+    };
+    conn::send(&mut stream, head, timeouts.answer).await?;
+    Ok((stream, true))
 }
 
 /// Most bytes a local client already sent that go out in the same write as the reach
@@ -350,6 +438,7 @@ async fn pipelined(
     peer: SocketAddr,
     relay: &RelayAddr,
     id: &RendezvousId,
+    spares: Option<&Spares>,
 ) {
     let timeouts = Timeouts::default();
     let mut head = tryst_client::heads::reach_head(id).into_bytes();
@@ -362,11 +451,13 @@ async fn pipelined(
     counters
         .a_to_b
         .fetch_add(with_head, std::sync::atomic::Ordering::Relaxed);
-    let joined = match conn::open_and_send(relay, &head, &timeouts).await {
-        Ok(RelayStream::Tcp(mut stream)) => {
+    let mut spare = false;
+    let joined = match send_on(relay, spares, &head, &timeouts).await {
+        Ok((RelayStream::Tcp(mut stream), used)) => {
+            spare = used;
             pump::splice_reach(local, &mut stream, timeouts.answer, &counters).await
         }
-        Ok(RelayStream::Tls(_)) => {
+        Ok((RelayStream::Tls(_), _)) => {
             // Not reached: the caller checked the address has no pin, so it opens TCP.
             tracing::warn!(%peer, "reach failed: a pipelined reach needs plain TCP");
             return;
@@ -374,7 +465,9 @@ async fn pipelined(
         Err(e) => Err(e),
     };
     match joined {
-        Ok(Ok((up, down))) => tracing::info!(%peer, up = up + with_head, down, "tunnel closed"),
+        Ok(Ok((up, down))) => {
+            tracing::info!(%peer, up = up + with_head, down, spare, "tunnel closed");
+        }
         Ok(Err(e)) => tracing::info!(%peer, "tunnel ended with an error: {e}"),
         Err(e) => {
             let code = e.refusal().map_or("", |r| r.code.as_str());

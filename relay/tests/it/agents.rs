@@ -531,6 +531,18 @@ fn await_text(needle: &str, read: impl Fn() -> String) -> String {
     }
 }
 
+/// Polls `read` (deadline 20 s) until `needle` occurs `count` times.
+fn await_count(needle: &str, count: usize, read: impl Fn() -> String) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = read();
+        if text.matches(needle).count() >= count || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn connect_listen_carries_bytes_and_an_early_half_close_sent_while_the_reach_waits() {
     // `connect --listen` sends a client's bytes right after the reach head, before the
@@ -588,6 +600,139 @@ fn connect_listen_closes_a_refused_connection_without_passing_the_refusal_on() {
         std::fs::read_to_string(log.path()).unwrap_or_default()
     });
     assert!(text.contains("reach failed"), "{text}");
+}
+
+/// Accepts one connection on `listener` within `within`, or `None`.
+fn accept_within(listener: &TcpListener, within: Duration) -> Option<TcpStream> {
+    let listener = listener.try_clone().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(listener.accept().map(|(s, _)| s));
+    });
+    rx.recv_timeout(within).ok().map(Result::unwrap)
+}
+
+/// Reads from `s` until `bytes` bytes past the end of a request head arrived.
+fn read_head_and(s: &mut TcpStream, bytes: usize) -> (String, Vec<u8>) {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+            && got.len() >= end + 4 + bytes
+        {
+            let rest = got.split_off(end + 4);
+            return (String::from_utf8(got).unwrap(), rest);
+        }
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn connect_listen_reaches_on_a_spare_opened_before_the_client_arrived() {
+    // A stand-in relay: the connection it accepts while no local client exists yet is
+    // the spare; the client's reach head and first bytes must arrive on it, and a
+    // replacement follows.
+    let relay = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (_connect, local, log) = connect_listen(relay.local_addr().unwrap(), &["--spares", "1"]);
+    let read_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    let mut spare = accept_within(&relay, Duration::from_secs(20))
+        .expect("no spare connection before any client");
+    let text = await_text("spare relay connections ready", read_log);
+    assert!(text.contains("spare relay connections ready"), "{text}");
+    spare
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut client = TcpStream::connect(local).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    client.write_all(b"hello").unwrap();
+    let (head, early) = read_head_and(&mut spare, 5);
+    assert_eq!(head, format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\n"));
+    assert_eq!(early, b"hello");
+    spare.write_all(b"HTTP/1.1 200 OK\r\n\r\nworld").unwrap();
+    assert_eq!(read_exact_n(&mut client, 5), b"world");
+    // The used spare is replaced while its tunnel is still open.
+    let replacement = accept_within(&relay, Duration::from_secs(20));
+    assert!(replacement.is_some(), "no replacement spare");
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    spare.read_to_end(&mut rest).unwrap();
+    spare.shutdown(Shutdown::Write).unwrap();
+    let text = await_text("tunnel closed", read_log);
+    assert!(text.contains("up=5 down=5 spare=true"), "{text}");
+}
+
+#[test]
+fn connect_listen_with_no_spares_opens_a_connection_per_client() {
+    let relay = TcpListener::bind("127.0.0.1:0").unwrap();
+    let (_connect, local, log) = connect_listen(relay.local_addr().unwrap(), &["--spares", "0"]);
+    let mut client = TcpStream::connect(local).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    client.write_all(b"ping").unwrap();
+    let mut reach = accept_within(&relay, Duration::from_secs(20)).expect("a reach");
+    reach
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(read_head_and(&mut reach, 4).1, b"ping");
+    reach.write_all(b"HTTP/1.1 200 OK\r\n\r\npong").unwrap();
+    reach.shutdown(Shutdown::Write).unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    client.read_to_end(&mut back).unwrap();
+    assert_eq!(back, b"pong");
+    let text = await_text("tunnel closed", || {
+        std::fs::read_to_string(log.path()).unwrap_or_default()
+    });
+    assert!(text.contains("spare=false"), "{text}");
+    assert!(!text.contains("spare relay connections"), "{text}");
+}
+
+#[test]
+fn connect_listen_keeps_tls_spares_ready_and_reaches_on_them() {
+    let relay = Relay::start(&["--tls-listen", "127.0.0.1:0", "--client-wait", "10s"]);
+    let tls = relay.tls_addr.unwrap();
+    let pin = format!("sha256:{}", relay.tls_fingerprint.as_deref().unwrap());
+    let echo = echo_server();
+    let agent = Agent::start(
+        tls,
+        &echo.to_string(),
+        &["--pool", "2", "--tls", "--pin", &pin],
+    );
+    assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
+    // Spares that do not age during the test: the session tickets a TLS 1.3 server
+    // sends after the handshake must not make a spare look used.
+    let (_connect, local, log) = connect_listen(
+        tls,
+        &[
+            "--tls",
+            "--pin",
+            &pin,
+            "--spares",
+            "2",
+            "--spare-max-age",
+            "1h",
+        ],
+    );
+    let read_log = || std::fs::read_to_string(log.path()).unwrap_or_default();
+    let text = await_text("spare relay connections ready", read_log);
+    assert!(text.contains("spare relay connections ready"), "{text}");
+    // Both spares are at the relay: the agent's two parked sessions and two more.
+    assert_eq!(relay.await_metric("tryst_tls_sessions", 4), 4);
+    // Two reaches, one after the other, each on one of the two ready spares.
+    for i in 0..2u8 {
+        let s = TcpStream::connect(local).unwrap();
+        let data = pattern(64 << 10, i);
+        assert!(echo_round_trip(s, &data) == data, "echo {i} differs");
+    }
+    let text = await_count("tunnel closed", 2, read_log);
+    assert_eq!(text.matches("tunnel closed").count(), 2, "{text}");
+    assert_eq!(text.matches("spare=true").count(), 4, "{text}");
+    assert!(!text.contains("spare=false"), "{text}");
 }
 
 fn sha256(data: &[u8]) -> String {
