@@ -111,7 +111,7 @@ impl Default for EngineConfig {
             workers: 2,
             data_path: DataPath::SpliceSyscall,
             pipe_size: 256 * 1024,
-            max_pipes_per_worker: 128,
+            max_pipes_per_worker: 1024,
             max_sockets_per_worker: 19_000,
             head_max_bytes: 16 * 1024,
             head_max_headers: 64,
@@ -154,7 +154,8 @@ pub struct WorkerStats {
     pub http_handoffs: u64,
     /// Sockets held now.
     pub sockets: u64,
-    /// File descriptors open in the worker now (sockets, pipes, ring, control).
+    /// File descriptors open in the worker now (sockets, pipes, ring, control), as the
+    /// worker counts them (the table is listed once, at its start).
     pub fds: u64,
     /// Pipes held now (in flight).
     pub pipes: u64,
@@ -173,6 +174,12 @@ pub struct WorkerStats {
     /// Cluster-wide claims settled without the supervisor's verdict (the hand-off to it
     /// full, or no answer before the deadline): each took the fallback path (total).
     pub claims_unanswered: u64,
+    /// Pipes created smaller than `--pipe-size` because the kernel refused that size
+    /// (`fs.pipe-max-size`, `fs.pipe-user-pages-soft`), total.
+    pub pipes_shrunk: u64,
+    /// Times the kernel refused a pipe of at least 64 KiB (or any pipe), so tunnel
+    /// directions copied through user space instead of splicing, total.
+    pub pipe_refusals: u64,
     /// Refusals by [`Rejection::index`] (total).
     pub rejections: Vec<u64>,
 }
@@ -719,6 +726,8 @@ impl Engine {
                     handoffs_refused: c.get(Counter::HandoffsRefused),
                     handoffs_lost: c.get(Counter::HandoffsLost),
                     claims_unanswered: c.get(Counter::ClaimsUnanswered),
+                    pipes_shrunk: c.get(Counter::PipesShrunk),
+                    pipe_refusals: c.get(Counter::PipeRefusals),
                     rejections: c.rejections(),
                 }
             })

@@ -43,6 +43,11 @@ pub(crate) enum Counter {
     /// Cluster-wide claims this worker settled without the supervisor's verdict (its
     /// hand-off full, or no answer before the claim deadline), total.
     ClaimsUnanswered,
+    /// Pipes created smaller than `--pipe-size` because the kernel refused it (total).
+    PipesShrunk,
+    /// Times the kernel refused a pipe of a useful size, so tunnel directions copied
+    /// through user space instead (total; see `pipes.rs`).
+    PipeRefusals,
     /// First of `Rejection::ALL.len()` slots.
     Rejections,
 }

@@ -55,6 +55,12 @@ pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) }).map(|n| n as usize)
 }
 
+/// A pipe's capacity now (`F_GETPIPE_SZ`).
+pub(crate) fn pipe_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    // SAFETY: fcntl on a borrowed descriptor with no argument; no memory passed.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) }).map(|n| n as usize)
+}
+
 /// Non-blocking `send(2)` without SIGPIPE.
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid readable slice for the duration of the call.
@@ -133,7 +139,9 @@ pub(crate) unsafe fn owned_from_raw(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// Number of descriptors open in this process (entries of /proc/self/fd).
+/// Number of descriptors open in this process (entries of /proc/self/fd). A listing of
+/// the whole table: read once at a worker's start, never per turn (the worker counts
+/// what it opens and closes itself).
 pub(crate) fn open_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count().saturating_sub(1) as u64)
