@@ -165,3 +165,27 @@ pub(crate) fn soft_nofile() -> Option<usize> {
         .ok()
         .map(|(soft, _)| soft as usize)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd as _;
+
+    /// `Worker::new` sets `TCP_NODELAY` on its listeners and `pair` relies on accepted
+    /// sockets inheriting it (Linux copies the listener's TCP options into the child).
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let accepted = |nodelay: bool| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            if nodelay {
+                set_nodelay(l.as_fd()).unwrap();
+            }
+            let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (s, _) = l.accept().unwrap();
+            s.nodelay().unwrap()
+        };
+        assert!(accepted(true));
+        assert!(!accepted(false), "off unless the listener has it");
+    }
+}

@@ -193,6 +193,9 @@ pub(crate) struct Worker<R> {
     presence_backlog: std::collections::HashMap<RendezvousKey, bool>,
     peers: Vec<OwnedFd>,
     listeners: Vec<(OwnedFd, Transport)>,
+    /// `TCP_NODELAY` is set on every listener, so accepted sockets inherit it and a
+    /// pairing need not set it on each (see `pair`).
+    listeners_nodelay: bool,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     tls_source: Option<super::TlsSource>,
     fronts: IdSlab<FrontId, TlsFrontEntry>,
@@ -288,6 +291,10 @@ impl<R: Router> Worker<R> {
             peer_poll_armed: vec![false; fds.peers.len() + 1],
             peers: fds.peers,
             accept_armed: vec![false; fds.listeners.len()],
+            listeners_nodelay: fds
+                .listeners
+                .iter()
+                .all(|(l, _)| sys::set_nodelay(l.as_fd()).is_ok()),
             listeners: fds.listeners,
             tls,
             tls_source,
