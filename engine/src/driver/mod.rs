@@ -417,6 +417,13 @@ pub struct Listener {
 /// set it in production: a known key lets peers aim ids at one worker.
 pub const TEST_OWNER_KEY_ENV: &str = "TRYST_TEST_OWNER_KEY";
 
+/// For profiling only: the executable workers are started from, instead of
+/// `/proc/self/exe`. Under `valgrind --trace-children=yes` the supervisor's
+/// `/proc/self/exe` is valgrind's own tool, so a worker can only be profiled when it is
+/// started from the relay's binary by name (docs/performance.md). Never set it in
+/// production: a restarted worker would run whatever the path holds then.
+pub const TEST_WORKER_EXE_ENV: &str = "TRYST_TEST_WORKER_EXE";
+
 fn parse_owner_key(hex: &str) -> io::Result<[u8; 16]> {
     let mut key = [0u8; 16];
     hex::decode_to_slice(hex.trim(), &mut key).map_err(|_| {
@@ -598,7 +605,9 @@ impl Engine {
         // /proc/self/exe, not current_exe(): after an upgrade replaces the binary on
         // disk, the path reads "... (deleted)" but the running image can still be
         // executed through /proc, so a crashed worker restarts as the same version.
-        let mut cmd = Command::new("/proc/self/exe");
+        let exe = std::env::var_os(TEST_WORKER_EXE_ENV)
+            .unwrap_or_else(|| OsString::from("/proc/self/exe"));
+        let mut cmd = Command::new(exe);
         cmd.args(&self.worker_args)
             .env(
                 WORKER_ENV,

@@ -897,3 +897,50 @@ fn bad_content_length_is_refused_in_the_family_shape_and_counted() {
     let series = "tryst_rejections_total{reason=\"malformed_head\"}";
     assert_eq!(relay.await_value(6, |text| series_value(text, series)), 6);
 }
+
+/// `TRYST_TEST_WORKER_EXE` (for profiling workers under valgrind, where the supervisor's
+/// `/proc/self/exe` is valgrind itself) starts the workers from the named binary: with
+/// the relay's own binary they serve as usual; with a path that does not exist the relay
+/// cannot start its workers and exits with an error.
+#[test]
+fn workers_start_from_a_named_executable_when_asked() {
+    let relay = Relay::builder()
+        .args(["--workers", "1"])
+        .env("TRYST_TEST_WORKER_EXE", env!("CARGO_BIN_EXE_tryst"))
+        .start();
+    let mut server = relay.park();
+    let mut client = relay.reach(b"named");
+    assert_eq!(read_exact_n(&mut server, 5), b"named");
+    server.write_all(b"!").unwrap();
+    assert_eq!(read_exact_n(&mut client, 1), b"!");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tryst"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("TRYST_CONFIG")
+        .env("TRYST_TEST_WORKER_EXE", dir.path().join("no-such-binary"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the relay kept running without its workers");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "{status:?}");
+}
