@@ -140,7 +140,7 @@ pub struct Settings {
     /// Sockets the relay as a whole should be able to hold; sizes `--workers auto` [default: 120000].
     #[arg(long, env = "TRYST_MAX_SOCKETS", value_name = "N")]
     pub max_sockets: Option<usize>,
-    /// Most pipes a worker holds at once (2 fds each) [default: 128].
+    /// Most pipes a worker holds at once (2 fds each) [default: 1024, at most an eighth of the fd hard limit].
     #[arg(long, env = "TRYST_MAX_PIPES_PER_WORKER", value_name = "N")]
     pub max_pipes_per_worker: Option<usize>,
     /// Most concurrent connections to the HTTP service (/healthz, /metrics) [default: 256].

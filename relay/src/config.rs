@@ -238,7 +238,7 @@ impl ServeConfig {
         }
         let max_pipes_per_worker = s
             .max_pipes_per_worker
-            .unwrap_or(defaults.max_pipes_per_worker);
+            .unwrap_or_else(|| default_max_pipes(host.nofile_hard));
         if !(1..=1 << 20).contains(&max_pipes_per_worker) {
             return Err(invalid(
                 "max-pipes-per-worker",
@@ -405,6 +405,18 @@ pub fn default_data_dir(env: &dyn Fn(&str) -> Option<OsString>) -> Option<PathBu
     non_empty("HOME").map(|home| home.join(".local").join("share").join("tryst"))
 }
 
+/// `--max-pipes-per-worker` when not given: the engine's default (1,024: enough for a
+/// worker's 512 bulk directions at 256 pairs, docs/performance.md), but never more than
+/// an eighth of the descriptor hard limit, so the pipes' fds take at most a quarter of
+/// it and a host with a small limit still starts.
+pub fn default_max_pipes(nofile_hard: u64) -> usize {
+    let limit = usize::try_from(nofile_hard.min(NOFILE_CEILING)).unwrap_or(usize::MAX);
+    EngineConfig::default()
+        .max_pipes_per_worker
+        .min(limit / 8)
+        .max(1)
+}
+
 /// Fds a worker reserves for pipes (2 each) and bookkeeping.
 pub fn fd_reserve(max_pipes_per_worker: usize) -> usize {
     max_pipes_per_worker
@@ -504,9 +516,10 @@ pub(crate) mod tests {
         let e = &c.engine;
         assert_eq!(
             e.workers, 7,
-            "120000 sockets / (20000 - 2*128 - 64) per worker"
+            "120000 sockets / (20000 - 2*1024 - 64) per worker"
         );
-        assert_eq!(e.max_sockets_per_worker, 20_000 - 256 - 64);
+        assert_eq!(e.max_pipes_per_worker, 1024);
+        assert_eq!(e.max_sockets_per_worker, 20_000 - 2048 - 64);
         assert_eq!(e.client_wait, Duration::from_secs(2));
         assert_eq!(e.head_timeout, Duration::from_secs(10));
         assert_eq!(e.idle_timeout, Duration::from_secs(3600));
@@ -534,6 +547,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_default_pipe_pool_is_at_most_an_eighth_of_the_fd_limit() {
+        assert_eq!(default_max_pipes(20_000), 1024);
+        assert_eq!(default_max_pipes(u64::MAX), 1024);
+        assert_eq!(default_max_pipes(4096), 512);
+        assert_eq!(default_max_pipes(2048), 256);
+        assert_eq!(default_max_pipes(7), 1);
+        // A small limit still leaves sockets, as it did with 128 pipes.
+        assert_eq!(sockets_per_worker(1024, default_max_pipes(1024)), Some(704));
+    }
+
+    #[test]
     fn explicit_workers_keep_the_fd_budget() {
         let s = Settings {
             workers: "3".parse().ok(),
@@ -541,7 +565,7 @@ pub(crate) mod tests {
         };
         let c = resolve(s).unwrap();
         assert_eq!(c.engine.workers, 3);
-        assert_eq!(c.engine.max_sockets_per_worker, 19_680);
+        assert_eq!(c.engine.max_sockets_per_worker, 17_888);
     }
 
     #[test]
@@ -551,8 +575,12 @@ pub(crate) mod tests {
             nofile_hard: 256,
             cores: 1,
         };
-        let err =
-            ServeConfig::resolve(Settings::default(), &env, Ok(Path::new("/")), low).unwrap_err();
+        // An explicit pool (the default shrinks with the limit, see below).
+        let pipes128 = || Settings {
+            max_pipes_per_worker: Some(128),
+            ..Settings::default()
+        };
+        let err = ServeConfig::resolve(pipes128(), &env, Ok(Path::new("/")), low).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -567,13 +595,20 @@ pub(crate) mod tests {
             nofile_hard: 400,
             cores: 1,
         };
-        let err =
-            ServeConfig::resolve(Settings::default(), &env, Ok(Path::new("/")), small).unwrap_err();
+        let err = ServeConfig::resolve(pipes128(), &env, Ok(Path::new("/")), small).unwrap_err();
         assert!(
             matches!(err, ConfigError::TooManyWorkers { needed: 1500, .. }),
             "{err}"
         );
         assert!(err.to_string().contains("pass --workers"));
+        // With the default pool (an eighth of 256: 32 pipes) the same tiny limit leaves
+        // 256 - 64 - 64 = 128 sockets per worker: explained as too many workers.
+        let err =
+            ServeConfig::resolve(Settings::default(), &env, Ok(Path::new("/")), low).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::TooManyWorkers { needed: 938, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ type Series = (
     fn(&WorkerStats) -> u64,
 );
 
-const SUMMED: [Series; 15] = [
+const SUMMED: [Series; 17] = [
     (
         "tryst_parked",
         "gauge",
@@ -102,6 +102,18 @@ const SUMMED: [Series; 15] = [
         "gauge",
         "Pipes held by workers now (bytes in flight).",
         |w| w.pipes,
+    ),
+    (
+        "tryst_pipes_shrunk_total",
+        "counter",
+        "Pipes created smaller than pipe-size because the kernel refused that size.",
+        |w| w.pipes_shrunk,
+    ),
+    (
+        "tryst_pipe_refusals_total",
+        "counter",
+        "Times the kernel refused a splice pipe of a useful size; tunnels copied through user space instead.",
+        |w| w.pipe_refusals,
     ),
 ];
 
@@ -240,6 +252,8 @@ mod tests {
                     claims_unanswered: 0,
                     mesh_bytes_out: 0,
                     mesh_bytes_in: 0,
+                    pipes_shrunk: 3,
+                    pipe_refusals: 0,
                     rejections: rej0,
                 },
                 WorkerStats {
@@ -264,6 +278,8 @@ mod tests {
                     claims_unanswered: 0,
                     mesh_bytes_out: 0,
                     mesh_bytes_in: 0,
+                    pipes_shrunk: 1,
+                    pipe_refusals: 2,
                     // A short vector (older worker) counts as zeros.
                     rejections: rej1,
                 },
@@ -308,6 +324,8 @@ mod tests {
             "tryst_sockets 15",
             "tryst_fds 29",
             "tryst_pipes 2",
+            "tryst_pipes_shrunk_total 4",
+            "tryst_pipe_refusals_total 2",
             "tryst_workers 2",
             "tryst_handoffs_refused_total 2",
             "tryst_handoffs_lost_total 1",

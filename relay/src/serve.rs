@@ -846,7 +846,7 @@ mod tests {
              listen          127.0.0.1:9000\n\
              data directory  /var/lib/tryst (will be created)\n\
              secrets         /var/lib/tryst/secrets.toml (1 id)\n\
-             workers         3 (19680 sockets each)\n\
+             workers         3 (17888 sockets each)\n\
              data path       splice-syscall\n"
         );
         let mut config = config;

@@ -112,7 +112,7 @@ impl Default for EngineConfig {
             workers: 2,
             data_path: DataPath::SpliceSyscall,
             pipe_size: 256 * 1024,
-            max_pipes_per_worker: 128,
+            max_pipes_per_worker: 1024,
             max_sockets_per_worker: 19_000,
             head_max_bytes: 16 * 1024,
             head_max_headers: 64,
@@ -155,7 +155,8 @@ pub struct WorkerStats {
     pub http_handoffs: u64,
     /// Sockets held now.
     pub sockets: u64,
-    /// File descriptors open in the worker now (sockets, pipes, ring, control).
+    /// File descriptors open in the worker now (sockets, pipes, ring, control), as the
+    /// worker counts them (the table is listed once, at its start).
     pub fds: u64,
     /// Pipes held now (in flight).
     pub pipes: u64,
@@ -178,6 +179,12 @@ pub struct WorkerStats {
     pub mesh_bytes_out: u64,
     /// Bytes of cross-node tunnels read from the mesh connection (total).
     pub mesh_bytes_in: u64,
+    /// Pipes created smaller than `--pipe-size` because the kernel refused that size
+    /// (`fs.pipe-max-size`, `fs.pipe-user-pages-soft`), total.
+    pub pipes_shrunk: u64,
+    /// Times the kernel refused a pipe of at least 64 KiB (or any pipe), so tunnel
+    /// directions copied through user space instead of splicing, total.
+    pub pipe_refusals: u64,
     /// Refusals by [`Rejection::index`] (total).
     pub rejections: Vec<u64>,
 }
@@ -415,6 +422,13 @@ pub struct Listener {
 /// set it in production: a known key lets peers aim ids at one worker.
 pub const TEST_OWNER_KEY_ENV: &str = "TRYST_TEST_OWNER_KEY";
 
+/// For profiling only: the executable workers are started from, instead of
+/// `/proc/self/exe`. Under `valgrind --trace-children=yes` the supervisor's
+/// `/proc/self/exe` is valgrind's own tool, so a worker can only be profiled when it is
+/// started from the relay's binary by name (docs/performance.md). Never set it in
+/// production: a restarted worker would run whatever the path holds then.
+pub const TEST_WORKER_EXE_ENV: &str = "TRYST_TEST_WORKER_EXE";
+
 fn parse_owner_key(hex: &str) -> io::Result<[u8; 16]> {
     let mut key = [0u8; 16];
     hex::decode_to_slice(hex.trim(), &mut key).map_err(|_| {
@@ -596,7 +610,9 @@ impl Engine {
         // /proc/self/exe, not current_exe(): after an upgrade replaces the binary on
         // disk, the path reads "... (deleted)" but the running image can still be
         // executed through /proc, so a crashed worker restarts as the same version.
-        let mut cmd = Command::new("/proc/self/exe");
+        let exe = std::env::var_os(TEST_WORKER_EXE_ENV)
+            .unwrap_or_else(|| OsString::from("/proc/self/exe"));
+        let mut cmd = Command::new(exe);
         cmd.args(&self.worker_args)
             .env(
                 WORKER_ENV,
@@ -726,6 +742,8 @@ impl Engine {
                     claims_unanswered: c.get(Counter::ClaimsUnanswered),
                     mesh_bytes_out: c.get(Counter::MeshBytesOut),
                     mesh_bytes_in: c.get(Counter::MeshBytesIn),
+                    pipes_shrunk: c.get(Counter::PipesShrunk),
+                    pipe_refusals: c.get(Counter::PipeRefusals),
                     rejections: c.rejections(),
                 }
             })

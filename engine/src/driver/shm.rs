@@ -48,6 +48,11 @@ pub(crate) enum Counter {
     MeshBytesOut,
     /// Tunnel bytes read from a mesh connection and written to this node's side, total.
     MeshBytesIn,
+    /// Pipes created smaller than `--pipe-size` because the kernel refused it (total).
+    PipesShrunk,
+    /// Times the kernel refused a pipe of a useful size, so tunnel directions copied
+    /// through user space instead (total; see `pipes.rs`).
+    PipeRefusals,
     /// First of `Rejection::ALL.len()` slots.
     Rejections,
 }

@@ -55,6 +55,12 @@ pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, size: usize) -> io::Result<usize
     cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, size) }).map(|n| n as usize)
 }
 
+/// A pipe's capacity now (`F_GETPIPE_SZ`).
+pub(crate) fn pipe_size(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    // SAFETY: fcntl on a borrowed descriptor with no argument; no memory passed.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETPIPE_SZ) }).map(|n| n as usize)
+}
+
 /// Non-blocking `send(2)` without SIGPIPE.
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid readable slice for the duration of the call.
@@ -153,7 +159,9 @@ pub(crate) unsafe fn owned_from_raw(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
-/// Number of descriptors open in this process (entries of /proc/self/fd).
+/// Number of descriptors open in this process (entries of /proc/self/fd). A listing of
+/// the whole table: read once at a worker's start, never per turn (the worker counts
+/// what it opens and closes itself).
 pub(crate) fn open_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd")
         .map(|d| d.count().saturating_sub(1) as u64)
@@ -188,5 +196,29 @@ pub fn release_free_memory() {
     // lists under its lock; it is safe to call at any time from any thread.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::AsFd as _;
+
+    /// `Worker::new` sets `TCP_NODELAY` on its listeners and `pair` relies on accepted
+    /// sockets inheriting it (Linux copies the listener's TCP options into the child).
+    #[test]
+    fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let accepted = |nodelay: bool| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            if nodelay {
+                set_nodelay(l.as_fd()).unwrap();
+            }
+            let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let (s, _) = l.accept().unwrap();
+            s.nodelay().unwrap()
+        };
+        assert!(accepted(true));
+        assert!(!accepted(false), "off unless the listener has it");
     }
 }

@@ -174,6 +174,8 @@ pub(crate) struct Worker<R> {
     /// Rate limits for the overload warnings: hand-offs refused, hand-offs lost.
     refused_warn: WarnLimit,
     lost_warn: WarnLimit,
+    /// Rate limit for the warning that the kernel refused pipe sizes.
+    pipe_warn: WarnLimit,
     router: R,
     ring: IoUring,
     socks: IdSlab<SockId, Sock>,
@@ -191,6 +193,9 @@ pub(crate) struct Worker<R> {
     presence_backlog: std::collections::HashMap<RendezvousKey, bool>,
     peers: Vec<OwnedFd>,
     listeners: Vec<(OwnedFd, Transport)>,
+    /// `TCP_NODELAY` is set on every listener, so accepted sockets inherit it and a
+    /// pairing need not set it on each (see `pair`).
+    listeners_nodelay: bool,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     tls_source: Option<super::TlsSource>,
     fronts: IdSlab<FrontId, TlsFrontEntry>,
@@ -207,13 +212,15 @@ pub(crate) struct Worker<R> {
     accept_stopped: bool,
     now: Instant,
     /// Descriptors the worker holds besides sockets and pipes (ring, inbox, peers,
-    /// listeners, stdio), measured at start.
+    /// listeners, stdio), measured once at start; what the worker opens and closes
+    /// later it counts itself ([`Self::held_fds`]).
     fd_overhead: usize,
     /// The socket cap implied by the current soft `RLIMIT_NOFILE`, re-read every second
     /// (an operator may lower it on a running worker).
     limit_cap: usize,
     next_idle_sweep: Instant,
-    next_fd_count: Instant,
+    /// Next once-a-second check: the descriptor limit, the pipe pool's refusals.
+    next_second: Instant,
     /// Next time the router is asked for keys to evict ([`Router::evictions`]).
     next_eviction_poll: Instant,
     evict_keys: Vec<RendezvousKey>,
@@ -268,6 +275,7 @@ impl<R: Router> Worker<R> {
             peer_counters: fds.peer_counters,
             refused_warn: WarnLimit::default(),
             lost_warn: WarnLimit::default(),
+            pipe_warn: WarnLimit::default(),
             router,
             ring,
             socks,
@@ -283,6 +291,10 @@ impl<R: Router> Worker<R> {
             peer_poll_armed: vec![false; fds.peers.len() + 1],
             peers: fds.peers,
             accept_armed: vec![false; fds.listeners.len()],
+            listeners_nodelay: fds
+                .listeners
+                .iter()
+                .all(|(l, _)| sys::set_nodelay(l.as_fd()).is_ok()),
             listeners: fds.listeners,
             tls,
             tls_source,
@@ -299,7 +311,7 @@ impl<R: Router> Worker<R> {
             fd_overhead: sys::open_fds() as usize,
             limit_cap: usize::MAX,
             next_idle_sweep: now,
-            next_fd_count: now,
+            next_second: now,
             next_eviction_poll: now,
             evict_keys: Vec::new(),
             pending_reports: VecDeque::new(),

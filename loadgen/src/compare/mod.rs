@@ -52,12 +52,11 @@ use crate::cli::{CompareArgs, CompareTarget};
 use crate::relay::have;
 use anyhow::{Context, Result, bail};
 use report::{Cell, CompareReport, render, summarize};
-use sink::run_sink_listener;
+use sink::SinkThreads;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::Duration;
 use targets::start_target;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use workloads::{Generators, Metrics, run_workload};
 
@@ -93,7 +92,7 @@ fn pinning(args: &CompareArgs) -> (Option<String>, String) {
     {
         return (None, "none: could not pin the generator to CPU 0".into());
     }
-    (Some("1".into()), "relays on CPU 1 (taskset -c 1); generator and sink (this process) on CPU 0 (sched_setaffinity)".into())
+    (Some("1".into()), "relays on CPU 1 (taskset -c 1); bulk/ping-pong generator (this process) on CPU 0 (sched_setaffinity)".into())
 }
 
 /// The pairing generator threads for `cpus` CPUs: pinned (when the relays are) to the
@@ -153,12 +152,18 @@ async fn run(args: &CompareArgs) -> Result<bool> {
         .unwrap_or(1);
     let (pin, pin_text) = pinning(args);
     let gens = generators(args, cpus, pin.is_some());
-    let pin_text = format!("{pin_text}; {}", describe_generators(&gens));
+    let pin_text = format!(
+        "{pin_text}; {}; the sink on as many threads of its own, on the same CPUs",
+        describe_generators(&gens)
+    );
     eprintln!("loadgen compare: pinning: {pin_text}");
     let errors = Rc::new(std::cell::RefCell::new(crate::stats::Errors::default()));
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    // The sink runs on threads of its own, as many as the generators and on their CPUs.
+    let sinks = SinkThreads::start(gens.count, &gens.cpus)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let sink = listener.local_addr()?;
-    tokio::task::spawn_local(run_sink_listener(listener, errors.clone()));
+    sinks.listen(&listener)?;
+    drop(listener);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut targets = Vec::new();
@@ -190,7 +195,7 @@ async fn run(args: &CompareArgs) -> Result<bool> {
             skipped.insert(name.to_string(), why);
             continue;
         }
-        match start_target(name, args, sink, pin.as_deref(), &stop_rx, &errors).await {
+        match start_target(name, args, sink, pin.as_deref(), &stop_rx, &sinks).await {
             Ok(t) => {
                 eprintln!("loadgen compare: started {name}: {}", t.command);
                 targets.push(t);
@@ -247,7 +252,8 @@ async fn run(args: &CompareArgs) -> Result<bool> {
     for t in targets {
         t.stop().await;
     }
-    let errors = errors.borrow().clone();
+    let mut errors = errors.borrow().clone();
+    errors.merge(&sinks.finish());
     let report = CompareReport {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         kernel: kernel_release(),

@@ -105,6 +105,8 @@ pub(super) fn spawn_tryst_sink(
                                 .add("hidden/park: TLS where plain TCP was asked");
                             break;
                         }
+                        // The relay closing while the run stops is no failure.
+                        Err(_) if *stop.borrow() => break,
                         Err(f) => {
                             errors.borrow_mut().add(f.0);
                             tokio::select! {
@@ -139,5 +141,102 @@ pub(super) fn spawn_tryst_sink(
                 }
             });
         }
+    }
+}
+
+/// A job for a sink thread: spawns local tasks on that thread's runtime, which count
+/// their failures in the thread's list.
+type Job = Box<dyn FnOnce(Rc<RefCell<Errors>>) + Send>;
+
+/// The sink spread over threads of its own (each a current-thread runtime, pinned like
+/// the pairing generators, away from the relays' CPU), so that for every target the
+/// sink's side of a pairing (for tryst a re-park with its proof; for the others an
+/// accept) is not a single thread's work while the relay is measured.
+pub(super) struct SinkThreads {
+    jobs: Vec<tokio::sync::mpsc::UnboundedSender<Job>>,
+    threads: Vec<std::thread::JoinHandle<Errors>>,
+}
+
+impl SinkThreads {
+    /// `count` threads, pinned round robin to `cpus` (empty: not pinned).
+    pub(super) fn start(count: usize, cpus: &[usize]) -> std::io::Result<Self> {
+        let mut jobs = Vec::new();
+        let mut threads = Vec::new();
+        for t in 0..count.max(1) {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+            let cpu = (!cpus.is_empty()).then(|| cpus[t % cpus.len()]);
+            let handle = std::thread::Builder::new()
+                .name(format!("sink-{t}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        super::workloads::pin_current_thread(cpu);
+                    }
+                    let errors = Rc::new(RefCell::new(Errors::default()));
+                    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    else {
+                        errors.borrow_mut().add("sink: no runtime");
+                        return errors.take();
+                    };
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, async {
+                        while let Some(job) = rx.recv().await {
+                            job(errors.clone());
+                        }
+                    });
+                    drop(local);
+                    errors.take()
+                })?;
+            jobs.push(tx);
+            threads.push(handle);
+        }
+        Ok(Self { jobs, threads })
+    }
+
+    /// Every thread accepts and serves connections from `listener`.
+    pub(super) fn listen(&self, listener: &std::net::TcpListener) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        for tx in &self.jobs {
+            let own = listener.try_clone()?;
+            let _ = tx.send(Box::new(move |errors| match TcpListener::from_std(own) {
+                Ok(l) => {
+                    tokio::task::spawn_local(run_sink_listener(l, errors));
+                }
+                Err(e) => errors.borrow_mut().add(Failure::io("sink/listener", &e).0),
+            }));
+        }
+        Ok(())
+    }
+
+    /// Hidden servers parked at a tryst relay under `ids`, the ids dealt round robin
+    /// over the threads ([`spawn_tryst_sink`] on each).
+    pub(super) fn tryst(
+        &self,
+        relay: SocketAddr,
+        ids: &[(Uuid, Vec<u8>)],
+        stop: &watch::Receiver<bool>,
+    ) {
+        let n = self.jobs.len();
+        for (t, tx) in self.jobs.iter().enumerate() {
+            let mine: Vec<(Uuid, Vec<u8>)> = ids.iter().skip(t).step_by(n).cloned().collect();
+            let stop = stop.clone();
+            let _ = tx.send(Box::new(move |errors| {
+                spawn_tryst_sink(relay, &mine, stop, errors);
+            }));
+        }
+    }
+
+    /// Stops the threads and returns what their sinks counted as errors.
+    pub(super) fn finish(self) -> Errors {
+        drop(self.jobs);
+        let mut all = Errors::default();
+        for t in self.threads {
+            match t.join() {
+                Ok(e) => all.merge(&e),
+                Err(_) => all.add("sink: thread panicked"),
+            }
+        }
+        all
     }
 }

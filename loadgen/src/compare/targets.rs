@@ -1,19 +1,16 @@
 //! Starting and stopping each target, and how the generator reaches the sink through it.
 
 use super::STEP_TIMEOUT;
-use super::sink::spawn_tryst_sink;
+use super::sink::SinkThreads;
 use crate::cli::{CompareArgs, CompareTarget};
 use crate::net::{self, Failure};
 use crate::proto;
 use crate::relay::{
     LocalRelay, RelayOptions, free_port, pinned, spawn, spawn_quiet, tryst_binary, wait_listening,
 };
-use crate::stats::Errors;
 use anyhow::{Context, Result, bail};
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -132,7 +129,7 @@ pub(super) async fn start_target(
     sink: SocketAddr,
     pin: Option<&str>,
     stop: &watch::Receiver<bool>,
-    errors: &Rc<RefCell<Errors>>,
+    sinks: &SinkThreads,
 ) -> Result<Target> {
     let dir = tempfile::Builder::new()
         .prefix("loadgen-compare-")
@@ -170,7 +167,7 @@ pub(super) async fn start_target(
                 tls: false,
             };
             let relay = LocalRelay::start(&opts, Duration::from_secs(30)).await?;
-            spawn_tryst_sink(relay.addr, &ids, stop.clone(), errors.clone());
+            sinks.tryst(relay.addr, &ids, stop);
             let ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
             Ok(Target {
                 name,
@@ -351,7 +348,7 @@ pub(super) async fn start_target(
             })
         }
         CompareTarget::TrystClusterLocal | CompareTarget::TrystClusterCross => {
-            start_cluster(name, args, dir, pin, stop, errors).await
+            start_cluster(name, args, dir, pin, stop, sinks).await
         }
     }
 }
@@ -499,7 +496,7 @@ async fn start_cluster(
     dir: tempfile::TempDir,
     pin: Option<&str>,
     stop: &watch::Receiver<bool>,
-    errors: &Rc<RefCell<Errors>>,
+    sinks: &SinkThreads,
 ) -> Result<Target> {
     let (mut redis, redis_pid, socket, redis_cmd) =
         start_redis(&args.redis_server, dir.path(), pin).await?;
@@ -530,7 +527,7 @@ async fn start_cluster(
         }
     }
     let (a, b) = (relays[0].addr, relays[1].addr);
-    spawn_tryst_sink(a, &ids, stop.clone(), errors.clone());
+    sinks.tryst(a, &ids, stop);
     let reach = if name == CompareTarget::TrystClusterCross {
         b
     } else {

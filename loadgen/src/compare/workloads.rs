@@ -186,6 +186,15 @@ struct GeneratorResult {
     dropped: u64,
 }
 
+/// Pins the calling thread to `cpu`. Best effort: an unpinned generator or sink thread
+/// still measures correctly.
+pub(super) fn pin_current_thread(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    if set.set(cpu).is_ok() {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+    }
+}
+
 /// Runs `work` on `gens.count` threads, each with its own current-thread runtime and
 /// pinned to its CPU, and collects their results without blocking this thread (which
 /// also serves the sink).
@@ -204,11 +213,7 @@ where
             .name(format!("pairing-gen-{g}"))
             .spawn(move || {
                 if let Some(cpu) = cpu {
-                    let mut set = nix::sched::CpuSet::new();
-                    // Best effort: an unpinned generator still measures correctly.
-                    if set.set(cpu).is_ok() {
-                        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
-                    }
+                    pin_current_thread(cpu);
                 }
                 let r = tokio::runtime::Builder::new_current_thread()
                     .enable_all()

@@ -572,6 +572,14 @@ fn compare_spreads_pairing_over_generators_closed_and_open_loop() {
             .contains("3 pairing generator thread(s), not pinned"),
         "{out}"
     );
+    // The sink (the listener and tryst's re-parking hidden servers) on threads of its own.
+    assert!(
+        r["pinning"]
+            .as_str()
+            .unwrap()
+            .contains("the sink on as many threads of its own"),
+        "{out}"
+    );
     let cells = r["cells"].as_array().unwrap();
     for target in ["direct", "tryst-splice-syscall"] {
         for workload in ["pairing", "pairing-open"] {

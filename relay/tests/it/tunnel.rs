@@ -628,7 +628,14 @@ fn a_killed_worker_is_restarted_and_serves_again() {
 fn with_the_pipe_pool_exhausted_tunnels_fall_back_to_copying_byte_exact() {
     // One pipe for the whole worker: concurrent directions must copy through user space.
     let relay = Relay::start(&["--workers", "1", "--max-pipes-per-worker", "1"]);
-    let tunnels: Vec<(TcpStream, TcpStream)> = (0..4)
+    both_ways_byte_exact(&relay, 4, 256 * 1024);
+    assert!(relay.metric("tryst_pipes") <= 1);
+}
+
+/// Opens `tunnels` tunnels and sends `len` distinct bytes each way through each at once;
+/// every byte must arrive in order.
+fn both_ways_byte_exact(relay: &Relay, tunnels: usize, len: usize) {
+    let tunnels: Vec<(TcpStream, TcpStream)> = (0..tunnels)
         .map(|_| {
             let server = relay.park();
             let client = relay.reach(b"");
@@ -637,8 +644,8 @@ fn with_the_pipe_pool_exhausted_tunnels_fall_back_to_copying_byte_exact() {
         .collect();
     let mut threads = Vec::new();
     for (i, (client, server)) in tunnels.into_iter().enumerate() {
-        let up = pattern(256 * 1024, 10 + i as u8);
-        let down = pattern(256 * 1024, 20 + i as u8);
+        let up = pattern(len, 10 + i as u8);
+        let down = pattern(len, 20 + i as u8);
         let (mut c_w, mut s_w) = (client.try_clone().unwrap(), server.try_clone().unwrap());
         let (up2, down2) = (up.clone(), down.clone());
         threads.push(std::thread::spawn(move || c_w.write_all(&up2).unwrap()));
@@ -660,7 +667,97 @@ fn with_the_pipe_pool_exhausted_tunnels_fall_back_to_copying_byte_exact() {
     for t in threads {
         t.join().unwrap();
     }
-    assert!(relay.metric("tryst_pipes") <= 1);
+}
+
+/// The kernel refuses pipes larger than `fs.pipe-max-size` to a process without
+/// `CAP_SYS_RESOURCE`: the pool falls back to the largest size it grants, counts it,
+/// and tunnels still splice byte-exact with no refusal of a useful pipe.
+#[test]
+fn a_pipe_size_the_kernel_refuses_falls_back_to_smaller_pipes_and_is_counted() {
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let too_large = (2 * max).to_string();
+    let relay = Relay::builder()
+        .args(["--workers", "1", "--pipe-size", &too_large])
+        .wrap(without_pipe_privileges)
+        .start();
+    both_ways_byte_exact(&relay, 2, 1 << 20);
+    // Counted once a second by the worker.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay.metric("tryst_pipes_shrunk_total") == 0 {
+        assert!(Instant::now() < deadline, "{}", relay.metrics());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(relay.metric("tryst_pipe_refusals_total"), 0);
+    assert!(relay.metric("tryst_bytes_spliced_total") >= 4 << 20);
+}
+
+/// Runs `cmd` as the kernel's pipe limits apply to an ordinary user: as root, under
+/// `setpriv` without `CAP_SYS_RESOURCE` and `CAP_SYS_ADMIN` (which exempt a process
+/// from `fs.pipe-max-size` and `fs.pipe-user-pages-soft`); otherwise unchanged.
+fn without_pipe_privileges(cmd: Command) -> Command {
+    use std::os::unix::fs::MetadataExt as _;
+    // /proc/self belongs to the effective user.
+    if std::fs::metadata("/proc/self").unwrap().uid() != 0 {
+        return cmd;
+    }
+    let mut wrapped = Command::new("setpriv");
+    wrapped
+        .args([
+            "--bounding-set",
+            "-sys_resource,-sys_admin",
+            "--inh-caps",
+            "-sys_resource,-sys_admin",
+            "--",
+        ])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => wrapped.env(key, v),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
+}
+
+/// `tryst_fds` is what the worker counts it holds (it no longer lists its descriptor
+/// table): parked connections, tunnels and their pipes, and what it started with.
+#[test]
+fn the_descriptor_gauge_matches_the_worker_table() {
+    let relay = Relay::start(&["--workers", "1"]);
+    let pids = worker_pids(&relay.metrics());
+    assert_eq!(pids.len(), 1);
+    let worker = pids[0];
+    let mut server = relay.park();
+    let mut client = relay.reach(b"");
+    let _parked = [relay.park(), relay.park()];
+    client.write_all(&pattern(300_000, 1)).unwrap();
+    assert_eq!(read_exact_n(&mut server, 300_000), pattern(300_000, 1));
+    // Held now: 2 parked + 2 tunnel sockets, and the pipe the bytes went through.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (gauge, table) = (relay.metric("tryst_fds") as usize, open_fds(worker));
+        if gauge == table && relay.metric("tryst_pipes") >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tryst_fds {gauge}, /proc/{worker}/fd {table}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop((client, server));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay.metric("tryst_fds") as usize != open_fds(worker)
+        || relay.metric("tryst_active_tunnels") != 0
+    {
+        assert!(Instant::now() < deadline, "after the tunnel closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Issue 12 item 2: a native park proof accepted before a restart of the relay is
@@ -807,4 +904,51 @@ fn bad_content_length_is_refused_in_the_family_shape_and_counted() {
     );
     let series = "tryst_rejections_total{reason=\"malformed_head\"}";
     assert_eq!(relay.await_value(6, |text| series_value(text, series)), 6);
+}
+
+/// `TRYST_TEST_WORKER_EXE` (for profiling workers under valgrind, where the supervisor's
+/// `/proc/self/exe` is valgrind itself) starts the workers from the named binary: with
+/// the relay's own binary they serve as usual; with a path that does not exist the relay
+/// cannot start its workers and exits with an error.
+#[test]
+fn workers_start_from_a_named_executable_when_asked() {
+    let relay = Relay::builder()
+        .args(["--workers", "1"])
+        .env("TRYST_TEST_WORKER_EXE", env!("CARGO_BIN_EXE_tryst"))
+        .start();
+    let mut server = relay.park();
+    let mut client = relay.reach(b"named");
+    assert_eq!(read_exact_n(&mut server, 5), b"named");
+    server.write_all(b"!").unwrap();
+    assert_eq!(read_exact_n(&mut client, 1), b"!");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tryst"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("TRYST_CONFIG")
+        .env("TRYST_TEST_WORKER_EXE", dir.path().join("no-such-binary"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the relay kept running without its workers");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success(), "{status:?}");
 }

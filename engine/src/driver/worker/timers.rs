@@ -1,5 +1,5 @@
 //! Timers run once per loop turn (head and linger deadlines, the room, evictions, idle
-//! sweeps, accept back-off, descriptor counts) and shutdown.
+//! sweeps, accept back-off, descriptor counts, the pipe pool's refusals) and shutdown.
 
 use super::decide::{self, Closing};
 use super::{EVICTION_POLL, SockState, Worker};
@@ -106,13 +106,39 @@ impl<R: Router> Worker<R> {
         }
         self.counters.set(Counter::Sockets, self.socks.len() as u64);
         self.counters.set(Counter::Pipes, self.pipes.held() as u64);
-        if now >= self.next_fd_count {
-            self.next_fd_count = now + Duration::from_secs(1);
-            self.counters.set(Counter::Fds, sys::open_fds());
+        // Counted, not listed: a listing of /proc/self/fd cost up to 3 % of a bulk
+        // worker's CPU and grows with the sockets held (docs/performance.md).
+        self.counters
+            .set(Counter::Fds, (self.fd_overhead + self.held_fds()) as u64);
+        if now >= self.next_second {
+            self.next_second = now + Duration::from_secs(1);
             self.limit_cap = sys::soft_nofile().map_or(usize::MAX, |soft| {
                 soft.saturating_sub(self.fd_overhead + 16)
             });
+            self.check_pipes();
         }
+    }
+
+    /// Counts what the kernel refused the pipe pool in the last second, warns (rate
+    /// limited), and lets the pool ask for the configured size again.
+    fn check_pipes(&mut self) {
+        let events = self.pipes.take_events();
+        self.counters.add(Counter::PipesShrunk, events.shrunk);
+        self.counters.add(Counter::PipeRefusals, events.refused);
+        if (events.shrunk > 0 || events.refused > 0)
+            && let Some(suppressed) = self.pipe_warn.ready(self.now)
+        {
+            tracing::warn!(
+                worker = self.index,
+                pipe_size = self.cfg.pipe_size,
+                shrunk = events.shrunk,
+                refused = events.refused,
+                suppressed,
+                "the kernel refused pipes of pipe-size: smaller pipes or user-space copies are used \
+                 (raise fs.pipe-user-pages-soft or fs.pipe-max-size, see deploy/99-tryst.conf)"
+            );
+        }
+        self.pipes.retry();
     }
 
     /// Closes every connection parked under a key [`Router::evictions`] names.

@@ -4,10 +4,10 @@
 use super::decide::{self, AfterSplice, Closing, PollRole, Side};
 use super::ids::{DirSlot, Kind, SockId, TunnelId, UserData};
 use super::{POLL_READ, POLL_WRITE, PUMP_BUDGET, Pairing, SockState, Worker};
-use crate::driver::DataPath;
 use crate::driver::pipes::Pipe;
 use crate::driver::shm::Counter;
 use crate::driver::sys;
+use crate::driver::{DataPath, Origin};
 use crate::route::{HalfClose, Router};
 use io_uring::{opcode, types};
 use std::io;
@@ -72,12 +72,18 @@ impl<R: Router> Worker<R> {
     pub(super) fn pair(&mut self, client: SockId, server: SockId, pairing: Pairing) {
         self.disarm(client);
         self.disarm(server);
-        let _ = sys::set_nodelay(self.socks[client].fd.as_fd());
-        let _ = sys::set_nodelay(self.socks[server].fd.as_fd());
+        // Tunnels carry interactive traffic too. A socket accepted from the relay's
+        // listeners inherited `TCP_NODELAY` from them (set in `Worker::new`); one that
+        // came over the mesh did not.
+        for s in [client, server] {
+            if !self.listeners_nodelay || self.socks[s].origin == Origin::Mesh {
+                let _ = sys::set_nodelay(self.socks[s].fd.as_fd());
+            }
+        }
         let mut dirs = [Direction::default(), Direction::default()];
         dirs[0].pending = pairing.to_server;
         dirs[1].pending = pairing.greeting;
-        let is_mesh = |s: SockId| self.socks[s].origin == crate::driver::Origin::Mesh;
+        let is_mesh = |s: SockId| self.socks[s].origin == Origin::Mesh;
         let mesh = if is_mesh(client) {
             Some(Side::Client)
         } else if is_mesh(server) {
@@ -105,10 +111,23 @@ impl<R: Router> Worker<R> {
         self.counters.add(Counter::Paired, 1);
         self.counters
             .set(Counter::ActiveTunnels, self.tunnels.len() as u64);
-        self.pump_and_arm(t, Side::Server);
+        self.start_direction(t, Side::Server);
         if self.tunnels.contains(t) {
-            self.pump_and_arm(t, Side::Client);
+            self.start_direction(t, Side::Client);
         }
+    }
+
+    /// A new tunnel's direction: writes what it carries in (the `200`, or the forwarded
+    /// head and the client's early bytes) and then waits for its source to be readable.
+    /// It does not try a splice first: right after pairing the source almost never has
+    /// bytes (the peer has not seen its `200` or the head yet), so that splice would be
+    /// an `EAGAIN` (two per pairing). Bytes already waiting complete the poll at once.
+    fn start_direction(&mut self, t: TunnelId, d: Side) {
+        if !self.tunnels.contains(t) || self.tunnels[t].closing != Closing::Open {
+            return;
+        }
+        let result = self.flush_pending(t, d).unwrap_or(Pump::WaitRead);
+        self.after_pump(t, d, result);
     }
 
     pub(super) fn pump_and_arm(&mut self, t: TunnelId, d: Side) {
@@ -119,6 +138,11 @@ impl<R: Router> Worker<R> {
             DataPath::SpliceSyscall => self.pump_syscall(t, d),
             DataPath::SpliceUring => self.pump_uring(t, d),
         };
+        self.after_pump(t, d, result);
+    }
+
+    /// Arms what a direction waits for, or ends it, after a pump returned `result`.
+    fn after_pump(&mut self, t: TunnelId, d: Side, result: Pump) {
         let [src, dst] = self.dir_socks(t, d);
         match result {
             Pump::WaitRead | Pump::Yield => self.arm(src, PollRole::Read, POLL_READ),
