@@ -14,8 +14,9 @@
 //!   families. Resolving is pure; opening reads and writes the families' files and binds
 //!   their sockets.
 //! - [`serve`]: the supervisor process (tokio: listeners, HTTP inbox, signals, worker
-//!   supervision, the STUN task) and the worker entry point. Network, processes,
-//!   signals, the clock.
+//!   supervision, the families' background tasks through [`family::ServiceFamily::start`],
+//!   the cluster's tasks) and the worker entry point. Network, processes, signals, the
+//!   clock.
 //! - [`router`]: the workers' router: the engine's compat router plus the `CONNECT`
 //!   scheme families (`tag:`, `hive:`). Pure; runs inside the worker's loop.
 //! - [`framing`]: `Content-Length` / `Transfer-Encoding` checks of requests for the HTTP
@@ -61,6 +62,10 @@
 //!   [`stun::server`] the UDP task, and [`stun::Stun`], its [`family::ServiceFamily`].
 //! - [`agent`]: `tryst expose` and `tryst connect` over `tryst-client`. Network, the
 //!   agent's config file, signals.
+//! - [`cluster`]: several nodes as one (docs/cluster.md): the directory on Valkey/Redis,
+//!   the mesh between nodes (preamble, listener, connector), cross-node parks and
+//!   reaches, cluster-wide claims and replay caches, the HTTP families across nodes.
+//!   Network (Redis, the mesh); its preamble and verifier are pure.
 //! - `fuzzing` (built for tests and `--cfg fuzzing` only): the fuzz targets' harnesses.
 //!
 //! This crate contains no `unsafe` code.

@@ -264,8 +264,8 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         ));
         mesh = Some(socket);
     }
-    // The families' last lines (the dead-drop's store): readers of the earlier lines
-    // need not skip them.
+    // The families' last lines (e.g. which store a family chose): readers of the earlier
+    // lines need not skip them.
     tls_lines.push_str(&families.tail_lines());
     {
         // One write: a reader may close the pipe once it has the first line.
@@ -754,7 +754,7 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
             }
         ),
     };
-    let stun = config.families.summary_listeners();
+    let family_listeners = config.families.summary_listeners();
     let metrics = config
         .metrics_listen
         .map(|addr| format!("metrics listen  {addr} (/metrics only there)\n"))
@@ -763,7 +763,7 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         "tryst: configuration ok\n\
          listen          {}\n\
          {tls}\
-         {stun}\
+         {family_listeners}\
          {metrics}\
          data directory  {} ({dir_note})\n\
          secrets         {} ({secrets} {})\n\

@@ -16,7 +16,6 @@ use crate::route::{HalfClose, ParkMode, Route, Router};
 use crate::target::RendezvousKey;
 use std::io;
 use std::os::fd::AsFd;
-use std::time::SystemTime;
 
 /// What [`Worker::try_parse`] did with a buffered head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,10 +176,7 @@ impl<R: Router> Worker<R> {
             return;
         };
         let early = buf.split_off(head.head_len.min(buf.len()));
-        let now_unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now_unix = super::timers::unix_now();
         let transport = self.socks[sock].transport;
         let route = self.router.route(head, &early, now_unix, transport);
         // A cluster takes the claim after every decision, so that none outlives it. A
