@@ -462,6 +462,86 @@ fn connect_exit_codes_name_the_failure_class() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// Waits for `child` to exit, at most `within`, and collects its output; panics (with
+/// the child killed) if it does not exit.
+fn output_within(child: Child, within: Duration) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(within) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("pid {pid} did not exit within {within:?}");
+        }
+    }
+}
+
+/// Exit 4, "refused", with the relay's code in the message. A real relay refuses a
+/// well-formed reach with a code other than `not_parked`/`unknown_tag` only when it
+/// cannot take it (the reach carries no proof, and `connect` checks the id's syntax
+/// itself): here a SIGTERM drain, held open by a tunnel, answers `503 shutting_down`
+/// both to a reach already waiting when the drain starts and to a fresh one during it.
+#[test]
+fn connect_exits_4_naming_the_relay_code_when_a_draining_relay_refuses_the_reach() {
+    let mut relay = Relay::start(&[
+        "--workers",
+        "1",
+        "--drain-timeout",
+        "30s",
+        "--client-wait",
+        "30s",
+    ]);
+    let addr = relay.addr.to_string();
+    // The tunnel that keeps the relay draining until the test ends it.
+    let mut server = relay.park();
+    let mut client = relay.reach(b"");
+    // A reach of an id nobody parked: it waits (up to the 30 s client wait).
+    let nobody = "11111111-2222-4333-8444-555555555555";
+    let waiting = tryst()
+        .args(["connect", "--relay", &addr, "--id", nobody])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(relay.await_metric("tryst_waiting", 1), 1);
+    relay.signal(nix::sys::signal::Signal::SIGTERM);
+    let refused = |out: std::process::Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(4), "{stderr}");
+        let line = format!(
+            "tryst connect: {addr} refused the reach: 503 shutting_down (relay shutting down) \
+             (relay error code: shutting_down)\n"
+        );
+        assert!(stderr.contains(&line), "{stderr}");
+        assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+    };
+    // Far below the 30 s client wait: the drain refuses the waiting reach at once.
+    refused(output_within(waiting, Duration::from_secs(20)));
+    // A fresh reach while the tunnel still holds the drain open.
+    let fresh = tryst()
+        .args(["connect", "--relay", &addr, "--id", ID])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    refused(output_within(fresh, Duration::from_secs(20)));
+    // The tunnel was never disturbed; its end ends the relay.
+    client.write_all(b"still here").unwrap();
+    assert_eq!(read_exact_n(&mut server, 10), b"still here");
+    client.shutdown(Shutdown::Write).unwrap();
+    server.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut client), "");
+    assert!(relay.wait_exit().success());
+}
+
 #[test]
 fn connect_joins_stdin_and_stdout_to_the_hidden_server() {
     let relay = Relay::start(&[]);
