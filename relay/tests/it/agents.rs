@@ -1158,6 +1158,18 @@ impl TagPublisher {
     /// Starts the agent with a pool of `pool` towards `to`, waits until all are parked;
     /// returns it, the tag and the tag file's path.
     fn start(relay: &Relay, to: SocketAddr, pool: u64) -> (Agent, String, String) {
+        Self::start_at(relay, relay.addr, &[], to, pool)
+    }
+
+    /// [`TagPublisher::start`] parking at `at` (one of `relay`'s listeners) with `extra`
+    /// flags (e.g. `--tls --pin ...`).
+    fn start_at(
+        relay: &Relay,
+        at: SocketAddr,
+        extra: &[&str],
+        to: SocketAddr,
+        pool: u64,
+    ) -> (Agent, String, String) {
         let tag = format!(
             "printer@{}",
             hex::encode(Self::identity().verifying_key().as_bytes())
@@ -1167,7 +1179,8 @@ impl TagPublisher {
         std::fs::write(&tag_file, format!("{tag}\n")).unwrap();
         std::fs::write(dir.path().join("id.hex"), hex::encode([42u8; 32])).unwrap();
         let mut cmd = tryst();
-        cmd.args(["expose", "--relay", &relay.addr.to_string()])
+        cmd.args(["expose", "--relay", &at.to_string()])
+            .args(extra)
             .args(["--family", "tag", "--tag-file"])
             .arg(&tag_file)
             .arg("--identity-key-file")
@@ -1468,4 +1481,74 @@ fn tryst_connect_reaches_a_tag_publisher_and_checks_its_challenge_answer() {
     );
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("relay error code: unknown_tag"), "{stderr}");
+}
+
+/// TLS to the relay for every family: a tag publisher (authenticated tag, so the
+/// challenge and its answer cross TLS too) and a Hive device park with `tryst expose
+/// --tls --pin` at the relay's TLS listener, and `tryst connect --tls --pin` reaches each
+/// through that listener; the bytes come back unchanged.
+#[test]
+fn tag_and_hive_hidden_servers_park_over_tls_and_are_reached_through_the_tls_listener() {
+    let relay = Relay::start(&["--tls-listen", "127.0.0.1:0", "--client-wait", "10s"]);
+    let tls = relay.tls_addr.unwrap();
+    let pin = format!("sha256:{}", relay.tls_fingerprint.as_deref().unwrap());
+    let tls_flags = ["--tls", "--pin", pin.as_str()];
+    let echo = echo_server();
+    for (round, family) in ["tag", "hive"].into_iter().enumerate() {
+        let (agent, reach) = match family {
+            "tag" => {
+                let (agent, _tag, tag_file) =
+                    TagPublisher::start_at(&relay, tls, &tls_flags, echo, 2);
+                (agent, vec!["--tag-file".to_owned(), tag_file])
+            }
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                let key = dir.path().join("device.key");
+                std::fs::write(&key, hive_key_file(7)).unwrap();
+                let mut cmd = tryst();
+                cmd.args(["expose", "--relay", &tls.to_string()])
+                    .args(tls_flags)
+                    .args(["--family", "hive", "--hive-key-file"])
+                    .arg(&key)
+                    .args(["--to", &echo.to_string(), "--pool", "2"])
+                    .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"]);
+                let agent = Agent::spawn(cmd, dir);
+                assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
+                (agent, vec!["--hive".to_owned(), hive_device(7)])
+            }
+        };
+        // Both parked connections are TLS sessions (none went to the plain port).
+        assert_eq!(
+            relay.await_metric("tryst_tls_sessions", 2),
+            2,
+            "{family}: {}",
+            agent.log()
+        );
+        let input = pattern(256 << 10, round as u8);
+        let tls_addr = tls.to_string();
+        let args: Vec<&str> = ["--relay", tls_addr.as_str()]
+            .into_iter()
+            .chain(tls_flags)
+            .chain(reach.iter().map(String::as_str))
+            .collect();
+        let (code, out, stderr) = connect_with(&args, input.clone());
+        assert_eq!(code, Some(0), "{family}: {stderr}; {}", agent.log());
+        assert!(out == input, "{family}: stdout differs from stdin");
+        assert_eq!(agent.metric("tryst_agent_paired_total"), 1, "{family}");
+        assert_eq!(
+            agent.await_metric_at_least("tryst_agent_bytes_to_local_total", 256 << 10),
+            256 << 10,
+            "{family}"
+        );
+        assert_eq!(
+            agent.metric("tryst_agent_bytes_from_local_total"),
+            256 << 10,
+            "{family}"
+        );
+        assert_eq!(agent.metric("tryst_agent_reconnects_total"), 0, "{family}");
+        // The next family starts from an empty relay.
+        drop(agent);
+        assert_eq!(relay.await_metric("tryst_parked", 0), 0, "{family}");
+        assert_eq!(relay.await_metric("tryst_tls_sessions", 0), 0, "{family}");
+    }
 }
