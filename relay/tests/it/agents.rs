@@ -1325,8 +1325,11 @@ fn a_hive_device_behind_expose_is_reached_natively_and_through_connect() {
         !log.contains(&hex::encode([5u8; 32])),
         "the key was logged: {log}"
     );
-    // The same device from a config file's [[service]] table.
+    // The same device from a config file's [[service]] table. The killed agent's
+    // parked connections must be gone first, or the reach below may pair with one the
+    // relay has not yet seen closed (an empty tunnel, exit 0).
     drop(agent);
+    assert_eq!(relay.await_metric("tryst_parked", 0), 0);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("device.key"), hive_key_file(5)).unwrap();
     let path = dir.path().join("agent.toml");
