@@ -52,6 +52,17 @@ impl Agent {
     }
 
     fn start_with_secret(relay: SocketAddr, to: &str, secret: &[u8], extra: &[&str]) -> Self {
+        Self::start_with_backoff(relay, to, secret, "200ms", extra)
+    }
+
+    /// [`Agent::start_with_secret`] with `--backoff-max backoff_max`.
+    fn start_with_backoff(
+        relay: SocketAddr,
+        to: &str,
+        secret: &[u8],
+        backoff_max: &str,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, format!("{}\n", b64url(secret))).unwrap();
@@ -60,7 +71,12 @@ impl Agent {
             .args(["--relay", &relay.to_string(), "--id", ID, "--to", to])
             .arg("--secret-file")
             .arg(&secret_file)
-            .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"])
+            .args([
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--backoff-max",
+                backoff_max,
+            ])
             .args(extra);
         Self::spawn(cmd, dir)
     }
@@ -1554,4 +1570,137 @@ fn tag_and_hive_hidden_servers_park_over_tls_and_are_reached_through_the_tls_lis
         assert_eq!(relay.await_metric("tryst_parked", 0), 0, "{family}");
         assert_eq!(relay.await_metric("tryst_tls_sessions", 0), 0, "{family}");
     }
+}
+
+/// A stand-in relay that answers every request head with `503 overloaded`, byte for
+/// byte what a real relay at its socket budget sends (`Rejection::Overloaded.response()`),
+/// and records when each answered attempt arrived and its head. (A real relay reaches
+/// its budget only under a flood of thousands of connections and a lowered descriptor
+/// limit, see hardening.rs; what the agent sees is the same.)
+struct Overloaded {
+    addr: SocketAddr,
+    attempts: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Overloaded {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let attempts = std::sync::Arc::<std::sync::Mutex<Vec<_>>>::default();
+        let stop = std::sync::Arc::<std::sync::atomic::AtomicBool>::default();
+        let (record, stopped) = (attempts.clone(), stop.clone());
+        let answer = tryst_engine::reject::Rejection::Overloaded.response();
+        let thread = std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let at = Instant::now();
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut s) = s else { continue };
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(n) if n > 0 => head.extend_from_slice(&chunk[..n]),
+                        _ => break,
+                    }
+                }
+                if !head.ends_with(b"\r\n\r\n") || s.write_all(&answer).is_err() {
+                    continue;
+                }
+                let _ = s.shutdown(Shutdown::Write);
+                // Until the agent closes: it has read the whole answer.
+                let _ = s.read_to_end(&mut Vec::new());
+                let head = String::from_utf8_lossy(&head).into_owned();
+                record.lock().unwrap().push((at, head));
+            }
+        });
+        Self {
+            addr,
+            attempts,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops answering and closes the listener (its port is free for a real relay);
+    /// returns the answered attempts.
+    fn stop(mut self) -> Vec<(Instant, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept; the thread then returns and drops the listener.
+        let _ = TcpStream::connect(self.addr);
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.attempts.lock().unwrap())
+    }
+}
+
+/// A transient refusal end to end: `tryst expose` answered `503 overloaded` backs off
+/// and retries (each wait at least half of `min(250 ms * 2^n, --backoff-max)`, so a
+/// bounded number of attempts in any window, never a tight loop), keeps running, and
+/// parks as soon as a relay can take it; a client then reaches the service.
+#[test]
+fn expose_backs_off_on_503_and_parks_once_the_relay_can_take_it() {
+    const ATTEMPTS: u64 = 6;
+    let fake = Overloaded::start();
+    let addr = fake.addr;
+    let echo = echo_server();
+    let mut agent =
+        Agent::start_with_backoff(addr, &echo.to_string(), &SECRET, "1s", &["--pool", "1"]);
+    // Each refusal is a reconnect in the agent's counters.
+    let reconnects = agent.await_metric_at_least("tryst_agent_reconnects_total", ATTEMPTS);
+    assert!(reconnects >= ATTEMPTS, "{reconnects}; {}", agent.log());
+    assert_eq!(agent.metric("tryst_agent_parked"), 0);
+    assert!(
+        agent.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent stopped on a transient refusal: {}",
+        agent.log()
+    );
+    let attempts = fake.stop();
+    let n = attempts.len();
+    assert!(n as u64 >= ATTEMPTS, "{n} answered attempts");
+    // Every attempt is a park with a fresh proof.
+    let heads: std::collections::HashSet<&str> =
+        attempts.iter().map(|(_, head)| head.as_str()).collect();
+    assert_eq!(heads.len(), n, "a proof was sent twice");
+    for head in &heads {
+        assert!(
+            head.starts_with(&format!("CONNECT uuid:{ID} HTTP/1.1\r\n")),
+            "{head}"
+        );
+        assert!(head.contains("Proxy-Authorization: Tryst "), "{head}");
+    }
+    // The n-th consecutive failure waits at least half of min(250 ms * 2^n, 1 s): the
+    // gaps between attempts (seen from the relay's side, so they include the agent's
+    // reading of each answer) are no shorter.
+    let gaps: Vec<Duration> = attempts
+        .windows(2)
+        .map(|w| w[1].0.duration_since(w[0].0))
+        .collect();
+    for (k, gap) in gaps.iter().enumerate() {
+        let least = (Duration::from_millis(125) * (1 << k.min(8))).min(Duration::from_millis(500));
+        assert!(
+            *gap >= least,
+            "attempt {}: {gap:?} < {least:?}; gaps {gaps:?}",
+            k + 1
+        );
+    }
+    // Each answered attempt is one warning with the relay's code, and none was taken
+    // for a permanent refusal.
+    let refused = "relay refused: 503 overloaded (relay overloaded); retrying";
+    let log = await_count(refused, n, || agent.log());
+    assert_eq!(log.matches(refused).count(), n, "{log}");
+    assert!(!log.contains("park refused"), "{log}");
+    // The relay can take parks again (a real one, on the same port): the agent parks
+    // and a client reaches the service.
+    let relay = start_on(&addr.to_string());
+    assert_eq!(relay.addr, addr);
+    assert_eq!(relay.await_metric("tryst_parked", 1), 1, "{}", agent.log());
+    echo_once(addr, b"after the 503s");
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 1);
+    let log = agent.log();
+    let last_refusal = log.rfind(refused).unwrap();
+    assert!(log[last_refusal..].contains("parked"), "{log}");
 }
