@@ -1573,10 +1573,11 @@ fn tag_and_hive_hidden_servers_park_over_tls_and_are_reached_through_the_tls_lis
 }
 
 /// A stand-in relay that answers every request head with `503 overloaded`, byte for
-/// byte what a real relay at its socket budget sends (`Rejection::Overloaded.response()`),
-/// and records when each answered attempt arrived and its head. (A real relay reaches
-/// its budget only under a flood of thousands of connections and a lowered descriptor
-/// limit, see hardening.rs; what the agent sees is the same.)
+/// byte what a real relay at its socket budget sends (`Rejection::Overloaded.response()`,
+/// with `Retry-After: 1`), or with other bytes ([`Overloaded::answering`]), and records
+/// when each answered attempt arrived and its head. (A real relay reaches its budget
+/// only under a flood of thousands of connections and a lowered descriptor limit, see
+/// hardening.rs; what the agent sees is the same.)
 struct Overloaded {
     addr: SocketAddr,
     attempts: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
@@ -1586,12 +1587,16 @@ struct Overloaded {
 
 impl Overloaded {
     fn start() -> Self {
+        Self::answering(tryst_engine::reject::Rejection::Overloaded.response())
+    }
+
+    /// Answers every request head with `answer`.
+    fn answering(answer: Vec<u8>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let attempts = std::sync::Arc::<std::sync::Mutex<Vec<_>>>::default();
         let stop = std::sync::Arc::<std::sync::atomic::AtomicBool>::default();
         let (record, stopped) = (attempts.clone(), stop.clone());
-        let answer = tryst_engine::reject::Rejection::Overloaded.response();
         let thread = std::thread::spawn(move || {
             for s in listener.incoming() {
                 let at = Instant::now();
@@ -1638,9 +1643,10 @@ impl Overloaded {
 }
 
 /// A transient refusal end to end: `tryst expose` answered `503 overloaded` backs off
-/// and retries (each wait at least half of `min(250 ms * 2^n, --backoff-max)`, so a
-/// bounded number of attempts in any window, never a tight loop), keeps running, and
-/// parks as soon as a relay can take it; a client then reaches the service.
+/// and retries (each wait at least half of `min(250 ms * 2^n, --backoff-max)`, and at
+/// least the answer's `Retry-After: 1`, so a bounded number of attempts in any window,
+/// never a tight loop), keeps running, and parks as soon as a relay can take it; a
+/// client then reaches the service.
 #[test]
 fn expose_backs_off_on_503_and_parks_once_the_relay_can_take_it() {
     const ATTEMPTS: u64 = 6;
@@ -1687,6 +1693,15 @@ fn expose_backs_off_on_503_and_parks_once_the_relay_can_take_it() {
             k + 1
         );
     }
+    // The answer carries `Retry-After: 1` (under the 1 s --backoff-max): no attempt came
+    // sooner than the second the relay asked for (less a little scheduling slack).
+    for (k, gap) in gaps.iter().enumerate() {
+        assert!(
+            *gap >= Duration::from_millis(900),
+            "attempt {}: {gap:?} < Retry-After: 1; gaps {gaps:?}",
+            k + 1
+        );
+    }
     // Each answered attempt is one warning with the relay's code, and none was taken
     // for a permanent refusal.
     let refused = "relay refused: 503 overloaded (relay overloaded); retrying";
@@ -1703,4 +1718,119 @@ fn expose_backs_off_on_503_and_parks_once_the_relay_can_take_it() {
     let log = agent.log();
     let last_refusal = log.rfind(refused).unwrap();
     assert!(log[last_refusal..].contains("parked"), "{log}");
+}
+
+/// The relay's `Retry-After` on a transient refusal sets the least wait of `tryst
+/// expose`, capped at `--backoff-max`; without one the jittered back-off alone decides.
+/// Three stand-in relays at once, each with its own agent (pool 1):
+/// - `503 overloaded` as a real relay sends it (`Retry-After: 1`), `--backoff-max 30s`:
+///   every gap between attempts is at least ~1 s, although the back-off alone would
+///   retry after 125-250 ms, then 250-500 ms; the first three waits are exactly 1 s;
+/// - the same with `Retry-After: 3600`, `--backoff-max 1s`: the agent keeps retrying
+///   about once a second (every wait exactly the 1 s cap), not once an hour;
+/// - `503 shutting_down` as a real relay sends it (no `Retry-After`), `--backoff-max
+///   30s`: the exponential back-off, with a first gap well under a second.
+#[test]
+fn expose_waits_the_relays_retry_after_capped_at_backoff_max() {
+    use tryst_engine::reject::Rejection;
+    const ATTEMPTS: u64 = 4;
+    let overloaded = Rejection::Overloaded.response();
+    let hour = String::from_utf8(overloaded.clone()).unwrap().replacen(
+        "Retry-After: 1\r\n",
+        "Retry-After: 3600\r\n",
+        1,
+    );
+    assert!(hour.contains("Retry-After: 3600\r\n"), "{hour}");
+    let shutting_down = Rejection::ShuttingDown.response();
+    assert!(!String::from_utf8_lossy(&shutting_down).contains("Retry-After"));
+    let echo = echo_server().to_string();
+    let cases = [
+        ("retry-after 1", overloaded, "30s"),
+        ("retry-after 3600", hour.into_bytes(), "1s"),
+        ("no retry-after", shutting_down, "30s"),
+    ]
+    .map(|(name, answer, backoff_max)| {
+        let fake = Overloaded::answering(answer);
+        let agent =
+            Agent::start_with_backoff(fake.addr, &echo, &SECRET, backoff_max, &["--pool", "1"]);
+        (name, fake, agent)
+    });
+    let mut gaps_of = std::collections::HashMap::new();
+    for (name, fake, mut agent) in cases {
+        let reconnects = agent.await_metric_at_least("tryst_agent_reconnects_total", ATTEMPTS);
+        assert!(
+            reconnects >= ATTEMPTS,
+            "{name}: {reconnects}; {}",
+            agent.log()
+        );
+        assert!(
+            agent.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "{name}: the agent stopped on a transient refusal: {}",
+            agent.log()
+        );
+        let attempts = fake.stop();
+        assert!(
+            attempts.len() as u64 >= ATTEMPTS,
+            "{name}: {} attempts",
+            attempts.len()
+        );
+        let gaps: Vec<Duration> = attempts
+            .windows(2)
+            .map(|w| w[1].0.duration_since(w[0].0))
+            .collect();
+        // The back-off's own floor holds in every case: half of min(250 ms * 2^n, max).
+        for (k, gap) in gaps.iter().enumerate() {
+            let least = (Duration::from_millis(125) * (1 << k.min(8))).min(Duration::from_secs(15));
+            assert!(
+                *gap >= least,
+                "{name}: attempt {}: {gap:?}; gaps {gaps:?}",
+                k + 1
+            );
+        }
+        let log = await_count("; retrying", attempts.len(), || agent.log());
+        assert!(!log.contains("park refused"), "{name}: {log}");
+        gaps_of.insert(name, (gaps, log));
+    }
+    // Retry-After: 1 under a 30 s cap: never sooner than the relay asked, and the first
+    // three waits (the back-off alone: at most 250 ms, 500 ms, 1 s) are exactly 1 s.
+    let (gaps, log) = &gaps_of["retry-after 1"];
+    for (k, gap) in gaps.iter().enumerate() {
+        assert!(
+            *gap >= Duration::from_millis(900),
+            "attempt {}: {gap:?} < Retry-After: 1; gaps {gaps:?}",
+            k + 1
+        );
+    }
+    let refused = "relay refused: 503 overloaded (relay overloaded); retrying";
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(refused)).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines[..3] {
+        assert!(line.contains("retry_in=1s"), "{line}");
+    }
+    // Retry-After: 3600 under a 1 s cap: every wait is the cap, so attempts keep coming
+    // about once a second (the agent reached its reconnects within the 20 s wait above).
+    let (gaps, log) = &gaps_of["retry-after 3600"];
+    for (k, gap) in gaps.iter().enumerate() {
+        assert!(
+            *gap >= Duration::from_millis(900) && *gap < Duration::from_secs(5),
+            "attempt {}: {gap:?} not the 1 s cap; gaps {gaps:?}",
+            k + 1
+        );
+    }
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(refused)).collect();
+    assert!(lines.len() as u64 >= ATTEMPTS, "{log}");
+    for line in lines {
+        assert!(line.contains("retry_in=1s"), "{line}");
+    }
+    // No Retry-After: the back-off alone, whose first wait is 125-250 ms.
+    let (gaps, log) = &gaps_of["no retry-after"];
+    let shortest = gaps.iter().min().unwrap();
+    assert!(
+        *shortest < Duration::from_millis(900),
+        "waited as if told to: gaps {gaps:?}"
+    );
+    assert!(
+        log.contains("relay refused: 503 shutting_down (relay shutting down); retrying"),
+        "{log}"
+    );
 }
