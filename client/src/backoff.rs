@@ -1,5 +1,6 @@
 //! Exponential back-off with full jitter for reconnecting to a relay: never a tight
-//! retry loop, and many agents restarted together do not retry in lock-step.
+//! retry loop, and many agents restarted together do not retry in lock-step. A relay's
+//! `Retry-After` lengthens a wait ([`Backoff::next_delay_at_least`]), up to the cap.
 
 use std::time::Duration;
 
@@ -42,6 +43,13 @@ impl Backoff {
         half + half.mul_f64(jitter)
     }
 
+    /// Like [`Self::next_delay`], but at least `floor` (the relay's `Retry-After`) capped
+    /// at `max`: the relay's hint lengthens a wait up to the cap (a hostile relay cannot
+    /// park the caller for longer), and never shortens one.
+    pub fn next_delay_at_least(&mut self, floor: Duration) -> Duration {
+        self.next_delay().max(floor.min(self.max))
+    }
+
     /// Consecutive failures so far.
     pub fn failures(&self) -> u32 {
         self.failures
@@ -68,5 +76,37 @@ mod tests {
         assert_eq!(b.failures(), 8);
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_floor_lengthens_a_wait_up_to_the_cap_and_never_shortens_one() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), Duration::from_secs(2));
+        // The first waits are 50-100 ms and 100-200 ms: a 1 s floor decides them.
+        assert_eq!(
+            b.next_delay_at_least(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            b.next_delay_at_least(Duration::from_secs(1)),
+            Duration::from_secs(1)
+        );
+        // An hour is capped at the 2 s maximum.
+        assert_eq!(
+            b.next_delay_at_least(Duration::from_secs(3600)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(b.failures(), 3);
+        // A floor under the back-off changes nothing: 400-800 ms, then 800-1600 ms.
+        for n in 3..5 {
+            let ceiling = ms(100) * (1 << n);
+            let d = b.next_delay_at_least(ms(10));
+            assert!(d >= ceiling / 2 && d <= ceiling, "failure {n}: {d:?}");
+        }
+        let d = b.next_delay_at_least(Duration::ZERO);
+        assert!(
+            d >= Duration::from_secs(1) && d <= Duration::from_secs(2),
+            "{d:?}"
+        );
     }
 }

@@ -1,9 +1,11 @@
 //! One park or one reach: connect to the relay (plain TCP or TLS with a pinned
 //! certificate), send a head, read the relay's answer.
 //!
-//! A refusal becomes [`Error::Refused`] with the relay's status and stable error code
-//! (`bad_proof`, `not_parked`, ... see docs/protocol.md), so callers can tell permanent
-//! refusals from transient ones ([`Error::is_permanent`]).
+//! A refusal becomes [`Error::Refused`] with the relay's status, stable error code
+//! (`bad_proof`, `not_parked`, ... see docs/protocol.md) and `Retry-After`, so callers can
+//! tell permanent refusals from transient ones ([`Error::is_permanent`]) and wait as long
+//! as the relay asked. The answer is read by a sans-IO parser ([`parse_answer`], fuzzed as
+//! `client_answer`) that the async readers feed.
 
 use crate::heads;
 use crate::tls::{Pin, pinned_config};
@@ -22,6 +24,9 @@ use tryst_engine::target::RendezvousId;
 pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 /// Longest refusal body read from the relay.
 pub const MAX_REFUSAL_BODY: usize = 4 * 1024;
+/// Longest `Retry-After` read from a refusal: a larger value reads as this (callers cap
+/// it further, e.g. the exposer at its `--backoff-max`).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// Where the relay is and how to talk to it.
 #[derive(Debug, Clone)]
@@ -79,6 +84,10 @@ pub struct Refusal {
     pub code: String,
     /// The human message (empty when the body had none).
     pub message: String,
+    /// The relay's `Retry-After` in seconds (`Retry-After: 1` on 503 `overloaded`,
+    /// `room_full`, ...), at most [`MAX_RETRY_AFTER`]; `None` without one, or when its
+    /// value is not all digits (an HTTP-date is not read). See [`retry_after`].
+    pub retry_after: Option<Duration>,
 }
 
 impl Refusal {
@@ -307,55 +316,122 @@ where
     }
 }
 
-/// Reads one response head (and, for a refusal, its body).
+/// Reads one response head (and, for a refusal, its body) through [`parse_answer`].
 async fn read_answer<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, Error> {
     let mut buf = Vec::with_capacity(256);
     let mut chunk = [0u8; 512];
+    let mut eof = false;
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let status = response.code.ok_or(Error::BadResponse)?;
-                if status == 200 {
-                    return Ok(buf.split_off(len));
-                }
-                let content_length = response
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse().ok())
-                    .unwrap_or(MAX_REFUSAL_BODY)
-                    .min(MAX_REFUSAL_BODY);
-                let mut body = buf.split_off(len);
-                while body.len() < content_length {
-                    let n = stream.read(&mut chunk).await.map_err(Error::Lost)?;
-                    if n == 0 {
-                        break;
-                    }
-                    body.extend_from_slice(&chunk[..n]);
-                }
-                body.truncate(content_length);
-                return Err(Error::Refused(refusal(status, &body)));
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(_) => return Err(Error::BadResponse),
-        }
-        if buf.len() >= MAX_RESPONSE_HEAD {
-            return Err(Error::BadResponse);
+        if let Some(answer) = parse_answer(&buf, eof) {
+            return answer;
         }
         let n = stream.read(&mut chunk).await.map_err(Error::Lost)?;
-        if n == 0 {
-            return Err(Error::Lost(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the relay closed the connection before answering",
-            )));
-        }
+        eof = n == 0;
         buf.extend_from_slice(&chunk[..n]);
     }
 }
 
-/// The refusal in a relay error body `{"error":{"code":..,"message":..}}`.
+/// What [`parse_answer`] needs of a relay's response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// HTTP status.
+    pub status: u16,
+    /// Bytes of the head, blank line included (at most [`MAX_RESPONSE_HEAD`]).
+    pub len: usize,
+    /// The first `Content-Length`, when it reads as a number.
+    pub content_length: Option<usize>,
+    /// The first `Retry-After`, read by [`retry_after`].
+    pub retry_after: Option<Duration>,
+}
+
+/// The response head at the start of `buf`: `Ok(None)` while it is incomplete and
+/// shorter than [`MAX_RESPONSE_HEAD`]; [`Error::BadResponse`] when it is not an HTTP/1.x
+/// response head (more than 16 headers included) or is longer than the limit.
+pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_RESPONSE_HEAD => {
+            let status = response.code.ok_or(Error::BadResponse)?;
+            let first = |name: &str| {
+                response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| h.value)
+            };
+            Ok(Some(ResponseHead {
+                status,
+                len,
+                content_length: first("content-length")
+                    .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse().ok()),
+                retry_after: first("retry-after").and_then(retry_after),
+            }))
+        }
+        Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => Ok(None),
+        _ => Err(Error::BadResponse),
+    }
+}
+
+/// A `Retry-After` value in delay-seconds: optional spaces or tabs around one or more
+/// ASCII digits (no sign, no fraction), saturating at [`MAX_RETRY_AFTER`]; `None` for
+/// anything else, an HTTP-date included (the relay sends only seconds).
+pub fn retry_after(value: &[u8]) -> Option<Duration> {
+    let ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !ows(b)).unwrap_or(value.len());
+    let end = value.iter().rposition(|b| !ows(b)).map_or(start, |i| i + 1);
+    let digits = &value[start..end];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let max = MAX_RETRY_AFTER.as_secs();
+    let secs = digits.iter().fold(0u64, |n, d| {
+        n.saturating_mul(10)
+            .saturating_add(u64::from(d - b'0'))
+            .min(max)
+    });
+    Some(Duration::from_secs(secs))
+}
+
+/// What the bytes of a relay's answer read so far amount to (`eof`: the relay closed the
+/// connection after them); `None` while more are needed, never `None` at `eof`.
+///
+/// - a 200: `Ok(early)`, the bytes after the head (a reaching client's first bytes);
+/// - any other status: [`Error::Refused`] once its body is complete (its
+///   `Content-Length`, at most [`MAX_REFUSAL_BODY`], or what came before the close),
+///   with the code and message of its JSON body and its `Retry-After`;
+/// - not an HTTP response, or a head over [`MAX_RESPONSE_HEAD`]: [`Error::BadResponse`];
+/// - closed before the head was complete: [`Error::Lost`].
+pub fn parse_answer(buf: &[u8], eof: bool) -> Option<Result<Vec<u8>, Error>> {
+    let head = match parse_response_head(buf) {
+        Ok(Some(head)) => head,
+        Ok(None) if eof => {
+            return Some(Err(Error::Lost(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the relay closed the connection before answering",
+            ))));
+        }
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    let after = &buf[head.len..];
+    if head.status == 200 {
+        return Some(Ok(after.to_vec()));
+    }
+    let want = head
+        .content_length
+        .unwrap_or(MAX_REFUSAL_BODY)
+        .min(MAX_REFUSAL_BODY);
+    if after.len() < want && !eof {
+        return None;
+    }
+    let mut refused = refusal(head.status, &after[..want.min(after.len())]);
+    refused.retry_after = head.retry_after;
+    Some(Err(Error::Refused(refused)))
+}
+
+/// The refusal in a relay error body `{"error":{"code":..,"message":..}}` (without a
+/// `Retry-After`: that is in the head, see [`parse_answer`]).
 pub fn refusal(status: u16, body: &[u8]) -> Refusal {
     let value: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let field = |name: &str| {
@@ -378,6 +454,7 @@ pub fn refusal(status: u16, body: &[u8]) -> Refusal {
         status,
         code: field("code"),
         message,
+        retry_after: None,
     }
 }
 
@@ -485,12 +562,134 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn a_refusal_carries_the_relays_retry_after() {
+        use tryst_engine::reject::Rejection;
+        // Exactly the relay's bytes: the "retry later" refusals carry `Retry-After: 1`.
+        for (rejection, retry_after) in [
+            (Rejection::Overloaded, Some(Duration::from_secs(1))),
+            (Rejection::RoomFull, Some(Duration::from_secs(1))),
+            (Rejection::TooManyWaiting, Some(Duration::from_secs(1))),
+            (Rejection::ReplayCacheFull, Some(Duration::from_secs(1))),
+            (Rejection::TagTableFull, Some(Duration::from_secs(1))),
+            (Rejection::ShuttingDown, None),
+            (Rejection::BadProof, None),
+        ] {
+            let bytes = rejection.response();
+            let err = answer_of(Box::leak(bytes.into_boxed_slice()))
+                .await
+                .unwrap_err();
+            let r = err.refusal().unwrap();
+            assert_eq!(
+                (r.status, r.code.as_str(), r.retry_after),
+                (rejection.status(), rejection.code(), retry_after),
+                "{rejection:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_only_bounded_delay_seconds() {
+        let secs = |n| Some(Duration::from_secs(n));
+        for (value, want) in [
+            ("1", secs(1)),
+            ("0", secs(0)),
+            (" 7\t", secs(7)),
+            ("007", secs(7)),
+            ("3600", secs(3600)),
+            ("3601", secs(3600)),
+            ("18446744073709551616", secs(3600)),
+            ("99999999999999999999999999999999999999", secs(3600)),
+            ("", None),
+            ("  ", None),
+            ("+5", None),
+            ("-1", None),
+            ("1.5", None),
+            ("1 2", None),
+            ("5s", None),
+            ("\u{0663}", None),
+            ("Wed, 21 Oct 2015 07:28:00 GMT", None),
+        ] {
+            assert_eq!(retry_after(value.as_bytes()), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn the_first_retry_after_counts_whatever_its_spelling() {
+        let body = r#"{"error":{"code":"overloaded","message":"relay overloaded"}}"#;
+        let answer = |headers: &str| {
+            format!(
+                "HTTP/1.1 503 Service Unavailable\r\n{headers}Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let read = |headers: &str| match parse_answer(answer(headers).as_bytes(), false) {
+            Some(Err(Error::Refused(r))) => r.retry_after,
+            other => panic!("{headers:?}: {other:?}"),
+        };
+        assert_eq!(read("retry-after: 30\r\n"), Some(Duration::from_secs(30)));
+        assert_eq!(
+            read("RETRY-AFTER:2\r\nRetry-After: 9\r\n"),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(read("Retry-After: soon\r\nRetry-After: 9\r\n"), None);
+        assert_eq!(read("X-Retry-After: 9\r\n"), None);
+        // A 200 is never a refusal, whatever it carries.
+        assert_eq!(
+            parse_answer(b"HTTP/1.1 200\r\nRetry-After: 5\r\n\r\nhi", false).map(|r| r.ok()),
+            Some(Some(b"hi".to_vec()))
+        );
+    }
+
+    #[test]
+    fn the_answer_is_the_same_read_byte_by_byte() {
+        let bytes = tryst_engine::reject::Rejection::RoomFull.response();
+        let whole = parse_answer(&bytes, true).unwrap().unwrap_err();
+        let mut decided = None;
+        for k in 0..=bytes.len() {
+            if let Some(answer) = parse_answer(&bytes[..k], false) {
+                decided = Some((k, answer));
+                break;
+            }
+        }
+        let (k, answer) = decided.unwrap();
+        assert_eq!(k, bytes.len(), "decided before the body was complete");
+        assert_eq!(answer.unwrap_err().refusal(), whole.refusal());
+        // Closed before the body was complete: the refusal still carries its head.
+        let cut = parse_answer(&bytes[..bytes.len() - 5], true)
+            .unwrap()
+            .unwrap_err();
+        let r = cut.refusal().unwrap();
+        assert_eq!(
+            (r.status, r.code.as_str(), r.retry_after),
+            (503, "", Some(Duration::from_secs(1)))
+        );
+    }
+
+    #[test]
+    fn heads_over_the_limit_are_bad_responses() {
+        let mut long = b"HTTP/1.1 503 Service Unavailable\r\nX: ".to_vec();
+        long.resize(MAX_RESPONSE_HEAD, b'a');
+        assert!(matches!(
+            parse_answer(&long, false),
+            Some(Err(Error::BadResponse))
+        ));
+        long.truncate(MAX_RESPONSE_HEAD - 1);
+        assert!(parse_answer(&long, false).is_none());
+        long.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(
+            parse_answer(&long, true),
+            Some(Err(Error::BadResponse))
+        ));
+    }
+
     #[test]
     fn permanence_follows_the_status_and_code() {
         let r = |status, code: &str| Refusal {
             status,
             code: code.into(),
             message: String::new(),
+            retry_after: None,
         };
         assert!(r(403, "bad_proof").is_permanent());
         assert!(r(400, "malformed_proof").is_permanent());

@@ -8,7 +8,8 @@
 //! Failures:
 //! - transient (relay unreachable, connection lost, 5xx, a parked connection closed by
 //!   the relay): the parker waits with exponential back-off and jitter ([`Backoff`]),
-//!   counts a reconnect and tries again;
+//!   and at least the refusal's `Retry-After` when it had one (capped at the back-off's
+//!   maximum, `--backoff-max`), counts a reconnect and tries again;
 //! - permanent (a 4xx refusal such as `403 bad_proof`: wrong secret or unknown id,
 //!   `400 malformed_proof`): [`Exposer::run`] returns the error at once, after one
 //!   attempt, so the process can exit with the relay's code in its message;
@@ -342,7 +343,10 @@ impl Parker {
                 Err(e) => e,
             };
             self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-            let delay = backoff.next_delay();
+            // The relay's `Retry-After` (503 `overloaded`, `room_full`, ...) lengthens
+            // the wait up to the back-off's cap.
+            let retry_after = transient.refusal().and_then(|r| r.retry_after);
+            let delay = backoff.next_delay_at_least(retry_after.unwrap_or_default());
             tracing::warn!(service = %svc.name, slot = self.slot, retry_in = ?delay, "{transient}; retrying");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

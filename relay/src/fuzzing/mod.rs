@@ -3,6 +3,7 @@
 //! and the layout notes). Built only for tests and under `cfg(fuzzing)`.
 
 pub mod agent_config;
+pub mod client_answer;
 pub mod cluster_claims;
 pub mod deaddrop_bodies;
 pub mod deaddrop_proof_raw;
@@ -31,6 +32,7 @@ pub type Target = (&'static str, fn(&[u8]));
 /// Every relay fuzz target.
 pub const TARGETS: &[Target] = &[
     ("agent_config", agent_config::run),
+    ("client_answer", client_answer::run),
     ("cluster_claims", cluster_claims::run),
     ("deaddrop_bodies", deaddrop_bodies::run),
     ("deaddrop_proof_raw", deaddrop_proof_raw::run),

@@ -52,6 +52,17 @@ impl Agent {
     }
 
     fn start_with_secret(relay: SocketAddr, to: &str, secret: &[u8], extra: &[&str]) -> Self {
+        Self::start_with_backoff(relay, to, secret, "200ms", extra)
+    }
+
+    /// [`Agent::start_with_secret`] with `--backoff-max backoff_max`.
+    fn start_with_backoff(
+        relay: SocketAddr,
+        to: &str,
+        secret: &[u8],
+        backoff_max: &str,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("secret");
         std::fs::write(&secret_file, format!("{}\n", b64url(secret))).unwrap();
@@ -60,7 +71,12 @@ impl Agent {
             .args(["--relay", &relay.to_string(), "--id", ID, "--to", to])
             .arg("--secret-file")
             .arg(&secret_file)
-            .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"])
+            .args([
+                "--metrics-listen",
+                "127.0.0.1:0",
+                "--backoff-max",
+                backoff_max,
+            ])
             .args(extra);
         Self::spawn(cmd, dir)
     }
@@ -460,6 +476,86 @@ fn connect_exit_codes_name_the_failure_class() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// Waits for `child` to exit, at most `within`, and collects its output; panics (with
+/// the child killed) if it does not exit.
+fn output_within(child: Child, within: Duration) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(within) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("pid {pid} did not exit within {within:?}");
+        }
+    }
+}
+
+/// Exit 4, "refused", with the relay's code in the message. A real relay refuses a
+/// well-formed reach with a code other than `not_parked`/`unknown_tag` only when it
+/// cannot take it (the reach carries no proof, and `connect` checks the id's syntax
+/// itself): here a SIGTERM drain, held open by a tunnel, answers `503 shutting_down`
+/// both to a reach already waiting when the drain starts and to a fresh one during it.
+#[test]
+fn connect_exits_4_naming_the_relay_code_when_a_draining_relay_refuses_the_reach() {
+    let mut relay = Relay::start(&[
+        "--workers",
+        "1",
+        "--drain-timeout",
+        "30s",
+        "--client-wait",
+        "30s",
+    ]);
+    let addr = relay.addr.to_string();
+    // The tunnel that keeps the relay draining until the test ends it.
+    let mut server = relay.park();
+    let mut client = relay.reach(b"");
+    // A reach of an id nobody parked: it waits (up to the 30 s client wait).
+    let nobody = "11111111-2222-4333-8444-555555555555";
+    let waiting = tryst()
+        .args(["connect", "--relay", &addr, "--id", nobody])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_eq!(relay.await_metric("tryst_waiting", 1), 1);
+    relay.signal(nix::sys::signal::Signal::SIGTERM);
+    let refused = |out: std::process::Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(4), "{stderr}");
+        let line = format!(
+            "tryst connect: {addr} refused the reach: 503 shutting_down (relay shutting down) \
+             (relay error code: shutting_down)\n"
+        );
+        assert!(stderr.contains(&line), "{stderr}");
+        assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+    };
+    // Far below the 30 s client wait: the drain refuses the waiting reach at once.
+    refused(output_within(waiting, Duration::from_secs(20)));
+    // A fresh reach while the tunnel still holds the drain open.
+    let fresh = tryst()
+        .args(["connect", "--relay", &addr, "--id", ID])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    refused(output_within(fresh, Duration::from_secs(20)));
+    // The tunnel was never disturbed; its end ends the relay.
+    client.write_all(b"still here").unwrap();
+    assert_eq!(read_exact_n(&mut server, 10), b"still here");
+    client.shutdown(Shutdown::Write).unwrap();
+    server.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_close(&mut client), "");
+    assert!(relay.wait_exit().success());
 }
 
 #[test]
@@ -1078,6 +1174,18 @@ impl TagPublisher {
     /// Starts the agent with a pool of `pool` towards `to`, waits until all are parked;
     /// returns it, the tag and the tag file's path.
     fn start(relay: &Relay, to: SocketAddr, pool: u64) -> (Agent, String, String) {
+        Self::start_at(relay, relay.addr, &[], to, pool)
+    }
+
+    /// [`TagPublisher::start`] parking at `at` (one of `relay`'s listeners) with `extra`
+    /// flags (e.g. `--tls --pin ...`).
+    fn start_at(
+        relay: &Relay,
+        at: SocketAddr,
+        extra: &[&str],
+        to: SocketAddr,
+        pool: u64,
+    ) -> (Agent, String, String) {
         let tag = format!(
             "printer@{}",
             hex::encode(Self::identity().verifying_key().as_bytes())
@@ -1087,7 +1195,8 @@ impl TagPublisher {
         std::fs::write(&tag_file, format!("{tag}\n")).unwrap();
         std::fs::write(dir.path().join("id.hex"), hex::encode([42u8; 32])).unwrap();
         let mut cmd = tryst();
-        cmd.args(["expose", "--relay", &relay.addr.to_string()])
+        cmd.args(["expose", "--relay", &at.to_string()])
+            .args(extra)
             .args(["--family", "tag", "--tag-file"])
             .arg(&tag_file)
             .arg("--identity-key-file")
@@ -1232,8 +1341,11 @@ fn a_hive_device_behind_expose_is_reached_natively_and_through_connect() {
         !log.contains(&hex::encode([5u8; 32])),
         "the key was logged: {log}"
     );
-    // The same device from a config file's [[service]] table.
+    // The same device from a config file's [[service]] table. The killed agent's
+    // parked connections must be gone first, or the reach below may pair with one the
+    // relay has not yet seen closed (an empty tunnel, exit 0).
     drop(agent);
+    assert_eq!(relay.await_metric("tryst_parked", 0), 0);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("device.key"), hive_key_file(5)).unwrap();
     let path = dir.path().join("agent.toml");
@@ -1388,4 +1500,337 @@ fn tryst_connect_reaches_a_tag_publisher_and_checks_its_challenge_answer() {
     );
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("relay error code: unknown_tag"), "{stderr}");
+}
+
+/// TLS to the relay for every family: a tag publisher (authenticated tag, so the
+/// challenge and its answer cross TLS too) and a Hive device park with `tryst expose
+/// --tls --pin` at the relay's TLS listener, and `tryst connect --tls --pin` reaches each
+/// through that listener; the bytes come back unchanged.
+#[test]
+fn tag_and_hive_hidden_servers_park_over_tls_and_are_reached_through_the_tls_listener() {
+    let relay = Relay::start(&["--tls-listen", "127.0.0.1:0", "--client-wait", "10s"]);
+    let tls = relay.tls_addr.unwrap();
+    let pin = format!("sha256:{}", relay.tls_fingerprint.as_deref().unwrap());
+    let tls_flags = ["--tls", "--pin", pin.as_str()];
+    let echo = echo_server();
+    for (round, family) in ["tag", "hive"].into_iter().enumerate() {
+        let (agent, reach) = match family {
+            "tag" => {
+                let (agent, _tag, tag_file) =
+                    TagPublisher::start_at(&relay, tls, &tls_flags, echo, 2);
+                (agent, vec!["--tag-file".to_owned(), tag_file])
+            }
+            _ => {
+                let dir = tempfile::tempdir().unwrap();
+                let key = dir.path().join("device.key");
+                std::fs::write(&key, hive_key_file(7)).unwrap();
+                let mut cmd = tryst();
+                cmd.args(["expose", "--relay", &tls.to_string()])
+                    .args(tls_flags)
+                    .args(["--family", "hive", "--hive-key-file"])
+                    .arg(&key)
+                    .args(["--to", &echo.to_string(), "--pool", "2"])
+                    .args(["--metrics-listen", "127.0.0.1:0", "--backoff-max", "200ms"]);
+                let agent = Agent::spawn(cmd, dir);
+                assert_eq!(relay.await_metric("tryst_parked", 2), 2, "{}", agent.log());
+                (agent, vec!["--hive".to_owned(), hive_device(7)])
+            }
+        };
+        // Both parked connections are TLS sessions (none went to the plain port).
+        assert_eq!(
+            relay.await_metric("tryst_tls_sessions", 2),
+            2,
+            "{family}: {}",
+            agent.log()
+        );
+        let input = pattern(256 << 10, round as u8);
+        let tls_addr = tls.to_string();
+        let args: Vec<&str> = ["--relay", tls_addr.as_str()]
+            .into_iter()
+            .chain(tls_flags)
+            .chain(reach.iter().map(String::as_str))
+            .collect();
+        let (code, out, stderr) = connect_with(&args, input.clone());
+        assert_eq!(code, Some(0), "{family}: {stderr}; {}", agent.log());
+        assert!(out == input, "{family}: stdout differs from stdin");
+        assert_eq!(agent.metric("tryst_agent_paired_total"), 1, "{family}");
+        assert_eq!(
+            agent.await_metric_at_least("tryst_agent_bytes_to_local_total", 256 << 10),
+            256 << 10,
+            "{family}"
+        );
+        assert_eq!(
+            agent.metric("tryst_agent_bytes_from_local_total"),
+            256 << 10,
+            "{family}"
+        );
+        assert_eq!(agent.metric("tryst_agent_reconnects_total"), 0, "{family}");
+        // The next family starts from an empty relay.
+        drop(agent);
+        assert_eq!(relay.await_metric("tryst_parked", 0), 0, "{family}");
+        assert_eq!(relay.await_metric("tryst_tls_sessions", 0), 0, "{family}");
+    }
+}
+
+/// A stand-in relay that answers every request head with `503 overloaded`, byte for
+/// byte what a real relay at its socket budget sends (`Rejection::Overloaded.response()`,
+/// with `Retry-After: 1`), or with other bytes ([`Overloaded::answering`]), and records
+/// when each answered attempt arrived and its head. (A real relay reaches its budget
+/// only under a flood of thousands of connections and a lowered descriptor limit, see
+/// hardening.rs; what the agent sees is the same.)
+struct Overloaded {
+    addr: SocketAddr,
+    attempts: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Overloaded {
+    fn start() -> Self {
+        Self::answering(tryst_engine::reject::Rejection::Overloaded.response())
+    }
+
+    /// Answers every request head with `answer`.
+    fn answering(answer: Vec<u8>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let attempts = std::sync::Arc::<std::sync::Mutex<Vec<_>>>::default();
+        let stop = std::sync::Arc::<std::sync::atomic::AtomicBool>::default();
+        let (record, stopped) = (attempts.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let at = Instant::now();
+                if stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut s) = s else { continue };
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut head = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut chunk) {
+                        Ok(n) if n > 0 => head.extend_from_slice(&chunk[..n]),
+                        _ => break,
+                    }
+                }
+                if !head.ends_with(b"\r\n\r\n") || s.write_all(&answer).is_err() {
+                    continue;
+                }
+                let _ = s.shutdown(Shutdown::Write);
+                // Until the agent closes: it has read the whole answer.
+                let _ = s.read_to_end(&mut Vec::new());
+                let head = String::from_utf8_lossy(&head).into_owned();
+                record.lock().unwrap().push((at, head));
+            }
+        });
+        Self {
+            addr,
+            attempts,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops answering and closes the listener (its port is free for a real relay);
+    /// returns the answered attempts.
+    fn stop(mut self) -> Vec<(Instant, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept; the thread then returns and drops the listener.
+        let _ = TcpStream::connect(self.addr);
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.attempts.lock().unwrap())
+    }
+}
+
+/// A transient refusal end to end: `tryst expose` answered `503 overloaded` backs off
+/// and retries (each wait at least half of `min(250 ms * 2^n, --backoff-max)`, and at
+/// least the answer's `Retry-After: 1`, so a bounded number of attempts in any window,
+/// never a tight loop), keeps running, and parks as soon as a relay can take it; a
+/// client then reaches the service.
+#[test]
+fn expose_backs_off_on_503_and_parks_once_the_relay_can_take_it() {
+    const ATTEMPTS: u64 = 6;
+    let fake = Overloaded::start();
+    let addr = fake.addr;
+    let echo = echo_server();
+    let mut agent =
+        Agent::start_with_backoff(addr, &echo.to_string(), &SECRET, "1s", &["--pool", "1"]);
+    // Each refusal is a reconnect in the agent's counters.
+    let reconnects = agent.await_metric_at_least("tryst_agent_reconnects_total", ATTEMPTS);
+    assert!(reconnects >= ATTEMPTS, "{reconnects}; {}", agent.log());
+    assert_eq!(agent.metric("tryst_agent_parked"), 0);
+    assert!(
+        agent.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the agent stopped on a transient refusal: {}",
+        agent.log()
+    );
+    let attempts = fake.stop();
+    let n = attempts.len();
+    assert!(n as u64 >= ATTEMPTS, "{n} answered attempts");
+    // Every attempt is a park with a fresh proof.
+    let heads: std::collections::HashSet<&str> =
+        attempts.iter().map(|(_, head)| head.as_str()).collect();
+    assert_eq!(heads.len(), n, "a proof was sent twice");
+    for head in &heads {
+        assert!(
+            head.starts_with(&format!("CONNECT uuid:{ID} HTTP/1.1\r\n")),
+            "{head}"
+        );
+        assert!(head.contains("Proxy-Authorization: Tryst "), "{head}");
+    }
+    // The n-th consecutive failure waits at least half of min(250 ms * 2^n, 1 s): the
+    // gaps between attempts (seen from the relay's side, so they include the agent's
+    // reading of each answer) are no shorter.
+    let gaps: Vec<Duration> = attempts
+        .windows(2)
+        .map(|w| w[1].0.duration_since(w[0].0))
+        .collect();
+    for (k, gap) in gaps.iter().enumerate() {
+        let least = (Duration::from_millis(125) * (1 << k.min(8))).min(Duration::from_millis(500));
+        assert!(
+            *gap >= least,
+            "attempt {}: {gap:?} < {least:?}; gaps {gaps:?}",
+            k + 1
+        );
+    }
+    // The answer carries `Retry-After: 1` (under the 1 s --backoff-max): no attempt came
+    // sooner than the second the relay asked for (less a little scheduling slack).
+    for (k, gap) in gaps.iter().enumerate() {
+        assert!(
+            *gap >= Duration::from_millis(900),
+            "attempt {}: {gap:?} < Retry-After: 1; gaps {gaps:?}",
+            k + 1
+        );
+    }
+    // Each answered attempt is one warning with the relay's code, and none was taken
+    // for a permanent refusal.
+    let refused = "relay refused: 503 overloaded (relay overloaded); retrying";
+    let log = await_count(refused, n, || agent.log());
+    assert_eq!(log.matches(refused).count(), n, "{log}");
+    assert!(!log.contains("park refused"), "{log}");
+    // The relay can take parks again (a real one, on the same port): the agent parks
+    // and a client reaches the service.
+    let relay = start_on(&addr.to_string());
+    assert_eq!(relay.addr, addr);
+    assert_eq!(relay.await_metric("tryst_parked", 1), 1, "{}", agent.log());
+    echo_once(addr, b"after the 503s");
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 1);
+    let log = agent.log();
+    let last_refusal = log.rfind(refused).unwrap();
+    assert!(log[last_refusal..].contains("parked"), "{log}");
+}
+
+/// The relay's `Retry-After` on a transient refusal sets the least wait of `tryst
+/// expose`, capped at `--backoff-max`; without one the jittered back-off alone decides.
+/// Three stand-in relays at once, each with its own agent (pool 1):
+/// - `503 overloaded` as a real relay sends it (`Retry-After: 1`), `--backoff-max 30s`:
+///   every gap between attempts is at least ~1 s, although the back-off alone would
+///   retry after 125-250 ms, then 250-500 ms; the first three waits are exactly 1 s;
+/// - the same with `Retry-After: 3600`, `--backoff-max 1s`: the agent keeps retrying
+///   about once a second (every wait exactly the 1 s cap), not once an hour;
+/// - `503 shutting_down` as a real relay sends it (no `Retry-After`), `--backoff-max
+///   30s`: the exponential back-off, with a first gap well under a second.
+#[test]
+fn expose_waits_the_relays_retry_after_capped_at_backoff_max() {
+    use tryst_engine::reject::Rejection;
+    const ATTEMPTS: u64 = 4;
+    let overloaded = Rejection::Overloaded.response();
+    let hour = String::from_utf8(overloaded.clone()).unwrap().replacen(
+        "Retry-After: 1\r\n",
+        "Retry-After: 3600\r\n",
+        1,
+    );
+    assert!(hour.contains("Retry-After: 3600\r\n"), "{hour}");
+    let shutting_down = Rejection::ShuttingDown.response();
+    assert!(!String::from_utf8_lossy(&shutting_down).contains("Retry-After"));
+    let echo = echo_server().to_string();
+    let cases = [
+        ("retry-after 1", overloaded, "30s"),
+        ("retry-after 3600", hour.into_bytes(), "1s"),
+        ("no retry-after", shutting_down, "30s"),
+    ]
+    .map(|(name, answer, backoff_max)| {
+        let fake = Overloaded::answering(answer);
+        let agent =
+            Agent::start_with_backoff(fake.addr, &echo, &SECRET, backoff_max, &["--pool", "1"]);
+        (name, fake, agent)
+    });
+    let mut gaps_of = std::collections::HashMap::new();
+    for (name, fake, mut agent) in cases {
+        let reconnects = agent.await_metric_at_least("tryst_agent_reconnects_total", ATTEMPTS);
+        assert!(
+            reconnects >= ATTEMPTS,
+            "{name}: {reconnects}; {}",
+            agent.log()
+        );
+        assert!(
+            agent.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+            "{name}: the agent stopped on a transient refusal: {}",
+            agent.log()
+        );
+        let attempts = fake.stop();
+        assert!(
+            attempts.len() as u64 >= ATTEMPTS,
+            "{name}: {} attempts",
+            attempts.len()
+        );
+        let gaps: Vec<Duration> = attempts
+            .windows(2)
+            .map(|w| w[1].0.duration_since(w[0].0))
+            .collect();
+        // The back-off's own floor holds in every case: half of min(250 ms * 2^n, max).
+        for (k, gap) in gaps.iter().enumerate() {
+            let least = (Duration::from_millis(125) * (1 << k.min(8))).min(Duration::from_secs(15));
+            assert!(
+                *gap >= least,
+                "{name}: attempt {}: {gap:?}; gaps {gaps:?}",
+                k + 1
+            );
+        }
+        let log = await_count("; retrying", attempts.len(), || agent.log());
+        assert!(!log.contains("park refused"), "{name}: {log}");
+        gaps_of.insert(name, (gaps, log));
+    }
+    // Retry-After: 1 under a 30 s cap: never sooner than the relay asked, and the first
+    // three waits (the back-off alone: at most 250 ms, 500 ms, 1 s) are exactly 1 s.
+    let (gaps, log) = &gaps_of["retry-after 1"];
+    for (k, gap) in gaps.iter().enumerate() {
+        assert!(
+            *gap >= Duration::from_millis(900),
+            "attempt {}: {gap:?} < Retry-After: 1; gaps {gaps:?}",
+            k + 1
+        );
+    }
+    let refused = "relay refused: 503 overloaded (relay overloaded); retrying";
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(refused)).collect();
+    assert!(lines.len() >= 3, "{log}");
+    for line in &lines[..3] {
+        assert!(line.contains("retry_in=1s"), "{line}");
+    }
+    // Retry-After: 3600 under a 1 s cap: every wait is the cap, so attempts keep coming
+    // about once a second (the agent reached its reconnects within the 20 s wait above).
+    let (gaps, log) = &gaps_of["retry-after 3600"];
+    for (k, gap) in gaps.iter().enumerate() {
+        assert!(
+            *gap >= Duration::from_millis(900) && *gap < Duration::from_secs(5),
+            "attempt {}: {gap:?} not the 1 s cap; gaps {gaps:?}",
+            k + 1
+        );
+    }
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(refused)).collect();
+    assert!(lines.len() as u64 >= ATTEMPTS, "{log}");
+    for line in lines {
+        assert!(line.contains("retry_in=1s"), "{line}");
+    }
+    // No Retry-After: the back-off alone, whose first wait is 125-250 ms.
+    let (gaps, log) = &gaps_of["no retry-after"];
+    let shortest = gaps.iter().min().unwrap();
+    assert!(
+        *shortest < Duration::from_millis(900),
+        "waited as if told to: gaps {gaps:?}"
+    );
+    assert!(
+        log.contains("relay refused: 503 shutting_down (relay shutting down); retrying"),
+        "{log}"
+    );
 }
