@@ -400,11 +400,12 @@ impl Queue {
     }
 }
 
-fn apps_relay() -> Relay {
+/// A relay that knows the test app ([`APP`]), with `extra` flags.
+fn apps_relay(extra: &[&str]) -> Relay {
     let dir = tempfile::tempdir().unwrap();
     let apps = dir.path().join("apps.toml");
     std::fs::write(&apps, format!("[apps]\n\"{APP}\" = \"{APP_SECRET_HEX}\"\n")).unwrap();
-    let relay = Relay::http(&["--qredo-apps", apps.to_str().unwrap()]);
+    let relay = Relay::http(&[&["--qredo-apps", apps.to_str().unwrap()], extra].concat());
     // The file is read at start; the relay owns its settings from then on.
     drop(dir);
     relay
@@ -412,7 +413,7 @@ fn apps_relay() -> Relay {
 
 #[test]
 fn rendezvous_and_conversation_over_http_with_the_sdk_crypto() {
-    let relay = apps_relay();
+    let relay = apps_relay(&[]);
     let client = Client::new(relay.addr);
     assert_eq!(client.ok("Ping", "ping", vec![]), Value::Bool(true));
 
@@ -571,7 +572,7 @@ fn rendezvous_and_conversation_over_http_with_the_sdk_crypto() {
 
 #[test]
 fn every_refusal_is_an_exact_failure_result() {
-    let relay = apps_relay();
+    let relay = apps_relay(&[]);
     let client = Client::new(relay.addr);
     let tag = hex::encode(rand::random::<[u8; 16]>());
     let (publisher, info) = creation_info(&tag, false, None);
@@ -775,27 +776,46 @@ fn without_apps_or_open_every_call_is_refused() {
     );
 }
 
-type Ws = tungstenite::WebSocket<TcpStream>;
+type Ws<S = TcpStream> = tungstenite::WebSocket<S>;
 
+/// Opens the WebSocket at `/services` on the plain listener at `addr`.
 fn ws_connect(addr: SocketAddr) -> Ws {
-    use tungstenite::client::IntoClientRequest as _;
-    let mut req = format!("ws://{addr}/services")
-        .into_client_request()
+    let stream = TcpStream::connect(addr).unwrap();
+    // A missing answer fails the test instead of hanging it.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
+    ws_handshake(&format!("ws://{addr}/services"), stream)
+}
+
+/// Opens the WebSocket at `/services` through the relay's TLS listener (the generated
+/// certificate pinned, as `tls.rs` does).
+fn wss_connect(relay: &Relay) -> Ws<crate::tls::Tls> {
+    let addr = relay.tls_addr.unwrap();
+    ws_handshake(
+        &format!("wss://{addr}/services"),
+        crate::tls::tls_connect(relay),
+    )
+}
+
+/// The SDK's handshake over `stream`: asks for the `qredo` subprotocol, which the relay
+/// echoes with its `101`.
+fn ws_handshake<S: Read + Write>(url: &str, stream: S) -> Ws<S> {
+    use tungstenite::client::IntoClientRequest as _;
+    let mut req = url.into_client_request().unwrap();
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", "qredo".parse().unwrap());
-    let stream = TcpStream::connect(addr).unwrap();
     let (ws, resp) = tungstenite::client(req, stream).expect("websocket handshake");
     assert_eq!(resp.status(), 101);
     assert_eq!(resp.headers()["sec-websocket-protocol"], "qredo");
     ws
 }
 
-fn ws_send(ws: &mut Ws, req: &Request) {
+fn ws_send<S: Read + Write>(ws: &mut Ws<S>, req: &Request) {
     ws.send(tungstenite::Message::binary(req.encode())).unwrap();
 }
 
-fn ws_recv(ws: &mut Ws) -> lf::Response {
+fn ws_recv<S: Read + Write>(ws: &mut Ws<S>) -> lf::Response {
     loop {
         match ws.read().expect("a message") {
             tungstenite::Message::Binary(b) => {
@@ -805,6 +825,23 @@ fn ws_recv(ws: &mut Ws) -> lf::Response {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+/// Reads `sent.len()` results and returns them in the order of `sent`, matched by
+/// correlation id (each request answered exactly once).
+fn ws_recv_for<S: Read + Write>(ws: &mut Ws<S>, sent: &[&Request]) -> Vec<lf::Response> {
+    let mut got: Vec<lf::Response> = (0..sent.len()).map(|_| ws_recv(ws)).collect();
+    got.sort_by_key(|r| {
+        sent.iter()
+            .position(|s| s.header.correlation == r.header.correlation)
+            .unwrap_or_else(|| panic!("an answer to nothing sent: {r:?}"))
+    });
+    for (r, s) in got.iter().zip(sent) {
+        assert_eq!(r.header.correlation, s.header.correlation, "{r:?}");
+        assert_eq!(r.header.service, s.header.service);
+        assert_eq!(r.header.operation, s.header.operation);
+    }
+    got
 }
 
 /// A counter from `/metrics`.
@@ -839,7 +876,7 @@ fn await_metric(addr: SocketAddr, name: &str, want: u64) {
 
 #[test]
 fn websocket_carries_calls_in_flight_and_pushes_subscriptions() {
-    let relay = apps_relay();
+    let relay = apps_relay(&[]);
     let client = Client::new(relay.addr);
     let mut ws = ws_connect(relay.addr);
 
@@ -854,11 +891,7 @@ fn websocket_carries_calls_in_flight_and_pushes_subscriptions() {
     for r in &sent {
         ws_send(&mut ws, r);
     }
-    let mut got: Vec<lf::Response> = (0..sent.len()).map(|_| ws_recv(&mut ws)).collect();
-    got.sort_by_key(|r| {
-        sent.iter()
-            .position(|s| s.header.correlation == r.header.correlation)
-    });
+    let got = ws_recv_for(&mut ws, &sent.iter().collect::<Vec<_>>());
     assert_eq!(got[0].outcome, Outcome::Success(vec![Value::Bool(true)]));
     let Outcome::Success(created) = &got[1].outcome else {
         panic!("{:?}", got[1])
@@ -954,6 +987,87 @@ fn websocket_carries_calls_in_flight_and_pushes_subscriptions() {
         record_name(&client.ok("Rendezvous", "respond", vec![third])),
         "RendezvousResponseRegistered"
     );
+    assert!(!relay.log().contains("panicked"), "{}", relay.log());
+}
+
+#[test]
+fn the_websocket_runs_through_the_tls_listener() {
+    let relay = apps_relay(&["--tls-listen", "127.0.0.1:0"]);
+    let client = Client::new(relay.addr);
+    let mut ws = wss_connect(&relay);
+
+    // Calls in flight on the TLS socket, each answered under its correlation id; a
+    // refusal among them is its exact failure result.
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, false, None);
+    let ping = request("Ping", "ping", &client.secret, vec![]);
+    let create = request("Rendezvous", "create", &client.secret, vec![info]);
+    let stranger = request("Ping", "ping", b"not the secret", vec![]);
+    for r in [&ping, &create, &stranger] {
+        ws_send(&mut ws, r);
+    }
+    let got = ws_recv_for(&mut ws, &[&ping, &create, &stranger]);
+    assert_eq!(got[0].outcome, Outcome::Success(vec![Value::Bool(true)]));
+    let Outcome::Success(created) = &got[1].outcome else {
+        panic!("{:?}", got[1])
+    };
+    assert_eq!(record_name(&created[0]), "RendezvousCreated");
+    assert_eq!(
+        got[2].outcome,
+        failed(1003, "app_not_authorised", "app not authorised")
+    );
+
+    // A subscription on the TLS socket: a response registered over plain HTTP is pushed.
+    let data = Value::Quid(publisher.hashed).encode();
+    let subscribe = request(
+        "Rendezvous",
+        "subscribeToResponses",
+        &client.secret,
+        vec![
+            Value::Quid(publisher.hashed),
+            publisher.sig(Op::List, &data),
+        ],
+    );
+    ws_send(&mut ws, &subscribe);
+    await_metric(relay.addr, "tryst_qredo_subscriptions", 1);
+    let (_, first) = response_for(&tag);
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "respond", vec![first.clone()])),
+        "RendezvousResponseRegistered"
+    );
+    let push = ws_recv(&mut ws);
+    assert_eq!(push.header.correlation, subscribe.header.correlation);
+    let pushed = |outcome: &Outcome| match outcome {
+        Outcome::Success(v) if v.len() == 1 => v[0].clone(),
+        other => panic!("{other:?}"),
+    };
+    let one = pushed(&push.outcome);
+    assert_eq!(field(&one, "response"), &first);
+    assert_eq!(field(&one, "sequenceValue"), &Value::Int64(1));
+
+    // A call on the same socket while the subscription lives: its answer and the push
+    // it causes both arrive, each under its own correlation id.
+    let (_, second) = response_for(&tag);
+    let respond = request(
+        "Rendezvous",
+        "respond",
+        &client.secret,
+        vec![second.clone()],
+    );
+    ws_send(&mut ws, &respond);
+    let got = ws_recv_for(&mut ws, &[&respond, &subscribe]);
+    assert_eq!(
+        record_name(&pushed(&got[0].outcome)),
+        "RendezvousResponseRegistered"
+    );
+    let two = pushed(&got[1].outcome);
+    assert_eq!(field(&two, "response"), &second);
+    assert_eq!(field(&two, "sequenceValue"), &Value::Int64(2));
+
+    // The TLS socket closes: its subscription ends.
+    ws.close(None).unwrap();
+    drop(ws);
+    await_metric(relay.addr, "tryst_qredo_subscriptions", 0);
     assert!(!relay.log().contains("panicked"), "{}", relay.log());
 }
 
