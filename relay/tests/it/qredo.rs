@@ -11,6 +11,7 @@ use ed25519_dalek::SigningKey;
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -67,11 +68,106 @@ fn decode_value(bytes: &[u8]) -> Value {
     Value::decode(&lf::sexp::parse(bytes, &Limits::default()).unwrap()).unwrap()
 }
 
-/// One SDK client: app credentials and a transport (plain HTTP to `addr`).
-struct Client {
-    addr: SocketAddr,
+/// One SDK client: app credentials and a transport ([`Http`] unless said otherwise).
+struct Client<T = Http> {
+    transport: T,
     secret: Vec<u8>,
 }
+
+/// How a client's requests reach `/services`, as the SDK's two transports do: one POST
+/// each ([`Http`], `QredoHttpTransport`) or one WebSocket for all ([`WsTransport`],
+/// `QredoWebSocketTransport`).
+trait Transport {
+    /// Sends `req`; the result carrying its correlation id.
+    fn exchange(&self, req: &Request) -> lf::Response;
+    /// Starts the multi-response operation `req`: `None` once the relay counts the
+    /// subscription live, or the result that refused it.
+    fn subscribe(&self, req: &Request) -> Option<lf::Response>;
+    /// The next result pushed for the subscription `req` started.
+    fn pushed(&self, req: &Request) -> lf::Response;
+}
+
+/// One POST per request to the plain listener at `.0`.
+struct Http(SocketAddr);
+
+impl Transport for Http {
+    fn exchange(&self, req: &Request) -> lf::Response {
+        let (status, body) = post_raw(self.0, &req.encode());
+        assert_eq!(status, 200);
+        lf::decode_response(&body, &Limits::default()).expect("a Lingua Franca result")
+    }
+
+    fn subscribe(&self, req: &Request) -> Option<lf::Response> {
+        Some(self.exchange(req))
+    }
+
+    fn pushed(&self, req: &Request) -> lf::Response {
+        unreachable!("HTTP started no subscription: {req:?}")
+    }
+}
+
+/// One WebSocket (plain or TLS) for every request. Results are matched to requests by
+/// correlation id; those read while waiting for another (pushes, mostly) are kept for
+/// whoever asks for them. `metrics` is the plain listener, where `/metrics` tells when a
+/// subscription is live.
+struct WsTransport<S: Read + Write> {
+    ws: RefCell<Ws<S>>,
+    early: RefCell<Vec<lf::Response>>,
+    metrics: SocketAddr,
+}
+
+impl<S: Read + Write> WsTransport<S> {
+    fn new(ws: Ws<S>, metrics: SocketAddr) -> Self {
+        Self {
+            ws: RefCell::new(ws),
+            early: RefCell::new(Vec::new()),
+            metrics,
+        }
+    }
+
+    /// The first result for `correlation` not yet taken: one read earlier, else the
+    /// next one read with it (keeping the others read meanwhile).
+    fn next_for(&self, correlation: &[u8]) -> lf::Response {
+        let mut early = self.early.borrow_mut();
+        if let Some(i) = early
+            .iter()
+            .position(|r| r.header.correlation == correlation)
+        {
+            return early.remove(i);
+        }
+        let mut ws = self.ws.borrow_mut();
+        loop {
+            let resp = ws_recv(&mut ws);
+            if resp.header.correlation == correlation {
+                return resp;
+            }
+            early.push(resp);
+        }
+    }
+}
+
+impl<S: Read + Write> Transport for WsTransport<S> {
+    fn exchange(&self, req: &Request) -> lf::Response {
+        ws_send(&mut self.ws.borrow_mut(), req);
+        self.next_for(&req.header.correlation)
+    }
+
+    fn subscribe(&self, req: &Request) -> Option<lf::Response> {
+        let live = metric(self.metrics, SUBSCRIPTIONS);
+        ws_send(&mut self.ws.borrow_mut(), req);
+        // Requests on a socket run concurrently: only the counter says that the
+        // subscription, not a later request, went first.
+        await_metric(self.metrics, SUBSCRIPTIONS, live + 1);
+        None
+    }
+
+    fn pushed(&self, req: &Request) -> lf::Response {
+        self.next_for(&req.header.correlation)
+    }
+}
+
+/// The live subscriptions on `/metrics`.
+const SUBSCRIPTIONS: &str = "tryst_qredo_subscriptions";
 
 pub(crate) fn post_raw(addr: SocketAddr, body: &[u8]) -> (u16, Vec<u8>) {
     post_with(addr, "POST", body)
@@ -117,22 +213,24 @@ pub(crate) fn request(service: &str, op: &str, secret: &[u8], args: Vec<Value>) 
 }
 
 impl Client {
+    /// Over HTTP to the plain listener at `addr`.
     fn new(addr: SocketAddr) -> Self {
+        Self::over(Http(addr))
+    }
+}
+
+impl<T: Transport> Client<T> {
+    fn over(transport: T) -> Self {
         Self {
-            addr,
+            transport,
             secret: hex::decode(APP_SECRET_HEX).unwrap(),
         }
     }
 
     /// Sends `req`; the outcome, after checking the envelope echoes the request's.
     fn send(&self, req: &Request) -> Outcome {
-        let (status, body) = post_raw(self.addr, &req.encode());
-        assert_eq!(status, 200);
-        let resp = lf::decode_response(&body, &Limits::default()).expect("a Lingua Franca result");
-        assert_eq!(resp.header.correlation, req.header.correlation);
-        assert_eq!(resp.header.return_channel, req.header.return_channel);
-        assert_eq!(resp.header.service, req.header.service);
-        assert_eq!(resp.header.operation, req.header.operation);
+        let resp = self.transport.exchange(req);
+        assert_echoes(&resp, req);
         resp.outcome
     }
 
@@ -146,6 +244,42 @@ impl Client {
             other => panic!("{service}.{op}: {other:?}"),
         }
     }
+
+    /// Starts the subscription `req`: `true` where the transport pushes (the
+    /// WebSocket); where it cannot (HTTP), checks the exact refusal and says `false`.
+    fn subscribe(&self, req: &Request) -> bool {
+        let Some(refused) = self.transport.subscribe(req) else {
+            return true;
+        };
+        assert_echoes(&refused, req);
+        assert_eq!(
+            refused.outcome,
+            failed(
+                1015,
+                "needs_websocket",
+                "multi-response operations need the WebSocket transport"
+            )
+        );
+        false
+    }
+
+    /// The value of the next result pushed for the subscription `req` started.
+    fn pushed(&self, req: &Request) -> Value {
+        let resp = self.transport.pushed(req);
+        assert_echoes(&resp, req);
+        match resp.outcome {
+            Outcome::Success(mut v) if v.len() == 1 => v.remove(0),
+            other => panic!("pushed for {}: {other:?}", req.header.operation),
+        }
+    }
+}
+
+/// `resp`'s envelope echoes `req`'s (correlation id, return channel, service, operation).
+fn assert_echoes(resp: &lf::Response, req: &Request) {
+    assert_eq!(resp.header.correlation, req.header.correlation);
+    assert_eq!(resp.header.return_channel, req.header.return_channel);
+    assert_eq!(resp.header.service, req.header.service);
+    assert_eq!(resp.header.operation, req.header.operation);
 }
 
 /// The failure `code`/`name` exactly as the relay encodes it.
@@ -371,49 +505,71 @@ impl Queue {
         vec![self.id(), up_to, sig]
     }
 
-    /// Reads the items after `after`: (texts, sequence values), checking each item's
-    /// authentication code and decrypting it.
-    fn read(&self, client: &Client, after: Option<&[u8]>) -> (Vec<String>, Vec<Vec<u8>>, bool) {
+    /// `Conversations.subscribe` for this queue (`OperationList` over nothing).
+    fn subscribe_args(&self) -> Vec<Value> {
+        let sig = sign(
+            &self.key,
+            Op::List,
+            &[],
+            &rand::random::<[u8; 16]>(),
+            now_ms(),
+        );
+        vec![self.id(), sig]
+    }
+
+    /// An `EncryptedConversationItem`'s text, after checking its authentication code.
+    fn open(&self, item: &Value) -> String {
+        let encrypted = field(item, "encryptedMessage").as_bytes().unwrap();
+        assert_eq!(
+            field(item, "authCode").as_bytes().unwrap(),
+            hmac(&self.auth, &[encrypted])
+        );
+        let sealed = decode_value(encrypted);
+        let message = decode_value(&decrypt(&self.enc, sealed.as_bytes().unwrap()));
+        String::from_utf8(field(&message, "body").as_bytes().unwrap().to_vec()).unwrap()
+    }
+
+    /// Reads the items after `after`: (texts, sequence values, current), each item
+    /// checked and decrypted ([`Queue::open`]).
+    fn read<T: Transport>(
+        &self,
+        client: &Client<T>,
+        after: Option<&[u8]>,
+    ) -> (Vec<String>, Vec<Vec<u8>>, bool) {
         let result = client.ok("Conversations", "queryItems", self.query_args(after, 100));
         assert_eq!(record_name(&result), "ConversationQueryItemsResult");
         let Value::Seq(items) = field(&result, "items") else {
             panic!("items")
         };
-        let mut texts = Vec::new();
-        let mut seqs = Vec::new();
-        for entry in items {
-            let item = field(entry, "item");
-            let encrypted = field(item, "encryptedMessage").as_bytes().unwrap();
-            assert_eq!(
-                field(item, "authCode").as_bytes().unwrap(),
-                hmac(&self.auth, &[encrypted])
-            );
-            let sealed = decode_value(encrypted);
-            let message = decode_value(&decrypt(&self.enc, sealed.as_bytes().unwrap()));
-            texts.push(
-                String::from_utf8(field(&message, "body").as_bytes().unwrap().to_vec()).unwrap(),
-            );
-            seqs.push(field(entry, "sequenceValue").as_bytes().unwrap().to_vec());
-        }
+        let texts = items.iter().map(|e| self.open(field(e, "item"))).collect();
+        let seqs = items
+            .iter()
+            .map(|e| field(e, "sequenceValue").as_bytes().unwrap().to_vec())
+            .collect();
         let current = field(&result, "current") == &Value::Bool(true);
         (texts, seqs, current)
     }
 }
 
-fn apps_relay() -> Relay {
+/// A relay that knows the test app ([`APP`]), with `extra` flags.
+fn apps_relay(extra: &[&str]) -> Relay {
     let dir = tempfile::tempdir().unwrap();
     let apps = dir.path().join("apps.toml");
     std::fs::write(&apps, format!("[apps]\n\"{APP}\" = \"{APP_SECRET_HEX}\"\n")).unwrap();
-    let relay = Relay::http(&["--qredo-apps", apps.to_str().unwrap()]);
+    let relay = Relay::http(&[&["--qredo-apps", apps.to_str().unwrap()], extra].concat());
     // The file is read at start; the relay owns its settings from then on.
     drop(dir);
     relay
 }
 
-#[test]
-fn rendezvous_and_conversation_over_http_with_the_sdk_crypto() {
-    let relay = apps_relay();
-    let client = Client::new(relay.addr);
+/// The whole SDK flow through `client`'s transport: the publisher creates a
+/// single-response rendezvous and subscribes to its responses; the responder responds
+/// and decrypts the responder info; the publisher gets the response by subscription
+/// (where the transport pushes; HTTP refuses the subscription exactly) and by polling;
+/// both derive the conversation keys from X25519 and exchange items both ways, the
+/// publisher's inbound queue also by subscription, with acks; then deactivate and
+/// activate.
+fn rendezvous_and_conversation<T: Transport>(client: &Client<T>) {
     assert_eq!(client.ok("Ping", "ping", vec![]), Value::Bool(true));
 
     // The publisher creates a single-response rendezvous.
@@ -434,6 +590,14 @@ fn rendezvous_and_conversation_over_http_with_the_sdk_crypto() {
     );
     assert_eq!(field(&none, "responses"), &Value::Seq(vec![]));
     assert_eq!(field(&none, "sequenceValue"), &Value::Int64(0));
+    // The publisher subscribes to the responses.
+    let responses = request(
+        "Rendezvous",
+        "subscribeToResponses",
+        &client.secret,
+        publisher.tag_sig_args(Op::List),
+    );
+    let responses_pushed = client.subscribe(&responses);
 
     // The responder responds, checks the code and decrypts the responder info.
     let (responder_dh, response) = response_for(&tag);
@@ -466,7 +630,14 @@ fn rendezvous_and_conversation_over_http_with_the_sdk_crypto() {
         ))
     );
 
-    // The publisher polls and gets the response with sequence number 1.
+    // The subscription pushes the response with sequence number 1.
+    if responses_pushed {
+        let pushed = client.pushed(&responses);
+        assert_eq!(record_name(&pushed), "RendezvousResponseWithSequenceValue");
+        assert_eq!(field(&pushed, "response"), &response);
+        assert_eq!(field(&pushed, "sequenceValue"), &Value::Int64(1));
+    }
+    // The publisher polls and gets it with the same sequence number.
     let got = client.ok(
         "Rendezvous",
         "getResponses",
@@ -504,12 +675,20 @@ fn rendezvous_and_conversation_over_http_with_the_sdk_crypto() {
     let (p_in, r_in) = conversation(shared_p.as_bytes());
     let (p_in_r, r_in_r) = conversation(shared_r.as_bytes());
 
-    // The responder writes to the requester's inbound queue; the publisher reads, acks.
+    // The publisher subscribes to its inbound queue; the responder writes to it.
+    let inbound = request(
+        "Conversations",
+        "subscribe",
+        &client.secret,
+        p_in.subscribe_args(),
+    );
+    let items_pushed = client.subscribe(&inbound);
     for text in ["hello", "second"] {
         let published = client.ok("Conversations", "publish", p_in_r.publish_args(text));
         assert_eq!(record_name(&published), "ConversationPublishResult");
     }
-    let (texts, seqs, current) = p_in.read(&client, None);
+    // The publisher reads (pushed, and by query), acks.
+    let (texts, seqs, current) = p_in.read(client, None);
     assert_eq!(texts, ["hello", "second"]);
     let numbers: Vec<u64> = seqs
         .iter()
@@ -517,7 +696,15 @@ fn rendezvous_and_conversation_over_http_with_the_sdk_crypto() {
         .collect();
     assert_eq!(numbers[1], numbers[0] + 1);
     assert!(current);
-    let (texts, _, _) = p_in.read(&client, Some(&seqs[0]));
+    if items_pushed {
+        for (text, seq) in texts.iter().zip(&seqs) {
+            let pushed = client.pushed(&inbound);
+            assert_eq!(record_name(&pushed), "ConversationItemWithSequenceValue");
+            assert_eq!(&p_in.open(field(&pushed, "item")), text);
+            assert_eq!(field(&pushed, "sequenceValue").as_bytes().unwrap(), seq);
+        }
+    }
+    let (texts, _, _) = p_in.read(client, Some(&seqs[0]));
     assert_eq!(texts, ["second"]);
     assert_eq!(
         client.ok(
@@ -527,11 +714,11 @@ fn rendezvous_and_conversation_over_http_with_the_sdk_crypto() {
         ),
         Value::Record(Record::unit("ConversationAckResult"))
     );
-    assert_eq!(p_in.read(&client, None).0, Vec::<String>::new());
+    assert_eq!(p_in.read(client, None).0, Vec::<String>::new());
 
     // And back.
     client.ok("Conversations", "publish", r_in.publish_args("reply"));
-    assert_eq!(r_in_r.read(&client, None).0, ["reply"]);
+    assert_eq!(r_in_r.read(client, None).0, ["reply"]);
 
     // Deactivated: responders are told the duration elapsed.
     let data = Value::Quid(publisher.hashed).encode();
@@ -570,8 +757,22 @@ fn rendezvous_and_conversation_over_http_with_the_sdk_crypto() {
 }
 
 #[test]
+fn rendezvous_and_conversation_over_http_with_the_sdk_crypto() {
+    let relay = apps_relay(&[]);
+    rendezvous_and_conversation(&Client::new(relay.addr));
+}
+
+#[test]
+fn rendezvous_and_conversation_over_a_websocket_with_the_sdk_crypto() {
+    let relay = apps_relay(&[]);
+    let client = Client::over(WsTransport::new(ws_connect(relay.addr), relay.addr));
+    rendezvous_and_conversation(&client);
+    assert!(!relay.log().contains("panicked"), "{}", relay.log());
+}
+
+#[test]
 fn every_refusal_is_an_exact_failure_result() {
-    let relay = apps_relay();
+    let relay = apps_relay(&[]);
     let client = Client::new(relay.addr);
     let tag = hex::encode(rand::random::<[u8; 16]>());
     let (publisher, info) = creation_info(&tag, false, None);
@@ -747,7 +948,7 @@ fn every_refusal_is_an_exact_failure_result() {
 fn open_relay_answers_any_app_and_tls_carries_the_rpc() {
     let relay = Relay::start(&["--qredo-open", "true", "--tls-listen", "127.0.0.1:0"]);
     let client = Client {
-        addr: relay.addr,
+        transport: Http(relay.addr),
         secret: b"anything".to_vec(),
     };
     assert_eq!(client.ok("Ping", "ping", vec![]), Value::Bool(true));
@@ -775,27 +976,46 @@ fn without_apps_or_open_every_call_is_refused() {
     );
 }
 
-type Ws = tungstenite::WebSocket<TcpStream>;
+type Ws<S = TcpStream> = tungstenite::WebSocket<S>;
 
+/// Opens the WebSocket at `/services` on the plain listener at `addr`.
 fn ws_connect(addr: SocketAddr) -> Ws {
-    use tungstenite::client::IntoClientRequest as _;
-    let mut req = format!("ws://{addr}/services")
-        .into_client_request()
+    let stream = TcpStream::connect(addr).unwrap();
+    // A missing answer fails the test instead of hanging it.
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
+    ws_handshake(&format!("ws://{addr}/services"), stream)
+}
+
+/// Opens the WebSocket at `/services` through the relay's TLS listener (the generated
+/// certificate pinned, as `tls.rs` does).
+fn wss_connect(relay: &Relay) -> Ws<crate::tls::Tls> {
+    let addr = relay.tls_addr.unwrap();
+    ws_handshake(
+        &format!("wss://{addr}/services"),
+        crate::tls::tls_connect(relay),
+    )
+}
+
+/// The SDK's handshake over `stream`: asks for the `qredo` subprotocol, which the relay
+/// echoes with its `101`.
+fn ws_handshake<S: Read + Write>(url: &str, stream: S) -> Ws<S> {
+    use tungstenite::client::IntoClientRequest as _;
+    let mut req = url.into_client_request().unwrap();
     req.headers_mut()
         .insert("Sec-WebSocket-Protocol", "qredo".parse().unwrap());
-    let stream = TcpStream::connect(addr).unwrap();
     let (ws, resp) = tungstenite::client(req, stream).expect("websocket handshake");
     assert_eq!(resp.status(), 101);
     assert_eq!(resp.headers()["sec-websocket-protocol"], "qredo");
     ws
 }
 
-fn ws_send(ws: &mut Ws, req: &Request) {
+fn ws_send<S: Read + Write>(ws: &mut Ws<S>, req: &Request) {
     ws.send(tungstenite::Message::binary(req.encode())).unwrap();
 }
 
-fn ws_recv(ws: &mut Ws) -> lf::Response {
+fn ws_recv<S: Read + Write>(ws: &mut Ws<S>) -> lf::Response {
     loop {
         match ws.read().expect("a message") {
             tungstenite::Message::Binary(b) => {
@@ -805,6 +1025,23 @@ fn ws_recv(ws: &mut Ws) -> lf::Response {
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+/// Reads `sent.len()` results and returns them in the order of `sent`, matched by
+/// correlation id (each request answered exactly once).
+fn ws_recv_for<S: Read + Write>(ws: &mut Ws<S>, sent: &[&Request]) -> Vec<lf::Response> {
+    let mut got: Vec<lf::Response> = (0..sent.len()).map(|_| ws_recv(ws)).collect();
+    got.sort_by_key(|r| {
+        sent.iter()
+            .position(|s| s.header.correlation == r.header.correlation)
+            .unwrap_or_else(|| panic!("an answer to nothing sent: {r:?}"))
+    });
+    for (r, s) in got.iter().zip(sent) {
+        assert_eq!(r.header.correlation, s.header.correlation, "{r:?}");
+        assert_eq!(r.header.service, s.header.service);
+        assert_eq!(r.header.operation, s.header.operation);
+    }
+    got
 }
 
 /// A counter from `/metrics`.
@@ -839,7 +1076,7 @@ fn await_metric(addr: SocketAddr, name: &str, want: u64) {
 
 #[test]
 fn websocket_carries_calls_in_flight_and_pushes_subscriptions() {
-    let relay = apps_relay();
+    let relay = apps_relay(&[]);
     let client = Client::new(relay.addr);
     let mut ws = ws_connect(relay.addr);
 
@@ -854,11 +1091,7 @@ fn websocket_carries_calls_in_flight_and_pushes_subscriptions() {
     for r in &sent {
         ws_send(&mut ws, r);
     }
-    let mut got: Vec<lf::Response> = (0..sent.len()).map(|_| ws_recv(&mut ws)).collect();
-    got.sort_by_key(|r| {
-        sent.iter()
-            .position(|s| s.header.correlation == r.header.correlation)
-    });
+    let got = ws_recv_for(&mut ws, &sent.iter().collect::<Vec<_>>());
     assert_eq!(got[0].outcome, Outcome::Success(vec![Value::Bool(true)]));
     let Outcome::Success(created) = &got[1].outcome else {
         panic!("{:?}", got[1])
@@ -890,7 +1123,7 @@ fn websocket_carries_calls_in_flight_and_pushes_subscriptions() {
     let one = pushed(ws_recv(&mut ws));
     assert_eq!(field(&one, "response"), &first);
     assert_eq!(field(&one, "sequenceValue"), &Value::Int64(1));
-    await_metric(relay.addr, "tryst_qredo_subscriptions", 1);
+    await_metric(relay.addr, SUBSCRIPTIONS, 1);
     let (_, second) = response_for(&tag);
     client.ok("Rendezvous", "respond", vec![second.clone()]);
     let two = pushed(ws_recv(&mut ws));
@@ -917,7 +1150,7 @@ fn websocket_carries_calls_in_flight_and_pushes_subscriptions() {
         vec![queue.id(), sig],
     );
     ws_send(&mut ws, &sub);
-    await_metric(relay.addr, "tryst_qredo_subscriptions", 2);
+    await_metric(relay.addr, SUBSCRIPTIONS, 2);
     let args = queue.publish_args("pushed");
     let item = args[1].clone();
     client.ok("Conversations", "publish", args);
@@ -948,12 +1181,99 @@ fn websocket_carries_calls_in_flight_and_pushes_subscriptions() {
 
     // The socket dies: its subscriptions end; the relay carries on.
     drop(ws);
-    await_metric(relay.addr, "tryst_qredo_subscriptions", 0);
+    await_metric(relay.addr, SUBSCRIPTIONS, 0);
     let (_, third) = response_for(&tag);
     assert_eq!(
         record_name(&client.ok("Rendezvous", "respond", vec![third])),
         "RendezvousResponseRegistered"
     );
+    assert!(!relay.log().contains("panicked"), "{}", relay.log());
+}
+
+#[test]
+fn the_websocket_runs_through_the_tls_listener() {
+    let relay = apps_relay(&["--tls-listen", "127.0.0.1:0"]);
+    let client = Client::new(relay.addr);
+    let mut ws = wss_connect(&relay);
+
+    // Calls in flight on the TLS socket, each answered under its correlation id; a
+    // refusal among them is its exact failure result.
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, false, None);
+    let ping = request("Ping", "ping", &client.secret, vec![]);
+    let create = request("Rendezvous", "create", &client.secret, vec![info]);
+    let stranger = request("Ping", "ping", b"not the secret", vec![]);
+    for r in [&ping, &create, &stranger] {
+        ws_send(&mut ws, r);
+    }
+    let got = ws_recv_for(&mut ws, &[&ping, &create, &stranger]);
+    assert_eq!(got[0].outcome, Outcome::Success(vec![Value::Bool(true)]));
+    let Outcome::Success(created) = &got[1].outcome else {
+        panic!("{:?}", got[1])
+    };
+    assert_eq!(record_name(&created[0]), "RendezvousCreated");
+    assert_eq!(
+        got[2].outcome,
+        failed(1003, "app_not_authorised", "app not authorised")
+    );
+
+    // A subscription on the TLS socket: a response registered over plain HTTP is pushed.
+    let data = Value::Quid(publisher.hashed).encode();
+    let subscribe = request(
+        "Rendezvous",
+        "subscribeToResponses",
+        &client.secret,
+        vec![
+            Value::Quid(publisher.hashed),
+            publisher.sig(Op::List, &data),
+        ],
+    );
+    ws_send(&mut ws, &subscribe);
+    await_metric(relay.addr, SUBSCRIPTIONS, 1);
+    let (_, first) = response_for(&tag);
+    assert_eq!(
+        record_name(&client.ok("Rendezvous", "respond", vec![first.clone()])),
+        "RendezvousResponseRegistered"
+    );
+    let push = ws_recv(&mut ws);
+    assert_eq!(push.header.correlation, subscribe.header.correlation);
+    let pushed = |outcome: &Outcome| match outcome {
+        Outcome::Success(v) if v.len() == 1 => v[0].clone(),
+        other => panic!("{other:?}"),
+    };
+    let one = pushed(&push.outcome);
+    assert_eq!(field(&one, "response"), &first);
+    assert_eq!(field(&one, "sequenceValue"), &Value::Int64(1));
+
+    // A call on the same socket while the subscription lives: its answer and the push
+    // it causes both arrive, each under its own correlation id.
+    let (_, second) = response_for(&tag);
+    let respond = request(
+        "Rendezvous",
+        "respond",
+        &client.secret,
+        vec![second.clone()],
+    );
+    ws_send(&mut ws, &respond);
+    let got = ws_recv_for(&mut ws, &[&respond, &subscribe]);
+    assert_eq!(
+        record_name(&pushed(&got[0].outcome)),
+        "RendezvousResponseRegistered"
+    );
+    let two = pushed(&got[1].outcome);
+    assert_eq!(field(&two, "response"), &second);
+    assert_eq!(field(&two, "sequenceValue"), &Value::Int64(2));
+
+    // The TLS socket closes: its subscription ends.
+    ws.close(None).unwrap();
+    drop(ws);
+    await_metric(relay.addr, SUBSCRIPTIONS, 0);
+
+    // The whole SDK flow on another TLS socket.
+    rendezvous_and_conversation(&Client::over(WsTransport::new(
+        wss_connect(&relay),
+        relay.addr,
+    )));
     assert!(!relay.log().contains("panicked"), "{}", relay.log());
 }
 
