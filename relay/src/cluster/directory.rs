@@ -10,7 +10,11 @@
 //!
 //! A node whose record is gone (killed, or cut off from Redis for longer than the TTL)
 //! is no longer live for anyone: nobody forwards to it. A node that cannot reach Redis
-//! for longer than the TTL empties its own cache, so it forwards nowhere either.
+//! for longer than the TTL empties its own cache, so it forwards nowhere either. A node
+//! that owes the directory deletions of its park fields (parks that ended while it could
+//! not write) does not write its record until they are done
+//! ([`Directory::set_owes_deletions`]): once it is live again, every field it has in
+//! Redis is a park it holds.
 //!
 //! Every command is bounded by [`COMMAND_TIMEOUT`]: an unreachable Redis costs a
 //! bounded wait, never a hang, and the supervisor's other work goes on meanwhile.
@@ -86,6 +90,9 @@ pub struct Directory {
     /// Bumped every time the directory answers again after a failure (and once at the
     /// first success): whoever keeps state in Redis re-writes all of it then.
     reconnects: tokio::sync::watch::Sender<u64>,
+    /// Park fields this node failed to delete are still in Redis: the liveness record is
+    /// not written until they are gone.
+    owes_deletions: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -127,6 +134,7 @@ impl Directory {
             last_error: Mutex::new(None),
             last_ok: Mutex::new(None),
             reconnects: tokio::sync::watch::channel(0).0,
+            owes_deletions: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -193,6 +201,18 @@ impl Directory {
         self.reconnects.subscribe()
     }
 
+    /// Tells the liveness loop whether this node still has park fields in Redis for
+    /// parks that ended (their deletion failed). While it has, [`Directory::refresh`]
+    /// re-reads the live nodes but does not write this node's record: a node cut off
+    /// from the directory for longer than [`LIVENESS_TTL`] is live again for the others
+    /// only once the parks that ended meanwhile are no longer advertised (otherwise they
+    /// would carry clients to it, in its unchanged epoch, for keys it no longer holds).
+    /// The presence writer calls it after every write.
+    pub fn set_owes_deletions(&self, owes: bool) {
+        self.owes_deletions
+            .send_if_modified(|o| std::mem::replace(o, owes) != owes);
+    }
+
     /// The state for `/healthz`.
     pub fn state(&self) -> DirectoryState {
         DirectoryState {
@@ -222,31 +242,44 @@ impl Directory {
         self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// Writes this node's liveness record and re-reads the live nodes (two round
-    /// trips). On failure the cache is kept for up to one TTL, then emptied.
+    /// Writes this node's liveness record and re-reads the live nodes (two round trips).
+    /// On failure the cache is kept for up to one TTL, then emptied.
+    ///
+    /// While this node owes deletions ([`Directory::set_owes_deletions`]) it first makes
+    /// one round trip (a success wakes the presence writer through
+    /// [`Directory::reconnects`]) and waits up to [`COMMAND_TIMEOUT`] for them; if they
+    /// are still owed, the record is not written this time.
     pub async fn refresh(&self) {
         let mut c = self.conn.clone();
+        if *self.owes_deletions.borrow() {
+            if self
+                .run::<(), _>("liveness", redis::cmd("PING").query_async(&mut c))
+                .await
+                .is_none()
+            {
+                self.expire_cache();
+                return;
+            }
+            let mut owes = self.owes_deletions.subscribe();
+            let _ = tokio::time::timeout(COMMAND_TIMEOUT, owes.wait_for(|o| !*o)).await;
+        }
         let value = format!("{} {}", self.epoch, self.advertise);
         let ttl_ms = u64::try_from(LIVENESS_TTL.as_millis()).unwrap_or(u64::MAX);
-        let names: Option<(Vec<String>,)> = self
-            .run(
-                "liveness",
-                redis::pipe()
-                    .cmd("SET")
-                    .arg(node_key(&self.me))
-                    .arg(&value)
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .ignore()
-                    .cmd("SADD")
-                    .arg(NODES_KEY)
-                    .arg(&self.me)
-                    .ignore()
-                    .cmd("SMEMBERS")
-                    .arg(NODES_KEY)
-                    .query_async(&mut c),
-            )
-            .await;
+        let mut pipe = redis::pipe();
+        if !*self.owes_deletions.borrow() {
+            pipe.cmd("SET")
+                .arg(node_key(&self.me))
+                .arg(&value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .ignore()
+                .cmd("SADD")
+                .arg(NODES_KEY)
+                .arg(&self.me)
+                .ignore();
+        }
+        pipe.cmd("SMEMBERS").arg(NODES_KEY);
+        let names: Option<(Vec<String>,)> = self.run("liveness", pipe.query_async(&mut c)).await;
         let Some((names,)) = names else {
             self.expire_cache();
             return;

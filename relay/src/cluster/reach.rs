@@ -10,7 +10,11 @@
 //!
 //! A reader trusts a field only if its node is live with that epoch (a restarted node
 //! has a new one: what its previous run left is ignored) and it was written within
-//! [`PARK_TTL`] (a node that could not delete a field stops refreshing it).
+//! [`PARK_TTL`] (a node that could not delete a field stops refreshing it). A node that
+//! could not delete fields (cut off from the directory while parks ended) deletes them
+//! before it writes its liveness record again
+//! ([`super::directory::Directory::set_owes_deletions`]): a node that rejoins never
+//! advertises a park it no longer holds.
 //!
 //! A lookup costs one `HGETALL` when a holder exists; without one it waits for a
 //! publication of its key (or re-reads once a second, in case one was missed) until the
@@ -318,6 +322,11 @@ async fn presence_loop(cluster: Cluster, mut rx: mpsc::UnboundedReceiver<Presenc
                 if changed.is_err() {
                     return;
                 }
+                // What changed while the directory was away first (the deletions this
+                // node owes keep it from being live again), then everything it holds.
+                if !to_set.is_empty() || !to_del.is_empty() {
+                    flush(&cluster, &mut to_set, &mut to_del).await;
+                }
                 rewrite_all(&cluster, &held).await;
             }
         }
@@ -328,7 +337,10 @@ fn field_value(cluster: &Cluster) -> String {
     format!("{} {}", cluster.epoch(), crate::clock::unix_now())
 }
 
-/// Writes the pending changes in one pipeline; on failure they stay pending.
+/// Writes the pending changes, deletions first, in pipelines of [`REWRITE_BATCH`] keys
+/// (a long outage's backlog still makes progress under the command timeout); what
+/// fails stays pending. Then tells the directory whether deletions are still owed: the
+/// node writes its liveness record only when none are.
 async fn flush(
     cluster: &Cluster,
     to_set: &mut HashSet<RendezvousKey>,
@@ -336,39 +348,51 @@ async fn flush(
 ) {
     let value = field_value(cluster);
     let ttl = u64::try_from(PARK_TTL.as_millis()).unwrap_or(u64::MAX);
-    let mut pipe = redis::pipe();
-    for key in to_set.iter() {
-        let record = park_key(key);
-        pipe.cmd("HSET")
-            .arg(&record)
-            .arg(cluster.node())
-            .arg(&value)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&record)
-            .arg(ttl)
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(PARKED_CHANNEL)
-            .arg(hex::encode(key.to_wire()))
-            .ignore();
+    let changes: Vec<(RendezvousKey, bool)> = to_del
+        .iter()
+        .map(|key| (*key, false))
+        .chain(to_set.iter().map(|key| (*key, true)))
+        .collect();
+    for chunk in changes.chunks(REWRITE_BATCH) {
+        let mut pipe = redis::pipe();
+        for (key, parked) in chunk {
+            let record = park_key(key);
+            if *parked {
+                pipe.cmd("HSET")
+                    .arg(&record)
+                    .arg(cluster.node())
+                    .arg(&value)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&record)
+                    .arg(ttl)
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(PARKED_CHANNEL)
+                    .arg(hex::encode(key.to_wire()))
+                    .ignore();
+            } else {
+                pipe.cmd("HDEL").arg(&record).arg(cluster.node()).ignore();
+            }
+        }
+        let mut c = cluster.redis();
+        if cluster
+            .directory()
+            .run::<(), _>("presence", pipe.query_async(&mut c))
+            .await
+            .is_none()
+        {
+            break;
+        }
+        for (key, parked) in chunk {
+            if *parked {
+                to_set.remove(key);
+            } else {
+                to_del.remove(key);
+            }
+        }
     }
-    for key in to_del.iter() {
-        pipe.cmd("HDEL")
-            .arg(park_key(key))
-            .arg(cluster.node())
-            .ignore();
-    }
-    let mut c = cluster.redis();
-    if cluster
-        .directory()
-        .run::<(), _>("presence", pipe.query_async(&mut c))
-        .await
-        .is_some()
-    {
-        to_set.clear();
-        to_del.clear();
-    }
+    cluster.directory().set_owes_deletions(!to_del.is_empty());
 }
 
 /// Re-writes every key this node holds (heals an emptied or restarted Redis, and keeps

@@ -675,6 +675,99 @@ fn a_node_cut_off_from_redis_stops_being_a_target_until_it_rejoins() {
     assert_tunnel(client, server, b"rejoined");
 }
 
+/// Whether `node` is live (its liveness record exists) and whether it has a field in the
+/// park record `key`, read in one script: Redis runs it atomically.
+fn live_and_advertised(redis: &TestRedis, node: &str, key: &str) -> (bool, bool) {
+    let out = Command::new("redis-cli")
+        .arg("-s")
+        .arg(&redis.socket)
+        .args([
+            "EVAL",
+            "return {redis.call('EXISTS', KEYS[1]), redis.call('HEXISTS', KEYS[2], ARGV[1])}",
+            "2",
+            &format!("tryst:node:{node}"),
+            key,
+            node,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let flags: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(flags.len(), 2, "EVAL answered {text:?}");
+    (flags[0] == "1", flags[1] == "1")
+}
+
+/// A park that ended on a while a was cut off from Redis is not trusted after a
+/// rejoins. a could not delete its field then; once its liveness record is back (same
+/// epoch, the field still within its 30 s) readers would carry clients to a, which no
+/// longer holds the key. So a deletes what it owes the directory before it writes its
+/// liveness record again: no reading of Redis shows a live with that field, and a
+/// client on b reaches the hidden server that parked again on c meanwhile.
+#[test]
+fn a_park_that_ended_while_cut_off_is_not_trusted_after_the_node_rejoins() {
+    let redis = TestRedis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let proxy = CutProxy::start(&redis.socket);
+    let flags = ["--workers", "1", "--client-wait", "3s"];
+    let mut a_args = node_args(&redis, &psk, "a", IPS[0]);
+    a_args[3] = proxy.path.to_string_lossy().into_owned();
+    a_args.extend(flags.iter().map(|f| (*f).to_owned()));
+    let a_refs: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let a = Relay::start(&a_refs);
+    let b = start_node(&redis, &psk, "b", IPS[1], &flags);
+    let c = start_node(&redis, &psk, "c", IPS[2], &flags);
+    for n in [&a, &b, &c] {
+        assert_eq!(n.await_metric("tryst_cluster_live_nodes", 2), 2);
+    }
+    let server = park_native(&a);
+    await_presence(&redis, crate::tunnel::ID, "a", true);
+
+    proxy.cut(true);
+    assert_eq!(a.await_metric("tryst_cluster_directory_connected", 0), 0);
+    // The park ends while a is cut off: a client of a's own takes it.
+    let client = a.reach(b"while cut off");
+    assert_tunnel(client, server, b"while cut off");
+    // b and c forget a (its record expires: 5 s); a's field, which a could not delete,
+    // is still in the directory.
+    for n in [&b, &c] {
+        assert_eq!(n.await_metric("tryst_cluster_live_nodes", 1), 1);
+    }
+    let record = format!("tryst:park:00{}", hex_id(crate::tunnel::ID));
+    assert_eq!(live_and_advertised(&redis, "a", &record), (false, true));
+    // The hidden server parks again, on c.
+    let server = park_native(&c);
+    await_presence(&redis, crate::tunnel::ID, "c", true);
+
+    proxy.cut(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut readings = 0u32;
+    loop {
+        let (live, advertised) = live_and_advertised(&redis, "a", &record);
+        readings += 1;
+        assert!(
+            !(live && advertised),
+            "a is live again while its ended park is still advertised (reading {readings})"
+        );
+        if live {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a never rejoined");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(a.await_metric("tryst_cluster_directory_connected", 1), 1);
+    assert_eq!(b.await_metric("tryst_cluster_live_nodes", 2), 2);
+    let client = b.reach(b"after the rejoin");
+    assert_tunnel(client, server, b"after the rejoin");
+    assert_eq!(
+        crate::tunnel::series_value(
+            &a.metrics(),
+            "tryst_cluster_reaches_total{direction=\"in\"}"
+        ),
+        0
+    );
+}
+
 /// `--check-config` with the cluster flags: a missing mesh key file, a too short key and
 /// a wildcard mesh address without `--mesh-advertise` are refused naming the problem
 /// (never the Redis password); a good set prints the cluster line.
