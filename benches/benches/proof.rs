@@ -4,7 +4,7 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use tryst_engine::auth::{
-    Operation, Proof, ReplayCache, Secret, parse_proof, proof_header, verify,
+    MacKey, Operation, Proof, ReplayCache, Secret, parse_proof, proof_header, verify, verify_keyed,
 };
 use tryst_engine::target::RendezvousId;
 
@@ -36,6 +36,23 @@ fn bench_proof(c: &mut Criterion) {
     });
     group.bench_function("verify_unknown_id", |b| {
         b.iter(|| verify(None, Operation::Park, &id, black_box(&proof), TS, WINDOW))
+    });
+    // What a worker does: the key state made once per id when the secrets load.
+    let key = MacKey::new(&secret);
+    group.bench_function("verify_keyed", |b| {
+        b.iter(|| {
+            verify_keyed(
+                Some(&key),
+                Operation::Park,
+                &id,
+                black_box(&proof),
+                TS,
+                WINDOW,
+            )
+        })
+    });
+    group.bench_function("verify_keyed_unknown_id", |b| {
+        b.iter(|| verify_keyed(None, Operation::Park, &id, black_box(&proof), TS, WINDOW))
     });
     group.bench_function("parse_and_verify", |b| {
         b.iter(|| {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tryst_engine::auth::{Operation, Secret, proof_header};
+use tryst_engine::auth::{MacKey, Operation, Secret, proof_header};
 use tryst_engine::driver::{self, DataPath, Engine, EngineConfig, Listener};
 use tryst_engine::route::{NativeRouter, NativeRouterConfig, ReloadError, SecretSource, Transport};
 use tryst_engine::target::RendezvousId;
@@ -20,10 +20,10 @@ const SECRET: [u8; 32] = [3; 32];
 const PER_ITER: usize = 16 << 20;
 const CHUNK: usize = 256 * 1024;
 
-struct OneSecret(HashMap<RendezvousId, Secret>);
+struct OneSecret(HashMap<RendezvousId, MacKey>);
 
 impl SecretSource for OneSecret {
-    fn secret(&self, id: &RendezvousId) -> Option<&Secret> {
+    fn mac_key(&self, id: &RendezvousId) -> Option<&MacKey> {
         self.0.get(id)
     }
     fn reload(&mut self) -> Result<(), ReloadError> {
@@ -177,7 +177,7 @@ fn bench(c: &mut Criterion) {
 fn main() {
     if driver::is_worker() {
         let mut secrets = HashMap::new();
-        secrets.insert(id(), Secret::new(SECRET.to_vec()));
+        secrets.insert(id(), MacKey::new(&Secret::new(SECRET.to_vec())));
         let router = NativeRouter::new(OneSecret(secrets), NativeRouterConfig::default());
         let path = match std::env::args().nth(1).as_deref() {
             Some("splice-uring") => DataPath::SpliceUring,

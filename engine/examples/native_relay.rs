@@ -5,15 +5,15 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpListener;
-use tryst_engine::auth::Secret;
+use tryst_engine::auth::{MacKey, Secret};
 use tryst_engine::driver::{self, Engine, EngineConfig, Listener};
 use tryst_engine::route::{NativeRouter, NativeRouterConfig, ReloadError, SecretSource, Transport};
 use tryst_engine::target::RendezvousId;
 
-struct StaticSecrets(HashMap<RendezvousId, Secret>);
+struct StaticSecrets(HashMap<RendezvousId, MacKey>);
 
 impl SecretSource for StaticSecrets {
-    fn secret(&self, id: &RendezvousId) -> Option<&Secret> {
+    fn mac_key(&self, id: &RendezvousId) -> Option<&MacKey> {
         self.0.get(id)
     }
     fn reload(&mut self) -> Result<(), ReloadError> {
@@ -29,7 +29,9 @@ fn main() -> std::io::Result<()> {
             let id = RendezvousId::parse(id).map_err(std::io::Error::other)?;
             secrets.insert(
                 id,
-                Secret::new(hex::decode(hex).map_err(std::io::Error::other)?),
+                MacKey::new(&Secret::new(
+                    hex::decode(hex).map_err(std::io::Error::other)?,
+                )),
             );
         }
     }

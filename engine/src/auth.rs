@@ -15,10 +15,12 @@
 use crate::target::RendezvousId;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
+use hmac::digest::core_api::CoreWrapper;
+use hmac::{Hmac, HmacCore, Mac};
 use sha2::Sha256;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::sync::LazyLock;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -89,6 +91,59 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
     }
+}
+
+/// An id's secret as the relay checks proofs with it: the HMAC-SHA256 state right after
+/// the key, i.e. the inner and outer hashes each past their one block of padded key
+/// (80 bytes, whatever the secret's length: a key longer than a block is hashed first).
+///
+/// HMAC pads and hashes the key before every message; [`verify`] with a [`Secret`]
+/// does that per proof, two of the four SHA-256 compressions of a park proof. A relay
+/// makes one `MacKey` per id when it loads its secrets and [`verify_keyed`] starts each
+/// proof from a copy of it. Its `Debug` never prints the state.
+#[derive(Clone)]
+pub struct MacKey(HmacCore<Sha256>);
+
+impl MacKey {
+    /// Pads and hashes `secret` once.
+    pub fn new(secret: &Secret) -> Self {
+        Self::from_key(secret.expose())
+    }
+
+    fn from_key(key: &[u8]) -> Self {
+        // HMAC takes keys of any length (long ones are hashed), so this cannot fail.
+        Self(
+            <HmacCore<Sha256> as hmac::digest::KeyInit>::new_from_slice(key)
+                .expect("HMAC accepts keys of every length"),
+        )
+    }
+
+    /// A fresh MAC computation under this key (a copy of the keyed state).
+    fn start(&self) -> HmacSha256 {
+        CoreWrapper::from_core(self.0.clone())
+    }
+}
+
+impl From<&Secret> for MacKey {
+    fn from(secret: &Secret) -> Self {
+        Self::new(secret)
+    }
+}
+
+impl fmt::Debug for MacKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MacKey(<redacted>)")
+    }
+}
+
+/// The keyed state of [`DUMMY_KEY`], made once: [`verify_keyed`] checks an unknown id's
+/// proof from a copy of it, at the same cost as a known id's.
+static DUMMY_MAC_KEY: LazyLock<MacKey> = LazyLock::new(|| MacKey::from_key(&DUMMY_KEY));
+
+/// Makes the dummy key's state now (a router calls it when it starts), so that not even
+/// the first unknown id's proof takes longer than a known id's.
+pub fn prepare() {
+    LazyLock::force(&DUMMY_MAC_KEY);
 }
 
 /// What a proof authorises; part of the signed message (domain separation).
@@ -194,19 +249,14 @@ pub fn proof_message(op: Operation, id: &RendezvousId, ts: u64, nonce: &[u8]) ->
     out
 }
 
-fn keyed(key: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length (long ones are hashed), so this cannot fail.
-    HmacSha256::new_from_slice(key).expect("HMAC accepts keys of every length")
-}
-
 fn mac_state(
-    key: &[u8],
+    key: &MacKey,
     op: Operation,
     id: &RendezvousId,
     ts: (u64, u8),
     nonce: &[u8],
 ) -> HmacSha256 {
-    let mut mac = keyed(key);
+    let mut mac = key.start();
     write_message(op, id, ts, nonce, |part| mac.update(part));
     mac
 }
@@ -226,7 +276,7 @@ pub fn sign_padded(
     leading_zeros: u8,
     nonce: &[u8],
 ) -> [u8; 32] {
-    mac_state(secret.expose(), op, id, (ts, leading_zeros), nonce)
+    mac_state(&MacKey::new(secret), op, id, (ts, leading_zeros), nonce)
         .finalize()
         .into_bytes()
         .into()
@@ -372,7 +422,8 @@ pub fn parse_proof(value: &[u8]) -> Result<Proof, ProofError> {
 ///
 /// The window is checked first and for unknown ids too, and an unknown id still costs one
 /// MAC computation under a dummy key, so neither the answer nor its timing tells a peer
-/// whether an id is provisioned.
+/// whether an id is provisioned. This pads and hashes the key for every proof; a relay
+/// checking many proofs keeps a [`MacKey`] per id and calls [`verify_keyed`].
 pub fn verify(
     secret: Option<&Secret>,
     op: Operation,
@@ -384,7 +435,39 @@ pub fn verify(
     if now_unix.abs_diff(proof.ts) > window_secs {
         return Err(ProofError::StaleTimestamp);
     }
-    let key = secret.map_or(&DUMMY_KEY[..], Secret::expose);
+    // The dummy key is keyed here too, so both cases do the same work.
+    let key = MacKey::from_key(secret.map_or(&DUMMY_KEY[..], Secret::expose));
+    check_mac(&key, secret.is_some(), op, id, proof)
+}
+
+/// [`verify`] with the id's key state made beforehand ([`MacKey::new`], once per id):
+/// the same checks and answers, and the same constant-time comparison, without padding
+/// and hashing the key per proof. `key` is `None` for an unknown id, whose proof is
+/// checked from a copy of a dummy key's state made once, so it costs what a known id's
+/// does.
+pub fn verify_keyed(
+    key: Option<&MacKey>,
+    op: Operation,
+    id: &RendezvousId,
+    proof: &Proof,
+    now_unix: u64,
+    window_secs: u64,
+) -> Result<(), ProofError> {
+    if now_unix.abs_diff(proof.ts) > window_secs {
+        return Err(ProofError::StaleTimestamp);
+    }
+    check_mac(key.unwrap_or(&DUMMY_MAC_KEY), key.is_some(), op, id, proof)
+}
+
+/// The MAC check shared by [`verify`] and [`verify_keyed`]: always one MAC computation
+/// and one constant-time comparison (`verify_slice`), then refused unless `known`.
+fn check_mac(
+    key: &MacKey,
+    known: bool,
+    op: Operation,
+    id: &RendezvousId,
+    proof: &Proof,
+) -> Result<(), ProofError> {
     let ok = mac_state(
         key,
         op,
@@ -394,7 +477,7 @@ pub fn verify(
     )
     .verify_slice(&proof.mac)
     .is_ok();
-    if ok && secret.is_some() {
+    if ok && known {
         Ok(())
     } else {
         Err(ProofError::BadMac)
@@ -936,6 +1019,98 @@ mod tests {
         );
         assert_eq!(
             verify(None, park, &id(), &dummy_proof, TS, 60),
+            Err(ProofError::BadMac)
+        );
+    }
+
+    #[test]
+    fn a_mac_key_keys_like_hmac_for_every_key_length() {
+        // Empty, short, one block (64), just over (hashed first), long.
+        let msg = proof_message(Operation::Park, &id(), TS, &nonce());
+        for len in [0, 1, 16, 32, 63, 64, 65, 128, 1024] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 13 + 5) as u8).collect();
+            let mut want = HmacSha256::new_from_slice(&bytes).unwrap();
+            want.update(&msg);
+            let want: [u8; 32] = want.finalize().into_bytes().into();
+            let key = MacKey::new(&Secret::new(bytes));
+            let mut got = key.start();
+            got.update(&msg);
+            let got: [u8; 32] = got.finalize().into_bytes().into();
+            assert_eq!(got, want, "{len}-byte key");
+            // A key state is used again and again: each proof starts from a copy.
+            let mut again = key.start();
+            again.update(&msg);
+            assert_eq!(<[u8; 32]>::from(again.finalize().into_bytes()), want);
+        }
+        assert_eq!(
+            size_of::<MacKey>(),
+            80,
+            "the secrets tables are sized for it"
+        );
+        let key = MacKey::new(&secret());
+        assert_eq!(format!("{key:?}"), "MacKey(<redacted>)");
+    }
+
+    #[test]
+    fn verify_keyed_answers_as_verify_does() {
+        let park = Operation::Park;
+        let proof = signed(TS, &nonce());
+        let key = MacKey::new(&secret());
+        let other = MacKey::from(&Secret::new(b"another secret".to_vec()));
+        assert_eq!(
+            verify_keyed(Some(&key), park, &id(), &proof, TS, 60),
+            Ok(())
+        );
+        let mut cases = vec![(proof.clone(), TS), (proof.clone(), TS + 61)];
+        let mut moved_ts = proof.clone();
+        moved_ts.ts += 1;
+        cases.push((moved_ts, TS));
+        let mut flipped = proof.clone();
+        flipped.mac[31] ^= 0x80;
+        cases.push((flipped, TS));
+        let other_secret = Secret::new(b"another secret".to_vec());
+        let pairs = [
+            (Some(&key), Some(secret())),
+            (Some(&other), Some(other_secret)),
+            (None, None),
+        ];
+        for (p, now) in &cases {
+            for (keyed, plain) in &pairs {
+                assert_eq!(
+                    verify_keyed(*keyed, park, &id(), p, *now, 60),
+                    verify(plain.as_ref(), park, &id(), p, *now, 60),
+                );
+            }
+        }
+        assert_eq!(
+            verify_keyed(Some(&other), park, &id(), &proof, TS, 60),
+            Err(ProofError::BadMac)
+        );
+        assert_eq!(
+            verify_keyed(None, park, &id(), &proof, TS, 60),
+            Err(ProofError::BadMac)
+        );
+        assert_eq!(
+            verify_keyed(None, park, &id(), &proof, TS + 61, 60),
+            Err(ProofError::StaleTimestamp)
+        );
+        // The dummy key's own proofs still do not verify for an unknown id.
+        let dummy = Secret::new(DUMMY_KEY.to_vec());
+        let dummy_proof =
+            parse_proof(proof_header(&dummy, park, &id(), TS, &nonce()).as_bytes()).unwrap();
+        assert_eq!(
+            verify_keyed(
+                Some(&MacKey::new(&dummy)),
+                park,
+                &id(),
+                &dummy_proof,
+                TS,
+                60
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify_keyed(None, park, &id(), &dummy_proof, TS, 60),
             Err(ProofError::BadMac)
         );
     }

@@ -7,7 +7,7 @@
 //!    included. Because every connection for a key lands on the same owner, that owner's
 //!    replay cache sees every nonce for the key.
 
-use crate::auth::{self, Operation, ProofError, ReplayCache, Secret};
+use crate::auth::{self, MacKey, Operation, ProofError, ReplayCache};
 use crate::head::{Method, RequestHead};
 use crate::reject::Rejection;
 use crate::target::{ConnectTarget, RendezvousId, RendezvousKey, parse_connect_target};
@@ -188,8 +188,9 @@ pub trait Router {
 
 /// Looks up per-id secrets for the native proof.
 pub trait SecretSource {
-    /// The secret for `id`, if provisioned.
-    fn secret(&self, id: &RendezvousId) -> Option<&Secret>;
+    /// The keyed HMAC state of `id`'s secret ([`MacKey::new`], made once per id when the
+    /// source loads), if provisioned.
+    fn mac_key(&self, id: &RendezvousId) -> Option<&MacKey>;
     /// The node-rendezvous TOTP record for `id`, if provisioned (none by default).
     fn totp(&self, id: &RendezvousId) -> Option<&TotpRecord> {
         let _ = id;
@@ -288,6 +289,7 @@ pub struct NativeRouter<S> {
 impl<S: SecretSource> NativeRouter<S> {
     /// A router over `secrets`.
     pub fn new(secrets: S, config: NativeRouterConfig) -> Self {
+        auth::prepare();
         Self {
             secrets,
             replay: ReplayCache::new(config.replay_capacity, config.proof_window_secs)
@@ -308,8 +310,8 @@ impl<S: SecretSource> NativeRouter<S> {
         now_unix: u64,
     ) -> Result<(), ProofError> {
         let proof = auth::parse_proof(value)?;
-        auth::verify(
-            self.secrets.secret(id),
+        auth::verify_keyed(
+            self.secrets.mac_key(id),
             Operation::Park,
             id,
             &proof,
@@ -381,6 +383,7 @@ impl<S: SecretSource> Router for NativeRouter<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Secret;
     use crate::head::{HeadLimits, HeadStatus, parse_head};
 
     const ID: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
@@ -390,13 +393,13 @@ mod tests {
     #[derive(Debug)]
     struct OneSecret {
         id: RendezvousId,
-        secret: Secret,
+        key: MacKey,
         reloads: usize,
     }
 
     impl SecretSource for OneSecret {
-        fn secret(&self, id: &RendezvousId) -> Option<&Secret> {
-            (*id == self.id).then_some(&self.secret)
+        fn mac_key(&self, id: &RendezvousId) -> Option<&MacKey> {
+            (*id == self.id).then_some(&self.key)
         }
         fn reload(&mut self) -> Result<(), ReloadError> {
             self.reloads += 1;
@@ -411,7 +414,7 @@ mod tests {
     fn router() -> NativeRouter<OneSecret> {
         let secrets = OneSecret {
             id: id(),
-            secret: Secret::new(b"route test".to_vec()),
+            key: MacKey::new(&Secret::new(b"route test".to_vec())),
             reloads: 0,
         };
         NativeRouter::new(secrets, NativeRouterConfig::default())
@@ -547,7 +550,7 @@ mod tests {
     fn full_replay_cache_is_a_relay_refusal() {
         let secrets = OneSecret {
             id: id(),
-            secret: Secret::new(b"route test".to_vec()),
+            key: MacKey::new(&Secret::new(b"route test".to_vec())),
             reloads: 0,
         };
         let config = NativeRouterConfig {

@@ -197,7 +197,7 @@ pub fn split_family_message<'m>(scheme: &str, message: &'m [u8]) -> Option<&'m [
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tryst_engine::auth::Secret;
+    use tryst_engine::auth::MacKey;
     use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
     use tryst_engine::node::CompatRouterConfig;
     use tryst_engine::target::{KeySpace, RendezvousId};
@@ -206,7 +206,7 @@ mod tests {
     struct NoSecrets;
 
     impl SecretSource for NoSecrets {
-        fn secret(&self, _: &RendezvousId) -> Option<&Secret> {
+        fn mac_key(&self, _: &RendezvousId) -> Option<&MacKey> {
             None
         }
         fn reload(&mut self) -> Result<(), ReloadError> {

@@ -1,7 +1,10 @@
 //! `auth_proof_raw`: the real proof parser and verifier on arbitrary bytes. Never panics,
-//! and nothing forged without the secret verifies.
+//! and nothing forged without the secret verifies, with the secret or with its key state
+//! made once (`verify_keyed`, as a worker checks proofs).
 
-use crate::auth::{Operation, ProofError, ReplayCache, Secret, parse_proof, verify};
+use crate::auth::{
+    MacKey, Operation, ProofError, ReplayCache, Secret, parse_proof, verify, verify_keyed,
+};
 use crate::target::RendezvousId;
 
 /// Runs one input as a `Proxy-Authorization` value.
@@ -23,7 +26,23 @@ pub fn run(data: &[u8]) {
         "a proof forged without the secret verified"
     );
     assert_eq!(
+        verify_keyed(
+            Some(&MacKey::new(&secret)),
+            Operation::Park,
+            &id,
+            &proof,
+            proof.ts,
+            60
+        ),
+        Err(ProofError::BadMac),
+        "a proof forged without the secret verified against its key state"
+    );
+    assert_eq!(
         verify(None, Operation::Park, &id, &proof, proof.ts, 60),
+        Err(ProofError::BadMac)
+    );
+    assert_eq!(
+        verify_keyed(None, Operation::Park, &id, &proof, proof.ts, 60),
         Err(ProofError::BadMac)
     );
     let _ = verify(Some(&secret), Operation::Park, &id, &proof, 0, 60);

@@ -1,10 +1,13 @@
 //! `auth_proof_structured`: proofs signed with a known secret, so inputs get past the MAC
 //! into the window and replay logic. Checks: an uncorrupted in-window proof verifies (in
 //! every accepted spelling), an out-of-window one is stale, a corrupted MAC, secret or id
-//! never verifies, and a second use of a nonce is refused.
+//! never verifies, and a second use of a nonce is refused. `verify_keyed` (the key state
+//! made once, as a worker keeps it) gives exactly `verify`'s answer for every input, for
+//! secrets of every length (empty, under, at and over SHA-256's 64-byte block).
 
 use crate::auth::{
-    Operation, ProofError, ReplayCache, Secret, parse_proof, proof_header, sign, verify,
+    MacKey, Operation, ProofError, ReplayCache, Secret, parse_proof, proof_header, sign, verify,
+    verify_keyed,
 };
 use crate::target::RendezvousId;
 use arbitrary::Arbitrary;
@@ -126,6 +129,16 @@ pub fn run(input: Input) {
     };
 
     let got = verify(Some(&v_secret), Operation::Park, &v_id, &proof, now, WINDOW);
+    let keyed = MacKey::new(&v_secret);
+    assert_eq!(
+        verify_keyed(Some(&keyed), Operation::Park, &v_id, &proof, now, WINDOW),
+        got,
+        "the keyed state answers as the secret does"
+    );
+    assert_eq!(
+        verify_keyed(None, Operation::Park, &v_id, &proof, now, WINDOW),
+        verify(None, Operation::Park, &v_id, &proof, now, WINDOW),
+    );
     let stale = now.abs_diff(proof.ts) > WINDOW;
     if stale {
         assert_eq!(got, Err(ProofError::StaleTimestamp));

@@ -1,7 +1,7 @@
 //! `node_authorization`: The `Authorization` parser (Basic and Digest user names) on arbitrary bytes: never
 //! panics; and a mobile request carrying the bytes as its header is routed without
 //! panicking, with any forwarded head free of `authorization` fields.
-use crate::auth::Secret;
+use crate::auth::MacKey;
 use crate::head::{HeadLimits, HeadStatus, parse_head};
 use crate::node::{CompatRouter, CompatRouterConfig, authorization_username};
 use crate::route::{ReloadError, Route, Router, SecretSource, Transport};
@@ -10,7 +10,7 @@ use crate::target::RendezvousId;
 struct NoSecrets;
 
 impl SecretSource for NoSecrets {
-    fn secret(&self, _id: &RendezvousId) -> Option<&Secret> {
+    fn mac_key(&self, _id: &RendezvousId) -> Option<&MacKey> {
         None
     }
     fn reload(&mut self) -> Result<(), ReloadError> {

@@ -2,7 +2,7 @@
 //! never panics and splits the target as documented, and the combined router answers
 //! every CONNECT with this target, on both transports, with a decision whose refusal
 //! bytes are an HTTP response.
-use crate::auth::Secret;
+use crate::auth::MacKey;
 use crate::head::{HeadLimits, HeadStatus, parse_head};
 use crate::node::{CompatRouter, CompatRouterConfig, looks_like_node_connect, parse_node_connect};
 use crate::route::{ReloadError, Route, Router, SecretSource, Transport};
@@ -12,7 +12,7 @@ use crate::totp::{TotpAlgorithm, TotpRecord};
 struct OneRecord(TotpRecord);
 
 impl SecretSource for OneRecord {
-    fn secret(&self, _id: &RendezvousId) -> Option<&Secret> {
+    fn mac_key(&self, _id: &RendezvousId) -> Option<&MacKey> {
         None
     }
     fn totp(&self, _id: &RendezvousId) -> Option<&TotpRecord> {

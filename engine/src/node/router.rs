@@ -329,7 +329,7 @@ impl<S: SecretSource> Router for CompatRouter<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{self, Operation, Secret};
+    use crate::auth::{self, MacKey, Operation, Secret};
     use crate::head::{HeadLimits, HeadStatus, parse_head};
     use crate::totp::{TotpAlgorithm, TotpRecord};
     use base64::Engine as _;
@@ -342,13 +342,13 @@ mod tests {
 
     #[derive(Debug)]
     struct Secrets {
-        native: Secret,
+        native: MacKey,
         totp: TotpRecord,
         queue: TotpRecord,
     }
 
     impl SecretSource for Secrets {
-        fn secret(&self, id: &RendezvousId) -> Option<&Secret> {
+        fn mac_key(&self, id: &RendezvousId) -> Option<&MacKey> {
             (id.to_string() == NATIVE_ONLY).then_some(&self.native)
         }
         fn totp(&self, id: &RendezvousId) -> Option<&TotpRecord> {
@@ -367,7 +367,7 @@ mod tests {
         let rec = |p| TotpRecord::new(KEY.to_vec(), 30, TotpAlgorithm::Sha1, p).unwrap();
         CompatRouter::new(
             Secrets {
-                native: Secret::new(b"native secret".to_vec()),
+                native: MacKey::new(&Secret::new(b"native secret".to_vec())),
                 totp: rec(None),
                 queue: rec(Some(TotpParking::Queue)),
             },
