@@ -10,7 +10,8 @@
 //!
 //! Built: a claim request made from the input (worker, id, ttl, key bytes) decodes iff
 //! its key is valid and its ttl non-zero, to the same fields; a replace announcement
-//! made from the input (space, key bytes, node, epoch) parses back to the same fields.
+//! made from the input (space, key bytes, node, epoch, seq) parses back to the same
+//! fields.
 
 use crate::cluster::claims::{REPLACE_PREFIX, parse_replace, replace_key};
 use tryst_engine::claim::{self, ClaimRequest};
@@ -38,10 +39,11 @@ fn raw(data: &[u8]) {
     {
         let key = replace_key(&r.key);
         let again = format!(
-            "{} {} {}",
+            "{} {} {} {}",
             key.strip_prefix(REPLACE_PREFIX).unwrap_or_default(),
             r.node,
-            r.epoch
+            r.epoch,
+            r.seq
         );
         assert_eq!(again, text, "replace announcements are canonical");
     }
@@ -85,12 +87,16 @@ fn built(data: &[u8]) {
         .take(64)
         .map(|b| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789.-_"[usize::from(*b) % 39]))
         .collect();
+    let seq = u64::from(ttl);
     let text = format!(
-        "{} {node} {id}",
+        "{} {node} {id} {seq}",
         replace_key(&key)
             .strip_prefix(REPLACE_PREFIX)
             .unwrap_or_default()
     );
     let r = parse_replace(&text).expect("a built announcement parses");
-    assert_eq!((r.key, r.node, r.epoch), (key, node.as_str(), id));
+    assert_eq!(
+        (r.key, r.node, r.epoch, r.seq),
+        (key, node.as_str(), id, seq)
+    );
 }

@@ -193,10 +193,20 @@ fn a_single_shot_tag_raced_from_two_nodes_has_exactly_one_winner() {
         })
         .collect();
     let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+    let cluster_series = |relay: &Relay| -> String {
+        let text = relay.metrics();
+        text.lines()
+            .filter(|l| !l.starts_with('#') && (l.contains("cluster") || l.contains("parked")))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     assert_eq!(
         results.iter().filter(|(won, ..)| *won).count(),
         1,
-        "exactly one winner"
+        "exactly one winner: {:?}\na:\n{}\nb:\n{}",
+        results.iter().map(|(w, r, _)| (w, r)).collect::<Vec<_>>(),
+        cluster_series(&a),
+        cluster_series(&b)
     );
     let (_, refusal, _) = results.iter().find(|(won, ..)| !won).unwrap();
     let exact = tryst_engine::reject::Rejection::UnknownTag.response();
@@ -397,20 +407,40 @@ fn a_single_shot_tag_park_on_another_node_replaces_the_older_one() {
     assert_eq!(series(&a, sent), 1);
 }
 
-/// Publishes `message` on the replace channel of `redis` (as another node would).
-fn publish_replace(redis: &Redis, message: &str) {
+/// Runs one `redis-cli` command against `redis`; its output.
+fn redis_cli(redis: &Redis, args: &[&str]) -> String {
     let out = std::process::Command::new("redis-cli")
         .arg("-s")
         .arg(&redis.socket)
-        .args(["PUBLISH", "tryst:replace", message])
+        .args(args)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Publishes `"<prefix> <seq>"` on the replace channel of `redis` as another node
+/// would: with the next number of the cluster-wide order.
+fn publish_replace(redis: &Redis, prefix: &str) {
+    let seq: u64 = redis_cli(redis, &["INCR", "tryst:replace-seq"])
+        .parse()
+        .unwrap();
+    publish_replace_at(redis, prefix, seq);
+}
+
+/// Publishes `"<prefix> <seq>"` on the replace channel with a given place in the order.
+fn publish_replace_at(redis: &Redis, prefix: &str, seq: u64) {
+    redis_cli(
+        redis,
+        &["PUBLISH", "tryst:replace", &format!("{prefix} {seq}")],
+    );
 }
 
 /// A replace announcement naming another epoch than its node's live one (a previous
 /// run of a restarted node, or a node that is not live) closes nothing and is counted
-/// as stale; the same announcement in the node's live epoch closes the park.
+/// as stale; one older than the node's own park (delivered late: a smaller place in
+/// the cluster-wide order) closes nothing and is counted as older; the same
+/// announcement in the node's live epoch, newer than the park, closes it.
 #[test]
 fn a_replace_announcement_of_a_stale_epoch_closes_nothing() {
     let redis = Redis::start();
@@ -424,6 +454,9 @@ fn a_replace_announcement_of_a_stale_epoch_closes_nothing() {
     assert_eq!(a.await_metric("tryst_cluster_live_nodes", 1), 1);
     assert_eq!(a.await_metric("tryst_cluster_replace_subscribed", 1), 1);
     let mut parked = node_park(&a);
+    let parked_as: u64 = redis_cli(&redis, &["GET", "tryst:replace-seq"])
+        .parse()
+        .unwrap();
     let answer = b.exchange(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     let health: serde_json::Value = serde_json::from_str(body).unwrap();
@@ -440,6 +473,16 @@ fn a_replace_announcement_of_a_stale_epoch_closes_nothing() {
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     let mut byte = [0u8; 1];
+    let still = parked.read(&mut byte);
+    assert!(
+        matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "{still:?}"
+    );
+    // b's live run, but announced before a's park (delivered late).
+    let older = "tryst_cluster_replace_total{direction=\"older\"}";
+    publish_replace_at(&redis, &format!("{key} b {epoch}"), parked_as - 1);
+    assert_eq!(await_series(&a, older, 1), 1);
+    assert_eq!(series(&a, received), 0);
     let still = parked.read(&mut byte);
     assert!(
         matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),

@@ -42,6 +42,15 @@ pub(super) struct Claims {
     deadlines: VecDeque<(Instant, u64)>,
 }
 
+impl Claims {
+    /// Whether a replace park under `key` waits here for a claim's verdict.
+    pub(super) fn replace_park_pending(&self, key: &crate::target::RendezvousKey) -> bool {
+        self.pending.values().any(
+            |p| matches!(&p.route, Route::Park { key: k, mode: ParkMode::Replace } if k == key),
+        )
+    }
+}
+
 impl<R: Router> Worker<R> {
     /// Holds `sock` until `claim` is decided, then carries out `route` (or refuses).
     pub(super) fn hold_for_claim(

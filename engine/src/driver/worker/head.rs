@@ -265,6 +265,13 @@ impl<R: Router> Worker<R> {
     /// tells the router.
     pub(super) fn replaced_elsewhere(&mut self, key: &RendezvousKey) {
         self.evict_key(key);
+        // A replace park under the key still waiting here for its claims is newer than
+        // the one announced (the supervisor holds other nodes' announcements from the
+        // moment it decides this park's own, so this one was published before it): the
+        // router's state for the key is that park's, and stays.
+        if self.claims.replace_park_pending(key) {
+            return;
+        }
         self.router
             .replaced_elsewhere(key, super::timers::unix_now());
     }
