@@ -4,14 +4,14 @@
 //! A handed-off connection arrives with the bytes the engine already read (the request
 //! head and whatever followed). [`Rewind`] replays them before reading the socket, and
 //! hyper serves the connection. Routing on the public listeners, in this order:
-//! 1. the first [`ServiceFamily`] (in the one list, [`crate::families`]: Pico, the
-//!    dead-drop, Hive, STUN, Qredo) that owns the path serves the request, reading its
-//!    body with its own limit (Qredo's `/services` also takes the WebSocket upgrade);
+//! 1. the first [`ServiceFamily`] (in the one list, [`crate::families`]) that owns the
+//!    path serves the request, reading its body with its own limit (a family may also
+//!    take a WebSocket upgrade);
 //! 2. `/healthz`, and `/metrics` unless [`HttpService::make_metrics_private`] moved it
 //!    to the operators' listener;
 //! 3. any other path outside [`tryst_engine::node::HTTP_SERVICE_PREFIXES`] goes to the
-//!    family that [owns unknown paths](ServiceFamily::owns_unknown_paths) (the
-//!    dead-drop: hivemind's upstream 404);
+//!    family that [owns unknown paths](ServiceFamily::owns_unknown_paths), in that
+//!    family's shape;
 //! 4. everything else is `404 not_found`, after reading at most [`BODY_LIMIT`] body
 //!    bytes.
 //!
@@ -387,7 +387,7 @@ impl HttpService {
             let service = service.clone();
             async move { Ok::<_, Infallible>(service.handle(req, peer, scope, via_mesh).await) }
         });
-        // `with_upgrades`: Qredo's `/services` WebSocket takes the connection over.
+        // `with_upgrades`: a family's WebSocket takes the connection over.
         if let Err(e) = builder
             .serve_connection(TokioIo::new(io), svc)
             .with_upgrades()
@@ -449,11 +449,9 @@ impl HttpService {
             && let Some(family) = self.inner.families.iter().find(|f| f.owns_unknown_paths())
         {
             // Unknown paths on the public listeners (outside the API families' prefixes,
-            // whose unknown paths stay this service's 404) are the hivemind dead-drop's,
-            // as on its upstream server's port: `404 {"reason":"not_found","status":"error"}`
-            // (a POST's body is parsed first, as upstream does). Node-rendezvous's
-            // unknown paths (the Digest challenge) never reach here: the engine's router
-            // keeps them on the TLS listener.
+            // whose unknown paths stay this service's 404) are the owning family's, as
+            // on its upstream server's port (see its `ServiceFamily::serve`). Unknown
+            // paths the engine's router keeps on the TLS listener never reach here.
             return Ok(family.serve(req, cx).await);
         }
         self.builtin(req).await

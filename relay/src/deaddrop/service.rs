@@ -403,6 +403,9 @@ impl ServiceFamily for DeadDrop {
         Self::owns(path)
     }
 
+    /// Unknown paths on the public listeners answer as hivemind's upstream server does
+    /// on its port: `404 {"reason":"not_found","status":"error"}` (a POST's body is
+    /// parsed first, as upstream does).
     fn owns_unknown_paths(&self) -> bool {
         true
     }
