@@ -240,14 +240,8 @@ impl Claims {
     /// is older than this node's own park for the key (delivered late: ignored), waits
     /// for this node's park being decided, or names an epoch its node is not live in.
     fn consider(self: &Arc<Self>, a: Announcement) {
-        let a = match self.own_replaces().admit(a, Instant::now()) {
-            Admit::Go(a) => a,
-            Admit::Held => return,
-            Admit::Older => {
-                self.stats.replace_older.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!("ignoring a replace announcement older than this node's park");
-                return;
-            }
+        let Some(a) = self.admitted(a) else {
+            return;
         };
         match self.cluster.live_node(&a.node) {
             Some(n) if n.epoch == a.epoch => self.evict(&a.key),
@@ -273,17 +267,28 @@ impl Claims {
                         // Checked again: this node may have parked under the key
                         // meanwhile.
                         Some(n) if n.epoch == a.epoch => {
-                            match me.own_replaces().admit(a, Instant::now()) {
-                                Admit::Go(a) => me.evict(&a.key),
-                                Admit::Held => {}
-                                Admit::Older => {
-                                    me.stats.replace_older.fetch_add(1, Ordering::Relaxed);
-                                }
+                            if let Some(a) = me.admitted(a) {
+                                me.evict(&a.key);
                             }
                         }
                         _ => me.stale(&a.node, a.epoch),
                     }
                 });
+            }
+        }
+    }
+
+    /// The announcement if it may close this node's parks now ([`OwnReplaces::admit`]);
+    /// `None` when it is held for this node's park being decided, or older than it
+    /// (counted).
+    fn admitted(&self, a: Announcement) -> Option<Announcement> {
+        match self.own_replaces().admit(a, Instant::now()) {
+            Admit::Go(a) => Some(a),
+            Admit::Held => None,
+            Admit::Older => {
+                self.stats.replace_older.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("ignoring a replace announcement older than this node's park");
+                None
             }
         }
     }
