@@ -34,6 +34,20 @@ fn await_series(relay: &Relay, series: &str, want: u64) -> u64 {
     relay.await_value(want, |t| crate::tunnel::series_value(t, series))
 }
 
+/// A parked connection the relay keeps: nothing arrives and it is not closed within
+/// 300 ms (the read times out).
+fn assert_still_parked(parked: &mut TcpStream) {
+    parked
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let still = parked.read(&mut byte);
+    assert!(
+        matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "{still:?}"
+    );
+}
+
 /// Waits until `relay`'s directory answers (its first liveness write).
 fn await_connected(relay: &Relay) {
     assert_eq!(
@@ -350,15 +364,7 @@ fn a_node_rendezvous_park_on_another_node_replaces_the_older_one() {
     assert_eq!(read_to_close(&mut first), "", "the older park is closed");
     assert_eq!(series(&a, received), 1);
     // The newer one is still parked: nothing arrives, the relay keeps it open.
-    second
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut byte = [0u8; 1];
-    let still = second.read(&mut byte);
-    assert!(
-        matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
-        "{still:?}"
-    );
+    assert_still_parked(&mut second);
 }
 
 /// A single-shot tag publisher parked on A is closed when a newer one parks for the same
@@ -391,15 +397,7 @@ fn a_single_shot_tag_park_on_another_node_replaces_the_older_one() {
         .unwrap();
     assert_eq!(read_to_close(&mut first), "", "the older park is closed");
     assert_eq!(series(&a, received), 1);
-    second
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut byte = [0u8; 1];
-    let still = second.read(&mut byte);
-    assert!(
-        matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
-        "{still:?}"
-    );
+    assert_still_parked(&mut second);
     // Long-term tags queue: their parks announce nothing.
     let long = hashed_tag("", &hex::encode(rand::random::<[u8; 16]>()));
     let _queued = tag_park(&a, &long, &CreateOptions::default());
@@ -469,25 +467,13 @@ fn a_replace_announcement_of_a_stale_epoch_closes_nothing() {
     publish_replace(&redis, &format!("{key} ghost 1"));
     assert_eq!(await_series(&a, stale, 2), 2);
     assert_eq!(series(&a, received), 0);
-    parked
-        .set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let mut byte = [0u8; 1];
-    let still = parked.read(&mut byte);
-    assert!(
-        matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
-        "{still:?}"
-    );
+    assert_still_parked(&mut parked);
     // b's live run, but announced before a's park (delivered late).
     let older = "tryst_cluster_replace_total{direction=\"older\"}";
     publish_replace_at(&redis, &format!("{key} b {epoch}"), parked_as - 1);
     assert_eq!(await_series(&a, older, 1), 1);
     assert_eq!(series(&a, received), 0);
-    let still = parked.read(&mut byte);
-    assert!(
-        matches!(&still, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
-        "{still:?}"
-    );
+    assert_still_parked(&mut parked);
     publish_replace(&redis, &format!("{key} b {epoch}"));
     parked
         .set_read_timeout(Some(Duration::from_secs(10)))
