@@ -93,9 +93,46 @@ pub fn parse(text: &str) -> Result<HiveKey, HiveKeyError> {
 const FIELDS: [&str; 5] = ["workspace", "device", "account", "signing_key", "ttl"];
 
 /// `message` with every quoted part (between backticks or double quotes) that is not one
-/// of [`FIELDS`] replaced by `…`, and anything after an unclosed quote dropped: a seed
-/// pasted under a wrong or misspelt name, or as the wrong type, never reaches a log.
+/// of [`FIELDS`] replaced by `…`, anything after an unclosed quote dropped, and then every
+/// run of [`HEX_RUN`] or more hex digits replaced by `…`: a seed pasted under a wrong or
+/// misspelt name, or as the wrong type, never reaches a log. The quote pass alone is not
+/// enough: a key that itself holds a backtick puts the pairing out of step (the fuzz
+/// target `hive_key_file` found one), so the hex pass is what guarantees it.
 fn scrub(message: &str) -> String {
+    redact_hex_runs(&scrub_quoted(message))
+}
+
+/// Shortest run of hex digits [`redact_hex_runs`] replaces: long enough to spare the
+/// English of toml's and serde's messages, short enough that no useful part of a 64-digit
+/// seed survives.
+const HEX_RUN: usize = 4;
+
+/// `text` with every run of [`HEX_RUN`] or more ASCII hex digits replaced by `…`.
+fn redact_hex_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |out: &mut String, run: &mut String| {
+        if run.len() >= HEX_RUN {
+            out.push('…');
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+        } else {
+            flush(&mut out, &mut run);
+            out.push(c);
+        }
+    }
+    flush(&mut out, &mut run);
+    out
+}
+
+/// The quote pass of [`scrub`].
+fn scrub_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(open) = rest.find(['`', '"']) {
@@ -215,6 +252,27 @@ mod tests {
         let err = parse(&file(&seed, "colour = 1")).unwrap_err().to_string();
         assert!(err.contains("unknown field `…`"), "{err}");
         assert!(err.contains("`signing_key`"), "{err}");
+    }
+
+    #[test]
+    fn a_key_holding_a_backtick_does_not_put_the_seed_in_the_message() {
+        // The fuzz finding: `"`d5…5evi@ce"=""` made toml quote a key that itself holds a
+        // backtick, so the quote pass paired the wrong backticks.
+        let digits = "5".repeat(63);
+        let text = format!("\"`d{digits}evi@ce\"=\"\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(!err.contains(&format!("d{digits}")), "{err}");
+        assert!(!err.contains("5555"), "{err}");
+        assert!(err.contains("`signing_key`"), "{err}");
+    }
+
+    #[test]
+    fn redact_hex_runs_hides_long_runs_only() {
+        assert_eq!(
+            redact_hex_runs("at byte 120: abc dead 0123456789"),
+            "at byte 120: abc … …"
+        );
+        assert_eq!(redact_hex_runs("expected `ttl`"), "expected `ttl`");
     }
 
     #[test]
