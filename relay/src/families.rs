@@ -298,7 +298,8 @@ pub fn open(configs: &FamilyConfigs, started: u64) -> Result<Opened, FamilyError
     if generated {
         tracing::info!(path = %configs.deaddrop.key_path.display(), "dead-drop key generated");
     }
-    let qredo = qredo::Qredo::open(configs.qredo.clone())?;
+    // The queues live where the dead-drop keeps its messages (docs/compat/qredo.md).
+    let qredo = qredo::Qredo::open(configs.qredo.clone(), deaddrop.postgres())?;
     Ok(Opened {
         configs: configs.clone(),
         deaddrop,

@@ -39,10 +39,13 @@ const MIGRATE_LOCK: i64 = 0x7472_7973_745f_6d31;
 /// Advisory lock every write batch takes first (`tryst_w1` in ASCII).
 const WRITE_LOCK: i64 = 0x7472_7973_745f_7731;
 
-/// The schema, one entry per version, applied in order, each once.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE deaddrop_messages (
+/// The schema, one entry per version, applied in order, each once. Version 2 holds
+/// Qredo's `Conversations` queues (`crate::qredo::pg`), which live in the dead-drop's
+/// database when it is on PostgreSQL.
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE deaddrop_messages (
         seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         mailbox bytea NOT NULL,
         deposit_id text NOT NULL UNIQUE,
@@ -66,7 +69,29 @@ const MIGRATIONS: &[(i32, &str)] = &[(
         private_pem text NOT NULL,
         created_at timestamptz NOT NULL DEFAULT now()
     );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE qredo_items (
+        queue bytea NOT NULL,
+        seq bigint NOT NULL,
+        item bytea NOT NULL,
+        expires_at bigint NOT NULL,
+        PRIMARY KEY (queue, seq)
+    );
+    CREATE TABLE qredo_queues (
+        queue bytea PRIMARY KEY,
+        next_seq bigint NOT NULL,
+        items bigint NOT NULL
+    );
+    CREATE TABLE qredo_totals (
+        id integer PRIMARY KEY CHECK (id = 1),
+        bytes bigint NOT NULL,
+        queues bigint NOT NULL
+    );
+    INSERT INTO qredo_totals (id, bytes, queues) VALUES (1, 0, 0);",
+    ),
+];
 
 /// The newest schema version this build knows.
 pub fn schema_version() -> i32 {
@@ -96,7 +121,7 @@ pub fn describe(url: &str) -> String {
     out
 }
 
-fn pg(e: tokio_postgres::Error) -> StoreError {
+pub(crate) fn pg(e: tokio_postgres::Error) -> StoreError {
     let message = match e.as_db_error() {
         Some(db) => format!("{}: {} ({})", e, db.message(), db.code().code()),
         None => match std::error::Error::source(&e) {
@@ -127,7 +152,7 @@ fn pool_err(e: PoolError) -> StoreError {
     }
 }
 
-fn int(v: u64) -> i64 {
+pub(crate) fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -139,6 +164,8 @@ fn charge(id_len: usize, payload_len: usize) -> u64 {
 pub struct PgStore {
     rt: tokio::runtime::Runtime,
     pool: Pool,
+    /// How to connect (for connections of their own, outside the pool).
+    config: std::sync::Arc<tokio_postgres::Config>,
     limits: StoreLimits,
 }
 
@@ -176,7 +203,7 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::failed(format!("starting the store runtime: {e}")))?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -191,7 +218,15 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::failed(format!("dead-drop store pool: {e}")))?;
         let key = rt.block_on(migrate(&pool, offer_key))?;
-        Ok((Self { rt, pool, limits }, key))
+        Ok((
+            Self {
+                rt,
+                pool,
+                config: std::sync::Arc::new(config),
+                limits,
+            },
+            key,
+        ))
     }
 }
 
@@ -864,32 +899,77 @@ impl Store for PgStore {
     }
 
     fn reader(&self) -> Reader {
-        Reader::Postgres(PgReader {
+        Reader::Postgres(PgAccess {
             rt: self.rt.handle().clone(),
             pool: self.pool.clone(),
+            config: std::sync::Arc::clone(&self.config),
         })
     }
 }
 
-/// Read-only queries on the pool, from any runtime. Cheap to clone.
+/// The store's pool and the runtime its connections live on: queries from any runtime
+/// (the dead-drop's reads, and Qredo's `Conversations`, which share the database).
+/// Cheap to clone.
 #[derive(Clone)]
-pub struct PgReader {
+pub struct PgAccess {
     rt: tokio::runtime::Handle,
     pool: Pool,
+    config: std::sync::Arc<tokio_postgres::Config>,
 }
 
-impl std::fmt::Debug for PgReader {
+impl std::fmt::Debug for PgAccess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgReader").finish_non_exhaustive()
+        f.debug_struct("PgAccess").finish_non_exhaustive()
     }
 }
 
-impl PgReader {
-    pub(super) async fn has_live(&self, mailbox: &Mailbox, now: u64) -> Result<bool, StoreError> {
-        let (pool, mailbox, now) = (self.pool.clone(), *mailbox, int(now));
-        // On the store's runtime, where the pooled connections' tasks live.
+impl PgAccess {
+    /// Runs `work` with a pooled connection on the store's runtime, where the pooled
+    /// connections' tasks live; gives up after [`BATCH_TIMEOUT`] (unavailable).
+    pub async fn run<T, F, Fut>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(deadpool_postgres::Object) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let pool = self.pool.clone();
         let task = self.rt.spawn(async move {
             let client = pool.get().await.map_err(pool_err)?;
+            work(client).await
+        });
+        match tokio::time::timeout(BATCH_TIMEOUT, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(StoreError::unavailable(format!("store task: {e}"))),
+            Err(_) => Err(StoreError::unavailable("store request timed out")),
+        }
+    }
+
+    /// Runs `task` on the store's runtime for as long as the store lives (e.g. a
+    /// connection of its own from [`PgAccess::connect`]).
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        drop(self.rt.spawn(task));
+    }
+
+    /// A connection of its own, outside the pool (e.g. to `LISTEN`): the client and
+    /// the connection future, which the caller drives on the store's runtime.
+    pub async fn connect(
+        &self,
+    ) -> Result<
+        (
+            tokio_postgres::Client,
+            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+        ),
+        StoreError,
+    > {
+        self.config.connect(NoTls).await.map_err(pg)
+    }
+
+    pub(super) async fn has_live(&self, mailbox: &Mailbox, now: u64) -> Result<bool, StoreError> {
+        let (mailbox, now) = (*mailbox, int(now));
+        self.run(move |client| async move {
             let st = client
                 .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM deaddrop_messages \
@@ -902,12 +982,8 @@ impl PgReader {
                 .await
                 .map_err(pg)?;
             Ok(row.get::<_, bool>(0))
-        });
-        match tokio::time::timeout(BATCH_TIMEOUT, task).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(StoreError::unavailable(format!("store reader: {e}"))),
-            Err(_) => Err(StoreError::unavailable("store read timed out")),
-        }
+        })
+        .await
     }
 }
 
@@ -1008,14 +1084,14 @@ mod tests {
         assert_eq!(key, keys[0]);
         let versions: Vec<i32> = store.rt.block_on(async {
             let c = store.pool.get().await.unwrap();
-            c.query("SELECT version FROM deaddrop_schema", &[])
+            c.query("SELECT version FROM deaddrop_schema ORDER BY version", &[])
                 .await
                 .unwrap()
                 .iter()
                 .map(|r| r.get(0))
                 .collect()
         });
-        assert_eq!(versions, [schema_version()]);
+        assert_eq!(versions, (1..=schema_version()).collect::<Vec<_>>());
     }
 
     /// No server behind the URL: refused as unavailable (503 to clients), not as a

@@ -132,6 +132,15 @@ impl DeadDrop {
         self
     }
 
+    /// The PostgreSQL store's pool when the dead-drop is on PostgreSQL: Qredo's
+    /// `Conversations` then keep their queues in the same database.
+    pub fn postgres(&self) -> Option<pg::PgAccess> {
+        match &self.inner.reader {
+            Reader::Postgres(access) => Some(access.clone()),
+            Reader::Redb(_) => None,
+        }
+    }
+
     /// The PEM served at `/pubkey`.
     pub fn relay_pem(&self) -> String {
         self.inner.checker.relay_pem().to_owned()

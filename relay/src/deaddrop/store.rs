@@ -188,7 +188,7 @@ pub enum Reader {
     /// The redb file.
     Redb(RedbReader),
     /// PostgreSQL.
-    Postgres(super::pg::PgReader),
+    Postgres(super::pg::PgAccess),
 }
 
 impl Reader {

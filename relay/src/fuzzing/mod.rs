@@ -18,6 +18,7 @@ pub mod mesh_preamble;
 pub mod node_provisioning_record;
 pub mod pico_channel;
 pub mod qredo_lf;
+pub mod qredo_notice;
 pub mod qredo_ownership;
 pub mod serve_config;
 pub mod stun_message;
@@ -53,6 +54,7 @@ pub const TARGETS: &[Target] = &[
     ("tag_proof", tag_proof::run),
     ("tag_sync", tag_sync::run),
     ("tag_target", tag_target::run),
+    ("qredo_notice", qredo_notice::run),
     ("tls_pin", tls_pin::run),
 ];
 

@@ -4,7 +4,8 @@
 //! - [`lf`]: the codec (canonical S-expressions, marked atoms, the RPC envelope).
 //! - [`ownership`]: the SDK's `OwnershipSignature` and its replay cache.
 //! - [`rendezvous`]: the sans-IO `Rendezvous` table (takes `now`).
-//! - [`store`]: the durable `Conversations` queues (redb).
+//! - [`store`]: the durable `Conversations` queues, where the dead-drop keeps its messages
+//!   (a redb file, or [`pg`]: the dead-drop's PostgreSQL database).
 //! - [`service`]: [`Qredo`], the RPC core and its `POST /services` adapter.
 //! - [`share`]: the link to the workers' `tag:` tables (one tag table for RPC and
 //!   `CONNECT tag:`).
@@ -22,6 +23,7 @@
 
 pub mod lf;
 pub mod ownership;
+pub mod pg;
 pub mod rendezvous;
 pub mod service;
 pub mod share;

@@ -9,7 +9,7 @@ use super::lf::{
 use super::ownership::{self, Op, ReplayCache};
 use super::rendezvous::RendezvousTable;
 use super::share::{Outgoing, TagLink};
-use super::store::{ConversationStore, StoreError};
+use super::store::{ConversationStore, RedbConversations, StoreError};
 use super::{Failure, QredoConfig, QredoError};
 use crate::body::BodyError;
 use crate::clock::unix_now_ms;
@@ -68,7 +68,7 @@ struct Inner {
     apps: HashMap<String, Vec<u8>>,
     rendezvous: Mutex<RendezvousTable>,
     queue_replay: Mutex<ReplayCache>,
-    store: Arc<ConversationStore>,
+    store: ConversationStore,
     counters: Counters,
     /// Set once the relay links the table with the workers' (`link_tags`).
     link: std::sync::OnceLock<TagLink>,
@@ -81,6 +81,8 @@ struct Inner {
 struct Counters {
     calls: AtomicU64,
     failures: AtomicU64,
+    /// Other nodes' publish notifications dropped (backlog full; PostgreSQL store).
+    notices_dropped: Arc<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,6 +115,17 @@ pub fn failure_response(mut header: Interchange, failure: Failure) -> Vec<u8> {
     .encode()
 }
 
+/// A `ConversationItemWithSequenceValue` (as queried, and as pushed to subscribers).
+fn item_with_seq(item: Value, seq: u64) -> Value {
+    Value::Record(lf::Record::new(
+        "ConversationItemWithSequenceValue",
+        vec![
+            ("item", item),
+            ("sequenceValue", Value::Bytes(seq.to_be_bytes().to_vec())),
+        ],
+    ))
+}
+
 fn success(mut header: Interchange, value: Value) -> Vec<u8> {
     header.protocol = PROTOCOL_VERSION;
     Response {
@@ -123,10 +136,22 @@ fn success(mut header: Interchange, value: Value) -> Vec<u8> {
 }
 
 impl Qredo {
-    /// Opens the conversation store and builds the service.
-    pub fn open(config: QredoConfig) -> Result<Self, QredoError> {
-        let store = ConversationStore::open(&config.store_path, config.store)
-            .map_err(|e| QredoError::Store(e.to_string()))?;
+    /// Opens the conversation store and builds the service. `postgres` is the
+    /// dead-drop's database when it is on PostgreSQL: the queues then live there
+    /// (`config.store_path` is not used); otherwise in the redb file at `store_path`.
+    pub fn open(
+        config: QredoConfig,
+        postgres: Option<crate::deaddrop::pg::PgAccess>,
+    ) -> Result<Self, QredoError> {
+        let store = match postgres {
+            Some(access) => {
+                ConversationStore::Postgres(super::pg::PgConversations::new(access, config.store))
+            }
+            None => ConversationStore::Redb(Arc::new(
+                RedbConversations::open(&config.store_path, config.store)
+                    .map_err(|e| QredoError::Store(e.to_string()))?,
+            )),
+        };
         let apps = match &config.apps_file {
             None => HashMap::new(),
             Some(path) => {
@@ -141,12 +166,12 @@ impl Qredo {
                     .collect()
             }
         };
-        Ok(Self {
+        let qredo = Self {
             inner: Arc::new(Inner {
                 rendezvous: Mutex::new(RendezvousTable::new(config.rendezvous)),
                 queue_replay: Mutex::new(ReplayCache::new(config.rendezvous.replay_capacity)),
                 apps,
-                store: Arc::new(store),
+                store,
                 counters: Counters::default(),
                 link: std::sync::OnceLock::new(),
                 cluster: std::sync::OnceLock::new(),
@@ -155,7 +180,27 @@ impl Qredo {
                 sockets: Arc::new(tokio::sync::Semaphore::new(config.max_sockets)),
                 config,
             }),
-        })
+        };
+        if let ConversationStore::Postgres(pg) = &qredo.inner.store {
+            // Other nodes' items, pushed to this node's subscribers (no reference to
+            // `inner`: the listener lives as long as the store).
+            let subscriptions = Arc::clone(&qredo.inner.subscriptions);
+            let events = qredo.inner.events.clone();
+            pg.listen(
+                move || subscriptions.load(Ordering::Relaxed) > 0,
+                move |queue, seq, item| match Value::decode_bytes(&item, &Limits::default()) {
+                    Ok(item) => {
+                        let _ = events.send(Event::Item {
+                            queue,
+                            value: item_with_seq(item, seq),
+                        });
+                    }
+                    Err(_) => tracing::error!("qredo: a stored conversation item does not decode"),
+                },
+                Arc::clone(&qredo.inner.counters.notices_dropped),
+            );
+        }
+        Ok(qredo)
     }
 
     /// The same service in a cluster (`None`: a single node, as before): every
@@ -246,6 +291,12 @@ impl Qredo {
                 "gauge",
                 "Qredo WebSocket subscriptions live now.",
                 self.inner.subscriptions.load(Ordering::Relaxed),
+            ),
+            (
+                "tryst_qredo_remote_items_dropped_total",
+                "counter",
+                "Other nodes' conversation items not pushed to this node's subscribers because the notification backlog was full (PostgreSQL store).",
+                c.notices_dropped.load(Ordering::Relaxed),
             ),
             (
                 "tryst_qredo_rendezvous_active",
@@ -536,21 +587,16 @@ impl Qredo {
         Ok(queue)
     }
 
-    async fn blocking<T, F>(&self, f: F) -> Result<T, Failure>
-    where
-        T: Send + 'static,
-        F: FnOnce(&ConversationStore) -> Result<T, StoreError> + Send + 'static,
-    {
-        let store = Arc::clone(&self.inner.store);
-        match tokio::task::spawn_blocking(move || f(&store)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(StoreError::QueueFull)) => Err(Failure::QueueFull),
-            Ok(Err(StoreError::StoreFull)) => Err(Failure::Busy),
-            Ok(Err(e)) => {
+    /// The failure a store outcome is answered with.
+    fn stored<T>(outcome: Result<T, StoreError>) -> Result<T, Failure> {
+        match outcome {
+            Ok(v) => Ok(v),
+            Err(StoreError::QueueFull) => Err(Failure::QueueFull),
+            Err(StoreError::StoreFull) => Err(Failure::Busy),
+            Err(e) => {
                 tracing::error!(error = %e, "qredo: conversation store failed");
                 Err(Failure::StoreUnavailable)
             }
-            Err(_) => Err(Failure::StoreUnavailable),
         }
     }
 
@@ -577,18 +623,10 @@ impl Qredo {
         }
         let bytes = item.encode();
         let queue = self.queue_auth(queue, sig, Op::Create, &bytes, now).await?;
-        let seq = self
-            .blocking(move |s| s.publish(&queue, &bytes, now))
-            .await?;
+        let seq = Self::stored(self.inner.store.publish(&queue, &bytes, now).await)?;
         let _ = self.inner.events.send(Event::Item {
             queue,
-            value: Value::Record(lf::Record::new(
-                "ConversationItemWithSequenceValue",
-                vec![
-                    ("item", item.clone()),
-                    ("sequenceValue", Value::Bytes(seq.to_be_bytes().to_vec())),
-                ],
-            )),
+            value: item_with_seq(item.clone(), seq),
         });
         Ok(Value::Record(lf::Record::new(
             "ConversationPublishResult",
@@ -620,24 +658,14 @@ impl Qredo {
         let mut data = after.encode();
         fetch.encode_into(&mut data);
         let queue = self.queue_auth(queue, sig, Op::List, &data, now).await?;
-        let (items, current) = self
-            .blocking(move |s| s.query(&queue, after_seq, limit, now))
-            .await?;
+        let (items, current) =
+            Self::stored(self.inner.store.query(&queue, after_seq, limit, now).await)?;
         let max = items.last().map_or(after_seq, |i| i.seq);
         let mut values = Vec::with_capacity(items.len());
         for stored in items {
             let item = Value::decode_bytes(&stored.item, &Limits::default())
                 .map_err(|_| Failure::StoreUnavailable)?;
-            values.push(Value::Record(lf::Record::new(
-                "ConversationItemWithSequenceValue",
-                vec![
-                    ("item", item),
-                    (
-                        "sequenceValue",
-                        Value::Bytes(stored.seq.to_be_bytes().to_vec()),
-                    ),
-                ],
-            )));
+            values.push(item_with_seq(item, stored.seq));
         }
         Ok(Value::Record(lf::Record::new(
             "ConversationQueryItemsResult",
@@ -663,8 +691,7 @@ impl Qredo {
         let queue = self
             .queue_auth(queue, sig, Op::Delete, &up_to.encode(), now)
             .await?;
-        self.blocking(move |s| s.acknowledge(&queue, seq, now))
-            .await?;
+        Self::stored(self.inner.store.acknowledge(&queue, seq, now).await)?;
         Ok(Value::Record(lf::Record::unit("ConversationAckResult")))
     }
 

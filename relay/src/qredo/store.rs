@@ -1,7 +1,11 @@
-//! The durable store of `Conversations` queues (redb, a file in the data directory
-//! beside the dead-drop's). Every change is one write transaction committed with redb's
-//! default `Durability::Immediate` (fsynced before `commit` returns); a publish is
-//! answered only after its commit.
+//! The durable store of `Conversations` queues: [`ConversationStore`] is where the
+//! dead-drop keeps its messages. With the dead-drop on PostgreSQL the queues are in its
+//! database ([`super::pg`]); otherwise they are in a redb file in the data directory
+//! beside the dead-drop's ([`RedbConversations`], this module). Both number, cap, charge
+//! and expire items the same way, and answer a publish only after its commit.
+//!
+//! In the redb file every change is one write transaction committed with redb's
+//! default `Durability::Immediate` (fsynced before `commit` returns).
 //!
 //! Layout (keys big-endian, so byte order is numeric order):
 //! - `items`: queueId (32) ‖ seq (u64) → expires (u64, unix ms) ‖ item (the marshalled
@@ -100,14 +104,93 @@ pub struct StoredItem {
     pub item: Vec<u8>,
 }
 
-/// The store. Blocking: call from `spawn_blocking`.
+/// Where the queues are: the store the dead-drop uses.
+#[derive(Debug, Clone)]
+pub enum ConversationStore {
+    /// The redb file (`qredo.redb` in the data directory).
+    Redb(std::sync::Arc<RedbConversations>),
+    /// The dead-drop's PostgreSQL database.
+    Postgres(super::pg::PgConversations),
+}
+
+impl ConversationStore {
+    /// Which store, for the start-up line.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Redb(_) => "redb",
+            Self::Postgres(_) => "postgres (the dead-drop's database)",
+        }
+    }
+
+    /// Appends `item` to `queue`, durable when this returns; its sequence number.
+    pub async fn publish(
+        &self,
+        queue: &QueueId,
+        item: &[u8],
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Self::Redb(db) => {
+                let (db, queue, item) = (std::sync::Arc::clone(db), *queue, item.to_vec());
+                blocking(move || db.publish(&queue, &item, now_ms)).await
+            }
+            Self::Postgres(pg) => pg.publish(queue, item, now_ms).await,
+        }
+    }
+
+    /// Up to `limit` unexpired items of `queue` after `after`, and whether they are all
+    /// there is (no further item).
+    pub async fn query(
+        &self,
+        queue: &QueueId,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<(Vec<StoredItem>, bool), StoreError> {
+        match self {
+            Self::Redb(db) => {
+                let (db, queue) = (std::sync::Arc::clone(db), *queue);
+                blocking(move || db.query(&queue, after, limit, now_ms)).await
+            }
+            Self::Postgres(pg) => pg.query(queue, after, limit, now_ms).await,
+        }
+    }
+
+    /// Removes every item of `queue` up to and including `up_to`; durable when this
+    /// returns. The number removed.
+    pub async fn acknowledge(
+        &self,
+        queue: &QueueId,
+        up_to: u64,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        match self {
+            Self::Redb(db) => {
+                let (db, queue) = (std::sync::Arc::clone(db), *queue);
+                blocking(move || db.acknowledge(&queue, up_to, now_ms)).await
+            }
+            Self::Postgres(pg) => pg.acknowledge(queue, up_to, now_ms).await,
+        }
+    }
+}
+
+/// Runs a redb call off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Db(format!("store task: {e}"))))
+}
+
+/// The queues in a redb file. Blocking: call from `spawn_blocking`.
 #[derive(Debug)]
-pub struct ConversationStore {
+pub struct RedbConversations {
     db: Database,
     limits: StoreLimits,
 }
 
-impl ConversationStore {
+impl RedbConversations {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
         let db = Database::create(path).map_err(dberr)?;
@@ -286,63 +369,92 @@ fn purge_expired(
     Ok((doomed.len() as u64, bytes))
 }
 
+/// The behaviour both stores share, run on each (`open` opens the same store afresh:
+/// what a publish committed is still there).
+#[cfg(test)]
+pub(super) async fn check_store(open: impl Fn() -> ConversationStore) {
+    let s = open();
+    let q = [1u8; 32];
+    let base = first_seq(0);
+    assert_eq!(s.publish(&q, b"a", 0).await.unwrap(), base);
+    assert_eq!(s.publish(&q, b"b", 10).await.unwrap(), base + 1);
+    assert_eq!(s.publish(&q, b"c", 20).await.unwrap(), base + 2);
+    assert!(matches!(
+        s.publish(&q, b"d", 30).await,
+        Err(StoreError::QueueFull)
+    ));
+    let seqs = |items: Vec<StoredItem>| items.iter().map(|i| i.seq - base).collect::<Vec<_>>();
+    let (items, all) = s.query(&q, 0, 2, 30).await.unwrap();
+    assert_eq!(seqs(items), [0, 1]);
+    assert!(!all);
+    let (items, all) = s.query(&q, base + 1, 10, 30).await.unwrap();
+    assert_eq!(
+        items,
+        [StoredItem {
+            seq: base + 2,
+            item: b"c".to_vec()
+        }]
+    );
+    assert!(all);
+    assert_eq!(s.acknowledge(&q, base + 1, 30).await.unwrap(), 2);
+    assert_eq!(s.publish(&q, b"d", 40).await.unwrap(), base + 3);
+    assert!(s.publish(&[2; 32], b"x", 40).await.is_ok());
+    assert!(matches!(
+        s.publish(&[3; 32], b"x", 40).await,
+        Err(StoreError::StoreFull)
+    ));
+    // Bytes are capped too (10,000 in the tests' limits): what is left fits in queue 2, one
+    // more byte than is left does not.
+    let used = 3 + 3 * OVERHEAD_BYTES;
+    let big = vec![7u8; usize::try_from(10_000 - used - OVERHEAD_BYTES).unwrap()];
+    assert!(matches!(
+        s.publish(&[2; 32], &[big.as_slice(), b"!"].concat(), 40)
+            .await,
+        Err(StoreError::StoreFull)
+    ));
+    let fits = s.publish(&[2; 32], &big, 40).await.unwrap();
+    assert_eq!(s.acknowledge(&[2; 32], fits, 40).await.unwrap(), 2);
+    drop(s);
+    // Durable: reopened, the queue continues; expired items are gone.
+    let s = open();
+    let (items, _) = s.query(&q, 0, 10, 1019).await.unwrap();
+    assert_eq!(seqs(items), [2, 3]);
+    assert_eq!(s.publish(&q, b"e", 2000).await.unwrap(), base + 4);
+    let (items, _) = s.query(&q, 0, 10, 2000).await.unwrap();
+    assert_eq!(seqs(items), [4]);
+    // Emptied by acknowledgement, the queue's entry goes; used again later, it numbers
+    // above everything before.
+    assert_eq!(s.acknowledge(&q, base + 4, 2000).await.unwrap(), 1);
+    assert_eq!(s.acknowledge(&q, base + 4, 2000).await.unwrap(), 0);
+    let again = s.publish(&q, b"f", 5000).await.unwrap();
+    assert_eq!(again, first_seq(5000));
+    assert!(again > base + 4);
+    // Two queues free again: queue 2 emptied, so a third may hold items.
+    assert!(s.publish(&[3; 32], b"x", 5000).await.is_ok());
+}
+
+/// The limits [`check_store`] expects.
+#[cfg(test)]
+pub(super) const TEST_LIMITS: StoreLimits = StoreLimits {
+    max_items: 3,
+    max_queues: 2,
+    max_bytes: 10_000,
+    item_ttl_ms: 1000,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn publish_query_ack_expire_and_limits() {
+    #[tokio::test]
+    async fn publish_query_ack_expire_and_limits() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = StoreLimits {
-            max_items: 3,
-            max_queues: 2,
-            max_bytes: 10_000,
-            item_ttl_ms: 1000,
-        };
         let path = dir.path().join("q.redb");
-        let s = ConversationStore::open(&path, limits).unwrap();
-        let q = [1u8; 32];
-        let base = first_seq(0);
-        assert_eq!(s.publish(&q, b"a", 0).unwrap(), base);
-        assert_eq!(s.publish(&q, b"b", 10).unwrap(), base + 1);
-        assert_eq!(s.publish(&q, b"c", 20).unwrap(), base + 2);
-        assert!(matches!(
-            s.publish(&q, b"d", 30),
-            Err(StoreError::QueueFull)
-        ));
-        let seqs = |items: Vec<StoredItem>| items.iter().map(|i| i.seq - base).collect::<Vec<_>>();
-        let (items, all) = s.query(&q, 0, 2, 30).unwrap();
-        assert_eq!(seqs(items), [0, 1]);
-        assert!(!all);
-        let (items, all) = s.query(&q, base + 1, 10, 30).unwrap();
-        assert_eq!(
-            items,
-            [StoredItem {
-                seq: base + 2,
-                item: b"c".to_vec()
-            }]
-        );
-        assert!(all);
-        assert_eq!(s.acknowledge(&q, base + 1, 30).unwrap(), 2);
-        assert_eq!(s.publish(&q, b"d", 40).unwrap(), base + 3);
-        assert!(s.publish(&[2; 32], b"x", 40).is_ok());
-        assert!(matches!(
-            s.publish(&[3; 32], b"x", 40),
-            Err(StoreError::StoreFull)
-        ));
-        drop(s);
-        // Durable: reopened, the queue continues; expired items are gone.
-        let s = ConversationStore::open(&path, limits).unwrap();
-        let (items, _) = s.query(&q, 0, 10, 1019).unwrap();
-        assert_eq!(seqs(items), [2, 3]);
-        assert_eq!(s.publish(&q, b"e", 2000).unwrap(), base + 4);
-        let (items, _) = s.query(&q, 0, 10, 2000).unwrap();
-        assert_eq!(seqs(items), [4]);
-        // Emptied by acknowledgement, the queue's entry goes; used again later, it
-        // numbers above everything before.
-        assert_eq!(s.acknowledge(&q, base + 4, 2000).unwrap(), 1);
-        let again = s.publish(&q, b"f", 5000).unwrap();
-        assert_eq!(again, first_seq(5000));
-        assert!(again > base + 4);
+        check_store(|| {
+            ConversationStore::Redb(std::sync::Arc::new(
+                RedbConversations::open(&path, TEST_LIMITS).unwrap(),
+            ))
+        })
+        .await;
     }
 }

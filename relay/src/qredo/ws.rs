@@ -310,7 +310,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = super::super::QredoConfig::in_dir(dir.path());
         config.max_sockets = 1;
-        let q = Qredo::open(config).unwrap();
+        let q = Qredo::open(config, None).unwrap();
         // RFC 6455's example key and answer.
         let first = q.upgrade(handshake());
         assert_eq!(first.status(), StatusCode::SWITCHING_PROTOCOLS);

@@ -1589,3 +1589,71 @@ fn a_restarted_worker_gets_the_shared_tags_again() {
     let mut parked = tag_park(&relay, publisher.hashed, &owner);
     tunnel_both_ways(&relay, publisher.hashed, &mut parked);
 }
+
+/// With the dead-drop on PostgreSQL the `Conversations` queues live in its database:
+/// items published through one node are read and acknowledged through another and
+/// pushed to its subscribers, they outlive the node that took them, and no node writes a
+/// `qredo.redb` of its own.
+#[test]
+fn conversations_live_in_the_dead_drop_database_shared_by_nodes() {
+    let url = tryst_relay::deaddrop::pg::testing::fresh_database()
+        .expect("TRYST_TEST_PG is set but its cluster is unusable");
+    let Some(url) = url else {
+        eprintln!(
+            "\n*** SKIPPED conversations_live_in_the_dead_drop_database_shared_by_nodes: \
+             TRYST_TEST_PG is not set (./scripts/test.sh sets it) ***\n"
+        );
+        return;
+    };
+    let a = apps_relay(&["--deaddrop-store", &url]);
+    let b = apps_relay(&["--deaddrop-store", &url]);
+    let (via_a, via_b) = (Client::new(a.addr), Client::new(b.addr));
+    let (inbound, _) = conversation(&rand::random());
+    // A subscriber on node B is pushed what is published through node A.
+    let subscriber = Client::over(WsTransport::new(ws_connect(b.addr), b.addr));
+    let subscription = request(
+        "Conversations",
+        "subscribe",
+        &subscriber.secret,
+        inbound.subscribe_args(),
+    );
+    assert!(subscriber.subscribe(&subscription));
+    let mut published = Vec::new();
+    for text in ["one", "two", "three"] {
+        let result = via_a.ok("Conversations", "publish", inbound.publish_args(text));
+        published.push(field(&result, "sequenceValue").as_bytes().unwrap().to_vec());
+    }
+    let (texts, seqs, current) = inbound.read(&via_b, None);
+    assert_eq!(texts, ["one", "two", "three"]);
+    assert_eq!(seqs, published);
+    assert!(current);
+    for (text, seq) in texts.iter().zip(&seqs) {
+        let pushed = subscriber.pushed(&subscription);
+        assert_eq!(record_name(&pushed), "ConversationItemWithSequenceValue");
+        assert_eq!(&inbound.open(field(&pushed, "item")), text);
+        assert_eq!(field(&pushed, "sequenceValue").as_bytes().unwrap(), seq);
+    }
+    assert_eq!(
+        via_b.ok(
+            "Conversations",
+            "acknowledgeReceipt",
+            inbound.ack_args(&seqs[0])
+        ),
+        Value::Record(Record::unit("ConversationAckResult"))
+    );
+    assert_eq!(inbound.read(&via_a, None).0, ["two", "three"]);
+    for relay in [&a, &b] {
+        assert!(!relay.data_dir().join("qredo.redb").exists());
+    }
+    // The node that took them is gone (killed); the other still serves them, and
+    // numbers the next one after them.
+    drop(a);
+    let next = via_b.ok("Conversations", "publish", inbound.publish_args("four"));
+    let (texts, seqs, _) = inbound.read(&via_b, Some(&seqs[0]));
+    assert_eq!(texts, ["two", "three", "four"]);
+    assert_eq!(
+        field(&next, "sequenceValue").as_bytes().unwrap(),
+        seqs[2].as_slice()
+    );
+    assert!(seqs[1] > seqs[0] && seqs[2] > seqs[1]);
+}
