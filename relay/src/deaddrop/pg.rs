@@ -79,6 +79,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         expires_at bigint NOT NULL,
         PRIMARY KEY (queue, seq)
     );
+    CREATE INDEX qredo_items_expiry ON qredo_items (expires_at);
     CREATE TABLE qredo_queues (
         queue bytea PRIMARY KEY,
         next_seq bigint NOT NULL,

@@ -16,7 +16,9 @@
 //! While that connection is down (it reconnects every [`RELISTEN`]) pushes of other
 //! nodes' items are missed; `queryItems` still returns every item.
 
-use super::store::{OVERHEAD_BYTES, QueueId, StoreError, StoreLimits, StoredItem, first_seq};
+use super::store::{
+    OVERHEAD_BYTES, QueueId, SWEEP_BATCH, StoreError, StoreLimits, StoredItem, first_seq,
+};
 use crate::deaddrop::pg::{PgAccess, int, pg};
 use deadpool_postgres::Object;
 
@@ -152,6 +154,55 @@ async fn settle(
     Ok(())
 }
 
+/// Removes up to [`SWEEP_BATCH`] expired items of every queue but `except` (whose own
+/// were just purged and whose row the caller is about to write), oldest first, and the
+/// rows of queues that emptied: (bytes charged, queues) freed.
+async fn sweep_expired(
+    tx: &deadpool_postgres::Transaction<'_>,
+    except: &QueueId,
+    now_ms: u64,
+) -> Result<(u64, u64), crate::deaddrop::store::StoreError> {
+    let st = tx
+        .prepare_cached(
+            "WITH gone AS (DELETE FROM qredo_items WHERE (queue, seq) IN \
+             (SELECT queue, seq FROM qredo_items WHERE expires_at <= $1 AND queue <> $2 \
+              ORDER BY expires_at LIMIT $3) \
+             RETURNING queue, octet_length(item) AS len) \
+             SELECT queue, count(*), coalesce(sum(len), 0)::bigint FROM gone GROUP BY queue",
+        )
+        .await
+        .map_err(pg)?;
+    let batch = i64::try_from(SWEEP_BATCH).unwrap_or(i64::MAX);
+    let rows = tx
+        .query(&st, &[&int(now_ms), &except.as_slice(), &batch])
+        .await
+        .map_err(pg)?;
+    if rows.is_empty() {
+        return Ok((0, 0));
+    }
+    let (mut ids, mut counts, mut bytes) = (Vec::new(), Vec::new(), 0u64);
+    for row in &rows {
+        let (id, n, len): (Vec<u8>, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        ids.push(id);
+        counts.push(n);
+        bytes += uint(len) + uint(n) * OVERHEAD_BYTES;
+    }
+    let st = tx
+        .prepare_cached(
+            "UPDATE qredo_queues q SET items = q.items - g.n \
+             FROM unnest($1::bytea[], $2::bigint[]) AS g(queue, n) WHERE q.queue = g.queue",
+        )
+        .await
+        .map_err(pg)?;
+    tx.execute(&st, &[&ids, &counts]).await.map_err(pg)?;
+    let st = tx
+        .prepare_cached("DELETE FROM qredo_queues WHERE items <= 0")
+        .await
+        .map_err(pg)?;
+    let emptied = tx.execute(&st, &[]).await.map_err(pg)?;
+    Ok((bytes, emptied))
+}
+
 /// What a publish transaction decided.
 enum Published {
     Seq(u64),
@@ -236,8 +287,17 @@ impl PgConversations {
                 }
                 let charge = item.len() as u64 + OVERHEAD_BYTES;
                 let new_queue = count == 0;
-                if bytes + charge > limits.max_bytes || (new_queue && queues >= limits.max_queues) {
-                    return Ok(Published::Refused(StoreError::StoreFull));
+                let full = |bytes: u64, queues: u64| {
+                    bytes + charge > limits.max_bytes || (new_queue && queues >= limits.max_queues)
+                };
+                if full(bytes, queues) {
+                    let swept = sweep_expired(&tx, &queue, now_ms).await?;
+                    bytes -= swept.0.min(bytes);
+                    queues -= swept.1.min(queues);
+                    if full(bytes, queues) {
+                        // Rolled back with the transaction: kept only with a publish.
+                        return Ok(Published::Refused(StoreError::StoreFull));
+                    }
                 }
                 let st = tx
                     .prepare_cached(

@@ -13,16 +13,24 @@
 //! - `queues`: queueId → next seq (u64) ‖ items held (u64); removed when the queue
 //!   empties (by acknowledgement), so only queues holding items take space
 //! - `meta`: `bytes` (bytes charged for held items), `queues` (queues holding items)
+//! - `expiry`: expires (u64) ‖ queueId ‖ seq → nothing: every held item by expiry time
+//!   (rebuilt from `items` when a file written before it existed is opened)
 //!
 //! Expired items are removed from the front of a queue when it is next published to,
-//! read or acknowledged; readers never see them.
+//! read or acknowledged; readers never see them. A publish the caps would refuse first
+//! sweeps up to [`SWEEP_BATCH`] expired items of every queue (through `expiry`), so
+//! queues nobody touches again cannot hold the store full after their items expired.
 
-use redb::{Database, ReadableTable as _, TableDefinition};
+use redb::{Database, ReadableTable as _, ReadableTableMetadata as _, TableDefinition};
 use std::path::Path;
 
 const ITEMS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("items");
 const QUEUES: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("queues");
 const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+const EXPIRY: TableDefinition<'_, &[u8], ()> = TableDefinition::new("expiry");
+
+/// Expired items a refused publish sweeps at most before deciding again (both stores).
+pub const SWEEP_BATCH: usize = 10_000;
 
 /// Bytes an item is charged beyond its own (key, header, index).
 pub const OVERHEAD_BYTES: u64 = 64;
@@ -77,6 +85,14 @@ fn item_key(q: &QueueId, seq: u64) -> [u8; 40] {
     let mut k = [0u8; 40];
     k[..32].copy_from_slice(q);
     k[32..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn expiry_key(expires: u64, q: &QueueId, seq: u64) -> [u8; 48] {
+    let mut k = [0u8; 48];
+    k[..8].copy_from_slice(&expires.to_be_bytes());
+    k[8..40].copy_from_slice(q);
+    k[40..].copy_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -196,9 +212,21 @@ impl RedbConversations {
         let db = Database::create(path).map_err(dberr)?;
         let txn = db.begin_write().map_err(dberr)?;
         {
-            txn.open_table(ITEMS).map_err(dberr)?;
+            let items = txn.open_table(ITEMS).map_err(dberr)?;
             txn.open_table(QUEUES).map_err(dberr)?;
             txn.open_table(META).map_err(dberr)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(dberr)?;
+            // A file from before the expiry index: index what it holds.
+            if expiry.is_empty().map_err(dberr)? {
+                for entry in items.iter().map_err(dberr)? {
+                    let (k, v) = entry.map_err(dberr)?;
+                    let k = k.value();
+                    let mut queue = [0u8; 32];
+                    queue.copy_from_slice(k.get(..32).unwrap_or(&[0; 32]));
+                    let key = expiry_key(u64_at(v.value(), 0), &queue, u64_at(k, 32));
+                    expiry.insert(&key[..], ()).map_err(dberr)?;
+                }
+            }
         }
         txn.commit().map_err(dberr)?;
         Ok(Self { db, limits })
@@ -211,6 +239,7 @@ impl RedbConversations {
             let mut items = txn.open_table(ITEMS).map_err(dberr)?;
             let mut queues = txn.open_table(QUEUES).map_err(dberr)?;
             let mut meta = txn.open_table(META).map_err(dberr)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(dberr)?;
             let (next, mut count) = match queues.get(&queue[..]).map_err(dberr)? {
                 Some(v) => (u64_at(v.value(), 0), u64_at(v.value(), 8)),
                 // A queue's entry goes when it empties; numbering a new one from the
@@ -219,7 +248,7 @@ impl RedbConversations {
             };
             let mut bytes = meta.get("bytes").map_err(dberr)?.map_or(0, |v| v.value());
             let mut nqueues = meta.get("queues").map_err(dberr)?.map_or(0, |v| v.value());
-            let freed = purge_expired(&mut items, queue, now_ms)?;
+            let freed = purge_expired(&mut items, &mut expiry, queue, now_ms)?;
             if count > 0 && freed.0 >= count {
                 nqueues = nqueues.saturating_sub(1);
             }
@@ -230,16 +259,28 @@ impl RedbConversations {
             }
             let charge = item.len() as u64 + OVERHEAD_BYTES;
             let new_queue = count == 0;
-            if bytes + charge > self.limits.max_bytes
-                || (new_queue && nqueues >= self.limits.max_queues)
-            {
-                return Err(StoreError::StoreFull);
+            let full = |bytes: u64, nqueues: u64| {
+                bytes + charge > self.limits.max_bytes
+                    || (new_queue && nqueues >= self.limits.max_queues)
+            };
+            if full(bytes, nqueues) {
+                let swept = sweep_expired(&mut items, &mut expiry, &mut queues, queue, now_ms)?;
+                bytes -= swept.bytes.min(bytes);
+                nqueues -= swept.queues.min(nqueues);
+                if full(bytes, nqueues) {
+                    // Dropped uncommitted: the sweep is kept only with a publish.
+                    return Err(StoreError::StoreFull);
+                }
             }
+            let expires = now_ms.saturating_add(self.limits.item_ttl_ms);
             let mut value = Vec::with_capacity(8 + item.len());
-            value.extend_from_slice(&now_ms.saturating_add(self.limits.item_ttl_ms).to_be_bytes());
+            value.extend_from_slice(&expires.to_be_bytes());
             value.extend_from_slice(item);
             items
                 .insert(&item_key(queue, next)[..], value.as_slice())
+                .map_err(dberr)?;
+            expiry
+                .insert(&expiry_key(expires, queue, next)[..], ())
                 .map_err(dberr)?;
             queues
                 .insert(&queue[..], &queue_value(next + 1, count + 1)[..])
@@ -295,6 +336,7 @@ impl RedbConversations {
             let mut items = txn.open_table(ITEMS).map_err(dberr)?;
             let mut queues = txn.open_table(QUEUES).map_err(dberr)?;
             let mut meta = txn.open_table(META).map_err(dberr)?;
+            let mut expiry = txn.open_table(EXPIRY).map_err(dberr)?;
             let Some((next, count)) = queues
                 .get(&queue[..])
                 .map_err(dberr)?
@@ -302,17 +344,22 @@ impl RedbConversations {
             else {
                 return Ok(0);
             };
-            let (expired, mut freed) = purge_expired(&mut items, queue, now_ms)?;
+            let (expired, mut freed) = purge_expired(&mut items, &mut expiry, queue, now_ms)?;
             let start = item_key(queue, 0);
             let end = item_key(queue, up_to);
-            let keys: Vec<(Vec<u8>, u64)> = items
+            let keys: Vec<(u64, u64, u64)> = items
                 .range(&start[..]..=&end[..])
                 .map_err(dberr)?
-                .map(|e| e.map(|(k, v)| (k.value().to_vec(), v.value().len() as u64)))
+                .map(|e| {
+                    e.map(|(k, v)| {
+                        let v = v.value();
+                        (u64_at(k.value(), 32), u64_at(v, 0), v.len() as u64)
+                    })
+                })
                 .collect::<Result<_, _>>()
                 .map_err(dberr)?;
-            for (k, len) in &keys {
-                items.remove(k.as_slice()).map_err(dberr)?;
+            for &(seq, expires, len) in &keys {
+                remove_item(&mut items, &mut expiry, queue, seq, expires)?;
                 freed += len - 8 + OVERHEAD_BYTES;
             }
             let removed = expired + keys.len() as u64;
@@ -345,9 +392,28 @@ pub fn first_seq(now_ms: u64) -> u64 {
     now_ms.saturating_mul(1000).max(1)
 }
 
+type Items<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+type Expiry<'t> = redb::Table<'t, &'static [u8], ()>;
+
+/// Removes one item and its expiry entry.
+fn remove_item(
+    items: &mut Items<'_>,
+    expiry: &mut Expiry<'_>,
+    queue: &QueueId,
+    seq: u64,
+    expires: u64,
+) -> Result<(), StoreError> {
+    items.remove(&item_key(queue, seq)[..]).map_err(dberr)?;
+    expiry
+        .remove(&expiry_key(expires, queue, seq)[..])
+        .map_err(dberr)?;
+    Ok(())
+}
+
 /// Removes expired items from the front of `queue`: (items, bytes charged) freed.
 fn purge_expired(
-    items: &mut redb::Table<'_, &[u8], &[u8]>,
+    items: &mut Items<'_>,
+    expiry: &mut Expiry<'_>,
     queue: &QueueId,
     now_ms: u64,
 ) -> Result<(u64, u64), StoreError> {
@@ -356,17 +422,85 @@ fn purge_expired(
     let mut doomed = Vec::new();
     for entry in items.range(&start[..]..=&end[..]).map_err(dberr)? {
         let (k, v) = entry.map_err(dberr)?;
-        if u64_at(v.value(), 0) > now_ms {
+        let expires = u64_at(v.value(), 0);
+        if expires > now_ms {
             break;
         }
-        doomed.push((k.value().to_vec(), v.value().len() as u64));
+        doomed.push((u64_at(k.value(), 32), expires, v.value().len() as u64));
     }
     let mut bytes = 0;
-    for (k, len) in &doomed {
-        items.remove(k.as_slice()).map_err(dberr)?;
+    for &(seq, expires, len) in &doomed {
+        remove_item(items, expiry, queue, seq, expires)?;
         bytes += len - 8 + OVERHEAD_BYTES;
     }
     Ok((doomed.len() as u64, bytes))
+}
+
+/// What [`sweep_expired`] freed.
+struct Swept {
+    bytes: u64,
+    queues: u64,
+}
+
+/// Removes up to [`SWEEP_BATCH`] expired items of every queue but `except` (whose own
+/// were just purged and whose entry the caller is about to write), oldest first,
+/// updating their queues' entries.
+fn sweep_expired(
+    items: &mut Items<'_>,
+    expiry: &mut Expiry<'_>,
+    queues: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    except: &QueueId,
+    now_ms: u64,
+) -> Result<Swept, StoreError> {
+    let end = expiry_key(now_ms, &[0xff; 32], u64::MAX);
+    let mut doomed: Vec<(u64, QueueId, u64)> = Vec::new();
+    for entry in expiry.range(..=&end[..]).map_err(dberr)? {
+        let (k, ()) = entry.map(|(k, v)| (k, v.value())).map_err(dberr)?;
+        let k = k.value();
+        let mut queue = [0u8; 32];
+        queue.copy_from_slice(k.get(8..40).unwrap_or(&[0; 32]));
+        if queue != *except {
+            doomed.push((u64_at(k, 0), queue, u64_at(k, 40)));
+        }
+        if doomed.len() == SWEEP_BATCH {
+            break;
+        }
+    }
+    let mut per_queue: std::collections::BTreeMap<QueueId, u64> = Default::default();
+    let mut swept = Swept {
+        bytes: 0,
+        queues: 0,
+    };
+    for (expires, queue, seq) in doomed {
+        let len = items
+            .get(&item_key(&queue, seq)[..])
+            .map_err(dberr)?
+            .map(|v| v.value().len() as u64);
+        remove_item(items, expiry, &queue, seq, expires)?;
+        if let Some(len) = len {
+            swept.bytes += len - 8 + OVERHEAD_BYTES;
+            *per_queue.entry(queue).or_default() += 1;
+        }
+    }
+    for (queue, n) in per_queue {
+        let Some((next, count)) = queues
+            .get(&queue[..])
+            .map_err(dberr)?
+            .map(|v| (u64_at(v.value(), 0), u64_at(v.value(), 8)))
+        else {
+            continue;
+        };
+        let left = count.saturating_sub(n);
+        if left == 0 {
+            queues.remove(&queue[..]).map_err(dberr)?;
+            swept.queues += 1;
+        } else {
+            queues
+                .insert(&queue[..], &queue_value(next, left)[..])
+                .map_err(dberr)?;
+        }
+    }
+    Ok(swept)
 }
 
 /// The behaviour both stores share, run on each (`open` opens the same store afresh:
@@ -431,6 +565,24 @@ pub(super) async fn check_store(open: impl Fn() -> ConversationStore) {
     assert!(again > base + 4);
     // Two queues free again: queue 2 emptied, so a third may hold items.
     assert!(s.publish(&[3; 32], b"x", 5000).await.is_ok());
+    // Both queues' items expire and nobody touches them again: a publish to a new
+    // queue sweeps them rather than finding the store full for good; the counts stay
+    // true (two queues may hold items again, a third may not).
+    assert!(s.publish(&[4; 32], b"y", 7000).await.is_ok());
+    assert!(s.publish(&[5; 32], b"y", 7000).await.is_ok());
+    assert!(matches!(
+        s.publish(&[6; 32], b"y", 7000).await,
+        Err(StoreError::StoreFull)
+    ));
+    assert_eq!(s.query(&q, 0, 10, 7000).await.unwrap().0, []);
+    assert_eq!(s.acknowledge(&q, u64::MAX, 7000).await.unwrap(), 0);
+    // Bytes swept too: at 9000 the two items have expired, and what remains fits.
+    let big = vec![1u8; usize::try_from(10_000 - OVERHEAD_BYTES).unwrap()];
+    assert!(s.publish(&[6; 32], &big, 9000).await.is_ok());
+    assert!(matches!(
+        s.publish(&[6; 32], b"z", 9000).await,
+        Err(StoreError::StoreFull)
+    ));
 }
 
 /// The limits [`check_store`] expects.
@@ -456,5 +608,28 @@ mod tests {
             ))
         })
         .await;
+    }
+
+    /// A file written before the expiry index existed gets it on open, so its expired
+    /// items are swept like any others.
+    #[test]
+    fn a_file_without_the_expiry_index_is_indexed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.redb");
+        let store = RedbConversations::open(&path, TEST_LIMITS).unwrap();
+        store.publish(&[1; 32], b"a", 0).unwrap();
+        store.publish(&[2; 32], b"b", 0).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        assert!(txn.delete_table(EXPIRY).unwrap());
+        txn.commit().unwrap();
+        drop(store);
+        let store = RedbConversations::open(&path, TEST_LIMITS).unwrap();
+        // Both queues' items expired at 1000: a third queue is admitted.
+        assert!(store.publish(&[3; 32], b"c", 2000).is_ok());
+        assert!(store.publish(&[4; 32], b"d", 2000).is_ok());
+        assert!(matches!(
+            store.publish(&[5; 32], b"e", 2000),
+            Err(StoreError::StoreFull)
+        ));
     }
 }
