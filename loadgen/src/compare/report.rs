@@ -104,6 +104,13 @@ const METRICS: &[MetricDef] = &[
     },
     MetricDef {
         workload: "pairing",
+        key: "engine_round_trips",
+        label: "pairing: directory (Valkey/Redis) round trips per pairing, both nodes (cluster targets)",
+        baseline: "tryst-cluster-local",
+        higher_is_better: false,
+    },
+    MetricDef {
+        workload: "pairing",
         key: "generator_cpu_us",
         label: "pairing: generator+sink CPU µs per pairing (this process; tryst's sink also re-parks)",
         baseline: "direct",

@@ -274,12 +274,43 @@ fn insert_parts(m: &mut Metrics, target: &Target, cpu0: &[f64], prefix: &str, sc
     }
 }
 
-/// Adds count, rate, latency and CPU-per-pairing metrics.
+/// The directory round trips the target's tryst nodes have made so far (the sum of
+/// `tryst_cluster_directory_round_trips_total` over every node's `/metrics`); `None`
+/// for a target that is not a cluster or a node that does not answer.
+async fn directory_round_trips(target: &Target) -> Option<f64> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    if !target.part_names.contains(&"redis") {
+        return None;
+    }
+    let mut total = 0.0;
+    for relay in &target.relays {
+        let scrape = async {
+            let mut s = TcpStream::connect(relay.addr).await.ok()?;
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut text = Vec::new();
+            s.read_to_end(&mut text).await.ok()?;
+            Some(String::from_utf8_lossy(&text).into_owned())
+        };
+        let text = tokio::time::timeout(STEP_TIMEOUT, scrape).await.ok()??;
+        total += text
+            .lines()
+            .filter(|l| l.starts_with("tryst_cluster_directory_round_trips_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    Some(total)
+}
+
+/// Adds count, rate, latency and CPU-per-pairing metrics, and for a cluster target the
+/// directory round trips per pairing (both nodes; `trips`: the counts before and after).
 fn pairing_metrics(
     target: &Target,
     results: &[GeneratorResult],
     elapsed: f64,
     cpu0: (f64, f64, Vec<f64>),
+    trips: Option<(f64, f64)>,
 ) -> Metrics {
     let (relay_cpu, own_cpu, _) = pairing_cpu(target);
     let (relay_cpu, own_cpu) = (relay_cpu - cpu0.0, own_cpu - cpu0.1);
@@ -298,6 +329,12 @@ fn pairing_metrics(
         // This process's tree includes the relay it started; count only the generator.
         let generator = (own_cpu - relay_cpu).max(0.0);
         m.insert("generator_cpu_us".into(), generator * 1e6 / total as f64);
+        if let Some((before, after)) = trips {
+            m.insert(
+                "engine_round_trips".into(),
+                (after - before).max(0.0) / total as f64,
+            );
+        }
     }
     m.insert("p50_us".into(), h.quantile_ns(0.5) as f64 / 1e3);
     m.insert("p99_us".into(), h.quantile_ns(0.99) as f64 / 1e3);
@@ -314,6 +351,7 @@ async fn pairing(
     gens: &Generators,
 ) -> Result<Metrics, Failure> {
     let cpu0 = pairing_cpu(target);
+    let trips0 = directory_round_trips(target).await;
     let start = std::time::Instant::now();
     let deadline = start + duration;
     let (route, loops) = (target.route.clone(), gens.loops);
@@ -358,11 +396,13 @@ async fn pairing(
         }
     })
     .await?;
+    let trips = trips0.zip(directory_round_trips(target).await);
     Ok(pairing_metrics(
         target,
         &results,
         start.elapsed().as_secs_f64(),
         cpu0,
+        trips,
     ))
 }
 
@@ -377,6 +417,7 @@ async fn pairing_open(
     gens: &Generators,
 ) -> Result<Metrics, Failure> {
     let cpu0 = pairing_cpu(target);
+    let trips0 = directory_round_trips(target).await;
     let start = std::time::Instant::now();
     let deadline = start + duration;
     let route = target.route.clone();
@@ -442,7 +483,8 @@ async fn pairing_open(
         }
     })
     .await?;
-    let mut m = pairing_metrics(target, &results, start.elapsed().as_secs_f64(), cpu0);
+    let trips = trips0.zip(directory_round_trips(target).await);
+    let mut m = pairing_metrics(target, &results, start.elapsed().as_secs_f64(), cpu0, trips);
     m.insert("offered_per_s".into(), rate);
     m.insert(
         "dropped".into(),

@@ -771,6 +771,14 @@ fn compare_runs_the_cluster_targets_local_and_cross() {
         // The parts are sampled just after the whole: allow a 10 ms tick per part.
         let ticks_us = 3.0 * 10_000.0 / m["count"].as_f64().unwrap();
         assert!((parts - whole).abs() <= ticks_us + 1e-6, "{m}");
+        // Directory round trips per pairing, from both nodes' /metrics: a cross
+        // pairing costs B at least its lookup of the key.
+        let trips = m["engine_round_trips"].as_f64().unwrap();
+        if target == "tryst-cluster-cross" {
+            assert!(trips >= 1.0, "{m}");
+        } else {
+            assert!(trips >= 0.0, "{m}");
+        }
         let m = cell("pingpong");
         assert!(m["round_trips"].as_f64().unwrap() > 0.0, "{m}");
         // The sink counts the bytes it received and the generator checks the count.
@@ -778,6 +786,14 @@ fn compare_runs_the_cluster_targets_local_and_cross() {
         assert!(m["bytes"].as_f64().unwrap() > 0.0, "{m}");
         assert!(m["cpu_s_per_gb"].as_f64().unwrap() >= 0.0, "{m}");
     }
+    let direct = cells
+        .iter()
+        .find(|c| c["target"] == "direct" && c["workload"] == "pairing")
+        .unwrap();
+    assert!(
+        direct["metrics"]["engine_round_trips"].is_null(),
+        "{direct}"
+    );
 }
 
 /// Without a redis-server the cluster targets are skipped with the reason in the report

@@ -93,6 +93,8 @@ pub struct Directory {
     /// Park fields this node failed to delete are still in Redis: the liveness record is
     /// not written until they are gone.
     owes_deletions: tokio::sync::watch::Sender<bool>,
+    /// Round trips by purpose (`tryst_cluster_directory_round_trips_total{what}`).
+    round_trips: Mutex<Vec<(&'static str, u64)>>,
 }
 
 impl std::fmt::Debug for Directory {
@@ -135,6 +137,7 @@ impl Directory {
             last_ok: Mutex::new(None),
             reconnects: tokio::sync::watch::channel(0).0,
             owes_deletions: tokio::sync::watch::channel(false).0,
+            round_trips: Mutex::new(Vec::new()),
         })
     }
 
@@ -154,6 +157,13 @@ impl Directory {
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
+        {
+            let mut trips = self.round_trips.lock().unwrap_or_else(|p| p.into_inner());
+            match trips.iter_mut().find(|(w, _)| *w == what) {
+                Some((_, n)) => *n += 1,
+                None => trips.push((what, 1)),
+            }
+        }
         match tokio::time::timeout(COMMAND_TIMEOUT, f).await {
             Ok(Ok(v)) => {
                 self.record_ok();
@@ -168,6 +178,15 @@ impl Directory {
                 None
             }
         }
+    }
+
+    /// Round trips [`Directory::run`] made (a command, script or pipeline each), by its
+    /// `what`, in first-use order.
+    pub fn round_trips(&self) -> Vec<(&'static str, u64)> {
+        self.round_trips
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Records a successful command (the directory is connected).

@@ -489,6 +489,16 @@ impl Cluster {
                 g(&s.mesh_refused[r.index()])
             );
         }
+        out.push_str(
+            "# HELP tryst_cluster_directory_round_trips_total Directory round trips this node made (a command, script or pipeline each; pub/sub pushes not counted), by purpose.\n\
+             # TYPE tryst_cluster_directory_round_trips_total counter\n",
+        );
+        for (what, n) in self.directory().round_trips() {
+            let _ = writeln!(
+                out,
+                "tryst_cluster_directory_round_trips_total{{what=\"{what}\"}} {n}"
+            );
+        }
     }
 
     /// The `cluster` object of `/healthz` (JSON).

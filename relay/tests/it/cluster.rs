@@ -377,6 +377,14 @@ fn native_park_on_a_is_reached_from_b_and_c() {
         ),
         1
     );
+    // The reach cost b one directory round trip (its lookup of the key).
+    assert_eq!(
+        crate::tunnel::series_value(
+            &b.metrics(),
+            "tryst_cluster_directory_round_trips_total{what=\"lookup\"}"
+        ),
+        1
+    );
     // The tunnel's bytes both ways are mesh bytes on both nodes: b wrote the client's
     // 200 kB (and its early bytes) to the mesh and read the server's 200 kB (and its
     // greeting) from it; a, which carried two tunnels, the same in reverse.
