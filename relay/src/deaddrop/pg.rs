@@ -954,10 +954,12 @@ impl PgAccess {
         drop(self.rt.spawn(task));
     }
 
-    /// A connection of its own, outside the pool (e.g. to `LISTEN`): the client and
-    /// the connection future, which the caller drives on the store's runtime.
+    /// A connection of its own, outside the pool (e.g. to `LISTEN`), named
+    /// `application_name` in `pg_stat_activity`: the client and the connection future,
+    /// which the caller drives on the store's runtime.
     pub async fn connect(
         &self,
+        application_name: &str,
     ) -> Result<
         (
             tokio_postgres::Client,
@@ -965,7 +967,9 @@ impl PgAccess {
         ),
         StoreError,
     > {
-        self.config.connect(NoTls).await.map_err(pg)
+        let mut config = (*self.config).clone();
+        config.application_name(application_name);
+        config.connect(NoTls).await.map_err(pg)
     }
 
     pub(super) async fn has_live(&self, mailbox: &Mailbox, now: u64) -> Result<bool, StoreError> {

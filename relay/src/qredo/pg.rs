@@ -34,6 +34,9 @@ pub struct PgConversations {
 /// The notification channel of committed publishes.
 pub const CHANNEL: &str = "tryst_qredo_items";
 
+/// The `application_name` of each node's `LISTEN` connection (in `pg_stat_activity`).
+pub const LISTENER_NAME: &str = "tryst-qredo-listen";
+
 /// How long a lost `LISTEN` connection waits before connecting again.
 pub const RELISTEN: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -419,7 +422,7 @@ async fn listen_once(
 ) -> Result<(), crate::deaddrop::store::StoreError> {
     use futures_util::StreamExt as _;
     use tokio_postgres::AsyncMessage;
-    let (client, mut connection) = access.connect().await?;
+    let (client, mut connection) = access.connect(LISTENER_NAME).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(NOTIFY_BACKLOG);
     let driver = async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
