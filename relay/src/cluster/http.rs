@@ -81,6 +81,25 @@ return {ARGV[1], how}
     )
 });
 
+/// The lookup script: `KEYS[1]` the ownership key, `ARGV[1]` the liveness key prefix.
+/// Returns the owner's `"<name> <epoch>"` when a live node of that epoch holds the key,
+/// else nil (nobody, or a dead or restarted node). Claims nothing.
+pub static LOOKUP: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local sp = string.find(v, ' ', 1, true)
+if not sp then return false end
+local rec = redis.call('GET', ARGV[1] .. string.sub(v, 1, sp - 1))
+if not rec then return false end
+local rsp = string.find(rec, ' ', 1, true)
+if rsp and string.sub(rec, 1, rsp - 1) == string.sub(v, sp + 1) then return v end
+return false
+",
+    )
+});
+
 /// The families whose state the cluster shares, for the counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -90,11 +109,18 @@ pub enum Family {
     HiveForward,
     /// Hive publications (written through to the directory).
     HivePublications,
+    /// Qredo `/services` rendezvous (owned by the node that created them).
+    QredoRendezvous,
 }
 
 impl Family {
     /// Every family, in `/metrics` order.
-    pub const ALL: [Self; 3] = [Self::Pico, Self::HiveForward, Self::HivePublications];
+    pub const ALL: [Self; 4] = [
+        Self::Pico,
+        Self::HiveForward,
+        Self::HivePublications,
+        Self::QredoRendezvous,
+    ];
 
     /// The `family` label.
     pub fn label(self) -> &'static str {
@@ -102,6 +128,7 @@ impl Family {
             Self::Pico => "pico",
             Self::HiveForward => "hive_forward",
             Self::HivePublications => "hive_publications",
+            Self::QredoRendezvous => "qredo_rendezvous",
         }
     }
 
@@ -164,7 +191,7 @@ pub enum ProxyError {
 pub struct ClusterHttp {
     cluster: Cluster,
     me: String,
-    counters: [Counters; 3],
+    counters: [Counters; Family::ALL.len()],
     replay: super::replay::ReplayClaims,
 }
 
@@ -270,7 +297,46 @@ impl ClusterHttp {
         }
     }
 
-    /// Places `key` and, when another node owns it, carries the request there
+    /// Where the state of `key` lives, without claiming it: [`Placement::Here`] or
+    /// `There`/`Away` when a live node owns it, [`Placement::Unknown`] when nobody live
+    /// does (or the directory cannot say: counted as a fallback).
+    pub async fn locate(&self, family: Family, key: &str) -> Placement {
+        let directory = self.cluster.directory();
+        if !directory.connected() {
+            self.count_fallback(family);
+            return Placement::Unknown;
+        }
+        let mut conn = self.cluster.redis();
+        let answer: Option<Option<String>> = directory
+            .run(
+                "owner",
+                LOOKUP
+                    .key(key)
+                    .arg(super::directory::node_key(""))
+                    .invoke_async(&mut conn),
+            )
+            .await;
+        let owner = match answer {
+            None => {
+                self.count_fallback(family);
+                return Placement::Unknown;
+            }
+            Some(None) => return Placement::Unknown,
+            Some(Some(owner)) => owner,
+        };
+        if owner == self.me {
+            return Placement::Here;
+        }
+        let name = owner.split(' ').next().unwrap_or_default();
+        match self.cluster.live_node(name) {
+            Some(info) => Placement::There(info),
+            None => Placement::Away(name.to_owned()),
+        }
+    }
+
+    /// Places `key` (claiming it for this node with lifetime `ttl` when nobody live holds
+    /// it; with `ttl` `None` it is only located, never claimed) and, when another node
+    /// owns it, carries the request there
     /// (`parts` and the already read `body`), retrying an owner that cannot be reached
     /// every [`RETRY_INTERVAL`] until `give_up` (by then a dead owner's key has been
     /// taken over, unless `give_up` comes first). `reply_limit` caps the reply body;
@@ -280,7 +346,7 @@ impl ClusterHttp {
         &self,
         family: Family,
         key: &str,
-        ttl: Duration,
+        ttl: Option<Duration>,
         parts: &hyper::http::request::Parts,
         body: &Bytes,
         cx: ServeContext,
@@ -289,7 +355,11 @@ impl ClusterHttp {
         give_up: Instant,
     ) -> Routed {
         loop {
-            match self.place(family, key, ttl).await {
+            let placement = match ttl {
+                Some(ttl) => self.place(family, key, ttl).await,
+                None => self.locate(family, key).await,
+            };
+            match placement {
                 Placement::Here | Placement::Unknown => return Routed::Local,
                 Placement::There(node) => {
                     match self

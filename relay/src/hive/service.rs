@@ -359,7 +359,7 @@ impl Hive {
                 .route(
                     Family::HiveForward,
                     &super::cluster::forward_key(&key.0, &key.1),
-                    idle + poll,
+                    Some(idle + poll),
                     &parts,
                     &bytes,
                     cx,

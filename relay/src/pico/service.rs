@@ -289,7 +289,7 @@ impl Pico {
             .route(
                 Family::Pico,
                 &key,
-                ttl,
+                Some(ttl),
                 &parts,
                 &bytes,
                 cx,

@@ -28,6 +28,42 @@ use tokio::sync::{broadcast, mpsc};
 /// The path the SDK posts to.
 pub const PATH: &str = "/services";
 
+/// Largest result a rendezvous' owner node may send back for a carried call.
+const MAX_CARRIED_RESULT: usize = 16 << 20;
+
+/// How long a call carried to a rendezvous' owner node may take.
+const CARRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a call came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallOrigin {
+    /// The client's address, when known.
+    pub peer: Option<std::net::IpAddr>,
+    /// Carried here by another node over the mesh: answer from this node's state.
+    pub via_mesh: bool,
+}
+
+/// The hashed tag a `Rendezvous` call is about (`None`: not one it can name).
+fn rendezvous_tag(op: &str, args: &[Value]) -> Option<[u8; 32]> {
+    let from_record = |v: &Value| {
+        v.as_record()
+            .ok()?
+            .field("hashedTag")
+            .ok()?
+            .as_quid()
+            .ok()
+            .copied()
+    };
+    match (op, args) {
+        ("create", [info]) => from_record(info),
+        ("respond", [response]) => from_record(response),
+        ("activate" | "deactivate" | "getInfo" | "getResponses", [tag, ..]) => {
+            tag.as_quid().ok().copied()
+        }
+        _ => None,
+    }
+}
+
 /// Most items one `queryItems` returns, whatever `fetchSize` asks.
 pub const MAX_FETCH: usize = 1000;
 
@@ -324,8 +360,15 @@ impl Qredo {
         }
     }
 
-    /// Answers one request body (at `now_ms`).
+    /// Answers one request body (at `now_ms`) from a client of this node.
     pub async fn call_at(&self, body: &[u8], now: u64) -> Vec<u8> {
+        self.call_from(body, now, CallOrigin::default()).await
+    }
+
+    /// Answers one request body (at `now_ms`) that came from `origin`. In a cluster a
+    /// `Rendezvous` call is answered by the node that owns its tag (see
+    /// [`Qredo::carry`]).
+    pub async fn call_from(&self, body: &[u8], now: u64, origin: CallOrigin) -> Vec<u8> {
         self.inner.counters.calls.fetch_add(1, Ordering::Relaxed);
         let limits = Limits {
             max_total: self.inner.config.max_request,
@@ -350,6 +393,9 @@ impl Qredo {
         if !self.app_allowed(&req) {
             return self.fail(req.header, Failure::AppNotAuthorised);
         }
+        if let Some(answer) = self.carry(&req, body, origin).await {
+            return answer;
+        }
         let result = self.dispatch(&req, now).await;
         match result {
             Ok(v) => success(req.header, v),
@@ -360,6 +406,75 @@ impl Qredo {
     /// Answers one request body now.
     pub async fn call(&self, body: &[u8]) -> Vec<u8> {
         self.call_at(body, unix_now_ms()).await
+    }
+
+    /// In a cluster, a `Rendezvous` call for a tag another live node owns is carried to
+    /// that node over the mesh (as `POST /services` with the same body) and its result
+    /// passed back unchanged; `None`: answer here. `create` and `activate` claim the tag
+    /// for this node when nobody live owns it (its key lives as long as a rendezvous and
+    /// its inactive time can: twice the longest duration); the other operations only
+    /// look the owner up. `subscribeToResponses` is answered by the node the socket is
+    /// on (the SDK subscribes on the socket it created the rendezvous on). The owner
+    /// unreachable past the takeover wait: `Busy`.
+    async fn carry(&self, req: &Request, body: &[u8], origin: CallOrigin) -> Option<Vec<u8>> {
+        let cluster = self.inner.cluster.get()?;
+        if origin.via_mesh || req.header.service != "Rendezvous" {
+            return None;
+        }
+        let op = req.header.operation.as_str();
+        let tag = rendezvous_tag(op, &req.args)?;
+        let claim = matches!(op, "create" | "activate").then(|| {
+            Duration::from_secs(
+                self.inner
+                    .config
+                    .rendezvous
+                    .max_duration_secs
+                    .saturating_mul(2),
+            )
+        });
+        let key = format!("tryst:qredo:{}", hex::encode(tag));
+        let (mut parts, ()) = HttpRequest::post(PATH)
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )
+            .body(())
+            .ok()?
+            .into_parts();
+        parts.version = hyper::Version::HTTP_11;
+        let cx = crate::family::ServeContext {
+            peer: origin.peer,
+            body_deadline: CARRY_TIMEOUT,
+            via_mesh: false,
+        };
+        let give_up = tokio::time::Instant::now() + crate::cluster::http::TAKEOVER_WAIT;
+        let routed = cluster
+            .route(
+                crate::cluster::http::Family::QredoRendezvous,
+                &key,
+                claim,
+                &parts,
+                &Bytes::copy_from_slice(body),
+                cx,
+                MAX_CARRIED_RESULT,
+                CARRY_TIMEOUT,
+                give_up,
+            )
+            .await;
+        match routed {
+            crate::cluster::http::Routed::Local => None,
+            crate::cluster::http::Routed::Answered(resp) if resp.status() == StatusCode::OK => {
+                use http_body_util::BodyExt as _;
+                match resp.into_body().collect().await {
+                    Ok(b) => Some(b.to_bytes().to_vec()),
+                    Err(e) => match e {},
+                }
+            }
+            crate::cluster::http::Routed::Answered(_)
+            | crate::cluster::http::Routed::Unavailable => {
+                Some(self.fail(req.header.clone(), Failure::Busy))
+            }
+        }
     }
 
     pub(super) fn fail(&self, header: Interchange, failure: Failure) -> Vec<u8> {
@@ -700,7 +815,7 @@ impl Qredo {
     pub async fn serve<B>(
         &self,
         req: HttpRequest<B>,
-        deadline: Duration,
+        cx: crate::family::ServeContext,
     ) -> HttpResponse<Full<Bytes>>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -719,8 +834,12 @@ impl Qredo {
         }
         let limit = self.inner.config.max_request;
         let mut close = false;
-        let out = match crate::body::read_body(body, limit, deadline).await {
-            Ok(bytes) => self.call(&bytes).await,
+        let origin = CallOrigin {
+            peer: cx.peer,
+            via_mesh: cx.via_mesh,
+        };
+        let out = match crate::body::read_body(body, limit, cx.body_deadline).await {
+            Ok(bytes) => self.call_from(&bytes, unix_now_ms(), origin).await,
             Err(BodyError::TooLarge) => {
                 close = true;
                 self.fail(unknown_header(), Failure::TooLarge)
@@ -768,7 +887,7 @@ impl crate::family::ServiceFamily for Qredo {
         req: HttpRequest<hyper::body::Incoming>,
         cx: crate::family::ServeContext,
     ) -> crate::family::ServeFuture<'_> {
-        Box::pin(Self::serve(self, req, cx.body_deadline))
+        Box::pin(Self::serve(self, req, cx))
     }
 
     fn render_metrics(&self, out: &mut String) {

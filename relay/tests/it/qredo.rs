@@ -1729,3 +1729,80 @@ fn await_pg_count(url: &str, sql: &str, want: i64) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// In a cluster a rendezvous lives on the node it was created through, and every other
+/// node carries its calls there: the publisher creates and subscribes over a WebSocket
+/// on a; responders on b and c register responses that are pushed to it; the same tag
+/// created through b is `RendezvousAlreadyExists`; c reads the responses; an unknown tag
+/// is refused by the node asked, which claims nothing for it.
+#[test]
+fn a_rendezvous_created_on_one_node_is_served_through_every_node() {
+    let three = crate::cluster::Three::start(&["--qredo-open", "true"]);
+    let [a, b, c] = &three.nodes[..] else {
+        unreachable!()
+    };
+    let tag = hex::encode(rand::random::<[u8; 16]>());
+    let (publisher, info) = creation_info(&tag, false, Some(600));
+    let on_a = Client::over(WsTransport::new(ws_connect(a.addr), a.addr));
+    let created = on_a.ok("Rendezvous", "create", vec![info.clone()]);
+    assert_eq!(record_name(&created), "RendezvousCreated");
+    assert_eq!(
+        record_name(&Client::new(b.addr).ok("Rendezvous", "create", vec![info])),
+        "RendezvousAlreadyExists"
+    );
+    let responses = request(
+        "Rendezvous",
+        "subscribeToResponses",
+        &on_a.secret,
+        publisher.tag_sig_args(Op::List),
+    );
+    assert!(on_a.subscribe(&responses));
+    let mut registered = Vec::new();
+    for (i, node) in [b, c].into_iter().enumerate() {
+        let (_, response) = response_for(&tag);
+        let answer = Client::new(node.addr).ok("Rendezvous", "respond", vec![response.clone()]);
+        assert_eq!(record_name(&answer), "RendezvousResponseRegistered");
+        let pushed = on_a.pushed(&responses);
+        assert_eq!(field(&pushed, "response"), &response);
+        assert_eq!(
+            field(&pushed, "sequenceValue"),
+            &Value::Int64(i64::try_from(i).unwrap() + 1)
+        );
+        registered.push(response);
+    }
+    let got = Client::new(c.addr).ok(
+        "Rendezvous",
+        "getResponses",
+        publisher.get_responses_args(0),
+    );
+    assert_eq!(field(&got, "responses"), &Value::Seq(registered));
+    assert_eq!(field(&got, "sequenceValue"), &Value::Int64(2));
+    let carried = |node: &Relay| {
+        crate::tunnel::series_value(
+            &node.metrics(),
+            "tryst_cluster_http_proxied_total{family=\"qredo_rendezvous\"}",
+        )
+    };
+    // b: the create and a respond; c: a respond and the read.
+    assert_eq!((carried(a), carried(b), carried(c)), (0, 2, 2));
+    // A tag nobody created: b answers it itself and claims nothing for it.
+    let (stranger, _) = creation_info(&hex::encode(rand::random::<[u8; 16]>()), false, None);
+    let data = Value::Quid(stranger.hashed).encode();
+    assert_eq!(
+        Client::new(b.addr).call(
+            "Rendezvous",
+            "getInfo",
+            vec![Value::Quid(stranger.hashed), stranger.sig(Op::Get, &data)],
+        ),
+        failed(1011, "unknown_rendezvous", "unknown rendezvous")
+    );
+    assert_eq!(carried(b), 2);
+    let key = format!("tryst:qredo:{}", hex::encode(stranger.hashed));
+    let out = std::process::Command::new("redis-cli")
+        .arg("-s")
+        .arg(&three.redis.socket)
+        .args(["EXISTS", &key])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+}
