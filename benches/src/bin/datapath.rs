@@ -1,9 +1,12 @@
 //! Data-path comparison: bulk throughput through `tryst serve` in each data-path mode
 //! (and with both ends over TLS, terminated by the relay in user space)
 //! against a direct loopback connection, at several pair counts, interleaved A/B/C in
-//! one invocation, with relay CPU seconds per GB read from /proc.
+//! one invocation, with relay CPU seconds per GB read from /proc. With `haproxy` on the
+//! PATH, `haproxy-tls` is the TLS row's counterpart: HAProxy (one thread) terminating
+//! the client's TLS and re-encrypting to a TLS sink, so both relays decrypt and encrypt
+//! every byte once (TLS 1.3 everywhere, the same rustls sessions at both ends).
 //!
-//! `datapath [--pairs 1,16,256] [--reps 3] [--mib 1024] [--tryst PATH]`
+//! `datapath [--pairs 1,16,256] [--reps 3] [--mib 1024] [--tryst PATH] [--modes LIST]`
 //!
 //! Each run moves `--mib` MiB in total, split evenly over the pairs, client to server,
 //! through blocking sockets on threads. The relay runs with one worker so its CPU is one
@@ -27,7 +30,17 @@ struct Args {
     reps: usize,
     mib: usize,
     tryst: std::path::PathBuf,
+    modes: Vec<String>,
 }
+
+/// Every mode, in report order (`direct` first: the ratios are against it).
+const MODES: [&str; 5] = [
+    "direct",
+    "splice-syscall",
+    "splice-uring",
+    "tls",
+    "haproxy-tls",
+];
 
 fn parse_args() -> Args {
     let mut args = Args {
@@ -38,6 +51,11 @@ fn parse_args() -> Args {
             .ok()
             .and_then(|p| p.parent().map(|d| d.join("tryst")))
             .unwrap_or_else(|| "tryst".into()),
+        modes: MODES
+            .iter()
+            .filter(|m| **m != "haproxy-tls" || on_path("haproxy"))
+            .map(|m| (*m).to_owned())
+            .collect(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -47,15 +65,29 @@ fn parse_args() -> Args {
             "--reps" => args.reps = value.parse().unwrap_or(3),
             "--mib" => args.mib = value.parse().unwrap_or(1024),
             "--tryst" => args.tryst = value.into(),
+            "--modes" => {
+                args.modes = value.split(',').map(str::to_owned).collect();
+                if args.modes.first().map(String::as_str) != Some("direct")
+                    || !args.modes.iter().all(|m| MODES.contains(&m.as_str()))
+                {
+                    eprintln!("--modes: `direct` first, then any of {MODES:?}");
+                    std::process::exit(2);
+                }
+            }
             _ => {
                 eprintln!(
-                    "usage: datapath [--pairs 1,16,256] [--reps 3] [--mib 1024] [--tryst PATH]"
+                    "usage: datapath [--pairs 1,16,256] [--reps 3] [--mib 1024] [--tryst PATH] [--modes direct,...]"
                 );
                 std::process::exit(2);
             }
         }
     }
     args
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 fn taskset() -> bool {
@@ -89,6 +121,124 @@ impl Stream for TlsStream {
         self.conn.send_close_notify();
         let _ = self.flush();
     }
+}
+
+type TlsServerStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
+impl Stream for TlsServerStream {
+    fn finish(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush();
+    }
+}
+
+/// HAProxy terminating TLS (one thread, TLS 1.3) and re-encrypting to a TLS sink on
+/// `sink`, with a certificate of its own; the process and the client's trust.
+struct HaproxyTls {
+    child: Child,
+    addr: SocketAddr,
+    sink: TcpListener,
+    client: std::sync::Arc<rustls::ClientConfig>,
+    server: std::sync::Arc<rustls::ServerConfig>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for HaproxyTls {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_haproxy_tls(pin: bool) -> HaproxyTls {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("cert");
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.key_pair.serialize_pem());
+    let pem = dir.path().join("haproxy.pem");
+    std::fs::write(&pem, format!("{cert_pem}{key_pem}")).expect("write pem");
+    let sink = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let port = TcpListener::bind("127.0.0.1:0").expect("bind probe");
+    let addr = port.local_addr().expect("addr");
+    drop(port);
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n    nbthread 1\n    maxconn 4000\n    ssl-default-bind-options ssl-min-ver TLSv1.3\n    ssl-default-server-options ssl-min-ver TLSv1.3\n\n\
+             defaults\n    mode tcp\n    timeout connect 10s\n    timeout client 1h\n    timeout server 1h\n\n\
+             listen tls\n    bind {addr} ssl crt {}\n    server sink {} ssl verify none\n",
+            pem.display(),
+            sink.local_addr().expect("sink addr")
+        ),
+    )
+    .expect("write haproxy.cfg");
+    let mut cmd = if pin {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1", "haproxy"]);
+        c
+    } else {
+        Command::new("haproxy")
+    };
+    let child = cmd
+        .args(["-db", "-f"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "haproxy did not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let der = CertificateDer::from(cert.cert.der().to_vec());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(der.clone()).expect("root");
+    let client = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()));
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![der], key)
+        .expect("server config");
+    HaproxyTls {
+        child,
+        addr,
+        sink,
+        client: std::sync::Arc::new(client),
+        server: std::sync::Arc::new(server),
+        _dir: dir,
+    }
+}
+
+/// Opens `n` tunnels through HAProxy: (client, sink) pairs, TLS on both legs.
+fn haproxy_tls_pairs(h: &HaproxyTls, n: usize) -> Vec<Pair> {
+    (0..n)
+        .map(|_| {
+            let mut tcp = TcpStream::connect(h.addr).expect("connect");
+            let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+            let mut conn = rustls::ClientConnection::new(h.client.clone(), name).expect("session");
+            // HAProxy connects to its server once the client's handshake is done.
+            while conn.is_handshaking() {
+                conn.complete_io(&mut tcp).expect("client handshake");
+            }
+            let (sink, _) = h.sink.accept().expect("accept");
+            let server = rustls::ServerConnection::new(h.server.clone()).expect("session");
+            (
+                Box::new(TlsStream::new(conn, tcp)) as Box<dyn Stream>,
+                Box::new(TlsServerStream::new(server, sink)) as Box<dyn Stream>,
+            )
+        })
+        .collect()
 }
 
 type Pair = (Box<dyn Stream>, Box<dyn Stream>);
@@ -301,6 +451,11 @@ fn run_transfer(pairs: Vec<Pair>, per_pair: usize) -> f64 {
                 left -= n;
             }
             client.finish();
+            // Read to the end before closing: a close with unread bytes (a TLS 1.3
+            // server's session tickets) is a reset, and a reset makes HAProxy drop what
+            // it still holds for the sink.
+            let mut sink = [0u8; 4096];
+            while matches!(client.read(&mut sink), Ok(n) if n > 0) {}
         }));
         handles.push(std::thread::spawn(move || {
             let mut buf = vec![0; CHUNK];
@@ -309,7 +464,7 @@ fn run_transfer(pairs: Vec<Pair>, per_pair: usize) -> f64 {
                 match server.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => got += n,
-                    Err(e) => panic!("read: {e}"),
+                    Err(e) => panic!("read after {got} of {per_pair} bytes: {e}"),
                 }
             }
             assert_eq!(got, per_pair, "bytes lost");
@@ -336,7 +491,7 @@ fn main() {
             .stdout(Stdio::null())
             .status();
     }
-    let modes = ["direct", "splice-syscall", "splice-uring", "tls"];
+    let modes: Vec<&str> = args.modes.iter().map(String::as_str).collect();
     println!(
         "# datapath: {} MiB per run, {} repetitions interleaved, relay pinned to CPU 1 and load to CPU 0: {}",
         args.mib, args.reps, pin
@@ -355,6 +510,14 @@ fn main() {
                 if *mode == "direct" {
                     let secs = run_transfer(direct_pairs(n), per_pair);
                     gbps[m].push(bytes * 8.0 / secs / 1e9);
+                } else if *mode == "haproxy-tls" {
+                    let h = start_haproxy_tls(pin);
+                    let pairs = haproxy_tls_pairs(&h, n);
+                    let cpu0 = cpu_seconds(h.child.id());
+                    let secs = run_transfer(pairs, per_pair);
+                    let used = cpu_seconds(h.child.id()) - cpu0;
+                    gbps[m].push(bytes * 8.0 / secs / 1e9);
+                    cpu[m].push(used / (bytes / 1e9));
                 } else {
                     let relay = start_relay(&args.tryst, mode, pin);
                     let pairs = relay_pairs(&relay, n, *mode == "tls");
