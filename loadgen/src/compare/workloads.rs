@@ -274,15 +274,16 @@ fn insert_parts(m: &mut Metrics, target: &Target, cpu0: &[f64], prefix: &str, sc
     }
 }
 
-/// The directory round trips the target's tryst nodes have made so far (the sum of
-/// `tryst_cluster_directory_round_trips_total` over every node's `/metrics`); `None`
-/// for a target that is not a cluster or a node that does not answer.
-async fn directory_round_trips(target: &Target) -> Option<f64> {
+/// The directory round trips the target's tryst nodes have made so far, by purpose
+/// (`tryst_cluster_directory_round_trips_total{what}` summed over every node's
+/// `/metrics`); `None` for a target that is not a cluster or a node that does not
+/// answer.
+async fn directory_round_trips(target: &Target) -> Option<BTreeMap<String, f64>> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     if !target.part_names.contains(&"redis") {
         return None;
     }
-    let mut total = 0.0;
+    let mut total = BTreeMap::new();
     for relay in &target.relays {
         let scrape = async {
             let mut s = TcpStream::connect(relay.addr).await.ok()?;
@@ -294,11 +295,18 @@ async fn directory_round_trips(target: &Target) -> Option<f64> {
             Some(String::from_utf8_lossy(&text).into_owned())
         };
         let text = tokio::time::timeout(STEP_TIMEOUT, scrape).await.ok()??;
-        total += text
-            .lines()
-            .filter(|l| l.starts_with("tryst_cluster_directory_round_trips_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("tryst_cluster_directory_round_trips_total{what=\"")
+            else {
+                continue;
+            };
+            let Some((what, value)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            if let Ok(n) = value.parse::<f64>() {
+                *total.entry(what.replace(' ', "_")).or_insert(0.0) += n;
+            }
+        }
     }
     Some(total)
 }
@@ -310,7 +318,7 @@ fn pairing_metrics(
     results: &[GeneratorResult],
     elapsed: f64,
     cpu0: (f64, f64, Vec<f64>),
-    trips: Option<(f64, f64)>,
+    trips: Option<(BTreeMap<String, f64>, BTreeMap<String, f64>)>,
 ) -> Metrics {
     let (relay_cpu, own_cpu, _) = pairing_cpu(target);
     let (relay_cpu, own_cpu) = (relay_cpu - cpu0.0, own_cpu - cpu0.1);
@@ -330,10 +338,14 @@ fn pairing_metrics(
         let generator = (own_cpu - relay_cpu).max(0.0);
         m.insert("generator_cpu_us".into(), generator * 1e6 / total as f64);
         if let Some((before, after)) = trips {
-            m.insert(
-                "engine_round_trips".into(),
-                (after - before).max(0.0) / total as f64,
-            );
+            // The total, and each purpose's share (`engine_round_trips_<what>`).
+            let mut sum = 0.0;
+            for (what, n) in &after {
+                let grew = (n - before.get(what).copied().unwrap_or(0.0)).max(0.0);
+                sum += grew;
+                m.insert(format!("engine_round_trips_{what}"), grew / total as f64);
+            }
+            m.insert("engine_round_trips".into(), sum / total as f64);
         }
     }
     m.insert("p50_us".into(), h.quantile_ns(0.5) as f64 / 1e3);

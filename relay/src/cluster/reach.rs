@@ -6,7 +6,7 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `tryst:park:<34 hex: space byte + 16 key bytes>` | hash: node name → `"<epoch> <unix>"`, TTL [`PARK_TTL`] | which nodes hold parked connections for the key (field written on the 0 → 1 transition, deleted on 1 → 0, re-written with every key this node holds every [`REWRITE_INTERVAL`] and whenever the directory answers again) |
-//! | `tryst:parked` | pub/sub channel, message = the same 34 hex | a key went 0 → 1 somewhere: wakes lookups waiting for it |
+//! | `tryst:parked` | pub/sub channel, message = the same 34 hex | a key went 0 → 1 or 1 → 0 somewhere: wakes lookups waiting for it, and every node forgets the holder it remembered for it |
 //!
 //! A reader trusts a field only if its node is live with that epoch (a restarted node
 //! has a new one: what its previous run left is ignored) and it was written within
@@ -16,7 +16,15 @@
 //! ([`super::directory::Directory::set_owes_deletions`]): a node that rejoins never
 //! advertises a park it no longer holds.
 //!
-//! A lookup costs one `HGETALL` when a holder exists; without one it waits for a
+//! A 1 → 0 and a 0 → 1 of one key that meet in the presence writer's queue (a hidden
+//! server re-parking right after its pairing) cancel out: nothing is written.
+//!
+//! A lookup reuses the holder an `HGETALL` found for the same key within the last
+//! [`HOLDER_CACHE_TTL`], while that node is still live in the same epoch and no
+//! publication on `tryst:parked` has said the key's holders changed, so repeated reaches
+//! for a busy hidden server cost no round trip. (A publication lost with a dropped
+//! subscription leaves a remembered holder stale for at most that TTL.) Otherwise a
+//! lookup costs one `HGETALL` when a holder exists; without one it waits for a
 //! publication of its key (or re-reads once a second, in case one was missed) until the
 //! client's wait ends, when the client's own node answers the family's "not parked".
 
@@ -38,7 +46,11 @@ pub const PARK_TTL: Duration = Duration::from_secs(30);
 /// How often a node re-writes every key it holds (and retries failed writes: every
 /// second).
 pub const REWRITE_INTERVAL: Duration = Duration::from_secs(10);
-/// The channel 0 → 1 transitions are published on.
+/// How long a holder found by a lookup is reused for later lookups of the same key.
+pub const HOLDER_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Keys whose holder is remembered at most (beyond: the memory is emptied).
+const HOLDER_CACHE_CAP: usize = 65_536;
+/// The channel both transitions of a key are published on.
 pub const PARKED_CHANNEL: &str = "tryst:parked";
 /// Most lookups in flight; beyond, a client waits for a local park only.
 pub const MAX_LOOKUPS: usize = 4096;
@@ -101,6 +113,38 @@ pub struct Dispatcher {
     presence: mpsc::UnboundedSender<PresenceMsg>,
     parked: broadcast::Sender<[u8; 17]>,
     lookups: Arc<tokio::sync::Semaphore>,
+    holders: Arc<std::sync::Mutex<HolderCache>>,
+}
+
+/// Holders recent lookups found, by key: (node, its epoch then, when found).
+#[derive(Debug, Default)]
+struct HolderCache(HashMap<[u8; 17], (String, u64, tokio::time::Instant)>);
+
+impl HolderCache {
+    /// The holder found for `key` less than [`HOLDER_CACHE_TTL`] before `now`, if its
+    /// node is still live in the epoch it had then.
+    fn get(
+        &self,
+        key: &[u8; 17],
+        now: tokio::time::Instant,
+        live: &std::collections::BTreeMap<String, super::NodeInfo>,
+    ) -> Option<String> {
+        let (node, epoch, at) = self.0.get(key)?;
+        (now.duration_since(*at) < HOLDER_CACHE_TTL
+            && live.get(node).is_some_and(|info| info.epoch == *epoch))
+        .then(|| node.clone())
+    }
+
+    fn put(&mut self, key: [u8; 17], node: String, epoch: u64, now: tokio::time::Instant) {
+        if self.0.len() >= HOLDER_CACHE_CAP && !self.0.contains_key(&key) {
+            self.0.clear();
+        }
+        self.0.insert(key, (node, epoch, now));
+    }
+
+    fn forget(&mut self, key: &[u8; 17]) {
+        self.0.remove(key);
+    }
 }
 
 impl std::fmt::Debug for PresenceMsg {
@@ -115,13 +159,19 @@ impl Dispatcher {
         let (tx, rx) = mpsc::unbounded_channel();
         let (parked, _) = broadcast::channel(1024);
         tokio::spawn(presence_loop(cluster.clone(), rx));
-        tokio::spawn(subscribe_loop(cluster.clone(), parked.clone()));
+        let holders = Arc::default();
+        tokio::spawn(subscribe_loop(
+            cluster.clone(),
+            parked.clone(),
+            Arc::clone(&holders),
+        ));
         Self {
             cluster,
             injector,
             presence: tx,
             parked,
             lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
+            holders,
         }
     }
 
@@ -167,6 +217,22 @@ impl Dispatcher {
         let wire = l.key.to_wire();
         let record = park_key(&l.key);
         let mut failed: HashSet<String> = HashSet::new();
+        let cached = self
+            .holders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(
+                &wire,
+                tokio::time::Instant::now(),
+                &self.cluster.directory().live_map(),
+            );
+        if let Some(node) = cached {
+            if self.carry(&node, &l, deadline).await {
+                return;
+            }
+            self.forget_holder(&wire);
+            failed.insert(node);
+        }
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left < MIN_LEFT {
@@ -195,14 +261,22 @@ impl Dispatcher {
                     rand::random::<u32>() as usize,
                 );
                 if let Some(node) = holder {
+                    if let Some(info) = self.cluster.directory().live_map().get(&node) {
+                        self.holders
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .put(wire, node.clone(), info.epoch, tokio::time::Instant::now());
+                    }
                     if self.carry(&node, &l, deadline).await {
                         return;
                     }
+                    self.forget_holder(&wire);
                     // Unreachable (killed, or its mesh refuses us) though still live in
                     // the cache: not again for this client; try another holder now.
                     failed.insert(node);
                     continue;
                 }
+                self.forget_holder(&wire);
             }
             // Nobody (reachable) holds it: wait for a park anywhere, re-reading once a
             // second in case a publication was missed, until the client's wait ends.
@@ -224,6 +298,13 @@ impl Dispatcher {
             .await;
             drop(woke);
         }
+    }
+
+    fn forget_holder(&self, wire: &[u8; 17]) {
+        self.holders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .forget(wire);
     }
 
     /// Opens a mesh connection to `node`, writes the client's bytes and gives the
@@ -264,11 +345,42 @@ impl Dispatcher {
     }
 }
 
+/// What the presence writer knows: which keys this node holds, and what it owes the
+/// directory.
+#[derive(Default)]
+struct Presence {
+    /// Keys this node holds (key → worker).
+    held: HashMap<RendezvousKey, usize>,
+    /// Fields to write (a 0 → 1 the directory has not seen).
+    to_set: HashSet<RendezvousKey>,
+    /// Fields to delete (a 1 → 0 the directory has not seen).
+    to_del: HashSet<RendezvousKey>,
+    /// Fields this node wrote and has not deleted since.
+    advertised: HashSet<RendezvousKey>,
+}
+
+impl Presence {
+    fn parked(&mut self, key: RendezvousKey, worker: usize) {
+        self.held.insert(key, worker);
+        self.to_del.remove(&key);
+        // Still advertised (its deletion had not gone out): nothing to write.
+        if !self.advertised.contains(&key) {
+            self.to_set.insert(key);
+        }
+    }
+
+    fn unparked(&mut self, key: RendezvousKey) {
+        self.held.remove(&key);
+        self.to_set.remove(&key);
+        // Deleted whether or not the field is known to be there: a write whose answer
+        // was lost may have landed.
+        self.to_del.insert(key);
+    }
+}
+
 /// Owns which keys this node holds (key → worker) and mirrors them into the directory.
 async fn presence_loop(cluster: Cluster, mut rx: mpsc::UnboundedReceiver<PresenceMsg>) {
-    let mut held: HashMap<RendezvousKey, usize> = HashMap::new();
-    let mut to_set: HashSet<RendezvousKey> = HashSet::new();
-    let mut to_del: HashSet<RendezvousKey> = HashSet::new();
+    let mut p = Presence::default();
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut rewrite = tokio::time::interval(REWRITE_INTERVAL);
@@ -287,47 +399,43 @@ async fn presence_loop(cluster: Cluster, mut rx: mpsc::UnboundedReceiver<Presenc
                 }
                 for m in batch {
                     match m {
-                        PresenceMsg::Change { worker, key, parked: true } => {
-                            held.insert(key, worker);
-                            to_del.remove(&key);
-                            to_set.insert(key);
-                        }
-                        PresenceMsg::Change { key, parked: false, .. } => {
-                            held.remove(&key);
-                            to_set.remove(&key);
-                            to_del.insert(key);
-                        }
+                        PresenceMsg::Change { worker, key, parked: true } => p.parked(key, worker),
+                        PresenceMsg::Change { key, parked: false, .. } => p.unparked(key),
                         PresenceMsg::WorkerGone(worker) => {
-                            held.retain(|key, w| {
-                                if *w == worker {
-                                    to_set.remove(key);
-                                    to_del.insert(*key);
-                                    false
-                                } else {
-                                    true
-                                }
-                            });
+                            let gone: Vec<RendezvousKey> = p
+                                .held
+                                .iter()
+                                .filter(|(_, w)| **w == worker)
+                                .map(|(key, _)| *key)
+                                .collect();
+                            for key in gone {
+                                p.unparked(key);
+                            }
                         }
                     }
                 }
-                flush(&cluster, &mut to_set, &mut to_del).await;
+                flush(&cluster, &mut p).await;
             }
             _ = retry.tick() => {
-                if !to_set.is_empty() || !to_del.is_empty() {
-                    flush(&cluster, &mut to_set, &mut to_del).await;
+                if !p.to_set.is_empty() || !p.to_del.is_empty() {
+                    flush(&cluster, &mut p).await;
                 }
             }
-            _ = rewrite.tick() => rewrite_all(&cluster, &held).await,
+            _ = rewrite.tick() => rewrite_all(&cluster, &mut p).await,
             changed = reconnects.changed() => {
                 if changed.is_err() {
                     return;
                 }
                 // What changed while the directory was away first (the deletions this
                 // node owes keep it from being live again), then everything it holds.
-                if !to_set.is_empty() || !to_del.is_empty() {
-                    flush(&cluster, &mut to_set, &mut to_del).await;
+                // The directory may have lost what it had (a restart): nothing counts as
+                // advertised until written again, so a key re-parked during its grace is
+                // written too.
+                p.advertised.clear();
+                if !p.to_set.is_empty() || !p.to_del.is_empty() {
+                    flush(&cluster, &mut p).await;
                 }
-                rewrite_all(&cluster, &held).await;
+                rewrite_all(&cluster, &mut p).await;
             }
         }
     }
@@ -339,19 +447,17 @@ fn field_value(cluster: &Cluster) -> String {
 
 /// Writes the pending changes, deletions first, in pipelines of [`REWRITE_BATCH`] keys
 /// (a long outage's backlog still makes progress under the command timeout); what
-/// fails stays pending. Then tells the directory whether deletions are still owed: the
-/// node writes its liveness record only when none are.
-async fn flush(
-    cluster: &Cluster,
-    to_set: &mut HashSet<RendezvousKey>,
-    to_del: &mut HashSet<RendezvousKey>,
-) {
+/// fails stays pending. Nothing pending: no round trip. Then tells the directory
+/// whether deletions are still owed: the node writes its liveness record only when none
+/// are.
+async fn flush(cluster: &Cluster, p: &mut Presence) {
     let value = field_value(cluster);
     let ttl = u64::try_from(PARK_TTL.as_millis()).unwrap_or(u64::MAX);
-    let changes: Vec<(RendezvousKey, bool)> = to_del
+    let changes: Vec<(RendezvousKey, bool)> = p
+        .to_del
         .iter()
         .map(|key| (*key, false))
-        .chain(to_set.iter().map(|key| (*key, true)))
+        .chain(p.to_set.iter().map(|key| (*key, true)))
         .collect();
     for chunk in changes.chunks(REWRITE_BATCH) {
         let mut pipe = redis::pipe();
@@ -372,7 +478,14 @@ async fn flush(
                     .arg(hex::encode(key.to_wire()))
                     .ignore();
             } else {
-                pipe.cmd("HDEL").arg(&record).arg(cluster.node()).ignore();
+                pipe.cmd("HDEL")
+                    .arg(&record)
+                    .arg(cluster.node())
+                    .ignore()
+                    .cmd("PUBLISH")
+                    .arg(PARKED_CHANNEL)
+                    .arg(hex::encode(key.to_wire()))
+                    .ignore();
             }
         }
         let mut c = cluster.redis();
@@ -386,21 +499,23 @@ async fn flush(
         }
         for (key, parked) in chunk {
             if *parked {
-                to_set.remove(key);
+                p.to_set.remove(key);
+                p.advertised.insert(*key);
             } else {
-                to_del.remove(key);
+                p.to_del.remove(key);
+                p.advertised.remove(key);
             }
         }
     }
-    cluster.directory().set_owes_deletions(!to_del.is_empty());
+    cluster.directory().set_owes_deletions(!p.to_del.is_empty());
 }
 
 /// Re-writes every key this node holds (heals an emptied or restarted Redis, and keeps
 /// the fields fresh).
-async fn rewrite_all(cluster: &Cluster, held: &HashMap<RendezvousKey, usize>) {
+async fn rewrite_all(cluster: &Cluster, p: &mut Presence) {
     let value = field_value(cluster);
     let ttl = u64::try_from(PARK_TTL.as_millis()).unwrap_or(u64::MAX);
-    let keys: Vec<&RendezvousKey> = held.keys().collect();
+    let keys: Vec<RendezvousKey> = p.held.keys().copied().collect();
     for chunk in keys.chunks(REWRITE_BATCH) {
         let mut pipe = redis::pipe();
         for key in chunk {
@@ -424,12 +539,17 @@ async fn rewrite_all(cluster: &Cluster, held: &HashMap<RendezvousKey, usize>) {
         {
             return;
         }
+        p.advertised.extend(chunk.iter().copied());
     }
 }
 
 /// Subscribes to [`PARKED_CHANNEL`] and re-broadcasts each key to waiting lookups;
 /// reconnects after a failure.
-async fn subscribe_loop(cluster: Cluster, out: broadcast::Sender<[u8; 17]>) {
+async fn subscribe_loop(
+    cluster: Cluster,
+    out: broadcast::Sender<[u8; 17]>,
+    holders: Arc<std::sync::Mutex<HolderCache>>,
+) {
     use futures_util::StreamExt as _;
     loop {
         let connected = tokio::time::timeout(
@@ -445,6 +565,12 @@ async fn subscribe_loop(cluster: Cluster, out: broadcast::Sender<[u8; 17]>) {
             .await
             .is_ok_and(|r| r.is_ok())
         {
+            // Publications were missed while unsubscribed: remember no holder.
+            holders
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0
+                .clear();
             let mut messages = pubsub.on_message();
             while let Some(msg) = messages.next().await {
                 let Ok(text) = msg.get_payload::<String>() else {
@@ -452,6 +578,10 @@ async fn subscribe_loop(cluster: Cluster, out: broadcast::Sender<[u8; 17]>) {
                 };
                 let mut wire = [0u8; 17];
                 if hex::decode_to_slice(text.as_bytes(), &mut wire).is_ok() {
+                    holders
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .forget(&wire);
                     let _ = out.send(wire);
                 }
             }
@@ -465,6 +595,65 @@ mod tests {
     use super::*;
     use crate::cluster::NodeInfo;
     use std::collections::BTreeMap;
+
+    /// A found holder is reused within its time, while its node is live in the same
+    /// epoch; forgotten on request; the memory is bounded.
+    #[test]
+    fn holders_are_reused_briefly_and_only_while_live_in_their_epoch() {
+        let live = |epoch: u64| {
+            let mut m = BTreeMap::new();
+            m.insert(
+                "a".to_owned(),
+                NodeInfo {
+                    name: "a".into(),
+                    epoch,
+                    mesh: "127.0.0.1:1".parse().unwrap(),
+                },
+            );
+            m
+        };
+        let t0 = tokio::time::Instant::now();
+        let mut c = HolderCache::default();
+        let k = [7u8; 17];
+        assert_eq!(c.get(&k, t0, &live(1)), None);
+        c.put(k, "a".into(), 1, t0);
+        assert_eq!(
+            c.get(&k, t0 + HOLDER_CACHE_TTL / 2, &live(1)).as_deref(),
+            Some("a")
+        );
+        assert_eq!(c.get(&k, t0 + HOLDER_CACHE_TTL, &live(1)), None);
+        assert_eq!(c.get(&k, t0, &live(2)), None, "a restarted node");
+        assert_eq!(c.get(&k, t0, &BTreeMap::new()), None, "a dead node");
+        c.forget(&k);
+        assert_eq!(c.get(&k, t0, &live(1)), None);
+        for i in 0..HOLDER_CACHE_CAP + 1 {
+            let mut key = [0u8; 17];
+            key[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            c.put(key, "a".into(), 1, t0);
+        }
+        assert!(c.0.len() <= HOLDER_CACHE_CAP);
+    }
+
+    /// A 1 -> 0 and a 0 -> 1 that meet before a flush cancel out when the field is
+    /// advertised; a key never written is written on park, even after a pending
+    /// deletion.
+    #[test]
+    fn a_re_park_before_the_deletion_went_out_writes_nothing() {
+        let (k, other) = (RendezvousKey::uuid([1; 16]), RendezvousKey::uuid([2; 16]));
+        let mut p = Presence::default();
+        p.parked(k, 0);
+        assert!(p.to_set.contains(&k));
+        // The write succeeded (as `flush` records it).
+        p.to_set.remove(&k);
+        p.advertised.insert(k);
+        p.unparked(k);
+        assert!(p.to_del.contains(&k));
+        p.parked(k, 0);
+        assert!(p.to_set.is_empty() && p.to_del.is_empty());
+        p.unparked(other);
+        p.parked(other, 1);
+        assert!(p.to_set.contains(&other) && !p.to_del.contains(&other));
+    }
 
     #[test]
     fn holders_are_live_in_their_epoch_and_fresh() {
