@@ -73,7 +73,7 @@ impl Store {
 }
 
 /// `None` (and a loud SKIPPED line) when the PostgreSQL variant cannot run here.
-fn postgres_available(test: &str) -> bool {
+pub(crate) fn postgres_available(test: &str) -> bool {
     let set = std::env::var_os(tryst_relay::deaddrop::pg::testing::SOCKET_ENV).is_some();
     if !set {
         eprintln!(
@@ -872,9 +872,9 @@ fn postgres_two_nodes_share_one_database() {
 
 /// A throw-away PostgreSQL cluster of one test's own (scripts/pg-test.sh), stopped on
 /// drop.
-struct Cluster {
+pub(crate) struct Cluster {
     dir: tempfile::TempDir,
-    socket: String,
+    pub(crate) socket: String,
 }
 
 impl Cluster {
@@ -896,17 +896,17 @@ impl Cluster {
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = Self::run("start", dir.path());
         Self { dir, socket }
     }
 
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         Self::run("stop", self.dir.path());
     }
 
-    fn start_again(&self) {
+    pub(crate) fn start_again(&self) {
         Self::run("start-again", self.dir.path());
     }
 

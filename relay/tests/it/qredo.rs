@@ -1806,3 +1806,69 @@ fn a_rendezvous_created_on_one_node_is_served_through_every_node() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
 }
+
+/// The dead-drop's PostgreSQL stopped and started again under `Conversations`: while it
+/// is down a publish and a query are answered `store_unavailable` (1014, never a 5xx),
+/// nothing is stored; once it is back, the same relay publishes, reads and pushes to its
+/// subscriber again without a restart (its `LISTEN` connection comes back by itself).
+#[test]
+fn conversations_ride_out_a_postgres_restart() {
+    if !crate::deaddrop::postgres_available("conversations_ride_out_a_postgres_restart") {
+        return;
+    }
+    let cluster = crate::deaddrop::Cluster::start();
+    let url = tryst_relay::deaddrop::pg::testing::fresh_database_at(&cluster.socket).unwrap();
+    let relay = apps_relay(&["--deaddrop-store", &url]);
+    let client = Client::new(relay.addr);
+    let (inbound, _) = conversation(&rand::random());
+    client.ok("Conversations", "publish", inbound.publish_args("before"));
+
+    cluster.stop();
+    let unavailable = failed(1014, "store_unavailable", "store unavailable");
+    assert_eq!(
+        client.call("Conversations", "publish", inbound.publish_args("lost")),
+        unavailable
+    );
+    assert_eq!(
+        client.call("Conversations", "queryItems", inbound.query_args(None, 10)),
+        unavailable
+    );
+
+    cluster.start_again();
+    // The pool drops the broken connections and makes new ones on the next call.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        match client.call("Conversations", "publish", inbound.publish_args("after")) {
+            Outcome::Success(_) => break,
+            other => {
+                assert_eq!(other, unavailable);
+                assert!(std::time::Instant::now() < deadline, "still unavailable");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+    assert_eq!(inbound.read(&client, None).0, ["before", "after"]);
+    // A second node's publish reaches this relay's subscriber: its listener is back.
+    let other = apps_relay(&["--deaddrop-store", &url]);
+    let subscriber = Client::over(WsTransport::new(ws_connect(relay.addr), relay.addr));
+    let subscription = request(
+        "Conversations",
+        "subscribe",
+        &subscriber.secret,
+        inbound.subscribe_args(),
+    );
+    assert!(subscriber.subscribe(&subscription));
+    await_pg_count(
+        &url,
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
+             AND datname = current_database() \
+             AND (query LIKE 'LISTEN%' OR query LIKE 'SELECT item%')",
+            tryst_relay::qredo::pg::LISTENER_NAME
+        ),
+        2,
+    );
+    Client::new(other.addr).ok("Conversations", "publish", inbound.publish_args("pushed"));
+    let pushed = subscriber.pushed(&subscription);
+    assert_eq!(inbound.open(field(&pushed, "item")), "pushed");
+}
