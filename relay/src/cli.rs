@@ -264,6 +264,9 @@ impl Settings {
     }
 }
 
+/// Config keys that are other names for a key: (alias, key). A file may give one of them.
+const CONFIG_ALIASES: &[(&str, &str)] = &[("threads", "workers")];
+
 impl<'de> serde::Deserialize<'de> for Settings {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct SettingsVisitor;
@@ -285,7 +288,21 @@ impl<'de> serde::Deserialize<'de> for Settings {
                     all: Settings::all_keys(),
                 };
                 let mut settings = Settings::default();
+                // Keys seen, under their canonical names: an alias and its key both
+                // given would otherwise let the later one win silently.
+                let mut seen: Vec<&'static str> = Vec::new();
                 while let Some(key) = map.next_key_seed(seed)? {
+                    if let Some(&(alias, name)) = CONFIG_ALIASES
+                        .iter()
+                        .find(|(alias, name)| key == *alias || key == *name)
+                    {
+                        if seen.contains(&name) {
+                            return Err(de::Error::custom(format!(
+                                "`{name}` is given twice (`{alias}` is another name for it)"
+                            )));
+                        }
+                        seen.push(name);
+                    }
                     if FamilySettings::owns(&key) {
                         settings.families.read_entry(key, &mut map)?;
                     } else {

@@ -699,6 +699,21 @@ max-http-connections = 10
             Some(WorkerCount::Auto)
         );
     }
+    /// A key and its alias both given: refused naming both (found by the fuzz target
+    /// `serve_config`: the later one used to win silently).
+    #[test]
+    fn a_key_and_its_alias_together_are_refused() {
+        for text in [
+            "threads = 1\nworkers = \"auto\"\n",
+            "workers = 2\nthreads = 1\n",
+        ] {
+            let err = parse_config(text).unwrap_err();
+            assert!(
+                err.contains("`workers` is given twice (`threads` is another name for it)"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn flags_override_the_file() {
