@@ -17,7 +17,7 @@
 //! nodes' items are missed; `queryItems` still returns every item.
 
 use super::store::{
-    OVERHEAD_BYTES, QueueId, SWEEP_BATCH, StoreError, StoreLimits, StoredItem, first_seq,
+    OVERHEAD_BYTES, QueueId, SWEEP_BATCH, StoreError, StoreLimits, StoredItem, Tally, first_seq,
 };
 use crate::deaddrop::pg::{PgAccess, int, pg};
 use deadpool_postgres::Object;
@@ -126,10 +126,9 @@ async fn settle(
     tx: &deadpool_postgres::Transaction<'_>,
     queue: &QueueId,
     next: u64,
-    items: u64,
-    totals: (u64, u64),
+    tally: Tally,
 ) -> Result<(), crate::deaddrop::store::StoreError> {
-    if items == 0 {
+    if tally.count == 0 {
         let st = tx
             .prepare_cached("DELETE FROM qredo_queues WHERE queue = $1")
             .await
@@ -143,7 +142,7 @@ async fn settle(
             )
             .await
             .map_err(pg)?;
-        tx.execute(&st, &[&queue.as_slice(), &int(next), &int(items)])
+        tx.execute(&st, &[&queue.as_slice(), &int(next), &int(tally.count)])
             .await
             .map_err(pg)?;
     }
@@ -151,7 +150,7 @@ async fn settle(
         .prepare_cached("UPDATE qredo_totals SET bytes = $1, queues = $2 WHERE id = 1")
         .await
         .map_err(pg)?;
-    tx.execute(&st, &[&int(totals.0), &int(totals.1)])
+    tx.execute(&st, &[&int(tally.bytes), &int(tally.queues)])
         .await
         .map_err(pg)?;
     Ok(())
@@ -273,34 +272,29 @@ impl PgConversations {
             .access
             .run(move |mut client: Object| async move {
                 let tx = client.transaction().await.map_err(pg)?;
-                let (mut bytes, mut queues) = lock_totals(&tx).await?;
-                let (next, mut count) = queue_row(&tx, &queue)
+                let (bytes, queues) = lock_totals(&tx).await?;
+                let (next, count) = queue_row(&tx, &queue)
                     .await?
                     // As in the redb file: a queue that emptied lost its row; numbered
                     // from the clock, it continues above its old values.
                     .unwrap_or_else(|| (first_seq(now_ms), 0));
-                let freed = delete_items(&tx, &queue, PURGE_EXPIRED, int(now_ms)).await?;
-                if count > 0 && freed.0 >= count {
-                    queues = queues.saturating_sub(1);
+                let mut tally = Tally {
+                    count,
+                    bytes,
+                    queues,
                 }
-                count -= freed.0.min(count);
-                bytes -= freed.1.min(bytes);
-                if count >= limits.max_items {
-                    return Ok(Published::Refused(StoreError::QueueFull));
-                }
-                let charge = item.len() as u64 + OVERHEAD_BYTES;
-                let new_queue = count == 0;
-                let full = |bytes: u64, queues: u64| {
-                    bytes + charge > limits.max_bytes || (new_queue && queues >= limits.max_queues)
-                };
-                if full(bytes, queues) {
-                    let swept = sweep_expired(&tx, &queue, now_ms).await?;
-                    bytes -= swept.0.min(bytes);
-                    queues -= swept.1.min(queues);
-                    if full(bytes, queues) {
-                        // Rolled back with the transaction: kept only with a publish.
-                        return Ok(Published::Refused(StoreError::StoreFull));
+                .removed(delete_items(&tx, &queue, PURGE_EXPIRED, int(now_ms)).await?);
+                match tally.refusal(&limits, item.len()) {
+                    None => {}
+                    Some(StoreError::StoreFull) => {
+                        let (bytes, queues) = sweep_expired(&tx, &queue, now_ms).await?;
+                        tally = tally.swept(bytes, queues);
+                        if let Some(refused) = tally.refusal(&limits, item.len()) {
+                            // Rolled back with the transaction: kept only with a publish.
+                            return Ok(Published::Refused(refused));
+                        }
                     }
+                    Some(refused) => return Ok(Published::Refused(refused)),
                 }
                 let st = tx
                     .prepare_cached(
@@ -313,10 +307,7 @@ impl PgConversations {
                 tx.execute(&st, &[&queue.as_slice(), &int(next), &item, &expires])
                     .await
                     .map_err(pg)?;
-                if new_queue {
-                    queues += 1;
-                }
-                settle(&tx, &queue, next + 1, count + 1, (bytes + charge, queues)).await?;
+                settle(&tx, &queue, next + 1, tally.added(item.len())).await?;
                 // Delivered to every listening node when (and only if) this commits.
                 let st = tx
                     .prepare_cached("SELECT pg_notify($1, $2)")
@@ -391,18 +382,19 @@ impl PgConversations {
         self.access
             .run(move |mut client: Object| async move {
                 let tx = client.transaction().await.map_err(pg)?;
-                let (bytes, mut queues) = lock_totals(&tx).await?;
+                let (bytes, queues) = lock_totals(&tx).await?;
                 let Some((next, count)) = queue_row(&tx, &queue).await? else {
                     return Ok(0);
                 };
                 let expired = delete_items(&tx, &queue, PURGE_EXPIRED, int(now_ms)).await?;
                 let acked = delete_items(&tx, &queue, DELETE_UP_TO, int(up_to)).await?;
-                let left = count.saturating_sub(expired.0 + acked.0);
-                if count > 0 && left == 0 {
-                    queues = queues.saturating_sub(1);
+                let tally = Tally {
+                    count,
+                    bytes,
+                    queues,
                 }
-                let bytes = bytes.saturating_sub(expired.1 + acked.1);
-                settle(&tx, &queue, next, left, (bytes, queues)).await?;
+                .removed((expired.0 + acked.0, expired.1 + acked.1));
+                settle(&tx, &queue, next, tally).await?;
                 tx.commit().await.map_err(pg)?;
                 Ok(acked.0)
             })

@@ -120,6 +120,60 @@ pub struct StoredItem {
     pub item: Vec<u8>,
 }
 
+/// The counts a change decides on, as read in its transaction (both stores keep them the
+/// same way): the queue's items and the store's totals. Sans-IO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Tally {
+    /// Items the queue holds.
+    pub count: u64,
+    /// Bytes charged for every held item.
+    pub bytes: u64,
+    /// Queues holding items.
+    pub queues: u64,
+}
+
+impl Tally {
+    /// After `n` of the queue's items, charged `bytes`, were removed (expired or
+    /// acknowledged); a queue they empty no longer counts.
+    pub(super) fn removed(mut self, (n, bytes): (u64, u64)) -> Self {
+        if self.count > 0 && n >= self.count {
+            self.queues = self.queues.saturating_sub(1);
+        }
+        self.count -= n.min(self.count);
+        self.bytes -= bytes.min(self.bytes);
+        self
+    }
+
+    /// After a sweep of other queues freed `bytes` and emptied `queues`.
+    pub(super) fn swept(mut self, bytes: u64, queues: u64) -> Self {
+        self.bytes -= bytes.min(self.bytes);
+        self.queues -= queues.min(self.queues);
+        self
+    }
+
+    /// Why `limits` refuse one more item of `len` bytes: the queue's cap first, then
+    /// the store's (bytes, and queues when this one holds nothing yet).
+    pub(super) fn refusal(&self, limits: &StoreLimits, len: usize) -> Option<StoreError> {
+        if self.count >= limits.max_items {
+            return Some(StoreError::QueueFull);
+        }
+        let new_queue = self.count == 0;
+        (self.bytes + len as u64 + OVERHEAD_BYTES > limits.max_bytes
+            || (new_queue && self.queues >= limits.max_queues))
+            .then_some(StoreError::StoreFull)
+    }
+
+    /// After one item of `len` bytes was added.
+    pub(super) fn added(mut self, len: usize) -> Self {
+        if self.count == 0 {
+            self.queues += 1;
+        }
+        self.count += 1;
+        self.bytes += len as u64 + OVERHEAD_BYTES;
+        self
+    }
+}
+
 /// Where the queues are: the store the dead-drop uses.
 #[derive(Debug, Clone)]
 pub enum ConversationStore {
@@ -240,37 +294,29 @@ impl RedbConversations {
             let mut queues = txn.open_table(QUEUES).map_err(dberr)?;
             let mut meta = txn.open_table(META).map_err(dberr)?;
             let mut expiry = txn.open_table(EXPIRY).map_err(dberr)?;
-            let (next, mut count) = match queues.get(&queue[..]).map_err(dberr)? {
+            let (next, count) = match queues.get(&queue[..]).map_err(dberr)? {
                 Some(v) => (u64_at(v.value(), 0), u64_at(v.value(), 8)),
                 // A queue's entry goes when it empties; numbering a new one from the
                 // clock keeps its sequence values above any it had before.
                 None => (first_seq(now_ms), 0),
             };
-            let mut bytes = meta.get("bytes").map_err(dberr)?.map_or(0, |v| v.value());
-            let mut nqueues = meta.get("queues").map_err(dberr)?.map_or(0, |v| v.value());
-            let freed = purge_expired(&mut items, &mut expiry, queue, now_ms)?;
-            if count > 0 && freed.0 >= count {
-                nqueues = nqueues.saturating_sub(1);
+            let mut tally = Tally {
+                count,
+                bytes: meta.get("bytes").map_err(dberr)?.map_or(0, |v| v.value()),
+                queues: meta.get("queues").map_err(dberr)?.map_or(0, |v| v.value()),
             }
-            count -= freed.0.min(count);
-            bytes -= freed.1.min(bytes);
-            if count >= self.limits.max_items {
-                return Err(StoreError::QueueFull);
-            }
-            let charge = item.len() as u64 + OVERHEAD_BYTES;
-            let new_queue = count == 0;
-            let full = |bytes: u64, nqueues: u64| {
-                bytes + charge > self.limits.max_bytes
-                    || (new_queue && nqueues >= self.limits.max_queues)
-            };
-            if full(bytes, nqueues) {
-                let swept = sweep_expired(&mut items, &mut expiry, &mut queues, queue, now_ms)?;
-                bytes -= swept.bytes.min(bytes);
-                nqueues -= swept.queues.min(nqueues);
-                if full(bytes, nqueues) {
-                    // Dropped uncommitted: the sweep is kept only with a publish.
-                    return Err(StoreError::StoreFull);
+            .removed(purge_expired(&mut items, &mut expiry, queue, now_ms)?);
+            match tally.refusal(&self.limits, item.len()) {
+                None => {}
+                Some(StoreError::StoreFull) => {
+                    let swept = sweep_expired(&mut items, &mut expiry, &mut queues, queue, now_ms)?;
+                    tally = tally.swept(swept.bytes, swept.queues);
+                    if let Some(refused) = tally.refusal(&self.limits, item.len()) {
+                        // Dropped uncommitted: the sweep is kept only with a publish.
+                        return Err(refused);
+                    }
                 }
+                Some(refused) => return Err(refused),
             }
             let expires = now_ms.saturating_add(self.limits.item_ttl_ms);
             let mut value = Vec::with_capacity(8 + item.len());
@@ -282,15 +328,12 @@ impl RedbConversations {
             expiry
                 .insert(&expiry_key(expires, queue, next)[..], ())
                 .map_err(dberr)?;
+            let tally = tally.added(item.len());
             queues
-                .insert(&queue[..], &queue_value(next + 1, count + 1)[..])
+                .insert(&queue[..], &queue_value(next + 1, tally.count)[..])
                 .map_err(dberr)?;
-            if new_queue {
-                nqueues += 1;
-            }
-            bytes += charge;
-            meta.insert("bytes", bytes).map_err(dberr)?;
-            meta.insert("queues", nqueues).map_err(dberr)?;
+            meta.insert("bytes", tally.bytes).map_err(dberr)?;
+            meta.insert("queues", tally.queues).map_err(dberr)?;
             next
         };
         txn.commit().map_err(dberr)?;
@@ -362,22 +405,21 @@ impl RedbConversations {
                 remove_item(&mut items, &mut expiry, queue, seq, expires)?;
                 freed += len - 8 + OVERHEAD_BYTES;
             }
-            let removed = expired + keys.len() as u64;
-            let left = count.saturating_sub(removed);
-            if left == 0 {
+            let tally = Tally {
+                count,
+                bytes: meta.get("bytes").map_err(dberr)?.map_or(0, |v| v.value()),
+                queues: meta.get("queues").map_err(dberr)?.map_or(0, |v| v.value()),
+            }
+            .removed((expired + keys.len() as u64, freed));
+            if tally.count == 0 {
                 queues.remove(&queue[..]).map_err(dberr)?;
             } else {
                 queues
-                    .insert(&queue[..], &queue_value(next, left)[..])
+                    .insert(&queue[..], &queue_value(next, tally.count)[..])
                     .map_err(dberr)?;
             }
-            let bytes = meta.get("bytes").map_err(dberr)?.map_or(0, |v| v.value());
-            meta.insert("bytes", bytes.saturating_sub(freed))
-                .map_err(dberr)?;
-            if count > 0 && left == 0 {
-                let n = meta.get("queues").map_err(dberr)?.map_or(0, |v| v.value());
-                meta.insert("queues", n.saturating_sub(1)).map_err(dberr)?;
-            }
+            meta.insert("bytes", tally.bytes).map_err(dberr)?;
+            meta.insert("queues", tally.queues).map_err(dberr)?;
             keys.len() as u64
         };
         txn.commit().map_err(dberr)?;
