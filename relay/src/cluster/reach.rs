@@ -253,15 +253,18 @@ impl Dispatcher {
                 .await;
             if let Some(mut fields) = fields {
                 fields.retain(|node, _| !failed.contains(node));
+                // One snapshot: the holder is chosen, and remembered, in the epoch it
+                // was live in.
+                let live = self.cluster.directory().live_map();
                 let holder = choose_holder(
                     &fields,
                     self.cluster.node(),
-                    &self.cluster.directory().live_map(),
+                    &live,
                     crate::clock::unix_now(),
                     rand::random::<u32>() as usize,
                 );
                 if let Some(node) = holder {
-                    if let Some(info) = self.cluster.directory().live_map().get(&node) {
+                    if let Some(info) = live.get(&node) {
                         self.holders
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner)

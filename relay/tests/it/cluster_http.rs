@@ -302,7 +302,7 @@ fn hive_publication_from_a_found_on_c_and_forward_post_on_b_drained_on_c() {
 }
 
 /// Polls (bounded) until `f` holds.
-fn eventually(what: &str, f: impl Fn() -> bool) {
+pub(crate) fn eventually(what: &str, f: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !f() {
         assert!(Instant::now() < deadline, "{what}: not within 15 s");

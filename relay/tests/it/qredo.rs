@@ -1657,14 +1657,13 @@ fn conversations_live_in_the_dead_drop_database_shared_by_nodes() {
         ),
         2
     );
-    await_pg_count(
-        &url,
-        &format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE {listeners} \
-             AND (query LIKE 'LISTEN%' OR query LIKE 'SELECT item%')"
-        ),
-        2,
+    let listening = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE {listeners} \
+         AND (query LIKE 'LISTEN%' OR query LIKE 'SELECT item%')"
     );
+    crate::cluster_http::eventually("both nodes listening again", || {
+        pg_count(&url, &listening) == 2
+    });
     let again = via_a.ok("Conversations", "publish", inbound.publish_args("after"));
     let pushed = subscriber.pushed(&subscription);
     assert_eq!(inbound.open(field(&pushed, "item")), "after");
@@ -1712,22 +1711,6 @@ fn pg_count(url: &str, sql: &str) -> i64 {
         let _ = conn.await;
         n
     })
-}
-
-/// Polls `sql` until it returns `want` (bounded: 20 s).
-fn await_pg_count(url: &str, sql: &str, want: i64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let got = pg_count(url, sql);
-        if got == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{sql}: {got}, not {want}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
 }
 
 /// In a cluster a rendezvous lives on the node it was created through, and every other
@@ -1858,16 +1841,13 @@ fn conversations_ride_out_a_postgres_restart() {
         inbound.subscribe_args(),
     );
     assert!(subscriber.subscribe(&subscription));
-    await_pg_count(
-        &url,
-        &format!(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
-             AND datname = current_database() \
-             AND (query LIKE 'LISTEN%' OR query LIKE 'SELECT item%')",
-            tryst_relay::qredo::pg::LISTENER_NAME
-        ),
-        2,
+    let listening = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
+         AND datname = current_database() \
+         AND (query LIKE 'LISTEN%' OR query LIKE 'SELECT item%')",
+        tryst_relay::qredo::pg::LISTENER_NAME
     );
+    crate::cluster_http::eventually("both nodes listening", || pg_count(&url, &listening) == 2);
     Client::new(other.addr).ok("Conversations", "publish", inbound.publish_args("pushed"));
     let pushed = subscriber.pushed(&subscription);
     assert_eq!(inbound.open(field(&pushed, "item")), "pushed");
