@@ -26,7 +26,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tryst_engine::auth::{MacKey, Secret};
-use tryst_engine::driver::WorkerShare;
+use tryst_engine::driver::{ShareFile, WorkerShare};
 use tryst_engine::route::{ReloadError, SecretSource};
 use tryst_engine::target::{RendezvousId, RendezvousKey};
 use tryst_engine::totp::{TotpAlgorithm, TotpError, TotpParking, TotpRecord};
@@ -325,6 +325,27 @@ pub fn render_file(file: &SecretsFile) -> String {
     out
 }
 
+/// The part of `file` that `share`'s worker owns, rendered as a secrets file: what the
+/// supervisor gives each worker (see [`FileSecrets::from_supervisor`]).
+pub fn render_share(file: &SecretsFile, share: WorkerShare) -> String {
+    let owns = |id: &RendezvousId| share.owns(&RendezvousKey::from(*id));
+    let part = SecretsFile {
+        secrets: file
+            .secrets
+            .iter()
+            .filter(|(id, _)| owns(id))
+            .map(|(id, s)| (*id, s.clone()))
+            .collect(),
+        totp: file
+            .totp
+            .iter()
+            .filter(|(id, _)| owns(id))
+            .map(|(id, e)| (*id, e.clone()))
+            .collect(),
+    };
+    render_file(&part)
+}
+
 /// A warning when a secrets file's mode lets group or others read or write it.
 pub fn permission_warning(path: &Path, mode: u32) -> Option<String> {
     (mode & 0o077 != 0).then(|| {
@@ -397,11 +418,24 @@ pub fn create_private_dir(dir: &Path) -> Result<(), SecretsError> {
 /// secrets file: all of them, or a worker's share.
 #[derive(Debug)]
 pub struct FileSecrets {
+    /// The secrets file (read, or named in errors when the supervisor gave the share).
     path: PathBuf,
     /// The ids kept (on load and on every reload).
     share: WorkerShare,
+    /// Where a reload reads from.
+    source: Source,
     secrets: SecretTable,
     totp: TotpTable,
+}
+
+/// Where [`FileSecrets`] reads its ids.
+#[derive(Debug)]
+enum Source {
+    /// The secrets file itself.
+    File,
+    /// The worker's part of the file, parsed and validated by the supervisor once for
+    /// all workers ([`render_share`]) and replaced by it on every reload.
+    Supervisor(ShareFile),
 }
 
 impl FileSecrets {
@@ -415,11 +449,28 @@ impl FileSecrets {
     /// node-rendezvous parks alike). Each of N workers keeps about 1/N of the file
     /// instead of all of it.
     pub fn load_share(path: &Path, share: WorkerShare) -> Result<Self, SecretsError> {
-        let file = load_file_keeping(path, |id| share.owns(&RendezvousKey::from(*id)))?;
+        Self::read(path.to_owned(), share, Source::File)
+    }
+
+    /// Loads the share the supervisor prepared for `share`'s worker ([`render_share`]
+    /// of the file it validated) instead of reading the secrets file at `path`: the
+    /// worker parses only its own ids, and every reload reads the share the
+    /// supervisor sent with it. `path` names the file in errors.
+    pub fn from_supervisor(
+        path: &Path,
+        share: WorkerShare,
+        file: ShareFile,
+    ) -> Result<Self, SecretsError> {
+        Self::read(path.to_owned(), share, Source::Supervisor(file))
+    }
+
+    fn read(path: PathBuf, share: WorkerShare, source: Source) -> Result<Self, SecretsError> {
+        let file = source.load(&path, share)?;
         let (secrets, totp) = tables(file);
         Ok(Self {
-            path: path.to_owned(),
+            path,
             share,
+            source,
             secrets,
             totp,
         })
@@ -512,11 +563,33 @@ impl SecretSource for FileSecrets {
     }
 
     fn reload(&mut self) -> Result<(), ReloadError> {
-        let share = self.share;
-        let fresh = load_file_keeping(&self.path, |id| share.owns(&RendezvousKey::from(*id)))
+        let fresh = self
+            .source
+            .load(&self.path, self.share)
             .map_err(ReloadError::load)?;
         (self.secrets, self.totp) = tables(fresh);
         Ok(())
+    }
+}
+
+impl Source {
+    /// The ids `share`'s worker owns, from the file or from the supervisor's share.
+    fn load(&self, path: &Path, share: WorkerShare) -> Result<SecretsFile, SecretsError> {
+        let owns = |id: &RendezvousId| share.owns(&RendezvousKey::from(*id));
+        match self {
+            Self::File => load_file_keeping(path, owns),
+            Self::Supervisor(file) => {
+                let bytes = file.read().map_err(|source| SecretsError::Io {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let text = String::from_utf8(bytes).map_err(|_| SecretsError::Syntax {
+                    path: path.to_owned(),
+                    message: "the supervisor's share is not UTF-8".to_owned(),
+                })?;
+                parse_file_keeping(&text, path, owns)
+            }
+        }
     }
 }
 
@@ -843,6 +916,52 @@ mod tests {
                 Err(SecretsError::BadSecret { .. })
             ));
         }
+    }
+
+    #[test]
+    fn the_supervisor_s_shares_hold_what_each_worker_would_load_itself() {
+        use tryst_engine::target::Placement;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secrets.toml");
+        let ids: Vec<String> = (0..100u32)
+            .map(|i| format!("{i:08x}-3c4b-4a8e-9d2f-6a1c2b3d4e5f"))
+            .collect();
+        let mut text = render_entries(ids.iter().map(|id| (id.as_str(), SECRET_B64)));
+        text.push_str("\n[totp]\n");
+        for id in &ids[..30] {
+            text.push_str(&format!(
+                "\"{id}\" = {{ base32 = \"KBFU2TDPM53DOU2GJRFHKYSQJF3GO2KSII3XCNTMG5KW26DNIFWXINSOJZDVOQ3Z\", step = 60, parking = \"queue\", issuer = \"a \\\"b\\\"\" }}\n"
+            ));
+        }
+        write_atomic(&path, text.as_bytes(), 0o600).unwrap();
+        let file = load_file(&path).unwrap();
+        let placement = Placement::new(3, [9; 16]);
+        let mut kept = 0;
+        for index in 0..3 {
+            let share = WorkerShare::new(index, placement);
+            let rendered = render_share(&file, share);
+            let own = parse_file(&rendered, &path).unwrap();
+            let itself =
+                load_file_keeping(&path, |id| share.owns(&RendezvousKey::from(*id))).unwrap();
+            assert_eq!(own, itself, "worker {index}");
+            kept += own.secrets.len();
+            let prepared = ShareFile::from_bytes(rendered.as_bytes()).unwrap();
+            let mut loaded = FileSecrets::from_supervisor(&path, share, prepared).unwrap();
+            assert_eq!(loaded.len(), own.secrets.len());
+            assert_eq!(loaded.totp_len(), own.totp.len());
+            // A reload reads the supervisor's share, never the file (gone here).
+            fs::rename(&path, dir.path().join("moved.toml")).unwrap();
+            loaded.reload().unwrap();
+            assert_eq!(loaded.len(), own.secrets.len());
+            fs::rename(dir.path().join("moved.toml"), &path).unwrap();
+        }
+        assert_eq!(kept, ids.len(), "each id in exactly one share");
+        // A share that is not a secrets file is refused naming the file.
+        let garbage = ShareFile::from_bytes(b"\xff\xfe").unwrap();
+        let err = FileSecrets::from_supervisor(&path, WorkerShare::everything(), garbage)
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&format!("{}: ", path.display())), "{err}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::signal::unix::{Signal, SignalKind, signal};
-use tryst_engine::driver::{Engine, Listener, WorkerShare, run_worker_with};
+use tryst_engine::driver::{Engine, Listener, ShareFile, WorkerShare, run_worker_with};
 use tryst_engine::node::{CompatRouter, CompatRouterConfig};
 
 use crate::router::RelayRouter;
@@ -172,22 +172,23 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         SecretsError::Io { path, source } => ServeError::DataDir { path, source },
         other => ServeError::Secrets(other),
     })?;
-    let secrets = FileSecrets::load(&config.secrets_path)?;
+    // Parsed and validated once, here: each worker gets only the ids it owns from this
+    // (`Engine::start_with_shares`), instead of every worker parsing the whole file.
+    let secrets = secrets::load_file(&config.secrets_path)?;
     check_cluster(config.cluster.as_ref())?;
-    if secrets.is_empty() {
+    if secrets.secrets.is_empty() && secrets.totp.is_empty() {
         tracing::info!(
             path = %config.secrets_path.display(),
             "no rendezvous ids provisioned yet; add one with `tryst provision <UUID>`"
         );
     } else {
         tracing::info!(
-            ids = secrets.len(),
-            totp_ids = secrets.totp_len(),
+            ids = secrets.secrets.len(),
+            totp_ids = secrets.totp.len(),
             path = %config.secrets_path.display(),
             "secrets loaded"
         );
     }
-    drop(secrets);
     let mut families = families::open(&config.families, started)?;
 
     // Signal handlers go in before the startup lines: whoever reads them may signal at
@@ -288,8 +289,12 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let mut worker_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     worker_args.push("--replay-floor".into());
     worker_args.push(started.to_string().into());
-    let engine = Engine::start(&config.engine, listeners, worker_args)
-        .map_err(io_err("starting the workers"))?;
+    let engine = Engine::start_with_shares(&config.engine, listeners, worker_args, |share| {
+        Ok(secrets::render_share(&secrets, share).into_bytes())
+    })
+    .map_err(io_err("starting the workers"))?;
+    drop(secrets);
+    tryst_engine::driver::release_free_memory();
     runtime.block_on(supervise(
         engine, &config, signals, families, metrics, mesh, started,
     ))
@@ -432,7 +437,7 @@ async fn supervise(
             }
             Some(update) = link_updates.next() => links.send(&engine, update),
             Some(reply) = stats_requests.recv() => answer_stats(&engine, reply),
-            _ = hangup.recv() => reload(&engine, config),
+            _ = hangup.recv() => reload(&mut engine, config),
             _ = terminate.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGTERM"),
             _ = interrupt.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGINT"),
             _ = tick.tick() => {
@@ -566,9 +571,10 @@ fn answer_stats(engine: &Engine, reply: StatsRequest) {
 }
 
 /// SIGHUP: validate the secrets file (and the TLS certificate, if any) here first, then
-/// ask every worker to re-read them. A file that does not validate changes nothing.
-fn reload(engine: &Engine, config: &ServeConfig) {
-    let secrets = match FileSecrets::load(&config.secrets_path) {
+/// give every worker its new share of the secrets and ask it to reload (the worker
+/// re-reads the certificate itself). A file that does not validate changes nothing.
+fn reload(engine: &mut Engine, config: &ServeConfig) {
+    let secrets = match secrets::load_file(&config.secrets_path) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "SIGHUP: secrets file invalid; keeping the old secrets and certificate");
@@ -587,12 +593,17 @@ fn reload(engine: &Engine, config: &ServeConfig) {
         }
     }
     tracing::info!(
-        ids = secrets.len(),
+        ids = secrets.secrets.len(),
+        totp_ids = secrets.totp.len(),
         "SIGHUP: secrets file valid; reloading workers"
     );
-    if let Err(e) = engine.reload() {
+    if let Err(e) =
+        engine.reload_with_shares(|share| Ok(secrets::render_share(&secrets, share).into_bytes()))
+    {
         tracing::error!(error = %e, "asking workers to reload");
     }
+    drop(secrets);
+    tryst_engine::driver::release_free_memory();
 }
 
 fn begin_shutdown(engine: &mut Engine, http: &HttpService, shutting_down: &mut bool, why: &str) {
@@ -608,7 +619,7 @@ fn begin_shutdown(engine: &mut Engine, http: &HttpService, shutting_down: &mut b
     }
 }
 
-/// The worker process: loads the secrets, builds the combined router (native and
+/// The worker process: loads its share of the secrets (prepared by the supervisor), builds the combined router (native and
 /// node-rendezvous with `--totp-skew-steps` and `--node-park-mode`, whose defaults are
 /// upstream's: current TOTP step only, a newer park replaces the older) and runs the
 /// engine's event loop until shutdown.
@@ -627,8 +638,12 @@ pub fn run_worker_process(
     // The router is built once the worker knows which keys it owns: it keeps only
     // their secrets.
     let mut load_error = None;
-    let build = |share: WorkerShare| -> io::Result<_> {
-        match FileSecrets::load_share(&config.secrets_path, share) {
+    let build = |share: WorkerShare, prepared: Option<ShareFile>| -> io::Result<_> {
+        let loaded = match prepared {
+            Some(prepared) => FileSecrets::from_supervisor(&config.secrets_path, share, prepared),
+            None => FileSecrets::load_share(&config.secrets_path, share),
+        };
+        match loaded {
             Ok(secrets) => Ok(build_worker_router(config, secrets, started_unix)),
             Err(e) => {
                 let io = io::Error::other(e.to_string());

@@ -16,6 +16,8 @@
 pub mod cluster;
 mod msg;
 mod pipes;
+mod share;
+pub use share::{MAX_SHARE_BYTES, ShareFile};
 mod shm;
 mod sys;
 pub use sys::release_free_memory;
@@ -460,6 +462,9 @@ struct WorkerSlot {
     respawn_at: Option<Instant>,
     /// Back-off before the next restart of a worker that keeps dying young.
     backoff: Duration,
+    /// This worker's current share (see [`Engine::start_with_shares`]), given to a
+    /// replacement too.
+    share: Option<OwnedFd>,
 }
 
 /// A worker that lived at least this long is considered healthy again.
@@ -506,6 +511,32 @@ impl Engine {
         listeners: Vec<Listener>,
         worker_args: Vec<OsString>,
     ) -> io::Result<Self> {
+        Self::start_inner(config, listeners, worker_args, None)
+    }
+
+    /// [`Engine::start`], giving each worker a share the supervisor prepared: `share`
+    /// is called once per worker with its [`WorkerShare`] (which keys it owns) and
+    /// returns the bytes that worker reads through the [`ShareFile`] handed to its
+    /// router builder ([`run_worker_with`]). The relay uses it to parse the secrets
+    /// file once, here, and give each worker only the ids it owns, instead of every
+    /// worker reading and parsing the whole file (memory and CPU times the workers).
+    /// A replacement worker gets the same share; [`Engine::reload_with_shares`]
+    /// changes them.
+    pub fn start_with_shares(
+        config: &EngineConfig,
+        listeners: Vec<Listener>,
+        worker_args: Vec<OsString>,
+        share: impl FnMut(WorkerShare) -> io::Result<Vec<u8>>,
+    ) -> io::Result<Self> {
+        Self::start_inner(config, listeners, worker_args, Some(&mut { share }))
+    }
+
+    fn start_inner(
+        config: &EngineConfig,
+        listeners: Vec<Listener>,
+        worker_args: Vec<OsString>,
+        share: Option<&mut dyn FnMut(WorkerShare) -> io::Result<Vec<u8>>>,
+    ) -> io::Result<Self> {
         let workers = config.workers.max(1);
         let stats = SharedStats::create(workers)?;
         // The owner-hash key: random per relay run, the same in every worker (they read
@@ -515,10 +546,18 @@ impl Engine {
             Err(_) => Placement::random(workers),
         };
         stats.set_owner_key(placement.key());
+        let shares = match share {
+            Some(make) => Self::make_shares(workers, placement, make)?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => (0..workers).map(|_| None).collect::<Vec<_>>(),
+        };
         let mut slots = Vec::with_capacity(workers);
-        for _ in 0..workers {
+        for share in shares {
             let (inbox_recv, inbox_send) = dgram_pair()?;
             slots.push(WorkerSlot {
+                share,
                 child: None,
                 inbox_recv,
                 inbox_send,
@@ -572,6 +611,17 @@ impl Engine {
         Ok(engine)
     }
 
+    /// Every worker's share, made by `make`, sealed (all or none).
+    fn make_shares(
+        workers: usize,
+        placement: Placement,
+        make: &mut dyn FnMut(WorkerShare) -> io::Result<Vec<u8>>,
+    ) -> io::Result<Vec<OwnedFd>> {
+        (0..workers)
+            .map(|index| share::sealed(&make(WorkerShare::new(index, placement))?))
+            .collect()
+    }
+
     fn spawn(&mut self, index: usize) -> io::Result<()> {
         let workers = self.slots.len();
         let mut mappings = vec![
@@ -607,6 +657,13 @@ impl Engine {
             parent_fd: self.cluster_send.try_clone()?,
             child_fd: next,
         });
+        let share = self.slots[index].share.as_ref();
+        if let Some(share) = share {
+            mappings.push(FdMapping {
+                parent_fd: share.try_clone()?,
+                child_fd: next + 1,
+            });
+        }
         // /proc/self/exe, not current_exe(): after an upgrade replaces the binary on
         // disk, the path reads "... (deleted)" but the running image can still be
         // executed through /proc, so a crashed worker restarts as the same version.
@@ -617,14 +674,15 @@ impl Engine {
             .env(
                 WORKER_ENV,
                 format!(
-                    "{index}:{workers}:{}",
+                    "{index}:{workers}:{}{}",
                     self.listeners
                         .iter()
                         .map(|l| match l.transport {
                             Transport::Plain => 'p',
                             Transport::Tls => 't',
                         })
-                        .collect::<String>()
+                        .collect::<String>(),
+                    if share.is_some() { ":share" } else { "" }
                 ),
             )
             .fd_mappings(mappings)
@@ -754,12 +812,32 @@ impl Engine {
         }
     }
 
-    /// Asks every worker to call [`Router::reload`] (after SIGHUP).
+    /// Asks every worker to call [`Router::reload`] (after SIGHUP). Workers started with
+    /// shares re-read the ones they have; see [`Engine::reload_with_shares`].
     pub fn reload(&self) -> io::Result<()> {
         for slot in &self.slots {
-            msg::send_reload(slot.inbox_send.as_fd())?;
+            msg::send_reload(slot.inbox_send.as_fd(), None)?;
         }
         Ok(())
+    }
+
+    /// Gives every worker a new share made by `make` (as in
+    /// [`Engine::start_with_shares`]), then asks it to call [`Router::reload`], which
+    /// reads the new share. Every share is made before any is sent: if `make` fails,
+    /// nothing changes. Replacements of a worker get its new share.
+    pub fn reload_with_shares(
+        &mut self,
+        mut make: impl FnMut(WorkerShare) -> io::Result<Vec<u8>>,
+    ) -> io::Result<()> {
+        let shares = Self::make_shares(self.slots.len(), self.placement, &mut make)?;
+        let mut first_error = None;
+        for (slot, share) in self.slots.iter_mut().zip(shares) {
+            if let Err(e) = msg::send_reload(slot.inbox_send.as_fd(), Some(share.as_fd())) {
+                first_error.get_or_insert(e);
+            }
+            slot.share = Some(share);
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Asks every worker to stop accepting, close parked connections and drain tunnels
@@ -881,14 +959,16 @@ pub fn run_worker<R: Router>(
     router: R,
     tls: Option<TlsSource>,
 ) -> io::Result<()> {
-    run_worker_with(config, |_| Ok(router), tls)
+    run_worker_with(config, |_, _| Ok(router), tls)
 }
 
 /// [`run_worker`] with the router built once the worker knows its [`WorkerShare`]
-/// (after it has read its index and the owner-hash key, before it accepts anything).
+/// (after it has read its index and the owner-hash key, before it accepts anything),
+/// and the [`ShareFile`] the supervisor prepared for it when it was started with
+/// [`Engine::start_with_shares`] (the router reads it again on every reload).
 pub fn run_worker_with<R: Router>(
     config: &EngineConfig,
-    router: impl FnOnce(WorkerShare) -> io::Result<R>,
+    router: impl FnOnce(WorkerShare, Option<ShareFile>) -> io::Result<R>,
     tls: Option<TlsSource>,
 ) -> io::Result<()> {
     let malformed = || io::Error::new(io::ErrorKind::InvalidInput, "malformed TRYST_WORKER");
@@ -915,6 +995,11 @@ pub fn run_worker_with<R: Router>(
             }
         })
         .collect();
+    let has_share = match parts.next() {
+        None => false,
+        Some("share") => true,
+        Some(_) => return Err(malformed()),
+    };
     if kinds.contains(&Transport::Tls) && tls.is_none() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -959,15 +1044,18 @@ pub fn run_worker_with<R: Router>(
         .map(|(k, t)| (take(FIRST_FD + 3 + workers as RawFd + k as RawFd), *t))
         .collect();
     let cluster_out = take(FIRST_FD + 3 + workers as RawFd + kinds.len() as RawFd);
+    let share_fd = has_share.then(|| take(FIRST_FD + 4 + workers as RawFd + kinds.len() as RawFd));
     for fd in [&inbox, &http_out, &cluster_out]
         .into_iter()
+        .chain(&share_fd)
         .chain(&peers)
         .chain(listeners.iter().map(|(fd, _)| fd))
     {
         set_cloexec(fd)?;
     }
     let placement = Placement::new(workers, stats.owner_key());
-    let router = router(WorkerShare::new(index, placement))?;
+    let share_file = share_fd.map(ShareFile::new);
+    let router = router(WorkerShare::new(index, placement), share_file.clone())?;
     let fds = worker::WorkerFds {
         index,
         workers,
@@ -979,6 +1067,7 @@ pub fn run_worker_with<R: Router>(
         peers,
         listeners,
         counters: stats.worker(index),
+        share: share_file,
     };
     let config = EngineConfig {
         workers,

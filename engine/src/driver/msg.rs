@@ -32,6 +32,8 @@ const KIND_VERDICT: u8 = 11;
 /// Close what is parked under a key (another node's newer replace park).
 const KIND_EVICT: u8 = 12;
 const KIND_FAMILY: u8 = 13;
+/// A reload request with the worker's new share (a sealed memfd, see `driver::share`).
+const KIND_RELOAD_SHARE: u8 = 14;
 
 /// A received message.
 #[derive(Debug)]
@@ -57,8 +59,8 @@ pub(crate) enum Message {
     Verdict(u64, crate::claim::Verdict),
     /// Close every connection parked under this key (another node's replace park).
     Evict(crate::target::RendezvousKey),
-    /// Re-read secrets.
-    Reload,
+    /// Re-read secrets (from the share this brings, if any).
+    Reload(ReloadShare),
     /// Stop accepting, drain, exit.
     Shutdown,
     /// A family control message (supervisor -> owner worker, or a worker's report to the
@@ -69,6 +71,18 @@ pub(crate) enum Message {
     /// closed its copy and the kernel closed the one in flight. The receiver counts and
     /// logs it; budgets exist so that this does not happen.
     LostConn,
+}
+
+/// The share a reload request brings.
+#[derive(Debug)]
+pub(crate) enum ReloadShare {
+    /// None: the worker re-reads what it read before.
+    Unchanged,
+    /// The worker's new share.
+    New(OwnedFd),
+    /// The request carried a share the kernel could not install here (`MSG_CTRUNC`:
+    /// the descriptor table was full); the worker keeps its current secrets.
+    Lost,
 }
 
 /// Sends a connection. `Err(WouldBlock)` when the receiver's queue is full.
@@ -188,9 +202,12 @@ pub(crate) fn send_evict(
     send_bytes(sock, KIND_EVICT, &crate::claim::encode_evict(key))
 }
 
-/// Sends a reload request.
-pub(crate) fn send_reload(sock: BorrowedFd<'_>) -> io::Result<()> {
-    send_kind(sock, KIND_RELOAD)
+/// Sends a reload request, with the worker's new share if there is one.
+pub(crate) fn send_reload(sock: BorrowedFd<'_>, share: Option<BorrowedFd<'_>>) -> io::Result<()> {
+    match share {
+        Some(share) => send_fd(sock, KIND_RELOAD_SHARE, share, &[]),
+        None => send_kind(sock, KIND_RELOAD),
+    }
 }
 
 /// Sends a shutdown request.
@@ -322,7 +339,10 @@ fn recv_with(
             (Some(KIND_EVICT), n) if n <= MAX_PAYLOAD + 1 => {
                 crate::claim::decode_evict(&buf[1..n]).map(Message::Evict)
             }
-            (Some(KIND_RELOAD), _) => Some(Message::Reload),
+            (Some(KIND_RELOAD), _) => Some(Message::Reload(ReloadShare::Unchanged)),
+            (Some(KIND_RELOAD_SHARE), _) => Some(Message::Reload(
+                fds.next().map_or(ReloadShare::Lost, ReloadShare::New),
+            )),
             (Some(KIND_SHUTDOWN), _) => Some(Message::Shutdown),
             // A descriptor never comes with a family message; one that did is closed
             // (dropped with `fds`).
@@ -434,7 +454,7 @@ mod tests {
         let (a, b) = pair();
         send_family(a.as_fd(), b"tag:\x01payload").unwrap();
         send_family(a.as_fd(), b"").unwrap();
-        send_reload(a.as_fd()).unwrap();
+        send_reload(a.as_fd(), None).unwrap();
         let mut buf = Vec::new();
         match try_recv(b.as_fd(), &mut buf).unwrap() {
             Some(Message::Family(bytes)) => assert_eq!(bytes, b"tag:\x01payload"),
@@ -446,12 +466,33 @@ mod tests {
         }
         assert!(matches!(
             try_recv(b.as_fd(), &mut buf).unwrap(),
-            Some(Message::Reload)
+            Some(Message::Reload(ReloadShare::Unchanged))
         ));
         assert!(
             send_family(a.as_fd(), &vec![0; MAX_PAYLOAD + 1]).is_err(),
             "oversized"
         );
+    }
+
+    #[test]
+    fn a_reload_brings_its_share_or_says_it_was_lost() {
+        let (a, b) = pair();
+        let share = super::super::share::sealed(b"[secrets]\n").unwrap();
+        send_reload(a.as_fd(), Some(share.as_fd())).unwrap();
+        send_reload(a.as_fd(), Some(share.as_fd())).unwrap();
+        let mut buf = Vec::new();
+        match try_recv(b.as_fd(), &mut buf).unwrap() {
+            Some(Message::Reload(ReloadShare::New(fd))) => {
+                let got = super::super::share::ShareFile::new(fd).read().unwrap();
+                assert_eq!(got, b"[secrets]\n");
+            }
+            other => panic!("{other:?}"),
+        }
+        // The second one's descriptor is not installed (as with a full table).
+        assert!(matches!(
+            recv_with(b.as_fd(), &mut buf, false).unwrap(),
+            Some(Message::Reload(ReloadShare::Lost))
+        ));
     }
 
     #[test]
@@ -468,7 +509,7 @@ mod tests {
             Origin::Client,
         )
         .unwrap();
-        send_reload(a.as_fd()).unwrap();
+        send_reload(a.as_fd(), None).unwrap();
         let mut buf = Vec::new();
         assert!(matches!(
             recv_with(b.as_fd(), &mut buf, false).unwrap(),
@@ -477,7 +518,7 @@ mod tests {
         // The next message is unaffected.
         assert!(matches!(
             try_recv(b.as_fd(), &mut buf).unwrap(),
-            Some(Message::Reload)
+            Some(Message::Reload(ReloadShare::Unchanged))
         ));
     }
 }

@@ -163,6 +163,9 @@ pub(crate) struct WorkerFds {
     pub(crate) peers: Vec<OwnedFd>,
     pub(crate) listeners: Vec<(OwnedFd, Transport)>,
     pub(crate) counters: WorkerCounters,
+    /// The supervisor's share for this worker, if it was started with one: a reload
+    /// message's new share replaces it before the router reloads.
+    pub(crate) share: Option<super::ShareFile>,
 }
 
 pub(crate) struct Worker<R> {
@@ -198,6 +201,7 @@ pub(crate) struct Worker<R> {
     listeners_nodelay: bool,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     tls_source: Option<super::TlsSource>,
+    share: Option<super::ShareFile>,
     fronts: IdSlab<FrontId, TlsFrontEntry>,
     accept_armed: Vec<bool>,
     accept_paused_until: Option<Instant>,
@@ -298,6 +302,7 @@ impl<R: Router> Worker<R> {
             listeners: fds.listeners,
             tls,
             tls_source,
+            share: fds.share,
             fronts: IdSlab::with_capacity(0),
             accept_paused_until: None,
             accept_backoff: Duration::from_millis(10),
@@ -760,7 +765,19 @@ impl<R: Router> Worker<R> {
                         );
                     }
                 }
-                Ok(Some(Message::Reload)) => {
+                Ok(Some(Message::Reload(share))) => {
+                    match (share, &self.share) {
+                        (msg::ReloadShare::New(fd), Some(current)) => current.replace(fd),
+                        (msg::ReloadShare::Lost, _) => {
+                            tracing::warn!(
+                                worker = self.index,
+                                "a reload's share arrived without its descriptor (descriptor table full); keeping the previous secrets and certificate"
+                            );
+                            continue;
+                        }
+                        // A share for a worker started without one is not read.
+                        (msg::ReloadShare::New(_) | msg::ReloadShare::Unchanged, _) => {}
+                    }
                     if let Some(load) = self.tls_source.as_mut() {
                         match load() {
                             Ok(config) => self.tls = Some(config),

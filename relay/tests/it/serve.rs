@@ -3,6 +3,7 @@
 
 use crate::relay::Relay;
 use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -10,6 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tryst_engine::auth::Secret;
 use tryst_engine::target::RendezvousId;
 
 const ID_A: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
@@ -78,6 +80,16 @@ fn provision(home: &Path, data_dir: &Path, id: &str) {
 /// Opens a connection and sends a park request for `id` with a fresh proof.
 fn park(addr: SocketAddr, data_dir: &Path, id: &str, nonce: u64) -> (TcpStream, String) {
     let secrets = tryst_relay::secrets::load_secrets(&data_dir.join("secrets.toml")).unwrap();
+    park_with(addr, &secrets, id, nonce)
+}
+
+/// [`park`] with the secrets given instead of read from the data directory.
+fn park_with(
+    addr: SocketAddr,
+    secrets: &BTreeMap<RendezvousId, Secret>,
+    id: &str,
+    nonce: u64,
+) -> (TcpStream, String) {
     let id = RendezvousId::parse(id).unwrap();
     let secret = &secrets[&id];
     let now = SystemTime::now()
@@ -198,6 +210,60 @@ fn provisioned_server_is_reached_and_sighup_loads_new_ids() {
         assert!(
             Instant::now() < deadline,
             "SIGHUP did not load the new id; log:\n{}",
+            relay.log()
+        );
+        nonce += 1;
+    }
+    relay.stop();
+}
+
+/// Workers get their share of the secrets from the supervisor, which parsed and
+/// validated the file once: a file changed on disk (here: removed) without a SIGHUP
+/// changes nothing, for running workers and for replacements alike (a replacement used
+/// to read the file itself, so workers could disagree); a SIGHUP then applies it.
+#[test]
+fn a_replaced_worker_serves_the_secrets_the_supervisor_loaded_not_the_file_on_disk() {
+    use crate::tunnel::{now_unix, wait_past, worker_pids};
+    let home = tempfile::tempdir().unwrap();
+    let data_dir = home.path().join("data");
+    provision(home.path(), &data_dir, ID_A);
+    let secrets_path = data_dir.join("secrets.toml");
+    let secrets = tryst_relay::secrets::load_secrets(&secrets_path).unwrap();
+    let relay = start(home.path(), &data_dir);
+    fs::remove_file(&secrets_path).unwrap();
+
+    let before = worker_pids(&relay.metrics());
+    assert_eq!(before.len(), 2);
+    for pid in &before {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), Signal::SIGKILL).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = worker_pids(&relay.metrics());
+        if pids.len() == 2 && pids.iter().all(|p| !before.contains(p)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "workers were not restarted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A replacement refuses proofs stamped in the second it started.
+    wait_past(now_unix());
+    let (_parked, head) = park_with(relay.addr, &secrets, ID_A, 1);
+    assert_eq!(head, "HTTP/1.1 200\r\n\r\n", "log:\n{}", relay.log());
+
+    // The supervisor reads the file again on SIGHUP: missing means no ids.
+    relay.signal(Signal::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut nonce = 2;
+    loop {
+        let (_conn, head) = park_with(relay.addr, &secrets, ID_A, nonce);
+        if head.starts_with("HTTP/1.1 403 Forbidden\r\n") {
+            break;
+        }
+        assert_eq!(head, "HTTP/1.1 200\r\n\r\n");
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not drop the id; log:\n{}",
             relay.log()
         );
         nonce += 1;
