@@ -271,6 +271,12 @@ pub(crate) async fn close_clean(
     }
 }
 
+/// The echo buffer's first size: small echoes (the capacity run's 64 B rounds, 100,000
+/// tunnels at once) need no more; it doubles up to [`ECHO_BUF_MAX`] while reads fill it.
+const ECHO_BUF_START: usize = 2 * 1024;
+/// The echo buffer's largest size (bulk workloads).
+const ECHO_BUF_MAX: usize = 64 * 1024;
+
 /// Echoes everything from `stream` back to it, starting with `first` (bytes already
 /// read), until end of stream; then shuts down the write side. Returns bytes echoed.
 pub(crate) async fn echo_serve(
@@ -283,7 +289,7 @@ pub(crate) async fn echo_serve(
         .write_all(first)
         .await
         .map_err(|e| Failure::io(&format!("{role}/echo write"), &e))?;
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; ECHO_BUF_START];
     loop {
         let n = stream
             .read(&mut buf)
@@ -297,6 +303,9 @@ pub(crate) async fn echo_serve(
             .await
             .map_err(|e| Failure::io(&format!("{role}/echo write"), &e))?;
         total += n as u64;
+        if n == buf.len() && buf.len() < ECHO_BUF_MAX {
+            buf.resize(buf.len() * 2, 0);
+        }
     }
     stream
         .shutdown()
