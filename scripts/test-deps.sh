@@ -6,7 +6,8 @@
 # coturn's `turnutils_stunclient` (bookworm dropped stuntman); promtool (Debian's
 # `prometheus`, for the alert-rule tests), lintian (scripts/deb-test.sh) and PostgreSQL
 # (the dead-drop's PostgreSQL store; scripts/pg-test.sh starts throw-away clusters) and
-# redis-server (the cluster directory; scripts/redis-test.sh starts throw-away servers).
+# redis-server (the cluster directory; scripts/redis-test.sh starts throw-away servers)
+# and haproxy (the side-by-side TLS target of `loadgen compare`).
 # Idempotent: installs only what is missing. Needs root or sudo for apt-get.
 set -euo pipefail
 
@@ -18,6 +19,8 @@ tools=()
 command -v promtool >/dev/null 2>&1 || tools+=(prometheus)
 command -v lintian >/dev/null 2>&1 || tools+=(lintian)
 command -v redis-server >/dev/null 2>&1 || tools+=(redis-server)
+# HAProxy for loadgen compare's haproxy-tls target test (TLS terminated and re-encrypted).
+command -v haproxy >/dev/null 2>&1 || tools+=(haproxy)
 if ! command -v initdb >/dev/null 2>&1 && ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
     missing+=(postgresql)
 fi
@@ -30,7 +33,7 @@ if ! command -v stunclient >/dev/null 2>&1 && ! command -v turnutils_stunclient 
 fi
 
 if ((${#missing[@]} == 0 && ${#tools[@]} == 0 && ${#stun_client[@]} == 0)); then
-    echo "test-deps: oathtool, curl, python3, sshd, ssh, PostgreSQL, promtool, lintian, redis-server and a STUN client present"
+    echo "test-deps: oathtool, curl, python3, sshd, ssh, PostgreSQL, promtool, lintian, redis-server, haproxy and a STUN client present"
     exit 0
 fi
 

@@ -261,7 +261,9 @@ pub(crate) struct CompareArgs {
     /// tryst-splice-uring, haproxy-splice, haproxy-copy, bore, tryst-agents (tryst connect
     /// -> relay -> tryst expose, the counterpart of bore's agents), tryst-cluster-local and
     /// tryst-cluster-cross (two clustered nodes and a redis-server this run starts: park on
-    /// node A, reach via A or via B); the last three are not in the default set.
+    /// node A, reach via A or via B), and with TLS 1.3 on both legs direct-tls, tryst-tls
+    /// and haproxy-tls (terminating and re-encrypting; the `-tls` targets' ratios are
+    /// against direct-tls and haproxy-tls); the last six are not in the default set.
     #[arg(
         long,
         value_delimiter = ',',
@@ -449,6 +451,15 @@ pub(crate) enum CompareTarget {
     TrystClusterLocal,
     /// Two clustered tryst nodes and a redis-server: park on node A, reach via B.
     TrystClusterCross,
+    /// The generator straight to the sink over TLS 1.3 (the sink terminates it): the
+    /// baseline of the `-tls` targets' throughput and latency.
+    DirectTls,
+    /// tryst with TLS on both legs: the sink parks over TLS at tryst's TLS listener and
+    /// the generator reaches it over TLS; tryst decrypts and re-encrypts every byte.
+    TrystTls,
+    /// HAProxy (one thread, TCP mode) terminating the generator's TLS and re-encrypting
+    /// to the sink's TLS listener: the baseline of the `-tls` targets' relay CPU.
+    HaproxyTls,
 }
 
 /// A workload `compare` knows (spelled as [`CompareTarget`] is).
@@ -758,6 +769,9 @@ mod tests {
             "tryst-agents",
             "tryst-cluster-local",
             "tryst-cluster-cross",
+            "direct-tls",
+            "tryst-tls",
+            "haproxy-tls",
         ];
         let workloads = [
             "bulk1",

@@ -36,9 +36,17 @@
 //!   (cross: B's lookup in Redis, then the mesh hop to A). Each target starts its own
 //!   pair of nodes and Redis; its "relay" CPU is both nodes (supervisor and workers) plus
 //!   redis-server.
+//! - direct-tls / tryst-tls / haproxy-tls: TLS 1.3 on both legs. The sink also listens
+//!   for TLS with a self-signed certificate for 127.0.0.1 made for the run (rustls,
+//!   ring); direct-tls is the generator's TLS straight to it; tryst-tls parks the sink
+//!   over TLS at tryst's TLS listener and reaches it over TLS (tryst decrypts and
+//!   re-encrypts every byte); haproxy-tls is HAProxy (one thread) terminating the
+//!   generator's TLS with the same certificate and re-encrypting to the sink's TLS
+//!   listener. Their ratios are against direct-tls and haproxy-tls.
 //!
 //! The parts: [`targets`] starts and stops each target (tryst, HAProxy, bore, the
-//! agents) and names its route; [`sink`] is the far end every target forwards to;
+//! agents) and names its route; [`sink`] is the far end every target forwards to
+//! ([`tls`] its certificate for the `-tls` targets);
 //! [`workloads`] drives bulk, ping-pong and pairing through a target; [`report`] turns
 //! the cells into medians, spreads and ratios and renders them. Generic statistics live
 //! in `crate::stats`, process start-up and pinning helpers in `crate::relay`.
@@ -46,6 +54,7 @@
 mod report;
 mod sink;
 pub(crate) mod targets;
+mod tls;
 mod workloads;
 
 use crate::cli::{CompareArgs, CompareTarget};
@@ -162,15 +171,34 @@ async fn run(args: &CompareArgs) -> Result<bool> {
     let sinks = SinkThreads::start(gens.count, &gens.cpus)?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let sink = listener.local_addr()?;
-    sinks.listen(&listener)?;
+    sinks.listen(&listener, None)?;
     drop(listener);
+    // The sink's TLS listener, for the `-tls` targets only.
+    let tls_targets = [
+        CompareTarget::DirectTls,
+        CompareTarget::TrystTls,
+        CompareTarget::HaproxyTls,
+    ];
+    let sink_tls = if args.targets.iter().any(|t| tls_targets.contains(t)) {
+        let mut tls = tls::SinkTls::generate()?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        tls.addr = Some(listener.local_addr()?);
+        sinks.listen(&listener, Some(&tls.acceptor))?;
+        Some(tls)
+    } else {
+        None
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut targets = Vec::new();
     let mut skipped = BTreeMap::new();
     for &name in &args.targets {
         let missing = match name {
-            CompareTarget::HaproxySplice | CompareTarget::HaproxyCopy if !have(&args.haproxy) => {
+            CompareTarget::HaproxySplice
+            | CompareTarget::HaproxyCopy
+            | CompareTarget::HaproxyTls
+                if !have(&args.haproxy) =>
+            {
                 Some(format!(
                     "{} not found (run loadgen/scripts/install-peers.sh)",
                     args.haproxy
@@ -195,7 +223,17 @@ async fn run(args: &CompareArgs) -> Result<bool> {
             skipped.insert(name.to_string(), why);
             continue;
         }
-        match start_target(name, args, sink, pin.as_deref(), &stop_rx, &sinks).await {
+        match start_target(
+            name,
+            args,
+            sink,
+            sink_tls.as_ref(),
+            pin.as_deref(),
+            &stop_rx,
+            &sinks,
+        )
+        .await
+        {
             Ok(t) => {
                 eprintln!("loadgen compare: started {name}: {}", t.command);
                 targets.push(t);

@@ -195,6 +195,20 @@ pub(super) struct CompareReport {
     pub(super) errors: BTreeMap<String, u64>,
 }
 
+/// The target `target`'s figures are compared with: the metric's baseline, or for the
+/// `-tls` targets its TLS counterpart (direct-tls for direct, haproxy-tls for
+/// haproxy-splice), so that TLS is compared with TLS.
+fn baseline_for<'a>(baseline: &'a str, target: &str) -> &'a str {
+    if !target.ends_with("-tls") {
+        return baseline;
+    }
+    match baseline {
+        "direct" => "direct-tls",
+        "haproxy-splice" => "haproxy-tls",
+        other => other,
+    }
+}
+
 /// One row per metric and target: median, min-max and ratio to the metric's baseline.
 pub(super) fn summarize(cells: &[Cell], targets: &[String]) -> Vec<SummaryRow> {
     let mut rows = Vec::new();
@@ -209,8 +223,9 @@ pub(super) fn summarize(cells: &[Cell], targets: &[String]) -> Vec<SummaryRow> {
         if !cells.iter().any(|c| c.workload == def.workload) {
             continue;
         }
-        let base = median(&values(def.baseline));
         for t in targets {
+            let baseline = baseline_for(def.baseline, t);
+            let base = median(&values(baseline));
             let v = values(t);
             if v.is_empty()
                 && cells
@@ -232,7 +247,7 @@ pub(super) fn summarize(cells: &[Cell], targets: &[String]) -> Vec<SummaryRow> {
                 min: sp.map(|s| s.0),
                 max: sp.map(|s| s.1),
                 samples: v.len(),
-                baseline: def.baseline.into(),
+                baseline: baseline.into(),
                 ratio: ratio(med, base),
             });
         }
@@ -288,7 +303,8 @@ pub(super) fn render(report: &CompareReport) -> String {
                     }
                 })
                 .unwrap_or("");
-            let _ = writeln!(o, "\n{} ({better}; ratio vs {})", r.label, r.baseline);
+            let baseline = def.map_or(r.baseline.as_str(), |d| d.baseline);
+            let _ = writeln!(o, "\n{} ({better}; ratio vs {baseline})", r.label);
             let _ = writeln!(
                 o,
                 "  {:<22} {:>10} {:>23} {:>8}",
@@ -302,9 +318,18 @@ pub(super) fn render(report: &CompareReport) -> String {
         } else {
             String::new()
         };
+        let header_baseline = METRICS
+            .iter()
+            .find(|d| d.workload == r.workload && d.key == r.metric)
+            .map_or("", |d| d.baseline);
+        let against = if r.baseline != header_baseline && r.ratio.is_some() {
+            format!(" vs {}", r.baseline)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             o,
-            "  {:<22} {:>10} {:>23} {:>8}{failed}",
+            "  {:<22} {:>10} {:>23} {:>8}{against}{failed}",
             r.target,
             fmt_num(r.median),
             range,
@@ -391,5 +416,60 @@ mod tests {
         });
         assert!(text.contains("SKIPPED    bore: not installed"));
         assert!(text.contains("(0 of 3 runs ok)"));
+    }
+
+    #[test]
+    fn tls_targets_are_compared_with_their_tls_counterparts() {
+        let cells = vec![
+            cell(0, "bulk1", "direct", "gbit_s", 40.0),
+            cell(0, "bulk1", "direct-tls", "gbit_s", 10.0),
+            cell(0, "bulk1", "tryst-tls", "gbit_s", 8.0),
+            cell(0, "bulk1", "haproxy-splice", "cpu_s_per_gb", 0.1),
+            cell(0, "bulk1", "haproxy-tls", "cpu_s_per_gb", 1.0),
+            cell(0, "bulk1", "tryst-tls", "cpu_s_per_gb", 0.75),
+            cell(0, "bulk1", "tryst-splice-syscall", "cpu_s_per_gb", 0.2),
+        ];
+        let targets: Vec<String> = [
+            "direct",
+            "direct-tls",
+            "tryst-tls",
+            "haproxy-splice",
+            "haproxy-tls",
+            "tryst-splice-syscall",
+        ]
+        .map(String::from)
+        .into();
+        let rows = summarize(&cells, &targets);
+        let find = |t: &str, m: &str| {
+            rows.iter()
+                .find(|r| r.target == t && r.metric == m)
+                .cloned()
+                .unwrap()
+        };
+        let t = find("tryst-tls", "gbit_s");
+        assert_eq!((t.ratio, t.baseline.as_str()), (Some(0.8), "direct-tls"));
+        let t = find("tryst-tls", "cpu_s_per_gb");
+        assert_eq!((t.ratio, t.baseline.as_str()), (Some(0.75), "haproxy-tls"));
+        // Plain targets keep the plain baselines.
+        let p = find("tryst-splice-syscall", "cpu_s_per_gb");
+        assert_eq!(
+            (p.ratio, p.baseline.as_str()),
+            (Some(2.0), "haproxy-splice")
+        );
+        let text = render(&CompareReport {
+            command: "x".into(),
+            kernel: "k".into(),
+            cpus: 2,
+            pinning: "p".into(),
+            repetitions: 1,
+            duration_s: 1.0,
+            targets: BTreeMap::new(),
+            skipped: BTreeMap::new(),
+            cells: Vec::new(),
+            summary: rows,
+            errors: BTreeMap::new(),
+        });
+        assert!(text.contains("ratio vs haproxy-splice)"), "{text}");
+        assert!(text.contains("0.75 vs haproxy-tls"), "{text}");
     }
 }

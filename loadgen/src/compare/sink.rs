@@ -5,23 +5,27 @@ use super::STEP_TIMEOUT;
 use crate::net::{self, Failure};
 use crate::proto::ParkAuth;
 use crate::stats::Errors;
-use crate::transport::Conn;
+use crate::transport::{Conn, TlsClient};
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 use tryst_engine::auth::Secret;
 use uuid::Uuid;
 
 /// Parked connections per id of a tryst target's sink.
 const TRYST_PARKED: usize = 4;
 
-/// Serves one sink connection whose first bytes (`first`, possibly empty) were read
-/// already.
-pub(super) async fn sink_conn(mut s: TcpStream, first: Vec<u8>) -> Result<(), Failure> {
+/// Serves one sink connection (plain TCP or TLS) whose first bytes (`first`, possibly
+/// empty) were read already.
+pub(super) async fn sink_conn<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    first: Vec<u8>,
+) -> Result<(), Failure> {
     let mut first = first;
     if first.is_empty() {
         let mut b = [0u8; 1];
@@ -63,25 +67,52 @@ pub(super) async fn sink_conn(mut s: TcpStream, first: Vec<u8>) -> Result<(), Fa
     }
 }
 
-pub(super) async fn run_sink_listener(listener: TcpListener, errors: Rc<RefCell<Errors>>) {
+/// Accepts and serves sink connections: plain, or TLS terminated with `tls`.
+pub(super) async fn run_sink_listener(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    errors: Rc<RefCell<Errors>>,
+) {
     loop {
         let Ok((s, _)) = listener.accept().await else {
             continue;
         };
         let _ = s.set_nodelay(true);
         let errors = errors.clone();
+        let tls = tls.clone();
         tokio::task::spawn_local(async move {
-            if let Err(f) = sink_conn(s, Vec::new()).await {
+            let served = match tls {
+                None => sink_conn(s, Vec::new()).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(STEP_TIMEOUT, acceptor.accept(s)).await {
+                        Ok(Ok(s)) => sink_conn(s, Vec::new()).await,
+                        // A readiness probe connects and closes without a handshake.
+                        Ok(Err(e))
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::UnexpectedEof
+                                    | std::io::ErrorKind::ConnectionReset
+                            ) =>
+                        {
+                            Ok(())
+                        }
+                        Ok(Err(e)) => Err(crate::transport::tls_failure("sink/tls handshake", &e)),
+                        Err(_) => Err(Failure::timeout("sink/tls handshake")),
+                    }
+                }
+            };
+            if let Err(f) = served {
                 errors.borrow_mut().add(f.0);
             }
         });
     }
 }
 
-/// The sink as hidden servers parked at a tryst relay.
+/// The sink as hidden servers parked at a tryst relay (over TLS with `tls`).
 pub(super) fn spawn_tryst_sink(
     relay: SocketAddr,
     ids: &[(Uuid, Vec<u8>)],
+    tls: Option<TlsClient>,
     stop: watch::Receiver<bool>,
     errors: Rc<RefCell<Errors>>,
 ) {
@@ -91,20 +122,16 @@ pub(super) fn spawn_tryst_sink(
             let auth = ParkAuth::Native(Secret::new(secret.clone()));
             let mut stop = stop.clone();
             let errors = errors.clone();
+            let tls = tls.clone();
             tokio::task::spawn_local(async move {
                 loop {
                     if *stop.borrow() {
                         break;
                     }
-                    let parked = net::park(relay, None, &id, &auth, None, STEP_TIMEOUT).await;
-                    let mut s = match parked {
-                        Ok(Conn::Plain(s)) => s,
-                        Ok(Conn::Tls(_)) => {
-                            errors
-                                .borrow_mut()
-                                .add("hidden/park: TLS where plain TCP was asked");
-                            break;
-                        }
+                    let parked =
+                        net::park(relay, None, &id, &auth, tls.as_ref(), STEP_TIMEOUT).await;
+                    let mut s: Conn = match parked {
+                        Ok(s) => s,
                         // The relay closing while the run stops is no failure.
                         Err(_) if *stop.borrow() => break,
                         Err(f) => {
@@ -194,14 +221,20 @@ impl SinkThreads {
         Ok(Self { jobs, threads })
     }
 
-    /// Every thread accepts and serves connections from `listener`.
-    pub(super) fn listen(&self, listener: &std::net::TcpListener) -> std::io::Result<()> {
+    /// Every thread accepts and serves connections from `listener`, terminating TLS with
+    /// `tls` when given.
+    pub(super) fn listen(
+        &self,
+        listener: &std::net::TcpListener,
+        tls: Option<&TlsAcceptor>,
+    ) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
         for tx in &self.jobs {
             let own = listener.try_clone()?;
+            let tls = tls.cloned();
             let _ = tx.send(Box::new(move |errors| match TcpListener::from_std(own) {
                 Ok(l) => {
-                    tokio::task::spawn_local(run_sink_listener(l, errors));
+                    tokio::task::spawn_local(run_sink_listener(l, tls, errors));
                 }
                 Err(e) => errors.borrow_mut().add(Failure::io("sink/listener", &e).0),
             }));
@@ -215,14 +248,16 @@ impl SinkThreads {
         &self,
         relay: SocketAddr,
         ids: &[(Uuid, Vec<u8>)],
+        tls: Option<&TlsClient>,
         stop: &watch::Receiver<bool>,
     ) {
         let n = self.jobs.len();
         for (t, tx) in self.jobs.iter().enumerate() {
             let mine: Vec<(Uuid, Vec<u8>)> = ids.iter().skip(t).step_by(n).cloned().collect();
             let stop = stop.clone();
+            let tls = tls.cloned();
             let _ = tx.send(Box::new(move |errors| {
-                spawn_tryst_sink(relay, &mine, stop, errors);
+                spawn_tryst_sink(relay, &mine, tls, stop, errors);
             }));
         }
     }

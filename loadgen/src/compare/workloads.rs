@@ -7,6 +7,7 @@ use crate::net::{self, Failure};
 use crate::pattern::Pattern;
 use crate::procfs::cpu_seconds;
 use crate::stats::Latency;
+use crate::transport::Conn;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -156,7 +157,7 @@ const MAX_OUTSTANDING_PER_GENERATOR: usize = 4096;
 
 /// One pairing: open a route, send the mode byte and one pattern byte, read the echo,
 /// close. Returns when the echoed byte has been checked.
-async fn pair_once(route: &Route, seed: u64) -> Result<TcpStream, Failure> {
+async fn pair_once(route: &Route, seed: u64) -> Result<Conn, Failure> {
     let mut s = route.open().await?;
     let p = Pattern::new(2, seed);
     let mut msg = [b'E', 0];
@@ -537,10 +538,10 @@ mod tests {
                 let errors = Rc::new(std::cell::RefCell::new(crate::stats::Errors::default()));
                 let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = l.local_addr().unwrap();
-                tokio::task::spawn_local(run_sink_listener(l, errors.clone()));
+                tokio::task::spawn_local(run_sink_listener(l, None, errors.clone()));
                 let t = Target {
                     name: CompareTarget::Direct,
-                    route: Route::Plain(addr),
+                    route: Route::Plain(addr, None),
                     pids: Vec::new(),
                     command: String::new(),
                     children: Vec::new(),

@@ -873,3 +873,85 @@ fn cluster_recovery_runs_both_recoveries() {
     );
     assert!(!text.contains(" - sampled median -"), "{text}");
 }
+
+/// The `-tls` targets (issue #18): TLS 1.3 on both legs through tryst and through
+/// HAProxy terminating and re-encrypting, against the generator's TLS straight to the
+/// sink. Bulk, ping-pong and pairings verify every byte with zero errors, and each
+/// `-tls` target's figures are compared with its TLS counterpart. No speed is asserted.
+#[test]
+fn compare_runs_the_tls_targets_with_tls_baselines() {
+    if !on_path("haproxy") {
+        eprintln!(
+            "SKIPPED compare_runs_the_tls_targets_with_tls_baselines: haproxy is not installed (scripts/test-deps.sh installs it)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (code, r, out) = run_json(
+        &[
+            "compare",
+            "--targets",
+            "direct,direct-tls,tryst-tls,haproxy-tls",
+            "--workloads",
+            "bulk1,pingpong,pairing",
+            "--repetitions",
+            "3",
+            "--duration",
+            "150ms",
+            "--pairing-generators",
+            "1",
+            "--pairing-loops",
+            "2",
+            "--no-pin",
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(r["errors"].as_object().unwrap().is_empty(), "{out}");
+    assert!(r["skipped"].as_object().unwrap().is_empty(), "{out}");
+    let cmd = r["targets"]["tryst-tls"].as_str().unwrap();
+    assert!(cmd.contains("--tls-listen"), "{cmd}");
+    let cells = r["cells"].as_array().unwrap();
+    for target in ["direct-tls", "tryst-tls", "haproxy-tls"] {
+        for workload in ["bulk1", "pingpong", "pairing"] {
+            let mine: Vec<&serde_json::Value> = cells
+                .iter()
+                .filter(|c| c["target"] == target && c["workload"] == workload)
+                .collect();
+            assert_eq!(mine.len(), 3, "{target} {workload}: {out}");
+            for c in mine {
+                assert!(c["error"].is_null(), "{target} {workload}: {c}");
+                let m = &c["metrics"];
+                match workload {
+                    // The sink counted every byte sent (checked by the workload).
+                    "bulk1" => assert!(m["bytes"].as_f64().unwrap() > 0.0, "{c}"),
+                    "pingpong" => assert!(m["round_trips"].as_f64().unwrap() >= 1.0, "{c}"),
+                    _ => assert!(m["count"].as_f64().unwrap() >= 1.0, "{c}"),
+                }
+            }
+        }
+    }
+    let summary = r["summary"].as_array().unwrap();
+    let row = |target: &str, workload: &str, metric: &str| {
+        summary
+            .iter()
+            .find(|s| s["target"] == target && s["workload"] == workload && s["metric"] == metric)
+            .unwrap_or_else(|| panic!("{target} {workload} {metric}: {out}"))
+            .clone()
+    };
+    assert_eq!(
+        row("tryst-tls", "bulk1", "gbit_s")["baseline"],
+        "direct-tls"
+    );
+    assert_eq!(
+        row("tryst-tls", "bulk1", "cpu_s_per_gb")["baseline"],
+        "haproxy-tls"
+    );
+    assert!(
+        row("tryst-tls", "bulk1", "cpu_s_per_gb")["ratio"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(row("direct", "bulk1", "gbit_s")["baseline"], "direct");
+}
