@@ -363,6 +363,27 @@ mod tests {
         }
     }
 
+    /// The text of a report holding only `summary`, `repetitions` and `skipped`.
+    fn render_rows(
+        summary: Vec<SummaryRow>,
+        repetitions: usize,
+        skipped: BTreeMap<String, String>,
+    ) -> String {
+        render(&CompareReport {
+            command: "x".into(),
+            kernel: "k".into(),
+            cpus: 2,
+            pinning: "p".into(),
+            repetitions,
+            duration_s: 1.0,
+            targets: BTreeMap::new(),
+            skipped,
+            cells: Vec::new(),
+            summary,
+            errors: BTreeMap::new(),
+        })
+    }
+
     #[test]
     fn summary_takes_medians_spreads_and_ratios_to_the_baseline() {
         let mut cells = vec![
@@ -401,19 +422,8 @@ mod tests {
         // CPU per GB: no baseline (haproxy-splice absent) -> no ratio; direct has no row.
         assert_eq!(find("tryst", "cpu_s_per_gb").unwrap().ratio, None);
         assert!(find("direct", "cpu_s_per_gb").is_none());
-        let text = render(&CompareReport {
-            command: "x".into(),
-            kernel: "k".into(),
-            cpus: 2,
-            pinning: "p".into(),
-            repetitions: 3,
-            duration_s: 1.0,
-            targets: BTreeMap::new(),
-            skipped: [("bore".to_string(), "not installed".to_string())].into(),
-            cells: Vec::new(),
-            summary: rows,
-            errors: BTreeMap::new(),
-        });
+        let skipped = [("bore".to_string(), "not installed".to_string())].into();
+        let text = render_rows(rows, 3, skipped);
         assert!(text.contains("SKIPPED    bore: not installed"));
         assert!(text.contains("(0 of 3 runs ok)"));
     }
@@ -456,19 +466,7 @@ mod tests {
             (p.ratio, p.baseline.as_str()),
             (Some(2.0), "haproxy-splice")
         );
-        let text = render(&CompareReport {
-            command: "x".into(),
-            kernel: "k".into(),
-            cpus: 2,
-            pinning: "p".into(),
-            repetitions: 1,
-            duration_s: 1.0,
-            targets: BTreeMap::new(),
-            skipped: BTreeMap::new(),
-            cells: Vec::new(),
-            summary: rows,
-            errors: BTreeMap::new(),
-        });
+        let text = render_rows(rows, 1, BTreeMap::new());
         assert!(text.contains("ratio vs haproxy-splice)"), "{text}");
         assert!(text.contains("0.75 vs haproxy-tls"), "{text}");
     }

@@ -158,103 +158,33 @@ pub(super) async fn start_target(
         .prefix("loadgen-compare-")
         .tempdir()?;
     match name {
-        CompareTarget::Direct => Ok(Target {
-            name,
-            route: Route::Plain(sink, None),
-            pids: Vec::new(),
-            command: format!("(none: generator -> sink at {sink})"),
-            children: Vec::new(),
-            relays: Vec::new(),
-            part_names: Vec::new(),
-            _dir: None,
-        }),
-        CompareTarget::TrystSpliceSyscall | CompareTarget::TrystSpliceUring => {
-            let data_path = if name == CompareTarget::TrystSpliceSyscall {
-                "splice-syscall"
+        CompareTarget::Direct | CompareTarget::DirectTls => {
+            let (addr, client, over) = if name == CompareTarget::DirectTls {
+                let (tls, addr) = tls_sink(sink_tls)?;
+                (addr, Some(tls.client.clone()), " over TLS")
             } else {
-                "splice-uring"
-            }
-            .to_string();
-            let ids = proto::generate_ids(TRYST_IDS);
-            proto::write_private_atomic(
-                &dir.path().join("secrets.toml"),
-                &proto::render_secrets(&ids),
-            )?;
-            let opts = RelayOptions {
-                binary: tryst_binary(args.tryst.as_deref())?,
-                data_dir: dir.path().to_path_buf(),
-                data_path: Some(data_path),
-                workers: Some(1),
-                extra: args.relay_args.clone(),
-                pin_cpus: pin.map(str::to_string),
-                tls: false,
+                (sink, None, "")
             };
-            let relay = LocalRelay::start(&opts, Duration::from_secs(30)).await?;
-            sinks.tryst(relay.addr, &ids, None, stop);
-            let ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
             Ok(Target {
                 name,
-                route: Route::Tryst(
-                    relay.addr,
-                    Arc::new(ids),
-                    Arc::new(AtomicUsize::new(0)),
-                    None,
-                ),
-                pids: vec![relay.pid],
-                command: relay.command.clone(),
-                children: Vec::new(),
-                relays: vec![relay],
-                part_names: Vec::new(),
-                _dir: Some(dir),
-            })
-        }
-        CompareTarget::HaproxySplice | CompareTarget::HaproxyCopy => {
-            let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-            let cfg = dir.path().join("haproxy.cfg");
-            std::fs::write(
-                &cfg,
-                haproxy_config(
-                    listen,
-                    sink,
-                    name == CompareTarget::HaproxySplice,
-                    args.haproxy_pipe_size,
-                ),
-            )?;
-            let (prog, a) = pinned(
-                pin,
-                &args.haproxy,
-                &["-db".into(), "-f".into(), cfg.display().to_string()],
-            );
-            let mut child = spawn(&prog, &a, &dir.path().join("haproxy.log"))?;
-            let pid = child.id().context("haproxy exited at once")?;
-            wait_listening(listen, &mut child, "haproxy")
-                .await
-                .with_context(|| crate::relay::tail(&dir.path().join("haproxy.log"), 10))?;
-            Ok(Target {
-                name,
-                route: Route::Plain(listen, None),
-                pids: vec![pid],
-                command: format!("{prog} {} (config {})", a.join(" "), cfg.display()),
-                children: vec![child],
-                relays: Vec::new(),
-                part_names: Vec::new(),
-                _dir: Some(dir),
-            })
-        }
-        CompareTarget::DirectTls => {
-            let (tls, addr) = tls_sink(sink_tls)?;
-            Ok(Target {
-                name,
-                route: Route::Plain(addr, Some(tls.client.clone())),
+                route: Route::Plain(addr, client),
                 pids: Vec::new(),
-                command: format!("(none: generator -> sink at {addr} over TLS)"),
+                command: format!("(none: generator -> sink at {addr}{over})"),
                 children: Vec::new(),
                 relays: Vec::new(),
                 part_names: Vec::new(),
                 _dir: None,
             })
         }
-        CompareTarget::TrystTls => {
+        CompareTarget::TrystSpliceSyscall
+        | CompareTarget::TrystSpliceUring
+        | CompareTarget::TrystTls => {
+            let data_path = match name {
+                CompareTarget::TrystSpliceSyscall => Some("splice-syscall".to_string()),
+                CompareTarget::TrystSpliceUring => Some("splice-uring".to_string()),
+                _ => None,
+            };
+            let tls = name == CompareTarget::TrystTls;
             let ids = proto::generate_ids(TRYST_IDS);
             proto::write_private_atomic(
                 &dir.path().join("secrets.toml"),
@@ -263,31 +193,31 @@ pub(super) async fn start_target(
             let opts = RelayOptions {
                 binary: tryst_binary(args.tryst.as_deref())?,
                 data_dir: dir.path().to_path_buf(),
-                data_path: None,
+                data_path,
                 workers: Some(1),
                 extra: args.relay_args.clone(),
                 pin_cpus: pin.map(str::to_string),
-                tls: true,
+                tls,
             };
             let relay = LocalRelay::start(&opts, Duration::from_secs(30)).await?;
-            let tls_addr = relay
-                .tls_addr
-                .context("tryst printed no TLS listening line")?;
-            // The relay's generated self-signed certificate, trusted by both ends.
-            let client = TlsClient::load(&TlsSpec {
-                ca: dir.path().join("tls-cert.pem"),
-                name: "127.0.0.1".into(),
-            })?;
-            sinks.tryst(tls_addr, &ids, Some(&client), stop);
+            let (addr, client) = if tls {
+                let addr = relay
+                    .tls_addr
+                    .context("tryst printed no TLS listening line")?;
+                // The relay's generated self-signed certificate, trusted by both ends.
+                let client = TlsClient::load(&TlsSpec {
+                    ca: dir.path().join("tls-cert.pem"),
+                    name: "127.0.0.1".into(),
+                })?;
+                (addr, Some(client))
+            } else {
+                (relay.addr, None)
+            };
+            sinks.tryst(addr, &ids, client.as_ref(), stop);
             let ids: Vec<Uuid> = ids.iter().map(|(id, _)| *id).collect();
             Ok(Target {
                 name,
-                route: Route::Tryst(
-                    tls_addr,
-                    Arc::new(ids),
-                    Arc::new(AtomicUsize::new(0)),
-                    Some(client),
-                ),
+                route: Route::Tryst(addr, Arc::new(ids), Arc::new(AtomicUsize::new(0)), client),
                 pids: vec![relay.pid],
                 command: relay.command.clone(),
                 children: Vec::new(),
@@ -296,14 +226,23 @@ pub(super) async fn start_target(
                 _dir: Some(dir),
             })
         }
-        CompareTarget::HaproxyTls => {
-            let (tls, sink_addr) = tls_sink(sink_tls)?;
+        CompareTarget::HaproxySplice | CompareTarget::HaproxyCopy | CompareTarget::HaproxyTls => {
             let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+            let (config, client) = if name == CompareTarget::HaproxyTls {
+                let (tls, sink_addr) = tls_sink(sink_tls)?;
+                (
+                    haproxy_tls_config(listen, sink_addr, &tls.combined_pem),
+                    Some(tls.client.clone()),
+                )
+            } else {
+                let splice = name == CompareTarget::HaproxySplice;
+                (
+                    haproxy_config(listen, sink, splice, args.haproxy_pipe_size),
+                    None,
+                )
+            };
             let cfg = dir.path().join("haproxy.cfg");
-            std::fs::write(
-                &cfg,
-                haproxy_tls_config(listen, sink_addr, &tls.combined_pem),
-            )?;
+            std::fs::write(&cfg, config)?;
             let (prog, a) = pinned(
                 pin,
                 &args.haproxy,
@@ -316,7 +255,7 @@ pub(super) async fn start_target(
                 .with_context(|| crate::relay::tail(&dir.path().join("haproxy.log"), 10))?;
             Ok(Target {
                 name,
-                route: Route::Plain(listen, Some(tls.client.clone())),
+                route: Route::Plain(listen, client),
                 pids: vec![pid],
                 command: format!("{prog} {} (config {})", a.join(" "), cfg.display()),
                 children: vec![child],

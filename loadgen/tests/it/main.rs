@@ -701,25 +701,18 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
-/// The cluster targets (issue #16): each starts its own redis-server and two nodes; a
-/// few pairings, a ping-pong and a bulk transfer through A (local) and through B
-/// (cross) verify every byte and report figures, CPU included. No speed is asserted.
-#[test]
-fn compare_runs_the_cluster_targets_local_and_cross() {
-    if !on_path("redis-server") {
-        eprintln!(
-            "SKIPPED compare_runs_the_cluster_targets_local_and_cross: redis-server is not installed (scripts/test-deps.sh installs it)"
-        );
-        return;
-    }
+/// A small `compare` of `targets` and `workloads` (3 repetitions of 150 ms, one pairing
+/// generator with 2 loops, not pinned) that must exit 0 with no error and no target
+/// skipped; returns the JSON report and the output.
+fn small_compare(targets: &str, workloads: &str) -> (serde_json::Value, String) {
     let dir = tempfile::tempdir().unwrap();
     let (code, r, out) = run_json(
         &[
             "compare",
             "--targets",
-            "direct,tryst-cluster-local,tryst-cluster-cross",
+            targets,
             "--workloads",
-            "pairing,pingpong,bulk1",
+            workloads,
             "--repetitions",
             "3",
             "--duration",
@@ -735,6 +728,24 @@ fn compare_runs_the_cluster_targets_local_and_cross() {
     assert_eq!(code, 0, "{out}");
     assert!(r["errors"].as_object().unwrap().is_empty(), "{out}");
     assert!(r["skipped"].as_object().unwrap().is_empty(), "{out}");
+    (r, out)
+}
+
+/// The cluster targets (issue #16): each starts its own redis-server and two nodes; a
+/// few pairings, a ping-pong and a bulk transfer through A (local) and through B
+/// (cross) verify every byte and report figures, CPU included. No speed is asserted.
+#[test]
+fn compare_runs_the_cluster_targets_local_and_cross() {
+    if !on_path("redis-server") {
+        eprintln!(
+            "SKIPPED compare_runs_the_cluster_targets_local_and_cross: redis-server is not installed (scripts/test-deps.sh installs it)"
+        );
+        return;
+    }
+    let (r, out) = small_compare(
+        "direct,tryst-cluster-local,tryst-cluster-cross",
+        "pairing,pingpong,bulk1",
+    );
     let cmd = r["targets"]["tryst-cluster-cross"].as_str().unwrap();
     assert!(
         cmd.contains("redis-server") && cmd.contains("--save ''") && cmd.contains("reach via B"),
@@ -886,29 +897,10 @@ fn compare_runs_the_tls_targets_with_tls_baselines() {
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (code, r, out) = run_json(
-        &[
-            "compare",
-            "--targets",
-            "direct,direct-tls,tryst-tls,haproxy-tls",
-            "--workloads",
-            "bulk1,pingpong,pairing",
-            "--repetitions",
-            "3",
-            "--duration",
-            "150ms",
-            "--pairing-generators",
-            "1",
-            "--pairing-loops",
-            "2",
-            "--no-pin",
-        ],
-        dir.path(),
+    let (r, out) = small_compare(
+        "direct,direct-tls,tryst-tls,haproxy-tls",
+        "bulk1,pingpong,pairing",
     );
-    assert_eq!(code, 0, "{out}");
-    assert!(r["errors"].as_object().unwrap().is_empty(), "{out}");
-    assert!(r["skipped"].as_object().unwrap().is_empty(), "{out}");
     let cmd = r["targets"]["tryst-tls"].as_str().unwrap();
     assert!(cmd.contains("--tls-listen"), "{cmd}");
     let cells = r["cells"].as_array().unwrap();
