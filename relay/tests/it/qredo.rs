@@ -424,6 +424,20 @@ struct Queue {
 }
 
 /// `QredoConversation.m`: (requester inbound, responder inbound) from the DH secret.
+/// A WebSocket client of the relay at `addr` subscribed to `queue`, and its
+/// subscription request (pushes echo it).
+fn ws_subscriber(addr: SocketAddr, queue: &Queue) -> (Client<WsTransport<TcpStream>>, Request) {
+    let subscriber = Client::over(WsTransport::new(ws_connect(addr), addr));
+    let subscription = request(
+        "Conversations",
+        "subscribe",
+        &subscriber.secret,
+        queue.subscribe_args(),
+    );
+    assert!(subscriber.subscribe(&subscription));
+    (subscriber, subscription)
+}
+
 fn conversation(shared: &[u8; 32]) -> (Queue, Queue) {
     let master = hkdf32(shared, b"");
     let queue = |queue_salt: &[u8], enc_salt: &[u8], auth_salt: &[u8]| Queue {
@@ -1610,14 +1624,7 @@ fn conversations_live_in_the_dead_drop_database_shared_by_nodes() {
     let (via_a, via_b) = (Client::new(a.addr), Client::new(b.addr));
     let (inbound, _) = conversation(&rand::random());
     // A subscriber on node B is pushed what is published through node A.
-    let subscriber = Client::over(WsTransport::new(ws_connect(b.addr), b.addr));
-    let subscription = request(
-        "Conversations",
-        "subscribe",
-        &subscriber.secret,
-        inbound.subscribe_args(),
-    );
-    assert!(subscriber.subscribe(&subscription));
+    let (subscriber, subscription) = ws_subscriber(b.addr, &inbound);
     let mut published = Vec::new();
     for text in ["one", "two", "three"] {
         let result = via_a.ok("Conversations", "publish", inbound.publish_args(text));
@@ -1833,14 +1840,7 @@ fn conversations_ride_out_a_postgres_restart() {
     assert_eq!(inbound.read(&client, None).0, ["before", "after"]);
     // A second node's publish reaches this relay's subscriber: its listener is back.
     let other = apps_relay(&["--deaddrop-store", &url]);
-    let subscriber = Client::over(WsTransport::new(ws_connect(relay.addr), relay.addr));
-    let subscription = request(
-        "Conversations",
-        "subscribe",
-        &subscriber.secret,
-        inbound.subscribe_args(),
-    );
-    assert!(subscriber.subscribe(&subscription));
+    let (subscriber, subscription) = ws_subscriber(relay.addr, &inbound);
     let listening = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}' \
          AND datname = current_database() \

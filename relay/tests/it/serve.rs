@@ -163,6 +163,38 @@ fn serve_prints_where_it_listens_serves_http_and_exits_cleanly() {
     relay.stop();
 }
 
+/// A park's answer when it parked.
+const PARKED: &str = "HTTP/1.1 200\r\n\r\n";
+/// How a refused park's answer starts (its proof does not verify).
+const FORBIDDEN: &str = "HTTP/1.1 403 Forbidden\r\n";
+
+/// After a SIGHUP: parks `id` with fresh nonces from `nonce` on until the answer starts
+/// with `after` (within 10 s), every earlier answer starting with `before` (the
+/// workers that have not reloaded yet).
+fn park_until_reloaded(
+    relay: &Relay,
+    secrets: &BTreeMap<RendezvousId, Secret>,
+    id: &str,
+    mut nonce: u64,
+    before: &str,
+    after: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_conn, head) = park_with(relay.addr, secrets, id, nonce);
+        if head.starts_with(after) {
+            return;
+        }
+        assert!(head.starts_with(before), "{head}");
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP was not applied (still {before:?}); log:\n{}",
+            relay.log()
+        );
+        nonce += 1;
+    }
+}
+
 #[test]
 fn provisioned_server_is_reached_and_sighup_loads_new_ids() {
     let home = tempfile::tempdir().unwrap();
@@ -195,25 +227,12 @@ fn provisioned_server_is_reached_and_sighup_loads_new_ids() {
     let metrics = http_get(relay.addr, "/metrics");
     assert!(metrics.contains("\ntryst_paired_total 1\n"), "{metrics}");
 
-    // B is unknown until the relay reloads its secrets.
+    // B is unknown until the relay reloads its secrets: until the workers have
+    // reloaded, the proof does not verify.
     provision(home.path(), &data_dir, ID_B);
+    let secrets = tryst_relay::secrets::load_secrets(&data_dir.join("secrets.toml")).unwrap();
     relay.signal(Signal::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut nonce = 100;
-    loop {
-        let (_conn, head) = park(relay.addr, &data_dir, ID_B, nonce);
-        if head == "HTTP/1.1 200\r\n\r\n" {
-            break;
-        }
-        // Until the workers have reloaded, the proof does not verify.
-        assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{head}");
-        assert!(
-            Instant::now() < deadline,
-            "SIGHUP did not load the new id; log:\n{}",
-            relay.log()
-        );
-        nonce += 1;
-    }
+    park_until_reloaded(&relay, &secrets, ID_B, 100, FORBIDDEN, PARKED);
     relay.stop();
 }
 
@@ -223,7 +242,7 @@ fn provisioned_server_is_reached_and_sighup_loads_new_ids() {
 /// to read the file itself, so workers could disagree); a SIGHUP then applies it.
 #[test]
 fn a_replaced_worker_serves_the_secrets_the_supervisor_loaded_not_the_file_on_disk() {
-    use crate::tunnel::{now_unix, wait_past, worker_pids};
+    use crate::tunnel::{now_unix, wait_for_replacements, wait_past, worker_pids};
     let home = tempfile::tempdir().unwrap();
     let data_dir = home.path().join("data");
     provision(home.path(), &data_dir, ID_A);
@@ -237,37 +256,15 @@ fn a_replaced_worker_serves_the_secrets_the_supervisor_loaded_not_the_file_on_di
     for pid in &before {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), Signal::SIGKILL).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let pids = worker_pids(&relay.metrics());
-        if pids.len() == 2 && pids.iter().all(|p| !before.contains(p)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "workers were not restarted");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_replacements(&relay, &before);
     // A replacement refuses proofs stamped in the second it started.
     wait_past(now_unix());
     let (_parked, head) = park_with(relay.addr, &secrets, ID_A, 1);
-    assert_eq!(head, "HTTP/1.1 200\r\n\r\n", "log:\n{}", relay.log());
+    assert_eq!(head, PARKED, "log:\n{}", relay.log());
 
     // The supervisor reads the file again on SIGHUP: missing means no ids.
     relay.signal(Signal::SIGHUP);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut nonce = 2;
-    loop {
-        let (_conn, head) = park_with(relay.addr, &secrets, ID_A, nonce);
-        if head.starts_with("HTTP/1.1 403 Forbidden\r\n") {
-            break;
-        }
-        assert_eq!(head, "HTTP/1.1 200\r\n\r\n");
-        assert!(
-            Instant::now() < deadline,
-            "SIGHUP did not drop the id; log:\n{}",
-            relay.log()
-        );
-        nonce += 1;
-    }
+    park_until_reloaded(&relay, &secrets, ID_A, 2, PARKED, FORBIDDEN);
     relay.stop();
 }
 

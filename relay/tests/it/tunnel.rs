@@ -504,6 +504,20 @@ fn sigterm_to_the_whole_process_group_still_drains() {
     assert!(relay.wait_exit().success());
 }
 
+/// Waits (bounded) until `relay` runs as many workers as `before` lists, none of them
+/// one of `before` (each was replaced after dying); returns their pids.
+pub(crate) fn wait_for_replacements(relay: &Relay, before: &[u32]) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = worker_pids(&relay.metrics());
+        if pids.len() == before.len() && pids.iter().all(|p| !before.contains(p)) {
+            return pids;
+        }
+        assert!(Instant::now() < deadline, "workers were not restarted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub(crate) fn worker_pids(metrics: &str) -> Vec<u32> {
     metrics
         .lines()
@@ -604,15 +618,7 @@ fn a_killed_worker_is_restarted_and_serves_again() {
     .unwrap();
     // The supervisor notices within its poll interval and starts a new worker; the
     // metrics request itself is served by the supervisor and shows the new pid.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        let pids = worker_pids(&relay.metrics());
-        if pids.len() == 1 && pids != before {
-            break pids;
-        }
-        assert!(Instant::now() < deadline, "worker was not restarted");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let after = wait_for_replacements(&relay, &before);
     assert_ne!(after, before);
     assert_eq!(relay.metric("tryst_worker_restarts_total"), 1);
     // The new worker refuses proofs stamped in the second it started (it cannot know
