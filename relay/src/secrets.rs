@@ -325,25 +325,23 @@ pub fn render_file(file: &SecretsFile) -> String {
     out
 }
 
-/// The part of `file` that `share`'s worker owns, rendered as a secrets file: what the
-/// supervisor gives each worker (see [`FileSecrets::from_supervisor`]).
-pub fn render_share(file: &SecretsFile, share: WorkerShare) -> String {
-    let owns = |id: &RendezvousId| share.owns(&RendezvousKey::from(*id));
-    let part = SecretsFile {
-        secrets: file
-            .secrets
-            .iter()
-            .filter(|(id, _)| owns(id))
-            .map(|(id, s)| (*id, s.clone()))
-            .collect(),
-        totp: file
-            .totp
-            .iter()
-            .filter(|(id, _)| owns(id))
-            .map(|(id, e)| (*id, e.clone()))
-            .collect(),
+/// Every worker's part of `file`, rendered as a secrets file, in the order of `shares`
+/// (one per worker, in worker order, as the engine gives them): what the supervisor
+/// gives each worker (see [`FileSecrets::from_supervisor`]). Each id is hashed to its
+/// owner once, not once per worker.
+pub fn render_shares(file: &SecretsFile, shares: &[WorkerShare]) -> Vec<String> {
+    let Some(any) = shares.first() else {
+        return Vec::new();
     };
-    render_file(&part)
+    let owner = |id: &RendezvousId| any.owner(&RendezvousKey::from(*id));
+    let mut parts = vec![SecretsFile::default(); shares.len()];
+    for (id, secret) in &file.secrets {
+        parts[owner(id)].secrets.insert(*id, secret.clone());
+    }
+    for (id, entry) in &file.totp {
+        parts[owner(id)].totp.insert(*id, entry.clone());
+    }
+    parts.iter().map(render_file).collect()
 }
 
 /// A warning when a secrets file's mode lets group or others read or write it.
@@ -434,7 +432,7 @@ enum Source {
     /// The secrets file itself.
     File,
     /// The worker's part of the file, parsed and validated by the supervisor once for
-    /// all workers ([`render_share`]) and replaced by it on every reload.
+    /// all workers ([`render_shares`]) and replaced by it on every reload.
     Supervisor(ShareFile),
 }
 
@@ -452,7 +450,7 @@ impl FileSecrets {
         Self::read(path.to_owned(), share, Source::File)
     }
 
-    /// Loads the share the supervisor prepared for `share`'s worker ([`render_share`]
+    /// Loads the share the supervisor prepared for `share`'s worker ([`render_shares`]
     /// of the file it validated) instead of reading the secrets file at `path`: the
     /// worker parses only its own ids, and every reload reads the share the
     /// supervisor sent with it. `path` names the file in errors.
@@ -861,22 +859,29 @@ mod tests {
         assert!(matches!(err, SecretsError::BadId { .. }), "{err}");
     }
 
+    /// Writes a secrets file of `count` numbered ids at `path`, the first `totp` of them
+    /// also with a TOTP record (`options` appended after its `base32`); returns the ids.
+    fn write_numbered_ids(path: &Path, count: u32, totp: usize, options: &str) -> Vec<String> {
+        let ids: Vec<String> = (0..count)
+            .map(|i| format!("{i:08x}-3c4b-4a8e-9d2f-6a1c2b3d4e5f"))
+            .collect();
+        let mut text = render_entries(ids.iter().map(|id| (id.as_str(), SECRET_B64)));
+        text.push_str("\n[totp]\n");
+        for id in &ids[..totp] {
+            text.push_str(&format!(
+                "\"{id}\" = {{ base32 = \"KBFU2TDPM53DOU2GJRFHKYSQJF3GO2KSII3XCNTMG5KW26DNIFWXINSOJZDVOQ3Z\"{options} }}\n"
+            ));
+        }
+        write_atomic(path, text.as_bytes(), 0o600).unwrap();
+        ids
+    }
+
     #[test]
     fn a_worker_share_keeps_exactly_the_ids_its_worker_owns() {
         use tryst_engine::target::Placement;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets.toml");
-        let ids: Vec<String> = (0..200u32)
-            .map(|i| format!("{i:08x}-3c4b-4a8e-9d2f-6a1c2b3d4e5f"))
-            .collect();
-        let mut text = render_entries(ids.iter().map(|id| (id.as_str(), SECRET_B64)));
-        text.push_str("\n[totp]\n");
-        for id in &ids[..50] {
-            text.push_str(&format!(
-                "\"{id}\" = {{ base32 = \"KBFU2TDPM53DOU2GJRFHKYSQJF3GO2KSII3XCNTMG5KW26DNIFWXINSOJZDVOQ3Z\" }}\n"
-            ));
-        }
-        write_atomic(&path, text.as_bytes(), 0o600).unwrap();
+        let ids = write_numbered_ids(&path, 200, 50, "");
         let placement = Placement::new(4, [7; 16]);
         let mut seen_secrets = 0;
         let mut seen_totp = 0;
@@ -923,24 +928,20 @@ mod tests {
         use tryst_engine::target::Placement;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secrets.toml");
-        let ids: Vec<String> = (0..100u32)
-            .map(|i| format!("{i:08x}-3c4b-4a8e-9d2f-6a1c2b3d4e5f"))
-            .collect();
-        let mut text = render_entries(ids.iter().map(|id| (id.as_str(), SECRET_B64)));
-        text.push_str("\n[totp]\n");
-        for id in &ids[..30] {
-            text.push_str(&format!(
-                "\"{id}\" = {{ base32 = \"KBFU2TDPM53DOU2GJRFHKYSQJF3GO2KSII3XCNTMG5KW26DNIFWXINSOJZDVOQ3Z\", step = 60, parking = \"queue\", issuer = \"a \\\"b\\\"\" }}\n"
-            ));
-        }
-        write_atomic(&path, text.as_bytes(), 0o600).unwrap();
+        let ids = write_numbered_ids(
+            &path,
+            100,
+            30,
+            ", step = 60, parking = \"queue\", issuer = \"a \\\"b\\\"\"",
+        );
         let file = load_file(&path).unwrap();
         let placement = Placement::new(3, [9; 16]);
+        let shares: Vec<WorkerShare> = (0..3).map(|i| WorkerShare::new(i, placement)).collect();
+        let rendered = render_shares(&file, &shares);
+        assert_eq!(rendered.len(), 3);
         let mut kept = 0;
-        for index in 0..3 {
-            let share = WorkerShare::new(index, placement);
-            let rendered = render_share(&file, share);
-            let own = parse_file(&rendered, &path).unwrap();
+        for (index, (&share, rendered)) in shares.iter().zip(&rendered).enumerate() {
+            let own = parse_file(rendered, &path).unwrap();
             let itself =
                 load_file_keeping(&path, |id| share.owns(&RendezvousKey::from(*id))).unwrap();
             assert_eq!(own, itself, "worker {index}");

@@ -289,8 +289,8 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let mut worker_args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
     worker_args.push("--replay-floor".into());
     worker_args.push(started.to_string().into());
-    let engine = Engine::start_with_shares(&config.engine, listeners, worker_args, |share| {
-        Ok(secrets::render_share(&secrets, share).into_bytes())
+    let engine = Engine::start_with_shares(&config.engine, listeners, worker_args, |shares| {
+        Ok(shares_bytes(&secrets, shares))
     })
     .map_err(io_err("starting the workers"))?;
     drop(secrets);
@@ -597,13 +597,19 @@ fn reload(engine: &mut Engine, config: &ServeConfig) {
         totp_ids = secrets.totp.len(),
         "SIGHUP: secrets file valid; reloading workers"
     );
-    if let Err(e) =
-        engine.reload_with_shares(|share| Ok(secrets::render_share(&secrets, share).into_bytes()))
-    {
+    if let Err(e) = engine.reload_with_shares(|shares| Ok(shares_bytes(&secrets, shares))) {
         tracing::error!(error = %e, "asking workers to reload");
     }
     drop(secrets);
     tryst_engine::driver::release_free_memory();
+}
+
+/// Every worker's part of the secrets file, as the engine hands them over.
+fn shares_bytes(secrets: &secrets::SecretsFile, shares: &[WorkerShare]) -> Vec<Vec<u8>> {
+    secrets::render_shares(secrets, shares)
+        .into_iter()
+        .map(String::into_bytes)
+        .collect()
 }
 
 fn begin_shutdown(engine: &mut Engine, http: &HttpService, shutting_down: &mut bool, why: &str) {

@@ -491,6 +491,10 @@ pub struct Engine {
     restarted: Vec<usize>,
 }
 
+/// What [`Engine::start_with_shares`] and [`Engine::reload_with_shares`] call to make
+/// every worker's share.
+type MakeShares<'a> = Box<dyn FnOnce(&[WorkerShare]) -> io::Result<Vec<Vec<u8>>> + 'a>;
+
 fn dgram_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     socketpair(
         AddressFamily::Unix,
@@ -514,10 +518,10 @@ impl Engine {
         Self::start_inner(config, listeners, worker_args, None)
     }
 
-    /// [`Engine::start`], giving each worker a share the supervisor prepared: `share`
-    /// is called once per worker with its [`WorkerShare`] (which keys it owns) and
-    /// returns the bytes that worker reads through the [`ShareFile`] handed to its
-    /// router builder ([`run_worker_with`]). The relay uses it to parse the secrets
+    /// [`Engine::start`], giving each worker a share the supervisor prepared: `shares`
+    /// is called once with every worker's [`WorkerShare`] (which keys it owns), in
+    /// worker order, and returns the bytes each of them reads through the
+    /// [`ShareFile`] handed to its router builder ([`run_worker_with`]), in that order. The relay uses it to parse the secrets
     /// file once, here, and give each worker only the ids it owns, instead of every
     /// worker reading and parsing the whole file (memory and CPU times the workers).
     /// A replacement worker gets the same share; [`Engine::reload_with_shares`]
@@ -526,16 +530,16 @@ impl Engine {
         config: &EngineConfig,
         listeners: Vec<Listener>,
         worker_args: Vec<OsString>,
-        share: impl FnMut(WorkerShare) -> io::Result<Vec<u8>>,
+        shares: impl FnOnce(&[WorkerShare]) -> io::Result<Vec<Vec<u8>>>,
     ) -> io::Result<Self> {
-        Self::start_inner(config, listeners, worker_args, Some(&mut { share }))
+        Self::start_inner(config, listeners, worker_args, Some(Box::new(shares)))
     }
 
     fn start_inner(
         config: &EngineConfig,
         listeners: Vec<Listener>,
         worker_args: Vec<OsString>,
-        share: Option<&mut dyn FnMut(WorkerShare) -> io::Result<Vec<u8>>>,
+        shares: Option<MakeShares<'_>>,
     ) -> io::Result<Self> {
         let workers = config.workers.max(1);
         let stats = SharedStats::create(workers)?;
@@ -546,7 +550,7 @@ impl Engine {
             Err(_) => Placement::random(workers),
         };
         stats.set_owner_key(placement.key());
-        let shares = match share {
+        let shares = match shares {
             Some(make) => Self::make_shares(workers, placement, make)?
                 .into_iter()
                 .map(Some)
@@ -615,11 +619,19 @@ impl Engine {
     fn make_shares(
         workers: usize,
         placement: Placement,
-        make: &mut dyn FnMut(WorkerShare) -> io::Result<Vec<u8>>,
+        make: MakeShares<'_>,
     ) -> io::Result<Vec<OwnedFd>> {
-        (0..workers)
-            .map(|index| share::sealed(&make(WorkerShare::new(index, placement))?))
-            .collect()
+        let owners: Vec<WorkerShare> = (0..workers)
+            .map(|index| WorkerShare::new(index, placement))
+            .collect();
+        let bytes = make(&owners)?;
+        if bytes.len() != workers {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} shares made for {workers} workers", bytes.len()),
+            ));
+        }
+        bytes.iter().map(|b| share::sealed(b)).collect()
     }
 
     fn spawn(&mut self, index: usize) -> io::Result<()> {
@@ -827,9 +839,9 @@ impl Engine {
     /// nothing changes. Replacements of a worker get its new share.
     pub fn reload_with_shares(
         &mut self,
-        mut make: impl FnMut(WorkerShare) -> io::Result<Vec<u8>>,
+        make: impl FnOnce(&[WorkerShare]) -> io::Result<Vec<Vec<u8>>>,
     ) -> io::Result<()> {
-        let shares = Self::make_shares(self.slots.len(), self.placement, &mut make)?;
+        let shares = Self::make_shares(self.slots.len(), self.placement, Box::new(make))?;
         let mut first_error = None;
         for (slot, share) in self.slots.iter_mut().zip(shares) {
             if let Err(e) = msg::send_reload(slot.inbox_send.as_fd(), Some(share.as_fd())) {
@@ -949,6 +961,15 @@ impl WorkerShare {
     /// Whether this worker owns `key` (checks its proofs and parks it).
     pub fn owns(&self, key: &crate::target::RendezvousKey) -> bool {
         self.placement.workers() == 1 || key.owner(&self.placement) == self.index
+    }
+
+    /// The index of the worker that owns `key` (one hash, whichever share asks).
+    pub fn owner(&self, key: &crate::target::RendezvousKey) -> usize {
+        if self.placement.workers() == 1 {
+            0
+        } else {
+            key.owner(&self.placement)
+        }
     }
 }
 

@@ -104,6 +104,35 @@ mod tests {
     }
 
     #[test]
+    fn shares_are_made_once_for_every_worker_in_order_or_refused() {
+        let placement = crate::target::Placement::new(3, [1; 16]);
+        let fds = super::super::Engine::make_shares(
+            3,
+            placement,
+            Box::new(|shares: &[super::super::WorkerShare]| {
+                assert_eq!(
+                    shares.iter().map(|s| s.index()).collect::<Vec<_>>(),
+                    [0, 1, 2]
+                );
+                Ok(shares
+                    .iter()
+                    .map(|s| vec![b'0' + s.index() as u8])
+                    .collect())
+            }),
+        )
+        .unwrap();
+        let read: Vec<Vec<u8>> = fds
+            .into_iter()
+            .map(|fd| ShareFile::new(fd).read().unwrap())
+            .collect();
+        assert_eq!(read, [b"0", b"1", b"2"]);
+        // A maker that does not give every worker its share changes nothing.
+        let err = super::super::Engine::make_shares(3, placement, Box::new(|_| Ok(vec![vec![]])))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "1 shares made for 3 workers");
+    }
+
+    #[test]
     fn a_replaced_share_is_what_every_clone_reads() {
         let share = ShareFile::from_bytes(b"old").unwrap();
         let router_side = share.clone();
