@@ -53,43 +53,36 @@ build_fuzz_targets() {
 # run_fuzz_targets SECONDS SCRATCH [TARGET...]
 # Runs each target for SECONDS on a scratch copy of its committed corpus (new inputs land
 # in SCRATCH, never in fuzz/corpus), with fuzz/dict/<target>.dict when it exists. Crashes are written to
-# SCRATCH/artifacts/<target>/. Returns non-zero if any target failed, after running all.
+# SCRATCH/artifacts/<target>/. FUZZ_JOBS targets run at once (default: the number of
+# CPUs; each libFuzzer process uses one), so every target still gets SECONDS of a core.
+# Returns non-zero if any target failed, after running all.
 run_fuzz_targets() {
     local seconds="$1" scratch="$2"
     shift 2
-    local targets=("$@") failed=() t corpus artifacts dict log status
+    local targets=("$@") failed=() t jobs running=0
     if [ ${#targets[@]} -eq 0 ]; then
         mapfile -t targets < <(fuzz_targets)
     fi
+    jobs="${FUZZ_JOBS:-$(nproc)}"
+    if ! [[ "$jobs" =~ ^[1-9][0-9]*$ ]]; then
+        echo "error: FUZZ_JOBS must be a positive integer, not '$jobs'" >&2
+        return 2
+    fi
+    mkdir -p "$scratch/status"
+    rm -f "$scratch/status/"*
+    echo "== fuzzing ${#targets[@]} targets, ${jobs} at a time"
     for t in "${targets[@]}"; do
-        corpus="$scratch/corpus/$t"
-        artifacts="$scratch/artifacts/$t"
-        log="$scratch/logs/$t.log"
-        mkdir -p "$corpus" "$artifacts" "$(dirname "$log")"
-        if [ -d "$FUZZ_DIR/corpus/$t" ]; then
-            find "$FUZZ_DIR/corpus/$t" -maxdepth 1 -type f ! -name '.*' -exec cp {} "$corpus/" \;
+        if [ "$running" -ge "$jobs" ]; then
+            wait -n || true
+            running=$((running - 1))
         fi
-        local args=(-max_total_time="$seconds" -artifact_prefix="$artifacts/")
-        dict="$(dict_for "$t")"
-        if [ -n "$dict" ]; then
-            args+=(-dict="$dict")
-        fi
-        echo "== fuzz $t for ${seconds}s (seeds: $(find "$corpus" -type f | wc -l)${dict:+, dict: ${dict#"$FUZZ_DIR"/}})"
-        local before new
-        before="$(LC_ALL=C ls -A "$artifacts")"
-        status=0
-        (cd "$FUZZ_DIR" && cargo +nightly fuzz run "$t" "$corpus" -- "${args[@]}") \
-            >"$log" 2>&1 || status=$?
-        grep -E '^Done [0-9]+ runs' "$log" | tail -1 || true
-        # Artifacts this run wrote (a kept scratch directory may hold older ones).
-        new="$(comm -13 <(echo "$before") <(LC_ALL=C ls -A "$artifacts"))"
-        if [ "$status" -ne 0 ] || [ -n "$new" ]; then
-            echo "FAIL: fuzz target $t (exit $status); log: $log" >&2
-            grep -E 'panicked at|^SUMMARY|^ERROR|Test unit written|^Error' "$log" >&2 || tail -n 20 "$log" >&2
-            local a
-            while IFS= read -r a; do
-                [ -n "$a" ] && echo "FAIL: $t artifact: $artifacts/$a" >&2
-            done <<<"$new"
+        fuzz_one_target "$t" "$seconds" "$scratch" &
+        running=$((running + 1))
+    done
+    wait || true
+    for t in "${targets[@]}"; do
+        # A missing status file means the job died before writing it: a failure too.
+        if [ "$(cat "$scratch/status/$t" 2>/dev/null)" != ok ]; then
             failed+=("$t")
         fi
     done
@@ -98,6 +91,49 @@ run_fuzz_targets() {
         echo "Triage: fuzz/README.md (reproduce, minimise, keep as corpus/<target>/crash-*)." >&2
         return 1
     fi
+}
+
+# fuzz_one_target TARGET SECONDS SCRATCH: one target's run (see run_fuzz_targets). Writes
+# "ok" or "fail" to SCRATCH/status/TARGET and prints its report as one block, so reports
+# of targets running at the same time do not interleave.
+fuzz_one_target() {
+    local t="$1" seconds="$2" scratch="$3" corpus artifacts dict log status report
+    corpus="$scratch/corpus/$t"
+    artifacts="$scratch/artifacts/$t"
+    log="$scratch/logs/$t.log"
+    mkdir -p "$corpus" "$artifacts" "$(dirname "$log")"
+    if [ -d "$FUZZ_DIR/corpus/$t" ]; then
+        find "$FUZZ_DIR/corpus/$t" -maxdepth 1 -type f ! -name '.*' -exec cp {} "$corpus/" \;
+    fi
+    local args=(-max_total_time="$seconds" -artifact_prefix="$artifacts/")
+    dict="$(dict_for "$t")"
+    if [ -n "$dict" ]; then
+        args+=(-dict="$dict")
+    fi
+    report="== fuzz $t for ${seconds}s (seeds: $(find "$corpus" -type f | wc -l)${dict:+, dict: ${dict#"$FUZZ_DIR"/}})"
+    local before new
+    before="$(LC_ALL=C ls -A "$artifacts")"
+    status=0
+    (cd "$FUZZ_DIR" && cargo +nightly fuzz run "$t" "$corpus" -- "${args[@]}") \
+        >"$log" 2>&1 || status=$?
+    report+=$'\n'"$(grep -E '^Done [0-9]+ runs' "$log" | tail -1 || true)"
+    # Artifacts this run wrote (a kept scratch directory may hold older ones).
+    new="$(comm -13 <(echo "$before") <(LC_ALL=C ls -A "$artifacts"))"
+    if [ "$status" -ne 0 ] || [ -n "$new" ]; then
+        echo "$report"
+        {
+            echo "FAIL: fuzz target $t (exit $status); log: $log"
+            grep -E 'panicked at|^SUMMARY|^ERROR|Test unit written|^Error' "$log" || tail -n 20 "$log"
+            local a
+            while IFS= read -r a; do
+                [ -n "$a" ] && echo "FAIL: $t artifact: $artifacts/$a"
+            done <<<"$new"
+        } >&2
+        echo fail >"$scratch/status/$t"
+        return 1
+    fi
+    echo "$report"
+    echo ok >"$scratch/status/$t"
 }
 
 # The dictionary for a target: fuzz/dict/<target>.dict (a symlink where targets share one).

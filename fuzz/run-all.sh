@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Long fuzzing runs for local and scheduled use: every target in fuzz/Cargo.toml (or the
-# ones named) for SECONDS each, one after another.
+# ones named) for SECONDS each, FUZZ_JOBS at a time (default: one per CPU).
 #
 # Usage: fuzz/run-all.sh SECONDS [TARGET...]
 # Env:   FUZZ_SCRATCH=DIR (default fuzz/target/long-runs) keeps the grown corpus per target

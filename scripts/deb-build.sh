@@ -14,5 +14,7 @@ fi
 # definitions and deploy/tryst.toml (relay/examples/dist_assets.rs).
 rm -rf target/dist
 cargo run --quiet --locked -p tryst-relay --example dist_assets -- target/dist
-# Builds the release binary, strips it, writes the .deb.
-cargo deb --locked -p tryst-relay --strip --no-dbgsym --output target/debian 2>&1 | tail -n 1
+# The release binary (shared with the bench gate's build), then the .deb: cargo-deb
+# strips the binary and writes the package without building anything itself.
+./scripts/release-build.sh
+cargo deb --no-build --locked -p tryst-relay --strip --no-dbgsym --output target/debian 2>&1 | tail -n 1

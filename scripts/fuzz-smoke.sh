@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzz smoke run (CI): build every target in fuzz/Cargo.toml and run each for SECONDS
-# (default 15: twenty targets take about 5.5 minutes after the build) on a scratch copy of
+# (default 15; FUZZ_JOBS targets at a time, default one per CPU) on a scratch copy of
 # its committed corpus. A crash, leak, timeout or OOM fails the script, naming the target
 # and the artifact. Needs the nightly toolchain; installs cargo-fuzz if missing.
 #
