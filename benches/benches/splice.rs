@@ -53,10 +53,7 @@ fn start(path: DataPath) -> (Engine, SocketAddr) {
     };
     let engine = Engine::start(
         &config(path),
-        vec![Listener {
-            socket: listener,
-            transport: Transport::Plain,
-        }],
+        vec![Listener::new(listener, Transport::Plain)],
         vec![name.into()],
     )
     .expect("start engine");

@@ -51,10 +51,7 @@ fn main() -> std::io::Result<()> {
     std::io::stdout().flush()?;
     let mut engine = Engine::start(
         &config,
-        vec![Listener {
-            socket: listener,
-            transport: Transport::Plain,
-        }],
+        vec![Listener::new(listener, Transport::Plain)],
         std::env::args_os().skip(1).collect(),
     )?;
     loop {

@@ -168,6 +168,17 @@ pub struct Settings {
     /// Name (IP address or DNS name) put in a generated certificate [default: the TLS listen address's IP].
     #[arg(long, env = "TRYST_TLS_NAME", value_name = "NAME")]
     pub tls_name: Option<String>,
+    /// A port for one id, `ADDR=UUID` (repeat, or comma-separate, for more): every TCP
+    /// connection accepted on ADDR is a client of the hidden server parked under UUID,
+    /// with no head, so any client reaches it without an agent (docs/configuration.md)
+    /// [default: none].
+    #[arg(
+        long,
+        env = "TRYST_ID_LISTEN",
+        value_name = "ADDR=UUID",
+        value_delimiter = ','
+    )]
+    pub id_listen: Option<Vec<IdListen>>,
     /// Every family's settings (each family's own flags and config keys).
     #[command(flatten)]
     #[serde(skip)]
@@ -223,6 +234,7 @@ impl Settings {
             tls_cert: self.tls_cert.or(fallback.tls_cert),
             tls_key: self.tls_key.or(fallback.tls_key),
             tls_name: self.tls_name.or(fallback.tls_name),
+            id_listen: self.id_listen.or(fallback.id_listen),
             families: self.families.or(fallback.families),
             metrics_listen: self.metrics_listen.or(fallback.metrics_listen),
             cluster_redis: self.cluster_redis.or(fallback.cluster_redis),
@@ -358,6 +370,62 @@ pub struct ProvisionArgs {
     /// Replace the secret (or TOTP record) if the id already has one.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `--id-listen ADDR=UUID`: a listener whose connections all reach one id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdListen {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// The id every connection on `addr` reaches.
+    pub id: tryst_engine::target::RendezvousId,
+}
+
+/// Why an `--id-listen` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdListenError {
+    /// No `=` between the address and the id.
+    #[error("`{0}` is not ADDR=UUID (e.g. 0.0.0.0:2222=8f0c0a52-4b6e-4d3c-9d57-1f5e2f8b7a10)")]
+    Shape(String),
+    /// The part before `=` is not a socket address.
+    #[error("`{0}` is not a socket address (e.g. 0.0.0.0:2222 or [::]:2222)")]
+    Addr(String),
+    /// The part after `=` is not a hyphenated UUID.
+    #[error("`{0}` is not a rendezvous id (a hyphenated UUID)")]
+    Id(String),
+}
+
+impl FromStr for IdListen {
+    type Err = IdListenError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Quoted back only when short: the value is the operator's, but a config file
+        // could hold anything.
+        let shown = |t: &str| t.chars().take(80).collect::<String>();
+        let (addr, id) = s
+            .split_once('=')
+            .ok_or_else(|| IdListenError::Shape(shown(s)))?;
+        let addr = addr
+            .trim()
+            .parse()
+            .map_err(|_| IdListenError::Addr(shown(addr)))?;
+        let id = tryst_engine::target::RendezvousId::parse(id.trim())
+            .map_err(|_| IdListenError::Id(shown(id)))?;
+        Ok(Self { addr, id })
+    }
+}
+
+impl fmt::Display for IdListen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.addr, self.id)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IdListen {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
 }
 
 /// `--workers`: a fixed count or `auto`.

@@ -143,6 +143,9 @@ pub struct ServeConfig {
     pub max_http_connections: usize,
     /// The TLS listener, when one is configured.
     pub tls: Option<TlsConfig>,
+    /// Ports for one id each (`--id-listen`): their connections reach that id with no
+    /// head.
+    pub id_listen: Vec<crate::cli::IdListen>,
     /// Everything the engine takes.
     pub engine: EngineConfig,
     /// Every family's configuration ([`crate::families`]).
@@ -303,6 +306,8 @@ impl ServeConfig {
             return Err(invalid("tls-cert", "needs tls-listen"));
         }
         let cluster = crate::cluster::resolve(&s, &cwd)?;
+        let id_listen = s.id_listen.clone().unwrap_or_default();
+        check_id_listen(&id_listen, cluster.is_some())?;
         let families = s.families.resolve(&ResolveContext {
             data_dir: &data_dir,
             cwd: &cwd,
@@ -316,6 +321,7 @@ impl ServeConfig {
             families,
             metrics_listen: s.metrics_listen,
             tls,
+            id_listen,
             listen: s.listen.unwrap_or(DEFAULT_LISTEN),
             data_dir,
             secrets_path,
@@ -333,6 +339,34 @@ impl ServeConfig {
             cluster,
         })
     }
+}
+
+/// Most `--id-listen` ports: each is a descriptor in every worker and 33 bytes of the
+/// worker's start-up specification.
+pub const MAX_ID_LISTEN: usize = 256;
+
+/// `--id-listen` entries: at most [`MAX_ID_LISTEN`], each address once, and not with a
+/// cluster (a port for an id reaches only hidden servers parked on its own node; the
+/// cluster's cross-node reach needs a head to carry).
+fn check_id_listen(entries: &[crate::cli::IdListen], clustered: bool) -> Result<(), ConfigError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    if clustered {
+        return Err(invalid(
+            "id-listen",
+            "is not supported with cluster-redis: a port for an id reaches only hidden servers parked on its own node",
+        ));
+    }
+    if entries.len() > MAX_ID_LISTEN {
+        return Err(invalid("id-listen", "at most 256 ports"));
+    }
+    for (i, e) in entries.iter().enumerate() {
+        if entries[..i].iter().any(|o| o.addr == e.addr) {
+            return Err(invalid("id-listen", &format!("{} is given twice", e.addr)));
+        }
+    }
+    Ok(())
 }
 
 /// The absolute data directory and secrets file: explicit values, else the defaults
@@ -727,6 +761,75 @@ max-http-connections = 10
         assert_eq!(c.engine.pipe_size, 65_536);
     }
 
+    const OTHER_ID: &str = "8f0c0a52-4b6e-4d3c-9d57-1f5e2f8b7a10";
+
+    #[test]
+    fn id_listen_ports_are_read_from_the_file_and_checked() {
+        let text = format!(
+            "id-listen = [\"127.0.0.1:2222={ID}\", \"[::1]:2223 = {OTHER_ID}\"]\n",
+            ID = "0B6C6F1E-3C4B-4A8E-9D2F-6A1C2B3D4E5F"
+        );
+        let c = resolve(parse_config(&text).unwrap()).unwrap();
+        let shown: Vec<String> = c.id_listen.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "127.0.0.1:2222=0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f",
+                &format!("[::1]:2223={OTHER_ID}"),
+            ]
+        );
+        assert!(resolve(Settings::default()).unwrap().id_listen.is_empty());
+        // Bad values, each named.
+        for (text, want) in [
+            (
+                "id-listen = [\"127.0.0.1:2222\"]\n",
+                "`127.0.0.1:2222` is not ADDR=UUID",
+            ),
+            (
+                "id-listen = [\"localhost:2222=8f0c0a52-4b6e-4d3c-9d57-1f5e2f8b7a10\"]\n",
+                "`localhost:2222` is not a socket address",
+            ),
+            (
+                "id-listen = [\"127.0.0.1:2222=nope\"]\n",
+                "`nope` is not a rendezvous id (a hyphenated UUID)",
+            ),
+            ("id-listen = \"127.0.0.1:2222\"\n", "expected a sequence"),
+        ] {
+            let err = parse_config(text).unwrap_err();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        // The same address twice.
+        let twice =
+            format!("id-listen = [\"127.0.0.1:2222={OTHER_ID}\", \"127.0.0.1:2222={OTHER_ID}\"]\n");
+        assert_eq!(
+            resolve(parse_config(&twice).unwrap())
+                .unwrap_err()
+                .to_string(),
+            "invalid `id-listen`: 127.0.0.1:2222 is given twice"
+        );
+        // More than MAX_ID_LISTEN ports.
+        let many: Vec<String> = (0..=MAX_ID_LISTEN)
+            .map(|i| format!("\"127.0.0.1:{}={OTHER_ID}\"", 10_000 + i))
+            .collect();
+        let many = format!("id-listen = [{}]\n", many.join(", "));
+        assert_eq!(
+            resolve(parse_config(&many).unwrap())
+                .unwrap_err()
+                .to_string(),
+            "invalid `id-listen`: at most 256 ports"
+        );
+        // Not with a cluster.
+        let clustered = format!(
+            "id-listen = [\"127.0.0.1:2222={OTHER_ID}\"]\ncluster-redis = \"redis://127.0.0.1:6379\"\nnode-name = \"a\"\nmesh-psk-file = \"/psk\"\nmesh-advertise = \"127.0.0.1:7401\"\n"
+        );
+        assert_eq!(
+            resolve(parse_config(&clustered).unwrap())
+                .unwrap_err()
+                .to_string(),
+            "invalid `id-listen`: is not supported with cluster-redis: a port for an id reaches only hidden servers parked on its own node"
+        );
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let err = parse_config("listen = \"127.0.0.1:1\"\nclient_wait = \"2s\"\n").unwrap_err();
@@ -845,7 +948,7 @@ max-http-connections = 10
              `drain-timeout`, `max-parked-per-id`, `pipe-size`, `proof-window`, \
              `totp-skew-steps`, `node-park-mode`, `max-sockets`, `max-pipes-per-worker`, \
              `max-http-connections`, `tls-listen`, `tls-cert`, `tls-key`, `tls-name`, \
-             `pico-wait`, `pico-channel-ttl`, `pico-max-channels`, `pico-max-waiting`, \
+             `id-listen`, `pico-wait`, `pico-channel-ttl`, `pico-max-channels`, `pico-max-waiting`, \
              `deaddrop-key`, `deaddrop-store`, `deaddrop-store-pool`, `deaddrop-max-payload`, \
              `deaddrop-max-pending`, `deaddrop-max-mailboxes`, `deaddrop-max-store-bytes`, \
              `deaddrop-rate-limit`, `deaddrop-rate-window`, `deaddrop-require-depositor-proof`, \

@@ -15,7 +15,7 @@ type Series = (
     fn(&WorkerStats) -> u64,
 );
 
-const SUMMED: [Series; 17] = [
+const SUMMED: [Series; 18] = [
     (
         "tryst_parked",
         "gauge",
@@ -114,6 +114,12 @@ const SUMMED: [Series; 17] = [
         "counter",
         "Times the kernel refused a splice pipe of a useful size; tunnels copied through user space instead.",
         |w| w.pipe_refusals,
+    ),
+    (
+        "tryst_fixed_id_reaches_total",
+        "counter",
+        "Clients accepted on an id-listen port and put in the id's waiting room.",
+        |w| w.fixed_reaches,
     ),
 ];
 
@@ -254,6 +260,7 @@ mod tests {
                     mesh_bytes_in: 0,
                     pipes_shrunk: 3,
                     pipe_refusals: 0,
+                    fixed_reaches: 0,
                     rejections: rej0,
                 },
                 WorkerStats {
@@ -280,6 +287,7 @@ mod tests {
                     mesh_bytes_in: 0,
                     pipes_shrunk: 1,
                     pipe_refusals: 2,
+                    fixed_reaches: 5,
                     // A short vector (older worker) counts as zeros.
                     rejections: rej1,
                 },

@@ -212,10 +212,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     let local = listener
         .local_addr()
         .map_err(io_err("reading the bound address"))?;
-    let mut listeners = vec![Listener {
-        socket: listener,
-        transport: Transport::Plain,
-    }];
+    let mut listeners = vec![Listener::new(listener, Transport::Plain)];
     let mut tls_lines = String::new();
     if let Some(tls) = &config.tls {
         let loaded = crate::tls::load(tls, &config.data_dir, true)?;
@@ -236,10 +233,18 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
                 ""
             }
         );
-        listeners.push(Listener {
-            socket,
-            transport: Transport::Tls,
-        });
+        listeners.push(Listener::new(socket, Transport::Tls));
+    }
+    for entry in &config.id_listen {
+        let socket = bind_listener(entry.addr).map_err(|source| ServeError::Bind {
+            addr: entry.addr,
+            source,
+        })?;
+        let bound = socket
+            .local_addr()
+            .map_err(io_err("reading the bound address"))?;
+        tls_lines.push_str(&format!("tryst: id {} listening on {bound}\n", entry.id));
+        listeners.push(Listener::for_id(socket, entry.id));
     }
     tls_lines.push_str(&families.bind()?);
     let mut metrics = None;

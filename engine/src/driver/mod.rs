@@ -31,7 +31,7 @@ pub use worker::footprint;
 use crate::head::HeadLimits;
 use crate::reject::Rejection;
 use crate::route::{Router, Transport};
-use crate::target::Placement;
+use crate::target::{Placement, RendezvousId};
 use command_fds::{CommandFdExt, FdMapping};
 use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
@@ -187,6 +187,9 @@ pub struct WorkerStats {
     /// Times the kernel refused a pipe of at least 64 KiB (or any pipe), so tunnel
     /// directions copied through user space instead of splicing, total.
     pub pipe_refusals: u64,
+    /// Clients of a listener for one id (`Listener::fixed_id`) put in the owner's room
+    /// (total, counted by the owner).
+    pub fixed_reaches: u64,
     /// Refusals by [`Rejection::index`] (total).
     pub rejections: Vec<u64>,
 }
@@ -417,6 +420,93 @@ pub struct Listener {
     /// Plain, or TLS terminated by the workers (needs a TLS configuration in
     /// [`run_worker`]).
     pub transport: Transport,
+    /// A listener for one id: every connection accepted on it is a client of the
+    /// hidden server parked natively under this id, with no head read or written. Its
+    /// bytes are the tunnel's from the first one (as with bore's per-service port), so
+    /// any TCP client reaches the id without an agent; when nothing parks within the
+    /// client wait the connection is closed without a byte. Plain transport only.
+    pub fixed_id: Option<RendezvousId>,
+}
+
+impl Listener {
+    /// A listener whose connections send a head (any family).
+    pub fn new(socket: TcpListener, transport: Transport) -> Self {
+        Self {
+            socket,
+            transport,
+            fixed_id: None,
+        }
+    }
+
+    /// A plain listener for one id (see [`Listener::fixed_id`]).
+    pub fn for_id(socket: TcpListener, id: RendezvousId) -> Self {
+        Self {
+            socket,
+            transport: Transport::Plain,
+            fixed_id: Some(id),
+        }
+    }
+}
+
+/// How a worker treats a listener's connections, as passed in `TRYST_WORKER`: `p`
+/// (plain), `t` (TLS) or `i` followed by 32 hex digits (plain, for that id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListenerKind {
+    pub(crate) transport: Transport,
+    pub(crate) fixed_id: Option<RendezvousId>,
+}
+
+impl ListenerKind {
+    fn of(l: &Listener) -> Self {
+        Self {
+            transport: l.transport,
+            fixed_id: l.fixed_id,
+        }
+    }
+
+    /// Appends this kind's code to a `TRYST_WORKER` listener list.
+    fn encode(self, out: &mut String) {
+        match (self.fixed_id, self.transport) {
+            (Some(id), _) => {
+                out.push('i');
+                out.push_str(&hex::encode(id.0));
+            }
+            (None, Transport::Plain) => out.push('p'),
+            (None, Transport::Tls) => out.push('t'),
+        }
+    }
+
+    /// Reads a listener list written by [`ListenerKind::encode`]; `None` if malformed.
+    fn decode_all(codes: &str) -> Option<Vec<Self>> {
+        let mut kinds = Vec::new();
+        let mut rest = codes.as_bytes();
+        while let Some((&code, tail)) = rest.split_first() {
+            rest = tail;
+            let kind = match code {
+                b'p' => Self {
+                    transport: Transport::Plain,
+                    fixed_id: None,
+                },
+                b't' => Self {
+                    transport: Transport::Tls,
+                    fixed_id: None,
+                },
+                b'i' => {
+                    let hex_id = rest.get(..32)?;
+                    rest = &rest[32..];
+                    let mut id = [0u8; 16];
+                    hex::decode_to_slice(hex_id, &mut id).ok()?;
+                    Self {
+                        transport: Transport::Plain,
+                        fixed_id: Some(RendezvousId(id)),
+                    }
+                }
+                _ => return None,
+            };
+            kinds.push(kind);
+        }
+        Some(kinds)
+    }
 }
 
 /// For tests only: 32 hex digits fixing the owner-hash key instead of a random one, so
@@ -541,6 +631,15 @@ impl Engine {
         worker_args: Vec<OsString>,
         shares: Option<MakeShares<'_>>,
     ) -> io::Result<Self> {
+        if listeners
+            .iter()
+            .any(|l| l.fixed_id.is_some() && l.transport != Transport::Plain)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a listener for one id must be plain (TLS is not supported there)",
+            ));
+        }
         let workers = config.workers.max(1);
         let stats = SharedStats::create(workers)?;
         // The owner-hash key: random per relay run, the same in every worker (they read
@@ -687,13 +786,10 @@ impl Engine {
                 WORKER_ENV,
                 format!(
                     "{index}:{workers}:{}{}",
-                    self.listeners
-                        .iter()
-                        .map(|l| match l.transport {
-                            Transport::Plain => 'p',
-                            Transport::Tls => 't',
-                        })
-                        .collect::<String>(),
+                    self.listeners.iter().fold(String::new(), |mut codes, l| {
+                        ListenerKind::of(l).encode(&mut codes);
+                        codes
+                    }),
                     if share.is_some() { ":share" } else { "" }
                 ),
             )
@@ -814,6 +910,7 @@ impl Engine {
                     mesh_bytes_in: c.get(Counter::MeshBytesIn),
                     pipes_shrunk: c.get(Counter::PipesShrunk),
                     pipe_refusals: c.get(Counter::PipeRefusals),
+                    fixed_reaches: c.get(Counter::FixedReaches),
                     rejections: c.rejections(),
                 }
             })
@@ -1004,24 +1101,13 @@ pub fn run_worker_with<R: Router>(
         .next()
         .and_then(|p| p.parse().ok())
         .ok_or_else(malformed)?;
-    let kinds: Vec<Transport> = parts
-        .next()
-        .unwrap_or("")
-        .chars()
-        .map(|c| {
-            if c == 't' {
-                Transport::Tls
-            } else {
-                Transport::Plain
-            }
-        })
-        .collect();
+    let kinds = ListenerKind::decode_all(parts.next().unwrap_or("")).ok_or_else(malformed)?;
     let has_share = match parts.next() {
         None => false,
         Some("share") => true,
         Some(_) => return Err(malformed()),
     };
-    if kinds.contains(&Transport::Tls) && tls.is_none() {
+    if kinds.iter().any(|k| k.transport == Transport::Tls) && tls.is_none() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "a TLS listener needs a TLS configuration",
@@ -1059,10 +1145,10 @@ pub fn run_worker_with<R: Router>(
     let peers: Vec<OwnedFd> = (0..workers)
         .map(|j| take(FIRST_FD + 3 + j as RawFd))
         .collect();
-    let listeners: Vec<(OwnedFd, Transport)> = kinds
+    let listeners: Vec<(OwnedFd, ListenerKind)> = kinds
         .iter()
         .enumerate()
-        .map(|(k, t)| (take(FIRST_FD + 3 + workers as RawFd + k as RawFd), *t))
+        .map(|(k, kind)| (take(FIRST_FD + 3 + workers as RawFd + k as RawFd), *kind))
         .collect();
     let cluster_out = take(FIRST_FD + 3 + workers as RawFd + kinds.len() as RawFd);
     let share_fd = has_share.then(|| take(FIRST_FD + 4 + workers as RawFd + kinds.len() as RawFd));
@@ -1105,4 +1191,50 @@ fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
     )
     .map(drop)
     .map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ListenerKind, Transport};
+    use crate::target::RendezvousId;
+
+    #[test]
+    fn listener_kinds_survive_the_worker_spec() {
+        let kinds = [
+            ListenerKind {
+                transport: Transport::Plain,
+                fixed_id: None,
+            },
+            ListenerKind {
+                transport: Transport::Plain,
+                fixed_id: Some(RendezvousId([0xab; 16])),
+            },
+            ListenerKind {
+                transport: Transport::Tls,
+                fixed_id: None,
+            },
+        ];
+        let mut codes = String::new();
+        for k in kinds {
+            k.encode(&mut codes);
+        }
+        assert_eq!(codes, format!("pi{}t", "ab".repeat(16)));
+        assert_eq!(ListenerKind::decode_all(&codes).unwrap(), kinds);
+        assert_eq!(ListenerKind::decode_all("").unwrap(), []);
+    }
+
+    #[test]
+    fn a_malformed_listener_list_is_refused() {
+        for codes in [
+            "x",
+            "pq",
+            "i",
+            "iabc",
+            &format!("i{}", "zz".repeat(16)),
+            &format!("i{}", "a".repeat(31)),
+            "é",
+        ] {
+            assert_eq!(ListenerKind::decode_all(codes), None, "{codes:?}");
+        }
+    }
 }

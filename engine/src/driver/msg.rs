@@ -34,6 +34,8 @@ const KIND_EVICT: u8 = 12;
 const KIND_FAMILY: u8 = 13;
 /// A reload request with the worker's new share (a sealed memfd, see `driver::share`).
 const KIND_RELOAD_SHARE: u8 = 14;
+/// A connection accepted on a listener for one id, for that id's owner (16-byte id).
+const KIND_FIXED_REACH: u8 = 15;
 
 /// A received message.
 #[derive(Debug)]
@@ -53,6 +55,9 @@ pub(crate) enum Message {
     /// before anything was read from it: the receiver reads its head as if it had
     /// accepted it itself.
     Accepted(OwnedFd),
+    /// A connection accepted on a listener for one id (`Listener::fixed_id`), passed
+    /// unread to the worker owning the id: a client of that id with no head.
+    FixedReach(OwnedFd, crate::target::RendezvousId),
     /// A cluster-wide claim from a worker (received by the supervisor).
     Claim(crate::claim::ClaimRequest),
     /// The supervisor's verdict on this worker's claim `id`.
@@ -126,6 +131,15 @@ pub(crate) fn send_remote_found(
     payload[..4].copy_from_slice(&token.slot.to_be_bytes());
     payload[4..].copy_from_slice(&token.entry.to_be_bytes());
     send_fd(sock, KIND_REMOTE_FOUND, conn, &payload)
+}
+
+/// Sends a connection accepted on a listener for `id` (see [`Message::FixedReach`]).
+pub(crate) fn send_fixed_reach(
+    sock: BorrowedFd<'_>,
+    conn: BorrowedFd<'_>,
+    id: crate::target::RendezvousId,
+) -> io::Result<()> {
+    send_fd(sock, KIND_FIXED_REACH, conn, &id.0)
 }
 
 /// Sends a plain connection accepted but not read from (see [`Message::Accepted`]).
@@ -283,6 +297,7 @@ fn recv_with(
                     | KIND_INJECTED
                     | KIND_INJECTED_TLS
                     | KIND_REMOTE_FOUND
+                    | KIND_FIXED_REACH
             )
         );
         if len > 0 && conn && truncated && fds.len() == 0 {
@@ -316,6 +331,12 @@ fn recv_with(
                     .map(|fd| Message::Injected(fd, buf[1..n].to_vec(), transport))
             }
             (Some(KIND_ACCEPTED), _) => fds.next().map(Message::Accepted),
+            (Some(KIND_FIXED_REACH), 17) => {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&buf[1..17]);
+                fds.next()
+                    .map(|fd| Message::FixedReach(fd, crate::target::RendezvousId(id)))
+            }
             (Some(KIND_REMOTE_FOUND), 13) => {
                 let slot = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
                 let mut entry = [0u8; 8];

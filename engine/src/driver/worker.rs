@@ -161,7 +161,7 @@ pub(crate) struct WorkerFds {
     /// Cluster events to the supervisor (used only with `EngineConfig::cluster`).
     pub(crate) cluster_out: OwnedFd,
     pub(crate) peers: Vec<OwnedFd>,
-    pub(crate) listeners: Vec<(OwnedFd, Transport)>,
+    pub(crate) listeners: Vec<(OwnedFd, super::ListenerKind)>,
     pub(crate) counters: WorkerCounters,
     /// The supervisor's share for this worker, if it was started with one: a reload
     /// message's new share replaces it before the router reloads.
@@ -195,7 +195,7 @@ pub(crate) struct Worker<R> {
     presence_changes: Vec<(RendezvousKey, bool)>,
     presence_backlog: std::collections::HashMap<RendezvousKey, bool>,
     peers: Vec<OwnedFd>,
-    listeners: Vec<(OwnedFd, Transport)>,
+    listeners: Vec<(OwnedFd, super::ListenerKind)>,
     /// `TCP_NODELAY` is set on every listener, so accepted sockets inherit it and a
     /// pairing need not set it on each (see `pair`).
     listeners_nodelay: bool,
@@ -524,6 +524,12 @@ impl<R: Router> Worker<R> {
     /// Refuses a descriptor that has no slot yet: it is taken into the table only to
     /// have its refusal written, then linger.
     fn refuse_fd(&mut self, fd: OwnedFd, r: Rejection) {
+        self.refuse_fd_with(fd, r, r.response());
+    }
+
+    /// Refuses a connection not in the table yet with exact bytes (none: a clean
+    /// close), counted under `r`.
+    fn refuse_fd_with(&mut self, fd: OwnedFd, r: Rejection, response: Vec<u8>) {
         let idx = self.insert_sock(
             fd,
             SockState::Lingering {
@@ -531,7 +537,7 @@ impl<R: Router> Worker<R> {
                 discarded: 0,
             },
         );
-        self.refuse(idx, r);
+        self.refuse_with(idx, r, response);
     }
 
     fn gen_ok(&self, sock: SockId, generation: u32) -> bool {
@@ -625,8 +631,20 @@ impl<R: Router> Worker<R> {
         let fd = unsafe { sys::owned_from_raw(res) };
         self.counters.add(Counter::Accepted, 1);
         self.accept_backoff = Duration::from_millis(10);
+        let fixed_id = self.listeners[listener].1.fixed_id;
         if self.shutdown_deadline.is_some() {
-            self.refuse_fd(fd, Rejection::ShuttingDown);
+            match fixed_id {
+                // Its client speaks its own protocol: no HTTP answer, a clean close.
+                Some(_) => self.refuse_fd_with(fd, Rejection::ShuttingDown, Vec::new()),
+                None => self.refuse_fd(fd, Rejection::ShuttingDown),
+            }
+            if !self.accept_armed[listener] && self.accept_paused_until.is_none() {
+                self.arm_accept(listener);
+            }
+            return;
+        }
+        if let Some(id) = fixed_id {
+            self.accept_fixed(fd, id);
             if !self.accept_armed[listener] && self.accept_paused_until.is_none() {
                 self.arm_accept(listener);
             }
@@ -644,7 +662,7 @@ impl<R: Router> Worker<R> {
             // only when none has room is it refused here.
             let mut to = None;
             let next = decide::over_budget(
-                self.listeners[listener].1,
+                self.listeners[listener].1.transport,
                 self.pending_handoffs.len(),
                 MAX_PENDING_HANDOFFS,
                 || {
@@ -659,7 +677,7 @@ impl<R: Router> Worker<R> {
                     bytes: Vec::new(),
                     transport: Transport::Plain,
                     origin: Origin::Client,
-                    accepted: true,
+                    carry: handoff::Carry::Unread,
                 });
                 self.counters.add(Counter::HandoffsOut, 1);
                 self.flush_handoffs();
@@ -668,14 +686,14 @@ impl<R: Router> Worker<R> {
             self.refuse_fd(fd, Rejection::Overloaded);
             return;
         }
-        let fd = match self.listeners[listener].1 {
+        let fd = match self.listeners[listener].1.transport {
             Transport::Plain => fd,
             Transport::Tls => match self.open_front(fd) {
                 Some(inner) => inner,
                 None => return,
             },
         };
-        let transport = self.listeners[listener].1;
+        let transport = self.listeners[listener].1.transport;
         let deadline = self.now + self.cfg.head_timeout;
         let idx = self.insert_sock(
             fd,
@@ -727,6 +745,28 @@ impl<R: Router> Worker<R> {
                     self.head_deadlines
                         .push_back((deadline, idx, self.sock_gens.get(idx)));
                     self.process_head(idx);
+                }
+                Ok(Some(Message::FixedReach(fd, id))) => {
+                    let idx = self.insert_sock(
+                        fd,
+                        SockState::Head {
+                            buf: Vec::new(),
+                            handed_in: true,
+                        },
+                    );
+                    self.counters_release_inbound();
+                    if self.held_fds() > self.socket_cap() {
+                        self.refuse_with(idx, Rejection::Overloaded, Vec::new());
+                        self.warn_refused(
+                            "a connection for a fixed id arrived above the socket budget",
+                        );
+                        continue;
+                    }
+                    if self.shutdown_deadline.is_some() {
+                        self.refuse_with(idx, Rejection::ShuttingDown, Vec::new());
+                        continue;
+                    }
+                    self.reach_fixed(idx, id);
                 }
                 Ok(Some(Message::Accepted(fd))) => {
                     let idx = self.insert_sock(

@@ -3,7 +3,8 @@
 //! family's, see `config_keys`) on arbitrary text: never panics; a file whose top-level
 //! table names a key no group owns is refused naming that key; an accepted file names
 //! only known keys, and reading it key by key (each `key = value` alone, merged) gives
-//! exactly what reading it whole gave; resolving an accepted file never panics.
+//! exactly what reading it whole gave; an accepted `id-listen` port reads back from how
+//! it is shown; resolving an accepted file never panics.
 
 use crate::cli::Settings;
 use crate::config::{HostLimits, ServeConfig, parse_config};
@@ -46,6 +47,15 @@ pub fn run(data: &[u8]) {
                 merged = merged.or(alone);
             }
             assert_eq!(&merged, settings);
+            // Every `id-listen` port reads back from how it is shown (the start-up line).
+            for entry in settings.id_listen.iter().flatten() {
+                let shown = entry.to_string();
+                assert_eq!(
+                    shown.parse::<crate::cli::IdListen>().as_ref(),
+                    Ok(entry),
+                    "{shown}"
+                );
+            }
             let env = |name: &str| (name == "HOME").then(|| "/home/fuzz".into());
             let host = HostLimits {
                 nofile_hard: 1 << 16,
@@ -65,5 +75,7 @@ mod tests {
         run(b"threads = 3\npico-wait = \"2s\"\nmirror = [\"http://127.0.0.1:1\"]\n");
         run(b"listen = \"127.0.0.1:1\"\nno-such-key = 1\n");
         run(b"[tls]\nlisten = 1\n");
+        run(b"id-listen = [\"[::1]:22 = 0B6C6F1E-3C4B-4A8E-9D2F-6A1C2B3D4E5F\"]\n");
+        run(b"id-listen = [\"127.0.0.1:22=x\"]\n");
     }
 }

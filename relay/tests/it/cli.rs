@@ -187,6 +187,30 @@ fn serve_reports_bad_configuration_before_starting() {
 }
 
 #[test]
+fn serve_refuses_a_malformed_id_listen_naming_the_part_at_fault() {
+    let home = tempfile::tempdir().unwrap();
+    for (value, want) in [
+        (
+            "127.0.0.1:2222".to_owned(),
+            "invalid value '127.0.0.1:2222' for '--id-listen <ADDR=UUID>': `127.0.0.1:2222` is not ADDR=UUID",
+        ),
+        (
+            format!("127.0.0.1:2222={ID},127.0.0.1:2223=x"),
+            "invalid value '127.0.0.1:2223=x' for '--id-listen <ADDR=UUID>': `x` is not a rendezvous id (a hyphenated UUID)",
+        ),
+        (
+            format!("2222={ID}"),
+            "`2222` is not a socket address (e.g. 0.0.0.0:2222 or [::]:2222)",
+        ),
+    ] {
+        let out = tryst(home.path(), &["serve", "--id-listen", &value]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(text(&out.stderr).contains(want), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
+}
+
+#[test]
 fn provision_reads_paths_from_the_serve_config_file() {
     let home = tempfile::tempdir().unwrap();
     let data = home.path().join("from-config");

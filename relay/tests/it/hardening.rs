@@ -119,13 +119,13 @@ fn under_prlimit(cmd: Command, nofile: u64) -> Command {
 }
 
 /// A fixed owner-hash key (test-only, `TRYST_TEST_OWNER_KEY`) under which the test id
-/// `ID` is owned by worker 0 of 2, so the test knows where ids land without relying on
+/// `ID` is owned by `worker` of 2, so a test knows where ids land without relying on
 /// the hash of any particular key.
-fn key_owning_id_on_worker_0() -> [u8; 16] {
+pub(crate) fn key_owning_id_on(worker: usize) -> [u8; 16] {
     let id = RendezvousKey::from(RendezvousId::parse(ID).unwrap());
     (0u8..=255)
         .map(|b| [b; 16])
-        .find(|k| id.owner(&Placement::new(2, *k)) == 0)
+        .find(|k| id.owner(&Placement::new(2, *k)) == worker)
         .unwrap()
 }
 
@@ -156,7 +156,7 @@ fn served_metrics(relay: &Relay) -> String {
 fn a_flood_aimed_at_one_worker_gets_503s_and_no_connection_is_closed_silently() {
     const CLIENTS: usize = 2400;
     const NOFILE: u64 = 2048;
-    let key = key_owning_id_on_worker_0();
+    let key = key_owning_id_on(0);
     let placement = Placement::new(2, key);
     let relay = Relay::builder()
         // The pool this test's budget was worked out for (the default is sized from the

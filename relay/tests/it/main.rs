@@ -11,6 +11,7 @@ mod deaddrop;
 mod hardening;
 mod hive;
 mod hive_stream;
+mod id_listen;
 mod node;
 mod pico;
 mod qredo;

@@ -21,8 +21,20 @@ pub(super) struct PendingHandoff {
     pub(super) transport: Transport,
     /// Carried into the receiver's socket table.
     pub(super) origin: Origin,
-    /// Accepted here at the socket budget and passed on unread ([`Message::Accepted`]).
-    pub(super) accepted: bool,
+    /// What the message says about the connection.
+    pub(super) carry: Carry,
+}
+
+/// What a hand-off tells the receiver about its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Carry {
+    /// The bytes read from it so far (a head, complete or not).
+    Read,
+    /// Accepted here at the socket budget and passed on unread ([`msg::Message::Accepted`]).
+    Unread,
+    /// Accepted on a listener for this id and passed on unread to the id's owner
+    /// ([`msg::Message::FixedReach`]).
+    FixedReach(crate::target::RendezvousId),
 }
 
 impl<R: Router> Worker<R> {
@@ -86,7 +98,7 @@ impl<R: Router> Worker<R> {
             bytes,
             transport,
             origin,
-            accepted: false,
+            carry: Carry::Read,
         });
         self.flush_handoffs();
     }
@@ -135,16 +147,18 @@ impl<R: Router> Worker<R> {
                 self.pending_handoffs.push_back(h);
                 continue;
             }
-            let sent = if h.accepted {
-                msg::send_accepted(self.handoff_socket(to), h.fd.as_fd())
-            } else {
-                msg::send_conn(
+            let sent = match h.carry {
+                Carry::Unread => msg::send_accepted(self.handoff_socket(to), h.fd.as_fd()),
+                Carry::FixedReach(id) => {
+                    msg::send_fixed_reach(self.handoff_socket(to), h.fd.as_fd(), id)
+                }
+                Carry::Read => msg::send_conn(
                     self.handoff_socket(to),
                     h.fd.as_fd(),
                     &h.bytes,
                     h.transport,
                     h.origin,
-                )
+                ),
             };
             match sent {
                 Ok(()) => drop(h),
@@ -157,7 +171,15 @@ impl<R: Router> Worker<R> {
                         // Still ours: answer it rather than close it silently.
                         tracing::warn!(worker = self.index, to, error = %e, "hand-off failed; refusing the connection");
                         self.unreserve(h.to);
-                        self.refuse_fd(h.fd, Rejection::Overloaded);
+                        match h.carry {
+                            // Its client speaks its own protocol: a clean close.
+                            Carry::FixedReach(_) => {
+                                self.refuse_fd_with(h.fd, Rejection::Overloaded, Vec::new())
+                            }
+                            Carry::Read | Carry::Unread => {
+                                self.refuse_fd(h.fd, Rejection::Overloaded)
+                            }
+                        }
                     }
                     HandoffFailed::SupervisorGone => {
                         tracing::error!(worker = self.index, error = %e, "the supervisor has exited; this worker exits too");

@@ -13,7 +13,7 @@ use crate::head::{HeadStatus, RequestHead, parse_head};
 use crate::reject::{OK_RESPONSE, Rejection};
 use crate::room::{ParkOutcome, ReachOutcome};
 use crate::route::{HalfClose, ParkMode, Route, Router};
-use crate::target::RendezvousKey;
+use crate::target::{RendezvousId, RendezvousKey};
 use std::io;
 use std::os::fd::AsFd;
 
@@ -347,6 +347,70 @@ impl<R: Router> Worker<R> {
             ReachOutcome::Paired { server, client } => self.pair(client, server, *pairing),
         }
         self.sync_room_counters();
+    }
+
+    /// A connection accepted on a listener for `id` (`Listener::fixed_id`): a client of
+    /// the id with no head. Reaches here when this worker owns the id, else goes unread
+    /// to the owner (within the owner's socket budget, not this worker's: it is not
+    /// kept here). Refusals close it without a byte, as its client speaks its own
+    /// protocol.
+    pub(super) fn accept_fixed(&mut self, fd: std::os::fd::OwnedFd, id: RendezvousId) {
+        let owner = RendezvousKey::uuid(id.0).owner(&self.placement);
+        if owner != self.index {
+            if !self.peer_counters[owner].reserve_inbound() {
+                self.counters.add(Counter::HandoffsRefused, 1);
+                self.refuse_fd_with(fd, Rejection::Overloaded, Vec::new());
+                self.warn_refused("the worker owning the fixed id is at its socket budget");
+                return;
+            }
+            if self.pending_handoffs.len() >= super::MAX_PENDING_HANDOFFS {
+                self.unreserve(owner);
+                self.refuse_fd_with(fd, Rejection::Overloaded, Vec::new());
+                return;
+            }
+            self.counters.add(Counter::HandoffsOut, 1);
+            self.pending_handoffs
+                .push_back(super::handoff::PendingHandoff {
+                    to: owner,
+                    fd,
+                    bytes: Vec::new(),
+                    transport: crate::route::Transport::Plain,
+                    origin: crate::driver::Origin::Client,
+                    carry: super::handoff::Carry::FixedReach(id),
+                });
+            self.flush_handoffs();
+            return;
+        }
+        if self.held_fds() + self.inbound() >= self.socket_cap() {
+            self.counters.add(Counter::AcceptBackoffs, 1);
+            self.refuse_fd_with(fd, Rejection::Overloaded, Vec::new());
+            return;
+        }
+        let idx = self.insert_sock(
+            fd,
+            SockState::Head {
+                buf: Vec::new(),
+                handed_in: false,
+            },
+        );
+        self.reach_fixed(idx, id);
+    }
+
+    /// Puts a client of a fixed id in the room: no greeting, nothing forwarded ahead of
+    /// its own bytes (still in its socket, spliced once paired), and a close without a
+    /// byte when nothing parks within the client wait.
+    pub(super) fn reach_fixed(&mut self, sock: SockId, id: RendezvousId) {
+        self.counters.add(Counter::FixedReaches, 1);
+        self.reach(
+            sock,
+            Box::new(Pairing {
+                key: RendezvousKey::uuid(id.0),
+                greeting: Vec::new(),
+                to_server: Vec::new(),
+                not_parked: Some(Vec::new()),
+                half_close: HalfClose::PerDirection,
+            }),
+        );
     }
 
     pub(super) fn on_room_hangup(&mut self, sock: SockId, _res: i32) {
