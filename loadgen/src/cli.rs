@@ -447,6 +447,9 @@ pub(crate) enum CompareTarget {
     Bore,
     /// tryst connect -> relay -> tryst expose.
     TrystAgents,
+    /// The relay's port for the id (`--id-listen`) -> tryst expose: no agent on the
+    /// client's side, bore's topology (a relay and one agent).
+    TrystExpose,
     /// Two clustered tryst nodes and a redis-server: park on node A, reach via A.
     TrystClusterLocal,
     /// Two clustered tryst nodes and a redis-server: park on node A, reach via B.
@@ -767,6 +770,7 @@ mod tests {
             "haproxy-copy",
             "bore",
             "tryst-agents",
+            "tryst-expose",
             "tryst-cluster-local",
             "tryst-cluster-cross",
             "direct-tls",

@@ -30,6 +30,11 @@
 //!   expose --to <sink> --pool 16`. Its "relay" CPU is the sum of the relay and both
 //!   agents (each also in the JSON: `relay`, `expose`, `connect`);
 //!   "pairing" is the time to the first byte of a new reach.
+//! - tryst-expose: the same relay and `tryst expose` as tryst-agents, but the generator
+//!   connects to the relay's port for the id (`--id-listen`) with no agent of its own:
+//!   bore's topology (a relay and one agent, the client connecting straight to the
+//!   relay's public port). Its "relay" CPU is the relay and the agent (`relay`,
+//!   `expose`); "pairing" is the time to the first byte of a new connection.
 //! - tryst-cluster-local / tryst-cluster-cross: two clustered tryst nodes (A and B, one
 //!   worker each) sharing a private `redis-server` this run starts (unix socket in a temp
 //!   dir, `--save ''`); the sink parks on A, the generator reaches via A (local) or via B

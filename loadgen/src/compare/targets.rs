@@ -316,49 +316,8 @@ pub(super) async fn start_target(
             })
         }
         CompareTarget::TrystAgents => {
-            let ids = proto::generate_ids(1);
-            proto::write_private_atomic(
-                &dir.path().join("secrets.toml"),
-                &proto::render_secrets(&ids),
-            )?;
-            let binary = tryst_binary(args.tryst.as_deref())?;
-            let opts = RelayOptions {
-                binary: binary.clone(),
-                data_dir: dir.path().to_path_buf(),
-                data_path: None,
-                workers: Some(1),
-                extra: args.relay_args.clone(),
-                pin_cpus: pin.map(str::to_string),
-                tls: false,
-            };
-            let relay = LocalRelay::start(&opts, Duration::from_secs(30)).await?;
-            let (id, secret) = &ids[0];
-            let secret_file = dir.path().join("agent.secret");
-            {
-                use base64::Engine as _;
-                let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-                proto::write_private_atomic(&secret_file, &text)?;
-            }
-            let tryst = binary.display().to_string();
-            let (prog, a) = pinned(
-                pin,
-                &tryst,
-                &[
-                    "expose".into(),
-                    "--relay".into(),
-                    relay.addr.to_string(),
-                    "--id".into(),
-                    id.hyphenated().to_string(),
-                    "--secret-file".into(),
-                    secret_file.display().to_string(),
-                    "--to".into(),
-                    sink.to_string(),
-                    "--pool".into(),
-                    "16".into(),
-                ],
-            );
-            let expose = spawn_quiet(&prog, &a, &dir.path().join("expose.log"))?;
-            let expose_pid = expose.id().context("tryst expose exited at once")?;
+            let exposed = start_exposed(args, &dir, pin, sink, None).await?;
+            let tryst = exposed.tryst.clone();
             let listen: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
             let (prog2, a2) = pinned(
                 pin,
@@ -366,9 +325,9 @@ pub(super) async fn start_target(
                 &[
                     "connect".into(),
                     "--relay".into(),
-                    relay.addr.to_string(),
+                    exposed.relay.addr.to_string(),
                     "--id".into(),
-                    id.hyphenated().to_string(),
+                    exposed.id.clone(),
                     "--listen".into(),
                     listen.to_string(),
                     // As many connections to the relay kept ready as the agent keeps
@@ -385,16 +344,27 @@ pub(super) async fn start_target(
             Ok(Target {
                 name,
                 route: Route::Plain(listen, None),
-                pids: vec![relay.pid, expose_pid, connect_pid],
-                command: format!(
-                    "{}; {prog} {}; {prog2} {}",
-                    relay.command,
-                    a.join(" "),
-                    a2.join(" ")
-                ),
-                children: vec![expose, connect],
-                relays: vec![relay],
+                pids: vec![exposed.relay.pid, exposed.expose_pid, connect_pid],
+                command: format!("{}; {prog2} {}", exposed.command, a2.join(" ")),
+                children: vec![exposed.expose, connect],
+                relays: vec![exposed.relay],
                 part_names: vec!["relay", "expose", "connect"],
+                _dir: Some(dir),
+            })
+        }
+        CompareTarget::TrystExpose => {
+            let port: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+            // Bound by the time the relay printed its start-up lines; not probed (a
+            // probe would be a client waiting in the id's room).
+            let exposed = start_exposed(args, &dir, pin, sink, Some(port)).await?;
+            Ok(Target {
+                name,
+                route: Route::Plain(port, None),
+                pids: vec![exposed.relay.pid, exposed.expose_pid],
+                command: exposed.command,
+                children: vec![exposed.expose],
+                relays: vec![exposed.relay],
+                part_names: vec!["relay", "expose"],
                 _dir: Some(dir),
             })
         }
@@ -402,6 +372,88 @@ pub(super) async fn start_target(
             start_cluster(name, args, dir, pin, stop, sinks).await
         }
     }
+}
+
+/// A relay (one worker) with a provisioned id and `tryst expose --pool 16` parking under
+/// it for the sink: the hidden-server half of `tryst-agents` and `tryst-expose`.
+struct Exposed {
+    relay: LocalRelay,
+    expose: Child,
+    expose_pid: u32,
+    /// The id, hyphenated.
+    id: String,
+    /// The `tryst` binary, as run.
+    tryst: String,
+    /// The relay's and the agent's command lines.
+    command: String,
+}
+
+/// Starts [`Exposed`]; with `id_port`, the relay also gives the id that port
+/// (`--id-listen`), which the generator then connects to with no agent.
+async fn start_exposed(
+    args: &CompareArgs,
+    dir: &tempfile::TempDir,
+    pin: Option<&str>,
+    sink: SocketAddr,
+    id_port: Option<SocketAddr>,
+) -> Result<Exposed> {
+    let ids = proto::generate_ids(1);
+    proto::write_private_atomic(
+        &dir.path().join("secrets.toml"),
+        &proto::render_secrets(&ids),
+    )?;
+    let (id, secret) = &ids[0];
+    let id = id.hyphenated().to_string();
+    let binary = tryst_binary(args.tryst.as_deref())?;
+    let mut extra = args.relay_args.clone();
+    if let Some(port) = id_port {
+        extra.push(format!("--id-listen={port}={id}"));
+    }
+    let opts = RelayOptions {
+        binary: binary.clone(),
+        data_dir: dir.path().to_path_buf(),
+        data_path: None,
+        workers: Some(1),
+        extra,
+        pin_cpus: pin.map(str::to_string),
+        tls: false,
+    };
+    let relay = LocalRelay::start(&opts, Duration::from_secs(30)).await?;
+    let secret_file = dir.path().join("agent.secret");
+    {
+        use base64::Engine as _;
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+        proto::write_private_atomic(&secret_file, &text)?;
+    }
+    let tryst = binary.display().to_string();
+    let (prog, a) = pinned(
+        pin,
+        &tryst,
+        &[
+            "expose".into(),
+            "--relay".into(),
+            relay.addr.to_string(),
+            "--id".into(),
+            id.clone(),
+            "--secret-file".into(),
+            secret_file.display().to_string(),
+            "--to".into(),
+            sink.to_string(),
+            "--pool".into(),
+            "16".into(),
+        ],
+    );
+    let expose = spawn_quiet(&prog, &a, &dir.path().join("expose.log"))?;
+    let expose_pid = expose.id().context("tryst expose exited at once")?;
+    let command = format!("{}; {prog} {}", relay.command, a.join(" "));
+    Ok(Exposed {
+        relay,
+        expose,
+        expose_pid,
+        id,
+        tryst,
+        command,
+    })
 }
 
 /// Starts a private `redis-server` on a unix socket in `dir` (no TCP port, no

@@ -731,6 +731,43 @@ fn small_compare(targets: &str, workloads: &str) -> (serde_json::Value, String) 
     (r, out)
 }
 
+/// `tryst-expose`: the generator connects to the relay's port for the id
+/// (`--id-listen`), with `tryst expose` parked behind it and no agent on the client's
+/// side. Pairings, a ping-pong and a bulk transfer verify every byte end to end (the sink
+/// counts them) and report CPU for the relay and the agent. No speed is asserted.
+#[test]
+fn compare_runs_tryst_expose_through_the_relays_port_for_the_id() {
+    let (r, out) = small_compare("direct,tryst-expose", "pairing,pingpong,bulk1");
+    let cmd = r["targets"]["tryst-expose"].as_str().unwrap();
+    assert!(
+        cmd.contains("--id-listen=127.0.0.1:")
+            && cmd.contains(" expose ")
+            && !cmd.contains(" connect "),
+        "{cmd}"
+    );
+    let cells = r["cells"].as_array().unwrap();
+    let cell = |workload: &str| {
+        let c = cells
+            .iter()
+            .find(|c| c["target"] == "tryst-expose" && c["workload"] == workload)
+            .unwrap_or_else(|| panic!("{workload}: {out}"));
+        assert!(c["error"].is_null(), "{workload}: {c}");
+        c["metrics"].clone()
+    };
+    let m = cell("pairing");
+    assert!(m["count"].as_f64().unwrap() >= 1.0, "{m}");
+    for part in ["relay", "expose"] {
+        assert!(
+            m[format!("relay_cpu_us_{part}").as_str()].as_f64().unwrap() >= 0.0,
+            "{m}"
+        );
+    }
+    assert!(cell("pingpong")["round_trips"].as_f64().unwrap() > 0.0);
+    let m = cell("bulk1");
+    assert!(m["bytes"].as_f64().unwrap() > 0.0, "{m}");
+    assert!(m["cpu_s_per_gb_expose"].as_f64().unwrap() >= 0.0, "{m}");
+}
+
 /// The cluster targets (issue #16): each starts its own redis-server and two nodes; a
 /// few pairings, a ping-pong and a bulk transfer through A (local) and through B
 /// (cross) verify every byte and report figures, CPU included. No speed is asserted.
