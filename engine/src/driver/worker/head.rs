@@ -382,8 +382,8 @@ impl<R: Router> Worker<R> {
             return;
         }
         if self.held_fds() + self.inbound() >= self.socket_cap() {
-            self.counters.add(Counter::AcceptBackoffs, 1);
             self.refuse_fd_with(fd, Rejection::Overloaded, Vec::new());
+            self.warn_refused("a connection for a fixed id arrived at the socket budget");
             return;
         }
         let idx = self.insert_sock(
