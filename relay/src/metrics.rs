@@ -15,7 +15,7 @@ type Series = (
     fn(&WorkerStats) -> u64,
 );
 
-const SUMMED: [Series; 18] = [
+const SUMMED: [Series; 19] = [
     (
         "tryst_parked",
         "gauge",
@@ -120,6 +120,12 @@ const SUMMED: [Series; 18] = [
         "counter",
         "Clients accepted on an id-listen port and put in the id's waiting room.",
         |w| w.fixed_reaches,
+    ),
+    (
+        "tryst_tls_fused_total",
+        "counter",
+        "TLS tunnels whose two fronts were in one worker: plaintext passed between the sessions in memory.",
+        |w| w.tls_fused,
     ),
 ];
 
@@ -261,6 +267,7 @@ mod tests {
                     pipes_shrunk: 3,
                     pipe_refusals: 0,
                     fixed_reaches: 0,
+                    tls_fused: 0,
                     rejections: rej0,
                 },
                 WorkerStats {
@@ -288,6 +295,7 @@ mod tests {
                     pipes_shrunk: 1,
                     pipe_refusals: 2,
                     fixed_reaches: 5,
+                    tls_fused: 1,
                     // A short vector (older worker) counts as zeros.
                     rejections: rej1,
                 },

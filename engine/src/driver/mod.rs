@@ -190,6 +190,9 @@ pub struct WorkerStats {
     /// Clients of a listener for one id (`Listener::fixed_id`) put in the owner's room
     /// (total, counted by the owner).
     pub fixed_reaches: u64,
+    /// Tunnels whose two TLS fronts were in the pairing worker and were fused: plaintext
+    /// passed between the two rustls sessions in memory, with no socketpair (total).
+    pub tls_fused: u64,
     /// Refusals by [`Rejection::index`] (total).
     pub rejections: Vec<u64>,
 }
@@ -911,6 +914,7 @@ impl Engine {
                     pipes_shrunk: c.get(Counter::PipesShrunk),
                     pipe_refusals: c.get(Counter::PipeRefusals),
                     fixed_reaches: c.get(Counter::FixedReaches),
+                    tls_fused: c.get(Counter::TlsFused),
                     rejections: c.rejections(),
                 }
             })

@@ -55,6 +55,8 @@ pub(crate) enum Counter {
     PipeRefusals,
     /// Clients accepted on a listener for one id and put in its owner's room (total).
     FixedReaches,
+    /// Tunnels whose two TLS fronts were fused (plaintext passed in memory), total.
+    TlsFused,
     /// First of `Rejection::ALL.len()` slots.
     Rejections,
 }

@@ -251,3 +251,176 @@ impl TlsFront {
         needs
     }
 }
+
+/// What a fused pair (see [`pump_fused`]) needs next.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FusedNeeds {
+    /// Each front's TCP socket: `tcp_read` / `tcp_write` (the `inner_*` flags unused).
+    pub(crate) sides: [Needs; 2],
+    /// Plaintext bytes passed from one session to the other in this call.
+    pub(crate) moved: u64,
+    /// Both directions finished (or, closing both, one): close both connections.
+    pub(crate) done: bool,
+    /// A protocol or socket error on either side: reset both.
+    pub(crate) failed: bool,
+}
+
+impl TlsFront {
+    /// The plaintext this front decrypted and has not passed on (taken): what it held
+    /// for `inner` when its tunnel's two fronts are fused.
+    pub(crate) fn take_unsent(&mut self) -> Vec<u8> {
+        let mut unsent = std::mem::take(&mut self.to_inner);
+        unsent.drain(..self.to_inner_written);
+        self.to_inner_written = 0;
+        unsent
+    }
+
+    /// Plaintext to pass on before anything this front decrypts next (set when fusing:
+    /// what the socketpairs still held, the pairing's own bytes, [`Self::take_unsent`]).
+    pub(crate) fn set_unsent(&mut self, bytes: Vec<u8>) {
+        self.to_inner = bytes;
+        self.to_inner_written = 0;
+        // If this side's end was already passed to `inner`, it has not reached the
+        // peer's session yet: it is passed on again after these bytes.
+        self.inner_write_shut = false;
+    }
+
+    /// One direction of a fused pair: ciphertext in from `tcp`, its plaintext into
+    /// `peer`'s session (as much as the peer's outgoing buffer takes), and the end of
+    /// the stream passed on as the peer's close_notify. Returns whether anything moved.
+    fn pass_to(
+        &mut self,
+        tcp: &OwnedFd,
+        peer: &mut Self,
+        scratch: &mut [u8],
+        needs: &mut Needs,
+        moved: &mut u64,
+    ) -> Result<bool, ()> {
+        let mut progress = false;
+        let room = PLAIN_BUF.saturating_sub(self.to_inner.len());
+        if !self.tcp_eof && room > RECORD_SLACK && self.session.wants_read() {
+            let want = (room - RECORD_SLACK).min(scratch.len());
+            match sys::recv(tcp.as_fd(), &mut scratch[..want]) {
+                Ok(0) => {
+                    self.tcp_eof = true;
+                    progress = true;
+                }
+                Ok(n) => {
+                    progress = true;
+                    if self.take_ciphertext(&scratch[..n]).is_err() {
+                        let _ = self.session.write_tls(&mut FdIo(tcp.as_fd()));
+                        return Err(());
+                    }
+                }
+                Err(e) if would_block(&e) => needs.tcp_read = true,
+                Err(_) => return Err(()),
+            }
+        }
+        while self.to_inner_written < self.to_inner.len() {
+            // Ok(0): the peer's outgoing buffer (rustls' limit) is full; it drains first.
+            match peer
+                .session
+                .writer()
+                .write(&self.to_inner[self.to_inner_written..])
+            {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.to_inner_written += n;
+                    *moved += n as u64;
+                    progress = true;
+                }
+                Err(_) => return Err(()),
+            }
+        }
+        if self.to_inner_written == self.to_inner.len() {
+            self.to_inner = Vec::new();
+            self.to_inner_written = 0;
+            if self.tcp_eof && !self.inner_write_shut {
+                // This side finished sending: so does the peer's session, once drained.
+                peer.session.send_close_notify();
+                peer.inner_eof = true;
+                self.inner_write_shut = true;
+                progress = true;
+            }
+        }
+        Ok(progress)
+    }
+
+    /// This session's queued ciphertext out to `tcp`; the write side is shut once the
+    /// other side's end was passed on and everything is out.
+    fn flush_out(&mut self, tcp: &OwnedFd, needs: &mut Needs) -> Result<bool, ()> {
+        let mut progress = false;
+        while self.session.wants_write() {
+            match self.session.write_tls(&mut FdIo(tcp.as_fd())) {
+                Ok(_) => progress = true,
+                Err(e) if would_block(&e) => {
+                    needs.tcp_write = true;
+                    break;
+                }
+                Err(_) => return Err(()),
+            }
+        }
+        if self.inner_eof && !self.session.wants_write() && !self.tcp_write_shut {
+            let _ = sys::shutdown_write(tcp.as_fd());
+            self.tcp_write_shut = true;
+        }
+        Ok(progress)
+    }
+
+    /// Whether everything this side sent has been passed on, its end included, and
+    /// written out by `peer`.
+    fn sent_and_delivered(&self, peer: &Self) -> bool {
+        self.tcp_eof && self.inner_write_shut && peer.tcp_write_shut
+    }
+}
+
+/// A tunnel whose two connections are both TLS fronts in this worker: plaintext passes
+/// from one rustls session to the other in memory, with no socketpair and no splice
+/// (the fronts are *fused*). Moves whatever can move without blocking, both ways, and
+/// says what each TCP socket waits for. `close_both`: the tunnel ends when either side
+/// has finished and its bytes are delivered (`HalfClose::CloseBoth`), else when both
+/// have.
+pub(crate) fn pump_fused(
+    fronts: [&mut TlsFront; 2],
+    tcp: [&OwnedFd; 2],
+    scratch: &mut [u8],
+    close_both: bool,
+) -> FusedNeeds {
+    let [a, b] = fronts;
+    let mut out = FusedNeeds::default();
+    loop {
+        let mut needs = [Needs::default(); 2];
+        match fused_step(a, b, tcp, scratch, &mut needs, &mut out.moved) {
+            Err(()) => {
+                out.failed = true;
+                return out;
+            }
+            Ok(true) => {}
+            Ok(false) => {
+                out.sides = needs;
+                break;
+            }
+        }
+    }
+    let a_done = a.sent_and_delivered(b);
+    let b_done = b.sent_and_delivered(a);
+    out.done = (a_done && b_done) || (close_both && (a_done || b_done));
+    out
+}
+
+/// One pass of [`pump_fused`] over both directions; whether anything moved.
+fn fused_step(
+    a: &mut TlsFront,
+    b: &mut TlsFront,
+    tcp: [&OwnedFd; 2],
+    scratch: &mut [u8],
+    needs: &mut [Needs; 2],
+    moved: &mut u64,
+) -> Result<bool, ()> {
+    let [na, nb] = needs;
+    let mut progress = a.pass_to(tcp[0], b, scratch, na, moved)?;
+    progress |= b.pass_to(tcp[1], a, scratch, nb, moved)?;
+    progress |= a.flush_out(tcp[0], na)?;
+    progress |= b.flush_out(tcp[1], nb)?;
+    Ok(progress)
+}

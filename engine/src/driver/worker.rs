@@ -203,6 +203,11 @@ pub(crate) struct Worker<R> {
     tls_source: Option<super::TlsSource>,
     share: Option<super::ShareFile>,
     fronts: IdSlab<FrontId, TlsFrontEntry>,
+    /// The front behind each plaintext end of a front's socketpair in this table (see
+    /// `TlsFrontEntry::outer`).
+    front_of_outer: std::collections::HashMap<SockId, FrontId>,
+    /// Tunnels whose two TLS fronts were fused (they have no `Tunnel` entry).
+    fused_pairs: usize,
     accept_armed: Vec<bool>,
     accept_paused_until: Option<Instant>,
     accept_backoff: Duration,
@@ -304,6 +309,8 @@ impl<R: Router> Worker<R> {
             tls_source,
             share: fds.share,
             fronts: IdSlab::with_capacity(0),
+            front_of_outer: std::collections::HashMap::new(),
+            fused_pairs: 0,
             accept_paused_until: None,
             accept_backoff: Duration::from_millis(10),
             counters: fds.counters,
@@ -346,14 +353,14 @@ impl<R: Router> Worker<R> {
             self.flush_presence();
             self.publish_budget();
             if let Some(deadline) = self.shutdown_deadline {
-                if self.tunnels.is_empty() && !self.accept_stopped {
+                if self.open_tunnels() == 0 && !self.accept_stopped {
                     // Drained: stop answering new connections (they go to workers still
                     // draining, or are reset when the last listener copy closes at exit)
                     // and leave once the refusals in flight are written.
                     self.accept_stopped = true;
                     self.cancel_accepts();
                 }
-                if self.tunnels.is_empty() && self.socks.is_empty() {
+                if self.open_tunnels() == 0 && self.socks.is_empty() {
                     break;
                 }
                 if self.now >= deadline {
@@ -491,6 +498,17 @@ impl<R: Router> Worker<R> {
         self.sock_gens.bump(sock);
     }
 
+    /// Tunnels open now: spliced ones and fused TLS pairs.
+    fn open_tunnels(&self) -> usize {
+        self.tunnels.len() + self.fused_pairs
+    }
+
+    /// Publishes [`Self::open_tunnels`] (the active-tunnels gauge).
+    fn publish_tunnels(&self) {
+        self.counters
+            .set(Counter::ActiveTunnels, self.open_tunnels() as u64);
+    }
+
     // ----- socket table -----
 
     fn insert_sock(&mut self, fd: OwnedFd, state: SockState) -> SockId {
@@ -514,6 +532,7 @@ impl<R: Router> Worker<R> {
             return;
         }
         self.disarm(sock);
+        self.forget_outer(sock);
         let s = self.socks.remove(sock);
         if reset {
             let _ = sys::set_linger_zero(s.fd.as_fd());
@@ -686,10 +705,10 @@ impl<R: Router> Worker<R> {
             self.refuse_fd(fd, Rejection::Overloaded);
             return;
         }
-        let fd = match self.listeners[listener].1.transport {
-            Transport::Plain => fd,
+        let (fd, front) = match self.listeners[listener].1.transport {
+            Transport::Plain => (fd, None),
             Transport::Tls => match self.open_front(fd) {
-                Some(inner) => inner,
+                Some((outer, front)) => (outer, Some(front)),
                 None => return,
             },
         };
@@ -703,6 +722,9 @@ impl<R: Router> Worker<R> {
             },
         );
         self.socks[idx].transport = transport;
+        if let Some(front) = front {
+            self.front_outer(front, idx);
+        }
         self.head_deadlines
             .push_back((deadline, idx, self.sock_gens.get(idx)));
         self.read_head(idx);

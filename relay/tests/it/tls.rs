@@ -348,3 +348,86 @@ fn a_stalled_half_closed_client_costs_a_tls_front_no_cpu() {
     let server = tls_park(&relay);
     crate::hardening::stall_a_half_closed_client(&relay, server);
 }
+
+/// A relay with one worker: every TLS connection's front is in the worker that pairs
+/// it, so a tunnel between two TLS connections is fused (no socketpair, no splice).
+fn start_one_worker() -> Relay {
+    Relay::builder()
+        .workers(1)
+        .args(["--tls-listen", "127.0.0.1:0", "--head-timeout", "2s"])
+        .start()
+}
+
+/// Both legs over TLS in one worker: the fronts are fused. The client's early bytes
+/// (sent with its head) and the park's `200` still arrive in order; sixteen mebibytes
+/// go one way and then the other without either reader keeping up (the sessions'
+/// buffers fill and drain many times); each side's close_notify reaches the other after
+/// its last byte, and the other direction keeps flowing after the first ends.
+#[test]
+fn two_tls_fronts_in_one_worker_are_fused_and_move_sixteen_mebibytes_each_way() {
+    const LEN: usize = 16 << 20;
+    let relay = start_one_worker();
+    let mut server = tls_park(&relay);
+    let mut client = tls_connect(&relay);
+    let mut head = tryst_client::heads::reach_head(ID).into_bytes();
+    head.extend_from_slice(b"early");
+    client.write_all(&head).unwrap();
+    assert_eq!(read_n(&mut client, OK.len()), OK);
+    assert_eq!(read_n(&mut server, 5), b"early");
+    assert_eq!(relay.metric("tryst_tls_fused_total"), 1);
+    assert_eq!(relay.metric("tryst_active_tunnels"), 1);
+    let up: Vec<u8> = (0..LEN).map(|i| (i * 31 + i / 4093) as u8).collect();
+    let down: Vec<u8> = (0..LEN).map(|i| (i * 17 + 3 + i / 8191) as u8).collect();
+    let sent_up = up.clone();
+    let writing = std::thread::spawn(move || {
+        client.write_all(&sent_up).unwrap();
+        client.conn.send_close_notify();
+        client.flush().unwrap();
+        client
+    });
+    let mut got = Vec::with_capacity(LEN);
+    server.read_to_end(&mut got).unwrap();
+    let mut client = writing.join().unwrap();
+    assert_eq!(got.len(), LEN);
+    assert!(got == up, "client->server differs");
+    let reading = std::thread::spawn(move || {
+        let mut got = Vec::with_capacity(LEN);
+        client.read_to_end(&mut got).unwrap();
+        got
+    });
+    server.write_all(&down).unwrap();
+    server.conn.send_close_notify();
+    server.flush().unwrap();
+    let got = reading.join().unwrap();
+    assert_eq!(got.len(), LEN);
+    assert!(got == down, "server->client differs");
+    // Both directions ended: the pair is closed and nothing is left open.
+    assert_eq!(relay.await_metric("tryst_active_tunnels", 0), 0);
+    assert_eq!(relay.await_metric("tryst_tls_sessions", 0), 0);
+}
+
+/// A fused pair ends like a spliced tunnel on a reset: the other side is closed too.
+#[test]
+fn a_reset_on_one_side_of_a_fused_pair_closes_the_other() {
+    let relay = start_one_worker();
+    let mut server = tls_park(&relay);
+    let mut client = tls_connect(&relay);
+    client
+        .write_all(tryst_client::heads::reach_head(ID).as_bytes())
+        .unwrap();
+    assert_eq!(read_n(&mut client, OK.len()), OK);
+    client.write_all(b"x").unwrap();
+    assert_eq!(read_n(&mut server, 1), b"x");
+    assert_eq!(relay.metric("tryst_tls_fused_total"), 1);
+    // The client's TCP is reset mid-tunnel (no close_notify).
+    socket2::SockRef::from(&client.sock)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    let mut rest = Vec::new();
+    // The server sees its connection end (reset or EOF), not a hang.
+    let _ = server.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(relay.await_metric("tryst_active_tunnels", 0), 0);
+    assert_eq!(relay.await_metric("tryst_tls_sessions", 0), 0);
+}

@@ -75,6 +75,7 @@ impl<R: Router> Worker<R> {
             return;
         }
         self.disarm(sock);
+        self.forget_outer(sock);
         let s = self.socks.remove(sock);
         let transport = s.transport;
         let origin = s.origin;

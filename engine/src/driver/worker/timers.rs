@@ -200,7 +200,7 @@ impl<R: Router> Worker<R> {
         }
         tracing::info!(
             worker = self.index,
-            tunnels = self.tunnels.len(),
+            tunnels = self.open_tunnels(),
             "shutting down: draining tunnels"
         );
         self.shutdown_deadline = Some(self.now + self.cfg.drain_timeout);

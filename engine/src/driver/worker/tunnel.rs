@@ -72,6 +72,10 @@ impl<R: Router> Worker<R> {
     pub(super) fn pair(&mut self, client: SockId, server: SockId, pairing: Pairing) {
         self.disarm(client);
         self.disarm(server);
+        // Both TLS fronts here: plaintext passes between their sessions, no splice.
+        let Err(pairing) = self.fuse(client, server, pairing) else {
+            return;
+        };
         // Tunnels carry interactive traffic too. A socket accepted from the relay's
         // listeners inherited `TCP_NODELAY` from them (set in `Worker::new`); one that
         // came over the mesh did not.
@@ -109,8 +113,7 @@ impl<R: Router> Worker<R> {
             side: Side::Server,
         };
         self.counters.add(Counter::Paired, 1);
-        self.counters
-            .set(Counter::ActiveTunnels, self.tunnels.len() as u64);
+        self.publish_tunnels();
         self.start_direction(t, Side::Server);
         if self.tunnels.contains(t) {
             self.start_direction(t, Side::Client);
@@ -483,7 +486,6 @@ impl<R: Router> Worker<R> {
         }
         self.close_sock(tunnel.socks[0], reset);
         self.close_sock(tunnel.socks[1], reset);
-        self.counters
-            .set(Counter::ActiveTunnels, self.tunnels.len() as u64);
+        self.publish_tunnels();
     }
 }
