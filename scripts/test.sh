@@ -20,4 +20,8 @@ fi
 # tests must not share keys, so there is no run-wide server as for PostgreSQL.
 # Integration tests start the real binaries (`tryst`, `loadgen`), so build them first.
 cargo build --workspace --bins --examples --locked
+# Most integration tests wait on relays, timeouts and child processes rather than
+# compute, so three tests per CPU run at once (the relay's 208 took 270 s two at a time
+# and 94 s six at a time on this 2-CPU machine). RUST_TEST_THREADS overrides it.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$(($(nproc) * 3))}"
 cargo test --workspace --locked
