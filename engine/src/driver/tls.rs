@@ -142,30 +142,11 @@ impl TlsFront {
         let chunk = scratch.len().min(CHUNK);
         loop {
             let mut progress = false;
-            // Ciphertext in from TCP with one large read, while the plaintext of all of
-            // it (and of a record rustls holds in part) fits in the buffer for `inner`.
-            let room = PLAIN_BUF - self.to_inner.len();
-            if !self.tcp_eof && room > RECORD_SLACK && self.session.wants_read() {
-                let want = (room - RECORD_SLACK).min(scratch.len());
-                match sys::recv(tcp.as_fd(), &mut scratch[..want]) {
-                    Ok(0) => {
-                        self.tcp_eof = true;
-                        progress = true;
-                    }
-                    Ok(n) => {
-                        progress = true;
-                        if self.take_ciphertext(&scratch[..n]).is_err() {
-                            // Send the alert rustls queued, then give up.
-                            let _ = self.session.write_tls(&mut FdIo(tcp.as_fd()));
-                            needs.failed = true;
-                            return needs;
-                        }
-                    }
-                    Err(e) if would_block(&e) => needs.tcp_read = true,
-                    Err(_) => {
-                        needs.failed = true;
-                        return needs;
-                    }
+            match self.read_ciphertext(tcp, scratch, &mut needs) {
+                Ok(moved) => progress |= moved,
+                Err(()) => {
+                    needs.failed = true;
+                    return needs;
                 }
             }
             // Buffered plaintext into `inner`.
@@ -217,23 +198,12 @@ impl TlsFront {
                     }
                 }
             }
-            // Ciphertext out to TCP.
-            while self.session.wants_write() {
-                match self.session.write_tls(&mut FdIo(tcp.as_fd())) {
-                    Ok(_) => progress = true,
-                    Err(e) if would_block(&e) => {
-                        needs.tcp_write = true;
-                        break;
-                    }
-                    Err(_) => {
-                        needs.failed = true;
-                        return needs;
-                    }
+            match self.flush_out(tcp, &mut needs) {
+                Ok(moved) => progress |= moved,
+                Err(()) => {
+                    needs.failed = true;
+                    return needs;
                 }
-            }
-            if self.inner_eof && !self.session.wants_write() && !self.tcp_write_shut {
-                let _ = sys::shutdown_write(tcp.as_fd());
-                self.tcp_write_shut = true;
             }
             if !progress {
                 break;
@@ -296,26 +266,7 @@ impl TlsFront {
         needs: &mut Needs,
         moved: &mut u64,
     ) -> Result<bool, ()> {
-        let mut progress = false;
-        let room = PLAIN_BUF.saturating_sub(self.to_inner.len());
-        if !self.tcp_eof && room > RECORD_SLACK && self.session.wants_read() {
-            let want = (room - RECORD_SLACK).min(scratch.len());
-            match sys::recv(tcp.as_fd(), &mut scratch[..want]) {
-                Ok(0) => {
-                    self.tcp_eof = true;
-                    progress = true;
-                }
-                Ok(n) => {
-                    progress = true;
-                    if self.take_ciphertext(&scratch[..n]).is_err() {
-                        let _ = self.session.write_tls(&mut FdIo(tcp.as_fd()));
-                        return Err(());
-                    }
-                }
-                Err(e) if would_block(&e) => needs.tcp_read = true,
-                Err(_) => return Err(()),
-            }
-        }
+        let mut progress = self.read_ciphertext(tcp, scratch, needs)?;
         while self.to_inner_written < self.to_inner.len() {
             // Ok(0): the peer's outgoing buffer (rustls' limit) is full; it drains first.
             match peer
@@ -346,8 +297,46 @@ impl TlsFront {
         Ok(progress)
     }
 
+    /// Ciphertext in from `tcp` with one large read, while the plaintext of all of it
+    /// (and of a record rustls holds in part) fits in the buffer of plaintext not yet
+    /// passed on; decrypted into that buffer. Returns whether anything moved; an error
+    /// is a protocol or socket error (the alert rustls queued is sent first).
+    fn read_ciphertext(
+        &mut self,
+        tcp: &OwnedFd,
+        scratch: &mut [u8],
+        needs: &mut Needs,
+    ) -> Result<bool, ()> {
+        // Saturating: bytes queued when fusing may exceed the buffer's usual size.
+        let room = PLAIN_BUF.saturating_sub(self.to_inner.len());
+        if self.tcp_eof || room <= RECORD_SLACK || !self.session.wants_read() {
+            return Ok(false);
+        }
+        let want = (room - RECORD_SLACK).min(scratch.len());
+        match sys::recv(tcp.as_fd(), &mut scratch[..want]) {
+            Ok(0) => {
+                self.tcp_eof = true;
+                Ok(true)
+            }
+            Ok(n) => {
+                if self.take_ciphertext(&scratch[..n]).is_err() {
+                    // Send the alert rustls queued, then give up.
+                    let _ = self.session.write_tls(&mut FdIo(tcp.as_fd()));
+                    return Err(());
+                }
+                Ok(true)
+            }
+            Err(e) if would_block(&e) => {
+                needs.tcp_read = true;
+                Ok(false)
+            }
+            Err(_) => Err(()),
+        }
+    }
+
     /// This session's queued ciphertext out to `tcp`; the write side is shut once the
-    /// other side's end was passed on and everything is out.
+    /// other side's end was passed on (the `inner` end, or a fused peer's) and
+    /// everything is out.
     fn flush_out(&mut self, tcp: &OwnedFd, needs: &mut Needs) -> Result<bool, ()> {
         let mut progress = false;
         while self.session.wants_write() {
