@@ -98,6 +98,16 @@ pub fn bind_listener(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// [`bind_listener`] at start-up: the listener and its real address (the port resolved
+/// when `0` was asked for), or the error naming the address.
+fn bind_start_up(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServeError> {
+    let socket = bind_listener(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    let local = socket
+        .local_addr()
+        .map_err(io_err("reading the bound address"))?;
+    Ok((socket, local))
+}
+
 /// Blocks until the wall clock has left unix second `second` (at most one second).
 ///
 /// The supervisor does this before it binds: a relay started in second `S` refuses
@@ -205,25 +215,14 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     };
 
     wait_past_second(started);
-    let listener = bind_listener(config.listen).map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let local = listener
-        .local_addr()
-        .map_err(io_err("reading the bound address"))?;
+    let (listener, local) = bind_start_up(config.listen)?;
     let mut listeners = vec![Listener::new(listener, Transport::Plain)];
-    let mut tls_lines = String::new();
+    // The start-up lines after the first two (`startup_lines`), in the order bound.
+    let mut more_lines = String::new();
     if let Some(tls) = &config.tls {
         let loaded = crate::tls::load(tls, &config.data_dir, true)?;
-        let socket = bind_listener(tls.listen).map_err(|source| ServeError::Bind {
-            addr: tls.listen,
-            source,
-        })?;
-        let tls_local = socket
-            .local_addr()
-            .map_err(io_err("reading the bound address"))?;
-        tls_lines = format!(
+        let (socket, tls_local) = bind_start_up(tls.listen)?;
+        more_lines = format!(
             "tryst: tls listening on {tls_local}\ntryst: tls certificate {} sha256 {}{}\n",
             loaded.cert_path.display(),
             loaded.fingerprint,
@@ -236,34 +235,22 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         listeners.push(Listener::new(socket, Transport::Tls));
     }
     for entry in &config.id_listen {
-        let socket = bind_listener(entry.addr).map_err(|source| ServeError::Bind {
-            addr: entry.addr,
-            source,
-        })?;
-        let bound = socket
-            .local_addr()
-            .map_err(io_err("reading the bound address"))?;
-        tls_lines.push_str(&format!("tryst: id {} listening on {bound}\n", entry.id));
+        let (socket, bound) = bind_start_up(entry.addr)?;
+        more_lines.push_str(&format!("tryst: id {} listening on {bound}\n", entry.id));
         listeners.push(Listener::for_id(socket, entry.id));
     }
-    tls_lines.push_str(&families.bind()?);
+    more_lines.push_str(&families.bind()?);
     let mut metrics = None;
     if let Some(addr) = config.metrics_listen {
-        let socket = bind_listener(addr).map_err(|source| ServeError::Bind { addr, source })?;
-        let metrics_local = socket
-            .local_addr()
-            .map_err(io_err("reading the bound address"))?;
-        tls_lines.push_str(&format!("tryst: metrics listening on {metrics_local}\n"));
+        let (socket, metrics_local) = bind_start_up(addr)?;
+        more_lines.push_str(&format!("tryst: metrics listening on {metrics_local}\n"));
         metrics = Some(socket);
     }
     let mut mesh = None;
     if let Some(cluster) = &config.cluster {
         let addr = cluster.mesh_listen;
-        let socket = bind_listener(addr).map_err(|source| ServeError::Bind { addr, source })?;
-        let mesh_local = socket
-            .local_addr()
-            .map_err(io_err("reading the bound address"))?;
-        tls_lines.push_str(&format!(
+        let (socket, mesh_local) = bind_start_up(addr)?;
+        more_lines.push_str(&format!(
             "tryst: mesh listening on {mesh_local}\ntryst: cluster node {} directory {}\n",
             cluster.node_name,
             cluster.describe_redis()
@@ -272,11 +259,11 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     }
     // The families' last lines (e.g. which store a family chose): readers of the earlier
     // lines need not skip them.
-    tls_lines.push_str(&families.tail_lines());
+    more_lines.push_str(&families.tail_lines());
     {
         // One write: a reader may close the pipe once it has the first line.
         let mut out = io::stdout().lock();
-        let lines = startup_lines(local, &config.data_dir) + &tls_lines;
+        let lines = startup_lines(local, &config.data_dir) + &more_lines;
         out.write_all(lines.as_bytes())
             .and_then(|()| out.flush())
             .map_err(io_err("writing to stdout"))?;
