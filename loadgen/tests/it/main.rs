@@ -745,15 +745,7 @@ fn compare_runs_tryst_expose_through_the_relays_port_for_the_id() {
             && !cmd.contains(" connect "),
         "{cmd}"
     );
-    let cells = r["cells"].as_array().unwrap();
-    let cell = |workload: &str| {
-        let c = cells
-            .iter()
-            .find(|c| c["target"] == "tryst-expose" && c["workload"] == workload)
-            .unwrap_or_else(|| panic!("{workload}: {out}"));
-        assert!(c["error"].is_null(), "{workload}: {c}");
-        c["metrics"].clone()
-    };
+    let cell = |workload: &str| cell_metrics(&r, &out, "tryst-expose", workload);
     let m = cell("pairing");
     assert!(m["count"].as_f64().unwrap() >= 1.0, "{m}");
     for part in ["relay", "expose"] {
@@ -766,6 +758,24 @@ fn compare_runs_tryst_expose_through_the_relays_port_for_the_id() {
     let m = cell("bulk1");
     assert!(m["bytes"].as_f64().unwrap() > 0.0, "{m}");
     assert!(m["cpu_s_per_gb_expose"].as_f64().unwrap() >= 0.0, "{m}");
+}
+
+/// The metrics of the first repetition of `target` under `workload` in a compare
+/// report `r` (`out`: the run's output, shown on failure); asserts it has no error.
+fn cell_metrics(
+    r: &serde_json::Value,
+    out: &str,
+    target: &str,
+    workload: &str,
+) -> serde_json::Value {
+    let c = r["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["target"] == target && c["workload"] == workload)
+        .unwrap_or_else(|| panic!("{target} {workload}: {out}"));
+    assert!(c["error"].is_null(), "{target} {workload}: {c}");
+    c["metrics"].clone()
 }
 
 /// The cluster targets (issue #16): each starts its own redis-server and two nodes; a
@@ -797,14 +807,7 @@ fn compare_runs_the_cluster_targets_local_and_cross() {
     );
     let cells = r["cells"].as_array().unwrap();
     for target in ["tryst-cluster-local", "tryst-cluster-cross"] {
-        let cell = |workload: &str| {
-            let c = cells
-                .iter()
-                .find(|c| c["target"] == target && c["workload"] == workload)
-                .unwrap_or_else(|| panic!("{target} {workload}: {out}"));
-            assert!(c["error"].is_null(), "{target} {workload}: {c}");
-            c["metrics"].clone()
-        };
+        let cell = |workload: &str| cell_metrics(&r, &out, target, workload);
         let m = cell("pairing");
         assert!(m["count"].as_f64().unwrap() >= 1.0, "{m}");
         assert!(m["p50_us"].as_f64().unwrap() > 0.0, "{m}");

@@ -93,34 +93,63 @@ fn a_plain_client_reaches_a_hidden_server_parked_over_tls() {
 /// side's end of stream arrives after the last byte (close_notify one way, FIN the other).
 #[test]
 fn sixteen_mebibytes_each_way_through_a_tls_front_with_back_pressure() {
-    const LEN: usize = 16 << 20;
     let relay = start();
     let mut server = tls_park(&relay);
     let mut client = relay.reach(b"");
-    let up: Vec<u8> = (0..LEN).map(|i| (i * 31 + i / 4093) as u8).collect();
-    let down: Vec<u8> = (0..LEN).map(|i| (i * 17 + 3 + i / 8191) as u8).collect();
-    let mut writer = client.try_clone().unwrap();
-    let sent_up = up.clone();
+    let writer = client.try_clone().unwrap();
+    stream_whole(writer, &mut server, up_bytes(), "client->server", |w| {
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    stream_whole(
+        server,
+        &mut client,
+        down_bytes(),
+        "server->client",
+        close_tls,
+    );
+}
+
+/// The sixteen mebibytes of the back-pressure tests, one way and the other: patterns that
+/// do not repeat within a TLS record or a pipe.
+fn up_bytes() -> Vec<u8> {
+    (0..BIG).map(|i| (i * 31 + i / 4093) as u8).collect()
+}
+
+fn down_bytes() -> Vec<u8> {
+    (0..BIG).map(|i| (i * 17 + 3 + i / 8191) as u8).collect()
+}
+
+const BIG: usize = 16 << 20;
+
+/// Writes `sent` with `writer` on its own thread, then ends its stream with `finish`,
+/// while `reader` reads to its end on this one (neither waits for the other); asserts
+/// every byte arrived, in order, and gives the writer back.
+fn stream_whole<W: Write + Send + 'static>(
+    mut writer: W,
+    reader: &mut impl Read,
+    sent: Vec<u8>,
+    what: &str,
+    finish: fn(&mut W),
+) -> W {
+    let len = sent.len();
+    let expected = sent.clone();
     let writing = std::thread::spawn(move || {
-        writer.write_all(&sent_up).unwrap();
-        writer.shutdown(Shutdown::Write).unwrap();
+        writer.write_all(&sent).unwrap();
+        finish(&mut writer);
+        writer
     });
-    let mut got = Vec::with_capacity(LEN);
-    server.read_to_end(&mut got).unwrap();
-    writing.join().unwrap();
-    assert_eq!(got.len(), LEN);
-    assert!(got == up, "client->server differs");
-    let reading = std::thread::spawn(move || {
-        let mut got = Vec::with_capacity(LEN);
-        client.read_to_end(&mut got).unwrap();
-        got
-    });
-    server.write_all(&down).unwrap();
-    server.conn.send_close_notify();
-    server.flush().unwrap();
-    let got = reading.join().unwrap();
-    assert_eq!(got.len(), LEN);
-    assert!(got == down, "server->client differs");
+    let mut got = Vec::with_capacity(len);
+    reader.read_to_end(&mut got).unwrap();
+    let writer = writing.join().unwrap();
+    assert_eq!(got.len(), len, "{what}");
+    assert!(got == expected, "{what} differs");
+    writer
+}
+
+/// Ends a TLS stream: close_notify, flushed.
+fn close_tls(s: &mut Tls) {
+    s.conn.send_close_notify();
+    s.flush().unwrap();
 }
 
 #[test]
@@ -365,7 +394,6 @@ fn start_one_worker() -> Relay {
 /// its last byte, and the other direction keeps flowing after the first ends.
 #[test]
 fn two_tls_fronts_in_one_worker_are_fused_and_move_sixteen_mebibytes_each_way() {
-    const LEN: usize = 16 << 20;
     let relay = start_one_worker();
     let mut server = tls_park(&relay);
     let mut client = tls_connect(&relay);
@@ -376,31 +404,14 @@ fn two_tls_fronts_in_one_worker_are_fused_and_move_sixteen_mebibytes_each_way() 
     assert_eq!(read_n(&mut server, 5), b"early");
     assert_eq!(relay.metric("tryst_tls_fused_total"), 1);
     assert_eq!(relay.metric("tryst_active_tunnels"), 1);
-    let up: Vec<u8> = (0..LEN).map(|i| (i * 31 + i / 4093) as u8).collect();
-    let down: Vec<u8> = (0..LEN).map(|i| (i * 17 + 3 + i / 8191) as u8).collect();
-    let sent_up = up.clone();
-    let writing = std::thread::spawn(move || {
-        client.write_all(&sent_up).unwrap();
-        client.conn.send_close_notify();
-        client.flush().unwrap();
-        client
-    });
-    let mut got = Vec::with_capacity(LEN);
-    server.read_to_end(&mut got).unwrap();
-    let mut client = writing.join().unwrap();
-    assert_eq!(got.len(), LEN);
-    assert!(got == up, "client->server differs");
-    let reading = std::thread::spawn(move || {
-        let mut got = Vec::with_capacity(LEN);
-        client.read_to_end(&mut got).unwrap();
-        got
-    });
-    server.write_all(&down).unwrap();
-    server.conn.send_close_notify();
-    server.flush().unwrap();
-    let got = reading.join().unwrap();
-    assert_eq!(got.len(), LEN);
-    assert!(got == down, "server->client differs");
+    let mut client = stream_whole(client, &mut server, up_bytes(), "client->server", close_tls);
+    stream_whole(
+        server,
+        &mut client,
+        down_bytes(),
+        "server->client",
+        close_tls,
+    );
     // Both directions ended: the pair is closed and nothing is left open.
     assert_eq!(relay.await_metric("tryst_active_tunnels", 0), 0);
     assert_eq!(relay.await_metric("tryst_tls_sessions", 0), 0);
