@@ -316,9 +316,77 @@ where
     }
 }
 
+/// Sends `head` on a plain TCP connection and reads the relay's answer without reading a
+/// byte past it: after `Ok(())` (a 200) the next byte on `stream` is the tunnel's first,
+/// so the socket can be handed whole to another process (ssh's `ProxyUseFdpass`). A
+/// refusal is read and reported as [`exchange`] does.
+pub async fn exchange_exact(
+    stream: &mut TcpStream,
+    head: &[u8],
+    timeout: Duration,
+) -> Result<(), Error> {
+    let work = async {
+        stream.write_all(head).await.map_err(Error::Lost)?;
+        read_answer_exact(stream).await
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(Error::Timeout(timeout)))
+}
+
+/// Reads a response head without consuming a byte past it: it peeks, takes the bytes that
+/// are all head (no complete head among them yet) and waits for more, and takes only up
+/// to the blank line once the head is complete. A refusal's body is then read as
+/// [`read_answer`] reads it.
+async fn read_answer_exact(stream: &mut TcpStream) -> Result<(), Error> {
+    let mut taken = Vec::with_capacity(256);
+    let mut peeked = vec![0u8; MAX_RESPONSE_HEAD];
+    loop {
+        // One byte past the limit is enough for the parser to call a head too long.
+        let room = (MAX_RESPONSE_HEAD + 1 - taken.len()).min(peeked.len());
+        let n = stream
+            .peek(&mut peeked[..room])
+            .await
+            .map_err(Error::Lost)?;
+        if n == 0 {
+            return match parse_answer(&taken, true) {
+                Some(Err(e)) => Err(e),
+                // Not reached: a complete head is never taken whole.
+                Some(Ok(_)) | None => Err(Error::BadResponse),
+            };
+        }
+        let already = taken.len();
+        taken.extend_from_slice(&peeked[..n]);
+        let (take, complete) = match parse_response_head(&taken)? {
+            // The head was not complete in the bytes already taken, so it ends in these.
+            Some(head) => (head.len - already, true),
+            None => (n, false),
+        };
+        taken.truncate(already);
+        let start = taken.len();
+        taken.resize(start + take, 0);
+        // These bytes were just peeked, so they are waiting: the read returns at once.
+        stream
+            .read_exact(&mut taken[start..])
+            .await
+            .map_err(Error::Lost)?;
+        if complete {
+            // A 200 is decided on the head alone; a refusal's body may be read past.
+            return read_answer_after(stream, taken).await.map(drop);
+        }
+    }
+}
+
 /// Reads one response head (and, for a refusal, its body) through [`parse_answer`].
 async fn read_answer<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, Error> {
-    let mut buf = Vec::with_capacity(256);
+    read_answer_after(stream, Vec::with_capacity(256)).await
+}
+
+/// [`read_answer`] with `buf` already read.
+async fn read_answer_after<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    mut buf: Vec<u8>,
+) -> Result<Vec<u8>, Error> {
     let mut chunk = [0u8; 512];
     let mut eof = false;
     loop {
@@ -521,6 +589,66 @@ mod tests {
         b.write_all(bytes).await.unwrap();
         drop(b);
         read_answer(&mut a).await
+    }
+
+    /// Runs [`exchange_exact`] against a server that sends `chunks` (each its own write,
+    /// `TCP_NODELAY`) after reading the head; returns its result and every byte read from
+    /// the stream afterwards.
+    async fn exact_against(chunks: Vec<Vec<u8>>) -> (Result<(), Error>, Vec<u8>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut head = [0u8; 4];
+            s.read_exact(&mut head).await.unwrap();
+            for chunk in chunks {
+                s.write_all(&chunk).await.unwrap();
+                s.flush().await.unwrap();
+            }
+        });
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let answer = exchange_exact(&mut stream, b"HEAD", Duration::from_secs(10)).await;
+        server.await.unwrap();
+        let mut rest = Vec::new();
+        if answer.is_ok() {
+            stream.read_to_end(&mut rest).await.unwrap();
+        }
+        (answer, rest)
+    }
+
+    #[tokio::test]
+    async fn an_exact_200_leaves_the_bytes_after_it_on_the_socket() {
+        let (answer, rest) = exact_against(vec![
+            b"HTTP/1.1 200 Connection established\r\n\r\nSSH-2.0-banner\r\n".to_vec(),
+        ])
+        .await;
+        answer.unwrap();
+        assert_eq!(rest, b"SSH-2.0-banner\r\n");
+    }
+
+    #[tokio::test]
+    async fn an_exact_200_sent_a_byte_at_a_time_is_read_to_its_blank_line_only() {
+        let bytes = b"HTTP/1.1 200 OK\r\nX-A: b\r\n\r\nafter";
+        let (answer, rest) = exact_against(bytes.iter().map(|b| vec![*b]).collect()).await;
+        answer.unwrap();
+        assert_eq!(rest, b"after");
+    }
+
+    #[tokio::test]
+    async fn an_exact_read_reports_refusals_garbage_and_early_closes() {
+        let (answer, _) =
+            exact_against(vec![tryst_engine::reject::Rejection::NotParked.response()]).await;
+        let err = answer.unwrap_err();
+        assert_eq!(err.refusal().map(|r| r.code.as_str()), Some("not_parked"));
+        let (answer, _) = exact_against(vec![b"SSH-2.0-OpenSSH\r\n\r\n".to_vec()]).await;
+        assert!(matches!(answer, Err(Error::BadResponse)), "{answer:?}");
+        let (answer, _) = exact_against(vec![b"HTTP/1.1 200 OK\r\n".to_vec()]).await;
+        assert!(matches!(answer, Err(Error::Lost(_))), "{answer:?}");
+        let mut long = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        long.resize(MAX_RESPONSE_HEAD + 100, b'a');
+        let (answer, _) = exact_against(vec![long]).await;
+        assert!(matches!(answer, Err(Error::BadResponse)), "{answer:?}");
     }
 
     #[tokio::test]

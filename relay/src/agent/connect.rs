@@ -2,6 +2,9 @@
 //!
 //! - Without `--listen`: joins stdin/stdout to one tunnel (an ssh `ProxyCommand`); exits
 //!   0 when the hidden server closes its side.
+//! - With `--fdpass`: passes the relay connection itself over stdout once the reach is
+//!   answered (ssh's `ProxyUseFdpass`) and exits 0; nothing stays between ssh and the
+//!   relay.
 //! - With `--listen ADDR`: a local port forward; every accepted connection reaches the
 //!   hidden server once (a refused reach closes that connection and is logged).
 //!
@@ -19,6 +22,7 @@ use super::{exit, exit_code};
 use crate::duration::HumanDuration;
 use clap::Args;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt as _;
 use tryst_client::conn::{self, RelayAddr, RelayStream, Timeouts};
@@ -62,6 +66,11 @@ pub struct ConnectArgs {
     /// The relay certificate's SHA-256 fingerprint (`sha256:...`).
     #[arg(long, value_name = "sha256:...", requires = "tls")]
     pub pin: Option<Pin>,
+    /// Hand the relay connection itself to the process on stdout and exit, once the reach
+    /// is answered (ssh's `ProxyUseFdpass=yes`): ssh then talks to the relay directly and
+    /// no `tryst connect` stays between them. stdout must be a unix socket.
+    #[arg(long, conflicts_with_all = ["listen", "tls"])]
+    pub fdpass: bool,
     /// With --listen: relay connections kept open (and TLS-handshaken) ahead of need, so
     /// a local client's reach pays no handshake to the relay; 0 turns them off
     /// [default: 2].
@@ -153,12 +162,17 @@ fn target(args: &ConnectArgs) -> Result<Target, String> {
 }
 
 /// Why a reach failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum ReachError {
     /// The relay refused or could not be reached.
+    #[error(transparent)]
     Relay(tryst_client::Error),
     /// A tag publisher did not answer the challenge with the tag's identity key.
+    #[error("{0}")]
     Answer(String),
+    /// An exact reach (`--fdpass`) on a connection that is not plain TCP.
+    #[error("--fdpass needs a plain TCP connection to the relay")]
+    NotTcp,
 }
 
 /// A connection to the relay: a spare if one is ready (`true`), else a new one.
@@ -173,6 +187,16 @@ async fn relay_stream(
     }
 }
 
+/// How a reach reads the relay's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// In chunks: bytes that follow the answer are returned as early bytes.
+    Chunks,
+    /// Never past the answer (and a tag publisher's challenge answer), so the early
+    /// bytes are empty and the socket can be handed on whole; plain TCP only.
+    Exact,
+}
+
 /// One reach of `target` (on a spare connection when `spares` has one ready): the
 /// tunnel, the hidden server's first bytes (after a tag publisher's checked answer) and
 /// whether a spare carried it.
@@ -180,6 +204,7 @@ async fn reach(
     relay: &RelayAddr,
     target: &Target,
     spares: Option<&Spares>,
+    read: Read,
 ) -> Result<(RelayStream, Vec<u8>, bool), ReachError> {
     let timeouts = Timeouts::default();
     let (head, challenge) = match target {
@@ -196,9 +221,18 @@ async fn reach(
     let (mut stream, spare) = relay_stream(relay, spares, &timeouts)
         .await
         .map_err(ReachError::Relay)?;
-    let mut early = conn::exchange(&mut stream, head.as_bytes(), timeouts.answer)
-        .await
-        .map_err(ReachError::Relay)?;
+    let mut early = match (read, &mut stream) {
+        (Read::Chunks, stream) => conn::exchange(stream, head.as_bytes(), timeouts.answer)
+            .await
+            .map_err(ReachError::Relay)?,
+        (Read::Exact, RelayStream::Tcp(tcp)) => {
+            conn::exchange_exact(tcp, head.as_bytes(), timeouts.answer)
+                .await
+                .map_err(ReachError::Relay)?;
+            Vec::new()
+        }
+        (Read::Exact, RelayStream::Tls(_)) => return Err(ReachError::NotTcp),
+    };
     if let (
         Target::Tag {
             tag,
@@ -209,19 +243,12 @@ async fn reach(
     {
         use tokio::io::AsyncReadExt as _;
         let want = tryst_client::tag::ANSWER_LEN;
-        let mut chunk = [0u8; 256];
-        let read = async {
-            while early.len() < want {
-                let n = stream.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                early.extend_from_slice(&chunk[..n]);
-            }
-            Ok::<(), std::io::Error>(())
-        };
+        // Exactly the answer's missing bytes: nothing after it is read here.
+        let have = early.len();
+        early.resize(have.max(want), 0);
+        let read = stream.read_exact(&mut early[have.min(want)..want]);
         match tokio::time::timeout(timeouts.answer, read).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 return Err(ReachError::Answer(format!(
                     "the tag publisher closed before answering the challenge: {e}"
@@ -278,6 +305,7 @@ pub fn main(args: &ConnectArgs) -> i32 {
             Some(addr) => tokio::spawn(listen(addr, relay, target, spare_config))
                 .await
                 .unwrap_or(exit::FAILURE),
+            None if args.fdpass => fdpass(relay, target).await,
             None => stdio(relay, target).await,
         }
     });
@@ -292,6 +320,10 @@ fn report(e: &ReachError, relay: &RelayAddr) -> i32 {
             eprintln!("tryst connect: {why}");
             return exit::BAD_ANSWER;
         }
+        ReachError::NotTcp => {
+            eprintln!("tryst connect: {e}");
+            return exit::FAILURE;
+        }
     };
     let code = exit_code(e);
     match e.refusal() {
@@ -305,7 +337,7 @@ fn report(e: &ReachError, relay: &RelayAddr) -> i32 {
 }
 
 async fn stdio(relay: RelayAddr, target: Target) -> i32 {
-    let (stream, early, _) = match reach(&relay, &target, None).await {
+    let (stream, early, _) = match reach(&relay, &target, None, Read::Chunks).await {
         Ok(ok) => ok,
         Err(e) => return report(&e, &relay),
     };
@@ -344,6 +376,77 @@ async fn stdio(relay: RelayAddr, target: Target) -> i32 {
     }
 }
 
+/// `--fdpass`: checks that stdout is a unix socket, reaches reading exactly the answer,
+/// then sends the relay socket over stdout (`SCM_RIGHTS`, with the one data byte ssh's
+/// receiver expects) and returns; the caller exits, so only the receiver holds it.
+async fn fdpass(relay: RelayAddr, target: Target) -> i32 {
+    // Before the reach: a reach takes a parked connection, which a failure here would
+    // waste.
+    let stdout = std::io::stdout();
+    if let Err(why) = unix_socket(stdout.as_fd()) {
+        eprintln!(
+            "tryst connect: --fdpass: stdout {why}; it is for ssh -o ProxyUseFdpass=yes \
+             -o ProxyCommand='tryst connect --fdpass ...'"
+        );
+        return exit::FAILURE;
+    }
+    let (stream, early, _) = match reach(&relay, &target, None, Read::Exact).await {
+        Ok(ok) => ok,
+        Err(e) => return report(&e, &relay),
+    };
+    debug_assert!(
+        early.is_empty(),
+        "an exact reach reads nothing past the answer"
+    );
+    let RelayStream::Tcp(tcp) = stream else {
+        return report(&ReachError::NotTcp, &relay);
+    };
+    let sent = tcp.into_std().and_then(|socket| {
+        // The receiver gets a blocking socket, as from a plain connect(2).
+        socket.set_nonblocking(false)?;
+        send_fd(stdout.as_fd(), socket.as_fd())
+    });
+    match sent {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("tryst connect: --fdpass: passing the connection on stdout: {e}");
+            exit::FAILURE
+        }
+    }
+}
+
+/// `Ok` when `fd` is a unix-domain socket, else what it is instead.
+fn unix_socket(fd: std::os::fd::BorrowedFd<'_>) -> Result<(), &'static str> {
+    use nix::sys::socket::{AddressFamily, SockaddrLike as _, SockaddrStorage, getsockname};
+    match getsockname::<SockaddrStorage>(fd.as_raw_fd()) {
+        Ok(addr) if addr.family() == Some(AddressFamily::Unix) => Ok(()),
+        Ok(_) => Err("is a socket but not a unix-domain one"),
+        Err(nix::errno::Errno::ENOTSOCK) => Err("is not a socket"),
+        Err(_) => Err("cannot be inspected"),
+    }
+}
+
+/// Sends `fd` over the unix socket `over` with one data byte (`SCM_RIGHTS`).
+fn send_fd(
+    over: std::os::fd::BorrowedFd<'_>,
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> std::io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let fds = [fd.as_raw_fd()];
+    let sent = sendmsg::<()>(
+        over.as_raw_fd(),
+        &[std::io::IoSlice::new(&[0])],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )?;
+    if sent == 1 {
+        Ok(())
+    } else {
+        Err(std::io::ErrorKind::WriteZero.into())
+    }
+}
+
 async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target, spares: SpareConfig) -> i32 {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
@@ -379,15 +482,15 @@ async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target, spares: Spar
             if let (Target::Native(id), None) = (&*target, relay.tls) {
                 return pipelined(&local, peer, &relay, id, spares).await;
             }
-            let (stream, early, spare) = match reach(&relay, &target, spares).await {
+            let (stream, early, spare) = match reach(&relay, &target, spares, Read::Chunks).await {
                 Ok(ok) => ok,
                 Err(ReachError::Relay(e)) => {
                     let code = e.refusal().map_or("", |r| r.code.as_str());
                     tracing::warn!(%peer, code, "reach failed: {e}");
                     return;
                 }
-                Err(ReachError::Answer(why)) => {
-                    tracing::warn!(%peer, "reach failed: {why}");
+                Err(other) => {
+                    tracing::warn!(%peer, "reach failed: {other}");
                     return;
                 }
             };

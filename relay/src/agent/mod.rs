@@ -5,7 +5,8 @@
 //!   [`tryst_client::expose::Exposer`] per service, SIGTERM drain, `--metrics-listen`
 //!   ([`metrics`]).
 //! - [`hive_key`]: the Hive device key file (`--hive-key-file`).
-//! - [`connect`]: stdin/stdout (ssh `ProxyCommand`) or `--listen` (a local port forward),
+//! - [`connect`]: stdin/stdout (ssh `ProxyCommand`), `--fdpass` (the relay socket handed
+//!   to ssh) or `--listen` (a local port forward),
 //!   with an exit code per failure class ([`exit`]).
 
 pub mod config;

@@ -580,6 +580,155 @@ fn connect_joins_stdin_and_stdout_to_the_hidden_server() {
     assert!(out.stdout == input, "stdout differs from stdin");
 }
 
+/// A server that greets every connection with `banner` at once (as sshd does), then
+/// echoes until EOF.
+fn banner_echo_server(banner: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                s.write_all(banner).unwrap();
+                let mut r = s.try_clone().unwrap();
+                let _ = std::io::copy(&mut r, &mut s);
+                let _ = s.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+/// `tryst connect --fdpass` with `args`, its stdout one end of a unix socket pair: the
+/// descriptor it passed (if any), its exit status and its stderr.
+fn connect_fdpass(args: &[&str]) -> (Option<std::os::fd::OwnedFd>, ExitStatus, String) {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, recvmsg};
+    use std::mem::MaybeUninit;
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let child = tryst()
+        .args(["connect", "--fdpass"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = output_within(child, Duration::from_secs(20));
+    // The child has exited: whatever it sent is queued, and nothing more will come.
+    ours.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut passed = None;
+    if let Ok(msg) = recvmsg(
+        &ours,
+        &mut [std::io::IoSliceMut::new(&mut byte)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    ) {
+        // 0: the child closed its end without sending anything.
+        assert!(msg.bytes <= 1, "one data byte with the descriptor");
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(mut fds) = message {
+                passed = fds.next();
+            }
+        }
+    }
+    (
+        passed,
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn connect_fdpass_hands_the_relay_socket_over_stdout_and_exits() {
+    let relay = Relay::start(&[]);
+    let banner: &[u8] = b"SSH-2.0-greeting\r\n";
+    let service = banner_echo_server(b"SSH-2.0-greeting\r\n");
+    let agent = Agent::start(relay.addr, &service.to_string(), &[]);
+    assert_eq!(relay.await_metric("tryst_parked", 4), 4, "{}", agent.log());
+    for round in 0..5u8 {
+        let (fd, status, stderr) =
+            connect_fdpass(&["--relay", &relay.addr.to_string(), "--id", ID]);
+        assert!(status.success(), "{stderr}");
+        // The relay connection itself, blocking, with nothing of the tunnel read from it:
+        // the expose agent opens the service on the client's first bytes, and the
+        // service greets before it echoes.
+        let socket = TcpStream::from(fd.expect("a descriptor on stdout"));
+        assert_eq!(socket.peer_addr().unwrap(), relay.addr);
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let data = pattern(256 << 10, round);
+        let back = echo_round_trip(socket, &data);
+        assert_eq!(&back[..banner.len()], banner, "round {round}");
+        assert!(
+            back[banner.len()..] == data,
+            "round {round}: the echo differs"
+        );
+    }
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 5);
+}
+
+#[test]
+fn connect_fdpass_refuses_a_stdout_that_is_not_a_unix_socket_before_reaching() {
+    let relay = Relay::start(&[]);
+    let echo = echo_server();
+    let agent = Agent::start(relay.addr, &echo.to_string(), &[]);
+    assert_eq!(relay.await_metric("tryst_parked", 4), 4);
+    let child = tryst()
+        .args([
+            "connect",
+            "--fdpass",
+            "--relay",
+            &relay.addr.to_string(),
+            "--id",
+            ID,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = output_within(child, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--fdpass: stdout is not a socket; it is for ssh -o ProxyUseFdpass=yes"),
+        "{stderr}"
+    );
+    // No parked connection was used up.
+    assert_eq!(agent.metric("tryst_agent_paired_total"), 0);
+    // A refused reach: the relay's code and exit 3, and nothing on the socket.
+    let (fd, status, stderr) = connect_fdpass(&[
+        "--relay",
+        &relay.addr.to_string(),
+        "--id",
+        "00000000-0000-4000-8000-000000000000",
+    ]);
+    assert_eq!(status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("relay error code: not_parked"), "{stderr}");
+    assert!(fd.is_none());
+    // --fdpass with --listen or --tls is a usage error.
+    let pin = format!("sha256:{}", "00".repeat(32));
+    for extra in [
+        &["--listen", "127.0.0.1:0"][..],
+        &["--tls", "--pin", &pin][..],
+    ] {
+        let out = tryst()
+            .args(["connect", "--fdpass", "--relay", "127.0.0.1:9", "--id", ID])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("cannot be used with"),
+            "{extra:?}"
+        );
+    }
+}
+
 /// A process killed on drop.
 struct Killed(Child);
 
@@ -977,7 +1126,7 @@ fn openssh_through_expose_and_connect_runs_a_command_and_copies_ten_mebibytes_ea
         .unwrap()
         .trim()
         .to_owned();
-    let ssh = |remote: &str| {
+    let ssh_with = |fdpass: bool, remote: &str| {
         let mut cmd = Command::new("ssh");
         cmd.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
             .args([
@@ -988,14 +1137,24 @@ fn openssh_through_expose_and_connect_runs_a_command_and_copies_ten_mebibytes_ea
             ])
             .args(["-o", "LogLevel=ERROR", "-i"])
             .arg(sshd.path("user_key"))
+            .args([
+                "-o",
+                if fdpass {
+                    "ProxyUseFdpass=yes"
+                } else {
+                    "ProxyUseFdpass=no"
+                },
+            ])
             .arg("-o")
             .arg(format!(
-                "ProxyCommand={TRYST} connect --relay {} --id %h",
-                relay.addr
+                "ProxyCommand={TRYST} connect --relay {} --id %h{}",
+                relay.addr,
+                if fdpass { " --fdpass" } else { "" }
             ))
             .args(["-l", &user, ID, remote]);
         cmd
     };
+    let ssh = |remote: &str| ssh_with(false, remote);
     // A remote command.
     let out = ssh("echo hello from $(hostname)").output().unwrap();
     assert!(
@@ -1036,6 +1195,22 @@ fn openssh_through_expose_and_connect_runs_a_command_and_copies_ten_mebibytes_ea
     assert_eq!(sha256(&out.stdout), sha256(&down));
     assert!(agent.metric("tryst_agent_bytes_to_local_total") >= 10 << 20);
     assert!(agent.metric("tryst_agent_bytes_from_local_total") >= 10 << 20);
+    // ProxyUseFdpass: `tryst connect --fdpass` hands ssh the relay connection and exits,
+    // so ssh talks to the relay itself. A command, then 10 MiB down.
+    let out = ssh_with(true, "echo hello over a passed descriptor")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, b"hello over a passed descriptor\n");
+    let out = ssh_with(true, &format!("cat {}", down_path.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(sha256(&out.stdout), sha256(&down));
 }
 
 #[test]
