@@ -11,8 +11,11 @@
 //! - [`splice_reach`]: a local client's socket joined with a reach whose head was just
 //!   sent, without waiting for the relay's 200 (the client's bytes follow the head at
 //!   once; the relay's answer is read before anything goes back).
-//! - [`copy_join`]: any two async streams (TLS, stdin/stdout) through one fixed
-//!   [`COPY_BUFFER`] per direction.
+//! - [`splice_from_pipe`] / [`splice_to_pipe`]: a pipe (stdin, stdout: ssh runs a
+//!   `ProxyCommand` on pipes, see [`stdio_pipes`]) and a TCP socket, one `splice(2)`
+//!   straight between them per chunk, no pipe of ours in between.
+//! - [`copy_join`]: any two async streams (TLS, stdin/stdout that are not both pipes)
+//!   through one fixed [`COPY_BUFFER`] per direction.
 //!
 //! Both forward a half-close (EOF on one side becomes `shutdown(SHUT_WR)` on the other,
 //! the opposite direction keeps flowing), count bytes as they move, and on an error in
@@ -286,6 +289,185 @@ async fn splice_direction(
     }
 }
 
+/// stdin and stdout as pipes registered with the runtime, when both are pipes (ssh runs
+/// a `ProxyCommand` on two); `Ok(None)` when either is something else (a terminal, a
+/// file, a socket), which the caller copies instead. Both are made non-blocking, so
+/// after `Some` the process's stdin and stdout are for these two only.
+pub fn stdio_pipes() -> io::Result<
+    Option<(
+        tokio::net::unix::pipe::Receiver,
+        tokio::net::unix::pipe::Sender,
+    )>,
+> {
+    use std::os::fd::AsFd as _;
+    let (stdin, stdout) = (io::stdin(), io::stdout());
+    if !is_fifo(stdin.as_fd())? || !is_fifo(stdout.as_fd())? {
+        return Ok(None);
+    }
+    let input =
+        tokio::net::unix::pipe::Receiver::from_owned_fd(stdin.as_fd().try_clone_to_owned()?)?;
+    let output =
+        tokio::net::unix::pipe::Sender::from_owned_fd(stdout.as_fd().try_clone_to_owned()?)?;
+    Ok(Some((input, output)))
+}
+
+fn is_fifo(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<bool> {
+    let stat = nix::sys::stat::fstat(fd.as_raw_fd())?;
+    Ok(stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFIFO)
+}
+
+/// Which of a pipe end and a socket a splice between them that answered `EAGAIN` was
+/// waiting for: `(pipe ready, socket ready)` from a `poll(2)` that does not wait.
+fn ready_now(
+    pipe: std::os::fd::BorrowedFd<'_>,
+    pipe_events: nix::poll::PollFlags,
+    sock: &TcpStream,
+    sock_events: nix::poll::PollFlags,
+) -> io::Result<(bool, bool)> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd as _;
+    let mut fds = [
+        PollFd::new(pipe, pipe_events),
+        PollFd::new(sock.as_fd(), sock_events),
+    ];
+    poll(&mut fds, PollTimeout::ZERO)?;
+    let ready = |fd: &PollFd<'_>, want: PollFlags| {
+        fd.revents()
+            .is_some_and(|r| r.intersects(want | PollFlags::POLLERR | PollFlags::POLLHUP))
+    };
+    Ok((ready(&fds[0], pipe_events), ready(&fds[1], sock_events)))
+}
+
+/// A splice attempt run under one side's `try_io`.
+type Attempt<'a> = &'a mut dyn FnMut() -> io::Result<Step>;
+
+/// What one splice between a pipe end and a socket did.
+enum Step {
+    /// Moved this many bytes (0: end of stream).
+    Moved(usize),
+    /// Not ready; the side(s) found not ready had their readiness cleared.
+    Wait,
+}
+
+/// One splice between a pipe end and a socket, run inside both sides' `try_io` so that
+/// a side found not ready loses its readiness only if no wake-up arrived since the
+/// splice began (tokio compares readiness ticks). A splice's `EAGAIN` does not say which
+/// side was not ready, so a non-waiting `poll(2)` tells, and only that side is cleared:
+/// clearing the other would wait for an edge that may never come.
+///
+/// `pipe_try_io` and `sock_try_io` are the two sides' `try_io`; `ready` is
+/// [`ready_now`] for the direction.
+fn splice_step(
+    pipe_try_io: impl FnOnce(Attempt<'_>) -> io::Result<Step>,
+    sock_try_io: &dyn Fn(Attempt<'_>) -> io::Result<Step>,
+    mut splice_once: impl FnMut() -> nix::Result<usize>,
+    ready: impl Fn() -> io::Result<(bool, bool)>,
+) -> io::Result<Step> {
+    let mut pipe_idle = false;
+    let mut sock_idle = false;
+    let outcome = pipe_try_io(&mut || {
+        let inner = sock_try_io(&mut || match splice_once() {
+            Ok(n) => Ok(Step::Moved(n)),
+            Err(nix::errno::Errno::EAGAIN) => {
+                let (pipe_ready, sock_ready) = ready()?;
+                pipe_idle = !pipe_ready;
+                sock_idle = !sock_ready;
+                if sock_idle {
+                    // Clears the socket's readiness.
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(Step::Wait)
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => Ok(Step::Wait),
+            Err(e) => Err(e.into()),
+        });
+        match inner {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && pipe_idle => Err(e),
+            Ok(Step::Wait) if pipe_idle => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Wait),
+            other => other,
+        }
+    });
+    match outcome {
+        // The pipe's readiness was cleared.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Wait),
+        other => other,
+    }
+}
+
+/// An attempt as the `FnOnce` closure `try_io` takes.
+fn with_step(f: Attempt<'_>) -> impl FnOnce() -> io::Result<Step> + '_ {
+    move || f()
+}
+
+/// One direction straight from a pipe into a socket (`splice(2)` pipe → socket, no pipe
+/// of ours in between), until the pipe's writer closes; the socket is then half-closed.
+/// Readiness: [`splice_step`].
+pub async fn splice_from_pipe(
+    from: &tokio::net::unix::pipe::Receiver,
+    to: &TcpStream,
+    count: &AtomicU64,
+) -> io::Result<u64> {
+    use nix::poll::PollFlags;
+    use std::os::fd::AsFd as _;
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    let mut total = 0u64;
+    loop {
+        from.readable().await?;
+        to.writable().await?;
+        let step = splice_step(
+            |f| from.try_io(with_step(f)),
+            &|f| to.try_io(Interest::WRITABLE, with_step(f)),
+            || splice(from, None, to, None, PIPE_SIZE, flags),
+            || ready_now(from.as_fd(), PollFlags::POLLIN, to, PollFlags::POLLOUT),
+        )?;
+        match step {
+            Step::Moved(0) => {
+                half_close(to);
+                return Ok(total);
+            }
+            Step::Moved(n) => {
+                total += n as u64;
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Step::Wait => tokio::task::yield_now().await,
+        }
+    }
+}
+
+/// One direction straight from a socket into a pipe (`splice(2)` socket → pipe), until
+/// the socket's peer half-closes; readiness as in [`splice_from_pipe`]. The pipe is not
+/// closed here (the caller decides when its writer goes away).
+pub async fn splice_to_pipe(
+    from: &TcpStream,
+    to: &tokio::net::unix::pipe::Sender,
+    count: &AtomicU64,
+) -> io::Result<u64> {
+    use nix::poll::PollFlags;
+    use std::os::fd::AsFd as _;
+    let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
+    let mut total = 0u64;
+    loop {
+        from.readable().await?;
+        to.writable().await?;
+        let step = splice_step(
+            |f| to.try_io(with_step(f)),
+            &|f| from.try_io(Interest::READABLE, with_step(f)),
+            || splice(from, None, to, None, PIPE_SIZE, flags),
+            || ready_now(to.as_fd(), PollFlags::POLLOUT, from, PollFlags::POLLIN),
+        )?;
+        match step {
+            Step::Moved(0) => return Ok(total),
+            Step::Moved(n) => {
+                total += n as u64;
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Step::Wait => tokio::task::yield_now().await,
+        }
+    }
+}
+
 /// Joins two async streams through one fixed buffer per direction until both directions
 /// have ended. Returns the bytes moved `(a to b, b to a)`.
 pub async fn copy_join<A, B>(a: A, b: B, counters: &Counters) -> io::Result<(u64, u64)>
@@ -338,6 +520,84 @@ mod tests {
         (0..len)
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
             .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pipe_spliced_into_a_socket_arrives_whole_and_its_end_half_closes() {
+        let (a, mut b) = pair().await;
+        let (mut writer, reader) = tokio::net::unix::pipe::pipe().unwrap();
+        let data = pattern(8 << 20, 3);
+        let feed = data.clone();
+        // The writer outpaces the socket, then the socket's reader outpaces the writer:
+        // both sides' "not ready" happen, and each is waited for, never spun on.
+        let fill = tokio::spawn(async move {
+            for chunk in feed.chunks(100_000) {
+                writer.write_all(chunk).await.unwrap();
+            }
+        });
+        let count = AtomicU64::new(0);
+        let got = async {
+            let mut got = Vec::new();
+            b.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let (moved, got) = tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::join!(splice_from_pipe(&reader, &a, &count), got)
+        })
+        .await
+        .expect("no progress for 60 s");
+        fill.await.unwrap();
+        assert_eq!(moved.unwrap(), data.len() as u64);
+        assert_eq!(count.load(Ordering::Relaxed), data.len() as u64);
+        assert!(got == data, "the bytes differ");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_socket_spliced_into_a_pipe_arrives_whole_until_the_peer_half_closes() {
+        let (a, mut b) = pair().await;
+        let (writer, mut reader) = tokio::net::unix::pipe::pipe().unwrap();
+        let data = pattern(32 << 20, 4);
+        let feed = data.clone();
+        let send = tokio::spawn(async move {
+            b.write_all(&feed).await.unwrap();
+            b.shutdown().await.unwrap();
+            b
+        });
+        let count = AtomicU64::new(0);
+        let (moved, got) = tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::join!(
+                async {
+                    let n = splice_to_pipe(&a, &writer, &count).await;
+                    drop(writer);
+                    n
+                },
+                async {
+                    let mut got = Vec::new();
+                    // Small reads with pauses, then large ones, in turns: the pipe fills
+                    // and drains many times, so the splice waits on either side often
+                    // (a lost wake-up there would stall this test).
+                    let mut buf = vec![0u8; 256 * 1024];
+                    for turn in 0usize.. {
+                        let want = if turn % 64 < 32 { 4096 } else { buf.len() };
+                        let n = reader.read(&mut buf[..want]).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                        if want == 4096 {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    got
+                }
+            )
+        })
+        .await
+        .expect("no progress for 60 s");
+        let _b = send.await.unwrap();
+        assert_eq!(moved.unwrap(), data.len() as u64);
+        assert_eq!(count.load(Ordering::Relaxed), data.len() as u64);
+        assert!(got == data, "the bytes differ");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -342,6 +342,18 @@ async fn stdio(relay: RelayAddr, target: Target) -> i32 {
         Err(e) => return report(&e, &relay),
     };
     let counters = Counters::default();
+    if let RelayStream::Tcp(tcp) = &stream {
+        match pump::stdio_pipes() {
+            Ok(Some((input, output))) => {
+                return stdio_spliced(tcp, &early, input, output, &counters).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("tryst connect: stdin/stdout: {e}");
+                return exit::FAILURE;
+            }
+        }
+    }
     let (mut from_relay, mut to_relay) = tokio::io::split(stream);
     let mut stdout = tokio::io::stdout();
     if stdout.write_all(&early).await.is_err() || stdout.flush().await.is_err() {
@@ -350,30 +362,7 @@ async fn stdio(relay: RelayAddr, target: Target) -> i32 {
     let mut stdin = tokio::io::stdin();
     let up = pump::copy_direction(&mut stdin, &mut to_relay, &counters.a_to_b);
     let down = pump::copy_direction(&mut from_relay, &mut stdout, &counters.b_to_a);
-    tokio::pin!(up);
-    tokio::pin!(down);
-    // Done when the hidden server's side ends; stdin reaching EOF only half-closes.
-    let mut up_done = false;
-    loop {
-        tokio::select! {
-            r = &mut up, if !up_done => {
-                up_done = true;
-                if let Err(e) = r {
-                    eprintln!("tryst connect: sending: {e}");
-                    return exit::FAILURE;
-                }
-            }
-            r = &mut down => {
-                return match r {
-                    Ok(_) => 0,
-                    Err(e) => {
-                        eprintln!("tryst connect: receiving: {e}");
-                        exit::FAILURE
-                    }
-                };
-            }
-        }
-    }
+    stdio_done(up, down).await
 }
 
 /// `--fdpass`: checks that stdout is a unix socket, reaches reading exactly the answer,
@@ -445,6 +434,56 @@ fn send_fd(
     } else {
         Err(std::io::ErrorKind::WriteZero.into())
     }
+}
+
+/// The exit code of a stdin/stdout tunnel: done when the hidden server's side (`down`)
+/// ends; stdin reaching EOF (`up`) only half-closes.
+async fn stdio_done(
+    up: impl Future<Output = std::io::Result<u64>>,
+    down: impl Future<Output = std::io::Result<u64>>,
+) -> i32 {
+    tokio::pin!(up);
+    tokio::pin!(down);
+    // Done when the hidden server's side ends; stdin reaching EOF only half-closes.
+    let mut up_done = false;
+    loop {
+        tokio::select! {
+            r = &mut up, if !up_done => {
+                up_done = true;
+                if let Err(e) = r {
+                    eprintln!("tryst connect: sending: {e}");
+                    return exit::FAILURE;
+                }
+            }
+            r = &mut down => {
+                return match r {
+                    Ok(_) => 0,
+                    Err(e) => {
+                        eprintln!("tryst connect: receiving: {e}");
+                        exit::FAILURE
+                    }
+                };
+            }
+        }
+    }
+}
+
+/// [`stdio`] when stdin and stdout are pipes (as ssh runs a `ProxyCommand`) and the relay
+/// connection is plain TCP: each direction is one `splice(2)` between a pipe and the
+/// socket, so no byte is copied through this process.
+async fn stdio_spliced(
+    relay: &tokio::net::TcpStream,
+    early: &[u8],
+    input: tokio::net::unix::pipe::Receiver,
+    mut output: tokio::net::unix::pipe::Sender,
+    counters: &Counters,
+) -> i32 {
+    if output.write_all(early).await.is_err() {
+        return exit::FAILURE;
+    }
+    let up = pump::splice_from_pipe(&input, relay, &counters.a_to_b);
+    let down = pump::splice_to_pipe(relay, &output, &counters.b_to_a);
+    stdio_done(up, down).await
 }
 
 async fn listen(addr: SocketAddr, relay: RelayAddr, target: Target, spares: SpareConfig) -> i32 {

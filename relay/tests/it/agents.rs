@@ -580,6 +580,29 @@ fn connect_joins_stdin_and_stdout_to_the_hidden_server() {
     assert!(out.stdout == input, "stdout differs from stdin");
 }
 
+#[test]
+fn connect_joins_files_on_stdin_and_stdout_by_copying() {
+    // Pipes on both (the test above) are spliced; anything else is copied.
+    let relay = Relay::start(&[]);
+    let echo = echo_server();
+    let _agent = Agent::start(relay.addr, &echo.to_string(), &[]);
+    assert_eq!(relay.await_metric("tryst_parked", 4), 4);
+    let dir = tempfile::tempdir().unwrap();
+    let input = pattern(1 << 20, 5);
+    std::fs::write(dir.path().join("in"), &input).unwrap();
+    let status = tryst()
+        .args(["connect", "--relay", &relay.addr.to_string(), "--id", ID])
+        .stdin(std::fs::File::open(dir.path().join("in")).unwrap())
+        .stdout(std::fs::File::create(dir.path().join("out")).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        std::fs::read(dir.path().join("out")).unwrap() == input,
+        "the output differs"
+    );
+}
+
 /// A server that greets every connection with `banner` at once (as sshd does), then
 /// echoes until EOF.
 fn banner_echo_server(banner: &'static [u8]) -> SocketAddr {
