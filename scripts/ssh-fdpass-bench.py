@@ -5,11 +5,14 @@ Starts a one-worker relay, a throw-away sshd on 127.0.0.1 and `tryst expose` in 
 it, then runs `ssh ... 'head -c SIZE /dev/zero'` through `tryst connect` (stdin/stdout)
 and through `tryst connect --fdpass` (ssh is handed the relay socket), REPS times each,
 interleaved, and prints per-run and median (min..max) throughput and the relay's and
-expose agent's CPU per GiB. Needs openssh-server and openssh-client. Not a test: a
+expose agent's CPU per GiB. With --baseline BIN, a third mode runs `BIN connect` on
+stdin/stdout (another build of tryst, e.g. the commit before a change), in the same
+rounds. Needs openssh-server and openssh-client. Not a test: a
 benchmark for docs/performance.md.
 
     cargo build --release -p tryst-relay --bin tryst
-    scripts/ssh-fdpass-bench.py [--tryst target/release/tryst] [--reps 5] [--mib 1024]
+    scripts/ssh-fdpass-bench.py [--tryst target/release/tryst] [--reps 5] [--mib 1024] \
+        [--baseline OLD/tryst]
 """
 
 import argparse
@@ -53,6 +56,7 @@ def main():
     ap.add_argument("--tryst", default="target/release/tryst")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--mib", type=int, default=1024)
+    ap.add_argument("--baseline", help="another tryst binary whose `connect` runs as a third mode")
     args = ap.parse_args()
     tryst = os.path.abspath(args.tryst)
     size = args.mib << 20
@@ -101,38 +105,43 @@ def main():
                 break
         user = getpass.getuser()
 
-        def ssh(fdpass):
-            proxy = f"{tryst} connect --relay {addr} --id %h" + (" --fdpass" if fdpass else "")
+        modes = ["stdio", "fdpass"] + (["baseline"] if args.baseline else [])
+
+        def ssh(mode):
+            fdpass = mode == "fdpass"
+            binary = os.path.abspath(args.baseline) if mode == "baseline" else tryst
+            proxy = f"{binary} connect --relay {addr} --id %h" + (" --fdpass" if fdpass else "")
             return ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes",
                     "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
                     "-o", "LogLevel=ERROR", "-c", "aes128-gcm@openssh.com",
                     "-i", f"{d}/user_key", "-o", f"ProxyUseFdpass={'yes' if fdpass else 'no'}",
                     "-o", f"ProxyCommand={proxy}", "-l", user, ID, f"head -c {size} /dev/zero"]
 
-        runs = {False: [], True: []}
+        runs = {mode: [] for mode in modes}
         for rep in range(args.reps):
-            for fdpass in (False, True):
+            for mode in modes:
                 before = cpu_seconds(relay.pid) + cpu_seconds(expose.pid)
                 t0 = time.monotonic()
-                got = subprocess.run(ssh(fdpass), stdout=subprocess.PIPE, check=True).stdout
+                got = subprocess.run(ssh(mode), stdout=subprocess.PIPE, check=True).stdout
                 wall = time.monotonic() - t0
                 assert len(got) == size, f"{len(got)} bytes, wanted {size}"
                 cpu = cpu_seconds(relay.pid) + cpu_seconds(expose.pid) - before
                 gbit = size * 8 / wall / 1e9
-                runs[fdpass].append((gbit, cpu / (size / 2**30)))
-                name = "fdpass" if fdpass else "stdio"
-                print(f"rep {rep} {name:6} {gbit:.2f} Gbit/s, relay + expose "
+                runs[mode].append((gbit, cpu / (size / 2**30)))
+                print(f"rep {rep} {mode:8} {gbit:.2f} Gbit/s, relay + expose "
                       f"{cpu / (size / 2**30):.3f} CPU-s/GiB", flush=True)
-        for fdpass in (False, True):
-            g = [r[0] for r in runs[fdpass]]
-            c = [r[1] for r in runs[fdpass]]
-            name = "fdpass" if fdpass else "stdio"
-            print(f"{name:6} Gbit/s {statistics.median(g):.2f} ({min(g):.2f}..{max(g):.2f}), "
+        medians = {}
+        for mode in modes:
+            g = [r[0] for r in runs[mode]]
+            c = [r[1] for r in runs[mode]]
+            medians[mode] = statistics.median(g)
+            print(f"{mode:8} Gbit/s {medians[mode]:.2f} ({min(g):.2f}..{max(g):.2f}), "
                   f"relay + expose CPU-s/GiB {statistics.median(c):.3f} "
                   f"({min(c):.3f}..{max(c):.3f})")
-        ratio = statistics.median(r[0] for r in runs[True]) / statistics.median(
-            r[0] for r in runs[False])
-        print(f"fdpass / stdio throughput: {ratio:.2f}x")
+        print(f"fdpass / stdio throughput: {medians['fdpass'] / medians['stdio']:.2f}x")
+        if args.baseline:
+            print(f"stdio / baseline stdio throughput: "
+                  f"{medians['stdio'] / medians['baseline']:.2f}x")
     finally:
         for p in reversed(procs):
             p.terminate()
