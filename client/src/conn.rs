@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tryst_engine::auth::Secret;
+pub use tryst_engine::reject::{PAIRING_NOTICE, PAIRING_NOTICE_HEADER};
 use tryst_engine::target::RendezvousId;
 
 /// Longest response head read from the relay.
@@ -379,19 +380,23 @@ async fn read_answer_exact(stream: &mut TcpStream) -> Result<(), Error> {
 
 /// Reads one response head (and, for a refusal, its body) through [`parse_answer`].
 async fn read_answer<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, Error> {
-    read_answer_after(stream, Vec::with_capacity(256)).await
+    read_answer_after(stream, Vec::with_capacity(256))
+        .await
+        .map(|(early, _)| early)
 }
 
-/// [`read_answer`] with `buf` already read.
+/// [`read_answer`] with `buf` already read; on a 200 also whether its head carried
+/// `Tryst-Pairing-Notice: 1` (the relay will send [`PAIRING_NOTICE`] when paired).
 async fn read_answer_after<S: AsyncRead + Unpin>(
     stream: &mut S,
     mut buf: Vec<u8>,
-) -> Result<Vec<u8>, Error> {
+) -> Result<(Vec<u8>, bool), Error> {
     let mut chunk = [0u8; 512];
     let mut eof = false;
     loop {
         if let Some(answer) = parse_answer(&buf, eof) {
-            return answer;
+            let notice = answer.is_ok() && pairing_notice_confirmed(&buf);
+            return answer.map(|early| (early, notice));
         }
         let n = stream.read(&mut chunk).await.map_err(Error::Lost)?;
         eof = n == 0;
@@ -439,6 +444,23 @@ pub fn parse_response_head(buf: &[u8]) -> Result<Option<ResponseHead>, Error> {
         Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => Ok(None),
         _ => Err(Error::BadResponse),
     }
+}
+
+/// Whether the response head at the start of `buf` carries exactly one
+/// `Tryst-Pairing-Notice` header, valued `1` (a relay's answer to a park that asked to
+/// be told of its pairing).
+pub fn pairing_notice_confirmed(buf: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    if !matches!(response.parse(buf), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    let mut values = response
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(PAIRING_NOTICE_HEADER))
+        .map(|h| h.value);
+    matches!((values.next(), values.next()), (Some(b"1"), None))
 }
 
 /// A `Retry-After` value in delay-seconds: optional spaces or tabs around one or more
@@ -537,6 +559,28 @@ pub async fn park(
     timeouts: &Timeouts,
 ) -> Result<(RelayStream, Vec<u8>), Error> {
     park_with(relay, heads::park_head_now(id, secret).as_bytes(), timeouts).await
+}
+
+/// Parks with a ready-made head that asks for a pairing notice (a native head with
+/// [`heads::with_pairing_notice`]): the connection once the relay answered 200, the bytes
+/// that came with the answer, and whether the relay confirmed it will send
+/// [`PAIRING_NOTICE`] at the pairing (a relay without the feature ignores the header
+/// and does not confirm).
+pub async fn park_noticed(
+    relay: &RelayAddr,
+    head: &[u8],
+    timeouts: &Timeouts,
+) -> Result<(RelayStream, Vec<u8>, bool), Error> {
+    let mut stream = open(relay, timeouts.connect).await?;
+    let work = async {
+        stream.write_all(head).await.map_err(Error::Lost)?;
+        stream.flush().await.map_err(Error::Lost)?;
+        read_answer_after(&mut stream, Vec::with_capacity(256)).await
+    };
+    let (early, notice) = tokio::time::timeout(timeouts.answer, work)
+        .await
+        .unwrap_or(Err(Error::Timeout(timeouts.answer)))?;
+    Ok((stream, early, notice))
 }
 
 /// Parks with a ready-made head (any family): the connection once the relay answered

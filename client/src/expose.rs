@@ -255,6 +255,55 @@ impl Exposer {
     }
 }
 
+/// Parks once with `head`: a native park asks for a pairing notice (so a service that
+/// speaks first is opened as soon as a client is paired); the other families' heads go
+/// as they are. Returns the connection, the bytes after the 200 and whether the relay
+/// confirmed the notice.
+async fn park(svc: &Service, head: &[u8]) -> Result<(RelayStream, Vec<u8>, bool), Error> {
+    match &svc.auth {
+        ParkAuth::Native { .. } => {
+            let text = String::from_utf8_lossy(head);
+            let head = heads::with_pairing_notice(&text);
+            conn::park_noticed(&svc.relay, head.as_bytes(), &svc.timeouts).await
+        }
+        _ => conn::park_with(&svc.relay, head, &svc.timeouts)
+            .await
+            .map(|(stream, early)| (stream, early, false)),
+    }
+}
+
+/// Waits on a parked connection until a client is paired: `Some(bytes)` with the
+/// client's first bytes (empty when the relay sent a pairing notice and nothing else
+/// yet), or `None` when the relay closed it. With `notice`, the relay's
+/// [`conn::PAIRING_NOTICE`] comes first and is taken off; without, the client's first
+/// bytes are the sign (as early bytes when a client was already waiting at the park).
+async fn await_pairing(
+    stream: &mut RelayStream,
+    mut early: Vec<u8>,
+    notice: bool,
+    buf: &mut [u8],
+) -> Result<Option<Vec<u8>>, Error> {
+    let want = if notice {
+        conn::PAIRING_NOTICE.len()
+    } else {
+        1
+    };
+    while early.len() < want {
+        let n = stream.read(buf).await.map_err(Error::Lost)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        early.extend_from_slice(&buf[..n]);
+    }
+    if !notice {
+        return Ok(Some(early));
+    }
+    if !early.starts_with(conn::PAIRING_NOTICE) {
+        return Err(Error::BadResponse);
+    }
+    Ok(Some(early.split_off(conn::PAIRING_NOTICE.len())))
+}
+
 struct Parker {
     service: Arc<Service>,
     stats: Arc<Stats>,
@@ -273,28 +322,23 @@ impl Parker {
             }
             let head = svc.auth.head();
             let parked = tokio::select! {
-                r = conn::park_with(&svc.relay, &head, &svc.timeouts) => r,
+                r = park(svc, &head) => r,
                 _ = stop.changed() => return Ok(()),
             };
             let transient = match parked {
-                Ok((mut stream, early)) => {
+                Ok((mut stream, early, notice)) => {
                     self.stats.parked.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(service = %svc.name, slot = self.slot, relay = %svc.relay.addr, "parked");
-                    // A client already waiting is paired at once: its bytes came with the 200.
-                    let first = if early.is_empty() {
-                        tokio::select! {
-                            r = stream.read(&mut buf) => r.map(|n| buf[..n].to_vec()),
-                            _ = stop.changed() => {
-                                self.stats.parked.fetch_sub(1, Ordering::Relaxed);
-                                return Ok(());
-                            }
+                    tracing::info!(service = %svc.name, slot = self.slot, relay = %svc.relay.addr, notice, "parked");
+                    let first = tokio::select! {
+                        r = await_pairing(&mut stream, early, notice, &mut buf) => r,
+                        _ = stop.changed() => {
+                            self.stats.parked.fetch_sub(1, Ordering::Relaxed);
+                            return Ok(());
                         }
-                    } else {
-                        Ok(early)
                     };
                     self.stats.parked.fetch_sub(1, Ordering::Relaxed);
                     match first {
-                        Ok(early) if !early.is_empty() => {
+                        Ok(Some(early)) => {
                             backoff.reset();
                             let (early, answer) = match &svc.auth {
                                 ParkAuth::Tag { tag, identity } => {
@@ -329,11 +373,11 @@ impl Parker {
                             tokio::task::yield_now().await;
                             continue;
                         }
-                        Ok(_) => Error::Lost(std::io::Error::new(
+                        Ok(None) => Error::Lost(std::io::Error::new(
                             std::io::ErrorKind::UnexpectedEof,
                             "the relay closed a parked connection",
                         )),
-                        Err(e) => Error::Lost(e),
+                        Err(e) => e,
                     }
                 }
                 Err(e) if e.is_permanent() => {

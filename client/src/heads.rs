@@ -36,6 +36,17 @@ pub fn park_head_now(id: &RendezvousId, secret: &Secret) -> String {
     park_head(id, secret, now_unix(), &fresh_nonce())
 }
 
+/// `head` (a native park head) asking the relay to send
+/// [`tryst_engine::reject::PAIRING_NOTICE`] when it is paired, before any byte of its
+/// client's: a hidden server whose service speaks first learns of its client at once.
+pub fn with_pairing_notice(head: &str) -> String {
+    let body = head.strip_suffix("\r\n").unwrap_or(head);
+    format!(
+        "{body}{}: 1\r\n\r\n",
+        tryst_engine::reject::PAIRING_NOTICE_HEADER
+    )
+}
+
 /// The native reach head: `CONNECT uuid:<id> HTTP/1.1` and a blank line. `id` is written
 /// as given (a [`RendezvousId`] writes its canonical form).
 pub fn reach_head(id: impl Display) -> String {

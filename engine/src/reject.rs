@@ -47,6 +47,9 @@ pub enum Rejection {
     /// A `Proxy-Authorization` that is not a well-formed proof.
     #[error("malformed proof")]
     MalformedProof,
+    /// A native park's `Tryst-Pairing-Notice` header repeated or not `1`.
+    #[error("Tryst-Pairing-Notice must appear once, as 1")]
+    MalformedParkOption,
     /// Unknown id or a MAC that does not verify.
     #[error("proof does not verify")]
     BadProof,
@@ -118,7 +121,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every variant, for exhaustive tests and metrics labels.
-    pub const ALL: [Self; 31] = [
+    pub const ALL: [Self; 32] = [
         Self::MalformedHead,
         Self::HeadTooLarge,
         Self::TooManyHeaders,
@@ -128,6 +131,7 @@ impl Rejection {
         Self::MalformedUuid,
         Self::ProofRequired,
         Self::MalformedProof,
+        Self::MalformedParkOption,
         Self::BadProof,
         Self::StaleTimestamp,
         Self::ReplayedNonce,
@@ -159,6 +163,7 @@ impl Rejection {
             | Self::UnknownTarget
             | Self::MalformedUuid
             | Self::MalformedProof
+            | Self::MalformedParkOption
             | Self::MalformedTag
             | Self::MalformedTagOption
             | Self::BadOwnerKey
@@ -198,6 +203,7 @@ impl Rejection {
             Self::MalformedUuid => "malformed_uuid",
             Self::ProofRequired => "proof_required",
             Self::MalformedProof => "malformed_proof",
+            Self::MalformedParkOption => "malformed_park_option",
             Self::BadProof => "bad_proof",
             Self::StaleTimestamp => "stale_timestamp",
             Self::ReplayedNonce => "replayed_nonce",
@@ -316,6 +322,18 @@ impl From<ProofError> for Rejection {
 
 /// The exact success answer to a park or a pairing.
 pub const OK_RESPONSE: &[u8] = b"HTTP/1.1 200\r\n\r\n";
+
+/// The request header with which a native park asks to be told of its pairing; its one
+/// accepted value is `1`.
+pub const PAIRING_NOTICE_HEADER: &str = "Tryst-Pairing-Notice";
+
+/// The success answer to a park that asked for a pairing notice: the header repeated
+/// back, so the hidden server knows this relay will send one.
+pub const OK_RESPONSE_WITH_NOTICE: &[u8] = b"HTTP/1.1 200\r\nTryst-Pairing-Notice: 1\r\n\r\n";
+
+/// What a hidden server that asked for it receives when it is paired, before any byte of
+/// its client's (so a service that speaks first can be opened at once).
+pub const PAIRING_NOTICE: &[u8] = b"TRYST PAIRED\r\n";
 
 #[cfg(test)]
 mod tests {

@@ -96,6 +96,10 @@ pub enum Route {
         key: RendezvousKey,
         /// Queue behind, or replace, connections already parked under the key.
         mode: ParkMode,
+        /// Answer with [`crate::reject::OK_RESPONSE_WITH_NOTICE`] and send
+        /// [`crate::reject::PAIRING_NOTICE`] first when paired (a native park's
+        /// `Tryst-Pairing-Notice: 1`).
+        notice: bool,
     },
     /// A client wants the server parked under the plan's key.
     Reach(ReachPlan),
@@ -114,6 +118,16 @@ impl Route {
         Self::Park {
             key,
             mode: ParkMode::Queue,
+            notice: false,
+        }
+    }
+
+    /// A native park (FIFO) that is told of its pairing.
+    pub fn park_with_notice(key: RendezvousKey) -> Self {
+        Self::Park {
+            key,
+            mode: ParkMode::Queue,
+            notice: true,
         }
     }
 
@@ -328,6 +342,17 @@ fn connect_id(head: &RequestHead) -> Result<RendezvousId, Rejection> {
     }
 }
 
+/// Whether a park asked to be told of its pairing: no `Tryst-Pairing-Notice` header, or
+/// exactly one whose value is `1`; anything else is refused.
+pub fn pairing_notice(head: &RequestHead) -> Result<bool, Rejection> {
+    let name = crate::reject::PAIRING_NOTICE_HEADER;
+    match head.header_count(name) {
+        0 => Ok(false),
+        1 if head.header(name) == Some(b"1".as_slice()) => Ok(true),
+        _ => Err(Rejection::MalformedParkOption),
+    }
+}
+
 impl<S: SecretSource> Router for NativeRouter<S> {
     fn classify(&self, head: &RequestHead, _transport: Transport) -> Result<Classified, Rejection> {
         match head.method {
@@ -366,7 +391,11 @@ impl<S: SecretSource> Router for NativeRouter<S> {
                 if !early.is_empty() {
                     return Route::Reject(Rejection::EarlyData);
                 }
-                Route::park(id.into())
+                match pairing_notice(head) {
+                    Ok(false) => Route::park(id.into()),
+                    Ok(true) => Route::park_with_notice(id.into()),
+                    Err(r) => Route::Reject(r),
+                }
             }
         }
     }
@@ -456,6 +485,50 @@ mod tests {
             Ok(Classified::Rendezvous(key()))
         );
         assert_eq!(r.route(&h, b"", NOW, Transport::Plain), Route::park(key()));
+    }
+
+    #[test]
+    fn a_park_asks_for_a_pairing_notice_with_one_header_valued_1() {
+        let park = |extra: &str, nonce: u8| {
+            head(&format!(
+                "CONNECT uuid:{ID} HTTP/1.1\r\nProxy-Authorization: {}\r\n{extra}\r\n",
+                proof(b"route test", NOW, &[nonce; 16])
+            ))
+        };
+        let mut r = router();
+        for (n, extra) in ["Tryst-Pairing-Notice: 1\r\n", "tryst-pairing-notice:1\r\n"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(
+                r.route(&park(extra, 10 + n as u8), b"", NOW, Transport::Plain),
+                Route::park_with_notice(key()),
+                "{extra:?}"
+            );
+        }
+        for (n, extra) in [
+            "Tryst-Pairing-Notice: 0\r\n",
+            "Tryst-Pairing-Notice: yes\r\n",
+            "Tryst-Pairing-Notice: \r\n",
+            "Tryst-Pairing-Notice: 1\r\nTryst-Pairing-Notice: 1\r\n",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert_eq!(
+                r.route(&park(extra, 20 + n as u8), b"", NOW, Transport::Plain),
+                Route::Reject(Rejection::MalformedParkOption),
+                "{extra:?}"
+            );
+        }
+        // A client's reach carrying it is a plain reach: the notice is the server's.
+        let reach = head(&format!(
+            "CONNECT uuid:{ID} HTTP/1.1\r\nTryst-Pairing-Notice: 1\r\n\r\n"
+        ));
+        assert_eq!(
+            r.route(&reach, b"", NOW, Transport::Plain),
+            Route::reach(key())
+        );
     }
 
     #[test]

@@ -81,8 +81,9 @@ const POLL_WRITE: u32 = libc::POLLOUT as u32;
 enum SockState {
     /// Reading its request head.
     Head { buf: Vec<u8>, handed_in: bool },
-    /// A hidden server parked in the room.
-    Parked { handle: EntryHandle },
+    /// A hidden server parked in the room (`notice`: it is sent
+    /// [`crate::reject::PAIRING_NOTICE`] when paired).
+    Parked { handle: EntryHandle, notice: bool },
     /// A client waiting in the room, with the bytes that followed its head.
     Waiting {
         handle: EntryHandle,

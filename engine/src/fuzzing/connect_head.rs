@@ -1,5 +1,6 @@
 //! `connect_head`: request heads. `parse_head` on arbitrary bytes under two limit sets,
-//! then the routing-side parsers on whatever it returns. Nothing may panic; a complete
+//! then the routing-side parsers on whatever it returns (the target, the proof, a park's
+//! `Tryst-Pairing-Notice`). Nothing may panic; a complete
 //! head must respect the limits and be found again, identically, in its own prefix, and
 //! a `Partial` answer must still be a viable request line (bytes that can never be HTTP
 //! are refused at once, not held until the head deadline).
@@ -39,6 +40,19 @@ fn check(data: &[u8], limits: &HeadLimits) {
                 let _ = parse_connect_target(&head.target);
                 if let Some(value) = head.header("proxy-authorization") {
                     let _ = parse_proof(value);
+                }
+                // A park's notice request: asked exactly when one header says `1`.
+                let name = crate::reject::PAIRING_NOTICE_HEADER;
+                let asked = crate::route::pairing_notice(&head);
+                let ones =
+                    head.header_count(name) == 1 && head.header(name) == Some(b"1".as_slice());
+                match asked {
+                    Ok(true) => assert!(ones),
+                    Ok(false) => assert_eq!(head.header_count(name), 0),
+                    Err(r) => {
+                        assert_eq!(r, crate::reject::Rejection::MalformedParkOption);
+                        assert!(!ones && head.header_count(name) > 0);
+                    }
                 }
             }
         }

@@ -241,6 +241,7 @@ impl<S: SecretSource> CompatRouter<S> {
         Route::Park {
             key: id.into(),
             mode,
+            notice: false,
         }
     }
 
@@ -420,6 +421,7 @@ mod tests {
             let want = Route::Park {
                 key: key(ID),
                 mode: ParkMode::Replace,
+                notice: false,
             };
             assert_eq!(r.route(&h, b"", NOW, t), want);
             // Reused within its step (1399999980..=1400000009; steward re-parks after
@@ -445,7 +447,8 @@ mod tests {
             router().route(&h, b"", NOW, Transport::Tls),
             Route::Park {
                 key: key(QUEUE_ID),
-                mode: ParkMode::Queue
+                mode: ParkMode::Queue,
+                notice: false,
             }
         );
         let mut r = router_with(CompatRouterConfig {
@@ -457,7 +460,8 @@ mod tests {
             r.route(&h, b"", NOW, Transport::Tls),
             Route::Park {
                 key: key(ID),
-                mode: ParkMode::Queue
+                mode: ParkMode::Queue,
+                notice: false,
             }
         );
     }

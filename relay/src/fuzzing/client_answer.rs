@@ -1,5 +1,6 @@
 //! `client_answer`: the agents' reading of a relay's answer (`tryst_client::conn`:
-//! `parse_answer`, `parse_response_head`, `retry_after`, `refusal`) on arbitrary bytes,
+//! `parse_answer`, `parse_response_head`, `retry_after`, `refusal`,
+//! `pairing_notice_confirmed`) on arbitrary bytes,
 //! and the input as a `Retry-After` value in an otherwise real `503 overloaded`.
 //!
 //! Defends: no panic; a closed connection always decides; a 200 is `Ok` with exactly the
@@ -31,6 +32,11 @@ fn answer(data: &[u8]) {
             let head = head.unwrap().unwrap();
             assert_eq!(head.status, 200);
             assert_eq!(early.as_slice(), &data[head.len..]);
+            // A confirmed pairing notice names its header in the head.
+            if tryst_client::conn::pairing_notice_confirmed(data) {
+                let text = String::from_utf8_lossy(&data[..head.len]).to_ascii_lowercase();
+                assert!(text.contains("tryst-pairing-notice"));
+            }
         }
         Err(Error::Refused(r)) => {
             let head = head.unwrap().unwrap();

@@ -126,6 +126,7 @@ impl TagFamily {
                 TagMode::SingleShot => ParkMode::Replace,
                 TagMode::LongTerm => ParkMode::Queue,
             },
+            notice: false,
         })
     }
 }
@@ -316,7 +317,8 @@ mod tests {
             route(&mut f, &text, b""),
             Route::Park {
                 key,
-                mode: ParkMode::Queue
+                mode: ParkMode::Queue,
+                notice: false,
             }
         );
         let respond = format!("CONNECT {} HTTP/1.1\r\n\r\n", tag.target());
@@ -355,7 +357,8 @@ mod tests {
             route(&mut f, &park_text(&tag, 1, &o), b""),
             Route::Park {
                 key: room_key(&tag),
-                mode: ParkMode::Replace
+                mode: ParkMode::Replace,
+                notice: false,
             }
         );
         let respond = format!("CONNECT {} HTTP/1.1\r\n\r\n", tag.target());

@@ -665,6 +665,32 @@ fn connect_fdpass(args: &[&str]) -> (Option<std::os::fd::OwnedFd>, ExitStatus, S
 }
 
 #[test]
+fn a_service_that_speaks_first_greets_a_client_that_waits_for_it() {
+    // SMTP, MySQL, VNC and the like: the client sends nothing until greeted. The agent
+    // parks asking for a pairing notice, so it opens the service as soon as a client is
+    // paired, not when the client's first bytes arrive.
+    let relay = Relay::start(&[]);
+    let service = banner_echo_server(b"220 ready\r\n");
+    let agent = Agent::start(relay.addr, &service.to_string(), &[]);
+    assert_eq!(relay.await_metric("tryst_parked", 4), 4, "{}", agent.log());
+    assert!(agent.await_log("notice=true"), "{}", agent.log());
+    for round in 0..3u8 {
+        let mut client = reach_at(relay.addr, b"");
+        assert_eq!(
+            read_exact_n(&mut client, 11),
+            b"220 ready\r\n",
+            "round {round}"
+        );
+        client.write_all(b"QUIT\r\n").unwrap();
+        assert_eq!(read_exact_n(&mut client, 6), b"QUIT\r\n");
+    }
+    assert_eq!(
+        agent.await_metric_at_least("tryst_agent_paired_total", 3),
+        3
+    );
+}
+
+#[test]
 fn connect_fdpass_hands_the_relay_socket_over_stdout_and_exits() {
     let relay = Relay::start(&[]);
     let banner: &[u8] = b"SSH-2.0-greeting\r\n";

@@ -399,6 +399,78 @@ fn malformed_heads_and_targets_get_exact_codes() {
     }
 }
 
+/// A park asking for a pairing notice; returns it once the relay confirmed the notice.
+fn park_with_notice(relay: &Relay) -> TcpStream {
+    let mut s = relay.connect();
+    let head = tryst_client::heads::with_pairing_notice(&park_head(now_unix(), &nonce()));
+    s.write_all(head.as_bytes()).unwrap();
+    let ok = tryst_engine::reject::OK_RESPONSE_WITH_NOTICE;
+    assert_eq!(read_exact_n(&mut s, ok.len()), ok);
+    s
+}
+
+#[test]
+fn a_park_that_asks_is_told_of_its_pairing_before_its_clients_bytes() {
+    let notice = tryst_engine::reject::PAIRING_NOTICE;
+    assert_eq!(notice, b"TRYST PAIRED\r\n");
+    let relay = Relay::start(&["--client-wait", "10s"]);
+    // Parked first: a client that sends nothing is announced at once, so a service that
+    // speaks first can greet it.
+    let mut server = park_with_notice(&relay);
+    let mut client = relay.reach(b"");
+    assert_eq!(read_exact_n(&mut server, notice.len()), notice);
+    server.write_all(b"220 greeting\r\n").unwrap();
+    assert_eq!(read_exact_n(&mut client, 14), b"220 greeting\r\n");
+    client.write_all(b"HELO").unwrap();
+    assert_eq!(read_exact_n(&mut server, 4), b"HELO");
+    drop((server, client));
+    // The notice comes before bytes the client sent with its head.
+    let mut server = park_with_notice(&relay);
+    let _client = relay.reach(b"early");
+    assert_eq!(
+        read_exact_n(&mut server, notice.len() + 5),
+        [notice, b"early".as_slice()].concat()
+    );
+    // A client waiting first: the park's answer, then the notice, then its bytes.
+    let mut client = relay.connect();
+    client
+        .write_all(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\nwaited").as_bytes())
+        .unwrap();
+    assert_eq!(relay.await_metric("tryst_waiting", 1), 1);
+    let mut server = relay.connect();
+    let head = tryst_client::heads::with_pairing_notice(&park_head(now_unix(), &nonce()));
+    server.write_all(head.as_bytes()).unwrap();
+    let ok = tryst_engine::reject::OK_RESPONSE_WITH_NOTICE;
+    assert_eq!(
+        read_exact_n(&mut server, ok.len() + notice.len() + 6),
+        [ok, notice, b"waited".as_slice()].concat()
+    );
+    assert_eq!(read_exact_n(&mut client, OK.len()), OK);
+    // A park that did not ask gets its client's bytes only.
+    let mut plain = relay.park();
+    let _client = relay.reach(b"bytes");
+    assert_eq!(read_exact_n(&mut plain, 5), b"bytes");
+}
+
+#[test]
+fn a_malformed_pairing_notice_header_is_refused_with_its_code() {
+    let relay = Relay::start(&[]);
+    for extra in [
+        "Tryst-Pairing-Notice: 0\r\n",
+        "Tryst-Pairing-Notice: true\r\n",
+        "Tryst-Pairing-Notice: 1\r\nTryst-Pairing-Notice: 1\r\n",
+    ] {
+        let head = park_head(now_unix(), &nonce());
+        let request = format!("{}{extra}\r\n", head.strip_suffix("\r\n").unwrap());
+        let response = relay.exchange(request.as_bytes());
+        assert_eq!(
+            status_and_code(&response),
+            (400, "malformed_park_option".into()),
+            "{extra:?}: {response}"
+        );
+    }
+}
+
 #[test]
 fn upper_case_uuid_reaches_the_same_hidden_server() {
     let relay = Relay::start(&[]);

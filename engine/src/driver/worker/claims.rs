@@ -46,7 +46,7 @@ impl Claims {
     /// Whether a replace park under `key` waits here for a claim's verdict.
     pub(super) fn replace_park_pending(&self, key: &crate::target::RendezvousKey) -> bool {
         self.pending.values().any(
-            |p| matches!(&p.route, Route::Park { key: k, mode: ParkMode::Replace } if k == key),
+            |p| matches!(&p.route, Route::Park { key: k, mode: ParkMode::Replace, .. } if k == key),
         )
     }
 }
@@ -143,6 +143,7 @@ impl<R: Router> Worker<R> {
                 if let Route::Park {
                     key,
                     mode: ParkMode::Replace,
+                    ..
                 } = &p.route
                     && !p.key.starts_with(crate::claim::REPLACE_PREFIX)
                 {

@@ -409,7 +409,13 @@ mod tests {
             panic!("an empty room parks");
         };
         assert_eq!(
-            on_ready(&SockState::Parked { handle }, PollRole::Read),
+            on_ready(
+                &SockState::Parked {
+                    handle,
+                    notice: false
+                },
+                PollRole::Read
+            ),
             OnReady::LeaveRoom
         );
         let ReachOutcome::Waiting { handle } = room.reach(RendezvousKey::uuid([2; 16]), 2, now)

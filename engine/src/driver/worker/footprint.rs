@@ -215,7 +215,10 @@ pub fn simulate(cfg: &EngineConfig, n: usize, stage: Stage, now: Instant) -> Sim
                 id[..8].copy_from_slice(&(i as u64).to_le_bytes());
                 match tables.room.park(RendezvousKey::uuid(id), idx, now) {
                     ParkOutcome::Parked { handle, .. } => {
-                        tables.socks[idx].state = SockState::Parked { handle };
+                        tables.socks[idx].state = SockState::Parked {
+                            handle,
+                            notice: false,
+                        };
                         tables.socks[idx].armed[0] = Some(UserData::sock(
                             Kind::PollRead,
                             tables.sock_gens.get(idx),

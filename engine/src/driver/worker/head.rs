@@ -10,7 +10,7 @@ use super::{
 use crate::driver::shm::Counter;
 use crate::driver::sys;
 use crate::head::{HeadStatus, RequestHead, parse_head};
-use crate::reject::{OK_RESPONSE, Rejection};
+use crate::reject::{OK_RESPONSE, PAIRING_NOTICE, Rejection};
 use crate::room::{ParkOutcome, ReachOutcome};
 use crate::route::{HalfClose, ParkMode, Route, Router};
 use crate::target::{RendezvousId, RendezvousKey};
@@ -201,6 +201,7 @@ impl<R: Router> Worker<R> {
                 Route::Park {
                     key,
                     mode: ParkMode::Replace,
+                    ..
                 } => Some(crate::claim::replace_claim(key)),
                 _ => None,
             });
@@ -218,7 +219,7 @@ impl<R: Router> Worker<R> {
             Route::Reject(r) => self.refuse(sock, r),
             Route::RejectWith(r, response) => self.refuse_with(sock, r, response),
             Route::Http => self.hand_off(sock, self.workers),
-            Route::Park { key, mode } => {
+            Route::Park { key, mode, notice } => {
                 if mode == ParkMode::Replace {
                     let mut old = Vec::new();
                     self.room.take_parked(&key, &mut old);
@@ -226,7 +227,7 @@ impl<R: Router> Worker<R> {
                         self.close_sock(s, false);
                     }
                 }
-                self.park(sock, key);
+                self.park(sock, key, notice);
             }
             Route::Reach(plan) => {
                 // With a cluster, a client's own reach may be carried to another node:
@@ -285,17 +286,22 @@ impl<R: Router> Worker<R> {
         self.sync_room_counters();
     }
 
-    pub(super) fn park(&mut self, sock: SockId, key: RendezvousKey) {
+    /// Parks `sock` under `key` (`notice`: it asked to be told of its pairing, see
+    /// [`crate::reject::PAIRING_NOTICE`]), or pairs it with a waiting client at once.
+    pub(super) fn park(&mut self, sock: SockId, key: RendezvousKey, notice: bool) {
+        let ok = if notice {
+            crate::reject::OK_RESPONSE_WITH_NOTICE
+        } else {
+            OK_RESPONSE
+        };
         match self.room.park(key, sock, self.now) {
             ParkOutcome::Full(sock) => self.refuse(sock, Rejection::RoomFull),
             ParkOutcome::Parked { handle, evicted } => {
-                if sys::send(self.socks[sock].fd.as_fd(), OK_RESPONSE).ok()
-                    != Some(OK_RESPONSE.len())
-                {
+                if sys::send(self.socks[sock].fd.as_fd(), ok).ok() != Some(ok.len()) {
                     self.room.remove(handle);
                     self.close_sock(sock, false);
                 } else {
-                    self.socks[sock].state = SockState::Parked { handle };
+                    self.socks[sock].state = SockState::Parked { handle, notice };
                     self.arm(sock, PollRole::Read, POLL_HANGUP);
                 }
                 if let Some(old) = evicted {
@@ -303,16 +309,19 @@ impl<R: Router> Worker<R> {
                 }
             }
             ParkOutcome::Paired { server, client } => {
-                let pairing = self.take_pairing(client);
-                if sys::send(self.socks[server].fd.as_fd(), OK_RESPONSE).ok()
-                    != Some(OK_RESPONSE.len())
-                {
+                let mut pairing = self.take_pairing(client);
+                if sys::send(self.socks[server].fd.as_fd(), ok).ok() != Some(ok.len()) {
                     // The server vanished between its head and its 200: the client keeps
                     // waiting for another one.
                     self.close_sock(server, false);
                     self.disarm(client);
                     self.reach(client, pairing);
                     return;
+                }
+                if notice {
+                    pairing
+                        .to_server
+                        .splice(0..0, PAIRING_NOTICE.iter().copied());
                 }
                 self.pair(client, server, *pairing);
             }
@@ -415,7 +424,7 @@ impl<R: Router> Worker<R> {
 
     pub(super) fn on_room_hangup(&mut self, sock: SockId, _res: i32) {
         let handle = match &self.socks[sock].state {
-            SockState::Parked { handle } | SockState::Waiting { handle, .. } => *handle,
+            SockState::Parked { handle, .. } | SockState::Waiting { handle, .. } => *handle,
             _ => return,
         };
         self.room.remove(handle);

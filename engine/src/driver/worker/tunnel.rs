@@ -69,7 +69,13 @@ pub(super) enum Step {
 }
 
 impl<R: Router> Worker<R> {
-    pub(super) fn pair(&mut self, client: SockId, server: SockId, pairing: Pairing) {
+    pub(super) fn pair(&mut self, client: SockId, server: SockId, mut pairing: Pairing) {
+        // A server parked with `Tryst-Pairing-Notice: 1` learns of its client first.
+        if let SockState::Parked { notice: true, .. } = self.socks[server].state {
+            pairing
+                .to_server
+                .splice(0..0, crate::reject::PAIRING_NOTICE.iter().copied());
+        }
         self.disarm(client);
         self.disarm(server);
         // Both TLS fronts here: plaintext passes between their sessions, no splice.
