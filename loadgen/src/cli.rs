@@ -318,6 +318,12 @@ pub(crate) struct CompareArgs {
     /// Do not pin the relay and the load to separate CPUs.
     #[arg(long)]
     pub(crate) no_pin: bool,
+    /// The cluster targets' node B on these CPUs (`taskset -c` syntax) instead of the
+    /// relays' CPU, e.g. `0` on a 2-CPU machine (beside the generator) or `2` on a larger
+    /// one, so the two nodes do not share a CPU as two hosts would not. Not with
+    /// `--no-pin`.
+    #[arg(long, value_name = "CPUS", conflicts_with = "no_pin")]
+    pub(crate) node_b_cpus: Option<String>,
     /// Write the results as JSON.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
@@ -758,6 +764,21 @@ mod tests {
             panic!("compare")
         };
         assert_eq!(c.haproxy_pipe_size, 1_048_576);
+    }
+
+    #[test]
+    fn compare_node_b_cpus_needs_pinning() {
+        let Some(Command::Compare(c)) = parse(&["compare", "--node-b-cpus", "0"]).command else {
+            panic!("compare")
+        };
+        assert_eq!(c.node_b_cpus.as_deref(), Some("0"));
+        let Some(Command::Compare(c)) = parse(&["compare"]).command else {
+            panic!("compare")
+        };
+        assert_eq!(c.node_b_cpus, None);
+        let err = Cli::try_parse_from(["loadgen", "compare", "--node-b-cpus", "0", "--no-pin"])
+            .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
     }
 
     #[test]

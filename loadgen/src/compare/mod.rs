@@ -166,8 +166,12 @@ async fn run(args: &CompareArgs) -> Result<bool> {
         .unwrap_or(1);
     let (pin, pin_text) = pinning(args);
     let gens = generators(args, cpus, pin.is_some());
+    let node_b = match (&pin, &args.node_b_cpus) {
+        (Some(_), Some(cpus)) => format!("; cluster node B on CPU {cpus} (taskset -c {cpus})"),
+        _ => String::new(),
+    };
     let pin_text = format!(
-        "{pin_text}; {}; the sink on as many threads of its own, on the same CPUs",
+        "{pin_text}{node_b}; {}; the sink on as many threads of its own, on the same CPUs",
         describe_generators(&gens)
     );
     eprintln!("loadgen compare: pinning: {pin_text}");

@@ -608,6 +608,11 @@ async fn start_cluster(
     let binary = tryst_binary(args.tryst.as_deref())?;
     let mut relays = Vec::new();
     for node in ["a", "b"] {
+        // B may have CPUs of its own (`--node-b-cpus`), as on a host of its own.
+        let pin = match node {
+            "b" => pin.and(args.node_b_cpus.as_deref()).or(pin),
+            _ => pin,
+        };
         let opts = cluster_node(&ClusterNode {
             binary: &binary,
             dir: dir.path(),
