@@ -58,6 +58,13 @@ const TICK: Duration = Duration::from_millis(50);
 const EVICTION_POLL: Duration = Duration::from_millis(250);
 /// Most bytes one direction moves before yielding to other connections.
 const PUMP_BUDGET: usize = 1 << 20;
+/// A fill smaller than this (a keystroke, a 64 B request, a 2-byte echo) most likely
+/// emptied its socket, so the direction waits for readiness instead of spending one more
+/// splice on `EAGAIN`; a poll armed on a socket with bytes completes at once, so nothing
+/// is stranded. Below any real segment of bulk traffic (a 1448-byte MSS and up), which
+/// keeps filling until `EAGAIN` (measured: waiting after fills under 16 KiB cost bulk
+/// streams a ring round trip per short fill).
+const SHORT_FILL: usize = 1024;
 /// Size of each `recv(2)` while reading a head.
 const HEAD_CHUNK: usize = 4096;
 /// While fewer bytes than this were read, every read is parsed (see `read_head`).

@@ -26,6 +26,9 @@ pub(super) struct Direction {
     pub(super) done: bool,
     /// A splice of this direction is queued on the ring (uring mode).
     pub(super) inflight: bool,
+    /// The last fill moved under [`super::SHORT_FILL`] bytes: once drained, wait for
+    /// readiness rather than try another fill.
+    pub(super) short_fill: bool,
 }
 
 #[derive(Debug)]
@@ -261,6 +264,11 @@ impl<R: Router> Worker<R> {
             if dir.src_eof {
                 return Step::Stop(self.finish_direction(t, d));
             }
+            if dir.short_fill {
+                self.tunnels[t].dirs[d.index()].short_fill = false;
+                self.release_pipe_if_empty(t, d);
+                return Step::Stop(Pump::WaitRead);
+            }
             if !budget_left {
                 self.release_pipe_if_empty(t, d);
                 return Step::Stop(Pump::Yield);
@@ -311,6 +319,7 @@ impl<R: Router> Worker<R> {
                 dir.src_eof = true;
             } else {
                 dir.in_pipe = n;
+                dir.short_fill = n < super::SHORT_FILL;
             }
         } else {
             if n == 0 {
