@@ -364,15 +364,13 @@ fn splice_step(
     ready: impl Fn() -> io::Result<(bool, bool)>,
 ) -> io::Result<Step> {
     let mut pipe_idle = false;
-    let mut sock_idle = false;
     let outcome = pipe_try_io(&mut || {
         let inner = sock_try_io(&mut || match splice_once() {
             Ok(n) => Ok(Step::Moved(n)),
             Err(nix::errno::Errno::EAGAIN) => {
                 let (pipe_ready, sock_ready) = ready()?;
                 pipe_idle = !pipe_ready;
-                sock_idle = !sock_ready;
-                if sock_idle {
+                if !sock_ready {
                     // Clears the socket's readiness.
                     Err(io::ErrorKind::WouldBlock.into())
                 } else {
@@ -396,9 +394,24 @@ fn splice_step(
     }
 }
 
-/// An attempt as the `FnOnce` closure `try_io` takes.
-fn with_step(f: Attempt<'_>) -> impl FnOnce() -> io::Result<Step> + '_ {
-    move || f()
+/// Runs `step` (one wait for readiness and one [`splice_step`]) until the end of the
+/// stream, counting the bytes moved; after a `Wait` that cleared nothing it yields
+/// before trying again.
+async fn run_steps(
+    count: &AtomicU64,
+    mut step: impl AsyncFnMut() -> io::Result<Step>,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        match step().await? {
+            Step::Moved(0) => return Ok(total),
+            Step::Moved(n) => {
+                total += n as u64;
+                count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Step::Wait => tokio::task::yield_now().await,
+        }
+    }
 }
 
 /// One direction straight from a pipe into a socket (`splice(2)` pipe → socket, no pipe
@@ -412,28 +425,19 @@ pub async fn splice_from_pipe(
     use nix::poll::PollFlags;
     use std::os::fd::AsFd as _;
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-    let mut total = 0u64;
-    loop {
+    let total = run_steps(count, async || {
         from.readable().await?;
         to.writable().await?;
-        let step = splice_step(
-            |f| from.try_io(with_step(f)),
-            &|f| to.try_io(Interest::WRITABLE, with_step(f)),
+        splice_step(
+            |f| from.try_io(f),
+            &|f| to.try_io(Interest::WRITABLE, f),
             || splice(from, None, to, None, PIPE_SIZE, flags),
             || ready_now(from.as_fd(), PollFlags::POLLIN, to, PollFlags::POLLOUT),
-        )?;
-        match step {
-            Step::Moved(0) => {
-                half_close(to);
-                return Ok(total);
-            }
-            Step::Moved(n) => {
-                total += n as u64;
-                count.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Step::Wait => tokio::task::yield_now().await,
-        }
-    }
+        )
+    })
+    .await?;
+    half_close(to);
+    Ok(total)
 }
 
 /// One direction straight from a socket into a pipe (`splice(2)` socket → pipe), until
@@ -447,25 +451,17 @@ pub async fn splice_to_pipe(
     use nix::poll::PollFlags;
     use std::os::fd::AsFd as _;
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
-    let mut total = 0u64;
-    loop {
+    run_steps(count, async || {
         from.readable().await?;
         to.writable().await?;
-        let step = splice_step(
-            |f| to.try_io(with_step(f)),
-            &|f| from.try_io(Interest::READABLE, with_step(f)),
+        splice_step(
+            |f| to.try_io(f),
+            &|f| from.try_io(Interest::READABLE, f),
             || splice(from, None, to, None, PIPE_SIZE, flags),
             || ready_now(to.as_fd(), PollFlags::POLLOUT, from, PollFlags::POLLIN),
-        )?;
-        match step {
-            Step::Moved(0) => return Ok(total),
-            Step::Moved(n) => {
-                total += n as u64;
-                count.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Step::Wait => tokio::task::yield_now().await,
-        }
-    }
+        )
+    })
+    .await
 }
 
 /// Joins two async streams through one fixed buffer per direction until both directions
