@@ -265,10 +265,25 @@ pub async fn exchange<S>(stream: &mut S, head: &[u8], timeout: Duration) -> Resu
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    exchange_noticed(stream, head, timeout)
+        .await
+        .map(|(early, _)| early)
+}
+
+/// [`exchange`], also telling whether a 200 confirmed a pairing notice
+/// ([`pairing_notice_confirmed`]).
+async fn exchange_noticed<S>(
+    stream: &mut S,
+    head: &[u8],
+    timeout: Duration,
+) -> Result<(Vec<u8>, bool), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let work = async {
         stream.write_all(head).await.map_err(Error::Lost)?;
         stream.flush().await.map_err(Error::Lost)?;
-        read_answer(stream).await
+        read_answer_after(stream, Vec::with_capacity(256)).await
     };
     tokio::time::timeout(timeout, work)
         .await
@@ -572,14 +587,7 @@ pub async fn park_noticed(
     timeouts: &Timeouts,
 ) -> Result<(RelayStream, Vec<u8>, bool), Error> {
     let mut stream = open(relay, timeouts.connect).await?;
-    let work = async {
-        stream.write_all(head).await.map_err(Error::Lost)?;
-        stream.flush().await.map_err(Error::Lost)?;
-        read_answer_after(&mut stream, Vec::with_capacity(256)).await
-    };
-    let (early, notice) = tokio::time::timeout(timeouts.answer, work)
-        .await
-        .unwrap_or(Err(Error::Timeout(timeouts.answer)))?;
+    let (early, notice) = exchange_noticed(&mut stream, head, timeouts.answer).await?;
     Ok((stream, early, notice))
 }
 

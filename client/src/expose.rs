@@ -72,9 +72,13 @@ impl std::fmt::Debug for ParkAuth {
 }
 
 impl ParkAuth {
+    /// A fresh park head; a native one asks for a pairing notice (so a service that
+    /// speaks first is opened as soon as a client is paired).
     fn head(&self) -> Vec<u8> {
         match self {
-            Self::Native { id, secret } => heads::park_head_now(id, secret).into_bytes(),
+            Self::Native { id, secret } => {
+                heads::with_pairing_notice(&heads::park_head_now(id, secret)).into_bytes()
+            }
             Self::Tag { tag, .. } => crate::tag::park_request(
                 tag,
                 &tag.derived_signing_key(),
@@ -255,17 +259,12 @@ impl Exposer {
     }
 }
 
-/// Parks once with `head`: a native park asks for a pairing notice (so a service that
-/// speaks first is opened as soon as a client is paired); the other families' heads go
-/// as they are. Returns the connection, the bytes after the 200 and whether the relay
-/// confirmed the notice.
+/// Parks once with `head` ([`ParkAuth::head`]). Returns the connection, the bytes after
+/// the 200 and whether the relay confirmed a pairing notice (which only native heads
+/// ask for).
 async fn park(svc: &Service, head: &[u8]) -> Result<(RelayStream, Vec<u8>, bool), Error> {
     match &svc.auth {
-        ParkAuth::Native { .. } => {
-            let text = String::from_utf8_lossy(head);
-            let head = heads::with_pairing_notice(&text);
-            conn::park_noticed(&svc.relay, head.as_bytes(), &svc.timeouts).await
-        }
+        ParkAuth::Native { .. } => conn::park_noticed(&svc.relay, head, &svc.timeouts).await,
         _ => conn::park_with(&svc.relay, head, &svc.timeouts)
             .await
             .map(|(stream, early)| (stream, early, false)),
