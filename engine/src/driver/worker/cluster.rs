@@ -170,6 +170,9 @@ impl<R: Router> Worker<R> {
                 not_parked: None,
                 half_close: pairing.half_close,
             },
+            // The other node's relay, not a parked hidden server: the holder sends the
+            // notice, if its server asked for one.
+            false,
         );
     }
 }

@@ -10,7 +10,7 @@ use super::{
 use crate::driver::shm::Counter;
 use crate::driver::sys;
 use crate::head::{HeadStatus, RequestHead, parse_head};
-use crate::reject::{OK_RESPONSE, PAIRING_NOTICE, Rejection};
+use crate::reject::{OK_RESPONSE, Rejection};
 use crate::room::{ParkOutcome, ReachOutcome};
 use crate::route::{HalfClose, ParkMode, Route, Router};
 use crate::target::{RendezvousId, RendezvousKey};
@@ -309,7 +309,7 @@ impl<R: Router> Worker<R> {
                 }
             }
             ParkOutcome::Paired { server, client } => {
-                let mut pairing = self.take_pairing(client);
+                let pairing = self.take_pairing(client);
                 if sys::send(self.socks[server].fd.as_fd(), ok).ok() != Some(ok.len()) {
                     // The server vanished between its head and its 200: the client keeps
                     // waiting for another one.
@@ -318,12 +318,7 @@ impl<R: Router> Worker<R> {
                     self.reach(client, pairing);
                     return;
                 }
-                if notice {
-                    pairing
-                        .to_server
-                        .splice(0..0, PAIRING_NOTICE.iter().copied());
-                }
-                self.pair(client, server, *pairing);
+                self.pair(client, server, *pairing, notice);
             }
         }
         self.sync_room_counters();
@@ -353,7 +348,13 @@ impl<R: Router> Worker<R> {
                 self.socks[sock].state = SockState::Waiting { handle, pairing };
                 self.arm(sock, PollRole::Read, POLL_HANGUP);
             }
-            ReachOutcome::Paired { server, client } => self.pair(client, server, *pairing),
+            ReachOutcome::Paired { server, client } => {
+                let notice = matches!(
+                    self.socks[server].state,
+                    SockState::Parked { notice: true, .. }
+                );
+                self.pair(client, server, *pairing, notice);
+            }
         }
         self.sync_room_counters();
     }

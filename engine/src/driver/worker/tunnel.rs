@@ -72,9 +72,17 @@ pub(super) enum Step {
 }
 
 impl<R: Router> Worker<R> {
-    pub(super) fn pair(&mut self, client: SockId, server: SockId, mut pairing: Pairing) {
-        // A server parked with `Tryst-Pairing-Notice: 1` learns of its client first.
-        if let SockState::Parked { notice: true, .. } = self.socks[server].state {
+    /// Joins `client` and `server` into a tunnel. `notice`: the server parked with
+    /// `Tryst-Pairing-Notice: 1`, so it learns of its client first
+    /// ([`crate::reject::PAIRING_NOTICE`] ahead of everything else it is sent).
+    pub(super) fn pair(
+        &mut self,
+        client: SockId,
+        server: SockId,
+        mut pairing: Pairing,
+        notice: bool,
+    ) {
+        if notice {
             pairing
                 .to_server
                 .splice(0..0, crate::reject::PAIRING_NOTICE.iter().copied());
