@@ -43,15 +43,22 @@ fn tls_park(relay: &Relay) -> Tls {
     s
 }
 
+/// A TLS client's reach with `early` bytes in the same write as its head; returns once
+/// the relay answered 200 (the TLS twin of `reach_at`).
+fn tls_reach(relay: &Relay, early: &[u8]) -> Tls {
+    let mut s = tls_connect(relay);
+    let mut head = tryst_client::heads::reach_head(ID).into_bytes();
+    head.extend_from_slice(early);
+    s.write_all(&head).unwrap();
+    assert_eq!(read_n(&mut s, OK.len()), OK);
+    s
+}
+
 #[test]
 fn tls_hidden_server_and_tls_client_move_a_mebibyte_each_way() {
     let relay = start();
     let mut server = tls_park(&relay);
-    let mut client = tls_connect(&relay);
-    client
-        .write_all(tryst_client::heads::reach_head(ID).as_bytes())
-        .unwrap();
-    assert_eq!(read_n(&mut client, OK.len()), OK);
+    let mut client = tls_reach(&relay, b"");
     let up: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 7) as u8).collect();
     let down: Vec<u8> = (0..1 << 20).map(|i: u32| (i * 13 + 5) as u8).collect();
     // One thread per direction on each TLS stream is not possible (a rustls stream is
@@ -396,11 +403,7 @@ fn start_one_worker() -> Relay {
 fn two_tls_fronts_in_one_worker_are_fused_and_move_sixteen_mebibytes_each_way() {
     let relay = start_one_worker();
     let mut server = tls_park(&relay);
-    let mut client = tls_connect(&relay);
-    let mut head = tryst_client::heads::reach_head(ID).into_bytes();
-    head.extend_from_slice(b"early");
-    client.write_all(&head).unwrap();
-    assert_eq!(read_n(&mut client, OK.len()), OK);
+    let client = tls_reach(&relay, b"early");
     assert_eq!(read_n(&mut server, 5), b"early");
     assert_eq!(relay.metric("tryst_tls_fused_total"), 1);
     assert_eq!(relay.metric("tryst_active_tunnels"), 1);
@@ -422,11 +425,7 @@ fn two_tls_fronts_in_one_worker_are_fused_and_move_sixteen_mebibytes_each_way() 
 fn a_reset_on_one_side_of_a_fused_pair_closes_the_other() {
     let relay = start_one_worker();
     let mut server = tls_park(&relay);
-    let mut client = tls_connect(&relay);
-    client
-        .write_all(tryst_client::heads::reach_head(ID).as_bytes())
-        .unwrap();
-    assert_eq!(read_n(&mut client, OK.len()), OK);
+    let mut client = tls_reach(&relay, b"");
     client.write_all(b"x").unwrap();
     assert_eq!(read_n(&mut server, 1), b"x");
     assert_eq!(relay.metric("tryst_tls_fused_total"), 1);

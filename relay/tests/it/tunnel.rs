@@ -184,14 +184,21 @@ fn bytes_after_the_client_head_arrive_first_and_in_order() {
     drop(client);
 }
 
+/// A client whose reach (with `early` bytes) waits in the room: returned once the relay
+/// counts it waiting, before any answer.
+fn waiting_client(relay: &Relay, early: &[u8]) -> TcpStream {
+    let mut client = relay.connect();
+    let mut head = reach_head(ID).into_bytes();
+    head.extend_from_slice(early);
+    client.write_all(&head).unwrap();
+    assert_eq!(relay.await_metric("tryst_waiting", 1), 1);
+    client
+}
+
 #[test]
 fn client_waiting_before_the_server_parks_is_paired() {
     let relay = Relay::start(&["--client-wait", "10s"]);
-    let mut client = relay.connect();
-    client
-        .write_all(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\nwaited").as_bytes())
-        .unwrap();
-    assert_eq!(relay.await_metric("tryst_waiting", 1), 1);
+    let mut client = waiting_client(&relay, b"waited");
     let mut server = relay.park();
     assert_eq!(read_exact_n(&mut client, OK.len()), OK);
     assert_eq!(read_exact_n(&mut server, 6), b"waited");
@@ -432,11 +439,7 @@ fn a_park_that_asks_is_told_of_its_pairing_before_its_clients_bytes() {
         [notice, b"early".as_slice()].concat()
     );
     // A client waiting first: the park's answer, then the notice, then its bytes.
-    let mut client = relay.connect();
-    client
-        .write_all(format!("CONNECT uuid:{ID} HTTP/1.1\r\n\r\nwaited").as_bytes())
-        .unwrap();
-    assert_eq!(relay.await_metric("tryst_waiting", 1), 1);
+    let mut client = waiting_client(&relay, b"waited");
     let mut server = relay.connect();
     let head = tryst_client::heads::with_pairing_notice(&park_head(now_unix(), &nonce()));
     server.write_all(head.as_bytes()).unwrap();
