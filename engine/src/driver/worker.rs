@@ -697,19 +697,23 @@ impl<R: Router> Worker<R> {
                     to.is_some()
                 },
             );
-            if let (OverBudget::PassOn, Some(to)) = (next, to) {
-                self.pending_handoffs.push_back(PendingHandoff {
-                    to,
-                    fd,
-                    bytes: Vec::new(),
-                    transport: Transport::Plain,
-                    origin: Origin::Client,
-                    carry: handoff::Carry::Unread,
-                });
-                self.counters.add(Counter::HandoffsOut, 1);
-                self.flush_handoffs();
-                return;
-            }
+            let fd = match (next, to) {
+                (OverBudget::PassOn, Some(to)) => {
+                    let queued = self.queue_handoff(PendingHandoff {
+                        to,
+                        fd,
+                        bytes: Vec::new(),
+                        transport: Transport::Plain,
+                        origin: Origin::Client,
+                        carry: handoff::Carry::Unread,
+                    });
+                    match queued {
+                        Ok(()) => return,
+                        Err(fd) => fd,
+                    }
+                }
+                _ => fd,
+            };
             self.refuse_fd(fd, Rejection::Overloaded);
             return;
         }

@@ -83,17 +83,7 @@ impl<R: Router> Worker<R> {
             SockState::Head { buf, .. } => buf,
             _ => Vec::new(),
         };
-        if to == self.workers {
-            self.counters.add(Counter::HttpHandoffs, 1);
-        } else {
-            self.counters.add(Counter::HandoffsOut, 1);
-        }
-        if self.pending_handoffs.len() >= MAX_PENDING_HANDOFFS {
-            self.unreserve(to);
-            self.refuse_fd(s.fd, Rejection::Overloaded);
-            return;
-        }
-        self.pending_handoffs.push_back(PendingHandoff {
+        let queued = self.queue_handoff(PendingHandoff {
             to,
             fd: s.fd,
             bytes,
@@ -101,7 +91,30 @@ impl<R: Router> Worker<R> {
             origin,
             carry: Carry::Read,
         });
+        if let Err(fd) = queued {
+            self.refuse_fd(fd, Rejection::Overloaded);
+        }
+    }
+
+    /// Queues `handoff` (its receiver's budget already reserved), counts it as sent
+    /// (`HandoffsOut`, or `HttpHandoffs` for the HTTP inbox) and sends what the socket
+    /// takes now. With [`MAX_PENDING_HANDOFFS`] already queued it is neither queued nor
+    /// counted: the reservation is given back and the descriptor returned, for the
+    /// caller to refuse in its own way.
+    pub(super) fn queue_handoff(&mut self, handoff: PendingHandoff) -> Result<(), OwnedFd> {
+        if self.pending_handoffs.len() >= MAX_PENDING_HANDOFFS {
+            self.unreserve(handoff.to);
+            return Err(handoff.fd);
+        }
+        let sent = if handoff.to == self.workers {
+            Counter::HttpHandoffs
+        } else {
+            Counter::HandoffsOut
+        };
+        self.counters.add(sent, 1);
+        self.pending_handoffs.push_back(handoff);
         self.flush_handoffs();
+        Ok(())
     }
 
     /// Gives back a budget reservation for a hand-off to `to` that will not be sent.

@@ -373,22 +373,17 @@ impl<R: Router> Worker<R> {
                 self.warn_refused("the worker owning the fixed id is at its socket budget");
                 return;
             }
-            if self.pending_handoffs.len() >= super::MAX_PENDING_HANDOFFS {
-                self.unreserve(owner);
+            let queued = self.queue_handoff(super::handoff::PendingHandoff {
+                to: owner,
+                fd,
+                bytes: Vec::new(),
+                transport: crate::route::Transport::Plain,
+                origin: crate::driver::Origin::Client,
+                carry: super::handoff::Carry::FixedReach(id),
+            });
+            if let Err(fd) = queued {
                 self.refuse_fd_with(fd, Rejection::Overloaded, Vec::new());
-                return;
             }
-            self.counters.add(Counter::HandoffsOut, 1);
-            self.pending_handoffs
-                .push_back(super::handoff::PendingHandoff {
-                    to: owner,
-                    fd,
-                    bytes: Vec::new(),
-                    transport: crate::route::Transport::Plain,
-                    origin: crate::driver::Origin::Client,
-                    carry: super::handoff::Carry::FixedReach(id),
-                });
-            self.flush_handoffs();
             return;
         }
         if self.held_fds() + self.inbound() >= self.socket_cap() {
