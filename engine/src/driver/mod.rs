@@ -798,6 +798,27 @@ impl Engine {
             )
             .fd_mappings(mappings)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // The worker dies with the supervisor from its first instruction on, before it
+        // reads a setting or writes a file: the parent-death signal is set between fork
+        // and exec (it survives the exec), and a supervisor that died before that point
+        // is caught by comparing the parent with the pid taken before the fork. Checking
+        // for a parent of 1 after the exec instead would miss the supervisor's death
+        // under a subreaper (systemd --user, a container's init), and the worker would
+        // run on as an orphan holding its listeners.
+        let supervisor = nix::unistd::getpid();
+        // SAFETY: the closure runs in the forked child before exec, where only
+        // async-signal-safe calls are allowed: it makes two system calls (`prctl`,
+        // `getppid`) and builds an `io::Error` from a constant kind, allocating nothing.
+        // It touches no memory shared with the parent; `supervisor` is a copied pid.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+                if nix::unistd::getppid() != supervisor {
+                    return Err(io::ErrorKind::BrokenPipe.into());
+                }
+                Ok(())
+            });
+        }
         // A replacement starts from zero gauges (its predecessor's tunnels, sockets and
         // parked connections died with it); totals keep counting.
         self.stats.worker(index).reset_gauges();
@@ -1132,11 +1153,10 @@ pub fn run_worker_with<R: Router>(
         unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) }
             .map_err(io::Error::from)?;
     }
-    // Die with the supervisor rather than linger as an orphan holding sockets.
+    // Die with the supervisor rather than linger as an orphan holding sockets. A worker
+    // the engine spawned has had this since before its exec (`Engine::spawn`); this
+    // covers one started by other means.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
-    if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
-        return Err(io::Error::other("supervisor already exited"));
-    }
     sys::raise_nofile()?;
     let take = |fd: RawFd| {
         // SAFETY: the supervisor mapped exactly these descriptor numbers into this

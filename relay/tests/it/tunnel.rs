@@ -1033,3 +1033,96 @@ fn workers_start_from_a_named_executable_when_asked() {
     };
     assert!(!status.success(), "{status:?}");
 }
+
+/// A worker whose supervisor dies while the worker is still starting must not run on as
+/// an orphan, even where orphans go to a subreaper (systemd --user, a container's init)
+/// rather than to pid 1. The worker here is a script that says its pid and then waits on
+/// a FIFO before it becomes the real worker; a Python subreaper runs the relay and
+/// reports every process it reaps. Killing the supervisor must kill the waiting script:
+/// it was bound to the supervisor before its exec.
+#[test]
+fn a_worker_still_starting_dies_with_its_supervisor_under_a_subreaper() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("go");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let script = dir.path().join("worker.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"worker $$\"\nread go < '{}'\nexec '{}' \"$@\"\n",
+            fifo.display(),
+            env!("CARGO_BIN_EXE_tryst")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o700)).unwrap();
+    const REAPER: &str = "import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+relay = subprocess.Popen(sys.argv[1:])
+print('supervisor', relay.pid, flush=True)
+while True:
+    try:
+        pid, status = os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+    print('reaped', pid, os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0, flush=True)
+";
+    let mut reaper = Command::new("python3")
+        .args(["-c", REAPER, env!("CARGO_BIN_EXE_tryst"), "serve"])
+        .args(["--listen", "127.0.0.1:0", "--workers", "1", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("TRYST_CONFIG")
+        .env("TRYST_TEST_WORKER_EXE", &script)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let out = std::io::BufReader::new(reaper.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in out.lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let next_with = |prefix: &str| -> Option<u32> {
+        loop {
+            let line = lines.recv_timeout(Duration::from_secs(20)).ok()?;
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.split(' ').next().and_then(|pid| pid.parse().ok());
+            }
+        }
+    };
+    let supervisor = next_with("supervisor ").expect("the reaper started the relay");
+    let worker = next_with("worker ").expect("the relay started its worker");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let mut reaped = Vec::new();
+    while reaped.len() < 2 {
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(20)) else {
+            break;
+        };
+        if let Some(rest) = line.strip_prefix("reaped ") {
+            reaped.push(rest.to_owned());
+        }
+    }
+    if !reaped.contains(&format!("{worker} 9")) {
+        // Let the reaper end: the orphan would otherwise wait on its FIFO for ever.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(worker as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = reaper.wait();
+    reaped.sort();
+    let mut expected = vec![format!("{supervisor} 9"), format!("{worker} 9")];
+    expected.sort();
+    assert_eq!(
+        reaped, expected,
+        "the starting worker outlived its supervisor"
+    );
+}
