@@ -289,6 +289,12 @@ pub(crate) struct CompareArgs {
     /// workload.
     #[arg(long, default_value_t = 16)]
     pub(crate) pairing_loops: usize,
+    /// How the sink takes in the bulk workloads' bytes over plain TCP: `splice` (into
+    /// `/dev/null`, no copy: on a machine where the generator and the sink share a
+    /// CPU, the relay rather than that CPU sets the rate) or `copy` (`read`, as the
+    /// figures before this option were measured). TLS sinks always read.
+    #[arg(long, value_enum, default_value_t = BulkSink::Splice)]
+    pub(crate) bulk_sink: BulkSink,
     /// Offered pairings per second (all generators together) in the open-loop
     /// `pairing-open` workload: arrivals at fixed intervals, whether or not earlier
     /// ones finished; latency is measured from each arrival's scheduled time.
@@ -469,6 +475,17 @@ pub(crate) enum CompareTarget {
     /// HAProxy (one thread, TCP mode) terminating the generator's TLS and re-encrypting
     /// to the sink's TLS listener: the baseline of the `-tls` targets' relay CPU.
     HaproxyTls,
+}
+
+/// How `compare`'s sink takes in a bulk workload's bytes over plain TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BulkSink {
+    /// `splice` into `/dev/null`: no copy, so where the generator and the sink share a
+    /// CPU, the relay rather than that CPU sets the rate.
+    Splice,
+    /// `read` into a buffer, as an application would (the figures measured before this
+    /// option).
+    Copy,
 }
 
 /// A workload `compare` knows (spelled as [`CompareTarget`] is).
@@ -735,6 +752,21 @@ mod tests {
                 .expect_err("an unknown target or workload is refused");
             assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn compare_bulk_sink_splices_unless_told_to_copy() {
+        let Some(Command::Compare(c)) = parse(&["compare"]).command else {
+            panic!("compare")
+        };
+        assert_eq!(c.bulk_sink, BulkSink::Splice);
+        let Some(Command::Compare(c)) = parse(&["compare", "--bulk-sink", "copy"]).command else {
+            panic!("compare")
+        };
+        assert_eq!(c.bulk_sink, BulkSink::Copy);
+        let err = Cli::try_parse_from(["loadgen", "compare", "--bulk-sink", "mmap"])
+            .expect_err("an unknown sink mode is refused");
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidValue);
     }
 
     #[test]

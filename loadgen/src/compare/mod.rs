@@ -56,6 +56,7 @@
 //! the cells into medians, spreads and ratios and renders them. Generic statistics live
 //! in `crate::stats`, process start-up and pinning helpers in `crate::relay`.
 
+mod discard;
 mod report;
 mod sink;
 pub(crate) mod targets;
@@ -128,6 +129,7 @@ fn generators(args: &CompareArgs, cpus: usize, pinned: bool) -> Generators {
         count,
         cpus,
         loops: args.pairing_loops,
+        bulk_sink: args.bulk_sink,
         rate: args.rate,
     }
 }
@@ -170,8 +172,12 @@ async fn run(args: &CompareArgs) -> Result<bool> {
         (Some(_), Some(cpus)) => format!("; cluster node B on CPU {cpus} (taskset -c {cpus})"),
         _ => String::new(),
     };
+    let sink_io = match args.bulk_sink {
+        crate::cli::BulkSink::Splice => "bulk bytes spliced into /dev/null (--bulk-sink splice)",
+        crate::cli::BulkSink::Copy => "bulk bytes read into a buffer (--bulk-sink copy)",
+    };
     let pin_text = format!(
-        "{pin_text}{node_b}; {}; the sink on as many threads of its own, on the same CPUs",
+        "{pin_text}{node_b}; {}; the sink on as many threads of its own, on the same CPUs, {sink_io}",
         describe_generators(&gens)
     );
     eprintln!("loadgen compare: pinning: {pin_text}");

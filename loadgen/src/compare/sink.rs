@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tryst_engine::auth::Secret;
@@ -20,12 +20,38 @@ use uuid::Uuid;
 /// Parked connections per id of a tryst target's sink.
 const TRYST_PARKED: usize = 4;
 
+/// A sink connection: plain TCP (which can be drained without copies) or TLS.
+pub(super) trait SinkStream: AsyncRead + AsyncWrite + Unpin {
+    /// The TCP socket when nothing but TCP is in the way.
+    fn plain(&self) -> Option<&TcpStream>;
+}
+
+impl SinkStream for TcpStream {
+    fn plain(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl SinkStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn plain(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl SinkStream for Conn {
+    fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            Self::Plain(s) => Some(s),
+            Self::Tls(_) => None,
+        }
+    }
+}
+
 /// Serves one sink connection (plain TCP or TLS) whose first bytes (`first`, possibly
-/// empty) were read already.
-pub(super) async fn sink_conn<S: AsyncRead + AsyncWrite + Unpin>(
-    mut s: S,
-    first: Vec<u8>,
-) -> Result<(), Failure> {
+/// empty) were read already. The first byte is the mode: `E` echo, `B` bulk read into a
+/// buffer, `Z` bulk spliced into `/dev/null` (read as `B` over TLS); a bulk
+/// connection is answered with the count of bytes it carried, 8 bytes little-endian.
+pub(super) async fn sink_conn<S: SinkStream>(mut s: S, first: Vec<u8>) -> Result<(), Failure> {
     let mut first = first;
     if first.is_empty() {
         let mut b = [0u8; 1];
@@ -43,18 +69,27 @@ pub(super) async fn sink_conn<S: AsyncRead + AsyncWrite + Unpin>(
         b'E' => net::echo_serve(&mut s, &first[1..], "sink")
             .await
             .map(|_| ()),
-        b'B' => {
+        mode @ (b'B' | b'Z') => {
             let mut count = (first.len() - 1) as u64;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = s
-                    .read(&mut buf)
-                    .await
-                    .map_err(|e| Failure::io("sink/read", &e))?;
-                if n == 0 {
-                    break;
+            match s.plain() {
+                Some(tcp) if mode == b'Z' => {
+                    count += super::discard::drain(tcp)
+                        .await
+                        .map_err(|e| Failure::io("sink/splice", &e))?;
                 }
-                count += n as u64;
+                _ => {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    loop {
+                        let n = s
+                            .read(&mut buf)
+                            .await
+                            .map_err(|e| Failure::io("sink/read", &e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        count += n as u64;
+                    }
+                }
             }
             s.write_all(&count.to_le_bytes())
                 .await

@@ -2,7 +2,7 @@
 
 use super::STEP_TIMEOUT;
 use super::targets::{Route, Target};
-use crate::cli::Workload;
+use crate::cli::{BulkSink, Workload};
 use crate::net::{self, Failure};
 use crate::pattern::Pattern;
 use crate::procfs::cpu_seconds;
@@ -19,11 +19,21 @@ use tokio::time::Instant;
 /// A workload's measurements by name (`gbit_s`, `cpu_s_per_gb`, `p99_us`, ...).
 pub(super) type Metrics = BTreeMap<String, f64>;
 
-async fn bulk(target: &Target, pairs: usize, duration: Duration) -> Result<Metrics, Failure> {
+async fn bulk(
+    target: &Target,
+    pairs: usize,
+    duration: Duration,
+    sink: BulkSink,
+) -> Result<Metrics, Failure> {
+    // The mode byte tells the sink how to take the bytes in.
+    let mode = match sink {
+        BulkSink::Splice => b"Z",
+        BulkSink::Copy => b"B",
+    };
     let mut conns = Vec::with_capacity(pairs);
     for _ in 0..pairs {
         let mut s = target.route.open().await?;
-        s.write_all(b"B")
+        s.write_all(mode)
             .await
             .map_err(|e| Failure::io("client/mode", &e))?;
         conns.push(s);
@@ -146,6 +156,8 @@ pub(super) struct Generators {
     pub(super) cpus: Vec<usize>,
     /// Concurrent loops per thread in the closed-loop workload.
     pub(super) loops: usize,
+    /// How the sink takes in the bulk workloads' bytes.
+    pub(super) bulk_sink: BulkSink,
     /// Offered pairings per second in the open-loop workload (all threads together).
     pub(super) rate: f64,
 }
@@ -514,9 +526,9 @@ pub(super) async fn run_workload(
     gens: &Generators,
 ) -> Result<Metrics, Failure> {
     match workload {
-        Workload::Bulk1 => bulk(target, 1, duration).await,
-        Workload::Bulk16 => bulk(target, 16, duration).await,
-        Workload::Bulk256 => bulk(target, 256, duration).await,
+        Workload::Bulk1 => bulk(target, 1, duration, gens.bulk_sink).await,
+        Workload::Bulk16 => bulk(target, 16, duration, gens.bulk_sink).await,
+        Workload::Bulk256 => bulk(target, 256, duration, gens.bulk_sink).await,
         Workload::Pingpong => pingpong(target, duration).await,
         Workload::Pairing => pairing(target, duration, gens).await,
         Workload::PairingOpen => pairing_open(target, duration, gens).await,
@@ -549,14 +561,17 @@ mod tests {
                     part_names: Vec::new(),
                     _dir: None,
                 };
-                let m = bulk(&t, 2, Duration::from_millis(100)).await.unwrap();
-                assert!(m["bytes"] > 0.0 && !m.contains_key("cpu_s_per_gb"));
+                for sink in [BulkSink::Copy, BulkSink::Splice] {
+                    let m = bulk(&t, 2, Duration::from_millis(100), sink).await.unwrap();
+                    assert!(m["bytes"] > 0.0 && !m.contains_key("cpu_s_per_gb"));
+                }
                 let m = pingpong(&t, Duration::from_millis(50)).await.unwrap();
                 assert!(m["round_trips"] > 0.0);
                 let gens = Generators {
                     count: 2,
                     cpus: Vec::new(),
                     loops: 2,
+                    bulk_sink: BulkSink::Splice,
                     rate: 2000.0,
                 };
                 let m = pairing(&t, Duration::from_millis(50), &gens).await.unwrap();
