@@ -697,23 +697,20 @@ impl<R: Router> Worker<R> {
                     to.is_some()
                 },
             );
-            let fd = match (next, to) {
-                (OverBudget::PassOn, Some(to)) => {
-                    let queued = self.queue_handoff(PendingHandoff {
-                        to,
-                        fd,
-                        bytes: Vec::new(),
-                        transport: Transport::Plain,
-                        origin: Origin::Client,
-                        carry: handoff::Carry::Unread,
-                    });
-                    match queued {
-                        Ok(()) => return,
-                        Err(fd) => fd,
-                    }
+            if let (OverBudget::PassOn, Some(to)) = (next, to) {
+                let queued = self.queue_handoff(PendingHandoff {
+                    to,
+                    fd,
+                    bytes: Vec::new(),
+                    transport: Transport::Plain,
+                    origin: Origin::Client,
+                    carry: handoff::Carry::Unread,
+                });
+                if let Err(fd) = queued {
+                    self.refuse_fd(fd, Rejection::Overloaded);
                 }
-                _ => fd,
-            };
+                return;
+            }
             self.refuse_fd(fd, Rejection::Overloaded);
             return;
         }
