@@ -215,14 +215,24 @@ impl PipePool {
     }
 }
 
+/// A non-blocking, close-on-exec pipe grown to `size` bytes when the kernel allows:
+/// `(read end, write end, capacity)`. When the kernel refuses the size (the user is over
+/// `fs.pipe-user-pages-soft`, or `size` is above `fs.pipe-max-size`), the pipe keeps
+/// the capacity it has and that is what is returned.
+pub fn sized_pipe(size: usize) -> io::Result<(OwnedFd, OwnedFd, usize)> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    let asked = i32::try_from(size).unwrap_or(i32::MAX);
+    let capacity = fcntl(write.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(asked))
+        .or_else(|_| fcntl(write.as_raw_fd(), FcntlArg::F_GETPIPE_SZ))
+        .map_or(64 * 1024, |n| n as usize);
+    Ok((read, write, capacity))
+}
+
 impl Pipe {
     /// A new pipe, grown to [`PIPE_SIZE`] when the kernel allows.
     fn new() -> io::Result<Self> {
-        let (read, write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-        let capacity = fcntl(write.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32))
-            .or_else(|_| fcntl(write.as_raw_fd(), FcntlArg::F_GETPIPE_SZ))
-            .map_or(64 * 1024, |n| n as usize);
+        let (read, write, capacity) = sized_pipe(PIPE_SIZE)?;
         Ok(Self {
             read,
             write,

@@ -11,21 +11,17 @@
 //!
 //! Plain TCP only; the calls are `nix`'s, so there is no `unsafe` here.
 
-use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
+use nix::fcntl::{SpliceFFlags, splice};
 use std::io;
-use std::os::fd::AsRawFd as _;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Pipe size asked for (`F_SETPIPE_SZ`).
-const PIPE_SIZE: i32 = 256 * 1024;
+const PIPE_SIZE: usize = 256 * 1024;
 
 /// Reads `s` to its end without copying; returns the bytes it carried.
 pub(super) async fn drain(s: &TcpStream) -> io::Result<u64> {
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-    let capacity = fcntl(write.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(PIPE_SIZE))
-        .or_else(|_| fcntl(write.as_raw_fd(), FcntlArg::F_GETPIPE_SZ))
-        .map_or(64 * 1024, |n| n as usize);
+    let (read, write, capacity) = tryst_client::pump::sized_pipe(PIPE_SIZE)?;
     let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
     let mut count = 0u64;
     loop {
