@@ -1,7 +1,7 @@
 //! Request-head and CONNECT-target parsing: the per-connection cost before routing.
 #![forbid(unsafe_code)]
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use tryst_engine::auth::{Operation, Secret, proof_header};
 use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
@@ -92,11 +92,29 @@ fn bench_not_http(c: &mut Criterion) {
     });
 }
 
+/// One pairing's heads through the relay's router (a park with a fresh proof and a
+/// reach, each classified and routed), as `instr`'s `route_pairing_1k` counts them.
+/// Each batch gets a new router and proofs, so no proof is ever a replay.
+fn bench_route(c: &mut Criterion) {
+    const PAIRINGS: usize = 64;
+    let mut group = c.benchmark_group("route");
+    group.throughput(Throughput::Elements(PAIRINGS as u64));
+    group.bench_function("park_and_reach_heads", |b| {
+        b.iter_batched(
+            || tryst_benches::workloads::RouteHeads::with_iterations(PAIRINGS),
+            |mut heads| assert_eq!(heads.run(), 2 * PAIRINGS),
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_heads,
     bench_target,
     bench_owner,
-    bench_not_http
+    bench_not_http,
+    bench_route
 );
 criterion_main!(benches);

@@ -129,11 +129,19 @@ pub mod fixtures {
 /// how many operations succeeded.
 pub mod workloads {
     use super::{fixtures, qredo};
+    use tryst_engine::auth::{MacKey, Operation, Secret, proof_header};
+    use tryst_engine::head::{HeadLimits, HeadStatus, RequestHead, parse_head};
+    use tryst_engine::node::{CompatRouter, CompatRouterConfig};
+    use tryst_engine::route::{
+        Classified, NativeRouterConfig, ReloadError, Route, Router, SecretSource, Transport,
+    };
+    use tryst_engine::target::RendezvousId;
     use tryst_relay::hive::forward::{self, ForwardLimits, Mailboxes};
     use tryst_relay::hive::store::{Inserted, PublicationStore, StoreLimits};
     use tryst_relay::hive::verify::{PublicationPolicy, VerifiedPublication, verify_publication};
     use tryst_relay::qredo::lf;
     use tryst_relay::qredo::rendezvous::RendezvousTable;
+    use tryst_relay::router::RelayRouter;
     use tryst_relay::tag::table::{TagLimits, TagTable};
     use tryst_relay::tag::wire::{self, CreateOptions};
 
@@ -354,6 +362,105 @@ pub mod workloads {
         }
     }
 
+    /// One provisioned id's keyed HMAC state: the secret source of [`RouteHeads`].
+    #[derive(Debug)]
+    pub struct OneSecret {
+        id: RendezvousId,
+        key: MacKey,
+    }
+
+    impl SecretSource for OneSecret {
+        fn mac_key(&self, id: &RendezvousId) -> Option<&MacKey> {
+            (*id == self.id).then_some(&self.key)
+        }
+        fn reload(&mut self) -> Result<(), ReloadError> {
+            Ok(())
+        }
+    }
+
+    /// The id and secret of [`RouteHeads`].
+    pub const ROUTE_ID: &str = "6ba7b810-9dad-11d1-80b4-00c04fd430c8";
+    const ROUTE_SECRET: &[u8; 32] = b"route secret, 32 bytes long....!";
+
+    /// [`ITERATIONS`] pairings' worth of request heads decided by the relay's router as
+    /// a worker decides them (`classify` on the accepting worker, then `route` on the
+    /// owner): each pairing is a hidden server's park (`CONNECT uuid:<id>` with a fresh
+    /// HMAC proof and the pairing-notice header, as `tryst expose` sends it) and a
+    /// client's reach (`CONNECT uuid:<id>`). The heads are parsed and the proofs signed
+    /// in `new`; the router is the relay's ([`RelayRouter`] over the engine's
+    /// `CompatRouter`) without scheme families, which a `uuid:` target never reaches.
+    #[derive(Debug)]
+    pub struct RouteHeads {
+        router: RelayRouter<OneSecret>,
+        heads: Vec<RequestHead>,
+    }
+
+    impl RouteHeads {
+        /// Signs the proofs (nonces 0..[`ITERATIONS`]) and parses every head.
+        #[allow(clippy::new_without_default)]
+        pub fn new() -> Self {
+            Self::with_iterations(ITERATIONS)
+        }
+
+        /// The same workload with `n` pairings (the unit tests use few).
+        pub fn with_iterations(n: usize) -> Self {
+            let id = RendezvousId::parse(ROUTE_ID).expect("constant id is valid");
+            let secret = Secret::new(ROUTE_SECRET.to_vec());
+            let now = fixtures::T0 as u64;
+            let parse = |text: String| match parse_head(text.as_bytes(), &HeadLimits::default()) {
+                Ok(HeadStatus::Complete(head)) => head,
+                other => panic!("fixture head did not parse: {other:?}"),
+            };
+            let heads = (0..n as u64)
+                .flat_map(|i| {
+                    let proof = proof_header(&secret, Operation::Park, &id, now, &fixtures::nonce(i));
+                    [
+                        parse(format!(
+                            "CONNECT uuid:{ROUTE_ID} HTTP/1.1\r\nProxy-Authorization: {proof}\r\nTryst-Pairing-Notice: 1\r\n\r\n"
+                        )),
+                        parse(format!("CONNECT uuid:{ROUTE_ID} HTTP/1.1\r\n\r\n")),
+                    ]
+                })
+                .collect();
+            let secrets = OneSecret {
+                id,
+                key: MacKey::new(&secret),
+            };
+            let config = CompatRouterConfig {
+                native: NativeRouterConfig {
+                    started_unix: now - 3_600,
+                    ..NativeRouterConfig::default()
+                },
+                ..CompatRouterConfig::default()
+            };
+            Self {
+                router: RelayRouter::new(CompatRouter::new(secrets, config)),
+                heads,
+            }
+        }
+
+        /// Classifies and routes every head; returns how many parked or reached (every
+        /// proof is fresh once: a second run parks none).
+        #[inline(never)]
+        pub fn run(&mut self) -> usize {
+            let now = fixtures::T0 as u64;
+            let router = &mut self.router;
+            self.heads
+                .iter()
+                .filter(|head| {
+                    let head = std::hint::black_box(*head);
+                    matches!(
+                        router.classify(head, Transport::Plain),
+                        Ok(Classified::Rendezvous(_))
+                    ) && matches!(
+                        router.route(head, b"", now, Transport::Plain),
+                        Route::Park { .. } | Route::Reach(_)
+                    )
+                })
+                .count()
+        }
+    }
+
     /// [`ITERATIONS`] decodes of a `Rendezvous.create` request as the SDK sends it
     /// (`qredo::creation_info`: 5 fields, 2 nested records, a 120-byte responder info).
     #[derive(Debug)]
@@ -496,6 +603,13 @@ mod tests {
         let encode = QredoEncodeResult::new();
         assert_eq!(encode.run(), ITERATIONS * encode.encoded_len());
         assert_eq!(QredoRespond::new().run(), ITERATIONS);
+        let mut route = RouteHeads::with_iterations(3);
+        assert_eq!(route.run(), 6, "three parks and three reaches");
+        assert_eq!(
+            route.run(),
+            3,
+            "the parks' proofs are replays now; reaches still route"
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@
 use crate::auth::{self, MacKey, Operation, ProofError, ReplayCache};
 use crate::head::{Method, RequestHead};
 use crate::reject::Rejection;
-use crate::target::{ConnectTarget, RendezvousId, RendezvousKey, parse_connect_target};
+use crate::target::{
+    ConnectTarget, RendezvousId, RendezvousKey, TargetError, parse_connect_target,
+};
 use crate::totp::TotpRecord;
 
 /// How the connection reached the relay; compatibility families answer differently on
@@ -336,8 +338,11 @@ impl<S: SecretSource> NativeRouter<S> {
     }
 }
 
-fn connect_id(head: &RequestHead) -> Result<RendezvousId, Rejection> {
-    match parse_connect_target(&head.target)? {
+/// The id a native `CONNECT` target names. Parsed once per router call: a router in
+/// front ([`crate::node::CompatRouter`]) that parsed it hands the result to
+/// [`NativeRouter::classify_connect`] and [`NativeRouter::route_connect`].
+pub(crate) fn connect_id(target: &str) -> Result<RendezvousId, TargetError> {
+    match parse_connect_target(target)? {
         ConnectTarget::Uuid(id) => Ok(id),
     }
 }
@@ -353,31 +358,25 @@ pub fn pairing_notice(head: &RequestHead) -> Result<bool, Rejection> {
     }
 }
 
-impl<S: SecretSource> Router for NativeRouter<S> {
-    fn classify(&self, head: &RequestHead, _transport: Transport) -> Result<Classified, Rejection> {
-        match head.method {
-            Method::Connect => Ok(Classified::Rendezvous(connect_id(head)?.into())),
-            Method::Other(_) => Err(Rejection::MethodNotAllowed),
-            _ => Ok(Classified::Http),
-        }
+impl<S: SecretSource> NativeRouter<S> {
+    /// [`Router::classify`] of a `CONNECT` whose target's id is `id` ([`connect_id`]).
+    pub(crate) fn classify_connect(
+        id: Result<RendezvousId, TargetError>,
+    ) -> Result<Classified, Rejection> {
+        Ok(Classified::Rendezvous(id?.into()))
     }
 
-    fn route(
+    /// [`Router::route`] of a `CONNECT` whose target's id is `id` ([`connect_id`]).
+    pub(crate) fn route_connect(
         &mut self,
+        id: Result<RendezvousId, TargetError>,
         head: &RequestHead,
         early: &[u8],
         now_unix: u64,
-        transport: Transport,
     ) -> Route {
-        if head.method != Method::Connect {
-            return match self.classify(head, transport) {
-                Ok(_) => Route::Http,
-                Err(r) => Route::Reject(r),
-            };
-        }
-        let id = match connect_id(head) {
+        let id = match id {
             Ok(id) => id,
-            Err(r) => return Route::Reject(r),
+            Err(e) => return Route::Reject(e.into()),
         };
         if head.header_count("proxy-authorization") > 1 {
             return Route::Reject(Rejection::MalformedProof);
@@ -398,6 +397,32 @@ impl<S: SecretSource> Router for NativeRouter<S> {
                 }
             }
         }
+    }
+}
+
+impl<S: SecretSource> Router for NativeRouter<S> {
+    fn classify(&self, head: &RequestHead, _transport: Transport) -> Result<Classified, Rejection> {
+        match head.method {
+            Method::Connect => Self::classify_connect(connect_id(&head.target)),
+            Method::Other(_) => Err(Rejection::MethodNotAllowed),
+            _ => Ok(Classified::Http),
+        }
+    }
+
+    fn route(
+        &mut self,
+        head: &RequestHead,
+        early: &[u8],
+        now_unix: u64,
+        transport: Transport,
+    ) -> Route {
+        if head.method != Method::Connect {
+            return match self.classify(head, transport) {
+                Ok(_) => Route::Http,
+                Err(r) => Route::Reject(r),
+            };
+        }
+        self.route_connect(connect_id(&head.target), head, early, now_unix)
     }
 
     fn claim(&mut self, now_unix: u64) -> Option<crate::claim::Claim> {

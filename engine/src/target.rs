@@ -18,24 +18,27 @@ impl RendezvousId {
     /// 18 and 23. Written by hand rather than with the `uuid` crate, whose parser also
     /// accepts braces, `urn:uuid:` and unhyphenated forms.
     pub fn parse(text: &str) -> Result<Self, TargetError> {
-        let b = text.as_bytes();
-        if b.len() != 36 {
+        let b: &[u8; 36] = text
+            .as_bytes()
+            .try_into()
+            .map_err(|_| TargetError::MalformedUuid)?;
+        if [b[8], b[13], b[18], b[23]] != [b'-'; 4] {
             return Err(TargetError::MalformedUuid);
         }
+        // Every byte of the id from the digit pair at each offset. Digits are 0..=15; a
+        // byte that is not one reads as `NOT_HEX`, whose high bits survive into `seen`.
         let mut out = [0u8; 16];
-        let mut nibbles = 0usize;
-        for (i, &c) in b.iter().enumerate() {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                if c != b'-' {
-                    return Err(TargetError::MalformedUuid);
-                }
-                continue;
-            }
-            let v = hex_value(c).ok_or(TargetError::MalformedUuid)?;
-            // 32 hex digits exactly: the length and hyphen checks above guarantee it.
-            let byte = out.get_mut(nibbles / 2).ok_or(TargetError::MalformedUuid)?;
-            *byte = (*byte << 4) | v;
-            nibbles += 1;
+        let mut seen = 0u8;
+        for (byte, &at) in out.iter_mut().zip(&DIGIT_PAIRS) {
+            let (high, low) = (
+                HEX_VALUE[usize::from(b[at])],
+                HEX_VALUE[usize::from(b[at + 1])],
+            );
+            seen |= high | low;
+            *byte = (high << 4) | (low & 0x0f);
+        }
+        if seen > 0x0f {
+            return Err(TargetError::MalformedUuid);
         }
         Ok(Self(out))
     }
@@ -58,15 +61,27 @@ impl RendezvousId {
     }
 }
 
-/// The value of one ASCII hex digit, any case.
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+/// Where each byte's two hex digits start in the 36-byte hyphenated spelling.
+const DIGIT_PAIRS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+
+/// What [`HEX_VALUE`] holds for a byte that is not a hex digit.
+const NOT_HEX: u8 = 0xff;
+
+/// The value of each ASCII hex digit, any case; [`NOT_HEX`] for every other byte.
+const HEX_VALUE: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut c = 0;
+    while c < 256 {
+        table[c] = match c as u8 {
+            d @ b'0'..=b'9' => d - b'0',
+            d @ b'a'..=b'f' => d - b'a' + 10,
+            d @ b'A'..=b'F' => d - b'A' + 10,
+            _ => NOT_HEX,
+        };
+        c += 1;
     }
-}
+    table
+};
 
 impl fmt::Display for RendezvousId {
     /// Writes the canonical lower-case hyphenated form.
@@ -359,6 +374,35 @@ mod tests {
                 Err(TargetError::MalformedUuid),
                 "{text:?}"
             );
+        }
+    }
+
+    /// Every byte value at every offset of a valid id, against the rule stated on
+    /// [`RendezvousId::parse`]: accepted exactly when it is a hyphen at 8, 13, 18, 23
+    /// and a hex digit elsewhere, and then to the bytes the digits spell.
+    #[test]
+    fn every_byte_at_every_offset_is_judged_by_the_rule() {
+        for at in 0..36 {
+            for c in 0..=255u8 {
+                let mut text = LOWER.as_bytes().to_vec();
+                text[at] = c;
+                let Ok(text) = String::from_utf8(text) else {
+                    continue; // not a &str: cannot be a target
+                };
+                let hyphen_at = matches!(at, 8 | 13 | 18 | 23);
+                let valid = if hyphen_at {
+                    c == b'-'
+                } else {
+                    c.is_ascii_hexdigit()
+                };
+                let parsed = RendezvousId::parse(&text);
+                assert_eq!(parsed.is_ok(), valid, "byte {c:#04x} at {at}");
+                if let Ok(id) = parsed {
+                    let digits: String = text.chars().filter(|&c| c != '-').collect();
+                    let want = u128::from_str_radix(&digits, 16).expect("32 hex digits");
+                    assert_eq!(id.0, want.to_be_bytes(), "byte {c:#04x} at {at}");
+                }
+            }
         }
     }
 

@@ -58,6 +58,10 @@ const SCENARIOS: &[(&str, &str)] = &[
         "1,000 x parse_proof + verify_keyed (HMAC-SHA256, key state made once)",
     ),
     (
+        "route_pairing_1k",
+        "1,000 x (park head with proof + reach head), classify + route by the relay's router",
+    ),
+    (
         "replay_insert_100k",
         "fill a replay cache with 100,000 fresh nonces",
     ),
@@ -123,6 +127,7 @@ fn main() -> ExitCode {
         "head_parse" => head_parse(),
         "connect_target" => connect_target(),
         "proof_verify" => proof_verify(),
+        "route_pairing_1k" => route_pairing(),
         "replay_insert_100k" => replay_insert(),
         "room_park_100k" => room_park(),
         "room_pair_100k" => room_pair(),
@@ -217,6 +222,11 @@ fn proof_verify() {
             .count()
     });
     assert_eq!(ok, PROOF_ITERATIONS);
+}
+
+fn route_pairing() {
+    let mut w = workloads::RouteHeads::new();
+    assert_eq!(measured(|| w.run()), 2 * workloads::ITERATIONS);
 }
 
 fn replay_insert() {

@@ -49,9 +49,9 @@ use crate::head::{Method, RequestHead};
 use crate::reject::Rejection;
 use crate::route::{
     Classified, HalfClose, NativeRouter, NativeRouterConfig, ParkMode, ReachPlan, ReloadError,
-    Route, Router, SecretSource, Transport,
+    Route, Router, SecretSource, Transport, connect_id,
 };
-use crate::target::{ConnectTarget, RendezvousId, RendezvousKey, parse_connect_target};
+use crate::target::{RendezvousId, RendezvousKey, TargetError};
 use crate::totp::{self, TotpParking};
 use md5::{Digest, Md5};
 
@@ -159,17 +159,18 @@ fn classify_mobile(head: &RequestHead, transport: Transport, metrics_private: bo
     }
 }
 
-/// Which protocol a CONNECT speaks.
+/// Which protocol a CONNECT speaks. A native one carries its parsed target, so the
+/// native router does not parse it again.
 enum ConnectFamily {
-    Native,
+    Native(Result<RendezvousId, TargetError>),
     Node,
 }
 
 fn connect_family(target: &str, transport: Transport) -> ConnectFamily {
-    match parse_connect_target(target) {
-        Ok(ConnectTarget::Uuid(_)) => ConnectFamily::Native,
+    match connect_id(target) {
+        Ok(id) => ConnectFamily::Native(Ok(id)),
         _ if looks_like_node_connect(target) || transport == Transport::Tls => ConnectFamily::Node,
-        _ => ConnectFamily::Native,
+        Err(e) => ConnectFamily::Native(Err(e)),
     }
 }
 
@@ -259,7 +260,7 @@ impl<S: SecretSource> Router for CompatRouter<S> {
     fn classify(&self, head: &RequestHead, transport: Transport) -> Result<Classified, Rejection> {
         if head.method == Method::Connect {
             return match connect_family(&head.target, transport) {
-                ConnectFamily::Native => self.native.classify(head, transport),
+                ConnectFamily::Native(id) => NativeRouter::<S>::classify_connect(id),
                 ConnectFamily::Node => Ok(Classified::Rendezvous(
                     parse_node_connect(&head.target)
                         .ok()
@@ -287,7 +288,7 @@ impl<S: SecretSource> Router for CompatRouter<S> {
     ) -> Route {
         if head.method == Method::Connect {
             return match connect_family(&head.target, transport) {
-                ConnectFamily::Native => self.native.route(head, early, now_unix, transport),
+                ConnectFamily::Native(id) => self.native.route_connect(id, head, early, now_unix),
                 ConnectFamily::Node => self.node_park(head, early, now_unix),
             };
         }
