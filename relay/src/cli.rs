@@ -128,6 +128,9 @@ pub struct Settings {
     /// Pipe capacity in bytes, set with F_SETPIPE_SZ [default: 262144].
     #[arg(long, env = "TRYST_PIPE_SIZE", value_name = "BYTES")]
     pub pipe_size: Option<usize>,
+    /// Capacity a tunnel's pipe grows to when a splice fills it (a bulk stream); at most one pipe in 16 grows; at or below --pipe-size none does [default: 1048576].
+    #[arg(long, env = "TRYST_BULK_PIPE_SIZE", value_name = "BYTES")]
+    pub bulk_pipe_size: Option<usize>,
     /// Accepted clock difference for park proofs, whole seconds [default: 60s].
     #[arg(long, env = "TRYST_PROOF_WINDOW", value_name = "DURATION")]
     pub proof_window: Option<HumanDuration>,
@@ -224,6 +227,7 @@ impl Settings {
             drain_timeout: self.drain_timeout.or(fallback.drain_timeout),
             max_parked_per_id: self.max_parked_per_id.or(fallback.max_parked_per_id),
             pipe_size: self.pipe_size.or(fallback.pipe_size),
+            bulk_pipe_size: self.bulk_pipe_size.or(fallback.bulk_pipe_size),
             proof_window: self.proof_window.or(fallback.proof_window),
             totp_skew_steps: self.totp_skew_steps.or(fallback.totp_skew_steps),
             node_park_mode: self.node_park_mode.or(fallback.node_park_mode),

@@ -239,6 +239,13 @@ impl ServeConfig {
                 "must be between 4096 and 1073741824 bytes",
             ));
         }
+        let bulk_pipe_size = s.bulk_pipe_size.unwrap_or(defaults.bulk_pipe_size);
+        if !(4096..=1 << 30).contains(&bulk_pipe_size) {
+            return Err(invalid(
+                "bulk-pipe-size",
+                "must be between 4096 and 1073741824 bytes",
+            ));
+        }
         let max_pipes_per_worker = s
             .max_pipes_per_worker
             .unwrap_or_else(|| default_max_pipes(host.nofile_hard));
@@ -285,6 +292,7 @@ impl ServeConfig {
             workers,
             data_path: s.data_path.unwrap_or(defaults.data_path),
             pipe_size,
+            bulk_pipe_size,
             max_pipes_per_worker,
             max_sockets_per_worker: budget,
             head_timeout,
@@ -900,6 +908,13 @@ max-http-connections = 10
             ),
             (
                 Settings {
+                    bulk_pipe_size: Some(4095),
+                    ..Settings::default()
+                },
+                "bulk-pipe-size",
+            ),
+            (
+                Settings {
                     max_sockets: Some(0),
                     ..Settings::default()
                 },
@@ -945,7 +960,7 @@ max-http-connections = 10
             "TOML parse error at line 2, column 1\n  |\n2 | client_wait = \"2s\"\n  | ^^^^^^^^^^^\n\
              unknown field `client_wait`, expected one of `listen`, `data-dir`, `secrets`, \
              `threads`, `workers`, `data-path`, `client-wait`, `head-timeout`, `idle-timeout`, \
-             `drain-timeout`, `max-parked-per-id`, `pipe-size`, `proof-window`, \
+             `drain-timeout`, `max-parked-per-id`, `pipe-size`, `bulk-pipe-size`, `proof-window`, \
              `totp-skew-steps`, `node-park-mode`, `max-sockets`, `max-pipes-per-worker`, \
              `max-http-connections`, `tls-listen`, `tls-cert`, `tls-key`, `tls-name`, \
              `id-listen`, `pico-wait`, `pico-channel-ttl`, `pico-max-channels`, `pico-max-waiting`, \

@@ -15,7 +15,7 @@ type Series = (
     fn(&WorkerStats) -> u64,
 );
 
-const SUMMED: [Series; 19] = [
+const SUMMED: [Series; 20] = [
     (
         "tryst_parked",
         "gauge",
@@ -114,6 +114,12 @@ const SUMMED: [Series; 19] = [
         "counter",
         "Times the kernel refused a splice pipe of a useful size; tunnels copied through user space instead.",
         |w| w.pipe_refusals,
+    ),
+    (
+        "tryst_pipes_grown_total",
+        "counter",
+        "Pipes grown to bulk-pipe-size because a fill filled them (a bulk stream).",
+        |w| w.pipes_grown,
     ),
     (
         "tryst_fixed_id_reaches_total",
@@ -266,6 +272,7 @@ mod tests {
                     mesh_bytes_in: 0,
                     pipes_shrunk: 3,
                     pipe_refusals: 0,
+                    pipes_grown: 5,
                     fixed_reaches: 0,
                     tls_fused: 0,
                     rejections: rej0,
@@ -294,6 +301,7 @@ mod tests {
                     mesh_bytes_in: 0,
                     pipes_shrunk: 1,
                     pipe_refusals: 2,
+                    pipes_grown: 1,
                     fixed_reaches: 5,
                     tls_fused: 1,
                     // A short vector (older worker) counts as zeros.
@@ -342,6 +350,7 @@ mod tests {
             "tryst_pipes 2",
             "tryst_pipes_shrunk_total 4",
             "tryst_pipe_refusals_total 2",
+            "tryst_pipes_grown_total 6",
             "tryst_workers 2",
             "tryst_handoffs_refused_total 2",
             "tryst_handoffs_lost_total 1",

@@ -63,6 +63,10 @@ pub struct EngineConfig {
     pub data_path: DataPath,
     /// Pipe capacity set with `F_SETPIPE_SZ`, bytes.
     pub pipe_size: usize,
+    /// Capacity a tunnel's pipe is grown to when a fill fills it (a bulk stream), bytes;
+    /// at most one pipe in 16 of a worker's is grown. At or below `pipe_size`: none is.
+    #[serde(default = "default_bulk_pipe_size")]
+    pub bulk_pipe_size: usize,
     /// Most pipes a worker holds at once (each is 2 fds; pipes are held only while
     /// bytes are in flight).
     pub max_pipes_per_worker: usize,
@@ -108,12 +112,19 @@ impl EngineConfig {
     }
 }
 
+/// The default [`EngineConfig::bulk_pipe_size`]: 1 MiB, the kernel's default
+/// `fs.pipe-max-size` (the most an unprivileged process may ask for).
+fn default_bulk_pipe_size() -> usize {
+    1 << 20
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             workers: 2,
             data_path: DataPath::SpliceSyscall,
             pipe_size: 256 * 1024,
+            bulk_pipe_size: default_bulk_pipe_size(),
             max_pipes_per_worker: 1024,
             max_sockets_per_worker: 19_000,
             head_max_bytes: 16 * 1024,
@@ -187,6 +198,9 @@ pub struct WorkerStats {
     /// Times the kernel refused a pipe of at least 64 KiB (or any pipe), so tunnel
     /// directions copied through user space instead of splicing, total.
     pub pipe_refusals: u64,
+    /// Pipes grown to `--bulk-pipe-size` because a fill filled them (a bulk stream),
+    /// total.
+    pub pipes_grown: u64,
     /// Clients of a listener for one id (`Listener::fixed_id`) put in the owner's room
     /// (total, counted by the owner).
     pub fixed_reaches: u64,
@@ -934,6 +948,7 @@ impl Engine {
                     mesh_bytes_in: c.get(Counter::MeshBytesIn),
                     pipes_shrunk: c.get(Counter::PipesShrunk),
                     pipe_refusals: c.get(Counter::PipeRefusals),
+                    pipes_grown: c.get(Counter::PipesGrown),
                     fixed_reaches: c.get(Counter::FixedReaches),
                     tls_fused: c.get(Counter::TlsFused),
                     rejections: c.rejections(),

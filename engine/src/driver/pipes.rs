@@ -66,6 +66,8 @@ pub(crate) struct PipeEvents {
     /// Pipes the kernel would not create, or not at [`MIN_USEFUL`]: the direction that
     /// asked copied through user space instead.
     pub(crate) refused: u64,
+    /// Pipes grown to the bulk size after a fill filled them.
+    pub(crate) grown: u64,
 }
 
 /// Per-worker pool of idle pipes plus a count of pipes lent out.
@@ -81,6 +83,14 @@ pub(crate) struct PipePool<K = SysPipes> {
     ask: usize,
     /// The kernel refused a useful pipe: create none until [`Self::retry`].
     refusing: bool,
+    /// Capacity a pipe that a fill filled is grown to ([`Self::grow`]); at or below
+    /// `size`, pipes are never grown.
+    bulk_size: usize,
+    /// Pipes now larger than `size` (lent or idle), at most `max_grown`.
+    grown: usize,
+    max_grown: usize,
+    /// The kernel refused to grow a pipe: grow none until [`Self::retry`].
+    growth_refused: bool,
     events: PipeEvents,
     kernel: K,
 }
@@ -91,6 +101,11 @@ impl PipePool {
     }
 }
 
+/// At most one pipe in this many may be grown to the bulk size: with the defaults, 64
+/// of a worker's 1,024 pipes, so grown pipes at most double the pages its pool can hold
+/// against `fs.pipe-user-pages-soft` (64 x 1 MiB against 1,024 x 256 KiB).
+pub(crate) const GROWN_SHARE: usize = 16;
+
 impl<K: PipeKernel> PipePool<K> {
     pub(crate) fn with_kernel(max: usize, size: usize, kernel: K) -> Self {
         Self {
@@ -100,8 +115,52 @@ impl<K: PipeKernel> PipePool<K> {
             size,
             ask: size,
             refusing: false,
+            bulk_size: size,
+            grown: 0,
+            max_grown: max.div_ceil(GROWN_SHARE),
+            growth_refused: false,
             events: PipeEvents::default(),
             kernel,
+        }
+    }
+
+    /// Pipes that a fill filled are grown to `bulk_size` (see [`Self::grow`]).
+    pub(crate) fn with_bulk_size(mut self, bulk_size: usize) -> Self {
+        self.bulk_size = bulk_size;
+        self
+    }
+
+    /// A fill filled `pipe`: the stream has more waiting than the pipe holds, so it is
+    /// grown to the bulk size (each wake-up then moves up to 4x more at the defaults),
+    /// while fewer than `max_grown` pipes are grown and the kernel allows it. Growing
+    /// never moves or drops the bytes in the pipe. A grown pipe keeps its size until it
+    /// is closed.
+    pub(crate) fn grow(&mut self, pipe: &mut Pipe) {
+        if pipe.capacity >= self.bulk_size
+            || self.bulk_size <= self.size
+            || self.grown >= self.max_grown
+            || self.growth_refused
+        {
+            return;
+        }
+        match self.kernel.set_size(pipe.write.as_fd(), self.bulk_size) {
+            Ok(granted) if granted > pipe.capacity => {
+                if pipe.capacity <= self.size && granted > self.size {
+                    self.grown += 1;
+                }
+                pipe.capacity = granted;
+                self.events.grown += 1;
+            }
+            Ok(_) => {}
+            // Over `fs.pipe-max-size` or the user's pipe pages: try again after the retry.
+            Err(_) => self.growth_refused = true,
+        }
+    }
+
+    /// Forgets a pipe being closed: it no longer counts as grown.
+    fn closing(&mut self, pipe: &Pipe) {
+        if pipe.capacity > self.size {
+            self.grown = self.grown.saturating_sub(1);
         }
     }
 
@@ -157,6 +216,7 @@ impl<K: PipeKernel> PipePool<K> {
     pub(crate) fn retry(&mut self) {
         self.ask = self.size;
         self.refusing = false;
+        self.growth_refused = false;
     }
 
     /// What the kernel refused since the last call.
@@ -170,12 +230,15 @@ impl<K: PipeKernel> PipePool<K> {
         // Keep a few idle pipes for reuse; close the rest to give fds back.
         if self.idle.len() < MAX_IDLE {
             self.idle.push(pipe);
+        } else {
+            self.closing(&pipe);
         }
     }
 
     /// Forgets a lent pipe that is being closed with its tunnel.
     pub(crate) fn discard(&mut self, pipe: Pipe) {
         self.lent = self.lent.saturating_sub(1);
+        self.closing(&pipe);
         drop(pipe);
     }
 
@@ -263,7 +326,7 @@ mod tests {
             p.take_events(),
             PipeEvents {
                 shrunk: 2,
-                refused: 0
+                ..PipeEvents::default()
             }
         );
         assert_eq!(p.take_events(), PipeEvents::default());
@@ -293,8 +356,8 @@ mod tests {
         assert_eq!(
             p.take_events(),
             PipeEvents {
-                shrunk: 0,
-                refused: 1
+                refused: 1,
+                ..PipeEvents::default()
             }
         );
         assert_eq!(p.held(), 0, "the refused pipe was closed");
@@ -368,5 +431,165 @@ mod tests {
         assert!(p.get().is_some());
         p.discard(b);
         assert_eq!(p.held(), 1);
+    }
+
+    fn growing_pool(max: usize, kernel: Refusing) -> PipePool<Refusing> {
+        PipePool::with_kernel(max, 256 * 1024, kernel).with_bulk_size(1 << 20)
+    }
+
+    #[test]
+    fn a_filled_pipe_grows_to_the_bulk_size_once_and_within_the_share() {
+        // 32 pipes: at most 2 grown.
+        let mut p = growing_pool(
+            32,
+            Refusing {
+                max_size: usize::MAX,
+                ..Default::default()
+            },
+        );
+        let mut pipes: Vec<Pipe> = (0..3).map(|_| p.get().unwrap()).collect();
+        p.kernel.asked.clear();
+        for pipe in &mut pipes {
+            p.grow(pipe);
+        }
+        let sizes: Vec<usize> = pipes.iter().map(|p| p.capacity).collect();
+        assert_eq!(sizes, [1 << 20, 1 << 20, 256 * 1024]);
+        assert_eq!(p.kernel.asked, [1 << 20, 1 << 20], "the third is not asked");
+        p.grow(&mut pipes[0]);
+        assert_eq!(p.kernel.asked.len(), 2, "a grown pipe is not grown again");
+        assert_eq!(p.take_events().grown, 2);
+        // A grown pipe closed with its tunnel makes room for another.
+        let closed = pipes.remove(0);
+        p.discard(closed);
+        p.grow(&mut pipes[1]);
+        assert_eq!(pipes[1].capacity, 1 << 20);
+        // A grown pipe returned to the pool stays grown and still counts.
+        let returned = pipes.remove(1);
+        p.put(returned);
+        let fresh = p.get().unwrap();
+        assert_eq!(fresh.capacity, 1 << 20, "the idle grown pipe is lent again");
+        p.put(fresh);
+        let _idle_grown = p.get().unwrap();
+        let mut new = p.get().unwrap();
+        p.grow(&mut new);
+        assert_eq!(
+            new.capacity,
+            256 * 1024,
+            "two are grown (one lent, one idle): the share is full"
+        );
+    }
+
+    #[test]
+    fn growth_the_kernel_refuses_is_not_asked_again_until_retry() {
+        let mut p = growing_pool(
+            32,
+            Refusing {
+                max_size: 256 * 1024,
+                ..Default::default()
+            },
+        );
+        let mut pipe = p.get().unwrap();
+        p.kernel.asked.clear();
+        p.grow(&mut pipe);
+        p.grow(&mut pipe);
+        assert_eq!(p.kernel.asked, [1 << 20], "refused once, then not asked");
+        assert_eq!(pipe.capacity, 256 * 1024);
+        assert_eq!(p.take_events(), PipeEvents::default());
+        p.kernel.max_size = usize::MAX;
+        p.retry();
+        p.grow(&mut pipe);
+        assert_eq!(pipe.capacity, 1 << 20);
+    }
+
+    #[test]
+    fn without_a_larger_bulk_size_nothing_grows() {
+        let mut p = PipePool::with_kernel(
+            32,
+            256 * 1024,
+            Refusing {
+                max_size: usize::MAX,
+                ..Default::default()
+            },
+        );
+        let mut pipe = p.get().unwrap();
+        p.kernel.asked.clear();
+        p.grow(&mut pipe);
+        assert!(p.kernel.asked.is_empty());
+        assert_eq!(pipe.capacity, 256 * 1024);
+    }
+
+    #[test]
+    fn grown_pipes_closed_for_want_of_idle_room_are_uncounted() {
+        let mut p = growing_pool(
+            64,
+            Refusing {
+                max_size: usize::MAX,
+                ..Default::default()
+            },
+        );
+        let mut lent: Vec<Pipe> = (0..MAX_IDLE + 4).map(|_| p.get().unwrap()).collect();
+        for pipe in &mut lent {
+            p.grow(pipe);
+        }
+        assert_eq!(p.grown, 4, "64 pipes: a share of 4");
+        // The grown ones go back last, when the idle list is full: they are closed.
+        lent.reverse();
+        for pipe in lent {
+            p.put(pipe);
+        }
+        assert_eq!(p.grown, 0);
+        assert_eq!(p.held(), MAX_IDLE);
+    }
+
+    /// The kernel behaviour growing relies on: `F_SETPIPE_SZ` on a pipe with bytes in
+    /// it keeps them, in order, and the new room takes more.
+    #[test]
+    fn a_pipe_grown_with_bytes_in_it_keeps_them() {
+        let mut p = growing_pool(
+            32,
+            Refusing {
+                max_size: usize::MAX,
+                ..Default::default()
+            },
+        );
+        let mut pipe = p.get().unwrap();
+        let first: Vec<u8> = (0..pipe.capacity).map(|i| (i % 251) as u8).collect();
+        assert_eq!(
+            write_all_now(&pipe, &first),
+            first.len(),
+            "the pipe is full"
+        );
+        p.grow(&mut pipe);
+        assert_eq!(pipe.capacity, 1 << 20);
+        let more = vec![0x5a; 512 * 1024];
+        assert_eq!(write_all_now(&pipe, &more), more.len());
+        let mut back = vec![0u8; first.len() + more.len()];
+        let mut got = 0;
+        while got < back.len() {
+            let n = read_some(&pipe, &mut back[got..]);
+            assert!(n > 0);
+            got += n;
+        }
+        assert_eq!(&back[..first.len()], &first[..]);
+        assert!(back[first.len()..].iter().all(|&b| b == 0x5a));
+    }
+
+    /// Writes as much of `data` as the pipe takes without blocking.
+    fn write_all_now(pipe: &Pipe, data: &[u8]) -> usize {
+        let mut file = std::fs::File::from(pipe.write.try_clone().unwrap());
+        let mut done = 0;
+        while done < data.len() {
+            match io::Write::write(&mut file, &data[done..]) {
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        done
+    }
+
+    fn read_some(pipe: &Pipe, buf: &mut [u8]) -> usize {
+        let mut file = std::fs::File::from(pipe.read.try_clone().unwrap());
+        io::Read::read(&mut file, buf).unwrap()
     }
 }

@@ -53,6 +53,8 @@ pub(crate) enum Counter {
     /// Times the kernel refused a pipe of a useful size, so tunnel directions copied
     /// through user space instead (total; see `pipes.rs`).
     PipeRefusals,
+    /// Pipes grown to `--bulk-pipe-size` after a fill filled them (total).
+    PipesGrown,
     /// Clients accepted on a listener for one id and put in its owner's room (total).
     FixedReaches,
     /// Tunnels whose two TLS fronts were fused (plaintext passed in memory), total.

@@ -285,7 +285,8 @@ impl<R: Router> Worker<R> {
             room.track_presence();
         }
         Ok(Self {
-            pipes: PipePool::new(cfg.max_pipes_per_worker, cfg.pipe_size),
+            pipes: PipePool::new(cfg.max_pipes_per_worker, cfg.pipe_size)
+                .with_bulk_size(cfg.bulk_pipe_size),
             index: fds.index,
             workers: fds.workers.max(1),
             placement: fds.placement,

@@ -776,6 +776,30 @@ fn a_pipe_size_the_kernel_refuses_falls_back_to_smaller_pipes_and_is_counted() {
     assert!(relay.metric("tryst_bytes_spliced_total") >= 4 << 20);
 }
 
+/// A stream whose fills fill the pipe (more is waiting than it holds) gets its pipe
+/// grown to `--bulk-pipe-size`, counted, and its bytes still arrive byte-exact both
+/// ways, the growth happening with bytes in the pipe.
+#[test]
+fn a_bulk_stream_grows_its_pipe_and_stays_byte_exact() {
+    let relay = Relay::start(&[
+        "--workers",
+        "1",
+        "--pipe-size",
+        "65536",
+        "--bulk-pipe-size",
+        "262144",
+    ]);
+    both_ways_byte_exact(&relay, 2, 8 << 20);
+    // Counted once a second by the worker.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while relay.metric("tryst_pipes_grown_total") == 0 {
+        assert!(Instant::now() < deadline, "{}", relay.metrics());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(relay.metric("tryst_pipe_refusals_total"), 0);
+    assert!(relay.metric("tryst_bytes_spliced_total") >= 32 << 20);
+}
+
 /// Runs `cmd` as the kernel's pipe limits apply to an ordinary user: as root, under
 /// `setpriv` without `CAP_SYS_RESOURCE` and `CAP_SYS_ADMIN` (which exempt a process
 /// from `fs.pipe-max-size` and `fs.pipe-user-pages-soft`); otherwise unchanged.

@@ -125,6 +125,7 @@ impl<R: Router> Worker<R> {
         let events = self.pipes.take_events();
         self.counters.add(Counter::PipesShrunk, events.shrunk);
         self.counters.add(Counter::PipeRefusals, events.refused);
+        self.counters.add(Counter::PipesGrown, events.grown);
         if (events.shrunk > 0 || events.refused > 0)
             && let Some(suppressed) = self.pipe_warn.ready(self.now)
         {

@@ -328,6 +328,10 @@ impl<R: Router> Worker<R> {
             } else {
                 dir.in_pipe = n;
                 dir.short_fill = n < super::SHORT_FILL;
+                // A fill that filled the pipe left more waiting: a bulk stream.
+                if let Some(pipe) = dir.pipe.as_mut().filter(|p| n >= p.capacity) {
+                    self.pipes.grow(pipe);
+                }
             }
         } else {
             if n == 0 {
