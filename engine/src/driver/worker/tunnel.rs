@@ -29,6 +29,9 @@ pub(super) struct Direction {
     /// The last fill moved under [`super::SHORT_FILL`] bytes: once drained, wait for
     /// readiness rather than try another fill.
     pub(super) short_fill: bool,
+    /// Fills since the direction last waited for its source to become readable: a
+    /// second one means more was waiting than one pipe's worth (a bulk stream).
+    pub(super) fills_since_wait: u8,
 }
 
 #[derive(Debug)]
@@ -165,7 +168,12 @@ impl<R: Router> Worker<R> {
     fn after_pump(&mut self, t: TunnelId, d: Side, result: Pump) {
         let [src, dst] = self.dir_socks(t, d);
         match result {
-            Pump::WaitRead | Pump::Yield => self.arm(src, PollRole::Read, POLL_READ),
+            Pump::WaitRead => {
+                self.tunnels[t].dirs[d.index()].fills_since_wait = 0;
+                self.arm(src, PollRole::Read, POLL_READ);
+            }
+            // Out of budget with bytes still coming: still the same stream.
+            Pump::Yield => self.arm(src, PollRole::Read, POLL_READ),
             Pump::WaitWrite => self.arm(dst, PollRole::Write, POLL_WRITE),
             Pump::InFlight => {}
             Pump::Done => {
@@ -328,8 +336,13 @@ impl<R: Router> Worker<R> {
             } else {
                 dir.in_pipe = n;
                 dir.short_fill = n < super::SHORT_FILL;
-                // A fill that filled the pipe left more waiting: a bulk stream.
-                if let Some(pipe) = dir.pipe.as_mut().filter(|p| n >= p.capacity) {
+                dir.fills_since_wait = dir.fills_since_wait.saturating_add(1);
+                // A bulk stream: the fill filled the pipe, or the source still had bytes
+                // after the last pipe's worth was drained. The pipe may also run out of
+                // slots before bytes (one per segment fragment), so the byte count alone
+                // would miss streams whose segments arrive fragmented.
+                let bulk = dir.fills_since_wait >= 2;
+                if let Some(pipe) = dir.pipe.as_mut().filter(|p| bulk || n >= p.capacity) {
                     self.pipes.grow(pipe);
                 }
             }
@@ -464,6 +477,7 @@ impl<R: Router> Worker<R> {
         let fill = ud.kind == Kind::SpliceIn;
         match decide::after_splice(fill, res) {
             AfterSplice::WaitRead => {
+                self.tunnels[t].dirs[d.index()].fills_since_wait = 0;
                 self.release_pipe_if_empty(t, d);
                 self.arm(src, PollRole::Read, POLL_READ);
                 return;
