@@ -168,7 +168,32 @@ pub enum RelayStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+/// Most bytes [`RelayStream::close_gracefully`] reads and drops while it waits for the
+/// peer's end.
+const CLOSE_DISCARD_LIMIT: usize = 1 << 20;
+
 impl RelayStream {
+    /// Ends the connection without a reset: sends our end (a FIN, after TLS's
+    /// `close_notify`), then reads and drops what the peer still sends, up to 1 MiB and
+    /// for at most `within`, until its end, and closes. A socket closed with unread bytes
+    /// in its receive queue is reset by the kernel instead, and the relay would pass the
+    /// reset on to the client (whose bytes those were) as a reset of its own.
+    pub async fn close_gracefully(mut self, within: Duration) {
+        let drain = async {
+            self.shutdown().await?;
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut dropped = 0;
+            while dropped < CLOSE_DISCARD_LIMIT {
+                match self.read(&mut buf).await? {
+                    0 => break,
+                    n => dropped += n,
+                }
+            }
+            io::Result::Ok(())
+        };
+        let _ = tokio::time::timeout(within, drain).await;
+    }
+
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {

@@ -403,43 +403,29 @@ impl Parker {
 async fn tunnel(
     svc: Arc<Service>,
     stats: Arc<Stats>,
-    mut relay: RelayStream,
+    relay: RelayStream,
     (early, answer): (Vec<u8>, Option<[u8; crate::tag::ANSWER_LEN]>),
     _alive: mpsc::Sender<()>,
 ) {
     stats.tunnels.fetch_add(1, Ordering::Relaxed);
-    let result =
-        async {
-            let mut local =
-                match tokio::time::timeout(svc.timeouts.connect, TcpStream::connect(&svc.local))
-                    .await
-                {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return Err(("local target", e)),
-                    Err(_) => return Err(("local target", std::io::ErrorKind::TimedOut.into())),
-                };
-            let _ = local.set_nodelay(true);
-            if let Some(answer) = answer {
-                // The tag family's challenge answer: the responder's first bytes from us.
-                relay.write_all(&answer).await.map_err(|e| ("tunnel", e))?;
-                relay.flush().await.map_err(|e| ("tunnel", e))?;
-            }
-            local
-                .write_all(&early)
-                .await
-                .map_err(|e| ("local target", e))?;
-            stats
-                .bytes
-                .a_to_b
-                .fetch_add(early.len() as u64, Ordering::Relaxed);
-            let moved = match relay {
-                RelayStream::Tcp(relay) => pump::splice_join(&relay, &local, &stats.bytes).await,
-                tls => pump::copy_join(tls, local, &stats.bytes).await,
-            };
-            moved.map_err(|e| ("tunnel", e))
+    let local =
+        match tokio::time::timeout(svc.timeouts.connect, TcpStream::connect(&svc.local)).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        };
+    let result = match local {
+        Ok(local) => join(&stats, relay, local, &early, answer).await,
+        Err(e) => {
+            stats.local_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(service = %svc.name, local = %svc.local, "local target unavailable: {e}; closing the client's tunnel");
+            // An end, not a reset: the client's first bytes may be unread here, and a
+            // socket closed with unread bytes is reset (the relay passes that on).
+            relay.close_gracefully(svc.timeouts.connect).await;
+            stats.tunnels.fetch_sub(1, Ordering::Relaxed);
+            return;
         }
-        .await;
-    stats.tunnels.fetch_sub(1, Ordering::Relaxed);
+    };
     match result {
         Ok((up, down)) => {
             let up = up + early.len() as u64;
@@ -451,4 +437,36 @@ async fn tunnel(
         }
         Err((what, e)) => tracing::info!(service = %svc.name, "{what} ended with an error: {e}"),
     }
+    stats.tunnels.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Delivers the early bytes (and a tag responder's answer) and joins the relay
+/// connection with the local one until both directions end. When the local target
+/// could not be reached the relay connection is ended gracefully by the caller.
+async fn join(
+    stats: &Stats,
+    mut relay: RelayStream,
+    mut local: TcpStream,
+    early: &[u8],
+    answer: Option<[u8; crate::tag::ANSWER_LEN]>,
+) -> Result<(u64, u64), (&'static str, std::io::Error)> {
+    let _ = local.set_nodelay(true);
+    if let Some(answer) = answer {
+        // The tag family's challenge answer: the responder's first bytes from us.
+        relay.write_all(&answer).await.map_err(|e| ("tunnel", e))?;
+        relay.flush().await.map_err(|e| ("tunnel", e))?;
+    }
+    local
+        .write_all(early)
+        .await
+        .map_err(|e| ("local target", e))?;
+    stats
+        .bytes
+        .a_to_b
+        .fetch_add(early.len() as u64, Ordering::Relaxed);
+    let moved = match relay {
+        RelayStream::Tcp(relay) => pump::splice_join(&relay, &local, &stats.bytes).await,
+        tls => pump::copy_join(tls, local, &stats.bytes).await,
+    };
+    moved.map_err(|e| ("tunnel", e))
 }
