@@ -2,7 +2,7 @@
 //! unit-tested the way the room is: what a ready poll leads to, when a head is parsed,
 //! where a classified head goes, when a lingering refusal ends, what a finished
 //! direction does to its tunnel, what a failed accept or a connection over the socket
-//! budget leads to, what a failed hand-off does, when paused accepting resumes, and what a splice completion does. (How ids are packed into `user_data` is in `ids`.)
+//! budget leads to, what a failed hand-off does, when paused accepting resumes, what a splice completion does, and which fills show a bulk stream. (How ids are packed into `user_data` is in `ids`.)
 
 use super::SockState;
 use super::ids::{FrontId, TunnelId};
@@ -153,6 +153,16 @@ pub(super) fn linger_over(read: usize, discarded: usize, limit: usize) -> bool {
 /// as upstream does.
 pub(super) fn close_after_direction_done(half_close: HalfClose, both_done: bool) -> bool {
     half_close == HalfClose::CloseBoth || both_done
+}
+
+/// Whether a fill that moved `moved` bytes into a pipe of `capacity` shows a bulk
+/// stream, whose pipe is grown (`PipePool::grow`): the fill filled the pipe, or it is
+/// the second fill (`fills_since_wait`, this one counted) since the direction last
+/// waited for its source, i.e. the source still had bytes after a pipe's worth was
+/// drained. The second test catches fills that end when the pipe's slots (one per
+/// segment fragment) run out before its bytes do.
+pub(super) fn bulk_fill(moved: usize, capacity: usize, fills_since_wait: u8) -> bool {
+    moved >= capacity || fills_since_wait >= 2
 }
 
 /// Whether a head buffer is parsed after a read that took it from `old` to `len` bytes
@@ -488,6 +498,18 @@ mod tests {
         assert!(close_after_direction_done(HalfClose::PerDirection, true));
         assert!(close_after_direction_done(HalfClose::CloseBoth, false));
         assert!(close_after_direction_done(HalfClose::CloseBoth, true));
+    }
+
+    #[test]
+    fn a_fill_is_bulk_when_it_filled_the_pipe_or_is_the_second_without_a_wait() {
+        const CAP: usize = 256 * 1024;
+        // The first fill since a wait: only a full pipe says bulk.
+        assert!(bulk_fill(CAP, CAP, 1));
+        assert!(!bulk_fill(CAP - 1, CAP, 1));
+        assert!(!bulk_fill(64, CAP, 1));
+        // A second fill without a wait, however short (slots ran out, or more came).
+        assert!(bulk_fill(4096, CAP, 2));
+        assert!(bulk_fill(1, CAP, u8::MAX));
     }
 
     #[test]

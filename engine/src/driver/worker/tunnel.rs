@@ -337,12 +337,12 @@ impl<R: Router> Worker<R> {
                 dir.in_pipe = n;
                 dir.short_fill = n < super::SHORT_FILL;
                 dir.fills_since_wait = dir.fills_since_wait.saturating_add(1);
-                // A bulk stream: the fill filled the pipe, or the source still had bytes
-                // after the last pipe's worth was drained. The pipe may also run out of
-                // slots before bytes (one per segment fragment), so the byte count alone
-                // would miss streams whose segments arrive fragmented.
-                let bulk = dir.fills_since_wait >= 2;
-                if let Some(pipe) = dir.pipe.as_mut().filter(|p| bulk || n >= p.capacity) {
+                let since_wait = dir.fills_since_wait;
+                if let Some(pipe) = dir
+                    .pipe
+                    .as_mut()
+                    .filter(|p| decide::bulk_fill(n, p.capacity, since_wait))
+                {
                     self.pipes.grow(pipe);
                 }
             }
