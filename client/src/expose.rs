@@ -414,17 +414,9 @@ async fn tunnel(
             Ok(Err(e)) => Err(e),
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         };
-    let result = match local {
-        Ok(local) => join(&stats, relay, local, &early, answer).await,
-        Err(e) => {
-            stats.local_failures.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(service = %svc.name, local = %svc.local, "local target unavailable: {e}; closing the client's tunnel");
-            // An end, not a reset: the client's first bytes may be unread here, and a
-            // socket closed with unread bytes is reset (the relay passes that on).
-            relay.close_gracefully(svc.timeouts.connect).await;
-            stats.tunnels.fetch_sub(1, Ordering::Relaxed);
-            return;
-        }
+    let (result, unjoined) = match local {
+        Ok(local) => (join(&stats, relay, local, &early, answer).await, None),
+        Err(e) => (Err(("local target", e)), Some(relay)),
     };
     match result {
         Ok((up, down)) => {
@@ -436,6 +428,11 @@ async fn tunnel(
             tracing::warn!(service = %svc.name, local = %svc.local, "local target unavailable: {e}; closing the client's tunnel");
         }
         Err((what, e)) => tracing::info!(service = %svc.name, "{what} ended with an error: {e}"),
+    }
+    if let Some(relay) = unjoined {
+        // An end, not a reset: the client's first bytes may be unread here, and a
+        // socket closed with unread bytes is reset (the relay passes that on).
+        relay.close_gracefully(svc.timeouts.connect).await;
     }
     stats.tunnels.fetch_sub(1, Ordering::Relaxed);
 }
