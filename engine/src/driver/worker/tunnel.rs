@@ -168,10 +168,7 @@ impl<R: Router> Worker<R> {
     fn after_pump(&mut self, t: TunnelId, d: Side, result: Pump) {
         let [src, dst] = self.dir_socks(t, d);
         match result {
-            Pump::WaitRead => {
-                self.tunnels[t].dirs[d.index()].fills_since_wait = 0;
-                self.arm(src, PollRole::Read, POLL_READ);
-            }
+            Pump::WaitRead => self.wait_for_source(t, d),
             // Out of budget with bytes still coming: still the same stream.
             Pump::Yield => self.arm(src, PollRole::Read, POLL_READ),
             Pump::WaitWrite => self.arm(dst, PollRole::Write, POLL_WRITE),
@@ -186,6 +183,14 @@ impl<R: Router> Worker<R> {
             }
             Pump::Fail => self.close_tunnel(t, true),
         }
+    }
+
+    /// Direction `d` found its source empty: it waits for readability, and its next fill
+    /// starts a new count of fills without a wait ([`decide::bulk_fill`]).
+    fn wait_for_source(&mut self, t: TunnelId, d: Side) {
+        self.tunnels[t].dirs[d.index()].fills_since_wait = 0;
+        let [src, _] = self.dir_socks(t, d);
+        self.arm(src, PollRole::Read, POLL_READ);
     }
 
     pub(super) fn dir_socks(&self, t: TunnelId, d: Side) -> [SockId; 2] {
@@ -473,13 +478,12 @@ impl<R: Router> Worker<R> {
             }
             return;
         }
-        let [src, dst] = self.dir_socks(t, d);
+        let [_, dst] = self.dir_socks(t, d);
         let fill = ud.kind == Kind::SpliceIn;
         match decide::after_splice(fill, res) {
             AfterSplice::WaitRead => {
-                self.tunnels[t].dirs[d.index()].fills_since_wait = 0;
                 self.release_pipe_if_empty(t, d);
-                self.arm(src, PollRole::Read, POLL_READ);
+                self.wait_for_source(t, d);
                 return;
             }
             AfterSplice::WaitWrite => {
