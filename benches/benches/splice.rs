@@ -6,30 +6,19 @@
 //! iteration moves 16 MiB client -> server over 1 or 16 already-paired tunnels.
 
 use criterion::{Criterion, Throughput};
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tryst_engine::auth::{MacKey, Operation, Secret, proof_header};
+use tryst_benches::workloads::OneSecret;
+use tryst_engine::auth::{Operation, Secret, proof_header};
 use tryst_engine::driver::{self, DataPath, Engine, EngineConfig, Listener};
-use tryst_engine::route::{NativeRouter, NativeRouterConfig, ReloadError, SecretSource, Transport};
+use tryst_engine::route::{NativeRouter, NativeRouterConfig, Transport};
 use tryst_engine::target::RendezvousId;
 
 const ID: &str = "5e1f0c2d-3a4b-4c5d-8e6f-7a8b9c0d1e2f";
 const SECRET: [u8; 32] = [3; 32];
 const PER_ITER: usize = 16 << 20;
 const CHUNK: usize = 256 * 1024;
-
-struct OneSecret(HashMap<RendezvousId, MacKey>);
-
-impl SecretSource for OneSecret {
-    fn mac_key(&self, id: &RendezvousId) -> Option<&MacKey> {
-        self.0.get(id)
-    }
-    fn reload(&mut self) -> Result<(), ReloadError> {
-        Ok(())
-    }
-}
 
 fn id() -> RendezvousId {
     RendezvousId::parse(ID).expect("valid id")
@@ -173,9 +162,8 @@ fn bench(c: &mut Criterion) {
 
 fn main() {
     if driver::is_worker() {
-        let mut secrets = HashMap::new();
-        secrets.insert(id(), MacKey::new(&Secret::new(SECRET.to_vec())));
-        let router = NativeRouter::new(OneSecret(secrets), NativeRouterConfig::default());
+        let secrets = OneSecret::new(id(), &Secret::new(SECRET.to_vec()));
+        let router = NativeRouter::new(secrets, NativeRouterConfig::default());
         let path = match std::env::args().nth(1).as_deref() {
             Some("splice-uring") => DataPath::SpliceUring,
             _ => DataPath::SpliceSyscall,

@@ -362,11 +362,22 @@ pub mod workloads {
         }
     }
 
-    /// One provisioned id's keyed HMAC state: the secret source of [`RouteHeads`].
+    /// One provisioned id's keyed HMAC state: the secret source of [`RouteHeads`] and
+    /// of the splice bench's worker.
     #[derive(Debug)]
     pub struct OneSecret {
         id: RendezvousId,
         key: MacKey,
+    }
+
+    impl OneSecret {
+        /// `id` provisioned with `secret`.
+        pub fn new(id: RendezvousId, secret: &Secret) -> Self {
+            Self {
+                id,
+                key: MacKey::new(secret),
+            }
+        }
     }
 
     impl SecretSource for OneSecret {
@@ -422,10 +433,7 @@ pub mod workloads {
                     ]
                 })
                 .collect();
-            let secrets = OneSecret {
-                id,
-                key: MacKey::new(&secret),
-            };
+            let secrets = OneSecret::new(id, &secret);
             let config = CompatRouterConfig {
                 native: NativeRouterConfig {
                     started_unix: now - 3_600,

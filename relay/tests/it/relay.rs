@@ -420,13 +420,24 @@ impl Relay {
         self.await_value(want, |text| metric_sum(text, name))
     }
 
+    /// Waits (bounded) until `metric` is at least `want`; returns the last value seen.
+    pub(crate) fn await_metric_at_least(&self, name: &str, want: u64) -> u64 {
+        self.await_where(|v| v >= want, |text| metric_sum(text, name))
+    }
+
     /// Waits (bounded) until `read` of the `/metrics` text equals `want`; returns the
     /// last value seen.
     pub(crate) fn await_value(&self, want: u64, read: impl Fn(&str) -> u64) -> u64 {
+        self.await_where(|v| v == want, read)
+    }
+
+    /// Waits (10 s at most) until `read` of the `/metrics` text satisfies `done`;
+    /// returns the last value seen.
+    fn await_where(&self, done: impl Fn(u64) -> bool, read: impl Fn(&str) -> u64) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let v = read(&self.metrics());
-            if v == want || Instant::now() > deadline {
+            if done(v) || Instant::now() > deadline {
                 return v;
             }
             std::thread::yield_now();

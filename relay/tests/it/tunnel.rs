@@ -767,11 +767,11 @@ fn a_pipe_size_the_kernel_refuses_falls_back_to_smaller_pipes_and_is_counted() {
         .start();
     both_ways_byte_exact(&relay, 2, 1 << 20);
     // Counted once a second by the worker.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while relay.metric("tryst_pipes_shrunk_total") == 0 {
-        assert!(Instant::now() < deadline, "{}", relay.metrics());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        relay.await_metric_at_least("tryst_pipes_shrunk_total", 1) >= 1,
+        "{}",
+        relay.metrics()
+    );
     assert_eq!(relay.metric("tryst_pipe_refusals_total"), 0);
     assert!(relay.metric("tryst_bytes_spliced_total") >= 4 << 20);
 }
@@ -791,11 +791,11 @@ fn a_bulk_stream_grows_its_pipe_and_stays_byte_exact() {
     ]);
     both_ways_byte_exact(&relay, 2, 8 << 20);
     // Counted once a second by the worker.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while relay.metric("tryst_pipes_grown_total") == 0 {
-        assert!(Instant::now() < deadline, "{}", relay.metrics());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        relay.await_metric_at_least("tryst_pipes_grown_total", 1) >= 1,
+        "{}",
+        relay.metrics()
+    );
     assert_eq!(relay.metric("tryst_pipe_refusals_total"), 0);
     assert!(relay.metric("tryst_bytes_spliced_total") >= 32 << 20);
 }
