@@ -4,7 +4,8 @@
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use tryst_engine::auth::{
-    MacKey, Operation, Proof, ReplayCache, Secret, parse_proof, proof_header, verify, verify_keyed,
+    MacKey, Nonce, Operation, Proof, ReplayCache, Secret, parse_proof, proof_header, verify,
+    verify_keyed,
 };
 use tryst_engine::target::RendezvousId;
 
@@ -83,7 +84,7 @@ impl Stream {
             proof: Proof {
                 ts: TS,
                 ts_leading_zeros: 0,
-                nonce: vec![0; 8],
+                nonce: Nonce::new(&[0; 8]).expect("8 bytes"),
                 mac: [0; 32],
             },
             count: 0,
@@ -99,7 +100,7 @@ impl Stream {
         self.count += 1;
         let now = TS + self.count / self.per_second;
         self.proof.ts = now;
-        self.proof.nonce.copy_from_slice(&self.count.to_le_bytes());
+        self.proof.nonce = Nonce::new(&self.count.to_le_bytes()).expect("8 bytes");
         self.cache.check_and_insert(&self.id, &self.proof, now)
     }
 }

@@ -171,10 +171,69 @@ pub struct Proof {
     /// Zeros the client sent before `ts`'s significant digits (`ts=007` has 2). The MAC
     /// covers the digits exactly as sent, so they are part of the proof.
     pub ts_leading_zeros: u8,
-    /// Nonce bytes (8 to 32).
-    pub nonce: Vec<u8>,
+    /// Nonce bytes (8 to 32), held inline.
+    pub nonce: Nonce,
     /// The 32-byte HMAC-SHA256 tag.
     pub mac: [u8; 32],
+}
+
+/// A proof's nonce: [`MIN_NONCE_BYTES`] to [`MAX_NONCE_BYTES`] bytes, held inline, so
+/// parsing a proof allocates nothing and no nonce of another length can exist.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Nonce {
+    len: u8,
+    bytes: [u8; MAX_NONCE_BYTES],
+}
+
+impl Nonce {
+    /// The nonce `bytes`, or `None` unless they are 8 to 32 bytes long.
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        if !(MIN_NONCE_BYTES..=MAX_NONCE_BYTES).contains(&bytes.len()) {
+            return None;
+        }
+        let mut inline = [0u8; MAX_NONCE_BYTES];
+        inline.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(Self {
+            // At most MAX_NONCE_BYTES (32): fits a u8.
+            len: bytes.len() as u8,
+            bytes: inline,
+        })
+    }
+
+    /// The nonce's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// The nonce of a proof's `nonce=` value: 16 to 64 hex digits, an even count, any
+    /// case; `None` for anything else. Decoded in place, without allocating.
+    fn from_hex(hex_digits: &[u8]) -> Option<Self> {
+        let n = hex_digits.len();
+        if !n.is_multiple_of(2) || !(2 * MIN_NONCE_BYTES..=2 * MAX_NONCE_BYTES).contains(&n) {
+            return None;
+        }
+        let mut bytes = [0u8; MAX_NONCE_BYTES];
+        hex::decode_to_slice(hex_digits, bytes.get_mut(..n / 2)?).ok()?;
+        Some(Self {
+            // n / 2 is at most MAX_NONCE_BYTES (32): fits a u8.
+            len: (n / 2) as u8,
+            bytes,
+        })
+    }
+}
+
+impl std::ops::Deref for Nonce {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Nonce({})", hex::encode(self.as_bytes()))
+    }
 }
 
 /// Why a proof was refused.
@@ -339,14 +398,6 @@ fn parse_ts(v: &[u8]) -> Option<(u64, u8)> {
     Some((ts, u8::try_from(zeros).ok()?))
 }
 
-fn parse_nonce(v: &[u8]) -> Option<Vec<u8>> {
-    let n = v.len();
-    if !n.is_multiple_of(2) || !(2 * MIN_NONCE_BYTES..=2 * MAX_NONCE_BYTES).contains(&n) {
-        return None;
-    }
-    hex::decode(v).ok()
-}
-
 fn parse_mac(v: &[u8]) -> Option<[u8; 32]> {
     if v.len() != MAC_B64_LEN {
         return None;
@@ -394,7 +445,7 @@ pub fn parse_proof(value: &[u8]) -> Result<Proof, ProofError> {
                 .is_none()
         } else if name.eq_ignore_ascii_case(b"nonce") {
             nonce
-                .replace(parse_nonce(v).ok_or(ProofError::Malformed)?)
+                .replace(Nonce::from_hex(v).ok_or(ProofError::Malformed)?)
                 .is_none()
         } else if name.eq_ignore_ascii_case(b"mac") {
             mac.replace(parse_mac(v).ok_or(ProofError::Malformed)?)
@@ -484,39 +535,11 @@ fn check_mac(
     }
 }
 
-/// What the replay cache remembers: the id and the nonce (zero-padded, with its length).
+/// What the replay cache remembers: the id and the nonce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct ReplayKey {
     id: [u8; 16],
-    nonce_len: u8,
-    nonce: [u8; MAX_NONCE_BYTES],
-}
-
-impl ReplayKey {
-    fn new(id: &RendezvousId, nonce: &[u8]) -> Self {
-        let mut buf = [0u8; MAX_NONCE_BYTES];
-        match buf.get_mut(..nonce.len()) {
-            Some(prefix) => {
-                prefix.copy_from_slice(nonce);
-                // At most MAX_NONCE_BYTES (32), so it fits a u8.
-                Self {
-                    id: id.0,
-                    nonce_len: nonce.len() as u8,
-                    nonce: buf,
-                }
-            }
-            None => {
-                // Longer than a parsed proof can carry (only direct callers): fold it to
-                // its SHA-256, marked by a length no real nonce has.
-                buf.copy_from_slice(&<Sha256 as sha2::Digest>::digest(nonce));
-                Self {
-                    id: id.0,
-                    nonce_len: u8::MAX,
-                    nonce: buf,
-                }
-            }
-        }
-    }
+    nonce: Nonce,
 }
 
 /// Remembers (id, nonce) pairs seen within the window. Bounded: when full of unexpired
@@ -582,8 +605,7 @@ impl ReplayCache {
 
     /// The cluster-wide claim for the entry the last successful
     /// [`ReplayCache::check_and_insert`] added, taken once: key
-    /// `tryst:replay:<scope>:<id hex>:<nonce hex>` (a nonce longer than 32 bytes is
-    /// folded to its SHA-256), kept until the entry would expire here. A replay cache
+    /// `tryst:replay:<scope>:<id hex>:<nonce hex>`, kept until the entry would expire here. A replay cache
     /// falls back to itself when the claim cannot be decided
     /// ([`crate::claim::OnUnavailable::Proceed`]).
     pub fn take_claim(&mut self, now_unix: u64) -> Option<crate::claim::Claim> {
@@ -594,12 +616,7 @@ impl ReplayCache {
         text.push(':');
         crate::claim::push_hex(&mut text, &key.id);
         text.push(':');
-        let len = if key.nonce_len == u8::MAX {
-            MAX_NONCE_BYTES
-        } else {
-            usize::from(key.nonce_len)
-        };
-        crate::claim::push_hex(&mut text, &key.nonce[..len]);
+        crate::claim::push_hex(&mut text, key.nonce.as_bytes());
         Some(crate::claim::Claim {
             key: text,
             ttl_secs: u32::try_from(expiry.saturating_sub(now_unix).max(1)).unwrap_or(u32::MAX),
@@ -640,7 +657,10 @@ impl ReplayCache {
         if self.started_unix.is_some_and(|started| proof.ts <= started) {
             return Err(ProofError::ReplayedNonce);
         }
-        let key = ReplayKey::new(id, &proof.nonce);
+        let key = ReplayKey {
+            id: id.0,
+            nonce: proof.nonce,
+        };
         if self.seen.contains(&key) {
             return Err(ProofError::ReplayedNonce);
         }
@@ -749,7 +769,7 @@ mod tests {
             proof,
             Proof {
                 ts: TS,
-                nonce: nonce(),
+                nonce: Nonce::new(&nonce()).unwrap(),
                 ts_leading_zeros: 0,
                 mac
             }
@@ -785,7 +805,7 @@ mod tests {
     fn parse_accepts_spelling_variants() {
         let want = Proof {
             ts: TS,
-            nonce: nonce(),
+            nonce: Nonce::new(&nonce()).unwrap(),
             ts_leading_zeros: 0,
             mac: hex::decode(KNOWN_MAC_HEX).unwrap().try_into().unwrap(),
         };
@@ -996,7 +1016,9 @@ mod tests {
             Err(ProofError::BadMac)
         );
         let mut other_nonce = proof.clone();
-        other_nonce.nonce[0] ^= 1;
+        let mut flipped_nonce = nonce();
+        flipped_nonce[0] ^= 1;
+        other_nonce.nonce = Nonce::new(&flipped_nonce).unwrap();
         assert_eq!(
             verify(Some(&secret()), park, &id(), &other_nonce, TS, 60),
             Err(ProofError::BadMac)
@@ -1306,12 +1328,12 @@ mod tests {
     }
 
     #[test]
-    fn extreme_timestamps_and_oversized_nonces_do_not_panic() {
+    fn extreme_timestamps_do_not_panic_and_nonces_outside_8_to_32_bytes_cannot_exist() {
         let mut cache = ReplayCache::new(4, 60);
         let top = Proof {
             ts: u64::MAX,
             ts_leading_zeros: 0,
-            nonce: vec![1; 8],
+            nonce: Nonce::new(&[1; 8]).unwrap(),
             mac: [0; 32],
         };
         assert_eq!(cache.check_and_insert(&id(), &top, u64::MAX), Ok(()));
@@ -1319,10 +1341,12 @@ mod tests {
             cache.check_and_insert(&id(), &top, u64::MAX),
             Err(ProofError::ReplayedNonce)
         );
+        // The longest nonce differs from another only in its last byte: both are kept.
+        let mut last = [5; MAX_NONCE_BYTES];
         let long = Proof {
             ts: 0,
             ts_leading_zeros: 0,
-            nonce: vec![5; 100],
+            nonce: Nonce::new(&last).unwrap(),
             mac: [0; 32],
         };
         assert_eq!(cache.check_and_insert(&id(), &long, 0), Ok(()));
@@ -1330,9 +1354,25 @@ mod tests {
             cache.check_and_insert(&id(), &long, 0),
             Err(ProofError::ReplayedNonce)
         );
-        let mut long2 = long.clone();
-        long2.nonce[99] = 6;
+        last[MAX_NONCE_BYTES - 1] = 6;
+        let long2 = Proof {
+            nonce: Nonce::new(&last).unwrap(),
+            ..long
+        };
         assert_eq!(cache.check_and_insert(&id(), &long2, 0), Ok(()));
+        // Equal prefixes of different lengths are different nonces.
+        let shorter = Proof {
+            nonce: Nonce::new(&last[..MAX_NONCE_BYTES - 1]).unwrap(),
+            ..long
+        };
+        assert_eq!(cache.check_and_insert(&id(), &shorter, 0), Ok(()));
+        for len in [0, 1, MIN_NONCE_BYTES - 1, MAX_NONCE_BYTES + 1, 100] {
+            assert_eq!(Nonce::new(&vec![5; len]), None, "{len} bytes");
+        }
+        assert_eq!(
+            format!("{:?}", Nonce::new(&[0xab; 8]).unwrap()),
+            "Nonce(abababababababab)"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tryst_benches::workloads;
 use tryst_engine::auth::{
-    MacKey, Operation, Proof, ReplayCache, Secret, parse_proof, proof_header, verify_keyed,
+    MacKey, Nonce, Operation, Proof, ReplayCache, Secret, parse_proof, proof_header, verify_keyed,
 };
 use tryst_engine::head::{HeadLimits, HeadStatus, parse_head};
 use tryst_engine::room::{Expired, ParkOutcome, ReachOutcome, Room, RoomLimits};
@@ -236,7 +236,7 @@ fn replay_insert() {
         .map(|n| Proof {
             ts: TS,
             ts_leading_zeros: 0,
-            nonce: n.to_le_bytes().to_vec(),
+            nonce: Nonce::new(&n.to_le_bytes()).expect("8 bytes"),
             mac: [0; 32],
         })
         .collect();

@@ -38,7 +38,7 @@
 
 use std::process::{Command, ExitCode};
 use std::time::Instant;
-use tryst_engine::auth::{Proof, ReplayCache};
+use tryst_engine::auth::{Nonce, Proof, ReplayCache};
 use tryst_engine::driver::EngineConfig;
 use tryst_engine::driver::footprint::{Stage, simulate};
 use tryst_engine::route::NativeRouterConfig;
@@ -131,7 +131,7 @@ fn measure_replay(n: usize) {
             let proof = Proof {
                 ts: 1_700_000_000,
                 ts_leading_zeros: 0,
-                nonce: i.to_be_bytes().repeat(2),
+                nonce: Nonce::new(&i.to_be_bytes().repeat(2)).expect("16 bytes"),
                 mac: [0; 32],
             };
             (RendezvousId(id), proof)

@@ -99,7 +99,7 @@ pub fn run(input: Input) {
     }
 
     let mut proof = parse_proof(&header).expect("a signed proof parses in every spelling");
-    assert_eq!((proof.ts, &proof.nonce), (ts, &nonce));
+    assert_eq!((proof.ts, proof.nonce.as_bytes()), (ts, &nonce[..]));
     let (mut v_secret, mut v_id) = (secret.clone(), id);
     let corrupted = match corruption {
         Corruption::None | Corruption::MacChar { .. } => false,

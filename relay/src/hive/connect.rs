@@ -203,7 +203,8 @@ impl HiveConnect {
         let replay = auth::Proof {
             ts: proof.ts,
             ts_leading_zeros: 0,
-            nonce: proof.nonce.to_vec(),
+            // 16 bytes, within a native nonce's 8 to 32.
+            nonce: auth::Nonce::new(&proof.nonce).ok_or(Rejection::MalformedProof)?,
             mac: [0; 32],
         };
         self.replay

@@ -23,7 +23,7 @@ use super::sync::{Answer, SharedTag};
 use super::wire::{CreateOptions, TagMode, TagProof, park_message};
 use ed25519_dalek::VerifyingKey;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use tryst_engine::auth::{Proof, ReplayCache};
+use tryst_engine::auth::{Nonce, Proof, ReplayCache};
 use tryst_engine::reject::Rejection;
 use tryst_engine::target::{KeySpace, RendezvousId, RendezvousKey};
 
@@ -246,7 +246,8 @@ impl TagTable {
         let replay_proof = Proof {
             ts: proof.ts,
             ts_leading_zeros: 0,
-            nonce: proof.nonce.clone(),
+            // 16 to 32 bytes (`wire::NONCE_BYTES`), within a native nonce's 8 to 32.
+            nonce: Nonce::new(&proof.nonce).ok_or(Rejection::MalformedProof)?,
             mac: [0; 32],
         };
         self.replay
