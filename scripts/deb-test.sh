@@ -65,11 +65,13 @@ installed || fail "package not installed"
 expected_files="/etc/tryst/tryst.toml
 /usr/bin/tryst
 /usr/lib/sysctl.d/99-tryst.conf
+/usr/lib/systemd/system/tryst-expose@.service
 /usr/lib/systemd/system/tryst.service
 /usr/lib/sysusers.d/tryst.conf
 /usr/lib/tmpfiles.d/tryst.conf
 /usr/share/bash-completion/completions/tryst
 /usr/share/doc/tryst/README.md
+/usr/share/doc/tryst/agents.md
 /usr/share/doc/tryst/changelog.Debian.gz
 /usr/share/doc/tryst/configuration.md
 /usr/share/doc/tryst/copyright

@@ -101,6 +101,17 @@ impl Refusal {
             && !matches!(self.status, 408 | 429)
             && self.code != "replayed_nonce"
     }
+
+    /// The relay's error code as a person reads it: the code, or `none (HTTP <status>)`
+    /// when the answer carried none (node-rendezvous refuses in its upstream's shape,
+    /// without one).
+    pub fn code_or_none(&self) -> String {
+        if self.code.is_empty() {
+            format!("none (HTTP {})", self.status)
+        } else {
+            self.code.clone()
+        }
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -902,5 +913,7 @@ mod tests {
         assert!(!r(403, "replayed_nonce").is_permanent());
         assert!(!r(503, "shutting_down").is_permanent());
         assert!(!r(408, "head_timeout").is_permanent());
+        assert_eq!(r(403, "bad_proof").code_or_none(), "bad_proof");
+        assert_eq!(r(401, "").code_or_none(), "none (HTTP 401)");
     }
 }

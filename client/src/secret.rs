@@ -16,7 +16,7 @@ pub const MAX_SECRET_LEN: usize = 1024;
 #[non_exhaustive]
 pub enum SecretError {
     /// The file could not be read.
-    #[error("secret file {path}: {source}")]
+    #[error("secret file {path}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -52,7 +52,7 @@ pub struct TagArgs {
     #[arg(value_name = "TAG")]
     pub tag: String,
     /// The Qredo appId prefixed to the tag before hashing [default: empty].
-    #[arg(long, value_name = "ID", default_value = "")]
+    #[arg(long, value_name = "ID", default_value = "", hide_default_value = true)]
     pub app_id: String,
 }
 

@@ -188,6 +188,21 @@ impl AuthSpec {
         }
     }
 
+    /// Every file the spec names (the secret's, and a tag's identity key file) made
+    /// relative to `base` (a config file's directory) when relative; absolute paths
+    /// stay as they are.
+    pub fn rebase(&mut self, base: &std::path::Path) {
+        let file = self.file_mut();
+        *file = base.join(&*file);
+        if let Self::Tag {
+            identity_key_file: Some(identity),
+            ..
+        } = self
+        {
+            *identity = base.join(&*identity);
+        }
+    }
+
     /// Builds the spec from the keys of a service (flags or file).
     pub fn from_keys(keys: AuthKeys<'_>) -> Result<Self, String> {
         let AuthKeys {
@@ -513,6 +528,45 @@ pin = "{pin}"
         assert_eq!(
             c.drain_timeout.unwrap().0,
             std::time::Duration::from_secs(5)
+        );
+    }
+
+    #[test]
+    fn every_relative_file_of_a_service_is_rebased_on_the_config_directory() {
+        let base = std::path::Path::new("/etc/tryst");
+        let mut tag = AuthSpec::Tag {
+            tag_file: "printer.tag".into(),
+            app_id: String::new(),
+            identity_key_file: Some("printer.seed".into()),
+        };
+        tag.rebase(base);
+        assert_eq!(
+            tag,
+            AuthSpec::Tag {
+                tag_file: "/etc/tryst/printer.tag".into(),
+                app_id: String::new(),
+                identity_key_file: Some("/etc/tryst/printer.seed".into()),
+            }
+        );
+        let mut absolute = AuthSpec::Native {
+            secret_file: "/srv/ssh.secret".into(),
+        };
+        absolute.rebase(base);
+        assert_eq!(
+            absolute,
+            AuthSpec::Native {
+                secret_file: "/srv/ssh.secret".into()
+            }
+        );
+        let mut node = AuthSpec::Node {
+            totp_secret_file: "dev.base32".into(),
+            step: 30,
+            digits: 6,
+        };
+        node.rebase(base);
+        assert_eq!(
+            node.file_mut(),
+            std::path::Path::new("/etc/tryst/dev.base32")
         );
     }
 

@@ -329,7 +329,9 @@ fn report(e: &ReachError, relay: &RelayAddr) -> i32 {
     match e.refusal() {
         Some(r) => eprintln!(
             "tryst connect: {} refused the reach: {} (relay error code: {})",
-            relay.addr, r, r.code
+            relay.addr,
+            r,
+            r.code_or_none()
         ),
         None => eprintln!("tryst connect: {e}"),
     }

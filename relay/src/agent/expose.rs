@@ -40,9 +40,9 @@ pub struct ExposeArgs {
     /// How to park: `native` (HMAC proof with --secret-file / TRYST_SECRET), `node`
     /// (node-rendezvous: a TOTP code from --totp-secret-file; the relay's TLS port),
     /// `tag` (a Qredo-style tag publisher, --tag-file) or `hive` (a Hive device's
-    /// streaming fallback, --hive-key-file).
-    #[arg(long, value_name = "FAMILY", default_value = "native", value_parser = ["native", "node", "tag", "hive"])]
-    pub family: String,
+    /// streaming fallback, --hive-key-file) [default: native].
+    #[arg(long, value_name = "FAMILY", value_parser = ["native", "node", "tag", "hive"])]
+    pub family: Option<String>,
     /// node family: a file holding the id's base32 TOTP key (as `tryst provision --totp`
     /// printed it).
     #[arg(long, value_name = "FILE")]
@@ -84,9 +84,11 @@ pub struct ExposeArgs {
     #[arg(long, value_name = "sha256:...", requires = "tls")]
     pub pin: Option<Pin>,
     /// Several services from a TOML file (`[[service]]` tables; see docs/agents.md);
-    /// excludes --relay, --id, --secret-file, --to, --pool, --tls and --pin.
+    /// excludes every per-service flag: --relay, --id, --family, --secret-file,
+    /// --totp-secret-file, --totp-step, --totp-digits, --tag-file, --app-id,
+    /// --identity-key-file, --hive-key-file, --to, --pool, --tls and --pin.
     #[arg(long, value_name = "FILE",
-          conflicts_with_all = ["relay", "id", "secret_file", "totp_secret_file", "tag_file", "hive_key_file", "to", "tls", "pin"])]
+          conflicts_with_all = PER_SERVICE_FLAGS)]
     pub config: Option<PathBuf>,
     /// Serve Prometheus counters at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR")]
@@ -99,6 +101,26 @@ pub struct ExposeArgs {
     #[arg(long, value_name = "DURATION")]
     pub backoff_max: Option<HumanDuration>,
 }
+
+/// The flags that describe one service, which a `--config` file's `[[service]]` tables
+/// describe instead (given with `--config`, each is refused rather than ignored).
+const PER_SERVICE_FLAGS: [&str; 15] = [
+    "relay",
+    "id",
+    "family",
+    "secret_file",
+    "totp_secret_file",
+    "totp_step",
+    "totp_digits",
+    "tag_file",
+    "app_id",
+    "identity_key_file",
+    "hive_key_file",
+    "to",
+    "pool",
+    "tls",
+    "pin",
+];
 
 fn parse_pool(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -198,8 +220,7 @@ fn plan(args: &ExposeArgs) -> Result<Plan, ExposeError> {
             })?;
             let base = path.parent().unwrap_or_else(|| Path::new("."));
             for s in &mut parsed.services {
-                let file = s.auth.file_mut();
-                *file = base.join(&*file);
+                s.auth.rebase(base);
             }
             Some(parsed)
         }
@@ -210,7 +231,8 @@ fn plan(args: &ExposeArgs) -> Result<Plan, ExposeError> {
         None => {
             let relay = args.relay.clone().unwrap_or_default();
             let to = args.to.clone().unwrap_or_default();
-            let id = match (&args.id, args.family.as_str()) {
+            let family = args.family.as_deref().unwrap_or("native");
+            let id = match (&args.id, family) {
                 (Some(_), "tag") => {
                     return Err(invalid("--id: the tag family has no id (--tag-file)"));
                 }
@@ -221,10 +243,7 @@ fn plan(args: &ExposeArgs) -> Result<Plan, ExposeError> {
                 }
                 (None, "tag" | "hive") => None,
                 (None, _) => {
-                    return Err(invalid(format!(
-                        "--id is required for the {} family",
-                        args.family
-                    )));
+                    return Err(invalid(format!("--id is required for the {family} family")));
                 }
                 (Some(text), _) => Some(
                     tryst_engine::target::RendezvousId::parse(text)
@@ -234,7 +253,7 @@ fn plan(args: &ExposeArgs) -> Result<Plan, ExposeError> {
             config::check_host_port(&relay).map_err(|e| invalid(format!("--relay: {e}")))?;
             config::check_host_port(&to).map_err(|e| invalid(format!("--to: {e}")))?;
             let mut auth = AuthSpec::from_keys(config::AuthKeys {
-                family: Some(&args.family),
+                family: Some(family),
                 secret_file: args.secret_file.as_deref(),
                 totp_secret_file: args.totp_secret_file.as_deref(),
                 step: args.totp_step,
@@ -246,7 +265,7 @@ fn plan(args: &ExposeArgs) -> Result<Plan, ExposeError> {
             });
             // The native secret may come from the environment instead of a file.
             let mut secret = None;
-            if args.family == "native" && args.secret_file.is_none() {
+            if family == "native" && args.secret_file.is_none() {
                 let text = std::env::var("TRYST_SECRET").map_err(|_| {
                     invalid("no secret: give --secret-file FILE or set TRYST_SECRET")
                 })?;
@@ -257,7 +276,7 @@ fn plan(args: &ExposeArgs) -> Result<Plan, ExposeError> {
             }
             let auth = auth.map_err(|e| invalid(e.replace('_', "-")))?;
             let spec = ServiceSpec {
-                name: id.map_or_else(|| args.family.clone(), |id| id.to_string()),
+                name: id.map_or_else(|| family.to_owned(), |id| id.to_string()),
                 id,
                 pool: args.pool.unwrap_or_else(|| auth.default_pool()),
                 auth,
@@ -452,7 +471,10 @@ fn run(args: &ExposeArgs) -> Result<i32, ExposeError> {
             match done {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    let code = e.error.refusal().map_or("", |r| r.code.as_str()).to_owned();
+                    let code = e.error.refusal().map_or_else(
+                        || "none".to_owned(),
+                        tryst_client::conn::Refusal::code_or_none,
+                    );
                     eprintln!("tryst expose: {e}; not retrying (relay error code: {code})");
                     return Ok(exit::REFUSED);
                 }
@@ -466,6 +488,48 @@ fn run(args: &ExposeArgs) -> Result<i32, ExposeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `tryst expose` parsed from `args`.
+    fn expose(args: &[&str]) -> Result<ExposeArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            expose: ExposeArgs,
+        }
+        <Cli as clap::Parser>::try_parse_from(std::iter::once("expose").chain(args.iter().copied()))
+            .map(|c| c.expose)
+    }
+
+    #[test]
+    fn every_per_service_flag_is_refused_beside_a_config_file() {
+        let with_value = |flag: &str| match flag {
+            "--tls" => vec![],
+            "--pin" => vec![format!("sha256:{}", "ab".repeat(32))],
+            "--family" => vec!["hive".to_owned()],
+            "--pool" | "--totp-step" | "--totp-digits" => vec!["2".to_owned()],
+            _ => vec!["x".to_owned()],
+        };
+        for name in PER_SERVICE_FLAGS {
+            let flag = format!("--{}", name.replace('_', "-"));
+            let mut args = vec!["--config".to_owned(), "agent.toml".to_owned(), flag.clone()];
+            args.extend(with_value(&flag));
+            // --tls and --pin need each other; give the partner too (it conflicts as well).
+            if flag == "--tls" {
+                args.extend(["--pin".to_owned(), format!("sha256:{}", "ab".repeat(32))]);
+            } else if flag == "--pin" {
+                args.push("--tls".to_owned());
+            }
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            let err = expose(&refs).expect_err(&flag);
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{flag}: {err}"
+            );
+        }
+        let alone = expose(&["--config", "agent.toml", "--drain-timeout", "5s"]).unwrap();
+        assert_eq!(alone.family, None);
+    }
 
     #[test]
     fn an_error_prints_with_every_cause_joined() {

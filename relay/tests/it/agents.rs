@@ -1383,6 +1383,11 @@ fn a_node_rendezvous_hidden_server_parks_over_tls_with_a_totp_code() {
     assert_eq!(out.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("401"), "{stderr}");
     assert!(stderr.contains("invalid request"), "{stderr}");
+    // node-rendezvous refuses without a code: the message says so instead of an empty one.
+    assert!(
+        stderr.contains("not retrying (relay error code: none (HTTP 401))"),
+        "{stderr}"
+    );
 }
 
 /// A `tryst expose --family tag` publisher of an authenticated tag
