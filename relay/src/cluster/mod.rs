@@ -453,7 +453,7 @@ impl Cluster {
              # HELP tryst_cluster_live_nodes Live peer nodes in the directory (this node excluded).\n\
              # TYPE tryst_cluster_live_nodes gauge\n\
              tryst_cluster_live_nodes {}\n\
-             # HELP tryst_cluster_reaches_total Cross-node reaches: out = carried from here to another node, in = accepted from another node.\n\
+             # HELP tryst_cluster_reaches_total Cross-node reaches: out = clients' reaches carried from here to another node, in = mesh connections accepted from another node (carried reaches and carried HTTP requests).\n\
              # TYPE tryst_cluster_reaches_total counter\n\
              tryst_cluster_reaches_total{{direction=\"out\"}} {}\n\
              tryst_cluster_reaches_total{{direction=\"in\"}} {}\n\
@@ -461,7 +461,7 @@ impl Cluster {
              # TYPE tryst_cluster_lookups_total counter\n\
              tryst_cluster_lookups_total{{outcome=\"unfound\"}} {}\n\
              tryst_cluster_lookups_total{{outcome=\"dropped\"}} {}\n\
-             # HELP tryst_mesh_connect_errors_total Mesh connections to other nodes that failed.\n\
+             # HELP tryst_mesh_connect_errors_total Mesh connections to other nodes that failed: dial, preamble, or closed without answering a carried client.\n\
              # TYPE tryst_mesh_connect_errors_total counter\n\
              tryst_mesh_connect_errors_total {}\n\
              # HELP tryst_mesh_bytes_total Bytes on mesh connections: preambles, carried heads and requests, and both directions of cross-node tunnels (out = written to another node, in = read from one).\n\

@@ -58,6 +58,8 @@ pub const MAX_LOOKUPS: usize = 4096;
 const MIN_LEFT: Duration = Duration::from_millis(50);
 /// Keys per pipeline in a full re-write.
 const REWRITE_BATCH: usize = 512;
+/// Seconds between two warnings about holders that closed without answering.
+const CLOSED_WARN_INTERVAL: u64 = 10;
 
 /// The directory key of a rendezvous key's park record.
 pub fn park_key(key: &RendezvousKey) -> String {
@@ -114,6 +116,9 @@ pub struct Dispatcher {
     parked: broadcast::Sender<[u8; 17]>,
     lookups: Arc<tokio::sync::Semaphore>,
     holders: Arc<std::sync::Mutex<HolderCache>>,
+    /// Unix second of the last warning about a holder that closed a carried client's
+    /// mesh connection without answering (at most one per [`CLOSED_WARN_INTERVAL`]).
+    closed_warned: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Holders recent lookups found, by key: (node, its epoch then, when found).
@@ -172,6 +177,7 @@ impl Dispatcher {
             parked,
             lookups: Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
             holders,
+            closed_warned: Arc::default(),
         }
     }
 
@@ -310,8 +316,15 @@ impl Dispatcher {
             .forget(wire);
     }
 
-    /// Opens a mesh connection to `node`, writes the client's bytes and gives the
-    /// socket to the client's worker. False if any step failed (the lookup goes on).
+    /// Opens a mesh connection to `node`, writes the client's bytes, waits for the
+    /// holder's first answer byte and then gives the socket to the client's worker. False
+    /// if any step failed (the lookup goes on).
+    ///
+    /// The holder answers every carried head (its family's `200` or refusal) before the
+    /// client's wait ends; a holder that closes first refused the preamble (another mesh
+    /// key, or a node that is not what the directory says) and is counted and warned
+    /// about, not handed to the client as a tunnel that ends at once. The answer is only
+    /// peeked: it stays in the socket for the worker.
     async fn carry(&self, node: &str, l: &Lookup, deadline: tokio::time::Instant) -> bool {
         let origin = Origin {
             transport: l.transport,
@@ -320,15 +333,23 @@ impl Dispatcher {
         let attempt = async {
             let mut stream = self.cluster.mesh_connect(node, origin).await.ok()?;
             stream.write_all(&l.head).await.ok()?;
-            Some(stream)
+            self.cluster
+                .stats()
+                .mesh_bytes_out
+                .fetch_add(l.head.len() as u64, Ordering::Relaxed);
+            let mut first = [0u8; 1];
+            let answered = matches!(stream.peek(&mut first).await, Ok(n) if n > 0);
+            Some((stream, answered))
         };
-        let Ok(Some(stream)) = tokio::time::timeout_at(deadline, attempt).await else {
+        let Ok(Some((stream, answered))) = tokio::time::timeout_at(deadline, attempt).await else {
             return false;
         };
         let stats = self.cluster.stats();
-        stats
-            .mesh_bytes_out
-            .fetch_add(l.head.len() as u64, Ordering::Relaxed);
+        if !answered {
+            stats.mesh_connect_errors.fetch_add(1, Ordering::Relaxed);
+            self.warn_closed(node);
+            return false;
+        }
         let fd: OwnedFd = match stream.into_std() {
             Ok(s) => s.into(),
             Err(_) => return false,
@@ -344,6 +365,26 @@ impl Dispatcher {
                 // The socket is closed; the client keeps waiting for a local park.
                 true
             }
+        }
+    }
+
+    /// Warns, at most once per [`CLOSED_WARN_INTERVAL`], that `node` closed a carried
+    /// client's mesh connection without answering.
+    fn warn_closed(&self, node: &str) {
+        let now = crate::clock::unix_now();
+        let last = self.closed_warned.load(Ordering::Relaxed);
+        if now >= last.saturating_add(CLOSED_WARN_INTERVAL)
+            && self
+                .closed_warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                to = node,
+                "a node closed a carried client's mesh connection without answering: \
+                 it refused the preamble (another --mesh-psk-file?); its tryst_mesh_refused_total \
+                 says why; the client is carried elsewhere or answered not parked"
+            );
         }
     }
 }

@@ -270,6 +270,46 @@ fn the_mesh_port_refuses_wrong_keys_replays_and_clients() {
     );
 }
 
+/// A node started with another mesh key (d) carries a client for a key parked on a: a
+/// refuses d's preamble and closes, so d counts a failed mesh connection, not a reach,
+/// and its client gets native's 404 not_parked after the client wait, never a bare
+/// close.
+#[test]
+fn a_client_on_a_node_with_another_mesh_key_gets_not_parked_not_a_close() {
+    let redis = TestRedis::start();
+    let keys = tempfile::tempdir().unwrap();
+    let good = write_psk(keys.path(), PSK);
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = write_psk(other_dir.path(), "another mesh key, not the cluster's one");
+    let args = ["--workers", "1", "--client-wait", "2s"];
+    let a = start_node(&redis, &good, "a", "127.0.0.2", &args);
+    let d = start_node(&redis, &other, "d", "127.0.0.5", &args);
+    assert_eq!(a.await_metric("tryst_cluster_live_nodes", 1), 1);
+    assert_eq!(d.await_metric("tryst_cluster_live_nodes", 1), 1);
+    let _parked = park_native(&a);
+    await_presence(&redis, crate::tunnel::ID, "a", true);
+
+    let (answer, took) = reach_refused(&d);
+    assert_eq!(answer, (404, "not_parked".to_owned()));
+    assert!(
+        took >= std::time::Duration::from_millis(1900),
+        "took {took:?}"
+    );
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    assert_eq!(await_refused(&a, "bad_key", 1), 1);
+    assert!(d.await_metric_at_least("tryst_mesh_connect_errors_total", 1) >= 1);
+    assert_eq!(
+        crate::tunnel::series_value(
+            &d.metrics(),
+            "tryst_cluster_reaches_total{direction=\"out\"}"
+        ),
+        0
+    );
+    // The parked connection on a was not used: a local client still reaches it.
+    let client = a.reach(b"still parked");
+    assert_tunnel(client, _parked, b"still parked");
+}
+
 /// Three nodes (a, b, c on 127.0.0.2-4, one worker each) on one private Redis, each
 /// seeing the other two live before the test goes on.
 pub(crate) struct Three {
