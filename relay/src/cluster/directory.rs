@@ -84,6 +84,10 @@ pub struct Directory {
     advertise: SocketAddr,
     live: RwLock<Arc<BTreeMap<String, NodeInfo>>>,
     connected: AtomicBool,
+    /// The current failure was logged (set at the first failure after a success, or
+    /// since start: a wrong password or address is warned about even if the directory
+    /// never answered).
+    failure_logged: AtomicBool,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
     last_ok: Mutex<Option<Instant>>,
@@ -132,6 +136,7 @@ impl Directory {
             advertise,
             live: RwLock::new(Arc::default()),
             connected: AtomicBool::new(false),
+            failure_logged: AtomicBool::new(false),
             errors: AtomicU64::new(0),
             last_error: Mutex::new(None),
             last_ok: Mutex::new(None),
@@ -192,6 +197,7 @@ impl Directory {
     /// Records a successful command (the directory is connected).
     pub fn record_ok(&self) {
         *self.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        self.failure_logged.store(false, Ordering::Release);
         if !self.connected.swap(true, Ordering::AcqRel) {
             tracing::info!("cluster directory connected");
             self.reconnects.send_modify(|n| *n += 1);
@@ -199,11 +205,13 @@ impl Directory {
     }
 
     /// Records a failed command: the directory is disconnected until the next success.
-    /// Logged when the state changes, not per failure.
+    /// Logged once per failure period (the first failure after a success, or since
+    /// start), not per failure.
     pub fn record_error(&self, what: &str, error: &str) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         let message = format!("{what}: {error}");
-        if self.connected.swap(false, Ordering::AcqRel) {
+        self.connected.store(false, Ordering::Release);
+        if !self.failure_logged.swap(true, Ordering::AcqRel) {
             tracing::warn!(error = %message, "cluster directory unreachable; cross-node reaches stop until it answers");
         }
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(message);

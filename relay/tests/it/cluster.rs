@@ -310,6 +310,43 @@ fn a_client_on_a_node_with_another_mesh_key_gets_not_parked_not_a_close() {
     assert_tunnel(client, _parked, b"still parked");
 }
 
+/// A directory that never answered (here: no Redis at the socket given; a wrong
+/// password is the same) is warned about once, not only after it answered once.
+#[test]
+fn a_directory_that_never_answered_is_warned_about_once() {
+    let keys = tempfile::tempdir().unwrap();
+    let psk = write_psk(keys.path(), PSK);
+    let nowhere = keys.path().join("no-redis-here.sock");
+    let node = Relay::builder()
+        .workers(1)
+        .log_file(keys.path().join("relay.log"))
+        .args([
+            "--listen",
+            "127.0.0.2:0",
+            "--cluster-redis",
+            nowhere.to_str().unwrap(),
+            "--node-name",
+            "lonely",
+            "--mesh-listen",
+            "127.0.0.2:0",
+            "--mesh-psk-file",
+            psk.to_str().unwrap(),
+        ])
+        .start();
+    assert!(node.await_metric_at_least("tryst_cluster_directory_errors_total", 3) >= 3);
+    let warning = "cluster directory unreachable";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !node.log().contains(warning) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let log = node.log();
+    assert_eq!(log.matches(warning).count(), 1, "{log}");
+    assert!(
+        log.contains("no-redis-here.sock") || log.contains("No such file"),
+        "{log}"
+    );
+}
+
 /// Three nodes (a, b, c on 127.0.0.2-4, one worker each) on one private Redis, each
 /// seeing the other two live before the test goes on.
 pub(crate) struct Three {
