@@ -68,6 +68,13 @@ start)
     mkdir -p "$dir/sock"
     if [[ $(id -u) -eq 0 ]]; then
         chown -R postgres: "$dir"
+        # The server runs as postgres: every directory above DIR must let it through
+        # (a `mktemp -d` parent is 0700 root).
+        if ! as_pg test -x "$dir" -a -w "$dir" 2>/dev/null; then
+            echo "pg-test: the postgres user cannot reach $dir: a directory above it is" \
+                "not searchable by others (chmod o+x it)" >&2
+            exit 1
+        fi
     fi
     as_pg "$bin/initdb" -D "$dir/data" -U postgres --auth=trust --no-instructions \
         -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||

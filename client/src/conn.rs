@@ -280,7 +280,8 @@ pub async fn open(relay: &RelayAddr, timeout: Duration) -> Result<RelayStream, E
                     });
                 let tls = TlsConnector::from(pinned_config(pin))
                     .connect(name, tcp)
-                    .await?;
+                    .await
+                    .map_err(crate::tls::explain_pin_mismatch)?;
                 Ok(RelayStream::Tls(Box::new(tls)))
             }
         }

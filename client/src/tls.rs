@@ -89,6 +89,37 @@ impl fmt::Debug for Pin {
     }
 }
 
+/// The relay presented another certificate than the pinned one (its digest is public:
+/// `tryst serve` prints it).
+#[derive(Debug, thiserror::Error)]
+#[error("the relay's certificate is {got}, not the pinned {pinned} (--pin)")]
+pub struct PinMismatch {
+    /// The presented leaf certificate's fingerprint.
+    pub got: Pin,
+    /// The pin it was checked against.
+    pub pinned: Pin,
+}
+
+/// A failed handshake's error, with a pin mismatch said in words: rustls prints a
+/// [`PinMismatch`] inside its certificate error with `Debug`. Other errors are returned
+/// as they are.
+pub fn explain_pin_mismatch(e: std::io::Error) -> std::io::Error {
+    let mismatch = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .and_then(|tls| match tls {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+                other.0.downcast_ref::<PinMismatch>()
+            }
+            _ => None,
+        })
+        .map(ToString::to_string);
+    match mismatch {
+        Some(message) => std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+        None => e,
+    }
+}
+
 /// Accepts exactly the pinned leaf certificate.
 #[derive(Debug)]
 struct PinVerifier {
@@ -105,11 +136,15 @@ impl ServerCertVerifier for PinVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if Pin::of(end_entity.as_ref()) == self.pin {
+        let got = Pin::of(end_entity.as_ref());
+        if got == self.pin {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch {
+                    got,
+                    pinned: self.pin,
+                }))),
             ))
         }
     }

@@ -309,6 +309,17 @@ fn plan(args: &ExposeArgs) -> Result<Plan, ExposeError> {
     })
 }
 
+/// Warns (does not refuse), as the relay does for its secrets file, when group or
+/// others may read or write a service's key file: every one of them is a secret.
+fn warn_if_open(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(path)
+        && let Some(w) = crate::secrets::permission_warning(path, meta.permissions().mode())
+    {
+        tracing::warn!("{w}");
+    }
+}
+
 /// How a service parks, with its secret read from its file (or the one given).
 fn park_auth(
     spec: &ServiceSpec,
@@ -318,7 +329,10 @@ fn park_auth(
         AuthSpec::Native { secret_file } => {
             let secret = match secret {
                 Some(s) => s,
-                None => tryst_client::secret::read_file(secret_file)?,
+                None => {
+                    warn_if_open(secret_file);
+                    tryst_client::secret::read_file(secret_file)?
+                }
             };
             ParkAuth::Native {
                 id: spec.id.ok_or_else(|| invalid("no id"))?,
@@ -330,6 +344,7 @@ fn park_auth(
             app_id,
             identity_key_file,
         } => {
+            warn_if_open(tag_file);
             let text = std::fs::read_to_string(tag_file)
                 .map_err(ExposeError::io(format!("tag file {}", tag_file.display())))?;
             let tag = text.trim_end_matches(['\r', '\n']);
@@ -339,6 +354,7 @@ fn park_auth(
             let identity = match identity_key_file {
                 None => None,
                 Some(path) => {
+                    warn_if_open(path);
                     let hex_seed = std::fs::read_to_string(path).map_err(ExposeError::io(
                         format!("identity key file {}", path.display()),
                     ))?;
@@ -365,6 +381,7 @@ fn park_auth(
             }
         }
         AuthSpec::Hive { hive_key_file } => {
+            warn_if_open(hive_key_file);
             let text = std::fs::read_to_string(hive_key_file).map_err(ExposeError::io(format!(
                 "hive key file {}",
                 hive_key_file.display()
@@ -385,6 +402,7 @@ fn park_auth(
             step,
             digits,
         } => {
+            warn_if_open(totp_secret_file);
             let text = std::fs::read_to_string(totp_secret_file).map_err(ExposeError::io(
                 format!("TOTP key file {}", totp_secret_file.display()),
             ))?;

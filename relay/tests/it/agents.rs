@@ -65,7 +65,7 @@ impl Agent {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let secret_file = dir.path().join("secret");
-        std::fs::write(&secret_file, format!("{}\n", b64url(secret))).unwrap();
+        write_secret_file(&secret_file, secret, 0o600);
         let mut cmd = tryst();
         cmd.arg("expose")
             .args(["--relay", &relay.to_string(), "--id", ID, "--to", to])
@@ -275,6 +275,39 @@ fn a_pool_of_four_serves_twenty_sequential_reaches_without_any_client_wait() {
     assert_eq!(metric_sum(&metrics, "tryst_paired_total"), 20);
     assert_eq!(agent.metric("tryst_agent_paired_total"), 20);
     assert_eq!(agent.metric("tryst_agent_reconnects_total"), 0);
+}
+
+/// A secret file group or others may read is warned about (as the relay's secrets file
+/// is), not refused: the agent parks.
+#[test]
+fn a_secret_file_readable_by_others_is_warned_about_not_refused() {
+    let relay = Relay::start(&[]);
+    let echo = echo_server();
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("open.secret");
+    write_secret_file(&secret_file, &SECRET, 0o644);
+    let mut cmd = tryst();
+    cmd.arg("expose")
+        .args(["--relay", &relay.addr.to_string(), "--id", ID])
+        .args(["--to", &echo.to_string(), "--pool", "1"])
+        .arg("--secret-file")
+        .arg(&secret_file)
+        .args(["--metrics-listen", "127.0.0.1:0"]);
+    let agent = Agent::spawn(cmd, dir);
+    assert_eq!(relay.await_metric("tryst_parked", 1), 1, "{}", agent.log());
+    let warning = format!(
+        "{} is accessible by group or others (mode 0644); run `chmod 600 {}`",
+        secret_file.display(),
+        secret_file.display()
+    );
+    assert!(agent.await_log(&warning), "{}", agent.log());
+}
+
+/// Writes `secret` as `tryst provision` prints it into `path`, with `mode`.
+fn write_secret_file(path: &Path, secret: &[u8], mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, format!("{}\n", b64url(secret))).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 #[test]
@@ -1288,7 +1321,13 @@ fn tls_with_a_pinned_certificate_for_expose_and_connect_and_a_wrong_pin_is_refus
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(5), "{stderr}");
-    assert!(stderr.contains("certificate"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the relay's certificate is {}, not the pinned {wrong} (--pin)",
+            tryst_client::tls::Pin::parse(&pin).unwrap()
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
