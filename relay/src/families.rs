@@ -165,6 +165,18 @@ impl FamilyConfigs {
         stun::summary_line(self.stun_listen)
     }
 
+    /// What `--check-config` checks of the families' files without writing anything:
+    /// an existing dead-drop key parses (a missing one is generated at start) and the
+    /// Qredo apps file reads and parses. Stores are not opened.
+    pub fn check(&self) -> Result<(), FamilyError> {
+        deaddrop::keys::check(&self.deaddrop.key_path)
+            .map_err(|e| FamilyError::DeadDrop(e.into()))?;
+        if let Some(path) = &self.qredo.apps_file {
+            qredo::service::load_apps(path).map_err(FamilyError::Qredo)?;
+        }
+        Ok(())
+    }
+
     /// The families' lines at the end of the `--check-config` summary.
     pub fn summary_tail(&self) -> String {
         self.hive.summary_line() + &self.deaddrop.summary_line()

@@ -45,6 +45,17 @@ pub enum ServeError {
         /// Why.
         source: io::Error,
     },
+    /// The data directory (or, when it does not exist yet, the directory it would be
+    /// created in) is there but this user may not write into it.
+    #[error("{}", not_writable(path, within.as_deref()))]
+    DataDirNotWritable {
+        /// The data directory.
+        path: PathBuf,
+        /// The existing directory it would be created in, when it does not exist yet.
+        within: Option<PathBuf>,
+        /// Why.
+        source: io::Error,
+    },
     /// The secrets file is unusable.
     #[error("secrets: {0}")]
     Secrets(#[from] SecretsError),
@@ -182,6 +193,7 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         SecretsError::Io { path, source } => ServeError::DataDir { path, source },
         other => ServeError::Secrets(other),
     })?;
+    check_data_dir(&config.data_dir)?;
     // Parsed and validated once, here: each worker gets only the ids it owns from this
     // (`Engine::start_with_shares`), instead of every worker parsing the whole file.
     let secrets = secrets::load_file(&config.secrets_path)?;
@@ -697,29 +709,68 @@ fn build_worker_router(
 /// created, the secrets file parses) without creating, binding or starting anything, and
 /// returns the summary to print.
 pub fn check_config(config: &ServeConfig) -> Result<String, ServeError> {
-    let data_dir = match std::fs::metadata(&config.data_dir) {
-        Ok(meta) if meta.is_dir() => DataDirState::Exists,
-        Ok(_) => {
-            return Err(ServeError::DataDir {
-                path: config.data_dir.clone(),
-                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
-            });
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => DataDirState::WillBeCreated,
-        Err(source) => {
-            return Err(ServeError::DataDir {
-                path: config.data_dir.clone(),
-                source,
-            });
-        }
-    };
+    let data_dir = check_data_dir(&config.data_dir)?;
     let secrets = FileSecrets::load(&config.secrets_path)?;
     check_cluster(config.cluster.as_ref())?;
     // The operator's certificate and key must load; a generated pair is made at start.
     if let Some(tls) = config.tls.as_ref().filter(|t| t.cert_and_key.is_some()) {
         crate::tls::load(tls, &config.data_dir, false)?;
     }
+    config.families.check()?;
     Ok(config_summary(config, data_dir, secrets.len()))
+}
+
+/// Whether the data directory is usable by this user: a directory it may write into,
+/// or missing under a directory it may create it in (the nearest existing one). Nothing
+/// is created.
+fn check_data_dir(path: &Path) -> Result<DataDirState, ServeError> {
+    use nix::unistd::{AccessFlags, access};
+    let (state, writable_needed) = match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => (DataDirState::Exists, path.to_owned()),
+        Ok(_) => {
+            return Err(ServeError::DataDir {
+                path: path.to_owned(),
+                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            // The nearest existing ancestor (a relative path's is the working directory).
+            let parent = path
+                .ancestors()
+                .skip(1)
+                .find(|a| !a.as_os_str().is_empty() && a.exists())
+                .unwrap_or_else(|| Path::new("."));
+            (DataDirState::WillBeCreated, parent.to_owned())
+        }
+        Err(source) => {
+            return Err(ServeError::DataDir {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    access(&writable_needed, AccessFlags::W_OK | AccessFlags::X_OK).map_err(|errno| {
+        ServeError::DataDirNotWritable {
+            path: path.to_owned(),
+            within: (state == DataDirState::WillBeCreated).then(|| writable_needed.clone()),
+            source: errno.into(),
+        }
+    })?;
+    Ok(state)
+}
+
+fn not_writable(path: &Path, within: Option<&Path>) -> String {
+    match within {
+        None => format!(
+            "data directory {} is not writable by this user",
+            path.display()
+        ),
+        Some(parent) => format!(
+            "cannot create data directory {}: {} is not writable by this user",
+            path.display(),
+            parent.display()
+        ),
+    }
 }
 
 /// What `serve` checks of the cluster settings before binding anything (and

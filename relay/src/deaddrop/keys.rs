@@ -78,6 +78,25 @@ fn load_or_generate_private(path: &Path) -> Result<(RsaPrivateKey, bool), KeyErr
     }
 }
 
+/// What `--check-config` can say of the key at `path` without writing anything: an
+/// existing file must be a PKCS#8 RSA private key PEM (a missing one is generated at
+/// start).
+pub fn check(path: &Path) -> Result<(), KeyError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => RsaPrivateKey::from_pkcs8_pem(&text)
+            .map(drop)
+            .map_err(|e| KeyError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(KeyError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// The key a node offers for the cluster (PostgreSQL store): the PKCS#8 PEM at `path`
 /// if the file exists, else a new key that is not written to disk (the database keeps
 /// the one that wins).

@@ -190,17 +190,7 @@ impl Qredo {
         };
         let apps = match &config.apps_file {
             None => HashMap::new(),
-            Some(path) => {
-                let apps_err = |message: String| QredoError::Apps {
-                    path: path.clone(),
-                    message,
-                };
-                let text = std::fs::read_to_string(path).map_err(|e| apps_err(e.to_string()))?;
-                super::parse_apps(&text)
-                    .map_err(apps_err)?
-                    .into_iter()
-                    .collect()
-            }
+            Some(path) => load_apps(path)?,
         };
         let qredo = Self {
             inner: Arc::new(Inner {
@@ -893,4 +883,17 @@ impl crate::family::ServiceFamily for Qredo {
     fn render_metrics(&self, out: &mut String) {
         out.push_str(&Self::render_metrics(self));
     }
+}
+
+/// Reads and parses the `--qredo-apps` file (also what `--check-config` checks).
+pub fn load_apps(path: &std::path::Path) -> Result<HashMap<String, Vec<u8>>, QredoError> {
+    let apps_err = |message: String| QredoError::Apps {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| apps_err(e.to_string()))?;
+    Ok(super::parse_apps(&text)
+        .map_err(apps_err)?
+        .into_iter()
+        .collect())
 }

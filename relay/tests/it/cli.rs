@@ -3,7 +3,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 const ID: &str = "0b6c6f1e-3c4b-4a8e-9d2f-6a1c2b3d4e5f";
 
@@ -369,6 +369,162 @@ fn check_config_refuses_bad_secrets_and_bad_values() {
     );
     assert!(!out.status.success(), "{out:?}");
     assert!(text(&out.stderr).contains("not a directory"), "{out:?}");
+}
+
+/// What `serve` would refuse at start, `--check-config` refuses too: a Qredo apps file
+/// that is missing or does not parse, a dead-drop key that is not a PKCS#8 RSA key.
+#[test]
+fn check_config_refuses_the_families_unusable_files() {
+    let home = tempfile::tempdir().unwrap();
+    let data = home.path().join("data");
+    fs::create_dir(&data).unwrap();
+    let config = home.path().join("tryst.toml");
+    fs::write(
+        &config,
+        format!(
+            "data-dir = {:?}
+",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        check_config(home.path(), &config, &[]).status.code(),
+        Some(0)
+    );
+
+    let missing = home.path().join("nope.toml");
+    let out = check_config(
+        home.path(),
+        &config,
+        &["--qredo-apps", missing.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("qredo apps file {}", missing.display())),
+        "{err}"
+    );
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+
+    let malformed = home.path().join("apps.toml");
+    fs::write(&malformed, "apps = 3\n").unwrap();
+    let out = check_config(
+        home.path(),
+        &config,
+        &["--qredo-apps", malformed.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out.stderr).contains(&format!("qredo apps file {}", malformed.display())),
+        "{out:?}"
+    );
+
+    let junk = home.path().join("junk.pem");
+    fs::write(&junk, "not a key\n").unwrap();
+    let out = check_config(
+        home.path(),
+        &config,
+        &["--deaddrop-key", junk.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("dead-drop key {}", junk.display())),
+        "{err}"
+    );
+    assert!(err.contains("not a PKCS#8 RSA private key PEM"), "{err}");
+    // A missing key is generated at start: fine, and not written by the check.
+    let later = home.path().join("later.pem");
+    let out = check_config(
+        home.path(),
+        &config,
+        &["--deaddrop-key", later.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(!later.exists());
+}
+
+/// A data directory this user may not write into (or create) is refused by
+/// `--check-config` and by `serve`, naming it, instead of passing the check and then
+/// failing on the first file written. Run as `nobody` (through `setpriv`, with a copy
+/// of the binary it may execute) when the tests run as root, whom no mode stops.
+#[test]
+fn a_data_directory_this_user_cannot_write_is_refused_by_the_check_and_by_serve() {
+    let home = tempfile::tempdir().unwrap();
+    fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let ro = home.path().join("ro");
+    fs::create_dir(&ro).unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+    let exe = home.path().join("tryst");
+    fs::copy(env!("CARGO_BIN_EXE_tryst"), &exe).unwrap();
+    // /proc/self belongs to this process's effective user.
+    let root = std::os::unix::fs::MetadataExt::uid(&fs::metadata("/proc/self").unwrap()) == 0;
+    let run = |args: &[&str]| {
+        let mut cmd = if root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        cmd.args(args)
+            .env_clear()
+            .env("HOME", home.path())
+            .env("RUST_BACKTRACE", "0")
+            .current_dir(home.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let sub = ro.join("sub");
+    for (dir, want) in [
+        (
+            &ro,
+            format!(
+                "data directory {} is not writable by this user",
+                ro.display()
+            ),
+        ),
+        (
+            &sub,
+            format!(
+                "cannot create data directory {}: {} is not writable by this user",
+                sub.display(),
+                ro.display()
+            ),
+        ),
+    ] {
+        let dir = dir.to_str().unwrap();
+        let check = run(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir,
+            "--check-config",
+        ]);
+        assert_eq!(check.status.code(), Some(1), "{check:?}");
+        assert!(text(&check.stderr).contains(&want), "{check:?}");
+        assert!(check.stdout.is_empty(), "{check:?}");
+    }
+    let serve = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        ro.to_str().unwrap(),
+    ]);
+    assert_eq!(serve.status.code(), Some(1), "{serve:?}");
+    assert!(
+        text(&serve.stderr).contains(&format!(
+            "data directory {} is not writable by this user",
+            ro.display()
+        )),
+        "{serve:?}"
+    );
 }
 
 /// The sample in deploy/ must stay valid and keep documenting every key.
