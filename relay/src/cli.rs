@@ -90,7 +90,8 @@ pub struct ServeArgs {
 )]
 pub struct Settings {
     /// Address to listen on [default: 0.0.0.0:7400].
-    #[arg(long, env = "TRYST_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "TRYST_LISTEN", value_name = "ADDR", value_parser = parse_socket_addr)]
+    #[serde(deserialize_with = "de_socket_addr")]
     pub listen: Option<SocketAddr>,
     /// Data directory [default: $XDG_DATA_HOME/tryst, else ~/.local/share/tryst].
     #[arg(long, env = "TRYST_DATA_DIR", value_name = "DIR")]
@@ -150,7 +151,8 @@ pub struct Settings {
     #[arg(long, env = "TRYST_MAX_HTTP_CONNECTIONS", value_name = "N")]
     pub max_http_connections: Option<usize>,
     /// Also listen for TLS on this address (node-rendezvous clients speak TLS) [default: no TLS listener].
-    #[arg(long, env = "TRYST_TLS_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "TRYST_TLS_LISTEN", value_name = "ADDR", value_parser = parse_socket_addr)]
+    #[serde(deserialize_with = "de_socket_addr")]
     pub tls_listen: Option<SocketAddr>,
     /// TLS certificate chain, PEM [default: a self-signed certificate generated once into the data directory].
     #[arg(
@@ -188,7 +190,8 @@ pub struct Settings {
     pub families: crate::families::FamilySettings,
     /// Serve /metrics and /healthz for operators on this TCP address (e.g.
     /// 127.0.0.1:9400); the public listeners then stop serving /metrics [default: off].
-    #[arg(long, env = "TRYST_METRICS_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "TRYST_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_socket_addr)]
+    #[serde(deserialize_with = "de_socket_addr")]
     pub metrics_listen: Option<SocketAddr>,
     /// Join a cluster whose directory is this Valkey/Redis: `redis://[:password@]host:port[/db]`, `rediss://…`, or an absolute unix socket path (docs/cluster.md) [default: none, a single node].
     #[arg(
@@ -202,10 +205,12 @@ pub struct Settings {
     #[arg(long, env = "TRYST_NODE_NAME", value_name = "NAME")]
     pub node_name: Option<String>,
     /// Where this node accepts mesh connections from the other nodes (keep it off the internet) [default: 0.0.0.0:7401].
-    #[arg(long, env = "TRYST_MESH_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "TRYST_MESH_LISTEN", value_name = "ADDR", value_parser = parse_socket_addr)]
+    #[serde(deserialize_with = "de_socket_addr")]
     pub mesh_listen: Option<SocketAddr>,
     /// The address the other nodes dial for this node's mesh [default: the bound mesh address, which must then not be 0.0.0.0].
-    #[arg(long, env = "TRYST_MESH_ADVERTISE", value_name = "ADDR")]
+    #[arg(long, env = "TRYST_MESH_ADVERTISE", value_name = "ADDR", value_parser = parse_socket_addr)]
+    #[serde(deserialize_with = "de_socket_addr")]
     pub mesh_advertise: Option<SocketAddr>,
     /// File holding the pre-shared mesh key (at least 16 bytes; the same file on every node; keep it mode 0600).
     #[arg(long, env = "TRYST_MESH_PSK_FILE", value_name = "FILE")]
@@ -522,6 +527,50 @@ impl From<NodeParkMode> for tryst_engine::route::ParkMode {
     }
 }
 
+/// Parses a listening or advertised address, `IP:PORT`, saying what is wrong in words a
+/// user can act on (std's own error is only "invalid socket address syntax").
+pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    const EXAMPLE: &str = "e.g. 0.0.0.0:7400, or [::]:7400 for IPv6";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("`{s}` has no port: expected IP:PORT, {EXAMPLE}"));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "`{port}` is not a port (0 to 65535): expected IP:PORT, {EXAMPLE}"
+        ));
+    }
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!(
+            "`{s}`: an IPv6 address goes in brackets, e.g. [::1]:{port}"
+        ));
+    }
+    if host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_err()
+    {
+        return Err(format!(
+            "`{host}` is not an IP address (host names are not accepted here): expected IP:PORT, {EXAMPLE}"
+        ));
+    }
+    Err(format!("`{s}` is not IP:PORT, {EXAMPLE}"))
+}
+
+/// [`parse_socket_addr`] for an optional config-file value.
+pub fn de_socket_addr<'de, D>(d: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    parse_socket_addr(&text)
+        .map(Some)
+        .map_err(de::Error::custom)
+}
+
 /// Parses a `--data-path` value.
 pub fn parse_data_path(s: &str) -> Result<DataPath, String> {
     match s {
@@ -542,6 +591,46 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bad_address_is_explained() {
+        assert_eq!(
+            parse_socket_addr("127.0.0.1:7400"),
+            Ok("127.0.0.1:7400".parse().unwrap())
+        );
+        assert_eq!(
+            parse_socket_addr("[::1]:7400"),
+            Ok("[::1]:7400".parse().unwrap())
+        );
+        let example = "e.g. 0.0.0.0:7400, or [::]:7400 for IPv6";
+        for (bad, want) in [
+            (
+                "127.0.0.1",
+                format!("`127.0.0.1` has no port: expected IP:PORT, {example}"),
+            ),
+            ("", format!("`` has no port: expected IP:PORT, {example}")),
+            (
+                "127.0.0.1:99999",
+                format!("`99999` is not a port (0 to 65535): expected IP:PORT, {example}"),
+            ),
+            (
+                "::1:7400",
+                "`::1:7400`: an IPv6 address goes in brackets, e.g. [::1]:7400".to_owned(),
+            ),
+            (
+                "localhost:7400",
+                format!(
+                    "`localhost` is not an IP address (host names are not accepted here): expected IP:PORT, {example}"
+                ),
+            ),
+        ] {
+            assert_eq!(parse_socket_addr(bad), Err(want), "{bad:?}");
+        }
+        let flag = Cli::try_parse_from(["tryst", "serve", "--listen", "localhost:7400"])
+            .unwrap_err()
+            .to_string();
+        assert!(flag.contains("host names are not accepted here"), "{flag}");
     }
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {

@@ -31,7 +31,8 @@ use std::net::SocketAddr;
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct StunSettings {
     /// Answer STUN Binding requests (RFC 8489) on this UDP address [default: off].
-    #[arg(long, env = "TRYST_STUN_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "TRYST_STUN_LISTEN", value_name = "ADDR", value_parser = crate::cli::parse_socket_addr)]
+    #[serde(deserialize_with = "crate::cli::de_socket_addr")]
     pub stun_listen: Option<SocketAddr>,
 }
 
