@@ -189,11 +189,13 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
         Ok((soft, hard)) => tracing::debug!(soft, hard, "RLIMIT_NOFILE"),
         Err(e) => tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE"),
     }
+    // Checked first, so a file in its place or a directory this user cannot write is
+    // named as such rather than by the error of the first attempt to use it.
+    check_data_dir(&config.data_dir)?;
     secrets::create_private_dir(&config.data_dir).map_err(|e| match e {
         SecretsError::Io { path, source } => ServeError::DataDir { path, source },
         other => ServeError::Secrets(other),
     })?;
-    check_data_dir(&config.data_dir)?;
     // Parsed and validated once, here: each worker gets only the ids it owns from this
     // (`Engine::start_with_shares`), instead of every worker parsing the whole file.
     let secrets = secrets::load_file(&config.secrets_path)?;
