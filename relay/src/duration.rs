@@ -33,6 +33,11 @@ pub enum DurationError {
     /// A character where a digit was expected.
     #[error("`{0}` is not a duration (expected e.g. `2s`, `500ms`, `1h`)")]
     Invalid(String),
+    /// A decimal point: only whole numbers of a unit.
+    #[error(
+        "`{0}` has a fraction: use a whole number of a smaller unit (e.g. `1500ms`, not `1.5s`)"
+    )]
+    Fraction(String),
     /// Too large to represent.
     #[error("`{0}` is too large")]
     Overflow(String),
@@ -63,6 +68,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         }
         let unit = &text[unit_start..i];
         let ms_per_unit: u64 = match unit {
+            "" if bytes.get(i) == Some(&b'.') => {
+                return Err(DurationError::Fraction(text.to_owned()));
+            }
+            "" if i < bytes.len() => return Err(DurationError::Invalid(text.to_owned())),
             "" => return Err(DurationError::MissingUnit(text.to_owned())),
             "ms" => 1,
             "s" => 1_000,
@@ -168,17 +177,23 @@ mod tests {
             parse_duration(" 2s"),
             Err(DurationError::Invalid(" 2s".into()))
         );
+        // A space after the number is not a missing unit: the input is not a duration.
         assert_eq!(
             parse_duration("2 s"),
-            Err(DurationError::MissingUnit("2 s".into()))
+            Err(DurationError::Invalid("2 s".into()))
         );
         assert_eq!(
             parse_duration("-1s"),
             Err(DurationError::Invalid("-1s".into()))
         );
+        // Not "no unit": a fraction, said as such.
         assert_eq!(
             parse_duration("1.5s"),
-            Err(DurationError::MissingUnit("1.5s".into()))
+            Err(DurationError::Fraction("1.5s".into()))
+        );
+        assert_eq!(
+            parse_duration("1.5s").unwrap_err().to_string(),
+            "`1.5s` has a fraction: use a whole number of a smaller unit (e.g. `1500ms`, not `1.5s`)"
         );
         let huge = "99999999999999999999s";
         assert_eq!(
