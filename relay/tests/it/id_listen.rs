@@ -36,21 +36,33 @@ fn connect(addr: SocketAddr) -> TcpStream {
 
 #[test]
 fn a_client_on_an_id_port_reaches_the_parked_server_with_no_head() {
-    // Once with the id owned by each worker: whichever worker the kernel gives the
-    // accepts to, one of the two relays pairs clients the other worker handed over
-    // (the fixed-id hand-off) and the other pairs its own.
+    // With the id owned by each worker in turn, both paths are exercised: the owner
+    // pairs clients it accepted itself, and clients the other worker accepted are
+    // handed over (the fixed-id hand-off). Which worker the kernel gives an accept to is
+    // not ours to choose, and it can follow the owner (the worker that just took the
+    // park) for a whole relay's rounds, so relays are started, alternating the owner,
+    // until one has handed a client over: at most MAX_RELAYS, every exchange checked.
+    const MAX_RELAYS: usize = 8;
     let mut handed_over = 0;
-    for owner in 0..2 {
+    let mut relays = 0;
+    while handed_over == 0 && relays < MAX_RELAYS {
         let (relay, addr) = id_port_of(
             Relay::builder()
                 .args(["--id-listen", &format!("127.0.0.1:0={ID}")])
-                .env(TEST_OWNER_KEY_ENV, hex::encode(key_owning_id_on(owner)))
+                .env(
+                    TEST_OWNER_KEY_ENV,
+                    hex::encode(key_owning_id_on(relays % 2)),
+                )
                 .start(),
         );
         exchange_rounds(&relay, addr);
         handed_over += relay.metric("tryst_handoffs_total");
+        relays += 1;
     }
-    assert!(handed_over > 0);
+    assert!(
+        handed_over > 0,
+        "no client handed over in {relays} relays of {ROUNDS} rounds"
+    );
 }
 
 /// Parks a server and reaches it through the id port, [`ROUNDS`] times, checking that
