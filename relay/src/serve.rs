@@ -719,7 +719,12 @@ pub fn check_config(config: &ServeConfig) -> Result<String, ServeError> {
         crate::tls::load(tls, &config.data_dir, false)?;
     }
     config.families.check()?;
-    Ok(config_summary(config, data_dir, secrets.len()))
+    Ok(config_summary(
+        config,
+        data_dir,
+        secrets.len(),
+        secrets.totp_len(),
+    ))
 }
 
 /// Whether the data directory is usable by this user: a directory it may write into,
@@ -799,7 +804,13 @@ pub enum DataDirState {
 }
 
 /// The short summary `--check-config` prints on success.
-pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usize) -> String {
+/// `secrets` ids with a native secret and `totp_ids` with a node-rendezvous TOTP record.
+pub fn config_summary(
+    config: &ServeConfig,
+    data_dir: DataDirState,
+    secrets: usize,
+    totp_ids: usize,
+) -> String {
     let e = &config.engine;
     let dir_note = match data_dir {
         DataDirState::Exists => "exists",
@@ -821,6 +832,11 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
         ),
     };
     let family_listeners = config.families.summary_listeners();
+    let totp = match totp_ids {
+        0 => String::new(),
+        1 => ", 1 TOTP record".to_owned(),
+        n => format!(", {n} TOTP records"),
+    };
     let metrics = config
         .metrics_listen
         .map(|addr| format!("metrics listen  {addr} (/metrics only there)\n"))
@@ -832,7 +848,7 @@ pub fn config_summary(config: &ServeConfig, data_dir: DataDirState, secrets: usi
          {family_listeners}\
          {metrics}\
          data directory  {} ({dir_note})\n\
-         secrets         {} ({secrets} {})\n\
+         secrets         {} ({secrets} {}{totp})\n\
          workers         {} ({} sockets each)\n\
          data path       {data_path}\n",
         config.listen,
@@ -907,7 +923,7 @@ mod tests {
         let config =
             ServeConfig::resolve(settings, &|_: &str| None, Ok(Path::new("/")), host).unwrap();
         assert_eq!(
-            config_summary(&config, DataDirState::WillBeCreated, 1),
+            config_summary(&config, DataDirState::WillBeCreated, 1, 0),
             "tryst: configuration ok\n\
              listen          127.0.0.1:9000\n\
              data directory  /var/lib/tryst (will be created)\n\
@@ -921,7 +937,7 @@ mod tests {
             crate::hive::mirror::MirrorPeer::parse("http://[::1]:7401").unwrap(),
         ];
         assert!(
-            config_summary(&config, DataDirState::Exists, 2)
+            config_summary(&config, DataDirState::Exists, 2, 0)
                 .ends_with("data path       splice-syscall\nhive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n")
         );
         let mut with_pg = config.clone();
@@ -929,14 +945,26 @@ mod tests {
             url: "postgres://tryst:hunter2@db/mail".into(),
             pool_size: 4,
         };
-        assert!(config_summary(&with_pg, DataDirState::Exists, 2).ends_with(
-            "hive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n\
+        assert!(
+            config_summary(&with_pg, DataDirState::Exists, 2, 0).ends_with(
+                "hive mirrors    http://10.0.0.2:7400, http://[::1]:7401\n\
                  dead-drop store postgres host=db dbname=mail user=tryst pool=4\n"
-        ));
+            )
+        );
         config.families.stun_listen = Some("0.0.0.0:3478".parse().unwrap());
-        assert!(config_summary(&config, DataDirState::Exists, 2).contains(
-            "listen          127.0.0.1:9000\nstun listen     0.0.0.0:3478\ndata directory"
-        ));
+        assert!(
+            config_summary(&config, DataDirState::Exists, 2, 0).contains(
+                "listen          127.0.0.1:9000\nstun listen     0.0.0.0:3478\ndata directory"
+            )
+        );
+        // Node-rendezvous TOTP records are counted beside the native ids.
+        for (totp, line) in [
+            (1, "(2 ids, 1 TOTP record)\n"),
+            (3, "(2 ids, 3 TOTP records)\n"),
+        ] {
+            let summary = config_summary(&config, DataDirState::Exists, 2, totp);
+            assert!(summary.contains(line), "{summary}");
+        }
     }
 
     #[test]

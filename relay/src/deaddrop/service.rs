@@ -244,7 +244,18 @@ impl DeadDrop {
             return Reject::NotFound.response();
         }
         if parts.method != Method::POST {
-            return Reject::MethodNotAllowed.response();
+            let mut resp = Reject::MethodNotAllowed.response();
+            // /pubkey takes GET; every other dead-drop path takes POST.
+            let allow = if parts.uri.path() == "/pubkey" {
+                "GET"
+            } else {
+                "POST"
+            };
+            resp.headers_mut().insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static(allow),
+            );
+            return resp;
         }
         let limit = self.inner.config.body_limit();
         if body.is_end_stream() {

@@ -480,6 +480,7 @@ impl Qredo {
                 [] => Ok(Value::Bool(true)),
                 _ => Err(Failure::BadArguments),
             },
+            ("Ping", _) => Err(Failure::UnknownOperation),
             ("Rendezvous", op) => self.rendezvous(op, args, now).await,
             ("Conversations", op) => match (op, args) {
                 ("publish", [queue, item, sig]) => self.publish(queue, item, sig, now).await,

@@ -282,6 +282,19 @@ fn endpoints_error_codes_and_check_order(kind: Kind) {
         (s, serde_json::from_str::<Value>(&b).unwrap()),
         (404, err("not_found"))
     );
+    // Another method: 405 with the method the path takes in `Allow` (RFC 9110 15.5.6).
+    for (path, allow) in [("/deposit", "POST"), ("/pubkey", "GET")] {
+        let (s, head, b) = request(a, "PUT", path, Some(b"{}"));
+        assert_eq!(
+            (s, serde_json::from_str::<Value>(&b).unwrap()),
+            (405, err("method_not_allowed")),
+            "{path}"
+        );
+        assert!(
+            head.contains(&format!("\r\nallow: {}\r\n", allow.to_ascii_lowercase())),
+            "{head}"
+        );
+    }
     // Non-object JSON: upstream crashes; tryst answers 400.
     assert_eq!(post(a, "/deposit", &json!([1])), (400, err("invalid_json")));
     assert_eq!(

@@ -893,6 +893,10 @@ fn every_refusal_is_an_exact_failure_result() {
         failed(1005, "unknown_operation", "unknown operation")
     );
     assert_eq!(
+        client.call("Ping", "pong", vec![]),
+        failed(1005, "unknown_operation", "unknown operation")
+    );
+    assert_eq!(
         client.call("Rendezvous", "create", vec![Value::Bool(true)]),
         failed(1006, "bad_arguments", "bad arguments")
     );
