@@ -801,8 +801,9 @@ impl Qredo {
         Ok(Value::Record(lf::Record::unit("ConversationAckResult")))
     }
 
-    /// Serves `POST /services` and the WebSocket upgrade `GET /services` (any other
-    /// request: 405 with `Allow: GET, POST`).
+    /// Serves `POST /services` and the WebSocket upgrade `GET /services`. A `GET` that
+    /// is not an upgrade: 426 with `Upgrade: websocket`; any other method: 405 with
+    /// `Allow: GET, POST`; both with the HTTP service's JSON error shape.
     pub async fn serve<B>(
         &self,
         req: HttpRequest<B>,
@@ -816,9 +817,24 @@ impl Qredo {
             return self.upgrade(req);
         }
         let (parts, body) = req.into_parts();
+        if parts.method == Method::GET {
+            let body = serde_json::json!({"error": {
+                "code": "upgrade_required",
+                "message": "GET /services is a WebSocket upgrade (subprotocol qredo); calls without one are POST /services",
+            }});
+            let mut resp = crate::body::json_reply(StatusCode::UPGRADE_REQUIRED, body.to_string());
+            let h = resp.headers_mut();
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            return resp;
+        }
         if parts.method != Method::POST {
-            let mut resp = HttpResponse::new(Full::new(Bytes::new()));
-            *resp.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            let body = serde_json::json!({"error": {
+                "code": "method_not_allowed",
+                "message": "method not allowed",
+            }});
+            let mut resp =
+                crate::body::json_reply(StatusCode::METHOD_NOT_ALLOWED, body.to_string());
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
             return resp;

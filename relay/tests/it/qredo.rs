@@ -957,8 +957,15 @@ fn every_refusal_is_an_exact_failure_result() {
         reply,
         unaddressed(1001, "request_too_large", "request too large").encode()
     );
-    let (status, _) = post_with(relay.addr, "GET", b"");
+    // A GET without the WebSocket upgrade is told to upgrade; another method is 405.
+    let (status, body) = post_with(relay.addr, "GET", b"");
+    assert_eq!(status, 426);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "upgrade_required");
+    let (status, body) = post_with(relay.addr, "PUT", b"");
     assert_eq!(status, 405);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
     assert!(!relay.log().contains("panicked"), "{}", relay.log());
 }
 
