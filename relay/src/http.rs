@@ -128,6 +128,9 @@ pub enum ApiError {
     /// The endpoint exists but not for this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The endpoint takes this method only as a WebSocket upgrade.
+    #[error("this endpoint takes GET as a WebSocket upgrade only")]
+    UpgradeRequired,
     /// The body exceeds [`BODY_LIMIT`].
     #[error("request body too large")]
     BodyTooLarge,
@@ -156,6 +159,7 @@ impl ApiError {
         match self {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::MalformedBody => StatusCode::BAD_REQUEST,
@@ -168,6 +172,7 @@ impl ApiError {
         match self {
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::UpgradeRequired => "upgrade_required",
             Self::BodyTooLarge => "body_too_large",
             Self::BodyTimeout => "body_timeout",
             Self::MalformedBody => "malformed_body",
@@ -190,6 +195,10 @@ impl ApiError {
             }
             Self::StatsUnavailable => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::UpgradeRequired => {
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
             }
             Self::NotFound => {}
         }
@@ -961,6 +970,7 @@ mod tests {
         for e in [
             ApiError::NotFound,
             ApiError::MethodNotAllowed,
+            ApiError::UpgradeRequired,
             ApiError::BodyTooLarge,
             ApiError::BodyTimeout,
             ApiError::MalformedBody,

@@ -356,6 +356,14 @@ pub fn permission_warning(path: &Path, mode: u32) -> Option<String> {
     })
 }
 
+/// Logs [`permission_warning`] for the file at `path` (warns, does not refuse): the
+/// secrets file, the mesh key, an agent's key files.
+pub fn warn_if_accessible(path: &Path, meta: &fs::Metadata) {
+    if let Some(w) = permission_warning(path, meta.permissions().mode()) {
+        tracing::warn!("{w}");
+    }
+}
+
 /// Reads the secrets file; a missing file is an empty set. Warns (does not refuse) when
 /// the file is readable by group or others.
 pub fn load_secrets(path: &Path) -> Result<BTreeMap<RendezvousId, Secret>, SecretsError> {
@@ -382,10 +390,7 @@ pub fn load_file_keeping(
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(SecretsFile::default()),
         Err(e) => return Err(io_err(e)),
     };
-    let meta = file.metadata().map_err(io_err)?;
-    if let Some(w) = permission_warning(path, meta.permissions().mode()) {
-        tracing::warn!("{w}");
-    }
+    warn_if_accessible(path, &file.metadata().map_err(io_err)?);
     let text = io::read_to_string(file).map_err(io_err)?;
     parse_file_keeping(&text, path, keep)
 }

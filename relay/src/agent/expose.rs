@@ -312,11 +312,8 @@ fn plan(args: &ExposeArgs) -> Result<Plan, ExposeError> {
 /// Warns (does not refuse), as the relay does for its secrets file, when group or
 /// others may read or write a service's key file: every one of them is a secret.
 fn warn_if_open(path: &Path) {
-    use std::os::unix::fs::PermissionsExt as _;
-    if let Ok(meta) = std::fs::metadata(path)
-        && let Some(w) = crate::secrets::permission_warning(path, meta.permissions().mode())
-    {
-        tracing::warn!("{w}");
+    if let Ok(meta) = std::fs::metadata(path) {
+        crate::secrets::warn_if_accessible(path, &meta);
     }
 }
 

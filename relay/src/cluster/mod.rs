@@ -212,15 +212,11 @@ pub enum ClusterError {
 /// [`MIN_PSK_LEN`] of them. Warns (as for the secrets file) when group or others may
 /// read it. The key is never printed.
 pub fn load_psk(path: &Path) -> Result<Vec<u8>, ClusterError> {
-    use std::os::unix::fs::PermissionsExt as _;
     let err = |source| ClusterError::PskRead {
         path: path.to_owned(),
         source,
     };
-    let meta = std::fs::metadata(path).map_err(err)?;
-    if let Some(w) = crate::secrets::permission_warning(path, meta.permissions().mode()) {
-        tracing::warn!("{w}");
-    }
+    crate::secrets::warn_if_accessible(path, &std::fs::metadata(path).map_err(err)?);
     let bytes = std::fs::read(path).map_err(err)?;
     let key = bytes.trim_ascii();
     if key.len() < MIN_PSK_LEN {

@@ -7,6 +7,7 @@
 //! operations) unreachable; `tests::no_rsa_private_key_operation_outside_key_loading`
 //! fails if a private-key type or operation appears anywhere else in the relay.
 
+use rsa::pkcs8::der::zeroize::Zeroizing;
 use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use std::io;
@@ -53,43 +54,47 @@ pub fn load_or_generate(path: &Path) -> Result<(RsaPublicKey, bool), KeyError> {
 }
 
 fn load_or_generate_private(path: &Path) -> Result<(RsaPrivateKey, bool), KeyError> {
-    let io_err = |source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    match std::fs::read_to_string(path) {
-        Ok(text) => RsaPrivateKey::from_pkcs8_pem(&text)
-            .map(|k| (k, false))
-            .map_err(|e| KeyError::Parse {
-                path: path.to_owned(),
-                message: e.to_string(),
-            }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let key = RsaPrivateKey::new(&mut rand::thread_rng(), KEY_BITS)
-                .map_err(|e| io_err(io::Error::other(e.to_string())))?;
-            let pem = key
-                .to_pkcs8_pem(LineEnding::LF)
-                .map_err(|e| io_err(io::Error::other(e.to_string())))?;
-            crate::files::write_private(path, pem.as_bytes(), 0o600)
-                .map_err(|e| io_err(e.source))?;
-            Ok((key, true))
-        }
-        Err(e) => Err(io_err(e)),
+    if let Some((_, key)) = read_existing(path)? {
+        return Ok((key, false));
     }
+    let (key, pem) = generate(path)?;
+    crate::files::write_private(path, pem.as_bytes(), 0o600).map_err(|e| KeyError::Io {
+        path: path.to_owned(),
+        source: e.source,
+    })?;
+    Ok((key, true))
 }
 
 /// What `--check-config` can say of the key at `path` without writing anything: an
 /// existing file must be a PKCS#8 RSA private key PEM (a missing one is generated at
 /// start).
 pub fn check(path: &Path) -> Result<(), KeyError> {
+    read_existing(path).map(drop)
+}
+
+/// The key a node offers for the cluster (PostgreSQL store): the PKCS#8 PEM at `path`
+/// if the file exists, else a new key that is not written to disk (the database keeps
+/// the one that wins).
+pub fn offer_shared(path: &Path) -> Result<String, KeyError> {
+    match read_existing(path)? {
+        Some((text, _)) => Ok(text),
+        None => generate(path).map(|(_, pem)| pem.to_string()),
+    }
+}
+
+/// The key file at `path` as its PEM text and the key it holds, or `None` when there is
+/// no such file. Every reader of the key file (start, `--check-config`, the cluster's
+/// offer) goes through here, so all refuse the same files the same way.
+fn read_existing(path: &Path) -> Result<Option<(String, RsaPrivateKey)>, KeyError> {
     match std::fs::read_to_string(path) {
-        Ok(text) => RsaPrivateKey::from_pkcs8_pem(&text)
-            .map(drop)
-            .map_err(|e| KeyError::Parse {
+        Ok(text) => {
+            let key = RsaPrivateKey::from_pkcs8_pem(&text).map_err(|e| KeyError::Parse {
                 path: path.to_owned(),
                 message: e.to_string(),
-            }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            })?;
+            Ok(Some((text, key)))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(KeyError::Io {
             path: path.to_owned(),
             source,
@@ -97,31 +102,16 @@ pub fn check(path: &Path) -> Result<(), KeyError> {
     }
 }
 
-/// The key a node offers for the cluster (PostgreSQL store): the PKCS#8 PEM at `path`
-/// if the file exists, else a new key that is not written to disk (the database keeps
-/// the one that wins).
-pub fn offer_shared(path: &Path) -> Result<String, KeyError> {
-    let io_err = |source| KeyError::Io {
+/// A new [`KEY_BITS`] key and its PKCS#8 PEM, wiped from memory when dropped (`path`
+/// names it in errors only).
+fn generate(path: &Path) -> Result<(RsaPrivateKey, Zeroizing<String>), KeyError> {
+    let io_err = |e: &dyn std::fmt::Display| KeyError::Io {
         path: path.to_owned(),
-        source,
+        source: io::Error::other(e.to_string()),
     };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            RsaPrivateKey::from_pkcs8_pem(&text).map_err(|e| KeyError::Parse {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
-            Ok(text)
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let key = RsaPrivateKey::new(&mut rand::thread_rng(), KEY_BITS)
-                .map_err(|e| io_err(io::Error::other(e.to_string())))?;
-            key.to_pkcs8_pem(LineEnding::LF)
-                .map(|pem| pem.to_string())
-                .map_err(|e| io_err(io::Error::other(e.to_string())))
-        }
-        Err(e) => Err(io_err(e)),
-    }
+    let key = RsaPrivateKey::new(&mut rand::thread_rng(), KEY_BITS).map_err(|e| io_err(&e))?;
+    let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| io_err(&e))?;
+    Ok((key, pem))
 }
 
 /// The `/pubkey` PEM of a PKCS#8 private key PEM.

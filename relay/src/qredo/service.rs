@@ -13,6 +13,7 @@ use super::store::{ConversationStore, RedbConversations, StoreError};
 use super::{Failure, QredoConfig, QredoError};
 use crate::body::BodyError;
 use crate::clock::unix_now_ms;
+use crate::http::ApiError;
 use crate::tag::kdf::HashedTag;
 use crate::tag::sync::{Answer, Control, SharedTag};
 use http_body_util::Full;
@@ -803,7 +804,7 @@ impl Qredo {
 
     /// Serves `POST /services` and the WebSocket upgrade `GET /services`. A `GET` that
     /// is not an upgrade: 426 with `Upgrade: websocket`; any other method: 405 with
-    /// `Allow: GET, POST`; both with the HTTP service's JSON error shape.
+    /// `Allow: GET, POST`; both the HTTP service's own errors ([`ApiError`]).
     pub async fn serve<B>(
         &self,
         req: HttpRequest<B>,
@@ -818,23 +819,11 @@ impl Qredo {
         }
         let (parts, body) = req.into_parts();
         if parts.method == Method::GET {
-            let body = serde_json::json!({"error": {
-                "code": "upgrade_required",
-                "message": "GET /services is a WebSocket upgrade (subprotocol qredo); calls without one are POST /services",
-            }});
-            let mut resp = crate::body::json_reply(StatusCode::UPGRADE_REQUIRED, body.to_string());
-            let h = resp.headers_mut();
-            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-            h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-            return resp;
+            return ApiError::UpgradeRequired.response();
         }
         if parts.method != Method::POST {
-            let body = serde_json::json!({"error": {
-                "code": "method_not_allowed",
-                "message": "method not allowed",
-            }});
-            let mut resp =
-                crate::body::json_reply(StatusCode::METHOD_NOT_ALLOWED, body.to_string());
+            let mut resp = ApiError::MethodNotAllowed.response();
+            // This endpoint's methods, not the HTTP service's own GET and HEAD.
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
             return resp;

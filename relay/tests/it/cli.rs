@@ -381,55 +381,38 @@ fn check_config_refuses_the_families_unusable_files() {
     let config = home.path().join("tryst.toml");
     fs::write(
         &config,
-        format!(
-            "data-dir = {:?}
-",
-            data.to_str().unwrap()
-        ),
+        format!("data-dir = {:?}\n", data.to_str().unwrap()),
     )
     .unwrap();
-    assert_eq!(
-        check_config(home.path(), &config, &[]).status.code(),
-        Some(0)
-    );
+    let check = |extra: &[&str]| check_config(home.path(), &config, extra);
+    assert_eq!(check(&[]).status.code(), Some(0));
+    // `flag file` fails the check: exit 1, nothing on stdout; what it said.
+    let refused = |flag: &str, file: &Path| {
+        let out = check(&[flag, file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+        text(&out.stderr)
+    };
 
     let missing = home.path().join("nope.toml");
-    let out = check_config(
-        home.path(),
-        &config,
-        &["--qredo-apps", missing.to_str().unwrap()],
-    );
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = text(&out.stderr);
+    let err = refused("--qredo-apps", &missing);
     assert!(
         err.contains(&format!("qredo apps file {}", missing.display())),
         "{err}"
     );
     assert!(err.contains("No such file or directory"), "{err}");
-    assert!(out.stdout.is_empty(), "{out:?}");
 
     let malformed = home.path().join("apps.toml");
     fs::write(&malformed, "apps = 3\n").unwrap();
-    let out = check_config(
-        home.path(),
-        &config,
-        &["--qredo-apps", malformed.to_str().unwrap()],
-    );
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = refused("--qredo-apps", &malformed);
     assert!(
-        text(&out.stderr).contains(&format!("qredo apps file {}", malformed.display())),
-        "{out:?}"
+        err.contains(&format!("qredo apps file {}", malformed.display())),
+        "{err}"
     );
 
     let junk = home.path().join("junk.pem");
     fs::write(&junk, "not a key\n").unwrap();
-    let out = check_config(
-        home.path(),
-        &config,
-        &["--deaddrop-key", junk.to_str().unwrap()],
-    );
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let err = text(&out.stderr);
+    let err = refused("--deaddrop-key", &junk);
     assert!(
         err.contains(&format!("dead-drop key {}", junk.display())),
         "{err}"
@@ -437,11 +420,7 @@ fn check_config_refuses_the_families_unusable_files() {
     assert!(err.contains("not a PKCS#8 RSA private key PEM"), "{err}");
     // A missing key is generated at start: fine, and not written by the check.
     let later = home.path().join("later.pem");
-    let out = check_config(
-        home.path(),
-        &config,
-        &["--deaddrop-key", later.to_str().unwrap()],
-    );
+    let out = check(&["--deaddrop-key", later.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(!later.exists());
 }
