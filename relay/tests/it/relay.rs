@@ -434,11 +434,30 @@ impl Relay {
     /// Waits (10 s at most) until `read` of the `/metrics` text satisfies `done`;
     /// returns the last value seen.
     fn await_where(&self, done: impl Fn(u64) -> bool, read: impl Fn(&str) -> u64) -> u64 {
+        let mut v = 0;
+        self.poll_until(|| {
+            v = read(&self.metrics());
+            done(v)
+        });
+        v
+    }
+
+    /// Waits (bounded, as the metric waits) until the log ([`RelayBuilder::log_file`])
+    /// holds `needle`; whether it does.
+    pub(crate) fn await_log(&self, needle: &str) -> bool {
+        self.poll_until(|| self.log().contains(needle))
+    }
+
+    /// Checks `done` until it holds or 10 s have passed (pacing the polls of another
+    /// process's progress at 20 ms); whether it held.
+    fn poll_until(&self, mut done: impl FnMut() -> bool) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let v = read(&self.metrics());
-            if done(v) || Instant::now() > deadline {
-                return v;
+            if done() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
             }
             std::thread::yield_now();
             std::thread::sleep(Duration::from_millis(20));
