@@ -31,6 +31,8 @@
 //! - [`clock`]: the one reading of the wall clock as unix seconds / milliseconds.
 //! - [`files`]: the one atomic write of private files (secrets, dead-drop key, TLS key).
 //!   Writes files.
+//! - [`redb_file`]: the redb databases' file backend (new space written with zeros
+//!   when the file grows). Writes the database files.
 //! - [`metrics`]: the Prometheus rendering of the engine's counters. Pure.
 //! - [`secrets`]: the secrets file, [`secrets::FileSecrets`] for the native router, and
 //!   provisioning. Reads and writes the secrets file.
@@ -95,6 +97,7 @@ pub mod nodeprov;
 pub mod pico;
 pub mod provision;
 pub mod qredo;
+pub mod redb_file;
 pub mod router;
 pub mod secrets;
 pub mod serve;

@@ -267,7 +267,7 @@ impl RedbStore {
     pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
         let path = path.to_owned();
         Self::init(
-            Box::new(move || Database::create(&path).map_err(err)),
+            Box::new(move || crate::redb_file::create(&path).map_err(err)),
             limits,
         )
     }

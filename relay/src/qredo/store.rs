@@ -263,7 +263,7 @@ pub struct RedbConversations {
 impl RedbConversations {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path, limits: StoreLimits) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(dberr)?;
+        let db = crate::redb_file::create(path).map_err(dberr)?;
         let txn = db.begin_write().map_err(dberr)?;
         {
             let items = txn.open_table(ITEMS).map_err(dberr)?;
