@@ -23,6 +23,7 @@ pub mod keys;
 pub mod limits;
 pub mod pg;
 pub mod proof;
+mod queue;
 pub mod request;
 mod service;
 pub mod store;

@@ -16,10 +16,11 @@
 //! - `pending`: mailbox → count
 //! - `meta`: `next_seq`, `bytes`, `mailboxes`
 
+use super::queue::{Receiver, RecvError, Sender, TrySendError};
 use redb::{Database, ReadableTable as _, ReadableTableMetadata as _, TableDefinition};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 const MESSAGES: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("messages");
@@ -719,7 +720,7 @@ fn micros(d: std::time::Duration) -> u64 {
 /// The handle to the group-commit writer thread. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Writer {
-    tx: mpsc::SyncSender<(Op, Reply)>,
+    tx: Sender<(Op, Reply)>,
     stats: Arc<WriterStats>,
 }
 
@@ -748,15 +749,12 @@ impl From<StoreError> for WriteError {
 }
 
 /// Moves whatever is queued into the batch, up to [`MAX_BATCH`] requests.
-fn drain(rx: &mpsc::Receiver<(Op, Reply)>, ops: &mut Vec<Op>, replies: &mut Vec<Option<Reply>>) {
-    while ops.len() < MAX_BATCH {
-        match rx.try_recv() {
-            Ok((op, reply)) => {
-                ops.push(op);
-                replies.push(Some(reply));
-            }
-            Err(_) => break,
-        }
+fn drain(rx: &Receiver<(Op, Reply)>, ops: &mut Vec<Op>, replies: &mut Vec<Option<Reply>>) {
+    let mut queued = Vec::new();
+    rx.drain_into(&mut queued, MAX_BATCH.saturating_sub(ops.len()));
+    for (op, reply) in queued {
+        ops.push(op);
+        replies.push(Some(reply));
     }
 }
 
@@ -794,7 +792,7 @@ impl Writer {
         window: fn(std::time::Duration) -> std::time::Duration,
     ) -> Self {
         use std::time::{Duration, Instant};
-        let (tx, rx) = mpsc::sync_channel::<(Op, Reply)>(queue.max(1));
+        let (tx, rx) = super::queue::bounded::<(Op, Reply)>(queue);
         let stats = Arc::new(WriterStats::default());
         let run = {
             let stats = Arc::clone(&stats);
@@ -807,30 +805,17 @@ impl Writer {
                 let mut last_commit = Duration::ZERO;
                 loop {
                     if ops.is_empty() {
-                        match rx.recv_timeout(sweep_every) {
-                            Ok((op, reply)) => {
-                                ops.push(op);
-                                replies.push(Some(reply));
-                            }
-                            Err(mpsc::RecvTimeoutError::Timeout) => {}
-                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        match rx.wait_for(1, Instant::now() + sweep_every) {
+                            Ok(_) | Err(RecvError::Timeout) => {}
+                            Err(RecvError::Disconnected) => return,
                         }
                     }
                     drain(&rx, &mut ops, &mut replies);
                     let want = expect.min(MAX_BATCH);
                     if !ops.is_empty() && ops.len() < want {
+                        // One wake-up when the last of them is queued, not one per caller.
                         let start = Instant::now();
-                        let deadline = start + window(last_commit);
-                        while ops.len() < want {
-                            let left = deadline.saturating_duration_since(Instant::now());
-                            match rx.recv_timeout(left) {
-                                Ok((op, reply)) => {
-                                    ops.push(op);
-                                    replies.push(Some(reply));
-                                }
-                                Err(_) => break,
-                            }
-                        }
+                        let _ = rx.wait_for(want - ops.len(), start + window(last_commit));
                         drain(&rx, &mut ops, &mut replies);
                         stats
                             .gather_micros
@@ -895,16 +880,22 @@ impl Writer {
         &self.stats
     }
 
-    /// Queues `op` and waits for the commit that includes it.
-    pub async fn submit(&self, op: Op) -> Result<Outcome, WriteError> {
+    /// Queues `op`; the receiver gets the outcome of the commit that includes it.
+    fn enqueue(
+        &self,
+        op: Op,
+    ) -> Result<oneshot::Receiver<Result<Outcome, WriteError>>, WriteError> {
         let (reply, answer) = oneshot::channel();
         self.tx.try_send((op, reply)).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => WriteError::Busy,
-            mpsc::TrySendError::Disconnected(_) => {
-                WriteError::Failed("store writer stopped".into())
-            }
+            TrySendError::Full(_) => WriteError::Busy,
+            TrySendError::Disconnected(_) => WriteError::Failed("store writer stopped".into()),
         })?;
-        match answer.await {
+        Ok(answer)
+    }
+
+    /// Queues `op` and waits for the commit that includes it.
+    pub async fn submit(&self, op: Op) -> Result<Outcome, WriteError> {
+        match self.enqueue(op)?.await {
             Ok(Ok(o)) => Ok(o),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(WriteError::Failed("store writer stopped".into())),
@@ -915,6 +906,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::mpsc;
 
     const LIMITS: StoreLimits = StoreLimits {
         max_pending: 3,
@@ -1400,11 +1392,7 @@ mod tests {
         };
         let w = Writer::spawn(store, 64, std::time::Duration::from_secs(3600), || 0);
         let mut answers = Vec::new();
-        let mut send = |op: Op| {
-            let (reply, answer) = oneshot::channel();
-            w.tx.try_send((op, reply)).unwrap();
-            answers.push(answer);
-        };
+        let mut send = |op: Op| answers.push(w.enqueue(op).unwrap());
         send(msg(1, "first", "p", 100));
         entered_rx.recv().unwrap();
         for i in 0..9 {
@@ -1455,11 +1443,7 @@ mod tests {
             || 0,
             |_| std::time::Duration::from_secs(3600),
         );
-        let send = |op: Op| {
-            let (reply, answer) = oneshot::channel();
-            w.tx.try_send((op, reply)).unwrap();
-            answer
-        };
+        let send = |op: Op| w.enqueue(op).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
