@@ -301,9 +301,21 @@ pub fn run_supervisor(config: ServeConfig) -> Result<(), ServeError> {
     .map_err(io_err("starting the workers"))?;
     drop(secrets);
     tryst_engine::driver::release_free_memory();
-    runtime.block_on(supervise(
-        engine, &config, signals, families, metrics, mesh, started,
-    ))
+    // The supervisor loop runs as a task on the runtime's threads, not on this one: the
+    // HTTP inbox is drained there, so each handed-off connection's task starts on the
+    // thread that received it instead of waking another one (a context switch less per
+    // HTTP request; docs/performance.md, "The supervisor loop on the runtime").
+    let supervisor = runtime.spawn(async move {
+        supervise(engine, &config, signals, families, metrics, mesh, started).await
+    });
+    match runtime.block_on(supervisor) {
+        Ok(result) => result,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Only a runtime shutting down cancels a task, and this one is still running.
+            Err(e) => Err(io_err("running the supervisor")(io::Error::other(e))),
+        },
+    }
 }
 
 /// The signals the supervisor acts on.
