@@ -41,7 +41,8 @@ const WRITE_LOCK: i64 = 0x7472_7973_745f_7731;
 
 /// The schema, one entry per version, applied in order, each once. Version 2 holds
 /// Qredo's `Conversations` queues (`crate::qredo::pg`), which live in the dead-drop's
-/// database when it is on PostgreSQL.
+/// database when it is on PostgreSQL; version 3 the proofs every node has accepted
+/// ([`PgAccess::first_use`]).
 const MIGRATIONS: &[(i32, &str)] = &[
     (
         1,
@@ -91,6 +92,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
         queues bigint NOT NULL
     );
     INSERT INTO qredo_totals (id, bytes, queues) VALUES (1, 0, 0);",
+    ),
+    (
+        3,
+        "CREATE TABLE deaddrop_proofs (
+        digest bytea PRIMARY KEY,
+        until bigint NOT NULL
+    );
+    CREATE INDEX deaddrop_proofs_until ON deaddrop_proofs (until);",
     ),
 ];
 
@@ -692,6 +701,13 @@ impl<'o> Batch<'_, 'o> {
         for (mailbox, (n, bytes)) in per {
             self.removed(&mailbox, n, bytes).await?;
         }
+        // Proof records whose window has passed (a proof is refused as stale by then).
+        let proofs = self
+            .tx
+            .prepare_cached("DELETE FROM deaddrop_proofs WHERE until < $1")
+            .await
+            .map_err(pg)?;
+        self.tx.execute(&proofs, &[&int(now)]).await.map_err(pg)?;
         Ok(Outcome::Removed(rows.len()))
     }
 
@@ -908,6 +924,15 @@ impl Store for PgStore {
     }
 }
 
+/// What [`PgAccess::first_use`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// No node had recorded the proof: this request may use it.
+    pub first: bool,
+    /// Whether the mailbox asked about holds a live message (`None`: none asked).
+    pub live: Option<bool>,
+}
+
 /// The store's pool and the runtime its connections live on: queries from any runtime
 /// (the dead-drop's reads, and Qredo's `Conversations`, which share the database).
 /// Cheap to clone.
@@ -970,6 +995,70 @@ impl PgAccess {
         let mut config = (*self.config).clone();
         config.application_name(application_name);
         config.connect(NoTls).await.map_err(pg)
+    }
+
+    /// Records the dead-drop proof whose signature hashes to `digest` as used until
+    /// unix second `until` (the end of its window): [`Claim::first`] is `false` when
+    /// any node recorded it first (a replay). With `mailbox_at` (a retrieve's mailbox
+    /// and `now`), the same statement also answers [`Reader::has_live`]'s question, so
+    /// a retrieve's proof costs no round trip of its own. The insert has committed when
+    /// this returns, so every node sharing the database refuses the proof from then on;
+    /// the writer's sweep deletes the records whose window has passed.
+    ///
+    /// The commit is asynchronous (`synchronous_commit` off for this one statement's
+    /// transaction): visible to every node at once, but not waiting for the WAL flush,
+    /// which would cost each retrieve a disk flush of its own. A database crash can
+    /// lose the records of the last moment (at most three `wal_writer_delay`s, 600 ms by
+    /// default), whose proofs could then be used once more within their window.
+    ///
+    /// [`Reader::has_live`]: super::store::Reader::has_live
+    pub async fn first_use(
+        &self,
+        digest: [u8; 32],
+        until: u64,
+        mailbox_at: Option<(Mailbox, u64)>,
+    ) -> Result<Claim, StoreError> {
+        /// The claim: an asynchronous commit, an insert that does nothing for a digest
+        /// already recorded, whether it inserted.
+        macro_rules! claim {
+            () => {
+                "WITH asynchronous AS \
+                 (SELECT set_config('synchronous_commit', 'off', true)), \
+                 claimed AS (INSERT INTO deaddrop_proofs (digest, until) \
+                 SELECT $1::bytea, $2::bigint FROM asynchronous \
+                 ON CONFLICT (digest) DO NOTHING RETURNING 1) \
+                 SELECT EXISTS (SELECT 1 FROM claimed)"
+            };
+        }
+        const CLAIM: &str = claim!();
+        const CLAIM_READING: &str = concat!(
+            claim!(),
+            ", EXISTS (SELECT 1 FROM deaddrop_messages WHERE mailbox = $3 AND expires_at > $4)"
+        );
+        let until = int(until);
+        self.run(move |client| async move {
+            let row = match mailbox_at {
+                None => {
+                    let st = client.prepare_cached(CLAIM).await.map_err(pg)?;
+                    client.query_one(&st, &[&digest.as_slice(), &until]).await
+                }
+                Some((mailbox, now)) => {
+                    let st = client.prepare_cached(CLAIM_READING).await.map_err(pg)?;
+                    client
+                        .query_one(
+                            &st,
+                            &[&digest.as_slice(), &until, &mailbox.as_slice(), &int(now)],
+                        )
+                        .await
+                }
+            }
+            .map_err(pg)?;
+            Ok(Claim {
+                first: row.get(0),
+                live: mailbox_at.map(|_| row.get(1)),
+            })
+        })
+        .await
     }
 
     pub(super) async fn has_live(&self, mailbox: &Mailbox, now: u64) -> Result<bool, StoreError> {
@@ -1110,6 +1199,53 @@ mod tests {
         );
         let e = PgStore::open(&url, LIMITS, 1, || Ok(String::new())).unwrap_err();
         assert!(e.unavailable, "{e}");
+    }
+
+    /// A proof is a first use once in one database, whichever node asks; a retrieve's
+    /// claim also says whether the mailbox holds live mail; the sweep drops records
+    /// whose window has passed (the proof is then refused as stale anyway).
+    #[test]
+    fn a_proof_is_claimed_once_and_swept_after_its_window() {
+        let Some(url) = database("a_proof_is_claimed_once_and_swept_after_its_window") else {
+            return;
+        };
+        let (mut store, _) = PgStore::open(&url, LIMITS, 2, || Ok(String::new())).unwrap();
+        let Reader::Postgres(access) = store.reader() else {
+            unreachable!()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let claim = |digest: u8, until: u64, mailbox_at: Option<(Mailbox, u64)>| {
+            rt.block_on(access.first_use([digest; 32], until, mailbox_at))
+                .unwrap()
+        };
+        assert_eq!(
+            claim(1, 100, None),
+            Claim {
+                first: true,
+                live: None
+            }
+        );
+        assert_eq!(
+            claim(1, 100, Some(([3; 32], 50))),
+            Claim {
+                first: false,
+                live: Some(false)
+            }
+        );
+        store.apply(&[deposit(3, "m")]).unwrap();
+        assert_eq!(
+            claim(2, 100, Some(([3; 32], 50))),
+            Claim {
+                first: true,
+                live: Some(true)
+            }
+        );
+        // Window ended at 100: swept at 101, so the digest is new again.
+        store.apply(&[Op::Expire { now: 101 }]).unwrap();
+        assert!(claim(1, 200, None).first);
     }
 
     fn deposit(mailbox: u8, id: &str) -> Op {

@@ -296,6 +296,9 @@ impl DeadDrop {
             Ok(a) => a,
             Err(reject) => return replayed(reject),
         };
+        let now = unix_now();
+        // Whether the retrieved mailbox holds a live message, when already known.
+        let mut live = None;
         if let (Some(c), Some(proof)) = (self.inner.cluster.get(), admitted) {
             use crate::cluster::replay::{Scope, Seen, ttl};
             let until_ms = u64::try_from(proof.until).unwrap_or(0).saturating_mul(1000);
@@ -309,6 +312,20 @@ impl DeadDrop {
                 .await;
             if seen == Seen::Replayed {
                 return replayed(proof.replay);
+            }
+        } else if let (Reader::Postgres(access), Some(proof)) = (&self.inner.reader, admitted) {
+            // Nodes sharing the database without a cluster directory: the database is
+            // where every node's proofs meet (docs/cluster.md). A retrieve asks its
+            // read-first question in the same statement.
+            let until = u64::try_from(proof.until).unwrap_or(0);
+            let mailbox_at = match &action {
+                Action::Retrieve { mailbox, .. } => Some((*mailbox, now)),
+                _ => None,
+            };
+            match access.first_use(proof.digest, until, mailbox_at).await {
+                Ok(claim) if !claim.first => return replayed(proof.replay),
+                Ok(claim) => live = claim.live.map(Ok),
+                Err(e) => return self.write_error(&WriteError::from(e)),
             }
         }
         match action {
@@ -330,9 +347,12 @@ impl DeadDrop {
                 }
             }
             Action::Retrieve { mailbox, keep } => {
-                let now = unix_now();
                 // Read first: an empty mailbox needs no write transaction.
-                match self.inner.reader.has_live(&mailbox, now).await {
+                let live = match live {
+                    Some(known) => known,
+                    None => self.inner.reader.has_live(&mailbox, now).await,
+                };
+                match live {
                     Ok(true) => {}
                     Ok(false) => {
                         return json_reply(

@@ -826,6 +826,19 @@ fn postgres_two_nodes_share_one_database() {
     assert_eq!(retrieve_all(b.addr, &bob, &rpem), [first]);
     assert!(retrieve_all(a.addr, &bob, &rpem).is_empty());
 
+    // A proof used on one node is a replay on the other, with no cluster directory:
+    // the nodes' proofs meet in the database. Mail deposited after the first use
+    // stays for a fresh proof.
+    let proof = bob.proof(&rpem, now());
+    let (s, v) = post(a.addr, "/retrieve", &proof);
+    assert_eq!((s, &v["messages"]), (200, &json!([])), "{v}");
+    let later = intercom(json!({"n": "after the proof"}));
+    assert_eq!(deposit(a.addr, &bob, &later).0, 200);
+    let replay = (401, json!({"status": "error", "reason": "replay_detected"}));
+    assert_eq!(post(b.addr, "/retrieve", &proof), replay);
+    assert_eq!(post(a.addr, "/retrieve", &proof), replay);
+    assert_eq!(retrieve_all(b.addr, &bob, &rpem), [later]);
+
     // At-least-once across nodes: kept on A, acknowledged on B.
     let kept = intercom(json!({"n": "kept"}));
     assert_eq!(deposit(b.addr, &bob, &kept).0, 200);
