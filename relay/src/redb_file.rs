@@ -12,11 +12,14 @@
 //! segments with zeros before use for the same reason.
 //!
 //! Only space the file has just grown by is written, so no stored byte is ever
-//! overwritten: at most [`ZERO_AHEAD`] per growth (redb grows by doubling, then by
-//! whole 4 GiB regions; beyond the first [`ZERO_AHEAD`] of a growth the file stays
-//! sparse, as with redb's own backend). A growth that cannot be written (a full disk)
-//! fails with the file at its old length, so it is reported by the commit that needed
-//! the space rather than by a later writeback.
+//! overwritten. At most [`ZERO_AHEAD`] per growth: redb grows (by doubling, then by
+//! whole 4 GiB regions, and again after it trims a mostly free tail) while it holds
+//! the lock its read transactions take, so the zeros are written inside a commit that
+//! readers wait for; 8 MiB keeps that to a few milliseconds, and redb fills a file
+//! from its start, so the first part of a growth is what the next commits use. Beyond
+//! it the file stays sparse, as with redb's own backend. When the zeros cannot be
+//! written (a disk too full for them), the file grows sparse as before, with a warning:
+//! the commit needs only its own pages.
 
 use redb::backends::FileBackend;
 use redb::{Database, DatabaseError, StorageBackend};
@@ -32,7 +35,7 @@ pub fn create(path: &Path) -> Result<Database, DatabaseError> {
 }
 
 /// Most bytes written with zeros per growth of the file.
-pub const ZERO_AHEAD: u64 = 64 << 20;
+pub const ZERO_AHEAD: u64 = 8 << 20;
 /// Zeros written per system call.
 const CHUNK: usize = 1 << 20;
 
@@ -88,9 +91,14 @@ impl StorageBackend for ZeroFilledFile {
         if len > old {
             let to = len.min(old.saturating_add(ZERO_AHEAD));
             if let Err(e) = self.zero_fill(old, to) {
-                // Back to the old length: nothing of redb's lies past it.
-                let _ = self.inner.set_len(old);
-                return Err(e);
+                // Nothing of redb's lies past `old`: the zeros written so far go, and
+                // the growth below is sparse, as redb's own backend makes it.
+                tracing::warn!(
+                    error = %e,
+                    bytes = to - old,
+                    "cannot write zeros into the space the database file grows by; growing it sparse"
+                );
+                self.inner.set_len(old)?;
             }
         }
         self.inner.set_len(len)
@@ -144,8 +152,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let f = ZeroFilledFile::open(&path).unwrap();
-        f.set_len(ZERO_AHEAD * 4).unwrap();
-        assert_eq!(f.len().unwrap(), ZERO_AHEAD * 4);
+        f.set_len(ZERO_AHEAD * 16).unwrap();
+        assert_eq!(f.len().unwrap(), ZERO_AHEAD * 16);
         let held = blocks(&path) * 512;
         assert!(
             (ZERO_AHEAD..ZERO_AHEAD * 2).contains(&held),

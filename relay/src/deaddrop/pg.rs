@@ -39,6 +39,10 @@ const MIGRATE_LOCK: i64 = 0x7472_7973_745f_6d31;
 /// Advisory lock every write batch takes first (`tryst_w1` in ASCII).
 const WRITE_LOCK: i64 = 0x7472_7973_745f_7731;
 
+/// How long a proof record outlives its window (seconds): the clock difference between
+/// nodes it covers (a node whose clock is behind still accepts the proof as fresh).
+pub const PROOF_RECORD_MARGIN: u64 = 300;
+
 /// The schema, one entry per version, applied in order, each once. Version 2 holds
 /// Qredo's `Conversations` queues (`crate::qredo::pg`), which live in the dead-drop's
 /// database when it is on PostgreSQL; version 3 the proofs every node has accepted
@@ -701,13 +705,16 @@ impl<'o> Batch<'_, 'o> {
         for (mailbox, (n, bytes)) in per {
             self.removed(&mailbox, n, bytes).await?;
         }
-        // Proof records whose window has passed (a proof is refused as stale by then).
+        // Proof records whose window passed PROOF_RECORD_MARGIN ago: every node
+        // refuses the proof as stale by then, even one whose clock is that much behind
+        // this node's.
         let proofs = self
             .tx
             .prepare_cached("DELETE FROM deaddrop_proofs WHERE until < $1")
             .await
             .map_err(pg)?;
-        self.tx.execute(&proofs, &[&int(now)]).await.map_err(pg)?;
+        let before = int(now.saturating_sub(PROOF_RECORD_MARGIN));
+        self.tx.execute(&proofs, &[&before]).await.map_err(pg)?;
         Ok(Outcome::Removed(rows.len()))
     }
 
@@ -1243,8 +1250,11 @@ mod tests {
                 live: Some(true)
             }
         );
-        // Window ended at 100: swept at 101, so the digest is new again.
-        store.apply(&[Op::Expire { now: 101 }]).unwrap();
+        // Window ended at 100: kept through the margin for slower clocks, swept after.
+        let sweep = |store: &mut PgStore, now| store.apply(&[Op::Expire { now }]).unwrap();
+        sweep(&mut store, 100 + PROOF_RECORD_MARGIN);
+        assert!(!claim(1, 200, None).first);
+        sweep(&mut store, 101 + PROOF_RECORD_MARGIN);
         assert!(claim(1, 200, None).first);
     }
 

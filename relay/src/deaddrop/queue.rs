@@ -152,14 +152,16 @@ impl<T> Drop for Receiver<T> {
 }
 
 impl<T> Receiver<T> {
-    /// Waits until at least `count` items are queued or `deadline` passes; returns
-    /// how many are queued. `Disconnected` only when nothing is queued and no sender
-    /// is left (with items queued it returns them first).
+    /// Waits until at least `count` items are queued (at most the capacity: a full
+    /// queue ends the wait) or `deadline` passes; returns how many are queued.
+    /// `Disconnected` only when nothing is queued and no sender is left (with items
+    /// queued it returns them first).
     pub(super) fn wait_for(&self, count: usize, deadline: Instant) -> Result<usize, RecvError> {
+        let count = count.clamp(1, self.shared.capacity);
         let mut state = self.shared.lock();
         loop {
             let queued = state.items.len();
-            if queued >= count.max(1) {
+            if queued >= count {
                 return Ok(queued);
             }
             if state.senders == 0 {
@@ -177,7 +179,7 @@ impl<T> Receiver<T> {
                     Err(RecvError::Timeout)
                 };
             }
-            state.wake_at = count.max(1);
+            state.wake_at = count;
             state = self
                 .shared
                 .ready
@@ -250,6 +252,18 @@ mod tests {
         rx.drain_into(&mut out, 10);
         assert_eq!(out, [1, 2, 3]);
         assert_eq!(rx.wait_for(1, later()), Err(RecvError::Disconnected));
+    }
+
+    #[test]
+    fn a_wait_for_more_than_the_capacity_ends_when_the_queue_is_full() {
+        let (tx, rx) = bounded(2);
+        let sender = std::thread::spawn(move || {
+            tx.try_send(1).unwrap();
+            tx.try_send(2).unwrap();
+            tx
+        });
+        assert_eq!(rx.wait_for(5, later()), Ok(2));
+        drop(sender.join().unwrap());
     }
 
     #[test]

@@ -214,7 +214,8 @@ pub struct RedbStore {
     limits: StoreLimits,
 }
 
-/// Read transactions on the redb file (readers never block the writer, nor it them).
+/// Read transactions on the redb file (readers do not block the writer, nor it them,
+/// except while a commit grows the file: see [`crate::redb_file`]).
 #[derive(Clone)]
 pub struct RedbReader {
     shared: Shared,
