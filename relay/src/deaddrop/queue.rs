@@ -44,6 +44,15 @@ struct Shared<T> {
     capacity: usize,
 }
 
+/// The queue's bound only: the items (requests with their payloads) are not printed.
+impl<T> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // The state stays consistent under every panic (no invariant spans an await
@@ -73,16 +82,9 @@ pub(super) fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
 }
 
 /// The sending side; cloning adds a sender.
+#[derive(Debug)]
 pub(super) struct Sender<T> {
     shared: Arc<Shared<T>>,
-}
-
-impl<T> std::fmt::Debug for Sender<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sender")
-            .field("capacity", &self.shared.capacity)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<T> Clone for Sender<T> {
@@ -126,16 +128,9 @@ impl<T> Sender<T> {
 }
 
 /// The receiving side (one).
+#[derive(Debug)]
 pub(super) struct Receiver<T> {
     shared: Arc<Shared<T>>,
-}
-
-impl<T> std::fmt::Debug for Receiver<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver")
-            .field("capacity", &self.shared.capacity)
-            .finish_non_exhaustive()
-    }
 }
 
 impl<T> Drop for Receiver<T> {

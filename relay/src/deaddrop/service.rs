@@ -324,7 +324,7 @@ impl DeadDrop {
             };
             match access.first_use(proof.digest, until, mailbox_at).await {
                 Ok(claim) if !claim.first => return replayed(proof.replay),
-                Ok(claim) => live = claim.live.map(Ok),
+                Ok(claim) => live = claim.live,
                 Err(e) => return self.write_error(&WriteError::from(e)),
             }
         }
@@ -349,7 +349,7 @@ impl DeadDrop {
             Action::Retrieve { mailbox, keep } => {
                 // Read first: an empty mailbox needs no write transaction.
                 let live = match live {
-                    Some(known) => known,
+                    Some(known) => Ok(known),
                     None => self.inner.reader.has_live(&mailbox, now).await,
                 };
                 match live {
