@@ -309,7 +309,7 @@ impl Checker {
                 let Value::Object(body) = value else {
                     return Err(Reject::InvalidJson);
                 };
-                self.deposit(&body, now)
+                self.deposit(&body, now, now_ms)
             }
             "/retrieve" | "/ack" => {
                 let Value::Object(body) = value else {
@@ -391,6 +391,7 @@ impl Checker {
         &self,
         body: &Map<String, Value>,
         now: i64,
+        now_ms: u64,
     ) -> Result<(Action, Option<Admitted>), Reject> {
         let ttl = match body.get("ttl") {
             None => MAX_TTL_SECS,
@@ -455,15 +456,26 @@ impl Checker {
         Ok((
             Action::Deposit(NewMessage {
                 mailbox: proof::mailbox_of(target),
-                deposit_id: uuid::Builder::from_random_bytes(rand::random())
-                    .into_uuid()
-                    .to_string(),
+                deposit_id: deposit_id(now_ms, rand::random()),
                 payload: payload.clone(),
                 expires_at: now.saturating_add(ttl.unsigned_abs()),
             }),
             admitted,
         ))
     }
+}
+
+/// A new deposit id: a UUID version 7 (RFC 9562) from the deposit's Unix time in
+/// milliseconds and 74 random bits (no counter, so an id says nothing about other
+/// deposits). Upstream hands out random version 4 UUIDs; clients treat the id as an
+/// opaque string. The id tells whoever holds it when the deposit was made: the
+/// depositor, who knows, and in `/ack` mode the recipient. Time-ordered ids land at the right edge of the store's id index
+/// (redb's `ids` table, PostgreSQL's primary key) instead of at a random leaf, which
+/// makes a group commit write several pages fewer (docs/performance.md).
+fn deposit_id(now_ms: u64, random: [u8; 10]) -> String {
+    uuid::Builder::from_unix_timestamp_millis(now_ms, &random)
+        .into_uuid()
+        .to_string()
 }
 
 /// Parses `payload` as upstream's `HiveMessage.deserialize` does and requires INTERCOM;
@@ -521,6 +533,24 @@ mod tests {
 
     fn check(c: &mut Checker, path: &str, v: &Value) -> Result<Action, Reject> {
         c.check(path, v.to_string().as_bytes(), None, NOW_MS)
+    }
+
+    #[test]
+    fn deposit_ids_are_uuid_v7_in_time_order() {
+        let first = deposit_id(NOW_MS, [0xff; 10]);
+        let later = deposit_id(NOW_MS + 1, [0; 10]);
+        assert!(first < later, "{first} sorts after {later}");
+        let parsed = uuid::Uuid::parse_str(&first).unwrap();
+        assert_eq!(parsed.get_version(), Some(uuid::Version::SortRand));
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        assert_eq!(
+            parsed.get_timestamp().map(|t| t.to_unix()),
+            Some((1_700_000_000, 0))
+        );
+        assert_ne!(
+            deposit_id(NOW_MS, rand::random()),
+            deposit_id(NOW_MS, rand::random())
+        );
     }
 
     fn intercom(env: Value) -> String {
