@@ -956,6 +956,20 @@ impl std::fmt::Debug for PgAccess {
     }
 }
 
+/// The SQL question "does the mailbox (parameter `$mailbox`) hold a message live at
+/// unix second `$now`?", one text for every statement that asks it.
+macro_rules! holds_live {
+    ($mailbox:literal, $now:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM deaddrop_messages WHERE mailbox = ",
+            $mailbox,
+            " AND expires_at > ",
+            $now,
+            ")"
+        )
+    };
+}
+
 impl PgAccess {
     /// Runs `work` with a pooled connection on the store's runtime, where the pooled
     /// connections' tasks live; gives up after [`BATCH_TIMEOUT`] (unavailable).
@@ -1038,10 +1052,7 @@ impl PgAccess {
             };
         }
         const CLAIM: &str = claim!();
-        const CLAIM_READING: &str = concat!(
-            claim!(),
-            ", EXISTS (SELECT 1 FROM deaddrop_messages WHERE mailbox = $3 AND expires_at > $4)"
-        );
+        const CLAIM_READING: &str = concat!(claim!(), ", ", holds_live!("$3", "$4"));
         let until = int(until);
         self.run(move |client| async move {
             let row = match mailbox_at {
@@ -1072,10 +1083,7 @@ impl PgAccess {
         let (mailbox, now) = (*mailbox, int(now));
         self.run(move |client| async move {
             let st = client
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM deaddrop_messages \
-                     WHERE mailbox = $1 AND expires_at > $2)",
-                )
+                .prepare_cached(concat!("SELECT ", holds_live!("$1", "$2")))
                 .await
                 .map_err(pg)?;
             let row = client
