@@ -455,7 +455,9 @@ async fn supervise(
             }
             Some(update) = link_updates.next() => links.send(&engine, update),
             Some(reply) = stats_requests.recv() => answer_stats(&engine, reply),
-            _ = hangup.recv() => reload(&mut engine, config),
+            // The loop is a task on the multi-threaded runtime: reading and checking a
+            // large secrets file must not hold the tasks queued behind it on this thread.
+            _ = hangup.recv() => tokio::task::block_in_place(|| reload(&mut engine, config)),
             _ = terminate.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGTERM"),
             _ = interrupt.recv() => begin_shutdown(&mut engine, &http, &mut shutting_down, "SIGINT"),
             _ = tick.tick() => {
