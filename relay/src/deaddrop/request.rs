@@ -469,10 +469,11 @@ impl Checker {
 /// milliseconds and 74 random bits (no counter, so an id says nothing about other
 /// deposits). Upstream hands out random version 4 UUIDs; clients treat the id as an
 /// opaque string. The id tells whoever holds it when the deposit was made: the
-/// depositor, who knows, and in `/ack` mode the recipient. Time-ordered ids land at
-/// the right edge of the store's id index (redb's `ids` table, PostgreSQL's unique
-/// index on `deposit_id`) instead of at a random leaf, which makes a group commit
-/// write several pages fewer (docs/performance.md).
+/// depositor, who knows, and a recipient that retrieves with `"ack": false`; the store
+/// keeps it as long as the message. Time-ordered ids land at the right edge of the
+/// store's id index (redb's `ids` table, PostgreSQL's unique index on `deposit_id`)
+/// instead of at a random leaf, which makes a group commit write several pages fewer
+/// (docs/performance.md).
 fn deposit_id(now_ms: u64, random: [u8; 10]) -> String {
     uuid::Builder::from_unix_timestamp_millis(now_ms, &random)
         .into_uuid()
