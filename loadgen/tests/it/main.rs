@@ -70,6 +70,14 @@ fn start_relay_with(data_dir: &Path, tls: bool) -> Relay {
     start_relay_args(data_dir, tls, &[])
 }
 
+/// The client wait of the relays in runs where clients pick their hidden id at random
+/// behind two parked connections per id: the busiest id draws several times its share
+/// and serves those clients in rounds of pairing and re-parking (a fresh TLS handshake
+/// when over TLS), which on a loaded 2-core machine outlasts the default 2 s client
+/// wait (a CI run saw eight 404s that way). A 404 there says nothing about what those
+/// tests check (bytes, TLS, TOTP); every client must still pair.
+const CLIENT_WAIT_UNDER_LOAD: &str = "--client-wait=15s";
+
 /// [`start_relay_with`] with more `tryst serve` flags.
 fn start_relay_args(data_dir: &Path, tls: bool, extra: &[&str]) -> Relay {
     let mut cmd = Command::new(tryst());
@@ -339,11 +347,7 @@ fn small_tls_run_against_a_local_relay_is_byte_exact() {
             "2",
             "--size",
             "20000",
-            // About 10 clients land on the busiest of the 20 ids and are served one
-            // after another, each after a re-park with a fresh TLS handshake: on a
-            // loaded 2-core machine that queue outlasts the default 2 s client wait,
-            // and a 404 there says nothing about what this test checks (TLS bytes).
-            "--relay-arg=--client-wait=15s",
+            &format!("--relay-arg={CLIENT_WAIT_UNDER_LOAD}"),
         ],
         dir.path(),
     );
@@ -378,11 +382,7 @@ fn small_totp_run_against_a_local_relay_is_byte_exact() {
             "200ms",
             "--size",
             "1000",
-            // The busiest of the 20 ids draws about 10 of the 100 random clients and
-            // serves them in rounds of a 200 ms hold and a re-park behind its two
-            // parked connections: on a loaded machine that can outlast the default 2 s
-            // client wait, and a 404 there says nothing about what this test checks.
-            "--relay-arg=--client-wait=15s",
+            &format!("--relay-arg={CLIENT_WAIT_UNDER_LOAD}"),
         ],
         dir.path(),
     );
@@ -401,12 +401,7 @@ fn drives_a_given_tls_relay_with_totp_records_and_reports_wrong_keys() {
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
     write_totp_secrets(&data.join("secrets.toml"), 10, 0);
-    // Clients pick their hidden server at random, so one id can get seven or eight of
-    // the 40 and its last clients wait for three or four rounds of pairing and TLS
-    // re-parking behind its two parked connections: longer than the default 2 s client
-    // wait on a loaded machine (a CI run saw eight 404s that way). What this test
-    // checks is TLS and TOTP end to end, not that wait.
-    let relay = start_relay_args(&data, true, &["--client-wait", "20s"]);
+    let relay = start_relay_args(&data, true, &[CLIENT_WAIT_UNDER_LOAD]);
     let tls_addr = relay.tls_addr.clone().unwrap();
     let ca = data.join("tls-cert.pem");
     let secrets = data.join("secrets.toml");
