@@ -341,6 +341,14 @@ fn cat(a: &[u8], b: u64) -> Vec<u8> {
     k
 }
 
+/// The message sequence number at the end of a `by_mailbox` key.
+fn seq_of(key: &[u8]) -> Result<u64, StoreError> {
+    key.get(32..40)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::failed("corrupt mailbox index entry"))
+}
+
 fn charge(id: &str, payload: &str) -> u64 {
     (id.len() + payload.len()) as u64 + OVERHEAD_BYTES
 }
@@ -391,33 +399,57 @@ impl Tables<'_> {
         Ok(())
     }
 
-    /// Removes message `seq` and its index entries; true if it existed.
-    fn remove(&mut self, seq: u64) -> Result<bool, StoreError> {
+    /// Removes message `seq`'s record and its `by_expiry` and `ids` entries and
+    /// uncharges its bytes, returning what it held (`None`: no such message). The
+    /// caller removes its `by_mailbox` entry and counts it out of `pending`.
+    fn remove_record(
+        &mut self,
+        seq: u64,
+    ) -> Result<Option<(Mailbox, u64, String, String)>, StoreError> {
         let Some(raw) = self.messages.remove(seq).map_err(err)? else {
-            return Ok(false);
+            return Ok(None);
         };
-        let (mailbox, exp, id, payload) = decode(raw.value())?;
+        let record = decode(raw.value())?;
         drop(raw);
-        self.by_mailbox
-            .remove(cat(&mailbox, seq).as_slice())
-            .map_err(err)?;
+        let (_, exp, id, payload) = &record;
         self.by_expiry
             .remove(cat(&exp.to_be_bytes(), seq).as_slice())
             .map_err(err)?;
         self.ids.remove(id.as_str()).map_err(err)?;
+        self.totals.bytes = self.totals.bytes.saturating_sub(charge(id, payload));
+        Ok(Some(record))
+    }
+
+    /// Lowers `mailbox`'s pending count by `removed`, dropping the entry (and the
+    /// mailbox from the total) at zero.
+    fn uncount(&mut self, mailbox: &Mailbox, removed: u64) -> Result<(), StoreError> {
+        if removed == 0 {
+            return Ok(());
+        }
         let left = self
             .pending
             .get(mailbox.as_slice())
             .map_err(err)?
             .map_or(0, |v| v.value())
-            .saturating_sub(1);
+            .saturating_sub(removed);
         if left == 0 {
             self.pending.remove(mailbox.as_slice()).map_err(err)?;
             self.totals.mailboxes = self.totals.mailboxes.saturating_sub(1);
         } else {
             self.pending.insert(mailbox.as_slice(), left).map_err(err)?;
         }
-        self.totals.bytes = self.totals.bytes.saturating_sub(charge(&id, &payload));
+        Ok(())
+    }
+
+    /// Removes message `seq` and its index entries; true if it existed.
+    fn remove(&mut self, seq: u64) -> Result<bool, StoreError> {
+        let Some((mailbox, ..)) = self.remove_record(seq)? else {
+            return Ok(false);
+        };
+        self.by_mailbox
+            .remove(cat(&mailbox, seq).as_slice())
+            .map_err(err)?;
+        self.uncount(&mailbox, 1)?;
         Ok(true)
     }
 
@@ -466,6 +498,9 @@ impl Tables<'_> {
     }
 
     fn take(&mut self, mailbox: &Mailbox, now: u64, delete: bool) -> Result<Outcome, StoreError> {
+        if delete {
+            return self.take_and_delete(mailbox, now);
+        }
         let lo = cat(mailbox, 0);
         let hi = cat(mailbox, u64::MAX);
         let mut seqs = Vec::new();
@@ -475,38 +510,66 @@ impl Tables<'_> {
             .map_err(err)?
         {
             let (k, _) = entry.map_err(err)?;
-            let k = k.value();
-            let seq = u64::from_be_bytes(k[32..40].try_into().map_err(err)?);
-            seqs.push(seq);
+            seqs.push(seq_of(k.value())?);
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(seqs.len());
         let mut expired = Vec::new();
-        for seq in &seqs {
-            let Some(raw) = self.messages.get(*seq).map_err(err)? else {
+        for seq in seqs {
+            let Some(raw) = self.messages.get(seq).map_err(err)? else {
                 continue;
             };
-            let (_, exp, id, payload) = decode(raw.value())?;
+            let (_, exp, deposit_id, payload) = decode(raw.value())?;
             if exp <= now {
-                expired.push(*seq);
+                expired.push(seq);
             } else {
-                out.push((
-                    *seq,
-                    Delivered {
-                        deposit_id: id,
-                        payload,
-                    },
-                ));
+                out.push(Delivered {
+                    deposit_id,
+                    payload,
+                });
             }
         }
         for seq in expired {
             self.remove(seq)?;
         }
-        if delete {
-            for (seq, _) in &out {
-                self.remove(*seq)?;
+        Ok(Outcome::Messages(out))
+    }
+
+    /// Delete-on-read: empties `mailbox` (each record read once, as it is removed, and
+    /// its `pending` count written once) and hands out the live messages in deposit
+    /// order; the expired ones go with them, undelivered.
+    fn take_and_delete(&mut self, mailbox: &Mailbox, now: u64) -> Result<Outcome, StoreError> {
+        let lo = cat(mailbox, 0);
+        let hi = cat(mailbox, u64::MAX);
+        let mut seqs = Vec::new();
+        for entry in self
+            .by_mailbox
+            .range(lo.as_slice()..=hi.as_slice())
+            .map_err(err)?
+        {
+            let (k, _) = entry.map_err(err)?;
+            seqs.push(seq_of(k.value())?);
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        let mut removed = 0;
+        for seq in seqs {
+            // (redb's `extract_from_if` would save this lookup but copies every page it
+            // touches: 70 ms instead of 40 for 2000 messages.)
+            self.by_mailbox
+                .remove(cat(mailbox, seq).as_slice())
+                .map_err(err)?;
+            let Some((_, exp, deposit_id, payload)) = self.remove_record(seq)? else {
+                continue;
+            };
+            removed += 1;
+            if exp > now {
+                out.push(Delivered {
+                    deposit_id,
+                    payload,
+                });
             }
         }
-        Ok(Outcome::Messages(out.into_iter().map(|(_, d)| d).collect()))
+        self.uncount(mailbox, removed)?;
+        Ok(Outcome::Messages(out))
     }
 
     fn ack(&mut self, mailbox: &Mailbox, ids: &[String]) -> Result<Outcome, StoreError> {
