@@ -42,6 +42,11 @@ const WRITE_LOCK: i64 = 0x7472_7973_745f_7731;
 /// How long a proof record outlives its window (seconds): the clock difference between
 /// nodes it covers (a node whose clock is behind still accepts the proof as fresh).
 pub const PROOF_RECORD_MARGIN: u64 = 300;
+/// Most proof claims one statement records; more wait for the next one.
+const MAX_CLAIMS: usize = 256;
+/// Proof claims that may wait for the claimer; beyond it a request is answered as if
+/// the database were unavailable (503), not queued without bound.
+const CLAIM_QUEUE: usize = 4096;
 
 /// The schema, one entry per version, applied in order, each once. Version 2 holds
 /// Qredo's `Conversations` queues (`crate::qredo::pg`), which live in the dead-drop's
@@ -181,6 +186,8 @@ pub struct PgStore {
     /// How to connect (for connections of their own, outside the pool).
     config: std::sync::Arc<tokio_postgres::Config>,
     limits: StoreLimits,
+    /// The proof claimer's queue ([`PgAccess::first_use`]).
+    claims: tokio::sync::mpsc::Sender<ClaimAsk>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -232,12 +239,15 @@ impl PgStore {
             .build()
             .map_err(|e| StoreError::failed(format!("dead-drop store pool: {e}")))?;
         let key = rt.block_on(migrate(&pool, offer_key))?;
+        let (claims, asks) = tokio::sync::mpsc::channel(CLAIM_QUEUE);
+        drop(rt.spawn(claimer(pool.clone(), asks)));
         Ok((
             Self {
                 rt,
                 pool,
                 config: std::sync::Arc::new(config),
                 limits,
+                claims,
             },
             key,
         ))
@@ -927,6 +937,7 @@ impl Store for PgStore {
             rt: self.rt.handle().clone(),
             pool: self.pool.clone(),
             config: std::sync::Arc::clone(&self.config),
+            claims: self.claims.clone(),
         })
     }
 }
@@ -948,6 +959,7 @@ pub struct PgAccess {
     rt: tokio::runtime::Handle,
     pool: Pool,
     config: std::sync::Arc<tokio_postgres::Config>,
+    claims: tokio::sync::mpsc::Sender<ClaimAsk>,
 }
 
 impl std::fmt::Debug for PgAccess {
@@ -1024,7 +1036,9 @@ impl PgAccess {
     /// and `now`), the same statement also answers [`Reader::has_live`]'s question, so
     /// a retrieve's proof costs no round trip of its own. The insert has committed when
     /// this returns, so every node sharing the database refuses the proof from then on;
-    /// the writer's sweep deletes the records whose window has passed.
+    /// the writer's sweep deletes the records whose window has passed. Concurrent
+    /// requests' proofs share one statement (see [`claimer`]); a claim queue over
+    /// [`CLAIM_QUEUE`] answers unavailable.
     ///
     /// The commit is asynchronous (`synchronous_commit` off for this one statement's
     /// transaction): visible to every node at once, but not waiting for the WAL flush,
@@ -1039,44 +1053,26 @@ impl PgAccess {
         until: u64,
         mailbox_at: Option<(Mailbox, u64)>,
     ) -> Result<Claim, StoreError> {
-        /// The claim: an asynchronous commit, an insert that does nothing for a digest
-        /// already recorded, whether it inserted.
-        macro_rules! claim {
-            () => {
-                "WITH asynchronous AS \
-                 (SELECT set_config('synchronous_commit', 'off', true)), \
-                 claimed AS (INSERT INTO deaddrop_proofs (digest, until) \
-                 SELECT $1::bytea, $2::bigint FROM asynchronous \
-                 ON CONFLICT (digest) DO NOTHING RETURNING 1) \
-                 SELECT EXISTS (SELECT 1 FROM claimed)"
-            };
-        }
-        const CLAIM: &str = claim!();
-        const CLAIM_READING: &str = concat!(claim!(), ", ", holds_live!("$3", "$4"));
-        let until = int(until);
-        self.run(move |client| async move {
-            let row = match mailbox_at {
-                None => {
-                    let st = client.prepare_cached(CLAIM).await.map_err(pg)?;
-                    client.query_one(&st, &[&digest.as_slice(), &until]).await
-                }
-                Some((mailbox, now)) => {
-                    let st = client.prepare_cached(CLAIM_READING).await.map_err(pg)?;
-                    client
-                        .query_one(
-                            &st,
-                            &[&digest.as_slice(), &until, &mailbox.as_slice(), &int(now)],
-                        )
-                        .await
-                }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ask = ClaimAsk {
+            digest,
+            until: int(until),
+            mailbox_at: mailbox_at.map(|(mailbox, now)| (mailbox, int(now))),
+            reply,
+        };
+        self.claims.try_send(ask).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => {
+                StoreError::unavailable("too many proof claims waiting")
             }
-            .map_err(pg)?;
-            Ok(Claim {
-                first: row.get(0),
-                live: mailbox_at.map(|_| row.get(1)),
-            })
-        })
-        .await
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => {
+                StoreError::unavailable("the proof claimer stopped")
+            }
+        })?;
+        match tokio::time::timeout(BATCH_TIMEOUT, answer).await {
+            Ok(Ok(claim)) => claim,
+            Ok(Err(_)) => Err(StoreError::unavailable("the proof claimer stopped")),
+            Err(_) => Err(StoreError::unavailable("store request timed out")),
+        }
     }
 
     pub(super) async fn has_live(&self, mailbox: &Mailbox, now: u64) -> Result<bool, StoreError> {
@@ -1094,6 +1090,111 @@ impl PgAccess {
         })
         .await
     }
+}
+
+/// One request's proof claim, waiting for the claimer ([`PgAccess::first_use`]).
+pub(crate) struct ClaimAsk {
+    digest: [u8; 32],
+    until: i64,
+    mailbox_at: Option<(Mailbox, i64)>,
+    reply: tokio::sync::oneshot::Sender<Result<Claim, StoreError>>,
+}
+
+/// Records the proofs of concurrent requests together: everything queued when the
+/// last statement returned goes into the next one (up to [`MAX_CLAIMS`]), so `C` busy
+/// clients cost one statement (one round trip, one transaction, one backend wake-up)
+/// per turn instead of `C`. A lone request waits for nothing. Runs on the store's
+/// runtime until every [`PgAccess`] and the store are gone.
+async fn claimer(pool: Pool, mut asks: tokio::sync::mpsc::Receiver<ClaimAsk>) {
+    let mut batch = Vec::with_capacity(MAX_CLAIMS);
+    while asks.recv_many(&mut batch, MAX_CLAIMS).await > 0 {
+        let found = tokio::time::timeout(BATCH_TIMEOUT, claim_all(&pool, &batch))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::unavailable("store request timed out")));
+        match found {
+            Ok(claims) => {
+                for (ask, claim) in batch.drain(..).zip(claims) {
+                    let _ = ask.reply.send(Ok(claim));
+                }
+            }
+            Err(e) => {
+                for ask in batch.drain(..) {
+                    let _ = ask.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// The claims of `asks`, in their order, from one statement. A digest asked twice in
+/// the batch is recorded once: its first ask gets what the database says, the later
+/// ones are replays.
+async fn claim_all(pool: &Pool, asks: &[ClaimAsk]) -> Result<Vec<Claim>, StoreError> {
+    /// Claims every distinct proof (asynchronous commit, as [`PgAccess::first_use`]
+    /// says), and for each row of the arrays, in order: whether it inserted, and the
+    /// read-first answer for its mailbox (NULL: none asked).
+    const CLAIM_ALL: &str = concat!(
+        "WITH asynchronous AS \
+         (SELECT set_config('synchronous_commit', 'off', true)), \
+         asked AS (SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], \
+         $4::bigint[]) WITH ORDINALITY AS a(digest, until, mailbox, now, row)), \
+         claimed AS (INSERT INTO deaddrop_proofs (digest, until) \
+         SELECT digest, until FROM asked, asynchronous \
+         ON CONFLICT (digest) DO NOTHING RETURNING digest) \
+         SELECT a.row, a.digest IN (SELECT digest FROM claimed), \
+         CASE WHEN a.mailbox IS NULL THEN NULL ELSE ",
+        holds_live!("a.mailbox", "a.now"),
+        " END FROM asked a"
+    );
+    let mut row_of: HashMap<[u8; 32], usize> = HashMap::with_capacity(asks.len());
+    let (mut digests, mut untils, mut mailboxes, mut nows) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Per ask: its row in the statement, and whether it is the digest's first ask.
+    let mut rows = Vec::with_capacity(asks.len());
+    for ask in asks {
+        let next = digests.len();
+        let row = *row_of.entry(ask.digest).or_insert(next);
+        if row == next {
+            digests.push(ask.digest.as_slice());
+            untils.push(ask.until);
+            mailboxes.push(ask.mailbox_at.as_ref().map(|(m, _)| m.as_slice()));
+            nows.push(ask.mailbox_at.map(|(_, now)| now));
+        }
+        rows.push((row, row == next));
+    }
+    let client = pool.get().await.map_err(pool_err)?;
+    let st = client.prepare_cached(CLAIM_ALL).await.map_err(pg)?;
+    let mut found = vec![
+        Claim {
+            first: false,
+            live: None,
+        };
+        digests.len()
+    ];
+    for row in client
+        .query(&st, &[&digests, &untils, &mailboxes, &nows])
+        .await
+        .map_err(pg)?
+    {
+        let n = usize::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+        if let Some(slot) = n.checked_sub(1).and_then(|i| found.get_mut(i)) {
+            *slot = Claim {
+                first: row.get(1),
+                live: row.get(2),
+            };
+        }
+    }
+    Ok(rows
+        .into_iter()
+        .zip(asks)
+        .map(|((row, first_ask), ask)| {
+            let claim = found[row];
+            Claim {
+                first: claim.first && first_ask,
+                live: ask.mailbox_at.and(claim.live),
+            }
+        })
+        .collect())
 }
 
 /// Helpers for tests (unit, integration, benchmarks): a throw-away database on the
@@ -1264,6 +1365,80 @@ mod tests {
         assert!(!claim(1, 200, None).first);
         sweep(&mut store, 101 + PROOF_RECORD_MARGIN);
         assert!(claim(1, 200, None).first);
+    }
+
+    /// Claims that meet in one statement: each distinct proof recorded once, a digest
+    /// asked twice in the batch first only for its first ask, a proof recorded before
+    /// a replay, and each ask's own mailbox answered. Then 64 concurrent requests over
+    /// 32 proofs through `first_use`: exactly one first per proof.
+    #[test]
+    fn claims_in_one_statement_are_each_first_once() {
+        let Some(url) = database("claims_in_one_statement_are_each_first_once") else {
+            return;
+        };
+        let (mut store, _) = PgStore::open(&url, LIMITS, 2, || Ok(String::new())).unwrap();
+        store.apply(&[deposit(3, "m")]).unwrap();
+        let Reader::Postgres(access) = store.reader() else {
+            unreachable!()
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        assert!(
+            rt.block_on(access.first_use([9; 32], 100, None))
+                .unwrap()
+                .first
+        );
+        let ask = |digest: u8, mailbox: Option<u8>| {
+            let (reply, _) = tokio::sync::oneshot::channel();
+            ClaimAsk {
+                digest: [digest; 32],
+                until: 100,
+                mailbox_at: mailbox.map(|m| ([m; 32], 50)),
+                reply,
+            }
+        };
+        let asks = [
+            ask(7, Some(3)),
+            ask(8, None),
+            ask(7, Some(3)),
+            ask(9, Some(4)),
+            ask(10, Some(4)),
+        ];
+        let claims = rt.block_on(claim_all(&store.pool, &asks)).unwrap();
+        let expect = |first, live| Claim { first, live };
+        assert_eq!(
+            claims,
+            [
+                expect(true, Some(true)),
+                expect(true, None),
+                expect(false, Some(true)),
+                expect(false, Some(false)),
+                expect(true, Some(false)),
+            ]
+        );
+        let firsts = rt.block_on(async {
+            let tasks: Vec<_> = (0..64u8)
+                .map(|i| {
+                    let access = access.clone();
+                    tokio::spawn(async move {
+                        access
+                            .first_use([100 + i % 32; 32], 100, None)
+                            .await
+                            .unwrap()
+                            .first
+                    })
+                })
+                .collect();
+            let mut firsts = 0;
+            for t in tasks {
+                firsts += usize::from(t.await.unwrap());
+            }
+            firsts
+        });
+        assert_eq!(firsts, 32);
     }
 
     fn deposit(mailbox: u8, id: &str) -> Op {
