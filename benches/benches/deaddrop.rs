@@ -9,12 +9,16 @@
 //!   HiveMessage envelope, the mailbox hash), then stored by the redb store as one
 //!   group-commit transaction of 1 or 8 deposits (fsync included: these depend on the
 //!   disk and its load as much as on the code).
+//! - `deaddrop_drain`: a delete-on-read `/retrieve` of a mailbox holding 2000 such
+//!   messages: the redb store's transaction (each record read once as it is removed
+//!   from the store's five trees, commit and fsync included), and the JSON body of the
+//!   2000 payloads.
 #![forbid(unsafe_code)]
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
-use tryst_relay::deaddrop::request::{Action, Checker};
-use tryst_relay::deaddrop::store::{Op, RedbStore, Store as _, StoreLimits};
+use tryst_relay::deaddrop::request::{Action, Checker, retrieved_body};
+use tryst_relay::deaddrop::store::{Delivered, Op, Outcome, RedbStore, Store as _, StoreLimits};
 use tryst_relay::deaddrop::{DeadDropConfig, proof};
 
 const CLIENT_PEM: &str = include_str!("../../relay/tests/fixtures/deaddrop/client-pub.pem");
@@ -82,5 +86,76 @@ fn bench_deposit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_proof, bench_deposit);
+/// Messages in the drained mailbox: what `deaddrop_bench`'s first retrieve takes.
+const DRAIN: usize = 2000;
+
+fn bench_drain(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut config = DeadDropConfig::in_dir(dir.path());
+    config.rate_limit = usize::MAX;
+    let checker = Checker::new(&config, "relay".into());
+    let body = deposit_body();
+    let now_ms = 1_700_000_000_000;
+    let deposits = || -> Vec<Op> {
+        (0..DRAIN)
+            .map(
+                |_| match checker.check("/deposit", body.as_bytes(), None, now_ms) {
+                    Ok(Action::Deposit(m)) => Op::Deposit(m),
+                    other => panic!("the bench body is refused: {other:?}"),
+                },
+            )
+            .collect()
+    };
+    let limits = StoreLimits {
+        max_pending: u64::MAX,
+        max_mailboxes: u64::MAX,
+        max_bytes: u64::MAX,
+    };
+    // Both the setup (deposits) and the routine (the drain) write to it.
+    let store = std::cell::RefCell::new(
+        RedbStore::open(&dir.path().join("drain.redb"), limits).expect("store"),
+    );
+    let take = |ops: &[Op]| -> Op {
+        let Some(Op::Deposit(m)) = ops.first() else {
+            unreachable!("deposits() makes deposits")
+        };
+        Op::Take {
+            mailbox: m.mailbox,
+            now: now_ms / 1000,
+            delete: true,
+        }
+    };
+
+    let mut group = c.benchmark_group("deaddrop_drain");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(DRAIN as u64));
+    group.bench_function("redb_take_2000", |b| {
+        b.iter_batched(
+            || {
+                let ops = deposits();
+                let take = take(&ops);
+                store.borrow_mut().apply(&ops).expect("deposits");
+                take
+            },
+            |take| match store.borrow_mut().apply(&[take]).expect("take").pop() {
+                Some(Outcome::Messages(m)) => assert_eq!(m.len(), DRAIN),
+                other => panic!("not a drain: {other:?}"),
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    let ops = deposits();
+    let take = take(&ops);
+    store.borrow_mut().apply(&ops).expect("deposits");
+    let messages: Vec<Delivered> = match store.borrow_mut().apply(&[take]).expect("take").pop() {
+        Some(Outcome::Messages(m)) => m,
+        other => panic!("not a drain: {other:?}"),
+    };
+    group.bench_function("retrieve_body_2000", |b| {
+        b.iter(|| retrieved_body(black_box(&messages), false).expect("serializes"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_proof, bench_deposit, bench_drain);
 criterion_main!(benches);

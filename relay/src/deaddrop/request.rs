@@ -3,7 +3,7 @@
 
 use crate::deaddrop::limits::{RateLimiter, ReplayCache, ReplayError};
 use crate::deaddrop::proof::{self, ProofError};
-use crate::deaddrop::store::{Mailbox, NewMessage};
+use crate::deaddrop::store::{Delivered, Mailbox, NewMessage};
 use crate::deaddrop::{DeadDropConfig, MAX_TTL_SECS, REPLAY_CACHE_CAP};
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -465,6 +465,54 @@ impl Checker {
     }
 }
 
+/// The body of a successful retrieve: `{"messages":[...],"status":"ok"}` (the key
+/// order `json!` gave it), each message its payload string or, in `/ack` mode,
+/// `{"deposit_id":...,"payload":...}`. Serialized from the messages in place, without
+/// first building a JSON tree of a mailbox that may hold thousands.
+pub fn retrieved_body(msgs: &[Delivered], keep: bool) -> serde_json::Result<Vec<u8>> {
+    #[derive(serde::Serialize)]
+    struct Kept<'a> {
+        deposit_id: &'a str,
+        payload: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Body<T> {
+        messages: T,
+        status: &'static str,
+    }
+    let size: usize = msgs
+        .iter()
+        .map(|m| m.payload.len() + if keep { m.deposit_id.len() + 32 } else { 3 })
+        .sum();
+    let mut out = Vec::with_capacity(size + 32);
+    if keep {
+        let messages: Vec<Kept<'_>> = msgs
+            .iter()
+            .map(|m| Kept {
+                deposit_id: &m.deposit_id,
+                payload: &m.payload,
+            })
+            .collect();
+        serde_json::to_writer(
+            &mut out,
+            &Body {
+                messages,
+                status: "ok",
+            },
+        )?;
+    } else {
+        let messages: Vec<&str> = msgs.iter().map(|m| m.payload.as_str()).collect();
+        serde_json::to_writer(
+            &mut out,
+            &Body {
+                messages,
+                status: "ok",
+            },
+        )?;
+    }
+    Ok(out)
+}
+
 /// A new deposit id: a UUID version 7 (RFC 9562) from the deposit's Unix time in
 /// milliseconds and 74 random bits (no counter, so an id says nothing about other
 /// deposits). Upstream hands out random version 4 UUIDs; clients treat the id as an
@@ -505,6 +553,44 @@ pub fn hive_message_envelope(payload: &str) -> Result<Map<String, Value>, Reject
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The retrieve body is byte for byte what building it with `json!` gave, quotes,
+    /// backslashes and non-ASCII included, in both modes and for an empty mailbox.
+    #[test]
+    fn retrieved_body_matches_the_json_tree_it_replaces() {
+        let msgs = vec![
+            Delivered {
+                deposit_id: "01890a5d-ac96-774b-bcce-b302099a8057".into(),
+                payload: "plain".into(),
+            },
+            Delivered {
+                deposit_id: "id \"quoted\"".into(),
+                payload: "a\\b \"c\" \u{1} é \n".into(),
+            },
+        ];
+        let payloads: Vec<Value> = msgs.iter().map(|m| m.payload.clone().into()).collect();
+        let kept: Vec<Value> = msgs
+            .iter()
+            .map(|m| serde_json::json!({"deposit_id": m.deposit_id, "payload": m.payload}))
+            .collect();
+        let tree = |messages: Vec<Value>| {
+            serde_json::json!({"status": "ok", "messages": messages}).to_string()
+        };
+        assert_eq!(
+            String::from_utf8(retrieved_body(&msgs, false).unwrap()).unwrap(),
+            tree(payloads)
+        );
+        assert_eq!(
+            String::from_utf8(retrieved_body(&msgs, true).unwrap()).unwrap(),
+            tree(kept)
+        );
+        for keep in [false, true] {
+            assert_eq!(
+                retrieved_body(&[], keep).unwrap(),
+                br#"{"messages":[],"status":"ok"}"#
+            );
+        }
+    }
     use base64::Engine as _;
     use rsa::pkcs8::DecodePrivateKey as _;
     use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};

@@ -3,8 +3,8 @@
 //! [`ServiceFamily`] of the HTTP service: its four paths, and every path nobody owns on
 //! the public listeners (hivemind's upstream 404).
 
-use super::request::{Action, Checker, Reject};
-use super::store::{Delivered, Full, Op, Outcome, Reader, RedbStore, WriteError, Writer};
+use super::request::{Action, Checker, Reject, retrieved_body};
+use super::store::{Full, Op, Outcome, Reader, RedbStore, WriteError, Writer};
 use super::*;
 use crate::body::{BodyError, json_reply};
 use crate::clock::{unix_now, unix_now_ms};
@@ -396,54 +396,6 @@ impl DeadDrop {
     }
 }
 
-/// The body of a successful retrieve: `{"messages":[...],"status":"ok"}` (the key
-/// order `json!` gave it), each message its payload string or, in `/ack` mode,
-/// `{"deposit_id":...,"payload":...}`. Serialized from the messages in place, without
-/// first building a JSON tree of a mailbox that may hold thousands.
-fn retrieved_body(msgs: &[Delivered], keep: bool) -> serde_json::Result<Vec<u8>> {
-    #[derive(serde::Serialize)]
-    struct Kept<'a> {
-        deposit_id: &'a str,
-        payload: &'a str,
-    }
-    #[derive(serde::Serialize)]
-    struct Body<T> {
-        messages: T,
-        status: &'static str,
-    }
-    let size: usize = msgs
-        .iter()
-        .map(|m| m.payload.len() + if keep { m.deposit_id.len() + 32 } else { 3 })
-        .sum();
-    let mut out = Vec::with_capacity(size + 32);
-    if keep {
-        let messages: Vec<Kept<'_>> = msgs
-            .iter()
-            .map(|m| Kept {
-                deposit_id: &m.deposit_id,
-                payload: &m.payload,
-            })
-            .collect();
-        serde_json::to_writer(
-            &mut out,
-            &Body {
-                messages,
-                status: "ok",
-            },
-        )?;
-    } else {
-        let messages: Vec<&str> = msgs.iter().map(|m| m.payload.as_str()).collect();
-        serde_json::to_writer(
-            &mut out,
-            &Body {
-                messages,
-                status: "ok",
-            },
-        )?;
-    }
-    Ok(out)
-}
-
 /// Writes `h` as a Prometheus histogram, its values divided by `per_unit`.
 fn histogram(out: &mut String, name: &str, help: &str, h: &store::Histogram, per_unit: f64) {
     use std::fmt::Write as _;
@@ -512,45 +464,6 @@ mod tests {
     const CLIENT_KEY: &str = include_str!("../../tests/fixtures/deaddrop/client-key.pem");
     const CLIENT_PEM: &str = include_str!("../../tests/fixtures/deaddrop/client-pub.pem");
     const RELAY_PEM: &str = "relay";
-
-    /// The retrieve body is byte for byte what building it with `json!` gave, quotes,
-    /// backslashes and non-ASCII included, in both modes and for an empty mailbox.
-    #[test]
-    fn retrieved_body_matches_the_json_tree_it_replaces() {
-        let msgs = vec![
-            Delivered {
-                deposit_id: "01890a5d-ac96-774b-bcce-b302099a8057".into(),
-                payload: "plain".into(),
-            },
-            Delivered {
-                deposit_id: "id \"quoted\"".into(),
-                payload: "a\\b \"c\" \u{1} é \n".into(),
-            },
-        ];
-        let payloads: Vec<serde_json::Value> =
-            msgs.iter().map(|m| m.payload.clone().into()).collect();
-        let kept: Vec<serde_json::Value> = msgs
-            .iter()
-            .map(|m| serde_json::json!({"deposit_id": m.deposit_id, "payload": m.payload}))
-            .collect();
-        let tree = |messages: Vec<serde_json::Value>| {
-            serde_json::json!({"status": "ok", "messages": messages}).to_string()
-        };
-        assert_eq!(
-            String::from_utf8(retrieved_body(&msgs, false).unwrap()).unwrap(),
-            tree(payloads)
-        );
-        assert_eq!(
-            String::from_utf8(retrieved_body(&msgs, true).unwrap()).unwrap(),
-            tree(kept)
-        );
-        for keep in [false, true] {
-            assert_eq!(
-                retrieved_body(&[], keep).unwrap(),
-                br#"{"messages":[],"status":"ok"}"#
-            );
-        }
-    }
 
     /// A store whose writes never get through until the test lets them fail; reads go to
     /// the redb file underneath.
