@@ -1037,8 +1037,8 @@ impl PgAccess {
     /// a retrieve's proof costs no round trip of its own. The insert has committed when
     /// this returns, so every node sharing the database refuses the proof from then on;
     /// the writer's sweep deletes the records whose window has passed. Concurrent
-    /// requests' proofs share one statement (see [`claimer`]); a claim queue over
-    /// [`CLAIM_QUEUE`] answers unavailable.
+    /// requests' proofs share one statement (the store's claimer task); with 4096
+    /// claims already waiting, a request is answered unavailable.
     ///
     /// The commit is asynchronous (`synchronous_commit` off for this one statement's
     /// transaction): visible to every node at once, but not waiting for the WAL flush,
@@ -1055,9 +1055,11 @@ impl PgAccess {
     ) -> Result<Claim, StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let ask = ClaimAsk {
-            digest,
-            until: int(until),
-            mailbox_at: mailbox_at.map(|(mailbox, now)| (mailbox, int(now))),
+            asked: Asked {
+                digest,
+                until: int(until),
+                mailbox_at: mailbox_at.map(|(mailbox, now)| (mailbox, int(now))),
+            },
             reply,
         };
         self.claims.try_send(ask).map_err(|e| match e {
@@ -1092,25 +1094,47 @@ impl PgAccess {
     }
 }
 
-/// One request's proof claim, waiting for the claimer ([`PgAccess::first_use`]).
-pub(crate) struct ClaimAsk {
+/// What one request claims: its proof's digest, the end of the proof's window, and the
+/// mailbox (with `now`) whose read-first question rides along.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
     digest: [u8; 32],
     until: i64,
     mailbox_at: Option<(Mailbox, i64)>,
+}
+
+/// One request's proof claim, waiting for the claimer ([`PgAccess::first_use`]).
+pub(crate) struct ClaimAsk {
+    asked: Asked,
     reply: tokio::sync::oneshot::Sender<Result<Claim, StoreError>>,
 }
 
 /// Records the proofs of concurrent requests together: everything queued when the
 /// last statement returned goes into the next one (up to [`MAX_CLAIMS`]), so `C` busy
 /// clients cost one statement (one round trip, one transaction, one backend wake-up)
-/// per turn instead of `C`. A lone request waits for nothing. Runs on the store's
-/// runtime until every [`PgAccess`] and the store are gone.
+/// per turn instead of `C`. A lone request waits for nothing. Each statement runs as
+/// a task of its own, so a panic or a timeout fails its batch, not the claimer. Runs on
+/// the store's runtime until the store drops it or every sender is gone.
 async fn claimer(pool: Pool, mut asks: tokio::sync::mpsc::Receiver<ClaimAsk>) {
     let mut batch = Vec::with_capacity(MAX_CLAIMS);
     while asks.recv_many(&mut batch, MAX_CLAIMS).await > 0 {
-        let found = tokio::time::timeout(BATCH_TIMEOUT, claim_all(&pool, &batch))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::unavailable("store request timed out")));
+        // A caller that stopped waiting (it answered 503 at its timeout) is not
+        // recorded: its client's retry with the same proof would be refused as a
+        // replay of a request that was never served.
+        batch.retain(|ask: &ClaimAsk| !ask.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let asked: Vec<Asked> = batch.iter().map(|ask| ask.asked).collect();
+        let mut task = tokio::spawn(claim_all(pool.clone(), asked));
+        let found = match tokio::time::timeout(BATCH_TIMEOUT, &mut task).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => Err(StoreError::unavailable(format!("proof claim task: {e}"))),
+            Err(_) => {
+                task.abort();
+                Err(StoreError::unavailable("store request timed out"))
+            }
+        };
         match found {
             Ok(claims) => {
                 for (ask, claim) in batch.drain(..).zip(claims) {
@@ -1126,75 +1150,78 @@ async fn claimer(pool: Pool, mut asks: tokio::sync::mpsc::Receiver<ClaimAsk>) {
     }
 }
 
-/// The claims of `asks`, in their order, from one statement. A digest asked twice in
-/// the batch is recorded once: its first ask gets what the database says, the later
-/// ones are replays.
-async fn claim_all(pool: &Pool, asks: &[ClaimAsk]) -> Result<Vec<Claim>, StoreError> {
-    /// Claims every distinct proof (asynchronous commit, as [`PgAccess::first_use`]
-    /// says), and for each row of the arrays, in order: whether it inserted, and the
-    /// read-first answer for its mailbox (NULL: none asked).
+/// The claims of `asked`, in its order, from one statement. A digest asked twice is
+/// recorded once: its first ask gets what the database says, the later ones are
+/// replays. The digests go to the database in ascending order, so two nodes' batches
+/// that share proofs take their row locks in the same order and wait for each other
+/// instead of deadlocking.
+async fn claim_all(pool: Pool, asked: Vec<Asked>) -> Result<Vec<Claim>, StoreError> {
+    /// Claims every proof of the arrays (asynchronous commit, as
+    /// [`PgAccess::first_use`] says, in the arrays' order), and answers for each
+    /// element, numbered from 1: whether it inserted, and the read-first answer for
+    /// its mailbox (NULL: none asked).
     const CLAIM_ALL: &str = concat!(
         "WITH asynchronous AS \
          (SELECT set_config('synchronous_commit', 'off', true)), \
          asked AS (SELECT * FROM unnest($1::bytea[], $2::bigint[], $3::bytea[], \
          $4::bigint[]) WITH ORDINALITY AS a(digest, until, mailbox, now, row)), \
          claimed AS (INSERT INTO deaddrop_proofs (digest, until) \
-         SELECT digest, until FROM asked, asynchronous \
+         SELECT digest, until FROM asked, asynchronous ORDER BY row \
          ON CONFLICT (digest) DO NOTHING RETURNING digest) \
          SELECT a.row, a.digest IN (SELECT digest FROM claimed), \
          CASE WHEN a.mailbox IS NULL THEN NULL ELSE ",
         holds_live!("a.mailbox", "a.now"),
         " END FROM asked a"
     );
-    let mut row_of: HashMap<[u8; 32], usize> = HashMap::with_capacity(asks.len());
-    let (mut digests, mut untils, mut mailboxes, mut nows) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // Per ask: its row in the statement, and whether it is the digest's first ask.
-    let mut rows = Vec::with_capacity(asks.len());
-    for ask in asks {
-        let next = digests.len();
-        let row = *row_of.entry(ask.digest).or_insert(next);
-        if row == next {
-            digests.push(ask.digest.as_slice());
-            untils.push(ask.until);
-            mailboxes.push(ask.mailbox_at.as_ref().map(|(m, _)| m.as_slice()));
-            nows.push(ask.mailbox_at.map(|(_, now)| now));
-        }
-        rows.push((row, row == next));
+    // Each distinct digest, ascending, with the index of its first ask.
+    let mut first_ask = std::collections::BTreeMap::new();
+    for (i, ask) in asked.iter().enumerate() {
+        first_ask.entry(ask.digest).or_insert(i);
     }
+    let order: Vec<[u8; 32]> = first_ask.keys().copied().collect();
+    let firsts: Vec<&Asked> = first_ask.values().map(|&i| &asked[i]).collect();
+    let digests: Vec<&[u8]> = order.iter().map(<[u8; 32]>::as_slice).collect();
+    let untils: Vec<i64> = firsts.iter().map(|a| a.until).collect();
+    let mailboxes: Vec<Option<&[u8]>> = firsts
+        .iter()
+        .map(|a| a.mailbox_at.as_ref().map(|(m, _)| m.as_slice()))
+        .collect();
+    let nows: Vec<Option<i64>> = firsts
+        .iter()
+        .map(|a| a.mailbox_at.map(|(_, now)| now))
+        .collect();
     let client = pool.get().await.map_err(pool_err)?;
     let st = client.prepare_cached(CLAIM_ALL).await.map_err(pg)?;
-    let mut found = vec![
-        Claim {
-            first: false,
-            live: None,
-        };
-        digests.len()
-    ];
-    for row in client
+    let rows = client
         .query(&st, &[&digests, &untils, &mailboxes, &nows])
         .await
-        .map_err(pg)?
-    {
-        let n = usize::try_from(row.get::<_, i64>(0)).unwrap_or(0);
-        if let Some(slot) = n.checked_sub(1).and_then(|i| found.get_mut(i)) {
-            *slot = Claim {
+        .map_err(pg)?;
+    let mut found: Vec<Option<Claim>> = vec![None; order.len()];
+    for row in rows {
+        let slot = usize::try_from(row.get::<_, i64>(0))
+            .ok()
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|i| found.get_mut(i));
+        if let Some(slot) = slot {
+            *slot = Some(Claim {
                 first: row.get(1),
                 live: row.get(2),
-            };
+            });
         }
     }
-    Ok(rows
-        .into_iter()
-        .zip(asks)
-        .map(|((row, first_ask), ask)| {
-            let claim = found[row];
-            Claim {
-                first: claim.first && first_ask,
+    let missing = || StoreError::failed("the proof claim statement left out a proof");
+    asked
+        .iter()
+        .enumerate()
+        .map(|(i, ask)| {
+            let row = order.binary_search(&ask.digest).map_err(|_| missing())?;
+            let claim = found[row].ok_or_else(missing)?;
+            Ok(Claim {
+                first: claim.first && first_ask.get(&ask.digest) == Some(&i),
                 live: ask.mailbox_at.and(claim.live),
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Helpers for tests (unit, integration, benchmarks): a throw-away database on the
@@ -1369,8 +1396,9 @@ mod tests {
 
     /// Claims that meet in one statement: each distinct proof recorded once, a digest
     /// asked twice in the batch first only for its first ask, a proof recorded before
-    /// a replay, and each ask's own mailbox answered. Then 64 concurrent requests over
-    /// 32 proofs through `first_use`: exactly one first per proof.
+    /// a replay, and each ask's own mailbox answered, in the asks' order although the
+    /// statement takes the digests sorted. Then 64 concurrent requests over 32 proofs
+    /// through `first_use`: exactly one first per proof.
     #[test]
     fn claims_in_one_statement_are_each_first_once() {
         let Some(url) = database("claims_in_one_statement_are_each_first_once") else {
@@ -1391,23 +1419,20 @@ mod tests {
                 .unwrap()
                 .first
         );
-        let ask = |digest: u8, mailbox: Option<u8>| {
-            let (reply, _) = tokio::sync::oneshot::channel();
-            ClaimAsk {
-                digest: [digest; 32],
-                until: 100,
-                mailbox_at: mailbox.map(|m| ([m; 32], 50)),
-                reply,
-            }
+        let ask = |digest: u8, mailbox: Option<u8>| Asked {
+            digest: [digest; 32],
+            until: 100,
+            mailbox_at: mailbox.map(|m| ([m; 32], 50)),
         };
-        let asks = [
+        let asks = vec![
             ask(7, Some(3)),
             ask(8, None),
             ask(7, Some(3)),
             ask(9, Some(4)),
             ask(10, Some(4)),
+            ask(2, None),
         ];
-        let claims = rt.block_on(claim_all(&store.pool, &asks)).unwrap();
+        let claims = rt.block_on(claim_all(store.pool.clone(), asks)).unwrap();
         let expect = |first, live| Claim { first, live };
         assert_eq!(
             claims,
@@ -1417,6 +1442,7 @@ mod tests {
                 expect(false, Some(true)),
                 expect(false, Some(false)),
                 expect(true, Some(false)),
+                expect(true, None),
             ]
         );
         let firsts = rt.block_on(async {
@@ -1439,6 +1465,42 @@ mod tests {
             firsts
         });
         assert_eq!(firsts, 32);
+    }
+
+    /// A claim whose caller stopped waiting before the claimer took it is not
+    /// recorded: the client's retry with the same proof is then first.
+    #[test]
+    fn a_claim_whose_caller_stopped_waiting_is_not_recorded() {
+        let Some(url) = database("a_claim_whose_caller_stopped_waiting_is_not_recorded") else {
+            return;
+        };
+        let (store, _) = PgStore::open(&url, LIMITS, 2, || Ok(String::new())).unwrap();
+        let Reader::Postgres(access) = store.reader() else {
+            unreachable!()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (asks, queue) = tokio::sync::mpsc::channel(8);
+            let (gone, answer) = tokio::sync::oneshot::channel();
+            drop(answer);
+            let (waiting, claimed) = tokio::sync::oneshot::channel();
+            for (digest, reply) in [(5, gone), (6, waiting)] {
+                let asked = Asked {
+                    digest: [digest; 32],
+                    until: 100,
+                    mailbox_at: None,
+                };
+                asks.send(ClaimAsk { asked, reply }).await.unwrap();
+            }
+            drop(asks);
+            claimer(store.pool.clone(), queue).await;
+            assert!(claimed.await.unwrap().unwrap().first);
+            assert!(access.first_use([5; 32], 100, None).await.unwrap().first);
+            assert!(!access.first_use([6; 32], 100, None).await.unwrap().first);
+        });
     }
 
     fn deposit(mailbox: u8, id: &str) -> Op {

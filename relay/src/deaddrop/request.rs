@@ -480,9 +480,18 @@ pub fn retrieved_body(msgs: &[Delivered], keep: bool) -> serde_json::Result<Vec<
         messages: T,
         status: &'static str,
     }
+    // The strings, their quotes and commas, and a sixteenth for escapes (payloads are
+    // often JSON themselves), so a large mailbox's body is not copied as it grows.
     let size: usize = msgs
         .iter()
-        .map(|m| m.payload.len() + if keep { m.deposit_id.len() + 32 } else { 3 })
+        .map(|m| {
+            let payload = m.payload.len() + m.payload.len() / 16 + 3;
+            if keep {
+                payload + m.deposit_id.len() + 32
+            } else {
+                payload
+            }
+        })
         .sum();
     let mut out = Vec::with_capacity(size + 32);
     if keep {
@@ -553,6 +562,10 @@ pub fn hive_message_envelope(payload: &str) -> Result<Map<String, Value>, Reject
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+    use rsa::pkcs8::DecodePrivateKey as _;
+    use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
+    use serde_json::json;
 
     /// The retrieve body is byte for byte what building it with `json!` gave, quotes,
     /// backslashes and non-ASCII included, in both modes and for an empty mailbox.
@@ -591,10 +604,6 @@ mod tests {
             );
         }
     }
-    use base64::Engine as _;
-    use rsa::pkcs8::DecodePrivateKey as _;
-    use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
-    use serde_json::json;
 
     const PEM: &str = include_str!("../../tests/fixtures/deaddrop/client-pub.pem");
     const KEY: &str = include_str!("../../tests/fixtures/deaddrop/client-key.pem");
