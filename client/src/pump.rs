@@ -432,7 +432,7 @@ async fn run_steps(
 
 /// One direction straight from a pipe into a socket (`splice(2)` pipe → socket, no pipe
 /// of ours in between), until the pipe's writer closes; the socket is then half-closed.
-/// Readiness: [`splice_step`].
+/// Readiness: `splice_step`.
 pub async fn splice_from_pipe(
     from: &tokio::net::unix::pipe::Receiver,
     to: &TcpStream,

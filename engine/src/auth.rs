@@ -45,7 +45,7 @@ const INLINE_SECRET: usize = 32;
 
 /// A per-id shared secret. Its `Debug` never prints the bytes.
 ///
-/// Up to [`INLINE_SECRET`] bytes are held inline, so a table of secrets (one per
+/// Up to 32 bytes (`INLINE_SECRET`) are held inline, so a table of secrets (one per
 /// provisioned id, in every worker's share of the secrets file) is one allocation with
 /// no second one per id: a million ids used to add a million 32-byte heap blocks, which
 /// also kept the heap pages of the file's parse resident around them.

@@ -49,7 +49,7 @@ pub(crate) fn tree(pid: u32) -> Vec<u32> {
     seen.into_iter().collect()
 }
 
-/// Clock ticks per second for /proc/<pid>/stat times.
+/// Clock ticks per second for `/proc/<pid>/stat` times.
 fn ticks_per_second() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(t)) if t > 0 => t as f64,

@@ -10,7 +10,7 @@
 //! After the family's answer both nodes splice: the mesh socket is an ordinary tunnel
 //! end on each side.
 //!
-//! Warm sockets: [`warm_loop`] keeps [`WARM_PER_PEER`] connected sockets per live peer
+//! Warm sockets: `warm_loop` keeps [`WARM_PER_PEER`] connected sockets per live peer
 //! so a cross-node reach does not pay a TCP handshake. A warm socket says nothing until
 //! used; the listener waits up to [`WARM_IDLE`] for its first byte (a socket closed
 //! before any byte is not a refusal) and then [`PREAMBLE_DEADLINE`] for the rest of the

@@ -3,7 +3,7 @@
 //!
 //! Without `--cluster-redis` nothing here starts: [`resolve`] gives `None` and a node is
 //! exactly the single relay it always was. With it, the supervisor (tokio side) builds
-//! one [`Cluster`] handle at start ([`Cluster::start`]) and passes clones to whatever
+//! one [`Cluster`] handle at start ([`Cluster::new`], then [`Cluster::spawn_tasks`]) and passes clones to whatever
 //! needs the cluster:
 //!
 //! - [`directory`]: the Redis client (a `redis::aio::ConnectionManager`, reconnecting

@@ -7,7 +7,7 @@
 //! - Group commit: the [`super::store::Writer`] hands each queued batch to [`PgStore`] as
 //!   one transaction; every caller is answered after `COMMIT` returned. `BEGIN` and
 //!   `COMMIT` are pipelined with the batch's statements, so a batch of deposits is two
-//!   round trips however many it holds (see [`apply_batch`]). A batch takes a
+//!   round trips however many it holds (see `apply_batch`). A batch takes a
 //!   transaction-scoped advisory lock first, so batches of all nodes are serialised and
 //!   the caps (per mailbox, mailboxes, bytes) hold across the cluster.
 //! - Schema: versioned migrations in `deaddrop_schema`, applied on start under an

@@ -19,7 +19,7 @@
 //!
 //! Directory unreachable: publishing, reading and forwarding use the local store only
 //! (counted as fallbacks); when the directory answers again, every node re-writes its
-//! fresh publications ([`rewrite_loop`]).
+//! fresh publications (`rewrite_loop`).
 //!
 //! I/O contract: Redis commands, each under the directory's timeout.
 
@@ -83,7 +83,7 @@ pub fn forward_key(ws: &[u8; 16], device: &[u8; 16]) -> String {
 }
 
 /// Writes `p` through to the directory (best effort: a failure is counted and the
-/// publication stays on this node; [`rewrite_loop`] writes it once the directory
+/// publication stays on this node; `rewrite_loop` writes it once the directory
 /// answers again).
 pub async fn put(c: &ClusterHttp, p: &super::VerifiedPublication, max_ttl_secs: u64) {
     let dir = c.cluster().directory();

@@ -216,7 +216,7 @@ pub struct QredoSettings {
     /// Qredo /services: answer every appId/appSecret, not only those in --qredo-apps [default: false].
     #[arg(long, env = "TRYST_QREDO_OPEN", value_name = "BOOL")]
     pub qredo_open: Option<bool>,
-    /// Qredo /services: TOML file of operator-provisioned apps, `[apps]` "<appId>" = "<secret, hex>" [default: none].
+    /// Qredo /services: TOML file of operator-provisioned apps, `[apps]` `"<appId>" = "<secret, hex>"` [default: none].
     #[arg(long, env = "TRYST_QREDO_APPS", value_name = "FILE")]
     pub qredo_apps: Option<PathBuf>,
 }

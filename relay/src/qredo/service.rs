@@ -358,7 +358,7 @@ impl Qredo {
 
     /// Answers one request body (at `now_ms`) that came from `origin`. In a cluster a
     /// `Rendezvous` call is answered by the node that owns its tag (see
-    /// [`Qredo::carry`]).
+    /// `Qredo::carry`).
     pub async fn call_from(&self, body: &[u8], now: u64, origin: CallOrigin) -> Vec<u8> {
         self.inner.counters.calls.fetch_add(1, Ordering::Relaxed);
         let limits = Limits {

@@ -1,8 +1,8 @@
 //! A worker's per-connection tables, and a simulation of them for memory measurement.
 //!
-//! [`Tables::new`] builds the socket table, its generations, the head-deadline queue and
-//! the room exactly as [`super::Worker::new`] does (it calls this), and
-//! [`receive_head`] is the step [`super::Worker`] reads heads with. [`simulate`] drives
+//! `Tables::new` builds the socket table, its generations, the head-deadline queue and
+//! the room exactly as `super::Worker::new` does (it calls this), and
+//! `receive_head` is the step `super::Worker` reads heads with. [`simulate`] drives
 //! both with `n` connections without a ring or a single socket (descriptor numbers are
 //! stand-ins, never opened or closed), so a heap profiler can count what the engine's
 //! own structures hold per connection: `benches/src/bin/parked_mem.rs` does, under a
@@ -167,9 +167,9 @@ impl Simulated {
 pub const HEAD_BYTES: usize = 220;
 
 /// Runs `n` connections with distinct rendezvous keys (the worst case for the key index)
-/// through a worker's tables for `cfg`, the way [`super::Worker`] does for a hidden
+/// through a worker's tables for `cfg`, the way the worker (`super::Worker`) does for a hidden
 /// server that connects and parks: insert in the socket table with a head deadline,
-/// read the head with [`receive_head`], split off the bytes past it, park in the room,
+/// read the head with `receive_head`, split off the bytes past it, park in the room,
 /// and keep only the room handle and the armed poll's `user_data`. The head is "parsed"
 /// by position (its length is known), not by the parser. `now` is the only time used.
 pub fn simulate(cfg: &EngineConfig, n: usize, stage: Stage, now: Instant) -> Simulated {
