@@ -186,8 +186,9 @@ pub struct PgStore {
     /// How to connect (for connections of their own, outside the pool).
     config: std::sync::Arc<tokio_postgres::Config>,
     limits: StoreLimits,
-    /// The proof claimer's queue ([`PgAccess::first_use`]).
+    /// The proof claimer's queue ([`PgAccess::first_use`]) and what it did.
     claims: tokio::sync::mpsc::Sender<ClaimAsk>,
+    claim_stats: std::sync::Arc<ClaimStats>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -240,7 +241,12 @@ impl PgStore {
             .map_err(|e| StoreError::failed(format!("dead-drop store pool: {e}")))?;
         let key = rt.block_on(migrate(&pool, offer_key))?;
         let (claims, asks) = tokio::sync::mpsc::channel(CLAIM_QUEUE);
-        drop(rt.spawn(claimer(pool.clone(), asks)));
+        let claim_stats = std::sync::Arc::new(ClaimStats::default());
+        drop(rt.spawn(claimer(
+            pool.clone(),
+            asks,
+            std::sync::Arc::clone(&claim_stats),
+        )));
         Ok((
             Self {
                 rt,
@@ -248,6 +254,7 @@ impl PgStore {
                 config: std::sync::Arc::new(config),
                 limits,
                 claims,
+                claim_stats,
             },
             key,
         ))
@@ -938,6 +945,7 @@ impl Store for PgStore {
             pool: self.pool.clone(),
             config: std::sync::Arc::clone(&self.config),
             claims: self.claims.clone(),
+            claim_stats: std::sync::Arc::clone(&self.claim_stats),
         })
     }
 }
@@ -951,6 +959,16 @@ pub struct Claim {
     pub live: Option<bool>,
 }
 
+/// What the proof claimer did, for `/metrics`: how many requests' proofs it recorded
+/// and in how many statements (their ratio is the batching).
+#[derive(Debug, Default)]
+pub struct ClaimStats {
+    /// Requests whose proof a statement answered.
+    pub claims: std::sync::atomic::AtomicU64,
+    /// Statements that answered them.
+    pub statements: std::sync::atomic::AtomicU64,
+}
+
 /// The store's pool and the runtime its connections live on: queries from any runtime
 /// (the dead-drop's reads, and Qredo's `Conversations`, which share the database).
 /// Cheap to clone.
@@ -960,6 +978,7 @@ pub struct PgAccess {
     pool: Pool,
     config: std::sync::Arc<tokio_postgres::Config>,
     claims: tokio::sync::mpsc::Sender<ClaimAsk>,
+    claim_stats: std::sync::Arc<ClaimStats>,
 }
 
 impl std::fmt::Debug for PgAccess {
@@ -1028,6 +1047,11 @@ impl PgAccess {
         let mut config = (*self.config).clone();
         config.application_name(application_name);
         config.connect(NoTls).await.map_err(pg)
+    }
+
+    /// What the proof claimer did so far ([`PgAccess::first_use`]).
+    pub fn claim_stats(&self) -> &ClaimStats {
+        &self.claim_stats
     }
 
     /// Records the dead-drop proof whose signature hashes to `digest` as used until
@@ -1115,7 +1139,12 @@ pub(crate) struct ClaimAsk {
 /// per turn instead of `C`. A lone request waits for nothing. Each statement runs as
 /// a task of its own, so a panic or a timeout fails its batch, not the claimer. Runs on
 /// the store's runtime until the store drops it or every sender is gone.
-async fn claimer(pool: Pool, mut asks: tokio::sync::mpsc::Receiver<ClaimAsk>) {
+async fn claimer(
+    pool: Pool,
+    mut asks: tokio::sync::mpsc::Receiver<ClaimAsk>,
+    stats: std::sync::Arc<ClaimStats>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut batch = Vec::with_capacity(MAX_CLAIMS);
     while asks.recv_many(&mut batch, MAX_CLAIMS).await > 0 {
         // A caller that stopped waiting (it answered 503 at its timeout) is not
@@ -1137,6 +1166,8 @@ async fn claimer(pool: Pool, mut asks: tokio::sync::mpsc::Receiver<ClaimAsk>) {
         };
         match found {
             Ok(claims) => {
+                stats.statements.fetch_add(1, Relaxed);
+                stats.claims.fetch_add(batch.len() as u64, Relaxed);
                 for (ask, claim) in batch.drain(..).zip(claims) {
                     let _ = ask.reply.send(Ok(claim));
                 }
@@ -1274,6 +1305,8 @@ pub mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     const LIMITS: StoreLimits = StoreLimits {
         max_pending: 8,
@@ -1299,10 +1332,10 @@ mod tests {
         let Some(url) = database("nodes_starting_at_once_migrate_once_and_share_one_key") else {
             return;
         };
-        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let barrier = Arc::new(std::sync::Barrier::new(4));
         let nodes: Vec<_> = (0..4)
             .map(|i| {
-                let (url, barrier) = (url.clone(), std::sync::Arc::clone(&barrier));
+                let (url, barrier) = (url.clone(), Arc::clone(&barrier));
                 std::thread::spawn(move || {
                     barrier.wait();
                     let (_store, key) =
@@ -1465,6 +1498,11 @@ mod tests {
             firsts
         });
         assert_eq!(firsts, 32);
+        // 65 requests' proofs went through the claimer, in at most as many statements.
+        let stats = access.claim_stats();
+        assert_eq!(stats.claims.load(Ordering::Relaxed), 65);
+        let statements = stats.statements.load(Ordering::Relaxed);
+        assert!((1..=65).contains(&statements), "{statements} statements");
     }
 
     /// A claim whose caller stopped waiting before the claimer took it is not
@@ -1496,7 +1534,7 @@ mod tests {
                 asks.send(ClaimAsk { asked, reply }).await.unwrap();
             }
             drop(asks);
-            claimer(store.pool.clone(), queue).await;
+            claimer(store.pool.clone(), queue, Arc::default()).await;
             assert!(claimed.await.unwrap().unwrap().first);
             assert!(access.first_use([5; 32], 100, None).await.unwrap().first);
             assert!(!access.first_use([6; 32], 100, None).await.unwrap().first);

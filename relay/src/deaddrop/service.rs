@@ -206,6 +206,23 @@ impl DeadDrop {
             "Time the dead-drop writer waited for more requests before a transaction.",
             w.gather_micros.load(Ordering::Relaxed) as f64 / 1e6,
         );
+        if let Reader::Postgres(access) = &self.inner.reader {
+            let claims = access.claim_stats();
+            for (name, help, v) in [
+                (
+                    "tryst_deaddrop_proof_claims_total",
+                    "Dead-drop requests whose proof was recorded in the database (replay protection across nodes).",
+                    &claims.claims,
+                ),
+                (
+                    "tryst_deaddrop_proof_claim_statements_total",
+                    "Statements that recorded them (concurrent requests share one).",
+                    &claims.statements,
+                ),
+            ] {
+                crate::metrics::single(&mut out, name, "counter", help, v.load(Ordering::Relaxed));
+            }
+        }
         out
     }
 

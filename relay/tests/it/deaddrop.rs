@@ -227,6 +227,7 @@ fn retrieve_all(addr: SocketAddr, id: &Identity, relay: &str) -> Vec<String> {
 }
 
 fn endpoints_error_codes_and_check_order(kind: Kind) {
+    let postgres = matches!(kind, Kind::Postgres);
     let home = tempfile::tempdir().unwrap();
     let data = home.path().join("data");
     let store = Store::new(kind);
@@ -532,6 +533,19 @@ fn endpoints_error_codes_and_check_order(kind: Kind) {
         metrics.contains("tryst_deaddrop_replays_total 2\n"),
         "{metrics}"
     );
+    // On PostgreSQL every proof accepted above (seven: the replayed ones are refused by
+    // the node's own cache first) was recorded there, by statements that concurrent
+    // requests may share; redb records none in a database.
+    let claims = "tryst_deaddrop_proof_claims_total";
+    if postgres {
+        let recorded = crate::tunnel::series_value(&metrics, claims);
+        let statements =
+            crate::tunnel::series_value(&metrics, "tryst_deaddrop_proof_claim_statements_total");
+        assert_eq!(recorded, 7, "{metrics}");
+        assert!((1..=recorded).contains(&statements), "{metrics}");
+    } else {
+        assert!(!metrics.contains(claims), "{metrics}");
+    }
     drop(relay);
 
     // The key survives a restart.
