@@ -18,7 +18,9 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use tryst_relay::deaddrop::request::{Action, Checker, retrieved_body};
-use tryst_relay::deaddrop::store::{Delivered, Op, Outcome, RedbStore, Store as _, StoreLimits};
+use tryst_relay::deaddrop::store::{
+    Delivered, NewMessage, Op, Outcome, RedbStore, Store as _, StoreLimits,
+};
 use tryst_relay::deaddrop::{DeadDropConfig, proof};
 
 const CLIENT_PEM: &str = include_str!("../../relay/tests/fixtures/deaddrop/client-pub.pem");
@@ -49,30 +51,43 @@ fn deposit_body() -> String {
     format!(r#"{{"payload": "{inner}", "target_pubkey": "{escaped_pem}"}}"#)
 }
 
-fn bench_deposit(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("temporary directory");
-    let mut config = DeadDropConfig::in_dir(dir.path());
+/// The benches' clock, Unix milliseconds.
+const NOW_MS: u64 = 1_700_000_000_000;
+/// Store caps the benches never reach.
+const UNCAPPED: StoreLimits = StoreLimits {
+    max_pending: u64::MAX,
+    max_mailboxes: u64::MAX,
+    max_bytes: u64::MAX,
+};
+
+/// The relay's `/deposit` check with no rate limit (its config in `dir`).
+fn unlimited_checker(dir: &std::path::Path) -> Checker {
+    let mut config = DeadDropConfig::in_dir(dir);
     config.rate_limit = usize::MAX;
-    let checker = Checker::new(&config, "relay".into());
-    let body = deposit_body();
-    let now_ms = 1_700_000_000_000;
-    let deposit = || match checker.check("/deposit", body.as_bytes(), None, now_ms) {
+    Checker::new(&config, "relay".into())
+}
+
+/// `body` checked as a `/deposit`: a message with a fresh deposit id.
+fn checked_deposit(checker: &Checker, body: &str) -> NewMessage {
+    match checker.check("/deposit", body.as_bytes(), None, NOW_MS) {
         Ok(Action::Deposit(m)) => m,
         other => panic!("the bench body is refused: {other:?}"),
-    };
+    }
+}
+
+fn bench_deposit(c: &mut Criterion) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let checker = unlimited_checker(dir.path());
+    let body = deposit_body();
+    let deposit = || checked_deposit(&checker, &body);
     deposit();
 
     let mut group = c.benchmark_group("deaddrop_deposit");
     group.throughput(Throughput::Elements(1));
     group.bench_function("check_1k_body", |b| {
-        b.iter(|| checker.check("/deposit", black_box(body.as_bytes()), None, now_ms))
+        b.iter(|| checker.check("/deposit", black_box(body.as_bytes()), None, NOW_MS))
     });
-    let limits = StoreLimits {
-        max_pending: u64::MAX,
-        max_mailboxes: u64::MAX,
-        max_bytes: u64::MAX,
-    };
-    let mut store = RedbStore::open(&dir.path().join("bench.redb"), limits).expect("store");
+    let mut store = RedbStore::open(&dir.path().join("bench.redb"), UNCAPPED).expect("store");
     for n in [1u64, 8] {
         group.throughput(Throughput::Elements(n));
         group.bench_function(format!("redb_commit_{n}"), |b| {
@@ -91,29 +106,16 @@ const DRAIN: usize = 2000;
 
 fn bench_drain(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let mut config = DeadDropConfig::in_dir(dir.path());
-    config.rate_limit = usize::MAX;
-    let checker = Checker::new(&config, "relay".into());
+    let checker = unlimited_checker(dir.path());
     let body = deposit_body();
-    let now_ms = 1_700_000_000_000;
     let deposits = || -> Vec<Op> {
         (0..DRAIN)
-            .map(
-                |_| match checker.check("/deposit", body.as_bytes(), None, now_ms) {
-                    Ok(Action::Deposit(m)) => Op::Deposit(m),
-                    other => panic!("the bench body is refused: {other:?}"),
-                },
-            )
+            .map(|_| Op::Deposit(checked_deposit(&checker, &body)))
             .collect()
-    };
-    let limits = StoreLimits {
-        max_pending: u64::MAX,
-        max_mailboxes: u64::MAX,
-        max_bytes: u64::MAX,
     };
     // Both the setup (deposits) and the routine (the drain) write to it.
     let store = std::cell::RefCell::new(
-        RedbStore::open(&dir.path().join("drain.redb"), limits).expect("store"),
+        RedbStore::open(&dir.path().join("drain.redb"), UNCAPPED).expect("store"),
     );
     let take = |ops: &[Op]| -> Op {
         let Some(Op::Deposit(m)) = ops.first() else {
@@ -121,7 +123,7 @@ fn bench_drain(c: &mut Criterion) {
         };
         Op::Take {
             mailbox: m.mailbox,
-            now: now_ms / 1000,
+            now: NOW_MS / 1000,
             delete: true,
         }
     };

@@ -1325,6 +1325,17 @@ mod tests {
         url
     }
 
+    /// A store on a fresh database for `test` (with the default relay key offer) and
+    /// its access handle; `None` when the test is skipped.
+    fn store_with_access(test: &str) -> Option<(PgStore, PgAccess)> {
+        let url = database(test)?;
+        let (store, _) = PgStore::open(&url, LIMITS, 2, || Ok(String::new())).unwrap();
+        let Reader::Postgres(access) = store.reader() else {
+            unreachable!("a PostgreSQL store reads through PostgreSQL")
+        };
+        Some((store, access))
+    }
+
     /// Several nodes starting at once on an empty database: one migrates, all agree on
     /// the first stored relay key; a later start migrates nothing and offers no key.
     #[test]
@@ -1382,12 +1393,10 @@ mod tests {
     /// whose window has passed (the proof is then refused as stale anyway).
     #[test]
     fn a_proof_is_claimed_once_and_swept_after_its_window() {
-        let Some(url) = database("a_proof_is_claimed_once_and_swept_after_its_window") else {
+        let Some((mut store, access)) =
+            store_with_access("a_proof_is_claimed_once_and_swept_after_its_window")
+        else {
             return;
-        };
-        let (mut store, _) = PgStore::open(&url, LIMITS, 2, || Ok(String::new())).unwrap();
-        let Reader::Postgres(access) = store.reader() else {
-            unreachable!()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1434,14 +1443,12 @@ mod tests {
     /// through `first_use`: exactly one first per proof.
     #[test]
     fn claims_in_one_statement_are_each_first_once() {
-        let Some(url) = database("claims_in_one_statement_are_each_first_once") else {
+        let Some((mut store, access)) =
+            store_with_access("claims_in_one_statement_are_each_first_once")
+        else {
             return;
         };
-        let (mut store, _) = PgStore::open(&url, LIMITS, 2, || Ok(String::new())).unwrap();
         store.apply(&[deposit(3, "m")]).unwrap();
-        let Reader::Postgres(access) = store.reader() else {
-            unreachable!()
-        };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -1509,12 +1516,10 @@ mod tests {
     /// recorded: the client's retry with the same proof is then first.
     #[test]
     fn a_claim_whose_caller_stopped_waiting_is_not_recorded() {
-        let Some(url) = database("a_claim_whose_caller_stopped_waiting_is_not_recorded") else {
+        let Some((store, access)) =
+            store_with_access("a_claim_whose_caller_stopped_waiting_is_not_recorded")
+        else {
             return;
-        };
-        let (store, _) = PgStore::open(&url, LIMITS, 2, || Ok(String::new())).unwrap();
-        let Reader::Postgres(access) = store.reader() else {
-            unreachable!()
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

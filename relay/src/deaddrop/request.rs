@@ -480,6 +480,15 @@ pub fn retrieved_body(msgs: &[Delivered], keep: bool) -> serde_json::Result<Vec<
         messages: T,
         status: &'static str,
     }
+    fn write<T: serde::Serialize>(out: &mut Vec<u8>, messages: T) -> serde_json::Result<()> {
+        serde_json::to_writer(
+            out,
+            &Body {
+                messages,
+                status: "ok",
+            },
+        )
+    }
     // The strings, their quotes and commas, and a sixteenth for escapes (payloads are
     // often JSON themselves), so a large mailbox's body is not copied as it grows.
     let size: usize = msgs
@@ -502,22 +511,10 @@ pub fn retrieved_body(msgs: &[Delivered], keep: bool) -> serde_json::Result<Vec<
                 payload: &m.payload,
             })
             .collect();
-        serde_json::to_writer(
-            &mut out,
-            &Body {
-                messages,
-                status: "ok",
-            },
-        )?;
+        write(&mut out, messages)?;
     } else {
         let messages: Vec<&str> = msgs.iter().map(|m| m.payload.as_str()).collect();
-        serde_json::to_writer(
-            &mut out,
-            &Body {
-                messages,
-                status: "ok",
-            },
-        )?;
+        write(&mut out, messages)?;
     }
     Ok(out)
 }

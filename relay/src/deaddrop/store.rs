@@ -498,12 +498,10 @@ impl Tables<'_> {
         Ok(Outcome::Deposited)
     }
 
-    fn take(&mut self, mailbox: &Mailbox, now: u64, delete: bool) -> Result<Outcome, StoreError> {
-        if delete {
-            return self.take_and_delete(mailbox, now);
-        }
-        let lo = cat(mailbox, 0);
-        let hi = cat(mailbox, u64::MAX);
+    /// The sequence numbers of `mailbox`'s messages, in deposit order (its
+    /// `by_mailbox` range).
+    fn mailbox_seqs(&self, mailbox: &Mailbox) -> Result<Vec<u64>, StoreError> {
+        let (lo, hi) = (cat(mailbox, 0), cat(mailbox, u64::MAX));
         let mut seqs = Vec::new();
         for entry in self
             .by_mailbox
@@ -513,6 +511,14 @@ impl Tables<'_> {
             let (k, _) = entry.map_err(err)?;
             seqs.push(u64_at(k.value(), 32)?);
         }
+        Ok(seqs)
+    }
+
+    fn take(&mut self, mailbox: &Mailbox, now: u64, delete: bool) -> Result<Outcome, StoreError> {
+        if delete {
+            return self.take_and_delete(mailbox, now);
+        }
+        let seqs = self.mailbox_seqs(mailbox)?;
         let mut out = Vec::with_capacity(seqs.len());
         let mut expired = Vec::new();
         for seq in seqs {
@@ -539,17 +545,7 @@ impl Tables<'_> {
     /// its `pending` count written once) and hands out the live messages in deposit
     /// order; the expired ones go with them, undelivered.
     fn take_and_delete(&mut self, mailbox: &Mailbox, now: u64) -> Result<Outcome, StoreError> {
-        let lo = cat(mailbox, 0);
-        let hi = cat(mailbox, u64::MAX);
-        let mut seqs = Vec::new();
-        for entry in self
-            .by_mailbox
-            .range(lo.as_slice()..=hi.as_slice())
-            .map_err(err)?
-        {
-            let (k, _) = entry.map_err(err)?;
-            seqs.push(u64_at(k.value(), 32)?);
-        }
+        let seqs = self.mailbox_seqs(mailbox)?;
         let mut out = Vec::with_capacity(seqs.len());
         let mut removed = 0;
         for seq in seqs {
